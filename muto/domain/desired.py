@@ -1,0 +1,115 @@
+"""Desired state: what the cloud asks a set of vehicles to run, under which policy."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import msgspec
+
+from muto.domain.wire import Digest, Identifier, Wire
+
+HHMM = msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, 24 h")
+
+
+class ApplyWindow(Wire, kw_only=True):
+    """Local-time window in which apply may start; may cross midnight (22:00-04:00).
+    Equal start and end means all day."""
+
+    start_local: Annotated[str, HHMM]
+    end_local: Annotated[str, HHMM]
+
+
+class Policy(Wire, kw_only=True):
+    apply_window: ApplyWindow | None = None
+    require_vehicle_stationary: bool = True
+    deny_if_autonomous_mode: bool = True
+    require_battery_pct_min: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class AgentConfig(Wire, kw_only=True):
+    """Agent settings: delivered only inside desired state (never as a command)."""
+
+    heartbeat_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+    telemetry_enabled: bool = True
+    log_level: LogLevel = LogLevel.INFO
+
+
+class StackRef(Wire, kw_only=True):
+    name: Annotated[str, Identifier]
+    version: Annotated[str, Identifier]
+    manifest_digest: Annotated[str, Digest] | None = None
+
+
+class Target(Wire, kw_only=True):
+    type: Literal["fleetSelector", "vehicle"] = "fleetSelector"
+    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class RolloutRef(Wire, kw_only=True):
+    strategy: Literal["canary", "direct"] = "direct"
+    wave_id: str | None = None
+    rollout_id: str | None = None
+
+
+class DesiredStateRequest(Wire, kw_only=True):
+    """Body of POST /desired-states."""
+
+    target: Target
+    stack: StackRef
+    policy: Policy = Policy()
+    rollout: RolloutRef | None = None
+    agent_config: AgentConfig = AgentConfig()
+    correlation_id: str | None = None
+    ttl_sec: Annotated[int, msgspec.Meta(ge=60, le=90 * 86400)] = 30 * 86400
+
+
+class DesiredStateDocument(Wire, kw_only=True):
+    """The per-vehicle document the control plane signs and the vehicle verifies.
+
+    `sequence` is strictly increasing per vehicle: the agent rejects anything lower,
+    or equal with different content. A rollback is a new, higher sequence that points
+    to an older release."""
+
+    schema: Literal["muto.desired-state.v1"] = "muto.desired-state.v1"
+    vehicle_id: Annotated[str, Identifier]
+    revision: str
+    sequence: Annotated[int, msgspec.Meta(ge=1)]
+    stack: StackRef
+    policy: Policy
+    agent_config: AgentConfig
+    rollout_id: str | None = None
+    correlation_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class Signature(Wire, kw_only=True):
+    keyid: str
+    sig: str  # base64
+
+
+class Envelope(Wire, kw_only=True):
+    """A DSSE envelope: the signed bytes travel as they were signed (base64), so a
+    verifier never depends on re-encoding a document identically."""
+
+    payload_type: str
+    payload: str  # base64 of the exact signed bytes
+    signatures: list[Signature]
+
+
+class DesiredStateBundle(Wire, kw_only=True):
+    """Response of GET /desired-states/latest: the signed document and the signed
+    release it points to, so the vehicle can verify both offline."""
+
+    schema: Literal["muto.desired-state-bundle.v1"] = "muto.desired-state-bundle.v1"
+    desired_state: Envelope
+    release: Envelope

@@ -1,0 +1,56 @@
+"""What vehicles tell the cloud: reconcile reports (events) and health (a read model)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import msgspec
+
+from muto.domain.desired import StackRef
+from muto.domain.reasons import ReasonCode
+from muto.domain.wire import Identifier, Wire
+
+
+class ReconcileStatus(StrEnum):
+    CONVERGED = "converged"  # running what the revision asks for, and ready
+    BLOCKED = "blocked"  # a safety gate holds the apply; retried when it clears
+    REJECTED = "rejected"  # the document or release failed verification/compatibility
+    ROLLED_BACK = "rolled_back"  # apply failed; previous known good restored
+    FAILED = "failed"  # apply failed and no rollback target could be restored
+
+
+class Timings(Wire, kw_only=True):
+    apply_sec: float | None = None
+    readiness_sec: float | None = None
+
+
+class ReconcileReport(Wire, kw_only=True):
+    schema: Literal["muto.reconcile-report.v1"] = "muto.reconcile-report.v1"
+    report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    vehicle_id: Annotated[str, Identifier]
+    desired_state_revision: str | None = None
+    sequence: int | None = None
+    status: ReconcileStatus
+    reason_codes: list[ReasonCode] = []
+    running: StackRef | None = None
+    timings: Timings = Timings()
+    observed_at: datetime
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class HealthReport(Wire, kw_only=True):
+    schema: Literal["muto.health-report.v1"] = "muto.health-report.v1"
+    report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    vehicle_id: Annotated[str, Identifier]
+    status: HealthStatus
+    reason_codes: list[ReasonCode] = []
+    running: StackRef | None = None
+    metrics: dict[str, float] = {}
+    observed_at: datetime
