@@ -1,0 +1,76 @@
+"""One settings object for the control plane: flags and MUTO_* environment, read once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+MEMORY = "memory://"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data/cloud")
+    # None: an SQLite file under data_dir. "memory://": in-memory (tests).
+    # "postgresql+psycopg://...": PostgreSQL (scale-out: several API processes).
+    database_url: str | None = None
+    mqtt_url: str | None = "mqtt://127.0.0.1:1883"
+    tenant: str = "default"
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 1 << 20
+    desired_state_ttl_sec: int = 30 * 86400
+    # Public keys (PEM files) of the release process; empty: releases are accepted
+    # with their own signatures unchecked by the cloud (vehicles always check).
+    release_keys: tuple[Path, ...] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {}
+        if "MUTO_DATA_DIR" in env:
+            found["data_dir"] = Path(env["MUTO_DATA_DIR"])
+        for key, name in (("MUTO_DATABASE_URL", "database_url"), ("MUTO_MQTT_URL", "mqtt_url"),
+                          ("MUTO_TENANT", "tenant"), ("MUTO_PUBLIC_URL", "public_url")):
+            if env.get(key):
+                found[name] = env[key]
+        found.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **found)
+
+    @property
+    def is_memory(self) -> bool:
+        return self.database_url == MEMORY
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.database_url and self.database_url.startswith("postgresql"))
+
+    @property
+    def events_url(self) -> str:
+        if self.database_url and not self.is_memory:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'events.db'}"
+
+    @property
+    def views_url(self) -> str:
+        """Read models live beside the events on PostgreSQL; on SQLite in their own file,
+        so view writers never contend with the event writer for the file lock."""
+        if self.is_memory:
+            return "sqlite://"
+        if self.is_postgres:
+            assert self.database_url is not None
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'views.db'}"
+
+    def event_store_env(self) -> dict[str, str]:
+        if self.is_memory:
+            return {"PERSISTENCE_MODULE": "eventsourcing.popo", **self.extra_env}
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+            "SQLALCHEMY_URL": self.events_url,
+            "CREATE_TABLE": "y",
+            **self.extra_env,
+        }

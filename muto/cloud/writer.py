@@ -1,0 +1,159 @@
+"""The single writer: every command of this process goes through one thread, and
+concurrent commands are saved together in one transaction (group commit).
+
+Invariants:
+- Commands run one at a time, in submission order, on the writer thread; so within
+  one process two commands never race on the same aggregate.
+- A batch commits atomically or not at all. If any command of a batch raises, or the
+  save conflicts with another process (optimistic concurrency), every command of the
+  batch is re-run alone against freshly loaded aggregates, so one bad command never
+  takes its neighbours' writes down with it.
+- A command that still conflicts after MAX_ATTEMPTS fresh re-runs fails with Conflict.
+- A command must only mutate aggregates obtained from its UnitOfWork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from muto.cloud.errors import Conflict
+from muto.cloud.eventlog import EventLog
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+MAX_BATCH = 512
+MAX_ATTEMPTS = 5
+
+
+class UnitOfWork:
+    """Aggregates loaded by the commands of one batch, shared between them."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self._aggregates: dict[UUID, Aggregate] = {}
+
+    def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id in self._aggregates:
+            found = self._aggregates[aggregate_id]
+            assert isinstance(found, kind)
+            return found
+        try:
+            aggregate = self.log.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, kind), f"{aggregate_id} is a {type(aggregate).__name__}"
+        self._aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        if aggregate.id in self._aggregates:
+            raise Conflict(f"{type(aggregate).__name__} {aggregate.id} already exists")
+        self._aggregates[aggregate.id] = aggregate
+
+    def pending(self) -> list[Aggregate]:
+        return list(self._aggregates.values())
+
+
+Command = Callable[[UnitOfWork], T]
+
+
+@dataclass(frozen=True)
+class Written(Generic[T]):
+    value: T
+    position: int | None  # the log position a reader must reach to see this write
+
+
+class Writer:
+    def __init__(self, log: EventLog, max_batch: int = MAX_BATCH) -> None:
+        self.log = log
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[Command[Any], Future[Written[Any]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.commands = 0
+
+    def submit(self, command: Command[T]) -> Future[Written[T]]:
+        future: Future[Written[T]] = Future()
+        self._queue.put((command, future))
+        return future
+
+    def execute(self, command: Command[T]) -> Written[T]:
+        return self.submit(command).result()
+
+    async def run(self, command: Command[T]) -> Written[T]:
+        return await asyncio.wrap_future(self.submit(command))
+
+    def close(self) -> None:
+        """Finish every queued command, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    # -- writer thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            stopping = item is None
+            batch = [] if item is None else [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            if batch:
+                self._write(batch)
+            if stopping:
+                return
+
+    def _write(self, batch: list[tuple[Command[Any], Future[Written[Any]]]]) -> None:
+        self.batches += 1
+        self.commands += len(batch)
+        if len(batch) > 1 and self._write_together(batch):
+            return
+        for command, future in batch:
+            try:
+                future.set_result(self._write_alone(command))
+            except Exception as exc:  # delivered to the caller, never swallowed
+                future.set_exception(exc)
+
+    def _write_together(self, batch: list[tuple[Command[Any], Future[Written[Any]]]]) -> bool:
+        uow = UnitOfWork(self.log)
+        try:
+            values = [command(uow) for command, _ in batch]
+            recordings = self.log.save(*uow.pending())
+        except Exception:
+            return False  # re-run each alone: errors and conflicts stay with their command
+        position = max((r.notification.id for r in recordings), default=None)
+        for (_, future), value in zip(batch, values, strict=True):
+            future.set_result(Written(value, position))
+        return True
+
+    def _write_alone(self, command: Command[T]) -> Written[T]:
+        for _ in range(MAX_ATTEMPTS):
+            uow = UnitOfWork(self.log)
+            value = command(uow)
+            try:
+                recordings = self.log.save(*uow.pending())
+            except IntegrityError:
+                continue  # another process wrote first: reload and decide again
+            position = max((r.notification.id for r in recordings), default=None)
+            return Written(value, position)
+        raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")

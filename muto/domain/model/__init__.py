@@ -1,0 +1,18 @@
+"""Event-sourced aggregates of the control plane.
+
+Event classes are stored by module path ("topic"): moving or renaming one breaks stored
+events unless the old topic is registered. Keep these module paths stable.
+
+The aggregates use `eventsourcing.domain` (the library's pure domain layer, no
+persistence); every event carries `actor` and `correlation_id` for the audit trail.
+"""
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://eclipse.dev/muto")
+
+
+def stable_id(kind: str, key: str) -> UUID:
+    """Deterministic aggregate id: the same vehicle/release/revision maps to one stream,
+    so a second registration collides in the store instead of forking history."""
+    return uuid5(NAMESPACE, f"{kind}:{key}")

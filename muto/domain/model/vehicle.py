@@ -1,0 +1,170 @@
+"""Vehicle: registration, labels, desired-state assignments, reports received.
+
+Invariants:
+- `sequence` (desired-state assignments) strictly increases by one per assignment.
+- a reconcile report id is recorded once; a re-delivered report adds no event
+  (the last RECENT_REPORT_IDS ids are kept: the agent delivers its outbox in order,
+  so a duplicate is never older than the reports that followed it).
+- health and presence store transitions only, never repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from muto.domain.model import stable_id
+
+RECENT_REPORT_IDS = 256
+
+
+class Vehicle(Aggregate):
+    @staticmethod
+    def create_id(vehicle_id: str, **_: Any) -> UUID:
+        return stable_id("vehicle", vehicle_id)
+
+    @event("Registered")
+    def __init__(
+        self,
+        vehicle_id: str,
+        labels: dict[str, str],
+        attributes: dict[str, str],
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.labels = labels
+        self.attributes = attributes
+        self.sequence = 0
+        self.assignment: dict[str, Any] | None = None
+        self.previous_assignment: dict[str, Any] | None = None
+        self.last_report: dict[str, Any] | None = None
+        self.recent_report_ids: list[str] = []
+        self.health: str | None = None
+        self.presence: str | None = None
+
+    # -- commands -------------------------------------------------------------------
+
+    def update(
+        self,
+        labels: dict[str, str | None],
+        attributes: dict[str, str | None],
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        """Merge labels/attributes; a None value removes the key."""
+        self._updated(
+            vehicle_id=self.vehicle_id,
+            labels=labels,
+            attributes=attributes,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+
+    def assign(self, assignment: dict[str, Any], actor: str, correlation_id: str) -> int:
+        """Assign desired state; returns the new per-vehicle sequence."""
+        sequence = self.sequence + 1
+        self._assigned(
+            vehicle_id=self.vehicle_id,
+            sequence=sequence,
+            assignment=assignment,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        return sequence
+
+    def record_reconcile(self, report: dict[str, Any], actor: str, correlation_id: str) -> bool:
+        """Record a reconcile report; False (and no event) if it was already recorded."""
+        if report["reportId"] in self.recent_report_ids:
+            return False
+        self._reconcile_reported(
+            vehicle_id=self.vehicle_id, report=report, actor=actor, correlation_id=correlation_id
+        )
+        return True
+
+    def record_health(
+        self, status: str, report: dict[str, Any], actor: str, correlation_id: str
+    ) -> bool:
+        """Record a health transition; False (and no event) when the status is unchanged."""
+        if status == self.health:
+            return False
+        self._health_changed(
+            vehicle_id=self.vehicle_id,
+            status=status,
+            previous=self.health,
+            report=report,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        return True
+
+    def record_presence(self, state: str, at: str | None, actor: str, correlation_id: str) -> bool:
+        if state == self.presence:
+            return False
+        self._presence_changed(
+            vehicle_id=self.vehicle_id,
+            state=state,
+            at=at,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        return True
+
+    # -- events -----------------------------------------------------------------------
+
+    @event("Updated")
+    def _updated(
+        self,
+        vehicle_id: str,
+        labels: dict[str, str | None],
+        attributes: dict[str, str | None],
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        for target, changes in ((self.labels, labels), (self.attributes, attributes)):
+            for key, value in changes.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+
+    @event("DesiredStateAssigned")
+    def _assigned(
+        self,
+        vehicle_id: str,
+        sequence: int,
+        assignment: dict[str, Any],
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self.sequence = sequence
+        self.previous_assignment = self.assignment
+        self.assignment = assignment
+
+    @event("ReconcileReported")
+    def _reconcile_reported(
+        self, vehicle_id: str, report: dict[str, Any], actor: str, correlation_id: str
+    ) -> None:
+        self.last_report = report
+        self.recent_report_ids.append(report["reportId"])
+        del self.recent_report_ids[:-RECENT_REPORT_IDS]
+
+    @event("HealthChanged")
+    def _health_changed(
+        self,
+        vehicle_id: str,
+        status: str,
+        previous: str | None,
+        report: dict[str, Any],
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self.health = status
+
+    @event("PresenceChanged")
+    def _presence_changed(
+        self, vehicle_id: str, state: str, at: str | None, actor: str, correlation_id: str
+    ) -> None:
+        self.presence = state

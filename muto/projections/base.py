@@ -1,0 +1,61 @@
+"""What a projection is: tables, and a routing table from event type to an update.
+
+A projection never reads the event store; it sees each event once, in log order,
+inside the transaction that also records its position (see runner.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import MetaData, Table
+from sqlalchemy.orm import Session
+
+# Keys every event carries that are bookkeeping, not content.
+_BOOKKEEPING = {"originator_id", "originator_version", "timestamp"}
+
+
+class Event(Protocol):
+    originator_id: Any
+    originator_version: int
+    timestamp: datetime
+
+
+Update = Callable[[Session, Any, int], None]
+
+
+def event_type(event: object) -> str:
+    """`Vehicle.ReconcileReported`: the aggregate and the event, as stored."""
+    return type(event).__qualname__
+
+
+def event_data(event: object) -> dict[str, Any]:
+    return {k: v for k, v in vars(event).items() if k not in _BOOKKEEPING}
+
+
+class Projection:
+    """Subclasses declare `name`, define their tables in `define`, and route events
+    by type in `updates`."""
+
+    name: str = ""
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.tables: list[Table] = self.define(metadata)
+
+    def define(self, metadata: MetaData) -> list[Table]:
+        raise NotImplementedError
+
+    @property
+    def updates(self) -> Mapping[str, Update]:
+        raise NotImplementedError
+
+    def apply(self, session: Session, event: object, position: int) -> None:
+        update = self.updates.get(event_type(event))
+        if update is not None:
+            update(session, event, position)
+
+    def clear(self, session: Session) -> None:
+        for table in reversed(self.tables):
+            session.execute(table.delete())

@@ -1,0 +1,116 @@
+"""Inventory: one row per vehicle (labels, presence, running release, last reconcile
+status and reason codes) and a label index for selector queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, delete, update
+from sqlalchemy.orm import Session
+
+from muto.projections.base import Projection, Update
+
+
+def _iso(event: Any) -> str:
+    return str(event.timestamp.isoformat())
+
+
+class Inventory(Projection):
+    name = "inventory"
+
+    def define(self, metadata: MetaData) -> list[Table]:
+        self.vehicles = Table(
+            "view_vehicles", metadata,
+            Column("vehicle_id", String(128), primary_key=True),
+            Column("labels", JSON, nullable=False),
+            Column("attributes", JSON, nullable=False),
+            Column("version", Integer, nullable=False),
+            Column("sequence", Integer, nullable=False),
+            Column("desired_revision", String(64)),
+            Column("desired_release", String(300)),
+            Column("rollout_id", String(128)),
+            Column("running_release", String(300)),
+            Column("last_status", String(32)),
+            Column("last_reason_codes", JSON, nullable=False),
+            Column("last_report_at", String(40)),
+            Column("health", String(32)),
+            Column("presence", String(16)),
+            Column("presence_at", String(40)),
+            Column("registered_at", String(40), nullable=False),
+            Column("updated_at", String(40), nullable=False),
+        )
+        self.labels = Table(
+            "view_vehicle_labels", metadata,
+            Column("vehicle_id", String(128), primary_key=True),
+            Column("key", String(128), primary_key=True),
+            Column("value", String(256), nullable=False),
+            Index("ix_view_vehicle_labels_kv", "key", "value"),
+        )
+        return [self.vehicles, self.labels]
+
+    @property
+    def updates(self) -> Mapping[str, Update]:
+        return {
+            "Vehicle.Registered": self._registered,
+            "Vehicle.Updated": self._updated,
+            "Vehicle.DesiredStateAssigned": self._assigned,
+            "Vehicle.ReconcileReported": self._reported,
+            "Vehicle.HealthChanged": self._health,
+            "Vehicle.PresenceChanged": self._presence,
+        }
+
+    def _registered(self, s: Session, e: Any, _: int) -> None:
+        at = _iso(e)
+        s.execute(self.vehicles.insert().values(
+            vehicle_id=e.vehicle_id, labels=e.labels, attributes=e.attributes,
+            version=e.originator_version, sequence=0, last_reason_codes=[],
+            registered_at=at, updated_at=at,
+        ))
+        self._index(s, e.vehicle_id, e.labels)
+
+    def _touch(self, s: Session, e: Any, **values: Any) -> None:
+        s.execute(update(self.vehicles).where(self.vehicles.c.vehicle_id == e.vehicle_id)
+                  .values(version=e.originator_version, updated_at=_iso(e), **values))
+
+    def _updated(self, s: Session, e: Any, _: int) -> None:
+        row = s.execute(self.vehicles.select().where(
+            self.vehicles.c.vehicle_id == e.vehicle_id)).one()
+        labels, attributes = dict(row.labels), dict(row.attributes)
+        for target, changes in ((labels, e.labels), (attributes, e.attributes)):
+            for key, value in changes.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+        self._touch(s, e, labels=labels, attributes=attributes)
+        s.execute(delete(self.labels).where(self.labels.c.vehicle_id == e.vehicle_id))
+        self._index(s, e.vehicle_id, labels)
+
+    def _index(self, s: Session, vehicle_id: str, labels: dict[str, str]) -> None:
+        if labels:
+            s.execute(self.labels.insert(), [
+                {"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()
+            ])
+
+    def _assigned(self, s: Session, e: Any, _: int) -> None:
+        a = e.assignment
+        self._touch(s, e, sequence=e.sequence, desired_revision=a["revision"],
+                    desired_release=a["releaseKey"], rollout_id=a.get("rolloutId"))
+
+    def _reported(self, s: Session, e: Any, _: int) -> None:
+        r = e.report
+        running = r.get("running")
+        values: dict[str, Any] = {
+            "last_status": r["status"], "last_reason_codes": r.get("reasonCodes", []),
+            "last_report_at": r["observedAt"],
+        }
+        if running is not None:
+            values["running_release"] = f"{running['name']}@{running['version']}"
+        self._touch(s, e, **values)
+
+    def _health(self, s: Session, e: Any, _: int) -> None:
+        self._touch(s, e, health=e.status)
+
+    def _presence(self, s: Session, e: Any, _: int) -> None:
+        self._touch(s, e, presence=e.state, presence_at=e.at or _iso(e))

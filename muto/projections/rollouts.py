@@ -1,0 +1,129 @@
+"""Rollout progress: the rollout's state, and each targeted vehicle's phase and status
+(pending, assigned, converged, deferred by gate, failed by reason, rolled back)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, update
+from sqlalchemy.orm import Session
+
+from muto.projections.base import Projection, Update, event_type
+
+# Reconcile status -> the vehicle's status within its rollout.
+ROLLOUT_STATUS = {
+    "converged": "converged",
+    "blocked": "deferred",
+    "rejected": "failed",
+    "rolled_back": "failed",
+    "failed": "failed",
+}
+DECISIONS = {
+    "Rollout.CanaryGatePassed": "wave",
+    "Rollout.CanaryGateFailed": "aborted",
+    "Rollout.WaveGatePassed": "completed",
+    "Rollout.WaveGateFailed": "rolled_back",
+}
+
+
+class RolloutProgress(Projection):
+    name = "rollouts"
+
+    def define(self, metadata: MetaData) -> list[Table]:
+        self.rollouts = Table(
+            "view_rollouts", metadata,
+            Column("rollout_id", String(128), primary_key=True),
+            Column("state", String(32), nullable=False),
+            Column("paused", Boolean, nullable=False),
+            Column("selector", String(1024), nullable=False),
+            Column("release_key", String(300), nullable=False),
+            Column("thresholds", JSON, nullable=False),
+            Column("decisions", JSON, nullable=False),
+            Column("started_at", String(40), nullable=False),
+            Column("updated_at", String(40), nullable=False),
+        )
+        self.vehicles = Table(
+            "view_rollout_vehicles", metadata,
+            Column("rollout_id", String(128), primary_key=True),
+            Column("vehicle_id", String(128), primary_key=True, index=True),
+            Column("phase", String(16), nullable=False),
+            Column("revision", String(64)),
+            Column("status", String(16), nullable=False),
+            Column("reason_codes", JSON, nullable=False),
+            Column("updated_at", String(40), nullable=False),
+        )
+        return [self.rollouts, self.vehicles]
+
+    @property
+    def updates(self) -> Mapping[str, Update]:
+        table: dict[str, Update] = {
+            "Rollout.Started": self._started,
+            "Rollout.PhaseAssigned": self._assigned,
+            "Rollout.Paused": self._paused,
+            "Rollout.Resumed": self._paused,
+            "Rollout.RolledBack": self._rolled_back,
+            "Vehicle.ReconcileReported": self._reported,
+        }
+        table.update(dict.fromkeys(DECISIONS, self._decided))
+        return table
+
+    def _started(self, s: Session, e: Any, _: int) -> None:
+        at = e.timestamp.isoformat()
+        s.execute(self.rollouts.insert().values(
+            rollout_id=e.rollout_id, state="canary", paused=False, selector=e.selector,
+            release_key=e.release_key, thresholds=e.thresholds, decisions=[],
+            started_at=at, updated_at=at,
+        ))
+        rows = [(v, "canary") for v in e.canaries] + [(v, "wave") for v in e.wave]
+        if rows:
+            s.execute(self.vehicles.insert(), [
+                {"rollout_id": e.rollout_id, "vehicle_id": v, "phase": phase,
+                 "status": "pending", "reason_codes": [], "updated_at": at}
+                for v, phase in rows
+            ])
+
+    def _rollout(self, s: Session, e: Any, **values: Any) -> None:
+        s.execute(update(self.rollouts).where(self.rollouts.c.rollout_id == e.rollout_id)
+                  .values(updated_at=e.timestamp.isoformat(), **values))
+
+    def _set_vehicles(self, s: Session, e: Any, vehicle_ids: list[str], **values: Any) -> None:
+        c = self.vehicles.c
+        s.execute(update(self.vehicles)
+                  .where(and_(c.rollout_id == e.rollout_id, c.vehicle_id.in_(vehicle_ids)))
+                  .values(updated_at=e.timestamp.isoformat(), **values))
+
+    def _assigned(self, s: Session, e: Any, _: int) -> None:
+        self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="assigned",
+                           reason_codes=[])
+
+    def _decided(self, s: Session, e: Any, position: int) -> None:
+        row = s.execute(self.rollouts.select().where(
+            self.rollouts.c.rollout_id == e.rollout_id)).one()
+        decision = {"event": event_type(e).split(".", 1)[1], "at": e.timestamp.isoformat(),
+                    "position": position, "evaluation": e.evaluation}
+        self._rollout(s, e, state=DECISIONS[event_type(e)],
+                      decisions=[*row.decisions, decision])
+
+    def _paused(self, s: Session, e: Any, _: int) -> None:
+        self._rollout(s, e, paused=event_type(e) == "Rollout.Paused")
+
+    def _rolled_back(self, s: Session, e: Any, _: int) -> None:
+        self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
+        row = s.execute(self.rollouts.select().where(
+            self.rollouts.c.rollout_id == e.rollout_id)).one()
+        if row.state in ("canary", "wave"):
+            self._rollout(s, e, state="rolled_back")
+
+    def _reported(self, s: Session, e: Any, _: int) -> None:
+        report = e.report
+        revision = report.get("desiredStateRevision")
+        status = ROLLOUT_STATUS.get(report["status"])
+        if revision is None or status is None:
+            return
+        c = self.vehicles.c
+        s.execute(update(self.vehicles)
+                  .where(and_(c.vehicle_id == e.vehicle_id, c.revision == revision,
+                              c.status != "rolled_back"))
+                  .values(status=status, reason_codes=report.get("reasonCodes", []),
+                          updated_at=e.timestamp.isoformat()))

@@ -1,0 +1,124 @@
+"""Catch-up loop: follows the event log and keeps every projection current.
+
+SQLite has no subscriptions (the library's ProjectionRunner needs them), so this loop
+pulls `select_notifications` after the lowest recorded position; the same loop serves
+PostgreSQL. Each batch of notifications is decoded once and applied to every projection
+that has not yet seen it, in one transaction with their new positions.
+
+Invariants:
+- a projection sees every event exactly once, in log order (position recorded in the
+  same transaction as its rows; a replay of the same position raises IntegrityError);
+- after `catch_up_to(p)` returns, every projection reflects positions <= p
+  (read-your-writes for the API);
+- `rebuild(name)` from position 0 gives exactly the rows that incremental updates gave.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from muto.cloud.eventlog import EventLog
+from muto.projections.base import Projection
+from muto.projections.store import ViewStore
+
+BATCH = 500
+
+
+class ProjectionRunner:
+    def __init__(self, log: EventLog, store: ViewStore, projections: Sequence[Projection]) -> None:
+        self.log = log
+        self.store = store
+        self.projections = {p.name: p for p in projections}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+
+    # -- positions --------------------------------------------------------------------
+
+    def positions(self) -> dict[str, int]:
+        return {name: self.store.position_of(name) for name in self.projections}
+
+    def position(self) -> int:
+        """The position every projection has reached."""
+        return min(self.positions().values(), default=0)
+
+    def lag(self) -> int:
+        return max(0, self.log.position() - self.position())
+
+    # -- catching up ------------------------------------------------------------------
+
+    def catch_up(self, limit: int = BATCH) -> int:
+        """Process everything available; returns the number of notifications read."""
+        total = 0
+        with self._lock:
+            while (n := self._step(limit)) > 0:
+                total += n
+        return total
+
+    def catch_up_to(self, position: int | None, timeout: float = 10.0) -> None:
+        """Return once every projection has processed `position` (read-your-writes)."""
+        if position is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self.position() < position:
+            self.catch_up()
+            if self.position() >= position:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"projections at {self.position()}, waited for {position}")
+            time.sleep(0.01)  # another process's projector holds the lock
+
+    def _step(self, limit: int) -> int:
+        with self.store.writing() as session:
+            # Read positions inside the (locked) transaction: another projector may
+            # have moved them since we last looked.
+            positions = {name: self.store.position_of(name) for name in self.projections}
+            start = min(positions.values(), default=0)
+            notifications = self.log.recorder.select_notifications(
+                start=start, limit=limit, inclusive_of_start=False
+            )
+            if not notifications:
+                return 0
+            last = notifications[-1].id
+            for notification in notifications:
+                event: Any = self.log.mapper.to_domain_event(notification)
+                for name, projection in self.projections.items():
+                    if notification.id > positions[name]:
+                        projection.apply(session, event, notification.id)
+            for name in self.projections:
+                if last > positions[name]:
+                    self.store.record_position(session, name, last)
+        self.processed += len(notifications)
+        return len(notifications)
+
+    def rebuild(self, name: str) -> None:
+        """Drop one projection's rows and position, then replay it from the start."""
+        projection = self.projections[name]
+        with self._lock, self.store.writing() as session:
+            projection.clear(session)
+            self.store.forget_position(session, name)
+        self.catch_up()
+
+    # -- background -------------------------------------------------------------------
+
+    def start(self, interval: float = 0.1) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.catch_up()
+                except Exception:  # noqa: BLE001 - logged, retried next tick
+                    import logging
+
+                    logging.getLogger("muto.projections").exception("catch-up failed")
+
+        self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

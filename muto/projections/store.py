@@ -1,0 +1,66 @@
+"""The view store: SQL read models and each projection's position, in one database.
+
+It is the library's SQLAlchemyTrackingRecorder, so recording a position twice raises
+IntegrityError, and view rows plus position commit in one transaction: a crash between
+the update and the commit leaves both as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
+from sqlalchemy import MetaData, text
+from sqlalchemy.orm import Session
+
+TRACKING_TABLE = "muto_projection_tracking"
+# One key for all muto projectors in a PostgreSQL database (pg_advisory_xact_lock).
+PROJECTOR_LOCK_KEY = 0x6D75746F
+
+
+class ViewStore(SQLAlchemyTrackingRecorder):
+    def __init__(self, url: str) -> None:
+        super().__init__(SQLAlchemyDatastore(url=url), tracking_table_name=TRACKING_TABLE)
+        self.metadata = MetaData()
+        assert self.datastore.engine is not None
+        self.engine = self.datastore.engine
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.metadata.create_all(self.engine, checkfirst=True)
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction; on PostgreSQL it first takes the projector lock, so
+        projectors in several API processes take turns instead of double-applying."""
+        with self.transaction(commit=True) as session:
+            if self.is_postgres:
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PROJECTOR_LOCK_KEY})
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self.transaction(commit=False) as session:
+            yield session
+
+    def record_position(self, session: Session, projection: str, position: int) -> None:
+        self._insert_tracking(session, Tracking(application_name=projection,
+                                                notification_id=position))
+
+    def position_of(self, projection: str) -> int:
+        return self.max_tracking_id(projection) or 0
+
+    def forget_position(self, session: Session, projection: str) -> None:
+        session.query(self.tracking_record_cls).filter_by(application_name=projection).delete()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def rows(result: Any) -> list[dict[str, Any]]:
+    return [dict(row._mapping) for row in result]
