@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+import msgspec
+
 from muto.domain.desired import AgentConfig, StackRef
 from muto.domain.reasons import ReasonCode
-from muto.domain.reports import ReconcileStatus
+from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
 from muto.domain.wire import Wire
 
 TOPIC_ROOT = "muto"
@@ -114,3 +117,48 @@ class RefreshResult(Wire, kw_only=True):
     request_id: str
     ok: bool
     snapshots_updated: list[str] = []
+
+
+# -- The topic table (spec/mqtt-topics.md; a unit test keeps the two equal) ---------------
+
+
+class Direction(StrEnum):
+    VEHICLE_TO_CLOUD = "vehicle->cloud"
+    CLOUD_TO_VEHICLE = "cloud->vehicle"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How one leaf under `muto/<tenant>/vehicles/<vehicleId>/` is published."""
+
+    direction: Direction
+    qos: Literal[0, 1]
+    retained: bool
+    payload: type[Wire]
+
+    @property
+    def schema(self) -> str:
+        """The payload's `schema` literal, e.g. "muto.presence.v1"."""
+        for field in msgspec.structs.fields(self.payload):
+            if field.name == "schema" and isinstance(field.default, str):
+                return field.default
+        raise TypeError(f"{self.payload.__name__} has no schema literal")
+
+
+_UP, _DOWN = Direction.VEHICLE_TO_CLOUD, Direction.CLOUD_TO_VEHICLE
+
+TOPICS: dict[Leaf, TopicSpec] = {
+    Leaf.PRESENCE: TopicSpec(_UP, 1, True, Presence),
+    Leaf.DESIRED_NOTIFY: TopicSpec(_DOWN, 1, True, DesiredNotify),
+    Leaf.REPORTS_RECONCILE: TopicSpec(_UP, 1, False, ReconcileReport),
+    # QoS 1, not 0: a lost health transition would leave the cloud's read model wrong
+    # until the next report; duplicates are harmless (the cloud de-duplicates by reportId).
+    Leaf.REPORTS_HEALTH: TopicSpec(_UP, 1, False, HealthReport),
+    Leaf.AGENT_METADATA: TopicSpec(_UP, 1, True, AgentMetadata),
+    Leaf.AGENT_STATE: TopicSpec(_UP, 1, True, AgentState),
+    Leaf.AGENT_COMPONENTS: TopicSpec(_UP, 1, True, AgentComponents),
+    Leaf.AGENT_CFG_STATE: TopicSpec(_UP, 1, True, AgentCfgState),
+    # The only cloud->vehicle request: read-only, it re-publishes the snapshots above.
+    Leaf.CMD_REFRESH: TopicSpec(_DOWN, 1, False, RefreshRequest),
+    Leaf.EVT_REFRESH_RESULT: TopicSpec(_UP, 1, False, RefreshResult),
+}
