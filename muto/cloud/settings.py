@@ -33,8 +33,12 @@ class Settings:
         found: dict[str, Any] = {}
         if "MUTO_DATA_DIR" in env:
             found["data_dir"] = Path(env["MUTO_DATA_DIR"])
-        for key, name in (("MUTO_DATABASE_URL", "database_url"), ("MUTO_MQTT_URL", "mqtt_url"),
-                          ("MUTO_TENANT", "tenant"), ("MUTO_PUBLIC_URL", "public_url")):
+        for key, name in (
+            ("MUTO_DATABASE_URL", "database_url"),
+            ("MUTO_MQTT_URL", "mqtt_url"),
+            ("MUTO_TENANT", "tenant"),
+            ("MUTO_PUBLIC_URL", "public_url"),
+        ):
             if env.get(key):
                 found[name] = env[key]
         found.update({k: v for k, v in overrides.items() if v is not None})

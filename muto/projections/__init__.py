@@ -9,6 +9,7 @@ from muto.projections.inventory import Inventory
 from muto.projections.releases import Releases
 from muto.projections.rollouts import RolloutProgress
 from muto.projections.store import ViewStore
+from muto.projections.tokens import Tokens
 
 
 class Views:
@@ -21,8 +22,9 @@ class Views:
         self.desired = LatestDesired(store.metadata)
         self.rollouts = RolloutProgress(store.metadata)
         self.audit = AuditTimeline(store.metadata)
+        self.tokens = Tokens(store.metadata)
         store.create_table()
 
     @property
     def all(self) -> list[Projection]:
-        return [self.inventory, self.releases, self.desired, self.rollouts, self.audit]
+        return [self.inventory, self.releases, self.desired, self.rollouts, self.audit, self.tokens]

@@ -24,7 +24,8 @@ class AuditTimeline(Projection):
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.timeline = Table(
-            "view_audit", metadata,
+            "view_audit",
+            metadata,
             Column("position", Integer, primary_key=True, autoincrement=False),
             Column("at", String(40), nullable=False, index=True),
             Column("event_type", String(64), nullable=False),
@@ -46,10 +47,17 @@ class AuditTimeline(Projection):
         data = _plain(event_data(event))
         at: datetime = getattr(event, "timestamp")  # noqa: B009 - every event has one
         rollout_id = data.get("rollout_id") or (data.get("assignment") or {}).get("rolloutId")
-        session.execute(self.timeline.insert().values(
-            position=position, at=at.isoformat(), event_type=event_type(event),
-            aggregate_id=str(getattr(event, "originator_id")),  # noqa: B009
-            aggregate_version=getattr(event, "originator_version"),  # noqa: B009
-            vehicle_id=data.get("vehicle_id"), rollout_id=rollout_id,
-            correlation_id=data.get("correlation_id"), actor=data.get("actor"), data=data,
-        ))
+        session.execute(
+            self.timeline.insert().values(
+                position=position,
+                at=at.isoformat(),
+                event_type=event_type(event),
+                aggregate_id=str(getattr(event, "originator_id")),  # noqa: B009
+                aggregate_version=getattr(event, "originator_version"),  # noqa: B009
+                vehicle_id=data.get("vehicle_id"),
+                rollout_id=rollout_id,
+                correlation_id=data.get("correlation_id"),
+                actor=data.get("actor"),
+                data=data,
+            )
+        )

@@ -20,7 +20,8 @@ class LatestDesired(Projection):
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.latest = Table(
-            "view_desired_latest", metadata,
+            "view_desired_latest",
+            metadata,
             Column("vehicle_id", String(128), primary_key=True),
             Column("revision", String(64), nullable=False),
             Column("sequence", Integer, nullable=False),
@@ -39,9 +40,15 @@ class LatestDesired(Projection):
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment
         s.execute(delete(self.latest).where(self.latest.c.vehicle_id == e.vehicle_id))
-        s.execute(self.latest.insert().values(
-            vehicle_id=e.vehicle_id, revision=a["revision"], sequence=e.sequence,
-            release_key=a["releaseKey"], rollout_id=a.get("rolloutId"),
-            envelope=a["envelope"], etag=etag_for(e.sequence, a["documentDigest"]),
-            expires_at=a["expiresAt"],
-        ))
+        s.execute(
+            self.latest.insert().values(
+                vehicle_id=e.vehicle_id,
+                revision=a["revision"],
+                sequence=e.sequence,
+                release_key=a["releaseKey"],
+                rollout_id=a.get("rolloutId"),
+                envelope=a["envelope"],
+                etag=etag_for(e.sequence, a["documentDigest"]),
+                expires_at=a["expiresAt"],
+            )
+        )

@@ -21,7 +21,8 @@ class Inventory(Projection):
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.vehicles = Table(
-            "view_vehicles", metadata,
+            "view_vehicles",
+            metadata,
             Column("vehicle_id", String(128), primary_key=True),
             Column("labels", JSON, nullable=False),
             Column("attributes", JSON, nullable=False),
@@ -41,7 +42,8 @@ class Inventory(Projection):
             Column("updated_at", String(40), nullable=False),
         )
         self.labels = Table(
-            "view_vehicle_labels", metadata,
+            "view_vehicle_labels",
+            metadata,
             Column("vehicle_id", String(128), primary_key=True),
             Column("key", String(128), primary_key=True),
             Column("value", String(256), nullable=False),
@@ -62,20 +64,31 @@ class Inventory(Projection):
 
     def _registered(self, s: Session, e: Any, _: int) -> None:
         at = _iso(e)
-        s.execute(self.vehicles.insert().values(
-            vehicle_id=e.vehicle_id, labels=e.labels, attributes=e.attributes,
-            version=e.originator_version, sequence=0, last_reason_codes=[],
-            registered_at=at, updated_at=at,
-        ))
+        s.execute(
+            self.vehicles.insert().values(
+                vehicle_id=e.vehicle_id,
+                labels=e.labels,
+                attributes=e.attributes,
+                version=e.originator_version,
+                sequence=0,
+                last_reason_codes=[],
+                registered_at=at,
+                updated_at=at,
+            )
+        )
         self._index(s, e.vehicle_id, e.labels)
 
     def _touch(self, s: Session, e: Any, **values: Any) -> None:
-        s.execute(update(self.vehicles).where(self.vehicles.c.vehicle_id == e.vehicle_id)
-                  .values(version=e.originator_version, updated_at=_iso(e), **values))
+        s.execute(
+            update(self.vehicles)
+            .where(self.vehicles.c.vehicle_id == e.vehicle_id)
+            .values(version=e.originator_version, updated_at=_iso(e), **values)
+        )
 
     def _updated(self, s: Session, e: Any, _: int) -> None:
-        row = s.execute(self.vehicles.select().where(
-            self.vehicles.c.vehicle_id == e.vehicle_id)).one()
+        row = s.execute(
+            self.vehicles.select().where(self.vehicles.c.vehicle_id == e.vehicle_id)
+        ).one()
         labels, attributes = dict(row.labels), dict(row.attributes)
         for target, changes in ((labels, e.labels), (attributes, e.attributes)):
             for key, value in changes.items():
@@ -89,20 +102,28 @@ class Inventory(Projection):
 
     def _index(self, s: Session, vehicle_id: str, labels: dict[str, str]) -> None:
         if labels:
-            s.execute(self.labels.insert(), [
-                {"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()
-            ])
+            s.execute(
+                self.labels.insert(),
+                [{"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()],
+            )
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment
-        self._touch(s, e, sequence=e.sequence, desired_revision=a["revision"],
-                    desired_release=a["releaseKey"], rollout_id=a.get("rolloutId"))
+        self._touch(
+            s,
+            e,
+            sequence=e.sequence,
+            desired_revision=a["revision"],
+            desired_release=a["releaseKey"],
+            rollout_id=a.get("rolloutId"),
+        )
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
         r = e.report
         running = r.get("running")
         values: dict[str, Any] = {
-            "last_status": r["status"], "last_reason_codes": r.get("reasonCodes", []),
+            "last_status": r["status"],
+            "last_reason_codes": r.get("reasonCodes", []),
             "last_report_at": r["observedAt"],
         }
         if running is not None:

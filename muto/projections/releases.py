@@ -16,7 +16,8 @@ class Releases(Projection):
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.releases = Table(
-            "view_releases", metadata,
+            "view_releases",
+            metadata,
             Column("release_key", String(300), primary_key=True),
             Column("stack_name", String(128), nullable=False, index=True),
             Column("version", String(128), nullable=False),
@@ -32,8 +33,14 @@ class Releases(Projection):
         return {"Release.Registered": self._registered}
 
     def _registered(self, s: Session, e: Any, _: int) -> None:
-        s.execute(self.releases.insert().values(
-            release_key=e.key, stack_name=e.manifest["stackName"],
-            version=e.manifest["version"], manifest_digest=e.manifest_digest,
-            manifest=e.manifest, envelope=e.envelope, registered_at=e.timestamp.isoformat(),
-        ))
+        s.execute(
+            self.releases.insert().values(
+                release_key=e.key,
+                stack_name=e.manifest["stackName"],
+                version=e.manifest["version"],
+                manifest_digest=e.manifest_digest,
+                manifest=e.manifest,
+                envelope=e.envelope,
+                registered_at=e.timestamp.isoformat(),
+            )
+        )

@@ -32,7 +32,8 @@ class RolloutProgress(Projection):
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.rollouts = Table(
-            "view_rollouts", metadata,
+            "view_rollouts",
+            metadata,
             Column("rollout_id", String(128), primary_key=True),
             Column("state", String(32), nullable=False),
             Column("paused", Boolean, nullable=False),
@@ -44,7 +45,8 @@ class RolloutProgress(Projection):
             Column("updated_at", String(40), nullable=False),
         )
         self.vehicles = Table(
-            "view_rollout_vehicles", metadata,
+            "view_rollout_vehicles",
+            metadata,
             Column("rollout_id", String(128), primary_key=True),
             Column("vehicle_id", String(128), primary_key=True, index=True),
             Column("phase", String(16), nullable=False),
@@ -70,48 +72,76 @@ class RolloutProgress(Projection):
 
     def _started(self, s: Session, e: Any, _: int) -> None:
         at = e.timestamp.isoformat()
-        s.execute(self.rollouts.insert().values(
-            rollout_id=e.rollout_id, state="canary", paused=False, selector=e.selector,
-            release_key=e.release_key, thresholds=e.thresholds, decisions=[],
-            started_at=at, updated_at=at,
-        ))
+        s.execute(
+            self.rollouts.insert().values(
+                rollout_id=e.rollout_id,
+                state="canary",
+                paused=False,
+                selector=e.selector,
+                release_key=e.release_key,
+                thresholds=e.thresholds,
+                decisions=[],
+                started_at=at,
+                updated_at=at,
+            )
+        )
         rows = [(v, "canary") for v in e.canaries] + [(v, "wave") for v in e.wave]
         if rows:
-            s.execute(self.vehicles.insert(), [
-                {"rollout_id": e.rollout_id, "vehicle_id": v, "phase": phase,
-                 "status": "pending", "reason_codes": [], "updated_at": at}
-                for v, phase in rows
-            ])
+            s.execute(
+                self.vehicles.insert(),
+                [
+                    {
+                        "rollout_id": e.rollout_id,
+                        "vehicle_id": v,
+                        "phase": phase,
+                        "status": "pending",
+                        "reason_codes": [],
+                        "updated_at": at,
+                    }
+                    for v, phase in rows
+                ],
+            )
 
     def _rollout(self, s: Session, e: Any, **values: Any) -> None:
-        s.execute(update(self.rollouts).where(self.rollouts.c.rollout_id == e.rollout_id)
-                  .values(updated_at=e.timestamp.isoformat(), **values))
+        s.execute(
+            update(self.rollouts)
+            .where(self.rollouts.c.rollout_id == e.rollout_id)
+            .values(updated_at=e.timestamp.isoformat(), **values)
+        )
 
     def _set_vehicles(self, s: Session, e: Any, vehicle_ids: list[str], **values: Any) -> None:
         c = self.vehicles.c
-        s.execute(update(self.vehicles)
-                  .where(and_(c.rollout_id == e.rollout_id, c.vehicle_id.in_(vehicle_ids)))
-                  .values(updated_at=e.timestamp.isoformat(), **values))
+        s.execute(
+            update(self.vehicles)
+            .where(and_(c.rollout_id == e.rollout_id, c.vehicle_id.in_(vehicle_ids)))
+            .values(updated_at=e.timestamp.isoformat(), **values)
+        )
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
-        self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="assigned",
-                           reason_codes=[])
+        self._set_vehicles(
+            s, e, e.vehicle_ids, revision=e.revision, status="assigned", reason_codes=[]
+        )
 
     def _decided(self, s: Session, e: Any, position: int) -> None:
-        row = s.execute(self.rollouts.select().where(
-            self.rollouts.c.rollout_id == e.rollout_id)).one()
-        decision = {"event": event_type(e).split(".", 1)[1], "at": e.timestamp.isoformat(),
-                    "position": position, "evaluation": e.evaluation}
-        self._rollout(s, e, state=DECISIONS[event_type(e)],
-                      decisions=[*row.decisions, decision])
+        row = s.execute(
+            self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
+        ).one()
+        decision = {
+            "event": event_type(e).split(".", 1)[1],
+            "at": e.timestamp.isoformat(),
+            "position": position,
+            "evaluation": e.evaluation,
+        }
+        self._rollout(s, e, state=DECISIONS[event_type(e)], decisions=[*row.decisions, decision])
 
     def _paused(self, s: Session, e: Any, _: int) -> None:
         self._rollout(s, e, paused=event_type(e) == "Rollout.Paused")
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
         self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
-        row = s.execute(self.rollouts.select().where(
-            self.rollouts.c.rollout_id == e.rollout_id)).one()
+        row = s.execute(
+            self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
+        ).one()
         if row.state in ("canary", "wave"):
             self._rollout(s, e, state="rolled_back")
 
@@ -122,8 +152,16 @@ class RolloutProgress(Projection):
         if revision is None or status is None:
             return
         c = self.vehicles.c
-        s.execute(update(self.vehicles)
-                  .where(and_(c.vehicle_id == e.vehicle_id, c.revision == revision,
-                              c.status != "rolled_back"))
-                  .values(status=status, reason_codes=report.get("reasonCodes", []),
-                          updated_at=e.timestamp.isoformat()))
+        s.execute(
+            update(self.vehicles)
+            .where(
+                and_(
+                    c.vehicle_id == e.vehicle_id, c.revision == revision, c.status != "rolled_back"
+                )
+            )
+            .values(
+                status=status,
+                reason_codes=report.get("reasonCodes", []),
+                updated_at=e.timestamp.isoformat(),
+            )
+        )

@@ -49,8 +49,9 @@ class ViewStore(SQLAlchemyTrackingRecorder):
             yield session
 
     def record_position(self, session: Session, projection: str, position: int) -> None:
-        self._insert_tracking(session, Tracking(application_name=projection,
-                                                notification_id=position))
+        self._insert_tracking(
+            session, Tracking(application_name=projection, notification_id=position)
+        )
 
     def position_of(self, projection: str) -> int:
         return self.max_tracking_id(projection) or 0

@@ -1,0 +1,308 @@
+"""Write side: each function returns a command for the Writer (see writer.py).
+
+Commands check everything before they trigger the first event, so a refused command
+leaves its aggregates untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from muto.cloud.errors import Conflict, Invalid, NotFound
+from muto.cloud.writer import Command, UnitOfWork
+from muto.domain.compat import VehicleFacts, check_compatibility
+from muto.domain.desired import (
+    DesiredStateDocument,
+    DesiredStateRequest,
+    Envelope,
+    StackRef,
+)
+from muto.domain.model.desired_state import DesiredState
+from muto.domain.model.release import Release
+from muto.domain.model.vehicle import Vehicle
+from muto.domain.release import StackRelease
+from muto.domain.reports import HealthReport, ReconcileReport
+from muto.domain.requests import VehiclePatch, VehicleRegistration
+from muto.domain.wire import convert, to_builtins
+
+SignDocument = Callable[[DesiredStateDocument], Envelope]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who asked (an operator token id, a vehicle id, `controller`) and the thread of
+    intent it belongs to. Stored on every event."""
+
+    actor: str
+    correlation_id: str
+
+    @classmethod
+    def of(cls, actor: str, correlation_id: str | None = None) -> Cause:
+        return cls(actor, correlation_id or str(uuid.uuid4()))
+
+
+def new_revision() -> str:
+    return f"dsr_{uuid.uuid4().hex[:20]}"
+
+
+def _vehicle(uow: UnitOfWork, vehicle_id: str) -> Vehicle:
+    vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
+    if vehicle is None:
+        raise NotFound(f"vehicle {vehicle_id!r} is not registered")
+    return vehicle
+
+
+def _expect(version: int | None, actual: int, what: str) -> None:
+    if version is not None and version != actual:
+        raise Conflict(
+            f"{what} is at version {actual}, not {version}",
+            {"expectedVersion": version, "actualVersion": actual},
+        )
+
+
+# -- vehicles -------------------------------------------------------------------------
+
+
+def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[bool, int]]:
+    """Returns (created, version). Re-registering identically is a no-op."""
+
+    def command(uow: UnitOfWork) -> tuple[bool, int]:
+        existing = uow.find(Vehicle, Vehicle.create_id(body.vehicle_id))
+        if existing is not None:
+            if existing.labels == body.labels and existing.attributes == body.attributes:
+                return False, existing.version
+            raise Conflict(
+                f"vehicle {body.vehicle_id!r} is already registered with other "
+                "labels or attributes; PATCH it instead"
+            )
+        vehicle = Vehicle(
+            vehicle_id=body.vehicle_id,
+            labels=dict(body.labels),
+            attributes=dict(body.attributes),
+            actor=cause.actor,
+            correlation_id=cause.correlation_id,
+        )
+        uow.add(vehicle)
+        return True, vehicle.version
+
+    return command
+
+
+def update_vehicle(
+    vehicle_id: str, patch: VehiclePatch, cause: Cause, expected_version: int | None = None
+) -> Command[int]:
+    def command(uow: UnitOfWork) -> int:
+        vehicle = _vehicle(uow, vehicle_id)
+        _expect(expected_version, vehicle.version, f"vehicle {vehicle_id!r}")
+        vehicle.update(
+            dict(patch.labels), dict(patch.attributes), cause.actor, cause.correlation_id
+        )
+        return int(vehicle.version)
+
+    return command
+
+
+def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
+    """Returns False when the report id was already recorded (re-delivery)."""
+
+    def command(uow: UnitOfWork) -> bool:
+        vehicle = _vehicle(uow, report.vehicle_id)
+        assignment = vehicle.assignment or {}
+        correlation = (
+            assignment.get("correlationId")
+            if assignment.get("revision") == report.desired_state_revision
+            else None
+        ) or report.report_id
+        return bool(vehicle.record_reconcile(to_builtins(report), actor, correlation))
+
+    return command
+
+
+def record_health(report: HealthReport, actor: str) -> Command[bool]:
+    """Returns True when the health status changed (a transition event was stored)."""
+
+    def command(uow: UnitOfWork) -> bool:
+        vehicle = _vehicle(uow, report.vehicle_id)
+        summary = {
+            "reportId": report.report_id,
+            "reasonCodes": list(report.reason_codes),
+            "observedAt": report.observed_at.isoformat(),
+        }
+        return bool(vehicle.record_health(report.status.value, summary, actor, report.report_id))
+
+    return command
+
+
+def record_presence(vehicle_id: str, state: str, at: str | None, actor: str) -> Command[bool]:
+    def command(uow: UnitOfWork) -> bool:
+        vehicle = _vehicle(uow, vehicle_id)
+        return bool(vehicle.record_presence(state, at, actor, f"presence-{vehicle_id}"))
+
+    return command
+
+
+# -- releases -------------------------------------------------------------------------
+
+
+def register_release(
+    release: StackRelease, digest: str, envelope: Envelope, cause: Cause
+) -> Command[bool]:
+    """Immutable: the same stack@version with the same digest is a no-op (False), with
+    another digest a Conflict."""
+
+    def command(uow: UnitOfWork) -> bool:
+        existing = uow.find(Release, Release.create_id(release.key))
+        if existing is not None:
+            if existing.manifest_digest == digest:
+                return False
+            raise Conflict(
+                f"release {release.key} is already registered with digest "
+                f"{existing.manifest_digest}; releases are immutable",
+                {"registeredDigest": existing.manifest_digest, "digest": digest},
+            )
+        uow.add(
+            Release(
+                key=release.key,
+                manifest_digest=digest,
+                manifest=to_builtins(release),
+                envelope=to_builtins(envelope),
+                actor=cause.actor,
+                correlation_id=cause.correlation_id,
+            )
+        )
+        return True
+
+    return command
+
+
+def load_release(uow: UnitOfWork, stack: str, version: str) -> Release:
+    release = uow.find(Release, Release.create_id(f"{stack}@{version}"))
+    if release is None:
+        raise NotFound(f"release {stack}@{version} is not registered")
+    return release
+
+
+# -- desired state --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one desired-state command assigned."""
+
+    revision: str
+    release_key: str
+    sequences: dict[str, int]
+
+
+def incompatibilities(release: StackRelease, vehicles: Sequence[Vehicle]) -> list[dict[str, Any]]:
+    found = []
+    for vehicle in vehicles:
+        facts = VehicleFacts(
+            model=vehicle.labels.get("model"),
+            os=vehicle.attributes.get("os"),
+            ros_distro=vehicle.attributes.get("rosDistro"),
+        )
+        codes = check_compatibility(release, facts)
+        if codes:
+            found.append({"vehicleId": vehicle.vehicle_id, "reasonCodes": [str(c) for c in codes]})
+    return found
+
+
+def assign_desired_state(
+    request: DesiredStateRequest,
+    vehicle_ids: Sequence[str],
+    cause: Cause,
+    sign: SignDocument,
+    *,
+    rollout_id: str | None = None,
+    phase: str | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    revision: str | None = None,
+) -> Command[Assignment]:
+    """One revision, assigned to each vehicle with its next sequence, in one transaction.
+    Refused whole (nothing assigned) if the release is missing, the manifest digest was
+    given and differs, or any vehicle is unknown or incompatible."""
+    revision = revision or new_revision()
+
+    def command(uow: UnitOfWork) -> Assignment:
+        if not vehicle_ids:
+            raise Invalid("the target selects no vehicles", {"selector": request.target.selector})
+        stored = load_release(uow, request.stack.name, request.stack.version)
+        wanted = request.stack.manifest_digest
+        if wanted is not None and wanted != stored.manifest_digest:
+            raise Conflict(
+                f"release {stored.key} has digest {stored.manifest_digest}, not {wanted}"
+            )
+        release = convert(stored.manifest, StackRelease)
+        vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+        incompatible = incompatibilities(release, vehicles)
+        if incompatible:
+            raise Invalid(
+                f"release {stored.key} is incompatible with "
+                f"{len(incompatible)} targeted vehicle(s)",
+                incompatible,
+            )
+        issued = now()
+        expires = issued + timedelta(seconds=request.ttl_sec)
+        stack = StackRef(
+            name=release.stack_name, version=release.version, manifest_digest=stored.manifest_digest
+        )
+        sequences = {}
+        for vehicle in vehicles:
+            sequence = vehicle.sequence + 1
+            document = DesiredStateDocument(
+                vehicle_id=vehicle.vehicle_id,
+                revision=revision,
+                sequence=sequence,
+                stack=stack,
+                policy=request.policy,
+                agent_config=request.agent_config,
+                rollout_id=rollout_id,
+                correlation_id=cause.correlation_id,
+                issued_at=issued,
+                expires_at=expires,
+            )
+            envelope = sign(document)
+            vehicle.assign(
+                {
+                    "revision": revision,
+                    "releaseKey": stored.key,
+                    "manifestDigest": stored.manifest_digest,
+                    "rolloutId": rollout_id,
+                    "phase": phase,
+                    "correlationId": cause.correlation_id,
+                    "envelope": to_builtins(envelope),
+                    "documentDigest": payload_digest(envelope),
+                    "issuedAt": issued.isoformat(),
+                    "expiresAt": expires.isoformat(),
+                },
+                cause.actor,
+                cause.correlation_id,
+            )
+            sequences[vehicle.vehicle_id] = sequence
+        uow.add(
+            DesiredState(
+                revision=revision,
+                request=to_builtins(request),
+                release_key=stored.key,
+                manifest_digest=stored.manifest_digest,
+                vehicle_ids=list(vehicle_ids),
+                rollout_id=rollout_id,
+                actor=cause.actor,
+                correlation_id=cause.correlation_id,
+            )
+        )
+        return Assignment(revision, stored.key, sequences)
+
+    return command
+
+
+def payload_digest(envelope: Envelope) -> str:
+    import base64
+
+    return "sha256:" + hashlib.sha256(base64.b64decode(envelope.payload)).hexdigest()

@@ -1,0 +1,258 @@
+"""Read side: answers from the projections' SQL views, never from the event store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from muto.cloud.errors import NotFound
+from muto.domain.selectors import Selector
+from muto.projections import Views
+from muto.projections.store import rows
+
+VEHICLE_FIELDS = {
+    "vehicle_id": "vehicleId",
+    "labels": "labels",
+    "attributes": "attributes",
+    "version": "version",
+    "sequence": "sequence",
+    "desired_revision": "desiredRevision",
+    "desired_release": "desiredRelease",
+    "rollout_id": "rolloutId",
+    "running_release": "runningRelease",
+    "last_status": "lastStatus",
+    "last_reason_codes": "lastReasonCodes",
+    "last_report_at": "lastReportAt",
+    "health": "health",
+    "presence": "presence",
+    "presence_at": "presenceAt",
+    "registered_at": "registeredAt",
+    "updated_at": "updatedAt",
+}
+
+
+def _vehicle(row: dict[str, Any]) -> dict[str, Any]:
+    return {VEHICLE_FIELDS[k]: v for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+
+
+class Queries:
+    def __init__(self, views: Views) -> None:
+        self.views = views
+
+    # -- vehicles -----------------------------------------------------------------------
+
+    def _selected(self, selector: Selector | None) -> Any:
+        vehicles, labels = self.views.inventory.vehicles, self.views.inventory.labels
+        query = select(vehicles.c.vehicle_id)
+        for key, value in selector.terms if selector else ():
+            query = query.where(
+                vehicles.c.vehicle_id.in_(
+                    select(labels.c.vehicle_id).where(
+                        and_(labels.c.key == key, labels.c.value == value)
+                    )
+                )
+            )
+        return query
+
+    def vehicle_ids(self, selector: Selector | None) -> list[str]:
+        with self.views.store.reading() as s:
+            query = self._selected(selector).order_by(self.views.inventory.vehicles.c.vehicle_id)
+            return [r[0] for r in s.execute(query)]
+
+    def vehicles(
+        self, selector: Selector | None, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """Vehicles ordered by id; `cursor` is the last id of the previous page."""
+        vehicles = self.views.inventory.vehicles
+        ids = self._selected(selector).subquery()
+        with self.views.store.reading() as s:
+            total = s.execute(select(func.count()).select_from(ids)).scalar_one()
+            query = vehicles.select().where(vehicles.c.vehicle_id.in_(select(ids.c.vehicle_id)))
+            if cursor:
+                query = query.where(vehicles.c.vehicle_id > cursor)
+            found = rows(s.execute(query.order_by(vehicles.c.vehicle_id).limit(limit + 1)))
+        more = len(found) > limit
+        items = [_vehicle(r) for r in found[:limit]]
+        return Page(items, total, items[-1]["vehicleId"] if more else None)
+
+    def vehicle(self, vehicle_id: str) -> dict[str, Any]:
+        vehicles = self.views.inventory.vehicles
+        with self.views.store.reading() as s:
+            found = rows(s.execute(vehicles.select().where(vehicles.c.vehicle_id == vehicle_id)))
+        if not found:
+            raise NotFound(f"vehicle {vehicle_id!r} is not registered")
+        return _vehicle(found[0])
+
+    # -- releases -----------------------------------------------------------------------
+
+    def release(self, stack: str, version: str) -> dict[str, Any]:
+        table = self.views.releases.releases
+        with self.views.store.reading() as s:
+            found = rows(
+                s.execute(table.select().where(table.c.release_key == f"{stack}@{version}"))
+            )
+        if not found:
+            raise NotFound(f"release {stack}@{version} is not registered")
+        return _release(found[0])
+
+    def releases(self, stack: str | None = None) -> list[dict[str, Any]]:
+        table = self.views.releases.releases
+        query = table.select().order_by(table.c.stack_name, table.c.registered_at)
+        if stack:
+            query = query.where(table.c.stack_name == stack)
+        with self.views.store.reading() as s:
+            return [_release(r) for r in rows(s.execute(query))]
+
+    # -- desired state ------------------------------------------------------------------
+
+    def latest_desired(self, vehicle_id: str) -> dict[str, Any] | None:
+        table = self.views.desired.latest
+        with self.views.store.reading() as s:
+            found = rows(s.execute(table.select().where(table.c.vehicle_id == vehicle_id)))
+        return found[0] if found else None
+
+    def release_envelope(self, release_key: str) -> dict[str, Any]:
+        table = self.views.releases.releases
+        with self.views.store.reading() as s:
+            found = s.execute(
+                select(table.c.envelope).where(table.c.release_key == release_key)
+            ).scalar_one_or_none()
+        if found is None:
+            raise NotFound(f"release {release_key} is not registered")
+        return dict(found)
+
+    # -- rollouts -----------------------------------------------------------------------
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        rollouts, vehicles = self.views.rollouts.rollouts, self.views.rollouts.vehicles
+        with self.views.store.reading() as s:
+            found = rows(s.execute(rollouts.select().where(rollouts.c.rollout_id == rollout_id)))
+            if not found:
+                raise NotFound(f"rollout {rollout_id!r} does not exist")
+            members = rows(
+                s.execute(
+                    vehicles.select()
+                    .where(vehicles.c.rollout_id == rollout_id)
+                    .order_by(vehicles.c.vehicle_id)
+                )
+            )
+        r = found[0]
+        return {
+            "rolloutId": r["rollout_id"],
+            "state": r["state"],
+            "paused": r["paused"],
+            "selector": r["selector"],
+            "release": r["release_key"],
+            "thresholds": r["thresholds"],
+            "decisions": r["decisions"],
+            "startedAt": r["started_at"],
+            "updatedAt": r["updated_at"],
+            "phases": progress(members),
+            "vehicles": [
+                {
+                    "vehicleId": m["vehicle_id"],
+                    "phase": m["phase"],
+                    "revision": m["revision"],
+                    "status": m["status"],
+                    "reasonCodes": m["reason_codes"],
+                }
+                for m in members
+            ],
+        }
+
+    def rollout_members(self, rollout_id: str) -> list[dict[str, Any]]:
+        vehicles = self.views.rollouts.vehicles
+        with self.views.store.reading() as s:
+            return rows(s.execute(vehicles.select().where(vehicles.c.rollout_id == rollout_id)))
+
+    # -- audit --------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        vehicle_id: str | None = None,
+        rollout_id: str | None = None,
+        correlation_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: int = 0,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        t = self.views.audit.timeline
+        query = t.select().where(t.c.position > after)
+        for column, value in (
+            (t.c.vehicle_id, vehicle_id),
+            (t.c.rollout_id, rollout_id),
+            (t.c.correlation_id, correlation_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since:
+            query = query.where(t.c.at >= since)
+        if until:
+            query = query.where(t.c.at <= until)
+        with self.views.store.reading() as s:
+            found = rows(s.execute(query.order_by(t.c.position).limit(limit)))
+        return [
+            {
+                "position": r["position"],
+                "at": r["at"],
+                "eventType": r["event_type"],
+                "vehicleId": r["vehicle_id"],
+                "rolloutId": r["rollout_id"],
+                "correlationId": r["correlation_id"],
+                "actor": r["actor"],
+                "data": r["data"],
+            }
+            for r in found
+        ]
+
+
+def _release(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stackName": r["stack_name"],
+        "version": r["version"],
+        "manifestDigest": r["manifest_digest"],
+        "manifest": r["manifest"],
+        "envelope": r["envelope"],
+        "registeredAt": r["registered_at"],
+    }
+
+
+def progress(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase: targeted, and counts by status; deferred and failed by reason code."""
+    phases: dict[str, Any] = {}
+    for m in members:
+        phase = phases.setdefault(
+            m["phase"],
+            {
+                "targeted": 0,
+                "pending": 0,
+                "assigned": 0,
+                "converged": 0,
+                "deferred": 0,
+                "failed": 0,
+                "rolledBack": 0,
+                "deferredBy": Counter(),
+                "failedBy": Counter(),
+            },
+        )
+        phase["targeted"] += 1
+        status = "rolledBack" if m["status"] == "rolled_back" else m["status"]
+        phase[status] += 1
+        if status in ("deferred", "failed"):
+            phase[f"{status}By"].update(m["reason_codes"])
+    for phase in phases.values():
+        phase["deferredBy"] = dict(phase["deferredBy"])
+        phase["failedBy"] = dict(phase["failedBy"])
+    return phases

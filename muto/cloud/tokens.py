@@ -1,0 +1,104 @@
+"""Bearer tokens: issue, revoke, authenticate. Only sha256 hashes are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+
+from muto.cloud.commands import Cause
+from muto.cloud.errors import NotFound
+from muto.cloud.writer import Command, UnitOfWork
+from muto.domain.model.token import AccessToken
+from muto.projections import Views
+
+CACHE_SECONDS = 5.0  # a revocation takes effect within this long on every process
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    VEHICLE = "vehicle"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    role: Role
+    vehicle_id: str | None
+
+    @property
+    def actor(self) -> str:
+        return (
+            f"vehicle:{self.vehicle_id}"
+            if self.role is Role.VEHICLE
+            else f"operator:{self.token_id}"
+        )
+
+
+def hash_token(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(role: Role, vehicle_id: str | None, cause: Cause) -> tuple[str, Command[str]]:
+    """Returns the secret (shown once) and the command that stores its hash."""
+    token_id = secrets.token_hex(8)
+    secret = f"muto_{token_id}_{secrets.token_urlsafe(24)}"
+
+    def command(uow: UnitOfWork) -> str:
+        uow.add(
+            AccessToken(
+                token_id=token_id,
+                token_hash=hash_token(secret),
+                role=role.value,
+                vehicle_id=vehicle_id,
+                actor=cause.actor,
+                correlation_id=cause.correlation_id,
+            )
+        )
+        return token_id
+
+    return secret, command
+
+
+def revoke_token(token_id: str, cause: Cause) -> Command[None]:
+    def command(uow: UnitOfWork) -> None:
+        token = uow.find(AccessToken, AccessToken.create_id(token_id))
+        if token is None:
+            raise NotFound(f"token {token_id!r} does not exist")
+        token.revoke(cause.actor, cause.correlation_id)
+
+    return command
+
+
+class Authenticator:
+    """Looks tokens up in the tokens view, with a short cache so that polling by a
+    large fleet does not cost a query per request."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, secret: str) -> Principal | None:
+        key = hash_token(secret)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        table = self.views.tokens.tokens
+        with self.views.store.reading() as s:
+            row = s.execute(select(table).where(table.c.token_hash == key)).one_or_none()
+        principal = None
+        if row is not None and not row.revoked:
+            principal = Principal(row.token_id, Role(row.role), row.vehicle_id)
+        with self._lock:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[key] = (now, principal)
+        return principal
