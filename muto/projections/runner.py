@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from muto.projections.base import Projection
 from muto.projections.store import ViewStore
 
 BATCH = 500
+log = logging.getLogger("muto.projections")
 
 
 class ProjectionRunner:
@@ -110,10 +112,8 @@ class ProjectionRunner:
             while not self._stop.wait(interval):
                 try:
                     self.catch_up()
-                except Exception:  # noqa: BLE001 - logged, retried next tick
-                    import logging
-
-                    logging.getLogger("muto.projections").exception("catch-up failed")
+                except Exception:  # logged, retried next tick
+                    log.exception("catch-up failed")
 
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
