@@ -26,7 +26,7 @@ from muto.projections.base import Projection
 from muto.projections.store import ViewStore
 
 BATCH = 500
-log = logging.getLogger("muto.projections")
+logger = logging.getLogger("muto.projections")
 
 
 class ProjectionRunner:
@@ -113,7 +113,7 @@ class ProjectionRunner:
                 try:
                     self.catch_up()
                 except Exception:  # logged, retried next tick
-                    log.exception("catch-up failed")
+                    logger.exception("catch-up failed")
 
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
