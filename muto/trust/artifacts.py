@@ -56,3 +56,14 @@ def verify_file(path: Path, artifact: Artifact) -> None:
         while chunk := f.read(CHUNK):
             verifier.update(chunk)
     verifier.finish()
+
+
+def measure_file(path: Path) -> tuple[str, int]:
+    """The digest and size a release declares for these bytes (used when signing)."""
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return "sha256:" + sha.hexdigest(), size
