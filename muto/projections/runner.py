@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -80,9 +81,7 @@ class ProjectionRunner:
             # have moved them since we last looked.
             positions = {name: self.store.position_of(name) for name in self.projections}
             start = min(positions.values(), default=0)
-            notifications = self.log.recorder.select_notifications(
-                start=start, limit=limit, inclusive_of_start=False
-            )
+            notifications = self._select(start, limit)
             if not notifications:
                 return 0
             last = notifications[-1].id
@@ -96,6 +95,18 @@ class ProjectionRunner:
                     self.store.record_position(session, name, last)
         self.processed += len(notifications)
         return len(notifications)
+
+    def _select(self, start: int, limit: int) -> Sequence[Any]:
+        # eventsourcing_sqlalchemy keeps the current transaction in one ContextVar that
+        # every datastore shares: inside the view store's transaction the event recorder
+        # would run its query on the views' session (another database on SQLite). An
+        # empty context makes it open a transaction of its own on the event store.
+        return contextvars.Context().run(
+            self.log.recorder.select_notifications,
+            start=start,
+            limit=limit,
+            inclusive_of_start=False,
+        )
 
     def rebuild(self, name: str) -> None:
         """Drop one projection's rows and position, then replay it from the start."""
