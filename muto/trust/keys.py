@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -42,7 +43,7 @@ def load_public_pem(pem: str | bytes) -> Ed25519PublicKey:
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"not a PEM public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"not an Ed25519 public key: {type(key).__name__}")
@@ -68,7 +69,7 @@ class Signer:
     def load(cls, path: Path) -> Signer:
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise KeyFileError(f"{path}: not an unencrypted PEM private key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"{path}: not an Ed25519 private key")

@@ -20,6 +20,10 @@ class KeySet(Wire, frozen=True, kw_only=True):
     threshold: Annotated[int, msgspec.Meta(ge=1)] = 1
 
     def __post_init__(self) -> None:
+        # msgspec checks Meta(ge=1) only when decoding; a KeySet built in code with
+        # threshold 0 would accept unsigned documents, so check it here too.
+        if self.threshold < 1:
+            raise ValueError(f"threshold {self.threshold} is below 1")
         try:
             distinct = len(self.trusted())
         except KeyFileError as exc:

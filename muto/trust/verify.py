@@ -34,7 +34,8 @@ def verify_bundle(
     now: datetime,
     clock_trusted: bool = True,
 ) -> VerifiedDesiredState:
-    """Raise ReasonError, or return what `TrustStore.accept` may record."""
+    """Raise ReasonError, or return what `TrustStore.accept` may record. `now` must be
+    timezone-aware; `clock_trusted` is the agent's judgement of its own clock."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     document, document_digest = open_desired_state(bundle.desired_state, config.control_plane_keys)

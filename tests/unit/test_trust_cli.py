@@ -132,6 +132,7 @@ def test_another_key_or_a_higher_threshold_fails(
     assert run(capsys, "release", "verify", path, *both)[0] == 0
     assert run(capsys, "release", "verify", path, *both, "--threshold", "2")[0] == 1
     assert run(capsys, "release", "verify", path, *both, "--threshold", "3")[0] == 2
+    assert run(capsys, "release", "verify", path, *both, "--threshold", "0")[0] == 2
 
 
 def test_two_keys_sign_a_two_of_n_release(

@@ -74,6 +74,13 @@ def test_an_unsatisfiable_or_broken_key_set_is_refused(keyset: dict[str, object]
         convert(keyset, KeySet)
 
 
+def test_a_zero_threshold_is_refused_when_built_in_code_too() -> None:
+    """msgspec checks constraints only when decoding; threshold 0 would trust nothing
+    signed at all, so KeySet refuses it on construction as well."""
+    with pytest.raises(ValueError):
+        KeySet(keys=[A.public_pem], threshold=0)
+
+
 # Rotation: from 2-of-3 (A, B, C) to 2-of-2 (D, E).
 D, E = Signer.generate(), Signer.generate()
 NEXT = KeyRotation(version=2, release_keys=KeySet(keys=[D.public_pem, E.public_pem], threshold=2))
