@@ -3,24 +3,36 @@ one Settings object. The API, the MQTT bridge, the CLI and the tests all start h
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from muto.cloud.eventlog import EventLog
+from muto.cloud.ingest import Ingest, define_health_table
 from muto.cloud.queries import Queries
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Authenticator
 from muto.cloud.writer import Command, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import StackRelease
+from muto.domain.wire import WireError, decode
 from muto.projections import Views
 from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
 from muto.trust.desired_state import sign_desired_state
+from muto.trust.dsse import RELEASE_TYPE, digest
 from muto.trust.keys import Signer, write_key_pair
+from muto.trust.keyset import KeySet
+from muto.trust.releases import open_release
 
 T = TypeVar("T")
+logger = logging.getLogger("muto.cloud")
 CONTROL_PLANE_KEY = "control-plane.key"
 
 
@@ -47,23 +59,60 @@ class ControlPlane:
     queries: Queries
     auth: Authenticator
     signer: Signer
+    ingest: Ingest
+    release_keys: KeySet | None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _release_envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> ControlPlane:
         log = EventLog.open(settings)
-        views = Views(ViewStore(settings.views_url))
+        store = ViewStore(settings.views_url)
+        health = define_health_table(store.metadata)
+        views = Views(store)
         projector = ProjectionRunner(log, views.store, views.all)
         projector.catch_up()
+        writer = Writer(log)
+        keys = [p.read_text() for p in settings.release_keys]
+        if not keys:
+            logger.warning(
+                "no release keys configured: release signatures are checked only by the vehicles"
+            )
         return cls(
             settings,
             log,
-            Writer(log),
+            writer,
             views,
             projector,
             Queries(views),
             Authenticator(views),
             control_plane_signer(settings),
+            Ingest(writer, projector, store, health),
+            KeySet(keys=keys) if keys else None,
         )
+
+    def open_release(self, envelope: Envelope) -> tuple[StackRelease, str]:
+        """Decode (and, with release keys configured, verify) a signed release."""
+        if self.release_keys is not None:
+            return open_release(envelope, self.release_keys)
+        if envelope.payload_type != RELEASE_TYPE:
+            raise ReasonError(
+                ReasonCode.VERIFY_SIGNATURE_FAILED, f"payloadType must be {RELEASE_TYPE}"
+            )
+        try:
+            payload = base64.b64decode(envelope.payload, validate=True)
+        except ValueError:
+            raise WireError("payload is not base64", "$.payload") from None
+        return decode(payload, StackRelease), digest(payload)
+
+    def release_envelope(self, release_key: str) -> dict[str, Any]:
+        """Releases are immutable, so their envelopes are cached forever."""
+        found = self._release_envelopes.get(release_key)
+        if found is None:
+            found = self._release_envelopes[release_key] = self.queries.release_envelope(
+                release_key
+            )
+        return found
 
     def sign(self, document: DesiredStateDocument) -> Envelope:
         return sign_desired_state(document, self.signer)
@@ -80,12 +129,12 @@ class ControlPlane:
 
     async def write(self, command: Command[T]) -> Written[T]:
         written = await self.writer.run(command)
-        if written.position is not None:
-            await asyncio.to_thread(self.projector.catch_up_to, written.position)
+        await self.projector.reach(written.position)
         return written
 
     def close(self) -> None:
         self.projector.stop()
+        self.ingest.close()
         self.writer.close()
         self.projector.catch_up()
         self.views.store.close()

@@ -21,6 +21,8 @@ class Settings:
     tenant: str = "default"
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 1 << 20
+    # Bearer tokens required (operator / vehicle). Off only for local experiments.
+    auth: bool = True
     desired_state_ttl_sec: int = 30 * 86400
     # Public keys (PEM files) of the release process; empty: releases are accepted
     # with their own signatures unchecked by the cloud (vehicles always check).
@@ -63,7 +65,7 @@ class Settings:
         """Read models live beside the events on PostgreSQL; on SQLite in their own file,
         so view writers never contend with the event writer for the file lock."""
         if self.is_memory:
-            return "sqlite://"
+            return "sqlite:///:memory:"
         if self.is_postgres:
             assert self.database_url is not None
             return self.database_url

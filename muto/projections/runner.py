@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import threading
@@ -39,6 +40,7 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.processed = 0
+        self._reached = 0  # every projection has processed at least this position
 
     # -- positions --------------------------------------------------------------------
 
@@ -64,12 +66,12 @@ class ProjectionRunner:
 
     def catch_up_to(self, position: int | None, timeout: float = 10.0) -> None:
         """Return once every projection has processed `position` (read-your-writes)."""
-        if position is None:
+        if position is None or self._reached >= position:
             return
         deadline = time.monotonic() + timeout
-        while self.position() < position:
+        while True:
             self.catch_up()
-            if self.position() >= position:
+            if self._reached >= position:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"projections at {self.position()}, waited for {position}")
@@ -83,6 +85,7 @@ class ProjectionRunner:
             start = min(positions.values(), default=0)
             notifications = self._select(start, limit)
             if not notifications:
+                self._reached = max(self._reached, start)
                 return 0
             last = notifications[-1].id
             for notification in notifications:
@@ -94,7 +97,13 @@ class ProjectionRunner:
                 if last > positions[name]:
                     self.store.record_position(session, name, last)
         self.processed += len(notifications)
+        self._reached = max(self._reached, last)
         return len(notifications)
+
+    async def reach(self, position: int | None) -> None:
+        """Async `catch_up_to`, for request handlers (read-your-writes)."""
+        if position is not None and self._reached < position:
+            await asyncio.to_thread(self.catch_up_to, position)
 
     def _select(self, start: int, limit: int) -> Sequence[Any]:
         # eventsourcing_sqlalchemy keeps the current transaction in one ContextVar that

@@ -1,0 +1,1 @@
+"""The thin Starlette HTTP API: decode with msgspec, call a service, encode."""

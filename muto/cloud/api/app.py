@@ -1,0 +1,145 @@
+"""The Starlette application: an explicit route table, the control plane in lifespan
+state, one structured log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from muto.cloud.api import audit, desired, releases, reports, vehicles
+from muto.cloud.api.responses import exception_handlers, ok
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.settings import Settings
+
+SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
+access_log = logging.getLogger("muto.access")
+
+
+async def healthz(request: Request) -> Response:
+    """Readiness: the database answers, the projections' lag, the MQTT link."""
+    cp: ControlPlane = request.state.plane
+    position = cp.log.position()
+    lag = max(0, position - cp.projector.position())
+    bridge = getattr(request.state, "bridge", None)
+    mqtt = None if bridge is None else bridge.connected
+    ready = lag < 10_000
+    body = {
+        "status": "ready" if ready else "lagging",
+        "position": position,
+        "projectionLag": lag,
+        "mqttConnected": mqtt,
+    }
+    return ok(body, 200 if ready else 503)
+
+
+async def openapi(_: Request) -> Response:
+    return Response(SPEC.read_bytes(), media_type="application/yaml")
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/openapi.yaml", openapi, methods=["GET"]),
+    Route("/vehicles", vehicles.register, methods=["POST"]),
+    Route("/vehicles", vehicles.listing, methods=["GET"]),
+    Route("/vehicles/{vehicle_id}", vehicles.one, methods=["GET"]),
+    Route("/vehicles/{vehicle_id}", vehicles.patch, methods=["PATCH"]),
+    Route("/releases", releases.register, methods=["POST"]),
+    Route("/releases", releases.listing, methods=["GET"]),
+    Route("/releases/{stack}/{version}", releases.one, methods=["GET"]),
+    Route("/desired-states", desired.create, methods=["POST"]),
+    Route("/desired-states/latest", desired.latest, methods=["GET"]),
+    Route("/reports/reconcile", reports.reconcile, methods=["POST"]),
+    Route("/reports/health", reports.health, methods=["POST"]),
+    Route("/audit", audit.timeline, methods=["GET"]),
+]
+
+
+class AccessLog:
+    """One JSON line per request: method, path, status, duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            access_log.info(
+                json.dumps(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                )
+            )
+
+
+Extension = Callable[[ControlPlane], Awaitable[dict[str, Any]]]
+
+
+def create_app(
+    settings: Settings,
+    plane: ControlPlane | None = None,
+    extensions: list[Callable[[ControlPlane], Any]] | None = None,
+) -> Starlette:
+    """`plane` lets a test or an embedding process share one control plane; otherwise
+    the app opens (and closes) its own from `settings`. Each extension is an async
+    context manager factory (e.g. the MQTT bridge) given the control plane; what it
+    yields is merged into the request state."""
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
+        cp = plane or ControlPlane.open(settings)
+        cp.projector.start()
+        state: dict[str, Any] = {"plane": cp}
+        try:
+            async with _extensions(cp, extensions or []) as extra:
+                state.update(extra)
+                yield state
+        finally:
+            if plane is None:
+                cp.close()
+            else:
+                cp.projector.stop()
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=exception_handlers())
+    app.add_middleware(AccessLog)
+    return app
+
+
+@asynccontextmanager
+async def _extensions(
+    cp: ControlPlane, factories: list[Callable[[ControlPlane], Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        merged: dict[str, Any] = {}
+        for factory in factories:
+            merged.update(await stack.enter_async_context(factory(cp)))
+        yield merged

@@ -1,0 +1,66 @@
+"""POST /desired-states, GET /desired-states/latest (ETag / If-None-Match)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from muto.cloud.api.context import body, operator, operator_or_vehicle, plane
+from muto.cloud.api.responses import ok
+from muto.cloud.commands import Cause, assign_desired_state
+from muto.cloud.errors import Invalid, NotFound
+from muto.domain.desired import DesiredStateRequest
+from muto.domain.selectors import parse_selector
+
+
+async def create(request: Request) -> Response:
+    who = operator(request)
+    desired = await body(request, DesiredStateRequest)
+    cp = plane(request)
+    if desired.target.type == "vehicle":
+        vehicle_ids = [desired.target.selector]
+    else:
+        vehicle_ids = cp.queries.vehicle_ids(parse_selector(desired.target.selector))
+    cause = Cause.of(who.actor, desired.correlation_id or request.headers.get("x-correlation-id"))
+    written = await cp.write(
+        assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
+    )
+    assignment = written.value
+    return ok(
+        {
+            "desiredStateRevision": assignment.revision,
+            "release": assignment.release_key,
+            "correlationId": cause.correlation_id,
+            "vehicles": assignment.sequences,
+        },
+        201,
+        {"position": written.position, "targeted": len(assignment.sequences)},
+    )
+
+
+async def latest(request: Request) -> Response:
+    vehicle_id = request.query_params.get("vehicleId")
+    if not vehicle_id:
+        raise Invalid("query parameter 'vehicleId' is required", {"path": "query.vehicleId"})
+    operator_or_vehicle(request, vehicle_id)
+    cp = plane(request)
+    row = cp.queries.latest_desired(vehicle_id)
+    if row is None:
+        raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
+    etag = row["etag"]
+    if etag in _etags(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers={"ETag": etag})
+    bundle = {
+        "schema": "muto.desired-state-bundle.v1",
+        "desiredState": row["envelope"],
+        "release": cp.release_envelope(row["release_key"]),
+    }
+    return ok(
+        bundle,
+        metadata={"revision": row["revision"], "sequence": row["sequence"]},
+        headers={"ETag": etag, "Cache-Control": "no-cache"},
+    )
+
+
+def _etags(header: str | None) -> set[str]:
+    return {tag.strip() for tag in header.split(",")} if header else set()

@@ -1,0 +1,111 @@
+"""The response envelope `{data, metadata, timestamp}` and `{error: {code, message,
+details}}` (spec/api.yaml), and how each failure maps to a status."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from muto.cloud.errors import AppError
+from muto.domain.errors import ReasonError
+from muto.domain.selectors import SelectorError
+from muto.domain.wire import WireError
+
+logger = logging.getLogger("muto.api")
+JSON = "application/json"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ok(
+    data: Any,
+    status: int = 200,
+    metadata: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = msgspec.json.encode({"data": data, "metadata": metadata or {}, "timestamp": _now()})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    body = msgspec.json.encode({"error": {"code": code, "message": message, "details": details}})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class Unauthorized(Exception):
+    """No or unknown bearer token."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    """Bad input never becomes a 500: every expected failure has a status and a code."""
+    match exc:
+        case AppError():
+            return error(exc.status, exc.code, exc.message, exc.details)
+        case ReasonError():
+            return error(422, str(exc.code), exc.detail or str(exc.code))
+        case WireError() if exc.path is None:
+            return error(400, "malformed_json", exc.message)
+        case WireError():
+            return error(422, "invalid", exc.message, {"path": exc.path})
+        case SelectorError():
+            return error(400, "bad_selector", str(exc), {"position": exc.position})
+        case BodyTooLarge():
+            return error(413, "too_large", str(exc), {"limit": exc.limit})
+        case Unauthorized():
+            return error(
+                401,
+                "unauthorized",
+                str(exc) or "a bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        case TimeoutError():
+            return error(503, "unavailable", "the views did not catch up in time; retry")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error(500, "internal", "internal error")
+
+
+# Expected failures, handled by Starlette's ExceptionMiddleware (no re-raise); anything
+# else reaches the `Exception` handler as a logged 500.
+EXPECTED: tuple[type[Exception], ...] = (
+    AppError,
+    ReasonError,
+    WireError,
+    SelectorError,
+    BodyTooLarge,
+    Unauthorized,
+    TimeoutError,
+)
+
+
+def exception_handlers() -> dict[Any, Any]:
+    handlers: dict[Any, Any] = dict.fromkeys(EXPECTED, on_error)
+    handlers[Exception] = on_error
+    return handlers

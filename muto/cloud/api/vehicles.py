@@ -1,0 +1,69 @@
+"""POST/GET/PATCH /vehicles."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from muto.cloud.api.context import body, int_param, operator, operator_or_vehicle, plane
+from muto.cloud.api.responses import ok
+from muto.cloud.commands import Cause, register_vehicle, update_vehicle
+from muto.cloud.errors import Invalid
+from muto.domain.requests import VehiclePatch, VehicleRegistration
+from muto.domain.selectors import parse_selector
+
+
+async def register(request: Request) -> Response:
+    who = operator(request)
+    registration = await body(request, VehicleRegistration)
+    cp = plane(request)
+    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    written = await cp.write(register_vehicle(registration, cause))
+    created, version = written.value
+    return ok(
+        cp.queries.vehicle(registration.vehicle_id),
+        201 if created else 200,
+        {"position": written.position, "version": version, "created": created},
+    )
+
+
+async def listing(request: Request) -> Response:
+    operator(request)
+    raw = request.query_params.get("selector")
+    selector = parse_selector(raw) if raw is not None else None
+    limit = int_param(request, "limit", 100, 1, 1000)
+    page = plane(request).queries.vehicles(selector, limit, request.query_params.get("cursor"))
+    return ok(
+        page.items, metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor}
+    )
+
+
+async def one(request: Request) -> Response:
+    vehicle_id = request.path_params["vehicle_id"]
+    operator_or_vehicle(request, vehicle_id)
+    return ok(plane(request).queries.vehicle(vehicle_id))
+
+
+async def patch(request: Request) -> Response:
+    who = operator(request)
+    vehicle_id = request.path_params["vehicle_id"]
+    changes = await body(request, VehiclePatch)
+    cp = plane(request)
+    expected = _if_match(request)
+    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    written = await cp.write(update_vehicle(vehicle_id, changes, cause, expected))
+    return ok(
+        cp.queries.vehicle(vehicle_id),
+        metadata={"position": written.position, "version": written.value},
+    )
+
+
+def _if_match(request: Request) -> int | None:
+    """`If-Match: "<version>"`: write only if the vehicle is still at that version."""
+    raw = request.headers.get("if-match")
+    if raw is None:
+        return None
+    value = raw.strip().strip('"')
+    if not value.isdigit():
+        raise Invalid("If-Match must be a vehicle version number", {"path": "header.If-Match"})
+    return int(value)

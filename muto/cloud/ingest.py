@@ -1,0 +1,92 @@
+"""Report ingest: reconcile reports are events (group-committed by the Writer); health
+reports update a latest-health table, and only health *transitions* become events."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import JSON, Column, MetaData, String, Table, delete
+
+from muto.cloud.commands import record_health, record_reconcile
+from muto.cloud.writer import Writer, Written
+from muto.domain.reports import HealthReport, ReconcileReport
+from muto.domain.wire import to_builtins
+from muto.projections.runner import ProjectionRunner
+from muto.projections.store import ViewStore
+
+FLUSH_SECONDS = 1.0
+
+
+def define_health_table(metadata: MetaData) -> Table:
+    """Latest health report per vehicle. Not a projection: periodic health is not an
+    event firehose, so this table is written directly and is not rebuilt from the log."""
+    return Table(
+        "health_latest",
+        metadata,
+        Column("vehicle_id", String(128), primary_key=True),
+        Column("status", String(16), nullable=False),
+        Column("observed_at", String(40), nullable=False),
+        Column("report", JSON, nullable=False),
+    )
+
+
+class Ingest:
+    def __init__(
+        self, writer: Writer, projector: ProjectionRunner, store: ViewStore, health_table: Table
+    ) -> None:
+        self.writer = writer
+        self.projector = projector
+        self.store = store
+        self.health_table = health_table
+        self._status: dict[str, str] = {}  # last known health status per vehicle
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, name="muto-health", daemon=True)
+        self._thread.start()
+
+    async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
+        written = await self.writer.run(record_reconcile(report, actor))
+        await self.projector.reach(written.position)
+        return written
+
+    async def health(self, report: HealthReport, actor: str) -> bool:
+        """True when the status changed (a HealthChanged event was stored)."""
+        latest = {
+            "vehicle_id": report.vehicle_id,
+            "status": report.status.value,
+            "observed_at": report.observed_at.isoformat(),
+            "report": to_builtins(report),
+        }
+        with self._lock:
+            previous = self._pending.get(report.vehicle_id)
+            if previous is None or previous["observed_at"] <= latest["observed_at"]:
+                self._pending[report.vehicle_id] = latest
+        if self._status.get(report.vehicle_id) == report.status.value:
+            return False
+        written = await self.writer.run(record_health(report, actor))
+        self._status[report.vehicle_id] = report.status.value
+        await self.projector.reach(written.position)
+        return written.value
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        if not pending:
+            return
+        table = self.health_table
+        with self.store.writing() as session:
+            session.execute(
+                delete(table).where(table.c.vehicle_id.in_([p["vehicle_id"] for p in pending]))
+            )
+            session.execute(table.insert(), pending)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
