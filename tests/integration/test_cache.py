@@ -361,6 +361,23 @@ def test_concurrent_ensures_of_one_digest_fetch_once(tmp_path: Path, publish: Pu
     assert len(publish.server.requests_for("/a")) == 1
 
 
+def test_downloads_in_flight_are_charged_their_declared_size(
+    tmp_path: Path, publish: Published
+) -> None:
+    a, b, c = (publish(name, payload(i, 1000)) for i, name in enumerate("abc"))
+    cache = ArtifactCache(tmp_path, 2000)
+
+    async def all_at_once() -> list[Path | BaseException]:
+        ensures = (cache.ensure(*x) for x in (a, b, c))
+        return list(await asyncio.gather(*ensures, return_exceptions=True))
+
+    got_a, got_b, got_c = run(all_at_once())
+
+    assert isinstance(got_a, Path) and isinstance(got_b, Path)
+    assert isinstance(got_c, ReasonError) and got_c.code == ReasonCode.INSUFFICIENT_DISK
+    assert cache.usage() == 2000
+
+
 def test_pins_survive_a_restart_and_block_evict(tmp_path: Path, publish: Published) -> None:
     a, b = publish("a", payload(1, 100)), publish("b", payload(2, 100))
     cache = ArtifactCache(tmp_path, 1000)

@@ -42,9 +42,9 @@ class ArtifactCache:
     - Bytes on disk (blobs and partials) stay within the budget: room is made for the
       declared size before a byte is written, a download in flight is charged its declared
       size, and a partial never grows past it.
-    - Pinned digests (blob or partial) are never evicted. When evicting every other
-      unpinned file would still not make room, `ensure` raises INSUFFICIENT_DISK and
-      evicts nothing.
+    - Pinned digests (blob or partial) are never evicted. When evicting every unpinned
+      file would still not make room, `ensure` raises INSUFFICIENT_DISK and evicts
+      nothing (for free disk, judged by `free_disk()` plus the bytes eviction would free).
     - Eviction is least-recently-used first; a use is an `ensure` (hit or download).
     - One `ensure` per digest at a time (an asyncio lock per digest), and a digest an
       `ensure` is working on is never evicted. One process per root: the locks do not
