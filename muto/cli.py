@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # group name -> module exposing register(subparsers)
 GROUPS: dict[str, str] = {
     "release": "muto.trust.cli",
+    "cloud": "muto.cloud.cli",
 }
 
 

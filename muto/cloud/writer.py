@@ -49,7 +49,7 @@ class UnitOfWork:
             assert isinstance(found, kind)
             return found
         try:
-            aggregate = self.log.repository.get(aggregate_id)
+            aggregate: Aggregate = self.log.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, kind), f"{aggregate_id} is a {type(aggregate).__name__}"

@@ -13,7 +13,7 @@ from muto.domain.wire import Digest, Identifier, Wire
 HHMM = msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, 24 h")
 
 
-class ApplyWindow(Wire, kw_only=True):
+class ApplyWindow(Wire, frozen=True, kw_only=True):
     """Local-time window in which apply may start; may cross midnight (22:00-04:00).
     Equal start and end means all day."""
 
@@ -21,7 +21,7 @@ class ApplyWindow(Wire, kw_only=True):
     end_local: Annotated[str, HHMM]
 
 
-class Policy(Wire, kw_only=True):
+class Policy(Wire, frozen=True, kw_only=True):
     apply_window: ApplyWindow | None = None
     require_vehicle_stationary: bool = True
     deny_if_autonomous_mode: bool = True
@@ -35,7 +35,7 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-class AgentConfig(Wire, kw_only=True):
+class AgentConfig(Wire, frozen=True, kw_only=True):
     """Agent settings: delivered only inside desired state (never as a command)."""
 
     heartbeat_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
@@ -43,24 +43,24 @@ class AgentConfig(Wire, kw_only=True):
     log_level: LogLevel = LogLevel.INFO
 
 
-class StackRef(Wire, kw_only=True):
+class StackRef(Wire, frozen=True, kw_only=True):
     name: Annotated[str, Identifier]
     version: Annotated[str, Identifier]
     manifest_digest: Annotated[str, Digest] | None = None
 
 
-class Target(Wire, kw_only=True):
+class Target(Wire, frozen=True, kw_only=True):
     type: Literal["fleetSelector", "vehicle"] = "fleetSelector"
     selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
-class RolloutRef(Wire, kw_only=True):
+class RolloutRef(Wire, frozen=True, kw_only=True):
     strategy: Literal["canary", "direct"] = "direct"
     wave_id: str | None = None
     rollout_id: str | None = None
 
 
-class DesiredStateRequest(Wire, kw_only=True):
+class DesiredStateRequest(Wire, frozen=True, kw_only=True):
     """Body of POST /desired-states."""
 
     target: Target
@@ -72,7 +72,7 @@ class DesiredStateRequest(Wire, kw_only=True):
     ttl_sec: Annotated[int, msgspec.Meta(ge=60, le=90 * 86400)] = 30 * 86400
 
 
-class DesiredStateDocument(Wire, kw_only=True):
+class DesiredStateDocument(Wire, frozen=True, kw_only=True):
     """The per-vehicle document the control plane signs and the vehicle verifies.
 
     `sequence` is strictly increasing per vehicle: the agent rejects anything lower,
@@ -92,12 +92,12 @@ class DesiredStateDocument(Wire, kw_only=True):
     expires_at: datetime
 
 
-class Signature(Wire, kw_only=True):
+class Signature(Wire, frozen=True, kw_only=True):
     keyid: str
     sig: str  # base64
 
 
-class Envelope(Wire, kw_only=True):
+class Envelope(Wire, frozen=True, kw_only=True):
     """A DSSE envelope: the signed bytes travel as they were signed (base64), so a
     verifier never depends on re-encoding a document identically."""
 
@@ -106,7 +106,7 @@ class Envelope(Wire, kw_only=True):
     signatures: list[Signature]
 
 
-class DesiredStateBundle(Wire, kw_only=True):
+class DesiredStateBundle(Wire, frozen=True, kw_only=True):
     """Response of GET /desired-states/latest: the signed document and the signed
     release it points to, so the vehicle can verify both offline."""
 

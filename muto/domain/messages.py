@@ -35,7 +35,7 @@ class Leaf(StrEnum):
     EVT_REFRESH_RESULT = "evt/refresh_result"
 
 
-class DesiredNotify(Wire, kw_only=True):
+class DesiredNotify(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.desired-notify.v1"] = "muto.desired-notify.v1"
     vehicle_id: str
     revision: str
@@ -48,14 +48,14 @@ class PresenceState(StrEnum):
     OFFLINE = "offline"
 
 
-class Presence(Wire, kw_only=True):
+class Presence(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.presence.v1"] = "muto.presence.v1"
     vehicle_id: str
     state: PresenceState
     at: datetime | None = None  # None in the Last Will (the broker sends it later)
 
 
-class AgentMetadata(Wire, kw_only=True):
+class AgentMetadata(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.agent-metadata.v1"] = "muto.agent-metadata.v1"
     vehicle_id: str
     agent_version: str
@@ -76,7 +76,7 @@ class AgentPhase(StrEnum):
     ROLLING_BACK = "rolling_back"
 
 
-class AgentState(Wire, kw_only=True):
+class AgentState(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.agent-state.v1"] = "muto.agent-state.v1"
     vehicle_id: str
     running: StackRef | None = None
@@ -87,7 +87,7 @@ class AgentState(Wire, kw_only=True):
     reason_codes: list[ReasonCode] = []
 
 
-class Component(Wire, kw_only=True):
+class Component(Wire, frozen=True, kw_only=True):
     digest: str
     type: str
     ref: str
@@ -95,24 +95,24 @@ class Component(Wire, kw_only=True):
     role: Literal["active", "previous_known_good", "cached"]
 
 
-class AgentComponents(Wire, kw_only=True):
+class AgentComponents(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.agent-components.v1"] = "muto.agent-components.v1"
     vehicle_id: str
     components: list[Component] = []
 
 
-class AgentCfgState(Wire, kw_only=True):
+class AgentCfgState(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.agent-cfg-state.v1"] = "muto.agent-cfg-state.v1"
     vehicle_id: str
     config: AgentConfig
 
 
-class RefreshRequest(Wire, kw_only=True):
+class RefreshRequest(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.refresh-request.v1"] = "muto.refresh-request.v1"
     request_id: str
 
 
-class RefreshResult(Wire, kw_only=True):
+class RefreshResult(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.refresh-result.v1"] = "muto.refresh-result.v1"
     request_id: str
     ok: bool

@@ -17,7 +17,7 @@ class ArtifactType(StrEnum):
     FILE = "file"
 
 
-class Artifact(Wire, kw_only=True):
+class Artifact(Wire, frozen=True, kw_only=True):
     type: ArtifactType
     ref: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
     digest: Annotated[str, Digest]
@@ -27,17 +27,17 @@ class Artifact(Wire, kw_only=True):
     dist_name: str | None = None
 
 
-class Compatibility(Wire, kw_only=True):
+class Compatibility(Wire, frozen=True, kw_only=True):
     vehicle_models: list[str] = []
     os: list[str] = []
     ros_distro: list[str] = []
 
 
-class ResourceProfile(Wire, kw_only=True):
+class ResourceProfile(Wire, frozen=True, kw_only=True):
     disk_mb_min: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class HealthModel(Wire, kw_only=True):
+class HealthModel(Wire, frozen=True, kw_only=True):
     readiness_timeout_sec: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 180
     # Optional command (argv) that exits 0 once the stack is ready.
     readiness_probe: list[str] | None = None
@@ -45,7 +45,7 @@ class HealthModel(Wire, kw_only=True):
     crash_loop_window_sec: Annotated[float, msgspec.Meta(gt=0)] = 60
 
 
-class Launch(Wire, kw_only=True):
+class Launch(Wire, frozen=True, kw_only=True):
     """How a runtime starts the stack: a command (process), a launch file (ros2_launch)
     or console entry points (python_wheel)."""
 
@@ -55,11 +55,11 @@ class Launch(Wire, kw_only=True):
     env: dict[str, str] = {}
 
 
-class Security(Wire, kw_only=True):
+class Security(Wire, frozen=True, kw_only=True):
     signature_ref: str | None = None
 
 
-class StackRelease(Wire, kw_only=True):
+class StackRelease(Wire, frozen=True, kw_only=True):
     stack_name: Annotated[str, Identifier]
     version: Annotated[str, Identifier]
     artifacts: list[Artifact]

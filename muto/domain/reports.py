@@ -21,12 +21,12 @@ class ReconcileStatus(StrEnum):
     FAILED = "failed"  # apply failed and no rollback target could be restored
 
 
-class Timings(Wire, kw_only=True):
+class Timings(Wire, frozen=True, kw_only=True):
     apply_sec: float | None = None
     readiness_sec: float | None = None
 
 
-class ReconcileReport(Wire, kw_only=True):
+class ReconcileReport(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.reconcile-report.v1"] = "muto.reconcile-report.v1"
     report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     vehicle_id: Annotated[str, Identifier]
@@ -45,7 +45,7 @@ class HealthStatus(StrEnum):
     UNHEALTHY = "unhealthy"
 
 
-class HealthReport(Wire, kw_only=True):
+class HealthReport(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.health-report.v1"] = "muto.health-report.v1"
     report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     vehicle_id: Annotated[str, Identifier]

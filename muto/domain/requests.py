@@ -13,7 +13,7 @@ LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]
 LabelValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,256}$")]
 
 
-class VehicleRegistration(Wire, kw_only=True):
+class VehicleRegistration(Wire, frozen=True, kw_only=True):
     """POST /vehicles. Labels select vehicles (model, region, ring); attributes describe
     the platform (os, rosDistro)."""
 
@@ -22,20 +22,20 @@ class VehicleRegistration(Wire, kw_only=True):
     attributes: dict[LabelKey, Annotated[str, msgspec.Meta(max_length=256)]] = {}
 
 
-class VehiclePatch(Wire, kw_only=True):
+class VehiclePatch(Wire, frozen=True, kw_only=True):
     """PATCH /vehicles/{id}: merge; a null value removes the key."""
 
     labels: dict[LabelKey, LabelValue | None] = {}
     attributes: dict[LabelKey, Annotated[str, msgspec.Meta(max_length=256)] | None] = {}
 
 
-class RolloutThresholds(Wire, kw_only=True):
+class RolloutThresholds(Wire, frozen=True, kw_only=True):
     converged_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 95.0
     canary_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     wave_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
 
 
-class RolloutRequest(Wire, kw_only=True):
+class RolloutRequest(Wire, frozen=True, kw_only=True):
     """POST /rollouts."""
 
     selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]

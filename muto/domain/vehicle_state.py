@@ -9,7 +9,7 @@ import msgspec
 from muto.domain.wire import Wire
 
 
-class VehicleState(Wire, kw_only=True):
+class VehicleState(Wire, frozen=True, kw_only=True):
     """Written by other on-board processes (a JSON state file) or by the simulator."""
 
     speed_mps: Annotated[float, msgspec.Meta(ge=0)] = 0.0

@@ -14,7 +14,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import MetaData, text
+from sqlalchemy import Engine, MetaData, text
 from sqlalchemy.orm import Session
 
 TRACKING_TABLE = "muto_projection_tracking"
@@ -26,8 +26,9 @@ class ViewStore(SQLAlchemyTrackingRecorder):
     def __init__(self, url: str) -> None:
         super().__init__(SQLAlchemyDatastore(url=url), tracking_table_name=TRACKING_TABLE)
         self.metadata = MetaData()
-        assert self.datastore.engine is not None
-        self.engine = self.datastore.engine
+        engine = self.datastore.engine
+        assert isinstance(engine, Engine)
+        self.engine = engine
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     def create_table(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ Extension = Callable[[ControlPlane], Awaitable[dict[str, Any]]]
 def create_app(
     settings: Settings,
     plane: ControlPlane | None = None,
-    extensions: list[Callable[[ControlPlane], Any]] | None = None,
+    extensions: Sequence[Callable[[ControlPlane], Any]] = (),
 ) -> Starlette:
     """`plane` lets a test or an embedding process share one control plane; otherwise
     the app opens (and closes) its own from `settings`. Each extension is an async
@@ -118,7 +118,7 @@ def create_app(
         cp.projector.start()
         state: dict[str, Any] = {"plane": cp}
         try:
-            async with _extensions(cp, extensions or []) as extra:
+            async with _extensions(cp, extensions) as extra:
                 state.update(extra)
                 yield state
         finally:
@@ -134,7 +134,7 @@ def create_app(
 
 @asynccontextmanager
 async def _extensions(
-    cp: ControlPlane, factories: list[Callable[[ControlPlane], Any]]
+    cp: ControlPlane, factories: Sequence[Callable[[ControlPlane], Any]]
 ) -> AsyncIterator[dict[str, Any]]:
     from contextlib import AsyncExitStack
 

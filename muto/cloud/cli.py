@@ -1,0 +1,123 @@
+"""`muto cloud serve | token | seed | reset`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from muto.cloud.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        database_url=getattr(args, "database_url", None),
+        mqtt_url=getattr(args, "mqtt_url", None),
+        public_url=getattr(args, "public_url", None),
+        release_keys=tuple(Path(p) for p in getattr(args, "release_key", None) or ()) or None,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from muto.cloud.api.app import create_app
+    from muto.cloud.mqtt import bridge_factory
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    settings = _settings(args)
+    if args.public_url is None:
+        settings = Settings.from_env(**{**settings.__dict__,
+                                        "public_url": f"http://{args.host}:{args.port}"})
+    extensions = [bridge_factory] if settings.mqtt_url else []
+    app = create_app(settings, extensions=extensions)
+    # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
+    # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from muto.cloud.bootstrap import ControlPlane
+    from muto.cloud.commands import Cause
+    from muto.cloud.tokens import Role, issue_token, revoke_token
+
+    cp = ControlPlane.open(_settings(args))
+    try:
+        cause = Cause.of("cli")
+        if args.action == "revoke":
+            cp.execute(revoke_token(args.token_id, cause))
+            print(f"revoked {args.token_id}")
+            return 0
+        role = Role.VEHICLE if args.vehicle else Role.OPERATOR
+        secret, command = issue_token(role, args.vehicle, cause)
+        token_id = cp.execute(command).value
+        print(secret)
+        print(f"token id {token_id} ({role.value}{' ' + args.vehicle if args.vehicle else ''})",
+              file=sys.stderr)
+        return 0
+    finally:
+        cp.close()
+
+
+def reset(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    if not args.yes:
+        print(f"refusing to wipe {data_dir} without --yes", file=sys.stderr)
+        return 2
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    print(f"wiped {data_dir}")
+    return 0
+
+
+def seed(args: argparse.Namespace) -> int:
+    from muto.cloud.seed import seed_demo_fleet
+
+    summary = seed_demo_fleet(_settings(args))
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    cloud = sub.add_parser("cloud", help="the control plane")
+    actions = cloud.add_subparsers(dest="action", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
+        p.add_argument("--database-url", default=None,
+                       help="postgresql+psycopg://... (default: SQLite in the data dir)")
+        p.add_argument("--release-key", action="append", metavar="PUB",
+                       help="trusted release public key (repeatable)")
+
+    p = actions.add_parser("serve", help="run the HTTP API and the MQTT bridge")
+    common(p)
+    p.add_argument("--mqtt-url", default=None, help="default mqtt://127.0.0.1:1883")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--public-url", default=None, help="URL vehicles use to fetch")
+    p.set_defaults(func=serve)
+
+    p = actions.add_parser("token", help="issue or revoke a bearer token")
+    common(p)
+    p.add_argument("action", choices=["create", "revoke"])
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--operator", action="store_true")
+    who.add_argument("--vehicle", metavar="VEHICLE_ID")
+    p.add_argument("--token-id", help="with revoke")
+    p.set_defaults(func=token)
+
+    p = actions.add_parser("seed", help="load a deterministic demo fleet")
+    common(p)
+    p.set_defaults(func=seed)
+
+    p = actions.add_parser("reset", help="wipe a data dir")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--yes", action="store_true")
+    p.set_defaults(func=reset)
