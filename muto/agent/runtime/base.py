@@ -1,0 +1,54 @@
+"""The runtime adapter port: how the agent applies, stops, watches and waits on a release.
+
+Every adapter keeps these invariants (each adapter's docstring says how):
+- at most one release's processes run at a time;
+- apply of B stops A only after B's files are in place, so a B that cannot even be
+  prepared (bad archive, missing artifact, failed install) leaves A running;
+- applying the release that is already running is a no-op;
+- every expected failure is a ReasonError with a code from muto/domain/reasons.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from muto.domain.release import HealthModel, StackRelease
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatus:
+    """What a runtime observes right now about the release it runs."""
+
+    release: str | None  # `stack@version`, or None when nothing runs
+    alive: bool
+    restart_count: int
+    crash_looping: bool
+
+
+STOPPED = RuntimeStatus(release=None, alive=False, restart_count=0, crash_looping=False)
+
+
+class RuntimeAdapter(Protocol):
+    name: str
+
+    async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
+        """Make `release` the running one. `artifacts` maps digest -> verified cached file.
+        Raises ReasonError(APPLY_FAILED, detail). A no-op when `release` already runs."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the running release, if any; afterwards none of its processes is alive."""
+        ...
+
+    def status(self) -> RuntimeStatus:
+        """Running release, liveness, restarts and the crash-loop verdict; never blocks."""
+        ...
+
+    async def wait_ready(self, health: HealthModel) -> None:
+        """Return once the running release is ready. Raises ReasonError READINESS_TIMEOUT
+        after health.readiness_timeout_sec, or CRASH_LOOP_DETECTED if the crash-loop rule
+        trips while waiting."""
+        ...

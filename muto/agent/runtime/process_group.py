@@ -1,0 +1,65 @@
+"""Process groups: every child the runtimes start leads its own group, so that stopping
+it reaches its whole tree (a shell and what it spawned, `ros2 launch` and its nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from asyncio.subprocess import Process
+from pathlib import Path
+
+_PROC = Path("/proc")
+KILL_WAIT_SEC = 5.0
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send `sig` to a group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process remains in the group. Orphans whose reaper
+    never reaps (a container's PID 1 often does not) stay as zombies: they are dead."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if not _PROC.is_dir():
+        return True
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit() and _member_state(entry, pgid) not in (None, "Z", "X"):
+            return True
+    return False
+
+
+def _member_state(entry: Path, pgid: int) -> str | None:
+    try:
+        stat = (entry / "stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[0] if len(fields) > 2 and int(fields[2]) == pgid else None
+
+
+async def terminate_group(proc: Process, grace_sec: float, poll_sec: float = 0.02) -> None:
+    """SIGTERM the process's group, wait up to `grace_sec` for all of it, then SIGKILL.
+    Returns once the leader is reaped and no member of the group is alive."""
+    pgid = proc.pid
+    deadline = time.monotonic() + grace_sec
+    signal_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), grace_sec)
+    while group_alive(pgid) and time.monotonic() < deadline:
+        await asyncio.sleep(poll_sec)
+    signal_group(pgid, signal.SIGKILL)
+    await proc.wait()
+    # SIGKILL is delivered asynchronously: wait until the rest of the group is gone too.
+    for _ in range(int(KILL_WAIT_SEC / poll_sec)):
+        if not group_alive(pgid):
+            break
+        await asyncio.sleep(poll_sec)

@@ -1,0 +1,193 @@
+"""SupervisedRuntime: the shared shell of the runtimes whose release runs as local
+processes (process, python_wheel, ros2_launch). Each subclass only prepares a release:
+puts its files in place and says which commands to run there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from muto.agent.runtime.base import STOPPED, RuntimeStatus
+from muto.agent.runtime.commands import run_command
+from muto.agent.runtime.crash_loop import is_crash_looping
+from muto.agent.runtime.readiness import poll_until_ready
+from muto.agent.runtime.supervisor import Supervisor
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import HealthModel, StackRelease
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What to run for a prepared release: each command supervised in `directory`."""
+
+    directory: Path
+    commands: list[list[str]]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Running:
+    release: StackRelease
+    plan: LaunchPlan
+    supervisors: list[Supervisor]
+
+
+class SupervisedRuntime:
+    """Runs one release at a time as supervised process groups under `workdir/releases`.
+
+    Invariants:
+    - at most one release's processes run at a time;
+    - apply of B stops A only after `_prepare(B)` has put B's files in place, so a B that
+      cannot be prepared leaves A running untouched; a B that then fails to start leaves
+      nothing running (the agent rolls back by applying A, whose files are kept);
+    - applying the running release is a no-op; apply and stop never interleave;
+    - after `stop()` returns no process of the release is alive;
+    - the release directories kept are the running one and the one it replaced; the
+      runtime owns `workdir` alone (two runtimes must not share one).
+    """
+
+    name: str = "supervised"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        grace_sec: float = 5.0,
+        backoff_sec: float = 0.1,
+        max_backoff_sec: float = 5.0,
+        poll_sec: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workdir = workdir
+        self.releases_dir = workdir / "releases"
+        self.logs_dir = workdir / "logs"
+        self.grace_sec = grace_sec
+        self.backoff_sec = backoff_sec
+        self.max_backoff_sec = max_backoff_sec
+        self.poll_sec = poll_sec
+        self.clock = clock
+        self._running: _Running | None = None
+        self._lock = asyncio.Lock()
+
+    async def _prepare(self, release: StackRelease, artifacts: Mapping[str, Path]) -> LaunchPlan:
+        """Put the release's files in place; raise ReasonError(APPLY_FAILED) if impossible."""
+        raise NotImplementedError
+
+    async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
+        async with self._lock:
+            previous = self._running
+            if previous is not None and previous.release == release:
+                return
+            self.releases_dir.mkdir(parents=True, exist_ok=True)
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            plan = await self._prepare(release, artifacts)
+            if previous is not None:
+                self._running = None
+                await _stop_all(previous.supervisors)
+            supervisors = [self._supervisor(release, plan, argv) for argv in plan.commands]
+            started: list[Supervisor] = []
+            try:
+                for supervisor in supervisors:
+                    await supervisor.start()
+                    started.append(supervisor)
+            except BaseException:
+                await _stop_all(started)
+                raise
+            self._running = _Running(release, plan, supervisors)
+            keep = {plan.directory} | ({previous.plan.directory} if previous else set())
+            await asyncio.to_thread(_prune, self.releases_dir, keep)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            running, self._running = self._running, None
+            if running is not None:
+                await _stop_all(running.supervisors)
+
+    def running_directory(self) -> Path | None:
+        """The directory of the running release, None when nothing runs."""
+        return self._running.plan.directory if self._running else None
+
+    def status(self) -> RuntimeStatus:
+        running = self._running
+        if running is None:
+            return STOPPED
+        health = running.release.health_model
+        return RuntimeStatus(
+            release=running.release.key,
+            alive=all(s.alive for s in running.supervisors),
+            restart_count=sum(s.restarts.count for s in running.supervisors),
+            crash_looping=self._crash_looping(running.supervisors, health),
+        )
+
+    async def wait_ready(self, health: HealthModel) -> None:
+        running = self._running
+        if running is None:
+            raise ReasonError(ReasonCode.READINESS_TIMEOUT, "no release is running")
+
+        async def check() -> str | None:
+            dead = [s.argv[0] for s in running.supervisors if not s.alive]
+            if dead:
+                return f"not running: {', '.join(dead)}"
+            if not health.readiness_probe:
+                return None
+            try:
+                result = await run_command(
+                    health.readiness_probe, cwd=running.plan.directory, env=running.plan.env
+                )
+            except OSError as exc:
+                return f"readiness probe cannot start: {exc}"
+            return None if result.ok else f"probe exited {result.returncode}: {result.output}"
+
+        await poll_until_ready(
+            check, lambda: self._crash_looping(running.supervisors, health), health, self.poll_sec
+        )
+
+    def _supervisor(self, release: StackRelease, plan: LaunchPlan, argv: list[str]) -> Supervisor:
+        log = self.logs_dir / f"{release.key}-{Path(argv[0]).name}.log"
+        return Supervisor(
+            argv,
+            cwd=plan.directory,
+            env=plan.env,
+            log_path=log,
+            grace_sec=self.grace_sec,
+            backoff_sec=self.backoff_sec,
+            max_backoff_sec=self.max_backoff_sec,
+            keep_restarts=max(release.health_model.crash_loop_restarts, 64),
+            clock=self.clock,
+        )
+
+    def _crash_looping(self, supervisors: list[Supervisor], health: HealthModel) -> bool:
+        # One release, one rule: restarts of all its commands count together.
+        return is_crash_looping(
+            [t for s in supervisors for t in s.restarts.times],
+            restarts=health.crash_loop_restarts,
+            window_sec=health.crash_loop_window_sec,
+            now=self.clock(),
+        )
+
+
+def release_env(release: StackRelease, directory: Path) -> dict[str, str]:
+    """The agent's environment, the release's own variables, and where it runs."""
+    return {
+        **os.environ,
+        **release.launch.env,
+        "MUTO_RELEASE": release.key,
+        "MUTO_RELEASE_DIR": str(directory),
+    }
+
+
+async def _stop_all(supervisors: list[Supervisor]) -> None:
+    await asyncio.gather(*(s.stop() for s in supervisors))
+
+
+def _prune(releases_dir: Path, keep: set[Path]) -> None:
+    # Also removes staging left by an agent killed mid-extract: the lock is held here.
+    for entry in releases_dir.iterdir():
+        if entry.is_dir() and entry not in keep:
+            shutil.rmtree(entry, ignore_errors=True)

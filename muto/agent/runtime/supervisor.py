@@ -1,0 +1,139 @@
+"""Supervisor: keeps one command of a release running, the way the process-based
+runtimes (process, python_wheel, ros2_launch) share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from asyncio.subprocess import Process
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from muto.agent.runtime.crash_loop import RestartHistory
+from muto.agent.runtime.process_group import signal_group, terminate_group
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+
+
+class Supervisor:
+    """Starts `argv` (in `cwd`, with `env`) as the leader of a new process group and
+    restarts it whenever it exits, after a backoff that doubles from `backoff_sec` up to
+    `max_backoff_sec` and resets once a run lasted `stable_sec`. Each restart is recorded
+    in `restarts` on a monotonic clock (the crash-loop rule reads it).
+
+    Invariants: at most one process group of this supervisor exists at a time (what is
+    left of an exited group is killed before the restart); after `stop()` returns no
+    process of the group is alive (SIGTERM to the group, SIGKILL after `grace_sec`);
+    once stopped it never starts anything again.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path | None = None,
+        grace_sec: float = 5.0,
+        backoff_sec: float = 0.1,
+        max_backoff_sec: float = 5.0,
+        stable_sec: float = 10.0,
+        keep_restarts: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.log_path = log_path
+        self.grace_sec = grace_sec
+        self.backoff_sec = backoff_sec
+        self.max_backoff_sec = max_backoff_sec
+        self.stable_sec = stable_sec
+        self.restarts = RestartHistory(keep_restarts)
+        self._clock = clock
+        self._proc: Process | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """The current leader's pid (also its process group id)."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Start the first run; ReasonError(APPLY_FAILED) if the command cannot start."""
+        if self._task is not None:
+            return
+        try:
+            self._proc = await self._spawn()
+        except OSError as exc:
+            detail = f"cannot start {self.argv[0]}: {exc}"
+            raise ReasonError(ReasonCode.APPLY_FAILED, detail) from None
+        self._task = asyncio.create_task(self._watch(), name=f"supervise {self.argv[0]}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            # Shielded: a cancelled caller must not cut the group's termination short.
+            await asyncio.shield(self._task)
+
+    async def _spawn(self) -> Process:
+        log = self.log_path.open("ab") if self.log_path else None
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log or asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.STDOUT if log else asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
+
+    async def _watch(self) -> None:
+        delay = self.backoff_sec
+        try:
+            while True:
+                began = self._clock()
+                if self._proc is not None:
+                    if not await self._exited(self._proc):
+                        return
+                    signal_group(self._proc.pid, signal.SIGKILL)
+                self.restarts.record(self._clock())
+                if self._clock() - began >= self.stable_sec:
+                    delay = self.backoff_sec
+                if await self._stop_requested_within(delay):
+                    return
+                delay = min(delay * 2, self.max_backoff_sec)
+                try:
+                    self._proc = await self._spawn()
+                except OSError:
+                    self._proc = None  # counted as a crash on the next turn
+        finally:
+            if self._proc is not None:
+                await terminate_group(self._proc, self.grace_sec)
+
+    async def _exited(self, proc: Process) -> bool:
+        """Wait until the process exits (True) or stop is requested (False)."""
+        exited = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            stopping.cancel()
+        return not self._stopping.is_set()
+
+    async def _stop_requested_within(self, delay: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        return self._stopping.is_set()
