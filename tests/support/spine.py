@@ -1,0 +1,214 @@
+"""Builders for tests of the control plane's spine (event log, writer, views).
+
+A signed release, a fleet of registered vehicles, reports, the settings of each storage
+backend, and every view table's rows for comparisons. Plain data in, plain data out:
+nothing here is a fake; every helper goes through the real commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import Cause, register_release, register_vehicle
+from muto.cloud.settings import MEMORY, Settings
+from muto.cloud.writer import Command
+from muto.domain.desired import DesiredStateRequest, Envelope, StackRef, Target
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import Artifact, ArtifactType, Compatibility, StackRelease
+from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
+from muto.domain.requests import VehicleRegistration
+from muto.projections import Views
+from muto.projections.store import rows
+from muto.trust.keys import Signer
+from muto.trust.releases import manifest_digest, sign_release
+
+OPERATOR = "operator:test"
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # reports' observedAt: deterministic rows
+
+
+def cause(correlation_id: str | None = None) -> Cause:
+    return Cause.of(OPERATOR, correlation_id)
+
+
+# -- backends -----------------------------------------------------------------------------
+
+
+def memory_settings(data_dir: Path) -> Settings:
+    return Settings(database_url=MEMORY, data_dir=data_dir, mqtt_url=None)
+
+
+def sqlite_settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, mqtt_url=None)
+
+
+def postgres_settings(postgres_url: str, data_dir: Path) -> Settings:
+    return Settings(database_url=postgres_url, data_dir=data_dir, mqtt_url=None)
+
+
+# -- releases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedRelease:
+    release: StackRelease
+    digest: str
+    envelope: Envelope
+
+    @property
+    def key(self) -> str:
+        return self.release.key
+
+    @property
+    def ref(self) -> StackRef:
+        return StackRef(name=self.release.stack_name, version=self.release.version)
+
+    def register(self, by: Cause | None = None) -> Command[bool]:
+        return register_release(self.release, self.digest, self.envelope, by or cause())
+
+
+def signed_release(
+    stack: str = "core",
+    version: str = "1.0.0",
+    *,
+    models: Sequence[str] = (),
+    os: Sequence[str] = (),
+    ros_distros: Sequence[str] = (),
+    size: int = 1,
+    signer: Signer | None = None,
+) -> SignedRelease:
+    """A release signed by `signer` (a fresh key by default). Empty compatibility lists
+    mean "any"; a different `size` gives another manifest digest for the same key."""
+    release = StackRelease(
+        stack_name=stack,
+        version=version,
+        artifacts=[
+            Artifact(
+                type=ArtifactType.FILE,
+                ref=f"https://artifacts.invalid/{stack}/{version}/stack.tar.gz",
+                digest="sha256:" + "0" * 64,
+                size=size,
+            )
+        ],
+        compatibility=Compatibility(
+            vehicle_models=list(models), os=list(os), ros_distro=list(ros_distros)
+        ),
+    )
+    envelope = sign_release(release, [signer or Signer.generate()])
+    return SignedRelease(release, manifest_digest(release), envelope)
+
+
+def desired_request(selector: str, release: SignedRelease) -> DesiredStateRequest:
+    return DesiredStateRequest(target=Target(selector=selector), stack=release.ref)
+
+
+# -- vehicles -----------------------------------------------------------------------------
+
+
+def registration(
+    vehicle_id: str,
+    *,
+    model: str = "m3",
+    region: str = "eu",
+    os: str = "ubuntu-22.04",
+    ros_distro: str = "humble",
+    **labels: str,
+) -> VehicleRegistration:
+    return VehicleRegistration(
+        vehicle_id=vehicle_id,
+        labels={"model": model, "region": region, **labels},
+        attributes={"os": os, "rosDistro": ros_distro},
+    )
+
+
+def fleet(
+    count: int,
+    *,
+    prefix: str = "v",
+    models: Sequence[str] = ("m3",),
+    regions: Sequence[str] = ("eu",),
+) -> list[VehicleRegistration]:
+    """`count` registrations `{prefix}0000`..., cycling models, then regions."""
+    return [
+        registration(
+            f"{prefix}{i:04d}",
+            model=models[i % len(models)],
+            region=regions[(i // len(models)) % len(regions)],
+        )
+        for i in range(count)
+    ]
+
+
+def register_fleet(cp: ControlPlane, registrations: Iterable[VehicleRegistration]) -> list[str]:
+    """Register every vehicle (submitted together: group commit), wait until the views
+    show them, and return their ids."""
+    by = cause()
+    futures = [(r.vehicle_id, cp.writer.submit(register_vehicle(r, by))) for r in registrations]
+    positions = [f.result().position for _, f in futures]
+    cp.projector.catch_up_to(max((p for p in positions if p is not None), default=None))
+    return [vehicle_id for vehicle_id, _ in futures]
+
+
+# -- reports ------------------------------------------------------------------------------
+
+
+def reconcile_report(
+    vehicle_id: str,
+    report_id: str,
+    status: ReconcileStatus = ReconcileStatus.CONVERGED,
+    *,
+    revision: str | None = None,
+    reason_codes: Sequence[ReasonCode] = (),
+    running: StackRef | None = None,
+    minute: int = 0,
+) -> ReconcileReport:
+    return ReconcileReport(
+        report_id=report_id,
+        vehicle_id=vehicle_id,
+        desired_state_revision=revision,
+        status=status,
+        reason_codes=list(reason_codes),
+        running=running,
+        observed_at=EPOCH + timedelta(minutes=minute),
+    )
+
+
+def health_report(
+    vehicle_id: str,
+    report_id: str,
+    status: HealthStatus,
+    reason_codes: Sequence[ReasonCode] = (),
+) -> HealthReport:
+    return HealthReport(
+        report_id=report_id,
+        vehicle_id=vehicle_id,
+        status=status,
+        reason_codes=list(reason_codes),
+        observed_at=EPOCH,
+    )
+
+
+# -- views --------------------------------------------------------------------------------
+
+
+def table_rows(views: Views, table: Table) -> list[dict[str, Any]]:
+    """Every row of one view table, ordered by primary key."""
+    key = [c.name for c in table.primary_key.columns]
+    with views.store.reading() as session:
+        found = rows(session.execute(table.select()))
+    return sorted(found, key=lambda row: [str(row[k]) for k in key])
+
+
+def view_rows(views: Views) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every view table, by table name: equal dumps, equal read models."""
+    return {
+        table.name: table_rows(views, table)
+        for projection in views.all
+        for table in projection.tables
+    }
