@@ -1,0 +1,345 @@
+"""One contract for the event store, proved on every backend.
+
+`EventStoreContract` holds the assertions; `TestMemory`, `TestSQLite` and `TestPostgres`
+only say how to open the backend. `DurableContract` adds what only a real database
+can show: two writers racing on one aggregate, and data surviving a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import (
+    Assignment,
+    assign_desired_state,
+    record_health,
+    record_reconcile,
+    register_vehicle,
+    update_vehicle,
+)
+from muto.cloud.errors import Conflict, Invalid, NotFound
+from muto.cloud.eventlog import EventLog
+from muto.cloud.settings import Settings
+from muto.cloud.writer import MAX_ATTEMPTS, UnitOfWork
+from muto.domain.model.vehicle import Vehicle
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import HealthStatus, ReconcileStatus
+from muto.domain.requests import VehiclePatch
+from tests.support.spine import (
+    cause,
+    desired_request,
+    fleet,
+    health_report,
+    memory_settings,
+    postgres_settings,
+    reconcile_report,
+    register_fleet,
+    registration,
+    signed_release,
+    sqlite_settings,
+    view_rows,
+)
+
+
+class EventStoreContract:
+    """Assertions every backend must pass. Subclasses provide the `settings` fixture."""
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> Settings:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def cp(self, settings: Settings) -> Iterator[ControlPlane]:
+        plane = ControlPlane.open(settings)
+        try:
+            yield plane
+        finally:
+            plane.close()
+
+    def assign(self, cp: ControlPlane, vehicle_ids: list[str], release: Any) -> Assignment:
+        request = desired_request("model=m3", release)
+        return cp.execute(assign_desired_state(request, vehicle_ids, cause(), cp.sign)).value
+
+    def sequences(self, cp: ControlPlane, vehicle_ids: list[str]) -> dict[str, int]:
+        return {v: cp.queries.vehicle(v)["sequence"] for v in vehicle_ids}
+
+    # -- vehicles -------------------------------------------------------------------------
+
+    def test_register_is_idempotent_and_refuses_a_conflicting_twin(self, cp: ControlPlane) -> None:
+        body = registration("v1")
+        assert cp.execute(register_vehicle(body, cause())).value == (True, 1)
+        position = cp.log.position()
+
+        assert cp.execute(register_vehicle(body, cause())).value == (False, 1)
+        assert cp.log.position() == position
+
+        with pytest.raises(Conflict):
+            cp.execute(register_vehicle(registration("v1", region="us"), cause()))
+        assert cp.log.position() == position
+        assert cp.queries.vehicle("v1")["labels"] == {"model": "m3", "region": "eu"}
+
+    def test_patch_with_expected_version(self, cp: ControlPlane) -> None:
+        register_fleet(cp, [registration("v1", ring="beta")])
+        patch = VehiclePatch(labels={"region": "us", "ring": None})
+
+        assert cp.execute(update_vehicle("v1", patch, cause(), expected_version=1)).value == 2
+        with pytest.raises(Conflict) as stale:
+            cp.execute(update_vehicle("v1", patch, cause(), expected_version=1))
+        assert stale.value.details == {"expectedVersion": 1, "actualVersion": 2}
+
+        vehicle = cp.queries.vehicle("v1")
+        assert vehicle["labels"] == {"model": "m3", "region": "us"}
+        assert vehicle["version"] == 2
+        with pytest.raises(NotFound):
+            cp.execute(update_vehicle("ghost", patch, cause()))
+
+    # -- releases -------------------------------------------------------------------------
+
+    def test_releases_are_immutable(self, cp: ControlPlane) -> None:
+        release = signed_release("core", "1.0.0")
+        assert cp.execute(release.register()).value is True
+        position = cp.log.position()
+
+        assert cp.execute(release.register()).value is False
+        assert cp.log.position() == position
+
+        other = signed_release("core", "1.0.0", size=2)
+        with pytest.raises(Conflict) as refused:
+            cp.execute(other.register())
+        assert refused.value.details == {
+            "registeredDigest": release.digest,
+            "digest": other.digest,
+        }
+        assert cp.log.position() == position
+        assert cp.queries.release("core", "1.0.0")["manifestDigest"] == release.digest
+
+    # -- desired state --------------------------------------------------------------------
+
+    def test_sequences_increase_per_vehicle_across_revisions(self, cp: ControlPlane) -> None:
+        ids = register_fleet(cp, fleet(3))
+        release = signed_release()
+        cp.execute(release.register())
+
+        first = self.assign(cp, ids, release)
+        second = self.assign(cp, ids[:1], release)
+        third = self.assign(cp, ids, release)
+
+        assert first.sequences == dict.fromkeys(ids, 1)
+        assert second.sequences == {ids[0]: 2}
+        assert third.sequences == {ids[0]: 3, ids[1]: 2, ids[2]: 2}
+        assert len({first.revision, second.revision, third.revision}) == 3
+        assert self.sequences(cp, ids) == third.sequences
+        for vehicle_id in ids:
+            latest = cp.queries.latest_desired(vehicle_id)
+            assert latest is not None
+            assert (latest["revision"], latest["sequence"]) == (
+                third.revision,
+                third.sequences[vehicle_id],
+            )
+
+    def test_an_assignment_is_one_transaction(self, cp: ControlPlane) -> None:
+        ids = register_fleet(cp, fleet(4))
+        release = signed_release()
+        cp.execute(release.register())
+        before = cp.log.position()
+
+        request = desired_request("model=m3", release)
+        written = cp.execute(assign_desired_state(request, ids, cause(), cp.sign))
+
+        # One DesiredState.Created and one assignment per vehicle, contiguous in the log,
+        # the last of them the position the writer reported.
+        assert written.position == before + len(ids) + 1
+        events = cp.queries.audit(after=before)
+        assert sorted(e["eventType"] for e in events) == [
+            "DesiredState.Created",
+            *["Vehicle.DesiredStateAssigned"] * len(ids),
+        ]
+        assert {e["correlationId"] for e in events} == {events[0]["correlationId"]}
+
+    def test_an_unknown_vehicle_assigns_nothing(self, cp: ControlPlane) -> None:
+        ids = register_fleet(cp, fleet(3))
+        release = signed_release()
+        cp.execute(release.register())
+        self.assign(cp, ids, release)
+        position, sequences = cp.log.position(), self.sequences(cp, ids)
+
+        with pytest.raises(NotFound):
+            self.assign(cp, [*ids, "ghost"], release)
+
+        assert cp.log.position() == position
+        assert self.sequences(cp, ids) == sequences
+        vehicle = cp.log.repository.get(Vehicle.create_id(ids[0]))
+        assert vehicle.sequence == 1
+
+    def test_an_incompatible_vehicle_assigns_nothing_and_is_named(self, cp: ControlPlane) -> None:
+        ids = register_fleet(
+            cp,
+            [
+                registration("v1"),
+                registration("v2", model="m9"),
+                registration("v3", os="debian-12", ros_distro="iron"),
+            ],
+        )
+        release = signed_release(models=["m3"], os=["ubuntu-22.04"], ros_distros=["humble"])
+        cp.execute(release.register())
+        position = cp.log.position()
+
+        with pytest.raises(Invalid) as refused:
+            self.assign(cp, ids, release)
+
+        assert refused.value.details == [
+            {"vehicleId": "v2", "reasonCodes": [ReasonCode.INCOMPATIBLE_MODEL]},
+            {
+                "vehicleId": "v3",
+                "reasonCodes": [ReasonCode.INCOMPATIBLE_OS, ReasonCode.INCOMPATIBLE_ROS],
+            },
+        ]
+        assert cp.log.position() == position
+        assert self.sequences(cp, ids) == dict.fromkeys(ids, 0)
+        assert self.assign(cp, ids[:1], release).sequences == {"v1": 1}
+
+    # -- reports --------------------------------------------------------------------------
+
+    def test_a_redelivered_reconcile_report_adds_no_event(self, cp: ControlPlane) -> None:
+        register_fleet(cp, [registration("v1")])
+        report = reconcile_report(
+            "v1", "r-1", ReconcileStatus.BLOCKED, reason_codes=[ReasonCode.DENY_MOVING]
+        )
+        assert cp.execute(record_reconcile(report, "vehicle:v1")).value is True
+        position = cp.log.position()
+
+        assert cp.execute(record_reconcile(report, "vehicle:v1")).value is False
+        assert cp.log.position() == position
+        vehicle = cp.queries.vehicle("v1")
+        assert (vehicle["lastStatus"], vehicle["lastReasonCodes"]) == ("blocked", ["DENY_MOVING"])
+
+    def test_health_stores_transitions_only(self, cp: ControlPlane) -> None:
+        register_fleet(cp, [registration("v1")])
+        statuses = ["healthy", "healthy", "degraded", "degraded", "healthy"]
+        changed = [
+            cp.execute(record_health(health_report("v1", f"h{i}", HealthStatus(s)), "v1")).value
+            for i, s in enumerate(statuses)
+        ]
+        assert changed == [True, False, True, False, True]
+        health = [e for e in cp.queries.audit(vehicle_id="v1") if "Health" in e["eventType"]]
+        assert [(e["data"]["previous"], e["data"]["status"]) for e in health] == [
+            (None, "healthy"),
+            ("healthy", "degraded"),
+            ("degraded", "healthy"),
+        ]
+        assert cp.queries.vehicle("v1")["health"] == "healthy"
+
+
+class DurableContract(EventStoreContract):
+    """What a shared, durable database adds: other processes and restarts."""
+
+    def test_two_logs_saving_one_version_conflict(self, cp: ControlPlane) -> None:
+        register_fleet(cp, [registration("v1")])
+        other = EventLog.open(cp.settings)
+        try:
+            vehicle_id = Vehicle.create_id("v1")
+            mine, theirs = cp.log.repository.get(vehicle_id), other.repository.get(vehicle_id)
+            mine.record_presence("online", None, "test", "c1")
+            theirs.record_presence("offline", None, "test", "c2")
+
+            cp.log.save(mine)
+            with pytest.raises(IntegrityError):
+                other.save(theirs)
+            assert other.repository.get(vehicle_id).presence == "online"
+        finally:
+            other.close()
+
+    def test_the_writer_rereads_after_another_process_wins(self, cp: ControlPlane) -> None:
+        register_fleet(cp, [registration("v1")])
+        other = EventLog.open(cp.settings)
+        attempts: list[int] = []
+
+        def command(uow: UnitOfWork) -> bool:
+            vehicle = uow.find(Vehicle, Vehicle.create_id("v1"))
+            assert vehicle is not None
+            attempts.append(vehicle.version)
+            if len(attempts) == 1:  # another process writes between our read and save
+                rival = other.repository.get(vehicle.id)
+                rival.record_presence("offline", None, "rival", "c")
+                other.save(rival)
+            return bool(vehicle.record_health("healthy", {}, "test", "c"))
+
+        try:
+            assert cp.execute(command).value is True
+        finally:
+            other.close()
+        assert attempts == [1, 2]
+        assert cp.queries.vehicle("v1")["presence"] == "offline"
+        assert cp.queries.vehicle("v1")["health"] == "healthy"
+
+    def test_a_command_insisting_on_a_stale_version_ends_in_conflict(
+        self, cp: ControlPlane
+    ) -> None:
+        register_fleet(cp, [registration("v1")])
+        vehicle_id = Vehicle.create_id("v1")
+        cp.execute(update_vehicle("v1", VehiclePatch(labels={"ring": "beta"}), cause()))
+        position = cp.log.position()
+        attempts = 0
+
+        def command(uow: UnitOfWork) -> None:
+            nonlocal attempts
+            attempts += 1
+            stale = uow.log.repository.get(vehicle_id, version=1)
+            uow.add(stale)  # saved as if version 1 were current
+            stale.record_presence("online", None, "test", "c")
+
+        with pytest.raises(Conflict):
+            cp.execute(command)
+        assert attempts == MAX_ATTEMPTS
+        assert cp.log.position() == position
+
+    def test_data_survives_close_and_reopen(self, settings: Settings) -> None:
+        first = ControlPlane.open(settings)
+        ids = register_fleet(first, fleet(3))
+        release = signed_release()
+        first.execute(release.register())
+        first.execute(
+            assign_desired_state(desired_request("model=m3", release), ids, cause(), first.sign)
+        )
+        first.execute(record_reconcile(reconcile_report(ids[0], "r1"), "vehicle"))
+        positions, views = first.projector.positions(), view_rows(first.views)
+        first.close()
+
+        second = ControlPlane.open(settings)
+        try:
+            assert second.projector.processed == 0  # nothing was re-applied on open
+            assert second.projector.positions() == positions
+            assert view_rows(second.views) == views
+            assert second.log.repository.get(Vehicle.create_id(ids[0])).sequence == 1
+
+            second.execute(record_reconcile(reconcile_report(ids[1], "r2"), "vehicle"))
+            assert second.projector.position() == max(positions.values()) + 1
+            assert second.queries.vehicle(ids[1])["lastStatus"] == "converged"
+            assert len(second.queries.vehicle_ids(None)) == 3
+        finally:
+            second.close()
+
+
+class TestMemory(EventStoreContract):
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> Settings:
+        return memory_settings(tmp_path)
+
+
+class TestSQLite(DurableContract):
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> Settings:
+        return sqlite_settings(tmp_path)
+
+
+@pytest.mark.postgres
+class TestPostgres(DurableContract):
+    @pytest.fixture
+    def settings(self, tmp_path: Path, postgres_url: str) -> Settings:
+        return postgres_settings(postgres_url, tmp_path)
