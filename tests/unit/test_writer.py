@@ -1,0 +1,133 @@
+"""The Writer: group commit of concurrent commands, each failure kept with its command,
+and a close() that finishes what was queued.
+
+The writer thread is held by a gate command while the test queues work behind it, so
+batching is decided by what is queued, never by timing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from muto.cloud.commands import record_presence, register_vehicle
+from muto.cloud.errors import NotFound
+from muto.cloud.eventlog import EventLog
+from muto.cloud.writer import UnitOfWork, Writer, Written
+from muto.domain.model.vehicle import Vehicle
+from tests.support.spine import cause, memory_settings, registration
+
+WAIT = 30.0  # seconds before a stuck test fails instead of hanging
+
+
+class Gate:
+    """A command that holds the writer thread until opened."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def __call__(self, uow: UnitOfWork) -> None:
+        self.entered.set()
+        assert self.opened.wait(WAIT), "gate never opened"
+
+    def hold(self, writer: Writer) -> Future[Written[None]]:
+        future = writer.submit(self)
+        assert self.entered.wait(WAIT)
+        return future
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[EventLog]:
+    event_log = EventLog.open(memory_settings(tmp_path))
+    yield event_log
+    event_log.close()
+
+
+@pytest.fixture
+def writer(log: EventLog) -> Iterator[Writer]:
+    w = Writer(log)
+    yield w
+    w.close()
+
+
+def vehicle(log: EventLog, vehicle_id: str) -> Vehicle:
+    found = log.repository.get(Vehicle.create_id(vehicle_id))
+    assert isinstance(found, Vehicle)
+    return found
+
+
+def test_concurrent_submits_are_saved_in_fewer_batches(log: EventLog, writer: Writer) -> None:
+    gate = Gate()
+    held = gate.hold(writer)
+    ids = [f"v{i:03d}" for i in range(160)]
+
+    def submit(vehicle_id: str) -> Future[Written[tuple[bool, int]]]:
+        return writer.submit(register_vehicle(registration(vehicle_id), cause()))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = list(pool.map(submit, ids))
+    gate.opened.set()
+
+    results = [f.result(WAIT) for f in futures]
+    held.result(WAIT)
+    assert [r.value for r in results] == [(True, 1)] * len(ids)
+    assert writer.commands == len(ids) + 1
+    assert writer.batches < writer.commands
+    assert writer.batches == 2  # the gate alone, then everything queued behind it
+    assert len({r.position for r in results}) == 1  # one transaction for the batch
+    assert log.position() == len(ids)
+    assert {vehicle(log, v).vehicle_id for v in ids} == set(ids)
+
+
+def test_a_failing_command_fails_alone(log: EventLog, writer: Writer) -> None:
+    writer.execute(register_vehicle(registration("v1"), cause()))
+    writer.execute(register_vehicle(registration("v2"), cause()))
+
+    def half_done_then_broken(uow: UnitOfWork) -> None:
+        found = uow.find(Vehicle, Vehicle.create_id("v1"))
+        assert found is not None
+        found.record_presence("offline", None, "test", "c")  # must not be saved
+        raise RuntimeError("broken command")
+
+    before = writer.batches
+    gate = Gate()
+    held = gate.hold(writer)
+    first = writer.submit(record_presence("v1", "online", None, "test"))
+    broken = writer.submit(half_done_then_broken)
+    unknown = writer.submit(record_presence("ghost", "online", None, "test"))
+    last = writer.submit(record_presence("v2", "online", None, "test"))
+    gate.opened.set()
+    held.result(WAIT)
+
+    assert first.result(WAIT).value is True
+    assert last.result(WAIT).value is True
+    with pytest.raises(RuntimeError, match="broken command"):
+        broken.result(WAIT)
+    with pytest.raises(NotFound):
+        unknown.result(WAIT)
+    assert writer.batches == before + 2  # the gate, then the four together
+    assert vehicle(log, "v1").presence == "online"
+    assert vehicle(log, "v1").version == 2
+    assert vehicle(log, "v2").presence == "online"
+
+
+def test_close_drains_the_queue(log: EventLog) -> None:
+    writer = Writer(log)
+    gate = Gate()
+    held = gate.hold(writer)
+    futures = [writer.submit(register_vehicle(registration(f"v{i}"), cause())) for i in range(50)]
+    closer = threading.Thread(target=writer.close)
+    closer.start()
+    gate.opened.set()
+    closer.join(WAIT)
+
+    assert not closer.is_alive()
+    assert held.done()
+    assert all(f.done() for f in futures)
+    assert [f.result().value for f in futures] == [(True, 1)] * 50
+    assert log.position() == 50
