@@ -1,0 +1,212 @@
+"""The python_wheel runtime with real wheels, a real venv and a real pip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from muto.agent.runtime.components import ComponentEnvironment, Wheel
+from muto.agent.runtime.python_wheel import PythonWheelRuntime, release_wheels
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.integration.test_runtime_support import (
+    PYTHON,
+    artifact_for,
+    cache_of,
+    make_wheel,
+    pid_alive,
+    release,
+    sha256,
+)
+
+# The component proves where it runs: it writes its interpreter prefix, then serves.
+COMPONENT = """
+import os, sys, time
+def main():
+    with open("component.json", "w") as f:
+        f.write('{"prefix": "%s", "pid": %d}' % (sys.prefix, os.getpid()))
+    time.sleep(300)
+"""
+PROBE = [PYTHON, "-c", "import os, sys; sys.exit(0 if os.path.exists('component.json') else 1)"]
+READY = HealthModel(readiness_probe=PROBE, readiness_timeout_sec=30)
+
+
+def wheel_release(
+    tmp_path: Path, version: str = "1.0.0", dist_name: str | None = "lucid-agent-cpu"
+) -> tuple[StackRelease, dict[str, Path]]:
+    wheels = tmp_path / f"wheels-{version}"
+    wheels.mkdir()
+    wheel = make_wheel(wheels, version=version, module_body=COMPONENT)
+    extra = {"dist_name": dist_name} if dist_name else {}
+    artifact = artifact_for(
+        wheel, ArtifactType.PYTHON_WHEEL, ref=f"https://artifacts.example/{wheel.name}", **extra
+    )
+    # The cache names files by digest: the runtime must not rely on the file name.
+    cached = tmp_path / f"cache-{sha256(wheel).removeprefix('sha256:')}"
+    cached.write_bytes(wheel.read_bytes())
+    rel = release(
+        version, [artifact], stack="lucid", launch=Launch(entry_points=["lucid-agent-cpu"])
+    )
+    return rel, cache_of(cached)
+
+
+def test_installs_into_a_per_release_venv_and_runs_the_entry_point(tmp_path: Path) -> None:
+    rt = PythonWheelRuntime(tmp_path / "runtime", poll_sec=0.05, grace_sec=2)
+    rel, cache = wheel_release(tmp_path)
+
+    async def main() -> None:
+        try:
+            await rt.apply(rel, cache)
+            await rt.wait_ready(READY)
+            directory = rt.running_directory()
+            assert directory is not None and directory.name.startswith("lucid@1.0.0-")
+            seen = json.loads((directory / "component.json").read_text())
+            assert Path(seen["prefix"]) == directory / "venv"
+            components = rt.components()
+            assert list(components) == ["lucid-agent-cpu"]
+            recorded = components["lucid-agent-cpu"]
+            assert (recorded.version, recorded.digest) == ("1.0.0", rel.artifacts[0].digest)
+            await rt.apply(rel, cache)  # the running release: nothing happens
+            assert json.loads((directory / "component.json").read_text())["pid"] == seen["pid"]
+            await rt.stop()
+            assert not pid_alive(seen["pid"])
+            assert rt.components() == {}
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+
+
+def test_install_of_a_recorded_digest_does_nothing_and_uninstall_is_strict(
+    tmp_path: Path,
+) -> None:
+    rel, cache = wheel_release(tmp_path)
+    (wheel,) = release_wheels(rel, cache)
+    env = ComponentEnvironment(tmp_path / "env")
+
+    async def main() -> None:
+        first = await env.sync([wheel])
+        assert [(c.dist_name, c.action, c.noop) for c in first] == [
+            ("lucid-agent-cpu", "install", False)
+        ]
+        assert (env.bin_dir / "lucid-agent-cpu").is_file()
+        # A second install must not even run pip: point pip at nothing and see it succeed.
+        env.python = str(tmp_path / "no-python")
+        again = await env.install([wheel])
+        assert again[0].noop
+        env.python = PYTHON
+
+        gone = await env.uninstall("Lucid_Agent.CPU")  # any spelling of the recorded name
+        assert (gone.dist_name, gone.noop) == ("lucid-agent-cpu", False)
+        assert not (env.bin_dir / "lucid-agent-cpu").exists()
+        assert env.installed() == {}
+        absent = await env.uninstall("lucid-agent-cpu")
+        assert absent.noop
+
+    asyncio.run(main())
+
+
+def test_a_new_digest_of_the_same_version_is_reinstalled(tmp_path: Path) -> None:
+    env = ComponentEnvironment(tmp_path / "env")
+    old = make_wheel(tmp_path, module_body="def main():\n    print('old')\n")
+    newer_dir = tmp_path / "new"
+    newer_dir.mkdir()
+    new = make_wheel(newer_dir, module_body="def main():\n    print('new')\n")
+
+    def wheel(path: Path) -> Wheel:
+        return Wheel(path, path.name, "lucid-agent-cpu", "1.0.0", sha256(path))
+
+    async def main() -> None:
+        await env.sync([wheel(old)])
+        changes = await env.sync([wheel(new)])
+        assert not changes[0].noop
+        site = next((env.venv / "lib").glob("python*/site-packages"))
+        assert "new" in (site / "lucid_agent_cpu" / "__init__.py").read_text()
+        assert env.installed()["lucid-agent-cpu"].digest == sha256(new)
+
+    asyncio.run(main())
+
+
+def test_sync_removes_components_the_release_no_longer_has(tmp_path: Path) -> None:
+    env = ComponentEnvironment(tmp_path / "env")
+    cpu = make_wheel(tmp_path)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    gpu = make_wheel(other_dir, name="lucid_agent_gpu", scripts={"gpu": "lucid_agent_gpu:main"})
+
+    def wheel(path: Path, name: str) -> Wheel:
+        return Wheel(path, path.name, name, "1.0.0", sha256(path))
+
+    async def main() -> None:
+        await env.sync([wheel(cpu, "lucid-agent-cpu"), wheel(gpu, "lucid-agent-gpu")])
+        changes = await env.sync([wheel(cpu, "lucid-agent-cpu")])
+        assert [(c.dist_name, c.action, c.noop) for c in changes] == [
+            ("lucid-agent-cpu", "install", True),
+            ("lucid-agent-gpu", "uninstall", False),
+        ]
+        assert not (env.bin_dir / "gpu").exists()
+
+    asyncio.run(main())
+
+
+def test_dist_name_defaults_to_the_wheel_file_name(tmp_path: Path) -> None:
+    rel, cache = wheel_release(tmp_path, dist_name=None)
+    (wheel,) = release_wheels(rel, cache)
+    assert (wheel.dist_name, wheel.version) == ("lucid-agent-cpu", "1.0.0")
+    assert wheel.filename == "lucid_agent_cpu-1.0.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize("problem", ["dist-name-mismatch", "no-entry-point", "bad-entry-point"])
+def test_apply_failures(tmp_path: Path, problem: str) -> None:
+    rel, cache = wheel_release(
+        tmp_path, dist_name="lucid-agent-gpu" if "mismatch" in problem else "lucid-agent-cpu"
+    )
+    if problem == "no-entry-point":
+        rel = release("1.0.0", rel.artifacts, stack="lucid", launch=Launch())
+    if problem == "bad-entry-point":
+        rel = release("1.0.0", rel.artifacts, stack="lucid", launch=Launch(entry_points=["nope"]))
+    rt = PythonWheelRuntime(tmp_path / "runtime")
+
+    async def main() -> None:
+        try:
+            with pytest.raises(ReasonError) as failure:
+                await rt.apply(rel, cache)
+            assert failure.value.code == ReasonCode.APPLY_FAILED
+            assert rt.status().release is None
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+
+
+def test_a_broken_wheel_is_an_apply_failure(tmp_path: Path) -> None:
+    broken = tmp_path / "lucid_agent_cpu-1.0.0-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    artifact = artifact_for(broken, ArtifactType.PYTHON_WHEEL)
+    rel = release("1.0.0", [artifact], launch=Launch(entry_points=["lucid-agent-cpu"]))
+    rt = PythonWheelRuntime(tmp_path / "runtime")
+
+    async def main() -> None:
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(rel, cache_of(broken))
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert "pip install failed" in failure.value.detail
+
+    asyncio.run(main())
+
+
+def test_a_venv_with_its_own_pip_works_too(tmp_path: Path) -> None:
+    """The fallback for an agent without pip (slower: ensurepip runs per venv)."""
+    rel, cache = wheel_release(tmp_path)
+    env = ComponentEnvironment(tmp_path / "env", agent_pip=False)
+
+    async def main() -> None:
+        await env.sync(release_wheels(rel, cache))
+        assert (env.bin_dir / "lucid-agent-cpu").is_file()
+        assert (env.bin_dir / "pip").exists()
+
+    asyncio.run(main())
