@@ -31,14 +31,21 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = _settings(args)
     if args.public_url is None:
-        settings = Settings.from_env(**{**settings.__dict__,
-                                        "public_url": f"http://{args.host}:{args.port}"})
+        settings = Settings.from_env(
+            **{**settings.__dict__, "public_url": f"http://{args.host}:{args.port}"}
+        )
     extensions = [bridge_factory] if settings.mqtt_url else []
     app = create_app(settings, extensions=extensions)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 
@@ -58,8 +65,10 @@ def token(args: argparse.Namespace) -> int:
         secret, command = issue_token(role, args.vehicle, cause)
         token_id = cp.execute(command).value
         print(secret)
-        print(f"token id {token_id} ({role.value}{' ' + args.vehicle if args.vehicle else ''})",
-              file=sys.stderr)
+        print(
+            f"token id {token_id} ({role.value}{' ' + args.vehicle if args.vehicle else ''})",
+            file=sys.stderr,
+        )
         return 0
     finally:
         cp.close()
@@ -91,10 +100,17 @@ def register(sub: Any) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
-        p.add_argument("--database-url", default=None,
-                       help="postgresql+psycopg://... (default: SQLite in the data dir)")
-        p.add_argument("--release-key", action="append", metavar="PUB",
-                       help="trusted release public key (repeatable)")
+        p.add_argument(
+            "--database-url",
+            default=None,
+            help="postgresql+psycopg://... (default: SQLite in the data dir)",
+        )
+        p.add_argument(
+            "--release-key",
+            action="append",
+            metavar="PUB",
+            help="trusted release public key (repeatable)",
+        )
 
     p = actions.add_parser("serve", help="run the HTTP API and the MQTT bridge")
     common(p)

@@ -256,3 +256,49 @@ def progress(members: list[dict[str, Any]]) -> dict[str, Any]:
         phase["deferredBy"] = dict(phase["deferredBy"])
         phase["failedBy"] = dict(phase["failedBy"])
     return phases
+
+
+def rollout_candidates(queries: Queries, vehicle_ids: list[str]) -> list[dict[str, Any]]:
+    """Labels, presence and last status of the given vehicles, for canary selection."""
+    vehicles = queries.views.inventory.vehicles
+    with queries.views.store.reading() as s:
+        return rows(
+            s.execute(
+                select(
+                    vehicles.c.vehicle_id,
+                    vehicles.c.labels,
+                    vehicles.c.presence,
+                    vehicles.c.last_status,
+                ).where(vehicles.c.vehicle_id.in_(vehicle_ids))
+            )
+        )
+
+
+def vehicles_in_active_rollouts(queries: Queries, vehicle_ids: list[str]) -> dict[str, str]:
+    """vehicle id -> id of the active rollout (canary or wave) that targets it."""
+    r, m = queries.views.rollouts.rollouts, queries.views.rollouts.vehicles
+    with queries.views.store.reading() as s:
+        found = s.execute(
+            select(m.c.vehicle_id, m.c.rollout_id)
+            .join(r, r.c.rollout_id == m.c.rollout_id)
+            .where(r.c.state.in_(("canary", "wave")), m.c.vehicle_id.in_(vehicle_ids))
+        )
+        return {row.vehicle_id: row.rollout_id for row in found}
+
+
+def rollouts(queries: Queries, limit: int = 100) -> list[dict[str, Any]]:
+    table = queries.views.rollouts.rollouts
+    with queries.views.store.reading() as s:
+        found = rows(s.execute(table.select().order_by(table.c.started_at.desc()).limit(limit)))
+    return [
+        {
+            "rolloutId": r["rollout_id"],
+            "state": r["state"],
+            "paused": r["paused"],
+            "selector": r["selector"],
+            "release": r["release_key"],
+            "startedAt": r["started_at"],
+            "updatedAt": r["updated_at"],
+        }
+        for r in found
+    ]

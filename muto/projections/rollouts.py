@@ -142,7 +142,7 @@ class RolloutProgress(Projection):
         row = s.execute(
             self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
         ).one()
-        if row.state in ("canary", "wave"):
+        if row.state in ("canary", "wave", "completed"):
             self._rollout(s, e, state="rolled_back")
 
     def _reported(self, s: Session, e: Any, _: int) -> None:

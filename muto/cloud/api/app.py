@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muto.cloud.api import audit, desired, releases, reports, vehicles
+from muto.cloud.api import audit, desired, releases, reports, rollouts, vehicles
 from muto.cloud.api.responses import exception_handlers, ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
@@ -61,6 +61,12 @@ ROUTES = [
     Route("/desired-states/latest", desired.latest, methods=["GET"]),
     Route("/reports/reconcile", reports.reconcile, methods=["POST"]),
     Route("/reports/health", reports.health, methods=["POST"]),
+    Route("/rollouts", rollouts.create, methods=["POST"]),
+    Route("/rollouts", rollouts.listing, methods=["GET"]),
+    Route("/rollouts/{rollout_id}", rollouts.one, methods=["GET"]),
+    Route("/rollouts/{rollout_id}/pause", rollouts.pause_rollout, methods=["POST"]),
+    Route("/rollouts/{rollout_id}/resume", rollouts.resume_rollout, methods=["POST"]),
+    Route("/rollouts/{rollout_id}/rollback", rollouts.rollback_rollout, methods=["POST"]),
     Route("/audit", audit.timeline, methods=["GET"]),
 ]
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from muto.cloud.errors import AppError
 from muto.domain.errors import ReasonError
+from muto.domain.model.rollout import RolloutStateError
 from muto.domain.selectors import SelectorError
 from muto.domain.wire import WireError
 
@@ -69,6 +70,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
     match exc:
         case AppError():
             return error(exc.status, exc.code, exc.message, exc.details)
+        case RolloutStateError():
+            return error(409, "conflict", str(exc))
         case ReasonError():
             return error(422, str(exc.code), exc.detail or str(exc.code))
         case WireError() if exc.path is None:

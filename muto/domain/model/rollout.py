@@ -30,6 +30,10 @@ class RolloutState(StrEnum):
 FINAL_STATES = frozenset({RolloutState.COMPLETED, RolloutState.ABORTED, RolloutState.ROLLED_BACK})
 
 
+# A rollback ends these states; an aborted rollout stays aborted (its story is the canary).
+ROLLBACK_ENDS = frozenset({RolloutState.CANARY, RolloutState.WAVE, RolloutState.COMPLETED})
+
+
 class RolloutStateError(ValueError):
     """A command that the rollout's current state does not allow (HTTP 409)."""
 
@@ -223,5 +227,5 @@ class Rollout(Aggregate):
         correlation_id: str,
     ) -> None:
         self.rolled_back.extend(v for v in vehicle_ids if v not in self.rolled_back)
-        if self.state in (RolloutState.CANARY, RolloutState.WAVE):
+        if self.state in ROLLBACK_ENDS:
             self.state = RolloutState.ROLLED_BACK.value

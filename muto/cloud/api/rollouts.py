@@ -1,0 +1,85 @@
+"""POST /rollouts, GET /rollouts[/{id}], POST /rollouts/{id}/pause|resume|rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from muto.cloud.api.context import body, int_param, operator, plane
+from muto.cloud.api.responses import ok
+from muto.cloud.commands import Cause
+from muto.cloud.errors import Conflict
+from muto.cloud.queries import rollout_candidates, rollouts, vehicles_in_active_rollouts
+from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
+from muto.cloud.writer import Command
+from muto.domain.requests import RolloutRequest
+from muto.domain.rollout_rules import Candidate, pick_canaries
+from muto.domain.selectors import parse_selector
+
+
+async def create(request: Request) -> Response:
+    who = operator(request)
+    wanted = await body(request, RolloutRequest)
+    cp = plane(request)
+    vehicle_ids = cp.queries.vehicle_ids(parse_selector(wanted.selector))
+    busy = vehicles_in_active_rollouts(cp.queries, vehicle_ids)
+    if busy:
+        raise Conflict(
+            f"{len(busy)} selected vehicle(s) are in another active rollout",
+            [{"vehicleId": v, "rolloutId": r} for v, r in sorted(busy.items())],
+        )
+    candidates = [
+        Candidate(
+            vehicle_id=r["vehicle_id"],
+            region=r["labels"].get("region", ""),
+            model=r["labels"].get("model", ""),
+            online=r["presence"] != "offline",
+            blocked=r["last_status"] == "blocked",
+        )
+        for r in rollout_candidates(cp.queries, vehicle_ids)
+    ]
+    canaries, wave = pick_canaries(candidates)
+    cause = Cause.of(who.actor, wanted.correlation_id or request.headers.get("x-correlation-id"))
+    written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
+    return ok(cp.queries.rollout(written.value), 201, {"position": written.position})
+
+
+async def listing(request: Request) -> Response:
+    operator(request)
+    found = rollouts(plane(request).queries, int_param(request, "limit", 100, 1, 1000))
+    return ok(found, metadata={"total": len(found)})
+
+
+async def one(request: Request) -> Response:
+    operator(request)
+    return ok(plane(request).queries.rollout(request.path_params["rollout_id"]))
+
+
+async def _act(request: Request, action: str) -> Response:
+    who = operator(request)
+    cp = plane(request)
+    rollout_id = request.path_params["rollout_id"]
+    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    command: Command[Any]
+    if action == "pause":
+        command = pause(rollout_id, cause)
+    elif action == "resume":
+        command = resume(rollout_id, cause)
+    else:
+        command = roll_back(rollout_id, cause, cp.sign, cp.clock)
+    written = await cp.write(command)
+    return ok(cp.queries.rollout(rollout_id), metadata={"position": written.position})
+
+
+async def pause_rollout(request: Request) -> Response:
+    return await _act(request, "pause")
+
+
+async def resume_rollout(request: Request) -> Response:
+    return await _act(request, "resume")
+
+
+async def rollback_rollout(request: Request) -> Response:
+    return await _act(request, "rollback")

@@ -1,0 +1,137 @@
+"""The rollout controller: evaluates each active rollout's gates from the views and the
+stored phase start times, and carries out verdicts as events.
+
+It keeps no state of its own: everything it needs is in the log and the views, so a
+cloud restart mid-rollout resumes exactly where it stopped, and deadlines run from stored
+times, not from in-memory timers. Where several cloud processes share one PostgreSQL,
+only the holder of an advisory lock acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import Cause
+from muto.cloud.rollouts import decide
+from muto.domain.model.rollout import Rollout
+from muto.domain.rollout_rules import Member, MemberStatus, Verdict, evaluate_phase
+
+logger = logging.getLogger("muto.controller")
+CONTROLLER_LOCK_KEY = 0x6D75746F + 1
+ACTIVE = ("canary", "wave")
+
+
+class RolloutController:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self._leader_conn: Any = None
+
+    def is_leader(self) -> bool:
+        """SQLite deployments have one cloud process; on PostgreSQL, hold a session
+        advisory lock on a dedicated connection for as long as this process lives."""
+        store = self.plane.views.store
+        if not store.is_postgres:
+            return True
+        if self._leader_conn is None:
+            conn = store.engine.connect()
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": CONTROLLER_LOCK_KEY}
+            ).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                return False
+            self._leader_conn = conn
+        return True
+
+    def active(self) -> list[str]:
+        table = self.plane.views.rollouts.rollouts
+        with self.plane.views.store.reading() as s:
+            found = s.execute(
+                select(table.c.rollout_id).where(
+                    table.c.state.in_(ACTIVE), table.c.paused.is_(False)
+                )
+            )
+            return [r[0] for r in found]
+
+    def tick(self) -> int:
+        """Evaluate every active rollout once; returns the number of decisions stored."""
+        if not self.is_leader():
+            return 0
+        self.plane.projector.catch_up()
+        return sum(self.evaluate(rollout_id) for rollout_id in self.active())
+
+    def evaluate(self, rollout_id: str) -> bool:
+        plane = self.plane
+        rollout: Rollout = plane.log.repository.get(Rollout.create_id(rollout_id))
+        if rollout.is_final or rollout.paused:
+            return False
+        phase = rollout.state
+        members = [
+            Member(m["vehicle_id"], MemberStatus(m["status"]), tuple(m["reason_codes"]))
+            for m in plane.queries.rollout_members(rollout_id)
+            if m["phase"] == phase
+        ]
+        started = rollout.phase_started_at.get(phase)
+        limit = rollout.thresholds[f"{phase}DeadlineSec"]
+        now = plane.clock()
+        deadline_passed = started is not None and now >= datetime.fromisoformat(
+            started
+        ) + timedelta(seconds=limit)
+        evaluation = evaluate_phase(members, rollout.thresholds["convergedPct"], deadline_passed)
+        if evaluation.verdict is Verdict.WAIT:
+            return False
+        cause = Cause("controller", rollout.rollout_id)
+        decided = plane.execute(
+            decide(rollout_id, phase, evaluation, cause, plane.sign, plane.clock)
+        ).value
+        if decided:
+            logger.info(
+                "rollout %s %s gate: %s (%s%% converged, codes %s)",
+                rollout_id,
+                phase,
+                evaluation.verdict,
+                evaluation.converged_pct,
+                evaluation.reason_codes,
+            )
+        return decided
+
+    def close(self) -> None:
+        if self._leader_conn is not None:
+            self._leader_conn.close()
+            self._leader_conn = None
+
+
+@asynccontextmanager
+async def controller_factory(
+    plane: ControlPlane, interval: float = 0.5
+) -> AsyncIterator[dict[str, Any]]:
+    """Runs the controller inside the API process (an app extension)."""
+    controller = RolloutController(plane)
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(controller.tick)
+            except Exception:  # logged; the next tick re-evaluates from stored facts
+                logger.exception("rollout controller tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    task = asyncio.create_task(loop(), name="muto-rollout-controller")
+    try:
+        yield {"controller": controller}
+    finally:
+        stop.set()
+        await task
+        controller.close()

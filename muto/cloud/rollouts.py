@@ -1,0 +1,250 @@
+"""Rollout commands: start (canaries assigned in the same transaction), phase decisions,
+pause/resume, and fleet rollback (a new, higher revision pointing to each vehicle's
+previous release — never a replay of an old document)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from muto.cloud.commands import (
+    Cause,
+    SignDocument,
+    assign_desired_state,
+    incompatibilities,
+    load_release,
+)
+from muto.cloud.errors import Conflict, Invalid, NotFound
+from muto.cloud.writer import Command, UnitOfWork
+from muto.domain.desired import DesiredStateRequest, RolloutRef, StackRef, Target
+from muto.domain.model.rollout import Rollout, RolloutState
+from muto.domain.model.vehicle import Vehicle
+from muto.domain.release import StackRelease
+from muto.domain.requests import RolloutRequest
+from muto.domain.rollout_rules import Evaluation, Verdict
+from muto.domain.wire import convert, to_builtins
+
+Clock = Callable[[], datetime]
+
+
+def new_rollout_id() -> str:
+    return f"ro_{uuid.uuid4().hex[:16]}"
+
+
+def _rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
+    rollout = uow.find(Rollout, Rollout.create_id(rollout_id))
+    if rollout is None:
+        raise NotFound(f"rollout {rollout_id!r} does not exist")
+    return rollout
+
+
+def _previous_release(vehicle: Vehicle) -> str | None:
+    """What the vehicle ran before this rollout: its last reported running release,
+    else its last assigned one."""
+    running = (vehicle.last_report or {}).get("running")
+    if running:
+        return f"{running['name']}@{running['version']}"
+    return (vehicle.assignment or {}).get("releaseKey")
+
+
+def _request(rollout: Rollout, release_key: str, phase: str) -> DesiredStateRequest:
+    stack, _, version = release_key.partition("@")
+    return convert(
+        {
+            "target": to_builtins(Target(selector=rollout.selector)),
+            "stack": to_builtins(StackRef(name=stack, version=version)),
+            "policy": rollout.policy["policy"],
+            "agentConfig": rollout.policy["agentConfig"],
+            "rollout": to_builtins(
+                RolloutRef(strategy="canary", wave_id=phase, rollout_id=rollout.rollout_id)
+            ),
+        },
+        DesiredStateRequest,
+    )
+
+
+def _assign_phase(
+    uow: UnitOfWork,
+    rollout: Rollout,
+    phase: str,
+    vehicle_ids: list[str],
+    cause: Cause,
+    sign: SignDocument,
+    clock: Clock,
+) -> None:
+    if not vehicle_ids:
+        return
+    assign = assign_desired_state(
+        _request(rollout, rollout.release_key, phase),
+        vehicle_ids,
+        cause,
+        sign,
+        rollout_id=rollout.rollout_id,
+        phase=phase,
+        now=clock,
+    )
+    assignment = assign(uow)
+    rollout.record_assigned(
+        phase,
+        assignment.revision,
+        vehicle_ids,
+        clock().isoformat(),
+        cause.actor,
+        cause.correlation_id,
+    )
+
+
+def _roll_back(
+    uow: UnitOfWork,
+    rollout: Rollout,
+    vehicle_ids: Sequence[str],
+    why: str,
+    cause: Cause,
+    sign: SignDocument,
+    clock: Clock,
+) -> None:
+    """One rollback revision per previous release; vehicles without one are recorded
+    (their agents already fell back locally to their previous known good)."""
+    by_release: dict[str | None, list[str]] = {}
+    for vehicle_id in vehicle_ids:
+        if vehicle_id in rollout.rolled_back:
+            continue
+        by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
+    for release_key, members in sorted(by_release.items(), key=lambda kv: kv[0] or ""):
+        if release_key is None:
+            rollout.record_rolled_back(
+                "", members, f"{why}; no previous release", cause.actor, cause.correlation_id
+            )
+            continue
+        assign = assign_desired_state(
+            _request(rollout, release_key, "rollback"),
+            members,
+            cause,
+            sign,
+            rollout_id=rollout.rollout_id,
+            phase="rollback",
+            now=clock,
+        )
+        rollout.record_rolled_back(
+            assign(uow).revision, members, why, cause.actor, cause.correlation_id
+        )
+
+
+def start_rollout(
+    request: RolloutRequest,
+    canaries: list[str],
+    wave: list[str],
+    cause: Cause,
+    sign: SignDocument,
+    clock: Clock,
+) -> Command[str]:
+    rollout_id = request.rollout_id or new_rollout_id()
+
+    def command(uow: UnitOfWork) -> str:
+        if uow.find(Rollout, Rollout.create_id(rollout_id)) is not None:
+            raise Conflict(f"rollout {rollout_id!r} already exists")
+        if not canaries:
+            raise Invalid("the selector matches no vehicles", {"selector": request.selector})
+        stored = load_release(uow, request.stack, request.version)
+        vehicles = []
+        for vehicle_id in [*canaries, *wave]:
+            vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
+            if vehicle is None:
+                raise NotFound(f"vehicle {vehicle_id!r} is not registered")
+            vehicles.append(vehicle)
+        incompatible = incompatibilities(convert(stored.manifest, StackRelease), vehicles)
+        if incompatible:
+            raise Invalid(
+                f"release {stored.key} is incompatible with {len(incompatible)} "
+                "selected vehicle(s)",
+                incompatible,
+            )
+        rollout = Rollout(
+            rollout_id=rollout_id,
+            selector=request.selector,
+            release_key=stored.key,
+            manifest_digest=stored.manifest_digest,
+            policy={
+                "policy": to_builtins(request.policy),
+                "agentConfig": to_builtins(request.agent_config),
+            },
+            thresholds=to_builtins(request.thresholds),
+            canaries=canaries,
+            wave=wave,
+            previous_releases={v.vehicle_id: _previous_release(v) for v in vehicles},
+            started_at=clock().isoformat(),
+            actor=cause.actor,
+            correlation_id=cause.correlation_id,
+        )
+        uow.add(rollout)
+        _assign_phase(uow, rollout, RolloutState.CANARY.value, canaries, cause, sign, clock)
+        return rollout_id
+
+    return command
+
+
+def decide(
+    rollout_id: str,
+    phase: str,
+    evaluation: Evaluation,
+    cause: Cause,
+    sign: SignDocument,
+    clock: Clock,
+) -> Command[bool]:
+    """Carry out a gate verdict. False (nothing stored) when the rollout moved on or was
+    paused since the evaluation was made: the controller re-evaluates next tick."""
+
+    def command(uow: UnitOfWork) -> bool:
+        rollout = _rollout(uow, rollout_id)
+        if rollout.state != phase or rollout.paused or evaluation.verdict is Verdict.WAIT:
+            return False
+        facts = to_builtins(evaluation)
+        if phase == RolloutState.CANARY:
+            if evaluation.verdict is Verdict.PASS:
+                rollout.pass_canary(facts, cause.actor, cause.correlation_id)
+                _assign_phase(
+                    uow, rollout, RolloutState.WAVE.value, rollout.wave, cause, sign, clock
+                )
+            else:
+                rollout.fail_canary(facts, cause.actor, cause.correlation_id)
+                _roll_back(uow, rollout, rollout.canaries, "canary gate failed", cause, sign, clock)
+        elif evaluation.verdict is Verdict.PASS:
+            rollout.pass_wave(facts, cause.actor, cause.correlation_id)
+        else:
+            rollout.fail_wave(facts, cause.actor, cause.correlation_id)
+            _roll_back(uow, rollout, rollout.wave, "wave gate failed", cause, sign, clock)
+        return True
+
+    return command
+
+
+def pause(rollout_id: str, cause: Cause) -> Command[None]:
+    def command(uow: UnitOfWork) -> None:
+        _rollout(uow, rollout_id).pause(cause.actor, cause.correlation_id)
+
+    return command
+
+
+def resume(rollout_id: str, cause: Cause) -> Command[None]:
+    def command(uow: UnitOfWork) -> None:
+        _rollout(uow, rollout_id).resume(cause.actor, cause.correlation_id)
+
+    return command
+
+
+def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -> Command[int]:
+    """Operator fleet rollback: every vehicle the rollout assigned gets its previous
+    release back. Returns how many vehicles were rolled back now."""
+
+    def command(uow: UnitOfWork) -> int:
+        rollout = _rollout(uow, rollout_id)
+        if rollout.state == RolloutState.ROLLED_BACK and not (
+            set(rollout.assigned) - set(rollout.rolled_back)
+        ):
+            return 0
+        before = len(rollout.rolled_back)
+        _roll_back(uow, rollout, sorted(rollout.assigned), "OPERATOR_ROLLBACK", cause, sign, clock)
+        return len(rollout.rolled_back) - before
+
+    return command
