@@ -6,6 +6,7 @@ import argparse
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,20 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from muto.cloud.api.app import create_app
+    from muto.cloud.controller import controller_factory
     from muto.cloud.mqtt import bridge_factory
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = _settings(args)
+    if args.no_mqtt:
+        settings = replace(settings, mqtt_url=None)
     if args.public_url is None:
         settings = Settings.from_env(
             **{**settings.__dict__, "public_url": f"http://{args.host}:{args.port}"}
         )
-    extensions = [bridge_factory] if settings.mqtt_url else []
+    extensions: list[Any] = [controller_factory]
+    if settings.mqtt_url:
+        extensions.append(bridge_factory)
     app = create_app(settings, extensions=extensions)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
@@ -115,6 +121,7 @@ def register(sub: Any) -> None:
     p = actions.add_parser("serve", help="run the HTTP API and the MQTT bridge")
     common(p)
     p.add_argument("--mqtt-url", default=None, help="default mqtt://127.0.0.1:1883")
+    p.add_argument("--no-mqtt", action="store_true", help="HTTP only: no MQTT bridge")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--public-url", default=None, help="URL vehicles use to fetch")
