@@ -35,9 +35,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.no_mqtt:
         settings = replace(settings, mqtt_url=None)
     if args.public_url is None:
-        settings = Settings.from_env(
-            **{**settings.__dict__, "public_url": f"http://{args.host}:{args.port}"}
-        )
+        settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     extensions: list[Any] = [controller_factory]
     if settings.mqtt_url:
         extensions.append(bridge_factory)
