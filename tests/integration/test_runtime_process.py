@@ -7,6 +7,7 @@ import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from muto.agent.runtime.process import ProcessRuntime
@@ -66,9 +67,16 @@ def archived_release(
     return rel, cache_of(archive)
 
 
-def runtime(tmp_path: Path, **options: float) -> ProcessRuntime:
-    options = {"grace_sec": 2.0, "backoff_sec": 0.01, "max_backoff_sec": 0.05, **options}
-    return ProcessRuntime(tmp_path / "runtime", poll_sec=0.02, **options)
+def runtime(
+    tmp_path: Path, grace_sec: float = 2.0, backoff_sec: float = 0.01, max_backoff_sec: float = 0.05
+) -> ProcessRuntime:
+    return ProcessRuntime(
+        tmp_path / "runtime",
+        poll_sec=0.02,
+        grace_sec=grace_sec,
+        backoff_sec=backoff_sec,
+        max_backoff_sec=max_backoff_sec,
+    )
 
 
 def pids(directory: Path, name: str = "pids") -> list[int]:
@@ -138,20 +146,12 @@ def test_crash_loop_is_detected_while_waiting_for_readiness(tmp_path: Path) -> N
     async def body() -> None:
         await rt.apply(rel, cache)
         with pytest.raises(ReasonError) as failure:
-            await rt.wait_ready(HealthModel(readiness_probe=PROBE_READY, **_loop(health)))
+            await rt.wait_ready(msgspec.structs.replace(health, readiness_probe=PROBE_READY))
         assert failure.value.code == ReasonCode.CRASH_LOOP_DETECTED
         status = rt.status()
         assert status.crash_looping and status.restart_count >= 3
 
     run_with(rt, body)
-
-
-def _loop(health: HealthModel) -> dict[str, float]:
-    return {
-        "crash_loop_restarts": health.crash_loop_restarts,
-        "crash_loop_window_sec": health.crash_loop_window_sec,
-        "readiness_timeout_sec": health.readiness_timeout_sec,
-    }
 
 
 def test_restarts_outside_the_window_are_no_crash_loop(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def artifact_for(path: Path, kind: ArtifactType, ref: str | None = None, **extra
         ref=ref or path.name,
         digest=sha256(path),
         size=path.stat().st_size,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -1,0 +1,192 @@
+"""The `podman` runtime: a release's `oci_image` artifact as one container per stack,
+driven through the podman CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from muto.agent.runtime.archive import single_artifact
+from muto.agent.runtime.base import STOPPED, RuntimeStatus
+from muto.agent.runtime.commands import CommandResult, run_command
+from muto.agent.runtime.crash_loop import RestartHistory, is_crash_looping
+from muto.agent.runtime.readiness import poll_until_ready
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+
+# ROS 2 discovery (DDS multicast, shared memory) needs the vehicle's network and IPC.
+ROS_RUN_ARGS = ("--network=host", "--ipc=host")
+INSPECT = "--format={{.State.Running}} {{.RestartCount}}"
+
+
+class PodmanRuntime:
+    """Runs `podman run -d --name muto-<stack> --replace <ref>@<digest>` with podman's
+    `--restart=always`, and watches it with `podman inspect` every `poll_sec`.
+
+    Invariants: B's image is pulled (pinned by digest) before A is touched; `--replace`
+    swaps the container under the stack's one name, and a release of another stack stops
+    A's container first, so at most one release's container runs at a time; applying
+    the running release is a no-op. The image store is podman's own: the agent's
+    artifact cache is not used for oci_image artifacts.
+    """
+
+    name: str = "podman"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        podman: str = "podman",
+        run_args: Sequence[str] = ROS_RUN_ARGS,
+        grace_sec: float = 10.0,
+        poll_sec: float = 1.0,
+        command_timeout_sec: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workdir = workdir  # unused: podman keeps its own state
+        self.podman = podman
+        self.run_args = list(run_args)
+        self.grace_sec = grace_sec
+        self.poll_sec = poll_sec
+        self.command_timeout_sec = command_timeout_sec
+        self.clock = clock
+        self._running: StackRelease | None = None
+        self._alive = False
+        self._seen_restarts = 0
+        self._restarts = RestartHistory(64)
+        self._watch: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
+        async with self._lock:
+            if self._running == release:
+                return
+            image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
+            await self._podman("pull", image)
+            previous = self._running
+            await self._stop_watching()
+            self._running = None
+            if previous is not None and previous.stack_name != release.stack_name:
+                await self._podman(
+                    "stop", "--ignore", "--time", _secs(self.grace_sec), _name(previous)
+                )
+            env = [f"--env={k}={v}" for k, v in sorted(release.launch.env.items())]
+            await self._podman(
+                "run", "-d", "--name", _name(release), "--replace", "--restart=always",
+                f"--label=muto.release={release.key}", *self.run_args, *env,
+                image, *release.launch.command,
+            )  # fmt: skip
+            self._running = release
+            self._alive, self._seen_restarts = True, 0
+            self._restarts = RestartHistory(max(release.health_model.crash_loop_restarts, 64))
+            self._watch = asyncio.create_task(self._watch_container(), name="podman inspect")
+
+    async def stop(self) -> None:
+        async with self._lock:
+            running, self._running = self._running, None
+            await self._stop_watching()
+            if running is not None:
+                await self._podman(
+                    "stop", "--ignore", "--time", _secs(self.grace_sec), _name(running)
+                )
+
+    def status(self) -> RuntimeStatus:
+        if self._running is None:
+            return STOPPED
+        return RuntimeStatus(
+            release=self._running.key,
+            alive=self._alive,
+            restart_count=self._restarts.count,
+            crash_looping=self._crash_looping(self._running.health_model),
+        )
+
+    async def wait_ready(self, health: HealthModel) -> None:
+        running = self._running
+        if running is None:
+            raise ReasonError(ReasonCode.READINESS_TIMEOUT, "no release is running")
+
+        async def check() -> str | None:
+            await self._observe(running)
+            if not self._alive:
+                return f"container {_name(running)} is not running"
+            if not health.readiness_probe:
+                return None
+            probe = await self._run("exec", _name(running), *health.readiness_probe)
+            return None if probe.ok else f"probe exited {probe.returncode}: {probe.output}"
+
+        await poll_until_ready(check, lambda: self._crash_looping(health), health, self.poll_sec)
+
+    async def _watch_container(self) -> None:
+        while (running := self._running) is not None:
+            await self._observe(running)
+            await asyncio.sleep(self.poll_sec)
+
+    async def _observe(self, running: StackRelease) -> None:
+        """Refresh liveness and restarts from `podman inspect`; a restart counts when seen."""
+        try:
+            result = await self._run("inspect", "--type", "container", INSPECT, _name(running))
+        except ReasonError:
+            result = CommandResult(returncode=-1, output="")
+        if self._running is not running:
+            return
+        self._alive, count = _inspected(result)
+        now = self.clock()
+        for _ in range(count - self._seen_restarts):
+            self._restarts.record(now)
+        self._seen_restarts = max(count, self._seen_restarts)
+
+    def _crash_looping(self, health: HealthModel) -> bool:
+        return is_crash_looping(
+            self._restarts.times,
+            restarts=health.crash_loop_restarts,
+            window_sec=health.crash_loop_window_sec,
+            now=self.clock(),
+        )
+
+    async def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def _podman(self, *args: str) -> None:
+        result = await self._run(*args)
+        if not result.ok:
+            raise ReasonError(ReasonCode.APPLY_FAILED, f"podman {args[0]}: {result.output}")
+
+    async def _run(self, *args: str) -> CommandResult:
+        try:
+            return await run_command([self.podman, *args], timeout_sec=self.command_timeout_sec)
+        except (OSError, TimeoutError) as exc:
+            raise ReasonError(ReasonCode.APPLY_FAILED, f"podman {args[0]}: {exc!r}") from None
+
+
+def image_ref(artifact: Artifact) -> str:
+    """`<ref>@<digest>`: podman verifies the pulled image against the signed digest."""
+    ref, _, pinned = artifact.ref.partition("@")
+    if pinned and pinned != artifact.digest:
+        raise ReasonError(
+            ReasonCode.APPLY_FAILED, f"{artifact.ref} is pinned to another digest than signed"
+        )
+    return f"{ref}@{artifact.digest}"
+
+
+def _name(release: StackRelease) -> str:
+    return f"muto-{release.stack_name}"
+
+
+def _secs(seconds: float) -> str:
+    return str(max(int(seconds), 0))
+
+
+def _inspected(result: CommandResult) -> tuple[bool, int]:
+    """(running, restart count) from INSPECT's output; a missing container is not running."""
+    fields = result.output.split() if result.ok else []
+    if len(fields) != 2 or not fields[1].isdigit():
+        return False, 0
+    return fields[0] == "true", int(fields[1])
