@@ -170,6 +170,12 @@ class Queries:
             ],
         }
 
+    def rollout_exists(self, rollout_id: str) -> bool:
+        table = self.views.rollouts.rollouts
+        with self.views.store.reading() as s:
+            found = s.execute(select(table.c.rollout_id).where(table.c.rollout_id == rollout_id))
+            return found.first() is not None
+
     def rollout_members(self, rollout_id: str) -> list[dict[str, Any]]:
         vehicles = self.views.rollouts.vehicles
         with self.views.store.reading() as s:
