@@ -1,0 +1,542 @@
+"""Read models: incremental catch-up equals a rebuild, a position is applied once,
+writes are readable at once, and rollout progress counts what vehicles reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from eventsourcing.persistence import IntegrityError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import (
+    Assignment,
+    SignDocument,
+    assign_desired_state,
+    record_health,
+    record_presence,
+    record_reconcile,
+    register_vehicle,
+    update_vehicle,
+)
+from muto.cloud.errors import AppError
+from muto.cloud.settings import Settings
+from muto.cloud.tokens import Role, issue_token, revoke_token
+from muto.cloud.writer import Command, UnitOfWork
+from muto.domain.desired import StackRef
+from muto.domain.model.rollout import Rollout, RolloutStateError
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import HealthStatus, ReconcileStatus
+from muto.domain.requests import VehiclePatch
+from tests.support.spine import (
+    SignedRelease,
+    cause,
+    desired_request,
+    health_report,
+    memory_settings,
+    postgres_settings,
+    reconcile_report,
+    register_fleet,
+    registration,
+    signed_release,
+    sqlite_settings,
+    table_rows,
+    view_rows,
+)
+
+AT = "2026-01-01T00:00:00+00:00"
+ANY = signed_release("core", "1.0.0")
+M1_ONLY = signed_release("core", "2.0.0", models=["m1"])
+RELEASES = (ANY, M1_ONLY)
+
+# -- rollout commands (the Rollout aggregate's events, written as a controller would) -----
+
+
+def start_rollout(rollout_id: str, canaries: Sequence[str], wave: Sequence[str]) -> Command[str]:
+    def command(uow: UnitOfWork) -> str:
+        uow.add(
+            Rollout(
+                rollout_id=rollout_id,
+                selector="model=m1",
+                release_key=M1_ONLY.key,
+                manifest_digest=M1_ONLY.digest,
+                policy={},
+                thresholds={"convergedPct": 95.0},
+                canaries=list(canaries),
+                wave=list(wave),
+                previous_releases=dict.fromkeys([*canaries, *wave], ANY.key),
+                started_at=AT,
+                actor="controller",
+                correlation_id=rollout_id,
+            )
+        )
+        return rollout_id
+
+    return command
+
+
+def rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
+    found = uow.find(Rollout, Rollout.create_id(rollout_id))
+    if found is None:
+        raise RolloutStateError(f"no rollout {rollout_id}")
+    return found
+
+
+def assign_phase(
+    rollout_id: str,
+    phase: str,
+    vehicle_ids: Sequence[str],
+    sign: SignDocument,
+    release: SignedRelease = M1_ONLY,
+) -> Command[Assignment]:
+    def command(uow: UnitOfWork) -> Assignment:
+        assigned = assign_desired_state(
+            desired_request("model=m1", release),
+            vehicle_ids,
+            cause(rollout_id),
+            sign,
+            rollout_id=rollout_id,
+            phase=phase,
+        )(uow)
+        rollout(uow, rollout_id).record_assigned(
+            phase, assigned.revision, list(vehicle_ids), AT, "controller", rollout_id
+        )
+        return assigned
+
+    return command
+
+
+def roll_back(rollout_id: str, vehicle_ids: Sequence[str], sign: SignDocument) -> Command[None]:
+    def command(uow: UnitOfWork) -> None:
+        assigned = assign_desired_state(
+            desired_request("model=m1", ANY), vehicle_ids, cause(rollout_id), sign,
+            rollout_id=rollout_id,
+        )(uow)  # fmt: skip
+        rollout(uow, rollout_id).record_rolled_back(
+            assigned.revision, list(vehicle_ids), "operator", "controller", rollout_id
+        )
+
+    return command
+
+
+def decide(rollout_id: str, decision: str) -> Command[None]:
+    def command(uow: UnitOfWork) -> None:
+        r = rollout(uow, rollout_id)
+        evaluation = {"converged": 1, "targeted": 1}
+        match decision:
+            case "pause":
+                r.pause("operator", rollout_id)
+            case "resume":
+                r.resume("operator", rollout_id)
+            case "pass_canary":
+                r.pass_canary(evaluation, "controller", rollout_id)
+            case "fail_canary":
+                r.fail_canary(evaluation, "controller", rollout_id)
+            case "pass_wave":
+                r.pass_wave(evaluation, "controller", rollout_id)
+            case "fail_wave":
+                r.fail_wave(evaluation, "controller", rollout_id)
+
+    return command
+
+
+# -- a scenario: operations applied to a control plane, refusals included ---------------
+
+
+class Scenario:
+    """Runs operations through the Writer without waiting for the views; the views only
+    move at explicit `catch_up` operations (and at the end)."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.revisions: dict[str, list[str]] = {}
+        self.tokens: list[str] = []
+        self.rollouts: list[tuple[str, list[str], list[str]]] = []
+        self.write(ANY.register())
+        self.write(M1_ONLY.register())
+
+    def write(self, command: Command[Any]) -> Any:
+        try:
+            return self.cp.writer.execute(command).value
+        except (AppError, RolloutStateError):
+            return None  # refused: part of the history being tested
+
+    def revision(self, vehicle_id: str, which: str) -> str | None:
+        known = self.revisions.get(vehicle_id, [])
+        if which == "current":
+            return known[-1] if known else None
+        if which == "previous":
+            return known[-2] if len(known) > 1 else None
+        return "dsr_unknown" if which == "unknown" else None
+
+    def assigned(self, result: Assignment | None) -> None:
+        if result is None:
+            return
+        for vehicle_id in result.sequences:
+            self.revisions.setdefault(vehicle_id, []).append(result.revision)
+
+    def run(self, op: tuple[Any, ...]) -> None:
+        cp, sign = self.cp, self.cp.sign
+        match op:
+            case ("catch_up", limit):
+                cp.projector.catch_up(limit)
+            case ("register", vehicle_id, model, region):
+                self.write(register_vehicle(registration(vehicle_id, model=model, region=region),
+                                            cause()))  # fmt: skip
+            case ("patch", vehicle_id, labels, expected):
+                patch = VehiclePatch(labels=labels)
+                self.write(update_vehicle(vehicle_id, patch, cause(), expected))
+            case ("assign", vehicle_ids, release):
+                request = desired_request("model=m1", RELEASES[release])
+                self.assigned(self.write(assign_desired_state(request, vehicle_ids, cause(), sign)))
+            case ("report", vehicle_id, number, status, codes, which, running):
+                report = reconcile_report(
+                    vehicle_id,
+                    f"{vehicle_id}-r{number}",
+                    ReconcileStatus(status),
+                    revision=self.revision(vehicle_id, which),
+                    reason_codes=codes,
+                    running=StackRef(name="core", version="1.0.0") if running else None,
+                    minute=number,
+                )
+                self.write(record_reconcile(report, f"vehicle:{vehicle_id}"))
+            case ("health", vehicle_id, status, codes):
+                report = health_report(vehicle_id, f"h-{status}", HealthStatus(status), codes)
+                self.write(record_health(report, f"vehicle:{vehicle_id}"))
+            case ("presence", vehicle_id, state):
+                self.write(record_presence(vehicle_id, state, AT, "bridge"))
+            case ("token", role):
+                _, command = issue_token(Role(role), None, cause())
+                token_id = self.write(command)
+                self.tokens += [token_id] if token_id else []
+            case ("revoke", index):
+                if self.tokens:
+                    self.write(revoke_token(self.tokens[index % len(self.tokens)], cause()))
+            case ("rollout", members, split):
+                canaries, wave = members[:split], members[split:]
+                rollout_id = f"ro-{len(self.rollouts)}"
+                if self.write(start_rollout(rollout_id, canaries, wave)):
+                    self.rollouts.append((rollout_id, canaries, wave))
+            case ("rollout_step", step) if self.rollouts:
+                rollout_id, canaries, wave = self.rollouts[-1]
+                if step in ("canary", "wave"):
+                    members = canaries if step == "canary" else wave
+                    self.assigned(self.write(assign_phase(rollout_id, step, members, sign)))
+                elif step == "rollback":
+                    self.write(roll_back(rollout_id, [*canaries, *wave], sign))
+                else:
+                    self.write(decide(rollout_id, step))
+            case ("rollout_step", _):
+                pass
+            case _:
+                raise AssertionError(f"unknown operation {op!r}")
+
+
+VEHICLES = ["v0", "v1", "v2", "v3"]
+vehicle_ids = st.sampled_from(VEHICLES)
+some_vehicles = st.lists(vehicle_ids, min_size=1, max_size=3, unique=True)
+codes = st.lists(st.sampled_from(list(ReasonCode)), max_size=2, unique=True)
+OPERATIONS = st.one_of(
+    st.tuples(st.just("catch_up"), st.integers(1, 4)),
+    st.tuples(st.just("register"), vehicle_ids, st.sampled_from(["m1", "m2"]), st.just("eu")),
+    st.tuples(
+        st.just("patch"),
+        vehicle_ids,
+        st.dictionaries(st.sampled_from(["region", "ring"]), st.none() | st.sampled_from("ab")),
+        st.none() | st.integers(1, 4),
+    ),
+    st.tuples(st.just("assign"), some_vehicles, st.integers(0, 1)),
+    st.tuples(
+        st.just("report"),
+        vehicle_ids,
+        st.integers(0, 4),
+        st.sampled_from(list(ReconcileStatus)),
+        codes,
+        st.sampled_from(["current", "previous", "none", "unknown"]),
+        st.booleans(),
+    ),
+    st.tuples(st.just("health"), vehicle_ids, st.sampled_from(list(HealthStatus)), codes),
+    st.tuples(st.just("presence"), vehicle_ids, st.sampled_from(["online", "offline"])),
+    st.tuples(st.just("token"), st.sampled_from(["operator", "vehicle"])),
+    st.tuples(st.just("revoke"), st.integers(0, 3)),
+    st.tuples(
+        st.just("rollout"), st.lists(vehicle_ids, min_size=2, unique=True), st.integers(1, 3)
+    ),
+    st.tuples(
+        st.just("rollout_step"),
+        st.sampled_from(
+            [
+                "canary",
+                "wave",
+                "pass_canary",
+                "fail_canary",
+                "pass_wave",
+                "fail_wave",
+                "pause",
+                "resume",
+                "rollback",
+            ]
+        ),
+    ),
+)
+# Registers every vehicle first so that most operations are accepted.
+SETUP = [("register", v, "m1" if i % 2 else "m2", "eu") for i, v in enumerate(VEHICLES)]
+
+
+def assert_rebuilds_equal(cp: ControlPlane) -> None:
+    cp.projector.catch_up()
+    assert cp.projector.lag() == 0
+    incremental = view_rows(cp.views)
+    for name in cp.projector.projections:
+        cp.projector.rebuild(name)
+        assert view_rows(cp.views) == incremental, f"rebuilding {name} changed the views"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(OPERATIONS, min_size=1, max_size=30))
+def test_catch_up_equals_rebuild(ops: list[tuple[Any, ...]]) -> None:
+    cp = ControlPlane.open(memory_settings(Path("unused")))
+    try:
+        scenario = Scenario(cp)
+        for op in [*SETUP, *ops]:
+            scenario.run(op)
+        assert_rebuilds_equal(cp)
+    finally:
+        cp.close()
+
+
+FIXED = [
+    *SETUP,
+    ("catch_up", 2),
+    ("patch", "v1", {"ring": "a", "region": None}, 1),
+    ("patch", "v1", {"ring": "b"}, 1),  # stale: refused
+    ("assign", ["v1", "v3"], 1),
+    ("assign", ["v0", "v1"], 1),  # v0 is an m2: refused whole
+    ("assign", ["v0", "v1", "v2"], 0),
+    ("report", "v1", 0, "blocked", [ReasonCode.DENY_MOVING], "current", False),
+    ("catch_up", 3),
+    ("report", "v1", 0, "converged", [], "current", True),  # re-delivery: ignored
+    ("report", "v1", 1, "converged", [], "current", True),
+    ("report", "v3", 0, "rolled_back", [ReasonCode.APPLY_FAILED], "current", True),
+    ("report", "v2", 0, "converged", [], "unknown", False),
+    ("health", "v1", "degraded", [ReasonCode.CRASH_LOOP_DETECTED]),
+    ("health", "v1", "degraded", []),
+    ("presence", "v2", "online"),
+    ("token", "operator"),
+    ("revoke", 0),
+    ("rollout", ["v1", "v3"], 1),
+    ("rollout_step", "canary"),
+    ("report", "v1", 2, "converged", [], "current", True),
+    ("catch_up", 1),
+    ("rollout_step", "pass_canary"),
+    ("rollout_step", "pause"),
+    ("rollout_step", "wave"),  # paused: refused
+    ("rollout_step", "resume"),
+    ("rollout_step", "wave"),
+    ("report", "v3", 1, "blocked", [ReasonCode.DENY_LOW_BATTERY], "current", False),
+    ("rollout_step", "fail_wave"),
+    ("rollout_step", "rollback"),
+    ("register", "v1", "m2", "eu"),  # conflicting twin: refused
+]
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    if request.param == "memory":
+        return memory_settings(tmp_path)
+    if request.param == "sqlite":
+        return sqlite_settings(tmp_path)
+    return postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
+
+
+@pytest.fixture
+def scenario_cp(any_settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane.open(any_settings)
+    scenario = Scenario(cp)
+    for op in FIXED:
+        scenario.run(op)
+    yield cp
+    cp.close()
+
+
+def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
+    cp = scenario_cp
+    assert_rebuilds_equal(cp)
+    views = view_rows(cp.views)
+    assert {name: len(rows) for name, rows in views.items()} == {
+        "view_vehicles": 4,
+        "view_vehicle_labels": 8,
+        "view_releases": 2,
+        "view_desired_latest": 4,
+        "view_rollouts": 1,
+        "view_rollout_vehicles": 2,
+        "view_audit": cp.log.position(),
+        "view_tokens": 1,
+    }
+    rollout_view = cp.queries.rollout("ro-0")
+    assert rollout_view["state"] == "rolled_back"
+    assert [m["status"] for m in rollout_view["vehicles"]] == ["rolled_back", "rolled_back"]
+
+
+def replay(cp: ControlPlane, name: str, position: int) -> None:
+    """Apply the event at `position` to one projection and record the position, as the
+    runner does, in one view transaction."""
+    notification = cp.log.recorder.select_notifications(start=position, limit=1)[0]
+    event = cp.log.mapper.to_domain_event(notification)
+    with cp.views.store.writing() as session:
+        cp.projector.projections[name].apply(session, event, position)
+        cp.views.store.record_position(session, name, position)
+
+
+def test_reprocessing_a_position_is_refused_and_changes_nothing(scenario_cp: ControlPlane) -> None:
+    cp = scenario_cp
+    cp.projector.catch_up()
+    before, positions = view_rows(cp.views), cp.projector.positions()
+    # An old presence change: applied again, it would turn v2 back "online".
+    cp.execute(record_presence("v2", "offline", AT, "bridge"))
+    after_offline = view_rows(cp.views)
+    online = next(
+        e["position"]
+        for e in cp.queries.audit(vehicle_id="v2")
+        if e["eventType"] == "Vehicle.PresenceChanged" and e["data"]["state"] == "online"
+    )
+    with pytest.raises(IntegrityError):
+        replay(cp, "inventory", online)
+    assert view_rows(cp.views) == after_offline
+    assert after_offline != before
+
+    # Every projection refuses its own last position again. Insert-only views refuse it
+    # on their primary key before the position is reached; nothing changes either way.
+    for name, position in positions.items():
+        with pytest.raises((IntegrityError, sqlalchemy.exc.IntegrityError)):
+            replay(cp, name, position)
+    assert view_rows(cp.views) == after_offline
+
+
+# -- read-your-writes ---------------------------------------------------------------------
+
+
+def test_every_write_is_readable_when_execute_returns(tmp_path: Path) -> None:
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        cp.execute(register_vehicle(registration("v1", model="m1"), cause()))
+        assert cp.queries.vehicle_ids(None) == ["v1"]
+        cp.execute(ANY.register())
+        assert cp.queries.release("core", "1.0.0")["manifestDigest"] == ANY.digest
+        request = desired_request("model=m1", ANY)
+        assigned = cp.execute(assign_desired_state(request, ["v1"], cause(), cp.sign)).value
+        latest = cp.queries.latest_desired("v1")
+        assert latest is not None and latest["revision"] == assigned.revision
+        report = reconcile_report("v1", "r1", revision=assigned.revision, running=ANY.ref)
+        cp.execute(record_reconcile(report, "vehicle:v1"))
+        assert cp.queries.vehicle("v1")["runningRelease"] == "core@1.0.0"
+        secret, issue = issue_token(Role.VEHICLE, "v1", cause())
+        cp.execute(issue)
+        principal = cp.auth.authenticate(secret)
+        assert principal is not None and principal.vehicle_id == "v1"
+
+        async def from_a_handler() -> str | None:
+            await cp.write(record_health(health_report("v1", "h1", HealthStatus.DEGRADED), "v1"))
+            health: str | None = cp.queries.vehicle("v1")["health"]
+            return health
+
+        assert asyncio.run(from_a_handler()) == "degraded"
+        assert cp.projector.lag() == 0
+    finally:
+        cp.close()
+
+
+# -- rollout progress ---------------------------------------------------------------------
+
+
+def phase(
+    targeted: int,
+    deferred_by: dict[str, int] | None = None,
+    failed_by: dict[str, int] | None = None,
+    **counts: int,
+) -> dict[str, Any]:
+    zero = dict.fromkeys(
+        ["pending", "assigned", "converged", "deferred", "failed", "rolledBack"], 0
+    )
+    return {
+        "targeted": targeted,
+        **zero,
+        **counts,
+        "deferredBy": deferred_by or {},
+        "failedBy": failed_by or {},
+    }
+
+
+def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        ids = register_fleet(cp, [registration(f"v{i}", model="m1") for i in range(6)])
+        canaries, wave = ids[:2], ids[2:]
+        cp.execute(ANY.register())
+        cp.execute(M1_ONLY.register())
+        cp.execute(start_rollout("ro-1", canaries, wave))
+
+        def progress() -> dict[str, Any]:
+            phases: dict[str, Any] = cp.queries.rollout("ro-1")["phases"]
+            return phases
+
+        def report(vehicle_id: str, n: int, status: str, *codes: ReasonCode, rev: str) -> None:
+            body = reconcile_report(
+                vehicle_id, f"{vehicle_id}-{n}", ReconcileStatus(status), revision=rev,
+                reason_codes=codes,
+            )  # fmt: skip
+            cp.execute(record_reconcile(body, f"vehicle:{vehicle_id}"))
+
+        assert progress() == {"canary": phase(2, pending=2), "wave": phase(4, pending=4)}
+
+        canary = cp.execute(assign_phase("ro-1", "canary", canaries, cp.sign)).value.revision
+        report("v0", 1, "converged", rev=canary)
+        report("v1", 1, "blocked", ReasonCode.DENY_MOVING, rev=canary)
+        assert progress()["canary"] == phase(2, {"DENY_MOVING": 1}, converged=1, deferred=1)
+        report("v1", 2, "converged", rev=canary)
+        assert progress()["canary"] == phase(2, converged=2)
+
+        cp.execute(decide("ro-1", "pass_canary"))
+        cp.execute(decide("ro-1", "pause"))
+        assert cp.queries.rollout("ro-1")["paused"] is True
+        cp.execute(decide("ro-1", "resume"))
+        revision = cp.execute(assign_phase("ro-1", "wave", wave, cp.sign)).value.revision
+        assert progress()["wave"] == phase(4, assigned=4)
+        report("v2", 1, "converged", rev=revision)
+        report("v3", 1, "blocked", ReasonCode.DENY_LOW_BATTERY, rev=revision)
+        report("v4", 1, "rolled_back", ReasonCode.READINESS_TIMEOUT,
+               ReasonCode.ROLLBACK_APPLIED, rev=revision)  # fmt: skip
+        report("v5", 1, "failed", ReasonCode.APPLY_FAILED, rev=revision)
+        report("v2", 2, "failed", ReasonCode.APPLY_FAILED, rev=canary)  # another revision
+        assert progress()["wave"] == phase(
+            4,
+            {"DENY_LOW_BATTERY": 1},
+            {"READINESS_TIMEOUT": 1, "ROLLBACK_APPLIED": 1, "APPLY_FAILED": 1},
+            converged=1,
+            deferred=1,
+            failed=2,
+        )
+
+        cp.execute(decide("ro-1", "fail_wave"))
+        cp.execute(roll_back("ro-1", wave, cp.sign))
+        report("v2", 3, "converged", rev=revision)  # too late: rolled back stays
+        view = cp.queries.rollout("ro-1")
+        assert view["state"] == "rolled_back"
+        assert [d["event"] for d in view["decisions"]] == ["CanaryGatePassed", "WaveGateFailed"]
+        assert view["decisions"][0]["evaluation"] == {"converged": 1, "targeted": 1}
+        assert view["phases"]["canary"] == phase(2, converged=2)
+        assert view["phases"]["wave"]["rolledBack"] == 4
+        assert {v["vehicleId"]: v["phase"] for v in view["vehicles"]} == {
+            **dict.fromkeys(canaries, "canary"),
+            **dict.fromkeys(wave, "wave"),
+        }
+        rows = table_rows(cp.views, cp.views.rollouts.vehicles)
+        assert {r["vehicle_id"] for r in rows if r["status"] == "rolled_back"} == set(wave)
+    finally:
+        cp.close()
