@@ -37,6 +37,8 @@ if command == "pull":
         sys.exit("Error: initializing source: manifest unknown")
 elif command == "run":
     name = args[args.index("--name") + 1]
+    if any("unrunnable" in a for a in args):
+        sys.exit("Error: crun: executable file not found in $PATH")
     if os.path.exists(path(name)) and "--replace" not in args:
         sys.exit(f"Error: the container name {{name}} is already in use")
     save(name, {{"image": [a for a in args if "@sha256:" in a][0], "running": True, "restarts": 0}})
@@ -212,6 +214,19 @@ def test_a_failed_pull_leaves_the_running_release_alone(tmp_path: Path, podman: 
         assert after == ["pull"]
         assert rt.status().release == "nav@1.0.0"
         assert podman.container("muto-nav")["running"] is True
+
+    run(tmp_path, body)
+
+
+def test_a_failed_run_keeps_watching_the_previous_container(tmp_path: Path, podman: Podman) -> None:
+    async def body(rt: PodmanRuntime) -> None:
+        await rt.apply(image_release(), {})
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(image_release("2.0.0", ref="registry.example/unrunnable:2"), {})
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert rt.status().release == "nav@1.0.0"
+        podman.set("muto-nav", running=False)  # what inspect reports is what status says
+        await eventually(lambda: not rt.status().alive)
 
     run(tmp_path, body)
 

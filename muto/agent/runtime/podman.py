@@ -68,18 +68,20 @@ class PodmanRuntime:
             image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
             await self._podman("pull", image)
             previous = self._running
-            await self._stop_watching()
-            self._running = None
             if previous is not None and previous.stack_name != release.stack_name:
+                await self._stop_watching()
+                self._running = None
                 await self._podman(
                     "stop", "--ignore", "--time", _secs(self.grace_sec), _name(previous)
                 )
             env = [f"--env={k}={v}" for k, v in sorted(release.launch.env.items())]
+            # If this fails, A (same stack) stays watched: inspect tells whether it survived.
             await self._podman(
                 "run", "-d", "--name", _name(release), "--replace", "--restart=always",
                 f"--label=muto.release={release.key}", *self.run_args, *env,
                 image, *release.launch.command,
             )  # fmt: skip
+            await self._stop_watching()
             self._running = release
             self._alive, self._seen_restarts = True, 0
             self._restarts = RestartHistory(max(release.health_model.crash_loop_restarts, 64))

@@ -33,10 +33,6 @@ class Ros2LaunchRuntime(SupervisedRuntime):
         launch_file = release.launch.launch_file
         if not launch_file:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: no launch.launch_file")
-        env = release_env(release, Path())
-        ros2 = shutil.which(self.ros2, path=env.get("PATH"))
-        if ros2 is None:
-            raise ReasonError(ReasonCode.APPLY_FAILED, f"{self.ros2!r} is not on PATH")
         directory = await extract_release(release, artifacts, self.releases_dir)
         inside = (directory / launch_file).resolve()
         if not inside.is_relative_to(directory.resolve()) or not inside.is_file():
@@ -44,4 +40,7 @@ class Ros2LaunchRuntime(SupervisedRuntime):
                 ReasonCode.APPLY_FAILED, f"{release.key}: no launch file {launch_file!r}"
             )
         env = release_env(release, directory)
+        ros2 = shutil.which(self.ros2, path=env.get("PATH"))
+        if ros2 is None:
+            raise ReasonError(ReasonCode.APPLY_FAILED, f"{self.ros2!r} is not on PATH")
         return LaunchPlan(directory, [[ros2, "launch", launch_file]], env)
