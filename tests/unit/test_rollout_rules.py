@@ -1,0 +1,117 @@
+"""Pure rollout rules: canary choice and phase gates, for all inputs."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from muto.domain.rollout_rules import (
+    Candidate,
+    Member,
+    MemberStatus,
+    Verdict,
+    evaluate_phase,
+    pick_canaries,
+)
+
+candidates = st.lists(
+    st.builds(
+        Candidate,
+        vehicle_id=st.text("abcdef0123", min_size=1, max_size=6),
+        region=st.sampled_from(["eu", "us", "ap"]),
+        model=st.sampled_from(["v3", "v4"]),
+        online=st.booleans(),
+        blocked=st.booleans(),
+    ),
+    unique_by=lambda c: c.vehicle_id,
+    max_size=40,
+)
+
+
+@given(candidates, st.randoms())
+def test_exactly_one_canary_per_region_model_and_order_does_not_matter(cs, rnd) -> None:
+    canaries, wave = pick_canaries(cs)
+    groups = {(c.region, c.model) for c in cs}
+    by_id = {c.vehicle_id: c for c in cs}
+    assert sorted({(by_id[v].region, by_id[v].model) for v in canaries}) == sorted(groups)
+    assert len(canaries) == len(groups)
+    assert sorted(canaries + wave) == sorted(by_id)
+    shuffled = list(cs)
+    rnd.shuffle(shuffled)
+    assert pick_canaries(shuffled) == (canaries, wave)
+
+
+@given(candidates)
+def test_canaries_prefer_online_unblocked_vehicles(cs) -> None:
+    canaries, _ = pick_canaries(cs)
+    by_id = {c.vehicle_id: c for c in cs}
+    for vehicle_id in canaries:
+        chosen = by_id[vehicle_id]
+        group = [c for c in cs if (c.region, c.model) == (chosen.region, chosen.model)]
+        best = min((not c.online, c.blocked) for c in group)
+        assert (not chosen.online, chosen.blocked) == best
+
+
+statuses = st.sampled_from(list(MemberStatus))
+codes = st.lists(
+    st.sampled_from(
+        [
+            "CRASH_LOOP_DETECTED",
+            "READINESS_TIMEOUT",
+            "APPLY_FAILED",
+            "DENY_MOVING",
+            "DENY_OUTSIDE_WINDOW",
+            "ROLLBACK_APPLIED",
+        ]
+    ),
+    max_size=2,
+)
+members = st.lists(
+    st.builds(
+        Member, vehicle_id=st.uuids().map(str), status=statuses, reason_codes=codes.map(tuple)
+    ),
+    max_size=30,
+)
+
+
+@given(members, st.floats(0, 100), st.booleans())
+def test_verdict_follows_the_gates(ms, threshold, deadline_passed) -> None:
+    e = evaluate_phase(ms, threshold, deadline_passed)
+    failed_codes = {c for m in ms if m.status is MemberStatus.FAILED for c in m.reason_codes}
+    tripped = failed_codes & {"CRASH_LOOP_DETECTED", "READINESS_TIMEOUT"}
+    pct = 100 * sum(m.status is MemberStatus.CONVERGED for m in ms) / len(ms) if ms else 100
+    if tripped:
+        assert e.verdict is Verdict.FAIL and set(e.reason_codes) == tripped
+    elif pct >= threshold:
+        assert e.verdict is Verdict.PASS
+    else:
+        assert e.verdict in (Verdict.FAIL, Verdict.WAIT)
+        assert (e.verdict is Verdict.WAIT) == (
+            not deadline_passed and 100 * (len(ms) - e.failed) / len(ms) >= threshold
+        )
+
+
+@given(st.lists(codes.map(tuple), min_size=1, max_size=20), st.floats(1, 100))
+def test_deferred_vehicles_never_fail_a_gate_before_the_deadline(deferrals, threshold) -> None:
+    ms = [Member(f"v{i}", MemberStatus.DEFERRED, c) for i, c in enumerate(deferrals)]
+    e = evaluate_phase(ms, threshold, deadline_passed=False)
+    assert e.verdict is Verdict.WAIT
+    assert e.deferred == len(ms)
+
+
+def test_a_crash_looping_canary_fails_the_gate_with_its_code() -> None:
+    ms = [
+        Member("a", MemberStatus.FAILED, ("CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED")),
+        Member("b", MemberStatus.CONVERGED),
+    ]
+    e = evaluate_phase(ms, 50, deadline_passed=False)
+    assert e.verdict is Verdict.FAIL
+    assert e.reason_codes == ["CRASH_LOOP_DETECTED"]
+    assert e.failed_by == {"CRASH_LOOP_DETECTED": 1, "ROLLBACK_APPLIED": 1}
+
+
+def test_the_deadline_fails_a_phase_that_has_not_converged() -> None:
+    ms = [Member("a", MemberStatus.ASSIGNED), Member("b", MemberStatus.CONVERGED)]
+    assert evaluate_phase(ms, 95, deadline_passed=False).verdict is Verdict.WAIT
+    e = evaluate_phase(ms, 95, deadline_passed=True)
+    assert e.verdict is Verdict.FAIL and e.reason_codes == ["GATE_DEADLINE_EXCEEDED"]
