@@ -125,6 +125,12 @@ class RolloutMachine(RuleBasedStateMachine):
         )  # type: ignore[arg-type]
         self.cp.execute(record_reconcile(report, f"vehicle:{vehicle_id}"))
 
+    @rule()
+    def every_assigned_vehicle_converges(self) -> None:
+        for index, vehicle_id in enumerate(IN_SELECTOR):
+            if vehicle_id in self.rollout().assigned:
+                self.vehicle_reports(index, OUTCOMES[0])
+
     @rule(seconds=st.sampled_from([1, 60, 700]))
     def controller_ticks(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
