@@ -84,6 +84,7 @@ class ComponentEnvironment:
         installed = self.registry.load()
         todo = [w for w in wheels if _recorded_digest(installed, w.dist_name) != w.digest]
         if todo:
+            self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.root) as staging:
                 files = [_stage(w, Path(staging)) for w in todo]
                 # --force-reinstall: a new digest of the same version must replace the old.
