@@ -1,0 +1,105 @@
+"""The cloud's MQTT bridge: one broker link carrying the notifier and the listener.
+
+Runs as one asyncio task in the API process. While the broker is unreachable it retries
+with capped, jittered exponential backoff and the API keeps serving; `connected` says
+whether the link is up (GET /healthz shows it). `stop()` publishes the notifies still
+due, waits for their acknowledgements (at most `flush_s`), then disconnects cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiomqtt
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.mqtt.link import Backoff, BrokerAddress
+from muto.cloud.mqtt.listener import Listener
+from muto.cloud.mqtt.notifier import Notifier
+from muto.cloud.mqtt.outbox import Outbox
+
+logger = logging.getLogger("muto.mqtt")
+
+
+class Bridge:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        backoff: Backoff | None = None,
+        poll_s: float = 0.2,
+        flush_s: float = 5.0,
+    ) -> None:
+        settings = plane.settings
+        if not settings.mqtt_url:
+            raise ValueError("the MQTT bridge needs settings.mqtt_url")
+        self.address = BrokerAddress.parse(settings.mqtt_url)
+        # Fixed per cloud process, so the broker keeps its session (and queues reports)
+        # across restarts. Several processes on one broker need distinct ids (?clientId=).
+        self.client_id = self.address.client_id or f"muto-cloud-{settings.tenant}"
+        self.backoff = backoff or Backoff()
+        self.flush_s = flush_s
+        self.outbox = Outbox(plane)
+        self.notifier = Notifier(self.outbox, settings.tenant, poll_s)
+        self.listener = Listener(plane)
+        self.connected = False
+        self.connections = 0  # successful connects since start
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="muto-mqtt-bridge")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            # The flush is bounded inside the session; this bound covers a connect
+            # attempt that hangs (an unreachable broker) and the clean disconnect.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.flush_s + 5)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await asyncio.to_thread(self.outbox.release)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                async with self.address.client(self.client_id) as client:
+                    attempt = 0
+                    self.connected = True
+                    self.connections += 1
+                    logger.info("connected to the broker as %s", self.client_id)
+                    await self._session(client)
+            except Exception as exc:  # every failure ends in a reconnect, never a dead bridge
+                if _is_link_error(exc):
+                    logger.warning("broker link down: %s", exc)
+                else:
+                    logger.exception("MQTT session failed")
+            finally:
+                self.connected = False
+            if self._stop.is_set():
+                break
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            listening = tasks.create_task(self.listener.run(client))
+            await self.notifier.run(client, self._stop, self.flush_s)
+            # Stopping: let the message in hand be stored and acknowledged first; what is
+            # still queued is unacknowledged, so the broker redelivers it next session.
+            async with self.listener.busy:
+                listening.cancel()
+
+
+def _is_link_error(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_link_error(e) for e in exc.exceptions)
+    return isinstance(exc, aiomqtt.MqttError)

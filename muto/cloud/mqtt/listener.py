@@ -1,0 +1,125 @@
+"""Vehicles' reports and presence over MQTT, stored exactly as the HTTP API stores them.
+
+The vehicle id comes from the topic: the broker's ACL is what binds a vehicle to its own
+subtree, so a payload that names another vehicle is dropped. Nothing a vehicle sends can
+stop the loop: refusals (unknown vehicle, malformed payload) are logged with the reason
+and acknowledged; a message is acknowledged only after it was stored or refused, so a
+cloud that dies in between gets it again from its persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import record_presence
+from muto.cloud.errors import AppError
+from muto.domain.errors import ReasonError
+from muto.domain.messages import TOPICS, Leaf, Presence, vehicle_topic
+from muto.domain.reports import HealthReport, ReconcileReport
+from muto.domain.wire import WireError, decode
+
+logger = logging.getLogger("muto.mqtt")
+ATTEMPTS = 3  # an unexpected failure (database blip) is retried, then the message dropped
+
+Route = Callable[[str, bytes], Awaitable[None]]
+
+
+class WrongVehicle(AppError):
+    pass
+
+
+def parse_topic(topic: str, tenant: str) -> tuple[str, Leaf] | None:
+    """`muto/<tenant>/vehicles/<vehicleId>/<leaf>` -> (vehicleId, leaf)."""
+    parts = topic.split("/", 4)
+    if len(parts) != 5 or parts[:3] != ["muto", tenant, "vehicles"]:
+        return None
+    try:
+        return parts[3], Leaf(parts[4])
+    except ValueError:
+        return None
+
+
+def _claims(topic_vehicle: str, payload_vehicle: str) -> None:
+    if payload_vehicle != topic_vehicle:
+        raise WrongVehicle(
+            f"payload vehicleId {payload_vehicle!r} differs from the topic's {topic_vehicle!r}"
+        )
+
+
+class Listener:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.tenant = plane.settings.tenant
+        self.routes: dict[Leaf, Route] = {
+            Leaf.REPORTS_RECONCILE: self._reconcile,
+            Leaf.REPORTS_HEALTH: self._health,
+            Leaf.PRESENCE: self._presence,
+        }
+        self.stored = 0  # messages stored (including idempotent duplicates)
+        self.dropped = 0
+        self.busy = asyncio.Lock()  # held while one message is handled and acknowledged
+
+    def filters(self) -> list[tuple[str, int]]:
+        return [(vehicle_topic(self.tenant, "+", leaf), TOPICS[leaf].qos) for leaf in self.routes]
+
+    async def run(self, client: aiomqtt.Client) -> None:
+        """Handle messages one at a time, in arrival order (presence online, then the
+        Last Will's offline), until the link drops or the task is cancelled."""
+        await client.subscribe(self.filters())
+        async for message in client.messages:
+            async with self.busy:
+                await self.handle(message.topic.value, _bytes(message.payload))
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)  # see link.py
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        found = parse_topic(topic, self.tenant)
+        route = self.routes.get(found[1]) if found else None
+        if found is None or route is None:
+            logger.warning("dropped a message on %s: not a topic the cloud reads", topic)
+            self.dropped += 1
+            return
+        vehicle_id, leaf = found
+        if not payload:
+            return  # a cleared retained topic (decommissioned vehicle): nothing to store
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await route(vehicle_id, payload)
+                self.stored += 1
+                return
+            except (AppError, ReasonError, WireError) as exc:
+                logger.warning("dropped %s on %s: %s", leaf, topic, exc)
+                break
+            except Exception:
+                logger.exception("storing %s on %s failed (attempt %d)", leaf, topic, attempt)
+                await asyncio.sleep(0.5 * attempt)
+        self.dropped += 1
+
+    async def _reconcile(self, vehicle_id: str, payload: bytes) -> None:
+        report = decode(payload, ReconcileReport)
+        _claims(vehicle_id, report.vehicle_id)
+        await self.plane.ingest.reconcile(report, f"vehicle:{vehicle_id}")
+
+    async def _health(self, vehicle_id: str, payload: bytes) -> None:
+        report = decode(payload, HealthReport)
+        _claims(vehicle_id, report.vehicle_id)
+        await self.plane.ingest.health(report, f"vehicle:{vehicle_id}")
+
+    async def _presence(self, vehicle_id: str, payload: bytes) -> None:
+        presence = decode(payload, Presence)
+        _claims(vehicle_id, presence.vehicle_id)
+        at = presence.at.isoformat() if presence.at else None
+        await self.plane.write(
+            record_presence(vehicle_id, presence.state.value, at, f"vehicle:{vehicle_id}")
+        )
+
+
+def _bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()

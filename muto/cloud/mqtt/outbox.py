@@ -1,0 +1,112 @@
+"""The notifier's outbox is the event log itself: every `Vehicle.DesiredStateAssigned`
+after the notifier's stored position is a notify still to publish.
+
+Invariants:
+- the position is stored (view store tracking table, name `mqtt-notifier`) only after
+  every notify of the batch up to it was acknowledged by the broker, so a crash or an
+  outage re-publishes, never skips;
+- within a batch only the newest assignment per vehicle is published: notifies are
+  retained, so the last one is what a vehicle sees anyway;
+- a fresh store starts from 0 and re-publishes history's latest notify per vehicle:
+  harmless, a retained notify is idempotent and agents ignore a sequence they have seen.
+
+Blocking (database) calls: run them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.utils import get_topic
+from sqlalchemy import text
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.domain.messages import DesiredNotify
+from muto.domain.model.vehicle import Vehicle
+
+NOTIFIER = "mqtt-notifier"
+BATCH = 500
+ASSIGNED = f"{get_topic(Vehicle)}.DesiredStateAssigned"  # the stored event topic
+# Only one notifier per PostgreSQL database publishes (a session advisory lock), so two
+# API processes never publish the same vehicle's notifies out of order.
+NOTIFIER_LOCK_KEY = 0x6D75746F + 2
+
+
+@dataclass(frozen=True)
+class Due:
+    notifies: list[DesiredNotify]
+    through: int  # store this position once every notify is acknowledged
+
+
+def latest_per_vehicle(events: Iterable[Any], public_url: str) -> list[DesiredNotify]:
+    """Coalesce assignment events (in log order) to the newest notify per vehicle."""
+    newest: dict[str, DesiredNotify] = {}
+    for event in events:
+        newest[event.vehicle_id] = DesiredNotify(
+            vehicle_id=event.vehicle_id,
+            revision=event.assignment["revision"],
+            sequence=event.sequence,
+            # Vehicle ids are identifiers (no '&', '#', '/', spaces): safe in a query.
+            url=f"{public_url.rstrip('/')}/desired-states/latest?vehicleId={event.vehicle_id}",
+        )
+    return list(newest.values())
+
+
+class Outbox:
+    def __init__(self, plane: ControlPlane, name: str = NOTIFIER) -> None:
+        self.plane = plane
+        self.name = name
+        self._lease: Any = None  # the connection holding the PostgreSQL lock
+
+    def position(self) -> int:
+        return self.plane.views.store.position_of(self.name)
+
+    def due(self, after: int, limit: int = BATCH) -> Due:
+        """Notifies assigned after `after`: at most `limit` assignments, coalesced."""
+        log = self.plane.log
+        head = log.position()
+        if head <= after:
+            return Due([], after)
+        found = log.recorder.select_notifications(
+            start=after, limit=limit, stop=head, topics=[ASSIGNED], inclusive_of_start=False
+        )
+        # A full page may stop short of the head; otherwise everything up to it was read
+        # (inserts into the log are serialised, so no lower position can appear later).
+        through = found[-1].id if len(found) == limit else head
+        events = (log.mapper.to_domain_event(n) for n in found)
+        return Due(latest_per_vehicle(events, self.plane.settings.public_url), through)
+
+    def advance(self, position: int) -> None:
+        store = self.plane.views.store
+        with store.writing() as session:
+            store.record_position(session, self.name, position)
+            # One row is enough: drop the ones it supersedes so the table stays small.
+            session.query(store.tracking_record_cls).filter(
+                store.tracking_record_cls.application_name == self.name,
+                store.tracking_record_cls.notification_id < position,
+            ).delete()
+
+    def is_leader(self) -> bool:
+        """SQLite has one cloud process; on PostgreSQL hold a session advisory lock on a
+        dedicated connection for as long as this notifier runs."""
+        store = self.plane.views.store
+        if not store.is_postgres:
+            return True
+        if self._lease is None:
+            conn = store.engine.connect()
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": NOTIFIER_LOCK_KEY}
+            ).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                return False
+            self._lease = conn
+        return True
+
+    def release(self) -> None:
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
