@@ -11,6 +11,10 @@ Invariants:
 - after `catch_up_to(p)` returns, every projection reflects positions <= p
   (read-your-writes for the API);
 - `rebuild(name)` from position 0 gives exactly the rows that incremental updates gave.
+
+A projection whose class sets `reads_records = True` is given the stored record (the
+`Notification`: id, originator id and version, topic, state bytes) instead of the decoded
+event: the audit hash chain must hash exactly what is stored.
 """
 
 from __future__ import annotations
@@ -56,11 +60,12 @@ class ProjectionRunner:
 
     # -- catching up ------------------------------------------------------------------
 
-    def catch_up(self, limit: int = BATCH) -> int:
-        """Process everything available; returns the number of notifications read."""
+    def catch_up(self, limit: int = BATCH, until: int | None = None) -> int:
+        """Process everything available, or only up to position `until` (a replay of
+        the views as they stood then); returns the number of notifications read."""
         total = 0
         with self._lock:
-            while (n := self._step(limit)) > 0:
+            while (n := self._step(limit, until)) > 0:
                 total += n
         return total
 
@@ -77,13 +82,13 @@ class ProjectionRunner:
                 raise TimeoutError(f"projections at {self.position()}, waited for {position}")
             time.sleep(0.01)  # another process's projector holds the lock
 
-    def _step(self, limit: int) -> int:
+    def _step(self, limit: int, until: int | None = None) -> int:
         with self.store.writing() as session:
             # Read positions inside the (locked) transaction: another projector may
             # have moved them since we last looked.
             positions = {name: self.store.position_of(name) for name in self.projections}
             start = min(positions.values(), default=0)
-            notifications = self._select(start, limit)
+            notifications = self._select(start, limit, until)
             if not notifications:
                 self._reached = max(self._reached, start)
                 return 0
@@ -92,7 +97,9 @@ class ProjectionRunner:
                 event: Any = self.log.mapper.to_domain_event(notification)
                 for name, projection in self.projections.items():
                     if notification.id > positions[name]:
-                        projection.apply(session, event, notification.id)
+                        reads_records = getattr(projection, "reads_records", False)
+                        subject = notification if reads_records else event
+                        projection.apply(session, subject, notification.id)
             for name in self.projections:
                 if last > positions[name]:
                     self.store.record_position(session, name, last)
@@ -105,7 +112,7 @@ class ProjectionRunner:
         if position is not None and self._reached < position:
             await asyncio.to_thread(self.catch_up_to, position)
 
-    def _select(self, start: int, limit: int) -> Sequence[Any]:
+    def _select(self, start: int, limit: int, stop: int | None = None) -> Sequence[Any]:
         # eventsourcing_sqlalchemy keeps the current transaction in one ContextVar that
         # every datastore shares: inside the view store's transaction the event recorder
         # would run its query on the views' session (another database on SQLite). An
@@ -114,6 +121,7 @@ class ProjectionRunner:
             self.log.recorder.select_notifications,
             start=start,
             limit=limit,
+            stop=stop,
             inclusive_of_start=False,
         )
 
