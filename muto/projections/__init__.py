@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from muto.projections.audit import AuditTimeline
 from muto.projections.base import Projection
+from muto.projections.chain import HashChain
 from muto.projections.desired import LatestDesired
 from muto.projections.inventory import Inventory
 from muto.projections.releases import Releases
@@ -23,8 +24,17 @@ class Views:
         self.rollouts = RolloutProgress(store.metadata)
         self.audit = AuditTimeline(store.metadata)
         self.tokens = Tokens(store.metadata)
+        self.chain = HashChain(store.metadata)
         store.create_table()
 
     @property
     def all(self) -> list[Projection]:
-        return [self.inventory, self.releases, self.desired, self.rollouts, self.audit, self.tokens]
+        return [
+            self.inventory,
+            self.releases,
+            self.desired,
+            self.rollouts,
+            self.audit,
+            self.tokens,
+            self.chain,
+        ]

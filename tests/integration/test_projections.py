@@ -378,6 +378,7 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
         "view_rollout_vehicles": 2,
         "view_audit": cp.log.position(),
         "view_tokens": 1,
+        "view_audit_chain": cp.log.position(),
     }
     rollout_view = cp.queries.rollout("ro-0")
     assert rollout_view["state"] == "rolled_back"
