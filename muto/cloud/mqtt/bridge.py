@@ -70,6 +70,10 @@ class Bridge:
         while not self._stop.is_set():
             try:
                 async with self.address.client(self.client_id) as client:
+                    # Subscribe on every connect: a broker restarted without persistence
+                    # has forgotten the session. Re-subscribing makes the broker resend the
+                    # retained presences, harmless: presence stores changes of state only.
+                    await client.subscribe(self.listener.filters())
                     attempt = 0
                     self.connected = True
                     self.connections += 1

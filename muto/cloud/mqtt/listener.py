@@ -69,8 +69,8 @@ class Listener:
 
     async def run(self, client: aiomqtt.Client) -> None:
         """Handle messages one at a time, in arrival order (presence online, then the
-        Last Will's offline), until the link drops or the task is cancelled."""
-        await client.subscribe(self.filters())
+        Last Will's offline), until the link drops or the task is cancelled. The bridge
+        has subscribed to `filters()`."""
         async for message in client.messages:
             async with self.busy:
                 await self.handle(message.topic.value, _bytes(message.payload))
