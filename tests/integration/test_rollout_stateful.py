@@ -136,8 +136,10 @@ class RolloutMachine(RuleBasedStateMachine):
         self.now += timedelta(seconds=seconds)
         self.controller.tick()
 
-    @rule()
-    def operator_pauses(self) -> None:
+    @rule(dice=st.integers(0, 3))
+    def operator_pauses(self, dice: int) -> None:
+        if dice:  # rarer than reports and ticks, so runs also reach their endings
+            return
         try:
             self.cp.execute(pause("ro-1", cause()))
         except RolloutStateError:
@@ -152,56 +154,105 @@ class RolloutMachine(RuleBasedStateMachine):
             return
         self.assignments_at_pause = None
 
-    @rule()
-    def operator_rolls_back(self) -> None:
+    @rule(dice=st.integers(0, 7))
+    def operator_rolls_back(self, dice: int) -> None:
+        if dice:  # a rollback ends the story: keep it rare
+            return
         self.cp.execute(roll_back("ro-1", cause(), self.cp.sign, self.cp.clock))
         if self.assignments_at_pause is not None:  # an explicit operator act, not the controller
             self.assignments_at_pause = len(self.assignments())
 
-    # -- invariants -----------------------------------------------------------------
+    # -- invariants (one read of the history per step) ----------------------------
 
     @invariant()
-    def only_selected_vehicles_are_assigned(self) -> None:
-        assert {e["vehicleId"] for e in self.assignments()} <= set(IN_SELECTOR)
-
-    @invariant()
-    def no_wave_before_the_canary_gate_passes(self) -> None:
-        wave_assigned = set(self.rollout().wave) & set(self.rollout().assigned)
-        if wave_assigned:
-            assert "Rollout.CanaryGatePassed" in {e["eventType"] for e in self.history()}
-
-    @invariant()
-    def a_failed_gate_rolls_back_every_vehicle_of_its_phase(self) -> None:
-        rollout = self.rollout()
-        events = {e["eventType"] for e in self.history()}
-        if "Rollout.CanaryGateFailed" in events:
+    def invariants_hold(self) -> None:
+        rollout, history = self.rollout(), self.history()
+        types = {e["eventType"] for e in history}
+        assigned = [e for e in history if e["eventType"] == "Vehicle.DesiredStateAssigned"]
+        # No vehicle outside the selector is ever assigned.
+        assert {e["vehicleId"] for e in assigned} <= set(IN_SELECTOR)
+        # No wave before the canary gate passes.
+        if set(rollout.wave) & set(rollout.assigned):
+            assert "Rollout.CanaryGatePassed" in types
+        # After a failed gate every assigned vehicle of that phase gets a rollback revision.
+        if "Rollout.CanaryGateFailed" in types:
             assert set(rollout.canaries) <= set(rollout.rolled_back)
             assert not set(rollout.wave) & set(rollout.assigned)
-        if "Rollout.WaveGateFailed" in events:
+        if "Rollout.WaveGateFailed" in types:
             assert set(rollout.wave) <= set(rollout.rolled_back)
-
-    @invariant()
-    def paused_means_no_new_assignment(self) -> None:
-        if self.rollout().paused and self.assignments_at_pause is not None:
-            assert len(self.assignments()) == self.assignments_at_pause
-
-    @invariant()
-    def rollback_revisions_point_to_the_previous_release(self) -> None:
-        for e in self.assignments():
-            assignment = e["data"]["assignment"]
-            if assignment["phase"] == "rollback":
-                assert assignment["releaseKey"] == self.good.key
+        # Paused means no new assignment by the controller.
+        if rollout.paused and self.assignments_at_pause is not None:
+            assert len(assigned) == self.assignments_at_pause
+        # Rollback revisions point to the previous release.
+        for e in assigned:
+            if e["data"]["assignment"]["phase"] == "rollback":
+                assert e["data"]["assignment"]["releaseKey"] == self.good.key
 
 
 TestRolloutMachine = RolloutMachine.TestCase
 TestRolloutMachine.settings = settings(
-    max_examples=25,
+    max_examples=30,
     stateful_step_count=25,
     deadline=None,
+    derandomize=True,  # reproducible exploration: the coverage check below must not flake
     suppress_health_check=[HealthCheck.too_slow],
 )
 
 
-def test_the_machine_explored_every_ending() -> None:
-    """Guards against a vacuous machine: the runs above reached each kind of ending."""
-    assert {"aborted", "completed", "rolled_back"} <= REACHED, REACHED
+def test_the_machine_explored_the_endings() -> None:
+    """Guards against a vacuous machine: the (derandomized) runs above reached the wave,
+    a canary abort and a rollback; completion is shown by the scenario below."""
+    assert {"wave", "aborted", "rolled_back"} <= REACHED, REACHED
+
+
+def scenario() -> RolloutMachine:
+    machine = RolloutMachine()
+    machine.start()
+    return machine
+
+
+def test_a_good_release_goes_canary_then_wave_then_completed() -> None:
+    m = scenario()
+    try:
+        m.every_assigned_vehicle_converges()
+        m.controller_ticks(1)
+        assert m.rollout().state == "wave"
+        m.every_assigned_vehicle_converges()
+        m.controller_ticks(1)
+        assert m.rollout().state == "completed"
+        m.invariants_hold()
+    finally:
+        m.teardown()
+
+
+def test_a_crash_looping_canary_aborts_and_never_reaches_the_wave() -> None:
+    m = scenario()
+    try:
+        m.vehicle_reports(IN_SELECTOR.index(m.rollout().canaries[0]), OUTCOMES[3])
+        m.controller_ticks(1)
+        rollout = m.rollout()
+        assert rollout.state == "aborted"
+        assert set(rollout.canaries) == set(rollout.rolled_back)
+        assert not set(rollout.wave) & set(rollout.assigned)
+        m.invariants_hold()
+    finally:
+        m.teardown()
+
+
+def test_a_deferred_vehicle_holds_the_wave_until_the_deadline() -> None:
+    m = scenario()
+    try:
+        m.every_assigned_vehicle_converges()
+        m.controller_ticks(1)
+        waiting = m.rollout().wave[0]
+        m.every_assigned_vehicle_converges()
+        m.vehicle_reports(IN_SELECTOR.index(waiting), OUTCOMES[1])  # outside its window
+        m.controller_ticks(60)
+        assert m.rollout().state == "wave"
+        phases = m.cp.queries.rollout("ro-1")["phases"]
+        assert phases["wave"]["deferredBy"] == {"DENY_OUTSIDE_WINDOW": 1}
+        m.controller_ticks(700)  # past the wave deadline
+        assert m.rollout().state == "rolled_back"
+        m.invariants_hold()
+    finally:
+        m.teardown()
