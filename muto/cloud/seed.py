@@ -15,7 +15,7 @@ from muto.cloud.rollouts import start_rollout
 from muto.cloud.settings import Settings
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import Artifact, Compatibility, HealthModel, StackRelease
+from muto.domain.release import Artifact, ArtifactType, Compatibility, HealthModel, StackRelease
 from muto.domain.reports import ReconcileReport, ReconcileStatus, Timings
 from muto.domain.requests import RolloutRequest, VehicleRegistration
 from muto.domain.rollout_rules import Candidate, pick_canaries
@@ -48,7 +48,7 @@ def demo_release(version: str) -> StackRelease:
         version=version,
         artifacts=[
             Artifact(
-                type="oci_image",
+                type=ArtifactType.OCI_IMAGE,
                 ref=f"registry.example/autonomy-core:{version}",
                 digest=digest,
                 size=512 * 1024 * 1024,
