@@ -1,0 +1,350 @@
+"""Event store: append rates through the domain, projection catch-up, snapshot loads.
+
+On SQLite (a fresh data dir) and PostgreSQL (a fresh database, created and dropped
+here; skipped with a message when the server is not reachable). Each figure has a
+baseline measured in the same run: plain SQL inserts of the same rows, reading the same
+log without projecting it, loading the same vehicle without snapshots.
+`MUTO_BENCH_SCALE=0.1` shrinks every workload for a quick look.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+
+from bench import Result, median_ms, rate, timed
+from muto.cloud.commands import Cause, record_reconcile, register_vehicle
+from muto.cloud.eventlog import EventLog
+from muto.cloud.settings import Settings
+from muto.cloud.writer import Writer
+from muto.domain.model.vehicle import Vehicle
+from muto.domain.reports import ReconcileReport, ReconcileStatus
+from muto.domain.requests import VehicleRegistration
+from muto.projections import Views
+from muto.projections.runner import ProjectionRunner
+from muto.projections.store import ViewStore
+
+TITLE = "Event store"
+NOTES = """
+How to read it: *events/s* count `Vehicle.ReconcileReported` events stored through the
+whole write path (command → Writer → aggregate loaded from the store → `EventLog.save`).
+The plain-SQL baselines insert rows of the same table shape and the same encoded size
+with the database driver alone (no aggregate load, no table lock), so the ratio is what
+the domain and the library cost. Group commit is bounded by its 16 writers: a batch
+never holds more than 16 commands, the size the batched baseline uses.
+"""
+
+SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
+VEHICLES = 256
+WRITERS = 16
+SINGLE = max(50, int(1000 * SCALE))  # reports, one command per save
+GROUP = WRITERS * max(10, int(250 * SCALE))  # reports from 16 concurrent writers
+HEAVY = max(500, int(10_000 * SCALE))  # reports on one vehicle
+ADMIN_URL = os.environ.get(
+    "MUTO_BENCH_DATABASE_URL",
+    os.environ.get(
+        "MUTO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ),
+)
+BEGAN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class EventLogWithoutSnapshots(EventLog):
+    """The same log, read as if snapshots had never been configured."""
+
+    name = "muto"  # a subclass would otherwise get tables of its own
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {}
+
+
+@dataclass
+class Backend:
+    label: str
+    settings: Settings
+    raw_connect: Callable[[], Any]  # a DB-API connection to the same database
+    placeholder: str  # "?" or "%s"
+    raw_table_sql: list[str]
+
+
+def reconcile(vehicle_id: str, report_id: str) -> ReconcileReport:
+    return ReconcileReport(
+        report_id=report_id,
+        vehicle_id=vehicle_id,
+        desired_state_revision="dsr_0123456789abcdef0123",
+        sequence=1,
+        status=ReconcileStatus.CONVERGED,
+        observed_at=BEGAN,
+    )
+
+
+# -- backends -------------------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_backend() -> Iterator[Backend]:
+    with tempfile.TemporaryDirectory(prefix="muto-bench-") as tmp:
+        data_dir = Path(tmp)
+        yield Backend(
+            label=f"SQLite {sqlite3.sqlite_version}",
+            settings=Settings(data_dir=data_dir, mqtt_url=None),
+            raw_connect=lambda: sqlite3.connect(data_dir / "events.db", isolation_level=None),
+            placeholder="?",
+            raw_table_sql=[
+                "CREATE TABLE raw_events (id INTEGER NOT NULL PRIMARY KEY, "
+                "originator_id BINARY(16) NOT NULL, originator_version INTEGER NOT NULL, "
+                "topic TEXT NOT NULL, state BLOB NOT NULL)",
+                "CREATE UNIQUE INDEX raw_events_aggregate_idx "
+                "ON raw_events (originator_id, originator_version)",
+            ],
+        )
+
+
+def conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextmanager
+def postgres_backend() -> Iterator[Backend | None]:
+    name = f"muto_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(conninfo(ADMIN_URL), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        print(f"PostgreSQL skipped: {ADMIN_URL} unreachable ({exc})")
+        yield None
+        return
+    found = admin.execute("SHOW server_version").fetchone()
+    version = str(found[0]).split()[0] if found else "?"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{ADMIN_URL.rpartition('/')[0]}/{name}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="muto-bench-") as tmp:
+            yield Backend(
+                label=f"PostgreSQL {version}",
+                settings=Settings(database_url=url, data_dir=Path(tmp), mqtt_url=None),
+                raw_connect=lambda: psycopg.connect(conninfo(url)),
+                placeholder="%s",
+                raw_table_sql=[
+                    "CREATE TABLE raw_events (id BIGSERIAL PRIMARY KEY, "
+                    "originator_id UUID NOT NULL, originator_version BIGINT NOT NULL, "
+                    "topic TEXT NOT NULL, state BYTEA NOT NULL)",
+                    "CREATE UNIQUE INDEX raw_events_aggregate_idx "
+                    "ON raw_events (originator_id, originator_version)",
+                ],
+            )
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def register_fleet(writer: Writer, vehicle_ids: list[str]) -> None:
+    by = Cause.of("bench")
+    futures = [
+        writer.submit(register_vehicle(VehicleRegistration(vehicle_id=v, labels={"m": "x"}), by))
+        for v in vehicle_ids
+    ]
+    for future in futures:
+        future.result()
+
+
+def append_single(writer: Writer, vehicle_ids: list[str]) -> float:
+    def run() -> None:
+        for i in range(SINGLE):
+            writer.execute(record_reconcile(reconcile(vehicle_ids[i % VEHICLES], f"s{i}"), "b"))
+
+    return rate(SINGLE, timed(run))
+
+
+def append_group(writer: Writer, vehicle_ids: list[str]) -> tuple[float, float]:
+    """Events/s from 16 threads, and the mean batch size the writer achieved."""
+    per_writer = GROUP // WRITERS
+    batches, commands = writer.batches, writer.commands
+
+    def one_writer(w: int) -> None:
+        for j in range(per_writer):
+            vehicle_id = vehicle_ids[(w + WRITERS * j) % VEHICLES]
+            writer.execute(record_reconcile(reconcile(vehicle_id, f"g{w}-{j}"), "b"))
+
+    def run() -> None:
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            list(pool.map(one_writer, range(WRITERS)))
+
+    seconds = timed(run)
+    mean_batch = (writer.commands - commands) / max(1, writer.batches - batches)
+    return rate(GROUP, seconds), mean_batch
+
+
+def sample_row(log: EventLog) -> tuple[str, bytes]:
+    """Topic and encoded state of a stored reconcile event: the rows to copy."""
+    last = log.recorder.select_notifications(start=log.position(), limit=1)[0]
+    return last.topic, bytes(last.state)
+
+
+def raw_inserts(backend: Backend, topic: str, state: bytes, count: int, per_txn: int) -> float:
+    """Plain SQL: `count` rows of the same shape, `per_txn` rows per transaction."""
+    table = f"raw_events_{per_txn}"
+    p = backend.placeholder
+    connection = backend.raw_connect()
+    try:
+        for statement in backend.raw_table_sql:
+            connection.execute(statement.replace("raw_events", table))
+        connection.commit()
+        insert = (
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            f"VALUES ({p}, {p}, {p}, {p})"
+        )
+        is_sqlite = isinstance(connection, sqlite3.Connection)
+
+        def row() -> tuple[Any, ...]:
+            key = uuid.uuid4()
+            return (key.bytes if is_sqlite else key, 1, topic, state)
+
+        def run() -> None:
+            for _ in range(count // per_txn):
+                rows = [row() for _ in range(per_txn)]
+                cursor = connection.cursor()
+                if is_sqlite:
+                    cursor.execute("BEGIN")
+                cursor.executemany(insert, rows)
+                connection.commit()
+
+        return rate(count // per_txn * per_txn, timed(run))
+    finally:
+        connection.close()
+
+
+def catch_up(log: EventLog, backend: Backend) -> tuple[float, float, int]:
+    """Events/s of fresh views catching up with the whole log, of the baseline that only
+    reads and decodes the same notifications, and the number of views."""
+    settings = backend.settings
+    url = settings.database_url or f"sqlite:///{settings.data_dir / 'views.db'}"
+    events = log.position()
+
+    def read_only() -> None:
+        start = 0
+        while batch := log.recorder.select_notifications(
+            start=start, limit=500, inclusive_of_start=False
+        ):
+            for notification in batch:
+                log.mapper.to_domain_event(notification)
+            start = batch[-1].id
+
+    store = ViewStore(url)
+    try:
+        views = Views(store)
+        runner = ProjectionRunner(log, store, views.all)
+        seconds = timed(runner.catch_up)
+        assert runner.position() == events, (runner.position(), events)
+    finally:
+        store.close()
+    return rate(events, seconds), rate(events, timed(read_only)), len(views.all)
+
+
+def load_heavy(writer: Writer, backend: Backend) -> tuple[float, float]:
+    """Median ms to load a vehicle with HEAVY reports: with snapshots, without."""
+    by = Cause.of("bench")
+    writer.execute(register_vehicle(VehicleRegistration(vehicle_id="heavy"), by))
+    futures = [
+        writer.submit(record_reconcile(reconcile("heavy", f"h{i}"), "b")) for i in range(HEAVY)
+    ]
+    for future in futures:
+        future.result()
+    vehicle_id = Vehicle.create_id("heavy")
+    with_snapshots = median_ms(lambda: writer.log.repository.get(vehicle_id), 21)
+    plain = EventLogWithoutSnapshots.open(backend.settings)
+    try:
+        assert plain.snapshots is None
+        assert plain.repository.get(vehicle_id).version == HEAVY + 1
+        without = median_ms(lambda: plain.repository.get(vehicle_id), 3)
+    finally:
+        plain.close()
+    return with_snapshots, without
+
+
+def measure(backend: Backend) -> list[Result]:
+    label = backend.label
+    log = EventLog.open(backend.settings)
+    writer = Writer(log)
+    started = time.perf_counter()
+
+    def stage(what: str) -> None:
+        print(f"  {label}: {what} done at {time.perf_counter() - started:.0f} s", flush=True)
+
+    try:
+        vehicle_ids = [f"v{i:04d}" for i in range(VEHICLES)]
+        register_fleet(writer, vehicle_ids)
+        single = append_single(writer, vehicle_ids)
+        stage("single writer")
+        group, mean_batch = append_group(writer, vehicle_ids)
+        stage("group commit")
+        topic, state = sample_row(log)
+        raw_single = raw_inserts(backend, topic, state, SINGLE, 1)
+        raw_group = raw_inserts(backend, topic, state, GROUP, WRITERS)
+        stage("plain SQL")
+        events = log.position()
+        projected, read, view_count = catch_up(log, backend)
+        stage("catch-up")
+        snapshot_ms, full_ms = load_heavy(writer, backend)
+        stage("snapshot loads")
+    finally:
+        writer.close()
+        log.close()
+    row = f"{len(state)}-byte encoded state per event"
+    return [
+        Result(
+            f"Append, 1 writer — {label}",
+            single,
+            "events/s",
+            f"{SINGLE:,} reconcile reports over {VEHICLES} vehicles, one command per save; {row}",
+            "plain SQL, 1 row per transaction",
+            raw_single,
+        ),
+        Result(
+            f"Append, {WRITERS} writers (group commit) — {label}",
+            group,
+            "events/s",
+            f"{GROUP:,} reports from {WRITERS} threads through one Writer; "
+            f"mean batch {mean_batch:.1f} commands; {row}",
+            f"plain SQL, {WRITERS} rows per transaction",
+            raw_group,
+        ),
+        Result(
+            f"Projection catch-up — {label}",
+            projected,
+            "events/s",
+            f"{view_count} fresh views over a log of {events:,} events, batches of 500",
+            "read + decode the same log",
+            read,
+        ),
+        Result(
+            f"Load a Vehicle with {HEAVY:,} reports — {label}",
+            snapshot_ms,
+            "ms",
+            "`repository.get`, snapshots every 100 events (median of 21)",
+            "snapshots disabled (median of 3)",
+            full_ms,
+        ),
+    ]
+
+
+def run() -> list[Result]:
+    results: list[Result] = []
+    with sqlite_backend() as sqlite:
+        results += measure(sqlite)
+    with postgres_backend() as postgres:
+        if postgres is not None:
+            results += measure(postgres)
+    return results
