@@ -1,0 +1,173 @@
+"""The shipped broker config (deploy/mosquitto) on a real Mosquitto: a vehicle reads only
+its own notify, cannot report for another vehicle, and anonymous clients are refused.
+
+The config is used as shipped except for its paths and port (a temporary directory);
+the password file is made by the shipped deploy/mosquitto/add-users.sh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from aiomqtt.exceptions import MqttConnectError
+
+from muto.cloud.mqtt.bridge import Bridge
+from muto.domain.messages import DesiredNotify, Leaf, Presence, PresenceState, vehicle_topic
+from tests.conftest import Mosquitto, unavailable
+from tests.integration.test_mqtt_support import (
+    FAST,
+    TENANT,
+    Watcher,
+    events,
+    notify_topic,
+    open_fleet,
+    payload,
+    settings_for,
+    until,
+)
+from tests.support.spine import reconcile_report
+
+pytestmark = pytest.mark.mqtt
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+USERS = {"muto-cloud": "cloud secret", "v1": "v1-secret", "v2": "v2-secret"}
+
+
+def secured_broker(workdir: Path) -> Mosquitto:
+    if shutil.which("mosquitto_passwd") is None:
+        unavailable("mosquitto_passwd not found")
+    broker = Mosquitto(workdir)
+    lines = "".join(f"{user} {password}\n" for user, password in USERS.items())
+    subprocess.run([DEPLOY / "add-users.sh", workdir / "passwd"], input=lines.encode(), check=True)
+    shutil.copy(DEPLOY / "acl", workdir / "acl")
+    paths = {
+        "listener": f"{broker.port} 127.0.0.1",
+        "password_file": str(workdir / "passwd"),
+        "acl_file": str(workdir / "acl"),
+        "persistence_location": f"{workdir}/",
+    }
+    config = (DEPLOY / "mosquitto.conf").read_text()
+    for option, value in paths.items():
+        config, found = re.subn(rf"^{option} .*$", f"{option} {value}", config, flags=re.M)
+        assert found == 1, option
+    if os.geteuid() == 0:
+        # As root, Mosquitto drops to the `mosquitto` user, which cannot read pytest's
+        # private temporary directory; stay root in the test only.
+        config += "user root\n"
+    broker.config.write_text(config)
+    return broker
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    (tmp_path / "broker").mkdir()
+    broker = secured_broker(tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def client(broker: Mosquitto, user: str | None, password: str | None = None) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", broker.port, username=user, password=password or USERS.get(user or "")
+    )
+
+
+def notify(vehicle_id: str) -> bytes:
+    url = f"http://cloud.test/desired-states/latest?vehicleId={vehicle_id}"
+    return payload(DesiredNotify(vehicle_id=vehicle_id, revision="dsr_1", sequence=1, url=url))
+
+
+def test_a_vehicle_reads_only_its_own_notify(broker: Mosquitto) -> None:
+    async def main() -> None:
+        async with client(broker, "muto-cloud") as cloud:
+            for vehicle_id in ("v2", "v1"):
+                await cloud.publish(notify_topic(vehicle_id), notify(vehicle_id), 1, True)
+        creds = {"username": "v1", "password": USERS["v1"]}
+        url = f"mqtt://127.0.0.1:{broker.port}"
+        # B's topic first, then a wildcard, then A's own: retained messages arrive in
+        # subscription order, so once A's own has arrived B's would have come first.
+        filters = (notify_topic("v2"), notify_topic("+"), notify_topic("v1"))
+        async with Watcher(url, *filters, **creds) as v1:
+            await v1.wait(lambda: len(v1.notifies("v1")) == 2, "v1's notify, twice")
+        assert v1.on(notify_topic("v2")) == []
+        assert {m.topic.value for m in v1.messages} == {notify_topic("v1")}
+
+    asyncio.run(main())
+
+
+def test_a_vehicle_cannot_publish_into_another_vehicles_subtree(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cloud's own bridge, logged in as muto-cloud, receives only what the ACL let
+    through: v1's reports and presence under v1, nothing v1 sent under v2."""
+    url = f"mqtt://muto-cloud:{USERS['muto-cloud'].replace(' ', '%20')}@127.0.0.1:{broker.port}"
+    cp = open_fleet(settings_for("sqlite", tmp_path, url, None), "v1", "v2")
+
+    def stored() -> list[tuple[str, str]]:
+        return [(e.vehicle_id, e.report["reportId"]) for e in events(cp, "ReconcileReported")]
+
+    async def main() -> None:
+        bridge = Bridge(cp, backoff=FAST)
+        await bridge.start()
+        try:
+            await until(lambda: bridge.connected, "the cloud to log in")
+            async with client(broker, "v1") as v1:
+                as_v2 = Presence(vehicle_id="v2", state=PresenceState.ONLINE)
+                await v1.publish(vehicle_topic(TENANT, "v2", Leaf.PRESENCE), payload(as_v2), 1)
+                forged = payload(reconcile_report("v2", "forged"))
+                await v1.publish(vehicle_topic(TENANT, "v2", Leaf.REPORTS_RECONCILE), forged, 1)
+                await v1.publish(notify_topic("v2"), notify("v2"), 1, True)
+                own = payload(reconcile_report("v1", "own"))
+                await v1.publish(vehicle_topic(TENANT, "v1", Leaf.REPORTS_RECONCILE), own, 1)
+            # One publisher's messages arrive in order: had the broker passed the forged
+            # ones, they would be stored before "own".
+            await until(stored, "v1's own report")
+        finally:
+            await bridge.stop()
+        assert stored() == [("v1", "own")]
+        assert events(cp, "PresenceChanged") == []
+        assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+
+    try:
+        asyncio.run(main())
+    finally:
+        cp.close()
+
+
+def test_anonymous_clients_and_wrong_passwords_are_refused(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="muto.mqtt")
+
+    async def main() -> None:
+        for user, password in ((None, None), ("v1", "wrong"), ("nobody", "x")):
+            with pytest.raises(MqttConnectError, match="authori"):
+                async with client(broker, user, password):
+                    pass
+        # The bridge with bad credentials keeps retrying and says so; it never crashes.
+        url = f"mqtt://muto-cloud:wrong@127.0.0.1:{broker.port}"
+        cp = open_fleet(settings_for("sqlite", tmp_path, url, None), "v1")
+        bridge = Bridge(cp, backoff=FAST)
+        await bridge.start()
+        try:
+            await until(
+                lambda: sum("broker link down" in r.getMessage() for r in caplog.records) >= 2,
+                "two refused attempts",
+            )
+            assert not bridge.connected
+        finally:
+            await bridge.stop()
+            cp.close()
+
+    asyncio.run(main())
