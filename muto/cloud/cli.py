@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,8 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(settings, extensions=extensions)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
+    # uvicorn then re-raises the signal to the handler it found: ours makes that exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         host=args.host,
