@@ -71,6 +71,29 @@ ROUTES = [
 ]
 
 
+def resources(routes: Sequence[Route]) -> list[Route]:
+    """One Starlette route per path, whatever the number of entries in the table: with
+    one route per method, a request with another method matched only the first entry,
+    and its 405 listed that entry's methods in `Allow`, not the path's."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for route in routes:
+        for method in route.methods or ():
+            by_path.setdefault(route.path, {})[method] = route.endpoint
+    return [Route(path, _by_method(table), methods=list(table)) for path, table in by_path.items()]
+
+
+def _by_method(
+    table: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(set(table.values())) == 1:
+        return next(iter(table.values()))
+
+    async def endpoint(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return endpoint
+
+
 class AccessLog:
     """One JSON line per request: method, path, status, duration."""
 
@@ -133,7 +156,11 @@ def create_app(
             else:
                 cp.projector.stop()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=exception_handlers())
+    app = Starlette(
+        routes=resources(ROUTES),
+        lifespan=lifespan,
+        exception_handlers=exception_handlers(),
+    )
     app.add_middleware(AccessLog)
     return app
 

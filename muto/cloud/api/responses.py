@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -65,6 +66,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def on_error(request: Request, exc: Exception) -> Response:
     """Bad input never becomes a 500: every expected failure has a status and a code."""
     match exc:
@@ -89,6 +93,10 @@ async def on_error(request: Request, exc: Exception) -> Response:
                 str(exc) or "a bearer token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        case HTTPException():  # Starlette's own: unknown path (404), method (405)
+            code = STARLETTE_CODES.get(exc.status_code, "http_error")
+            headers = dict(exc.headers) if exc.headers else None
+            return error(exc.status_code, code, exc.detail, headers=headers)
         case TimeoutError():
             return error(503, "unavailable", "the views did not catch up in time; retry")
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -105,6 +113,7 @@ EXPECTED: tuple[type[Exception], ...] = (
     BodyTooLarge,
     Unauthorized,
     TimeoutError,
+    HTTPException,
 )
 
 
