@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from muto.domain.wire import Digest, Identifier, Wire
+from muto.domain.wire import Digest, Identifier, Reference, Wire
 
 HHMM = msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, 24 h")
 
@@ -68,7 +68,7 @@ class DesiredStateRequest(Wire, frozen=True, kw_only=True):
     policy: Policy = Policy()
     rollout: RolloutRef | None = None
     agent_config: AgentConfig = AgentConfig()
-    correlation_id: str | None = None
+    correlation_id: Annotated[str, Reference] | None = None
     ttl_sec: Annotated[int, msgspec.Meta(ge=60, le=90 * 86400)] = 30 * 86400
 
 

@@ -6,11 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-import msgspec
-
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
-from muto.domain.wire import Identifier, Wire
+from muto.domain.wire import Identifier, Reference, Wire
 
 
 class ReconcileStatus(StrEnum):
@@ -28,9 +26,9 @@ class Timings(Wire, frozen=True, kw_only=True):
 
 class ReconcileReport(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.reconcile-report.v1"] = "muto.reconcile-report.v1"
-    report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    report_id: Annotated[str, Reference]
     vehicle_id: Annotated[str, Identifier]
-    desired_state_revision: str | None = None
+    desired_state_revision: Annotated[str, Reference] | None = None
     sequence: int | None = None
     status: ReconcileStatus
     reason_codes: list[ReasonCode] = []
@@ -47,7 +45,7 @@ class HealthStatus(StrEnum):
 
 class HealthReport(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.health-report.v1"] = "muto.health-report.v1"
-    report_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    report_id: Annotated[str, Reference]
     vehicle_id: Annotated[str, Identifier]
     status: HealthStatus
     reason_codes: list[ReasonCode] = []

@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 
 from muto.domain.desired import AgentConfig, Policy
-from muto.domain.wire import Identifier, Wire
+from muto.domain.wire import Identifier, Reference, Wire
 
 LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]
 LabelValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,256}$")]
@@ -45,4 +45,4 @@ class RolloutRequest(Wire, frozen=True, kw_only=True):
     agent_config: AgentConfig = AgentConfig()
     thresholds: RolloutThresholds = RolloutThresholds()
     rollout_id: Annotated[str, Identifier] | None = None
-    correlation_id: str | None = None
+    correlation_id: Annotated[str, Reference] | None = None

@@ -18,6 +18,12 @@ Digest = msgspec.Meta(pattern=DIGEST_PATTERN, description="sha256:<64 lowercase 
 # Identifiers that appear in MQTT topics and URLs: no '/', '+', '#', spaces.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 Identifier = msgspec.Meta(pattern=ID_PATTERN)
+# Free-form references the views index (correlation ids, report ids, revisions): what a
+# VARCHAR(128) holds on every backend; no NUL (PostgreSQL refuses it), no spaces.
+REFERENCE_PATTERN = r"^[!-~]{1,128}$"
+Reference = msgspec.Meta(
+    pattern=REFERENCE_PATTERN, description="1-128 printable ASCII characters, no spaces"
+)
 
 
 class Wire(

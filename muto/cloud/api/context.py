@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -10,9 +11,10 @@ from muto.cloud.api.responses import Unauthorized, read_body
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Forbidden, Invalid
 from muto.cloud.tokens import Principal, Role
-from muto.domain.wire import decode
+from muto.domain.wire import REFERENCE_PATTERN, decode
 
 T = TypeVar("T")
+REFERENCE = re.compile(REFERENCE_PATTERN)
 OPEN = Principal("open", Role.OPERATOR, None)  # when auth is switched off (local dev)
 
 
@@ -52,6 +54,18 @@ def operator_or_vehicle(request: Request, vehicle_id: str) -> Principal:
 
 async def body(request: Request, kind: type[T]) -> T:
     return decode(await read_body(request, plane(request).settings.max_body_bytes), kind)
+
+
+def correlation(request: Request) -> str | None:
+    """The X-Correlation-Id header, held to the same rule as the bodies' correlationId:
+    it ends up in an indexed column of the audit view."""
+    raw = request.headers.get("x-correlation-id")
+    if raw is not None and not REFERENCE.match(raw):
+        raise Invalid(
+            "X-Correlation-Id must be 1-128 printable ASCII characters without spaces",
+            {"path": "header.X-Correlation-Id"},
+        )
+    return raw
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

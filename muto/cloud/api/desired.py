@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, operator, operator_or_vehicle, plane
+from muto.cloud.api.context import body, correlation, operator, operator_or_vehicle, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
@@ -15,13 +15,14 @@ from muto.domain.selectors import parse_selector
 
 async def create(request: Request) -> Response:
     who = operator(request)
+    header = correlation(request)
     desired = await body(request, DesiredStateRequest)
     cp = plane(request)
     if desired.target.type == "vehicle":
         vehicle_ids = [desired.target.selector]
     else:
         vehicle_ids = cp.queries.vehicle_ids(parse_selector(desired.target.selector))
-    cause = Cause.of(who.actor, desired.correlation_id or request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, desired.correlation_id or header)
     written = await cp.write(
         assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, operator, plane, principal
+from muto.cloud.api.context import body, correlation, operator, plane, principal
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, register_release
 from muto.domain.desired import Envelope
@@ -16,7 +16,7 @@ async def register(request: Request) -> Response:
     envelope = await body(request, Envelope)
     cp = plane(request)
     release, digest = cp.open_release(envelope)
-    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(register_release(release, digest, envelope, cause))
     created = written.value
     return ok(

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, int_param, operator, plane
+from muto.cloud.api.context import body, correlation, int_param, operator, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
 from muto.cloud.errors import Conflict
@@ -21,6 +21,7 @@ from muto.domain.selectors import parse_selector
 
 async def create(request: Request) -> Response:
     who = operator(request)
+    header = correlation(request)
     wanted = await body(request, RolloutRequest)
     cp = plane(request)
     vehicle_ids = cp.queries.vehicle_ids(parse_selector(wanted.selector))
@@ -41,7 +42,7 @@ async def create(request: Request) -> Response:
         for r in rollout_candidates(cp.queries, vehicle_ids)
     ]
     canaries, wave = pick_canaries(candidates)
-    cause = Cause.of(who.actor, wanted.correlation_id or request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, wanted.correlation_id or header)
     written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
     return ok(cp.queries.rollout(written.value), 201, {"position": written.position})
 
@@ -61,7 +62,7 @@ async def _act(request: Request, action: str) -> Response:
     who = operator(request)
     cp = plane(request)
     rollout_id = request.path_params["rollout_id"]
-    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, correlation(request))
     command: Command[Any]
     if action == "pause":
         command = pause(rollout_id, cause)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, int_param, operator, operator_or_vehicle, plane
+from muto.cloud.api.context import (
+    body,
+    correlation,
+    int_param,
+    operator,
+    operator_or_vehicle,
+    plane,
+)
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, register_vehicle, update_vehicle
 from muto.cloud.errors import Invalid
@@ -17,7 +24,7 @@ async def register(request: Request) -> Response:
     who = operator(request)
     registration = await body(request, VehicleRegistration)
     cp = plane(request)
-    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(register_vehicle(registration, cause))
     created, version = written.value
     return ok(
@@ -50,7 +57,7 @@ async def patch(request: Request) -> Response:
     changes = await body(request, VehiclePatch)
     cp = plane(request)
     expected = _if_match(request)
-    cause = Cause.of(who.actor, request.headers.get("x-correlation-id"))
+    cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(update_vehicle(vehicle_id, changes, cause, expected))
     return ok(
         cp.queries.vehicle(vehicle_id),
