@@ -65,10 +65,12 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """One line: where and when the figures were measured."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs (`nproc`), {cpu_model()}, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}"
+        f"SQLite {sqlite3.sqlite_version}; load average {load:.1f} when it finished "
+        "(other work on the machine slows every figure; the ratios move less)"
     )
 
 
