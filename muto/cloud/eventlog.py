@@ -23,7 +23,22 @@ class EventLog(Application[Any]):
     def open(cls, settings: Settings) -> EventLog:
         if not settings.is_memory and not settings.is_postgres:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(env=settings.event_store_env())
+        return cls(env={**cls.cache_env(settings), **settings.event_store_env()})
+
+    @staticmethod
+    def cache_env(settings: Settings) -> dict[str, str]:
+        """Keep recently written aggregates in memory: a report re-loads its vehicle from
+        the cache and fast-forwards it with one query for events written since (by other
+        processes), instead of reconstructing it from snapshot + tail every time.
+
+        On SQLite (and in memory) this process is the only writer, so the cache is exact
+        and the fast-forward query is skipped. On PostgreSQL other API processes write
+        too: every cached read fast-forwards. Commands get deep copies, so a refused
+        command never leaves a mutated aggregate in the cache."""
+        return {
+            "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+            "AGGREGATE_CACHE_FASTFORWARD": "y" if settings.is_postgres else "n",
+        }
 
     def position(self) -> int:
         """The id of the last notification in the log (0 when empty)."""

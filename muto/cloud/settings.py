@@ -24,6 +24,8 @@ class Settings:
     # Bearer tokens required (operator / vehicle). Off only for local experiments.
     auth: bool = True
     desired_state_ttl_sec: int = 30 * 86400
+    # Aggregates kept in memory by the event log (about 10 KB each).
+    aggregate_cache_size: int = 20_000
     # Public keys (PEM files) of the release process; empty: releases are accepted
     # with their own signatures unchecked by the cloud (vehicles always check).
     release_keys: tuple[Path, ...] = ()
