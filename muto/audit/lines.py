@@ -1,0 +1,119 @@
+"""One line per event, in the fleet's words: what an auditor reads in the table.
+
+A routing table from event type to a function of the event's data; an event type with
+no line yet is shown by its field names, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from muto.audit.source import Entry
+
+Describe = Callable[[dict[str, Any]], str]
+SHOWN = 4  # vehicle ids listed before "+N more"
+
+
+def _ids(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:SHOWN])
+    return shown + (f" +{len(ids) - SHOWN} more" if len(ids) > SHOWN else "")
+
+
+def _codes(codes: Sequence[str] | None) -> str:
+    return f" [{', '.join(codes)}]" if codes else ""
+
+
+def _pairs(mapping: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(mapping.items()))
+
+
+def _assigned(d: dict[str, Any]) -> str:
+    a = d["assignment"]
+    why = ""
+    if a.get("rolloutId"):
+        why = f", rollout {a['rolloutId']} {a.get('phase') or ''}".rstrip()
+    revision = f"revision {a['revision']}, sequence {d['sequence']}"
+    return f"told to run {a['releaseKey']} ({revision}{why})"
+
+
+def _reported(d: dict[str, Any]) -> str:
+    r = d["report"]
+    running = r.get("running")
+    runs = f", running {running['name']}@{running['version']}" if running else ""
+    revision = r.get("desiredStateRevision") or "no revision"
+    return f"reported {r['status']} for {revision}{runs}{_codes(r.get('reasonCodes'))}"
+
+
+def _health(d: dict[str, Any]) -> str:
+    codes = _codes(d.get("report", {}).get("reasonCodes"))
+    return f"health {d.get('previous') or 'unknown'} -> {d['status']}{codes}"
+
+
+def _started(d: dict[str, Any]) -> str:
+    t = d["thresholds"]
+    return (
+        f"rollout {d['rollout_id']} started: {d['release_key']} on '{d['selector']}', "
+        f"canaries {_ids(d['canaries'])}, wave of {len(d['wave'])}; gate {t['convergedPct']}% "
+        f"converged, deadlines canary {t['canaryDeadlineSec']}s wave {t['waveDeadlineSec']}s"
+    )
+
+
+def _gate(phase: str, outcome: str) -> Describe:
+    def describe(d: dict[str, Any]) -> str:
+        e = d["evaluation"]
+        return (
+            f"{phase} gate {outcome}: {e['converged']}/{e['targeted']} converged "
+            f"({e['convergedPct']}% vs {e['thresholdPct']}%), {e['deferred']} deferred, "
+            f"{e['failed']} failed{_codes(e.get('reasonCodes'))}"
+        )
+
+    return describe
+
+
+def _rolled_back(d: dict[str, Any]) -> str:
+    to = f"revision {d['revision']}" if d["revision"] else "no new revision"
+    return f"rolled back {_ids(d['vehicle_ids'])} ({to}): {d['cause']}"
+
+
+def _desired(d: dict[str, Any]) -> str:
+    via = f" for rollout {d['rollout_id']}" if d.get("rollout_id") else ""
+    return (
+        f"revision {d['revision']}: {d['release_key']} to {_ids(d['vehicle_ids'])}{via}, "
+        f"target '{d['request']['target']['selector']}'"
+    )
+
+
+LINES: dict[str, Describe] = {
+    "Vehicle.Registered": lambda d: f"registered, labels {_pairs(d['labels'])}",
+    "Vehicle.Updated": lambda d: (
+        f"updated labels {_pairs(d['labels'])} attributes {_pairs(d['attributes'])}"
+    ),
+    "Vehicle.DesiredStateAssigned": _assigned,
+    "Vehicle.ReconcileReported": _reported,
+    "Vehicle.HealthChanged": _health,
+    "Vehicle.PresenceChanged": lambda d: f"presence {d['state']}",
+    "Release.Registered": lambda d: f"release {d['key']} registered ({d['manifest_digest']})",
+    "DesiredState.Created": _desired,
+    "Rollout.Started": _started,
+    "Rollout.PhaseAssigned": lambda d: (
+        f"{d['phase']} assigned: revision {d['revision']} to {_ids(d['vehicle_ids'])}"
+    ),
+    "Rollout.CanaryGatePassed": _gate("canary", "passed"),
+    "Rollout.CanaryGateFailed": _gate("canary", "failed"),
+    "Rollout.WaveGatePassed": _gate("wave", "passed"),
+    "Rollout.WaveGateFailed": _gate("wave", "failed"),
+    "Rollout.Paused": lambda d: f"rollout {d['rollout_id']} paused",
+    "Rollout.Resumed": lambda d: f"rollout {d['rollout_id']} resumed",
+    "Rollout.RolledBack": _rolled_back,
+    "AccessToken.Issued": lambda d: (
+        f"{d['role']} token {d['token_id']} issued"
+        + (f" for {d['vehicle_id']}" if d.get("vehicle_id") else "")
+    ),
+    "AccessToken.Revoked": lambda d: f"token {d['token_id']} revoked",
+}
+
+
+def describe(entry: Entry) -> str:
+    line = LINES.get(entry.type)
+    return line(entry.data) if line else ", ".join(sorted(entry.data))

@@ -1,0 +1,161 @@
+"""Reading the event log for an audit: opened read-only, decoded into plain entries.
+
+The audit never writes to the log. On SQLite the file is opened with `mode=ro`; on
+PostgreSQL every transaction is read-only (`default_transaction_read_only`), so even a
+bug here could not alter the evidence it reports on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from eventsourcing.persistence import Notification
+from sqlalchemy.engine import make_url
+
+from muto.cloud.eventlog import EventLog
+from muto.projections.base import event_data, event_type
+
+BATCH = 1000
+# Event fields that are bookkeeping or promoted to an entry's own columns.
+_PROMOTED = {"originator_topic", "actor", "correlation_id"}
+
+
+class AuditError(Exception):
+    """The audit cannot run (no log at that place, bad time, ...): exit status 2."""
+
+
+def read_only_url(url: str) -> str:
+    """The same database, opened so that nothing can be written through it."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return url
+        path = Path(database).resolve()
+        if not path.exists():
+            raise AuditError(f"no event log at {path}")
+        return f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true"
+    if backend == "postgresql":
+        options = parsed.query.get("options")
+        extra = "-c default_transaction_read_only=on"
+        merged = f"{options} {extra}" if isinstance(options, str) else extra
+        return parsed.update_query_dict({"options": merged}).render_as_string(hide_password=False)
+    return url
+
+
+def open_event_log(events_url: str) -> EventLog:
+    """The control plane's event log, read-only, without creating any table."""
+    return EventLog(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+            "SQLALCHEMY_URL": read_only_url(events_url),
+            "CREATE_TABLE": "n",
+        }
+    )
+
+
+def records(log: EventLog, after: int = 0, until: int | None = None) -> Iterator[Notification]:
+    """Stored records in log order, positions in (after, until], fetched in batches."""
+    while True:
+        batch = log.recorder.select_notifications(
+            start=after, limit=BATCH, stop=until, inclusive_of_start=False
+        )
+        yield from batch
+        if len(batch) < BATCH:
+            return
+        after = batch[-1].id
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored event, as an auditor reads it."""
+
+    position: int
+    at: datetime
+    type: str  # "Vehicle.DesiredStateAssigned"
+    aggregate: str
+    version: int
+    actor: str
+    correlation_id: str
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "at": self.at.isoformat(),
+            "type": self.type,
+            "aggregate": self.aggregate,
+            "version": self.version,
+            "actor": self.actor,
+            "correlationId": self.correlation_id,
+            "data": self.data,
+        }
+
+
+def to_entry(log: EventLog, record: Notification) -> Entry:
+    event: Any = log.mapper.to_domain_event(record)
+    fields = event_data(event)
+    data = msgspec.to_builtins(
+        {k: v for k, v in fields.items() if k not in _PROMOTED},
+        builtin_types=None,
+        str_keys=True,
+    )
+    return Entry(
+        position=record.id,
+        at=event.timestamp,
+        type=event_type(event),
+        aggregate=str(record.originator_id),
+        version=record.originator_version,
+        actor=str(fields.get("actor", "")),
+        correlation_id=str(fields.get("correlation_id", "")),
+        data=data,
+    )
+
+
+def entries(
+    log: EventLog,
+    after: int = 0,
+    until: int | None = None,
+    keep: Callable[[Notification], bool] = lambda _: True,
+) -> Iterator[Entry]:
+    """Decoded entries; `keep` looks at the stored record first, so a story about one
+    vehicle does not pay for decoding every release envelope in the log."""
+    for record in records(log, after, until):
+        if keep(record):
+            yield to_entry(log, record)
+
+
+def qualname(record: Notification) -> str:
+    """`Vehicle.Registered` from the stored topic `muto.domain.model.vehicle:...`."""
+    return record.topic.rpartition(":")[2]
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601; without an offset the time is taken as UTC."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditError(f"not an ISO 8601 time: {text!r}") from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def position_at(log: EventLog, instant: datetime) -> int:
+    """The log as it stood at `instant`: the longest prefix of events stamped at or
+    before it. Stamps are taken when an event is created, so with several writers a
+    later position can carry a slightly earlier stamp; stopping at the first event
+    after `instant` never includes anything that happened later."""
+    reached = 0
+    for record in records(log):
+        event: Any = log.mapper.to_domain_event(record)
+        stamped: datetime = event.timestamp
+        if stamped > instant:
+            break
+        reached = record.id
+    return reached

@@ -1,0 +1,187 @@
+"""`explain`: the story of one vehicle or one rollout, picked out of the log's entries.
+
+Pure functions over entries in log order (functional core); `wanted_for_*` tell the
+reader which stored records are worth decoding at all.
+
+A vehicle's story: its own events (registration, desired-state assignments, reconcile
+and health transitions with reason codes, presence), the events of every rollout that
+targeted it (start, gates with their counts and thresholds, its phase's assignment,
+pauses, rollbacks that included it) and the tokens issued for it.
+A rollout's story: its events, the desired-state revisions it created, and the
+reconcile reports on those revisions (what the gates counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from muto.audit.source import Entry, qualname
+from muto.domain.model.rollout import Rollout
+from muto.domain.model.vehicle import Vehicle
+
+MEMBERSHIP = ("Rollout.PhaseAssigned", "Rollout.RolledBack")  # name the vehicles they touch
+# Rollout events that decided what happens next; the assignment that follows is theirs.
+DECISIONS = (
+    "Rollout.Started",
+    "Rollout.CanaryGatePassed",
+    "Rollout.CanaryGateFailed",
+    "Rollout.WaveGatePassed",
+    "Rollout.WaveGateFailed",
+)
+OPERATOR_ROLLBACK = "OPERATOR_ROLLBACK"
+
+
+def _kind(record: Notification) -> str:
+    return qualname(record).partition(".")[0]
+
+
+def wanted_for_vehicle(vehicle_id: str) -> Callable[[Notification], bool]:
+    stream = Vehicle.create_id(vehicle_id)
+    return lambda r: (
+        r.originator_id == stream
+        or _kind(r)
+        in (
+            "Rollout",
+            "DesiredState",
+            "AccessToken",
+        )
+    )
+
+
+def wanted_for_rollout(rollout_id: str) -> Callable[[Notification], bool]:
+    stream = Rollout.create_id(rollout_id)
+    return lambda r: (
+        r.originator_id == stream
+        or _kind(r) == "DesiredState"
+        or qualname(r) == "Vehicle.ReconcileReported"
+    )
+
+
+def vehicle_story(entries: Iterable[Entry], vehicle_id: str) -> list[Entry]:
+    rollouts: set[str] = set()  # rollouts that targeted the vehicle
+    tokens: set[str] = set()  # tokens issued for it
+    story = []
+    for e in entries:
+        d, kind = e.data, e.type.partition(".")[0]
+        if kind == "Vehicle":
+            keep = d.get("vehicle_id") == vehicle_id
+        elif e.type == "Rollout.Started":
+            keep = vehicle_id in d["canaries"] or vehicle_id in d["wave"]
+            if keep:
+                rollouts.add(d["rollout_id"])
+        elif kind == "Rollout":
+            keep = d.get("rollout_id") in rollouts and (
+                e.type not in MEMBERSHIP or vehicle_id in d["vehicle_ids"]
+            )
+        elif e.type == "AccessToken.Issued":
+            keep = d.get("vehicle_id") == vehicle_id
+            if keep:
+                tokens.add(d["token_id"])
+        else:
+            keep = e.type == "AccessToken.Revoked" and d.get("token_id") in tokens
+        if keep:
+            story.append(e)
+    return story
+
+
+def rollout_story(entries: Iterable[Entry], rollout_id: str) -> list[Entry]:
+    revisions: set[str] = set()
+    story = []
+    for e in entries:
+        d = e.data
+        if e.type.startswith("Rollout.") or e.type == "DesiredState.Created":
+            keep = d.get("rollout_id") == rollout_id
+            if keep and e.type == "DesiredState.Created":
+                revisions.add(d["revision"])
+        else:
+            keep = (
+                e.type == "Vehicle.ReconcileReported"
+                and d["report"].get("desiredStateRevision") in revisions
+            )
+        if keep:
+            story.append(e)
+    return story
+
+
+@dataclass(frozen=True)
+class Told:
+    """What a vehicle was told to run at an instant, why, and what it said back."""
+
+    vehicle_id: str
+    at: datetime
+    assignment: Entry | None  # the last desired state assigned at or before `at`
+    because: list[Entry]  # the decision and the rollout record behind it
+    expired: bool  # the document's expiresAt had passed by `at`
+    reported: Entry | None  # the last reconcile report at or before `at`
+    health: Entry | None  # the last health transition at or before `at`
+
+    def to_json(self) -> dict[str, Any]:
+        def one(entry: Entry | None) -> dict[str, Any] | None:
+            return None if entry is None else entry.to_json()
+
+        return {
+            "vehicleId": self.vehicle_id,
+            "at": self.at.isoformat(),
+            "assignment": one(self.assignment),
+            "because": [e.to_json() for e in self.because],
+            "expired": self.expired,
+            "reported": one(self.reported),
+            "health": one(self.health),
+        }
+
+
+def _last(entries: Sequence[Entry], event: str) -> Entry | None:
+    return next((e for e in reversed(entries) if e.type == event), None)
+
+
+def because(entries: Sequence[Entry], assignment: Entry) -> list[Entry]:
+    """Why an assignment was made. Without a rollout: the desired-state revision (the
+    operator's request and target). With one: the rollout event that recorded the
+    assignment (phase assigned, or rolled back), preceded by the decision that led to it
+    (rollout start, or a gate verdict) unless an operator ordered the rollback."""
+    a = assignment.data["assignment"]
+    revision, rollout_id = a["revision"], a.get("rolloutId")
+    if rollout_id is None:
+        return [
+            e
+            for e in entries
+            if e.type == "DesiredState.Created" and e.data["revision"] == revision
+        ]
+    rollout = [
+        e
+        for e in entries
+        if e.type.startswith("Rollout.") and e.data.get("rollout_id") == rollout_id
+    ]
+    record = next(
+        (e for e in rollout if e.type in MEMBERSHIP and e.data["revision"] == revision), None
+    )
+    if record is None:
+        return []
+    if record.type == "Rollout.RolledBack" and record.data["cause"] == OPERATOR_ROLLBACK:
+        return [record]
+    decisions = [e for e in rollout if e.position < record.position and e.type in DECISIONS]
+    decision = decisions[-1] if decisions else None
+    return [record] if decision is None else [decision, record]
+
+
+def told_at(entries: Sequence[Entry], vehicle_id: str, at: datetime) -> Told:
+    """`entries`: the log (or the part `wanted_for_vehicle` keeps), in order."""
+    before = [e for e in vehicle_story(entries, vehicle_id) if e.at <= at]
+    assignment = _last(before, "Vehicle.DesiredStateAssigned")
+    expired = False
+    if assignment is not None:
+        expired = datetime.fromisoformat(assignment.data["assignment"]["expiresAt"]) <= at
+    return Told(
+        vehicle_id=vehicle_id,
+        at=at,
+        assignment=assignment,
+        because=[] if assignment is None else because(entries, assignment),
+        expired=expired,
+        reported=_last(before, "Vehicle.ReconcileReported"),
+        health=_last(before, "Vehicle.HealthChanged"),
+    )

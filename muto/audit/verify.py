@@ -1,0 +1,119 @@
+"""`verify`: recompute the hash chain from the raw event table and compare it, link by
+link, with the chain the projector stored. The first disagreement is named.
+
+What each finding means:
+- a record's recomputed hash differs from its link: the row was edited, or two rows'
+  contents were swapped (the hash covers the position), or the link itself was altered;
+- a chained position is missing from the log: the row was deleted (also the last one);
+- a logged position has no link: the row was inserted, or the projector has not chained
+  it yet (run verify again once the control plane has caught up).
+Anchors (position -> hash recorded outside the database) catch a rewrite of both tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import MetaData, create_engine, inspect, select
+
+from muto.audit.source import AuditError, open_event_log, read_only_url, records
+from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
+
+Link = tuple[int, str]  # (position, hex hash) as stored by the projector
+
+
+@dataclass(frozen=True)
+class Finding:
+    checked: int  # records whose hash matched their link
+    head_position: int  # the last good position (0: none)
+    head_hash: str
+    bad_position: int | None = None
+    reason: str | None = None
+    anchors_checked: list[int] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return self.bad_position is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "checked": self.checked,
+            "headPosition": self.head_position,
+            "headHash": self.head_hash,
+            "badPosition": self.bad_position,
+            "reason": self.reason,
+            "anchorsChecked": self.anchors_checked,
+        }
+
+
+def check(
+    log: Iterable[StoredRecord], chain: Iterable[Link], anchors: Mapping[int, str] = {}
+) -> Finding:
+    """Walk the log and the chain together, in position order (a merge of two sorted
+    streams), and stop at the first position where they disagree."""
+    previous, checked, head = GENESIS, 0, 0
+    seen: list[int] = []
+    records_, links = iter(log), iter(chain)
+    record, stored = next(records_, None), next(links, None)
+
+    def bad(position: int, reason: str) -> Finding:
+        return Finding(checked, head, previous.hex(), position, reason, seen)
+
+    while record is not None or stored is not None:
+        if stored is None or (record is not None and record.id < stored[0]):
+            assert record is not None
+            return bad(record.id, "in the log but not in the chain: inserted (or not chained yet)")
+        if record is None or stored[0] < record.id:
+            return bad(stored[0], "in the chain but missing from the log: deleted")
+        current = link(previous, record)
+        if current.hex() != stored[1]:
+            return bad(record.id, "differs from its chained hash: edited, swapped or re-chained")
+        expected = anchors.get(record.id)
+        if expected is not None:
+            if expected.lower() != current.hex():
+                return bad(record.id, "differs from the anchored hash: the chain was rewritten")
+            seen.append(record.id)
+        previous, checked, head = current, checked + 1, record.id
+        record, stored = next(records_, None), next(links, None)
+    missing = sorted(set(anchors) - set(seen))
+    if missing:
+        return bad(missing[0], "anchored position is not in the log: truncated or rewritten")
+    return Finding(checked, head, previous.hex(), anchors_checked=seen)
+
+
+def stored_links(views_url: str, batch: int = 5000) -> Iterator[Link]:
+    """The projector's chain, read-only, in position order."""
+    engine = create_engine(read_only_url(views_url))
+    try:
+        table = HashChain(MetaData()).links
+        if not inspect(engine).has_table(table.name):
+            raise AuditError(
+                "no audit chain in the views yet: start the control plane once "
+                "(its projector computes the chain), then verify"
+            )
+        after = 0
+        while True:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    select(table.c.position, table.c.hash)
+                    .where(table.c.position > after)
+                    .order_by(table.c.position)
+                    .limit(batch)
+                ).all()
+            yield from ((row.position, row.hash) for row in found)
+            if len(found) < batch:
+                return
+            after = found[-1].position
+    finally:
+        engine.dispose()
+
+
+def verify(events_url: str, views_url: str, anchors: Mapping[int, str] = {}) -> Finding:
+    log = open_event_log(events_url)
+    try:
+        return check(records(log), stored_links(views_url), anchors)
+    finally:
+        log.close()
