@@ -15,6 +15,7 @@ from collections.abc import Sequence
 GROUPS: dict[str, str] = {
     "release": "muto.trust.cli",
     "cloud": "muto.cloud.cli",
+    "audit": "muto.audit.cli",
 }
 
 
