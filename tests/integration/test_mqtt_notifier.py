@@ -4,6 +4,7 @@ loses none and republishes nothing already acknowledged (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -74,27 +75,32 @@ def test_an_assignment_is_published_retained_with_revision_sequence_and_url(
 
 
 def test_a_first_start_publishes_only_the_latest_assignment_per_vehicle(
-    tmp_path: Path, request: pytest.FixtureRequest, mosquitto: Mosquitto
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    mosquitto: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cp = open_fleet(_settings("sqlite", request, tmp_path, mosquitto.url), "v1", "v2")
+    fleet = [f"v{i}" for i in range(1, 41)]  # one batch publishes them all at once
+    cp = open_fleet(_settings("sqlite", request, tmp_path, mosquitto.url), *fleet)
 
     async def main() -> None:
-        for _ in range(3):
+        await assign(cp, *fleet)
+        for _ in range(2):
             await assign(cp, "v1")
-        await assign(cp, "v2")
         async with Watcher(mosquitto.url, notify_topic("+")) as watcher:
             bridge = Bridge(cp, backoff=FAST)
             await bridge.start()
             try:
-                await watcher.wait(
-                    lambda: watcher.notifies("v1") and watcher.notifies("v2"), "notifies"
-                )
+                await watcher.wait(lambda: all(watcher.notifies(v) for v in fleet), "notifies")
                 await until(lambda: acked_through_head(bridge, cp), "the position")
             finally:
                 await bridge.stop()
         # From position 0, one batch: coalesced to the newest per vehicle.
         assert [n.sequence for n in watcher.notifies("v1")] == [3]
-        assert [n.sequence for n in watcher.notifies("v2")] == [1]
+        assert all([n.sequence for n in watcher.notifies(v)] == [1] for v in fleet[1:])
+        assert len(watcher.messages) == len(fleet)
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in warned if r.name in ("mqtt", "muto.mqtt")]  # e.g. "pending calls"
 
     try:
         asyncio.run(main())

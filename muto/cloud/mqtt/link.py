@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomqtt
 
 KEEPALIVE_S = 30
+PENDING_PUBLISHES = 1000  # at least the notifier's batch (outbox.BATCH)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class BrokerAddress:
         # ingest makes the broker redeliver it. aiomqtt has no API for this yet
         # (empicano/aiomqtt#345); paho's manual ack is the documented workaround.
         client._client.manual_ack_set(True)
+        # The notifier publishes a whole batch at once; aiomqtt warns above this many
+        # unacknowledged calls.
+        client.pending_calls_threshold = PENDING_PUBLISHES
         return client
 
 

@@ -32,6 +32,7 @@ class Notifier:
     async def run(self, client: aiomqtt.Client, stop: asyncio.Event, flush_s: float) -> None:
         """Publish what is due until `stop` is set; then a last pass of at most `flush_s`
         seconds (what it cannot finish stays due: the position was not advanced)."""
+        self._position = None  # re-read: the last session may have ended mid-advance
         while not stop.is_set():
             try:
                 busy = await self._publish_due(client)
@@ -39,6 +40,7 @@ class Notifier:
                 raise  # the link is down: the bridge reconnects
             except Exception:  # a database hiccup: logged, retried on the next tick
                 logger.exception("notifier pass failed")
+                self._position = None
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
@@ -59,8 +61,14 @@ class Notifier:
         due: Due = await asyncio.to_thread(self.outbox.due, self._position)
         if due.through <= self._position:
             return False
-        # One message per vehicle topic in a batch, so their order does not matter.
-        await asyncio.gather(*(self._publish(client, n) for n in due.notifies))
+        # One message per vehicle topic in a batch, so their order does not matter; the
+        # first failure cancels the rest (the link is down: all of them are retried).
+        try:
+            async with asyncio.TaskGroup() as publishing:
+                for notify in due.notifies:
+                    publishing.create_task(self._publish(client, notify))
+        except* aiomqtt.MqttError as failed:
+            raise failed.exceptions[0] from None
         await asyncio.to_thread(self.outbox.advance, due.through)
         self._position = due.through
         self.published += len(due.notifies)

@@ -79,14 +79,15 @@ class Outbox:
         return Due(latest_per_vehicle(events, self.plane.settings.public_url), through)
 
     def advance(self, position: int) -> None:
+        """Store `position`. Idempotent: a pass cancelled after this committed (the link
+        dropped) may store the same position again. One row is kept, not one per batch."""
         store = self.plane.views.store
+        rows = store.tracking_record_cls
         with store.writing() as session:
-            store.record_position(session, self.name, position)
-            # One row is enough: drop the ones it supersedes so the table stays small.
-            session.query(store.tracking_record_cls).filter(
-                store.tracking_record_cls.application_name == self.name,
-                store.tracking_record_cls.notification_id < position,
+            session.query(rows).filter(
+                rows.application_name == self.name, rows.notification_id <= position
             ).delete()
+            store.record_position(session, self.name, position)
 
     def is_leader(self) -> bool:
         """SQLite has one cloud process; on PostgreSQL hold a session advisory lock on a
