@@ -72,7 +72,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise Invalid(
             f"query parameter {name!r} must be an integer in [{low}, {high}]",
             {"path": f"query.{name}"},

@@ -71,6 +71,6 @@ def _if_match(request: Request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise Invalid("If-Match must be a vehicle version number", {"path": "header.If-Match"})
     return int(value)
