@@ -6,9 +6,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import msgspec
+
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import Identifier, Reference, Wire
+
+# A vehicle's clock zone is not the cloud's: a time without a UTC offset is ambiguous,
+# and the latest-health table orders reports by it.
+Aware = msgspec.Meta(tz=True)
 
 
 class ReconcileStatus(StrEnum):
@@ -34,7 +40,7 @@ class ReconcileReport(Wire, frozen=True, kw_only=True):
     reason_codes: list[ReasonCode] = []
     running: StackRef | None = None
     timings: Timings = Timings()
-    observed_at: datetime
+    observed_at: Annotated[datetime, Aware]
 
 
 class HealthStatus(StrEnum):
@@ -51,4 +57,4 @@ class HealthReport(Wire, frozen=True, kw_only=True):
     reason_codes: list[ReasonCode] = []
     running: StackRef | None = None
     metrics: dict[str, float] = {}
-    observed_at: datetime
+    observed_at: Annotated[datetime, Aware]
