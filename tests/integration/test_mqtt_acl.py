@@ -2,7 +2,7 @@
 its own notify, cannot report for another vehicle, and anonymous clients are refused.
 
 The config is used as shipped except for its paths and port (a temporary directory);
-the password file is made by the shipped deploy/mosquitto/add-users.sh.
+the password file is made by the docs/mqtt.md snippet (deploy/mosquitto/add-users.sh).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from tests.integration.test_mqtt_support import (
 from tests.support.spine import reconcile_report
 
 pytestmark = pytest.mark.mqtt
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "mosquitto"
+DOCS = ROOT / "docs" / "mqtt.md"
 USERS = {"muto-cloud": "cloud secret", "v1": "v1-secret", "v2": "v2-secret"}
 
 
@@ -45,8 +47,17 @@ def secured_broker(workdir: Path) -> Mosquitto:
     if shutil.which("mosquitto_passwd") is None:
         unavailable("mosquitto_passwd not found")
     broker = Mosquitto(workdir)
-    lines = "".join(f"{user} {password}\n" for user, password in USERS.items())
-    subprocess.run([DEPLOY / "add-users.sh", workdir / "passwd"], input=lines.encode(), check=True)
+    passwords = {
+        "CLOUD_PASSWORD": USERS["muto-cloud"],
+        "V1_PASSWORD": USERS["v1"],
+        "V2_PASSWORD": USERS["v2"],
+        "PASSWORD_FILE": str(workdir / "passwd"),
+    }
+    # The snippet of docs/mqtt.md, run as written from the repository root.
+    snippet = re.search(r"### Creating users.*?```sh\n(.*?)```", DOCS.read_text(), re.S)
+    assert snippet is not None
+    env = {"PATH": os.environ["PATH"], **passwords}
+    subprocess.run(["sh", "-c", snippet.group(1)], cwd=ROOT, env=env, check=True)
     shutil.copy(DEPLOY / "acl", workdir / "acl")
     paths = {
         "listener": f"{broker.port} 127.0.0.1",
