@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -63,6 +64,17 @@ class UnitOfWork:
 
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
+
+    def forget(self) -> None:
+        """Drop this unit's aggregates from the log's cache, which may hold a version
+        that another process has since moved past (on SQLite the cache does not
+        fast-forward), so that the next attempt loads them from the store."""
+        cache = self.log.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in self._aggregates:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
 
 
 Command = Callable[[UnitOfWork], T]
@@ -153,7 +165,8 @@ class Writer:
             try:
                 recordings = self.log.save(*uow.pending())
             except IntegrityError:
-                continue  # another process wrote first: reload and decide again
+                uow.forget()  # another process wrote first: reload and decide again
+                continue
             position = max((r.notification.id for r in recordings), default=None)
             return Written(value, position)
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")
