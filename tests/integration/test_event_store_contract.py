@@ -19,6 +19,7 @@ from muto.cloud.commands import (
     Assignment,
     assign_desired_state,
     record_health,
+    record_presence,
     record_reconcile,
     register_vehicle,
     update_vehicle,
@@ -26,7 +27,7 @@ from muto.cloud.commands import (
 from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
-from muto.cloud.writer import MAX_ATTEMPTS, UnitOfWork
+from muto.cloud.writer import MAX_ATTEMPTS, UnitOfWork, Writer
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
@@ -245,13 +246,22 @@ class DurableContract(EventStoreContract):
         try:
             vehicle_id = Vehicle.create_id("v1")
             mine, theirs = cp.log.repository.get(vehicle_id), other.repository.get(vehicle_id)
+            position = cp.log.position() + 1
             mine.record_presence("online", None, "test", "c1")
             theirs.record_presence("offline", None, "test", "c2")
 
             cp.log.save(mine)
             with pytest.raises(IntegrityError):
                 other.save(theirs)
-            assert other.repository.get(vehicle_id).presence == "online"
+
+            # The loser's writer decides again against the winner's write: v1 is
+            # already online, so asking for "online" stores nothing.
+            loser = Writer(other)
+            try:
+                assert loser.execute(record_presence("v1", "online", None, "t")).value is False
+            finally:
+                loser.close()
+            assert cp.log.position() == position
         finally:
             other.close()
 
