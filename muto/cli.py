@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 # group name -> module exposing register(subparsers)
 GROUPS: dict[str, str] = {
+    "agent": "muto.agent.cli",
     "release": "muto.trust.cli",
     "cloud": "muto.cloud.cli",
     "audit": "muto.audit.cli",

@@ -1,0 +1,204 @@
+"""Agent: one vehicle's reconcile loop, outbox courier and MQTT link, on asyncio only.
+
+Invariants: one reconcile pass at a time, triggers (startup, poll with jitter, notify,
+drift) coalesce into at most one more; MQTT and HTTP trouble never stop reconciling;
+`stop()` finishes or safely abandons the current step, flushes the outbox and the MQTT
+session (bounded by `flush_s`), then stops the runtime (it cannot adopt a running
+stack across agent restarts; the journal's running release is restored on start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from muto.agent.config_file import store_config
+from muto.agent.journal import Journal
+from muto.agent.journal.events import AgentStarted
+from muto.agent.parts import AgentParts, AgentSettings, Wiring
+from muto.agent.reconcile.recovery import interrupted
+from muto.agent.reconcile.steps import Verdict
+from muto.agent.reports import health_event
+from muto.agent.transport.courier import Courier
+from muto.agent.transport.mqtt import MqttLink
+from muto.domain.desired import AgentConfig
+from muto.domain.messages import AgentPhase, DesiredNotify
+
+logger = logging.getLogger("muto.agent")
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, parts: AgentParts) -> None:
+        self.settings = settings
+        self.parts = parts
+        self.phase = AgentPhase.IDLE
+        self.failure: BaseException | None = None  # why the loop gave up, if it did
+        self.triggers: list[str] = []  # reasons waiting for the next pass (coalesced)
+        self._wired = Wiring.build(self, settings, parts)
+        self._triggered = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- what callers see ------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        return self.parts.journal
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self._wired.reconciler.verdict
+
+    @property
+    def courier(self) -> Courier:
+        return self._wired.courier
+
+    @property
+    def mqtt(self) -> MqttLink | None:
+        return self._wired.mqtt
+
+    def trigger(self, reason: str) -> None:
+        self.triggers.append(reason)
+        self._triggered.set()
+
+    async def reconcile(self, fetch: bool = True) -> Verdict:
+        """One pass now (tests and tools; the loop calls the same)."""
+        verdict = await self._wired.reconciler.run_pass(fetch)
+        self._changed()
+        return verdict
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self, loop: bool = True) -> None:
+        """Recover from an interrupted run, then start the tasks (`loop=False`: only
+        recovery, for tests that drive passes themselves)."""
+        journal, clock = self.parts.journal, self.parts.clock
+        recovered = interrupted(journal.state, clock.now(), self.settings.retry_limit)
+        started = AgentStarted(
+            at=clock.now(),
+            agent_version=self.settings.agent_version,
+            runtime=self.parts.runtime.name,
+        )
+        journal.append(started, *([recovered] if recovered else []))
+        if recovered is not None:
+            logger.warning("resuming after an interrupted %s (%d)", recovered.step, recovered.count)
+        self.on_config(journal.state.config)
+        if self._wired.mqtt is not None and journal.state.desired is not None:
+            self._wired.mqtt.highest_notified = journal.state.desired.sequence
+        self._started = True
+        if loop:
+            self.trigger("startup")
+            self._spawn(self._loop(), "reconcile")
+            self._spawn(self._wired.courier.run(), "courier")
+            if self._wired.mqtt is not None:
+                self._spawn(self._wired.mqtt.run(), "mqtt")
+
+    async def stop(self) -> None:
+        flush = self.settings.flush_s
+        tasks = {t.get_name().rsplit(":", 1)[-1]: t for t in self._tasks}
+        self._tasks = []
+        stopping = [t for name, t in tasks.items() if name in ("reconcile", "courier")]
+        for task in stopping:
+            task.cancel()  # a step in progress finishes its atomic part first
+        await asyncio.gather(*stopping, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):  # while MQTT is still up: it may carry them
+            await asyncio.wait_for(self._wired.courier.drain(), flush)
+        link, session = self._wired.mqtt, tasks.get("mqtt")
+        if link is not None and session is not None:
+            await link.stop()  # publishes offline presence, then disconnects
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(session), flush)
+            session.cancel()
+            await asyncio.gather(session, return_exceptions=True)
+        if self.settings.stop_runtime_on_exit:
+            await self.parts.runtime.stop()
+        await self.parts.close()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    # -- callbacks from the parts -----------------------------------------------------
+    def on_phase(self, phase: AgentPhase) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self._changed()
+
+    def on_config(self, config: AgentConfig) -> None:
+        if self.parts.config_file is not None:
+            store_config(self.parts.config_file, config)
+        logging.getLogger("muto.agent").setLevel(str(config.log_level).upper())
+        if self._wired.mqtt is not None:
+            self._wired.mqtt.heartbeat_changed()
+        self._changed()
+
+    def on_notify(self, notify: DesiredNotify) -> None:
+        self.trigger(f"notify:{notify.sequence}")
+
+    def on_report(self) -> None:
+        self._wired.courier.wake()
+        self._changed()
+
+    # -- the loop ---------------------------------------------------------------------
+    async def _loop(self) -> None:
+        s, clock = self.settings, self.parts.clock
+        rng = self.parts.rng
+        next_drift = clock.monotonic() + s.drift_check_s
+        next_health = clock.monotonic() + s.health_every_s
+        next_poll = clock.monotonic() + s.poll_s * rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        while True:
+            now = clock.monotonic()
+            if now >= next_poll:
+                self.trigger("poll")
+            if now >= next_drift:
+                next_drift = now + s.drift_check_s
+                if self._wired.reconciler.drifted():
+                    self.trigger("drift")
+                self._health(periodic=False)
+            if now >= next_health:
+                next_health = now + s.health_every_s
+                self._health(periodic=True)
+            if self._triggered.is_set():
+                self._triggered.clear()
+                reasons, self.triggers = self.triggers, []
+                logger.debug("reconcile: %s", ", ".join(reasons))
+                await self._pass()
+                next_poll = clock.monotonic() + s.poll_s * rng.uniform(
+                    1 - s.poll_jitter, 1 + s.poll_jitter
+                )
+                continue
+            wait = min(next_poll, next_drift, next_health) - clock.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._triggered.wait(), max(wait, 0.0))
+
+    async def _pass(self) -> None:
+        try:
+            await self.reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a journal that cannot write: retry next poll
+            self.failure = exc
+            logger.exception("reconcile pass failed")
+
+    def _health(self, periodic: bool) -> None:
+        state = self.parts.journal.state
+        if not state.config.telemetry_enabled:
+            return
+        event = health_event(
+            self.settings.vehicle_id, state, self.parts.runtime.status(), self.parts.clock.now()
+        )
+        if periodic or state.last_health != [event.status, *event.codes]:
+            self.parts.journal.append(event)
+            self.on_report()
+
+    def _changed(self) -> None:
+        if self._wired.mqtt is not None:
+            self._wired.mqtt.changed()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.settings.vehicle_id}:{name}")
+        self._tasks.append(task)

@@ -1,0 +1,147 @@
+"""Composition roots: a real agent from a data dir (the CLI), and cheap in-process agents
+for the fleet simulator.
+
+Everything a real agent knows lives under its data dir:
+    journal.db (+ journal.lock)   the journal            trust.json   trust store
+    cache/                        artifact cache         runtime/     the runtime's workdir
+    agent-config.json             agentConfig in force   token        bearer token (0600)
+    vehicle-state.json            default state file (other on-board processes write it)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from muto.agent.agent import Agent
+from muto.agent.artifacts import CachedArtifacts, SimulatedArtifacts
+from muto.agent.cache import ArtifactCache
+from muto.agent.clock import Clock, SystemClock
+from muto.agent.config_file import CONFIG_FILE
+from muto.agent.journal import Journal
+from muto.agent.kill import KillSwitch
+from muto.agent.parts import AgentParts, AgentSettings
+from muto.agent.runtime import build_runtime
+from muto.agent.runtime.simulated import BehaviourTable, SimulatedRuntime
+from muto.agent.safety import FileStateProvider, SimulatedStateProvider
+from muto.agent.transport.broker import Broker
+from muto.agent.transport.http import CloudClient
+from muto.agent.trust import MemoryTrust, provision
+from muto.domain.release import ArtifactType
+from muto.domain.vehicle_state import VehicleState
+from muto.trust import TrustConfig
+
+TOKEN_FILE = "token"
+STATE_FILE = "vehicle-state.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    vehicle_id: str
+    data_dir: Path
+    cloud_url: str | None = None
+    mqtt_url: str | None = None
+    vehicle_state: Path | None = None
+    runtime: str = "process"
+    trust: Path | None = None
+    token: str | None = None
+    tenant: str = "default"
+    cache_budget_mb: int = 4096
+    reports_via: Literal["http", "mqtt"] = "http"
+    poll_s: float = 30.0
+
+
+def local_agent(options: RunOptions, **settings: Any) -> Agent:
+    """The agent `muto agent run` starts. Fault injection (MUTO_AGENT_KILL_AT) is read
+    from the environment here, and only here."""
+    data = options.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    trust = provision(data, options.trust)
+    token = _token(data, options.token)
+    journal = Journal.open(data)
+    cloud = CloudClient(options.cloud_url, options.vehicle_id, token) if options.cloud_url else None
+    cache = ArtifactCache(
+        data / "cache",
+        options.cache_budget_mb * 1024 * 1024,
+        free_disk=lambda: shutil.disk_usage(data).free,
+    )
+    artifacts = CachedArtifacts(
+        cache,
+        base_url=options.cloud_url.rstrip("/") + "/" if options.cloud_url else None,
+        token=token,
+        token_host=cloud.host if cloud else None,
+    )
+    parts = AgentParts(
+        journal=journal,
+        trust=trust,
+        runtime=build_runtime(options.runtime, data / "runtime"),
+        vehicle=FileStateProvider(options.vehicle_state or data / STATE_FILE),
+        artifacts=artifacts,
+        cloud=cloud,
+        broker=Broker.parse(options.mqtt_url) if options.mqtt_url else None,
+        kill=KillSwitch.from_env(),
+        data_dir=data,
+        config_file=data / CONFIG_FILE,
+        self_fetched=frozenset({ArtifactType.OCI_IMAGE})
+        if options.runtime == "podman"
+        else frozenset(),
+    )
+    agent_settings = AgentSettings(
+        vehicle_id=options.vehicle_id,
+        tenant=options.tenant,
+        reports_via=options.reports_via,
+        poll_s=options.poll_s,
+        **settings,
+    )
+    return Agent(agent_settings, parts)
+
+
+def simulated_agent(
+    vehicle_id: str,
+    trust: TrustConfig,
+    *,
+    cloud_url: str | None = None,
+    http: httpx.AsyncClient | None = None,
+    token: str | None = None,
+    mqtt_url: str | None = None,
+    vehicle: VehicleState | None = None,
+    behaviours: BehaviourTable | None = None,
+    time_scale: float = 1.0,
+    clock: Clock | None = None,
+    seed: int | None = None,
+    journal: Journal | None = None,
+    **settings: Any,
+) -> Agent:
+    """An agent for the fleet simulator: in-memory journal and trust, simulated runtime,
+    artifacts and vehicle state; no thread, no file, no process. Pass one shared
+    `httpx.AsyncClient` as `http` for thousands of agents (connection pooling)."""
+    cloud = CloudClient(cloud_url, vehicle_id, token, client=http) if cloud_url else None
+    parts = AgentParts(
+        journal=journal or Journal.memory(),
+        trust=MemoryTrust(trust),
+        runtime=SimulatedRuntime(behaviours=behaviours, time_scale=time_scale),
+        vehicle=SimulatedStateProvider(vehicle or VehicleState(free_disk_mb=1e6)),
+        artifacts=SimulatedArtifacts(),
+        cloud=cloud,
+        broker=Broker.parse(mqtt_url) if mqtt_url else None,
+        clock=clock or SystemClock(),
+        rng=random.Random(seed if seed is not None else vehicle_id),
+    )
+    return Agent(AgentSettings(vehicle_id=vehicle_id, **settings), parts)
+
+
+def _token(data_dir: Path, given: str | None) -> str | None:
+    """A token given once is kept (0600) in the data dir; later starts reuse it."""
+    path = data_dir / TOKEN_FILE
+    if given:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(given)
+        return given
+    return path.read_text().strip() if path.exists() else None

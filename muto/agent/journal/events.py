@@ -1,0 +1,231 @@
+"""Journal events: what the agent observed and decided, in the past tense.
+
+A tagged union (`type` = class name). Stored types never change: a new field gets a
+default, a renamed event is a new class. `at` is the agent's clock when it happened.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from muto.domain.desired import AgentConfig, DesiredStateDocument
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import StackRelease
+
+# The steps whose interruption the agent counts (they change what runs on the vehicle).
+Step = Literal["apply", "readiness", "rollback"]
+ReportKind = Literal["reconcile", "health"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, rename="camel"):
+    at: datetime
+
+
+class AgentStarted(Event, frozen=True):
+    agent_version: str
+    runtime: str
+
+
+class DesiredReceived(Event, frozen=True):
+    """A new document came over HTTP (a 304 is not news and is not journaled)."""
+
+    revision: str | None
+    sequence: int | None
+    etag: str | None
+
+
+class DesiredVerified(Event, frozen=True):
+    """Signatures, vehicle, freshness and expiry passed, and the trust store accepted it."""
+
+    revision: str
+    sequence: int
+    document: DesiredStateDocument
+    release: StackRelease
+    document_digest: str
+    release_digest: str
+
+
+class DesiredRejected(Event, frozen=True):
+    revision: str | None
+    sequence: int | None
+    code: ReasonCode
+    detail: str = ""
+
+
+class ConfigApplied(Event, frozen=True):
+    revision: str | None
+    config: AgentConfig
+
+
+class GatesEvaluated(Event, frozen=True):
+    """Journaled only when the verdict differs from the last one for this revision."""
+
+    revision: str
+    sequence: int
+    codes: list[ReasonCode]
+
+
+class ArtifactCached(Event, frozen=True):
+    digest: str
+    size: int
+    release_key: str
+
+
+class ArtifactsVerified(Event, frozen=True):
+    """Every artifact of a release was in the cache and matched its digest, before apply."""
+
+    release_key: str
+    digests: list[str]
+
+
+class ArtifactFailed(Event, frozen=True):
+    digest: str
+    release_key: str
+    code: ReasonCode
+    detail: str = ""
+
+
+class ArtifactEvicted(Event, frozen=True):
+    digest: str
+
+
+class ApplyStarted(Event, frozen=True):
+    release_key: str
+    revision: str | None
+    sequence: int | None
+    replacing: str | None
+    restore: bool = False  # re-starting the release the journal says is running
+
+
+class ApplySucceeded(Event, frozen=True):
+    release_key: str
+    apply_sec: float
+
+
+class ApplyFailed(Event, frozen=True):
+    release_key: str
+    code: ReasonCode
+    detail: str = ""
+
+
+class ReadinessPassed(Event, frozen=True):
+    release_key: str
+    readiness_sec: float
+
+
+class ReadinessTimedOut(Event, frozen=True):
+    release_key: str
+    detail: str = ""
+
+
+class CrashLoopDetected(Event, frozen=True):
+    release_key: str
+    during: Literal["readiness", "running"]
+    detail: str = ""
+
+
+class DriftDetected(Event, frozen=True):
+    expected: str | None
+    observed: str | None
+
+
+class RollbackStarted(Event, frozen=True):
+    failed_key: str
+    target_key: str | None
+    causes: list[ReasonCode]
+
+
+class RollbackApplied(Event, frozen=True):
+    failed_key: str
+    target_key: str
+    causes: list[ReasonCode]
+    readiness_sec: float
+
+
+class RollbackFailed(Event, frozen=True):
+    failed_key: str
+    target_key: str | None
+    codes: list[ReasonCode]
+    detail: str = ""
+
+
+class RuntimeStopped(Event, frozen=True):
+    reason: str
+
+
+class Interrupted(Event, frozen=True):
+    """Found at start-up: the agent died during `step`. `gave_up` once it happened
+    `count` >= the retry limit times for this revision and step."""
+
+    step: Step
+    release_key: str
+    revision: str | None
+    sequence: int | None
+    count: int
+    gave_up: bool
+
+
+class StepAbandoned(Event, frozen=True):
+    """A planned shutdown cut a wait short (not counted as an interruption)."""
+
+    step: Step
+
+
+class ReportQueued(Event, frozen=True):
+    report_id: str
+    kind: ReportKind
+    body: msgspec.Raw  # the exact JSON the cloud receives
+    revision: str | None
+    status: str
+    codes: list[ReasonCode]
+    supersedes: str | None = None  # an undelivered health report this one replaces
+
+
+class ReportDelivered(Event, frozen=True):
+    report_id: str
+    via: str
+
+
+class ReportDropped(Event, frozen=True):
+    """The cloud refused the report for good (4xx): kept out of the outbox's way."""
+
+    report_id: str
+    reason: str
+
+
+JournalEvent = (
+    AgentStarted
+    | DesiredReceived
+    | DesiredVerified
+    | DesiredRejected
+    | ConfigApplied
+    | GatesEvaluated
+    | ArtifactCached
+    | ArtifactsVerified
+    | ArtifactFailed
+    | ArtifactEvicted
+    | ApplyStarted
+    | ApplySucceeded
+    | ApplyFailed
+    | ReadinessPassed
+    | ReadinessTimedOut
+    | CrashLoopDetected
+    | DriftDetected
+    | RollbackStarted
+    | RollbackApplied
+    | RollbackFailed
+    | RuntimeStopped
+    | Interrupted
+    | StepAbandoned
+    | ReportQueued
+    | ReportDelivered
+    | ReportDropped
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in JournalEvent.__args__  # type: ignore[attr-defined]
+}

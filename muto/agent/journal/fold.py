@@ -1,0 +1,217 @@
+"""The fold: how each journal event changes the derived state.
+
+Deterministic and self-contained (no clock, no I/O, no settings): replaying the same
+events always gives the same state, which is what lets the agent restart from its
+journal. Decisions are made before an event is written and carried inside it
+(`ev.Interrupted.gave_up`), never re-made here.
+"""
+
+from __future__ import annotations
+
+from muto.agent.journal import events as ev
+from muto.agent.journal.state import (
+    KNOWN_GOOD_KEPT,
+    REPORTED_KEPT,
+    Failure,
+    InFlight,
+    JournalState,
+    LastApply,
+    Outcome,
+    Pending,
+    RollbackDue,
+    Running,
+)
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import ReconcileStatus
+
+
+def evolve(state: JournalState, event: ev.Event) -> None:
+    """Apply one event (already numbered: `state.position` is its position)."""
+    state.last_at = event.at
+    match event:
+        case ev.DesiredReceived():
+            state.etag = event.etag
+        case ev.DesiredVerified():
+            state.desired = event
+            state.releases[event.release.key] = event.release
+            state.gates = state.gates_sequence = None
+            prefix = f"{event.sequence}:"
+            state.interruptions = {
+                k: n for k, n in state.interruptions.items() if k.startswith(prefix)
+            }
+            _prune_releases(state)
+        case ev.DesiredRejected():
+            state.unreported = Outcome(
+                revision=event.revision,
+                sequence=event.sequence,
+                status=ReconcileStatus.REJECTED,
+                codes=[event.code],
+            )
+        case ev.ConfigApplied():
+            state.config = event.config
+        case ev.GatesEvaluated():
+            state.gates, state.gates_sequence = list(event.codes), event.sequence
+        case ev.ApplyStarted():
+            state.in_flight = InFlight(
+                step="apply",
+                release_key=event.release_key,
+                revision=event.revision,
+                sequence=event.sequence,
+                restore=event.restore,
+            )
+        case ev.ApplySucceeded():
+            if state.in_flight is not None:
+                state.in_flight.step = "readiness"
+                state.last_apply = LastApply(
+                    sequence=state.in_flight.sequence, apply_sec=event.apply_sec
+                )
+        case ev.ApplyFailed():
+            _failed(state, event.release_key, [event.code])
+        case ev.ReadinessTimedOut():
+            _failed(state, event.release_key, [ReasonCode.READINESS_TIMEOUT])
+        case ev.CrashLoopDetected():
+            _failed(state, event.release_key, [ReasonCode.CRASH_LOOP_DETECTED])
+        case ev.ReadinessPassed():
+            flight = state.in_flight
+            if state.last_apply is not None:
+                state.last_apply.readiness_sec = event.readiness_sec
+            state.failed.pop(event.release_key, None)
+            _run(state, event.release_key, flight.revision if flight else None, "converged")
+        case ev.RollbackStarted():
+            due = state.rollback_due
+            state.in_flight = InFlight(
+                step="rollback",
+                release_key=event.target_key or event.failed_key,
+                revision=due.revision if due else None,
+                sequence=due.sequence if due else None,
+            )
+        case ev.RollbackApplied():
+            codes = [*event.causes, ReasonCode.ROLLBACK_APPLIED]
+            revision = _settle(state, event.failed_key, ReconcileStatus.ROLLED_BACK, codes)
+            _run(state, event.target_key, revision, "rolled_back")
+        case ev.RollbackFailed():
+            _settle(state, event.failed_key, ReconcileStatus.FAILED, list(event.codes))
+            if event.target_key is not None:
+                _forget_good(state, event.target_key)
+            state.running = None
+        case ev.RuntimeStopped():
+            state.running = None
+        case ev.Interrupted():
+            _interrupted(state, event)
+        case ev.StepAbandoned():
+            state.in_flight = None
+        case ev.ReportQueued():
+            _queued(state, event)
+        case ev.ReportDelivered() | ev.ReportDropped():
+            state.outbox.pop(event.report_id, None)
+        case _:
+            pass  # informational: recorded for people, changes nothing derived
+
+
+def outcome_key(outcome: Outcome) -> tuple[str | None, str, tuple[str, ...]]:
+    return outcome.revision, str(outcome.status), tuple(outcome.codes)
+
+
+def _failed(
+    state: JournalState, key: str, causes: list[ReasonCode], flight: InFlight | None = None
+) -> None:
+    """`key` failed here under the revision of `flight` (the step in flight, else the
+    desired state in force): it stops being known good and a rollback is due."""
+    flight, desired = flight or state.in_flight, state.desired
+    revision = flight.revision if flight else (desired.revision if desired else None)
+    sequence = flight.sequence if flight else (desired.sequence if desired else None)
+    state.in_flight = None
+    state.failed[key] = Failure(
+        revision=revision, sequence=sequence, status=ReconcileStatus.FAILED, codes=causes
+    )
+    _forget_good(state, key)
+    state.rollback_due = RollbackDue(
+        failed_key=key, causes=causes, revision=revision, sequence=sequence
+    )
+
+
+def _settle(
+    state: JournalState, failed_key: str, status: ReconcileStatus, codes: list[ReasonCode]
+) -> str | None:
+    """A rollback finished: record the failure's final status and owe a report."""
+    due = state.rollback_due
+    revision, sequence = (due.revision, due.sequence) if due else (None, None)
+    state.failed[failed_key] = Failure(
+        revision=revision, sequence=sequence, status=status, codes=codes
+    )
+    state.unreported = Outcome(revision=revision, sequence=sequence, status=status, codes=codes)
+    state.in_flight = state.rollback_due = None
+    return revision
+
+
+def _run(state: JournalState, key: str, revision: str | None, cause: str) -> None:
+    assert state.last_at is not None
+    state.in_flight = None
+    state.running = Running(
+        key=key, since=state.last_at, position=state.position, revision=revision, cause=cause
+    )
+    state.known_good = [k for k in state.known_good if k != key][-(KNOWN_GOOD_KEPT - 1) :]
+    state.known_good.append(key)
+    _prune_releases(state)
+
+
+def _forget_good(state: JournalState, key: str) -> None:
+    state.known_good = [k for k in state.known_good if k != key]
+
+
+def _interrupted(state: JournalState, event: ev.Interrupted) -> None:
+    state.in_flight = None
+    state.interruptions[f"{event.sequence}:{event.step}"] = event.count
+    if not event.gave_up:
+        return  # the planner resumes: applies again, or rolls back again
+    limit = ReasonCode.RETRY_LIMIT_REACHED
+    if event.step == "rollback" and state.rollback_due is not None:
+        # The rollback target itself kept killing the agent: the planner picks the next.
+        _forget_good(state, event.release_key)
+        if limit not in state.rollback_due.causes:
+            state.rollback_due.causes.append(limit)
+        return
+    flight = InFlight(
+        step=event.step,
+        release_key=event.release_key,
+        revision=event.revision,
+        sequence=event.sequence,
+    )
+    _failed(state, event.release_key, [limit], flight)
+
+
+def _queued(state: JournalState, event: ev.ReportQueued) -> None:
+    if event.supersedes is not None:
+        state.outbox.pop(event.supersedes, None)
+    state.outbox[event.report_id] = Pending(
+        report_id=event.report_id,
+        kind=event.kind,
+        body=event.body,
+        revision=event.revision,
+        status=event.status,
+        codes=list(event.codes),
+    )
+    if event.kind == "health":
+        state.last_health = [event.status, *event.codes]
+        return
+    outcome = Outcome(
+        revision=event.revision,
+        sequence=None,
+        status=ReconcileStatus(event.status),
+        codes=list(event.codes),
+    )
+    state.reported.pop(event.revision or "", None)  # re-insert: newest last
+    state.reported[event.revision or ""] = outcome
+    while len(state.reported) > REPORTED_KEPT:
+        del state.reported[next(iter(state.reported))]
+    if state.unreported is not None and outcome_key(state.unreported) == outcome_key(outcome):
+        state.unreported = None
+
+
+def _prune_releases(state: JournalState) -> None:
+    keep = set(state.known_good)
+    if state.desired is not None:
+        keep.add(state.desired.release.key)
+    if state.in_flight is not None:
+        keep.add(state.in_flight.release_key)
+    state.releases = {k: r for k, r in state.releases.items() if k in keep}

@@ -1,0 +1,188 @@
+"""The agent's journal: append-only events, folded into the state the agent runs on."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from muto.agent.journal.events import Event, JournalEvent
+from muto.agent.journal.fold import evolve
+from muto.agent.journal.state import JournalState
+from muto.agent.journal.store import RecordStore
+
+SNAPSHOT_EVERY = 500
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v1"
+DB_NAME = "journal.db"
+LOCK_NAME = "journal.lock"
+
+
+class Entry(msgspec.Struct, frozen=True):
+    chain: str  # sha256(previous chain + event bytes): any edit breaks every later link
+    event: msgspec.Raw
+
+
+@dataclass(frozen=True)
+class Record:
+    position: int
+    chain: str
+    event: Event
+    raw: bytes  # the event exactly as stored
+
+
+_ENCODER = msgspec.json.Encoder()
+_EVENT = msgspec.json.Decoder(JournalEvent)
+_ENTRY = msgspec.json.Decoder(Entry)
+_STATE = msgspec.json.Decoder(JournalState)
+
+
+class JournalLocked(Exception):
+    """Another agent already writes this data dir's journal."""
+
+
+def link(chain: str, raw: bytes) -> str:
+    return hashlib.sha256(chain.encode() + raw).hexdigest()
+
+
+def decode_record(position: int, stored: bytes) -> Record:
+    entry = _ENTRY.decode(stored)
+    raw = bytes(entry.event)
+    return Record(position, entry.chain, _EVENT.decode(raw), raw)
+
+
+def fold_records(records: Iterable[Record], state: JournalState | None = None) -> JournalState:
+    state = state if state is not None else JournalState()
+    for record in records:
+        state.position, state.chain = record.position, record.chain
+        evolve(state, record.event)
+    return state
+
+
+class Journal:
+    """Invariants:
+    - append-only: positions run 1..N without gaps and a record never changes;
+    - `append(*events)` stores all of them in one transaction, committed before it
+      returns, and only then folds them into `state`: a failed write changes nothing;
+    - `state` equals folding every record from the start; snapshots are a cache of it
+      (one that does not decode is ignored and the records are replayed instead);
+    - one writer per data dir: an exclusive lock is held while a writable journal is open.
+    """
+
+    def __init__(self, store: RecordStore, lock_fd: int | None = None, writable: bool = True):
+        self._store = store
+        self._lock_fd = lock_fd
+        self._writable = writable
+        self.state, self.replayed = self._load(None)  # replayed: records after the snapshot
+        self._snapshot_at = self.state.position - self.replayed
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Journal:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(f"{data_dir} is in use by another agent") from None
+        try:
+            return cls(RecordStore.sqlite(data_dir / DB_NAME), fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def read_only(cls, data_dir: Path) -> Journal:
+        """For inspection while an agent may be running: never writes, takes no lock."""
+        return cls(RecordStore.sqlite(data_dir / DB_NAME, create=False), writable=False)
+
+    @classmethod
+    def memory(cls) -> Journal:
+        return cls(RecordStore.memory())
+
+    def append(self, *events: Event) -> int:
+        """Store `events` atomically and fold them in; returns the last position."""
+        if not self._writable:
+            raise PermissionError("this journal was opened read-only")
+        position, chain = self.state.position, self.state.chain
+        rows, folded = [], []
+        for event in events:
+            raw = _ENCODER.encode(event)
+            position += 1
+            chain = link(chain, raw)
+            rows.append(
+                (
+                    position,
+                    type(event).__name__,
+                    b'{"chain":"%s","event":%s}' % (chain.encode(), raw),
+                )
+            )
+            folded.append(Record(position, chain, event, raw))
+        if rows:
+            self._store.insert(rows)
+            fold_records(folded, self.state)
+            if position - self._snapshot_at >= SNAPSHOT_EVERY:
+                self.snapshot()
+        return position
+
+    def records(self, after: int = 0, upto: int | None = None) -> Iterator[Record]:
+        for position, stored in self.stored(after, upto):
+            yield decode_record(position, stored)
+
+    def stored(self, after: int = 0, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(position, stored bytes), undecoded: for `journal verify`."""
+        for stored in self._store.select(after, upto):
+            yield stored.originator_version, stored.state
+
+    def state_at(self, position: int) -> JournalState:
+        """The derived state right after `position` (0: before anything happened)."""
+        return self._load(position)[0]
+
+    def snapshot(self) -> None:
+        if self._writable and self.state.position > self._snapshot_at:
+            self._store.put_snapshot(
+                self.state.position, SNAPSHOT_TOPIC, _ENCODER.encode(self.state)
+            )
+            self._snapshot_at = self.state.position
+
+    def snapshots(self) -> list[tuple[int, JournalState | None]]:
+        """Every stored snapshot, decoded (None: undecodable), for `journal verify`."""
+        return [
+            (s.originator_version, _decode_state(s.topic, s.state)) for s in self._store.snapshots()
+        ]
+
+    def last_position(self) -> int:
+        return self._store.last_position()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.snapshot()
+        self._store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _load(self, upto: int | None) -> tuple[JournalState, int]:
+        snap = self._store.snapshot(upto)
+        state = _decode_state(snap.topic, snap.state) if snap else None
+        start = state.position if state else 0
+        loaded = fold_records(self.records(start, upto), state)
+        return loaded, loaded.position - start
+
+
+def _decode_state(topic: str, data: bytes) -> JournalState | None:
+    if topic != SNAPSHOT_TOPIC:
+        return None
+    try:
+        return _STATE.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

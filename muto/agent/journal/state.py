@@ -1,0 +1,123 @@
+"""What the journal says, derived by folding its events (see fold.py).
+
+Mutable on purpose: the fold updates it in place, event by event. Everyone else reads it.
+Every field has a default, so a snapshot written by an older agent still decodes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from muto.agent.journal.events import DesiredVerified, ReportKind, Step
+from muto.domain.desired import AgentConfig
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import StackRelease
+from muto.domain.reports import ReconcileStatus
+
+GENESIS = "0" * 64  # the chain value before the first event
+KNOWN_GOOD_KEPT = 3  # the running release and the ones before it (rollback targets)
+REPORTED_KEPT = 8  # revisions whose last report is remembered
+
+
+class Base(msgspec.Struct, kw_only=True, rename="camel"):
+    pass
+
+
+class InFlight(Base):
+    """A step that changes what runs, started and not yet finished."""
+
+    step: Step
+    release_key: str
+    revision: str | None
+    sequence: int | None
+    restore: bool = False
+
+
+class Failure(Base):
+    """How a release failed on this vehicle, under which revision."""
+
+    revision: str | None
+    sequence: int | None
+    status: ReconcileStatus
+    codes: list[ReasonCode]
+
+
+class RollbackDue(Base):
+    failed_key: str
+    causes: list[ReasonCode]
+    revision: str | None
+    sequence: int | None
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A reconcile verdict for one revision: what a reconcile report says."""
+
+    revision: str | None
+    sequence: int | None
+    status: ReconcileStatus
+    codes: list[ReasonCode] = []
+
+
+class Pending(Base):
+    report_id: str
+    kind: ReportKind
+    body: msgspec.Raw
+    revision: str | None
+    status: str
+    codes: list[ReasonCode]
+
+
+class Running(Base):
+    """The release the journal says runs, and why (for `journal replay`)."""
+
+    key: str
+    since: datetime
+    position: int
+    revision: str | None
+    cause: str  # converged | rolled_back
+
+
+class LastApply(Base):
+    sequence: int | None
+    apply_sec: float | None = None
+    readiness_sec: float | None = None
+
+
+class JournalState(Base):
+    position: int = 0  # events folded so far (the last event's position)
+    chain: str = GENESIS
+    last_at: datetime | None = None
+    etag: str | None = None
+    desired: DesiredVerified | None = None  # the highest accepted desired state
+    config: AgentConfig = AgentConfig()
+    running: Running | None = None
+    known_good: list[str] = []  # oldest first; releases that passed readiness here
+    releases: dict[str, StackRelease] = {}  # every release the agent may apply again
+    in_flight: InFlight | None = None
+    rollback_due: RollbackDue | None = None
+    failed: dict[str, Failure] = {}
+    interruptions: dict[str, int] = {}  # "<sequence>:<step>" -> count
+    gates: list[ReasonCode] | None = None
+    gates_sequence: int | None = None
+    unreported: Outcome | None = None  # an outcome whose report is not queued yet
+    reported: dict[str, Outcome] = {}  # revision ("" for none) -> last queued report
+    last_health: list[str] | None = None  # status then codes of the last health report
+    outbox: dict[str, Pending] = {}  # report id -> report, in queueing order
+    last_apply: LastApply | None = None
+
+    @property
+    def running_key(self) -> str | None:
+        return self.running.key if self.running else None
+
+    def release(self, key: str | None) -> StackRelease | None:
+        return self.releases.get(key) if key else None
+
+    def previous_known_good(self) -> str | None:
+        """The known good release before the running one."""
+        running = self.running_key
+        for key in reversed(self.known_good):
+            if key != running:
+                return key
+        return None

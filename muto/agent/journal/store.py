@@ -1,0 +1,85 @@
+"""Where journal records live: the `eventsourcing` library's recorders, on an SQLite file
+(WAL, synchronous=FULL: a commit is on disk when `insert` returns) or in memory (POPO).
+
+One stream (`JOURNAL_ID`); a record's originator version is its position, so a second
+writer racing on a position gets `IntegrityError` instead of a fork. Derived-state
+snapshots go to the library's separate snapshot recorder under the same id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from uuid import NAMESPACE_URL, uuid5
+
+from eventsourcing.persistence import InfrastructureFactory, StoredEvent
+from eventsourcing.utils import Environment
+
+JOURNAL_ID = uuid5(NAMESPACE_URL, "muto:agent:journal")
+PAGE = 5000
+
+
+class RecordStore:
+    def __init__(self, env: dict[str, str]) -> None:
+        self._factory = InfrastructureFactory.construct(Environment("journal", env))
+        self._events = self._factory.application_recorder()
+        self._snapshots = self._factory.aggregate_recorder("snapshots")
+
+    @classmethod
+    def sqlite(cls, path: Path, *, create: bool = True) -> RecordStore:
+        if not create and not path.exists():
+            raise FileNotFoundError(path)
+        return cls(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(path),
+                "CREATE_TABLE": "y" if create else "n",
+                "IS_SNAPSHOTTING_ENABLED": "y",
+            }
+        )
+
+    @classmethod
+    def memory(cls) -> RecordStore:
+        return cls({"PERSISTENCE_MODULE": "eventsourcing.popo", "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def insert(self, records: Sequence[tuple[int, str, bytes]]) -> None:
+        """(position, topic, bytes) rows, in one transaction."""
+        self._events.insert_events(
+            [
+                StoredEvent(originator_id=JOURNAL_ID, originator_version=p, topic=t, state=s)
+                for p, t, s in records
+            ]
+        )
+
+    def select(self, after: int = 0, upto: int | None = None) -> Iterator[StoredEvent]:
+        """Records with after < position <= upto, in order, read a page at a time."""
+        while True:
+            page = self._events.select_events(JOURNAL_ID, gt=after, lte=upto, limit=PAGE)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].originator_version
+
+    def last_position(self) -> int:
+        last = self._events.select_events(JOURNAL_ID, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def snapshot(self, upto: int | None = None) -> StoredEvent | None:
+        """The newest snapshot at or before `upto`."""
+        found = self._snapshots.select_events(JOURNAL_ID, lte=upto, desc=True, limit=1)
+        return found[0] if found else None
+
+    def snapshots(self) -> Sequence[StoredEvent]:
+        return self._snapshots.select_events(JOURNAL_ID)
+
+    def put_snapshot(self, position: int, topic: str, state: bytes) -> None:
+        self._snapshots.insert_events(
+            [
+                StoredEvent(
+                    originator_id=JOURNAL_ID, originator_version=position, topic=topic, state=state
+                )
+            ]
+        )
+
+    def close(self) -> None:
+        self._factory.close()

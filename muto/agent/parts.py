@@ -1,0 +1,149 @@
+"""What an Agent is made of: settings, the adapters it runs on (each injectable), and the
+internal wiring between reconciler, executor, intake, courier and MQTT link."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from muto.agent.artifacts import ArtifactSource, SimulatedArtifacts
+from muto.agent.clock import Clock, SystemClock
+from muto.agent.journal import Journal
+from muto.agent.kill import KillSwitch
+from muto.agent.reconcile.executor import Executor
+from muto.agent.reconcile.intake import Intake
+from muto.agent.reconcile.reconciler import Reconciler
+from muto.agent.reconcile.recovery import RETRY_LIMIT
+from muto.agent.runtime.base import RuntimeAdapter
+from muto.agent.safety import VehicleStateProvider
+from muto.agent.snapshots import snapshots
+from muto.agent.transport.broker import Broker
+from muto.agent.transport.courier import Courier
+from muto.agent.transport.http import CloudClient
+from muto.agent.transport.mqtt import MqttLink
+from muto.agent.trust import Trust
+from muto.domain.desired import AgentConfig
+from muto.domain.messages import AgentPhase, DesiredNotify
+from muto.domain.release import ArtifactType
+
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    vehicle_id: str
+    tenant: str = "default"
+    agent_version: str = AGENT_VERSION
+    poll_s: float = 30.0
+    poll_jitter: float = 0.2  # each poll waits poll_s * uniform(1 - j, 1 + j)
+    drift_check_s: float = 5.0  # also how often health transitions are looked for
+    health_every_s: float = 300.0  # periodic health report (plus one per transition)
+    retry_limit: int = RETRY_LIMIT
+    reports_via: Literal["http", "mqtt"] = "http"  # the one path that acknowledges
+    flush_s: float = 10.0  # how long stop() waits for the outbox and the MQTT session
+    stop_runtime_on_exit: bool = True
+
+
+@dataclass
+class AgentParts:
+    """The adapters. A fleet simulator passes a memory journal, MemoryTrust, the
+    simulated runtime, SimulatedArtifacts and a SimulatedStateProvider (see compose.py)."""
+
+    journal: Journal
+    trust: Trust
+    runtime: RuntimeAdapter
+    vehicle: VehicleStateProvider
+    artifacts: ArtifactSource = field(default_factory=SimulatedArtifacts)
+    cloud: CloudClient | None = None  # None: offline by design
+    broker: Broker | None = None  # None: no MQTT
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+    kill: KillSwitch = field(default_factory=KillSwitch)
+    data_dir: Path | None = None  # free disk is measured here when the state omits it
+    config_file: Path | None = None  # where the agentConfig in force is mirrored
+    self_fetched: frozenset[ArtifactType] = frozenset()
+
+    async def close(self) -> None:
+        if self.cloud is not None:
+            await self.cloud.aclose()
+        self.journal.close()
+
+
+class Callbacks(Protocol):
+    phase: AgentPhase
+
+    def on_phase(self, phase: AgentPhase) -> None: ...
+
+    def on_config(self, config: AgentConfig) -> None: ...
+
+    def on_notify(self, notify: DesiredNotify) -> None: ...
+
+    def on_report(self) -> None: ...
+
+
+@dataclass
+class Wiring:
+    reconciler: Reconciler
+    courier: Courier
+    mqtt: MqttLink | None
+
+    @classmethod
+    def build(cls, agent: Callbacks, s: AgentSettings, p: AgentParts) -> Wiring:
+        executor = Executor(
+            vehicle_id=s.vehicle_id,
+            journal=p.journal,
+            runtime=p.runtime,
+            artifacts=p.artifacts,
+            clock=p.clock,
+            kill=p.kill,
+            self_fetched=p.self_fetched,
+            on_phase=agent.on_phase,
+            on_report=agent.on_report,
+        )
+        intake = Intake(
+            vehicle_id=s.vehicle_id,
+            source=p.cloud,
+            trust=p.trust,
+            journal=p.journal,
+            clock=p.clock,
+            kill=p.kill,
+            on_config=agent.on_config,
+            on_phase=agent.on_phase,
+        )
+        reconciler = Reconciler(
+            journal=p.journal,
+            intake=intake,
+            executor=executor,
+            runtime=p.runtime,
+            artifacts=p.artifacts,
+            vehicle=p.vehicle,
+            clock=p.clock,
+            data_dir=p.data_dir,
+            self_fetched=p.self_fetched,
+            on_phase=agent.on_phase,
+        )
+        mqtt = None
+        if p.broker is not None:
+            mqtt = MqttLink(
+                p.broker,
+                s.tenant,
+                s.vehicle_id,
+                snapshots=lambda: snapshots(
+                    s.vehicle_id,
+                    s.agent_version,
+                    p.runtime.name,
+                    p.vehicle.read(),
+                    p.journal.state,
+                    agent.phase,
+                    lambda digest: bool(p.artifacts.present([digest])),
+                ),
+                heartbeat_s=lambda: p.journal.state.config.heartbeat_s,
+                on_notify=agent.on_notify,
+                clock_now=p.clock.now,
+                rng=p.rng,
+            )
+        sink = mqtt if s.reports_via == "mqtt" else p.cloud
+        courier = Courier(p.journal, sink, p.clock, via=s.reports_via, kill=p.kill, rng=p.rng)
+        return cls(reconciler, courier, mqtt)

@@ -1,0 +1,190 @@
+"""The executor table: each step kind -> the adapter calls that carry it out.
+
+Invariants:
+- a step that changes what runs journals its start before it touches the runtime and
+  its outcome after, so an agent that dies in between knows, on restart, what it was
+  doing (start-up recovery resumes it or rolls back);
+- `runtime.apply` is never cut short: a cancellation (SIGTERM) waits for the atomic
+  switch to finish and journals its outcome first;
+- a readiness wait cut short by a planned shutdown is journaled as abandoned;
+- every expected failure becomes a journaled reason code, never an exception out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from muto.agent.artifacts import ArtifactSource
+from muto.agent.clock import Clock
+from muto.agent.journal import Journal
+from muto.agent.journal.events import (
+    ApplyFailed,
+    ApplyStarted,
+    ApplySucceeded,
+    ArtifactsVerified,
+    CrashLoopDetected,
+    DriftDetected,
+    Event,
+    GatesEvaluated,
+    ReadinessPassed,
+    RuntimeStopped,
+    StepAbandoned,
+)
+from muto.agent.kill import KillSwitch
+from muto.agent.reconcile.gather import Gatherer, PassMemory
+from muto.agent.reconcile.rollback import Restorer
+from muto.agent.reconcile.settle import as_reason, failure_of, not_ready, settle
+from muto.agent.reconcile.steps import (
+    Apply,
+    AwaitReadiness,
+    FetchArtifacts,
+    NoteCrashLoop,
+    NoteGates,
+    QueueReport,
+    Rollback,
+    Step,
+    StopRuntime,
+)
+from muto.agent.reports import reconcile_event
+from muto.agent.runtime.base import RuntimeAdapter
+from muto.domain.messages import AgentPhase
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import ArtifactType
+
+
+@dataclass
+class Executor:
+    vehicle_id: str
+    journal: Journal
+    runtime: RuntimeAdapter
+    artifacts: ArtifactSource
+    clock: Clock
+    kill: KillSwitch = field(default_factory=KillSwitch)
+    self_fetched: frozenset[ArtifactType] = frozenset()
+    on_phase: Callable[[AgentPhase], None] = lambda _: None
+    on_report: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        self._gatherer = Gatherer(
+            self.journal, self.artifacts, self.clock, self.kill, self.self_fetched, self.on_phase
+        )
+        self._restorer = Restorer(self.journal, self.runtime, self._gatherer, self.clock, self.kill)
+
+    async def run(self, step: Step, memory: PassMemory) -> None:
+        table: dict[type[Step], Callable[[Any, PassMemory], Awaitable[None]]] = {
+            QueueReport: self._report,
+            NoteGates: self._gates,
+            FetchArtifacts: self._fetch,
+            Apply: self._apply,
+            AwaitReadiness: self._readiness,
+            NoteCrashLoop: self._crash_loop,
+            Rollback: self._rollback,
+            StopRuntime: self._stop,
+        }
+        await table[type(step)](step, memory)
+
+    def _note(self, *events: Event) -> None:
+        self.journal.append(*events)
+
+    async def _report(self, step: QueueReport, _: PassMemory) -> None:
+        self.kill("report")
+        state = self.journal.state
+        self._note(reconcile_event(self.vehicle_id, state, step.outcome, self.clock.now()))
+        self.kill("report:done")
+        self.on_report()
+
+    async def _gates(self, step: NoteGates, _: PassMemory) -> None:
+        self.on_phase(AgentPhase.GATING)
+        self.kill("gates")
+        at = self.clock.now()
+        self._note(
+            GatesEvaluated(at=at, revision=step.revision, sequence=step.sequence, codes=step.codes)
+        )
+        self.kill("gates:done")
+
+    async def _fetch(self, step: FetchArtifacts, memory: PassMemory) -> None:
+        release = self.journal.state.releases[step.release_key]
+        wanted = set(step.digests)
+        await self._gatherer.gather(
+            release, memory, [a for a in release.artifacts if a.digest in wanted]
+        )
+
+    async def _apply(self, step: Apply, memory: PassMemory) -> None:
+        release = self.journal.state.releases[step.release_key]
+        paths = await self._gatherer.gather(release, memory, release.artifacts)
+        if paths is None:
+            return  # the planner sees the download failure
+        self.on_phase(AgentPhase.APPLYING)
+        now = self.clock.now()
+        events: list[Event] = [ArtifactsVerified(at=now, release_key=release.key, digests=[*paths])]
+        if step.restore:
+            observed = self.runtime.status().release
+            events.append(DriftDetected(at=now, expected=release.key, observed=observed))
+        events.append(
+            ApplyStarted(
+                at=now,
+                release_key=release.key,
+                revision=step.revision,
+                sequence=step.sequence,
+                replacing=step.replacing,
+                restore=step.restore,
+            )
+        )
+        self._note(*events)
+        self.kill("apply")
+        began = self.clock.monotonic()
+        task = asyncio.ensure_future(self.runtime.apply(release, paths))
+        cancelled = await settle(task)
+        failure = failure_of(task, ReasonCode.APPLY_FAILED)
+        if failure is None:
+            took = self.clock.monotonic() - began
+            self._note(ApplySucceeded(at=self.clock.now(), release_key=release.key, apply_sec=took))
+        else:
+            self._note(
+                ApplyFailed(
+                    at=self.clock.now(),
+                    release_key=release.key,
+                    code=failure.code,
+                    detail=failure.detail,
+                )
+            )
+        self.kill("apply:done")
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _readiness(self, step: AwaitReadiness, _: PassMemory) -> None:
+        release = self.journal.state.releases[step.release_key]
+        self.on_phase(AgentPhase.CHECKING_READINESS)
+        self.kill("readiness")
+        began = self.clock.monotonic()
+        try:
+            await self.runtime.wait_ready(release.health_model)
+        except asyncio.CancelledError:
+            self._note(StepAbandoned(at=self.clock.now(), step="readiness"))
+            raise
+        except Exception as exc:
+            self._note(
+                not_ready(release.key, as_reason(exc, ReasonCode.READINESS_TIMEOUT), self.clock)
+            )
+        else:
+            took = self.clock.monotonic() - began
+            self._note(
+                ReadinessPassed(at=self.clock.now(), release_key=release.key, readiness_sec=took)
+            )
+        self.kill("readiness:done")
+
+    async def _crash_loop(self, step: NoteCrashLoop, _: PassMemory) -> None:
+        self._note(
+            CrashLoopDetected(at=self.clock.now(), release_key=step.release_key, during="running")
+        )
+
+    async def _rollback(self, step: Rollback, memory: PassMemory) -> None:
+        self.on_phase(AgentPhase.ROLLING_BACK)
+        await self._restorer.run(step, memory)
+
+    async def _stop(self, step: StopRuntime, _: PassMemory) -> None:
+        await self.runtime.stop()
+        self._note(RuntimeStopped(at=self.clock.now(), reason=step.reason))

@@ -1,0 +1,112 @@
+"""Intake: fetch the latest desired state, verify it, accept it, journal the verdict.
+
+Invariants: nothing unverified reaches the journal's desired state; the trust store
+accepts a document before anything acts on it; a rejection leaves the accepted desired
+state (and so the running release) untouched; a document is fetched again only when
+its ETag changes, so a rejected one is journaled and reported once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from muto.agent.clock import Clock
+from muto.agent.journal import Journal
+from muto.agent.journal.events import (
+    ConfigApplied,
+    DesiredReceived,
+    DesiredRejected,
+    DesiredVerified,
+    Event,
+)
+from muto.agent.kill import KillSwitch
+from muto.agent.transport.http import Fetched, NotFetched
+from muto.agent.trust import Trust
+from muto.domain.desired import AgentConfig
+from muto.domain.errors import ReasonError
+from muto.domain.messages import AgentPhase
+from muto.domain.reasons import ReasonCode
+from muto.trust import verify_bundle
+
+
+class DesiredSource(Protocol):
+    async def latest(self, etag: str | None) -> Fetched | NotFetched: ...
+
+
+@dataclass
+class Intake:
+    vehicle_id: str
+    source: DesiredSource | None  # None: offline by design (the cached state only)
+    trust: Trust
+    journal: Journal
+    clock: Clock
+    kill: KillSwitch = field(default_factory=KillSwitch)
+    on_config: Callable[[AgentConfig], None] = lambda _: None
+    on_phase: Callable[[AgentPhase], None] = lambda _: None
+
+    async def run(self, clock_trusted: bool) -> NotFetched | None:
+        """Returns why nothing new was taken in, or None when a document was journaled.
+        Without trusted time expiry cannot be judged: nothing is fetched."""
+        if self.source is None:
+            return NotFetched("unreachable", "no cloud configured")
+        if not clock_trusted:
+            return NotFetched("unreachable", "untrusted clock")
+        self.on_phase(AgentPhase.FETCHING)
+        self.kill("fetch")
+        got = await self.source.latest(self.journal.state.etag)
+        if isinstance(got, NotFetched):
+            return got
+        self.on_phase(AgentPhase.VERIFYING)
+        self.kill("verify")
+        events = self._verdict(got)
+        self.journal.append(*events)
+        self.kill("verify:done")
+        for event in events:
+            if isinstance(event, ConfigApplied):
+                self.on_config(event.config)  # journaled first: the journal is the truth
+        return None
+
+    def _verdict(self, got: Fetched) -> list[Event]:
+        now, state = self.clock.now(), self.journal.state
+        received = DesiredReceived(
+            at=now, revision=got.revision, sequence=got.sequence, etag=got.etag
+        )
+        try:
+            if got.bundle is None:
+                raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, got.problem or "")
+            trust = self.trust
+            verified = verify_bundle(
+                got.bundle, trust.config, trust.trusted, self.vehicle_id, now, True
+            )
+            trust.accept(verified)  # before anything acts on it (docs/trust.md)
+        except ReasonError as exc:
+            rejected = DesiredRejected(
+                at=now,
+                revision=got.revision,
+                sequence=got.sequence,
+                code=exc.code,
+                detail=exc.detail,
+            )
+            return [received, rejected]
+        if state.desired is not None and state.desired.document_digest == verified.document_digest:
+            return [received]  # the same document again (a new ETag)
+        document = verified.document
+        events: list[Event] = [
+            received,
+            DesiredVerified(
+                at=now,
+                revision=document.revision,
+                sequence=document.sequence,
+                document=document,
+                release=verified.release,
+                document_digest=verified.document_digest,
+                release_digest=verified.release_digest,
+            ),
+        ]
+        if document.agent_config != state.config:
+            events.append(
+                ConfigApplied(at=now, revision=document.revision, config=document.agent_config)
+            )
+        return events

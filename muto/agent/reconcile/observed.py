@@ -1,0 +1,24 @@
+"""Observed: everything the planner may look at, gathered before it decides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from muto.agent.journal.state import JournalState
+from muto.agent.runtime.base import RuntimeStatus
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import ArtifactType
+from muto.domain.vehicle_state import VehicleState
+
+
+@dataclass(frozen=True)
+class Observed:
+    journal: JournalState  # read only
+    runtime: RuntimeStatus
+    vehicle: VehicleState  # free disk filled in
+    cached: frozenset[str]  # digests present in the artifact cache
+    # Artifact types the runtime fetches itself (podman pulls oci_image by digest).
+    self_fetched: frozenset[ArtifactType] = frozenset()
+    # Downloads that failed during this pass (digest -> code); the next pass retries.
+    download_failures: Mapping[str, ReasonCode] = field(default_factory=dict)

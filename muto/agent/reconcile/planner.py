@@ -1,0 +1,148 @@
+"""The pure planner: this observed vehicle plus this desired state gives these steps.
+
+Invariants (tests/unit/test_agent_planner.py checks them for all inputs):
+- a converged vehicle whose outcome was reported gets an empty plan;
+- while any gate blocks, no plan applies a release other than the one the journal says
+  is running (restoring it after drift is not a change); rollbacks are never held back;
+- a failure in flight is always followed by a rollback before anything else is planned;
+- a release that failed here under a sequence >= the desired one is not applied again;
+- a verdict is reported once per revision: only when it differs from the last report.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from muto.agent.journal.events import DesiredVerified
+from muto.agent.journal.fold import outcome_key
+from muto.agent.journal.state import JournalState, Outcome
+from muto.agent.reconcile.observed import Observed
+from muto.agent.reconcile.steps import (
+    REPORTED,
+    Apply,
+    AwaitReadiness,
+    FetchArtifacts,
+    NoteCrashLoop,
+    NoteGates,
+    Plan,
+    QueueReport,
+    Rollback,
+    Step,
+    StopRuntime,
+    Verdict,
+)
+from muto.domain.compat import VehicleFacts, check_compatibility
+from muto.domain.desired import Policy
+from muto.domain.gates import evaluate_gates
+from muto.domain.reasons import ReasonCode
+
+DISK = ReasonCode.INSUFFICIENT_DISK
+
+
+def plan(
+    desired: DesiredVerified | None, observed: Observed, policy: Policy | None, now: datetime
+) -> Plan:
+    s, runtime = observed.journal, observed.runtime
+    owed: tuple[Step, ...] = (QueueReport(outcome=s.unreported),) if s.unreported else ()
+    if s.in_flight is not None:
+        if s.in_flight.step == "readiness":
+            return Plan((*owed, AwaitReadiness(release_key=s.in_flight.release_key)))
+        # Only an agent that died mid-step leaves one; start-up recovery settles it first.
+        return Plan(owed, Verdict("settled"))
+    if s.rollback_due is not None:
+        due = s.rollback_due
+        target = rollback_target(s, due.failed_key)
+        return Plan(
+            (*owed, Rollback(failed_key=due.failed_key, target_key=target, causes=due.causes))
+        )
+    running = s.running_key
+    if running is not None and runtime.release == running and runtime.crash_looping:
+        return Plan((*owed, NoteCrashLoop(release_key=running)))
+    if running is not None and runtime.release != running:
+        restore = Apply(
+            release_key=running,
+            revision=desired.revision if desired else None,
+            sequence=desired.sequence if desired else None,
+            replacing=runtime.release,
+            restore=True,
+        )
+        return Plan((*owed, restore))
+    if running is None and runtime.release is not None:
+        return Plan((*owed, StopRuntime(reason="the journal says nothing runs")))
+    if desired is None:
+        return Plan(owed, Verdict("idle"))
+    return _toward(desired, observed, policy or desired.document.policy, now, owed)
+
+
+def _toward(
+    d: DesiredVerified, observed: Observed, policy: Policy, now: datetime, owed: tuple[Step, ...]
+) -> Plan:
+    """The runtime matches the journal: how to get from there to `d`."""
+    s, release = observed.journal, d.release
+    key = release.key
+    facts = VehicleFacts.of(observed.vehicle)
+    incompatible = [c for c in check_compatibility(release, facts) if c != DISK]
+    if incompatible:
+        return _final(s, d, owed, Verdict("rejected", tuple(incompatible)))
+    if key == s.running_key:
+        return _final(s, d, owed, Verdict("converged"))
+    failure = s.failed.get(key)
+    if failure is not None and failure.sequence is not None and d.sequence <= failure.sequence:
+        if failure.revision == d.revision:
+            return _final(s, d, owed, Verdict("settled", tuple(failure.codes)))
+        return _final(s, d, owed, Verdict("blocked", (ReasonCode.RELEASE_PREVIOUSLY_FAILED,)))
+    if now >= d.document.expires_at:
+        return _final(s, d, owed, Verdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
+    steps = list(owed)
+    gates = evaluate_gates(policy, observed.vehicle, now, release.resource_profile.disk_mb_min)
+    if (gates, d.sequence) != (s.gates, s.gates_sequence):
+        steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
+    missing = [
+        a.digest
+        for a in release.artifacts
+        if a.type not in observed.self_fetched and a.digest not in observed.cached
+    ]
+    if gates:
+        if missing and DISK not in gates and not observed.download_failures:
+            steps.append(FetchArtifacts(release_key=key, digests=missing))
+        return _final(s, d, tuple(steps), Verdict("blocked", tuple(gates)))
+    failures = {observed.download_failures[m] for m in missing if m in observed.download_failures}
+    if DISK in failures:
+        return _final(s, d, tuple(steps), Verdict("blocked", (DISK,)))
+    if failures:
+        verdict = Verdict("failed", (ReasonCode.ARTIFACT_DOWNLOAD_FAILED,))
+        return _final(s, d, tuple(steps), verdict)
+    if missing:
+        return Plan((*steps, FetchArtifacts(release_key=key, digests=missing)))
+    apply = Apply(
+        release_key=key, revision=d.revision, sequence=d.sequence, replacing=s.running_key
+    )
+    return Plan((*steps, apply))
+
+
+def _final(s: JournalState, d: DesiredVerified, steps: tuple[Step, ...], verdict: Verdict) -> Plan:
+    status = REPORTED.get(verdict.kind)
+    if status is None:
+        return Plan(steps, verdict)
+    outcome = Outcome(
+        revision=d.revision, sequence=d.sequence, status=status, codes=[*verdict.codes]
+    )
+    last = last_outcome(s, d.revision)
+    if last is None or outcome_key(last) != outcome_key(outcome):
+        steps = (*steps, QueueReport(outcome=outcome))
+    return Plan(steps, verdict)
+
+
+def last_outcome(s: JournalState, revision: str | None) -> Outcome | None:
+    """What the cloud will have heard last about `revision` (an owed report counts)."""
+    if s.unreported is not None and s.unreported.revision == revision:
+        return s.unreported
+    return s.reported.get(revision or "")
+
+
+def rollback_target(s: JournalState, failed_key: str) -> str | None:
+    """The newest known good release other than the one that failed."""
+    for key in reversed(s.known_good):
+        if key != failed_key and key in s.releases:
+            return key
+    return None

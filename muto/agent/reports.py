@@ -1,0 +1,106 @@
+"""The reports the agent queues in its outbox: reconcile outcomes and periodic health.
+
+Each gets a fresh random id: the cloud de-duplicates by it, so it must never repeat,
+not even after the data dir is wiped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from muto.agent.journal.events import ReportQueued
+from muto.agent.journal.state import JournalState, Outcome
+from muto.agent.runtime.base import RuntimeStatus
+from muto.domain.desired import StackRef
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, Timings
+from muto.domain.wire import encode
+
+
+def new_report_id() -> str:
+    return uuid.uuid4().hex
+
+
+def running_ref(state: JournalState) -> StackRef | None:
+    release = state.release(state.running_key)
+    if release is None:
+        return None
+    desired = state.desired
+    digest = desired.release_digest if desired and desired.release.key == release.key else None
+    return StackRef(name=release.stack_name, version=release.version, manifest_digest=digest)
+
+
+def reconcile_event(
+    vehicle_id: str, state: JournalState, outcome: Outcome, now: datetime
+) -> ReportQueued:
+    last = state.last_apply
+    timed = last is not None and outcome.sequence is not None and last.sequence == outcome.sequence
+    timings = (
+        Timings(apply_sec=last.apply_sec, readiness_sec=last.readiness_sec)
+        if timed and last is not None
+        else Timings()
+    )
+    report = ReconcileReport(
+        report_id=new_report_id(),
+        vehicle_id=vehicle_id,
+        desired_state_revision=outcome.revision,
+        sequence=outcome.sequence,
+        status=outcome.status,
+        reason_codes=list(outcome.codes),
+        running=running_ref(state),
+        timings=timings,
+        observed_at=now,
+    )
+    return ReportQueued(
+        at=now,
+        report_id=report.report_id,
+        kind="reconcile",
+        body=msgspec.Raw(encode(report)),
+        revision=outcome.revision,
+        status=str(outcome.status),
+        codes=list(outcome.codes),
+    )
+
+
+def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus, list[ReasonCode]]:
+    running = state.running_key
+    if runtime.crash_looping:
+        return HealthStatus.UNHEALTHY, [ReasonCode.CRASH_LOOP_DETECTED]
+    if running is not None and (runtime.release != running or not runtime.alive):
+        return HealthStatus.UNHEALTHY, []
+    if running is None and state.desired is not None:
+        return HealthStatus.DEGRADED, []  # something is wanted and nothing runs yet
+    return HealthStatus.HEALTHY, []
+
+
+def health_event(
+    vehicle_id: str, state: JournalState, runtime: RuntimeStatus, now: datetime
+) -> ReportQueued:
+    """A health report; it replaces the newest undelivered health report when that says
+    the same thing, so an offline vehicle's outbox grows with health changes, not time."""
+    status, codes = health_of(state, runtime)
+    report = HealthReport(
+        report_id=new_report_id(),
+        vehicle_id=vehicle_id,
+        status=status,
+        reason_codes=codes,
+        running=running_ref(state),
+        metrics={"restarts": float(runtime.restart_count), "outbox": float(len(state.outbox))},
+        observed_at=now,
+    )
+    healths = [p for p in state.outbox.values() if p.kind == "health"]
+    last = healths[-1] if healths else None
+    same = last is not None and [last.status, *last.codes] == [str(status), *codes]
+    return ReportQueued(
+        at=now,
+        report_id=report.report_id,
+        kind="health",
+        body=msgspec.Raw(encode(report)),
+        revision=None,
+        status=str(status),
+        codes=codes,
+        supersedes=last.report_id if same and last is not None else None,
+    )

@@ -1,0 +1,79 @@
+"""VehicleStateProvider: the vehicle's state as the safety gates see it.
+
+Fail closed: a state file that is missing or unreadable reads as a moving vehicle in
+autonomous mode with an empty battery, so every gate that the policy enables blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from muto.domain.vehicle_state import MOVING_THRESHOLD_MPS, VehicleState
+from muto.domain.wire import WireError, decode
+
+MIB = 1024 * 1024
+
+# What an unknown vehicle looks like to the gates: nothing may be applied.
+UNKNOWN = VehicleState(speed_mps=MOVING_THRESHOLD_MPS + 1, autonomous_mode=True, battery_pct=0)
+
+
+class VehicleStateProvider(Protocol):
+    def read(self) -> VehicleState:
+        """The vehicle's state now; never blocks, never raises."""
+        ...
+
+
+class FileStateProvider:
+    """A JSON file (camelCase `VehicleState`) that other on-board processes replace
+    atomically. Re-read only when its mtime or size changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._state = UNKNOWN
+        self.error: str | None = "not read yet"
+
+    def read(self) -> VehicleState:
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            self._seen, self._state, self.error = None, UNKNOWN, f"{self.path}: {exc.strerror}"
+            return self._state
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen != self._seen:
+            self._seen = seen
+            try:
+                self._state, self.error = decode(self.path.read_bytes(), VehicleState), None
+            except (OSError, WireError) as exc:
+                self._state, self.error = UNKNOWN, f"{self.path}: {exc}"
+        return self._state
+
+
+@dataclass
+class SimulatedStateProvider:
+    """For tests and the fleet simulator: the state is whatever was last set."""
+
+    state: VehicleState = field(default_factory=VehicleState)
+
+    def read(self) -> VehicleState:
+        return self.state
+
+    def set(self, **changes: Any) -> None:
+        self.state = msgspec.structs.replace(self.state, **changes)
+
+
+def with_free_disk(state: VehicleState, data_dir: Path | None) -> VehicleState:
+    """Fill in free disk from the data dir's file system when the state does not say."""
+    if state.free_disk_mb is not None or data_dir is None:
+        return state
+    try:
+        free = shutil.disk_usage(data_dir).free / MIB
+    except OSError:
+        free = 0.0  # cannot measure: fail closed
+    return msgspec.structs.replace(state, free_disk_mb=free)

@@ -1,0 +1,85 @@
+"""The courier: delivers the journal's outbox to the cloud, strictly in order.
+
+Invariants: only the oldest report is ever in flight; it leaves the outbox only when
+the sink acknowledged it (ReportDelivered) or refused it for good (ReportDropped), so
+a restart resends exactly what was not acknowledged; after a failure the courier waits
+(capped, jittered backoff) unless woken by news (a new report, a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from muto.agent.clock import Clock
+from muto.agent.journal import Journal
+from muto.agent.journal.events import ReportDelivered, ReportDropped
+from muto.agent.kill import KillSwitch
+from muto.agent.transport.http import Delivery
+
+logger = logging.getLogger("muto.agent")
+
+
+class ReportSink(Protocol):
+    async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]: ...
+
+
+@dataclass
+class Courier:
+    journal: Journal
+    sink: ReportSink | None  # None: nowhere to deliver (reports wait in the journal)
+    clock: Clock
+    via: str = "http"
+    kill: KillSwitch = field(default_factory=KillSwitch)
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    delivered: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            failures = 0 if await self.drain() else failures + 1
+            delay = None
+            if failures:
+                ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 16))
+                delay = ceiling * self.rng.uniform(0.5, 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def drain(self) -> bool:
+        """Deliver until the outbox is empty (True) or a delivery must wait (False)."""
+        if self.sink is None:
+            return not self.journal.state.outbox
+        async with self._busy:
+            while self.journal.state.outbox:
+                head = next(iter(self.journal.state.outbox.values()))
+                self.kill("deliver")
+                verdict, detail = await self.sink.deliver(head.kind, bytes(head.body))
+                if verdict == "retry":
+                    logger.debug("report %s not delivered yet: %s", head.report_id, detail)
+                    return False
+                if head.report_id not in self.journal.state.outbox:
+                    continue  # superseded while in flight (a newer health report)
+                if verdict == "ack":
+                    self.journal.append(
+                        ReportDelivered(at=self.clock.now(), report_id=head.report_id, via=self.via)
+                    )
+                    self.delivered += 1
+                else:
+                    logger.warning("report %s refused for good: %s", head.report_id, detail)
+                    self.journal.append(
+                        ReportDropped(at=self.clock.now(), report_id=head.report_id, reason=detail)
+                    )
+                self.kill("deliver:done")
+            return True

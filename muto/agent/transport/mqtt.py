@@ -1,0 +1,218 @@
+"""The vehicle's MQTT session (spec/mqtt-topics.md): presence with a Last Will and a
+heartbeat, retained snapshots, desired/notify hints, read-only cmd/refresh.
+
+Invariants: runs as its own task and reconnects with capped, jittered backoff, so MQTT
+trouble never reaches the reconcile loop; the Last Will (retained offline presence) is
+set on every connect; snapshots are published on connect, when they change and on
+refresh; a notify only triggers a reconcile, only when its sequence is above the highest
+seen, and its URL is never used (the agent fetches from its configured cloud).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+
+import aiomqtt
+
+from muto.agent.transport.broker import Broker
+from muto.agent.transport.http import Delivery
+from muto.domain.messages import (
+    DesiredNotify,
+    Leaf,
+    Presence,
+    PresenceState,
+    RefreshRequest,
+    RefreshResult,
+    vehicle_topic,
+)
+from muto.domain.wire import Wire, WireError, decode, encode
+
+logger = logging.getLogger("muto.agent.mqtt")
+KEEPALIVE_S = 30
+PUBLISH_TIMEOUT_S = 10.0
+
+
+class MqttLink:
+    def __init__(
+        self,
+        broker: Broker,
+        tenant: str,
+        vehicle_id: str,
+        *,
+        snapshots: Callable[[], dict[Leaf, Wire]],
+        heartbeat_s: Callable[[], float],
+        on_notify: Callable[[DesiredNotify], None],
+        clock_now: Callable[[], datetime],
+        rng: random.Random | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.broker = broker
+        self.tenant = tenant
+        self.vehicle_id = vehicle_id
+        self.snapshots = snapshots
+        self.heartbeat_s = heartbeat_s
+        self.on_notify = on_notify
+        self.now = clock_now
+        self.rng = rng or random.Random()
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.highest_notified = 0  # the agent seeds it with the accepted sequence
+        self.connected = False
+        self.connections = 0
+        self._client: aiomqtt.Client | None = None
+        self._published: dict[Leaf, bytes] = {}
+        self._dirty = asyncio.Event()
+        self._retimed = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def topic(self, leaf: Leaf) -> str:
+        return vehicle_topic(self.tenant, self.vehicle_id, leaf)
+
+    def changed(self) -> None:
+        """Something a snapshot shows may have changed: publish what differs."""
+        self._dirty.set()
+
+    def heartbeat_changed(self) -> None:
+        self._retimed.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                async with self._new_client() as client:
+                    self._client, self.connected = client, True
+                    self.connections += 1
+                    attempt = 0
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                logger.info("MQTT %s:%s unavailable: %s", self.broker.host, self.broker.port, exc)
+            finally:
+                self._client, self.connected = None, False
+            if self._stopping.is_set():
+                return
+            ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(attempt, 16))
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), ceiling * self.rng.uniform(0.5, 1))
+
+    async def stop(self) -> None:
+        """Ask the session to end cleanly: offline presence published, then disconnect."""
+        self._stopping.set()
+
+    async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
+        """A report over MQTT (QoS 1): acknowledged when the broker acknowledges it."""
+        client = self._client
+        if client is None:
+            return "retry", "MQTT not connected"
+        leaf = Leaf.REPORTS_RECONCILE if kind == "reconcile" else Leaf.REPORTS_HEALTH
+        try:
+            await client.publish(self.topic(leaf), body, qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            return "retry", str(exc)
+        return "ack", "PUBACK"
+
+    def _new_client(self) -> aiomqtt.Client:
+        offline = Presence(vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE)
+        return aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            username=self.broker.username,
+            password=self.broker.password,
+            identifier=f"muto-agent-{self.vehicle_id}",
+            keepalive=KEEPALIVE_S,
+            will=aiomqtt.Will(self.topic(Leaf.PRESENCE), encode(offline), qos=1, retain=True),
+            tls_context=ssl.create_default_context() if self.broker.tls else None,
+        )
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(
+            [(self.topic(Leaf.DESIRED_NOTIFY), 1), (self.topic(Leaf.CMD_REFRESH), 1)]
+        )
+        self._published.clear()
+        await self._presence(client, PresenceState.ONLINE)
+        await self._publish_snapshots(client, force=True)
+        tasks = [
+            asyncio.create_task(self._heartbeat(client)),
+            asyncio.create_task(self._snapshot_loop(client)),
+            asyncio.create_task(self._messages(client)),
+            asyncio.create_task(self._stopping.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
+        await self._presence(client, PresenceState.OFFLINE)  # a clean exit says so itself
+
+    async def _presence(self, client: aiomqtt.Client, state: PresenceState) -> None:
+        at = self.now() if state is PresenceState.ONLINE else None
+        payload = encode(Presence(vehicle_id=self.vehicle_id, state=state, at=at))
+        await client.publish(
+            self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
+        )
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._retimed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retimed.wait(), self.heartbeat_s())
+            await self._presence(client, PresenceState.ONLINE)
+
+    async def _snapshot_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._publish_snapshots(client, force=False)
+
+    async def _publish_snapshots(self, client: aiomqtt.Client, force: bool) -> list[Leaf]:
+        sent = []
+        for leaf, payload in self.snapshots().items():
+            data = encode(payload)
+            if force or self._published.get(leaf) != data:
+                await client.publish(
+                    self.topic(leaf), data, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
+                )
+                self._published[leaf] = data
+                sent.append(leaf)
+        return sent
+
+    async def _messages(self, client: aiomqtt.Client) -> None:
+        notify, refresh = self.topic(Leaf.DESIRED_NOTIFY), self.topic(Leaf.CMD_REFRESH)
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray) or not payload:
+                continue  # a cleared retained topic
+            topic = str(message.topic)
+            try:
+                if topic == notify:
+                    self._notified(decode(bytes(payload), DesiredNotify))
+                elif topic == refresh:
+                    await self._refresh(client, decode(bytes(payload), RefreshRequest))
+            except WireError as exc:
+                logger.warning("ignoring a malformed message on %s: %s", topic, exc)
+
+    def _notified(self, notify: DesiredNotify) -> None:
+        if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.highest_notified:
+            return  # another vehicle's, a duplicate, or out of order: harmless
+        self.highest_notified = notify.sequence
+        self.on_notify(notify)
+
+    async def _refresh(self, client: aiomqtt.Client, request: RefreshRequest) -> None:
+        """Read-only: re-publish the snapshots and say which; never reconcile."""
+        sent = await self._publish_snapshots(client, force=True)
+        result = RefreshResult(
+            request_id=request.request_id, ok=True, snapshots_updated=[str(leaf) for leaf in sent]
+        )
+        await client.publish(
+            self.topic(Leaf.EVT_REFRESH_RESULT), encode(result), qos=1, timeout=PUBLISH_TIMEOUT_S
+        )

@@ -1,0 +1,247 @@
+"""Builders and fakes shared by the agent tests: signed bundles, a fake cloud that
+implements the agent's ports, a hand-driven clock. (No tests here; the name keeps it
+beside the tests that use it.)"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from muto.agent.agent import Agent
+from muto.agent.artifacts import SimulatedArtifacts
+from muto.agent.journal import Journal
+from muto.agent.parts import AgentParts, AgentSettings
+from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
+from muto.agent.safety import SimulatedStateProvider
+from muto.agent.transport.http import Delivery, Fetched, NotFetched
+from muto.agent.trust import MemoryTrust
+from muto.domain.desired import (
+    AgentConfig,
+    DesiredStateBundle,
+    DesiredStateDocument,
+    Policy,
+    StackRef,
+)
+from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from muto.domain.vehicle_state import VehicleState
+from muto.trust import KeySet, Signer, TrustConfig, manifest_digest, sign_release
+from muto.trust.desired_state import sign_desired_state
+
+VEHICLE = "v-0001"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def digest_of(text: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def release(version: str, stack: str = "nav", **health: Any) -> StackRelease:
+    return StackRelease(
+        stack_name=stack,
+        version=version,
+        artifacts=[
+            Artifact(
+                type=ArtifactType.ARCHIVE,
+                ref=f"https://artifacts.invalid/{stack}-{version}.tar.gz",
+                digest=digest_of(f"{stack}-{version}"),
+                size=10,
+            )
+        ],
+        health_model=HealthModel(**{"readiness_timeout_sec": 5, **health}),
+    )
+
+
+class ManualClock:
+    """Wall and monotonic time that move only when told."""
+
+    def __init__(self, at: datetime = T0) -> None:
+        self.at = at
+        self.mono = 0.0
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+@dataclass
+class Signers:
+    release: Signer = field(default_factory=Signer.generate)
+    control_plane: Signer = field(default_factory=Signer.generate)
+
+    @property
+    def trust(self) -> TrustConfig:
+        return TrustConfig(
+            release_keys=KeySet(keys=[self.release.public_pem]),
+            control_plane_keys=KeySet(keys=[self.control_plane.public_pem]),
+        )
+
+    def bundle(
+        self,
+        target: StackRelease,
+        sequence: int,
+        *,
+        vehicle_id: str = VEHICLE,
+        policy: Policy | None = None,
+        config: AgentConfig | None = None,
+        issued: datetime = T0 - timedelta(hours=1),
+        ttl: timedelta = timedelta(days=30),
+        release_signer: Signer | None = None,
+    ) -> DesiredStateBundle:
+        document = DesiredStateDocument(
+            vehicle_id=vehicle_id,
+            revision=f"dsr_{sequence}",
+            sequence=sequence,
+            stack=StackRef(
+                name=target.stack_name,
+                version=target.version,
+                manifest_digest=manifest_digest(target),
+            ),
+            policy=policy or Policy(),
+            agent_config=config or AgentConfig(),
+            correlation_id=f"c{sequence}",
+            issued_at=issued,
+            expires_at=issued + ttl,
+        )
+        return DesiredStateBundle(
+            desired_state=sign_desired_state(document, self.control_plane),
+            release=sign_release(target, [release_signer or self.release]),
+        )
+
+
+@dataclass
+class FakeCloud:
+    """The agent's DesiredSource and ReportSink: serves one bundle with an ETag,
+    records delivered reports, and goes offline on request."""
+
+    bundle: DesiredStateBundle | None = None
+    online: bool = True
+    refuse: set[str] = field(default_factory=set)  # report ids answered 422
+    fetches: int = 0
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    _etags: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    etag: str | None = None
+
+    def serve(self, bundle: DesiredStateBundle) -> None:
+        self.bundle, self.etag = bundle, f'"e{next(self._etags)}"'
+
+    async def latest(self, etag: str | None) -> Fetched | NotFetched:
+        self.fetches += 1
+        if not self.online:
+            return NotFetched("unreachable", "offline")
+        if self.bundle is None:
+            return NotFetched("none_assigned")
+        if etag == self.etag:
+            return NotFetched("not_modified")
+        document = msgspec.json.decode(
+            __import__("base64").b64decode(self.bundle.desired_state.payload)
+        )
+        return Fetched(self.bundle, self.etag, document["revision"], document["sequence"])
+
+    async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
+        if not self.online:
+            return "retry", "offline"
+        report = msgspec.json.decode(body)
+        if report["reportId"] in self.refuse:
+            return "drop", "HTTP 422"
+        self.reports.append({"kind": kind, **report})
+        return "ack", "HTTP 200"
+
+    async def aclose(self) -> None:
+        pass
+
+    def reconcile_reports(self) -> list[tuple[str | None, str, list[str]]]:
+        return [
+            (r["desiredStateRevision"], r["status"], r["reasonCodes"])
+            for r in self.reports
+            if r["kind"] == "reconcile"
+        ]
+
+
+@dataclass
+class Rig:
+    """One in-process agent on fakes, driven pass by pass."""
+
+    signers: Signers
+    cloud: FakeCloud
+    runtime: SimulatedRuntime
+    vehicle: SimulatedStateProvider
+    artifacts: SimulatedArtifacts
+    clock: ManualClock
+    journal: Journal
+    agent: Agent
+
+    async def reconcile(self) -> Any:
+        return await self.agent.reconcile()
+
+    async def deliver(self) -> bool:
+        return await self.agent.courier.drain()
+
+    def restart(self, **settings: Any) -> Rig:
+        """A new agent on the same journal (the runtime forgets: a real restart)."""
+        return make_rig(
+            signers=self.signers,
+            cloud=self.cloud,
+            journal=self.journal,
+            clock=self.clock,
+            vehicle=self.vehicle,
+            behaviours=self.runtime.behaviours,
+            **settings,
+        )
+
+
+def make_rig(
+    *,
+    signers: Signers | None = None,
+    cloud: FakeCloud | None = None,
+    journal: Journal | None = None,
+    clock: ManualClock | None = None,
+    vehicle: SimulatedStateProvider | None = None,
+    behaviours: Any = None,
+    artifacts: SimulatedArtifacts | None = None,
+    **settings: Any,
+) -> Rig:
+    signers = signers or Signers()
+    cloud = cloud or FakeCloud()
+    clock = clock or ManualClock()
+    journal = journal or Journal.memory()
+    vehicle = vehicle or SimulatedStateProvider(VehicleState(free_disk_mb=100_000))
+    runtime = SimulatedRuntime(behaviours=behaviours or {}, clock=clock.monotonic, time_scale=1e-6)
+    artifacts = artifacts or SimulatedArtifacts()
+    parts = AgentParts(
+        journal=journal,
+        trust=MemoryTrust(signers.trust),
+        runtime=runtime,
+        vehicle=vehicle,
+        artifacts=artifacts,
+        cloud=cloud,  # type: ignore[arg-type]
+        clock=clock,
+    )
+    agent = Agent(AgentSettings(vehicle_id=VEHICLE, **settings), parts)
+    return Rig(signers, cloud, runtime, vehicle, artifacts, clock, journal, agent)
+
+
+def failing(
+    apply: bool = False, ready: bool = True, crash_loop: bool = False
+) -> SimulatedBehaviour:
+    return SimulatedBehaviour(
+        apply_fails=apply,
+        ready_after_sec=0.0 if ready else None,
+        restart_every_sec=0.001 if crash_loop else None,
+    )
+
+
+def codes(values: Sequence[Any]) -> list[str]:
+    return [str(v) for v in values]
