@@ -12,16 +12,20 @@ Anchors (position -> hash recorded outside the database) catch a rewrite of both
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import MetaData, create_engine, inspect, select
+from sqlalchemy import Engine, Executable, MetaData, Row, create_engine, inspect, select, text
 
-from muto.audit.source import AuditError, open_event_log, read_only_url, records
+from muto.audit.source import AuditError, read_only_url
+from muto.cloud.eventlog import EventLog
 from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
 
 Link = tuple[int, str]  # (position, hex hash) as stored by the projector
+EVENTS_TABLE = f"{EventLog.name}_events"  # eventsourcing-sqlalchemy prefixes the app name
+PAGE = 5000
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,10 @@ def check(
             return bad(record.id, "in the log but not in the chain: inserted (or not chained yet)")
         if record is None or stored[0] < record.id:
             return bad(stored[0], "in the chain but missing from the log: deleted")
-        current = link(previous, record)
+        try:
+            current = link(previous, record)
+        except (TypeError, ValueError, AttributeError):
+            return bad(record.id, "is not a well-formed record: edited (its stored types)")
         if current.hex() != stored[1]:
             return bad(record.id, "differs from its chained hash: edited, swapped or re-chained")
         expected = anchors.get(record.id)
@@ -84,36 +91,66 @@ def check(
     return Finding(checked, head, previous.hex(), anchors_checked=seen)
 
 
-def stored_links(views_url: str, batch: int = 5000) -> Iterator[Link]:
-    """The projector's chain, read-only, in position order."""
-    engine = create_engine(read_only_url(views_url))
-    try:
-        table = HashChain(MetaData()).links
-        if not inspect(engine).has_table(table.name):
-            raise AuditError(
-                "no audit chain in the views yet: start the control plane once "
-                "(its projector computes the chain), then verify"
-            )
-        after = 0
-        while True:
-            with engine.connect() as conn:
-                found = conn.execute(
-                    select(table.c.position, table.c.hash)
-                    .where(table.c.position > after)
-                    .order_by(table.c.position)
-                    .limit(batch)
-                ).all()
-            yield from ((row.position, row.hash) for row in found)
-            if len(found) < batch:
-                return
-            after = found[-1].position
-    finally:
-        engine.dispose()
+def _pages(engine: Engine, page: Callable[[int], Executable]) -> Iterator[Row[Any]]:
+    """Rows in key order, a page at a time (keyset pagination on the first column)."""
+    after = 0
+    while True:
+        with engine.connect() as conn:
+            found = conn.execute(page(after)).all()
+        yield from found
+        if len(found) < PAGE:
+            return
+        after = found[-1][0]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A row of the event table with its values as stored. A tampered row may hold other
+    types than these (SQLite keeps whatever was written); `check` reports it."""
+
+    id: int
+    originator_id: UUID | str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+def raw_records(engine: Engine) -> Iterator[RawRecord]:
+    """Read straight from the table, not through the event store's types, so a malformed
+    row is reported at its position instead of failing the whole read."""
+    query = text(
+        "SELECT id, originator_id, originator_version, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE id > :after ORDER BY id LIMIT {PAGE}"
+    )
+    for row in _pages(engine, lambda after: query.bindparams(after=after)):
+        originator = row.originator_id
+        if isinstance(originator, bytes) and len(originator) == 16:
+            originator = UUID(bytes=originator)  # SQLite: the UUID's 16 bytes
+        state = bytes(row.state) if isinstance(row.state, memoryview) else row.state
+        yield RawRecord(row.id, originator, row.originator_version, row.topic, state)
+
+
+def stored_links(engine: Engine) -> Iterator[Link]:
+    """The projector's chain, in position order."""
+    table = HashChain(MetaData()).links
+    if not inspect(engine).has_table(table.name):
+        raise AuditError(
+            "no audit chain in the views yet: start the control plane once "
+            "(its projector computes the chain), then verify"
+        )
+    query = select(table.c.position, table.c.hash).order_by(table.c.position).limit(PAGE)
+    for row in _pages(engine, lambda after: query.where(table.c.position > after)):
+        yield row.position, row.hash
 
 
 def verify(events_url: str, views_url: str, anchors: Mapping[int, str] = {}) -> Finding:
-    log = open_event_log(events_url)
+    """Both databases opened read-only (they are one database on PostgreSQL)."""
+    events = create_engine(read_only_url(events_url))
+    views = create_engine(read_only_url(views_url))
     try:
-        return check(records(log), stored_links(views_url), anchors)
+        if not inspect(events).has_table(EVENTS_TABLE):
+            raise AuditError(f"no event table {EVENTS_TABLE} in the database")
+        return check(raw_records(events), stored_links(views), anchors)
     finally:
-        log.close()
+        events.dispose()
+        views.dispose()

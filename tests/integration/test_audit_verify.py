@@ -214,6 +214,23 @@ def test_an_edited_payload_is_named(stored: Stored, capsys: pytest.CaptureFixtur
     assert_broken_at(capsys, stored, 5, "differs from its chained hash")
 
 
+def test_an_edit_with_sql_string_functions_is_named(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The edit an intruder would type: a report's status rewritten in place. On SQLite
+    `replace()` also turns the BLOB into TEXT; the row is reported, not read blindly."""
+    last = stored.head  # a reconcile report
+    if stored.events.dialect.name == "sqlite":
+        edit = "replace(state, 'converged', 'rejected')"
+        reason = "is not a well-formed record"
+    else:
+        edit = "convert_to(replace(convert_from(state, 'UTF8'), 'converged', 'rejected'), 'UTF8')"
+        reason = "differs from its chained hash"
+    stored.sql(f"UPDATE {EVENTS} SET state = {edit} WHERE id = :p", p=last)
+    assert "rejected" in str(stored.row(last).state)
+    assert_broken_at(capsys, stored, last, reason)
+
+
 def test_a_deleted_row_is_named(stored: Stored, capsys: pytest.CaptureFixture[str]) -> None:
     stored.sql(f"DELETE FROM {EVENTS} WHERE id = 6")
     assert_broken_at(capsys, stored, 6, "in the chain but missing from the log: deleted")
