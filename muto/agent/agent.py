@@ -158,10 +158,10 @@ class Agent:
                 next_drift = now + s.drift_check_s
                 if self._wired.reconciler.drifted():
                     self.trigger("drift")
-                self._health(periodic=False)
+                self.report_health(periodic=False)
             if now >= next_health:
                 next_health = now + s.health_every_s
-                self._health(periodic=True)
+                self.report_health(periodic=True)
             if self._triggered.is_set():
                 self._triggered.clear()
                 reasons, self.triggers = self.triggers, []
@@ -184,7 +184,8 @@ class Agent:
             self.failure = exc
             logger.exception("reconcile pass failed")
 
-    def _health(self, periodic: bool) -> None:
+    def report_health(self, periodic: bool = False) -> None:
+        """Queue a health report: periodic ones always, otherwise only on a change."""
         state = self.parts.journal.state
         if not state.config.telemetry_enabled:
             return

@@ -99,10 +99,11 @@ class Signers:
         issued: datetime = T0 - timedelta(hours=1),
         ttl: timedelta = timedelta(days=30),
         release_signer: Signer | None = None,
+        revision: str | None = None,
     ) -> DesiredStateBundle:
         document = DesiredStateDocument(
             vehicle_id=vehicle_id,
-            revision=f"dsr_{sequence}",
+            revision=revision or f"dsr_{sequence}",
             sequence=sequence,
             stack=StackRef(
                 name=target.stack_name,
@@ -198,6 +199,8 @@ class Rig:
             clock=self.clock,
             vehicle=self.vehicle,
             behaviours=self.runtime.behaviours,
+            artifacts=self.artifacts,
+            time_scale=self.runtime.time_scale,
             **settings,
         )
 
@@ -211,6 +214,7 @@ def make_rig(
     vehicle: SimulatedStateProvider | None = None,
     behaviours: Any = None,
     artifacts: SimulatedArtifacts | None = None,
+    time_scale: float = 1e-6,
     **settings: Any,
 ) -> Rig:
     signers = signers or Signers()
@@ -218,7 +222,9 @@ def make_rig(
     clock = clock or ManualClock()
     journal = journal or Journal.memory()
     vehicle = vehicle or SimulatedStateProvider(VehicleState(free_disk_mb=100_000))
-    runtime = SimulatedRuntime(behaviours=behaviours or {}, clock=clock.monotonic, time_scale=1e-6)
+    runtime = SimulatedRuntime(
+        behaviours=behaviours or {}, clock=clock.monotonic, time_scale=time_scale
+    )
     artifacts = artifacts or SimulatedArtifacts()
     parts = AgentParts(
         journal=journal,
