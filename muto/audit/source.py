@@ -99,8 +99,18 @@ class Entry:
         }
 
 
+def decode(log: EventLog, record: Notification) -> Any:
+    try:
+        return log.mapper.to_domain_event(record)
+    except Exception as exc:  # any decoding failure means the same: an unreadable row
+        raise AuditError(
+            f"the event at position {record.id} cannot be decoded ({type(exc).__name__}: "
+            f"{exc}); check the log with `muto audit verify`"
+        ) from exc
+
+
 def to_entry(log: EventLog, record: Notification) -> Entry:
-    event: Any = log.mapper.to_domain_event(record)
+    event = decode(log, record)
     fields = event_data(event)
     data = msgspec.to_builtins(
         {k: v for k, v in fields.items() if k not in _PROMOTED},
@@ -153,8 +163,7 @@ def position_at(log: EventLog, instant: datetime) -> int:
     after `instant` never includes anything that happened later."""
     reached = 0
     for record in records(log):
-        event: Any = log.mapper.to_domain_event(record)
-        stamped: datetime = event.timestamp
+        stamped: datetime = decode(log, record).timestamp
         if stamped > instant:
             break
         reached = record.id

@@ -326,3 +326,13 @@ def test_the_audit_cannot_write_to_the_log(stored: Stored) -> None:
     finally:
         log.close()
     assert stored.sql(f"SELECT max(id) FROM {EVENTS}")[0][0] == stored.head
+
+
+def test_other_audit_commands_name_an_unreadable_row(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored.sql(f"UPDATE {EVENTS} SET state = :s WHERE id = 3", s=b"\x00not json")
+    capsys.readouterr()
+    assert main(["audit", "export", *stored.cli]) == 2
+    assert "the event at position 3 cannot be decoded" in capsys.readouterr().err
+    assert_broken_at(capsys, stored, 3, "differs from its chained hash")
