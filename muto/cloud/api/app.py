@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api import audit, desired, releases, reports, rollouts, vehicles
-from muto.cloud.api.responses import exception_handlers, ok
+from muto.cloud.api.responses import error, exception_handlers, ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
 
@@ -94,6 +94,29 @@ def _by_method(
     return endpoint
 
 
+class RefuseNul:
+    """PostgreSQL can neither store nor compare text with a NUL in it, so a NUL in the
+    path or the query string was a 500 there. No identifier holds one: a NUL in the
+    path is an unknown resource (404), in the query an invalid parameter (422)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if "\x00" in scope["path"]:
+                await error(404, "not_found", "no resource has a NUL in its path")(
+                    scope, receive, send
+                )
+                return
+            if b"%00" in scope["query_string"]:
+                await error(422, "invalid", "a query parameter holds a NUL", {"path": "query"})(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 class AccessLog:
     """One JSON line per request: method, path, status, duration."""
 
@@ -161,6 +184,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
     )
+    app.add_middleware(RefuseNul)
     app.add_middleware(AccessLog)
     return app
 
