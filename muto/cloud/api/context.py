@@ -46,7 +46,10 @@ def operator(request: Request) -> Principal:
 
 def operator_or_vehicle(request: Request, vehicle_id: str) -> Principal:
     """Operators may act on any vehicle; a vehicle token only on its own vehicle."""
-    who = principal(request)
+    return acting_on(principal(request), vehicle_id)
+
+
+def acting_on(who: Principal, vehicle_id: str) -> Principal:
     if who.role is Role.VEHICLE and who.vehicle_id != vehicle_id:
         raise Forbidden(f"this token is bound to vehicle {who.vehicle_id!r}, not {vehicle_id!r}")
     return who

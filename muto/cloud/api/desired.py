@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, correlation, operator, operator_or_vehicle, plane
+from muto.cloud.api.context import acting_on, body, correlation, operator, plane, principal
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
@@ -40,10 +40,11 @@ async def create(request: Request) -> Response:
 
 
 async def latest(request: Request) -> Response:
+    caller = principal(request)
     vehicle_id = request.query_params.get("vehicleId")
     if not vehicle_id:
         raise Invalid("query parameter 'vehicleId' is required", {"path": "query.vehicleId"})
-    operator_or_vehicle(request, vehicle_id)
+    acting_on(caller, vehicle_id)
     cp = plane(request)
     row = cp.queries.latest_desired(vehicle_id)
     if row is None:

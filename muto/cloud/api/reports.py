@@ -5,14 +5,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, operator_or_vehicle, plane
+from muto.cloud.api.context import acting_on, body, plane, principal
 from muto.cloud.api.responses import ok
 from muto.domain.reports import HealthReport, ReconcileReport
 
 
 async def reconcile(request: Request) -> Response:
+    caller = principal(request)  # before reading the body: strangers learn nothing
     report = await body(request, ReconcileReport)
-    who = operator_or_vehicle(request, report.vehicle_id)
+    who = acting_on(caller, report.vehicle_id)
     written = await plane(request).ingest.reconcile(report, who.actor)
     return ok(
         {"reportId": report.report_id, "recorded": written.value},
@@ -21,7 +22,8 @@ async def reconcile(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    caller = principal(request)
     report = await body(request, HealthReport)
-    who = operator_or_vehicle(request, report.vehicle_id)
+    who = acting_on(caller, report.vehicle_id)
     transition = await plane(request).ingest.health(report, who.actor)
     return ok({"reportId": report.report_id, "transition": transition})
