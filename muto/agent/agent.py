@@ -66,6 +66,7 @@ class Agent:
     async def reconcile(self, fetch: bool = True) -> Verdict:
         """One pass now (tests and tools; the loop calls the same)."""
         verdict = await self._wired.reconciler.run_pass(fetch)
+        self._seen_sequence()
         self._changed()
         return verdict
 
@@ -84,8 +85,7 @@ class Agent:
         if recovered is not None:
             logger.warning("resuming after an interrupted %s (%d)", recovered.step, recovered.count)
         self.on_config(journal.state.config)
-        if self._wired.mqtt is not None and journal.state.desired is not None:
-            self._wired.mqtt.highest_notified = journal.state.desired.sequence
+        self._seen_sequence()
         self._started = True
         if loop:
             self.trigger("startup")
@@ -195,6 +195,12 @@ class Agent:
         if periodic or state.last_health != [event.status, *event.codes]:
             self.parts.journal.append(event)
             self.on_report()
+
+    def _seen_sequence(self) -> None:
+        """A notify at or below the accepted sequence is old news."""
+        desired, link = self.parts.journal.state.desired, self._wired.mqtt
+        if link is not None and desired is not None:
+            link.highest_notified = max(link.highest_notified, desired.sequence)
 
     def _changed(self) -> None:
         if self._wired.mqtt is not None:

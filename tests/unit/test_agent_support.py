@@ -18,6 +18,7 @@ from muto.agent.journal import Journal
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
+from muto.agent.transport.broker import Broker
 from muto.agent.transport.http import Delivery, Fetched, NotFetched
 from muto.agent.trust import MemoryTrust
 from muto.domain.desired import (
@@ -215,6 +216,7 @@ def make_rig(
     behaviours: Any = None,
     artifacts: SimulatedArtifacts | None = None,
     time_scale: float = 1e-6,
+    broker: Broker | None = None,
     **settings: Any,
 ) -> Rig:
     signers = signers or Signers()
@@ -234,6 +236,7 @@ def make_rig(
         artifacts=artifacts,
         cloud=cloud,  # type: ignore[arg-type]
         clock=clock,
+        broker=broker,
     )
     agent = Agent(AgentSettings(vehicle_id=VEHICLE, **settings), parts)
     return Rig(signers, cloud, runtime, vehicle, artifacts, clock, journal, agent)

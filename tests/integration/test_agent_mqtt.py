@@ -1,0 +1,194 @@
+"""The agent's MQTT contract against a real Mosquitto: retained presence and snapshots,
+read-only refresh, notify as a hint, live heartbeat changes, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from muto.agent.transport.broker import Broker
+from muto.domain.desired import AgentConfig
+from muto.domain.messages import DesiredNotify, RefreshRequest
+from muto.domain.wire import encode
+from tests.conftest import Mosquitto
+from tests.unit.test_agent_support import VEHICLE, Rig, make_rig, release
+
+pytestmark = pytest.mark.mqtt
+ROOT = f"muto/default/vehicles/{VEHICLE}"
+A = release("1.0.0")
+WAIT_S = 20.0
+IDS = itertools.count()
+
+
+class Watcher:
+    """A plain MQTT client that records everything under the vehicle's subtree."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.seen: list[tuple[str, Any, bool]] = []  # (leaf, payload, retained)
+
+    async def collect(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload
+            body = json.loads(payload) if isinstance(payload, bytes) and payload else None
+            leaf = str(message.topic).removeprefix(ROOT + "/")
+            self.seen.append((leaf, body, message.retain))
+
+    def on(self, leaf: str) -> list[Any]:
+        return [body for seen_leaf, body, _ in self.seen if seen_leaf == leaf]
+
+    async def until(self, check: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not check():
+                await asyncio.sleep(0.02)
+        assert check(), what
+
+
+@asynccontextmanager
+async def watching(broker: Mosquitto) -> AsyncIterator[Watcher]:
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier=f"watcher-{next(IDS)}"
+    ) as client:
+        await client.subscribe(f"{ROOT}/#", qos=1)
+        watcher = Watcher(client)
+        task = asyncio.create_task(watcher.collect())
+        try:
+            yield watcher
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def run(broker: Mosquitto, scenario: Callable[[Rig, Watcher], Awaitable[None]], **kw: Any) -> None:
+    config = kw.pop("config", AgentConfig())
+
+    async def main() -> None:
+        rig = make_rig(broker=Broker.parse(broker.url), poll_s=3600, drift_check_s=3600, **kw)
+        rig.cloud.serve(rig.signers.bundle(A, 1, config=config))
+        async with watching(broker) as watcher:
+            await rig.agent.start()
+            try:
+                await scenario(rig, watcher)
+            finally:
+                await rig.agent.stop()
+
+    asyncio.run(main())
+
+
+def test_presence_and_every_snapshot_are_retained_and_a_clean_stop_says_offline(
+    mosquitto: Mosquitto,
+) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await watch.until(
+            lambda: any(s and s["running"] for s in watch.on("agent/state")), "running in state"
+        )
+        async with watching(mosquitto) as late:  # a newcomer sees the retained picture
+            wanted = {"presence", "agent/metadata", "agent/state", "agent/components",
+                      "agent/cfg/state"}  # fmt: skip
+            await late.until(
+                lambda: wanted <= {leaf for leaf, _, retained in late.seen if retained},
+                "every snapshot retained",
+            )
+        assert watch.on("presence")[0]["state"] == "online"
+        assert watch.on("agent/metadata")[0]["schema"] == "muto.agent-metadata.v1"
+        components = watch.on("agent/components")[-1]["components"]
+        assert [c["role"] for c in components] == ["active"]
+        await rig.agent.stop()
+        await watch.until(lambda: watch.on("presence")[-1]["state"] == "offline", "offline")
+
+    run(mosquitto, scenario)
+
+
+def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitto) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
+        request = encode(RefreshRequest(request_id="req-7"))
+        await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
+        await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
+        result = watch.on("evt/refresh_result")[0]
+        assert result["requestId"] == "req-7" and result["ok"]
+        assert sorted(result["snapshotsUpdated"]) == [
+            "agent/cfg/state", "agent/components", "agent/metadata", "agent/state",
+        ]  # fmt: skip
+        assert (rig.cloud.fetches, rig.runtime.applied) == (fetches, applied)
+
+    run(mosquitto, scenario)
+
+
+def test_notify_triggers_only_for_a_higher_sequence(mosquitto: Mosquitto) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        link = rig.agent.mqtt
+        assert link is not None and link.highest_notified == 1
+        reasons: list[str] = []
+        rig.agent.on_notify = lambda n: reasons.append(f"notify:{n.sequence}")  # type: ignore[method-assign]
+        link.on_notify = rig.agent.on_notify
+        for sequence in (1, 3, 2, 3, 4):  # a duplicate, out of order, the retained one again
+            notify = DesiredNotify(vehicle_id=VEHICLE, revision="r", sequence=sequence, url="x")
+            await watch.client.publish(f"{ROOT}/desired/notify", encode(notify), qos=1)
+        other = DesiredNotify(vehicle_id="someone-else", revision="r", sequence=9, url="x")
+        await watch.client.publish(f"{ROOT}/desired/notify", encode(other), qos=1)
+        await watch.until(lambda: reasons == ["notify:3", "notify:4"], "two triggers")
+
+    run(mosquitto, scenario)
+
+
+def test_the_heartbeat_follows_the_desired_config_without_a_restart(
+    mosquitto: Mosquitto,
+) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        assert rig.journal.state.config.heartbeat_s == 3600
+        rig.cloud.serve(rig.signers.bundle(A, 2, config=AgentConfig(heartbeat_s=1)))
+        await rig.agent.reconcile()
+        online = len(watch.on("presence"))
+        await watch.until(lambda: len(watch.on("presence")) >= online + 2, "heartbeats")
+        cfg = watch.on("agent/cfg/state")[-1]
+        assert cfg["config"]["heartbeatS"] == 1
+
+    run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600))
+
+
+def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
+    mosquitto: Mosquitto,
+) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        link = rig.agent.mqtt
+        assert link is not None
+        await watch.until(lambda: link.connected, "connected")
+        mosquitto.stop()
+        await watch.until(lambda: not link.connected, "disconnected")
+        assert (await rig.agent.reconcile()).kind == "converged"
+        mosquitto.start()
+        await watch.until(lambda: link.connections >= 2 and link.connected, "reconnected")
+
+    async def main() -> None:
+        rig = make_rig(broker=Broker.parse(mosquitto.url), poll_s=3600, drift_check_s=3600)
+        rig.cloud.serve(rig.signers.bundle(A, 1))
+        await rig.agent.start()
+        try:
+            await scenario(rig, Watcher(None))  # type: ignore[arg-type]
+        finally:
+            await rig.agent.stop()
+
+    asyncio.run(main())
+
+
+def test_reports_can_travel_over_mqtt(mosquitto: Mosquitto) -> None:
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: bool(watch.on("reports/reconcile")), "a report")
+        report = watch.on("reports/reconcile")[0]
+        assert (report["status"], report["vehicleId"]) == ("converged", VEHICLE)
+        await watch.until(lambda: not rig.journal.state.outbox, "acknowledged")
+        assert rig.cloud.reports == []  # not over HTTP
+
+    run(mosquitto, scenario, reports_via="mqtt")
