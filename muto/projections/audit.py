@@ -37,6 +37,8 @@ class AuditTimeline(Projection):
             Column("actor", String(128)),
             Column("data", JSON, nullable=False),
         )
+        self._insert = self.timeline.insert()
+        self._pending: list[dict[str, Any]] = []
         return [self.timeline]
 
     @property
@@ -47,17 +49,23 @@ class AuditTimeline(Projection):
         data = _plain(event_data(event))
         at: datetime = getattr(event, "timestamp")  # noqa: B009 - every event has one
         rollout_id = data.get("rollout_id") or (data.get("assignment") or {}).get("rolloutId")
-        session.execute(
-            self.timeline.insert().values(
-                position=position,
-                at=at.isoformat(),
-                event_type=event_type(event),
-                aggregate_id=str(getattr(event, "originator_id")),  # noqa: B009
-                aggregate_version=getattr(event, "originator_version"),  # noqa: B009
-                vehicle_id=data.get("vehicle_id"),
-                rollout_id=rollout_id,
-                correlation_id=data.get("correlation_id"),
-                actor=data.get("actor"),
-                data=data,
-            )
+        self._pending.append(
+            {
+                "position": position,
+                "at": at.isoformat(),
+                "event_type": event_type(event),
+                "aggregate_id": str(getattr(event, "originator_id")),  # noqa: B009
+                "aggregate_version": getattr(event, "originator_version"),  # noqa: B009
+                "vehicle_id": data.get("vehicle_id"),
+                "rollout_id": rollout_id,
+                "correlation_id": data.get("correlation_id"),
+                "actor": data.get("actor"),
+                "data": data,
+            }
         )
+
+    def flush(self, session: Session) -> None:
+        """Insert-only: the batch's rows go in one executemany."""
+        if self._pending:
+            session.execute(self._insert, self._pending)
+            self._pending = []

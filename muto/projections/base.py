@@ -43,6 +43,7 @@ class Projection:
 
     def __init__(self, metadata: MetaData) -> None:
         self.tables: list[Table] = self.define(metadata)
+        self._routes: Mapping[str, Update] = self.updates
 
     def define(self, metadata: MetaData) -> list[Table]:
         raise NotImplementedError
@@ -52,9 +53,13 @@ class Projection:
         raise NotImplementedError
 
     def apply(self, session: Session, event: object, position: int) -> None:
-        update = self.updates.get(event_type(event))
+        update = self._routes.get(event_type(event))
         if update is not None:
             update(session, event, position)
+
+    def flush(self, session: Session) -> None:
+        """Called once per batch, before positions are recorded, in the same
+        transaction: projections that buffer rows write them here."""
 
     def clear(self, session: Session) -> None:
         for table in reversed(self.tables):

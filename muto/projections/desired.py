@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, delete
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update
+from muto.projections.rows import Rows
 
 
 def etag_for(sequence: int, document_digest: str) -> str:
@@ -31,6 +32,7 @@ class LatestDesired(Projection):
             Column("etag", String(64), nullable=False),
             Column("expires_at", String(40), nullable=False),
         )
+        self.rows = Rows(self.latest, "vehicle_id")
         return [self.latest]
 
     @property
@@ -39,16 +41,17 @@ class LatestDesired(Projection):
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment
-        s.execute(delete(self.latest).where(self.latest.c.vehicle_id == e.vehicle_id))
-        s.execute(
-            self.latest.insert().values(
-                vehicle_id=e.vehicle_id,
-                revision=a["revision"],
-                sequence=e.sequence,
-                release_key=a["releaseKey"],
-                rollout_id=a.get("rolloutId"),
-                envelope=a["envelope"],
-                etag=etag_for(e.sequence, a["documentDigest"]),
-                expires_at=a["expiresAt"],
-            )
+        self.rows.delete(s, vehicle_id=e.vehicle_id)
+        self.rows.insert(
+            s,
+            {
+                "vehicle_id": e.vehicle_id,
+                "revision": a["revision"],
+                "sequence": e.sequence,
+                "release_key": a["releaseKey"],
+                "rollout_id": a.get("rolloutId"),
+                "envelope": a["envelope"],
+                "etag": etag_for(e.sequence, a["documentDigest"]),
+                "expires_at": a["expiresAt"],
+            },
         )

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, delete, update
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update
+from muto.projections.rows import Rows
 
 
 def _iso(event: Any) -> str:
@@ -49,6 +50,8 @@ class Inventory(Projection):
             Column("value", String(256), nullable=False),
             Index("ix_view_vehicle_labels_kv", "key", "value"),
         )
+        self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
+        self.label_rows = Rows(self.labels, "vehicle_id")
         return [self.vehicles, self.labels]
 
     @property
@@ -64,31 +67,33 @@ class Inventory(Projection):
 
     def _registered(self, s: Session, e: Any, _: int) -> None:
         at = _iso(e)
-        s.execute(
-            self.vehicles.insert().values(
-                vehicle_id=e.vehicle_id,
-                labels=e.labels,
-                attributes=e.attributes,
-                version=e.originator_version,
-                sequence=0,
-                last_reason_codes=[],
-                registered_at=at,
-                updated_at=at,
-            )
+        self.vehicle_rows.insert(
+            s,
+            {
+                "vehicle_id": e.vehicle_id,
+                "labels": e.labels,
+                "attributes": e.attributes,
+                "version": e.originator_version,
+                "sequence": 0,
+                "last_reason_codes": [],
+                "registered_at": at,
+                "updated_at": at,
+            },
         )
         self._index(s, e.vehicle_id, e.labels)
 
     def _touch(self, s: Session, e: Any, **values: Any) -> None:
-        s.execute(
-            update(self.vehicles)
-            .where(self.vehicles.c.vehicle_id == e.vehicle_id)
-            .values(version=e.originator_version, updated_at=_iso(e), **values)
+        self.vehicle_rows.update(
+            s,
+            {"vehicle_id": e.vehicle_id},
+            version=e.originator_version,
+            updated_at=_iso(e),
+            **values,
         )
 
     def _updated(self, s: Session, e: Any, _: int) -> None:
-        row = s.execute(
-            self.vehicles.select().where(self.vehicles.c.vehicle_id == e.vehicle_id)
-        ).one()
+        row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
+        assert row is not None, f"{e.vehicle_id} updated before it was registered"
         labels, attributes = dict(row.labels), dict(row.attributes)
         for target, changes in ((labels, e.labels), (attributes, e.attributes)):
             for key, value in changes.items():
@@ -97,15 +102,13 @@ class Inventory(Projection):
                 else:
                     target[key] = value
         self._touch(s, e, labels=labels, attributes=attributes)
-        s.execute(delete(self.labels).where(self.labels.c.vehicle_id == e.vehicle_id))
+        self.label_rows.delete(s, vehicle_id=e.vehicle_id)
         self._index(s, e.vehicle_id, labels)
 
     def _index(self, s: Session, vehicle_id: str, labels: dict[str, str]) -> None:
-        if labels:
-            s.execute(
-                self.labels.insert(),
-                [{"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()],
-            )
+        self.label_rows.insert(
+            s, [{"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()]
+        )
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment

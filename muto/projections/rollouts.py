@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, update
+from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, bindparam, update
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update, event_type
+from muto.projections.rows import Rows
 
 # Reconcile status -> the vehicle's status within its rollout.
 ROLLOUT_STATUS = {
@@ -54,6 +55,24 @@ class RolloutProgress(Projection):
             Column("status", String(16), nullable=False),
             Column("reason_codes", JSON, nullable=False),
             Column("updated_at", String(40), nullable=False),
+        )
+        self.rollout_rows = Rows(self.rollouts, "rollout_id")
+        c = self.vehicles.c
+        # Built once: a report is the most frequent event (see rows.py for why).
+        self._report_outcome = (
+            update(self.vehicles)
+            .where(
+                and_(
+                    c.vehicle_id == bindparam("b_vehicle"),
+                    c.revision == bindparam("b_revision"),
+                    c.status != "rolled_back",
+                )
+            )
+            .values(
+                status=bindparam("b_status"),
+                reason_codes=bindparam("b_codes"),
+                updated_at=bindparam("b_at"),
+            )
         )
         return [self.rollouts, self.vehicles]
 
@@ -103,10 +122,8 @@ class RolloutProgress(Projection):
             )
 
     def _rollout(self, s: Session, e: Any, **values: Any) -> None:
-        s.execute(
-            update(self.rollouts)
-            .where(self.rollouts.c.rollout_id == e.rollout_id)
-            .values(updated_at=e.timestamp.isoformat(), **values)
+        self.rollout_rows.update(
+            s, {"rollout_id": e.rollout_id}, updated_at=e.timestamp.isoformat(), **values
         )
 
     def _set_vehicles(self, s: Session, e: Any, vehicle_ids: list[str], **values: Any) -> None:
@@ -151,17 +168,13 @@ class RolloutProgress(Projection):
         status = ROLLOUT_STATUS.get(report["status"])
         if revision is None or status is None:
             return
-        c = self.vehicles.c
         s.execute(
-            update(self.vehicles)
-            .where(
-                and_(
-                    c.vehicle_id == e.vehicle_id, c.revision == revision, c.status != "rolled_back"
-                )
-            )
-            .values(
-                status=status,
-                reason_codes=report.get("reasonCodes", []),
-                updated_at=e.timestamp.isoformat(),
-            )
+            self._report_outcome,
+            {
+                "b_vehicle": e.vehicle_id,
+                "b_revision": revision,
+                "b_status": status,
+                "b_codes": report.get("reasonCodes", []),
+                "b_at": e.timestamp.isoformat(),
+            },
         )

@@ -100,8 +100,9 @@ class ProjectionRunner:
                         reads_records = getattr(projection, "reads_records", False)
                         subject = notification if reads_records else event
                         projection.apply(session, subject, notification.id)
-            for name in self.projections:
+            for name, projection in self.projections.items():
                 if last > positions[name]:
+                    projection.flush(session)
                     self.store.record_position(session, name, last)
         self.processed += len(notifications)
         self._reached = max(self._reached, last)
