@@ -80,8 +80,9 @@ class Bridge:
                     logger.info("connected to the broker as %s", self.client_id)
                     await self._session(client)
             except Exception as exc:  # every failure ends in a reconnect, never a dead bridge
-                if _is_link_error(exc):
-                    logger.warning("broker link down: %s", exc)
+                causes = _leaves(exc)
+                if all(isinstance(e, aiomqtt.MqttError) for e in causes):
+                    logger.warning("broker link down: %s", "; ".join(map(_say, causes)))
                 else:
                     logger.exception("MQTT session failed")
             finally:
@@ -103,7 +104,12 @@ class Bridge:
                 listening.cancel()
 
 
-def _is_link_error(exc: BaseException) -> bool:
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) task-group errors."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_is_link_error(e) for e in exc.exceptions)
-    return isinstance(exc, aiomqtt.MqttError)
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _say(exc: BaseException) -> str:
+    return f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
