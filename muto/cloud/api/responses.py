@@ -107,6 +107,7 @@ async def on_error(request: Request, exc: Exception) -> Response:
 # else reaches the `Exception` handler as a logged 500.
 EXPECTED: tuple[type[Exception], ...] = (
     AppError,
+    RolloutStateError,
     ReasonError,
     WireError,
     SelectorError,
