@@ -227,7 +227,8 @@ class Scenario:
                 rollout_id, canaries, wave = self.rollouts[-1]
                 if step in ("canary", "wave"):
                     members = canaries if step == "canary" else wave
-                    self.assigned(self.write(assign_phase(rollout_id, step, members, sign)))
+                    phase = assign_phase(rollout_id, step, members, sign, ANY)  # any model
+                    self.assigned(self.write(phase))
                 elif step == "rollback":
                     self.write(roll_back(rollout_id, [*canaries, *wave], sign))
                 else:
@@ -242,6 +243,32 @@ VEHICLES = ["v0", "v1", "v2", "v3"]
 vehicle_ids = st.sampled_from(VEHICLES)
 some_vehicles = st.lists(vehicle_ids, min_size=1, max_size=3, unique=True)
 codes = st.lists(st.sampled_from(list(ReasonCode)), max_size=2, unique=True)
+ASSIGN = st.tuples(st.just("assign"), some_vehicles, st.integers(0, 1))
+REPORT = st.tuples(
+    st.just("report"),
+    vehicle_ids,
+    st.integers(0, 4),
+    st.sampled_from(list(ReconcileStatus)),
+    codes,
+    st.sampled_from(["current", "current", "previous", "none", "unknown"]),
+    st.booleans(),
+)
+ROLLOUT_STEP = st.tuples(
+    st.just("rollout_step"),
+    st.sampled_from(
+        [
+            "canary",
+            "wave",
+            "pass_canary",
+            "fail_canary",
+            "pass_wave",
+            "fail_wave",
+            "pause",
+            "resume",
+            "rollback",
+        ]
+    ),
+)
 OPERATIONS = st.one_of(
     st.tuples(st.just("catch_up"), st.integers(1, 4)),
     st.tuples(st.just("register"), vehicle_ids, st.sampled_from(["m1", "m2"]), st.just("eu")),
@@ -251,16 +278,11 @@ OPERATIONS = st.one_of(
         st.dictionaries(st.sampled_from(["region", "ring"]), st.none() | st.sampled_from("ab")),
         st.none() | st.integers(1, 4),
     ),
-    st.tuples(st.just("assign"), some_vehicles, st.integers(0, 1)),
-    st.tuples(
-        st.just("report"),
-        vehicle_ids,
-        st.integers(0, 4),
-        st.sampled_from(list(ReconcileStatus)),
-        codes,
-        st.sampled_from(["current", "previous", "none", "unknown"]),
-        st.booleans(),
-    ),
+    ASSIGN,
+    ASSIGN,
+    REPORT,
+    REPORT,
+    REPORT,
     st.tuples(st.just("health"), vehicle_ids, st.sampled_from(list(HealthStatus)), codes),
     st.tuples(st.just("presence"), vehicle_ids, st.sampled_from(["online", "offline"])),
     st.tuples(st.just("token"), st.sampled_from(["operator", "vehicle"])),
@@ -268,22 +290,8 @@ OPERATIONS = st.one_of(
     st.tuples(
         st.just("rollout"), st.lists(vehicle_ids, min_size=2, unique=True), st.integers(1, 3)
     ),
-    st.tuples(
-        st.just("rollout_step"),
-        st.sampled_from(
-            [
-                "canary",
-                "wave",
-                "pass_canary",
-                "fail_canary",
-                "pass_wave",
-                "fail_wave",
-                "pause",
-                "resume",
-                "rollback",
-            ]
-        ),
-    ),
+    ROLLOUT_STEP,
+    ROLLOUT_STEP,
 )
 # Registers every vehicle first so that most operations are accepted.
 SETUP = [("register", v, "m1" if i % 2 else "m2", "eu") for i, v in enumerate(VEHICLES)]
@@ -299,7 +307,7 @@ def assert_rebuilds_equal(cp: ControlPlane) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(OPERATIONS, min_size=1, max_size=30))
+@given(st.lists(OPERATIONS, min_size=1, max_size=40))
 def test_catch_up_equals_rebuild(ops: list[tuple[Any, ...]]) -> None:
     cp = ControlPlane.open(memory_settings(Path("unused")))
     try:
