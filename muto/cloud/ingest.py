@@ -52,23 +52,27 @@ class Ingest:
         return written
 
     async def health(self, report: HealthReport, actor: str) -> bool:
-        """True when the status changed (a HealthChanged event was stored)."""
+        """True when the status changed (a HealthChanged event was stored). A vehicle
+        this process has not seen yet goes through the writer, which refuses unknown
+        vehicles before anything is kept."""
+        vehicle_id = report.vehicle_id
+        transition = False
+        if self._status.get(vehicle_id) != report.status.value:
+            written = await self.writer.run(record_health(report, actor))
+            self._status[vehicle_id] = report.status.value
+            await self.projector.reach(written.position)
+            transition = written.value
         latest = {
-            "vehicle_id": report.vehicle_id,
+            "vehicle_id": vehicle_id,
             "status": report.status.value,
             "observed_at": report.observed_at.isoformat(),
             "report": to_builtins(report),
         }
         with self._lock:
-            previous = self._pending.get(report.vehicle_id)
+            previous = self._pending.get(vehicle_id)
             if previous is None or previous["observed_at"] <= latest["observed_at"]:
-                self._pending[report.vehicle_id] = latest
-        if self._status.get(report.vehicle_id) == report.status.value:
-            return False
-        written = await self.writer.run(record_health(report, actor))
-        self._status[report.vehicle_id] = report.status.value
-        await self.projector.reach(written.position)
-        return written.value
+                self._pending[vehicle_id] = latest
+        return transition
 
     def flush(self) -> None:
         with self._lock:

@@ -36,7 +36,8 @@ def test_readme_block_runs(tmp_path: Path) -> None:
     try:
         for line in readme_block():
             background = line.endswith("&")
-            argv = shlex.split(os.path.expandvars(line.rstrip("&").strip()), posix=True)
+            command = line.rstrip("&").strip().replace("$DATA", str(data))
+            argv = shlex.split(command, posix=True)
             argv = [str(port) if a == "8080" else a for a in argv]
             assert argv[0] == "muto", line
             argv[0] = MUTO
