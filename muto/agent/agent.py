@@ -65,7 +65,13 @@ class Agent:
 
     async def reconcile(self, fetch: bool = True) -> Verdict:
         """One pass now (tests and tools; the loop calls the same)."""
+        before = self._wired.reconciler.verdict
         verdict = await self._wired.reconciler.run_pass(fetch)
+        if verdict != before:
+            codes = ",".join(verdict.codes)
+            logger.info("%s: %s %s", self.settings.vehicle_id, verdict.kind, codes)
+        if self._wired.reconciler.reached_cloud and self.parts.journal.state.outbox:
+            self._wired.courier.wake()  # the cloud answers again: no need to sit out a backoff
         self._seen_sequence()
         self._changed()
         return verdict

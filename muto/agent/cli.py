@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from muto.agent.journal import JournalLocked
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
     options = RunOptions(
         vehicle_id=args.vehicle_id,
         data_dir=Path(args.data_dir),

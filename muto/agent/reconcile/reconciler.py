@@ -44,13 +44,15 @@ class Reconciler:
     self_fetched: frozenset[ArtifactType] = frozenset()
     on_phase: Callable[[AgentPhase], None] = lambda _: None
     verdict: Verdict | None = None  # the last pass's
+    reached_cloud: bool = False  # whether the last pass's fetch got an answer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run_pass(self, fetch: bool = True) -> Verdict:
         async with self.lock:
             try:
                 if fetch:
-                    await self.intake.run(self.vehicle.read().clock_trusted)
+                    missed = await self.intake.run(self.vehicle.read().clock_trusted)
+                    self.reached_cloud = missed is None or missed.why != "unreachable"
                 self.verdict = await self._rounds(PassMemory())
                 return self.verdict
             finally:

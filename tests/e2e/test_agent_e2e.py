@@ -1,0 +1,130 @@
+"""The agent against the real cloud and a real Mosquitto, as processes: converge, block,
+roll back, converge offline after the cloud is stopped, kill -9 mid-apply and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from muto.trust import Signer
+from tests.conftest import Mosquitto
+from tests.e2e.test_agent_support import AgentProcess, CloudProcess, eventually
+from tests.integration.test_runtime_support import PYTHON, artifact_for, make_archive, pid_alive
+from tests.support.artifact_server import ArtifactServer
+
+pytestmark = pytest.mark.mqtt
+
+APP = """
+import os, sys, time
+if sys.argv[1] == "crash":
+    sys.exit(1)
+open("pid", "w").write(str(os.getpid()))
+open("ready", "w").close()
+time.sleep(300)
+"""
+READY = [PYTHON, "-c", "import os, sys; sys.exit(0 if os.path.exists('ready') else 1)"]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[CloudProcess, ArtifactServer]]:
+    cloud = CloudProcess(tmp_path, mosquitto.url)
+    with ArtifactServer() as server:
+        cloud.start()
+        try:
+            yield cloud, server
+        finally:
+            cloud.stop()
+
+
+def stack(tmp: Path, server: ArtifactServer, version: str, mode: str = "serve") -> StackRelease:
+    archive = make_archive(tmp / f"nav-{version}.tar.gz", {"app.py": APP})
+    url = server.put(f"/nav-{version}.tar.gz", archive.read_bytes())
+    return StackRelease(
+        stack_name="nav",
+        version=version,
+        artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=url)],
+        launch=Launch(command=[PYTHON, "app.py", mode]),
+        health_model=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
+    )
+
+
+def status(cloud: CloudProcess, vehicle_id: str, revision: str, wanted: str) -> Any:
+    def check() -> Any:
+        seen = cloud.vehicle(vehicle_id)
+        return seen if (seen["desiredRevision"], seen["lastStatus"]) == (revision, wanted) else None
+
+    return eventually(check, f"{vehicle_id} {wanted} on {revision}")
+
+
+def test_converge_block_roll_back_then_converge_offline(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+) -> None:
+    cloud, server = fleet
+    signer = Signer.generate()
+    good, bad, newer = (stack(tmp_path, server, "1.0.0"), stack(tmp_path, server, "2.0.0", "crash"),
+                        stack(tmp_path, server, "3.0.0"))  # fmt: skip
+    for release in (good, bad, newer):
+        cloud.publish(release, signer)
+    cloud.register("car-1", model="m3", region="eu")
+    agent = AgentProcess(tmp_path, "car-1", cloud, cloud.token("--vehicle", "car-1"), "process")
+    agent.start(trust=agent.provision(signer))
+    try:
+        first = cloud.desire("model=m3", good)["desiredStateRevision"]
+        status(cloud, "car-1", first, "converged")
+
+        agent.drive()
+        second = cloud.desire("model=m3", bad)["desiredStateRevision"]
+        seen = status(cloud, "car-1", second, "blocked")
+        assert seen["lastReasonCodes"] == ["DENY_MOVING"]
+        assert agent.journal().running_key == good.key
+
+        agent.park()
+        seen = status(cloud, "car-1", second, "rolled_back")
+        assert seen["lastReasonCodes"] == ["CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED"]
+        assert agent.journal().running_key == good.key
+
+        agent.drive()
+        third = cloud.desire("model=m3", newer)["desiredStateRevision"]
+        status(cloud, "car-1", third, "blocked")
+        cloud.stop()  # offline from here: the vehicle decides alone
+        agent.park()
+        eventually(lambda: agent.journal().running_key == newer.key, "offline convergence")
+        assert len(agent.journal().outbox) >= 1
+        cloud.start()
+        status(cloud, "car-1", third, "converged")
+        eventually(lambda: not agent.journal().outbox, "the outbox to drain")
+        running = agent.data / "runtime" / "releases"
+        pid = int(next(running.glob("nav@3.0.0-*/pid")).read_text())
+        assert pid_alive(pid)
+    finally:
+        assert agent.stop() == 0
+    assert not pid_alive(pid)  # SIGTERM: the agent stopped its stack before exiting
+    assert cloud.vehicle("car-1")["presence"] in ("offline", None)
+
+
+def test_killed_mid_apply_the_agent_resumes_on_restart(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+) -> None:
+    cloud, server = fleet
+    signer = Signer.generate()
+    release = stack(tmp_path, server, "1.0.0")
+    cloud.publish(release, signer)
+    cloud.register("car-2", model="m4", region="eu")
+    revision = cloud.desire("model=m4", release)["desiredStateRevision"]
+    agent = AgentProcess(tmp_path, "car-2", cloud, cloud.token("--vehicle", "car-2"), "simulated")
+    agent.start(trust=agent.provision(signer), kill_at="apply")
+    assert agent.wait_exit() == -9
+    state = agent.journal()
+    assert state.in_flight is not None and state.in_flight.step == "apply"
+    eventually(lambda: cloud.vehicle("car-2")["presence"] == "offline", "the Last Will")
+    agent.start()  # no kill switch this time; the trust store is already provisioned
+    try:
+        status(cloud, "car-2", revision, "converged")
+        state = agent.journal()
+        assert state.interruptions == {"1:apply": 1} and state.running_key == release.key
+    finally:
+        assert agent.stop() == 0

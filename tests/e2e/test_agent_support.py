@@ -1,0 +1,185 @@
+"""Processes for the agent's end-to-end tests: the real cloud (`muto cloud serve`) and real
+agents (`muto agent run`), each a child process that the tests stop. (No tests here; the
+name keeps it beside the tests that use it.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from muto.agent.journal import Journal, JournalState
+from muto.domain.release import StackRelease
+from muto.domain.vehicle_state import VehicleState
+from muto.domain.wire import encode, to_builtins
+from muto.trust import KeySet, Signer, TrustConfig, sign_release
+from muto.trust.files import atomic_write
+from tests.conftest import free_port
+
+MUTO = [sys.executable, "-m", "muto.cli"]
+WAIT_S = 60.0
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except (httpx.HTTPError, OSError):
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class CloudProcess:
+    def __init__(self, tmp: Path, mqtt_url: str) -> None:
+        self.data = tmp / "cloud"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mqtt_url = mqtt_url
+        self.log = tmp / "cloud.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.operator = self.token("--operator")
+
+    def token(self, *who: str) -> str:
+        done = subprocess.run(
+            [*MUTO, "cloud", "token", "create", *who, "--data-dir", str(self.data)],
+            capture_output=True,
+            check=True,
+        )
+        return done.stdout.decode().splitlines()[0].strip()
+
+    @property
+    def control_plane_pem(self) -> str:
+        return (self.data / "keys" / "control-plane.pub").read_text()
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *MUTO,
+                    "cloud",
+                    "serve",
+                    "--data-dir",
+                    str(self.data),
+                    "--port",
+                    str(self.port),
+                    "--mqtt-url",
+                    self.mqtt_url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        eventually(lambda: httpx.get(f"{self.url}/healthz").status_code == 200, "the cloud")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(
+            method,
+            f"{self.url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.operator}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def register(self, vehicle_id: str, **labels: str) -> None:
+        self.call("POST", "/vehicles", {"vehicleId": vehicle_id, "labels": labels})
+
+    def publish(self, release: StackRelease, signer: Signer) -> None:
+        self.call("POST", "/releases", to_builtins(sign_release(release, [signer])))
+
+    def desire(self, selector: str, release: StackRelease, **extra: Any) -> Any:
+        stack = {"name": release.stack_name, "version": release.version}
+        body = {"target": {"selector": selector}, "stack": stack, **extra}
+        return self.call("POST", "/desired-states", body)
+
+    def vehicle(self, vehicle_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/vehicles/{vehicle_id}")
+        return found
+
+    def audit(self, vehicle_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("GET", f"/audit?vehicleId={vehicle_id}&limit=5000")
+        return found
+
+
+class AgentProcess:
+    def __init__(
+        self, tmp: Path, vehicle_id: str, cloud: CloudProcess, token: str, runtime: str
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.data = tmp / f"agent-{vehicle_id}"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.cloud = cloud
+        self.token = token
+        self.runtime = runtime
+        self.log = tmp / f"agent-{vehicle_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.park()
+
+    def provision(self, release_signer: Signer) -> Path:
+        trust = TrustConfig(
+            release_keys=KeySet(keys=[release_signer.public_pem]),
+            control_plane_keys=KeySet(keys=[self.cloud.control_plane_pem]),
+        )
+        path = self.data.parent / f"trust-{self.vehicle_id}.json"
+        path.write_bytes(encode(trust))
+        return path
+
+    def set_state(self, state: VehicleState) -> None:
+        atomic_write(self.data / "vehicle-state.json", encode(state))
+
+    def park(self) -> None:
+        self.set_state(VehicleState())
+
+    def drive(self) -> None:
+        self.set_state(VehicleState(speed_mps=8.0))
+
+    def start(self, trust: Path | None = None, kill_at: str | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "MUTO_AGENT_KILL_AT"}
+        if kill_at:
+            env["MUTO_AGENT_KILL_AT"] = kill_at
+        args = [*MUTO, "agent", "run", "--vehicle-id", self.vehicle_id,
+                "--cloud-url", self.cloud.url, "--mqtt-url", self.cloud.mqtt_url,
+                "--data-dir", str(self.data), "--runtime", self.runtime, "--poll-s", "2",
+                "--token", self.token]  # fmt: skip
+        if trust is not None:
+            args += ["--trust", str(trust)]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait: the agent flushes and exits 0."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=60)
+
+    def wait_exit(self) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout=WAIT_S)
+        self.proc = None
+        return code
+
+    def journal(self) -> JournalState:
+        with Journal.read_only(self.data) as journal:
+            return journal.state
