@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -46,3 +46,14 @@ class RolloutRequest(Wire, frozen=True, kw_only=True):
     thresholds: RolloutThresholds = RolloutThresholds()
     rollout_id: Annotated[str, Identifier] | None = None
     correlation_id: Annotated[str, Reference] | None = None
+
+
+class TokenRequest(Wire, frozen=True, kw_only=True):
+    """POST /tokens: provision a bearer token (operator, or bound to one vehicle)."""
+
+    role: Literal["operator", "vehicle"]
+    vehicle_id: Annotated[str, Identifier] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.role == "vehicle") != (self.vehicle_id is not None):
+            raise ValueError("vehicleId is required for a vehicle token, and only for one")

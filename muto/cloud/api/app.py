@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muto.cloud.api import audit, desired, releases, reports, rollouts, vehicles
+from muto.cloud.api import audit, desired, releases, reports, rollouts, tokens, vehicles
 from muto.cloud.api.responses import error, exception_handlers, ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
@@ -67,6 +67,8 @@ ROUTES = [
     Route("/rollouts/{rollout_id}/pause", rollouts.pause_rollout, methods=["POST"]),
     Route("/rollouts/{rollout_id}/resume", rollouts.resume_rollout, methods=["POST"]),
     Route("/rollouts/{rollout_id}/rollback", rollouts.rollback_rollout, methods=["POST"]),
+    Route("/tokens", tokens.issue, methods=["POST"]),
+    Route("/tokens/{token_id}/revoke", tokens.revoke, methods=["POST"]),
     Route("/audit", audit.timeline, methods=["GET"]),
 ]
 

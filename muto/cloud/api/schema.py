@@ -24,6 +24,7 @@ from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, Rec
 from muto.domain.requests import (
     RolloutRequest,
     RolloutThresholds,
+    TokenRequest,
     VehiclePatch,
     VehicleRegistration,
 )
@@ -155,6 +156,18 @@ class AuditEntry(Wire, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
+class IssuedToken(Wire, frozen=True, kw_only=True):
+    token_id: str
+    token: Annotated[str, msgspec.Meta(description="The secret: shown once, stored hashed")]
+    role: Literal["operator", "vehicle"]
+    vehicle_id: str | None
+
+
+class RevokedToken(Wire, frozen=True, kw_only=True):
+    token_id: str
+    revoked: bool
+
+
 # -- metadata -----------------------------------------------------------------------------
 
 
@@ -248,6 +261,8 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("RolloutWrittenResponse", Rollout, Written),
     _envelope("RolloutList", list[RolloutSummary], Total),
     _envelope("AuditTimeline", list[AuditEntry], AuditMetadata),
+    _envelope("IssuedTokenResponse", IssuedToken, Written),
+    _envelope("RevokedTokenResponse", RevokedToken, Written),
 )
 
 
@@ -283,6 +298,7 @@ REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
     ReconcileReport,
     HealthReport,
     RolloutRequest,
+    TokenRequest,
 )
 
 
