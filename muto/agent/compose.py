@@ -31,7 +31,7 @@ from muto.agent.runtime import build_runtime
 from muto.agent.runtime.simulated import BehaviourTable, SimulatedRuntime
 from muto.agent.safety import FileStateProvider, SimulatedStateProvider
 from muto.agent.transport.broker import Broker
-from muto.agent.transport.http import CloudClient
+from muto.agent.transport.http import CloudClient, CloudPort
 from muto.agent.trust import MemoryTrust, provision
 from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
@@ -107,6 +107,7 @@ def simulated_agent(
     trust: TrustConfig,
     *,
     cloud_url: str | None = None,
+    cloud: CloudPort | None = None,
     http: httpx.AsyncClient | None = None,
     token: str | None = None,
     mqtt_url: str | None = None,
@@ -119,9 +120,12 @@ def simulated_agent(
     **settings: Any,
 ) -> Agent:
     """An agent for the fleet simulator: in-memory journal and trust, simulated runtime,
-    artifacts and vehicle state; no thread, no file, no process. Pass one shared
-    `httpx.AsyncClient` as `http` for thousands of agents (connection pooling)."""
-    cloud = CloudClient(cloud_url, vehicle_id, token, client=http) if cloud_url else None
+    artifacts and vehicle state; no thread, no file, no process. Either `cloud_url` (pass
+    one shared `httpx.AsyncClient` as `http` for thousands of agents) or `cloud`, any
+    CloudPort (an in-process cloud). Settings (poll_s, drift_check_s, ...) go to
+    AgentSettings; agent.parts.vehicle is the SimulatedStateProvider to drive."""
+    if cloud is None and cloud_url is not None:
+        cloud = CloudClient(cloud_url, vehicle_id, token, client=http)
     parts = AgentParts(
         journal=journal or Journal.memory(),
         trust=MemoryTrust(trust),

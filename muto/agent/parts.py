@@ -21,7 +21,7 @@ from muto.agent.safety import VehicleStateProvider
 from muto.agent.snapshots import snapshots
 from muto.agent.transport.broker import Broker
 from muto.agent.transport.courier import Courier
-from muto.agent.transport.http import CloudClient
+from muto.agent.transport.http import CloudPort
 from muto.agent.transport.mqtt import MqttLink
 from muto.agent.trust import Trust
 from muto.domain.desired import AgentConfig
@@ -56,7 +56,7 @@ class AgentParts:
     runtime: RuntimeAdapter
     vehicle: VehicleStateProvider
     artifacts: ArtifactSource = field(default_factory=SimulatedArtifacts)
-    cloud: CloudClient | None = None  # None: offline by design
+    cloud: CloudPort | None = None  # None: offline by design
     broker: Broker | None = None  # None: no MQTT
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)

@@ -72,7 +72,7 @@ def agent_on(tmp: Path, server: ArtifactServer, runtime: Any, cloud: FakeCloud) 
             token="vehicle-token",
             token_host=token_host,
         ),
-        cloud=cloud,  # type: ignore[arg-type]
+        cloud=cloud,
         data_dir=tmp / "data",
     )
     return Agent(AgentSettings(vehicle_id=VEHICLE), parts)

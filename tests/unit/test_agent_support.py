@@ -234,7 +234,7 @@ def make_rig(
         runtime=runtime,
         vehicle=vehicle,
         artifacts=artifacts,
-        cloud=cloud,  # type: ignore[arg-type]
+        cloud=cloud,
         clock=clock,
         broker=broker,
     )

@@ -210,6 +210,8 @@ def _queued(state: JournalState, event: ev.ReportQueued) -> None:
 
 def _prune_releases(state: JournalState) -> None:
     keep = set(state.known_good)
+    if state.running is not None:
+        keep.add(state.running.key)
     if state.desired is not None:
         keep.add(state.desired.release.key)
     if state.in_flight is not None:

@@ -4,7 +4,7 @@ reports. Every failure is a value, never an exception: the caller decides what t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import msgspec
@@ -38,6 +38,17 @@ class _Latest(msgspec.Struct):
 
 
 Delivery = Literal["ack", "retry", "drop"]
+
+
+class CloudPort(Protocol):
+    """What an agent needs from the cloud: CloudClient over HTTP, or an in-process fake
+    (tests, a simulator that skips the network)."""
+
+    async def latest(self, etag: str | None) -> Fetched | NotFetched: ...
+
+    async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class CloudClient:

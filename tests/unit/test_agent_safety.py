@@ -1,0 +1,64 @@
+"""Gate inputs: the state file fails closed, free disk is measured when not given, and
+the fault-injection switch knows its points."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from muto.agent.kill import KillSwitch
+from muto.agent.safety import FileStateProvider, SimulatedStateProvider, with_free_disk
+from muto.agent.safety.provider import UNKNOWN
+from muto.domain.desired import Policy
+from muto.domain.gates import evaluate_gates
+from muto.domain.reasons import ReasonCode
+from muto.domain.vehicle_state import VehicleState
+from muto.domain.wire import encode
+from tests.unit.test_agent_support import T0
+
+
+def test_a_missing_or_unreadable_state_file_blocks_every_enabled_gate(tmp_path: Path) -> None:
+    provider = FileStateProvider(tmp_path / "state.json")
+    assert provider.read() == UNKNOWN and provider.error is not None
+    assert evaluate_gates(Policy(require_battery_pct_min=20), provider.read(), T0) == [
+        ReasonCode.DENY_MOVING,
+        ReasonCode.DENY_AUTONOMOUS_MODE,
+        ReasonCode.DENY_LOW_BATTERY,
+    ]
+    (tmp_path / "state.json").write_text('{"speedMps": -1}')
+    assert provider.read() == UNKNOWN and "speedMps" in (provider.error or "")
+
+
+def test_the_state_file_is_read_again_only_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(encode(VehicleState(battery_pct=80)))
+    provider = FileStateProvider(path)
+    first = provider.read()
+    assert first.battery_pct == 80 and provider.error is None
+    assert provider.read() is first
+    path.write_bytes(encode(VehicleState(battery_pct=40, speed_mps=2)))
+    os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's resolution
+    assert provider.read().battery_pct == 40
+
+
+def test_free_disk_is_measured_only_when_the_state_does_not_say(tmp_path: Path) -> None:
+    measured = with_free_disk(VehicleState(), tmp_path)
+    assert measured.free_disk_mb is not None and measured.free_disk_mb > 0
+    given = VehicleState(free_disk_mb=12.5)
+    assert with_free_disk(given, tmp_path) is given
+
+
+def test_the_simulated_provider_changes_on_request() -> None:
+    provider = SimulatedStateProvider()
+    provider.set(speed_mps=3.0)
+    assert provider.read().speed_mps == 3.0
+
+
+def test_the_kill_switch_knows_its_points() -> None:
+    assert KillSwitch.from_env({"MUTO_AGENT_KILL_AT": "apply:done"}).at == "apply:done"
+    assert KillSwitch.from_env({}).at is None
+    KillSwitch("rollback")("apply")  # another point: nothing happens
+    with pytest.raises(ValueError, match="MUTO_AGENT_KILL_AT"):
+        KillSwitch("reboot")
