@@ -16,6 +16,7 @@ GROUPS: dict[str, str] = {
     "agent": "muto.agent.cli",
     "release": "muto.trust.cli",
     "cloud": "muto.cloud.cli",
+    "demo": "muto.sim.demo",
     "audit": "muto.audit.cli",
 }
 

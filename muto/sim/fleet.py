@@ -1,0 +1,168 @@
+"""A simulated fleet in one process: N real agents on one event loop, one shared HTTP
+pool, each with its own simulated vehicle state, clock and switchable cloud link."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from muto.agent.agent import Agent
+from muto.agent.clock import SystemClock
+from muto.agent.compose import simulated_agent
+from muto.agent.journal import Journal
+from muto.agent.safety import SimulatedStateProvider
+from muto.domain.vehicle_state import VehicleState
+from muto.sim.link import FleetTransport
+from muto.sim.profile import SimProfile
+from muto.trust import TrustConfig
+
+logger = logging.getLogger("muto.sim")
+PROVISIONING = 32  # concurrent provisioning requests
+
+
+class ShiftedClock(SystemClock):
+    """A vehicle's wall clock, shifted (the demo moves a vehicle into its apply window
+    by shifting its clock); the monotonic clock is untouched."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta()
+
+    def now(self) -> datetime:
+        return super().now() + self.shift
+
+
+@dataclass
+class SimVehicle:
+    vehicle_id: str
+    region: str
+    model: str
+    timezone: str = "UTC"
+    token: str = ""
+    clock: ShiftedClock = field(default_factory=ShiftedClock)
+    agent: Agent | None = None
+
+    @property
+    def state(self) -> SimulatedStateProvider:
+        assert self.agent is not None
+        provider = self.agent.parts.vehicle
+        assert isinstance(provider, SimulatedStateProvider)
+        return provider
+
+
+class SimFleet:
+    def __init__(
+        self,
+        cloud_url: str,
+        trust: TrustConfig,
+        profile: SimProfile,
+        *,
+        mqtt_url: str | None = None,
+        operator_token: str | None = None,
+    ) -> None:
+        self.cloud_url = cloud_url.rstrip("/")
+        self.trust = trust
+        self.profile = profile
+        self.mqtt_url = mqtt_url
+        self.operator_token = operator_token
+        self.link = FleetTransport()
+        self.http = httpx.AsyncClient(transport=self.link, timeout=30.0)
+        self.vehicles: dict[str, SimVehicle] = {}
+
+    # -- provisioning (operator side, over the API) ---------------------------------
+
+    async def provision(self, vehicles: Iterable[SimVehicle]) -> None:
+        """Register each vehicle and issue its token, `PROVISIONING` at a time."""
+        assert self.operator_token, "provisioning needs an operator token"
+        headers = {"Authorization": f"Bearer {self.operator_token}"}
+        gate = asyncio.Semaphore(PROVISIONING)
+
+        async def one(v: SimVehicle) -> None:
+            async with gate:
+                r = await self.http.post(
+                    f"{self.cloud_url}/vehicles",
+                    headers=headers,
+                    json={
+                        "vehicleId": v.vehicle_id,
+                        "labels": {**self.profile.labels, "model": v.model, "region": v.region},
+                        "attributes": {"os": self.profile.os, "rosDistro": self.profile.ros_distro},
+                    },
+                )
+                r.raise_for_status()
+                r = await self.http.post(
+                    f"{self.cloud_url}/tokens",
+                    headers=headers,
+                    json={"role": "vehicle", "vehicleId": v.vehicle_id},
+                )
+                r.raise_for_status()
+                v.token = r.json()["data"]["token"]
+                self.add(v)
+
+        await asyncio.gather(*(one(v) for v in vehicles))
+
+    def add(self, vehicle: SimVehicle) -> None:
+        self.vehicles[vehicle.vehicle_id] = vehicle
+        self.link.register(vehicle.vehicle_id, vehicle.token)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def start(self, stagger_s: float = 0.0, journal_root: Path | None = None) -> None:
+        """Start every agent. With `journal_root`, each keeps its journal in an SQLite
+        file under it (inspectable with `muto agent journal`); otherwise in memory."""
+        behaviours = self.profile.behaviours()
+        for v in self.vehicles.values():
+            journal = Journal.open(journal_root / v.vehicle_id) if journal_root else None
+            v.agent = simulated_agent(
+                v.vehicle_id,
+                self.trust,
+                cloud_url=self.cloud_url,
+                http=self.http,
+                token=v.token,
+                mqtt_url=self.mqtt_url,
+                vehicle=VehicleState(
+                    model=v.model,
+                    os=self.profile.os,
+                    ros_distro=self.profile.ros_distro,
+                    timezone=v.timezone,
+                    free_disk_mb=1e6,
+                ),
+                behaviours=behaviours,
+                clock=v.clock,
+                journal=journal,
+                poll_s=self.profile.poll_s,
+                health_every_s=self.profile.health_every_s,
+                reports_via=self.profile.reports_via,
+            )
+            await v.agent.start()
+            if stagger_s:
+                await asyncio.sleep(stagger_s)
+
+    async def stop(self) -> None:
+        await asyncio.gather(
+            *(v.agent.stop() for v in self.vehicles.values() if v.agent), return_exceptions=True
+        )
+        await self.http.aclose()
+
+    # -- what a scenario changes --------------------------------------------------------
+
+    def cut(self, vehicle_ids: Iterable[str]) -> None:
+        self.link.cut.update(vehicle_ids)
+
+    def restore(self, vehicle_ids: Iterable[str]) -> None:
+        self.link.cut.difference_update(vehicle_ids)
+        for vehicle_id in vehicle_ids:
+            self.nudge(vehicle_id)
+
+    def nudge(self, vehicle_id: str) -> None:
+        agent = self.vehicles[vehicle_id].agent
+        if agent is not None:
+            agent.trigger("simulator")
+
+    def set_state(self, vehicle_id: str, **changes: object) -> None:
+        self.vehicles[vehicle_id].state.set(**changes)
+        self.nudge(vehicle_id)

@@ -1,0 +1,155 @@
+"""Loopback services for the demo: an MQTT broker and the cloud, each a child process
+(or, without the `mosquitto` binary, an embedded amqtt broker), on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
+class MosquittoBroker:
+    """The `mosquitto` binary with a generated config; anonymous on loopback only."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        found = shutil.which("mosquitto")
+        return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        binary = self.binary()
+        assert binary is not None
+        config = self.workdir / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "persistence false\nmax_queued_messages 10000\n"
+        )
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)
+        await asyncio.to_thread(wait_for_port, self.port)
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 10)
+
+
+class EmbeddedBroker:
+    """amqtt in this process's event loop: for machines without mosquitto (see
+    docs/demo.md for why amqtt)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        self.broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.shutdown()
+
+
+def make_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
+    return MosquittoBroker(workdir) if MosquittoBroker.binary() else EmbeddedBroker()
+
+
+class CloudProcess:
+    """`muto cloud serve` as a child process, like a real deployment."""
+
+    def __init__(self, data_dir: Path, mqtt_url: str, release_key: Path) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.mqtt_url = mqtt_url
+        self.release_key = release_key
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        log = (self.data_dir / "cloud.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "muto.cli",
+                "cloud",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--mqtt-url",
+                self.mqtt_url,
+                "--release-key",
+                str(self.release_key),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the cloud did not start; see {self.data_dir}/cloud.log")
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 30)
