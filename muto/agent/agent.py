@@ -22,6 +22,7 @@ from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted
 from muto.agent.reconcile.steps import Verdict
 from muto.agent.reports import health_event
+from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.mqtt import MqttLink
 from muto.domain.desired import AgentConfig
@@ -40,7 +41,7 @@ class Agent:
         self._wired = Wiring.build(self, settings, parts)
         self._triggered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._started = False
+        self._stopped = False
 
     # -- what callers see ------------------------------------------------------------
     @property
@@ -92,7 +93,6 @@ class Agent:
             logger.warning("resuming after an interrupted %s (%d)", recovered.step, recovered.count)
         self.on_config(journal.state.config)
         self._seen_sequence()
-        self._started = True
         if loop:
             self.trigger("startup")
             self._spawn(self._loop(), "reconcile")
@@ -101,6 +101,9 @@ class Agent:
                 self._spawn(self._wired.mqtt.run(), "mqtt")
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         flush = self.settings.flush_s
         tasks = {t.get_name().rsplit(":", 1)[-1]: t for t in self._tasks}
         self._tasks = []
@@ -151,35 +154,26 @@ class Agent:
 
     # -- the loop ---------------------------------------------------------------------
     async def _loop(self) -> None:
-        s, clock = self.settings, self.parts.clock
-        rng = self.parts.rng
-        next_drift = clock.monotonic() + s.drift_check_s
-        next_health = clock.monotonic() + s.health_every_s
-        next_poll = clock.monotonic() + s.poll_s * rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        schedule = Schedule(self.settings, self.parts.clock, self.parts.rng)
         while True:
-            now = clock.monotonic()
-            if now >= next_poll:
+            due = schedule.due()
+            if "poll" in due:
                 self.trigger("poll")
-            if now >= next_drift:
-                next_drift = now + s.drift_check_s
+            if "drift" in due:
                 if self._wired.reconciler.drifted():
                     self.trigger("drift")
                 self.report_health(periodic=False)
-            if now >= next_health:
-                next_health = now + s.health_every_s
+            if "health" in due:
                 self.report_health(periodic=True)
             if self._triggered.is_set():
                 self._triggered.clear()
                 reasons, self.triggers = self.triggers, []
                 logger.debug("reconcile: %s", ", ".join(reasons))
                 await self._pass()
-                next_poll = clock.monotonic() + s.poll_s * rng.uniform(
-                    1 - s.poll_jitter, 1 + s.poll_jitter
-                )
+                schedule.polled()
                 continue
-            wait = min(next_poll, next_drift, next_health) - clock.monotonic()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._triggered.wait(), max(wait, 0.0))
+                await asyncio.wait_for(self._triggered.wait(), schedule.wait_s())
 
     async def _pass(self) -> None:
         try:
@@ -192,6 +186,12 @@ class Agent:
 
     def report_health(self, periodic: bool = False) -> None:
         """Queue a health report: periodic ones always, otherwise only on a change."""
+        try:
+            self._report_health(periodic)
+        except Exception:  # health must never stop the loop
+            logger.exception("health report failed")
+
+    def _report_health(self, periodic: bool) -> None:
         state = self.parts.journal.state
         if not state.config.telemetry_enabled:
             return

@@ -60,6 +60,8 @@ class RunOptions:
 def local_agent(options: RunOptions, **settings: Any) -> Agent:
     """The agent `muto agent run` starts. Fault injection (MUTO_AGENT_KILL_AT) is read
     from the environment here, and only here."""
+    if options.reports_via == "mqtt" and not options.mqtt_url:
+        raise ValueError("--reports-via mqtt needs --mqtt-url")
     data = options.data_dir
     data.mkdir(parents=True, exist_ok=True)
     trust = provision(data, options.trust)

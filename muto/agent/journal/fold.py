@@ -121,12 +121,13 @@ def _failed(
     revision = flight.revision if flight else (desired.revision if desired else None)
     sequence = flight.sequence if flight else (desired.sequence if desired else None)
     state.in_flight = None
+    # Separate lists: state must never alias one list in two places (a snapshot would not).
     state.failed[key] = Failure(
-        revision=revision, sequence=sequence, status=ReconcileStatus.FAILED, codes=causes
+        revision=revision, sequence=sequence, status=ReconcileStatus.FAILED, codes=list(causes)
     )
     _forget_good(state, key)
     state.rollback_due = RollbackDue(
-        failed_key=key, causes=causes, revision=revision, sequence=sequence
+        failed_key=key, causes=list(causes), revision=revision, sequence=sequence
     )
 
 
@@ -137,9 +138,11 @@ def _settle(
     due = state.rollback_due
     revision, sequence = (due.revision, due.sequence) if due else (None, None)
     state.failed[failed_key] = Failure(
-        revision=revision, sequence=sequence, status=status, codes=codes
+        revision=revision, sequence=sequence, status=status, codes=list(codes)
     )
-    state.unreported = Outcome(revision=revision, sequence=sequence, status=status, codes=codes)
+    state.unreported = Outcome(
+        revision=revision, sequence=sequence, status=status, codes=list(codes)
+    )
     state.in_flight = state.rollback_due = None
     return revision
 

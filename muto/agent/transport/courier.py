@@ -49,7 +49,12 @@ class Courier:
         failures = 0
         while True:
             self._wake.clear()
-            failures = 0 if await self.drain() else failures + 1
+            try:
+                delivered = await self.drain()
+            except Exception:  # a sink's bug or a journal that cannot write: back off
+                logger.exception("delivering reports failed")
+                delivered = False
+            failures = 0 if delivered else failures + 1
             delay = None
             if failures:
                 ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 16))

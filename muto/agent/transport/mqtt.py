@@ -92,6 +92,8 @@ class MqttLink:
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 logger.info("MQTT %s:%s unavailable: %s", self.broker.host, self.broker.port, exc)
+            except Exception:  # never let the link die for good: log, back off, reconnect
+                logger.exception("MQTT session failed")
             finally:
                 self._client, self.connected = None, False
             if self._stopping.is_set():

@@ -1,0 +1,50 @@
+"""When the agent's loop next has something to do: a poll (jittered, so a fleet does not
+poll in step), a drift check (which also looks for health changes), a periodic health
+report. One timer per agent, not one task per timer."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from muto.agent.clock import Clock
+from muto.agent.parts import AgentSettings
+
+
+@dataclass
+class Schedule:
+    settings: AgentSettings
+    clock: Clock
+    rng: random.Random
+    next_poll: float = field(init=False)
+    next_drift: float = field(init=False)
+    next_health: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        now = self.clock.monotonic()
+        self.polled()
+        self.next_drift = now + self.settings.drift_check_s
+        self.next_health = now + self.settings.health_every_s
+
+    def polled(self) -> None:
+        """A pass just ran (for whatever reason): the next poll is a full interval away."""
+        s = self.settings
+        jitter = self.rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        self.next_poll = self.clock.monotonic() + s.poll_s * jitter
+
+    def due(self) -> set[str]:
+        """What is due now ("poll", "drift", "health"); drift and health are re-armed."""
+        now, found = self.clock.monotonic(), set()
+        if now >= self.next_poll:
+            found.add("poll")
+        if now >= self.next_drift:
+            found.add("drift")
+            self.next_drift = now + self.settings.drift_check_s
+        if now >= self.next_health:
+            found.add("health")
+            self.next_health = now + self.settings.health_every_s
+        return found
+
+    def wait_s(self) -> float:
+        soonest = min(self.next_poll, self.next_drift, self.next_health)
+        return max(soonest - self.clock.monotonic(), 0.0)
