@@ -64,6 +64,9 @@ class AuditTimeline(Projection):
             }
         )
 
+    def discard(self) -> None:
+        self._pending = []
+
     def flush(self, session: Session) -> None:
         """Insert-only: the batch's rows go in one executemany."""
         if self._pending:

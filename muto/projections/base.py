@@ -61,6 +61,9 @@ class Projection:
         """Called once per batch, before positions are recorded, in the same
         transaction: projections that buffer rows write them here."""
 
+    def discard(self) -> None:
+        """The batch's transaction failed: forget anything buffered for `flush`."""
+
     def clear(self, session: Session) -> None:
         for table in reversed(self.tables):
             session.execute(table.delete())

@@ -27,6 +27,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy.exc
+from eventsourcing.persistence import IntegrityError
+
 from muto.cloud.eventlog import EventLog
 from muto.projections.base import Projection
 from muto.projections.store import ViewStore
@@ -83,6 +86,25 @@ class ProjectionRunner:
             time.sleep(0.01)  # another process's projector holds the lock
 
     def _step(self, limit: int, until: int | None = None) -> int:
+        """One batch; 0 when there is nothing to do, or when another process's projector
+        applied part of the batch first (SQLite has no projector lock: the loser's
+        transaction fails on a unique position and rolls back; the caller tries again
+        from the positions as they now stand)."""
+        try:
+            return self._apply_batch(limit, until)
+        except (IntegrityError, sqlalchemy.exc.IntegrityError):
+            for projection in self.projections.values():
+                projection.discard()
+            if self.store.is_postgres:
+                raise  # projectors take turns there: this is not a lost race
+            logger.info("another projector applied this batch first; reading positions again")
+            return 0
+        except BaseException:
+            for projection in self.projections.values():
+                projection.discard()
+            raise
+
+    def _apply_batch(self, limit: int, until: int | None) -> int:
         with self.store.writing() as session:
             # Read positions inside the (locked) transaction: another projector may
             # have moved them since we last looked.
