@@ -36,7 +36,7 @@ class Agent:
         self.settings = settings
         self.parts = parts
         self.phase = AgentPhase.IDLE
-        self.failure: BaseException | None = None  # why the loop gave up, if it did
+        self.failure: BaseException | None = None  # the last pass's unexpected error
         self.triggers: list[str] = []  # reasons waiting for the next pass (coalesced)
         self._wired = Wiring.build(self, settings, parts)
         self._triggered = asyncio.Event()
@@ -59,6 +59,9 @@ class Agent:
     @property
     def mqtt(self) -> MqttLink | None:
         return self._wired.mqtt
+
+    def drifted(self) -> bool:
+        return self._wired.reconciler.drifted()
 
     def trigger(self, reason: str) -> None:
         self.triggers.append(reason)
@@ -140,7 +143,8 @@ class Agent:
     def on_config(self, config: AgentConfig) -> None:
         if self.parts.config_file is not None:
             store_config(self.parts.config_file, config)
-        logging.getLogger("muto.agent").setLevel(str(config.log_level).upper())
+        if self.settings.owns_logging:  # one agent per process: its level is the process's
+            logging.getLogger("muto").setLevel(str(config.log_level).upper())
         if self._wired.mqtt is not None:
             self._wired.mqtt.heartbeat_changed()
         self._changed()

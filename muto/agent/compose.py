@@ -99,6 +99,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         tenant=options.tenant,
         reports_via=options.reports_via,
         poll_s=options.poll_s,
+        owns_logging=True,
         **settings,
     )
     return Agent(agent_settings, parts)

@@ -44,6 +44,7 @@ class AgentSettings:
     reports_via: Literal["http", "mqtt"] = "http"  # the one path that acknowledges
     flush_s: float = 10.0  # how long stop() waits for the outbox and the MQTT session
     stop_runtime_on_exit: bool = True
+    owns_logging: bool = False  # apply agentConfig.logLevel to the process's "muto" loggers
 
 
 @dataclass

@@ -139,7 +139,7 @@ def test_a_crash_loop_after_converging_rolls_back_to_the_previous_known_good() -
         rig.runtime.time_scale = 1.0  # B restarts every second of the rig's clock
         await converged_on(rig, B, 2)
         rig.clock.advance(5)
-        assert rig.agent._wired.reconciler.drifted()
+        assert rig.agent.drifted()
         await rig.reconcile()
         await rig.deliver()
         assert rig.runtime.status().release == A.key
@@ -314,7 +314,7 @@ def test_drift_restores_the_running_release() -> None:
         rig = await started()
         await converged_on(rig, A, 1)
         await rig.runtime.stop()
-        assert rig.agent._wired.reconciler.drifted()
+        assert rig.agent.drifted()
         assert (await rig.reconcile()).kind == "converged"
         assert rig.runtime.applied == [A.key, A.key]
         assert "DriftDetected" in types(rig)
@@ -373,3 +373,10 @@ def test_the_loop_coalesces_triggers_and_stops_cleanly() -> None:
         assert rig.cloud.reports[0]["vehicleId"] == VEHICLE
 
     run(scenario)
+
+
+def test_every_step_kind_has_an_entry_in_the_executor_table() -> None:
+    from muto.agent.reconcile.steps import Step
+
+    executor = make_rig().agent._wired.reconciler.executor
+    assert set(executor._table) == set(Step.__subclasses__())

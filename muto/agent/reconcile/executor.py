@@ -72,9 +72,7 @@ class Executor:
             self.journal, self.artifacts, self.clock, self.kill, self.self_fetched, self.on_phase
         )
         self._restorer = Restorer(self.journal, self.runtime, self._gatherer, self.clock, self.kill)
-
-    async def run(self, step: Step, memory: PassMemory) -> None:
-        table: dict[type[Step], Callable[[Any, PassMemory], Awaitable[None]]] = {
+        self._table: dict[type[Step], Callable[[Any, PassMemory], Awaitable[None]]] = {
             QueueReport: self._report,
             NoteGates: self._gates,
             FetchArtifacts: self._fetch,
@@ -84,7 +82,9 @@ class Executor:
             Rollback: self._rollback,
             StopRuntime: self._stop,
         }
-        await table[type(step)](step, memory)
+
+    async def run(self, step: Step, memory: PassMemory) -> None:
+        await self._table[type(step)](step, memory)
 
     def _note(self, *events: Event) -> None:
         self.journal.append(*events)
