@@ -172,3 +172,10 @@ def test_every_success_response_is_an_envelope() -> None:
                 continue
             body = resolve(spec, content["application/json"]["schema"])
             assert body["required"] == ["data", "metadata", "timestamp"], (key, status)
+
+
+def test_handlers_read_the_correlation_header_only_through_its_check() -> None:
+    """X-Correlation-Id ends up in an indexed column: context.correlation checks it."""
+    for key, endpoint in code_routes().items():
+        source = inspect.getsource(inspect.getmodule(endpoint) or endpoint)
+        assert "x-correlation-id" not in source.lower(), f"{key}: use context.correlation()"

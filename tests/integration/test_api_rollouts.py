@@ -1,0 +1,205 @@
+"""Rollouts through the real server (its in-process controller moves them), on SQLite
+and PostgreSQL: canaries, the canary gate, the wave, pause/resume, fleet rollback to
+each vehicle's previous release, and the 409 on overlapping rollouts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.test_api_harness import (
+    BACKENDS,
+    error_of,
+    reconcile_body,
+    release_envelope,
+    running,
+    signed_payload,
+    unique,
+    vehicle_body,
+)
+
+FLEET = ["eu-1", "eu-2", "us-1", "us-2"]  # two region-model groups of two
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def op(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    with (
+        running(request.param, tmp_path_factory.mktemp(request.param), "operator") as (
+            server,
+            tokens,
+        ),
+        server.client(tokens["operator"][0]) as client,
+    ):
+        yield client
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()["data"]
+
+
+def eventually(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool]) -> Any:
+    """Poll until the controller (a loop in the server) has acted; 30 s is only a cap."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = read()
+        if done(found):
+            return found
+        assert time.monotonic() < deadline, f"still {found['state']}: {found}"
+        time.sleep(0.1)
+
+
+class Fleet:
+    """Four vehicles of one group, running `stack@1.0.0`, with releases 2.0.0, 3.0.0."""
+
+    def __init__(self, op: httpx.Client) -> None:
+        self.op = op
+        self.group = unique("g")
+        self.stack = unique("stack")
+        self.ids = [f"{self.group}-{v}" for v in FLEET]
+        for vehicle_id in self.ids:
+            ok(self.op.post("/vehicles", json=self.body(vehicle_id)), 201)
+        for version in ("1.0.0", "2.0.0", "3.0.0"):
+            ok(self.op.post("/releases", json=release_envelope(self.stack, version)), 201)
+        assigned = ok(
+            self.op.post(
+                "/desired-states",
+                json={
+                    "target": {"selector": f"group={self.group}"},
+                    "stack": {"name": self.stack, "version": "1.0.0"},
+                },
+            ),
+            201,
+        )
+        self.converge(self.ids, assigned["desiredStateRevision"], "1.0.0")
+
+    def body(self, vehicle_id: str) -> dict[str, Any]:
+        region = vehicle_id.rsplit("-", 2)[-2]
+        return vehicle_body(vehicle_id, region=region, group=self.group)
+
+    def converge(self, vehicle_ids: list[str], revision: str | None, version: str) -> None:
+        for vehicle_id in vehicle_ids:
+            report = reconcile_body(
+                vehicle_id, unique("r"), revision=revision, running=(self.stack, version)
+            )
+            assert ok(self.op.post("/reports/reconcile", json=report))["recorded"] is True
+
+    def start(self, version: str) -> dict[str, Any]:
+        body = {
+            "rolloutId": unique("ro"),
+            "selector": f"group={self.group}",
+            "stack": self.stack,
+            "version": version,
+        }
+        started: dict[str, Any] = ok(self.op.post("/rollouts", json=body), 201)
+        return started
+
+    def get(self, rollout_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = ok(self.op.get(f"/rollouts/{rollout_id}"))
+        return found
+
+    def report_phase(self, rollout: dict[str, Any], phase: str, version: str) -> None:
+        for member in rollout["vehicles"]:
+            if member["phase"] == phase:
+                self.converge([member["vehicleId"]], member["revision"], version)
+
+    def running_version(self, vehicle_id: str) -> str:
+        bundle = ok(self.op.get("/desired-states/latest", params={"vehicleId": vehicle_id}))
+        version: str = signed_payload(bundle["desiredState"])["stack"]["version"]
+        return version
+
+
+def phases(rollout: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for m in rollout["vehicles"]:
+        found.setdefault(m["phase"], []).append((m["vehicleId"].rsplit("-", 2)[-2], m["status"]))
+    return found
+
+
+def test_canaries_then_the_wave_then_completed(op: httpx.Client) -> None:
+    fleet = Fleet(op)
+    rollout = fleet.start("2.0.0")
+    rollout_id = rollout["rolloutId"]
+    assert rollout["state"] == "canary" and rollout["paused"] is False
+    # one canary per region-model, assigned at once; the wave waits
+    assert phases(rollout) == {
+        "canary": [("eu", "assigned"), ("us", "assigned")],
+        "wave": [("eu", "pending"), ("us", "pending")],
+    }
+    assert rollout["phases"]["canary"]["targeted"] == 2
+    canaries = [m["vehicleId"] for m in rollout["vehicles"] if m["phase"] == "canary"]
+    assert [fleet.running_version(v) for v in canaries] == ["2.0.0", "2.0.0"]
+
+    overlapping = op.post(
+        "/rollouts",
+        json={
+            "selector": f"group={fleet.group} AND region=eu",
+            "stack": fleet.stack,
+            "version": "3.0.0",
+        },
+    )
+    assert {d["rolloutId"] for d in error_of(overlapping, 409)["details"]} == {rollout_id}
+
+    fleet.report_phase(rollout, "canary", "2.0.0")
+    in_wave = eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "wave")
+    assert [d["event"] for d in in_wave["decisions"]] == ["CanaryGatePassed"]
+    assert phases(in_wave)["wave"] == [("eu", "assigned"), ("us", "assigned")]
+
+    fleet.report_phase(in_wave, "wave", "2.0.0")
+    done = eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "completed")
+    assert [d["event"] for d in done["decisions"]] == ["CanaryGatePassed", "WaveGatePassed"]
+    assert done["phases"]["wave"]["converged"] == 2
+    assert [fleet.running_version(v) for v in fleet.ids] == ["2.0.0"] * 4
+    # a finished rollout can no longer be paused
+    assert error_of(op.post(f"/rollouts/{rollout_id}/pause"), 409)["code"] == "conflict"
+    listed = ok(op.get("/rollouts"))
+    assert rollout_id in [r["rolloutId"] for r in listed]
+
+
+def test_pause_resume_and_rollback_to_the_previous_release(op: httpx.Client) -> None:
+    fleet = Fleet(op)
+    rollout_id = fleet.start("2.0.0")["rolloutId"]
+
+    paused = ok(op.post(f"/rollouts/{rollout_id}/pause"))
+    assert paused["paused"] is True
+    assert ok(op.post(f"/rollouts/{rollout_id}/pause"))["paused"] is True  # idempotent
+    fleet.report_phase(paused, "canary", "2.0.0")
+    assert fleet.get(rollout_id)["state"] == "canary"  # read right after: still held
+    resumed = ok(op.post(f"/rollouts/{rollout_id}/resume"))
+    assert resumed["paused"] is False
+    eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "wave")
+
+    rolled = ok(op.post(f"/rollouts/{rollout_id}/rollback"))
+    assert rolled["state"] == "rolled_back"
+    assert {m["status"] for m in rolled["vehicles"]} == {"rolled_back"}
+    # a rollback is a new, higher revision pointing at the release each vehicle ran before
+    assert [fleet.running_version(v) for v in fleet.ids] == ["1.0.0"] * 4
+    rollbacks = [
+        e
+        for e in ok(op.get("/audit", params={"rolloutId": rollout_id}))
+        if e["eventType"] == "Rollout.RolledBack"
+    ]
+    again = op.post(f"/rollouts/{rollout_id}/rollback")
+    assert again.status_code == 200 and again.json()["metadata"]["position"] is None
+    after = [
+        e
+        for e in ok(op.get("/audit", params={"rolloutId": rollout_id}))
+        if e["eventType"] == "Rollout.RolledBack"
+    ]
+    assert after == rollbacks
+    # the vehicles are free for the next rollout
+    assert fleet.start("3.0.0")["state"] == "canary"
+
+
+def test_unknown_rollouts_are_404(op: httpx.Client) -> None:
+    assert error_of(op.get("/rollouts/ro-nope"), 404)["code"] == "not_found"
+    for action in ("pause", "resume", "rollback"):
+        assert error_of(op.post(f"/rollouts/ro-nope/{action}"), 404)
+    nobody = op.post("/rollouts", json={"selector": "group=nobody", "stack": "s", "version": "1"})
+    assert error_of(nobody, 422)["details"] == {"selector": "group=nobody"}
