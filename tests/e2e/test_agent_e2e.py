@@ -60,6 +60,15 @@ def status(cloud: CloudProcess, vehicle_id: str, revision: str, wanted: str) -> 
     return eventually(check, f"{vehicle_id} {wanted} on {revision}")
 
 
+def reported(cloud: CloudProcess, vehicle_id: str) -> list[tuple[str, str]]:
+    """The reconcile reports the cloud recorded, in the order it recorded them."""
+    return [
+        (e["data"]["report"]["desiredStateRevision"], e["data"]["report"]["status"])
+        for e in cloud.audit(vehicle_id)
+        if e["eventType"] == "Vehicle.ReconcileReported"
+    ]
+
+
 def test_converge_block_roll_back_then_converge_offline(
     tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
 ) -> None:
@@ -97,13 +106,20 @@ def test_converge_block_roll_back_then_converge_offline(
         cloud.start()
         status(cloud, "car-1", third, "converged")
         eventually(lambda: not agent.journal().outbox, "the outbox to drain")
+        assert reported(cloud, "car-1") == [
+            (first, "converged"),
+            (second, "blocked"),
+            (second, "rolled_back"),
+            (third, "blocked"),
+            (third, "converged"),  # sent after the cloud came back, in order
+        ]
         running = agent.data / "runtime" / "releases"
         pid = int(next(running.glob("nav@3.0.0-*/pid")).read_text())
         assert pid_alive(pid)
     finally:
         assert agent.stop() == 0
     assert not pid_alive(pid)  # SIGTERM: the agent stopped its stack before exiting
-    assert cloud.vehicle("car-1")["presence"] in ("offline", None)
+    eventually(lambda: cloud.vehicle("car-1")["presence"] == "offline", "offline presence")
 
 
 def test_killed_mid_apply_the_agent_resumes_on_restart(
