@@ -92,8 +92,10 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = WA
 
 
 class Demo:
-    def __init__(self, data_dir: Path, vehicles: int, console: Console) -> None:
+    def __init__(self, data_dir: Path, vehicles: int, console: Console,
+                 broker: str = "auto") -> None:
         self.data_dir = data_dir
+        self.broker_kind = broker
         self.count = vehicles
         self.console = console
         self.expect = Expectations()
@@ -129,7 +131,7 @@ class Demo:
         say = self.console.say
         say(f"muto demo: {self.count} vehicles, data in {self.data_dir}")
         token, trust, signer, release_pub = self.prepare_cloud()
-        broker = make_broker(self.data_dir)
+        broker = make_broker(self.data_dir, self.broker_kind)
         await broker.start()
         cloud = CloudProcess(self.data_dir / "cloud", broker.url, release_pub)
         fleet: SimFleet | None = None
@@ -383,11 +385,13 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="muto-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(Demo(data_dir, args.vehicles, Console()).run())
+    return asyncio.run(Demo(data_dir, args.vehicles, Console(), args.broker).run())
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="the whole system on loopback, with a simulated fleet")
     p.add_argument("--vehicles", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="default: a new temporary directory")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                   help="auto: mosquitto if installed, else an embedded amqtt broker")
     p.set_defaults(func=main)

@@ -98,8 +98,13 @@ class EmbeddedBroker:
             await self.broker.shutdown()
 
 
-def make_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
-    return MosquittoBroker(workdir) if MosquittoBroker.binary() else EmbeddedBroker()
+def make_broker(workdir: Path, kind: str = "auto") -> MosquittoBroker | EmbeddedBroker:
+    """`auto`: the mosquitto binary when installed, else the embedded broker."""
+    if kind == "mosquitto" or (kind == "auto" and MosquittoBroker.binary()):
+        if not MosquittoBroker.binary():
+            raise RuntimeError("--broker mosquitto: no mosquitto binary on this machine")
+        return MosquittoBroker(workdir)
+    return EmbeddedBroker()
 
 
 class CloudProcess:
