@@ -17,6 +17,7 @@ GROUPS: dict[str, str] = {
     "release": "muto.trust.cli",
     "cloud": "muto.cloud.cli",
     "demo": "muto.sim.demo",
+    "sim": "muto.sim.cli",
     "audit": "muto.audit.cli",
 }
 

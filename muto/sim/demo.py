@@ -24,10 +24,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from muto.cloud.bootstrap import ControlPlane, control_plane_signer
-from muto.cloud.commands import Cause
-from muto.cloud.settings import Settings
-from muto.cloud.tokens import Role, issue_token
 from muto.domain.release import (
     Artifact,
     ArtifactType,
@@ -39,9 +35,8 @@ from muto.sim.console import Console, counts, phase_detail, reason_counts
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import Behaviour, SimProfile, vehicle_ids
-from muto.sim.services import CloudProcess, make_broker
-from muto.trust import KeySet, Signer, TrustConfig, sign_release
-from muto.trust.keys import write_key_pair
+from muto.sim.services import CloudProcess, make_broker, prepare_cloud
+from muto.trust import sign_release
 
 STACK = "autonomy-core"
 WAIT_S = 45.0
@@ -92,8 +87,9 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = WA
 
 
 class Demo:
-    def __init__(self, data_dir: Path, vehicles: int, console: Console,
-                 broker: str = "auto") -> None:
+    def __init__(
+        self, data_dir: Path, vehicles: int, console: Console, broker: str = "auto"
+    ) -> None:
         self.data_dir = data_dir
         self.broker_kind = broker
         self.count = vehicles
@@ -105,32 +101,10 @@ class Demo:
 
     # -- set-up -------------------------------------------------------------------------
 
-    def prepare_cloud(self) -> tuple[str, TrustConfig, Signer, Path]:
-        """Keys and an operator token, written before the cloud starts."""
-        cloud_dir = self.data_dir / "cloud"
-        keys = self.data_dir / "release-keys"
-        keys.mkdir(parents=True, exist_ok=True)
-        if not (keys / "release.key").exists():
-            write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
-        signer = Signer.load(keys / "release.key")
-        settings = Settings(data_dir=cloud_dir, mqtt_url=None, release_keys=(keys / "release.pub",))
-        control_plane_signer(settings)  # creates keys/control-plane.{key,pub}
-        plane = ControlPlane.open(settings)
-        try:
-            secret, command = issue_token(Role.OPERATOR, None, Cause.of("demo"))
-            plane.execute(command)
-        finally:
-            plane.close()
-        trust = TrustConfig(
-            release_keys=KeySet(keys=[(keys / "release.pub").read_text()]),
-            control_plane_keys=KeySet(keys=[(cloud_dir / "keys/control-plane.pub").read_text()]),
-        )
-        return secret, trust, signer, keys / "release.pub"
-
     async def run(self) -> int:
         say = self.console.say
         say(f"muto demo: {self.count} vehicles, data in {self.data_dir}")
-        token, trust, signer, release_pub = self.prepare_cloud()
+        token, trust, signer, release_pub = prepare_cloud(self.data_dir)
         broker = make_broker(self.data_dir, self.broker_kind)
         await broker.start()
         cloud = CloudProcess(self.data_dir / "cloud", broker.url, release_pub)
@@ -392,6 +366,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="the whole system on loopback, with a simulated fleet")
     p.add_argument("--vehicles", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="default: a new temporary directory")
-    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
-                   help="auto: mosquitto if installed, else an embedded amqtt broker")
+    p.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="auto: mosquitto if installed, else an embedded amqtt broker",
+    )
     p.set_defaults(func=main)

@@ -14,6 +14,13 @@ from typing import Any
 
 import httpx
 
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import Cause
+from muto.cloud.settings import Settings
+from muto.cloud.tokens import Role, issue_token
+from muto.trust import KeySet, Signer, TrustConfig
+from muto.trust.keys import write_key_pair
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -158,3 +165,26 @@ class CloudProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             await asyncio.to_thread(self.proc.wait, 30)
+
+
+def prepare_cloud(data_dir: Path) -> tuple[str, TrustConfig, Signer, Path]:
+    """Before the cloud starts: a release key pair, the control-plane key (the cloud
+    creates it on first open), an operator token, and the trust config for agents.
+    Returns (operator token, trust config, release signer, release public key path)."""
+    cloud_dir = data_dir / "cloud"
+    keys = data_dir / "release-keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    if not (keys / "release.key").exists():
+        write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
+    settings = Settings(data_dir=cloud_dir, mqtt_url=None, release_keys=(keys / "release.pub",))
+    plane = ControlPlane.open(settings)  # creates keys/control-plane.{key,pub}
+    try:
+        secret, command = issue_token(Role.OPERATOR, None, Cause.of("setup"))
+        plane.execute(command)
+    finally:
+        plane.close()
+    trust = TrustConfig(
+        release_keys=KeySet(keys=[(keys / "release.pub").read_text()]),
+        control_plane_keys=KeySet(keys=[(cloud_dir / "keys/control-plane.pub").read_text()]),
+    )
+    return secret, trust, Signer.load(keys / "release.key"), keys / "release.pub"
