@@ -59,6 +59,13 @@ class HashChain(Projection):
     name = "audit_chain"
     reads_records = True  # the runner hands over stored records, not decoded events
 
+    def __init__(self, metadata: MetaData) -> None:
+        super().__init__(metadata)
+        # The last link this projection wrote and the transaction it wrote it in. Inside
+        # that transaction no one else adds links (the projector holds the lock), so the
+        # head is read once per batch, not once per event.
+        self._written: tuple[object, int, bytes] | None = None
+
     def define(self, metadata: MetaData) -> list[Table]:
         self.links = Table(
             "view_audit_chain",
@@ -81,10 +88,14 @@ class HashChain(Projection):
         return (0, GENESIS) if found is None else (found.position, bytes.fromhex(found.hash))
 
     def apply(self, session: Session, event: object, position: int) -> None:
-        head, previous = self.head(session)
+        transaction = session.get_transaction()
+        if self._written is not None and self._written[0] is transaction:
+            _, head, previous = self._written
+        else:
+            head, previous = self.head(session)
         if position <= head:  # links only ever extend the chain
             raise IntegrityError(f"position {position} is already chained (head {head})")
         record = cast(StoredRecord, event)  # reads_records: the runner passes the record
-        session.execute(
-            self.links.insert().values(position=position, hash=link(previous, record).hex())
-        )
+        digest = link(previous, record)
+        session.execute(self.links.insert().values(position=position, hash=digest.hex()))
+        self._written = (transaction, position, digest)
