@@ -53,9 +53,10 @@ def replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     until: int | None = args.position
     if args.until is not None:
+        instant = parse_instant(args.until)
         log = open_event_log(settings.events_url)
         try:
-            until = position_at(log, parse_instant(args.until))
+            until = position_at(log, instant)
         finally:
             log.close()
     done = rebuild(settings.events_url, Path(args.out), until)

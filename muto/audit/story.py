@@ -34,6 +34,8 @@ DECISIONS = (
     "Rollout.WaveGateFailed",
 )
 OPERATOR_ROLLBACK = "OPERATOR_ROLLBACK"
+# Aggregates whose events may concern any vehicle: a vehicle's story reads all of them.
+SHARED = ("Rollout", "DesiredState", "AccessToken")
 
 
 def _kind(record: Notification) -> str:
@@ -42,15 +44,7 @@ def _kind(record: Notification) -> str:
 
 def wanted_for_vehicle(vehicle_id: str) -> Callable[[Notification], bool]:
     stream = Vehicle.create_id(vehicle_id)
-    return lambda r: (
-        r.originator_id == stream
-        or _kind(r)
-        in (
-            "Rollout",
-            "DesiredState",
-            "AccessToken",
-        )
-    )
+    return lambda r: r.originator_id == stream or _kind(r) in SHARED
 
 
 def wanted_for_rollout(rollout_id: str) -> Callable[[Notification], bool]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ from muto.domain.requests import RolloutRequest, RolloutThresholds
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.projections import Views
 from muto.projections.store import ViewStore
+from tests.conftest import PG_ADMIN_URL, unavailable
 from tests.support.spine import (
     SignedRelease,
     cause,
     desired_request,
     health_report,
+    postgres_settings,
     reconcile_report,
     register_fleet,
     registration,
@@ -152,13 +156,43 @@ def _script(cp: ControlPlane) -> History:
     )
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
-    cp = ControlPlane.open(sqlite_settings(tmp_path_factory.mktemp("audit")))
+@contextmanager
+def database() -> Iterator[str]:
+    """A PostgreSQL database for the whole module (the history is written once)."""
+    import psycopg
+
+    name = f"muto_test_{uuid.uuid4().hex[:12]}"
+    conninfo = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
-        yield _script(cp)
-    finally:
-        cp.close()
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
+        raise
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def history(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[History]:
+    data_dir = tmp_path_factory.mktemp("audit")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            settings = sqlite_settings(data_dir)
+        else:
+            settings = postgres_settings(stack.enter_context(database()), data_dir)
+        cp = ControlPlane.open(settings)
+        try:
+            yield _script(cp)
+        finally:
+            cp.close()
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +202,10 @@ def _no_database_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def audit(capsys: pytest.CaptureFixture[str], history: History, *args: str) -> tuple[int, str]:
     capsys.readouterr()
-    code = main(["audit", *args, "--data-dir", str(history.data_dir)])
+    where = ["--data-dir", str(history.data_dir)]
+    if history.cp.settings.database_url:
+        where += ["--database-url", history.cp.settings.database_url]
+    code = main(["audit", *args, *where])
     return code, capsys.readouterr().out
 
 
