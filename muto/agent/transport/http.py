@@ -3,6 +3,7 @@ reports. Every failure is a value, never an exception: the caller decides what t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -12,6 +13,7 @@ import msgspec
 from muto.domain.desired import DesiredStateBundle
 from muto.domain.wire import WireError, decode
 
+logger = logging.getLogger("muto.agent")
 TIMEOUT_S = 10.0
 # Worth retrying: the token may be fixed, the cloud may come back, a limit may lift.
 RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
@@ -89,6 +91,9 @@ class CloudClient:
             return NotFetched("not_modified")
         if response.status_code == 404:
             return NotFetched("none_assigned")
+        if response.status_code in (401, 403):
+            # Not an outage: a misprovisioned token. Say so on every poll until fixed.
+            logger.warning("the cloud refuses this vehicle's token (HTTP %s)", response.status_code)
         if response.status_code != 200:
             return NotFetched("unreachable", f"HTTP {response.status_code}")
         return _fetched(response)
