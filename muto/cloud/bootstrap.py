@@ -72,7 +72,7 @@ class ControlPlane:
         views = Views(store)
         projector = ProjectionRunner(log, views.store, views.all)
         projector.catch_up()
-        writer = Writer(log)
+        writer = Writer(log, on_saved=projector.wake)
         keys = [p.read_text() for p in settings.release_keys]
         if not keys:
             logger.warning(

@@ -6,6 +6,7 @@ long-lived aggregates (a vehicle with thousands of reports) cheap to load.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from eventsourcing.application import Application
@@ -13,6 +14,8 @@ from eventsourcing.application import Application
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
+
+logger = logging.getLogger("muto.eventlog")
 
 
 class EventLog(Application[Any]):
@@ -39,6 +42,15 @@ class EventLog(Application[Any]):
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
             "AGGREGATE_CACHE_FASTFORWARD": "y" if settings.is_postgres else "n",
         }
+
+    def _take_snapshots(self, processing_event: Any) -> None:
+        """Snapshots are taken after the events are committed; one that fails must not
+        make a committed write look failed (the writer would re-run its commands). A
+        snapshot is only a shortcut: log the failure, keep the events."""
+        try:
+            super()._take_snapshots(processing_event)
+        except Exception:
+            logger.exception("snapshot failed after a committed save; continuing without")
 
     def position(self) -> int:
         """The id of the last notification in the log (0 when empty)."""

@@ -87,9 +87,12 @@ class Written(Generic[T]):
 
 
 class Writer:
-    def __init__(self, log: EventLog, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, log: EventLog, max_batch: int = MAX_BATCH, on_saved: Callable[[], None] | None = None
+    ) -> None:
         self.log = log
         self.max_batch = max_batch
+        self.on_saved = on_saved  # e.g. wake the projector
         self._queue: queue.SimpleQueue[tuple[Command[Any], Future[Written[Any]]] | None] = (
             queue.SimpleQueue()
         )
@@ -132,6 +135,8 @@ class Writer:
                 batch.append(more)
             if batch:
                 self._write(batch)
+                if self.on_saved is not None:
+                    self.on_saved()
             if stopping:
                 return
 

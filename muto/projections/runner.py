@@ -48,6 +48,10 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self.processed = 0
         self._reached = 0  # every projection has processed at least this position
+        self._wake = threading.Event()  # work may be waiting: run a step now
+        self._progress = threading.Condition()  # notified whenever _reached moves
+        # Request handlers waiting for a position: resolved from the projector thread.
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- positions --------------------------------------------------------------------
 
@@ -73,17 +77,26 @@ class ProjectionRunner:
         return total
 
     def catch_up_to(self, position: int | None, timeout: float = 10.0) -> None:
-        """Return once every projection has processed `position` (read-your-writes)."""
+        """Return once every projection has processed `position` (read-your-writes).
+
+        With the background thread running, a caller only wakes it and waits: one step
+        then serves every waiting request (under load, many writes per batch instead of
+        a step per request). Without it, the caller catches up itself."""
         if position is None or self._reached >= position:
             return
         deadline = time.monotonic() + timeout
-        while True:
-            self.catch_up()
-            if self._reached >= position:
-                return
+        background = self._thread is not None and self._thread.is_alive()
+        while self._reached < position:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"projections at {self.position()}, waited for {position}")
-            time.sleep(0.01)  # another process's projector holds the lock
+                raise TimeoutError(f"projections at {self._reached}, waited for {position}")
+            if background:
+                self._wake.set()
+                with self._progress:
+                    self._progress.wait_for(lambda: self._reached >= position, timeout=0.05)
+            else:
+                self.catch_up()
+                if self._reached < position:
+                    time.sleep(0.01)  # another process's projector holds the lock
 
     def _step(self, limit: int, until: int | None = None) -> int:
         """One batch; 0 when there is nothing to do, or when another process's projector
@@ -108,11 +121,11 @@ class ProjectionRunner:
         with self.store.writing() as session:
             # Read positions inside the (locked) transaction: another projector may
             # have moved them since we last looked.
-            positions = {name: self.store.position_of(name) for name in self.projections}
+            positions = self.store.positions(session, self.projections)
             start = min(positions.values(), default=0)
             notifications = self._select(start, limit, until)
             if not notifications:
-                self._reached = max(self._reached, start)
+                self._advance_to(start)
                 return 0
             last = notifications[-1].id
             for notification in notifications:
@@ -125,15 +138,41 @@ class ProjectionRunner:
             for name, projection in self.projections.items():
                 if last > positions[name]:
                     projection.flush(session)
-                    self.store.record_position(session, name, last)
+                    self.store.advance(session, name, positions[name], last)
         self.processed += len(notifications)
-        self._reached = max(self._reached, last)
+        self._advance_to(last)
         return len(notifications)
 
-    async def reach(self, position: int | None) -> None:
-        """Async `catch_up_to`, for request handlers (read-your-writes)."""
-        if position is not None and self._reached < position:
-            await asyncio.to_thread(self.catch_up_to, position)
+    def _advance_to(self, position: int) -> None:
+        if position <= self._reached:
+            return
+        with self._progress:
+            self._reached = position
+            self._progress.notify_all()
+            due = [w for w in self._waiters if w[0] <= position]
+            self._waiters = [w for w in self._waiters if w[0] > position]
+        for _, loop, future in due:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def reach(self, position: int | None, timeout: float = 10.0) -> None:
+        """Async `catch_up_to`, for request handlers (read-your-writes): with the
+        background thread running, an awaited future, not a parked thread."""
+        if position is None or self._reached >= position:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            await asyncio.to_thread(self.catch_up_to, position, timeout)
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._progress:
+            if self._reached >= position:
+                return
+            self._waiters.append((position, loop, future))
+        self._wake.set()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"projections at {self._reached}, waited for {position}") from None
 
     def _select(self, start: int, limit: int, stop: int | None = None) -> Sequence[Any]:
         # eventsourcing_sqlalchemy keeps the current transaction in one ContextVar that
@@ -159,8 +198,13 @@ class ProjectionRunner:
     # -- background -------------------------------------------------------------------
 
     def start(self, interval: float = 0.1) -> None:
+        """Follow the log: every `interval`, or at once when a writer or a waiting
+        reader wakes the thread."""
+
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while not self._stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
                 try:
                     self.catch_up()
                 except Exception:  # logged, retried next tick
@@ -169,7 +213,17 @@ class ProjectionRunner:
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """New events were saved (the writer calls this): project them now."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

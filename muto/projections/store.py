@@ -7,14 +7,14 @@ the update and the commit leaves both as they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Engine, MetaData, text
+from sqlalchemy import Engine, MetaData, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 TRACKING_TABLE = "muto_projection_tracking"
@@ -30,6 +30,18 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         assert isinstance(engine, Engine)
         self.engine = engine
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        t = self.tracking_table
+        self._positions = select(t.c.application_name, t.c.notification_id).where(
+            t.c.application_name.in_(bindparam("names", expanding=True))
+        )
+        self._insert_position = t.insert()
+        self._move_position = (
+            update(t)
+            .where(
+                t.c.application_name == bindparam("name"), t.c.notification_id == bindparam("seen")
+            )
+            .values(notification_id=bindparam("to"))
+        )
 
     def create_table(self) -> None:
         super().create_table()
@@ -56,6 +68,31 @@ class ViewStore(SQLAlchemyTrackingRecorder):
 
     def position_of(self, projection: str) -> int:
         return self.max_tracking_id(projection) or 0
+
+    # The projector's hot path reads and moves every position once per batch. Through
+    # the library's ORM queries that was two queries per projection per batch (a third
+    # of the cloud's CPU under load, measured with py-spy); these are the same rows,
+    # read in one query and moved with a compare-and-set.
+
+    def positions(self, session: Session, names: Iterable[str]) -> dict[str, int]:
+        found = session.connection().execute(self._positions, {"names": list(names)})
+        known = {row.application_name: row.notification_id for row in found}
+        return {name: known.get(name, 0) for name in names}
+
+    def advance(self, session: Session, projection: str, seen: int, position: int) -> None:
+        """Move a position from `seen` to `position`; IntegrityError if another projector
+        moved it since it was read (nothing is applied twice)."""
+        connection = session.connection()
+        if seen == 0:
+            connection.execute(
+                self._insert_position, {"application_name": projection, "notification_id": position}
+            )
+            return
+        moved = connection.execute(
+            self._move_position, {"name": projection, "seen": seen, "to": position}
+        )
+        if moved.rowcount != 1:
+            raise IntegrityError(f"{projection} is no longer at {seen}")
 
     def forget_position(self, session: Session, projection: str) -> None:
         session.query(self.tracking_record_cls).filter_by(application_name=projection).delete()
