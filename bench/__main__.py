@@ -8,7 +8,7 @@ import sys
 
 from bench import number, ratio, section, update_doc
 
-MODULES = ["store", "api"]  # bench/<name>.py, each with TITLE, run() and optionally NOTES
+MODULES = ["store", "api", "rollout", "notify"]  # bench/<name>.py, each with TITLE, run() and optionally NOTES
 
 
 def main(names: list[str]) -> int:

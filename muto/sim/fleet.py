@@ -82,24 +82,32 @@ class SimFleet:
         headers = {"Authorization": f"Bearer {self.operator_token}"}
         gate = asyncio.Semaphore(PROVISIONING)
 
+        async def post(path: str, body: dict[str, object]) -> httpx.Response:
+            # A kept-alive connection the server just closed fails once: retry
+            # transport errors (re-registering is idempotent; a retried token request at
+            # worst issues a spare token).
+            for attempt in range(5):
+                try:
+                    r = await self.http.post(f"{self.cloud_url}{path}", headers=headers, json=body)
+                    r.raise_for_status()
+                    return r
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2 * 2**attempt)
+            raise AssertionError("unreachable")
+
         async def one(v: SimVehicle) -> None:
             async with gate:
-                r = await self.http.post(
-                    f"{self.cloud_url}/vehicles",
-                    headers=headers,
-                    json={
+                await post(
+                    "/vehicles",
+                    {
                         "vehicleId": v.vehicle_id,
                         "labels": {**self.profile.labels, "model": v.model, "region": v.region},
                         "attributes": {"os": self.profile.os, "rosDistro": self.profile.ros_distro},
                     },
                 )
-                r.raise_for_status()
-                r = await self.http.post(
-                    f"{self.cloud_url}/tokens",
-                    headers=headers,
-                    json={"role": "vehicle", "vehicleId": v.vehicle_id},
-                )
-                r.raise_for_status()
+                r = await post("/tokens", {"role": "vehicle", "vehicleId": v.vehicle_id})
                 v.token = r.json()["data"]["token"]
                 self.add(v)
 

@@ -1,0 +1,103 @@
+"""A rig for fleet-scale benchmarks: broker + cloud + `muto sim fleet` on loopback,
+brought to a settled state (every agent up, the event log quiet) before measuring."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from muto.domain.wire import encode
+from muto.sim.demo import release
+from muto.sim.operator import OperatorClient
+from muto.sim.services import CloudProcess, MosquittoBroker, prepare_cloud
+from muto.trust import sign_release
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FleetRig:
+    def __init__(self, workdir: Path, vehicles: int, processes: int = 2) -> None:
+        self.workdir = workdir
+        self.vehicles = vehicles
+        self.processes = processes
+        self.sim: subprocess.Popen[str] | None = None
+
+    async def __aenter__(self) -> FleetRig:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        token, trust, self.signer, pub = prepare_cloud(self.workdir)
+        (self.workdir / "trust.json").write_bytes(encode(trust))
+        self.broker = MosquittoBroker(self.workdir)
+        await self.broker.start()
+        self.cloud = CloudProcess(self.workdir / "cloud", self.broker.url, pub)
+        await self.cloud.start()
+        self.operator = OperatorClient(self.cloud.url, token)
+        for version in ("1.0.0", "1.1.0", "1.2.0"):
+            await self.operator.register_release(sign_release(release(version), [self.signer]))
+        started = time.monotonic()
+        self.sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "muto.cli",
+                "sim",
+                "fleet",
+                "--cloud-url",
+                self.cloud.url,
+                "--operator-token",
+                token,
+                "--trust",
+                str(self.workdir / "trust.json"),
+                "--mqtt-url",
+                self.broker.url,
+                "--vehicles",
+                str(self.vehicles),
+                "--processes",
+                str(self.processes),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = 0
+        assert self.sim.stdout is not None
+        while ready < self.processes:
+            line = await asyncio.to_thread(self.sim.stdout.readline)
+            if not line:
+                raise RuntimeError("the simulated fleet exited during start-up")
+            ready += "agents running" in line
+        self.startup_s = time.monotonic() - started
+        self.settle_s = await self.settle()
+        return self
+
+    async def settle(self, quiet_s: float = 3.0, timeout_s: float = 300.0) -> float:
+        """Wait until the event log has not moved for `quiet_s` (start-up reports,
+        presence and health all absorbed)."""
+        started = time.monotonic()
+        last, still_since = -1, time.monotonic()
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() - started < timeout_s:
+                position = (await client.get(f"{self.cloud.url}/healthz")).json()["data"][
+                    "position"
+                ]
+                if position != last:
+                    last, still_since = position, time.monotonic()
+                elif time.monotonic() - still_since >= quiet_s:
+                    break
+                await asyncio.sleep(0.5)
+        return time.monotonic() - started
+
+    async def __aexit__(self, *exc: object | TracebackType | None) -> None:
+        if self.sim is not None:
+            self.sim.terminate()
+            await asyncio.to_thread(self.sim.wait, 120)
+        await self.operator.aclose()
+        await self.cloud.stop()
+        await self.broker.stop()
