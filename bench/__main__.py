@@ -8,7 +8,8 @@ import sys
 
 from bench import number, ratio, section, update_doc
 
-MODULES = ["store", "api", "rollout", "notify"]  # bench/<name>.py, each with TITLE, run() and optionally NOTES
+# bench/<name>.py, each with TITLE, run() and optionally NOTES
+MODULES = ["store", "api", "rollout", "notify"]
 
 
 def main(names: list[str]) -> int:
