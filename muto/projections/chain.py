@@ -65,6 +65,7 @@ class HashChain(Projection):
         # that transaction no one else adds links (the projector holds the lock), so the
         # head is read once per batch, not once per event.
         self._written: tuple[object, int, bytes] | None = None
+        self._pending: list[dict[str, object]] = []  # links written at flush, in one go
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.links = Table(
@@ -73,6 +74,7 @@ class HashChain(Projection):
             Column("position", Integer, primary_key=True, autoincrement=False),
             Column("hash", String(64), nullable=False),
         )
+        self._insert = self.links.insert()
         return [self.links]
 
     @property
@@ -97,5 +99,16 @@ class HashChain(Projection):
             raise IntegrityError(f"position {position} is already chained (head {head})")
         record = cast(StoredRecord, event)  # reads_records: the runner passes the record
         digest = link(previous, record)
-        session.execute(self.links.insert().values(position=position, hash=digest.hex()))
+        self._pending.append({"position": position, "hash": digest.hex()})
         self._written = (transaction, position, digest)
+
+    def flush(self, session: Session) -> None:
+        if self._pending:
+            session.execute(self._insert, self._pending)
+            self._pending = []
+
+    def discard(self) -> None:
+        """The batch rolled back: its links were never stored, and the head is the
+        stored one again."""
+        self._pending = []
+        self._written = None
