@@ -11,6 +11,8 @@ import time
 from asyncio.subprocess import Process
 from pathlib import Path
 
+from muto.agent.runtime.procfs import parse_stat
+
 _PROC = Path("/proc")
 KILL_WAIT_SEC = 5.0
 
@@ -30,20 +32,16 @@ def group_alive(pgid: int) -> bool:
         return False
     if not _PROC.is_dir():
         return True
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit() and _member_state(entry, pgid) not in (None, "Z", "X"):
-            return True
-    return False
+    return any(e.name.isdigit() and _live_member(e, pgid) for e in _PROC.iterdir())
 
 
-def _member_state(entry: Path, pgid: int) -> str | None:
+def _live_member(entry: Path, pgid: int) -> bool:
     try:
         stat = (entry / "stat").read_text()
     except OSError:
-        return None
-    # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[0] if len(fields) > 2 and int(fields[2]) == pgid else None
+        return False
+    member = parse_stat(int(entry.name), stat)
+    return member is not None and member.pgid == pgid and member.alive
 
 
 async def terminate_group(proc: Process, grace_sec: float, poll_sec: float = 0.02) -> None:

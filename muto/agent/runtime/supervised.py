@@ -5,6 +5,7 @@ puts its files in place and says which commands to run there."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -15,7 +16,9 @@ from pathlib import Path
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import run_command
 from muto.agent.runtime.crash_loop import is_crash_looping
+from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
+from muto.agent.runtime.reaper import take_over
 from muto.agent.runtime.supervisor import Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -42,6 +45,11 @@ class SupervisedRuntime:
     """Runs one release at a time as supervised process groups under `workdir/releases`.
 
     Invariants:
+    - after the runtime is constructed, no process it started before a crash is alive:
+      construction reaps what the ledger in `workdir` proves a dead agent left running
+      (reaper.py), blocking up to `grace_sec` + 5 s when there is something to stop;
+    - every process group it starts is in that ledger before it counts as started, and
+      every process it starts carries the workdir's mark (MARK_ENV) in its environment;
     - at most one release's processes run at a time;
     - apply of B stops A only after `_prepare(B)` has put B's files in place, so a B that
       cannot be prepared leaves A running untouched; a B that then fails to start leaves
@@ -74,6 +82,7 @@ class SupervisedRuntime:
         self.clock = clock
         self._running: _Running | None = None
         self._lock = asyncio.Lock()
+        self.ledger = take_over(workdir / LEDGER_FILE, grace_sec)
 
     async def _prepare(self, release: StackRelease, artifacts: Mapping[str, Path]) -> LaunchPlan:
         """Put the release's files in place; raise ReasonError(APPLY_FAILED) if impossible."""
@@ -86,7 +95,7 @@ class SupervisedRuntime:
                 return
             self.releases_dir.mkdir(parents=True, exist_ok=True)
             self.logs_dir.mkdir(parents=True, exist_ok=True)
-            plan = await self._prepare(release, artifacts)
+            plan = self._marked(await self._prepare(release, artifacts))
             if previous is not None:
                 self._running = None
                 await _stop_all(previous.supervisors)
@@ -148,6 +157,10 @@ class SupervisedRuntime:
             check, lambda: self._crash_looping(running.supervisors, health), health, self.poll_sec
         )
 
+    def _marked(self, plan: LaunchPlan) -> LaunchPlan:
+        # Probes too: one orphaned by a crash mid-readiness is reaped with the stack.
+        return dataclasses.replace(plan, env={**plan.env, **self.ledger.environment})
+
     def _supervisor(self, release: StackRelease, plan: LaunchPlan, argv: list[str]) -> Supervisor:
         log = self.logs_dir / f"{release.key}-{Path(argv[0]).name}.log"
         return Supervisor(
@@ -160,6 +173,8 @@ class SupervisedRuntime:
             max_backoff_sec=self.max_backoff_sec,
             keep_restarts=max(release.health_model.crash_loop_restarts, 64),
             clock=self.clock,
+            ledger=self.ledger,
+            release=release.key,
         )
 
     def _crash_looping(self, supervisors: list[Supervisor], health: HealthModel) -> bool:

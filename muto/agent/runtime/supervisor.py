@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from muto.agent.runtime.crash_loop import RestartHistory
+from muto.agent.runtime.group_ledger import GroupLedger
 from muto.agent.runtime.process_group import signal_group, terminate_group
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -26,7 +27,9 @@ class Supervisor:
     Invariants: at most one process group of this supervisor exists at a time (what is
     left of an exited group is killed before the restart); after `stop()` returns no
     process of the group is alive (SIGTERM to the group, SIGKILL after `grace_sec`);
-    once stopped it never starts anything again.
+    once stopped it never starts anything again. With a `ledger`, every group is
+    recorded there (as `release`) before it counts as started, and forgotten once it
+    is killed: a group that cannot be recorded is killed at once, as a failed start.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Supervisor:
         stable_sec: float = 10.0,
         keep_restarts: int = 16,
         clock: Callable[[], float] = time.monotonic,
+        ledger: GroupLedger | None = None,
+        release: str = "",
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
@@ -53,6 +58,8 @@ class Supervisor:
         self.stable_sec = stable_sec
         self.restarts = RestartHistory(keep_restarts)
         self._clock = clock
+        self._ledger = ledger
+        self._release = release
         self._proc: Process | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +91,20 @@ class Supervisor:
             await asyncio.shield(self._task)
 
     async def _spawn(self) -> Process:
+        proc = await self._exec()
+        if self._ledger is not None:
+            try:  # synchronous (an fsync): the group is durable before anything goes on
+                self._ledger.started(self._release, proc.pid)
+            except OSError:
+                await terminate_group(proc, 0)
+                raise
+        return proc
+
+    def _forget(self, proc: Process) -> None:
+        if self._ledger is not None:
+            self._ledger.stopped(proc.pid)
+
+    async def _exec(self) -> Process:
         log = self.log_path.open("ab") if self.log_path else None
         try:
             return await asyncio.create_subprocess_exec(
@@ -108,6 +129,7 @@ class Supervisor:
                     if not await self._exited(self._proc):
                         return
                     signal_group(self._proc.pid, signal.SIGKILL)
+                    self._forget(self._proc)
                 self.restarts.record(self._clock())
                 if self._clock() - began >= self.stable_sec:
                     delay = self.backoff_sec
@@ -121,6 +143,7 @@ class Supervisor:
         finally:
             if self._proc is not None:
                 await terminate_group(self._proc, self.grace_sec)
+                self._forget(self._proc)
 
     async def _exited(self, proc: Process) -> bool:
         """Wait until the process exits (True) or stop is requested (False)."""
