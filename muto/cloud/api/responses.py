@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from muto.cloud.errors import AppError
@@ -99,6 +99,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
             return error(exc.status_code, code, exc.detail, headers=headers)
         case TimeoutError():
             return error(503, "unavailable", "the views did not catch up in time; retry")
+        case ClientDisconnect():  # a vehicle killed mid-request: nobody to answer, no bug
+            return error(400, "malformed_json", "the client went away before its whole body")
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error(500, "internal", "internal error")
 
@@ -115,6 +117,7 @@ EXPECTED: tuple[type[Exception], ...] = (
     Unauthorized,
     TimeoutError,
     HTTPException,
+    ClientDisconnect,
 )
 
 
