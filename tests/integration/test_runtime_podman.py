@@ -1,17 +1,19 @@
 """The podman runtime, with a stand-in `podman` (the real CLI is not installable here):
 a script on PATH that records every call and keeps container state in files, answering
-`pull`, `run`, `inspect --format`, `exec` and `stop` the way podman does."""
+`pull`, `run`, `ps`, `inspect --format`, `exec` and `stop` the way podman does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from muto.agent.runtime.podman import PodmanRuntime
+from muto.agent.runtime.podman_leftovers import FORMAT
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, HealthModel, Launch, StackRelease
@@ -41,8 +43,22 @@ elif command == "run":
         sys.exit("Error: crun: executable file not found in $PATH")
     if os.path.exists(path(name)) and "--replace" not in args:
         sys.exit(f"Error: the container name {{name}} is already in use")
-    save(name, {{"image": [a for a in args if "@sha256:" in a][0], "running": True, "restarts": 0}})
+    labels = dict(a[len("--label="):].split("=", 1) for a in args if a.startswith("--label="))
+    image = [a for a in args if "@sha256:" in a][0]
+    save(name, {{"image": image, "running": True, "restarts": 0, "labels": labels}})
     print("5f1c2e9a0b7d")
+elif command == "ps":
+    wanted = [a.removeprefix("label=").split("=", 1) for a in args if a.startswith("label=")]
+    template = args[args.index("--format") + 1]
+    for file in sorted(os.listdir(state)):
+        if not file.endswith(".json"):
+            continue
+        c = load(file.removesuffix(".json"))
+        labels = c.get("labels", {{}})
+        if all(labels.get(k) == v for k, v in wanted) and (c["running"] or "-a" in args):
+            print(template.replace("{{{{.Names}}}}", file.removesuffix(".json"))
+                  .replace("{{{{.State}}}}", "running" if c["running"] else "exited")
+                  .replace('{{{{index .Labels "muto.release"}}}}', labels.get("muto.release", "")))
 elif command == "inspect":
     name = args[-1]
     if not os.path.exists(path(name)):
@@ -83,6 +99,12 @@ class Podman:
 
     def container(self, name: str) -> dict[str, object]:
         return dict(json.loads((self.state / f"{name}.json").read_text()))
+
+    def leave(self, name: str, release: str, owner: Path) -> None:
+        """A running container, as an agent that died leaves it."""
+        labels = {"muto.release": release, "muto.runtime": str(owner.resolve())}
+        container = {"image": "x", "running": True, "restarts": 0, "labels": labels}
+        (self.state / f"{name}.json").write_text(json.dumps(container))
 
     def set(self, name: str, **changes: object) -> None:
         (self.state / f"{name}.json").write_text(json.dumps({**self.container(name), **changes}))
@@ -137,12 +159,14 @@ def test_pulls_by_digest_then_replaces_the_stack_container(tmp_path: Path, podma
     async def body(rt: PodmanRuntime) -> None:
         await rt.apply(rel, {})
         await rt.wait_ready(HealthModel(readiness_timeout_sec=10))
-        image = f"registry.example/nav:1@{DIGEST}"
-        assert podman.calls()[:2] == [
+        image, owner = f"registry.example/nav:1@{DIGEST}", f"muto.runtime={rt.workdir.resolve()}"
+        assert podman.calls()[:3] == [
+            ["ps", "-a", "--filter", f"label={owner}", "--format", FORMAT],  # leftovers
             ["pull", image],
             ["run", "-d", "--name", "muto-nav", "--replace", "--restart=always",
-             "--label=muto.release=nav@1.0.0", "--network=host", "--ipc=host",
-             "--env=ROS_DOMAIN_ID=7", image, "ros2", "launch", "nav", "nav.launch.py"],
+             "--label=muto.release=nav@1.0.0", f"--label={owner}", "--network=host",
+             "--ipc=host", "--env=ROS_DOMAIN_ID=7", image, "ros2", "launch", "nav",
+             "nav.launch.py"],
         ]  # fmt: skip
         assert "inspect" in podman.commands()
         status = rt.status()
@@ -239,6 +263,27 @@ def test_another_stack_stops_the_previous_container_first(tmp_path: Path, podman
         assert [c[0] for c in switch] == ["pull", "stop", "run"]
         assert switch[1][-1] == "muto-nav" and podman.container("muto-nav")["running"] is False
         assert rt.status().release == "perception@1.0.0"
+
+    run(tmp_path, body)
+
+
+def test_containers_a_dead_agent_left_are_stopped_when_the_runtime_is_built(
+    tmp_path: Path, podman: Podman, caplog: pytest.LogCaptureFixture
+) -> None:
+    workdir = tmp_path / "runtime"
+    podman.leave("muto-nav", "nav@1.0.0", workdir)
+    podman.leave("muto-map", "map@2.0.0", tmp_path / "another-agent")  # not ours
+    caplog.set_level(logging.WARNING, "muto.agent.runtime")
+
+    async def body(rt: PodmanRuntime) -> None:
+        assert podman.container("muto-nav")["running"] is False
+        assert podman.container("muto-map")["running"] is True
+        assert "stopped container muto-nav (nav@1.0.0) left running" in caplog.text
+        assert rt.status().release is None  # honest: nothing of ours runs
+        # The journal may restore another stack: the old one does not run beside it.
+        await rt.apply(image_release(stack="perception", ref="registry.example/perc:1"), {})
+        ours = [n for n in ("muto-nav", "muto-perception") if podman.container(n)["running"]]
+        assert ours == ["muto-perception"]
 
     run(tmp_path, body)
 

@@ -13,6 +13,7 @@ from muto.agent.runtime.archive import single_artifact
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import CommandResult, run_command
 from muto.agent.runtime.crash_loop import RestartHistory, is_crash_looping
+from muto.agent.runtime.podman_leftovers import owner_label, stop_leftovers
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -27,11 +28,14 @@ class PodmanRuntime:
     """Runs `podman run -d --name muto-<stack> --replace <ref>@<digest>` with podman's
     `--restart=always`, and watches it with `podman inspect` every `poll_sec`.
 
-    Invariants: B's image is pulled (pinned by digest) before A is touched; `--replace`
-    swaps the container under the stack's one name, and a release of another stack stops
-    A's container first, so at most one release's container runs at a time; applying
-    the running release is a no-op. The image store is podman's own: the agent's
-    artifact cache is not used for oci_image artifacts.
+    Invariants: after the runtime is constructed, no container it started before a
+    crash runs: every container it starts is labelled `muto.runtime=<workdir>`, and
+    construction stops those it finds (podman_leftovers.py), so `status()` is honest from
+    the start (nothing runs until `apply`); B's image is pulled (pinned by digest) before
+    A is touched; `--replace` swaps the container under the stack's one name, and a
+    release of another stack stops A's container first, so at most one release's
+    container runs at a time; applying the running release is a no-op. The image store
+    is podman's own: the agent's artifact cache is not used for oci_image artifacts.
     """
 
     name: str = "podman"
@@ -47,7 +51,7 @@ class PodmanRuntime:
         command_timeout_sec: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.workdir = workdir  # unused: podman keeps its own state
+        self.workdir = workdir  # podman keeps its own state; this names our containers
         self.podman = podman
         self.run_args = list(run_args)
         self.grace_sec = grace_sec
@@ -60,6 +64,7 @@ class PodmanRuntime:
         self._restarts = RestartHistory(64)
         self._watch: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        stop_leftovers(podman, workdir, _secs(grace_sec), command_timeout_sec)
 
     async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
         async with self._lock:
@@ -78,7 +83,8 @@ class PodmanRuntime:
             # If this fails, A (same stack) stays watched: inspect tells whether it survived.
             await self._podman(
                 "run", "-d", "--name", _name(release), "--replace", "--restart=always",
-                f"--label=muto.release={release.key}", *self.run_args, *env,
+                f"--label=muto.release={release.key}", f"--label={owner_label(self.workdir)}",
+                *self.run_args, *env,
                 image, *release.launch.command,
             )  # fmt: skip
             await self._stop_watching()
