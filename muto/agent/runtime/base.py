@@ -1,6 +1,8 @@
 """The runtime adapter port: how the agent applies, stops, watches and waits on a release.
 
 Every adapter keeps these invariants (each adapter's docstring says how):
+- after the adapter is constructed, no process it started before a crash is alive (an
+  agent killed with SIGKILL cannot stop its stack; the next one must not run a second);
 - at most one release's processes run at a time;
 - apply of B stops A only after B's files are in place, so a B that cannot even be
   prepared (bad archive, missing artifact, failed install) leaves A running;
