@@ -121,16 +121,39 @@ class ControlPlane:
     def public_key_path(self) -> Path:
         return self.settings.data_dir / "keys" / "control-plane.pub"
 
-    def execute(self, command: Command[T]) -> Written[T]:
-        """Write, then wait until the views show it (read-your-writes)."""
+    def execute(self, command: Command[T], views_timeout: float = 10.0) -> Written[T]:
+        """Write, then wait until the views show it (read-your-writes). A write is never
+        reported as failed because the views are slow: it is stored; `views_current`
+        says whether they caught up in time."""
         written = self.writer.execute(command)
-        self.projector.catch_up_to(written.position)
+        try:
+            self.projector.catch_up_to(written.position, views_timeout)
+        except TimeoutError:
+            return self._views_behind(written)
         return written
 
-    async def write(self, command: Command[T]) -> Written[T]:
+    async def write(self, command: Command[T], views_timeout: float = 10.0) -> Written[T]:
         written = await self.writer.run(command)
-        await self.projector.reach(written.position)
+        try:
+            await self.projector.reach(written.position, views_timeout)
+        except TimeoutError:
+            return self._views_behind(written)
         return written
+
+    def _views_behind(self, written: Written[T]) -> Written[T]:
+        logger.warning(
+            "stored at position %s; the views had not caught up in time", written.position
+        )
+        return Written(written.value, written.position, views_current=False)
+
+    @staticmethod
+    def require_views(written: Written[T]) -> None:
+        """For a handler that reads the view back: 503 that says the write is stored."""
+        if not written.views_current:
+            raise TimeoutError(
+                f"stored at position {written.position}; the views are "
+                "catching up: read it again shortly (do not repeat the write)"
+            )
 
     def close(self) -> None:
         self.projector.stop()

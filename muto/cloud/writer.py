@@ -84,6 +84,9 @@ Command = Callable[[UnitOfWork], T]
 class Written(Generic[T]):
     value: T
     position: int | None  # the log position a reader must reach to see this write
+    # False when the views had not caught up with this write when it returned (a very
+    # large write under load): the write itself is stored.
+    views_current: bool = True
 
 
 class Writer:

@@ -35,7 +35,11 @@ async def create(request: Request) -> Response:
             "vehicles": assignment.sequences,
         },
         201,
-        {"position": written.position, "targeted": len(assignment.sequences)},
+        {
+            "position": written.position,
+            "targeted": len(assignment.sequences),
+            "viewsCurrent": written.views_current,
+        },
     )
 
 

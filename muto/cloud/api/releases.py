@@ -18,6 +18,7 @@ async def register(request: Request) -> Response:
     release, digest = cp.open_release(envelope)
     cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(register_release(release, digest, envelope, cause))
+    cp.require_views(written)
     created = written.value
     return ok(
         cp.queries.release(release.stack_name, release.version),

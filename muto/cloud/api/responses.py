@@ -98,7 +98,7 @@ async def on_error(request: Request, exc: Exception) -> Response:
             headers = dict(exc.headers) if exc.headers else None
             return error(exc.status_code, code, exc.detail, headers=headers)
         case TimeoutError():
-            return error(503, "unavailable", "the views did not catch up in time; retry")
+            return error(503, "unavailable", str(exc) or "the views did not catch up in time")
         case ClientDisconnect():  # a vehicle killed mid-request: nobody to answer, no bug
             return error(400, "malformed_json", "the client went away before its whole body")
     logger.exception("unhandled error on %s %s", request.method, request.url.path)

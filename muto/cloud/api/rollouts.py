@@ -44,6 +44,7 @@ async def create(request: Request) -> Response:
     canaries, wave = pick_canaries(candidates)
     cause = Cause.of(who.actor, wanted.correlation_id or header)
     written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
+    cp.require_views(written)
     return ok(cp.queries.rollout(written.value), 201, {"position": written.position})
 
 
@@ -71,6 +72,7 @@ async def _act(request: Request, action: str) -> Response:
     else:
         command = roll_back(rollout_id, cause, cp.sign, cp.clock)
     written = await cp.write(command)
+    cp.require_views(written)
     return ok(cp.queries.rollout(rollout_id), metadata={"position": written.position})
 
 

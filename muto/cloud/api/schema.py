@@ -206,6 +206,13 @@ class Total(Wire, frozen=True, kw_only=True):
 class DesiredStateWritten(Wire, frozen=True, kw_only=True):
     position: Position
     targeted: int
+    views_current: Annotated[
+        bool,
+        msgspec.Meta(
+            description="false: stored, but the views had not caught up when this "
+            "answer left (a very large assignment); do not repeat the write"
+        ),
+    ]
 
 
 class BundleMetadata(Wire, frozen=True, kw_only=True):

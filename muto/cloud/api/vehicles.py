@@ -26,6 +26,7 @@ async def register(request: Request) -> Response:
     cp = plane(request)
     cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(register_vehicle(registration, cause))
+    cp.require_views(written)
     created, version = written.value
     return ok(
         cp.queries.vehicle(registration.vehicle_id),
@@ -59,6 +60,7 @@ async def patch(request: Request) -> Response:
     expected = _if_match(request)
     cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(update_vehicle(vehicle_id, changes, cause, expected))
+    cp.require_views(written)
     return ok(
         cp.queries.vehicle(vehicle_id),
         metadata={"position": written.position, "version": written.value},
