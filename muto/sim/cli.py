@@ -54,7 +54,10 @@ async def run_slice(args: argparse.Namespace) -> int:
     try:
         await fleet.provision(mine)
         await fleet.start(stagger_s=args.stagger_s)
-        print(f"slice {index}/{total}: {len(mine)} agents running", flush=True)
+        up = await fleet.connected()
+        print(
+            f"slice {index}/{total}: {len(mine)} agents running, {up} connected to MQTT", flush=True
+        )
         await stop.wait()
     finally:
         await fleet.stop()

@@ -150,6 +150,20 @@ class SimFleet:
             if stagger_s:
                 await asyncio.sleep(stagger_s)
 
+    async def connected(self, timeout_s: float = 600.0) -> int:
+        """Wait until every agent's MQTT link is up (or the timeout); returns how many
+        are. Without MQTT, every agent counts as connected."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            up = sum(
+                1
+                for v in self.vehicles.values()
+                if v.agent is None or v.agent.mqtt is None or v.agent.mqtt.connected
+            )
+            if up == len(self.vehicles) or asyncio.get_running_loop().time() > deadline:
+                return up
+            await asyncio.sleep(0.5)
+
     async def stop(self) -> None:
         await asyncio.gather(
             *(v.agent.stop() for v in self.vehicles.values() if v.agent), return_exceptions=True
