@@ -97,7 +97,11 @@ class FleetRig:
     async def __aexit__(self, *exc: object | TracebackType | None) -> None:
         if self.sim is not None:
             self.sim.terminate()
-            await asyncio.to_thread(self.sim.wait, 120)
+            try:
+                await asyncio.to_thread(self.sim.wait, 300)
+            except subprocess.TimeoutExpired:
+                self.sim.kill()  # a benchmark rig: do not hang on a slow shutdown
+                await asyncio.to_thread(self.sim.wait)
         await self.operator.aclose()
         await self.cloud.stop()
         await self.broker.stop()

@@ -74,7 +74,7 @@ async def assign_all(rig: FleetRig, version: str) -> float:
 
 async def one_size(n: int) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="muto-bench-rollout-") as tmp:
-        async with FleetRig(Path(tmp), n) as rig:
+        async with FleetRig(Path(tmp), n, processes=2 if n <= 2000 else 4) as rig:
             first = await assign_all(rig, "1.0.0")  # every vehicle's first release
 
             async def start_rollout() -> None:
