@@ -168,11 +168,19 @@ def _interrupted(state: JournalState, event: ev.Interrupted) -> None:
     if not event.gave_up:
         return  # the planner resumes: applies again, or rolls back again
     limit = ReasonCode.RETRY_LIMIT_REACHED
-    if event.step == "rollback" and state.rollback_due is not None:
+    due = state.rollback_due
+    if event.step == "rollback" and due is not None:
+        if limit not in due.causes:
+            due.causes.append(limit)
+        if event.release_key == due.failed_key:
+            # Even the rollback with no target (stop the runtime) kept killing the agent:
+            # nothing is left to try. Settle it, or the agent would retry it forever.
+            codes = [*due.causes, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
+            _settle(state, due.failed_key, ReconcileStatus.FAILED, codes)
+            state.running = None
+            return
         # The rollback target itself kept killing the agent: the planner picks the next.
         _forget_good(state, event.release_key)
-        if limit not in state.rollback_due.causes:
-            state.rollback_due.causes.append(limit)
         return
     flight = InFlight(
         step=event.step,

@@ -59,6 +59,13 @@ def plan(
     if running is not None and runtime.release == running and runtime.crash_looping:
         return Plan((*owed, NoteCrashLoop(release_key=running)))
     if running is not None and runtime.release != running:
+        if desired is not None:
+            toward = _toward(desired, observed, policy or desired.document.policy, now, owed)
+            if any(isinstance(step, Apply) for step in toward.steps):
+                # The desired release can be applied now: restoring the old one first would
+                # only switch twice, and a restore that kills the agent would spend the new
+                # revision's retries and condemn the known good. A failure rolls back to it.
+                return toward
         restore = Apply(
             release_key=running,
             revision=desired.revision if desired else None,
