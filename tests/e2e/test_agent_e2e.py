@@ -1,5 +1,6 @@
 """The agent against the real cloud and a real Mosquitto, as processes: converge, block,
-roll back, converge offline after the cloud is stopped, kill -9 mid-apply and restart."""
+roll back, converge offline after the cloud is stopped, kill -9 mid-apply or mid-readiness
+and restart with one copy of the stack (the orphan reaped)."""
 
 from __future__ import annotations
 
@@ -122,25 +123,49 @@ def test_converge_block_roll_back_then_converge_offline(
     eventually(lambda: cloud.vehicle("car-1")["presence"] == "offline", "offline presence")
 
 
-def test_killed_mid_apply_the_agent_resumes_on_restart(
-    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+def stack_pids(agent: AgentProcess) -> list[int]:
+    """The live processes running the stack's app.py out of this agent's releases."""
+    releases = (agent.data / "runtime" / "releases").resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, RuntimeError):
+            continue
+        if cwd.is_relative_to(releases) and b"app.py" in argv and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("point", ["apply", "readiness"])
+def test_killed_mid_step_the_agent_resumes_on_restart_with_one_copy_of_the_stack(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer], point: str
 ) -> None:
+    # The real process runtime: killed at `readiness`, the agent leaves its stack running
+    # as an orphan; the restarted agent's runtime reaps it before restoring the release.
     cloud, server = fleet
     signer = Signer.generate()
     release = stack(tmp_path, server, "1.0.0")
     cloud.publish(release, signer)
     cloud.register("car-2", model="m4", region="eu")
     revision = cloud.desire("model=m4", release)["desiredStateRevision"]
-    agent = AgentProcess(tmp_path, "car-2", cloud, cloud.token("--vehicle", "car-2"), "simulated")
-    agent.start(trust=agent.provision(signer), kill_at="apply")
+    agent = AgentProcess(tmp_path, "car-2", cloud, cloud.token("--vehicle", "car-2"), "process")
+    agent.start(trust=agent.provision(signer), kill_at=point)
     assert agent.wait_exit() == -9
     state = agent.journal()
-    assert state.in_flight is not None and state.in_flight.step == "apply"
+    assert state.in_flight is not None and state.in_flight.step == point
+    orphans = stack_pids(agent)
+    assert len(orphans) == (1 if point == "readiness" else 0)  # started before the kill
     eventually(lambda: cloud.vehicle("car-2")["presence"] == "offline", "the Last Will")
     agent.start()  # no kill switch this time; the trust store is already provisioned
+    running: list[int] = []
     try:
         status(cloud, "car-2", revision, "converged")
         state = agent.journal()
-        assert state.interruptions == {"1:apply": 1} and state.running_key == release.key
+        assert state.interruptions == {f"1:{point}": 1} and state.running_key == release.key
+        running = stack_pids(agent)
+        assert len(running) == 1 and running != orphans  # one copy: the orphan is gone
     finally:
         assert agent.stop() == 0
+    assert not any(pid_alive(pid) for pid in orphans + running)
