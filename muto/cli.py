@@ -22,16 +22,21 @@ GROUPS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every group, or for `only` one: a vehicle running `muto agent`
+    then never imports the cloud's stack (SQLAlchemy, Starlette: ~27 MB of its RSS)."""
     parser = argparse.ArgumentParser(prog="muto", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    for module in GROUPS.values():
-        importlib.import_module(module).register(sub)
+    for name, module in GROUPS.items():
+        if only is None or name == only:
+            importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    group = argv[0] if argv and argv[0] in GROUPS else None
+    args = build_parser(group).parse_args(argv)
     result: int = args.func(args)
     return result
 
