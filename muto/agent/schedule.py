@@ -23,8 +23,10 @@ class Schedule:
     def __post_init__(self) -> None:
         now = self.clock.monotonic()
         self.polled()
-        self.next_drift = now + self.settings.drift_check_s
-        self.next_health = now + self.settings.health_every_s
+        # A random first phase: agents started together (a simulator, a depot after a
+        # power cut) must not check drift and report health in lockstep forever after.
+        self.next_drift = now + self.settings.drift_check_s * self.rng.uniform(0.5, 1.5)
+        self.next_health = now + self.settings.health_every_s * self.rng.uniform(0.5, 1.0)
 
     def polled(self) -> None:
         """A pass just ran (for whatever reason): the next poll is a full interval away."""
