@@ -42,6 +42,11 @@ def new_document() -> LedgerDocument:
     return LedgerDocument(mark=secrets.token_hex(16), boot=boot_id())
 
 
+def mark_entry(document: LedgerDocument) -> str:
+    """The mark as it appears in /proc/<pid>/environ."""
+    return f"{MARK_ENV}={document.mark}"
+
+
 class GroupLedger:
     """`workdir/process-groups.json`, replaced atomically (temp file, fsync, rename) on
     every change: a crash leaves the old ledger or the new one, never half of one."""
@@ -72,8 +77,7 @@ class GroupLedger:
 
     @property
     def mark(self) -> str:
-        """The mark as it appears in /proc/<pid>/environ."""
-        return f"{MARK_ENV}={self.document.mark}"
+        return mark_entry(self.document)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,9 @@ from pathlib import Path
 import msgspec
 
 from muto.agent.runtime.group_ledger import (
-    MARK_ENV,
     GroupLedger,
     LedgerDocument,
+    mark_entry,
     new_document,
 )
 from muto.agent.runtime.procfs import (
@@ -84,7 +84,7 @@ def reap(document: LedgerDocument, grace_sec: float) -> list[ProcessEntry]:
     """SIGTERM every proven leftover, SIGKILL what is left after `grace_sec`; return
     what is still alive KILL_WAIT_SEC later (a process stuck in the kernel). Each round
     looks again, so a child forked during the shutdown is found too."""
-    mark, boot = f"{MARK_ENV}={document.mark}", boot_id()
+    mark, boot = mark_entry(document), boot_id()
     doomed: dict[Identity, ProcessEntry] = {}
     sent: dict[Identity, signal.Signals] = {}
     began = time.monotonic()
