@@ -16,6 +16,7 @@ from muto.agent import journal_cli
 def run(args: argparse.Namespace) -> int:
     from muto.agent.compose import RunOptions, local_agent
     from muto.agent.journal import JournalLocked
+    from muto.domain.errors import ReasonError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(_serve(local_agent, options))
+    except ReasonError as exc:  # e.g. a runtime that cannot vouch for what is running
+        print(f"muto agent: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, FileExistsError, JournalLocked, ValueError) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
