@@ -1,0 +1,110 @@
+"""In-process agents (simulated runtime, vehicle and artifacts; real journal logic, real
+HTTP and MQTT) against the real cloud process, for scenarios that count tasks, cut
+links or move clocks. The test's event loop runs them; blocking calls go to threads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from muto.agent.agent import Agent
+from muto.agent.compose import simulated_agent
+from muto.domain.release import Artifact, ArtifactType, StackRelease
+from muto.trust import KeySet, Signer, TrustConfig
+from tests.e2e.test_agent_support import CloudProcess
+
+
+def sim_release(version: str, stack: str = "sim") -> StackRelease:
+    """A release of the simulated runtime: its artifact is never downloaded."""
+    digest = "sha256:" + hashlib.sha256(f"{stack}@{version}".encode()).hexdigest()
+    ref = f"https://artifacts.invalid/{stack}-{version}.tar.gz"
+    return StackRelease(
+        stack_name=stack,
+        version=version,
+        artifacts=[Artifact(type=ArtifactType.FILE, ref=ref, digest=digest, size=1)],
+    )
+
+
+def trust_of(cloud: CloudProcess, signer: Signer) -> TrustConfig:
+    return TrustConfig(
+        release_keys=KeySet(keys=[signer.public_pem]),
+        control_plane_keys=KeySet(keys=[cloud.control_plane_pem]),
+    )
+
+
+def vehicle_token(cloud: CloudProcess, vehicle_id: str, **labels: str) -> str:
+    """Register a vehicle and issue its token over the API."""
+    cloud.register(vehicle_id, model="m3", **labels)
+    issued = cloud.call("POST", "/tokens", {"role": "vehicle", "vehicleId": vehicle_id})
+    token: str = issued["token"]
+    return token
+
+
+def sim_agents(
+    cloud: CloudProcess, signer: Signer, ids: list[str], group: str, **settings: Any
+) -> list[Agent]:
+    trust = trust_of(cloud, signer)
+    return [
+        simulated_agent(
+            vehicle_id,
+            trust,
+            cloud_url=cloud.url,
+            token=vehicle_token(cloud, vehicle_id, group=group),
+            **settings,
+        )
+        for vehicle_id in ids
+    ]
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll `check` (run in a thread: it may block) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = await asyncio.to_thread(check)
+        except (httpx.HTTPError, OSError):
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def open_fds(pid: int | str = "self") -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def threads(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+async def retained_presence(broker_url: str, vehicle_id: str, tenant: str = "default") -> str:
+    """The presence the broker holds for a vehicle now (retained), or "" for none: a
+    vehicle's agent has connected to this broker once it holds `online`."""
+    import aiomqtt
+
+    from muto.domain.messages import Leaf, Presence, vehicle_topic
+    from muto.domain.wire import decode
+
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    topic = vehicle_topic(tenant, vehicle_id, Leaf.PRESENCE)
+    async with aiomqtt.Client(host, int(port)) as client:
+        await client.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(0.5):  # a retained message comes at once, or never
+                async for message in client.messages:
+                    return str(decode(bytes(message.payload), Presence).state)  # type: ignore[arg-type]
+        except TimeoutError:
+            return ""
+    return ""
