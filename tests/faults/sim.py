@@ -41,7 +41,7 @@ def trust_of(cloud: CloudProcess, signer: Signer) -> TrustConfig:
 
 def vehicle_token(cloud: CloudProcess, vehicle_id: str, **labels: str) -> str:
     """Register a vehicle and issue its token over the API."""
-    cloud.register(vehicle_id, model="m3", **labels)
+    cloud.register(vehicle_id, model="m3", vehicle=vehicle_id, **labels)
     issued = cloud.call("POST", "/tokens", {"role": "vehicle", "vehicleId": vehicle_id})
     token: str = issued["token"]
     return token
