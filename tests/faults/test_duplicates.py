@@ -1,0 +1,153 @@
+"""Scenario 6: duplicate, reordered and stale notifies and reports, through the real cloud
+process and a real Mosquitto.
+
+Notifies: while the cloud assigns one new revision after another, the agent's notify
+topic is also flooded with copies of every notify, in shuffled order, and with stale
+ones. The agent applies each revision at most once, in increasing order, never going
+back, and ends on the highest; stale notifies cause no pass at all.
+Reports: each report is sent many times at once, over HTTP and over MQTT, shuffled: the
+cloud stores exactly one event per report id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import pytest
+
+from muto.agent.agent import Agent
+from muto.agent.journal.events import DesiredReceived, DesiredVerified
+from muto.agent.runtime.simulated import SimulatedRuntime
+from muto.domain.messages import DesiredNotify, Leaf, vehicle_topic
+from muto.domain.wire import encode
+from muto.trust import Signer
+from tests.conftest import Mosquitto
+from tests.e2e.test_agent_support import CloudProcess
+from tests.faults.cloud import duplicates
+from tests.faults.fleet import reconcile_reports
+from tests.faults.runs import runs
+from tests.faults.sim import sim_agents, sim_release, until
+from tests.integration.test_api_harness import reconcile_body
+
+pytestmark = pytest.mark.mqtt
+COPIES = 5  # of every notify and every report
+
+
+def notify(vehicle_id: str, revision: str, sequence: int) -> bytes:
+    url = f"http://cloud.invalid/desired-states/latest?vehicleId={vehicle_id}"
+    return encode(
+        DesiredNotify(vehicle_id=vehicle_id, revision=revision, sequence=sequence, url=url)
+    )
+
+
+def broker_address(broker: Mosquitto) -> tuple[str, int]:
+    return "127.0.0.1", broker.port
+
+
+async def flood_notifies(broker: Mosquitto, agent: Agent, sent: list[tuple[str, int]]) -> None:
+    """Every notify sent so far, COPIES times, shuffled, plus stale ones (sequence 0)."""
+    topic = vehicle_topic("default", agent.settings.vehicle_id, Leaf.DESIRED_NOTIFY)
+    messages = [notify(agent.settings.vehicle_id, r, s) for r, s in sent * COPIES]
+    messages += [notify(agent.settings.vehicle_id, "dsr_stale", 0)] * COPIES
+    random.Random(len(sent)).shuffle(messages)
+    async with aiomqtt.Client(*broker_address(broker)) as client:
+        for message in messages:
+            await client.publish(topic, message, qos=1)
+
+
+@pytest.mark.parametrize("count", runs(4, 60))
+def test_notifies_duplicated_reordered_and_stale(
+    count: int, tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    cloud = CloudProcess(tmp_path, mosquitto.url)
+    cloud.start()
+    signer = Signer.generate()
+    (agent,) = sim_agents(cloud, signer, ["car-dup"], "dup", mqtt_url=mosquitto.url, poll_s=3600)
+    releases = [sim_release(f"1.0.{n}") for n in range(count)]
+    for release in releases:
+        cloud.publish(release, signer)
+
+    async def scenario() -> None:
+        await agent.start()
+        try:
+            await until(lambda: agent.mqtt and agent.mqtt.connected, "MQTT")
+            sent: list[tuple[str, int]] = []
+            for n, release in enumerate(releases, start=1):
+                assigned = await asyncio.to_thread(cloud.desire, "vehicle=car-dup", release)
+                sent.append((assigned["desiredStateRevision"], n))
+                await flood_notifies(mosquitto, agent, sent)
+            last = releases[-1].key
+            await until(lambda: agent.journal.state.running_key == last, "the highest")
+            before = agent.journal.state.position
+            await flood_notifies(mosquitto, agent, sent)  # all of them stale by now
+            await asyncio.sleep(1.0)  # (nothing to wait for: a pass would journal a fetch)
+            fetched = [r for r in agent.journal.records(before)
+                       if isinstance(r.event, DesiredReceived)]  # fmt: skip
+            assert fetched == []
+        finally:
+            await agent.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cloud.stop()
+    runtime = agent.parts.runtime
+    assert isinstance(runtime, SimulatedRuntime)
+    order = [r.key for r in releases]
+    applied = [order.index(key) for key in runtime.applied]
+    assert applied == sorted(set(applied)) and applied[-1] == count - 1  # once, never back
+    verified = [r.event.sequence for r in agent.journal.records()
+                if isinstance(r.event, DesiredVerified)]  # fmt: skip
+    assert verified == sorted(set(verified))
+    print(f"\nscenario 6 notifies: {count} revisions, {COPIES} copies of each notify, "
+          f"stale ones; {len(applied)} releases applied, each once, in order")  # fmt: skip
+
+
+@pytest.mark.parametrize("count", runs(20, 500))
+def test_reports_duplicated_and_reordered(count: int, tmp_path: Path, mosquitto: Mosquitto) -> None:
+    cloud = CloudProcess(tmp_path, mosquitto.url)
+    cloud.start()
+    try:
+        cloud.register("car-rep", model="m3")
+        reports = [reconcile_body("car-rep", f"rep-{uuid.uuid4().hex}") for _ in range(count)]
+        copies = [r for r in reports for _ in range(COPIES)]
+        random.Random(7).shuffle(copies)
+        half = len(copies) // 2
+        over_http, over_mqtt = copies[:half], copies[half:]
+
+        def post_all(bodies: list[dict[str, object]]) -> None:
+            headers = {"Authorization": f"Bearer {cloud.operator}"}
+            with httpx.Client(base_url=cloud.url, headers=headers, timeout=30) as http:
+                for body in bodies:
+                    assert http.post("/reports/reconcile", json=body).status_code == 200
+
+        async def publish_all() -> None:
+            topic = vehicle_topic("default", "car-rep", Leaf.REPORTS_RECONCILE)
+            async with aiomqtt.Client(*broker_address(mosquitto)) as client:
+                for body in over_mqtt:
+                    await client.publish(topic, json.dumps(body).encode(), qos=1)
+
+        posters = [threading.Thread(target=post_all, args=(over_http[i::4],)) for i in range(4)]
+        for poster in posters:
+            poster.start()
+        asyncio.run(publish_all())
+        for poster in posters:
+            poster.join()
+
+        def all_stored() -> list[str] | None:
+            stored = [r["reportId"] for r in reconcile_reports(cloud, "car-rep")]
+            return stored if set(stored) == {r["reportId"] for r in reports} else None
+
+        stored = asyncio.run(until(all_stored, "every report stored"))
+    finally:
+        cloud.stop()
+    assert duplicates(stored) == [] and len(stored) == count
+    print(f"\nscenario 6 reports: {count} reports x {COPIES} copies over HTTP and MQTT, "
+          f"shuffled: {len(stored)} events, none twice")  # fmt: skip
