@@ -14,7 +14,7 @@ class OperatorClient:
     def __init__(self, cloud_url: str, token: str) -> None:
         self.http = httpx.AsyncClient(
             base_url=cloud_url.rstrip("/"),
-            timeout=30.0,
+            timeout=300.0,  # fleet-wide assignments take minutes on a large, loaded fleet
             headers={"Authorization": f"Bearer {token}"},
         )
 
