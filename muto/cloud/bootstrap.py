@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release
 
 T = TypeVar("T")
+ETAG_SECONDS = 1.0
 logger = logging.getLogger("muto.cloud")
 CONTROL_PLANE_KEY = "control-plane.key"
 
@@ -63,6 +65,28 @@ class ControlPlane:
     release_keys: KeySet | None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _release_envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # vehicle id -> (monotonic time, ETag of its latest desired state): answers a repeated
+    # poll with 304 without a query. Evicted when this process projects a new assignment;
+    # another API process's assignment is seen within ETAG_SECONDS.
+    _etags: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.views.tokens.revoked.append(self.auth.forget)
+        self.views.desired.assigned.append(self.forget_etag)
+
+    def forget_etag(self, vehicle_id: str) -> None:
+        self._etags.pop(vehicle_id, None)
+
+    def recent_etag(self, vehicle_id: str) -> str | None:
+        found = self._etags.get(vehicle_id)
+        if found is None or time.monotonic() - found[0] > ETAG_SECONDS:
+            return None
+        return found[1]
+
+    def remember_etag(self, vehicle_id: str, etag: str) -> None:
+        if len(self._etags) > 1_000_000:
+            self._etags.clear()
+        self._etags[vehicle_id] = (time.monotonic(), etag)
 
     @classmethod
     def open(cls, settings: Settings) -> ControlPlane:

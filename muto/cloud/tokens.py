@@ -17,7 +17,10 @@ from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.model.token import AccessToken
 from muto.projections import Views
 
-CACHE_SECONDS = 5.0  # a revocation takes effect within this long on every process
+# A vehicle polls every 30 s: a shorter cache would miss on every poll. A revocation
+# evicts at once in the process whose projector applies it (the only one on SQLite);
+# other API processes on PostgreSQL notice within this long.
+CACHE_SECONDS = 60.0
 
 
 class Role(StrEnum):
@@ -83,6 +86,13 @@ class Authenticator:
         self.views = views
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, token_id: str) -> None:
+        """A token was revoked: drop it from the cache now."""
+        with self._lock:
+            for key, (_, principal) in list(self._cache.items()):
+                if principal is not None and principal.token_id == token_id:
+                    del self._cache[key]
 
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
@@ -33,6 +33,7 @@ class LatestDesired(Projection):
             Column("expires_at", String(40), nullable=False),
         )
         self.rows = Rows(self.latest, "vehicle_id")
+        self.assigned: list[Callable[[str], None]] = []  # told each vehicle id assigned
         return [self.latest]
 
     @property
@@ -41,6 +42,8 @@ class LatestDesired(Projection):
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment
+        for listener in self.assigned:
+            listener(e.vehicle_id)
         self.rows.delete(s, vehicle_id=e.vehicle_id)
         self.rows.insert(
             s,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Boolean, Column, MetaData, String, Table, update
@@ -25,6 +25,7 @@ class Tokens(Projection):
             Column("revoked", Boolean, nullable=False),
             Column("issued_at", String(40), nullable=False),
         )
+        self.revoked: list[Callable[[str], None]] = []  # told each revoked token id
         return [self.tokens]
 
     @property
@@ -44,6 +45,8 @@ class Tokens(Projection):
         )
 
     def _revoked(self, s: Session, e: Any, _: int) -> None:
+        for listener in self.revoked:
+            listener(e.token_id)
         s.execute(
             update(self.tokens).where(self.tokens.c.token_id == e.token_id).values(revoked=True)
         )

@@ -50,11 +50,16 @@ async def latest(request: Request) -> Response:
         raise Invalid("query parameter 'vehicleId' is required", {"path": "query.vehicleId"})
     acting_on(caller, vehicle_id)
     cp = plane(request)
+    asked = _etags(request.headers.get("if-none-match"))
+    recent = cp.recent_etag(vehicle_id)
+    if recent is not None and recent in asked:  # a repeated poll: no query at all
+        return Response(status_code=304, headers={"ETag": recent})
     row = cp.queries.latest_desired(vehicle_id)
     if row is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
     etag = row["etag"]
-    if etag in _etags(request.headers.get("if-none-match")):
+    cp.remember_etag(vehicle_id, etag)
+    if etag in asked:
         return Response(status_code=304, headers={"ETag": etag})
     bundle = {
         "schema": "muto.desired-state-bundle.v1",

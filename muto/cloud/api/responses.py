@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import sqlalchemy.exc
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -101,6 +103,11 @@ async def on_error(request: Request, exc: Exception) -> Response:
             return error(503, "unavailable", str(exc) or "the views did not catch up in time")
         case ClientDisconnect():  # a vehicle killed mid-request: nobody to answer, no bug
             return error(400, "malformed_json", "the client went away before its whole body")
+        case sqlalchemy.exc.OperationalError() | StoreOperationalError():
+            # The database cannot write now (a full disk, a lost connection): nothing was
+            # stored; the caller retries (agents do), and it works again once it can.
+            logger.warning("the store refused a write on %s: %s", request.url.path, exc)
+            return error(503, "unavailable", "the store cannot write now; retry later")
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error(500, "internal", "internal error")
 
@@ -118,6 +125,8 @@ EXPECTED: tuple[type[Exception], ...] = (
     TimeoutError,
     HTTPException,
     ClientDisconnect,
+    sqlalchemy.exc.OperationalError,
+    StoreOperationalError,
 )
 
 

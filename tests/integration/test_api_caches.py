@@ -1,0 +1,69 @@
+"""The request-path caches never serve a stale answer in the process that changed the
+state: a new assignment invalidates a vehicle's remembered ETag, a revocation evicts the
+remembered token at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from muto.cloud.api.app import create_app
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import Cause
+from muto.cloud.tokens import Role, issue_token
+from muto.domain.wire import to_builtins
+from tests.support.spine import memory_settings, signed_release
+
+
+def client(tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
+    plane = ControlPlane.open(memory_settings(tmp_path))
+    secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
+    plane.execute(command)
+    return TestClient(create_app(plane.settings, plane=plane)), {
+        "Authorization": f"Bearer {secret}"
+    }
+
+
+def test_a_poll_right_after_a_new_assignment_gets_the_new_revision(tmp_path: Path) -> None:
+    c, op = client(tmp_path)
+    with c:
+        c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
+        for version in ("1.0.0", "1.1.0"):
+            signed = signed_release(version=version)
+            c.post("/releases", json=to_builtins(signed.envelope), headers=op)
+        assign = {
+            "target": {"type": "vehicle", "selector": "v1"},
+            "stack": {"name": "core", "version": "1.0.0"},
+        }
+        assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        first = c.get("/desired-states/latest", params={"vehicleId": "v1"}, headers=op)
+        etag = first.headers["etag"]
+        again = c.get(
+            "/desired-states/latest",
+            params={"vehicleId": "v1"},
+            headers={**op, "If-None-Match": etag},
+        )
+        assert again.status_code == 304  # answered from the remembered ETag
+        assign["stack"]["version"] = "1.1.0"
+        assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        after = c.get(
+            "/desired-states/latest",
+            params={"vehicleId": "v1"},
+            headers={**op, "If-None-Match": etag},
+        )
+        assert after.status_code == 200
+        assert after.json()["metadata"]["sequence"] == 2
+
+
+def test_a_token_used_just_before_its_revocation_is_refused_at_once(tmp_path: Path) -> None:
+    c, op = client(tmp_path)
+    with c:
+        c.post("/vehicles", json={"vehicleId": "v1"}, headers=op)
+        issued = c.post("/tokens", json={"role": "vehicle", "vehicleId": "v1"}, headers=op).json()[
+            "data"
+        ]
+        vehicle = {"Authorization": f"Bearer {issued['token']}"}
+        assert c.get("/vehicles/v1", headers=vehicle).status_code == 200  # now cached
+        assert c.post(f"/tokens/{issued['tokenId']}/revoke", headers=op).status_code == 200
+        assert c.get("/vehicles/v1", headers=vehicle).status_code == 401
