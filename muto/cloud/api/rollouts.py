@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from muto.cloud.api.context import body, correlation, int_param, operator, plane
+from muto.cloud.api.exclusive import one_at_a_time
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
 from muto.cloud.errors import Conflict
@@ -23,6 +24,11 @@ async def create(request: Request) -> Response:
     who = operator(request)
     header = correlation(request)
     wanted = await body(request, RolloutRequest)
+    async with one_at_a_time(request, "rollout-start"):  # the check, then the write
+        return await _create(request, wanted, Cause.of(who.actor, wanted.correlation_id or header))
+
+
+async def _create(request: Request, wanted: RolloutRequest, cause: Cause) -> Response:
     cp = plane(request)
     vehicle_ids = cp.queries.vehicle_ids(parse_selector(wanted.selector))
     busy = vehicles_in_active_rollouts(cp.queries, vehicle_ids)
@@ -42,7 +48,6 @@ async def create(request: Request) -> Response:
         for r in rollout_candidates(cp.queries, vehicle_ids)
     ]
     canaries, wave = pick_canaries(candidates)
-    cause = Cause.of(who.actor, wanted.correlation_id or header)
     written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
     cp.require_views(written)
     return ok(cp.queries.rollout(written.value), 201, {"position": written.position})
