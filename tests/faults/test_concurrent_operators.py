@@ -24,7 +24,14 @@ import pytest
 
 from tests.faults.cloud import audit
 from tests.faults.runs import runs
-from tests.integration.test_api_harness import BACKENDS, ApiServer, database, unique, vehicle_body
+from tests.integration.test_api_harness import (
+    BACKENDS,
+    ApiServer,
+    database,
+    release_envelope,
+    unique,
+    vehicle_body,
+)
 from tests.integration.test_api_rollouts import Fleet as RolloutFleet
 
 OPERATORS = 50
@@ -129,3 +136,24 @@ def test_fifty_operators_on_one_rollout(backend: str, count: int, tmp_path: Path
             assert assigned == dict.fromkeys(canaries, 2)  # the canary's, one rollback's
     print(f"\nscenario 11 rollout ({backend}, {len(group)} API processes): {count} rollouts, "
           f"{OPERATORS} operators each starting, pausing/resuming and rolling back")  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count", runs(1, 10))
+def test_fifty_operators_assign_one_vehicle(backend: str, count: int, tmp_path: Path) -> None:
+    """Assignments are not conditional: all 50 win, each with its own next sequence."""
+    with servers(backend, tmp_path) as (group, secret), group[0].client(secret) as http:
+        vehicle_id, stack = unique("assigned"), unique("stack")
+        registered = http.post("/vehicles", json=vehicle_body(vehicle_id, name=vehicle_id))
+        assert registered.status_code == 201
+        assert http.post("/releases", json=release_envelope(stack)).status_code == 201
+        body = {"target": {"selector": f"name={vehicle_id}"},
+                "stack": {"name": stack, "version": "1.0.0"}}  # fmt: skip
+        for _ in range(count):
+            answers = at_once(group, secret, lambda c, n: c.post("/desired-states", json=body))
+            assert {a.status_code for a in answers} == {201}
+        sequences = [e["data"]["sequence"] for e in audit(http)
+                     if e["eventType"] == "Vehicle.DesiredStateAssigned"]  # fmt: skip
+        assert sequences == list(range(1, count * OPERATORS + 1))
+    print(f"\nscenario 11 assignments ({backend}): {count * OPERATORS} at once, sequences "
+          f"1..{count * OPERATORS}, each once, in log order")  # fmt: skip
