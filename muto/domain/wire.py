@@ -58,6 +58,8 @@ def decode(data: bytes | str, kind: type[T]) -> T:
         raise WireError(str(exc), match.group(1) if match else "$") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"malformed JSON: {exc}", None) from None
+    except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
+        raise WireError(f"malformed JSON: not UTF-8 ({exc.reason})", None) from None
 
 
 def convert(obj: Any, kind: type[T]) -> T:
