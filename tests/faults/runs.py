@@ -16,9 +16,10 @@ FULL_TIMEOUT_S = 1800
 def full_only(
     value: Any, id: str, *marks: MarkDecorator, timeout_s: int = FULL_TIMEOUT_S
 ) -> ParameterSet:
-    """A parameter only `make test-faults` runs (`make test` deselects `faults`)."""
+    """A parameter only `make test-faults` runs (`make test` deselects `faults`); a
+    tuple is the values of several parameter names."""
     return pytest.param(
-        value,
+        *(value if isinstance(value, tuple) else (value,)),
         id=id,
         marks=[
             pytest.mark.faults,
