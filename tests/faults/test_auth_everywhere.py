@@ -1,0 +1,151 @@
+"""Scenario 13, HTTP: every operation of spec/api.yaml (but /healthz and /openapi.yaml,
+which declare no security) on the real server: without a token 401, with another
+vehicle's token 403 (a vehicle acts only on itself; operator operations are closed to
+vehicles), with a revoked token 401. A token revoked over the API is refused at once by
+the process that revoked it and, on PostgreSQL with two API processes, by the other
+within the documented 5 seconds. (MQTT: test_mqtt_subtrees.py.)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from muto.cloud.api.app import SPEC
+from tests.faults.runs import cases
+from tests.integration.test_api_harness import (
+    ApiServer,
+    database,
+    health_body,
+    reconcile_body,
+    vehicle_body,
+)
+
+PATH_VALUES = {"vehicle_id": "veh-a", "rollout_id": "ro-none", "token_id": "tok-none",
+               "stack": "core", "version": "1.0.0"}  # fmt: skip
+BODIES: dict[str, Any] = {
+    "/reports/reconcile": reconcile_body("veh-a", "rep-auth"),
+    "/reports/health": health_body("veh-a", "health-auth"),
+}
+REVOCATION_S = 5.0  # spec/api.yaml: "within 5 seconds on every API process"
+
+
+def secured() -> list[tuple[str, str]]:
+    spec = yaml.safe_load(SPEC.read_text())
+    found = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and operation.get("security") != []:
+                concrete = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
+                found.append((method.upper(), concrete))
+    return found
+
+
+def ask(http: httpx.Client, method: str, path: str) -> httpx.Response:
+    if path == "/desired-states/latest":
+        path += "?vehicleId=veh-a"
+    return http.request(method, path, json=BODIES.get(path, {}))
+
+
+@contextmanager
+def deployment(backend: str, tmp: Path) -> Iterator[tuple[list[ApiServer], dict[str, str]]]:
+    """Started servers (two on PostgreSQL) and tokens: operator, veh-a, veh-b."""
+    with database(backend) as url:
+        first = ApiServer(tmp / "data", url)
+        issued = first.issue("operator", "veh-b")
+        group = [first] + ([ApiServer(tmp / "data", url)] if url else [])
+        for server in group:
+            server.start()
+        try:
+            operator = issued["operator"][0]
+            with first.client(operator) as http:
+                assert http.post("/vehicles", json=vehicle_body("veh-a")).status_code == 201
+                assert http.post("/vehicles", json=vehicle_body("veh-b")).status_code == 201
+                tokens = {"operator": operator, "veh-b": issued["veh-b"][0]}
+                body = {"role": "vehicle", "vehicleId": "veh-a"}
+                tokens["veh-a"] = http.post("/tokens", json=body).json()["data"]["token"]
+            yield group, tokens
+        finally:
+            for server in group:
+                assert server.stop() == 0, server.tail()
+                assert server.tracebacks() == []
+
+
+def revoke(server: ApiServer, operator: str, used_on: list[ApiServer]) -> tuple[str, float]:
+    """A new veh-a token, used once on `used_on` (so cached there as good), then revoked
+    over the API on `server`; returns it and the monotonic time of the revocation."""
+    with server.client(operator) as http:
+        issued = http.post("/tokens", json={"role": "vehicle", "vehicleId": "veh-a"}).json()
+        secret, token_id = issued["data"]["token"], issued["data"]["tokenId"]
+        for other in used_on:
+            with other.client(secret) as vehicle:
+                assert vehicle.get("/vehicles/veh-a").status_code == 200
+        assert http.post(f"/tokens/{token_id}/revoke").status_code == 200
+    return secret, time.monotonic()
+
+
+def refused_within(server: ApiServer, secret: str, since: float, limit: float) -> float:
+    with server.client(secret) as vehicle:
+        while vehicle.get("/vehicles/veh-a").status_code != 401:
+            assert time.monotonic() - since < limit, "revocation slower than documented"
+            time.sleep(0.05)
+    return time.monotonic() - since
+
+
+def expected_for_another_vehicle(own: httpx.Response, method: str, path: str) -> set[int]:
+    """403, unless the operation is open to every vehicle and names none (releases)."""
+    names_a_vehicle = "veh-a" in path or path in BODIES or path == "/desired-states/latest"
+    if own.status_code == 403 or names_a_vehicle:
+        return {403}
+    return {own.status_code}
+
+
+@pytest.mark.parametrize("backend", cases(["sqlite"], ["postgres"]))
+def test_every_operation_refuses_missing_foreign_and_revoked_tokens(
+    backend: str, tmp_path: Path
+) -> None:
+    with deployment(backend, tmp_path) as (group, tokens):
+        tokens["revoked"], at = revoke(group[0], tokens["operator"], group[:1])
+        refused_within(group[0], tokens["revoked"], at, 1.0)  # at once where it was revoked
+        checked = 0
+        for server in group:
+            for method, path in secured():
+                with server.client() as anonymous:
+                    answer = ask(anonymous, method, path)
+                    assert answer.status_code == 401, (method, path, answer.text)
+                    assert answer.headers["www-authenticate"] == "Bearer"
+                with server.client(tokens["veh-a"]) as own:
+                    expected = expected_for_another_vehicle(ask(own, method, path), method, path)
+                with server.client(tokens["veh-b"]) as other:
+                    answer = ask(other, method, path)
+                    assert answer.status_code in expected, (method, path, answer.text)
+                with server.client(tokens["revoked"]) as revoked:
+                    answer = ask(revoked, method, path)
+                    assert answer.status_code == 401, (method, path, answer.text)
+                checked += 3
+        with group[0].client(tokens["veh-a"]) as own:  # the checks did not lock veh-a out
+            assert ask(own, "GET", "/vehicles/veh-a").status_code == 200
+    print(f"\nscenario 13 HTTP ({backend}, {len(group)} API processes): {len(secured())} "
+          f"operations x (no token, another vehicle's, revoked): {checked} checks")  # fmt: skip
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="cc96d05 caches a good token for 60 s; only the process whose projector applies "
+    "the revocation evicts it, so another API process accepts it for up to 60 s, not the "
+    "5 s spec/api.yaml promises",
+)
+def test_a_revocation_reaches_every_api_process_within_5_s(tmp_path: Path) -> None:
+    with deployment("postgres", tmp_path) as (group, tokens):
+        secret, at = revoke(group[0], tokens["operator"], group)
+        took = [refused_within(server, secret, at, REVOCATION_S) for server in group]
+    print(f"\nscenario 13 revocation: refused after {[round(t, 2) for t in took]} s")
