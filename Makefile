@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/muto demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not faults" tests
 
 test-faults: $(STAMP)
 	MUTO_FAULT_RUNS=full $(BIN)/python -m pytest -q -m faults tests
