@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from eventsourcing.persistence import InfrastructureFactory, StoredEvent
+from eventsourcing.persistence import InfrastructureFactory, OperationalError, StoredEvent
 from eventsourcing.utils import Environment
 
 JOURNAL_ID = uuid5(NAMESPACE_URL, "muto:agent:journal")
@@ -20,7 +21,10 @@ PAGE = 5000
 
 
 class RecordStore:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, reader: bool = False) -> None:
+        # A reader (journal CLI, tests watching an agent) may open the file while the
+        # agent is still creating its tables: until they exist it reads an empty journal.
+        self._reader = reader
         self._factory = InfrastructureFactory.construct(Environment("journal", env))
         self._events = self._factory.application_recorder()
         self._snapshots = self._factory.aggregate_recorder("snapshots")
@@ -35,12 +39,22 @@ class RecordStore:
                 "SQLITE_DBNAME": str(path),
                 "CREATE_TABLE": "y" if create else "n",
                 "IS_SNAPSHOTTING_ENABLED": "y",
-            }
+            },
+            reader=not create,
         )
 
     @classmethod
     def memory(cls) -> RecordStore:
         return cls({"PERSISTENCE_MODULE": "eventsourcing.popo", "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def _read(self, recorder: Any, **query: Any) -> Sequence[StoredEvent]:
+        try:
+            found: Sequence[StoredEvent] = recorder.select_events(JOURNAL_ID, **query)
+        except OperationalError as exc:
+            if self._reader and "no such table" in str(exc):
+                return []
+            raise
+        return found
 
     def insert(self, records: Sequence[tuple[int, str, bytes]]) -> None:
         """(position, topic, bytes) rows, in one transaction."""
@@ -54,19 +68,19 @@ class RecordStore:
     def select(self, after: int = 0, upto: int | None = None) -> Iterator[StoredEvent]:
         """Records with after < position <= upto, in order, read a page at a time."""
         while True:
-            page = self._events.select_events(JOURNAL_ID, gt=after, lte=upto, limit=PAGE)
+            page = self._read(self._events, gt=after, lte=upto, limit=PAGE)
             yield from page
             if len(page) < PAGE:
                 return
             after = page[-1].originator_version
 
     def last_position(self) -> int:
-        last = self._events.select_events(JOURNAL_ID, desc=True, limit=1)
+        last = self._read(self._events, desc=True, limit=1)
         return last[0].originator_version if last else 0
 
     def snapshot(self, upto: int | None = None) -> StoredEvent | None:
         """The newest snapshot at or before `upto`."""
-        found = self._snapshots.select_events(JOURNAL_ID, lte=upto, desc=True, limit=1)
+        found = self._read(self._snapshots, lte=upto, desc=True, limit=1)
         return found[0] if found else None
 
     def snapshots(self) -> Sequence[StoredEvent]:
