@@ -19,8 +19,9 @@ from muto.projections import Views
 
 # A vehicle polls every 30 s: a shorter cache would miss on every poll. A revocation
 # evicts at once in the process whose projector applies it (the only one on SQLite);
-# other API processes on PostgreSQL notice within this long.
+# every other API process sweeps the shared tokens view for revocations this often.
 CACHE_SECONDS = 60.0
+REVOCATION_SWEEP_SECONDS = 3.0
 
 
 class Role(StrEnum):
@@ -86,6 +87,7 @@ class Authenticator:
         self.views = views
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+        self._swept = time.monotonic()
 
     def forget(self, token_id: str) -> None:
         """A token was revoked: drop it from the cache now."""
@@ -94,9 +96,26 @@ class Authenticator:
                 if principal is not None and principal.token_id == token_id:
                     del self._cache[key]
 
+    def _sweep_revocations(self, now: float) -> None:
+        """Evict cached tokens revoked since (one small query per interval, whatever the
+        traffic), so a revocation reaches every API process within seconds."""
+        with self._lock:
+            if now - self._swept < REVOCATION_SWEEP_SECONDS:
+                return
+            self._swept = now
+        table = self.views.tokens.tokens
+        with self.views.store.reading() as s:
+            revoked = {r[0] for r in s.execute(select(table.c.token_id).where(table.c.revoked))}
+        if revoked:
+            with self._lock:
+                for key, (_, principal) in list(self._cache.items()):
+                    if principal is not None and principal.token_id in revoked:
+                        del self._cache[key]
+
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)
         now = time.monotonic()
+        self._sweep_revocations(now)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and now - hit[0] < CACHE_SECONDS:

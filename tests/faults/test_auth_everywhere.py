@@ -138,12 +138,6 @@ def test_every_operation_refuses_missing_foreign_and_revoked_tokens(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="cc96d05 caches a good token for 60 s; only the process whose projector applies "
-    "the revocation evicts it, so another API process accepts it for up to 60 s, not the "
-    "5 s spec/api.yaml promises",
-)
 def test_a_revocation_reaches_every_api_process_within_5_s(tmp_path: Path) -> None:
     with deployment("postgres", tmp_path) as (group, tokens):
         secret, at = revoke(group[0], tokens["operator"], group)
