@@ -163,16 +163,12 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from muto.cloud.cli import store_arguments
+
     audit = sub.add_parser("audit", help="replay, explain, export and verify the event log")
     actions = audit.add_subparsers(dest="action", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
-        p.add_argument(
-            "--database-url",
-            default=None,
-            help="postgresql+psycopg://... (default: SQLite in the data dir)",
-        )
+    common = store_arguments
 
     p = actions.add_parser("replay", help="rebuild every view as it stood at a past point")
     common(p)

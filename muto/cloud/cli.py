@@ -101,17 +101,22 @@ def seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the control plane's data is: shared by every command that opens it."""
+    p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="postgresql+psycopg://... (default: SQLite in the data dir)",
+    )
+
+
 def register(sub: Any) -> None:
     cloud = sub.add_parser("cloud", help="the control plane")
     actions = cloud.add_subparsers(dest="action", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
-        p.add_argument(
-            "--database-url",
-            default=None,
-            help="postgresql+psycopg://... (default: SQLite in the data dir)",
-        )
+        store_arguments(p)
         p.add_argument(
             "--release-key",
             action="append",
