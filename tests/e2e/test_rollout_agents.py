@@ -66,6 +66,13 @@ async def state(r: Rig, rollout_id: str) -> dict[str, Any]:
     return found
 
 
+async def until_state(r: Rig, rollout_id: str, wanted: str) -> None:
+    async def reached() -> bool:
+        return (await state(r, rollout_id))["state"] == wanted
+
+    await eventually(reached)
+
+
 async def running(r: Rig) -> dict[str, str | None]:
     return {v["vehicleId"]: v["runningRelease"] for v in await r.operator.vehicles("fleet=demo")}
 
@@ -80,10 +87,7 @@ async def converge_on_100(r: Rig) -> None:
         }
     )
 
-    async def completed() -> bool:
-        return (await state(r, "base"))["state"] == "completed"
-
-    await eventually(completed)
+    await until_state(r, "base", "completed")
 
 
 def test_pause_holds_the_wave_and_resume_releases_it(tmp_path: Path) -> None:
@@ -111,10 +115,7 @@ def test_pause_holds_the_wave_and_resume_releases_it(tmp_path: Path) -> None:
             assert paused["phases"]["wave"]["assigned"] == 0
             await r.operator.http.post("/rollouts/next/resume")
 
-            async def completed() -> bool:
-                return (await state(r, "next"))["state"] == "completed"
-
-            await eventually(completed)
+            await until_state(r, "next", "completed")
             assert set((await running(r)).values()) == {"autonomy-core@1.1.0"}
 
     asyncio.run(scenario())
@@ -133,10 +134,7 @@ def test_fleet_rollback_returns_every_vehicle_to_its_previous_release(tmp_path: 
                 }
             )
 
-            async def completed() -> bool:
-                return (await state(r, "next"))["state"] == "completed"
-
-            await eventually(completed)
+            await until_state(r, "next", "completed")
             await r.operator.http.post("/rollouts/next/rollback")
 
             async def all_back() -> bool:
@@ -170,10 +168,7 @@ def test_a_cloud_restart_mid_rollout_resumes_where_it_stopped(tmp_path: Path) ->
             await r.cloud.start()  # same data dir, same port
             r.fleet.restore(list(r.fleet.vehicles))
 
-            async def completed() -> bool:
-                return (await state(r, "next"))["state"] == "completed"
-
-            await eventually(completed)
+            await until_state(r, "next", "completed")
             s = await state(r, "next")
             assert [d["event"] for d in s["decisions"]] == ["CanaryGatePassed", "WaveGatePassed"]
             assert set((await running(r)).values()) == {"autonomy-core@1.1.0"}
