@@ -66,6 +66,17 @@ async def state(r: Rig, rollout_id: str) -> dict[str, Any]:
     return found
 
 
+async def roll_out(r: Rig, version: str, rollout_id: str) -> None:
+    await r.operator.start_rollout(
+        {
+            "selector": "fleet=demo",
+            "stack": "autonomy-core",
+            "version": version,
+            "rolloutId": rollout_id,
+        }
+    )
+
+
 async def until_state(r: Rig, rollout_id: str, wanted: str) -> None:
     async def reached() -> bool:
         return (await state(r, rollout_id))["state"] == wanted
@@ -78,14 +89,7 @@ async def running(r: Rig) -> dict[str, str | None]:
 
 
 async def converge_on_100(r: Rig) -> None:
-    await r.operator.start_rollout(
-        {
-            "selector": "fleet=demo",
-            "stack": "autonomy-core",
-            "version": "1.0.0",
-            "rolloutId": "base",
-        }
-    )
+    await roll_out(r, "1.0.0", "base")
 
     await until_state(r, "base", "completed")
 
@@ -94,14 +98,7 @@ def test_pause_holds_the_wave_and_resume_releases_it(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             await converge_on_100(r)
-            await r.operator.start_rollout(
-                {
-                    "selector": "fleet=demo",
-                    "stack": "autonomy-core",
-                    "version": "1.1.0",
-                    "rolloutId": "next",
-                }
-            )
+            await roll_out(r, "1.1.0", "next")
             await r.operator.http.post("/rollouts/next/pause")
 
             async def canaries_converged() -> bool:
@@ -125,14 +122,7 @@ def test_fleet_rollback_returns_every_vehicle_to_its_previous_release(tmp_path: 
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             await converge_on_100(r)
-            await r.operator.start_rollout(
-                {
-                    "selector": "fleet=demo",
-                    "stack": "autonomy-core",
-                    "version": "1.1.0",
-                    "rolloutId": "next",
-                }
-            )
+            await roll_out(r, "1.1.0", "next")
 
             await until_state(r, "next", "completed")
             await r.operator.http.post("/rollouts/next/rollback")
@@ -156,14 +146,7 @@ def test_a_cloud_restart_mid_rollout_resumes_where_it_stopped(tmp_path: Path) ->
         async with rig(tmp_path) as r:
             await converge_on_100(r)
             r.fleet.cut(list(r.fleet.vehicles))  # hold reports back while the cloud restarts
-            await r.operator.start_rollout(
-                {
-                    "selector": "fleet=demo",
-                    "stack": "autonomy-core",
-                    "version": "1.1.0",
-                    "rolloutId": "next",
-                }
-            )
+            await roll_out(r, "1.1.0", "next")
             await r.cloud.stop()
             await r.cloud.start()  # same data dir, same port
             r.fleet.restore(list(r.fleet.vehicles))

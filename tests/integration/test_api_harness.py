@@ -25,11 +25,9 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
-from muto.domain.release import Artifact, ArtifactType, Compatibility, StackRelease
 from muto.domain.wire import to_builtins
-from muto.trust.keys import Signer
-from muto.trust.releases import sign_release
 from tests.conftest import PG_ADMIN_URL, free_port, unavailable
+from tests.support.spine import signed_release
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -192,20 +190,9 @@ def release_envelope(
     stack: str, version: str = "1.0.0", *, size: int = 1, models: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """A signed release as `muto release` makes it, as the JSON body of POST /releases."""
-    release = StackRelease(
-        stack_name=stack,
-        version=version,
-        artifacts=[
-            Artifact(
-                type=ArtifactType.FILE,
-                ref=f"https://artifacts.invalid/{stack}/{version}.tar.gz",
-                digest="sha256:" + "0" * 64,
-                size=size,
-            )
-        ],
-        compatibility=Compatibility(vehicle_models=list(models)),
+    envelope: dict[str, Any] = to_builtins(
+        signed_release(stack, version, models=models, size=size).envelope
     )
-    envelope: dict[str, Any] = to_builtins(sign_release(release, [Signer.generate()]))
     return envelope
 
 
