@@ -22,7 +22,7 @@ from muto.agent.snapshots import snapshots
 from muto.agent.transport.broker import Broker
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.http import CloudPort
-from muto.agent.transport.mqtt import MqttLink
+from muto.agent.transport.mqtt import SNAPSHOT_INTERVAL_S, MqttLink
 from muto.agent.trust import Trust
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase, DesiredNotify
@@ -43,6 +43,7 @@ class AgentSettings:
     retry_limit: int = RETRY_LIMIT
     reports_via: Literal["http", "mqtt"] = "http"  # the one path that acknowledges
     flush_s: float = 10.0  # how long stop() waits for the outbox and the MQTT session
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S  # change-driven snapshot throttle
     stop_runtime_on_exit: bool = True
     owns_logging: bool = False  # apply agentConfig.logLevel to the process's "muto" loggers
 
@@ -144,6 +145,7 @@ class Wiring:
                 on_notify=agent.on_notify,
                 clock_now=p.clock.now,
                 rng=p.rng,
+                snapshot_interval_s=s.snapshot_interval_s,
             )
         sink = mqtt if s.reports_via == "mqtt" else p.cloud
         courier = Courier(p.journal, sink, p.clock, via=s.reports_via, kill=p.kill, rng=p.rng)

@@ -1,5 +1,6 @@
 """The agent's MQTT contract against a real Mosquitto: retained presence and snapshots,
-read-only refresh, notify as a hint, live heartbeat changes, reconnects."""
+read-only refresh, notify as a hint, live heartbeat changes, reconnects, throttled
+snapshot publishing."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import aiomqtt
 import pytest
 
 from muto.agent.transport.broker import Broker
+from muto.agent.transport.mqtt import MqttLink
 from muto.domain.desired import AgentConfig
-from muto.domain.messages import DesiredNotify, RefreshRequest
+from muto.domain.messages import AgentPhase, DesiredNotify, RefreshRequest
 from muto.domain.wire import encode
 from tests.conftest import Mosquitto
 from tests.unit.test_agent_support import VEHICLE, Rig, make_rig, release
@@ -152,8 +154,9 @@ def test_the_heartbeat_follows_the_desired_config_without_a_restart(
         await rig.agent.reconcile()
         online = len(watch.on("presence"))
         await watch.until(lambda: len(watch.on("presence")) >= online + 2, "heartbeats")
-        cfg = watch.on("agent/cfg/state")[-1]
-        assert cfg["config"]["heartbeatS"] == 1
+        await watch.until(  # a throttled snapshot: awaited, not assumed already there
+            lambda: watch.on("agent/cfg/state")[-1]["config"]["heartbeatS"] == 1, "cfg/state"
+        )
 
     run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600))
 
@@ -192,3 +195,74 @@ def test_reports_can_travel_over_mqtt(mosquitto: Mosquitto) -> None:
         assert rig.cloud.reports == []  # not over HTTP
 
     run(mosquitto, scenario, reports_via="mqtt")
+
+
+@asynccontextmanager
+async def settled_link(
+    broker: Mosquitto, interval_s: float
+) -> AsyncIterator[tuple[Rig, Watcher, MqttLink]]:
+    """An agent that converged before its MQTT link started (no reconcile loop of its
+    own), the link up and its connect publish seen: from here every snapshot publish is
+    caused by the test."""
+    rig = make_rig(broker=Broker.parse(broker.url), snapshot_interval_s=interval_s)
+    rig.cloud.serve(rig.signers.bundle(A, 1))
+    await rig.agent.start(loop=False)
+    assert (await rig.agent.reconcile()).kind == "converged"
+    link = rig.agent.mqtt
+    assert link is not None
+    async with watching(broker) as watch:
+        session = asyncio.create_task(link.run())
+        try:
+            await watch.until(lambda: len(watch.on("agent/state")) == 1, "the connect publish")
+            yield rig, watch, link
+        finally:
+            await link.stop()
+            await asyncio.wait_for(session, WAIT_S)
+            await rig.agent.stop()
+
+
+def test_a_burst_of_changes_is_folded_and_the_final_state_is_published(
+    mosquitto: Mosquitto,
+) -> None:
+    """Throttle, not debounce: the first change goes out, the rest of the burst is folded
+    into one trailing publish of the latest state, which is what stays retained."""
+    bursts = 20
+
+    async def main() -> None:
+        async with settled_link(mosquitto, interval_s=2.0) as (rig, watch, _):
+            for sequence in range(2, 2 + bursts):  # each pass: fetching ... idle, new sequence
+                rig.cloud.serve(rig.signers.bundle(A, sequence))
+                assert (await rig.agent.reconcile()).kind == "converged"
+                await asyncio.sleep(0.01)  # spread the burst: an unthrottled link publishes each
+            final = 1 + bursts
+            await watch.until(
+                lambda: watch.on("agent/state")[-1]["sequence"] == final, "the final state"
+            )
+            published = watch.on("agent/state")[1:]  # after the connect publish
+            assert 1 <= len(published) <= 2, [s["phase"] for s in published]
+            assert published[-1]["phase"] == "idle"
+            async with watching(mosquitto) as late:  # the retained value is the final one
+                await late.until(lambda: bool(late.on("agent/state")), "the retained state")
+                assert late.on("agent/state") == [published[-1]]
+
+    asyncio.run(main())
+
+
+def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosquitto) -> None:
+    """With an hour-long interval, a change after the connect publish is seen within the
+    wait (the leading edge does not wait for the interval), and so is a change held by
+    the throttle once cmd/refresh asks."""
+
+    async def main() -> None:
+        async with settled_link(mosquitto, interval_s=3600.0) as (rig, watch, _):
+            rig.agent.on_phase(AgentPhase.FETCHING)
+            await watch.until(
+                lambda: watch.on("agent/state")[-1]["phase"] == "fetching", "the change"
+            )
+            rig.agent.on_phase(AgentPhase.IDLE)  # within the interval: held
+            request = encode(RefreshRequest(request_id="req-8"))
+            await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
+            await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
+            assert watch.on("agent/state")[-1]["phase"] == "idle"  # published before the result
+
+    asyncio.run(main())

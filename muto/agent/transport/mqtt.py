@@ -3,9 +3,14 @@ heartbeat, retained snapshots, desired/notify hints, read-only cmd/refresh.
 
 Invariants: runs as its own task and reconnects with capped, jittered backoff, so MQTT
 trouble never reaches the reconcile loop; the Last Will (retained offline presence) is
-set on every connect; snapshots are published on connect, when they change and on
-refresh; a notify only triggers a reconcile, only when its sequence is above the highest
-seen, and its URL is never used (the agent fetches from its configured cloud).
+set on every connect; snapshots are published on connect and on refresh at once (all of
+them), and when they change, throttled: the first change after a quiet
+`snapshot_interval_s` is published at once, later changes within the interval are folded
+into one publish of the latest state when it ends (only leaves whose bytes differ from
+the last published ones go out), so the final state is always published and a burst of
+phase changes costs at most two publishes per interval; a notify only triggers a
+reconcile, only when its sequence is above the highest seen, and its URL is never used
+(the agent fetches from its configured cloud).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from muto.domain.wire import Wire, WireError, decode, encode
 logger = logging.getLogger("muto.agent.mqtt")
 KEEPALIVE_S = 30
 PUBLISH_TIMEOUT_S = 10.0
+SNAPSHOT_INTERVAL_S = 1.0  # at most one change-driven snapshot publish per interval
 
 
 class MqttLink:
@@ -52,6 +58,7 @@ class MqttLink:
         rng: random.Random | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
     ) -> None:
         self.broker = broker
         self.tenant = tenant
@@ -62,6 +69,7 @@ class MqttLink:
         self.now = clock_now
         self.rng = rng or random.Random()
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.snapshot_interval_s = snapshot_interval_s
         self.highest_notified = 0  # the agent seeds it with the accepted sequence
         self.connected = False
         self.connections = 0
@@ -138,6 +146,7 @@ class MqttLink:
         )
         self._published.clear()
         await self._presence(client, PresenceState.ONLINE)
+        self._dirty.clear()  # what changed before now is in the full publish below
         await self._publish_snapshots(client, force=True)
         tasks = [
             asyncio.create_task(self._heartbeat(client)),
@@ -171,10 +180,19 @@ class MqttLink:
             await self._presence(client, PresenceState.ONLINE)
 
     async def _snapshot_loop(self, client: aiomqtt.Client) -> None:
+        """A throttle, not a debounce: a change after a quiet interval goes out at once
+        (leading edge); changes during the interval that follows only set `_dirty`, and
+        the loop publishes the state as it is then once the interval ends (trailing
+        edge)."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            started = loop.time()
             await self._publish_snapshots(client, force=False)
+            rest = started + self.snapshot_interval_s - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     async def _publish_snapshots(self, client: aiomqtt.Client, force: bool) -> list[Leaf]:
         sent = []
