@@ -17,9 +17,9 @@ from typing import Any
 
 from muto.agent.config_file import store_config
 from muto.agent.journal import Journal
-from muto.agent.journal.events import AgentStarted
+from muto.agent.journal.events import AgentStarted, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
-from muto.agent.reconcile.recovery import interrupted
+from muto.agent.reconcile.recovery import interrupted, restart_loop
 from muto.agent.reconcile.steps import Verdict
 from muto.agent.reports import health_event
 from muto.agent.schedule import Schedule
@@ -42,6 +42,7 @@ class Agent:
         self._triggered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
 
     # -- what callers see ------------------------------------------------------------
     @property
@@ -71,6 +72,10 @@ class Agent:
         """One pass now (tests and tools; the loop calls the same)."""
         before = self._wired.reconciler.verdict
         verdict = await self._wired.reconciler.run_pass(fetch)
+        if not self._finished_a_pass:
+            self._finished_a_pass = True
+            completed = PassCompleted(at=self.parts.clock.now(), verdict=verdict.kind)
+            self.parts.journal.append(completed)
         if verdict != before:
             codes = ",".join(verdict.codes)
             logger.info("%s: %s %s", self.settings.vehicle_id, verdict.kind, codes)
@@ -84,16 +89,24 @@ class Agent:
     async def start(self, loop: bool = True) -> None:
         """Recover from an interrupted run, then start the tasks (`loop=False`: only
         recovery, for tests that drive passes themselves)."""
-        journal, clock = self.parts.journal, self.parts.clock
-        recovered = interrupted(journal.state, clock.now(), self.settings.retry_limit)
+        journal, clock, limit = self.parts.journal, self.parts.clock, self.settings.retry_limit
+        recovered = interrupted(journal.state, clock.now(), limit)
+        looping = None if recovered else restart_loop(journal.state, clock.now(), limit)
         started = AgentStarted(
             at=clock.now(),
             agent_version=self.settings.agent_version,
             runtime=self.parts.runtime.name,
         )
-        journal.append(started, *([recovered] if recovered else []))
+        journal.append(started, *[e for e in (recovered, looping) if e is not None])
         if recovered is not None:
             logger.warning("resuming after an interrupted %s (%d)", recovered.step, recovered.count)
+        if looping is not None:
+            logger.error(
+                "%d runs in a row died before finishing a pass: giving up %s (%s)",
+                looping.runs,
+                looping.revision,
+                looping.release_key,
+            )
         self.on_config(journal.state.config)
         self._seen_sequence()
         if loop:
@@ -159,6 +172,9 @@ class Agent:
     # -- the loop ---------------------------------------------------------------------
     async def _loop(self) -> None:
         schedule = Schedule(self.settings, self.parts.clock, self.parts.rng)
+        # Offline first: restore what the journal says runs (or finish the rollback it
+        # owes) before waiting on the network; the startup trigger fetches right after.
+        await self._pass(fetch=False)
         while True:
             due = schedule.due()
             if "poll" in due:
@@ -179,9 +195,9 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._triggered.wait(), schedule.wait_s())
 
-    async def _pass(self) -> None:
+    async def _pass(self, fetch: bool = True) -> None:
         try:
-            await self.reconcile()
+            await self.reconcile(fetch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or a journal that cannot write: retry next poll

@@ -60,9 +60,9 @@ def test_the_documented_journal_commands_run(
         assert main(argv) == 0, argv
     out = capsys.readouterr().out
     assert "converged under dsr_1" in out  # replay --at 12:00:30: before the failed update
-    assert "ok: 20 events" in out
+    assert "ok: 21 events" in out
     exported = (tmp_path / "journal.jsonl").read_text().splitlines()
-    assert [json.loads(line)["position"] for line in exported] == list(range(1, 21))
+    assert [json.loads(line)["position"] for line in exported] == list(range(1, 22))
 
 
 def test_list_filters_and_json(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -168,6 +168,25 @@ class Interrupted(Event, frozen=True):
     gave_up: bool
 
 
+class RestartLoopDetected(Event, frozen=True):
+    """Found at start-up: the last `runs` runs all died before finishing a reconcile
+    pass while `revision` was pending, with no step in flight to blame (those are
+    counted by Interrupted). The agent gives the revision up (RETRY_LIMIT_REACHED) and
+    rolls back to the previous known good."""
+
+    release_key: str
+    revision: str
+    sequence: int
+    runs: int
+
+
+class PassCompleted(Event, frozen=True):
+    """The run's first reconcile pass reached a verdict (journaled once per run): this
+    run is not part of a restart loop."""
+
+    verdict: str
+
+
 class StepAbandoned(Event, frozen=True):
     """A planned shutdown cut a wait short (not counted as an interruption)."""
 
@@ -219,6 +238,8 @@ JournalEvent = (
     | RollbackFailed
     | RuntimeStopped
     | Interrupted
+    | RestartLoopDetected
+    | PassCompleted
     | StepAbandoned
     | ReportQueued
     | ReportDelivered

@@ -29,6 +29,13 @@ def evolve(state: JournalState, event: ev.Event) -> None:
     """Apply one event (already numbered: `state.position` is its position)."""
     state.last_at = event.at
     match event:
+        case ev.AgentStarted():
+            state.unfinished_runs += 1
+        case ev.PassCompleted():
+            state.unfinished_runs = 0
+        case ev.RestartLoopDetected():
+            under = (event.revision, event.sequence)
+            _failed(state, event.release_key, [ReasonCode.RETRY_LIMIT_REACHED], under)
         case ev.DesiredReceived():
             state.etag = event.etag
         case ev.DesiredVerified():
@@ -113,13 +120,19 @@ def outcome_key(outcome: Outcome) -> tuple[str | None, str, tuple[str, ...]]:
 
 
 def _failed(
-    state: JournalState, key: str, causes: list[ReasonCode], flight: InFlight | None = None
+    state: JournalState,
+    key: str,
+    causes: list[ReasonCode],
+    under: tuple[str | None, int | None] | None = None,
 ) -> None:
-    """`key` failed here under the revision of `flight` (the step in flight, else the
-    desired state in force): it stops being known good and a rollback is due."""
-    flight, desired = flight or state.in_flight, state.desired
-    revision = flight.revision if flight else (desired.revision if desired else None)
-    sequence = flight.sequence if flight else (desired.sequence if desired else None)
+    """`key` failed here under revision and sequence `under` (default: those of the step
+    in flight, else of the desired state in force): it stops being known good and a
+    rollback is due."""
+    if under is None:
+        flight, desired = state.in_flight, state.desired
+        source = flight or desired
+        under = (source.revision, source.sequence) if source else (None, None)
+    revision, sequence = under
     state.in_flight = None
     # Separate lists: state must never alias one list in two places (a snapshot would not).
     state.failed[key] = Failure(
@@ -182,13 +195,7 @@ def _interrupted(state: JournalState, event: ev.Interrupted) -> None:
         # The rollback target itself kept killing the agent: the planner picks the next.
         _forget_good(state, event.release_key)
         return
-    flight = InFlight(
-        step=event.step,
-        release_key=event.release_key,
-        revision=event.revision,
-        sequence=event.sequence,
-    )
-    _failed(state, event.release_key, [limit], flight)
+    _failed(state, event.release_key, [limit], (event.revision, event.sequence))
 
 
 def _queued(state: JournalState, event: ev.ReportQueued) -> None:

@@ -99,6 +99,7 @@ class JournalState(Base):
     rollback_due: RollbackDue | None = None
     failed: dict[str, Failure] = {}
     interruptions: dict[str, int] = {}  # "<sequence>:<step>" -> count
+    unfinished_runs: int = 0  # runs in a row that died before finishing a reconcile pass
     gates: list[ReasonCode] | None = None
     gates_sequence: int | None = None
     unreported: Outcome | None = None  # an outcome whose report is not queued yet

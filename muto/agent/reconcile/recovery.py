@@ -1,13 +1,25 @@
-"""Start-up recovery: an agent that died mid-step finds the step still in flight."""
+"""Start-up recovery: an agent that died mid-step finds the step still in flight; one
+that keeps dying before finishing a pass, with nothing in flight, is in a restart loop."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from muto.agent.journal.events import Interrupted
+from muto.agent.journal.events import Interrupted, RestartLoopDetected
 from muto.agent.journal.state import JournalState
+from muto.agent.reconcile.planner import last_outcome
+from muto.domain.reports import ReconcileStatus
 
 RETRY_LIMIT = 3
+# A revision with one of these last outcomes is finished with: nothing is left to give up.
+FINAL = frozenset(
+    {
+        ReconcileStatus.CONVERGED,
+        ReconcileStatus.REJECTED,
+        ReconcileStatus.ROLLED_BACK,
+        ReconcileStatus.FAILED,
+    }
+)
 
 
 def interrupted(state: JournalState, now: datetime, limit: int = RETRY_LIMIT) -> Interrupted | None:
@@ -28,4 +40,33 @@ def interrupted(state: JournalState, now: datetime, limit: int = RETRY_LIMIT) ->
         sequence=flight.sequence,
         count=count,
         gave_up=count >= limit,
+    )
+
+
+def restart_loop(
+    state: JournalState, now: datetime, limit: int = RETRY_LIMIT
+) -> RestartLoopDetected | None:
+    """The event that gives up the pending revision after `limit` runs in a row died
+    before finishing a pass, or None.
+
+    Deaths with a step in flight are counted per step by `interrupted` (and a due
+    rollback must run, not be given up); this catches the rest: an agent killed while
+    fetching, verifying, caching, reporting, or right after readiness passed, on every
+    start. Giving up rolls back to the previous known good, as an interrupted apply does.
+    A run that finishes one pass resets the count (`PassCompleted`), so restarts of a
+    healthy agent (a depot's nightly power-off) never add up."""
+    desired = state.desired
+    if state.unfinished_runs < limit or desired is None:
+        return None
+    if state.in_flight is not None or state.rollback_due is not None:
+        return None
+    last = last_outcome(state, desired.revision)
+    if last is not None and last.status in FINAL:
+        return None
+    return RestartLoopDetected(
+        at=now,
+        release_key=desired.release.key,
+        revision=desired.revision,
+        sequence=desired.sequence,
+        runs=state.unfinished_runs,
     )
