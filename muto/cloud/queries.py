@@ -35,7 +35,8 @@ VEHICLE_FIELDS = {
 
 
 def _vehicle(row: dict[str, Any]) -> dict[str, Any]:
-    return {VEHICLE_FIELDS[k]: v for k, v in row.items()}
+    """The API's vehicle: the view's public columns (bookkeeping ones stay inside)."""
+    return {VEHICLE_FIELDS[k]: v for k, v in row.items() if k in VEHICLE_FIELDS}
 
 
 @dataclass(frozen=True)

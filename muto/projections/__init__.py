@@ -26,6 +26,7 @@ class Views:
         self.tokens = Tokens(store.metadata)
         self.chain = HashChain(store.metadata)
         store.create_table()
+        store.reshape(self.all)
 
     @property
     def all(self) -> list[Projection]:

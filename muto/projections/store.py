@@ -7,16 +7,21 @@ the update and the commit leaves both as they were.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Engine, MetaData, bindparam, select, text, update
+from sqlalchemy import Engine, MetaData, bindparam, inspect, select, text, update
 from sqlalchemy.orm import Session
 
+if TYPE_CHECKING:
+    from muto.projections.base import Projection
+
+logger = logging.getLogger("muto.projections")
 TRACKING_TABLE = "muto_projection_tracking"
 # One key for all muto projectors in a PostgreSQL database (pg_advisory_xact_lock).
 PROJECTOR_LOCK_KEY = 0x6D75746F
@@ -46,6 +51,32 @@ class ViewStore(SQLAlchemyTrackingRecorder):
     def create_table(self) -> None:
         super().create_table()
         self.metadata.create_all(self.engine, checkfirst=True)
+
+    def reshape(self, projections: Iterable[Projection]) -> list[str]:
+        """Views are derived: one whose stored columns differ from its definition (an
+        upgrade added one) is dropped with its position, and catch-up rebuilds it from
+        the log. Returns the names rebuilt."""
+        reshaped = []
+        with self.writing() as session:
+            connection = session.connection()
+            found = inspect(connection)
+            for projection in projections:
+                stale = [
+                    table.name
+                    for table in projection.tables
+                    if found.has_table(table.name)
+                    and {c["name"] for c in found.get_columns(table.name)} != set(table.c.keys())
+                ]
+                if not stale:
+                    continue
+                logger.warning("view %s changed shape (%s): rebuilding it from the log",
+                               projection.name, ", ".join(stale))  # fmt: skip
+                for table in reversed(projection.tables):
+                    table.drop(connection, checkfirst=True)
+                self.forget_position(session, projection.name)
+                reshaped.append(projection.name)
+            self.metadata.create_all(connection, checkfirst=True)
+        return reshaped
 
     @contextmanager
     def writing(self) -> Iterator[Session]:

@@ -166,12 +166,6 @@ def test_reports_duplicated_and_reordered(count: int, tmp_path: Path, mosquitto:
           f"shuffled in batches of {WINDOW}: {len(stored)} events, none twice")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the inventory view takes the last stored report, whatever its sequence: a stale "
-    "one (a replay; agents deliver in order) moves lastStatus and lastReportAt backwards. "
-    "Ordering by sequence needs the last reported sequence in the view (a new column).",
-)
 def test_a_stale_report_does_not_move_the_vehicle_view_back(tmp_path: Path) -> None:
     newer = reconcile_body("car-stale", "rep-new", "converged", revision="dsr_2")
     older = reconcile_body("car-stale", "rep-old", "failed", revision="dsr_1")

@@ -13,6 +13,7 @@ import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import (
@@ -391,6 +392,39 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
     rollout_view = cp.queries.rollout("ro-0")
     assert rollout_view["state"] == "rolled_back"
     assert [m["status"] for m in rollout_view["vehicles"]] == ["rolled_back", "rolled_back"]
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_view_whose_columns_changed_is_rebuilt_from_the_log(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade that adds a column to a view: opening the old database drops that view
+    and rebuilds it from the log; the other views keep their rows and positions."""
+    settings = (
+        sqlite_settings(tmp_path)
+        if store == "sqlite"
+        else postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
+    )
+    cp = ControlPlane.open(settings)
+    scenario = Scenario(cp)
+    for op in FIXED:
+        scenario.run(op)
+    cp.projector.catch_up()
+    before, audit_at = view_rows(cp.views), cp.projector.positions()["audit"]
+    with cp.views.store.engine.begin() as connection:  # the shape of an older release
+        connection.execute(text("ALTER TABLE view_vehicles DROP COLUMN last_report_order"))
+    cp.close()
+    cp = ControlPlane.open(settings)
+    try:
+        rebuilt = [r.getMessage() for r in caplog.records if "changed shape" in r.getMessage()]
+        assert rebuilt == [
+            "view inventory changed shape (view_vehicles): rebuilding it from the log"
+        ]
+        cp.projector.catch_up()
+        assert cp.projector.positions()["audit"] == audit_at
+        assert view_rows(cp.views) == before
+    finally:
+        cp.close()
 
 
 def replay(cp: ControlPlane, name: str, position: int) -> None:
