@@ -4,7 +4,10 @@ brought to a settled state (every agent up, the event log quiet) before measurin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,17 +31,28 @@ class FleetRig:
         self.vehicles = vehicles
         self.processes = processes
         self.sim: subprocess.Popen[str] | None = None
+        self._started = contextlib.AsyncExitStack()  # broker, cloud, operator client
 
     async def __aenter__(self) -> FleetRig:
+        try:
+            return await self._start()
+        except BaseException:  # nothing started may outlive a failed start
+            await self.__aexit__()
+            raise
+
+    async def _start(self) -> FleetRig:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         token, trust, self.signer, pub = prepare_cloud(self.workdir)
         (self.workdir / "trust.json").write_bytes(encode(trust))
         self.broker = MosquittoBroker(self.workdir)
+        self._started.push_async_callback(self.broker.stop)
         await self.broker.start()
         self.cloud = CloudProcess(self.workdir / "cloud", self.broker.url, pub)
+        self._started.push_async_callback(self.cloud.stop)
         await self.cloud.start()
         self.operator = OperatorClient(self.cloud.url, token)
+        self._started.push_async_callback(self.operator.aclose)
         for version in ("1.0.0", "1.1.0", "1.2.0"):
             await self.operator.register_release(sign_release(release(version), [self.signer]))
         started = time.monotonic()
@@ -65,6 +79,7 @@ class FleetRig:
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: the slices go with it
         )
         ready = 0
         assert self.sim.stdout is not None
@@ -96,12 +111,11 @@ class FleetRig:
 
     async def __aexit__(self, *exc: object | TracebackType | None) -> None:
         if self.sim is not None:
-            self.sim.terminate()
-            try:
+            self.sim.terminate()  # forwarded to its slices, which stop their agents
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(self.sim.wait, 300)
-            except subprocess.TimeoutExpired:
-                self.sim.kill()  # a benchmark rig: do not hang on a slow shutdown
-                await asyncio.to_thread(self.sim.wait)
-        await self.operator.aclose()
-        await self.cloud.stop()
-        await self.broker.stop()
+            # A benchmark rig: do not hang on a slow shutdown, and leave no slice behind.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sim.pid, signal.SIGKILL)
+            await asyncio.to_thread(self.sim.wait)
+        await self._started.aclose()  # operator client, cloud, broker
