@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 
 from muto.cloud.errors import NotFound
 from muto.domain.selectors import Selector
@@ -49,6 +49,14 @@ class Page:
 class Queries:
     def __init__(self, views: Views) -> None:
         self.views = views
+        latest, releases = views.desired.latest, views.releases.releases
+        vehicle = latest.c.vehicle_id == bindparam("vehicle")
+        self._latest = select(latest).where(vehicle)
+        self._etag = select(latest.c.etag).where(vehicle)
+        self._envelope = select(releases.c.envelope).where(
+            releases.c.release_key == bindparam("key")
+        )
+        self._envelopes: dict[str, dict[str, Any]] = {}
 
     # -- vehicles -----------------------------------------------------------------------
 
@@ -117,20 +125,24 @@ class Queries:
     # -- desired state ------------------------------------------------------------------
 
     def latest_desired(self, vehicle_id: str) -> dict[str, Any] | None:
-        table = self.views.desired.latest
-        with self.views.store.reading() as s:
-            found = rows(s.execute(table.select().where(table.c.vehicle_id == vehicle_id)))
-        return found[0] if found else None
+        found = self.views.store.read(self._latest, {"vehicle": vehicle_id})
+        return dict(found[0]._mapping) if found else None
+
+    def desired_etag(self, vehicle_id: str) -> str | None:
+        """The ETag of the vehicle's latest desired state alone: a poll answered 304
+        needs nothing else (no 3 KB envelope to load and decode)."""
+        found = self.views.store.read(self._etag, {"vehicle": vehicle_id})
+        return str(found[0][0]) if found else None
 
     def release_envelope(self, release_key: str) -> dict[str, Any]:
-        table = self.views.releases.releases
-        with self.views.store.reading() as s:
-            found = s.execute(
-                select(table.c.envelope).where(table.c.release_key == release_key)
-            ).scalar_one_or_none()
-        if found is None:
-            raise NotFound(f"release {release_key} is not registered")
-        return dict(found)
+        """Releases are immutable: each envelope is read once per process."""
+        envelope = self._envelopes.get(release_key)
+        if envelope is None:
+            found = self.views.store.read(self._envelope, {"key": release_key})
+            if not found:
+                raise NotFound(f"release {release_key} is not registered")
+            envelope = self._envelopes[release_key] = dict(found[0][0])
+        return envelope
 
     # -- rollouts -----------------------------------------------------------------------
 

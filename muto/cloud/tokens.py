@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from muto.cloud.commands import Cause
 from muto.cloud.errors import NotFound
@@ -85,16 +85,25 @@ class Authenticator:
 
     def __init__(self, views: Views) -> None:
         self.views = views
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}  # token hash -> ...
+        self._keys: dict[str, str] = {}  # token id -> its cache key, to evict in O(1)
+        self._revoked: set[str] = set()  # revocations already swept out of the cache
         self._lock = threading.Lock()
         self._swept = time.monotonic()
+        table = views.tokens.tokens
+        self._by_hash = select(table).where(table.c.token_hash == bindparam("hash"))
+        self._revoked_ids = select(table.c.token_id).where(table.c.revoked)
 
     def forget(self, token_id: str) -> None:
         """A token was revoked: drop it from the cache now."""
+        self._evict({token_id})
+
+    def _evict(self, token_ids: set[str]) -> None:
         with self._lock:
-            for key, (_, principal) in list(self._cache.items()):
-                if principal is not None and principal.token_id == token_id:
-                    del self._cache[key]
+            for token_id in token_ids:
+                key = self._keys.pop(token_id, None)
+                if key is not None:
+                    self._cache.pop(key, None)
 
     def _sweep_revocations(self, now: float) -> None:
         """Evict cached tokens revoked since (one small query per interval, whatever the
@@ -103,14 +112,11 @@ class Authenticator:
             if now - self._swept < REVOCATION_SWEEP_SECONDS:
                 return
             self._swept = now
-        table = self.views.tokens.tokens
-        with self.views.store.reading() as s:
-            revoked = {r[0] for r in s.execute(select(table.c.token_id).where(table.c.revoked))}
-        if revoked:
-            with self._lock:
-                for key, (_, principal) in list(self._cache.items()):
-                    if principal is not None and principal.token_id in revoked:
-                        del self._cache[key]
+        revoked = {row[0] for row in self.views.store.read(self._revoked_ids)}
+        fresh = revoked - self._revoked
+        if fresh:
+            self._revoked |= fresh
+            self._evict(fresh)
 
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)
@@ -120,14 +126,16 @@ class Authenticator:
             hit = self._cache.get(key)
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        table = self.views.tokens.tokens
-        with self.views.store.reading() as s:
-            row = s.execute(select(table).where(table.c.token_hash == key)).one_or_none()
+        found = self.views.store.read(self._by_hash, {"hash": key})
         principal = None
-        if row is not None and not row.revoked:
+        if found and not found[0].revoked:
+            row = found[0]
             principal = Principal(row.token_id, Role(row.role), row.vehicle_id)
         with self._lock:
             if len(self._cache) > 200_000:
                 self._cache.clear()
+                self._keys.clear()
             self._cache[key] = (now, principal)
+            if principal is not None:
+                self._keys[principal.token_id] = key
         return principal

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Engine, MetaData, bindparam, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    Executable,
+    MetaData,
+    Row,
+    bindparam,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -35,6 +45,7 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         assert isinstance(engine, Engine)
         self.engine = engine
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         t = self.tracking_table
         self._positions = select(t.c.application_name, t.c.notification_id).where(
             t.c.application_name.in_(bindparam("names", expanding=True))
@@ -91,6 +102,14 @@ class ViewStore(SQLAlchemyTrackingRecorder):
     def reading(self) -> Iterator[Session]:
         with self.transaction(commit=False) as session:
             yield session
+
+    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
+        """One prebuilt SELECT on an autocommit connection: no ORM session and, on
+        PostgreSQL, one round trip instead of BEGIN, SELECT, ROLLBACK. For the hot,
+        single-statement reads (a poll, a token); several reads that must agree use
+        `reading()`."""
+        with self._reads.connect() as connection:
+            return list(connection.execute(statement, params or {}))
 
     def record_position(self, session: Session, projection: str, position: int) -> None:
         self._insert_tracking(

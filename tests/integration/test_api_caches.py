@@ -17,12 +17,16 @@ from tests.support.spine import memory_settings, signed_release
 
 
 def client(tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
+    c, op, _ = client_and_plane(tmp_path)
+    return c, op
+
+
+def client_and_plane(tmp_path: Path) -> tuple[TestClient, dict[str, str], ControlPlane]:
     plane = ControlPlane.open(memory_settings(tmp_path))
     secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
     plane.execute(command)
-    return TestClient(create_app(plane.settings, plane=plane)), {
-        "Authorization": f"Bearer {secret}"
-    }
+    app = create_app(plane.settings, plane=plane)
+    return TestClient(app), {"Authorization": f"Bearer {secret}"}, plane
 
 
 def test_a_poll_right_after_a_new_assignment_gets_the_new_revision(tmp_path: Path) -> None:
@@ -67,3 +71,33 @@ def test_a_token_used_just_before_its_revocation_is_refused_at_once(tmp_path: Pa
         assert c.get("/vehicles/v1", headers=vehicle).status_code == 200  # now cached
         assert c.post(f"/tokens/{issued['tokenId']}/revoke", headers=op).status_code == 200
         assert c.get("/vehicles/v1", headers=vehicle).status_code == 401
+
+
+def test_a_poll_the_memory_cannot_answer_is_checked_against_the_view(tmp_path: Path) -> None:
+    """A vehicle back after longer than the ETag memory lasts (every real poll): its ETag
+    is compared with the view's; 304 only when it is the current one."""
+    c, op, plane = client_and_plane(tmp_path)
+    with c:
+        c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
+        for version in ("1.0.0", "1.1.0"):
+            envelope = to_builtins(signed_release(version=version).envelope)
+            c.post("/releases", json=envelope, headers=op)
+        assign = {
+            "target": {"type": "vehicle", "selector": "v1"},
+            "stack": {"name": "core", "version": "1.0.0"},
+        }
+        c.post("/desired-states", json=assign, headers=op)
+        old = c.get("/desired-states/latest", params={"vehicleId": "v1"}, headers=op)
+        assign["stack"]["version"] = "1.1.0"
+        c.post("/desired-states", json=assign, headers=op)
+        new = c.get("/desired-states/latest", params={"vehicleId": "v1"}, headers=op)
+        current, stale = new.headers["etag"], old.headers["etag"]
+        for asked, status in ((current, 304), (f"{stale}, {current}", 304), (stale, 200)):
+            plane.forget_etag("v1")  # as when the 1 s memory has lapsed
+            polled = c.get(
+                "/desired-states/latest",
+                params={"vehicleId": "v1"},
+                headers={**op, "If-None-Match": asked},
+            )
+            assert polled.status_code == status, asked
+            assert polled.headers["etag"] == current
