@@ -26,10 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class FleetRig:
-    def __init__(self, workdir: Path, vehicles: int, processes: int = 2) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        vehicles: int,
+        processes: int = 2,
+        poll_s: float = 30.0,
+        health_every_s: float = 300.0,
+    ) -> None:
         self.workdir = workdir
         self.vehicles = vehicles
         self.processes = processes
+        self.poll_s, self.health_every_s = poll_s, health_every_s
         self.sim: subprocess.Popen[str] | None = None
         self._started = contextlib.AsyncExitStack()  # broker, cloud, operator client
 
@@ -55,6 +63,8 @@ class FleetRig:
         self._started.push_async_callback(self.operator.aclose)
         for version in ("1.0.0", "1.1.0", "1.2.0"):
             await self.operator.register_release(sign_release(release(version), [self.signer]))
+        profile = self.workdir / "profile.yaml"  # the demo's fleet, with these intervals
+        profile.write_text(f"pollS: {self.poll_s}\nhealthEveryS: {self.health_every_s}\n")
         started = time.monotonic()
         self.sim = subprocess.Popen(
             [
@@ -75,6 +85,8 @@ class FleetRig:
                 str(self.vehicles),
                 "--processes",
                 str(self.processes),
+                "--profile",
+                str(profile),
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
