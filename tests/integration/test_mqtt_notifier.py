@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import assign_desired_state
 from muto.cloud.mqtt.bridge import Bridge
 from muto.cloud.settings import Settings
 from tests.conftest import Mosquitto
 from tests.integration.test_mqtt_support import (
     FAST,
+    RELEASE,
     Watcher,
     assign,
     expected_url,
@@ -23,6 +25,7 @@ from tests.integration.test_mqtt_support import (
     settings_for,
     until,
 )
+from tests.support.spine import cause, desired_request
 
 pytestmark = pytest.mark.mqtt
 
@@ -202,3 +205,37 @@ def test_a_restarted_cloud_resumes_from_its_stored_position(
     finally:
         for cp in still_open:
             cp.close()
+
+
+def test_a_notify_waits_until_the_views_serve_what_it_announces(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """An assignment stored but not yet projected is not announced: a vehicle fetching
+    on the notify would be told "not modified" and wait for its next poll."""
+    cp = open_fleet(settings_for("sqlite", tmp_path, mosquitto.url, None), "v1")
+
+    async def main() -> None:
+        bridge = Bridge(cp, backoff=FAST)
+        await bridge.start()
+        try:
+            async with Watcher(mosquitto.url, notify_topic("+")) as watcher:
+                request = desired_request("model=m3", RELEASE)
+                command = assign_desired_state(request, ["v1"], cause(), cp.sign)
+                assert cp.projector._thread is None  # views move only when told here
+                await asyncio.to_thread(cp.writer.submit(command).result)
+                assert cp.log.position() > cp.projector.position()
+                await asyncio.sleep(1.0)  # five notifier passes
+                assert watcher.notifies("v1") == []
+                assert bridge.outbox.position() < cp.log.position()
+                await asyncio.to_thread(cp.projector.catch_up)
+                await watcher.wait(lambda: watcher.notifies("v1"), "the notify, once served")
+                served = cp.queries.latest_desired("v1")
+                assert served is not None
+                assert watcher.notifies("v1")[0].sequence == served["sequence"]
+        finally:
+            await bridge.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        cp.close()

@@ -9,6 +9,9 @@ Invariants:
   retained, so the last one is what a vehicle sees anyway;
 - a fresh store starts from 0 and re-publishes history's latest notify per vehicle:
   harmless, a retained notify is idempotent and agents ignore a sequence they have seen.
+- a notify goes out only once the `desired` view serves what it announces (the batch
+  stops at that view's position): a vehicle fetching at once must get the new document,
+  not a 304 that leaves it waiting for its next poll.
 
 Blocking (database) calls: run them through `asyncio.to_thread`.
 """
@@ -27,6 +30,7 @@ from muto.domain.messages import DesiredNotify
 from muto.domain.model.vehicle import Vehicle
 
 NOTIFIER = "mqtt-notifier"
+SERVED_BY = "desired"  # the view GET /desired-states/latest answers from
 BATCH = 500
 ASSIGNED = f"{get_topic(Vehicle)}.DesiredStateAssigned"  # the stored event topic
 # Only one notifier per PostgreSQL database publishes (a session advisory lock), so two
@@ -66,7 +70,7 @@ class Outbox:
     def due(self, after: int, limit: int = BATCH) -> Due:
         """Notifies assigned after `after`: at most `limit` assignments, coalesced."""
         log = self.plane.log
-        head = log.position()
+        head = min(log.position(), self.plane.views.store.position_of(SERVED_BY))
         if head <= after:
             return Due([], after)
         found = log.recorder.select_notifications(
