@@ -69,6 +69,7 @@ class ControlPlane:
     # poll with 304 without a query. Evicted when this process projects a new assignment;
     # another API process's assignment is seen within ETAG_SECONDS.
     _etags: dict[str, tuple[float, str]] = field(default_factory=dict)
+    _etag_forgets: int = 0
 
     def __post_init__(self) -> None:
         self.views.tokens.revoked.append(self.auth.forget)
@@ -76,6 +77,12 @@ class ControlPlane:
 
     def forget_etag(self, vehicle_id: str) -> None:
         self._etags.pop(vehicle_id, None)
+        self._etag_forgets += 1
+
+    def etag_generation(self) -> int:
+        """Read before a poll's query and hand to `remember_etag`: an ETag read before an
+        assignment committed must not be remembered after that assignment's eviction."""
+        return self._etag_forgets
 
     def recent_etag(self, vehicle_id: str) -> str | None:
         found = self._etags.get(vehicle_id)
@@ -83,7 +90,9 @@ class ControlPlane:
             return None
         return found[1]
 
-    def remember_etag(self, vehicle_id: str, etag: str) -> None:
+    def remember_etag(self, vehicle_id: str, etag: str, generation: int) -> None:
+        if generation != self._etag_forgets:
+            return  # an assignment committed meanwhile: this ETag may be the old one
         if len(self._etags) > 1_000_000:
             self._etags.clear()
         self._etags[vehicle_id] = (time.monotonic(), etag)

@@ -35,6 +35,30 @@ def event_data(event: object) -> dict[str, Any]:
     return {k: v for k, v in vars(event).items() if k not in _BOOKKEEPING}
 
 
+class Announcer:
+    """Tells listeners (in-process caches) which keys a batch changed, once the batch has
+    committed: told earlier, a request could re-read the old row and remember it again."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[str], None]] = []
+        self._pending: list[str] = []
+
+    def append(self, listener: Callable[[str], None]) -> None:
+        self.listeners.append(listener)
+
+    def note(self, key: str) -> None:
+        self._pending.append(key)
+
+    def committed(self) -> None:
+        pending, self._pending = self._pending, []
+        for key in pending:
+            for listener in self.listeners:
+                listener(key)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+
 class Projection:
     """Subclasses declare `name`, define their tables in `define`, and route events
     by type in `updates`."""
@@ -63,6 +87,9 @@ class Projection:
 
     def discard(self) -> None:
         """The batch's transaction failed: forget anything buffered for `flush`."""
+
+    def committed(self) -> None:
+        """The batch's transaction committed: announce what it changed."""
 
     def clear(self, session: Session) -> None:
         for table in reversed(self.tables):

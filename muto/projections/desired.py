@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update
+from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
 
@@ -33,7 +33,7 @@ class LatestDesired(Projection):
             Column("expires_at", String(40), nullable=False),
         )
         self.rows = Rows(self.latest, "vehicle_id")
-        self.assigned: list[Callable[[str], None]] = []  # told each vehicle id assigned
+        self.assigned = Announcer()  # told each vehicle id assigned, after commit
         return [self.latest]
 
     @property
@@ -42,8 +42,7 @@ class LatestDesired(Projection):
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         a = e.assignment
-        for listener in self.assigned:
-            listener(e.vehicle_id)
+        self.assigned.note(e.vehicle_id)
         self.rows.delete(s, vehicle_id=e.vehicle_id)
         self.rows.insert(
             s,
@@ -58,3 +57,9 @@ class LatestDesired(Projection):
                 "expires_at": a["expiresAt"],
             },
         )
+
+    def committed(self) -> None:
+        self.assigned.committed()
+
+    def discard(self) -> None:
+        self.assigned.discard()

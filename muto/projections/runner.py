@@ -139,6 +139,8 @@ class ProjectionRunner:
                 if last > positions[name]:
                     projection.flush(session)
                     self.store.advance(session, name, positions[name], last)
+        for projection in self.projections.values():
+            projection.committed()
         self.processed += len(notifications)
         self._advance_to(last)
         return len(notifications)

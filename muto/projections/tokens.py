@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Boolean, Column, MetaData, String, Table, update
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update
+from muto.projections.base import Announcer, Projection, Update
 
 
 class Tokens(Projection):
@@ -25,7 +25,7 @@ class Tokens(Projection):
             Column("revoked", Boolean, nullable=False),
             Column("issued_at", String(40), nullable=False),
         )
-        self.revoked: list[Callable[[str], None]] = []  # told each revoked token id
+        self.revoked = Announcer()  # told each revoked token id, after commit
         return [self.tokens]
 
     @property
@@ -45,8 +45,13 @@ class Tokens(Projection):
         )
 
     def _revoked(self, s: Session, e: Any, _: int) -> None:
-        for listener in self.revoked:
-            listener(e.token_id)
+        self.revoked.note(e.token_id)
         s.execute(
             update(self.tokens).where(self.tokens.c.token_id == e.token_id).values(revoked=True)
         )
+
+    def committed(self) -> None:
+        self.revoked.committed()
+
+    def discard(self) -> None:
+        self.revoked.discard()

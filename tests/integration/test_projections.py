@@ -427,6 +427,24 @@ def test_a_view_whose_columns_changed_is_rebuilt_from_the_log(
         cp.close()
 
 
+def test_caches_hear_of_an_assignment_only_once_it_is_committed(tmp_path: Path) -> None:
+    """The API's ETag memory is evicted after the view's transaction commits: evicted
+    before, a poll in between would read the old row and remember it again."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        seen: list[tuple[str, str | None]] = []
+        # Read from another connection, as a concurrent request would.
+        cp.views.desired.assigned.append(lambda v: seen.append((v, cp.queries.desired_etag(v))))
+        scenario = Scenario(cp)
+        for op in [*SETUP, ("assign", ["v1", "v3"], 1)]:
+            scenario.run(op)
+        cp.projector.catch_up()
+        assert sorted(v for v, _ in seen) == ["v1", "v3"]
+        assert all(etag is not None for _, etag in seen), seen
+    finally:
+        cp.close()
+
+
 def replay(cp: ControlPlane, name: str, position: int) -> None:
     """Apply the event at `position` to one projection and record the position, as the
     runner does, in one view transaction."""

@@ -54,16 +54,17 @@ async def latest(request: Request) -> Response:
     recent = cp.recent_etag(vehicle_id)
     if recent is not None and recent in asked:  # a repeated poll: no query at all
         return Response(status_code=304, headers={"ETag": recent})
+    generation = cp.etag_generation()
     if asked:  # most polls: the vehicle has the current one, and the ETag alone says so
         current = cp.queries.desired_etag(vehicle_id)
         if current is not None and current in asked:
-            cp.remember_etag(vehicle_id, current)
+            cp.remember_etag(vehicle_id, current, generation)
             return Response(status_code=304, headers={"ETag": current})
     row = cp.queries.latest_desired(vehicle_id)
     if row is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
     etag = row["etag"]
-    cp.remember_etag(vehicle_id, etag)
+    cp.remember_etag(vehicle_id, etag, generation)
     if etag in asked:
         return Response(status_code=304, headers={"ETag": etag})
     bundle = {
