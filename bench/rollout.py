@@ -51,9 +51,9 @@ over MQTT and the audit timeline, the six canaries got their notify 0.3 s after 
 assignment was stored, fetched at once, were answered "not modified" because the cloud's
 views did not serve the new desired state yet, and converged only at their next poll (a
 notify should go out once the views serve what it announces; wave vehicles may have met
-the same race, not separated here). The wave converged at about 43 vehicles a second (a
-fetch and a report each) while the rollout controller re-read all 10,000 members twice a
-second (a third of the cloud's samples in a profile taken during the wave). Each agent's
+the same race, not separated here). The wave converges at a few dozen vehicles a second
+(a fetch and a report each) while the rollout controller re-reads all 10,000 members twice
+a second (a third of the cloud's samples in a profile taken during the wave). Each agent's
 retained MQTT snapshots are throttled (a burst of changes within a second costs at most
 two publishes): publishing them on every phase change starved the simulator at 10,000."""
 
