@@ -56,7 +56,8 @@ reads the evaluated phase's three columns. Each agent's retained MQTT snapshots 
 throttled (a burst of changes within a second costs at most two publishes): publishing them
 on every phase change starved the simulator at 10,000. The 1,000-vehicle rows of this run
 were measured while the fault suite ran beside them (load up to 20): the direct-assignment
-baseline there is slow, so their ratio says little; the 10,000 rows ran with nothing else on the machine."""
+baseline there is slow, so their ratio says little; the 10,000 rows ran with nothing else
+on the machine."""
 
 
 class Timeline:
