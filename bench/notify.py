@@ -30,8 +30,10 @@ time from its commit until a subscriber to `muto/default/vehicles/+/desired/noti
 received every retained notify (QoS 1), and then the time for a subscriber connecting
 afterwards to receive all 10,000 retained messages from the broker (what vehicles that
 were offline get on reconnect). The baseline publishes the same number of retained QoS 1
-messages with a bare aiomqtt client in one loop. Per-vehicle delivery to 10,000 separate
-connections, with the fetch and report that follow, is in the rollout figures."""
+messages with a bare aiomqtt client in one loop. The figure includes projecting the
+10,000 assignments: a notify goes out only once the view serves what it announces.
+Per-vehicle delivery to 10,000 separate connections, with the fetch and report that
+follow, is in the rollout figures."""
 
 
 async def count(url: str, expected: int, ready: asyncio.Event) -> float:
