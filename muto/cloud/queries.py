@@ -56,7 +56,6 @@ class Queries:
         self._envelope = select(releases.c.envelope).where(
             releases.c.release_key == bindparam("key")
         )
-        self._envelopes: dict[str, dict[str, Any]] = {}
 
     # -- vehicles -----------------------------------------------------------------------
 
@@ -135,14 +134,11 @@ class Queries:
         return str(found[0][0]) if found else None
 
     def release_envelope(self, release_key: str) -> dict[str, Any]:
-        """Releases are immutable: each envelope is read once per process."""
-        envelope = self._envelopes.get(release_key)
-        if envelope is None:
-            found = self.views.store.read(self._envelope, {"key": release_key})
-            if not found:
-                raise NotFound(f"release {release_key} is not registered")
-            envelope = self._envelopes[release_key] = dict(found[0][0])
-        return envelope
+        """Uncached: ControlPlane.release_envelope keeps them (releases are immutable)."""
+        found = self.views.store.read(self._envelope, {"key": release_key})
+        if not found:
+            raise NotFound(f"release {release_key} is not registered")
+        return dict(found[0][0])
 
     # -- rollouts -----------------------------------------------------------------------
 

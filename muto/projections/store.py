@@ -86,7 +86,8 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                     table.drop(connection, checkfirst=True)
                 self.forget_position(session, projection.name)
                 reshaped.append(projection.name)
-            self.metadata.create_all(connection, checkfirst=True)
+            if reshaped:
+                self.metadata.create_all(connection, checkfirst=True)
         return reshaped
 
     @contextmanager

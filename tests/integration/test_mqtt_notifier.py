@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -44,30 +45,14 @@ def acked_through_head(bridge: Bridge, cp: ControlPlane) -> bool:
     return bridge.outbox.position() == cp.log.position()
 
 
-def test_an_assignment_is_published_retained_with_revision_sequence_and_url(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path, mosquitto: Mosquitto
-) -> None:
-    cp = open_fleet(_settings(backend, request, tmp_path, mosquitto.url), "v1", "v2")
+def with_bridge(cp: ControlPlane, scenario: Callable[[Bridge], Awaitable[None]]) -> None:
+    """Run `scenario` with the bridge started on `cp`; stop it, then close `cp`."""
 
     async def main() -> None:
         bridge = Bridge(cp, backoff=FAST)
         await bridge.start()
         try:
-            async with Watcher(mosquitto.url, notify_topic("+")) as early:
-                assignment = await assign(cp, "v1", "v2")
-                await early.wait(lambda: early.notifies("v1") and early.notifies("v2"), "notifies")
-            for vehicle_id in ("v1", "v2"):
-                (notify,) = early.notifies(vehicle_id)
-                assert notify.vehicle_id == vehicle_id
-                assert notify.revision == assignment.revision
-                assert notify.sequence == assignment.sequences[vehicle_id] == 1
-                assert notify.url == expected_url(vehicle_id)
-            # A vehicle that connects later still gets it: the notify is retained.
-            async with Watcher(mosquitto.url, notify_topic("v1")) as late:
-                await late.wait(lambda: late.notifies("v1"), "the retained notify")
-            assert late.messages[0].retain
-            assert late.notifies("v1") == early.notifies("v1")
-            await until(lambda: acked_through_head(bridge, cp), "the position to reach the head")
+            await scenario(bridge)
         finally:
             await bridge.stop()
 
@@ -75,6 +60,31 @@ def test_an_assignment_is_published_retained_with_revision_sequence_and_url(
         asyncio.run(main())
     finally:
         cp.close()
+
+
+def test_an_assignment_is_published_retained_with_revision_sequence_and_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    cp = open_fleet(_settings(backend, request, tmp_path, mosquitto.url), "v1", "v2")
+
+    async def scenario(bridge: Bridge) -> None:
+        async with Watcher(mosquitto.url, notify_topic("+")) as early:
+            assignment = await assign(cp, "v1", "v2")
+            await early.wait(lambda: early.notifies("v1") and early.notifies("v2"), "notifies")
+        for vehicle_id in ("v1", "v2"):
+            (notify,) = early.notifies(vehicle_id)
+            assert notify.vehicle_id == vehicle_id
+            assert notify.revision == assignment.revision
+            assert notify.sequence == assignment.sequences[vehicle_id] == 1
+            assert notify.url == expected_url(vehicle_id)
+        # A vehicle that connects later still gets it: the notify is retained.
+        async with Watcher(mosquitto.url, notify_topic("v1")) as late:
+            await late.wait(lambda: late.notifies("v1"), "the retained notify")
+        assert late.messages[0].retain
+        assert late.notifies("v1") == early.notifies("v1")
+        await until(lambda: acked_through_head(bridge, cp), "the position to reach the head")
+
+    with_bridge(cp, scenario)
 
 
 def test_a_first_start_publishes_only_the_latest_assignment_per_vehicle(
@@ -214,28 +224,20 @@ def test_a_notify_waits_until_the_views_serve_what_it_announces(
     on the notify would be told "not modified" and wait for its next poll."""
     cp = open_fleet(settings_for("sqlite", tmp_path, mosquitto.url, None), "v1")
 
-    async def main() -> None:
-        bridge = Bridge(cp, backoff=FAST)
-        await bridge.start()
-        try:
-            async with Watcher(mosquitto.url, notify_topic("+")) as watcher:
-                request = desired_request("model=m3", RELEASE)
-                command = assign_desired_state(request, ["v1"], cause(), cp.sign)
-                assert cp.projector._thread is None  # views move only when told here
-                await asyncio.to_thread(cp.writer.submit(command).result)
-                assert cp.log.position() > cp.projector.position()
-                await asyncio.sleep(1.0)  # five notifier passes
-                assert watcher.notifies("v1") == []
-                assert bridge.outbox.position() < cp.log.position()
-                await asyncio.to_thread(cp.projector.catch_up)
-                await watcher.wait(lambda: watcher.notifies("v1"), "the notify, once served")
-                served = cp.queries.latest_desired("v1")
-                assert served is not None
-                assert watcher.notifies("v1")[0].sequence == served["sequence"]
-        finally:
-            await bridge.stop()
+    async def scenario(bridge: Bridge) -> None:
+        async with Watcher(mosquitto.url, notify_topic("+")) as watcher:
+            request = desired_request("model=m3", RELEASE)
+            command = assign_desired_state(request, ["v1"], cause(), cp.sign)
+            assert cp.projector._thread is None  # views move only when told here
+            await asyncio.to_thread(cp.writer.submit(command).result)
+            assert cp.log.position() > cp.projector.position()
+            await asyncio.sleep(1.0)  # five notifier passes
+            assert watcher.notifies("v1") == []
+            assert bridge.outbox.position() < cp.log.position()
+            await asyncio.to_thread(cp.projector.catch_up)
+            await watcher.wait(lambda: watcher.notifies("v1"), "the notify, once served")
+            served = cp.queries.latest_desired("v1")
+            assert served is not None
+            assert watcher.notifies("v1")[0].sequence == served["sequence"]
 
-    try:
-        asyncio.run(main())
-    finally:
-        cp.close()
+    with_bridge(cp, scenario)

@@ -11,15 +11,6 @@ from muto.agent.reconcile.planner import last_outcome
 from muto.domain.reports import ReconcileStatus
 
 RETRY_LIMIT = 3
-# A revision with one of these last outcomes is finished with: nothing is left to give up.
-FINAL = frozenset(
-    {
-        ReconcileStatus.CONVERGED,
-        ReconcileStatus.REJECTED,
-        ReconcileStatus.ROLLED_BACK,
-        ReconcileStatus.FAILED,
-    }
-)
 
 
 def interrupted(state: JournalState, now: datetime, limit: int = RETRY_LIMIT) -> Interrupted | None:
@@ -61,8 +52,8 @@ def restart_loop(
     if state.in_flight is not None or state.rollback_due is not None:
         return None
     last = last_outcome(state, desired.revision)
-    if last is not None and last.status in FINAL:
-        return None
+    if last is not None and last.status is not ReconcileStatus.BLOCKED:
+        return None  # finished with (only a blocked revision is still to be applied)
     return RestartLoopDetected(
         at=now,
         release_key=desired.release.key,
