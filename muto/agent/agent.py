@@ -43,6 +43,8 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
+        self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
+        self._passing = False
 
     # -- what callers see ------------------------------------------------------------
     @property
@@ -60,6 +62,11 @@ class Agent:
     @property
     def mqtt(self) -> MqttLink | None:
         return self._wired.mqtt
+
+    @property
+    def idle(self) -> bool:
+        """No pass running and no trigger waiting: nothing happens until the next one."""
+        return not self._passing and not self._triggered.is_set()
 
     def drifted(self) -> bool:
         return self._wired.reconciler.drifted()
@@ -196,6 +203,7 @@ class Agent:
                 await asyncio.wait_for(self._triggered.wait(), schedule.wait_s())
 
     async def _pass(self, fetch: bool = True) -> None:
+        self._passing = True
         try:
             await self.reconcile(fetch)
         except asyncio.CancelledError:
@@ -203,6 +211,9 @@ class Agent:
         except Exception as exc:  # a bug or a journal that cannot write: retry next poll
             self.failure = exc
             logger.exception("reconcile pass failed")
+        finally:
+            self._passing = False
+            self.passes += 1
 
     def report_health(self, periodic: bool = False) -> None:
         """Queue a health report: periodic ones always, otherwise only on a change."""

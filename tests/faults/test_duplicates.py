@@ -53,8 +53,9 @@ def broker_address(broker: Mosquitto) -> tuple[str, int]:
     return "127.0.0.1", broker.port
 
 
-async def flood_notifies(broker: Mosquitto, agent: Agent, sent: list[tuple[str, int]]) -> None:
-    """Every notify sent so far, COPIES times, shuffled, plus stale ones (sequence 0)."""
+async def flood_notifies(broker: Mosquitto, agent: Agent, sent: list[tuple[str, int]]) -> int:
+    """Every notify sent so far, COPIES times, shuffled, plus stale ones (sequence 0);
+    returns how many messages it published."""
     topic = vehicle_topic("default", agent.settings.vehicle_id, Leaf.DESIRED_NOTIFY)
     messages = [notify(agent.settings.vehicle_id, r, s) for r, s in sent * COPIES]
     messages += [notify(agent.settings.vehicle_id, "dsr_stale", 0)] * COPIES
@@ -62,6 +63,7 @@ async def flood_notifies(broker: Mosquitto, agent: Agent, sent: list[tuple[str, 
     async with aiomqtt.Client(*broker_address(broker)) as client:
         for message in messages:
             await client.publish(topic, message, qos=1)
+    return len(messages)
 
 
 @pytest.mark.parametrize("count", runs(4, 60))
@@ -87,9 +89,14 @@ def test_notifies_duplicated_reordered_and_stale(
                 await flood_notifies(mosquitto, agent, sent)
             last = releases[-1].key
             await until(lambda: agent.journal.state.running_key == last, "the highest")
-            before = agent.journal.state.position
-            await flood_notifies(mosquitto, agent, sent)  # all of them stale by now
-            await asyncio.sleep(1.0)  # (nothing to wait for: a pass would journal a fetch)
+            before, link = agent.journal.state.position, agent.mqtt
+            assert link is not None
+            handled = link.handled
+            flooded = await flood_notifies(mosquitto, agent, sent)  # all of them stale by now
+            await until(
+                lambda: link.handled >= handled + flooded and agent.idle,
+                "the agent took every copy and has no pass to run",
+            )
             fetched = [r for r in agent.journal.records(before)
                        if isinstance(r.event, DesiredReceived)]  # fmt: skip
             assert fetched == []

@@ -53,6 +53,15 @@ class Watcher:
         assert check(), what
 
 
+async def listening(rig: Rig, watch: Watcher) -> None:
+    """A first pass done and the link subscribed (it says online only after subscribing):
+    a message published before that would reach nobody."""
+    await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+    await watch.until(
+        lambda: any(p["state"] == "online" for p in watch.on("presence") if p), "online"
+    )
+
+
 @asynccontextmanager
 async def watching(broker: Mosquitto) -> AsyncIterator[Watcher]:
     async with aiomqtt.Client(
@@ -111,7 +120,7 @@ def test_presence_and_every_snapshot_are_retained_and_a_clean_stop_says_offline(
 
 def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
-        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await listening(rig, watch)
         fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
         request = encode(RefreshRequest(request_id="req-7"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
@@ -128,7 +137,7 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
 
 def test_notify_triggers_only_for_a_higher_sequence(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
-        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await listening(rig, watch)
         link = rig.agent.mqtt
         assert link is not None and link.highest_notified == 1
         reasons: list[str] = []

@@ -231,7 +231,10 @@ def test_a_notify_waits_until_the_views_serve_what_it_announces(
             assert cp.projector._thread is None  # views move only when told here
             await asyncio.to_thread(cp.writer.submit(command).result)
             assert cp.log.position() > cp.projector.position()
-            await asyncio.sleep(1.0)  # five notifier passes
+            passes = bridge.notifier.passes
+            async with asyncio.timeout(30):  # five passes, however slow the machine
+                while bridge.notifier.passes < passes + 5:
+                    await asyncio.sleep(0.05)
             assert watcher.notifies("v1") == []
             assert bridge.outbox.position() < cp.log.position()
             await asyncio.to_thread(cp.projector.catch_up)

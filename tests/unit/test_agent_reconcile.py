@@ -363,12 +363,14 @@ def test_the_loop_coalesces_triggers_and_stops_cleanly() -> None:
         rig = make_rig(poll_s=3600, drift_check_s=3600, health_every_s=3600)
         rig.cloud.serve(rig.signers.bundle(A, 1))
         await rig.agent.start()
-        for reason in ("notify:1", "notify:1", "drift"):
+        for reason in ("notify:1", "notify:1", "drift"):  # with "startup": one pass for all
             rig.agent.trigger(reason)
-        while rig.agent.verdict is None or rig.agent.courier.delivered < 1:
+        while not (rig.agent.idle and rig.agent.passes and rig.agent.courier.delivered):
             await asyncio.sleep(0.001)
         await rig.agent.stop()
-        assert rig.cloud.fetches <= 3 and rig.runtime.status().release is None
+        # the journal-first pass (no fetch), then one pass for the four triggers
+        assert (rig.agent.passes, rig.cloud.fetches) == (2, 1)
+        assert rig.runtime.status().release is None
         assert rig.cloud.reconcile_reports() == [("dsr_1", "converged", [])]
         assert rig.cloud.reports[0]["vehicleId"] == VEHICLE
 

@@ -73,6 +73,7 @@ class MqttLink:
         self.highest_notified = 0  # the agent seeds it with the accepted sequence
         self.connected = False
         self.connections = 0
+        self.handled = 0  # messages taken off the subscription (tests wait on the count)
         self._client: aiomqtt.Client | None = None
         self._published: dict[Leaf, bytes] = {}
         self._dirty = asyncio.Event()
@@ -207,19 +208,24 @@ class MqttLink:
         return sent
 
     async def _messages(self, client: aiomqtt.Client) -> None:
-        notify, refresh = self.topic(Leaf.DESIRED_NOTIFY), self.topic(Leaf.CMD_REFRESH)
         async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray) or not payload:
-                continue  # a cleared retained topic
-            topic = str(message.topic)
             try:
-                if topic == notify:
-                    self._notified(decode(bytes(payload), DesiredNotify))
-                elif topic == refresh:
-                    await self._refresh(client, decode(bytes(payload), RefreshRequest))
-            except WireError as exc:
-                logger.warning("ignoring a malformed message on %s: %s", topic, exc)
+                await self._handle(client, message)
+            finally:
+                self.handled += 1
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray) or not payload:
+            return  # a cleared retained topic
+        topic = str(message.topic)
+        try:
+            if topic == self.topic(Leaf.DESIRED_NOTIFY):
+                self._notified(decode(bytes(payload), DesiredNotify))
+            elif topic == self.topic(Leaf.CMD_REFRESH):
+                await self._refresh(client, decode(bytes(payload), RefreshRequest))
+        except WireError as exc:
+            logger.warning("ignoring a malformed message on %s: %s", topic, exc)
 
     def _notified(self, notify: DesiredNotify) -> None:
         if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.highest_notified:

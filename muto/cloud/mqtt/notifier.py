@@ -27,6 +27,7 @@ class Notifier:
         self.tenant = tenant
         self.poll_s = poll_s
         self.published = 0  # notifies acknowledged by the broker since start
+        self.passes = 0  # passes over the outbox finished (tests wait on them, not on time)
         self._position: int | None = None
 
     async def run(self, client: aiomqtt.Client, stop: asyncio.Event, flush_s: float) -> None:
@@ -42,6 +43,7 @@ class Notifier:
                 logger.exception("notifier pass failed")
                 self._position = None
                 busy = False
+            self.passes += 1
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_s)
