@@ -356,6 +356,7 @@ def test_a_corrupt_archive_is_an_apply_failure(tmp_path: Path) -> None:
         with pytest.raises(ReasonError) as failure:
             await rt.apply(rel, cache_of(corrupt))
         assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert rt.status().release is None  # nothing half-unpacked runs
 
     run_with(rt, body)
 

@@ -322,9 +322,9 @@ def test_a_newer_sequence_for_a_failed_release_asks_for_it_explicitly() -> None:
     state.failed[POOL[1].key] = Failure(
         revision="dsr_2", sequence=2, status=ReconcileStatus.ROLLED_BACK, codes=[]
     )
-    assert isinstance(
-        plan(desired, observed(state, running(POOL[0].key)), None, T0).steps[-1], Apply
-    )
+    step = plan(desired, observed(state, running(POOL[0].key)), None, T0).steps[-1]
+    assert isinstance(step, Apply)
+    assert (step.release_key, step.sequence) == (POOL[1].key, 3)
 
 
 def test_the_same_sequence_for_a_failed_release_under_another_revision_blocks() -> None:

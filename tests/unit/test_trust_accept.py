@@ -80,8 +80,11 @@ def test_accept_rechecks_against_the_file(store: TrustStore) -> None:
 
 
 def test_create_never_overwrites(store: TrustStore) -> None:
+    deliver(store, 1)  # a store with history: overwriting it would lose the floor
+    before = store.path.read_bytes()
     with pytest.raises(FileExistsError):
         TrustStore.create(store.path, FLEET.config)
+    assert store.path.read_bytes() == before
 
 
 def test_writes_leave_no_temporary_files(store: TrustStore) -> None:

@@ -17,12 +17,14 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType
 from muto.trust import open_desired_state, open_release
+from muto.trust.releases import manifest_digest
 from muto.trust.artifacts import ArtifactVerifier
 from tests.unit.test_trust_kit import Fleet, a_document, a_release
 
 FLEET = Fleet()
 RELEASE = a_release()
-BUNDLE = FLEET.bundle(a_document(RELEASE, 7), RELEASE)
+DOCUMENT = a_document(RELEASE, 7)
+BUNDLE = FLEET.bundle(DOCUMENT, RELEASE)
 CONFIG = FLEET.config
 
 
@@ -57,9 +59,11 @@ kinds = st.sampled_from(sorted(OPENERS))
 xors = st.integers(1, 255)
 
 
-def test_the_untampered_envelopes_open() -> None:
-    for envelope, opener in OPENERS.values():
-        opener(envelope)
+def test_the_untampered_envelopes_open_to_what_was_signed() -> None:
+    opened = {kind: opener(envelope) for kind, (envelope, opener) in OPENERS.items()}
+    signed = base64.b64decode(BUNDLE.desired_state.payload)
+    assert opened["desired state"] == (DOCUMENT, "sha256:" + hashlib.sha256(signed).hexdigest())
+    assert opened["release"] == (RELEASE, manifest_digest(RELEASE))
 
 
 @given(kind=kinds, index=st.integers(0, 10**6), xor=xors)
