@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -23,7 +24,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Fail in CI, skip elsewhere: CI must never pass by skipping a real backend."""
     if IN_CI:
         pytest.fail(f"required service unavailable in CI: {reason}")

@@ -1,7 +1,7 @@
 """A size-limited file system for disk-full scenarios: a tmpfs mounted by the test, and a
 filler file that takes all but a chosen number of bytes. Mounting needs root and
-mount(8); a machine without them skips the scenario with that reason, even under CI:
-it is a capability of the machine, not a service the suite depends on."""
+mount(8); without them the scenario skips on a developer's machine and fails in CI
+(CI=true), where a skipped disk-full scenario would pass without proving anything."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.conftest import unavailable
 
 CHUNK = 64 * 1024
 
@@ -22,13 +22,13 @@ CHUNK = 64 * 1024
 def small_fs(where: Path, size_mb: int) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a size-limited tmpfs needs root and mount(8)")
+        unavailable("a size-limited tmpfs needs root and mount(8)")
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(where)],
         capture_output=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         yield where
     finally:
