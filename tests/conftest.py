@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Property tests judge results, never speed: hypothesis' default 200 ms deadline per
+# example fails them on a loaded 2-core machine. Speed is the benchmarks' business.
+settings.register_profile("muto", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "muto"))
 PG_ADMIN_URL = os.environ.get(
     "MUTO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
