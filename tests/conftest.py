@@ -7,6 +7,7 @@ on a developer machine those tests skip with the reason.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -37,10 +38,24 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# Below the kernel's ephemeral range (32768-60999 here): a port handed out for some
+# process's outgoing connection can never be the one a test's server is about to bind.
+TEST_PORTS = range(20000, 32000)
+_ports = random.Random()  # its own generator: pytest-randomly reseeds the global one
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now. Another process may still take it before the
+    test's server binds it: servers started here check they got it (Mosquitto.start)."""
+    for _ in range(100):
+        port = _ports.choice(TEST_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORTS}")
 
 
 def _pg_conninfo(url: str) -> str:
@@ -68,6 +83,22 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a listening TCP socket on `port` (Linux /proc)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:  # it exited, or a descriptor closed while we looked
+        return False
+    owned = {link[8:-1] for link in links if link.startswith("socket:[")}
+    for row in table:
+        fields = row.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rpartition(":")[2], 16) == port and inode in owned:
+            return True
+    return False
+
+
 class Mosquitto:
     """A private broker on a free port that a test can stop and restart."""
 
@@ -78,30 +109,58 @@ class Mosquitto:
         self.binary = binary
         self.port = free_port()
         self.config = workdir / "mosquitto.conf"
-        self.config.write_text(
+        self.extra_config = extra_config
+        self._write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once: a restart keeps the port
+        self.log = workdir / "mosquitto.log"
+
+    def _write_config(self) -> None:
+        self._generated = (
             f"listener {self.port} 127.0.0.1\n"
             "persistence false\n"
-            f"{extra_config or 'allow_anonymous true'}\n"
+            f"{self.extra_config or 'allow_anonymous true'}\n"
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "mosquitto.log"
+        self.config.write_text(self._generated)
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the broker and wait until it says it runs. A first start whose port was
+        taken meanwhile moves to another port; a restart (clients reconnect to its port)
+        or a config a test wrote itself keeps the port and fails if it cannot have it."""
+        movable = not self.started and self.config.read_text() == self._generated
+        tries = 5 if movable else 1
+        for attempt in range(1, tries + 1):
+            if self._launch():
+                self.started = True
+                return
+            if attempt < tries:
+                self.port = free_port()
+                self._write_config()
+        raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}")
+
+    def _launch(self) -> bool:
+        """True once our own process listens on the port (so a test never talks to
+        someone else's broker there); False if it could not bind."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+            said = self.log.read_bytes()[offset:].decode(errors="replace")
+            if self.proc.poll() is not None:
+                self.proc = None
+                if "Address already in use" in said:
+                    return False
+                raise RuntimeError(f"mosquitto exited: {said[-2000:]}")
+            if listens(self.proc.pid, self.port):
+                return True
+            time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self, kill: bool = False) -> None:

@@ -150,8 +150,9 @@ def test_every_operation_refuses_missing_foreign_and_revoked_tokens(
                 checked += 4
         with group[0].client(tokens["veh-a"]) as own:  # the checks did not lock veh-a out
             assert ask(own, "GET", "/vehicles/veh-a").status_code == 200
+    tokens_tried = "no token, own vehicle's, another vehicle's, revoked"
     print(f"\nscenario 13 HTTP ({backend}, {len(group)} API processes): {len(secured())} "
-          f"operations x (no token, own vehicle's, another vehicle's, revoked): {checked} checks")  # fmt: skip
+          f"operations x ({tokens_tried}): {checked} checks")  # fmt: skip
 
 
 @pytest.mark.postgres
