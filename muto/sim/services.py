@@ -65,8 +65,8 @@ class MosquittoBroker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             "persistence false\nmax_queued_messages 10000\n"
         )
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)
+        with (self.workdir / "mosquitto.log").open("ab") as log:  # the child keeps its copy
+            self.proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)
         await asyncio.to_thread(wait_for_port, self.port)
 
     async def stop(self) -> None:
@@ -129,26 +129,13 @@ class CloudProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        log = (self.data_dir / "cloud.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "muto.cli",
-                "cloud",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--mqtt-url",
-                self.mqtt_url,
-                "--release-key",
-                str(self.release_key),
-            ],
-            stdout=log,
-            stderr=log,
-        )
+        argv = [
+            *(sys.executable, "-m", "muto.cli", "cloud", "serve"),
+            *("--data-dir", str(self.data_dir), "--port", str(self.port)),
+            *("--mqtt-url", self.mqtt_url, "--release-key", str(self.release_key)),
+        ]
+        with (self.data_dir / "cloud.log").open("ab") as log:  # the child keeps its copy
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as client:
             while True:

@@ -13,9 +13,9 @@ import pytest
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import AgentProcess, CloudProcess, eventually
-from tests.integration.test_runtime_support import PYTHON, artifact_for, make_archive, pid_alive
 from tests.support.artifact_server import ArtifactServer
+from tests.support.processes import AgentProcess, CloudProcess, eventually
+from tests.support.runtime_kit import PYTHON, artifact_for, make_archive, pid_alive
 
 pytestmark = pytest.mark.mqtt
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import unavailable
-from tests.integration.test_api_harness import running
+from tests.support.api_server import running
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_api_harness import (
+from tests.support.api_server import (
     BACKENDS,
     ApiServer,
     database,

@@ -12,7 +12,7 @@ import httpx
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
-from tests.integration.test_api_harness import ApiServer, reconcile_body, unique, vehicle_body
+from tests.support.api_server import ApiServer, reconcile_body, unique, vehicle_body
 from tests.support.spine import view_rows
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import CloudProcess
 from tests.faults.fleet import Fleet
 from tests.support.artifact_server import ArtifactServer
+from tests.support.processes import CloudProcess
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from muto.agent.journal.integrity import verify
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import AgentProcess, CloudProcess
-from tests.integration.test_runtime_support import PYTHON, artifact_for, make_archive
 from tests.support.artifact_server import ArtifactServer
+from tests.support.processes import AgentProcess, CloudProcess
+from tests.support.runtime_kit import PYTHON, artifact_for, make_archive
 
 APP = """
 import os, sys, time

@@ -18,7 +18,7 @@ from muto.agent.agent import Agent
 from muto.agent.compose import simulated_agent
 from muto.domain.release import Artifact, ArtifactType, StackRelease
 from muto.trust import KeySet, Signer, TrustConfig
-from tests.e2e.test_agent_support import CloudProcess
+from tests.support.processes import CloudProcess
 
 
 def sim_release(version: str, stack: str = "sim") -> StackRelease:

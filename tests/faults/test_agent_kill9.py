@@ -24,7 +24,6 @@ from muto.agent.journal import Journal
 from muto.agent.journal.events import ReportQueued
 from muto.agent.journal.state import JournalState
 from muto.agent.kill import POINTS
-from tests.e2e.test_agent_support import eventually
 from tests.faults.fleet import (
     Fleet,
     Vehicle,
@@ -36,6 +35,7 @@ from tests.faults.fleet import (
     stored_records,
 )
 from tests.faults.runs import runs
+from tests.support.processes import eventually
 
 pytestmark = pytest.mark.mqtt
 EVERY_POINT = sorted(POINTS) + sorted(f"{p}:done" for p in POINTS - {"fetch"})

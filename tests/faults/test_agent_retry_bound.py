@@ -25,9 +25,9 @@ import time
 import pytest
 
 from muto.agent.reconcile.recovery import RETRY_LIMIT
-from tests.e2e.test_agent_support import eventually
 from tests.faults.fleet import Fleet, Vehicle, journal_state, running_apps, settled_on
 from tests.faults.runs import cases
+from tests.support.processes import eventually
 
 pytestmark = pytest.mark.mqtt
 ROLLED_BACK = ("serve", "rolled_back", ["RETRY_LIMIT_REACHED", "ROLLBACK_APPLIED"], RETRY_LIMIT)

@@ -23,7 +23,7 @@ import yaml
 
 from muto.cloud.api.app import SPEC
 from tests.faults.runs import cases
-from tests.integration.test_api_harness import (
+from tests.support.api_server import (
     ApiServer,
     database,
     health_body,

@@ -17,7 +17,7 @@ import yaml
 
 from muto.cloud.api.app import SPEC
 from muto.cloud.settings import Settings
-from tests.integration.test_api_harness import ApiServer, running, vehicle_body
+from tests.support.api_server import ApiServer, running, vehicle_body
 
 LIMIT = Settings().max_body_bytes
 PATH_VALUES = {"vehicle_id": "veh-a", "rollout_id": "ro-none", "token_id": "tok-none",

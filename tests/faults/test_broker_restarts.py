@@ -20,7 +20,6 @@ import pytest
 from muto.agent.agent import Agent
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import AgentProcess, CloudProcess
 from tests.faults.runs import runs
 from tests.faults.sim import (
     open_fds,
@@ -31,6 +30,7 @@ from tests.faults.sim import (
     until,
     vehicle_token,
 )
+from tests.support.processes import AgentProcess, CloudProcess
 
 pytestmark = pytest.mark.mqtt
 SIM_AGENTS = 3

@@ -30,9 +30,9 @@ from muto.domain.vehicle_state import VehicleState
 from muto.domain.window import in_apply_window
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import CloudProcess
 from tests.faults.runs import runs
 from tests.faults.sim import sim_agents, sim_release
+from tests.support.processes import CloudProcess
 
 READY_AFTER_S = 0.5
 WINDOW = ApplyWindow(start_local="02:00", end_local="05:00")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.integration.test_api_harness import running
+from tests.support.api_server import running
 
 
 def test_a_client_gone_mid_body_is_not_a_server_error(tmp_path: Path) -> None:

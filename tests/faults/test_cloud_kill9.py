@@ -19,9 +19,9 @@ import pytest
 
 from tests.faults.cloud import Load, audit, duplicates, views_equal_a_rebuild
 from tests.faults.runs import runs
-from tests.integration.test_api_harness import BACKENDS, ApiServer, database
 from tests.integration.test_api_rollouts import Fleet as RolloutFleet
 from tests.integration.test_api_rollouts import eventually
+from tests.support.api_server import BACKENDS, ApiServer, database
 
 ACKNOWLEDGED_BEFORE_KILL = 30
 

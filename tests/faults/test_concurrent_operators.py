@@ -24,7 +24,8 @@ import pytest
 
 from tests.faults.cloud import audit
 from tests.faults.runs import runs
-from tests.integration.test_api_harness import (
+from tests.integration.test_api_rollouts import Fleet as RolloutFleet
+from tests.support.api_server import (
     BACKENDS,
     ApiServer,
     database,
@@ -32,7 +33,6 @@ from tests.integration.test_api_harness import (
     unique,
     vehicle_body,
 )
-from tests.integration.test_api_rollouts import Fleet as RolloutFleet
 
 OPERATORS = 50
 

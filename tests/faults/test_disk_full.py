@@ -29,10 +29,10 @@ from tests.faults.cloud import views_equal_a_rebuild
 from tests.faults.disk import fill, make_room, small_fs
 from tests.faults.rig import real_parts_agent
 from tests.faults.runs import runs
-from tests.faults.test_slow_downloads import release_of
-from tests.faults.test_trust_matrix import Operator
-from tests.integration.test_api_harness import ApiServer, reconcile_body, unique, vehicle_body
+from tests.support.api_server import ApiServer, reconcile_body, unique, vehicle_body
 from tests.support.artifact_server import ArtifactServer
+from tests.support.operator import Operator
+from tests.support.runtime_kit import release_of
 
 pytestmark = pytest.mark.mqtt
 

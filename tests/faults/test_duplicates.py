@@ -30,12 +30,12 @@ from muto.domain.messages import DesiredNotify, Leaf, vehicle_topic
 from muto.domain.wire import encode
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import CloudProcess
 from tests.faults.cloud import duplicates
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
 from tests.faults.sim import sim_agents, sim_release, until
-from tests.integration.test_api_harness import reconcile_body, running, vehicle_body
+from tests.support.api_server import reconcile_body, running, vehicle_body
+from tests.support.processes import CloudProcess
 
 pytestmark = pytest.mark.mqtt
 COPIES = 5  # of every notify and every report

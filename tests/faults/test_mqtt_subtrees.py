@@ -16,8 +16,8 @@ import pytest
 from muto.domain.messages import Leaf, vehicle_topic
 from tests.conftest import Mosquitto
 from tests.faults.runs import runs
-from tests.integration.test_mqtt_acl import USERS, client, secured_broker
-from tests.integration.test_mqtt_support import TENANT, Watcher, notify_topic
+from tests.support.mqtt_watch import TENANT, Watcher, notify_topic
+from tests.support.secured_broker import USERS, client, secured_broker
 
 pytestmark = pytest.mark.mqtt
 

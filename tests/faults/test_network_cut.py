@@ -26,11 +26,11 @@ from muto.domain.vehicle_state import VehicleState
 from muto.sim.link import FleetTransport
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_support import CloudProcess
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
 from tests.faults.sim import sim_release, trust_of, until, vehicle_token
-from tests.unit.test_agent_support import ManualClock
+from tests.support.agent_rig import ManualClock
+from tests.support.processes import CloudProcess
 
 STEP_S = 600.0  # the loop is woken every 10 simulated minutes
 MOVING = VehicleState(speed_mps=5.0, free_disk_mb=1e6)

@@ -17,7 +17,7 @@ from muto.projections import Views
 from muto.projections.store import ViewStore
 from tests.faults.cloud import audit, views_equal_a_rebuild
 from tests.faults.runs import runs
-from tests.integration.test_api_harness import BACKENDS, ApiServer, database
+from tests.support.api_server import BACKENDS, ApiServer, database
 from tests.support.spine import table_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from muto.agent.journal import events as ev
 from muto.agent.reconcile.recovery import RETRY_LIMIT
-from tests.unit.test_agent_reconcile import (
+from tests.support.agent_rig import (
     MOVING,
     PARKED,
     A,
     B,
+    Rig,
     converged_on,
     run,
     started,
     types,
 )
-from tests.unit.test_agent_support import Rig
 
 
 async def restarted(rig: Rig) -> Rig:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,13 @@ import pytest
 from muto.agent.artifacts import CachedArtifacts
 from muto.agent.cache.download import Timeouts
 from muto.agent.journal.events import ArtifactFailed
-from muto.domain.release import ArtifactType, StackRelease
 from muto.sim.services import CloudProcess, prepare_cloud
 from tests.conftest import Mosquitto
 from tests.faults.rig import real_parts_agent
 from tests.faults.runs import runs
-from tests.faults.test_trust_matrix import Operator
-from tests.integration.test_runtime_support import artifact_for
 from tests.support.artifact_server import ArtifactServer, Faults
+from tests.support.operator import Operator
+from tests.support.runtime_kit import release_of
 
 pytestmark = pytest.mark.mqtt
 BUDGET = 1_300_000  # the pinned ones (3 known good, the desired one) and no more
@@ -40,14 +38,6 @@ FAULTS = {
 }
 STRICT = Timeouts(read_s=0.5, total_s=2.0)
 SLOW_WHOLE = Timeouts(read_s=0.5, total_s=0.3)
-
-
-def release_of(server: ArtifactServer, tmp: Path, n: int) -> StackRelease:
-    path = tmp / f"blob-{n}.bin"
-    path.write_bytes(os.urandom(SIZE))
-    url = server.put(f"/blob-{n}.bin", path.read_bytes())
-    artifact = artifact_for(path, ArtifactType.FILE, ref=url)
-    return StackRelease(stack_name="big", version=f"1.0.{n}", artifacts=[artifact])
 
 
 def unpolluted(artifacts: CachedArtifacts) -> int:
@@ -79,7 +69,7 @@ def test_slow_and_endless_downloads(count: int, tmp_path: Path, mosquitto: Mosqu
         with ArtifactServer() as server:
             for n in range(count):
                 name = list(FAULTS)[n % len(FAULTS)]
-                release = release_of(server, tmp_path, n)
+                release = release_of(server, tmp_path, n, SIZE)
                 await op.publish(release, signer)
                 await op.desire("car-dl", release)
                 server.faults = FAULTS[name]

@@ -20,7 +20,7 @@ from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase, DesiredNotify, RefreshRequest
 from muto.domain.wire import encode
 from tests.conftest import Mosquitto
-from tests.unit.test_agent_support import VEHICLE, Rig, make_rig, release
+from tests.support.agent_rig import VEHICLE, Rig, make_rig, release
 
 pytestmark = pytest.mark.mqtt
 ROOT = f"muto/default/vehicles/{VEHICLE}"

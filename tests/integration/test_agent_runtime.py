@@ -21,15 +21,15 @@ from muto.agent.safety import SimulatedStateProvider
 from muto.agent.trust import MemoryTrust
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.vehicle_state import VehicleState
-from tests.integration.test_runtime_support import (
+from tests.support.agent_rig import VEHICLE, FakeCloud, Signers
+from tests.support.artifact_server import ArtifactServer, Faults
+from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
     make_archive,
     make_wheel,
     pid_alive,
 )
-from tests.support.artifact_server import ArtifactServer, Faults
-from tests.unit.test_agent_support import VEHICLE, FakeCloud, Signers
 
 APP = """
 import os, sys, time

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from muto.cloud.api.app import SPEC
-from tests.integration.test_api_harness import (
+from tests.support.api_server import (
     BACKENDS,
     ApiServer,
     error_of,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_api_harness import (
+from tests.support.api_server import (
     BACKENDS,
     error_of,
     reconcile_body,

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 
 from muto.cloud.mqtt.bridge import Bridge
 from muto.domain.messages import DesiredNotify, Leaf, Presence, PresenceState, vehicle_topic
-from tests.conftest import Mosquitto, unavailable
-from tests.integration.test_mqtt_support import (
+from tests.conftest import Mosquitto
+from tests.support.mqtt_watch import (
     FAST,
     TENANT,
     Watcher,
@@ -34,47 +29,10 @@ from tests.integration.test_mqtt_support import (
     settings_for,
     until,
 )
+from tests.support.secured_broker import USERS, client, secured_broker
 from tests.support.spine import reconcile_report
 
 pytestmark = pytest.mark.mqtt
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy" / "mosquitto"
-DOCS = ROOT / "docs" / "mqtt.md"
-USERS = {"muto-cloud": "cloud secret", "v1": "v1-secret", "v2": "v2-secret"}
-
-
-def secured_broker(workdir: Path) -> Mosquitto:
-    if shutil.which("mosquitto_passwd") is None:
-        unavailable("mosquitto_passwd not found")
-    broker = Mosquitto(workdir)
-    passwords = {
-        "CLOUD_PASSWORD": USERS["muto-cloud"],
-        "V1_PASSWORD": USERS["v1"],
-        "V2_PASSWORD": USERS["v2"],
-        "PASSWORD_FILE": str(workdir / "passwd"),
-    }
-    # The snippet of docs/mqtt.md, run as written from the repository root.
-    snippet = re.search(r"### Creating users.*?```sh\n(.*?)```", DOCS.read_text(), re.S)
-    assert snippet is not None
-    env = {"PATH": os.environ["PATH"], **passwords}
-    subprocess.run(["sh", "-c", snippet.group(1)], cwd=ROOT, env=env, check=True)
-    shutil.copy(DEPLOY / "acl", workdir / "acl")
-    paths = {
-        "listener": f"{broker.port} 127.0.0.1",
-        "password_file": str(workdir / "passwd"),
-        "acl_file": str(workdir / "acl"),
-        "persistence_location": f"{workdir}/",
-    }
-    config = (DEPLOY / "mosquitto.conf").read_text()
-    for option, value in paths.items():
-        config, found = re.subn(rf"^{option} .*$", f"{option} {value}", config, flags=re.M)
-        assert found == 1, option
-    if os.geteuid() == 0:
-        # As root, Mosquitto drops to the `mosquitto` user, which cannot read pytest's
-        # private temporary directory; stay root in the test only.
-        config += "user root\n"
-    broker.config.write_text(config)
-    return broker
 
 
 @pytest.fixture
@@ -86,12 +44,6 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
-
-
-def client(broker: Mosquitto, user: str | None, password: str | None = None) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user, password=password or USERS.get(user or "")
-    )
 
 
 def notify(vehicle_id: str) -> bytes:

@@ -20,7 +20,7 @@ from muto.cloud.mqtt.bridge import Bridge
 from muto.domain.messages import Leaf, Presence, PresenceState, vehicle_topic
 from muto.domain.reports import HealthStatus
 from tests.conftest import Mosquitto, unavailable
-from tests.integration.test_mqtt_support import (
+from tests.support.mqtt_watch import (
     FAST,
     TENANT,
     events,

@@ -15,7 +15,7 @@ from muto.cloud.commands import assign_desired_state
 from muto.cloud.mqtt.bridge import Bridge
 from muto.cloud.settings import Settings
 from tests.conftest import Mosquitto
-from tests.integration.test_mqtt_support import (
+from tests.support.mqtt_watch import (
     FAST,
     RELEASE,
     Watcher,

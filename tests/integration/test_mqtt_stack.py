@@ -16,7 +16,7 @@ import uvicorn
 from muto.cloud.api.app import create_app
 from muto.cloud.mqtt import bridge_factory
 from tests.conftest import Mosquitto, free_port
-from tests.integration.test_mqtt_support import (
+from tests.support.mqtt_watch import (
     Watcher,
     notify_topic,
     open_fleet,

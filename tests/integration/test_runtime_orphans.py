@@ -28,7 +28,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.wire import encode
-from tests.integration.test_runtime_support import (
+from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
     cache_of,

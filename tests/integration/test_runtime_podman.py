@@ -17,7 +17,7 @@ from muto.agent.runtime.podman_leftovers import FORMAT
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, HealthModel, Launch, StackRelease
-from tests.integration.test_runtime_support import PYTHON, release, write_script
+from tests.support.runtime_kit import PYTHON, release, write_script
 
 STANDIN_PODMAN = f"""#!{PYTHON}
 import json, os, subprocess, sys

@@ -14,7 +14,7 @@ from muto.agent.runtime.process import ProcessRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
-from tests.integration.test_runtime_support import (
+from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
     cache_of,

@@ -13,7 +13,7 @@ from muto.agent.runtime.python_wheel import PythonWheelRuntime, release_wheels
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
-from tests.integration.test_runtime_support import (
+from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
     cache_of,

@@ -14,7 +14,7 @@ from muto.agent.journal import Journal
 from muto.cli import main
 from muto.domain.wire import decode
 from muto.trust import Signer, TrustConfig
-from tests.unit.test_agent_support import failing, make_rig, release
+from tests.support.agent_rig import failing, make_rig, release
 
 DOC = Path(__file__).parents[2] / "docs" / "agent.md"
 DOC_DIR = "/var/lib/muto/agent"

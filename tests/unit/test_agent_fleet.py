@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from muto.agent.compose import simulated_agent
 from muto.domain.vehicle_state import VehicleState
-from tests.unit.test_agent_support import FakeCloud, Signers, release
+from tests.support.agent_rig import FakeCloud, Signers, release
 
 AGENTS = 200
 

@@ -19,9 +19,9 @@ from muto.agent.journal.state import JournalState
 from muto.agent.journal.store import RecordStore
 from muto.domain.desired import AgentConfig
 from muto.domain.reasons import ReasonCode
-from tests.unit.test_agent_planner import POOL, desired_of
-from tests.unit.test_agent_support import T0
+from tests.support.agent_rig import T0, A, B, C, desired_of
 
+POOL = [A, B, C]
 KEYS = st.sampled_from([r.key for r in POOL])
 REVS = st.sampled_from([None, "dsr_1", "dsr_2"])
 SEQS = st.none() | st.integers(1, 3)

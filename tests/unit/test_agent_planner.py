@@ -22,42 +22,17 @@ from muto.agent.reconcile.steps import (
     Rollback,
 )
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
-from muto.domain.desired import AgentConfig, ApplyWindow, DesiredStateDocument, Policy, StackRef
+from muto.domain.desired import ApplyWindow, Policy
 from muto.domain.gates import evaluate_gates
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Compatibility, StackRelease
 from muto.domain.reports import ReconcileStatus
 from muto.domain.vehicle_state import VehicleState
-from tests.unit.test_agent_support import T0, release
+from tests.support.agent_rig import T0, A, B, C, desired_of
 
-POOL = [release(v) for v in ("1.0.0", "2.0.0", "3.0.0")]
+POOL = [A, B, C]
 KEYS = [r.key for r in POOL]
 PARKED = VehicleState(free_disk_mb=100_000)
-
-
-def desired_of(
-    target: StackRelease, sequence: int = 2, policy: Policy | None = None, ttl_h: float = 24
-) -> DesiredVerified:
-    document = DesiredStateDocument(
-        vehicle_id="v",
-        revision=f"dsr_{sequence}",
-        sequence=sequence,
-        stack=StackRef(name=target.stack_name, version=target.version),
-        policy=policy or Policy(),
-        agent_config=AgentConfig(),
-        correlation_id="c",
-        issued_at=T0 - timedelta(hours=1),
-        expires_at=T0 + timedelta(hours=ttl_h),
-    )
-    return DesiredVerified(
-        at=T0,
-        revision=document.revision,
-        sequence=sequence,
-        document=document,
-        release=target,
-        document_digest="sha256:" + "1" * 64,
-        release_digest="sha256:" + "2" * 64,
-    )
 
 
 def running(key: str) -> RuntimeStatus:

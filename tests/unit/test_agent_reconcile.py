@@ -4,9 +4,7 @@ cloud): converge, block, roll back, reject, converge offline, recover from inter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from muto.agent.config_file import load_config
 from muto.agent.journal import events as ev
@@ -15,32 +13,21 @@ from muto.domain.desired import AgentConfig, Policy
 from muto.domain.reasons import ReasonCode
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import Signer
-from tests.unit.test_agent_support import VEHICLE, Rig, failing, make_rig, release
-
-A, B, C = release("1.0.0"), release("2.0.0"), release("3.0.0")
-MOVING = VehicleState(speed_mps=4.0, free_disk_mb=100_000)
-PARKED = VehicleState(free_disk_mb=100_000)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(scenario())
-
-
-def types(rig: Rig, after: int = 0) -> list[str]:
-    return [type(r.event).__name__ for r in rig.journal.records(after)]
-
-
-async def started(**kwargs: Any) -> Rig:
-    rig = make_rig(**kwargs)
-    await rig.agent.start(loop=False)
-    return rig
-
-
-async def converged_on(rig: Rig, target: Any, sequence: int) -> None:
-    rig.cloud.serve(rig.signers.bundle(target, sequence))
-    verdict = await rig.reconcile()
-    assert verdict.kind == "converged", verdict
-    await rig.deliver()
+from tests.support.agent_rig import (
+    MOVING,
+    PARKED,
+    VEHICLE,
+    A,
+    B,
+    C,
+    Rig,
+    converged_on,
+    failing,
+    make_rig,
+    run,
+    started,
+    types,
+)
 
 
 def test_converges_reports_once_and_then_does_nothing() -> None:

@@ -16,7 +16,7 @@ from muto.domain.gates import evaluate_gates
 from muto.domain.reasons import ReasonCode
 from muto.domain.vehicle_state import VehicleState
 from muto.domain.wire import encode
-from tests.unit.test_agent_support import T0
+from tests.support.agent_rig import T0
 
 
 def test_a_missing_or_unreadable_state_file_blocks_every_enabled_gate(tmp_path: Path) -> None:

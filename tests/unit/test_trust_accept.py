@@ -12,7 +12,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.trust import TrustedState, TrustStore, verify_bundle
-from tests.unit.test_trust_kit import NOW, VEHICLE, Fleet, a_document, a_release
+from tests.support.trust_kit import NOW, VEHICLE, Fleet, a_document, a_release
 
 FLEET = Fleet()
 OLD, NEW = a_release("1.0.0", b"old wheel"), a_release("2.0.0", b"new wheel")

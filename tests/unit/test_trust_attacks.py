@@ -12,13 +12,21 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from muto.domain.desired import DesiredStateBundle, Envelope, Signature
+from muto.domain.desired import DesiredStateBundle, Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import canonical
 from muto.trust import Signer, TrustStore, sign_release, verify_bundle
 from muto.trust.dsse import DESIRED_STATE_TYPE, MAX_PAYLOAD_CHARS, RELEASE_TYPE, sign_envelope
-from tests.unit.test_trust_kit import NOW, VEHICLE, Fleet, a_document, a_release
+from tests.support.trust_kit import (
+    NOW,
+    VEHICLE,
+    Fleet,
+    a_document,
+    a_release,
+    flip_signature,
+    unsigned,
+)
 
 FLEET = Fleet()
 RELEASE = a_release("1.2.0")
@@ -50,13 +58,6 @@ def with_release(envelope: Envelope) -> DesiredStateBundle:
     return replace(GOOD_BUNDLE, release=envelope)
 
 
-def flip_signature(envelope: Envelope) -> Envelope:
-    raw = bytearray(base64.b64decode(envelope.signatures[0].sig))
-    raw[10] ^= 0x01
-    bad = Signature(keyid=envelope.signatures[0].keyid, sig=base64.b64encode(raw).decode())
-    return replace(envelope, signatures=[bad, *envelope.signatures[1:]])
-
-
 def control_signed(payload: bytes, payload_type: str = DESIRED_STATE_TYPE) -> Envelope:
     return sign_envelope(payload, payload_type, [FLEET.control])
 
@@ -83,10 +84,6 @@ def non_canonical_base64() -> DesiredStateBundle:
     respelled = envelope.payload[:-3] + alphabet[alphabet.index(last) + 1] + "=="
     assert base64.b64decode(respelled) == payload
     return with_desired(replace(envelope, payload=respelled))
-
-
-def unsigned(envelope: Envelope) -> Envelope:
-    return replace(envelope, signatures=[])
 
 
 def desired_by(*signers: Signer) -> DesiredStateBundle:

@@ -19,7 +19,7 @@ from muto.domain.release import Artifact, ArtifactType
 from muto.trust import open_desired_state, open_release
 from muto.trust.artifacts import ArtifactVerifier
 from muto.trust.releases import manifest_digest
-from tests.unit.test_trust_kit import Fleet, a_document, a_release
+from tests.support.trust_kit import Fleet, a_document, a_release
 
 FLEET = Fleet()
 RELEASE = a_release()

@@ -21,7 +21,7 @@ from muto.trust import (
     sign_release,
 )
 from muto.trust.dsse import cosign
-from tests.unit.test_trust_kit import Fleet, a_release
+from tests.support.trust_kit import Fleet, a_release
 
 RELEASE = a_release()
 A, B, C = (Signer.generate() for _ in range(3))

@@ -1,8 +1,10 @@
-"""Builders shared by the trust tests (no tests here): a fleet's keys, a good release,
-a good desired-state document and the bundle that carries both."""
+"""Builders shared by the trust tests: a fleet's keys, a good release,
+a good desired-state document and the bundle that carries both, and ways to spoil an
+envelope's signatures."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,7 +15,9 @@ from muto.domain.desired import (
     AgentConfig,
     DesiredStateBundle,
     DesiredStateDocument,
+    Envelope,
     Policy,
+    Signature,
     StackRef,
 )
 from muto.domain.release import Artifact, ArtifactType, StackRelease
@@ -86,3 +90,14 @@ class Fleet:
             desired_state=sign_desired_state(document, self.control),
             release=sign_release(release, self.release_keys[:2]),
         )
+
+
+def flip_signature(envelope: Envelope) -> Envelope:
+    raw = bytearray(base64.b64decode(envelope.signatures[0].sig))
+    raw[10] ^= 0x01
+    bad = Signature(keyid=envelope.signatures[0].keyid, sig=base64.b64encode(raw).decode())
+    return msgspec.structs.replace(envelope, signatures=[bad, *envelope.signatures[1:]])
+
+
+def unsigned(envelope: Envelope) -> Envelope:
+    return msgspec.structs.replace(envelope, signatures=[])

@@ -1,4 +1,4 @@
-"""Shared pieces of the MQTT bridge tests (this module holds no tests): a control plane
+"""Shared pieces of the MQTT bridge tests: a control plane
 with a registered fleet and a release, assignments, a watching MQTT client, and waits
 that end when a condition holds (never timed assertions: the timeout only bounds a hang).
 """

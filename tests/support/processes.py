@@ -1,6 +1,5 @@
 """Processes for the agent's end-to-end tests: the real cloud (`muto cloud serve`) and real
-agents (`muto agent run`), each a child process that the tests stop. (No tests here; the
-name keeps it beside the tests that use it.)"""
+agents (`muto agent run`), each a child process that the tests stop."""
 
 from __future__ import annotations
 

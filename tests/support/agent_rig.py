@@ -1,11 +1,11 @@
 """Builders and fakes shared by the agent tests: signed bundles, a fake cloud that
-implements the agent's ports, a hand-driven clock. (No tests here; the name keeps it
-beside the tests that use it.)"""
+implements the agent's ports, a hand-driven clock."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +15,7 @@ import msgspec
 from muto.agent.agent import Agent
 from muto.agent.artifacts import SimulatedArtifacts
 from muto.agent.journal import Journal
+from muto.agent.journal.events import DesiredVerified
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
@@ -254,3 +255,55 @@ def failing(
 
 def codes(values: Sequence[Any]) -> list[str]:
     return [str(v) for v in values]
+
+
+# A whole agent driven by hand (tests/unit/test_agent_reconcile.py and the retry rules).
+A, B, C = release("1.0.0"), release("2.0.0"), release("3.0.0")
+MOVING = VehicleState(speed_mps=4.0, free_disk_mb=100_000)
+PARKED = VehicleState(free_disk_mb=100_000)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def types(rig: Rig, after: int = 0) -> list[str]:
+    return [type(r.event).__name__ for r in rig.journal.records(after)]
+
+
+async def started(**kwargs: Any) -> Rig:
+    rig = make_rig(**kwargs)
+    await rig.agent.start(loop=False)
+    return rig
+
+
+async def converged_on(rig: Rig, target: Any, sequence: int) -> None:
+    rig.cloud.serve(rig.signers.bundle(target, sequence))
+    verdict = await rig.reconcile()
+    assert verdict.kind == "converged", verdict
+    await rig.deliver()
+
+
+def desired_of(
+    target: StackRelease, sequence: int = 2, policy: Policy | None = None, ttl_h: float = 24
+) -> DesiredVerified:
+    document = DesiredStateDocument(
+        vehicle_id="v",
+        revision=f"dsr_{sequence}",
+        sequence=sequence,
+        stack=StackRef(name=target.stack_name, version=target.version),
+        policy=policy or Policy(),
+        agent_config=AgentConfig(),
+        correlation_id="c",
+        issued_at=T0 - timedelta(hours=1),
+        expires_at=T0 + timedelta(hours=ttl_h),
+    )
+    return DesiredVerified(
+        at=T0,
+        revision=document.revision,
+        sequence=sequence,
+        document=document,
+        release=target,
+        document_digest="sha256:" + "1" * 64,
+        release_digest="sha256:" + "2" * 64,
+    )

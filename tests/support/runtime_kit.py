@@ -1,5 +1,4 @@
-"""Builders shared by the runtime tests: archives, wheels, releases, stand-in binaries.
-(No tests here; the name keeps it beside the tests that use it.)"""
+"""Builders shared by the runtime tests: archives, wheels, releases, stand-in binaries."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from muto.domain.release import (
     Launch,
     StackRelease,
 )
+from tests.support.artifact_server import ArtifactServer
 
 PYTHON = sys.executable
 
@@ -136,3 +136,12 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def release_of(server: ArtifactServer, tmp: Path, n: int, size: int = 300_000) -> StackRelease:
+    """Release big@1.0.n: one file of `size` random bytes, served by `server`."""
+    path = tmp / f"blob-{n}.bin"
+    path.write_bytes(os.urandom(size))
+    url = server.put(f"/blob-{n}.bin", path.read_bytes())
+    artifact = artifact_for(path, ArtifactType.FILE, ref=url)
+    return StackRelease(stack_name="big", version=f"1.0.{n}", artifacts=[artifact])
