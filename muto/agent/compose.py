@@ -30,9 +30,9 @@ from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime import build_runtime
 from muto.agent.runtime.simulated import BehaviourTable, SimulatedRuntime
 from muto.agent.safety import FileStateProvider, SimulatedStateProvider
-from muto.agent.transport.broker import Broker
 from muto.agent.transport.http import CloudClient, CloudPort
 from muto.agent.trust import MemoryTrust, provision
+from muto.domain.broker import Broker
 from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import TrustConfig

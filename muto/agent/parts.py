@@ -19,11 +19,11 @@ from muto.agent.reconcile.recovery import RETRY_LIMIT
 from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.safety import VehicleStateProvider
 from muto.agent.snapshots import snapshots
-from muto.agent.transport.broker import Broker
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.http import CloudPort
 from muto.agent.transport.mqtt import SNAPSHOT_INTERVAL_S, MqttLink
 from muto.agent.trust import Trust
+from muto.domain.broker import Broker
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase, DesiredNotify
 from muto.domain.release import ArtifactType

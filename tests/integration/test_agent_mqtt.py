@@ -14,8 +14,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from muto.agent.transport.broker import Broker
 from muto.agent.transport.mqtt import MqttLink
+from muto.domain.broker import Broker
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase, DesiredNotify, RefreshRequest
 from muto.domain.wire import encode

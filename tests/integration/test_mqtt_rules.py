@@ -9,14 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muto.cloud.mqtt.link import Backoff, BrokerAddress
+from muto.cloud.mqtt.link import Backoff
 from muto.cloud.mqtt.listener import parse_topic
 from muto.cloud.mqtt.outbox import latest_per_vehicle
+from muto.domain.broker import Broker
 from muto.domain.messages import Leaf
 
 
 def test_a_broker_url_carries_credentials_tls_and_the_client_id() -> None:
-    plain = BrokerAddress.parse("mqtt://127.0.0.1:1884")
+    plain = Broker.parse("mqtt://127.0.0.1:1884")
     assert (plain.host, plain.port, plain.username, plain.tls, plain.client_id) == (
         "127.0.0.1",
         1884,
@@ -24,7 +25,7 @@ def test_a_broker_url_carries_credentials_tls_and_the_client_id() -> None:
         False,
         None,
     )
-    full = BrokerAddress.parse("mqtts://muto-cloud:p%40ss%20w@broker.example?clientId=cloud-a")
+    full = Broker.parse("mqtts://muto-cloud:p%40ss%20w@broker.example?clientId=cloud-a")
     assert (full.port, full.username, full.password, full.tls, full.client_id) == (
         8883,
         "muto-cloud",
@@ -33,7 +34,7 @@ def test_a_broker_url_carries_credentials_tls_and_the_client_id() -> None:
         "cloud-a",
     )
     with pytest.raises(ValueError, match="not an MQTT broker URL"):
-        BrokerAddress.parse("http://broker:1883")
+        Broker.parse("http://broker:1883")
 
 
 @given(st.integers(min_value=0, max_value=64))

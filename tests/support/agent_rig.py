@@ -19,9 +19,9 @@ from muto.agent.journal.events import DesiredVerified
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
-from muto.agent.transport.broker import Broker
 from muto.agent.transport.http import Delivery, Fetched, NotFetched
 from muto.agent.trust import MemoryTrust
+from muto.domain.broker import Broker
 from muto.domain.desired import (
     AgentConfig,
     DesiredStateBundle,

@@ -25,8 +25,8 @@ from datetime import datetime
 
 import aiomqtt
 
-from muto.agent.transport.broker import Broker
 from muto.agent.transport.http import Delivery
+from muto.domain.broker import Broker
 from muto.domain.messages import (
     DesiredNotify,
     Leaf,

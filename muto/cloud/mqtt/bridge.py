@@ -15,10 +15,11 @@ import logging
 import aiomqtt
 
 from muto.cloud.bootstrap import ControlPlane
-from muto.cloud.mqtt.link import Backoff, BrokerAddress
+from muto.cloud.mqtt.link import Backoff, cloud_client
 from muto.cloud.mqtt.listener import Listener
 from muto.cloud.mqtt.notifier import Notifier
 from muto.cloud.mqtt.outbox import Outbox
+from muto.domain.broker import Broker
 
 logger = logging.getLogger("muto.mqtt")
 
@@ -35,7 +36,7 @@ class Bridge:
         settings = plane.settings
         if not settings.mqtt_url:
             raise ValueError("the MQTT bridge needs settings.mqtt_url")
-        self.address = BrokerAddress.parse(settings.mqtt_url)
+        self.address = Broker.parse(settings.mqtt_url)
         # Fixed per cloud process, so the broker keeps its session (and queues reports)
         # across restarts. Several processes on one broker need distinct ids (?clientId=).
         self.client_id = self.address.client_id or f"muto-cloud-{settings.tenant}"
@@ -69,7 +70,7 @@ class Bridge:
         attempt = 0
         while not self._stop.is_set():
             try:
-                async with self.address.client(self.client_id) as client:
+                async with cloud_client(self.address, self.client_id) as client:
                     # Subscribe on every connect: a broker restarted without persistence
                     # has forgotten the session. Re-subscribing makes the broker resend the
                     # retained presences, harmless: presence stores changes of state only.

@@ -1,68 +1,41 @@
-"""The broker link: where the broker is (one URL), and how long to wait between attempts.
-
-`mqtt://user:password@host:1883?clientId=muto-cloud-a` (or `mqtts://` for TLS): the cloud
-user's credentials and the client id travel in the URL so that Settings keeps one field.
-"""
+"""The cloud's broker link: its MQTT client (the broker's URL is muto.domain.broker's),
+and how long to wait between attempts."""
 
 from __future__ import annotations
 
 import random
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+
+from muto.domain.broker import Broker
 
 KEEPALIVE_S = 30
 PENDING_PUBLISHES = 1000  # at least the notifier's batch (outbox.BATCH)
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-    client_id: str | None  # None: the bridge's default, `muto-cloud-<tenant>`
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"not an MQTT broker URL (mqtt:// or mqtts://): {url!r}")
-        tls = parts.scheme == "mqtts"
-        ids = parse_qs(parts.query).get("clientId")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            client_id=ids[0] if ids else None,
-        )
-
-    def client(self, client_id: str) -> aiomqtt.Client:
-        """A persistent-session MQTT 3.1.1 client: the broker keeps our subscriptions and
-        queues QoS 1 reports for us while the cloud is down (clean_session=False)."""
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=client_id,
-            clean_session=False,
-            keepalive=KEEPALIVE_S,
-            tls_context=ssl.create_default_context() if self.tls else None,
-        )
-        # Acknowledge a report only once it is stored, so a crash between receipt and
-        # ingest makes the broker redeliver it. aiomqtt has no API for this yet
-        # (empicano/aiomqtt#345); paho's manual ack is the documented workaround.
-        client._client.manual_ack_set(True)
-        # The notifier publishes a whole batch at once; aiomqtt warns above this many
-        # unacknowledged calls.
-        client.pending_calls_threshold = PENDING_PUBLISHES
-        return client
+def cloud_client(broker: Broker, client_id: str) -> aiomqtt.Client:
+    """A persistent-session MQTT 3.1.1 client: the broker keeps our subscriptions and
+    queues QoS 1 reports for us while the cloud is down (clean_session=False)."""
+    client = aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password,
+        identifier=client_id,
+        clean_session=False,
+        keepalive=KEEPALIVE_S,
+        tls_context=ssl.create_default_context() if broker.tls else None,
+    )
+    # Acknowledge a report only once it is stored, so a crash between receipt and
+    # ingest makes the broker redeliver it. aiomqtt has no API for this yet
+    # (empicano/aiomqtt#345); paho's manual ack is the documented workaround.
+    client._client.manual_ack_set(True)
+    # The notifier publishes a whole batch at once; aiomqtt warns above this many
+    # unacknowledged calls.
+    client.pending_calls_threshold = PENDING_PUBLISHES
+    return client
 
 
 @dataclass(frozen=True)

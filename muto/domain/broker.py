@@ -1,9 +1,11 @@
-"""Where the MQTT broker is: `mqtt://[user:password@]host[:port]` or `mqtts://` (TLS)."""
+"""Where the MQTT broker is, as one URL: `mqtt://[user:password@]host[:port][?clientId=ID]`,
+or `mqtts://` for TLS (default ports 1883 and 8883). The cloud and the agent both take
+their broker this way, so credentials and the client id travel in one setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,7 @@ class Broker:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    client_id: str | None = None  # None: the client's own default
 
     @classmethod
     def parse(cls, url: str) -> Broker:
@@ -20,10 +23,12 @@ class Broker:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"not an MQTT broker URL (mqtt:// or mqtts://): {url!r}")
         tls = parts.scheme == "mqtts"
+        ids = parse_qs(parts.query).get("clientId")
         return cls(
             host=parts.hostname,
             port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
+            client_id=ids[0] if ids else None,
         )
