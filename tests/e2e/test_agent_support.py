@@ -159,7 +159,8 @@ class AgentProcess:
             env["MUTO_AGENT_KILL_AT"] = kill_at
         args = [*MUTO, "agent", "run", "--vehicle-id", self.vehicle_id,
                 "--cloud-url", self.cloud.url, "--mqtt-url", self.cloud.mqtt_url,
-                "--data-dir", str(self.data), "--runtime", self.runtime, "--poll-s", "2"]  # fmt: skip
+                "--data-dir", str(self.data), "--runtime", self.runtime,
+                "--poll-s", "2"]  # fmt: skip
         if trust is not None:
             args += ["--trust", str(trust)]
         with self.log.open("ab") as log:

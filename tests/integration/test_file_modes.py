@@ -49,10 +49,8 @@ def assert_private(found: dict[str, int], root: Path) -> None:
 def test_the_agent_data_dir_is_private_under_umask_000(tmp_path: Path, umask_000: None) -> None:
     signer = Signer.generate()
     trust = tmp_path / "trust-config.json"
-    trust.write_bytes(
-        encode(TrustConfig(release_keys=KeySet(keys=[signer.public_pem]),
-                           control_plane_keys=KeySet(keys=[signer.public_pem])))  # fmt: skip
-    )
+    keys = KeySet(keys=[signer.public_pem])
+    trust.write_bytes(encode(TrustConfig(release_keys=keys, control_plane_keys=keys)))
     data = tmp_path / "var" / "lib" / "agent"
     options = RunOptions("car-1", data, runtime="process", trust=trust, token="s3cret")
 
