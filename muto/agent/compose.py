@@ -80,7 +80,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         cache,
         base_url=options.cloud_url.rstrip("/") + "/" if options.cloud_url else None,
         token=token,
-        token_host=cloud.host if cloud else None,
+        token_origin=options.cloud_url,
     )
     parts = AgentParts(
         journal=journal,

@@ -87,10 +87,6 @@ class CloudClient:
         self._total_timeout = total_timeout_s
         self.max_bundle_bytes = max_bundle_bytes
 
-    @property
-    def host(self) -> str:
-        return httpx.URL(self.base_url).netloc.decode()
-
     async def latest(self, etag: str | None) -> Fetched | NotFetched:
         headers = {**self._headers, "Accept-Encoding": "identity"}  # the cap counts wire bytes
         if etag:
