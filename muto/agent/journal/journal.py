@@ -20,7 +20,10 @@ from muto.agent.journal.store import RecordStore
 from muto.trust.files import PRIVATE_FILE_MODE, private_dir, private_file
 
 SNAPSHOT_EVERY = 500
-SNAPSHOT_TOPIC = "muto.agent.journal-state.v1"
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v2"  # v2: JournalState.release_digests
+# Snapshots of an older state shape: ignored on start (the journal is replayed instead)
+# and by `journal verify`, which would otherwise see them differ from the replay.
+PAST_SNAPSHOT_TOPICS = frozenset({"muto.agent.journal-state.v1"})
 DB_NAME = "journal.db"
 LOCK_NAME = "journal.lock"
 
@@ -166,7 +169,9 @@ class Journal:
     def snapshots(self) -> list[tuple[int, JournalState | None]]:
         """Every stored snapshot, decoded (None: undecodable), for `journal verify`."""
         return [
-            (s.originator_version, _decode_state(s.topic, s.state)) for s in self._store.snapshots()
+            (s.originator_version, _decode_state(s.topic, s.state))
+            for s in self._store.snapshots()
+            if s.topic not in PAST_SNAPSHOT_TOPICS
         ]
 
     def last_position(self) -> int:
