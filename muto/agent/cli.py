@@ -103,6 +103,7 @@ def trust(args: argparse.Namespace) -> int:
     """Write the TrustConfig JSON that `run --trust FILE` provisions."""
     from muto.domain.wire import encode
     from muto.trust import KeySet, TrustConfig
+    from muto.trust.files import PUBLIC_FILE_MODE, atomic_write
 
     config = TrustConfig(
         release_keys=KeySet(
@@ -112,7 +113,7 @@ def trust(args: argparse.Namespace) -> int:
     )
     data = encode(config) + b"\n"
     if args.out:
-        Path(args.out).write_bytes(data)
+        atomic_write(Path(args.out), data, PUBLIC_FILE_MODE)  # trust anchors: never 0666
     else:
         sys.stdout.buffer.write(data)
     return 0

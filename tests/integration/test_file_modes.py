@@ -90,6 +90,17 @@ def test_release_keygen_under_umask_000(
     assert modes(keys) == {".": 0o700, "ci.key": 0o600, "ci.pub": 0o644}
 
 
+def test_agent_trust_out_under_umask_000(
+    tmp_path: Path, umask_000: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub = tmp_path / "k.pub"
+    pub.write_text(Signer.generate().public_pem)
+    out = tmp_path / "trust.json"
+    argv = ["agent", "trust", "--release-key", str(pub), "--control-plane-key", str(pub)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
 def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
