@@ -155,6 +155,9 @@ def test_a_forged_high_notify_does_not_silence_the_next_genuine_one(
 
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await watch.until(  # online is said after subscribing: a publish before reaches no one
+            lambda: any(p["state"] == "online" for p in watch.on("presence") if p), "online"
+        )
         fetches = rig.cloud.fetches
         forged = DesiredNotify(vehicle_id=VEHICLE, revision="forged", sequence=10**9, url="x")
         await watch.client.publish(f"{ROOT}/desired/notify", encode(forged), qos=1)
