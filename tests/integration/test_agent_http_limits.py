@@ -109,3 +109,27 @@ def test_the_agent_rejects_an_endless_bundle_with_a_reason_code() -> None:
         server.put(LATEST, START)
         outcome = asyncio.run(one_pass(server))
     assert outcome[1:] == ["rejected", ReasonCode.VERIFY_SIGNATURE_FAILED], outcome
+
+
+def test_an_answer_built_in_memory_is_read_and_an_encoded_one_is_refused() -> None:
+    """A transport may hand back a body that is already read (a proxy, the fault rig);
+    a compressed body is never decoded: a small one could expand without bound."""
+    import gzip
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("x-compress"):
+            packed = gzip.compress(START + b'"}}')
+            return httpx.Response(200, headers={"content-encoding": "gzip"}, content=packed)
+        return httpx.Response(200, headers={"etag": '"e1"'}, content=START + b'"}}')
+
+    async def fetch(compress: bool) -> Fetched | NotFetched:
+        headers = {"x-compress": "1"} if compress else {}
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer), headers=headers) as h:
+            return await CloudClient("http://cloud", "car-1", None, client=h).latest(None)
+
+    plain = asyncio.run(fetch(False))
+    assert isinstance(plain, Fetched) and plain.etag == '"e1"'
+    assert plain.problem is not None and plain.problem.startswith("malformed bundle")
+    packed = asyncio.run(fetch(True))
+    assert isinstance(packed, Fetched) and packed.bundle is None
+    assert packed.problem == "answered with Content-Encoding 'gzip'; asked for identity"

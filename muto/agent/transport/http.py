@@ -105,7 +105,8 @@ class CloudClient:
                     status = response.status_code
                     if status != 200:
                         return _not_fetched(status)
-                    body = await read_capped(response, self.max_bundle_bytes)
+                    encoded = _encoded(response)
+                    body = b"" if encoded else await read_capped(response, self.max_bundle_bytes)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -113,6 +114,9 @@ class CloudClient:
         except httpx.HTTPError as exc:
             return NotFetched("unreachable", f"{type(exc).__name__}: {exc}")
         etag = response.headers.get("etag")
+        if encoded:
+            problem = f"answered with Content-Encoding {encoded!r}; asked for identity"
+            return Fetched(None, etag, None, None, problem)
         if body is None:
             problem = f"response larger than {self.max_bundle_bytes} bytes: not read further"
             return Fetched(None, etag, None, None, problem)
@@ -164,14 +168,22 @@ def _not_fetched(status: int) -> NotFetched:
     return NotFetched("unreachable", f"HTTP {status}")
 
 
+def _encoded(response: httpx.Response) -> str | None:
+    """The Content-Encoding of an answer that is not identity (we ask for identity): such
+    a body is never decoded, so a small compressed answer cannot expand in memory."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return None if encoding in ("", "identity") else encoding
+
+
 async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
     """The whole body, or None as soon as it is known to exceed `limit` bytes (by its
-    Content-Length, or by counting): never more than `limit` + one chunk in memory."""
+    Content-Length, or by counting): never more than `limit` + one chunk in memory.
+    Only for identity-encoded answers (see `_encoded`)."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > limit:
             return None
@@ -179,9 +191,12 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
 
 
 async def read_head(response: httpx.Response, limit: int) -> bytes:
-    """At most the first `limit` bytes of the body; the rest is left unread."""
+    """At most the first `limit` bytes of the body; the rest is left unread (nothing of an
+    encoded body: it would be decoded)."""
     head = bytearray()
-    async for chunk in response.aiter_raw():
+    if _encoded(response):
+        return b""
+    async for chunk in response.aiter_bytes():
         head += chunk[: limit - len(head)]
         if len(head) >= limit:
             break
