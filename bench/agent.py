@@ -344,10 +344,12 @@ class RealAgent:
         argv = [PYTHON, "-m", "muto.cli", "agent", "run", "--vehicle-id", self.vehicle_id,
                 "--cloud-url", self.cloud.url, "--data-dir", str(self.data),
                 "--runtime", "process", "--poll-s", str(poll_s)]  # fmt: skip
+        env = dict(os.environ)
         if token:  # the first start provisions the token and the trust store
-            argv += ["--token", token, "--trust", str(self.cloud.trust_file)]
+            argv += ["--trust", str(self.cloud.trust_file)]
+            env["MUTO_AGENT_TOKEN"] = token
         with (self.data.parent / "agent.log").open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> int:
         assert self.proc is not None

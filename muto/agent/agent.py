@@ -237,7 +237,7 @@ class Agent:
         """A notify at or below the accepted sequence is old news."""
         desired, link = self.parts.journal.state.desired, self._wired.mqtt
         if link is not None and desired is not None:
-            link.highest_notified = max(link.highest_notified, desired.sequence)
+            link.accepted_sequence = max(link.accepted_sequence, desired.sequence)
 
     def _changed(self) -> None:
         if self._wired.mqtt is not None:

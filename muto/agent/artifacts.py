@@ -40,7 +40,8 @@ class ArtifactSource(Protocol):
 class CachedArtifacts:
     """The ArtifactCache, with artifact refs turned into URLs: an absolute http(s) ref is
     used as is, a relative one is resolved against `base_url`. The bearer token goes only
-    to `token_host` (the cloud), never to a third-party artifact server."""
+    to `token_origin` (the cloud's URL): same scheme, host and port, never to a
+    third-party artifact server nor over plain http to the cloud's https host and port."""
 
     def __init__(
         self,
@@ -48,12 +49,12 @@ class CachedArtifacts:
         *,
         base_url: str | None = None,
         token: str | None = None,
-        token_host: str | None = None,
+        token_origin: str | None = None,
     ) -> None:
         self.cache = cache
         self.base_url = base_url
         self._token = token
-        self._token_host = token_host
+        self._token_origin = origin(token_origin) if token_origin else None
 
     def url_of(self, artifact: Artifact) -> str:
         if urlsplit(artifact.ref).scheme in ("http", "https") or self.base_url is None:
@@ -66,9 +67,9 @@ class CachedArtifacts:
     async def ensure(self, artifact: Artifact) -> Fetched:
         url = self.url_of(artifact)
         if self.cache.has(artifact.digest):
-            return Fetched(await self.cache.ensure(artifact, url, self._headers(url)), False)
+            return Fetched(await self.cache.ensure(artifact, url, self.headers_for(url)), False)
         before = {e.digest for e in self.cache.entries()}
-        path = await self.cache.ensure(artifact, url, self._headers(url))
+        path = await self.cache.ensure(artifact, url, self.headers_for(url))
         after = {e.digest for e in self.cache.entries()}
         return Fetched(path, True, tuple(sorted(before - after)))
 
@@ -77,11 +78,27 @@ class CachedArtifacts:
         if wanted != self.cache.pinned():
             self.cache.pin(wanted)
 
-    def _headers(self, url: str) -> dict[str, str]:
-        host = urlsplit(url).netloc
-        if self._token and self._token_host and host == self._token_host:
+    def headers_for(self, url: str) -> dict[str, str]:
+        if self._token and self._token_origin and origin(url) == self._token_origin:
             return {"Authorization": f"Bearer {self._token}"}
         return {}
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an http(s) URL, the default port filled in; None for
+    anything else (no token goes there)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
 
 
 @dataclass

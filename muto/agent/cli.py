@@ -5,21 +5,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from muto.agent import journal_cli
 
+MIB = 1024 * 1024
+TOKEN_ENV = "MUTO_AGENT_TOKEN"
+TOKEN_ARGV_REMOVED = (
+    "--token was removed (a token in argv is visible to every user in `ps`): "
+    f"use --token-file FILE or the {TOKEN_ENV} environment variable"
+)
+
 
 def run(args: argparse.Namespace) -> int:
     from muto.agent.compose import RunOptions, local_agent
     from muto.agent.journal import JournalLocked
+    from muto.agent.runtime.archive_rules import ArchiveLimits
     from muto.domain.errors import ReasonError
 
+    if args.token is not None:
+        print(f"muto agent: {TOKEN_ARGV_REMOVED}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+    try:
+        token = given_token(args.token_file, os.environ)
+    except (OSError, ValueError) as exc:
+        print(f"muto agent: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(
         vehicle_id=args.vehicle_id,
         data_dir=Path(args.data_dir),
@@ -28,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
         vehicle_state=Path(args.vehicle_state) if args.vehicle_state else None,
         runtime=args.runtime,
         trust=Path(args.trust) if args.trust else None,
-        token=args.token,
+        token=token,
         tenant=args.tenant,
         cache_budget_mb=args.cache_budget_mb,
+        archive_limits=ArchiveLimits(**archive_limits(args)),
         reports_via=args.reports_via,
         poll_s=args.poll_s,
     )
@@ -42,6 +61,29 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError, JournalLocked, ValueError) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
+
+
+def archive_limits(args: argparse.Namespace) -> dict[str, int]:
+    """The archive limits given on the command line (the others keep their defaults)."""
+    given = {
+        "max_members": args.archive_max_files,
+        "max_member_bytes": None
+        if args.archive_max_file_mb is None
+        else args.archive_max_file_mb * MIB,
+        "max_total_bytes": None if args.archive_max_mb is None else args.archive_max_mb * MIB,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def given_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The bearer token from `--token-file` or else MUTO_AGENT_TOKEN (never argv, which
+    every user sees in `ps`); None: use the one kept in the data dir."""
+    if token_file is not None:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"--token-file {token_file} is empty")
+        return token
+    return env.get(TOKEN_ENV, "").strip() or None
 
 
 async def _serve(build: Any, options: Any) -> int:
@@ -61,6 +103,7 @@ def trust(args: argparse.Namespace) -> int:
     """Write the TrustConfig JSON that `run --trust FILE` provisions."""
     from muto.domain.wire import encode
     from muto.trust import KeySet, TrustConfig
+    from muto.trust.files import PUBLIC_FILE_MODE, atomic_write
 
     config = TrustConfig(
         release_keys=KeySet(
@@ -70,7 +113,7 @@ def trust(args: argparse.Namespace) -> int:
     )
     data = encode(config) + b"\n"
     if args.out:
-        Path(args.out).write_bytes(data)
+        atomic_write(Path(args.out), data, PUBLIC_FILE_MODE)  # trust anchors: never 0666
     else:
         sys.stdout.buffer.write(data)
     return 0
@@ -96,11 +139,27 @@ def register(sub: Any) -> None:
         choices=["process", "python_wheel", "ros2_launch", "podman", "simulated"],
     )
     p.add_argument("--trust", default=None, help="TrustConfig JSON, read on first start only")
-    p.add_argument("--token", default=None, help="vehicle bearer token (kept in the data dir)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help=f"file holding the vehicle bearer token (or set {TOKEN_ENV}); kept in the data dir",
+    )
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # removed: see run()
     p.add_argument("--tenant", default="default")
     p.add_argument("--poll-s", type=float, default=30.0)
     p.add_argument("--reports-via", choices=["http", "mqtt"], default="http")
     p.add_argument("--cache-budget-mb", type=int, default=4096)
+    p.add_argument(
+        "--archive-max-mb",
+        type=int,
+        help="most MiB one release archive may unpack to (default 8192)",
+    )
+    p.add_argument(
+        "--archive-max-file-mb", type=int, help="largest file in an archive, MiB (default 4096)"
+    )
+    p.add_argument(
+        "--archive-max-files", type=int, help="most members in an archive (default 100000)"
+    )
     p.set_defaults(func=run)
 
     p = actions.add_parser("trust", help="write a TrustConfig for --trust")

@@ -5,15 +5,15 @@ Everything a real agent knows lives under its data dir:
     journal.db (+ journal.lock)   the journal            trust.json   trust store
     cache/                        artifact cache         runtime/     the runtime's workdir
     agent-config.json             agentConfig in force   token        bearer token (0600)
+The data dir and every directory under it are created 0700, secrets 0600, whatever the umask.
     vehicle-state.json            default state file (other on-board processes write it)
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,8 @@ from muto.agent.journal import Journal
 from muto.agent.kill import KillSwitch
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime import build_runtime
+from muto.agent.runtime.archive_rules import ArchiveLimits
+from muto.agent.runtime.factory import ARCHIVE_RUNTIMES
 from muto.agent.runtime.simulated import BehaviourTable, SimulatedRuntime
 from muto.agent.safety import FileStateProvider, SimulatedStateProvider
 from muto.agent.transport.http import CloudClient, CloudPort
@@ -36,6 +38,7 @@ from muto.domain.broker import Broker
 from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import TrustConfig
+from muto.trust.files import PRIVATE_FILE_MODE, atomic_write, private_dir
 
 TOKEN_FILE = "token"
 STATE_FILE = "vehicle-state.json"
@@ -50,9 +53,10 @@ class RunOptions:
     vehicle_state: Path | None = None
     runtime: str = "process"
     trust: Path | None = None
-    token: str | None = None
+    token: str | None = None  # from --token-file or MUTO_AGENT_TOKEN, never argv
     tenant: str = "default"
     cache_budget_mb: int = 4096
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     reports_via: Literal["http", "mqtt"] = "http"
     poll_s: float = 30.0
 
@@ -62,8 +66,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
     from the environment here, and only here."""
     if options.reports_via == "mqtt" and not options.mqtt_url:
         raise ValueError("--reports-via mqtt needs --mqtt-url")
-    data = options.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(options.data_dir)
     trust = provision(data, options.trust)
     token = _token(data, options.token)
     journal = Journal.open(data)
@@ -77,12 +80,20 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         cache,
         base_url=options.cloud_url.rstrip("/") + "/" if options.cloud_url else None,
         token=token,
-        token_host=cloud.host if cloud else None,
+        token_origin=options.cloud_url,
     )
     parts = AgentParts(
         journal=journal,
         trust=trust,
-        runtime=build_runtime(options.runtime, data / "runtime"),
+        runtime=build_runtime(
+            options.runtime,
+            data / "runtime",
+            **(
+                {"archive_limits": options.archive_limits}
+                if options.runtime in ARCHIVE_RUNTIMES
+                else {}
+            ),
+        ),
         vehicle=FileStateProvider(options.vehicle_state or data / STATE_FILE),
         artifacts=artifacts,
         cloud=cloud,
@@ -147,8 +158,6 @@ def _token(data_dir: Path, given: str | None) -> str | None:
     """A token given once is kept (0600) in the data dir; later starts reuse it."""
     path = data_dir / TOKEN_FILE
     if given:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(given)
+        atomic_write(path, given.encode(), PRIVATE_FILE_MODE)
         return given
     return path.read_text().strip() if path.exists() else None

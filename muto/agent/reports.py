@@ -25,11 +25,12 @@ def new_report_id() -> str:
 
 
 def running_ref(state: JournalState) -> StackRef | None:
+    """What runs, with the manifest digest it was verified with: after a rollback too
+    (the rolled-back-to release is not the desired one)."""
     release = state.release(state.running_key)
     if release is None:
         return None
-    desired = state.desired
-    digest = desired.release_digest if desired and desired.release.key == release.key else None
+    digest = state.release_digests.get(release.key)
     return StackRef(name=release.stack_name, version=release.version, manifest_digest=digest)
 
 

@@ -28,6 +28,7 @@ from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
 from muto.trust.desired_state import sign_desired_state
 from muto.trust.dsse import RELEASE_TYPE, digest
+from muto.trust.files import private_dir
 from muto.trust.keys import Signer, write_key_pair
 from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release
@@ -46,7 +47,7 @@ def control_plane_signer(settings: Settings) -> Signer:
     keys = settings.data_dir / "keys"
     private = keys / CONTROL_PLANE_KEY
     if not private.exists():
-        keys.mkdir(parents=True, exist_ok=True)
+        private_dir(keys)
         write_key_pair(Signer.generate(), private, keys / "control-plane.pub")
     return Signer.load(private)
 

@@ -14,6 +14,7 @@ from eventsourcing.application import Application
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
+from muto.trust.files import private_dir, private_file
 
 logger = logging.getLogger("muto.eventlog")
 
@@ -25,7 +26,10 @@ class EventLog(Application[Any]):
     @classmethod
     def open(cls, settings: Settings) -> EventLog:
         if not settings.is_memory and not settings.is_postgres:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(settings.data_dir)
+        for database in settings.sqlite_files():  # token hashes, all fleet data: 0600
+            private_dir(database.parent)
+            private_file(database)
         return cls(env={**cls.cache_env(settings), **settings.event_store_env()})
 
     @staticmethod

@@ -73,6 +73,18 @@ class Settings:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'views.db'}"
 
+    def sqlite_files(self) -> list[Path]:
+        """The SQLite database files this configuration keeps (none in memory or on
+        PostgreSQL)."""
+        if self.is_memory:
+            return []
+        urls = {self.events_url, self.views_url}
+        return sorted(
+            Path(url.removeprefix("sqlite:///").partition("?")[0])
+            for url in urls
+            if url.startswith("sqlite:///") and url != "sqlite:///:memory:"
+        )
+
     def event_store_env(self) -> dict[str, str]:
         if self.is_memory:
             return {"PERSISTENCE_MODULE": "eventsourcing.popo", **self.extra_env}

@@ -13,7 +13,7 @@ from muto.domain.desired import Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import WireError, decode, encode
-from muto.trust.files import atomic_write
+from muto.trust.files import atomic_write, private_dir
 from muto.trust.keys import KeyFileError, Signer, write_key_pair
 from muto.trust.keyset import KeySet
 from muto.trust.releases import load_manifest, manifest_digest, open_release, sign_release
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_keygen(args: argparse.Namespace) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     signer = Signer.generate()
     private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from muto.domain.desired import Signature
+from muto.trust.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, atomic_write, write_new
 
-PRIVATE_KEY_MODE = 0o600
+PRIVATE_KEY_MODE = PRIVATE_FILE_MODE
 
 
 class KeyFileError(ValueError):
@@ -95,10 +95,7 @@ def write_key_pair(signer: Signer, private_path: Path, public_path: Path) -> Non
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # O_EXCL: an existing key is never silently replaced; the mode is set at creation,
-    # so the private bytes are never readable by others, not even for a moment.
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), PRIVATE_KEY_MODE)  # umask can't widen it, but be explicit
-        f.write(pem)
-    public_path.write_text(signer.public_pem)
+    # An existing key is never silently replaced; its bytes are never readable by others.
+    write_new(private_path, pem, PRIVATE_KEY_MODE)
+    # A trust anchor: readable by all, writable by its owner only, whatever the umask.
+    atomic_write(public_path, signer.public_pem.encode(), PUBLIC_FILE_MODE)

@@ -25,6 +25,7 @@ from tests.support.agent_rig import VEHICLE, Rig, make_rig, release
 pytestmark = pytest.mark.mqtt
 ROOT = f"muto/default/vehicles/{VEHICLE}"
 A = release("1.0.0")
+B = release("1.1.0")
 WAIT_S = 20.0
 IDS = itertools.count()
 
@@ -135,20 +136,54 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
     run(mosquitto, scenario)
 
 
-def test_notify_triggers_only_for_a_higher_sequence(mosquitto: Mosquitto) -> None:
+def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await listening(rig, watch)
         link = rig.agent.mqtt
-        assert link is not None and link.highest_notified == 1
+        assert link is not None and link.accepted_sequence == 1
         reasons: list[str] = []
         rig.agent.on_notify = lambda n: reasons.append(f"notify:{n.sequence}")  # type: ignore[method-assign]
         link.on_notify = rig.agent.on_notify
-        for sequence in (1, 3, 2, 3, 4):  # a duplicate, out of order, the retained one again
+        # The accepted one again (ignored), then hints above it: each triggers (the agent
+        # coalesces triggers), duplicates and out-of-order ones too, as none moves the bar.
+        for sequence in (1, 3, 2, 3, 4):
             notify = DesiredNotify(vehicle_id=VEHICLE, revision="r", sequence=sequence, url="x")
             await watch.client.publish(f"{ROOT}/desired/notify", encode(notify), qos=1)
         other = DesiredNotify(vehicle_id="someone-else", revision="r", sequence=9, url="x")
         await watch.client.publish(f"{ROOT}/desired/notify", encode(other), qos=1)
-        await watch.until(lambda: reasons == ["notify:3", "notify:4"], "two triggers")
+        wanted = ["notify:3", "notify:2", "notify:3", "notify:4"]
+        await watch.until(lambda: reasons == wanted, "four triggers")
+        assert link.accepted_sequence == 1
+
+
+def test_a_forged_high_notify_does_not_silence_the_next_genuine_one(
+    mosquitto: Mosquitto,
+) -> None:
+    """On a broker without the shipped ACL anyone may publish a notify: a forged one with
+    a high sequence triggers a harmless fetch and must not raise the bar."""
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await watch.until(  # online is said after subscribing: a publish before reaches no one
+            lambda: any(p["state"] == "online" for p in watch.on("presence") if p), "online"
+        )
+        fetches = rig.cloud.fetches
+        forged = DesiredNotify(vehicle_id=VEHICLE, revision="forged", sequence=10**9, url="x")
+        await watch.client.publish(f"{ROOT}/desired/notify", encode(forged), qos=1)
+        await watch.until(lambda: rig.cloud.fetches > fetches, "the forged hint fetched")
+        await watch.until(lambda: rig.agent.phase == AgentPhase.IDLE, "that pass over")
+        rig.cloud.serve(rig.signers.bundle(B, 2))  # a genuine assignment, polls are hours away
+        genuine = DesiredNotify(vehicle_id=VEHICLE, revision="r2", sequence=2, url="x")
+        await watch.client.publish(f"{ROOT}/desired/notify", encode(genuine), qos=1)
+        await watch.until(
+            lambda: (desired := rig.journal.state.desired) is not None and desired.sequence == 2,
+            "the genuine notify acted on",
+        )
+        link = rig.agent.mqtt
+        assert link is not None
+        await watch.until(lambda: link.accepted_sequence == 2, "the bar moved by verified state")
+
+    run(mosquitto, scenario)
 
     run(mosquitto, scenario)
 

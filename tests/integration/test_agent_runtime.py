@@ -61,7 +61,6 @@ def archive_release(
 def agent_on(tmp: Path, server: ArtifactServer, runtime: Any, cloud: FakeCloud) -> Agent:
     signers = Signers()
     cloud.signers = signers  # type: ignore[attr-defined]
-    token_host = server.base_url.removeprefix("http://")
     parts = AgentParts(
         journal=Journal.open(tmp / "data"),
         trust=MemoryTrust(signers.trust),
@@ -70,7 +69,7 @@ def agent_on(tmp: Path, server: ArtifactServer, runtime: Any, cloud: FakeCloud) 
         artifacts=CachedArtifacts(
             ArtifactCache(tmp / "data" / "cache", 50 * 1024 * 1024),
             token="vehicle-token",
-            token_host=token_host,
+            token_origin=server.base_url,
         ),
         cloud=cloud,
         data_dir=tmp / "data",

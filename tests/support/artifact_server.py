@@ -135,6 +135,11 @@ def _handler_for(server: ArtifactServer) -> type[BaseHTTPRequestHandler]:
             finally:
                 server._record(Served(self.path, asked, auth, status, sent))
 
+        def do_POST(self) -> None:
+            """Answered like a GET of the same path (a report's answer), body ignored."""
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.do_GET()
+
         def _answer(
             self, faults: Faults, asked: str | None, auth: str | None
         ) -> tuple[int, bytes, dict[str, str]]:

@@ -153,12 +153,13 @@ class AgentProcess:
 
     def start(self, trust: Path | None = None, kill_at: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if k != "MUTO_AGENT_KILL_AT"}
+        env["MUTO_AGENT_TOKEN"] = self.token  # never argv: `ps` shows it to everyone
         if kill_at:
             env["MUTO_AGENT_KILL_AT"] = kill_at
         args = [*MUTO, "agent", "run", "--vehicle-id", self.vehicle_id,
                 "--cloud-url", self.cloud.url, "--mqtt-url", self.cloud.mqtt_url,
-                "--data-dir", str(self.data), "--runtime", self.runtime, "--poll-s", "2",
-                "--token", self.token]  # fmt: skip
+                "--data-dir", str(self.data), "--runtime", self.runtime,
+                "--poll-s", "2"]  # fmt: skip
         if trust is not None:
             args += ["--trust", str(trust)]
         with self.log.open("ab") as log:

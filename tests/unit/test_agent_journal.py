@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from muto.agent.journal import Journal, JournalLocked
 from muto.agent.journal import events as ev
 from muto.agent.journal.integrity import verify
-from muto.agent.journal.journal import fold_records
+from muto.agent.journal.journal import SNAPSHOT_TOPIC, fold_records
 from muto.agent.journal.state import JournalState
 from muto.agent.journal.store import RecordStore
 from muto.domain.desired import AgentConfig
@@ -208,7 +208,7 @@ def test_verify_finds_an_edited_event(tmp_path: Path) -> None:
 def test_an_undecodable_snapshot_is_ignored(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path)
     journal.append(ev.RuntimeStopped(at=T0, reason="x"))
-    journal._store.put_snapshot(1, "muto.agent.journal-state.v1", b"{not json")
+    journal._store.put_snapshot(1, SNAPSHOT_TOPIC, b"{not json")
     journal.close()
     with Journal.open(tmp_path) as again:
         assert again.state.position == 1 and again.replayed == 1

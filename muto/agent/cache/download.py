@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -22,6 +24,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact
 from muto.trust.artifacts import CHUNK, ArtifactVerifier
+from muto.trust.files import PRIVATE_FILE_MODE, private_file
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(?:\d+|\*)$")
 
@@ -60,7 +63,7 @@ async def fetch(
     if verifier.size == artifact.size:
         try:
             verifier.finish()
-            partial.touch()  # an empty artifact has no partial yet
+            private_file(partial)  # an empty artifact has no partial yet
             return  # complete already: nothing to ask the network for
         except ReasonError:
             partial.unlink(missing_ok=True)
@@ -121,13 +124,18 @@ async def _stream(
             raise _KeepPartial(f"HTTP {status}")
         if status == 200 and offset:
             verifier = ArtifactVerifier(artifact)  # Range ignored: the whole body follows
-        with partial.open("ab") as f:
+        with _append(partial) as f:
             if verifier.size == 0:
                 f.truncate(0)
             async for chunk in response.aiter_raw():
                 verifier.update(chunk)  # raises the moment bytes pass the declared size
                 f.write(chunk)
     return verifier
+
+
+def _append(partial: Path) -> BinaryIO:
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "ab")
 
 
 def _resume(partial: Path, artifact: Artifact) -> ArtifactVerifier:

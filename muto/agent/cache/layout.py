@@ -20,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 
+from muto.trust.files import atomic_write, private_dir
+
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _PART = ".part"
@@ -58,8 +60,8 @@ class Layout:
         self.blobs = root / "sha256"
         self.partials = root / "partial"
         self.pins_file = root / "pins.json"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.partials.mkdir(parents=True, exist_ok=True)
+        private_dir(self.blobs)
+        private_dir(self.partials)
 
     def blob(self, hex_: str) -> Path:
         return self.blobs / hex_
@@ -124,17 +126,6 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write, fsync, rename, fsync the directory: a reader sees the old file or the new."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def commit(partial: Path, blob: Path) -> None:

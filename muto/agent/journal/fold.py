@@ -41,6 +41,7 @@ def evolve(state: JournalState, event: ev.Event) -> None:
         case ev.DesiredVerified():
             state.desired = event
             state.releases[event.release.key] = event.release
+            state.release_digests[event.release.key] = event.release_digest
             state.gates = state.gates_sequence = None
             prefix = f"{event.sequence}:"
             state.interruptions = {
@@ -235,3 +236,4 @@ def _prune_releases(state: JournalState) -> None:
     if state.in_flight is not None:
         keep.add(state.in_flight.release_key)
     state.releases = {k: r for k, r in state.releases.items() if k in keep}
+    state.release_digests = {k: d for k, d in state.release_digests.items() if k in keep}

@@ -17,9 +17,13 @@ from muto.agent.journal.events import Event, JournalEvent
 from muto.agent.journal.fold import evolve
 from muto.agent.journal.state import JournalState
 from muto.agent.journal.store import RecordStore
+from muto.trust.files import PRIVATE_FILE_MODE, private_dir, private_file
 
 SNAPSHOT_EVERY = 500
-SNAPSHOT_TOPIC = "muto.agent.journal-state.v1"
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v2"  # v2: JournalState.release_digests
+# Snapshots of an older state shape: ignored on start (the journal is replayed instead)
+# and by `journal verify`, which would otherwise see them differ from the replay.
+PAST_SNAPSHOT_TOPICS = frozenset({"muto.agent.journal-state.v1"})
 DB_NAME = "journal.db"
 LOCK_NAME = "journal.lock"
 
@@ -91,15 +95,15 @@ class Journal:
 
     @classmethod
     def open(cls, data_dir: Path) -> Journal:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(data_dir)
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise JournalLocked(f"{data_dir} is in use by another agent") from None
         try:
-            return cls(RecordStore.sqlite(data_dir / DB_NAME), fd)
+            return cls(RecordStore.sqlite(private_file(data_dir / DB_NAME)), fd)
         except BaseException:
             os.close(fd)
             raise
@@ -165,7 +169,9 @@ class Journal:
     def snapshots(self) -> list[tuple[int, JournalState | None]]:
         """Every stored snapshot, decoded (None: undecodable), for `journal verify`."""
         return [
-            (s.originator_version, _decode_state(s.topic, s.state)) for s in self._store.snapshots()
+            (s.originator_version, _decode_state(s.topic, s.state))
+            for s in self._store.snapshots()
+            if s.topic not in PAST_SNAPSHOT_TOPICS
         ]
 
     def last_position(self) -> int:

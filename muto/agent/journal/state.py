@@ -95,6 +95,7 @@ class JournalState(Base):
     running: Running | None = None
     known_good: list[str] = []  # oldest first; releases that passed readiness here
     releases: dict[str, StackRelease] = {}  # every release the agent may apply again
+    release_digests: dict[str, str] = {}  # release key -> its manifest digest, as verified
     in_flight: InFlight | None = None
     rollback_due: RollbackDue | None = None
     failed: dict[str, Failure] = {}

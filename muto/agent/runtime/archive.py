@@ -4,17 +4,31 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import gzip
 import os
-import posixpath
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from muto.agent.runtime.archive_rules import (
+    ArchiveLimits,
+    ArchiveTree,
+    Entry,
+    UnsafeArchive,
+    entry_of,
+)
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, StackRelease
+
+DIR_MODE = 0o755
+CHUNK = 1 << 20
+MAX_READ = 4 << 20  # no tar header is this long; file data is read in CHUNKs
+HEADER_BYTES = 16 << 10  # headers (pax, long names) allowed per member
 
 
 def single_artifact(release: StackRelease, kind: ArtifactType) -> Artifact:
@@ -42,65 +56,129 @@ def digest12(digest: str) -> str:
 
 
 async def extract_release(
-    release: StackRelease, artifacts: Mapping[str, Path], releases_dir: Path
+    release: StackRelease,
+    artifacts: Mapping[str, Path],
+    releases_dir: Path,
+    limits: ArchiveLimits | None = None,
 ) -> Path:
     """The release's extracted directory; extracted once (atomically) and reused after."""
     artifact = single_artifact(release, ArtifactType.ARCHIVE)
     archive = cached_path(release, artifact, artifacts)
     target = releases_dir / f"{release.key}-{digest12(artifact.digest)}"
     if not target.is_dir():
-        await asyncio.to_thread(extract_atomically, archive, target)
+        await asyncio.to_thread(extract_atomically, archive, target, limits or ArchiveLimits())
     return target
 
 
-def extract_atomically(archive: Path, target: Path) -> None:
+def extract_atomically(archive: Path, target: Path, limits: ArchiveLimits | None = None) -> None:
     """Extract into a temporary sibling, then rename: `target` exists only complete.
-    ReasonError(APPLY_FAILED) for an unreadable or unsafe archive."""
+    ReasonError(APPLY_FAILED) for an unreadable or unsafe archive (archive_rules.py),
+    INSUFFICIENT_DISK when the disk fills up; nothing is left behind either way."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                reason = unsafe_reason(member)
-                if reason is not None:
-                    raise ReasonError(ReasonCode.APPLY_FAILED, f"unsafe archive: {reason}")
-            # The stdlib 'data' filter re-checks every path against the real tree.
-            tar.extractall(staging, members=members, filter="data")
+        _extract(archive, staging, limits or ArchiveLimits())
+        staging.chmod(DIR_MODE)
         try:
             os.rename(staging, target)
         except OSError:
             if not target.is_dir():  # else a concurrent apply finished it first
                 raise
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        detail = f"cannot extract {archive.name}: {exc}"
+    except UnsafeArchive as exc:
+        raise ReasonError(
+            ReasonCode.APPLY_FAILED, f"unsafe archive {archive.name}: {exc}"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            detail = f"extracting {archive.name}: {exc}"
+            raise ReasonError(ReasonCode.INSUFFICIENT_DISK, detail) from None
+        raise ReasonError(
+            ReasonCode.APPLY_FAILED, f"cannot extract {archive.name}: {exc}"
+        ) from None
+    except (tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
+        detail = f"cannot extract {archive.name}: {type(exc).__name__}: {exc}"
         raise ReasonError(ReasonCode.APPLY_FAILED, detail) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    """Why a member may not be extracted: an absolute path or a `..` component, a link
-    that leaves the tree, or a device node. None when it is safe."""
-    name = member.name
-    if _absolute_or_dotdot(name):
-        return f"{name!r} leaves the release directory"
-    if member.issym():
-        target = posixpath.join(posixpath.dirname(name), member.linkname)
-        if member.linkname.startswith("/") or _leaves_tree(target):
-            return f"link {name!r} -> {member.linkname!r} leaves the release directory"
-    if member.islnk() and _absolute_or_dotdot(member.linkname):
-        return f"hard link {name!r} -> {member.linkname!r} leaves the release directory"
-    if member.isdev():
-        return f"{name!r} is a device or fifo"
-    return None
+def _extract(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+    """Files and directories in archive order, below real directories only (no link
+    exists yet, and every open refuses to follow one); symbolic links last, once the
+    whole tree has shown that each of them stays inside."""
+    tree = ArchiveTree(limits)
+    with gzip.open(archive, "rb") as raw:
+        stream = BoundedStream(raw, limits)
+        with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
+            while (member := tar.next()) is not None:
+                entry = entry_of(member)
+                tree.add(entry)
+                _write(tar, member, entry, staging)
+    tree.check_links()
+    for link in tree.links():
+        path = staging.joinpath(*link.parts)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # never a link: add()
+        os.symlink(link.link, path)
 
 
-def _absolute_or_dotdot(name: str) -> bool:
-    return name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/")
+def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: Entry, staging: Path) -> None:
+    path = staging.joinpath(*entry.parts)
+    if entry.kind == "dir":
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        path.chmod(DIR_MODE)
+    elif entry.kind == "hardlink":
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.link(staging.joinpath(*entry.link.split("/")), path, follow_symlinks=False)
+    elif entry.kind == "file":
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        _write_file(tar, member, path)
 
 
-def _leaves_tree(path: str) -> bool:
-    # Relative links may climb inside the overlay (share/x -> ../../lib/x), not out of it.
-    normal = posixpath.normpath(path)
-    return normal == ".." or normal.startswith("../")
+def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+    # Executable bits are kept; setuid/setgid/sticky and group/other write are not.
+    mode = (member.mode & 0o755) | 0o600
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    source = tar.extractfile(member)
+    if source is None:
+        raise UnsafeArchive(f"{member.name!r} has no data")
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "wb") as out, source:
+        written = 0
+        while chunk := source.read(CHUNK):
+            written += len(chunk)
+            if written > member.size:  # tarfile stops at the size; never trust that alone
+                raise UnsafeArchive(f"{member.name!r} is longer than its header says")
+            out.write(chunk)
+        os.fchmod(out.fileno(), mode)
+
+
+class BoundedStream:
+    """The decompressed tar stream, read no further than the limits allow: the members'
+    bytes plus HEADER_BYTES of headers per member, in reads of at most MAX_READ (a
+    forged pax or long-name header is otherwise read whole into memory)."""
+
+    def __init__(self, raw: gzip.GzipFile, limits: ArchiveLimits) -> None:
+        self._raw = raw
+        self.cap = limits.max_total_bytes + (limits.max_members + 1) * HEADER_BYTES
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_READ:
+            raise UnsafeArchive(f"a header or read of {size} bytes (over {MAX_READ})")
+        self._check(self._raw.tell() + size)
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self._check(offset)
+        elif whence == os.SEEK_CUR:
+            self._check(self._raw.tell() + offset)
+        else:
+            raise UnsafeArchive("seeking from the end of a compressed stream")
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def _check(self, position: int) -> None:
+        if position > self.cap:
+            raise UnsafeArchive(f"the tar stream runs past {self.cap} bytes")

@@ -17,6 +17,7 @@ from muto.agent.runtime.dist_names import pep503
 from muto.agent.runtime.registry import InstalledComponent, InstalledRegistry
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
+from muto.trust.files import private_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class ComponentEnvironment:
         installed = self.registry.load()
         todo = [w for w in wheels if _recorded_digest(installed, w.dist_name) != w.digest]
         if todo:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             with tempfile.TemporaryDirectory(dir=self.root) as staging:
                 files = [_stage(w, Path(staging)) for w in todo]
                 # --force-reinstall: a new digest of the same version must replace the old.

@@ -23,6 +23,9 @@ RUNTIMES: dict[str, Callable[..., RuntimeAdapter]] = {
     "simulated": SimulatedRuntime,
 }
 
+# The adapters that unpack a release archive (and so take `archive_limits`).
+ARCHIVE_RUNTIMES = frozenset({"process", "ros2_launch"})
+
 
 def build_runtime(name: str, workdir: Path, **options: Any) -> RuntimeAdapter:
     """The adapter called `name`, owning `workdir` alone; `options` go to its constructor.

@@ -14,7 +14,7 @@ import msgspec
 from muto.agent.runtime.procfs import boot_id, read_entry
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
-from muto.trust.files import atomic_write
+from muto.trust.files import atomic_write, private_dir
 
 SCHEMA = "muto.process-groups.v1"
 FILE = "process-groups.json"
@@ -80,7 +80,7 @@ class GroupLedger:
         return mark_entry(self.document)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         atomic_write(self.path, msgspec.json.encode(self.document))
 
     def started(self, release: str, pid: int) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from muto.agent.runtime.archive import extract_release
+from muto.agent.runtime.archive_rules import ArchiveLimits
 from muto.agent.runtime.supervised import LaunchPlan, SupervisedRuntime, release_env
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -19,10 +21,18 @@ class ProcessRuntime(SupervisedRuntime):
 
     name: str = "process"
 
+    def __init__(
+        self, workdir: Path, *, archive_limits: ArchiveLimits | None = None, **options: Any
+    ) -> None:
+        super().__init__(workdir, **options)
+        self.archive_limits = archive_limits or ArchiveLimits()
+
     async def _prepare(self, release: StackRelease, artifacts: Mapping[str, Path]) -> LaunchPlan:
         if not release.launch.command:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: launch.command is empty")
-        directory = await extract_release(release, artifacts, self.releases_dir)
+        directory = await extract_release(
+            release, artifacts, self.releases_dir, self.archive_limits
+        )
         return LaunchPlan(
             directory, [list(release.launch.command)], release_env(release, directory)
         )

@@ -10,6 +10,7 @@ import msgspec
 
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
+from muto.trust.files import private_dir
 
 SCHEMA = "muto.components.v1"
 
@@ -45,7 +46,7 @@ class InstalledRegistry:
 
     def save(self, components: dict[str, InstalledComponent]) -> None:
         data = msgspec.json.encode(_Document(components=dict(sorted(components.items()))))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as f:

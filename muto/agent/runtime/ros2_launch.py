@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from muto.agent.runtime.archive import extract_release
+from muto.agent.runtime.archive_rules import ArchiveLimits
 from muto.agent.runtime.supervised import LaunchPlan, SupervisedRuntime, release_env
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -25,15 +26,25 @@ class Ros2LaunchRuntime(SupervisedRuntime):
 
     name: str = "ros2_launch"
 
-    def __init__(self, workdir: Path, *, ros2: str = "ros2", **options: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        ros2: str = "ros2",
+        archive_limits: ArchiveLimits | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(workdir, **options)
         self.ros2 = ros2
+        self.archive_limits = archive_limits or ArchiveLimits()
 
     async def _prepare(self, release: StackRelease, artifacts: Mapping[str, Path]) -> LaunchPlan:
         launch_file = release.launch.launch_file
         if not launch_file:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: no launch.launch_file")
-        directory = await extract_release(release, artifacts, self.releases_dir)
+        directory = await extract_release(
+            release, artifacts, self.releases_dir, self.archive_limits
+        )
         inside = (directory / launch_file).resolve()
         if not inside.is_relative_to(directory.resolve()) or not inside.is_file():
             raise ReasonError(

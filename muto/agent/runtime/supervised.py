@@ -23,6 +23,7 @@ from muto.agent.runtime.supervisor import Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import HealthModel, StackRelease
+from muto.trust.files import private_dir
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ class SupervisedRuntime:
             previous = self._running
             if previous is not None and previous.release == release:
                 return
-            self.releases_dir.mkdir(parents=True, exist_ok=True)
-            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.releases_dir)
+            private_dir(self.logs_dir)
             plan = self._marked(await self._prepare(release, artifacts))
             if previous is not None:
                 self._running = None

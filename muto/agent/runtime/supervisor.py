@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from asyncio.subprocess import Process
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from muto.agent.runtime.crash_loop import RestartHistory
 from muto.agent.runtime.group_ledger import GroupLedger
 from muto.agent.runtime.process_group import signal_group, terminate_group
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
+from muto.trust.files import PRIVATE_FILE_MODE
 
 
 class Supervisor:
@@ -105,7 +108,7 @@ class Supervisor:
             self._ledger.stopped(proc.pid)
 
     async def _exec(self) -> Process:
-        log = self.log_path.open("ab") if self.log_path else None
+        log = _append(self.log_path) if self.log_path else None
         try:
             return await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -160,3 +163,8 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
         return self._stopping.is_set()
+
+
+def _append(path: Path) -> BinaryIO:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "ab")

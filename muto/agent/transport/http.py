@@ -1,8 +1,16 @@
 """The cloud's HTTP API as a vehicle uses it: fetch the latest desired state (ETag), post
-reports. Every failure is a value, never an exception: the caller decides what to do."""
+reports. Every failure is a value, never an exception: the caller decides what to do.
+
+Every answer is streamed, never read whole: a bundle of more than MAX_BUNDLE_BYTES is
+refused (reported as VERIFY_SIGNATURE_FAILED, like any bundle that cannot be verified),
+and only the first MAX_ANSWER_BYTES of an answer to a report are read. Each exchange must
+finish within `total_timeout_s` (TOTAL_TIMEOUT_S) on top of httpx's per-read timeout, so
+neither an endless nor a trickling body holds the agent or its memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -14,7 +22,12 @@ from muto.domain.desired import DesiredStateBundle
 from muto.domain.wire import WireError, decode
 
 logger = logging.getLogger("muto.agent")
-TIMEOUT_S = 10.0
+TIMEOUT_S = 10.0  # connect, and each read: the longest silence tolerated
+TOTAL_TIMEOUT_S = 30.0  # a whole exchange, body included
+# Two signed envelopes of at most 1 MiB of base64 payload each (dsse.MAX_PAYLOAD_CHARS),
+# their signatures and the metadata fit with room to spare.
+MAX_BUNDLE_BYTES = 4 << 20
+MAX_ANSWER_BYTES = 4 << 10  # of an answer to a report: only its status and a detail count
 # Worth retrying: the token may be fixed, the cloud may come back, a limit may lift.
 RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
 
@@ -62,6 +75,8 @@ class CloudClient:
         *,
         client: httpx.AsyncClient | None = None,
         timeout_s: float = TIMEOUT_S,
+        total_timeout_s: float = TOTAL_TIMEOUT_S,
+        max_bundle_bytes: int = MAX_BUNDLE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.vehicle_id = vehicle_id
@@ -69,61 +84,128 @@ class CloudClient:
         self._own = client is None  # a shared client (the simulator's) is not ours to close
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._timeout = timeout_s
-
-    @property
-    def host(self) -> str:
-        return httpx.URL(self.base_url).netloc.decode()
+        self._total_timeout = total_timeout_s
+        self.max_bundle_bytes = max_bundle_bytes
 
     async def latest(self, etag: str | None) -> Fetched | NotFetched:
-        headers = dict(self._headers)
+        headers = {**self._headers, "Accept-Encoding": "identity"}  # the cap counts wire bytes
         if etag:
             headers["If-None-Match"] = etag
+        request = self._client.build_request(
+            "GET",
+            f"{self.base_url}/desired-states/latest",
+            params={"vehicleId": self.vehicle_id},
+            headers=headers,
+            timeout=self._timeout,
+        )
         try:
-            response = await self._client.get(
-                f"{self.base_url}/desired-states/latest",
-                params={"vehicleId": self.vehicle_id},
-                headers=headers,
-                timeout=self._timeout,
-            )
+            async with asyncio.timeout(self._total_timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    if status != 200:
+                        return _not_fetched(status)
+                    encoded = _encoded(response)
+                    body = b"" if encoded else await read_capped(response, self.max_bundle_bytes)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            return NotFetched("unreachable", f"no complete answer within {self._total_timeout}s")
         except httpx.HTTPError as exc:
             return NotFetched("unreachable", f"{type(exc).__name__}: {exc}")
-        if response.status_code == 304:
-            return NotFetched("not_modified")
-        if response.status_code == 404:
-            return NotFetched("none_assigned")
-        if response.status_code in (401, 403):
-            # Not an outage: a misprovisioned token. Say so on every poll until fixed.
-            logger.warning("the cloud refuses this vehicle's token (HTTP %s)", response.status_code)
-        if response.status_code != 200:
-            return NotFetched("unreachable", f"HTTP {response.status_code}")
-        return _fetched(response)
+        etag = response.headers.get("etag")
+        if encoded:
+            problem = f"answered with Content-Encoding {encoded!r}; asked for identity"
+            return Fetched(None, etag, None, None, problem)
+        if body is None:
+            problem = f"response larger than {self.max_bundle_bytes} bytes: not read further"
+            return Fetched(None, etag, None, None, problem)
+        return _fetched(body, etag)
 
     async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
+        request = self._client.build_request(
+            "POST",
+            f"{self.base_url}/reports/{kind}",
+            content=body,
+            headers={
+                **self._headers,
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",
+            },
+            timeout=self._timeout,
+        )
         try:
-            response = await self._client.post(
-                f"{self.base_url}/reports/{kind}",
-                content=body,
-                headers={**self._headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
+            async with asyncio.timeout(self._total_timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        return "ack", f"HTTP {status}"
+                    if status >= 500 or status in RETRY_STATUSES:
+                        return "retry", f"HTTP {status}"
+                    answer = await read_head(response, MAX_ANSWER_BYTES)
+                finally:
+                    await response.aclose()  # the rest of the body is never read
+        except TimeoutError:
+            return "retry", f"no complete answer within {self._total_timeout}s"
         except httpx.HTTPError as exc:
             return "retry", f"{type(exc).__name__}: {exc}"
-        status = response.status_code
-        if 200 <= status < 300:
-            return "ack", f"HTTP {status}"
-        if status >= 500 or status in RETRY_STATUSES:
-            return "retry", f"HTTP {status}"
-        return "drop", f"HTTP {status}: {response.text[:200]}"
+        return "drop", f"HTTP {status}: {answer.decode(errors='replace')[:200]}"
 
     async def aclose(self) -> None:
         if self._own:
             await self._client.aclose()
 
 
-def _fetched(response: httpx.Response) -> Fetched:
-    etag = response.headers.get("etag")
+def _not_fetched(status: int) -> NotFetched:
+    if status == 304:
+        return NotFetched("not_modified")
+    if status == 404:
+        return NotFetched("none_assigned")
+    if status in (401, 403):
+        # Not an outage: a misprovisioned token. Say so on every poll until fixed.
+        logger.warning("the cloud refuses this vehicle's token (HTTP %s)", status)
+    return NotFetched("unreachable", f"HTTP {status}")
+
+
+def _encoded(response: httpx.Response) -> str | None:
+    """The Content-Encoding of an answer that is not identity (we ask for identity): such
+    a body is never decoded, so a small compressed answer cannot expand in memory."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return None if encoding in ("", "identity") else encoding
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed `limit` bytes (by its
+    Content-Length, or by counting): never more than `limit` + one chunk in memory.
+    Only for identity-encoded answers (see `_encoded`)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def read_head(response: httpx.Response, limit: int) -> bytes:
+    """At most the first `limit` bytes of the body; the rest is left unread (nothing of an
+    encoded body: it would be decoded)."""
+    head = bytearray()
+    if _encoded(response):
+        return b""
+    async for chunk in response.aiter_bytes():
+        head += chunk[: limit - len(head)]
+        if len(head) >= limit:
+            break
+    return bytes(head)
+
+
+def _fetched(content: bytes, etag: str | None) -> Fetched:
     try:
-        latest = msgspec.json.decode(response.content, type=_Latest)
+        latest = msgspec.json.decode(content, type=_Latest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return Fetched(None, etag, None, None, f"malformed response: {exc}")
     meta = latest.metadata

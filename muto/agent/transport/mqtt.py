@@ -9,8 +9,10 @@ them), and when they change, throttled: the first change after a quiet
 into one publish of the latest state when it ends (only leaves whose bytes differ from
 the last published ones go out), so the final state is always published and a burst of
 phase changes costs at most two publishes per interval; a notify only triggers a
-reconcile, only when its sequence is above the highest seen, and its URL is never used
-(the agent fetches from its configured cloud).
+reconcile, only when its sequence is above the accepted one (`accepted_sequence`, moved by
+the agent from verified desired state only, never by a notify: a forged notify cannot
+silence later genuine ones), and its URL is never used (the agent fetches from its
+configured cloud).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class MqttLink:
         self.rng = rng or random.Random()
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.snapshot_interval_s = snapshot_interval_s
-        self.highest_notified = 0  # the agent seeds it with the accepted sequence
+        self.accepted_sequence = 0  # set by the agent from verified desired state only
         self.connected = False
         self.connections = 0
         self.handled = 0  # messages taken off the subscription (tests wait on the count)
@@ -228,10 +230,9 @@ class MqttLink:
             logger.warning("ignoring a malformed message on %s: %s", topic, exc)
 
     def _notified(self, notify: DesiredNotify) -> None:
-        if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.highest_notified:
-            return  # another vehicle's, a duplicate, or out of order: harmless
-        self.highest_notified = notify.sequence
-        self.on_notify(notify)
+        if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.accepted_sequence:
+            return  # another vehicle's, or old news
+        self.on_notify(notify)  # a hint: the bar moves only when a fetched state verifies
 
     async def _refresh(self, client: aiomqtt.Client, request: RefreshRequest) -> None:
         """Read-only: re-publish the snapshots and say which; never reconcile."""
