@@ -17,7 +17,7 @@ from muto.agent.snapshots import agent_state
 from muto.domain.messages import AgentPhase
 from muto.domain.wire import to_builtins
 from muto.trust.releases import manifest_digest
-from tests.unit.test_agent_support import failing, make_rig, release
+from tests.support.agent_rig import failing, make_rig, release
 
 GOOD, BAD = release("1.0.0"), release("2.0.0")
 
