@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -39,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api.context import operator
 from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.dashboard.reads import counts
 from muto.domain.model.rollout import FINAL_STATES
 
 UNMATCHED = "unmatched"  # no route: never the raw path (unbounded label values)
@@ -193,40 +193,31 @@ class FleetCollector(Collector):
         )
 
     def _vehicles(self, plane: ControlPlane) -> Iterator[Metric]:
-        vehicles = plane.views.inventory.vehicles
-        with plane.views.store.reading() as s:
-            by_status = s.execute(
-                select(vehicles.c.last_status, func.count()).group_by(vehicles.c.last_status)
-            ).all()
-            by_presence = s.execute(
-                select(vehicles.c.presence, func.count()).group_by(vehicles.c.presence)
-            ).all()
-            codes = s.execute(select(vehicles.c.last_reason_codes)).scalars().all()
-        status = GaugeMetricFamily(
-            "muto_vehicles_by_status",
-            "Vehicles by the status of their last reconcile report (none: no report yet).",
-            labels=["status"],
-        )
-        for value, count in sorted(by_status, key=lambda r: str(r[0])):
-            status.add_metric([value or "none"], count)
-        yield status
-        reasons = Counter(code for found in codes for code in found or ())
-        reason = GaugeMetricFamily(
-            "muto_vehicles_by_reason",
-            "Vehicles whose last reconcile report carries this reason code.",
-            labels=["reason"],
-        )
-        for code, count in sorted(reasons.items()):
-            reason.add_metric([code], count)
-        yield reason
-        presence = GaugeMetricFamily(
-            "muto_vehicles_by_presence",
-            "Vehicles by presence (online, offline; unknown: never seen on MQTT).",
-            labels=["presence"],
-        )
-        for value, count in sorted(by_presence, key=lambda r: str(r[0])):
-            presence.add_metric([value or "unknown"], count)
-        yield presence
+        found = counts(plane.queries)  # the fleet page's counts, over the whole fleet
+        for name, label, text, values in (
+            (
+                "muto_vehicles_by_status",
+                "status",
+                "Vehicles by the status of their last reconcile report (none: no report yet).",
+                found.by_status,
+            ),
+            (
+                "muto_vehicles_by_reason",
+                "reason",
+                "Vehicles whose last reconcile report carries this reason code.",
+                found.by_reason,
+            ),
+            (
+                "muto_vehicles_by_presence",
+                "presence",
+                "Vehicles by presence (online, offline; unknown: never seen on MQTT).",
+                found.by_presence,
+            ),
+        ):
+            family = GaugeMetricFamily(name, text, labels=[label])
+            for value, count in sorted(values.items()):
+                family.add_metric([value], count)
+            yield family
 
     def _rollouts(self, plane: ControlPlane) -> Iterator[Metric]:
         rollouts, members = plane.views.rollouts.rollouts, plane.views.rollouts.vehicles

@@ -6,6 +6,7 @@ blocked, and seeing the rollout complete, without reloading the page."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,9 @@ from tests.conftest import unavailable
 from tests.e2e.test_rollout_agents import rig, state
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt]
+# docs/dashboard.png is this page at the moment a wave vehicle is blocked:
+#   MUTO_DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/e2e/test_dashboard_browser.py
+SCREENSHOT = os.environ.get("MUTO_DASHBOARD_SCREENSHOT")
 CHROMIUM = ("chromium", "chromium-browser")
 DRIVER = ("chromedriver",)
 
@@ -84,7 +88,7 @@ def chromium() -> Iterator[Any]:
         "--headless=new",
         "--no-sandbox",  # root in a container
         "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
+        "--window-size=1280,1500",
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(driver_path)), options=options)
@@ -138,6 +142,8 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
             row = f'tr[data-vehicle="{moving}"]'
             await run(page.sees, "deferred", row)
             await run(page.sees, "DENY_MOVING", row)
+            if SCREENSHOT:
+                await run(chromium.save_screenshot, SCREENSHOT)
 
             # It stops; the rollout completes; all without a reload.
             r.fleet.set_state(moving, speed_mps=0.0)

@@ -13,11 +13,13 @@ from starlette.testclient import TestClient
 
 from muto.cloud.api.app import create_app
 from muto.cloud.bootstrap import ControlPlane
-from muto.cloud.commands import Cause
+from muto.cloud.commands import Cause, record_reconcile
 from muto.cloud.dashboard.auth import COOKIE
 from muto.cloud.seed import seed_demo_fleet
 from muto.cloud.tokens import Role, issue_token, revoke_token
-from tests.support.spine import sqlite_settings
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import ReconcileStatus
+from tests.support.spine import reconcile_report, sqlite_settings
 
 ORIGIN = "http://testserver"
 
@@ -159,6 +161,19 @@ def test_the_fleet_page_filters_by_selector_status_and_reason(site: Site) -> Non
     assert "12 vehicle(s) match" in page.text
     none = site.client.get("/ui/", params={"reason": "DENY_OUTSIDE_WINDOW"})
     assert "0 vehicle(s) match" in none.text  # the seed's blocked vehicle converged later
+    blocked = reconcile_report(
+        "vehicle-v4-us-east-02",
+        "dashboard-blocked-1",
+        ReconcileStatus.BLOCKED,
+        reason_codes=[ReasonCode.DENY_MOVING, ReasonCode.DENY_AUTONOMOUS_MODE],
+    )
+    site.plane.execute(record_reconcile(blocked, "vehicle:vehicle-v4-us-east-02"))
+    found = site.client.get("/ui/", params={"reason": "DENY_MOVING"})
+    assert "1 vehicle(s) match" in found.text
+    assert '<tr data-vehicle="vehicle-v4-us-east-02">' in found.text
+    assert "DENY_AUTONOMOUS_MODE</span> <b>1</b>" in found.text  # the counts by reason
+    bad = site.client.get("/ui/", params={"reason": "%_"})
+    assert bad.status_code == 400 and "is not a reason code" in bad.text
 
 
 def test_nothing_on_the_dashboard_writes(site: Site) -> None:

@@ -7,6 +7,7 @@ Failures are pages too: not signed in (401, with the sign-in form), a vehicle to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
+REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # spec/reason-codes.yaml's shape
 STATUSES = ("converged", "blocked", "rejected", "rolled_back", "failed", "none")
 Page = Callable[[Request], Awaitable[Response]]
 
@@ -149,6 +151,16 @@ async def fleet(request: Request) -> Response:
             "fleet.html",
             400,
             error=f"selector: {exc}",
+            fleet=None,
+            filters=dict(q),
+            statuses=STATUSES,
+        )
+    if reason is not None and not REASON.fullmatch(reason):
+        return render(
+            request,
+            "fleet.html",
+            400,
+            error=f"reason: {reason!r} is not a reason code",
             fleet=None,
             filters=dict(q),
             statuses=STATUSES,

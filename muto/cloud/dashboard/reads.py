@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, cast, func, or_, select
 
 from muto.cloud.queries import VEHICLE_FIELDS, Queries
 from muto.domain.selectors import Selector
@@ -18,37 +18,68 @@ SHOWN = 500  # vehicles listed on the fleet page; the counts cover all of them
 
 
 @dataclass(frozen=True)
+class Counts:
+    by_status: dict[str, int]  # `none`: no reconcile report yet
+    by_presence: dict[str, int]  # `unknown`: never seen on MQTT
+    by_reason: dict[str, int]  # vehicles whose last report carries the code
+
+
+@dataclass(frozen=True)
 class Fleet:
     vehicles: list[dict[str, Any]]  # the first SHOWN that match every filter
     matching: int  # how many match every filter
-    by_status: dict[str, int]  # among the selected vehicles (selector only)
-    by_presence: dict[str, int]
-    by_reason: dict[str, int]
+    counts: Counts  # among the selected vehicles (selector only)
+
+
+def _no_codes(column: Any) -> Any:
+    """An empty reason-code list, as stored (JSON text `[]` on SQLite and PostgreSQL)."""
+    return cast(column, String) == "[]"
+
+
+def counts(queries: Queries, selector: Selector | None = None) -> Counts:
+    """Counts by status, presence and reason code, in SQL (a few GROUP BYs), reading
+    the reason codes of only the vehicles that have some. The fleet page and the
+    metrics collector both count this way."""
+    v = queries.views.inventory.vehicles
+    selected = v.c.vehicle_id.in_(select(queries._selected(selector).subquery().c.vehicle_id))
+    with queries.views.store.reading() as s:
+        by_status = s.execute(
+            select(v.c.last_status, func.count()).where(selected).group_by(v.c.last_status)
+        ).all()
+        by_presence = s.execute(
+            select(v.c.presence, func.count()).where(selected).group_by(v.c.presence)
+        ).all()
+        codes = s.execute(
+            select(v.c.last_reason_codes).where(selected, ~_no_codes(v.c.last_reason_codes))
+        ).scalars()
+        by_reason = Counter(code for found in codes for code in found or ())
+    return Counts(
+        {status or "none": n for status, n in by_status},
+        {presence or "unknown": n for presence, n in by_presence},
+        dict(by_reason),
+    )
 
 
 def fleet(
     queries: Queries, selector: Selector | None, status: str | None, reason: str | None
 ) -> Fleet:
-    vehicles = queries.views.inventory.vehicles
-    selected = queries._selected(selector).subquery()
-    query = (
-        select(vehicles)
-        .where(vehicles.c.vehicle_id.in_(select(selected.c.vehicle_id)))
-        .order_by(vehicles.c.vehicle_id)
+    """`reason` must be a reason code (checked by the caller): it is matched inside the
+    stored JSON list as the quoted word."""
+    v = queries.views.inventory.vehicles
+    query = select(v).where(
+        v.c.vehicle_id.in_(select(queries._selected(selector).subquery().c.vehicle_id))
     )
+    if status == "none":
+        query = query.where(v.c.last_status.is_(None))
+    elif status is not None:
+        query = query.where(v.c.last_status == status)
+    if reason is not None:
+        query = query.where(cast(v.c.last_reason_codes, String).contains(f'"{reason}"'))
     with queries.views.store.reading() as s:
-        found = rows(s.execute(query))
-    by_status = Counter(r["last_status"] or "none" for r in found)
-    by_presence = Counter(r["presence"] or "unknown" for r in found)
-    by_reason = Counter(code for r in found for code in r["last_reason_codes"] or ())
-    matching = [
-        r
-        for r in found
-        if (status is None or (r["last_status"] or "none") == status)
-        and (reason is None or reason in (r["last_reason_codes"] or ()))
-    ]
-    shown = [{VEHICLE_FIELDS[k]: v for k, v in r.items() if k in VEHICLE_FIELDS} for r in matching]
-    return Fleet(shown[:SHOWN], len(matching), dict(by_status), dict(by_presence), dict(by_reason))
+        matching = s.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        found = rows(s.execute(query.order_by(v.c.vehicle_id).limit(SHOWN)))
+    shown = [{VEHICLE_FIELDS[k]: x for k, x in r.items() if k in VEHICLE_FIELDS} for r in found]
+    return Fleet(shown, int(matching), counts(queries, selector))
 
 
 def vehicle_rollouts(queries: Queries, vehicle_id: str) -> list[dict[str, Any]]:
