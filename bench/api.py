@@ -86,14 +86,6 @@ answer reads only the current ETag from the view, one autocommit statement (one 
 trip on PostgreSQL); a 200 adds the signed document, and the release envelope is read
 once per process (releases are immutable).
 
-Request metrics (docs/metrics.md): the *request metrics on* rows serve the same 304 poll
-from `muto cloud serve` as built by its CLI, with the Prometheus request instrumentation
-in place, against the same server with that middleware taken out (alternating rounds,
-best of two each); *scraped every 1 s* adds a client fetching `/metrics` every second
-(fifteen times Prometheus's default rate) during the run. The scrape's gauges are
-computed on a worker thread from the views; its median duration is compared with one
-poll's.
-
 Where the time goes (py-spy at 200 Hz on the server, measured before the changes above):
 every handler is `async def` and runs its SQL synchronously on the event loop, so
 requests are served one at a time, and on PostgreSQL the loop waits in psycopg's
@@ -123,13 +115,13 @@ class Fleet:
     revision: str
 
 
-def seed(settings: Settings) -> Fleet:
+def seed(settings: Settings, vehicles: int = VEHICLES) -> Fleet:
     """Vehicles, a release, one desired state for all, tokens: written in process
     before the server starts."""
     cp = ControlPlane.open(settings)
     try:
         cause = Cause.of("bench")
-        ids = [f"veh-{i:05d}" for i in range(VEHICLES)]
+        ids = [f"veh-{i:05d}" for i in range(vehicles)]
         futures = [
             cp.writer.submit(
                 register_vehicle(
@@ -474,11 +466,34 @@ class Scraper:
         self._thread.join()
 
 
+METRICS_TITLE = "HTTP API: request metrics"
+METRICS_VEHICLES = int(os.environ.get("MUTO_BENCH_API_METRICS_VEHICLES", "2000"))
+METRICS_NOTES = f"""
+Does the Prometheus instrumentation (docs/metrics.md) slow the hot path? The same 304
+poll as above (`{CONNECTIONS}` connections, {DURATION} s runs after {WARMUP} s of
+warm-up, SQLite, {METRICS_VEHICLES:,} vehicles each polling with its own token), served by
+`muto cloud serve` as its CLI builds it, with the request instrumentation in place and
+with that one middleware taken out: alternating rounds, best of two each, so that drift
+on a shared machine hits both. *Scraped every 1 s* adds a client fetching `/metrics`
+every second (fifteen times Prometheus's default rate) during the run; the scrape's
+gauges are computed on a worker thread from the views, and its median duration is
+compared with one poll's. `python -m bench api_metrics`.
+"""
+
+
+def run_metrics() -> list[Result]:
+    """The section `python -m bench api_metrics` writes (bench/api_metrics.py)."""
+    ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="muto-bench-load-") as tmp, sqlite() as found:
+        _, settings = found
+        return instrumentation(settings, seed(settings, METRICS_VEHICLES), Path(tmp))
+
+
 def instrumentation(settings: Settings, fleet: Fleet, workdir: Path) -> list[Result]:
     """The hot path (a poll answered 304) with the request metrics on and off, in
     alternating rounds (the best of two each, so drift on a shared machine hits both),
     and with /metrics scraped every second meanwhile."""
-    kind, best = "poll-etag", {}
+    kind, best = "poll-etag", dict[str, Run]()
     for metrics in ("off", "on", "off", "on"):
         log = settings.data_dir / f"server-metrics-{metrics}.log"
         with serving(instrumented_server(settings, metrics), log) as url:
@@ -494,7 +509,7 @@ def instrumentation(settings: Settings, fleet: Fleet, workdir: Path) -> list[Res
     off, on = best["off"], best["on"]
     what = SCENARIOS[kind]
     scrape_ms = statistics.median(scraper.durations) * 1000
-    scrapes = f"{len(scraper.durations)} scrapes of {VEHICLES:,} vehicles"
+    scrapes = f"{len(scraper.durations)} scrapes of {len(fleet.pollers):,} vehicles"
     return [
         Result(
             f"{what}, request metrics on: rate",
@@ -556,8 +571,6 @@ def run() -> list[Result]:
                         measured = measure(url, kind, fleet, workdir)
                         print(f"{label} {kind}: {measured}", flush=True)
                         results += rows(label, kind, measured, base)
-                if label == "SQLite":  # the instrumentation is the same on both backends
-                    results += instrumentation(settings, fleet, workdir)
     verdict(results, base)
     return results
 
