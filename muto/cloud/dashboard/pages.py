@@ -182,7 +182,6 @@ async def vehicle(request: Request) -> Response:
         vehicle=found,
         memberships=memberships,
         timeline=timeline,
-        desired=queries.latest_desired(vehicle_id),
     )
 
 
