@@ -23,7 +23,7 @@ def test_the_demo_keeps_the_dashboard_browsable_until_interrupted(tmp_path: Path
             "muto.cli",
             "demo",
             "--vehicles",
-            "6",
+            "12",
             "--broker",
             "embedded",
             "--data-dir",
