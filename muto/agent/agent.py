@@ -16,12 +16,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from muto.agent.config_file import store_config
+from muto.agent.figures import AgentFigures, journal_bytes
 from muto.agent.journal import Journal
 from muto.agent.journal.events import AgentStarted, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
 from muto.agent.reconcile.steps import Verdict
 from muto.agent.reports import health_event
+from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.mqtt import MqttLink
@@ -45,6 +47,7 @@ class Agent:
         self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
         self._passing = False
+        self.figures = AgentFigures()
 
     # -- what callers see ------------------------------------------------------------
     @property
@@ -84,6 +87,8 @@ class Agent:
             completed = PassCompleted(at=self.parts.clock.now(), verdict=verdict.kind)
             self.parts.journal.append(completed)
         if verdict != before:
+            if verdict.kind == "blocked":
+                self.figures.blocked(verdict.codes)
             codes = ",".join(verdict.codes)
             logger.info("%s: %s %s", self.settings.vehicle_id, verdict.kind, codes)
         if self._wired.reconciler.reached_cloud and self.parts.journal.state.outbox:
@@ -91,6 +96,14 @@ class Agent:
         self._seen_sequence()
         self._changed()
         return verdict
+
+    def figures_now(self, runtime: RuntimeStatus | None = None) -> dict[str, float]:
+        """What the health report and the local /metrics port show."""
+        return self.figures.report(
+            self.parts.journal.state,
+            runtime or self.parts.runtime.status(),
+            journal_bytes(self.parts.data_dir),
+        )
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, loop: bool = True) -> None:
@@ -226,8 +239,13 @@ class Agent:
         state = self.parts.journal.state
         if not state.config.telemetry_enabled:
             return
+        runtime = self.parts.runtime.status()
         event = health_event(
-            self.settings.vehicle_id, state, self.parts.runtime.status(), self.parts.clock.now()
+            self.settings.vehicle_id,
+            state,
+            runtime,
+            self.parts.clock.now(),
+            self.figures_now(runtime),
         )
         if periodic or state.last_health != [event.status, *event.codes]:
             self.parts.journal.append(event)

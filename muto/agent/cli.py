@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         poll_s=args.poll_s,
     )
     try:
-        return asyncio.run(_serve(local_agent, options))
+        return asyncio.run(_serve(local_agent, options, args.metrics_port, args.metrics_address))
     except ReasonError as exc:  # e.g. a runtime that cannot vouch for what is running
         print(f"muto agent: {exc.code}: {exc.detail}", file=sys.stderr)
         return 2
@@ -86,16 +86,26 @@ def given_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
     return env.get(TOKEN_ENV, "").strip() or None
 
 
-async def _serve(build: Any, options: Any) -> int:
+async def _serve(
+    build: Any, options: Any, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"
+) -> int:
     """Run until SIGTERM or SIGINT, then stop gracefully (see Agent.stop)."""
     agent = build(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    exporter = None
+    if metrics_port is not None:  # imported only then: an idle agent stays small
+        from muto.agent.metrics_port import serve_metrics
+
+        exporter, _ = serve_metrics(agent.figures_now, metrics_port, metrics_address)
     await agent.start()
     await stop.wait()
     await agent.stop()
+    if exporter is not None:
+        exporter.shutdown()
+        exporter.server_close()
     return 0
 
 
@@ -160,6 +170,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--archive-max-files", type=int, help="most members in an archive (default 100000)"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this local port (default: off)",
+    )
+    p.add_argument("--metrics-address", default="127.0.0.1", help="with --metrics-port")
     p.set_defaults(func=run)
 
     p = actions.add_parser("trust", help="write a TrustConfig for --trust")

@@ -78,7 +78,11 @@ def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus
 
 
 def health_event(
-    vehicle_id: str, state: JournalState, runtime: RuntimeStatus, now: datetime
+    vehicle_id: str,
+    state: JournalState,
+    runtime: RuntimeStatus,
+    now: datetime,
+    figures: dict[str, float] | None = None,
 ) -> ReportQueued:
     """A health report; it replaces the newest undelivered health report when that says
     the same thing, so an offline vehicle's outbox grows with health changes, not time."""
@@ -89,7 +93,9 @@ def health_event(
         status=status,
         reason_codes=codes,
         running=running_ref(state),
-        metrics={"restarts": float(runtime.restart_count), "outbox": float(len(state.outbox))},
+        metrics=figures
+        if figures is not None
+        else {"restarts": float(runtime.restart_count), "outbox": float(len(state.outbox))},
         observed_at=now,
     )
     healths = [p for p in state.outbox.values() if p.kind == "health"]

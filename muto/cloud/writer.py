@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class Writer:
         self._queue: queue.SimpleQueue[tuple[Command[Any], Future[Written[Any]]] | None] = (
             queue.SimpleQueue()
         )
+        # Called on the writer thread with (commands, seconds) after each batch (metrics).
+        self.batch_observers: list[Callable[[int, float], None]] = []
         self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -137,7 +140,10 @@ class Writer:
                     break
                 batch.append(more)
             if batch:
+                started = time.perf_counter()
                 self._write(batch)
+                for observe in self.batch_observers:
+                    observe(len(batch), time.perf_counter() - started)
                 if self.on_saved is not None:
                     self.on_saved()
             if stopping:

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -88,9 +89,15 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = WA
 
 class Demo:
     def __init__(
-        self, data_dir: Path, vehicles: int, console: Console, broker: str = "auto"
+        self,
+        data_dir: Path,
+        vehicles: int,
+        console: Console,
+        broker: str = "auto",
+        keep: bool = False,
     ) -> None:
         self.data_dir = data_dir
+        self.keep = keep  # leave the cloud, broker and fleet running for the dashboard
         self.broker_kind = broker
         self.count = vehicles
         self.console = console
@@ -114,6 +121,7 @@ class Demo:
             await cloud.start()
             operator = OperatorClient(cloud.url, token)
             say(f"  cloud {cloud.url} · broker {broker.url} ({type(broker).__name__})")
+            say(f"  dashboard {cloud.url}/ui/ (sign in with the operator token {token})")
             for version in ("1.0.0", "1.1.0", "1.2.0"):
                 await operator.register_release(sign_release(release(version), [signer]))
             fleet = SimFleet(
@@ -129,6 +137,8 @@ class Demo:
             await self.bad_release(operator, fleet)
             await self.offline(operator, fleet)
             await self.summary(operator, cloud.url)
+            if self.keep:
+                await self.stay_browsable(cloud.url, token)
         finally:
             if fleet is not None:
                 await fleet.stop()
@@ -350,6 +360,17 @@ class Demo:
             f"{self.data_dir / 'cloud'})"
         )
 
+    async def stay_browsable(self, cloud_url: str, token: str) -> None:
+        """`--keep`: everything keeps running until Ctrl-C (or SIGTERM)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        self.console.say(
+            f"\nkept running: browse {cloud_url}/ui/ (operator token {token}); Ctrl-C stops"
+        )
+        await stop.wait()
+
 
 def main(args: argparse.Namespace) -> int:
     # The story is on stdout. Agents apply the logLevel of their desired state to their
@@ -359,7 +380,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="muto-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(Demo(data_dir, args.vehicles, Console(), args.broker).run())
+    demo = Demo(data_dir, args.vehicles, Console(), args.broker, keep=args.keep)
+    return asyncio.run(demo.run())
 
 
 def register(sub: Any) -> None:
@@ -371,5 +393,8 @@ def register(sub: Any) -> None:
         choices=["auto", "mosquitto", "embedded"],
         default="auto",
         help="auto: mosquitto if installed, else an embedded amqtt broker",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the fleet and dashboard running until Ctrl-C"
     )
     p.set_defaults(func=main)

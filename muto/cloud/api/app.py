@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from muto.cloud.api import audit, desired, releases, reports, rollouts, tokens, vehicles
 from muto.cloud.api.responses import error, exception_handlers, ok
 from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.dashboard import mount as dashboard
+from muto.cloud.metrics import CloudMetrics, RequestMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
@@ -70,6 +72,7 @@ ROUTES = [
     Route("/tokens", tokens.issue, methods=["POST"]),
     Route("/tokens/{token_id}/revoke", tokens.revoke, methods=["POST"]),
     Route("/audit", audit.timeline, methods=["GET"]),
+    Route("/metrics", scrape, methods=["GET"]),
 ]
 
 
@@ -166,28 +169,32 @@ def create_app(
     context manager factory (e.g. the MQTT bridge) given the control plane; what it
     yields is merged into the request state."""
 
+    metrics = CloudMetrics()
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         cp = plane or ControlPlane.open(settings)
         cp.projector.start()
-        state: dict[str, Any] = {"plane": cp}
+        state: dict[str, Any] = {"plane": cp, "metrics": metrics}
         try:
             async with _extensions(cp, extensions) as extra:
                 state.update(extra)
-                yield state
+                detach = metrics.attach(cp, state.get("bridge"))
+                try:
+                    yield state
+                finally:
+                    detach()
         finally:
             if plane is None:
                 cp.close()
             else:
                 cp.projector.stop()
 
-    app = Starlette(
-        routes=resources(ROUTES),
-        lifespan=lifespan,
-        exception_handlers=exception_handlers(),
-    )
+    routes = [*resources(ROUTES), dashboard()]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
     app.add_middleware(RefuseNul)
     app.add_middleware(AccessLog)
+    app.add_middleware(RequestMetrics, metrics=metrics, templates=route_templates(routes))
     return app
 
 

@@ -1,0 +1,287 @@
+"""Prometheus metrics of one control-plane process (docs/metrics.md lists them all).
+
+Two kinds, kept apart so that the request path pays only for the first:
+- counted as things happen: requests (by route template, method, status) and their
+  latency, writer batches and commit latency: a dict lookup and an `observe` each;
+- read at scrape time from what the process already keeps (log and projection positions,
+  the MQTT link) and from the views (vehicles by status, reason and presence; rollouts by
+  state; per-phase member counts): `FleetCollector`, run off the event loop.
+
+Each process has its own registry and is scraped on its own (one target per `muto cloud
+serve`): see docs/metrics.md for why this is not prometheus_client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from muto.cloud.api.context import operator
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.dashboard.reads import counts
+from muto.domain.model.rollout import FINAL_STATES
+
+UNMATCHED = "unmatched"  # no route: never the raw path (unbounded label values)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Link(Protocol):
+    """What the collector reads of the MQTT bridge."""
+
+    connected: bool
+
+
+def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[Any, str]:
+    """endpoint -> path template, through mounts: the router leaves the endpoint it
+    chose in the request scope, so labelling a request costs one dict lookup."""
+    found: dict[Any, str] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            found.setdefault(route.endpoint, prefix + route.path)
+        elif isinstance(route, Mount) and route.routes:
+            found.update(route_templates(route.routes, prefix + route.path))
+        elif isinstance(route, Mount):  # an app of its own (static files)
+            found.setdefault(route.app, prefix + route.path + "/{path}")
+    return found
+
+
+class CloudMetrics:
+    """The registry of one app, its hot-path instruments and its scrape-time collector."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for standard in (ProcessCollector, PlatformCollector, GCCollector):
+            standard(registry=self.registry)
+        self.requests = PromCounter(
+            "muto_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "muto_http_request_duration_seconds",
+            "Time from the request's arrival to the end of its answer.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "muto_writer_batch_commands",
+            "Commands saved together in one writer transaction (group commit).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_latency = Histogram(
+            "muto_writer_commit_duration_seconds",
+            "Time the writer took to run and save one batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fleet = FleetCollector()
+        self.registry.register(self.fleet)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def attach(self, plane: ControlPlane, link: Link | None) -> Callable[[], None]:
+        """Follow this control plane (and MQTT link); returns the detach."""
+        self.fleet.plane, self.fleet.link = plane, link
+        plane.writer.batch_observers.append(self.observe_batch)
+
+        def detach() -> None:
+            self.fleet.plane = self.fleet.link = None
+            observers = plane.writer.batch_observers
+            if self.observe_batch in observers:
+                observers.remove(self.observe_batch)
+
+        return detach
+
+    def observe_batch(self, commands: int, seconds: float) -> None:
+        self.batch_size.observe(commands)
+        self.commit_latency.observe(seconds)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() formats and locks: once per label set, not per call
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The text format; runs the collector's queries (call it off the event loop)."""
+        return generate_latest(self.registry)
+
+
+class FleetCollector(Collector):
+    """Gauges computed at scrape time from positions and views: nothing on the hot path."""
+
+    def __init__(self) -> None:
+        self.plane: ControlPlane | None = None
+        self.link: Link | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # computed at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        plane = self.plane
+        if plane is None:
+            return
+        head = plane.log.position()
+        yield from self._positions(plane, head)
+        if self.link is not None:  # no bridge (--no-mqtt): no MQTT series at all
+            yield from self._mqtt(plane, self.link, head)
+        yield from self._vehicles(plane)
+        yield from self._rollouts(plane)
+
+    def _positions(self, plane: ControlPlane, head: int) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "muto_event_log_position", "Id of the last event in the log.", value=head
+        )
+        positions = plane.projector.positions()
+        position = GaugeMetricFamily(
+            "muto_projection_position", "Last event a projection applied.", labels=["projection"]
+        )
+        lag = GaugeMetricFamily(
+            "muto_projection_lag_events",
+            "Events in the log that a projection has not applied yet.",
+            labels=["projection"],
+        )
+        for name, at in sorted(positions.items()):
+            position.add_metric([name], at)
+            lag.add_metric([name], max(0, head - at))
+        yield position
+        yield lag
+
+    def _mqtt(self, plane: ControlPlane, link: Link, head: int) -> Iterator[Metric]:
+        # Imported here: the MQTT package imports the control plane, not the reverse.
+        from muto.cloud.mqtt.outbox import NOTIFIER
+
+        yield GaugeMetricFamily(
+            "muto_mqtt_connected",
+            "1 when this process's MQTT bridge is connected to the broker.",
+            value=1.0 if link.connected else 0.0,
+        )
+        notified = plane.views.store.position_of(NOTIFIER)
+        yield GaugeMetricFamily(
+            "muto_notify_outbox_lag_events",
+            "Events in the log past the MQTT notifier's stored position (notifies not yet "
+            "published are among them).",
+            value=max(0, head - notified),
+        )
+
+    def _vehicles(self, plane: ControlPlane) -> Iterator[Metric]:
+        found = counts(plane.queries)  # the fleet page's counts, over the whole fleet
+        for name, label, text, values in (
+            (
+                "muto_vehicles_by_status",
+                "status",
+                "Vehicles by the status of their last reconcile report (none: no report yet).",
+                found.by_status,
+            ),
+            (
+                "muto_vehicles_by_reason",
+                "reason",
+                "Vehicles whose last reconcile report carries this reason code.",
+                found.by_reason,
+            ),
+            (
+                "muto_vehicles_by_presence",
+                "presence",
+                "Vehicles by presence (online, offline; unknown: never seen on MQTT).",
+                found.by_presence,
+            ),
+        ):
+            family = GaugeMetricFamily(name, text, labels=[label])
+            for value, count in sorted(values.items()):
+                family.add_metric([value], count)
+            yield family
+
+    def _rollouts(self, plane: ControlPlane) -> Iterator[Metric]:
+        rollouts, members = plane.views.rollouts.rollouts, plane.views.rollouts.vehicles
+        with plane.views.store.reading() as s:
+            by_state = s.execute(
+                select(rollouts.c.state, func.count()).group_by(rollouts.c.state)
+            ).all()
+            # Only rollouts still moving: a finished one's series would stay forever.
+            phases = s.execute(
+                select(members.c.rollout_id, members.c.phase, members.c.status, func.count())
+                .join(rollouts, rollouts.c.rollout_id == members.c.rollout_id)
+                .where(rollouts.c.state.not_in([str(state) for state in FINAL_STATES]))
+                .group_by(members.c.rollout_id, members.c.phase, members.c.status)
+            ).all()
+        state = GaugeMetricFamily("muto_rollouts_by_state", "Rollouts by state.", labels=["state"])
+        for value, count in sorted(by_state):
+            state.add_metric([value], count)
+        yield state
+        phase = GaugeMetricFamily(
+            "muto_rollout_phase_vehicles",
+            "Members of each active rollout by phase and status (pending, assigned, converged, "
+            "deferred: blocked by a gate, failed, rolled_back).",
+            labels=["rollout", "phase", "status"],
+        )
+        for rollout_id, name, status, count in sorted(phases):
+            phase.add_metric([rollout_id, name, status], count)
+        yield phase
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times each HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: CloudMetrics, templates: dict[Any, str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
+            self.metrics.observe_request(
+                route, scope["method"], status, time.perf_counter() - started
+            )
+
+
+async def scrape(request: Request) -> Response:
+    """GET /metrics: an operator token, like every other non-health endpoint (Prometheus
+    sends it with `authorization: {credentials_file: ...}`). The collector's queries run
+    on a worker thread, so a scrape never holds the event loop."""
+    operator(request)
+    metrics: CloudMetrics = request.state.metrics
+    body = await asyncio.to_thread(metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
