@@ -21,7 +21,7 @@ from muto.agent.journal.events import AgentStarted, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
 from muto.agent.reconcile.steps import Verdict
-from muto.agent.reports import health_event
+from muto.agent.reports import health_event, new_incarnation
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.mqtt import MqttLink
@@ -96,6 +96,7 @@ class Agent:
             at=clock.now(),
             agent_version=self.settings.agent_version,
             runtime=self.parts.runtime.name,
+            incarnation=journal.state.incarnation or new_incarnation(),
         )
         journal.append(started, *[e for e in (recovered, looping) if e is not None])
         if recovered is not None:

@@ -1,32 +1,22 @@
 """Inventory: one row per vehicle (labels, presence, running release, last reconcile
 status and reason codes) and a label index for selector queries.
 
-The last reconcile report is the newest by (desired-state sequence, observedAt), not the
-last stored: a stale report (a replay from a restored vehicle) never moves the view back.
+The last reconcile report is the vehicle's newest by its place in the agent's journal
+(muto/domain/report_order.py), not the last stored and never by the vehicle's clock: a
+late or re-delivered report never moves the view back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    and_,
-    bindparam,
-    case,
-    or_,
-)
-from sqlalchemy import Update as UpdateStatement
+import msgspec
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
+from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
 from muto.projections.base import Projection, Update
 from muto.projections.rows import Rows
 
@@ -35,12 +25,15 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-def report_order(report: Mapping[str, Any]) -> str:
-    """A string that sorts reports as the vehicle made them: by the desired-state
-    sequence they answer (none first), then by when they were observed (in UTC)."""
-    sequence = report.get("sequence")
-    observed = datetime.fromisoformat(report["observedAt"]).astimezone(UTC)
-    return f"{(sequence if sequence is not None else -1) + 1:012d}|{observed.isoformat()}"
+def shown_after(ledger: Mapping[str, Any] | None, report: Mapping[str, Any]) -> ReportLedger | None:
+    """The vehicle's report ledger once `report` (a stored report's dict) is shown, or
+    None when it is not the vehicle's newest."""
+    place = report.get("journal")
+    return admit(
+        msgspec.convert(ledger or {}, ReportLedger),
+        msgspec.convert(place, ReportPlace) if place is not None else None,
+        legacy_key(report.get("sequence"), datetime.fromisoformat(report["observedAt"])),
+    )
 
 
 class Inventory(Projection):
@@ -62,7 +55,7 @@ class Inventory(Projection):
             Column("last_status", String(32)),
             Column("last_reason_codes", JSON, nullable=False),
             Column("last_report_at", String(40)),
-            Column("last_report_order", String(64)),
+            Column("report_ledger", JSON),  # how the next report is placed (report_order.py)
             Column("health", String(32)),
             Column("presence", String(16)),
             Column("presence_at", String(40)),
@@ -79,34 +72,7 @@ class Inventory(Projection):
         )
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
-        self._report = self._report_statement()
         return [self.vehicles, self.labels]
-
-    def _report_statement(self) -> UpdateStatement:
-        """One UPDATE per report: the version always moves; the report's fields only
-        when it is not older than the one shown."""
-        c = self.vehicles.c
-        order = bindparam("order", type_=String)
-        running = bindparam("running", type_=String)
-        newer = or_(c.last_report_order.is_(None), c.last_report_order <= order)
-
-        def if_newer(column: Any, value: Any, also: Any = None) -> Any:
-            when = newer if also is None else and_(newer, also)
-            return case((when, value), else_=column)
-
-        return (
-            self.vehicles.update()
-            .where(c.vehicle_id == bindparam("vehicle"))
-            .values(
-                version=bindparam("version"),
-                updated_at=bindparam("updated_at"),
-                last_status=if_newer(c.last_status, bindparam("status", type_=String)),
-                last_reason_codes=if_newer(c.last_reason_codes, bindparam("codes", type_=JSON)),
-                last_report_at=if_newer(c.last_report_at, bindparam("at", type_=String)),
-                last_report_order=if_newer(c.last_report_order, order),
-                running_release=if_newer(c.running_release, running, running.is_not(None)),
-            )
-        )
 
     @property
     def updates(self) -> Mapping[str, Update]:
@@ -176,21 +142,24 @@ class Inventory(Projection):
         )
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
+        """The version always moves; the report's fields only when it is the newest."""
         r = e.report
+        row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
+        assert row is not None, f"{e.vehicle_id} reported before it was registered"
+        ledger = shown_after(row.report_ledger, r)
+        if ledger is None:
+            self._touch(s, e)
+            return
+        shown: dict[str, Any] = {
+            "last_status": r["status"],
+            "last_reason_codes": r.get("reasonCodes", []),
+            "last_report_at": r["observedAt"],
+            "report_ledger": msgspec.to_builtins(ledger),
+        }
         running = r.get("running")
-        s.connection().execute(
-            self._report,
-            {
-                "vehicle": e.vehicle_id,
-                "version": e.originator_version,
-                "updated_at": _iso(e),
-                "status": r["status"],
-                "codes": r.get("reasonCodes", []),
-                "at": r["observedAt"],
-                "order": report_order(r),
-                "running": f"{running['name']}@{running['version']}" if running else None,
-            },
-        )
+        if running:
+            shown["running_release"] = f"{running['name']}@{running['version']}"
+        self._touch(s, e, **shown)
 
     def _health(self, s: Session, e: Any, _: int) -> None:
         self._touch(s, e, health=e.status)
