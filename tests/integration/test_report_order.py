@@ -6,7 +6,6 @@ drops re-deliveries by report id), the event log, the inventory projection and a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
