@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bindparam, func
+from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
 from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
@@ -25,12 +26,18 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-def shown_after(ledger: Mapping[str, Any] | None, report: Mapping[str, Any]) -> ReportLedger | None:
+def shown_after(row: Any, report: Mapping[str, Any]) -> ReportLedger | None:
     """The vehicle's report ledger once `report` (a stored report's dict) is shown, or
-    None when it is not the vehicle's newest."""
+    None when it is not the vehicle's newest. The row keeps the ledger's incarnation and
+    number in columns (the in-order case is one UPDATE) and the rest in report_ledger."""
     place = report.get("journal")
+    ledger = msgspec.convert(
+        {**(row.report_ledger or {}), "incarnation": row.report_incarnation,
+         "number": row.report_number or 0},
+        ReportLedger,
+    )  # fmt: skip
     return admit(
-        msgspec.convert(ledger or {}, ReportLedger),
+        ledger,
         msgspec.convert(place, ReportPlace) if place is not None else None,
         legacy_key(report.get("sequence"), datetime.fromisoformat(report["observedAt"])),
     )
@@ -55,7 +62,11 @@ class Inventory(Projection):
             Column("last_status", String(32)),
             Column("last_reason_codes", JSON, nullable=False),
             Column("last_report_at", String(40)),
-            Column("report_ledger", JSON),  # how the next report is placed (report_order.py)
+            # Where the report shown sits in its agent's journal, and what else places
+            # the next one (legacy key, retired incarnations): report_order.py.
+            Column("report_incarnation", String(128)),
+            Column("report_number", Integer),
+            Column("report_ledger", JSON),
             Column("health", String(32)),
             Column("presence", String(16)),
             Column("presence_at", String(40)),
@@ -72,7 +83,31 @@ class Inventory(Projection):
         )
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
+        self._in_order = self._in_order_statement()
         return [self.vehicles, self.labels]
+
+    def _in_order_statement(self) -> UpdateStatement:
+        """The common case in one UPDATE: the next number of the incarnation shown."""
+        c = self.vehicles.c
+        return (
+            self.vehicles.update()
+            .where(
+                c.vehicle_id == bindparam("b_vehicle"),
+                c.report_incarnation == bindparam("b_incarnation"),
+                c.report_number < bindparam("b_number"),
+            )
+            .values(
+                version=bindparam("b_version"),
+                updated_at=bindparam("b_updated_at"),
+                last_status=bindparam("b_status"),
+                last_reason_codes=bindparam("b_codes", type_=JSON),
+                last_report_at=bindparam("b_at"),
+                report_number=bindparam("b_number"),
+                running_release=func.coalesce(
+                    bindparam("b_running", type_=String), c.running_release
+                ),
+            )
+        )
 
     @property
     def updates(self) -> Mapping[str, Update]:
@@ -144,9 +179,29 @@ class Inventory(Projection):
     def _reported(self, s: Session, e: Any, _: int) -> None:
         """The version always moves; the report's fields only when it is the newest."""
         r = e.report
+        running = r.get("running")
+        release = f"{running['name']}@{running['version']}" if running else None
+        place = r.get("journal")
+        if place is not None:
+            moved = s.connection().execute(
+                self._in_order,
+                {
+                    "b_vehicle": e.vehicle_id,
+                    "b_incarnation": place["incarnation"],
+                    "b_number": place["number"],
+                    "b_version": e.originator_version,
+                    "b_updated_at": _iso(e),
+                    "b_status": r["status"],
+                    "b_codes": r.get("reasonCodes", []),
+                    "b_at": r["observedAt"],
+                    "b_running": release,
+                },
+            )
+            if moved.rowcount == 1:
+                return
         row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
         assert row is not None, f"{e.vehicle_id} reported before it was registered"
-        ledger = shown_after(row.report_ledger, r)
+        ledger = shown_after(row, r)
         if ledger is None:
             self._touch(s, e)
             return
@@ -154,11 +209,15 @@ class Inventory(Projection):
             "last_status": r["status"],
             "last_reason_codes": r.get("reasonCodes", []),
             "last_report_at": r["observedAt"],
-            "report_ledger": msgspec.to_builtins(ledger),
+            "report_incarnation": ledger.incarnation,
+            "report_number": ledger.number if ledger.incarnation is not None else None,
+            "report_ledger": {
+                "legacy": ledger.legacy,
+                "retired": msgspec.to_builtins(ledger.retired),
+            },
         }
-        running = r.get("running")
-        if running:
-            shown["running_release"] = f"{running['name']}@{running['version']}"
+        if release is not None:
+            shown["running_release"] = release
         self._touch(s, e, **shown)
 
     def _health(self, s: Session, e: Any, _: int) -> None:

@@ -229,6 +229,7 @@ def test_a_frozen_agent_is_shown_stale_and_heartbeats_make_no_events(
         os.kill(pid, signal.SIGCONT)
         eventually(lambda: (h := heard()) and h > frozen, "online again after SIGCONT", 15)
         assert became_stale < 3 + 1 + 3  # 3 heartbeats + the 1 s flush + slack
+        print(f"stale {became_stale:.1f} s after SIGSTOP ({silent.total_seconds():.1f} s silent)")
     finally:
         os.kill(pid, signal.SIGCONT)
         assert agent.stop() == 0
