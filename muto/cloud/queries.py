@@ -37,7 +37,7 @@ VEHICLE_FIELDS = {
 }
 
 
-def _vehicle(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+def _vehicle(row: dict[str, Any]) -> dict[str, Any]:
     """The API's vehicle: the view's public columns (bookkeeping ones stay inside), with
     its presence judged now ("stale": online, but silent for three heartbeats)."""
     vehicle = {VEHICLE_FIELDS[k]: v for k, v in row.items() if k in VEHICLE_FIELDS}
@@ -47,7 +47,7 @@ def _vehicle(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
             vehicle["presence"],
             datetime.fromisoformat(heard) if heard else None,
             row.get("heartbeat_s"),
-            now or datetime.now(UTC),
+            datetime.now(UTC),
         )
     return vehicle
 
