@@ -96,7 +96,11 @@ class Agent:
             at=clock.now(),
             agent_version=self.settings.agent_version,
             runtime=self.parts.runtime.name,
-            incarnation=journal.state.incarnation or new_incarnation(),
+            incarnation=(
+                new_incarnation()
+                if self.settings.new_incarnation or journal.state.incarnation is None
+                else journal.state.incarnation
+            ),
         )
         journal.append(started, *[e for e in (recovered, looping) if e is not None])
         if recovered is not None:

@@ -55,6 +55,7 @@ class RunOptions:
     cache_budget_mb: int = 4096
     reports_via: Literal["http", "mqtt"] = "http"
     poll_s: float = 30.0
+    new_incarnation: bool = False
 
 
 def local_agent(options: RunOptions, **settings: Any) -> Agent:
@@ -100,6 +101,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         reports_via=options.reports_via,
         poll_s=options.poll_s,
         owns_logging=True,
+        new_incarnation=options.new_incarnation,
         **settings,
     )
     return Agent(agent_settings, parts)

@@ -5,13 +5,18 @@ drops re-deliveries by report id), the event log, the inventory projection and a
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from muto.agent.journal import Journal
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_reconcile
 from muto.domain.desired import StackRef
@@ -25,9 +30,12 @@ from tests.support.spine import (
     registration,
     view_rows,
 )
+from tests.unit.test_agent_support import VEHICLE as AGENT_VEHICLE
+from tests.unit.test_agent_support import Rig, make_rig, release
 
 VEHICLE = "vehicle-v4-us-east-00045"
 SIX_HOURS = 6 * 60
+A, B, C = release("1.0.0"), release("2.0.0"), release("3.0.0")
 
 
 @pytest.fixture
@@ -193,3 +201,69 @@ def test_reports_without_a_place_keep_the_old_order(cp: ControlPlane) -> None:
     deliver(cp, made(None, 50, sequence=9))  # an old agent's outbox, delivered late
     assert shown(cp) == "j.1"
     assert_rebuild_equal(cp)
+
+
+# -- a real agent's reports: a data dir restored from a backup ----------------------------
+
+
+def again(rig: Rig, journal: Journal, **settings: Any) -> Rig:
+    """The agent restarted on `journal` (the same vehicle, cloud and artifacts)."""
+    return make_rig(
+        signers=rig.signers, cloud=rig.cloud, journal=journal, clock=rig.clock,
+        artifacts=rig.artifacts, **settings,
+    )  # fmt: skip
+
+
+async def converge(rig: Rig, target: object, sequence: int) -> None:
+    rig.cloud.serve(rig.signers.bundle(target, sequence))
+    assert (await rig.reconcile()).kind == "converged"
+    await rig.deliver()
+
+
+@pytest.mark.parametrize("renewed", [False, True])
+def test_a_data_dir_restored_from_a_backup_needs_a_new_incarnation(
+    tmp_path: Path, renewed: bool
+) -> None:
+    """A backup's journal counts from where the copy was, under the same incarnation:
+    the cloud has seen those numbers, so the view stays on the original's last report
+    (the documented limit). `muto agent run --new-incarnation` makes it a new era."""
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    plane = ControlPlane.open(memory_settings(tmp_path))
+    register_fleet(plane, [registration(AGENT_VEHICLE)])
+
+    def deliver_all(rig: Rig) -> None:
+        for body in [r for r in rig.cloud.reports if r["kind"] == "reconcile"]:
+            fields = {k: v for k, v in body.items() if k != "kind"}
+            report = msgspec.convert(fields, ReconcileReport)
+            plane.writer.execute(record_reconcile(report, f"vehicle:{AGENT_VEHICLE}"))
+        rig.cloud.reports.clear()
+        plane.projector.catch_up()
+
+    async def scenario() -> str | None:
+        rig = make_rig(journal=Journal.open(data))
+        await rig.agent.start(loop=False)
+        await converge(rig, A, 1)  # report 1
+        rig.journal.close()
+        shutil.copytree(data, backup)  # taken while the agent is down
+        rig = again(rig, Journal.open(data))
+        await rig.agent.start(loop=False)
+        await converge(rig, B, 2)  # report 2
+        await converge(rig, C, 3)  # report 3
+        deliver_all(rig)
+        assert plane.queries.vehicle(AGENT_VEHICLE)["runningRelease"] == C.key
+        rig.journal.close()
+        shutil.rmtree(data)
+        shutil.copytree(backup, data)  # the disk is replaced by the backup
+        rig = again(rig, Journal.open(data), new_incarnation=renewed)
+        await rig.agent.start(loop=False)
+        await converge(rig, B, 4)  # report 2 of the restored journal
+        deliver_all(rig)
+        rig.journal.close()
+        return plane.queries.vehicle(AGENT_VEHICLE)["runningRelease"]  # type: ignore[no-any-return]
+
+    try:
+        shown = asyncio.run(scenario())
+        assert shown == (B.key if renewed else C.key)
+        assert_rebuild_equal(plane)
+    finally:
+        plane.close()
