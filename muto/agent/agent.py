@@ -22,7 +22,7 @@ from muto.agent.journal.events import AgentStarted, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
 from muto.agent.reconcile.steps import Verdict
-from muto.agent.reports import health_event
+from muto.agent.reports import health_event, new_incarnation
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
@@ -116,6 +116,11 @@ class Agent:
             at=clock.now(),
             agent_version=self.settings.agent_version,
             runtime=self.parts.runtime.name,
+            incarnation=(
+                new_incarnation()
+                if self.settings.new_incarnation or journal.state.incarnation is None
+                else journal.state.incarnation
+            ),
         )
         journal.append(started, *[e for e in (recovered, looping) if e is not None])
         if recovered is not None:

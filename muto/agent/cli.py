@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         archive_limits=ArchiveLimits(**archive_limits(args)),
         reports_via=args.reports_via,
         poll_s=args.poll_s,
+        new_incarnation=args.new_incarnation,
     )
     try:
         return asyncio.run(_serve(local_agent, options, args.metrics_port, args.metrics_address))
@@ -158,6 +159,12 @@ def register(sub: Any) -> None:
     p.add_argument("--tenant", default="default")
     p.add_argument("--poll-s", type=float, default=30.0)
     p.add_argument("--reports-via", choices=["http", "mqtt"], default="http")
+    p.add_argument(
+        "--new-incarnation",
+        action="store_true",
+        help="after restoring the data dir from a backup: number reports under a new "
+        "incarnation, so the cloud shows them (it orders a journal's reports by number)",
+    )
     p.add_argument("--cache-budget-mb", type=int, default=4096)
     p.add_argument(
         "--archive-max-mb",

@@ -59,6 +59,7 @@ class RunOptions:
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     reports_via: Literal["http", "mqtt"] = "http"
     poll_s: float = 30.0
+    new_incarnation: bool = False
 
 
 def local_agent(options: RunOptions, **settings: Any) -> Agent:
@@ -111,6 +112,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         reports_via=options.reports_via,
         poll_s=options.poll_s,
         owns_logging=True,
+        new_incarnation=options.new_incarnation,
         **settings,
     )
     return Agent(agent_settings, parts)

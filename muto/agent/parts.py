@@ -46,6 +46,9 @@ class AgentSettings:
     snapshot_interval_s: float = SNAPSHOT_INTERVAL_S  # change-driven snapshot throttle
     stop_runtime_on_exit: bool = True
     owns_logging: bool = False  # apply agentConfig.logLevel to the process's "muto" loggers
+    # Start a new report incarnation: for a data dir restored from a backup, whose report
+    # count is behind what the cloud saw (docs/reliability.md, report order).
+    new_incarnation: bool = False
 
 
 @dataclass

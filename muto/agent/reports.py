@@ -1,7 +1,9 @@
 """The reports the agent queues in its outbox: reconcile outcomes and periodic health.
 
 Each gets a fresh random id: the cloud de-duplicates by it, so it must never repeat,
-not even after the data dir is wiped.
+not even after the data dir is wiped. A reconcile report also carries its place in the
+journal (this run's incarnation, the journal's next report number): the cloud orders a
+vehicle's reports by it, never by the vehicle's clock (muto/domain/report_order.py).
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from muto.agent.journal.state import JournalState, Outcome
 from muto.agent.runtime.base import RuntimeStatus
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
+from muto.domain.report_order import ReportPlace
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, Timings
 from muto.domain.wire import encode
 
 
 def new_report_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_incarnation() -> str:
+    """A journal's, chosen at its first start (journaled in AgentStarted): a wiped or
+    replaced journal gets a new one, so the cloud sees its count restart."""
     return uuid.uuid4().hex
 
 
@@ -44,6 +53,12 @@ def reconcile_event(
         if timed and last is not None
         else Timings()
     )
+    number = state.reports_numbered + 1
+    place = (
+        ReportPlace(incarnation=state.incarnation, number=number)
+        if state.incarnation is not None
+        else None  # a journal no agent started (tools, tests): the legacy order
+    )
     report = ReconcileReport(
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
@@ -54,6 +69,7 @@ def reconcile_event(
         running=running_ref(state),
         timings=timings,
         observed_at=now,
+        journal=place,
     )
     return ReportQueued(
         at=now,
@@ -63,6 +79,7 @@ def reconcile_event(
         revision=outcome.revision,
         status=str(outcome.status),
         codes=list(outcome.codes),
+        number=number if place is not None else None,
     )
 
 

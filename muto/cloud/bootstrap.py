@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from muto.cloud.eventlog import EventLog
-from muto.cloud.ingest import Ingest, define_health_table
+from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
 from muto.cloud.queries import Queries
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Authenticator
@@ -103,6 +103,7 @@ class ControlPlane:
         log = EventLog.open(settings)
         store = ViewStore(settings.views_url)
         health = define_health_table(store.metadata)
+        heartbeats = define_heartbeat_table(store.metadata)
         views = Views(store)
         projector = ProjectionRunner(log, views.store, views.all)
         projector.catch_up()
@@ -118,10 +119,10 @@ class ControlPlane:
             writer,
             views,
             projector,
-            Queries(views),
+            Queries(views, heartbeats),
             Authenticator(views),
             control_plane_signer(settings),
-            Ingest(writer, projector, store, health),
+            Ingest(writer, projector, store, health, heartbeats),
             KeySet(keys=keys) if keys else None,
         )
 

@@ -1,12 +1,14 @@
 """Report ingest: reconcile reports are events (group-committed by the Writer); health
-reports update a latest-health table, and only health *transitions* become events."""
+reports update a latest-health table, and only health *transitions* become events;
+presence heartbeats update a heartbeat table (presence *changes* are events)."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, String, Table, delete
+from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete
 
 from muto.cloud.commands import record_health, record_reconcile
 from muto.cloud.writer import Writer, Written
@@ -31,16 +33,36 @@ def define_health_table(metadata: MetaData) -> Table:
     )
 
 
+def define_heartbeat_table(metadata: MetaData) -> Table:
+    """The last online heartbeat heard per vehicle, by the cloud's clock (a vehicle's is
+    untrusted), and the interval the vehicle announced: what makes it stale. Written
+    directly, like health_latest: a heartbeat is not an event."""
+    return Table(
+        "presence_heartbeats",
+        metadata,
+        Column("vehicle_id", String(128), primary_key=True),
+        Column("heard_at", String(40), nullable=False),
+        Column("heartbeat_s", Float),
+    )
+
+
 class Ingest:
     def __init__(
-        self, writer: Writer, projector: ProjectionRunner, store: ViewStore, health_table: Table
+        self,
+        writer: Writer,
+        projector: ProjectionRunner,
+        store: ViewStore,
+        health_table: Table,
+        heartbeat_table: Table,
     ) -> None:
         self.writer = writer
         self.projector = projector
         self.store = store
         self.health_table = health_table
+        self.heartbeat_table = heartbeat_table
         self._status: dict[str, str] = {}  # last known health status per vehicle
         self._pending: dict[str, dict[str, Any]] = {}
+        self._heard: dict[str, dict[str, Any]] = {}  # heartbeats not flushed yet
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="muto-health", daemon=True)
@@ -74,17 +96,29 @@ class Ingest:
                 self._pending[vehicle_id] = latest
         return transition
 
+    def heartbeat(self, vehicle_id: str, heartbeat_s: float | None) -> None:
+        """An online presence was heard now (a registered vehicle's, stored already)."""
+        heard = {
+            "vehicle_id": vehicle_id,
+            "heard_at": datetime.now(UTC).isoformat(),
+            "heartbeat_s": heartbeat_s,
+        }
+        with self._lock:
+            self._heard[vehicle_id] = heard
+
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
-        if not pending:
+            heard, self._heard = list(self._heard.values()), {}
+        batches = [(self.health_table, pending), (self.heartbeat_table, heard)]
+        if not pending and not heard:
             return
-        table = self.health_table
         with self.store.writing() as session:
-            session.execute(
-                delete(table).where(table.c.vehicle_id.in_([p["vehicle_id"] for p in pending]))
-            )
-            session.execute(table.insert(), pending)
+            for table, batch in batches:
+                if batch:
+                    ids = [p["vehicle_id"] for p in batch]
+                    session.execute(delete(table).where(table.c.vehicle_id.in_(ids)))
+                    session.execute(table.insert(), batch)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):

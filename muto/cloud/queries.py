@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import Table, and_, bindparam, func, select
 
 from muto.cloud.errors import NotFound
+from muto.domain.presence import shown_presence
 from muto.domain.selectors import Selector
 from muto.projections import Views
 from muto.projections.store import rows
@@ -29,14 +31,25 @@ VEHICLE_FIELDS = {
     "health": "health",
     "presence": "presence",
     "presence_at": "presenceAt",
+    "heard_at": "lastHeartbeatAt",
     "registered_at": "registeredAt",
     "updated_at": "updatedAt",
 }
 
 
 def _vehicle(row: dict[str, Any]) -> dict[str, Any]:
-    """The API's vehicle: the view's public columns (bookkeeping ones stay inside)."""
-    return {VEHICLE_FIELDS[k]: v for k, v in row.items() if k in VEHICLE_FIELDS}
+    """The API's vehicle: the view's public columns (bookkeeping ones stay inside), with
+    its presence judged now ("stale": online, but silent for three heartbeats)."""
+    vehicle = {VEHICLE_FIELDS[k]: v for k, v in row.items() if k in VEHICLE_FIELDS}
+    if "presence" in vehicle:
+        heard = vehicle.setdefault("lastHeartbeatAt", None) or vehicle.get("presenceAt")
+        vehicle["presence"] = shown_presence(
+            vehicle["presence"],
+            datetime.fromisoformat(heard) if heard else None,
+            row.get("heartbeat_s"),
+            datetime.now(UTC),
+        )
+    return vehicle
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,13 @@ class Page:
 
 
 class Queries:
-    def __init__(self, views: Views) -> None:
+    def __init__(self, views: Views, heartbeats: Table) -> None:
         self.views = views
+        vehicles = views.inventory.vehicles
+        # A vehicle row with its last heartbeat (ingest.py's table, not a projection).
+        self._vehicles = select(
+            vehicles, heartbeats.c.heard_at, heartbeats.c.heartbeat_s
+        ).outerjoin(heartbeats, heartbeats.c.vehicle_id == vehicles.c.vehicle_id)
         latest, releases = views.desired.latest, views.releases.releases
         vehicle = latest.c.vehicle_id == bindparam("vehicle")
         self._latest = select(latest).where(vehicle)
@@ -85,7 +103,7 @@ class Queries:
         ids = self._selected(selector).subquery()
         with self.views.store.reading() as s:
             total = s.execute(select(func.count()).select_from(ids)).scalar_one()
-            query = vehicles.select().where(vehicles.c.vehicle_id.in_(select(ids.c.vehicle_id)))
+            query = self._vehicles.where(vehicles.c.vehicle_id.in_(select(ids.c.vehicle_id)))
             if cursor:
                 query = query.where(vehicles.c.vehicle_id > cursor)
             found = rows(s.execute(query.order_by(vehicles.c.vehicle_id).limit(limit + 1)))
@@ -96,7 +114,7 @@ class Queries:
     def vehicle(self, vehicle_id: str) -> dict[str, Any]:
         vehicles = self.views.inventory.vehicles
         with self.views.store.reading() as s:
-            found = rows(s.execute(vehicles.select().where(vehicles.c.vehicle_id == vehicle_id)))
+            found = rows(s.execute(self._vehicles.where(vehicles.c.vehicle_id == vehicle_id)))
         if not found:
             raise NotFound(f"vehicle {vehicle_id!r} is not registered")
         return _vehicle(found[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -53,6 +53,9 @@ class Presence(Wire, frozen=True, kw_only=True):
     vehicle_id: str
     state: PresenceState
     at: datetime | None = None  # None in the Last Will (the broker sends it later)
+    # Seconds until the next heartbeat (online only): the cloud shows the vehicle stale
+    # after three such intervals of silence (muto/domain/presence.py).
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class AgentMetadata(Wire, frozen=True, kw_only=True):

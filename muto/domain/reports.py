@@ -10,6 +10,7 @@ import msgspec
 
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
+from muto.domain.report_order import ReportPlace
 from muto.domain.wire import Identifier, Reference, Wire
 
 # A vehicle's clock zone is not the cloud's: a time without a UTC offset is ambiguous,
@@ -40,7 +41,10 @@ class ReconcileReport(Wire, frozen=True, kw_only=True):
     reason_codes: list[ReasonCode] = []
     running: StackRef | None = None
     timings: Timings = Timings()
-    observed_at: Annotated[datetime, Aware]
+    observed_at: Annotated[datetime, Aware]  # information only: vehicle clocks are untrusted
+    # Where the agent journaled it: what orders a vehicle's reports (report_order.py).
+    # None from agents before it (and in every report stored before it).
+    journal: ReportPlace | None = None
 
 
 class HealthStatus(StrEnum):

@@ -1,32 +1,23 @@
 """Inventory: one row per vehicle (labels, presence, running release, last reconcile
 status and reason codes) and a label index for selector queries.
 
-The last reconcile report is the newest by (desired-state sequence, observedAt), not the
-last stored: a stale report (a replay from a restored vehicle) never moves the view back.
+The last reconcile report is the vehicle's newest by its place in the agent's journal
+(muto/domain/report_order.py), not the last stored and never by the vehicle's clock: a
+late or re-delivered report never moves the view back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    and_,
-    bindparam,
-    case,
-    or_,
-)
+import msgspec
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bindparam, func
 from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
+from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
 from muto.projections.base import Projection, Update
 from muto.projections.rows import Rows
 
@@ -35,12 +26,21 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-def report_order(report: Mapping[str, Any]) -> str:
-    """A string that sorts reports as the vehicle made them: by the desired-state
-    sequence they answer (none first), then by when they were observed (in UTC)."""
-    sequence = report.get("sequence")
-    observed = datetime.fromisoformat(report["observedAt"]).astimezone(UTC)
-    return f"{(sequence if sequence is not None else -1) + 1:012d}|{observed.isoformat()}"
+def shown_after(row: Any, report: Mapping[str, Any]) -> ReportLedger | None:
+    """The vehicle's report ledger once `report` (a stored report's dict) is shown, or
+    None when it is not the vehicle's newest. The row keeps the ledger's incarnation and
+    number in columns (the in-order case is one UPDATE) and the rest in report_ledger."""
+    place = report.get("journal")
+    ledger = msgspec.convert(
+        {**(row.report_ledger or {}), "incarnation": row.report_incarnation,
+         "number": row.report_number or 0},
+        ReportLedger,
+    )  # fmt: skip
+    return admit(
+        ledger,
+        msgspec.convert(place, ReportPlace) if place is not None else None,
+        legacy_key(report.get("sequence"), datetime.fromisoformat(report["observedAt"])),
+    )
 
 
 class Inventory(Projection):
@@ -62,7 +62,11 @@ class Inventory(Projection):
             Column("last_status", String(32)),
             Column("last_reason_codes", JSON, nullable=False),
             Column("last_report_at", String(40)),
-            Column("last_report_order", String(64)),
+            # Where the report shown sits in its agent's journal, and what else places
+            # the next one (legacy key, retired incarnations): report_order.py.
+            Column("report_incarnation", String(128)),
+            Column("report_number", Integer),
+            Column("report_ledger", JSON),
             Column("health", String(32)),
             Column("presence", String(16)),
             Column("presence_at", String(40)),
@@ -79,32 +83,29 @@ class Inventory(Projection):
         )
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
-        self._report = self._report_statement()
+        self._in_order = self._in_order_statement()
         return [self.vehicles, self.labels]
 
-    def _report_statement(self) -> UpdateStatement:
-        """One UPDATE per report: the version always moves; the report's fields only
-        when it is not older than the one shown."""
+    def _in_order_statement(self) -> UpdateStatement:
+        """The common case in one UPDATE: the next number of the incarnation shown."""
         c = self.vehicles.c
-        order = bindparam("order", type_=String)
-        running = bindparam("running", type_=String)
-        newer = or_(c.last_report_order.is_(None), c.last_report_order <= order)
-
-        def if_newer(column: Any, value: Any, also: Any = None) -> Any:
-            when = newer if also is None else and_(newer, also)
-            return case((when, value), else_=column)
-
         return (
             self.vehicles.update()
-            .where(c.vehicle_id == bindparam("vehicle"))
+            .where(
+                c.vehicle_id == bindparam("b_vehicle"),
+                c.report_incarnation == bindparam("b_incarnation"),
+                c.report_number < bindparam("b_number"),
+            )
             .values(
-                version=bindparam("version"),
-                updated_at=bindparam("updated_at"),
-                last_status=if_newer(c.last_status, bindparam("status", type_=String)),
-                last_reason_codes=if_newer(c.last_reason_codes, bindparam("codes", type_=JSON)),
-                last_report_at=if_newer(c.last_report_at, bindparam("at", type_=String)),
-                last_report_order=if_newer(c.last_report_order, order),
-                running_release=if_newer(c.running_release, running, running.is_not(None)),
+                version=bindparam("b_version"),
+                updated_at=bindparam("b_updated_at"),
+                last_status=bindparam("b_status"),
+                last_reason_codes=bindparam("b_codes", type_=JSON),
+                last_report_at=bindparam("b_at"),
+                report_number=bindparam("b_number"),
+                running_release=func.coalesce(
+                    bindparam("b_running", type_=String), c.running_release
+                ),
             )
         )
 
@@ -176,21 +177,48 @@ class Inventory(Projection):
         )
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
+        """The version always moves; the report's fields only when it is the newest."""
         r = e.report
         running = r.get("running")
-        s.connection().execute(
-            self._report,
-            {
-                "vehicle": e.vehicle_id,
-                "version": e.originator_version,
-                "updated_at": _iso(e),
-                "status": r["status"],
-                "codes": r.get("reasonCodes", []),
-                "at": r["observedAt"],
-                "order": report_order(r),
-                "running": f"{running['name']}@{running['version']}" if running else None,
+        release = f"{running['name']}@{running['version']}" if running else None
+        place = r.get("journal")
+        if place is not None:
+            moved = s.connection().execute(
+                self._in_order,
+                {
+                    "b_vehicle": e.vehicle_id,
+                    "b_incarnation": place["incarnation"],
+                    "b_number": place["number"],
+                    "b_version": e.originator_version,
+                    "b_updated_at": _iso(e),
+                    "b_status": r["status"],
+                    "b_codes": r.get("reasonCodes", []),
+                    "b_at": r["observedAt"],
+                    "b_running": release,
+                },
+            )
+            if moved.rowcount == 1:
+                return
+        row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
+        assert row is not None, f"{e.vehicle_id} reported before it was registered"
+        ledger = shown_after(row, r)
+        if ledger is None:
+            self._touch(s, e)
+            return
+        shown: dict[str, Any] = {
+            "last_status": r["status"],
+            "last_reason_codes": r.get("reasonCodes", []),
+            "last_report_at": r["observedAt"],
+            "report_incarnation": ledger.incarnation,
+            "report_number": ledger.number if ledger.incarnation is not None else None,
+            "report_ledger": {
+                "legacy": ledger.legacy,
+                "retired": msgspec.to_builtins(ledger.retired),
             },
-        )
+        }
+        if release is not None:
+            shown["running_release"] = release
+        self._touch(s, e, **shown)
 
     def _health(self, s: Session, e: Any, _: int) -> None:
         self._touch(s, e, health=e.status)

@@ -7,6 +7,9 @@ loopback, through three stories, each checked:
    ROLLBACK_APPLIED), the rollout aborts, the wave never gets it;
 3. some vehicles, blocked while moving, lose their cloud link; they converge to the
    new desired state from their cache and deliver their reports when they return.
+
+The summary is checked last against what every agent's journal says it runs and last
+reported: the fleet view must not tell another story than the vehicles.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from muto.agent.journal import JournalState
 from muto.domain.release import (
     Artifact,
     ArtifactType,
@@ -69,6 +73,22 @@ def release(version: str) -> StackRelease:
         compatibility=Compatibility(os=["ubuntu-22.04"], ros_distro=["humble"]),
         health_model=HealthModel(readiness_timeout_sec=20),
     )
+
+
+def disagreements(view: list[dict[str, Any]], journals: dict[str, JournalState]) -> list[str]:
+    """Where the fleet view differs from the vehicles' own journals: the release running
+    and the status of the last reconcile report (once every report is delivered)."""
+    shown = {v["vehicleId"]: v for v in view}
+    found = []
+    for vehicle_id, state in sorted(journals.items()):
+        last = next(reversed(state.reported.values()), None)
+        truth = (state.running_key, str(last.status) if last else None)
+        row = shown.get(vehicle_id, {})
+        told = (row.get("runningRelease"), row.get("lastStatus"))
+        if state.outbox or truth != told:
+            undelivered = f", {len(state.outbox)} report(s) undelivered" if state.outbox else ""
+            found.append(f"{vehicle_id}: view {told}, journal {truth}{undelivered}")
+    return found
 
 
 def window_around_now() -> dict[str, str]:
@@ -136,7 +156,7 @@ class Demo:
             await self.good_release(operator, fleet)
             await self.bad_release(operator, fleet)
             await self.offline(operator, fleet)
-            await self.summary(operator, cloud.url)
+            await self.summary(operator, fleet, cloud.url)
             if self.keep:
                 await self.stay_browsable(cloud.url, token)
         finally:
@@ -343,13 +363,36 @@ class Demo:
             self.console,
         )
 
-    async def summary(self, operator: OperatorClient, cloud_url: str) -> None:
+    async def view_tells_the_truth(self, operator: OperatorClient, fleet: SimFleet) -> None:
+        """The summary above is the fleet view: check it against each agent's journal."""
+        journals = {
+            v: sim.agent.journal.state for v, sim in fleet.vehicles.items() if sim.agent is not None
+        }
+        found: list[str] = []
+
+        async def agree() -> bool:
+            nonlocal found
+            found = disagreements(await operator.vehicles(), journals)
+            return not found
+
+        ok = await wait_until(agree)
+        for line in found[:10]:
+            self.console.say(f"    {line}")
+        self.expect.check(
+            ok,
+            f"the summary matches what all {len(journals)} agents' journals say they run "
+            "and last reported",
+            self.console,
+        )
+
+    async def summary(self, operator: OperatorClient, fleet: SimFleet, cloud_url: str) -> None:
         vehicles = await operator.vehicles()
         say = self.console.say
         say("\nSummary")
         self.console.table("vehicles per running release", counts(vehicles, "runningRelease"))
         self.console.table("vehicles per last status", counts(vehicles, "lastStatus"))
         self.console.table("last reason codes", reason_counts(vehicles))
+        await self.view_tells_the_truth(operator, fleet)
         one = sorted(v["vehicleId"] for v in vehicles)[0]
         say("\nDig further (the demo's data stays in place):")
         say(f"  muto audit explain --vehicle {one} --data-dir {self.data_dir / 'cloud'}")

@@ -1,10 +1,14 @@
 """The agent against the real cloud and a real Mosquitto, as processes: converge, block,
 roll back, converge offline after the cloud is stopped, kill -9 mid-apply or mid-readiness
-and restart with one copy of the stack (the orphan reaped)."""
+and restart with one copy of the stack (the orphan reaped), frozen by SIGSTOP (stale)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +173,63 @@ def test_killed_mid_step_the_agent_resumes_on_restart_with_one_copy_of_the_stack
     finally:
         assert agent.stop() == 0
     assert not any(pid_alive(pid) for pid in orphans + running)
+
+
+def test_a_frozen_agent_is_shown_stale_and_heartbeats_make_no_events(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+) -> None:
+    """Issue #14 item 15: an agent frozen with SIGSTOP stayed `online`. With a 1 s
+    heartbeat it is `stale` once silent for three (its MQTT session lives on: the broker
+    fires the Last Will only after 1.5 keepalives, 45 s); SIGCONT brings it back online.
+    Neither heartbeats nor staleness are events: `presenceAt` keeps the last change."""
+    cloud, server = fleet
+    signer = Signer.generate()
+    release = stack(tmp_path, server, "1.0.0")
+    cloud.publish(release, signer)
+    cloud.register("car-3", model="m5", region="eu")
+    revision = cloud.desire("model=m5", release, agentConfig={"heartbeatS": 1})[
+        "desiredStateRevision"
+    ]
+    agent = AgentProcess(tmp_path, "car-3", cloud, cloud.token("--vehicle", "car-3"), "process")
+    agent.start(trust=agent.provision(signer))
+    assert agent.proc is not None
+    pid = agent.proc.pid
+
+    def heard() -> str | None:
+        seen = cloud.vehicle("car-3")
+        return seen["lastHeartbeatAt"] if seen["presence"] == "online" else None
+
+    def events() -> list[dict[str, Any]]:
+        return [e for e in cloud.audit("car-3") if e["eventType"] == "Vehicle.PresenceChanged"]
+
+    try:
+        status(cloud, "car-3", revision, "converged")
+        first = eventually(heard, "a heartbeat on the 1 s interval")
+        later = eventually(lambda: (h := heard()) and h > first and h, "the next heartbeat")
+        before, changed_at = events(), cloud.vehicle("car-3")["presenceAt"]
+        end = time.monotonic() + 3  # three more heartbeats: never stale, and no events
+        while time.monotonic() < end:
+            assert cloud.vehicle("car-3")["presence"] == "online"
+            time.sleep(0.2)
+        assert events() == before
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        seen = eventually(
+            lambda: (v := cloud.vehicle("car-3"))["presence"] == "stale" and v, "stale", 15
+        )
+        became_stale = time.monotonic() - stopped
+        frozen = seen["lastHeartbeatAt"]
+        silent = datetime.now(UTC) - datetime.fromisoformat(frozen)
+        assert silent > timedelta(seconds=3)  # not before three heartbeat intervals
+        assert frozen >= later and seen["presenceAt"] == changed_at
+        time.sleep(max(0.0, 6 - became_stale))  # frozen for six heartbeats in all
+        seen = cloud.vehicle("car-3")
+        assert (seen["presence"], seen["lastHeartbeatAt"]) == ("stale", frozen)
+        assert events() == before  # staleness is judged when asked, never stored
+        os.kill(pid, signal.SIGCONT)
+        eventually(lambda: (h := heard()) and h > frozen, "online again after SIGCONT", 15)
+        assert became_stale < 3 + 1 + 3  # 3 heartbeats + the 1 s flush + slack
+        print(f"stale {became_stale:.1f} s after SIGSTOP ({silent.total_seconds():.1f} s silent)")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        assert agent.stop() == 0

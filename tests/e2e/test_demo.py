@@ -34,7 +34,7 @@ def test_the_demo_holds_every_expectation(tmp_path: Path, broker: str) -> None:
         timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "all 10 expectations held" in done.stdout
+    assert "all 11 expectations held" in done.stdout
     assert "✘" not in done.stdout
     # What the demo tells the user to run next works on what it left behind.
     journal = sorted((tmp_path / "demo" / "vehicles").iterdir())[0]

@@ -8,9 +8,11 @@ import asyncio
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -139,6 +141,55 @@ def test_presence_online_then_the_last_will_offline(plane: ControlPlane) -> None
         assert at is not None and datetime.fromisoformat(at).tzinfo is not None
 
     with_bridge(plane, body)
+
+
+def test_live_heartbeats_move_the_heartbeat_table_not_the_log(plane: ControlPlane) -> None:
+    """Issue #14 item 15: every online presence heard live is a heartbeat (the cloud's
+    time, the announced interval); the retained copy replayed on subscribing is not (a
+    frozen agent's last word would look fresh); only the change to online is an event.
+    Silent for three announced intervals, the vehicle is shown stale."""
+    url = plane.settings.mqtt_url or ""
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    presence = topic("v1", Leaf.PRESENCE)
+
+    def beat() -> bytes:
+        now = datetime.now(UTC)
+        return payload(
+            Presence(vehicle_id="v1", state=PresenceState.ONLINE, at=now, heartbeat_s=0.5)
+        )
+
+    async def retain_one() -> None:
+        async with aiomqtt.Client(host, int(port), identifier="old-agent") as old:
+            await old.publish(presence, beat(), qos=1, retain=True)
+
+    asyncio.run(retain_one())
+
+    def changes() -> int:
+        return len(events(plane, "PresenceChanged"))
+
+    async def body(vehicle: aiomqtt.Client) -> None:
+        await until(lambda: changes() == 1, "the retained online presence to be stored")
+        plane.ingest.flush()
+        assert plane.queries.vehicle("v1")["lastHeartbeatAt"] is None  # a replay, not news
+        for _ in range(3):
+            await vehicle.publish(presence, beat(), qos=1, retain=True)
+
+        def heard() -> Any:
+            plane.ingest.flush()
+            return plane.queries.vehicle("v1")["lastHeartbeatAt"]
+
+        await until(heard, "the live heartbeats to be heard")
+
+    with_bridge(plane, body)
+    plane.ingest.flush()
+    seen = plane.queries.vehicle("v1")
+    assert (seen["presence"], changes()) == ("online", 1)
+    heard = datetime.fromisoformat(seen["lastHeartbeatAt"])
+    assert datetime.now(UTC) - heard < timedelta(seconds=1.5)
+    until_stale = heard + timedelta(seconds=3 * 0.5) - datetime.now(UTC)
+    time.sleep(max(0.0, until_stale.total_seconds()) + 0.2)
+    seen = plane.queries.vehicle("v1")
+    assert (seen["presence"], seen["lastHeartbeatAt"], changes()) == ("stale", heard.isoformat(), 1)
 
 
 def test_refused_messages_are_logged_and_the_loop_goes_on(

@@ -412,7 +412,7 @@ def test_a_view_whose_columns_changed_is_rebuilt_from_the_log(
     cp.projector.catch_up()
     before, audit_at = view_rows(cp.views), cp.projector.positions()["audit"]
     with cp.views.store.engine.begin() as connection:  # the shape of an older release
-        connection.execute(text("ALTER TABLE view_vehicles DROP COLUMN last_report_order"))
+        connection.execute(text("ALTER TABLE view_vehicles DROP COLUMN report_ledger"))
     cp.close()
     cp = ControlPlane.open(settings)
     try:

@@ -22,6 +22,7 @@ from muto.cloud.writer import Command
 from muto.domain.desired import DesiredStateRequest, Envelope, StackRef, Target
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, Compatibility, StackRelease
+from muto.domain.report_order import ReportPlace
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
 from muto.domain.requests import VehicleRegistration
 from muto.projections import Views
@@ -167,15 +168,19 @@ def reconcile_report(
     reason_codes: Sequence[ReasonCode] = (),
     running: StackRef | None = None,
     minute: int = 0,
+    sequence: int | None = None,
+    journal: ReportPlace | None = None,
 ) -> ReconcileReport:
     return ReconcileReport(
         report_id=report_id,
         vehicle_id=vehicle_id,
         desired_state_revision=revision,
+        sequence=sequence,
         status=status,
         reason_codes=list(reason_codes),
         running=running,
         observed_at=EPOCH + timedelta(minutes=minute),
+        journal=journal,
     )
 
 

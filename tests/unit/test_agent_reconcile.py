@@ -4,6 +4,7 @@ cloud): converge, block, roll back, reject, converge offline, recover from inter
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 from muto.agent.config_file import load_config
@@ -198,6 +199,39 @@ def test_converges_offline_on_the_cached_state_and_reports_later_in_order() -> N
             ("dsr_1", "converged", []),
         ]
         assert not rig.journal.state.outbox
+
+    run(scenario)
+
+
+def test_reconcile_reports_are_numbered_by_the_journal_not_the_clock() -> None:
+    """Issue #14 item 18: each reconcile report carries its place in the journal (the
+    journal's incarnation, its count of reconcile reports); the count survives restarts
+    and clock jumps, and a new (wiped) journal starts over under a new incarnation."""
+
+    async def scenario() -> None:
+        rig = await started()
+        rig.clock.at += timedelta(hours=6)  # the clock runs ahead...
+        rig.vehicle.state = MOVING
+        rig.cloud.serve(rig.signers.bundle(A, 1))
+        assert (await rig.reconcile()).kind == "blocked"
+        rig = rig.restart()
+        await rig.agent.start(loop=False)
+        rig.clock.at -= timedelta(hours=6)  # ...and comes back
+        rig.vehicle.state = PARKED
+        assert (await rig.reconcile()).kind == "converged"
+        await rig.deliver()
+        places = [r["journal"] for r in rig.cloud.reports if r["kind"] == "reconcile"]
+        incarnation = rig.journal.state.incarnation
+        assert incarnation is not None
+        assert places == [
+            {"incarnation": incarnation, "number": 1},
+            {"incarnation": incarnation, "number": 2},
+        ]
+        wiped = make_rig(signers=rig.signers, cloud=rig.cloud, clock=rig.clock)
+        await wiped.agent.start(loop=False)
+        await converged_on(wiped, B, 2)
+        fresh = rig.cloud.reports[-1]["journal"]
+        assert fresh["number"] == 1 and fresh["incarnation"] not in (None, incarnation)
 
     run(scenario)
 

@@ -27,6 +27,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, rename="camel")
 class AgentStarted(Event, frozen=True):
     agent_version: str
     runtime: str
+    # The journal's incarnation: chosen at the journal's first start, then repeated; with
+    # the journal's report count it places reports for the cloud (domain/report_order.py).
+    # None in journals of older agents.
+    incarnation: str | None = None
 
 
 class DesiredReceived(Event, frozen=True):
@@ -201,6 +205,7 @@ class ReportQueued(Event, frozen=True):
     status: str
     codes: list[ReasonCode]
     supersedes: str | None = None  # an undelivered health report this one replaces
+    number: int | None = None  # a reconcile report's number in this journal (1, 2, ...)
 
 
 class ReportDelivered(Event, frozen=True):

@@ -31,6 +31,7 @@ def evolve(state: JournalState, event: ev.Event) -> None:
     match event:
         case ev.AgentStarted():
             state.unfinished_runs += 1
+            state.incarnation = event.incarnation or state.incarnation
         case ev.PassCompleted():
             state.unfinished_runs = 0
         case ev.RestartLoopDetected():
@@ -213,6 +214,8 @@ def _queued(state: JournalState, event: ev.ReportQueued) -> None:
     if event.kind == "health":
         state.last_health = [event.status, *event.codes]
         return
+    if event.number is not None:
+        state.reports_numbered = max(state.reports_numbered, event.number)
     outcome = Outcome(
         revision=event.revision,
         sequence=None,

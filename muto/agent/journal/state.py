@@ -108,6 +108,8 @@ class JournalState(Base):
     last_health: list[str] | None = None  # status then codes of the last health report
     outbox: dict[str, Pending] = {}  # report id -> report, in queueing order
     last_apply: LastApply | None = None
+    incarnation: str | None = None  # chosen with the journal (its first AgentStarted)
+    reports_numbered: int = 0  # reconcile reports numbered so far (never goes back)
 
     @property
     def running_key(self) -> str | None:

@@ -169,8 +169,11 @@ class MqttLink:
         await self._presence(client, PresenceState.OFFLINE)  # a clean exit says so itself
 
     async def _presence(self, client: aiomqtt.Client, state: PresenceState) -> None:
-        at = self.now() if state is PresenceState.ONLINE else None
-        payload = encode(Presence(vehicle_id=self.vehicle_id, state=state, at=at))
+        online = state is PresenceState.ONLINE
+        at, interval = (self.now(), self.heartbeat_s()) if online else (None, None)
+        payload = encode(
+            Presence(vehicle_id=self.vehicle_id, state=state, at=at, heartbeat_s=interval)
+        )
         await client.publish(
             self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
         )

@@ -65,12 +65,26 @@ class Vehicle(Wire, frozen=True, kw_only=True):
     running_release: str | None
     last_status: ReconcileStatus | None
     last_reason_codes: list[ReasonCode]
-    last_report_at: Timestamp | None
+    last_report_at: Annotated[
+        Timestamp | None,
+        msgspec.Meta(
+            description="observedAt of the last report: the vehicle's clock, information only"
+        ),
+    ]
     health: HealthStatus | None
-    presence: str | None
-    presence_at: Timestamp | None
+    presence: Annotated[
+        Literal["online", "offline", "stale"] | None,
+        msgspec.Meta(description="stale: online, but no heartbeat for three heartbeat intervals"),
+    ]
+    presence_at: Annotated[
+        Timestamp | None, msgspec.Meta(description="When presence last changed (online/offline)")
+    ]
     registered_at: Timestamp
     updated_at: Timestamp
+    last_heartbeat_at: Annotated[
+        Timestamp | None,
+        msgspec.Meta(description="When the cloud last heard an online heartbeat (its clock)"),
+    ]
 
 
 class Release(Wire, frozen=True, kw_only=True):

@@ -19,14 +19,14 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
 from muto.cloud.errors import AppError
 from muto.domain.errors import ReasonError
-from muto.domain.messages import TOPICS, Leaf, Presence, vehicle_topic
+from muto.domain.messages import TOPICS, Leaf, Presence, PresenceState, vehicle_topic
 from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import WireError, decode
 
 logger = logging.getLogger("muto.mqtt")
 ATTEMPTS = 3  # an unexpected failure (database blip) is retried, then the message dropped
 
-Route = Callable[[str, bytes], Awaitable[None]]
+Route = Callable[[str, bytes, bool], Awaitable[None]]  # (vehicle id, payload, retained)
 
 
 class WrongVehicle(AppError):
@@ -73,11 +73,12 @@ class Listener:
         has subscribed to `filters()`."""
         async for message in client.messages:
             async with self.busy:
-                await self.handle(message.topic.value, _bytes(message.payload))
+                await self.handle(message.topic.value, _bytes(message.payload), message.retain)
                 if message.qos > 0:
                     client._client.ack(message.mid, message.qos)  # see link.py
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    async def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """`retained`: the broker's stored copy, sent on subscribing (not news now)."""
         found = parse_topic(topic, self.tenant)
         route = self.routes.get(found[1]) if found else None
         if found is None or route is None:
@@ -89,7 +90,7 @@ class Listener:
             return  # a cleared retained topic (decommissioned vehicle): nothing to store
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                await route(vehicle_id, payload)
+                await route(vehicle_id, payload, retained)
                 self.stored += 1
                 return
             except (AppError, ReasonError, WireError) as exc:
@@ -100,23 +101,28 @@ class Listener:
                 await asyncio.sleep(0.5 * attempt)
         self.dropped += 1
 
-    async def _reconcile(self, vehicle_id: str, payload: bytes) -> None:
+    async def _reconcile(self, vehicle_id: str, payload: bytes, _: bool) -> None:
         report = decode(payload, ReconcileReport)
         _claims(vehicle_id, report.vehicle_id)
         await self.plane.ingest.reconcile(report, f"vehicle:{vehicle_id}")
 
-    async def _health(self, vehicle_id: str, payload: bytes) -> None:
+    async def _health(self, vehicle_id: str, payload: bytes, _: bool) -> None:
         report = decode(payload, HealthReport)
         _claims(vehicle_id, report.vehicle_id)
         await self.plane.ingest.health(report, f"vehicle:{vehicle_id}")
 
-    async def _presence(self, vehicle_id: str, payload: bytes) -> None:
+    async def _presence(self, vehicle_id: str, payload: bytes, retained: bool) -> None:
+        """A change of state is an event; an online heartbeat heard live (not the
+        retained copy replayed on subscribing, which may be a frozen agent's last word)
+        only moves the heartbeat table."""
         presence = decode(payload, Presence)
         _claims(vehicle_id, presence.vehicle_id)
         at = presence.at.isoformat() if presence.at else None
         await self.plane.write(
             record_presence(vehicle_id, presence.state.value, at, f"vehicle:{vehicle_id}")
         )
+        if presence.state is PresenceState.ONLINE and not retained:
+            self.plane.ingest.heartbeat(vehicle_id, presence.heartbeat_s)
 
 
 def _bytes(payload: object) -> bytes:

@@ -1,0 +1,77 @@
+"""Which reconcile report is a vehicle's latest: the agent's count, never its clock.
+
+A vehicle's wall clock is untrusted (it jumps, it runs hours ahead), so `observedAt` is
+information only. The agent stamps every reconcile report it journals with its place:
+`incarnation`, a random id chosen when the journal is created (kept across agent
+restarts), and `number`, the journal's count of reconcile reports (1, 2, ...).
+
+The rule (`admit`), applied in log order by the inventory view, so a rebuild agrees:
+- within one incarnation, a higher number is newer, whatever the delivery order (the
+  courier may switch transports, a broker or a retry may deliver a report twice);
+- a report from another incarnation means the journal was wiped or replaced: the new
+  incarnation is shown and the old one is retired at the number it had reached. Its late
+  deliveries (at or below that number) are ignored; a report above it means that journal
+  is alive after all, and it is shown again. So no count the vehicle will never reach
+  again freezes the view;
+- reports without a place (agents before the count, and every report stored before it:
+  the event log is never rewritten) keep the old order, by (desired-state sequence,
+  observedAt); any placed report is newer than all of them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from muto.domain.wire import Reference, Wire
+
+RETIRED_KEPT = 32  # retired incarnations remembered (a wipe or replacement each)
+
+
+class ReportPlace(Wire, frozen=True, kw_only=True):
+    """Where a report sits in its agent's journal."""
+
+    incarnation: Annotated[str, Reference]
+    number: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ReportLedger(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What the view remembers of a vehicle's reports to place the next one."""
+
+    legacy: str | None = None  # legacy_key of the newest report without a place
+    incarnation: str | None = None  # of the report shown, when it had a place
+    number: int = 0
+    retired: tuple[tuple[str, int], ...] = ()  # (incarnation, number reached), oldest first
+
+
+def legacy_key(sequence: int | None, observed_at: datetime) -> str:
+    """The order of reports without a place: by the desired-state sequence they answer
+    (none first), then by the vehicle's clock (in UTC)."""
+    observed = observed_at.astimezone(UTC).isoformat()
+    return f"{(sequence if sequence is not None else -1) + 1:012d}|{observed}"
+
+
+def admit(ledger: ReportLedger, place: ReportPlace | None, legacy: str) -> ReportLedger | None:
+    """The ledger once a report is shown, or None when the report is not the newest."""
+    if place is None:
+        if ledger.incarnation is not None or (ledger.legacy is not None and ledger.legacy > legacy):
+            return None
+        return msgspec.structs.replace(ledger, legacy=legacy)
+    if place.incarnation == ledger.incarnation:
+        if place.number <= ledger.number:
+            return None  # a duplicate, or overtaken by a newer report
+        return msgspec.structs.replace(ledger, number=place.number)
+    retired = dict(ledger.retired)
+    if place.number <= retired.get(place.incarnation, 0):
+        return None  # a late delivery from a journal replaced since
+    if ledger.incarnation is not None:
+        retired[ledger.incarnation] = ledger.number
+    retired.pop(place.incarnation, None)
+    return ReportLedger(
+        legacy=ledger.legacy,
+        incarnation=place.incarnation,
+        number=place.number,
+        retired=tuple(retired.items())[-RETIRED_KEPT:],
+    )
