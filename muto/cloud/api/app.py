@@ -17,8 +17,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muto.cloud.api import audit, desired, releases, reports, rollouts, tokens, vehicles
+from muto.cloud.api import (
+    artifacts,
+    audit,
+    desired,
+    releases,
+    reports,
+    rollouts,
+    tokens,
+    vehicles,
+)
 from muto.cloud.api.responses import error, exception_handlers, ok
+from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
 
@@ -70,6 +80,8 @@ ROUTES = [
     Route("/tokens", tokens.issue, methods=["POST"]),
     Route("/tokens/{token_id}/revoke", tokens.revoke, methods=["POST"]),
     Route("/audit", audit.timeline, methods=["GET"]),
+    Route("/artifacts/{digest}", artifacts.upload, methods=["PUT"]),
+    Route("/artifacts/{digest}", artifacts.download, methods=["GET", "HEAD"]),
 ]
 
 
@@ -170,7 +182,7 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         cp = plane or ControlPlane.open(settings)
         cp.projector.start()
-        state: dict[str, Any] = {"plane": cp}
+        state: dict[str, Any] = {"plane": cp, "artifacts": artifact_store(settings)}
         try:
             async with _extensions(cp, extensions) as extra:
                 state.update(extra)
@@ -189,6 +201,12 @@ def create_app(
     app.add_middleware(RefuseNul)
     app.add_middleware(AccessLog)
     return app
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    if settings.is_memory and settings.artifact_dir is None:
+        return MemoryArtifacts()
+    return DirectoryArtifacts(settings.artifact_dir or settings.data_dir / "artifacts")
 
 
 @asynccontextmanager

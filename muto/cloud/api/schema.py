@@ -168,6 +168,11 @@ class RevokedToken(Wire, frozen=True, kw_only=True):
     revoked: bool
 
 
+class StoredArtifact(Wire, frozen=True, kw_only=True):
+    digest: Annotated[str, msgspec.Meta(description="sha256:<64 lowercase hex>")]
+    size: int
+
+
 # -- metadata -----------------------------------------------------------------------------
 
 
@@ -229,6 +234,10 @@ class Written(Wire, frozen=True, kw_only=True):
     position: Position
 
 
+class ArtifactWritten(Wire, frozen=True, kw_only=True):
+    created: Annotated[bool, msgspec.Meta(description="false: it was stored already")]
+
+
 class AuditMetadata(Wire, frozen=True, kw_only=True):
     limit: int
     next_after: Annotated[
@@ -270,6 +279,7 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("AuditTimeline", list[AuditEntry], AuditMetadata),
     _envelope("IssuedTokenResponse", IssuedToken, Written),
     _envelope("RevokedTokenResponse", RevokedToken, Written),
+    _envelope("StoredArtifactResponse", StoredArtifact, ArtifactWritten),
 )
 
 
