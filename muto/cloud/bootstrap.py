@@ -107,10 +107,6 @@ class ControlPlane:
         projector.catch_up()
         writer = Writer(log, on_saved=projector.wake)
         keys = [p.read_text() for p in settings.release_keys]
-        if not keys:
-            logger.warning(
-                "no release keys configured: release signatures are checked only by the vehicles"
-            )
         return cls(
             settings,
             log,

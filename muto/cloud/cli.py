@@ -37,6 +37,13 @@ def serve(args: argparse.Namespace) -> int:
         settings = replace(settings, mqtt_url=None)
     if args.public_url is None:
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
+    if not settings.release_keys:
+        # Said by the server, which registers releases; not by `cloud token` or `seed`,
+        # which open the same store without the server's flags.
+        logging.getLogger("muto.cloud").warning(
+            "no release keys configured (--release-key): release signatures are checked "
+            "only by the vehicles"
+        )
     extensions: list[Any] = [controller_factory]
     if settings.mqtt_url:
         extensions.append(bridge_factory)
