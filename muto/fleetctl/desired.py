@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.table import Table
 
-from muto.fleetctl.connection import Connection
+from muto.fleetctl.connection import USAGE, Connection, FleetError
 from muto.fleetctl.output import common, emit, fields, verb
 from muto.fleetctl.releases import split_release
 
@@ -22,10 +24,29 @@ def assign(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"target": target, "stack": {"name": stack, "version": version}}
     if args.correlation_id:
         body["correlationId"] = args.correlation_id
+    if args.agent_config:
+        body["agentConfig"] = read_agent_config(args.agent_config)
     with Connection.resolve(args).client() as api:
         answer = api.call("POST", "/desired-states", json_body=body)
     emit(args, answer["data"], _table)
     return 0
+
+
+AGENT_CONFIG_HELP = (
+    "a YAML or JSON file with the agentConfig (heartbeatS, telemetryEnabled, logLevel). "
+    "It is the whole configuration the vehicles will run with: a field left out takes "
+    "its default, NOT the value in force on the vehicle"
+)
+
+
+def read_agent_config(path: str) -> dict[str, Any]:
+    try:
+        found = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FleetError(f"cannot read the agentConfig in {path}: {exc}", USAGE) from None
+    if not isinstance(found, dict):
+        raise FleetError(f"{path}: an agentConfig is a mapping, e.g. {{heartbeatS: 10}}", USAGE)
+    return found
 
 
 def _table(d: dict[str, Any]) -> Table:
@@ -55,3 +76,4 @@ def register(sub: Any) -> None:
     target.add_argument("--vehicle", metavar="ID", help="exactly this vehicle")
     p.add_argument("--release", required=True, metavar="STACK@VERSION")
     p.add_argument("--correlation-id", help="carried into the audit trail")
+    p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from muto.fleetctl.connection import Api, Connection
+from muto.fleetctl.desired import AGENT_CONFIG_HELP, read_agent_config
 from muto.fleetctl.output import cell, common, console, emit, fields, grid, verb
 from muto.fleetctl.releases import split_release
 
@@ -45,6 +46,8 @@ def create(args: argparse.Namespace) -> int:
     }
     if thresholds:
         body["thresholds"] = thresholds
+    if args.agent_config:
+        body["agentConfig"] = read_agent_config(args.agent_config)
     with Connection.resolve(args).client() as api:
         started = api.call("POST", "/rollouts", json_body=body)["data"]
     emit(args, started, view)
@@ -231,6 +234,7 @@ def register(sub: Any) -> None:
     p.add_argument("--converged-pct", type=float, help="gate threshold (default 95)")
     p.add_argument("--canary-deadline", type=float, metavar="SEC", help="default 3600")
     p.add_argument("--wave-deadline", type=float, metavar="SEC", help="default 21600")
+    p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)
 
     p = verb(actions, "list", "rollouts, newest first", "muto rollouts list -o yaml", listing)
     common(p)

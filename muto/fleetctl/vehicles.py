@@ -67,16 +67,35 @@ def _detail(v: dict[str, Any]) -> Table:
     return fields(f"vehicle {v['vehicleId']}", ((k, v[k]) for k in v if k != "vehicleId"))
 
 
-def label(args: argparse.Namespace) -> int:
-    labels: dict[str, str | None] = {}
-    for change in args.changes:
-        if change.endswith("-") and "=" not in change:
-            labels[change[:-1]] = None  # kubectl's `key-`: remove the label
+def pairs(texts: list[str], removable: bool) -> dict[str, str | None]:
+    """KEY=VALUE (and, if `removable`, KEY- for "remove KEY", as kubectl writes it)."""
+    found: dict[str, str | None] = {}
+    for text in texts:
+        if removable and text.endswith("-") and "=" not in text:
+            found[text[:-1]] = None
             continue
-        key, sep, value = change.partition("=")
+        key, sep, value = text.partition("=")
         if not sep or not key:
-            raise FleetError(f"{change!r}: expected KEY=VALUE or KEY- (to remove)", USAGE)
-        labels[key] = value
+            wanted = "KEY=VALUE or KEY- (to remove)" if removable else "KEY=VALUE"
+            raise FleetError(f"{text!r}: expected {wanted}", USAGE)
+        found[key] = value
+    return found
+
+
+def register_vehicle(args: argparse.Namespace) -> int:
+    body = {
+        "vehicleId": args.vehicle_id,
+        "labels": pairs(args.labels, removable=False),
+        "attributes": pairs(args.attribute or [], removable=False),
+    }
+    with Connection.resolve(args).client() as api:
+        vehicle = api.call("POST", "/vehicles", json_body=body)
+    emit(args, vehicle["data"], _detail)
+    return 0
+
+
+def label(args: argparse.Namespace) -> int:
+    labels = pairs(args.changes, removable=True)
     with Connection.resolve(args).client() as api:
         vehicle = api.call("PATCH", f"/vehicles/{args.vehicle_id}", json_body={"labels": labels})
     emit(args, vehicle["data"], _detail)
