@@ -122,6 +122,18 @@ def register(sub: Any) -> None:
     )
 
     p = verb(
+        actions,
+        "register",
+        "register a vehicle with its labels (the same again is a no-op)",
+        "muto vehicles register car-1 model=m3 region=eu --attribute os=ubuntu-22.04",
+        register_vehicle,
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="labels (selectors match them)")
+    p.add_argument("--attribute", action="append", metavar="KEY=VALUE", help="repeatable")
+
+    p = verb(
         actions, "get", "one vehicle, as the inventory knows it", "muto vehicles get veh-0001", one
     )
     common(p)
