@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from muto.fleetctl.connection import USAGE, Connection, FleetError
 from muto.fleetctl.output import cell, common, emit, fields, grid, verb
@@ -35,7 +37,7 @@ def listing(args: argparse.Namespace) -> int:
 def _table(vehicles: list[dict[str, Any]]) -> Table:
     return grid(
         None,
-        ["VEHICLE", "LABELS", "PRESENCE", "STATUS", "RUNNING", "DESIRED", "ROLLOUT"],
+        ["VEHICLE", "LABELS", "PRESENCE", "STATUS", "RUNNING", "DESIRED", "ROLLOUT", "AGENT"],
         (
             [
                 v["vehicleId"],
@@ -45,6 +47,7 @@ def _table(vehicles: list[dict[str, Any]]) -> Table:
                 v.get("runningRelease"),
                 v.get("desiredRelease"),
                 v.get("rolloutId"),
+                ((v.get("reported") or {}).get("agent") or {}).get("agentVersion"),
             ]
             for v in vehicles
         ),
@@ -64,7 +67,37 @@ def one(args: argparse.Namespace) -> int:
 
 
 def _detail(v: dict[str, Any]) -> Table:
-    return fields(f"vehicle {v['vehicleId']}", ((k, v[k]) for k in v if k != "vehicleId"))
+    rows = [(k, v[k]) for k in v if k not in ("vehicleId", "reported")]
+    said = v.get("reported") or {}
+    agent = said.get("agent") or {}
+    if agent:
+        rows.append(("agent", f"{agent.get('agentVersion')} ({agent.get('runtime')})"))
+        rows.append(("platform", {k: agent.get(k) for k in ("model", "os", "rosDistro")}))
+    components = said.get("components")
+    if components is not None:
+        rows.append(("components", [_component(c) for c in components]))
+    if said:
+        rows.append(("reportedAt", said.get("componentsAt") or said.get("agentAt")))
+    return fields(f"vehicle {v['vehicleId']}", rows)
+
+
+def _component(c: dict[str, Any]) -> str:
+    return f"{c.get('role')}: {c.get('ref')} ({str(c.get('digest'))[:19]}…)"
+
+
+def refresh(args: argparse.Namespace) -> int:
+    with Connection.resolve(args).client(timeout=30) as api:
+        answer = api.call("POST", f"/vehicles/{args.vehicle_id}/refresh")["data"]
+    emit(args, answer, _refreshed)
+    return 0
+
+
+def _refreshed(answer: dict[str, Any]) -> Group:
+    head = Text(
+        f"request {answer['requestId']}: {'ok' if answer['ok'] else 'NOT ok'}, "
+        f"re-published {', '.join(answer['snapshotsUpdated']) or 'nothing'}"
+    )
+    return Group(head, Text(""), _detail(answer["vehicle"]))
 
 
 def pairs(texts: list[str], removable: bool) -> dict[str, str | None]:
@@ -135,6 +168,17 @@ def register(sub: Any) -> None:
 
     p = verb(
         actions, "get", "one vehicle, as the inventory knows it", "muto vehicles get veh-0001", one
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+
+    p = verb(
+        actions,
+        "refresh",
+        "ask a vehicle (over MQTT) to re-publish its snapshots; shows its answer and "
+        "what it now reports (agent version, components). Changes nothing on the vehicle",
+        "muto vehicles refresh car-1",
+        refresh,
     )
     common(p)
     p.add_argument("vehicle_id", metavar="ID")

@@ -378,3 +378,15 @@ def test_one_vehicle_is_named_vehicle_id_and_the_old_selector_spelling_still_wor
         refused = op.api.post("/desired-states", json={"target": target, "stack": ref})
         assert refused.status_code == 422, (target, refused.text)
         assert refused.json()["error"]["details"]["path"] == "$.target"
+
+
+def test_refresh_says_why_it_cannot_reach_a_vehicle(op: Operator) -> None:
+    vehicle_id = unique("veh")
+    register(op, vehicle_id)
+    no_mqtt = op.run("vehicles", "refresh", vehicle_id, "--token-file", str(op.token_file))
+    assert no_mqtt.returncode == 1
+    assert no_mqtt.stderr.startswith("error: unavailable: ") and "--no-mqtt" in no_mqtt.stderr
+    unknown = op.run("vehicles", "refresh", "no-such-vehicle", "--token-file", str(op.token_file))
+    assert unknown.returncode == 3
+    # what it reported so far: nothing, and the inventory says so
+    assert op.json("vehicles", "get", vehicle_id)["reported"] is None

@@ -69,5 +69,7 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     assert "hello@1.0.0" in lines  # the running release
     assert "hello from hello@1.0.0" in lines  # the stack's own output, from its log
     assert "info" in lines  # logLevel back to its default
+    assert any(line.startswith("request refresh-") and ": ok, " in line for line in lines)
+    assert any(line.startswith("active artifacts/sha256:") for line in lines)
     assert (tmp_path / "cloud" / "artifacts").is_dir()
     assert "Traceback" not in err + logs

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
+from muto.domain.messages import Component
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
@@ -51,6 +52,25 @@ class Readiness(Wire, frozen=True, kw_only=True):
     mqtt_connected: bool | None
 
 
+class ReportedAgent(Wire, frozen=True, kw_only=True):
+    """The vehicle's `agent/metadata` snapshot, without its envelope fields."""
+
+    agent_version: str
+    model: str | None = None
+    os: str | None = None
+    ros_distro: str | None = None
+    runtime: str
+
+
+class Reported(Wire, frozen=True, kw_only=True):
+    """What the vehicle last said about itself over MQTT (retained snapshots)."""
+
+    agent: ReportedAgent | None
+    agent_at: Annotated[str | None, msgspec.Meta(description="When the cloud received it")]
+    components: list[Component] | None
+    components_at: Timestamp | None
+
+
 class Vehicle(Wire, frozen=True, kw_only=True):
     """A vehicle as the inventory view sees it."""
 
@@ -71,6 +91,17 @@ class Vehicle(Wire, frozen=True, kw_only=True):
     presence_at: Timestamp | None
     registered_at: Timestamp
     updated_at: Timestamp
+    reported: Annotated[
+        Reported | None,
+        msgspec.Meta(description="On reads: what it says about itself; null: nothing yet"),
+    ] = None
+
+
+class Refreshed(Wire, frozen=True, kw_only=True):
+    request_id: str
+    ok: bool
+    snapshots_updated: list[str]
+    vehicle: Vehicle
 
 
 class Release(Wire, frozen=True, kw_only=True):
@@ -280,6 +311,7 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("IssuedTokenResponse", IssuedToken, Written),
     _envelope("RevokedTokenResponse", RevokedToken, Written),
     _envelope("StoredArtifactResponse", StoredArtifact, ArtifactWritten),
+    _envelope("VehicleRefreshResponse", Refreshed, NoMetadata),
 )
 
 
