@@ -390,3 +390,17 @@ def test_refresh_says_why_it_cannot_reach_a_vehicle(op: Operator) -> None:
     assert unknown.returncode == 3
     # what it reported so far: nothing, and the inventory says so
     assert op.json("vehicles", "get", vehicle_id)["reported"] is None
+
+
+def test_audit_timeline_reads_the_trail_through_the_api(op: Operator) -> None:
+    vehicle_id = unique("veh")
+    register(op, vehicle_id)
+    op.ok("vehicles", "label", vehicle_id, "ring=beta")
+    api = op.api.get("/audit", params={"vehicleId": vehicle_id}).json()["data"]
+    assert op.json("audit", "timeline", "--vehicle", vehicle_id) == api
+    assert len(api) == 2
+    table = op.ok("audit", "timeline", "--vehicle", vehicle_id).stdout
+    assert vehicle_id in table and "ring" in table
+    assert len(op.json("audit", "timeline", "--vehicle", vehicle_id, "--limit", "1")) == 1
+    helped = op.run("audit", "timeline", "--help").stdout
+    assert "example:\n  muto audit timeline" in helped
