@@ -79,13 +79,13 @@ class Connection:
     ) -> Connection:
         env = os.environ if environ is None else environ
         saved = load_context(context_path(env))
-        url = args.url or env.get("MUTO_URL") or saved.get("url") or DEFAULT_URL
+        url = (args.url or env.get("MUTO_URL") or saved.get("url") or DEFAULT_URL).rstrip("/")
         token = env.get("MUTO_TOKEN") or None
         if args.token_file:
             token = read_token(Path(args.token_file))
-        elif token is None:
-            token = saved.get("token")
-        return cls(url.rstrip("/"), token)
+        elif token is None and saved.get("url", "").rstrip("/") == url:
+            token = saved.get("token")  # the login's token goes only to the login's server
+        return cls(url, token)
 
     def client(self, timeout: float = 30.0) -> Api:
         return Api(self, timeout)
@@ -140,7 +140,12 @@ class Api:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         response = self.send(
-            method, path, json=json_body, params=params, content=content, headers=headers
+            method,
+            path,
+            json=json_body,
+            params=dict(params or {}),
+            content=content,
+            headers=headers,
         )
         return answer(response, self.connection)
 
