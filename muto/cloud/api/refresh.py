@@ -4,7 +4,7 @@ it with the vehicle as the inventory now shows it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,8 +13,15 @@ from muto.cloud.api.context import operator, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.api.vehicles import with_reported
 from muto.cloud.errors import AppError
+from muto.domain.messages import RefreshResult
 
 WAIT_S = 10.0
+
+
+class Refresher(Protocol):
+    """The MQTT bridge, as this endpoint needs it (muto/cloud/mqtt/bridge.py)."""
+
+    async def refresh(self, vehicle_id: str, timeout_s: float) -> RefreshResult | None: ...
 
 
 class NoLink(AppError):
@@ -32,7 +39,7 @@ async def refresh(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
     cp = plane(request)
     cp.queries.vehicle(vehicle_id)  # 404 for an unknown vehicle, before anything is sent
-    bridge: Any = getattr(request.state, "bridge", None)
+    bridge: Refresher | None = getattr(request.state, "bridge", None)
     if bridge is None:
         raise NoLink("this control plane runs without MQTT (--no-mqtt): it cannot reach vehicles")
     try:
