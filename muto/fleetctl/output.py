@@ -53,7 +53,8 @@ def verb(
 
 
 def reporting(func: Action) -> Action:
-    """One line on stderr and the documented exit code for a FleetError; no traceback."""
+    """One line on stderr and the documented exit code for a FleetError; no traceback
+    (nor for Ctrl-C: 130)."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -62,6 +63,8 @@ def reporting(func: Action) -> Action:
         except FleetError as exc:
             print(exc.line(), file=sys.stderr)
             return exc.exit_code
+        except KeyboardInterrupt:  # Ctrl-C on a watch: stop quietly, as the shell expects
+            return 130
 
     return run
 
