@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -404,3 +405,26 @@ def test_audit_timeline_reads_the_trail_through_the_api(op: Operator) -> None:
     assert len(op.json("audit", "timeline", "--vehicle", vehicle_id, "--limit", "1")) == 1
     helped = op.run("audit", "timeline", "--help").stdout
     assert "example:\n  muto audit timeline" in helped
+
+
+def test_ctrl_c_ends_a_watch_quietly(op: Operator) -> None:
+    _, _, rollout_id = fleet_with_rollout(op)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "muto.cli", "rollouts", "status", rollout_id, "--watch",
+         "--interval", "0.2", "--token-file", str(op.token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=op.home,
+        env=op.env(MUTO_URL=op.server.url),
+    )  # fmt: skip
+    try:
+        polled = f'"path": "/rollouts/{rollout_id}"'
+        before = op.server.log.read_text().count(polled)
+        deadline = time.monotonic() + 60
+        while op.server.log.read_text().count(polled) < before + 2:  # it is in its loop
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    assert watch.returncode == 130, err
+    assert "Traceback" not in err
