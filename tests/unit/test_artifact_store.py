@@ -5,6 +5,8 @@ endpoint follows."""
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +133,15 @@ def test_a_resume_from_any_offset_inside_gets_exactly_the_rest(
     assert (start, end, partial) == (offset, size, True)
     start, end, _ = byte_range(f"bytes={offset}-{last}", size)
     assert 0 <= start < end <= size
+
+
+def test_uploads_a_crash_cut_short_are_swept_when_old_and_kept_when_fresh(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    old, fresh = incoming / "old.part", incoming / "fresh.part"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    DirectoryArtifacts(tmp_path)
+    assert sorted(p.name for p in incoming.iterdir()) == ["fresh.part"]

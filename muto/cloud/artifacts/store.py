@@ -8,9 +8,11 @@ bytes on their way in and commits only what matches the digest they claim."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +54,18 @@ class DirectoryArtifacts:
     """`root/sha256/ab/<hex>`; uploads go to `root/incoming/` and are renamed into
     place once complete and synced, so a reader never sees half a file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, stale_upload_s: float = 86400.0) -> None:
         self.root = root
+        self._sweep(stale_upload_s)
+
+    def _sweep(self, older_than_s: float) -> None:
+        """Drop what uploads cut short by a crash left in `incoming/` (a day old: another
+        process sharing the directory may be receiving one right now)."""
+        cutoff = time.time() - older_than_s
+        for part in (self.root / "incoming").glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
 
     def _path(self, digest: str) -> Path:
         if not DIGEST.match(digest):
