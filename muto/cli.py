@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,13 @@ GROUPS: dict[str, str] = {
     "demo": "muto.sim.demo",
     "sim": "muto.sim.cli",
     "audit": "muto.audit.cli",
+    # The operator's fleet verbs, over the HTTP API (muto/fleetctl).
+    "login": "muto.fleetctl.login",
+    "vehicles": "muto.fleetctl.vehicles",
+    "releases": "muto.fleetctl.releases",
+    "desired": "muto.fleetctl.desired",
+    "rollouts": "muto.fleetctl.rollouts",
+    "tokens": "muto.fleetctl.tokens",
 }
 
 
@@ -37,8 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     group = argv[0] if argv and argv[0] in GROUPS else None
     args = build_parser(group).parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return reader_gone()
     return result
+
+
+def reader_gone() -> int:
+    """The reader of stdout left (`muto ... | head`): stop quietly, as `cat` does. stdout
+    goes to /dev/null so the interpreter's final flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 if __name__ == "__main__":

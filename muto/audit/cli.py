@@ -206,3 +206,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_guarded(verify))
+
+    # The one audit verb that needs no database: it asks a running control plane.
+    from muto.fleetctl.audit import register_timeline
+
+    register_timeline(actions)

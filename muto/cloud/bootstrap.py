@@ -4,6 +4,7 @@ one Settings object. The API, the MQTT bridge, the CLI and the tests all start h
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
 from muto.cloud.queries import Queries
 from muto.cloud.settings import Settings
+from muto.cloud.snapshots import Snapshots
 from muto.cloud.tokens import Authenticator
 from muto.cloud.writer import Command, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
@@ -76,6 +78,11 @@ class ControlPlane:
         self.views.tokens.revoked.append(self.auth.forget)
         self.views.desired.assigned.append(self.forget_etag)
 
+    @functools.cached_property
+    def snapshots(self) -> Snapshots:
+        """What vehicles report about themselves over MQTT (agent/metadata, components)."""
+        return Snapshots(self.views.store)
+
     def forget_etag(self, vehicle_id: str) -> None:
         self._etags.pop(vehicle_id, None)
         self._etag_forgets += 1
@@ -109,10 +116,6 @@ class ControlPlane:
         projector.catch_up()
         writer = Writer(log, on_saved=projector.wake)
         keys = [p.read_text() for p in settings.release_keys]
-        if not keys:
-            logger.warning(
-                "no release keys configured: release signatures are checked only by the vehicles"
-            )
         return cls(
             settings,
             log,

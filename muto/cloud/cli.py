@@ -37,6 +37,17 @@ def serve(args: argparse.Namespace) -> int:
         settings = replace(settings, mqtt_url=None)
     if args.public_url is None:
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
+    if args.artifact_dir is not None:
+        settings = replace(settings, artifact_dir=Path(args.artifact_dir))
+    if args.max_artifact_mb is not None:
+        settings = replace(settings, max_artifact_bytes=args.max_artifact_mb << 20)
+    if not settings.release_keys:
+        # Said by the server, which registers releases; not by `cloud token` or `seed`,
+        # which open the same store without the server's flags.
+        logging.getLogger("muto.cloud").warning(
+            "no release keys configured (--release-key): release signatures are checked "
+            "only by the vehicles"
+        )
     extensions: list[Any] = [controller_factory]
     if settings.mqtt_url:
         extensions.append(bridge_factory)
@@ -131,6 +142,12 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--public-url", default=None, help="URL vehicles use to fetch")
+    p.add_argument(
+        "--artifact-dir", default=None, help="hosted artifacts (default: DATA_DIR/artifacts)"
+    )
+    p.add_argument(
+        "--max-artifact-mb", type=int, default=None, help="largest artifact accepted (4096)"
+    )
     p.set_defaults(func=serve)
 
     p = actions.add_parser("token", help="issue or revoke a bearer token")

@@ -21,6 +21,10 @@ class Settings:
     tenant: str = "default"
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 1 << 20
+    # Hosted artifacts (PUT /artifacts/{digest}): the largest accepted, and where they
+    # are kept (None: data_dir/artifacts; in memory for a memory:// database).
+    max_artifact_bytes: int = 4 << 30
+    artifact_dir: Path | None = None
     # Bearer tokens required (operator / vehicle). Off only for local experiments.
     auth: bool = True
     desired_state_ttl_sec: int = 30 * 86400

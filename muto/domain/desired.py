@@ -50,8 +50,27 @@ class StackRef(Wire, frozen=True, kw_only=True):
 
 
 class Target(Wire, frozen=True, kw_only=True):
+    """Which vehicles: those a label selector matches (`{"selector": "model=m3"}`), or
+    one vehicle (`{"type": "vehicle", "vehicleId": "veh-1"}`). The older spelling of
+    one vehicle, its id in `selector`, is still accepted."""
+
     type: Literal["fleetSelector", "vehicle"] = "fleetSelector"
-    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+    vehicle_id: Annotated[str, Identifier] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "fleetSelector":
+            if self.selector is None or self.vehicle_id is not None:
+                raise ValueError("a fleetSelector target needs `selector` (and no `vehicleId`)")
+        elif (self.selector is None) == (self.vehicle_id is None):
+            raise ValueError("a vehicle target needs `vehicleId` (or, formerly, `selector`)")
+
+    @property
+    def vehicle(self) -> str | None:
+        """The one vehicle targeted, or None for a selector."""
+        if self.type != "vehicle":
+            return None
+        return self.vehicle_id or self.selector
 
 
 class RolloutRef(Wire, frozen=True, kw_only=True):

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sign.add_argument("--key", type=Path, action="append", required=True, help="repeatable")
     sign.add_argument("--out", type=Path, help="default: MANIFEST.signed.json")
     sign.add_argument("--artifact-dir", type=Path, metavar="DIR")
+    sign.add_argument(
+        "--hosted",
+        action="store_true",
+        help="the control plane serves the artifacts found in --artifact-dir: their refs "
+        "become artifacts/sha256:<hex> (upload them with `muto releases push`)",
+    )
     sign.set_defaults(func=run_sign)
 
     verify = sub.add_parser("verify", help="verify a signed release offline")
@@ -59,7 +65,9 @@ def run_sign(args: argparse.Namespace) -> int:
     manifest: Path = args.manifest
     try:
         signers = [Signer.load(path) for path in args.key]
-        release = load_manifest(manifest, args.artifact_dir)
+        if args.hosted and args.artifact_dir is None:
+            return _bad_input("--hosted needs --artifact-dir (the files to host)")
+        release = load_manifest(manifest, args.artifact_dir, hosted=args.hosted)
     except (OSError, KeyFileError) as exc:
         return _bad_input(str(exc))
     except WireError as exc:

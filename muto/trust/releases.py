@@ -43,14 +43,18 @@ def open_release(envelope: Envelope, keyset: KeySet) -> tuple[StackRelease, str]
     return release, digest(payload)
 
 
-def load_manifest(path: Path, artifact_dir: Path | None = None) -> StackRelease:
-    """Decode a camelCase manifest; WireError names the offending field path."""
+def load_manifest(
+    path: Path, artifact_dir: Path | None = None, *, hosted: bool = False
+) -> StackRelease:
+    """Decode a camelCase manifest; WireError names the offending field path. `hosted`:
+    each artifact measured in `artifact_dir` gets the ref `artifacts/<digest>`, which a
+    vehicle resolves against its control plane's URL (that serves it by digest)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise WireError(f"malformed YAML: {exc}") from None
     if artifact_dir is not None and isinstance(raw, dict):
-        _measure_artifacts(raw.get("artifacts"), artifact_dir)
+        _measure_artifacts(raw.get("artifacts"), artifact_dir, hosted)
     return convert(raw, StackRelease)
 
 
@@ -59,7 +63,7 @@ def artifact_file_name(ref: str) -> str:
     return urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _measure_artifacts(artifacts: Any, artifact_dir: Path) -> None:
+def _measure_artifacts(artifacts: Any, artifact_dir: Path, hosted: bool = False) -> None:
     """Fill each artifact's digest and size from its local file, or check the declared
     ones against it. An artifact with no local file (an OCI image, say) keeps what the
     manifest declares, and must declare both."""
@@ -81,3 +85,5 @@ def _measure_artifacts(artifacts: Any, artifact_dir: Path) -> None:
                     f"{field} {declared!r} declared, {local} has {value!r}",
                     f"$.artifacts[{i}].{field}",
                 )
+        if hosted:
+            artifact["ref"] = f"artifacts/{artifact['digest']}"

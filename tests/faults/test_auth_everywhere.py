@@ -32,7 +32,7 @@ from tests.support.api_server import (
 )
 
 PATH_VALUES = {"vehicle_id": "veh-a", "rollout_id": "ro-none", "token_id": "tok-none",
-               "stack": "core", "version": "1.0.0"}  # fmt: skip
+               "stack": "core", "version": "1.0.0", "digest": "sha256:" + "0" * 64}  # fmt: skip
 BODIES: dict[str, Any] = {
     "/reports/reconcile": reconcile_body("veh-a", "rep-auth"),
     "/reports/health": health_body("veh-a", "health-auth"),

@@ -13,10 +13,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -101,9 +103,23 @@ def test_every_answer_conforms_to_the_spec(
     check(case, memory_api[1])
 
 
+# The apps under test run without an MQTT broker: a refresh has no way to a vehicle, and
+# its documented answer is 503 `unavailable` (spec/api.yaml). Only that answer is let
+# through the server-error check; any other 5xx there is still a finding.
+NO_BROKER = "POST /vehicles/{vehicle_id}/refresh"
+
+
+def excluded_checks(case: schemathesis.Case, response: Any) -> list[Any]:
+    excluded: list[Any] = [positive_data_acceptance] if case.operation.label in SEMANTIC else []
+    if case.operation.label == NO_BROKER and response.status_code == 503:
+        assert response.json()["error"]["code"] == "unavailable", response.text
+        excluded.append(not_a_server_error)
+    return excluded
+
+
 def check(case: schemathesis.Case, token: str) -> None:
-    excluded = [positive_data_acceptance] if case.operation.label in SEMANTIC else []
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
+    response = case.call(headers={"Authorization": f"Bearer {token}"})
+    case.validate_response(response, excluded_checks=excluded_checks(case, response))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -62,8 +62,8 @@ def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def body_ref(spec: dict[str, Any], op: dict[str, Any]) -> str | None:
-    if "requestBody" not in op:
-        return None
+    if "application/json" not in op.get("requestBody", {}).get("content", {}):
+        return None  # no body, or raw bytes (an artifact upload)
     ref: str = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     return ref.rsplit("/", 1)[1]
 

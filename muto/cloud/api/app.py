@@ -17,8 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muto.cloud.api import audit, desired, releases, reports, rollouts, tokens, vehicles
+from muto.cloud.api import (
+    artifacts,
+    audit,
+    desired,
+    refresh,
+    releases,
+    reports,
+    rollouts,
+    tokens,
+    vehicles,
+)
 from muto.cloud.api.responses import error, exception_handlers, ok
+from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.dashboard import mount as dashboard
 from muto.cloud.metrics import CloudMetrics, RequestMetrics, route_templates, scrape
@@ -56,6 +67,7 @@ ROUTES = [
     Route("/vehicles", vehicles.listing, methods=["GET"]),
     Route("/vehicles/{vehicle_id}", vehicles.one, methods=["GET"]),
     Route("/vehicles/{vehicle_id}", vehicles.patch, methods=["PATCH"]),
+    Route("/vehicles/{vehicle_id}/refresh", refresh.refresh, methods=["POST"]),
     Route("/releases", releases.register, methods=["POST"]),
     Route("/releases", releases.listing, methods=["GET"]),
     Route("/releases/{stack}/{version}", releases.one, methods=["GET"]),
@@ -73,6 +85,8 @@ ROUTES = [
     Route("/tokens/{token_id}/revoke", tokens.revoke, methods=["POST"]),
     Route("/audit", audit.timeline, methods=["GET"]),
     Route("/metrics", scrape, methods=["GET"]),
+    Route("/artifacts/{digest}", artifacts.upload, methods=["PUT"]),
+    Route("/artifacts/{digest}", artifacts.download, methods=["GET", "HEAD"]),
 ]
 
 
@@ -175,7 +189,11 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         cp = plane or ControlPlane.open(settings)
         cp.projector.start()
-        state: dict[str, Any] = {"plane": cp, "metrics": metrics}
+        state: dict[str, Any] = {
+            "plane": cp,
+            "metrics": metrics,
+            "artifacts": artifact_store(settings),
+        }
         try:
             async with _extensions(cp, extensions) as extra:
                 state.update(extra)
@@ -196,6 +214,12 @@ def create_app(
     app.add_middleware(AccessLog)
     app.add_middleware(RequestMetrics, metrics=metrics, templates=route_templates(routes))
     return app
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    if settings.is_memory and settings.artifact_dir is None:
+        return MemoryArtifacts()
+    return DirectoryArtifacts(settings.artifact_dir or settings.data_dir / "artifacts")
 
 
 @asynccontextmanager

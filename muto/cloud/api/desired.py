@@ -18,9 +18,11 @@ async def create(request: Request) -> Response:
     header = correlation(request)
     desired = await body(request, DesiredStateRequest)
     cp = plane(request)
-    if desired.target.type == "vehicle":
-        vehicle_ids = [desired.target.selector]
+    one = desired.target.vehicle
+    if one is not None:
+        vehicle_ids = [one]
     else:
+        assert desired.target.selector is not None  # Target's own rule
         vehicle_ids = cp.queries.vehicle_ids(parse_selector(desired.target.selector))
     cause = Cause.of(who.actor, desired.correlation_id or header)
     written = await cp.write(

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
+from muto.domain.messages import Component
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
@@ -49,6 +50,25 @@ class Readiness(Wire, frozen=True, kw_only=True):
     position: int
     projection_lag: int
     mqtt_connected: bool | None
+
+
+class ReportedAgent(Wire, frozen=True, kw_only=True):
+    """The vehicle's `agent/metadata` snapshot, without its envelope fields."""
+
+    agent_version: str
+    model: str | None = None
+    os: str | None = None
+    ros_distro: str | None = None
+    runtime: str
+
+
+class Reported(Wire, frozen=True, kw_only=True):
+    """What the vehicle last said about itself over MQTT (retained snapshots)."""
+
+    agent: ReportedAgent | None
+    agent_at: Annotated[str | None, msgspec.Meta(description="When the cloud received it")]
+    components: list[Component] | None
+    components_at: Timestamp | None
 
 
 class Vehicle(Wire, frozen=True, kw_only=True):
@@ -85,6 +105,17 @@ class Vehicle(Wire, frozen=True, kw_only=True):
         Timestamp | None,
         msgspec.Meta(description="When the cloud last heard an online heartbeat (its clock)"),
     ]
+    reported: Annotated[
+        Reported | None,
+        msgspec.Meta(description="On reads: what it says about itself; null: nothing yet"),
+    ] = None
+
+
+class Refreshed(Wire, frozen=True, kw_only=True):
+    request_id: str
+    ok: bool
+    snapshots_updated: list[str]
+    vehicle: Vehicle
 
 
 class Release(Wire, frozen=True, kw_only=True):
@@ -182,6 +213,11 @@ class RevokedToken(Wire, frozen=True, kw_only=True):
     revoked: bool
 
 
+class StoredArtifact(Wire, frozen=True, kw_only=True):
+    digest: Annotated[str, msgspec.Meta(description="sha256:<64 lowercase hex>")]
+    size: int
+
+
 # -- metadata -----------------------------------------------------------------------------
 
 
@@ -243,6 +279,10 @@ class Written(Wire, frozen=True, kw_only=True):
     position: Position
 
 
+class ArtifactWritten(Wire, frozen=True, kw_only=True):
+    created: Annotated[bool, msgspec.Meta(description="false: it was stored already")]
+
+
 class AuditMetadata(Wire, frozen=True, kw_only=True):
     limit: int
     next_after: Annotated[
@@ -284,6 +324,8 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("AuditTimeline", list[AuditEntry], AuditMetadata),
     _envelope("IssuedTokenResponse", IssuedToken, Written),
     _envelope("RevokedTokenResponse", RevokedToken, Written),
+    _envelope("StoredArtifactResponse", StoredArtifact, ArtifactWritten),
+    _envelope("VehicleRefreshResponse", Refreshed, NoMetadata),
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,6 +16,7 @@ from muto.cloud.api.context import (
     plane,
 )
 from muto.cloud.api.responses import ok
+from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause, register_vehicle, update_vehicle
 from muto.cloud.errors import Invalid
 from muto.domain.requests import VehiclePatch, VehicleRegistration
@@ -40,16 +43,25 @@ async def listing(request: Request) -> Response:
     raw = request.query_params.get("selector")
     selector = parse_selector(raw) if raw is not None else None
     limit = int_param(request, "limit", 100, 1, 1000)
-    page = plane(request).queries.vehicles(selector, limit, request.query_params.get("cursor"))
+    cp = plane(request)
+    page = cp.queries.vehicles(selector, limit, request.query_params.get("cursor"))
     return ok(
-        page.items, metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor}
+        with_reported(cp, page.items),
+        metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor},
     )
 
 
 async def one(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
     operator_or_vehicle(request, vehicle_id)
-    return ok(plane(request).queries.vehicle(vehicle_id))
+    cp = plane(request)
+    return ok(with_reported(cp, [cp.queries.vehicle(vehicle_id)])[0])
+
+
+def with_reported(cp: ControlPlane, vehicles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each vehicle with what it last said about itself over MQTT (None: nothing yet)."""
+    said = cp.snapshots.reported([v["vehicleId"] for v in vehicles])
+    return [{**v, "reported": said.get(v["vehicleId"])} for v in vehicles]
 
 
 async def patch(request: Request) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 import aiomqtt
 
@@ -20,6 +21,8 @@ from muto.cloud.mqtt.listener import Listener
 from muto.cloud.mqtt.notifier import Notifier
 from muto.cloud.mqtt.outbox import Outbox
 from muto.domain.broker import Broker
+from muto.domain.messages import Leaf, RefreshRequest, RefreshResult, vehicle_topic
+from muto.domain.wire import encode
 
 logger = logging.getLogger("muto.mqtt")
 
@@ -46,6 +49,7 @@ class Bridge:
         self.notifier = Notifier(self.outbox, settings.tenant, poll_s)
         self.listener = Listener(plane)
         self.connected = False
+        self._client: aiomqtt.Client | None = None  # while connected
         self.connections = 0  # successful connects since start
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +70,27 @@ class Bridge:
                     await self._task
         await asyncio.to_thread(self.outbox.release)
 
+    async def refresh(self, vehicle_id: str, timeout_s: float) -> RefreshResult | None:
+        """Ask a vehicle to re-publish its snapshots (`cmd/refresh`, read-only) and wait
+        for its `evt/refresh_result` with the same request id: None if it did not answer
+        within `timeout_s`. ConnectionError when the broker link is down."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("the control plane is not connected to its MQTT broker")
+        request_id = f"refresh-{uuid.uuid4().hex[:16]}"
+        answer: asyncio.Future[RefreshResult] = asyncio.get_running_loop().create_future()
+        self.listener.refreshes[request_id] = (vehicle_id, answer)
+        try:
+            topic = vehicle_topic(self.listener.tenant, vehicle_id, Leaf.CMD_REFRESH)
+            await client.publish(topic, encode(RefreshRequest(request_id=request_id)), qos=1)
+            return await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            return None
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(f"the refresh could not be published: {exc}") from None
+        finally:
+            self.listener.refreshes.pop(request_id, None)
+
     async def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
@@ -77,6 +102,7 @@ class Bridge:
                     await client.subscribe(self.listener.filters())
                     attempt = 0
                     self.connected = True
+                    self._client = client
                     self.connections += 1
                     logger.info("connected to the broker as %s", self.client_id)
                     await self._session(client)
@@ -88,6 +114,7 @@ class Bridge:
                     logger.exception("MQTT session failed")
             finally:
                 self.connected = False
+                self._client = None
             if self._stop.is_set():
                 break
             delay = self.backoff.delay(attempt)

@@ -19,7 +19,16 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
 from muto.cloud.errors import AppError
 from muto.domain.errors import ReasonError
-from muto.domain.messages import TOPICS, Leaf, Presence, PresenceState, vehicle_topic
+from muto.domain.messages import (
+    TOPICS,
+    AgentComponents,
+    AgentMetadata,
+    Leaf,
+    Presence,
+    PresenceState,
+    RefreshResult,
+    vehicle_topic,
+)
 from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import WireError, decode
 
@@ -59,7 +68,12 @@ class Listener:
             Leaf.REPORTS_RECONCILE: self._reconcile,
             Leaf.REPORTS_HEALTH: self._health,
             Leaf.PRESENCE: self._presence,
+            Leaf.AGENT_METADATA: self._metadata,
+            Leaf.AGENT_COMPONENTS: self._components,
+            Leaf.EVT_REFRESH_RESULT: self._refreshed,
         }
+        # request id -> (vehicle id, the future `Bridge.refresh` awaits)
+        self.refreshes: dict[str, tuple[str, asyncio.Future[RefreshResult]]] = {}
         self.stored = 0  # messages stored (including idempotent duplicates)
         self.dropped = 0
         self.busy = asyncio.Lock()  # held while one message is handled and acknowledged
@@ -123,6 +137,31 @@ class Listener:
         )
         if presence.state is PresenceState.ONLINE and not retained:
             self.plane.ingest.heartbeat(vehicle_id, presence.heartbeat_s)
+
+    async def _metadata(self, vehicle_id: str, payload: bytes, _: bool) -> None:
+        snapshot = decode(payload, AgentMetadata)
+        _claims(vehicle_id, snapshot.vehicle_id)
+        await self._snapshot(vehicle_id, snapshot)
+
+    async def _components(self, vehicle_id: str, payload: bytes, _: bool) -> None:
+        snapshot = decode(payload, AgentComponents)
+        _claims(vehicle_id, snapshot.vehicle_id)
+        await self._snapshot(vehicle_id, snapshot)
+
+    async def _snapshot(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
+        def store() -> None:
+            self.plane.queries.vehicle(vehicle_id)  # NotFound: an unregistered vehicle
+            self.plane.snapshots.record(vehicle_id, snapshot)
+
+        await asyncio.to_thread(store)
+
+    async def _refreshed(self, vehicle_id: str, payload: bytes, _: bool) -> None:
+        """The answer to a refresh this process asked for (by request id); another's is
+        none of its business. The snapshots it re-published came before it, in order."""
+        result = decode(payload, RefreshResult)
+        waiting = self.refreshes.get(result.request_id)
+        if waiting is not None and waiting[0] == vehicle_id and not waiting[1].done():
+            waiting[1].set_result(result)
 
 
 def _bytes(payload: object) -> bytes:

@@ -1,0 +1,1 @@
+"""Release artifacts the control plane hosts, content-addressed by sha256 digest."""

@@ -1,0 +1,70 @@
+"""What vehicles say about themselves: the latest retained `agent/metadata` and
+`agent/components` snapshot of each vehicle, as received over MQTT.
+
+Latest-only, like health_latest, not events: a snapshot is evidence a vehicle re-publishes
+on every connect and on refresh, not a decision to keep in the log. The inventory shows
+it as the vehicle's `reported` part."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, MetaData, String, Table, delete, select
+
+from muto.domain.messages import AgentComponents, AgentMetadata, Leaf
+from muto.domain.wire import to_builtins
+from muto.projections.store import ViewStore
+
+KEPT: dict[Leaf, type[AgentMetadata] | type[AgentComponents]] = {
+    Leaf.AGENT_METADATA: AgentMetadata,
+    Leaf.AGENT_COMPONENTS: AgentComponents,
+}
+
+
+class Snapshots:
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self.table = Table(
+            "vehicle_snapshots",
+            MetaData(),  # its own: not a projection, never reshaped or rebuilt from the log
+            Column("vehicle_id", String(128), primary_key=True),
+            Column("leaf", String(32), primary_key=True),
+            Column("received_at", String(40), nullable=False),
+            Column("snapshot", JSON, nullable=False),
+        )
+        self.table.create(store.engine, checkfirst=True)
+
+    def record(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
+        leaf = Leaf.AGENT_METADATA if isinstance(snapshot, AgentMetadata) else Leaf.AGENT_COMPONENTS
+        t = self.table
+        row = {
+            "vehicle_id": vehicle_id,
+            "leaf": leaf.value,
+            "received_at": datetime.now(UTC).isoformat(),
+            "snapshot": to_builtins(snapshot),
+        }
+        with self.store.transaction(commit=True) as session:
+            session.execute(delete(t).where(t.c.vehicle_id == vehicle_id, t.c.leaf == leaf.value))
+            session.execute(t.insert(), [row])
+
+    def reported(self, vehicle_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per vehicle that has said anything: `agent` (version, runtime, model, OS, ROS
+        distro), `components` (cached artifacts and their roles) and when each came."""
+        if not vehicle_ids:
+            return {}
+        t = self.table
+        with self.store.reading() as session:
+            rows = session.execute(select(t).where(t.c.vehicle_id.in_(vehicle_ids))).all()
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = found.setdefault(
+                row.vehicle_id,
+                {"agent": None, "agentAt": None, "components": None, "componentsAt": None},
+            )
+            body = {k: v for k, v in row.snapshot.items() if k not in ("schema", "vehicleId")}
+            if row.leaf == Leaf.AGENT_METADATA.value:
+                entry["agent"], entry["agentAt"] = body, row.received_at
+            else:
+                entry["components"], entry["componentsAt"] = body["components"], row.received_at
+        return found

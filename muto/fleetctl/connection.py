@@ -1,0 +1,201 @@
+"""Where the control plane is and who is asking: flags, then MUTO_URL / MUTO_TOKEN, then
+the context file `muto login` wrote. Every answer is the API's envelope; every failure
+is one exception carrying the exit code the CLI ends with (docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Exit codes, documented in docs/cli.md.
+OK = 0
+REFUSED = 1  # the API answered with an error (400, 409, 413, 422, 5xx)
+USAGE = 2  # bad flags or arguments (argparse's own code)
+NOT_FOUND = 3  # unknown vehicle, release, rollout, token
+UNAUTHENTICATED = 4  # no token, an unknown or revoked one (401), or not allowed (403)
+UNREACHABLE = 5  # no server answered at the URL
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class FleetError(Exception):
+    """A failure the CLI reports in one line and ends with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.code = code  # the API's machine code, when the API answered
+
+    def line(self) -> str:
+        return f"error: {self.code}: {self.message}" if self.code else f"error: {self.message}"
+
+
+def context_path(environ: Mapping[str, str] | None = None) -> Path:
+    """MUTO_CONTEXT, else $XDG_CONFIG_HOME/muto/context.json (~/.config by default)."""
+    env = os.environ if environ is None else environ
+    if env.get("MUTO_CONTEXT"):
+        return Path(env["MUTO_CONTEXT"])
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "muto" / "context.json"
+
+
+def save_context(url: str, token: str, path: Path) -> None:
+    """Write the context readable by its owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "token": token}, f)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
+def load_context(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"cannot read {path}: {exc}; run `muto login` again", USAGE) from None
+    if not isinstance(found, dict):
+        raise FleetError(f"{path} is not a muto context; run `muto login` again", USAGE)
+    return {k: v for k, v in found.items() if isinstance(v, str)}
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    token: str | None
+
+    @classmethod
+    def resolve(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Connection:
+        env = os.environ if environ is None else environ
+        saved = load_context(context_path(env))
+        url = (args.url or env.get("MUTO_URL") or saved.get("url") or DEFAULT_URL).rstrip("/")
+        token = env.get("MUTO_TOKEN") or None
+        if args.token_file:
+            token = read_token(Path(args.token_file))
+        elif token is None and saved.get("url", "").rstrip("/") == url:
+            token = saved.get("token")  # the login's token goes only to the login's server
+        return cls(url, token)
+
+    def client(self, timeout: float = 30.0) -> Api:
+        return Api(self, timeout)
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise FleetError(f"cannot read the token file {path}: {exc.strerror}", USAGE) from None
+    if not token:
+        raise FleetError(f"the token file {path} is empty", USAGE)
+    return token
+
+
+def connection_arguments(p: argparse.ArgumentParser) -> None:
+    """--url and --token-file on every verb (a token never goes on the command line)."""
+    p.add_argument(
+        "--url", default=None, help=f"the API (default: MUTO_URL, the login context, {DEFAULT_URL})"
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="a file holding the bearer token (default: MUTO_TOKEN, the login context)",
+    )
+
+
+class Api:
+    """The HTTP API through httpx: `call` returns the envelope of a success, or raises
+    FleetError with the API's code and the exit code for it."""
+
+    def __init__(self, connection: Connection, timeout: float) -> None:
+        self.connection = connection
+        headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
+        self.http = httpx.Client(base_url=connection.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        response = self.send(
+            method,
+            path,
+            json=json_body,
+            params=dict(params or {}),
+            content=content,
+            headers=headers,
+        )
+        return answer(response, self.connection)
+
+    def exists(self, path: str) -> bool:
+        """HEAD: True for 200, False for 404, FleetError otherwise."""
+        response = self.send("HEAD", path)
+        if response.status_code == 404:
+            return False
+        if response.is_success:
+            return True
+        return answer(response, self.connection) is None  # raises: not a success
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise FleetError(
+                f"cannot reach the control plane at {self.connection.url} "
+                f"({exc.__class__.__name__}): is `muto cloud serve` running there? "
+                "Set the URL with --url, MUTO_URL or `muto login URL --token-file F`",
+                UNREACHABLE,
+            ) from None
+
+
+def answer(response: httpx.Response, connection: Connection) -> dict[str, Any]:
+    """The envelope of a 2xx; otherwise FleetError naming the API's code and message."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success and isinstance(body, dict):
+        return body
+    error = body.get("error") if isinstance(body, dict) else None
+    code = str(error.get("code")) if isinstance(error, dict) else f"http_{response.status_code}"
+    message = str(error.get("message")) if isinstance(error, dict) else response.text[:200]
+    status = response.status_code
+    if status == 401:
+        how = (
+            "no token was given: pass --token-file, set MUTO_TOKEN "
+            "or run `muto login URL --token-file F`"
+            if connection.token is None
+            else "the token is unknown or revoked: "
+            "get an operator token (`muto cloud token create --operator`)"
+        )
+        raise FleetError(f"not authenticated at {connection.url}: {how}", UNAUTHENTICATED, code)
+    if status == 403:
+        raise FleetError(f"{message} (an operator token is needed)", UNAUTHENTICATED, code)
+    if status == 404:
+        raise FleetError(message, NOT_FOUND, code)
+    details = error.get("details") if isinstance(error, dict) else None
+    if details:
+        message = f"{message} {json.dumps(details, separators=(',', ':'))}"
+    raise FleetError(message, REFUSED, code)

@@ -1,0 +1,189 @@
+"""`muto releases push | list | get`: signed releases, and the artifacts the control
+plane hosts for them."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from rich.table import Table
+
+from muto.fleetctl.connection import USAGE, Api, Connection, FleetError
+from muto.fleetctl.output import common, emit, fields, grid, verb
+
+HOSTED = "artifacts/"  # a ref the control plane serves: artifacts/sha256:<hex>
+
+
+def hosted_artifacts(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The artifacts of a signed release that the control plane is to serve: those
+    whose ref is relative `artifacts/<digest>` (what `muto release sign --hosted` writes)."""
+    try:
+        manifest = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        artifacts = manifest.get("artifacts", [])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise FleetError(
+            "not a signed release (a DSSE envelope from `muto release sign`)", USAGE
+        ) from None
+    return [
+        a
+        for a in artifacts
+        if isinstance(a, dict)
+        and not urlsplit(str(a.get("ref", ""))).scheme
+        and str(a.get("ref", "")).startswith(HOSTED)
+    ]
+
+
+def local_file(artifact: dict[str, Any], directory: Path) -> Path:
+    """The file in `directory` with the artifact's digest."""
+    for candidate in sorted(p for p in directory.iterdir() if p.is_file()):
+        if (
+            candidate.stat().st_size == artifact.get("size")
+            and _sha256(candidate) == artifact["digest"]
+        ):
+            return candidate
+    raise FleetError(
+        f"no file in {directory} has digest {artifact['digest']} (pass --artifact-dir)", USAGE
+    )
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def upload(api: Api, artifact: dict[str, Any], path: Path) -> bool:
+    """PUT unless the control plane has it; True if it was sent."""
+    digest = artifact["digest"]
+    if api.exists(f"/artifacts/{digest}"):
+        return False
+    with path.open("rb") as f:
+        api.call(
+            "PUT",
+            f"/artifacts/{digest}",
+            content=iter(lambda: f.read(1 << 20), b""),  # streamed, never whole in memory
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(path.stat().st_size),
+            },
+        )
+    return True
+
+
+def push(args: argparse.Namespace) -> int:
+    signed = Path(args.signed)
+    try:
+        envelope = json.loads(signed.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"cannot read {signed}: {exc}", USAGE) from None
+    hosted = hosted_artifacts(envelope)
+    directory = Path(args.artifact_dir) if args.artifact_dir else signed.parent
+    files = [(a, local_file(a, directory)) for a in hosted]
+    with Connection.resolve(args).client(timeout=args.timeout) as api:
+        for artifact, path in files:
+            sent = upload(api, artifact, path)
+            print(
+                f"{'uploaded' if sent else 'already stored'} {path.name} {artifact['digest']}",
+                file=sys.stderr,
+            )
+        registered = api.call("POST", "/releases", json_body=envelope)
+    emit(args, registered["data"], _detail)
+    return 0
+
+
+def listing(args: argparse.Namespace) -> int:
+    params = {"stack": args.stack} if args.stack else None
+    with Connection.resolve(args).client() as api:
+        found = api.call("GET", "/releases", params=params)["data"]
+    emit(args, found, _table)
+    return 0
+
+
+def _table(releases: list[dict[str, Any]]) -> Table:
+    return grid(
+        None,
+        ["STACK", "VERSION", "DIGEST", "ARTIFACTS", "REGISTERED"],
+        (
+            [
+                r["stackName"],
+                r["version"],
+                r["manifestDigest"][:19] + "…",
+                len(r.get("manifest", {}).get("artifacts", [])),
+                r.get("registeredAt"),
+            ]
+            for r in releases
+        ),
+    )
+
+
+def split_release(text: str) -> tuple[str, str]:
+    stack, sep, version = text.partition("@")
+    if not sep or not stack or not version:
+        raise FleetError(f"{text!r}: expected STACK@VERSION, e.g. core@1.0.0", USAGE)
+    return stack, version
+
+
+def one(args: argparse.Namespace) -> int:
+    stack, version = split_release(args.release)
+    with Connection.resolve(args).client() as api:
+        found = api.call("GET", f"/releases/{stack}/{version}")["data"]
+    emit(args, found, _detail)
+    return 0
+
+
+def _detail(r: dict[str, Any]) -> Table:
+    manifest = r.get("manifest", {})
+    return fields(
+        f"release {r['stackName']}@{r['version']}",
+        [
+            ("manifestDigest", r["manifestDigest"]),
+            ("registeredAt", r.get("registeredAt")),
+            (
+                "artifacts",
+                [f"{a.get('ref')} ({a.get('size')} B)" for a in manifest.get("artifacts", [])],
+            ),
+            ("launch", manifest.get("launch")),
+        ],
+    )
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser(
+        "releases", help="signed releases and hosted artifacts (over the HTTP API)"
+    )
+    actions = group.add_subparsers(dest="action", required=True, metavar="VERB")
+
+    p = verb(
+        actions,
+        "push",
+        "upload the artifacts a signed release hosts on the control plane, then register it",
+        "muto releases push release.signed.json --artifact-dir dist",
+        push,
+    )
+    common(p)
+    p.add_argument("signed", metavar="SIGNED.json", help="from `muto release sign`")
+    p.add_argument(
+        "--artifact-dir",
+        metavar="DIR",
+        help="where the files of `artifacts/sha256:...` refs are (default: beside SIGNED)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (uploads)")
+
+    p = verb(actions, "list", "registered releases", "muto releases list --stack core", listing)
+    common(p)
+    p.add_argument("--stack", help="only this stack")
+
+    p = verb(
+        actions,
+        "get",
+        "one release: digest, artifacts, launch",
+        "muto releases get core@1.0.0",
+        one,
+    )
+    common(p)
+    p.add_argument("release", metavar="STACK@VERSION")

@@ -1,0 +1,274 @@
+"""`muto rollouts create | list | get | pause | resume | rollback | status`: canary
+rollouts, and a live view of one that ends with an exit code saying how it ended."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from muto.fleetctl.connection import Api, Connection
+from muto.fleetctl.desired import AGENT_CONFIG_HELP, read_agent_config
+from muto.fleetctl.output import cell, common, console, emit, fields, grid, verb
+from muto.fleetctl.releases import split_release
+
+# How `muto rollouts status` ends (docs/cli.md): 0 completed; the rest say why not.
+ENDED = {"completed": 0, "rolled_back": 10, "aborted": 11}
+RUNNING = 12  # still in canary or wave (without --watch, or at --timeout)
+PAUSED = 13  # paused: waits for an operator to resume or roll back
+
+
+def outcome(rollout: dict[str, Any]) -> int | None:
+    """The exit code once the rollout is final or paused; None while it runs."""
+    if rollout["state"] in ENDED:
+        return ENDED[rollout["state"]]
+    return PAUSED if rollout.get("paused") else None
+
+
+def create(args: argparse.Namespace) -> int:
+    stack, version = split_release(args.release)
+    body: dict[str, Any] = {"selector": args.selector, "stack": stack, "version": version}
+    if args.rollout_id:
+        body["rolloutId"] = args.rollout_id
+    thresholds = {
+        k: v
+        for k, v in (
+            ("convergedPct", args.converged_pct),
+            ("canaryDeadlineSec", args.canary_deadline),
+            ("waveDeadlineSec", args.wave_deadline),
+        )
+        if v is not None
+    }
+    if thresholds:
+        body["thresholds"] = thresholds
+    if args.agent_config:
+        body["agentConfig"] = read_agent_config(args.agent_config)
+    with Connection.resolve(args).client() as api:
+        started = api.call("POST", "/rollouts", json_body=body)["data"]
+    emit(args, started, view)
+    return 0
+
+
+def listing(args: argparse.Namespace) -> int:
+    with Connection.resolve(args).client() as api:
+        found = api.call("GET", "/rollouts")["data"]
+    emit(args, found, _table)
+    return 0
+
+
+def _table(rollouts: list[dict[str, Any]]) -> Table:
+    return grid(
+        None,
+        ["ROLLOUT", "RELEASE", "STATE", "PAUSED", "SELECTOR", "UPDATED"],
+        (
+            [
+                r["rolloutId"],
+                r.get("release"),
+                r.get("state"),
+                r.get("paused"),
+                r.get("selector"),
+                r.get("updatedAt"),
+            ]
+            for r in rollouts
+        ),
+    )
+
+
+def one(args: argparse.Namespace) -> int:
+    with Connection.resolve(args).client() as api:
+        found = api.call("GET", f"/rollouts/{args.rollout_id}")["data"]
+    emit(args, found, view)
+    return 0
+
+
+def _act(action: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        with Connection.resolve(args).client() as api:
+            found = api.call("POST", f"/rollouts/{args.rollout_id}/{action}")["data"]
+        emit(args, found, view)
+        return 0
+
+    return run
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print the rollout (live with --watch) until it ends, is paused, or --timeout."""
+    with Connection.resolve(args).client() as api:
+        rollout = _get(api, args.rollout_id)
+        if not args.watch or args.output != "table":
+            if args.watch:
+                rollout = _wait(api, args, rollout, lambda _: None)
+            emit(args, rollout, view)
+            return _exit(rollout)
+        with Live(view(rollout), console=console(), refresh_per_second=4) as live:
+            rollout = _wait(api, args, rollout, lambda r: live.update(view(r)))
+    return _exit(rollout)
+
+
+def _get(api: Api, rollout_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = api.call("GET", f"/rollouts/{rollout_id}")["data"]
+    return found
+
+
+def _wait(api: Api, args: argparse.Namespace, rollout: dict[str, Any], show: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while outcome(rollout) is None and (deadline is None or time.monotonic() < deadline):
+        time.sleep(args.interval)
+        rollout = _get(api, args.rollout_id)
+        show(rollout)
+    return rollout
+
+
+def _exit(rollout: dict[str, Any]) -> int:
+    found = outcome(rollout)
+    return RUNNING if found is None else found
+
+
+def view(r: dict[str, Any]) -> Group:
+    """Phase, canaries, per-wave counts with blocked and failed by reason, gate decisions."""
+    state = r["state"] + (" (paused)" if r.get("paused") else "")
+    head = fields(
+        f"rollout {r['rolloutId']}",
+        [
+            ("release", r.get("release")),
+            ("state", state),
+            ("selector", r.get("selector")),
+            ("thresholds", r.get("thresholds")),
+            ("updated", r.get("updatedAt")),
+        ],
+    )
+    phases = grid(
+        "progress",
+        [
+            "PHASE",
+            "TARGETED",
+            "PENDING",
+            "ASSIGNED",
+            "CONVERGED",
+            "BLOCKED (by reason)",
+            "FAILED (by reason)",
+            "ROLLED BACK",
+        ],
+        (
+            [
+                name,
+                p["targeted"],
+                p["pending"],
+                p["assigned"],
+                p["converged"],
+                _by(p["deferred"], p["deferredBy"]),
+                _by(p["failed"], p["failedBy"]),
+                p["rolledBack"],
+            ]
+            for name, p in sorted(r.get("phases", {}).items(), key=lambda kv: kv[0] != "canary")
+        ),
+    )
+    canaries = grid(
+        "canaries",
+        ["VEHICLE", "STATUS", "REASONS"],
+        (
+            [v["vehicleId"], v["status"], v["reasonCodes"]]
+            for v in r.get("vehicles", [])
+            if v["phase"] == "canary"
+        ),
+    )
+    decisions = grid(
+        "gate decisions",
+        ["AT", "DECISION", "CONVERGED", "WHY"],
+        (
+            [
+                d.get("at"),
+                d.get("event"),
+                _pct(d.get("evaluation", {})),
+                _why(d.get("evaluation", {})),
+            ]
+            for d in r.get("decisions", [])
+        ),
+    )
+    parts: list[Any] = [head, Text(""), phases, Text(""), canaries]
+    parts += [Text(""), decisions] if r.get("decisions") else [Text("no gate decision yet")]
+    return Group(*parts)
+
+
+def _by(count: int, reasons: dict[str, int]) -> str:
+    return f"{count}" + (f" ({cell(reasons)})" if reasons else "")
+
+
+def _pct(e: dict[str, Any]) -> str:
+    if "convergedPct" not in e:
+        return "-"
+    return f"{e['convergedPct']:.0f}% of {e.get('targeted')} (needs {e.get('thresholdPct'):.0f}%)"
+
+
+def _why(e: dict[str, Any]) -> str:
+    parts = [f"verdict {e.get('verdict')}"] if e.get("verdict") else []
+    if e.get("reasonCodes"):
+        parts.append("reasons " + ", ".join(e["reasonCodes"]))
+    if e.get("failedBy"):
+        parts.append("failed " + cell(e["failedBy"]))
+    if e.get("deferredBy"):
+        parts.append("blocked " + cell(e["deferredBy"]))
+    return "; ".join(parts) or "-"
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("rollouts", help="canary rollouts (over the HTTP API)")
+    actions = group.add_subparsers(dest="action", required=True, metavar="VERB")
+
+    p = verb(
+        actions,
+        "create",
+        "start a canary rollout of a release over the vehicles a selector matches",
+        "muto rollouts create --selector model=m3 --release core@1.1.0 --rollout-id ro-1",
+        create,
+    )
+    common(p)
+    p.add_argument("--selector", required=True, help="label selector, e.g. 'model=m3'")
+    p.add_argument("--release", required=True, metavar="STACK@VERSION")
+    p.add_argument("--rollout-id", help="default: generated")
+    p.add_argument("--converged-pct", type=float, help="gate threshold (default 95)")
+    p.add_argument("--canary-deadline", type=float, metavar="SEC", help="default 3600")
+    p.add_argument("--wave-deadline", type=float, metavar="SEC", help="default 21600")
+    p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)
+
+    p = verb(actions, "list", "rollouts, newest first", "muto rollouts list -o yaml", listing)
+    common(p)
+
+    for name, summary in (
+        ("get", "one rollout: phases, vehicles, decisions"),
+        ("pause", "pause a rollout (no gate advances it until resumed)"),
+        ("resume", "resume a paused rollout"),
+        ("rollback", "roll every vehicle of the rollout back to what it ran before"),
+    ):
+        p = verb(
+            actions,
+            name,
+            summary,
+            f"muto rollouts {name} ro-1",
+            one if name == "get" else _act(name),
+        )
+        common(p)
+        p.add_argument("rollout_id", metavar="ID")
+
+    p = verb(
+        actions,
+        "status",
+        "the rollout's progress; with --watch a live view until it ends. Exit code: 0 "
+        "completed, 10 rolled back, 11 aborted, 12 still running, 13 paused",
+        "muto rollouts status ro-1 --watch --timeout 600",
+        status,
+    )
+    common(p)
+    p.add_argument("rollout_id", metavar="ID")
+    p.add_argument(
+        "--watch", "-w", action="store_true", help="follow it until it ends or is paused"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=0, metavar="SEC", help="stop watching (0: never)"
+    )
+    p.add_argument("--interval", type=float, default=1.0, metavar="SEC", help="poll period")

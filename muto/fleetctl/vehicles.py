@@ -1,0 +1,195 @@
+"""`muto vehicles list | get | label`: the fleet's inventory."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from muto.fleetctl.connection import USAGE, Connection, FleetError
+from muto.fleetctl.output import cell, common, emit, fields, grid, verb
+
+PAGE = 1000
+
+
+def listing(args: argparse.Namespace) -> int:
+    found: list[dict[str, Any]] = []
+    params: dict[str, str | int] = {"limit": PAGE}
+    if args.selector:
+        params["selector"] = args.selector
+    with Connection.resolve(args).client() as api:
+        while True:  # every page: the status filter is applied here
+            page = api.call("GET", "/vehicles", params=params)
+            found.extend(page["data"])
+            cursor = page["metadata"].get("nextCursor")
+            if not cursor:
+                break
+            params["cursor"] = cursor
+    if args.status:
+        found = [v for v in found if args.status in (v.get("lastStatus"), v.get("presence"))]
+    emit(args, found, _table)
+    return 0
+
+
+def _table(vehicles: list[dict[str, Any]]) -> Table:
+    return grid(
+        None,
+        ["VEHICLE", "LABELS", "PRESENCE", "STATUS", "RUNNING", "DESIRED", "ROLLOUT", "AGENT"],
+        (
+            [
+                v["vehicleId"],
+                v.get("labels"),
+                v.get("presence"),
+                _status(v),
+                v.get("runningRelease"),
+                v.get("desiredRelease"),
+                v.get("rolloutId"),
+                ((v.get("reported") or {}).get("agent") or {}).get("agentVersion"),
+            ]
+            for v in vehicles
+        ),
+    )
+
+
+def _status(v: dict[str, Any]) -> str:
+    codes = v.get("lastReasonCodes") or []
+    return f"{cell(v.get('lastStatus'))}" + (f" ({', '.join(codes)})" if codes else "")
+
+
+def one(args: argparse.Namespace) -> int:
+    with Connection.resolve(args).client() as api:
+        vehicle = api.call("GET", f"/vehicles/{args.vehicle_id}")["data"]
+    emit(args, vehicle, _detail)
+    return 0
+
+
+def _detail(v: dict[str, Any]) -> Table:
+    rows = [(k, v[k]) for k in v if k not in ("vehicleId", "reported")]
+    said = v.get("reported") or {}
+    agent = said.get("agent") or {}
+    if agent:
+        rows.append(("agent", f"{agent.get('agentVersion')} ({agent.get('runtime')})"))
+        rows.append(("platform", {k: agent.get(k) for k in ("model", "os", "rosDistro")}))
+    components = said.get("components")
+    if components is not None:
+        rows.append(("components", [_component(c) for c in components]))
+    if said:
+        rows.append(("reportedAt", said.get("componentsAt") or said.get("agentAt")))
+    return fields(f"vehicle {v['vehicleId']}", rows)
+
+
+def _component(c: dict[str, Any]) -> str:
+    return f"{c.get('role')}: {c.get('ref')} ({str(c.get('digest'))[:19]}…)"
+
+
+def refresh(args: argparse.Namespace) -> int:
+    with Connection.resolve(args).client(timeout=30) as api:
+        answer = api.call("POST", f"/vehicles/{args.vehicle_id}/refresh")["data"]
+    emit(args, answer, _refreshed)
+    return 0
+
+
+def _refreshed(answer: dict[str, Any]) -> Group:
+    head = Text(
+        f"request {answer['requestId']}: {'ok' if answer['ok'] else 'NOT ok'}, "
+        f"re-published {', '.join(answer['snapshotsUpdated']) or 'nothing'}"
+    )
+    return Group(head, Text(""), _detail(answer["vehicle"]))
+
+
+def pairs(texts: list[str], removable: bool) -> dict[str, str | None]:
+    """KEY=VALUE (and, if `removable`, KEY- for "remove KEY", as kubectl writes it)."""
+    found: dict[str, str | None] = {}
+    for text in texts:
+        if removable and text.endswith("-") and "=" not in text:
+            found[text[:-1]] = None
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            wanted = "KEY=VALUE or KEY- (to remove)" if removable else "KEY=VALUE"
+            raise FleetError(f"{text!r}: expected {wanted}", USAGE)
+        found[key] = value
+    return found
+
+
+def register_vehicle(args: argparse.Namespace) -> int:
+    body = {
+        "vehicleId": args.vehicle_id,
+        "labels": pairs(args.labels, removable=False),
+        "attributes": pairs(args.attribute or [], removable=False),
+    }
+    with Connection.resolve(args).client() as api:
+        vehicle = api.call("POST", "/vehicles", json_body=body)
+    emit(args, vehicle["data"], _detail)
+    return 0
+
+
+def label(args: argparse.Namespace) -> int:
+    labels = pairs(args.changes, removable=True)
+    with Connection.resolve(args).client() as api:
+        vehicle = api.call("PATCH", f"/vehicles/{args.vehicle_id}", json_body={"labels": labels})
+    emit(args, vehicle["data"], _detail)
+    return 0
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("vehicles", help="the fleet's inventory (over the HTTP API)")
+    actions = group.add_subparsers(dest="action", required=True, metavar="VERB")
+
+    p = verb(
+        actions,
+        "list",
+        "list vehicles, optionally by label selector and status",
+        "muto vehicles list --selector 'model=m3 AND region=eu' --status failed -o json",
+        listing,
+    )
+    common(p)
+    p.add_argument("--selector", help="label selector, e.g. 'model=m3 AND region=eu'")
+    p.add_argument(
+        "--status",
+        help="keep vehicles whose last reported status (converged, failed, blocked...) "
+        "or presence (online, offline) is this",
+    )
+
+    p = verb(
+        actions,
+        "register",
+        "register a vehicle with its labels (the same again is a no-op)",
+        "muto vehicles register car-1 model=m3 region=eu --attribute os=ubuntu-22.04",
+        register_vehicle,
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="labels (selectors match them)")
+    p.add_argument("--attribute", action="append", metavar="KEY=VALUE", help="repeatable")
+
+    p = verb(
+        actions, "get", "one vehicle, as the inventory knows it", "muto vehicles get veh-0001", one
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+
+    p = verb(
+        actions,
+        "refresh",
+        "ask a vehicle (over MQTT) to re-publish its snapshots; shows its answer and "
+        "what it now reports (agent version, components). Changes nothing on the vehicle",
+        "muto vehicles refresh car-1",
+        refresh,
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+
+    p = verb(
+        actions,
+        "label",
+        "set (KEY=VALUE) or remove (KEY-) labels of one vehicle",
+        "muto vehicles label veh-0001 ring=beta region-",
+        label,
+    )
+    common(p)
+    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-")

@@ -1,0 +1,142 @@
+"""What vehicles say about themselves over MQTT reaches the inventory: the retained
+`agent/metadata` and `agent/components` snapshots are kept (latest only, for registered
+vehicles that publish under their own id), and a refresh is answered by request id."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.mqtt.bridge import Bridge
+from muto.domain.messages import (
+    AgentComponents,
+    AgentMetadata,
+    Component,
+    Leaf,
+    RefreshRequest,
+    RefreshResult,
+    vehicle_topic,
+)
+from muto.domain.wire import decode
+from tests.conftest import Mosquitto
+from tests.support.mqtt_watch import (
+    FAST,
+    TENANT,
+    open_fleet,
+    payload,
+    settings_for,
+    until,
+)
+
+pytestmark = pytest.mark.mqtt
+ARCHIVE = Component(digest="sha256:" + "a" * 64, type="archive", ref="artifacts/x", role="active")
+
+
+@pytest.fixture
+def plane(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[ControlPlane]:
+    cp = open_fleet(settings_for("sqlite", tmp_path, mosquitto.url, None), "v1", "v2")
+    yield cp
+    cp.close()
+
+
+def topic(vehicle_id: str, leaf: Leaf) -> str:
+    return vehicle_topic(TENANT, vehicle_id, leaf)
+
+
+def metadata(vehicle_id: str, version: str = "1.2.3") -> AgentMetadata:
+    return AgentMetadata(
+        vehicle_id=vehicle_id, agent_version=version, os="ubuntu-22.04", runtime="process"
+    )
+
+
+def test_snapshots_are_kept_latest_only_and_only_for_their_own_registered_vehicle(
+    plane: ControlPlane,
+) -> None:
+    async def main() -> None:
+        listener = Bridge(plane).listener
+        await listener.handle(topic("v1", Leaf.AGENT_METADATA), payload(metadata("v1", "1.0.0")))
+        await listener.handle(topic("v1", Leaf.AGENT_METADATA), payload(metadata("v1", "1.0.1")))
+        components = AgentComponents(vehicle_id="v1", components=[ARCHIVE])
+        await listener.handle(topic("v1", Leaf.AGENT_COMPONENTS), payload(components))
+        # another vehicle's id in the payload, an unregistered vehicle, garbage: dropped
+        await listener.handle(topic("v2", Leaf.AGENT_METADATA), payload(metadata("v1", "6.6.6")))
+        await listener.handle(topic("ghost", Leaf.AGENT_METADATA), payload(metadata("ghost")))
+        await listener.handle(topic("v2", Leaf.AGENT_COMPONENTS), b"{not json")
+        assert listener.dropped == 3
+
+    asyncio.run(main())
+    said = plane.snapshots.reported(["v1", "v2", "ghost"])
+    assert set(said) == {"v1"}
+    assert said["v1"]["agent"] == {
+        "agentVersion": "1.0.1",
+        "model": None,
+        "os": "ubuntu-22.04",
+        "rosDistro": None,
+        "runtime": "process",
+    }
+    assert said["v1"]["components"] == [
+        {
+            "digest": ARCHIVE.digest,
+            "type": "archive",
+            "ref": "artifacts/x",
+            "distName": None,
+            "role": "active",
+        }
+    ]
+
+
+def test_a_refresh_is_answered_by_its_own_request_id(plane: ControlPlane) -> None:
+    """A vehicle stand-in answers `cmd/refresh` as the agent does: snapshots first, then
+    the result with the request id. Another id, or another vehicle's topic, is ignored."""
+    host, port = (plane.settings.mqtt_url or "").removeprefix("mqtt://").rsplit(":", 1)
+
+    async def vehicle(ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(host, int(port), identifier="v1-agent") as client:
+            await client.subscribe(topic("v1", Leaf.CMD_REFRESH), qos=1)
+            ready.set()
+            async for message in client.messages:
+                asked = decode(bytes(message.payload), RefreshRequest)
+                await client.publish(
+                    topic("v1", Leaf.AGENT_METADATA),
+                    payload(metadata("v1", "2.0.0")),
+                    qos=1,
+                    retain=True,
+                )
+                wrong = RefreshResult(request_id="someone-else", ok=False)
+                await client.publish(topic("v1", Leaf.EVT_REFRESH_RESULT), payload(wrong), qos=1)
+                await client.publish(
+                    topic("v2", Leaf.EVT_REFRESH_RESULT),
+                    payload(RefreshResult(request_id=asked.request_id, ok=False)),
+                    qos=1,
+                )
+                answer = RefreshResult(
+                    request_id=asked.request_id, ok=True, snapshots_updated=["agent/metadata"]
+                )
+                await client.publish(topic("v1", Leaf.EVT_REFRESH_RESULT), payload(answer), qos=1)
+                return
+
+    async def main() -> None:
+        bridge = Bridge(plane, backoff=FAST)
+        await bridge.start()
+        try:
+            await until(lambda: bridge.connected, "the bridge to subscribe")
+            ready = asyncio.Event()
+            stand_in = asyncio.create_task(vehicle(ready))
+            await ready.wait()
+            result = await bridge.refresh("v1", 20)
+            assert result is not None
+            assert (result.ok, result.snapshots_updated) == (True, ["agent/metadata"])
+            assert result.request_id.startswith("refresh-")
+            await stand_in
+            assert await bridge.refresh("v2", 0.5) is None  # nobody answers for v2
+            assert bridge.listener.refreshes == {}
+        finally:
+            await bridge.stop()
+
+    asyncio.run(main())
+    assert plane.snapshots.reported(["v1"])["v1"]["agent"]["agentVersion"] == "2.0.0"
