@@ -167,10 +167,11 @@ class PodmanRig:
         for container in json.loads(listed.stdout or "[]"):
             # The JSON State is bare ("running"); the template's reads "Up 2 seconds ago".
             name, state = container["Names"][0], container["State"]
-            digest = self.podman(
-                "inspect", "--type", "container", "--format", "{{.ImageDigest}}", name
-            ).stdout.strip()
-            found.append((name, state, digest))
+            inspected = self.podman(
+                "inspect", "--type", "container", "--format", "{{.ImageDigest}}", name, check=False
+            )
+            if inspected.returncode == 0:  # else replaced since it was listed
+                found.append((name, state, inspected.stdout.strip()))
         return found
 
     def running(self, label: str) -> list[tuple[str, str]]:
