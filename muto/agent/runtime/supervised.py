@@ -19,6 +19,7 @@ from muto.agent.runtime.crash_loop import is_crash_looping
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.agent.runtime.reaper import take_over
+from muto.agent.runtime.ros_graph import RosGraphWatch
 from muto.agent.runtime.supervisor import Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -39,6 +40,7 @@ class _Running:
     release: StackRelease
     plan: LaunchPlan
     supervisors: list[Supervisor]
+    graph: RosGraphWatch | None = None  # judges healthModel.ros, when the release has one
 
 
 class SupervisedRuntime:
@@ -98,7 +100,7 @@ class SupervisedRuntime:
             plan = self._marked(await self._prepare(release, artifacts))
             if previous is not None:
                 self._running = None
-                await _stop_all(previous.supervisors)
+                await _stop_all(previous.supervisors, previous.graph)
             supervisors = [self._supervisor(release, plan, argv) for argv in plan.commands]
             started: list[Supervisor] = []
             try:
@@ -108,7 +110,11 @@ class SupervisedRuntime:
             except BaseException:
                 await _stop_all(started)
                 raise
-            self._running = _Running(release, plan, supervisors)
+            graph = None
+            if release.health_model.ros is not None:
+                graph = RosGraphWatch(release.health_model.ros, plan.env, self.clock)
+                await graph.start()
+            self._running = _Running(release, plan, supervisors, graph)
             keep = {plan.directory} | ({previous.plan.directory} if previous else set())
             await asyncio.to_thread(_prune, self.releases_dir, keep)
 
@@ -116,7 +122,7 @@ class SupervisedRuntime:
         async with self._lock:
             running, self._running = self._running, None
             if running is not None:
-                await _stop_all(running.supervisors)
+                await _stop_all(running.supervisors, running.graph)
 
     def running_directory(self) -> Path | None:
         """The directory of the running release, None when nothing runs."""
@@ -126,12 +132,13 @@ class SupervisedRuntime:
         running = self._running
         if running is None:
             return STOPPED
-        health = running.release.health_model
+        health, graph = running.release.health_model, running.graph
         return RuntimeStatus(
             release=running.release.key,
             alive=all(s.alive for s in running.supervisors),
             restart_count=sum(s.restarts.count for s in running.supervisors),
-            crash_looping=self._crash_looping(running.supervisors, health),
+            crash_looping=self._crash_looping(running, health),
+            degraded=graph.degraded() if graph else None,
         )
 
     async def wait_ready(self, health: HealthModel) -> None:
@@ -143,19 +150,22 @@ class SupervisedRuntime:
             dead = [s.argv[0] for s in running.supervisors if not s.alive]
             if dead:
                 return f"not running: {', '.join(dead)}"
-            if not health.readiness_probe:
-                return None
-            try:
-                result = await run_command(
-                    health.readiness_probe, cwd=running.plan.directory, env=running.plan.env
-                )
-            except OSError as exc:
-                return f"readiness probe cannot start: {exc}"
-            return None if result.ok else f"probe exited {result.returncode}: {result.output}"
+            if health.readiness_probe:
+                try:
+                    result = await run_command(
+                        health.readiness_probe, cwd=running.plan.directory, env=running.plan.env
+                    )
+                except OSError as exc:
+                    return f"readiness probe cannot start: {exc}"
+                if not result.ok:
+                    return f"probe exited {result.returncode}: {result.output}"
+            return running.graph.why_not_ready() if running.graph else None
 
         await poll_until_ready(
-            check, lambda: self._crash_looping(running.supervisors, health), health, self.poll_sec
+            check, lambda: self._crash_looping(running, health), health, self.poll_sec
         )
+        if running.graph is not None:
+            running.graph.ready = True  # from now on, a missing piece is a degradation
 
     def _marked(self, plan: LaunchPlan) -> LaunchPlan:
         # Probes too: one orphaned by a crash mid-readiness is reaped with the stack.
@@ -177,10 +187,12 @@ class SupervisedRuntime:
             release=release.key,
         )
 
-    def _crash_looping(self, supervisors: list[Supervisor], health: HealthModel) -> bool:
-        # One release, one rule: restarts of all its commands count together.
+    def _crash_looping(self, running: _Running, health: HealthModel) -> bool:
+        # One release, one rule: restarts of all its commands count together, and so do
+        # the times its ROS graph fell apart after readiness.
+        degradations = running.graph.degradations.times if running.graph else []
         return is_crash_looping(
-            [t for s in supervisors for t in s.restarts.times],
+            [t for s in running.supervisors for t in s.restarts.times] + list(degradations),
             restarts=health.crash_loop_restarts,
             window_sec=health.crash_loop_window_sec,
             now=self.clock(),
@@ -197,7 +209,9 @@ def release_env(release: StackRelease, directory: Path) -> dict[str, str]:
     }
 
 
-async def _stop_all(supervisors: list[Supervisor]) -> None:
+async def _stop_all(supervisors: list[Supervisor], graph: RosGraphWatch | None = None) -> None:
+    if graph is not None:
+        await graph.stop()
     await asyncio.gather(*(s.stop() for s in supervisors))
 
 
