@@ -51,7 +51,12 @@ from std_msgs.msg import String
 rclpy.init(args=sys.argv)
 node = rclpy.create_node("listener")
 heard = open("heard.log", "a")
-node.create_subscription(String, "chatter", lambda m: (heard.write(m.data + "\\n"), heard.flush()), 10)
+
+def hear(message):
+    heard.write(message.data + "\\n")
+    heard.flush()
+
+node.create_subscription(String, "chatter", hear, 10)
 try:
     rclpy.spin(node)
 except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
