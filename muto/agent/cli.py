@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from muto.agent import journal_cli
+from muto.agent.runtime.factory import RUNTIMES
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--runtime",
         default="process",
-        choices=["process", "python_wheel", "ros2_launch", "podman", "simulated"],
+        choices=sorted(RUNTIMES),
     )
     p.add_argument("--trust", default=None, help="TrustConfig JSON, read on first start only")
     p.add_argument("--token", default=None, help="vehicle bearer token (kept in the data dir)")

@@ -77,8 +77,10 @@ def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(
             "the leftover container stopped",
         )
         after = eventually(
-            lambda: [c for c in world.rig.containers(ours) if c[1] == "running"]
-            and world.rig.podman("inspect", "--format", "{{.Id}}", "muto-nav").stdout.strip(),
+            lambda: (
+                [c for c in world.rig.containers(ours) if c[1] == "running"]
+                and world.rig.podman("inspect", "--format", "{{.Id}}", "muto-nav").stdout.strip()
+            ),
             "the restored container",
         )
         assert after != before  # stopped, then started again: never two copies

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from muto.domain.release import ArtifactType, HealthModel, Launch, NodeLaunch, StackRelease
@@ -20,6 +21,10 @@ from std_msgs.msg import String
 
 mode = sys.argv[1]  # talk | silent | crash | quiet-after-N
 rclpy.init(args=sys.argv)
+if mode == "crash":  # joins the graph, then dies
+    rclpy.create_node("talker")
+    time.sleep(0.3)
+    sys.exit(3)
 node = rclpy.create_node("talker")
 publisher = node.create_publisher(String, "chatter", 10)
 began = time.monotonic()
@@ -27,8 +32,6 @@ count = 0
 
 def tick():
     global count
-    if mode == "crash" and time.monotonic() - began > 0.5:
-        sys.exit(3)
     if mode.startswith("quiet-after-") and time.monotonic() - began > float(mode[12:]):
         return
     if mode != "silent":
@@ -106,12 +109,15 @@ def ros_release(
     health: HealthModel,
     *,
     env: dict[str, str],
-    ref: str | None = None,
+    serve: Callable[[Path], str] | None = None,
 ) -> StackRelease:
+    """A `ros_nodes` release of the three scripts; `serve` puts the archive on an artifact
+    server and returns its URL (the ref), else the ref is the file name."""
     archive = make_archive(
         tmp / f"demo-{version}.tar.gz",
         {"talker.py": TALKER, "listener.py": LISTENER, "managed.py": MANAGED},
     )
+    ref = serve(archive) if serve is not None else None
     return StackRelease(
         stack_name="demo",
         version=version,

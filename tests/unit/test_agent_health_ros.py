@@ -10,9 +10,9 @@ from muto.agent.runtime.base import RuntimeStatus
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus
 
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 STATE = JournalState(
-    running=Running(key="demo@1.0.0", since=datetime(2026, 1, 1, tzinfo=UTC), position=1,
-                    revision=None, cause="converged")  # fmt: skip
+    running=Running(key="demo@1.0.0", since=SINCE, position=1, revision=None, cause="converged")
 )
 
 

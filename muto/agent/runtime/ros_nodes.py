@@ -32,7 +32,9 @@ class RosNodesRuntime(SupervisedRuntime):
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: a node name repeats")
         directory = await extract_release(release, artifacts, self.releases_dir)
         env = release_env(release, directory)
-        return LaunchPlan(directory, [node_argv(n, directory, env) for n in nodes], env)
+        commands = [node_argv(n, directory, env) for n in nodes]
+        # Logs: workdir/logs/<stack>@<version>-<namespace.name>.log, one per node.
+        return LaunchPlan(directory, commands, env, [n.strip("/").replace("/", ".") for n in names])
 
 
 def node_argv(node: NodeLaunch, directory: Path, env: Mapping[str, str]) -> list[str]:

@@ -33,6 +33,8 @@ class LaunchPlan:
     directory: Path
     commands: list[list[str]]
     env: dict[str, str] = field(default_factory=dict)
+    # One per command, naming its log file; default: the command's program name.
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -101,7 +103,11 @@ class SupervisedRuntime:
             if previous is not None:
                 self._running = None
                 await _stop_all(previous.supervisors, previous.graph)
-            supervisors = [self._supervisor(release, plan, argv) for argv in plan.commands]
+            names = plan.names or [Path(argv[0]).name for argv in plan.commands]
+            supervisors = [
+                self._supervisor(release, plan, argv, name)
+                for argv, name in zip(plan.commands, names, strict=True)
+            ]
             started: list[Supervisor] = []
             try:
                 for supervisor in supervisors:
@@ -171,8 +177,10 @@ class SupervisedRuntime:
         # Probes too: one orphaned by a crash mid-readiness is reaped with the stack.
         return dataclasses.replace(plan, env={**plan.env, **self.ledger.environment})
 
-    def _supervisor(self, release: StackRelease, plan: LaunchPlan, argv: list[str]) -> Supervisor:
-        log = self.logs_dir / f"{release.key}-{Path(argv[0]).name}.log"
+    def _supervisor(
+        self, release: StackRelease, plan: LaunchPlan, argv: list[str], name: str
+    ) -> Supervisor:
+        log = self.logs_dir / f"{release.key}-{name}.log"
         return Supervisor(
             argv,
             cwd=plan.directory,
