@@ -6,7 +6,8 @@ loopback, through three stories, each checked:
 2. release 1.1.0 crash-loops on its canaries: they roll back (CRASH_LOOP_DETECTED,
    ROLLBACK_APPLIED), the rollout aborts, the wave never gets it;
 3. some vehicles, blocked while moving, lose their cloud link; they converge to the
-   new desired state from their cache and deliver their reports when they return.
+   new desired state from their cache and deliver their reports when they return;
+4. with the `ros` extra installed, one more vehicle runs a real ROS 2 stack (ros_story.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from muto.sim.console import Console, counts, phase_detail, reason_counts
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import Behaviour, SimProfile, vehicle_ids
+from muto.sim.ros_story import ros_vehicle_story
 from muto.sim.services import CloudProcess, make_broker, prepare_cloud
 from muto.trust import sign_release
 
@@ -129,6 +131,11 @@ class Demo:
             await self.bad_release(operator, fleet)
             await self.offline(operator, fleet)
             await self.summary(operator, cloud.url)
+            say("\n4. A vehicle with a real ROS 2 stack")
+            await ros_vehicle_story(
+                self.data_dir, cloud.url, broker.url, operator, signer, trust,
+                lambda ok, what: self.expect.check(ok, what, self.console), say,
+            )  # fmt: skip
         finally:
             if fleet is not None:
                 await fleet.stop()

@@ -10,61 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from muto.domain.release import ArtifactType, HealthModel, Launch, NodeLaunch, StackRelease
+from muto.sim.ros_story import LISTENER, TALKER
 from tests.conftest import unavailable
 from tests.integration.test_runtime_support import PYTHON, artifact_for, make_archive
-
-TALKER = """
-import importlib, sys, time
-importlib.import_module("ros_wheels_bootstrapper")
-import rclpy
-from std_msgs.msg import String
-
-mode = sys.argv[1]  # talk | silent | crash | quiet-after-N
-rclpy.init(args=sys.argv)
-if mode == "crash":  # joins the graph, then dies
-    rclpy.create_node("talker")
-    time.sleep(0.3)
-    sys.exit(3)
-node = rclpy.create_node("talker")
-publisher = node.create_publisher(String, "chatter", 10)
-began = time.monotonic()
-count = 0
-
-def tick():
-    global count
-    if mode.startswith("quiet-after-") and time.monotonic() - began > float(mode[12:]):
-        return
-    if mode != "silent":
-        count += 1
-        publisher.publish(String(data=f"hello {count}"))
-
-node.create_timer(0.05, tick)  # 20 Hz
-try:
-    rclpy.spin(node)
-except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-    pass
-"""
-
-LISTENER = """
-import importlib, sys
-importlib.import_module("ros_wheels_bootstrapper")
-import rclpy
-from std_msgs.msg import String
-
-rclpy.init(args=sys.argv)
-node = rclpy.create_node("listener")
-heard = open("heard.log", "a")
-
-def hear(message):
-    heard.write(message.data + "\\n")
-    heard.flush()
-
-node.create_subscription(String, "chatter", hear, 10)
-try:
-    rclpy.spin(node)
-except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-    pass
-"""
 
 MANAGED = """
 import importlib, sys
