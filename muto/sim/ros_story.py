@@ -23,7 +23,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from muto.agent.compose import RunOptions, local_agent
+from muto.agent.compose import STATE_FILE, RunOptions, local_agent
 from muto.domain.release import (
     Artifact,
     ArtifactType,
@@ -35,6 +35,7 @@ from muto.domain.release import (
     RosTopic,
     StackRelease,
 )
+from muto.domain.vehicle_state import VehicleState
 from muto.domain.wire import encode
 from muto.sim.operator import OperatorClient
 from muto.trust import Signer, TrustConfig, sign_release
@@ -163,6 +164,8 @@ async def ros_vehicle_story(
     options = RunOptions(vehicle_id=VEHICLE, data_dir=data_dir / "ros-vehicle", cloud_url=cloud_url,
                          mqtt_url=mqtt_url, runtime="ros_nodes", trust=trust_file,
                          token=await operator.vehicle_token(VEHICLE), poll_s=2.0)  # fmt: skip
+    options.data_dir.mkdir(parents=True, exist_ok=True)  # parked, manual: the gates open
+    (options.data_dir / STATE_FILE).write_bytes(encode(VehicleState()))
     agent = local_agent(options)
     await agent.start()
     try:
