@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
+from muto.agent.runtime.group_ledger import GroupLedger
 from muto.agent.runtime.ros_nodes import RosNodesRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -179,3 +181,22 @@ def test_node_commands_must_exist(tmp_path: Path, command: list[str], why: str) 
         assert failure.value.code == ReasonCode.APPLY_FAILED and why in failure.value.detail
 
     run(tmp_path, body)
+
+
+def test_a_graph_helper_that_cannot_start_fails_the_apply_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    health = HealthModel(ros=GRAPH)
+    rel = ros_release(tmp_path, "1.0.0", [node("listener", "listener.py")], health, env=ros_env())
+    rt = RosNodesRuntime(tmp_path / "runtime", ros_helper=[str(tmp_path / "no-such-helper")])
+
+    async def main() -> None:
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(rel, archive(tmp_path, "1.0.0"))
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert "ROS graph helper cannot start" in failure.value.detail
+        assert rt.status().release is None
+        ledger = GroupLedger.read(tmp_path / "runtime" / LEDGER_FILE)
+        assert ledger is not None and ledger.groups == ()  # the started node was stopped
+
+    asyncio.run(main())

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
@@ -37,9 +37,14 @@ class _Judgment(msgspec.Struct):
 
 class RosGraphWatch:
     def __init__(
-        self, spec: RosGraphHealth, env: Mapping[str, str], clock: Callable[[], float]
+        self,
+        spec: RosGraphHealth,
+        env: Mapping[str, str],
+        clock: Callable[[], float],
+        helper: Sequence[str] = HELPER,
     ) -> None:
         self.spec = spec
+        self.helper = list(helper)
         self.env = dict(env)
         self.clock = clock
         self.missing: list[str] | None = None  # None: no judgment yet
@@ -51,7 +56,7 @@ class RosGraphWatch:
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
-            *HELPER, encode(self.spec).decode(),
+            *self.helper, encode(self.spec).decode(),
             env=self.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from muto.agent.runtime.crash_loop import is_crash_looping
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.agent.runtime.reaper import take_over
-from muto.agent.runtime.ros_graph import RosGraphWatch
+from muto.agent.runtime.ros_graph import HELPER, RosGraphWatch
 from muto.agent.runtime.supervisor import Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -75,8 +75,10 @@ class SupervisedRuntime:
         max_backoff_sec: float = 5.0,
         poll_sec: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        ros_helper: Sequence[str] = HELPER,
     ) -> None:
         self.workdir = workdir
+        self.ros_helper = list(ros_helper)  # argv of the ROS graph helper (healthModel.ros)
         self.releases_dir = workdir / "releases"
         self.logs_dir = workdir / "logs"
         self.grace_sec = grace_sec
@@ -118,8 +120,16 @@ class SupervisedRuntime:
                 raise
             graph = None
             if release.health_model.ros is not None:
-                graph = RosGraphWatch(release.health_model.ros, plan.env, self.clock)
-                await graph.start()
+                graph = RosGraphWatch(
+                    release.health_model.ros, plan.env, self.clock, self.ros_helper
+                )
+                try:
+                    await graph.start()
+                except OSError as exc:  # nothing of B may run half-watched
+                    await _stop_all(started)
+                    raise ReasonError(
+                        ReasonCode.APPLY_FAILED, f"the ROS graph helper cannot start: {exc}"
+                    ) from None
             self._running = _Running(release, plan, supervisors, graph)
             keep = {plan.directory} | ({previous.plan.directory} if previous else set())
             await asyncio.to_thread(_prune, self.releases_dir, keep)
