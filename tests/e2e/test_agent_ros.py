@@ -77,3 +77,36 @@ def test_converge_then_roll_back_a_silent_talker_and_a_dying_one(
         assert "rclpy" not in maps and "librcl" not in maps
     finally:
         assert agent.stop() == 0
+
+
+def test_a_topic_that_goes_silent_after_readiness_is_rolled_back(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+) -> None:
+    # crashLoopRestarts=1: one degradation of the graph after readiness trips the rule.
+    cloud, server = fleet
+    env = ros_env()
+
+    def release(version: str, mode: str) -> StackRelease:
+        health = HealthModel(readiness_timeout_sec=30, crash_loop_restarts=1, ros=GRAPH)
+        nodes = [node("talker", "talker.py", mode), node("listener", "listener.py")]
+        return ros_release(tmp_path, version, nodes, health, env=env,
+                           serve=lambda p: server.put(f"/{p.name}", p.read_bytes()))  # fmt: skip
+
+    signer = Signer.generate()
+    good, fading = release("1.0.0", "talk"), release("2.0.0", "quiet-after-12")
+    for each in (good, fading):
+        cloud.publish(each, signer)
+    cloud.register("car-d", model="m7")
+    agent = AgentProcess(tmp_path, "car-d", cloud, cloud.token("--vehicle", "car-d"), "ros_nodes")
+    agent.start(trust=agent.provision(signer))
+    try:
+        first = cloud.desire("model=m7", good)["desiredStateRevision"]
+        status(cloud, "car-d", first, "converged")
+        second = cloud.desire("model=m7", fading)["desiredStateRevision"]
+        status(cloud, "car-d", second, "converged")  # ready while the talker still talks
+        eventually(lambda: (second, "rolled_back") in reported(cloud, "car-d"), "drift rollback")
+        seen = cloud.vehicle("car-d")
+        assert seen["lastReasonCodes"] == ["CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED"]
+        assert agent.journal().running_key == good.key
+    finally:
+        assert agent.stop() == 0
