@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from muto.agent import journal_cli
+from muto.agent.runtime.factory import RUNTIMES
 
 MIB = 1024 * 1024
 TOKEN_ENV = "MUTO_AGENT_TOKEN"
@@ -147,7 +148,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--runtime",
         default="process",
-        choices=["process", "python_wheel", "ros2_launch", "podman", "simulated"],
+        choices=sorted(RUNTIMES),
     )
     p.add_argument("--trust", default=None, help="TrustConfig JSON, read on first start only")
     p.add_argument(

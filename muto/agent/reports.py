@@ -89,6 +89,8 @@ def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus
         return HealthStatus.UNHEALTHY, [ReasonCode.CRASH_LOOP_DETECTED]
     if running is not None and (runtime.release != running or not runtime.alive):
         return HealthStatus.UNHEALTHY, []
+    if running is not None and runtime.degraded is not None:
+        return HealthStatus.UNHEALTHY, [ReasonCode.ROS_GRAPH_DEGRADED]
     if running is None and state.desired is not None:
         return HealthStatus.DEGRADED, []  # something is wanted and nothing runs yet
     return HealthStatus.HEALTHY, []

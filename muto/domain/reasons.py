@@ -34,6 +34,7 @@ class ReasonCode(StrEnum):
     WAVE_GATE_FAILED = "WAVE_GATE_FAILED"
     GATE_DEADLINE_EXCEEDED = "GATE_DEADLINE_EXCEEDED"
     OPERATOR_ROLLBACK = "OPERATOR_ROLLBACK"
+    ROS_GRAPH_DEGRADED = "ROS_GRAPH_DEGRADED"
 
 
 # Gate codes: a vehicle blocked by one of these is deferred, never failed.

@@ -37,22 +37,64 @@ class ResourceProfile(Wire, frozen=True, kw_only=True):
     disk_mb_min: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
+# A ROS 2 graph name: a node name, or a fully qualified topic or namespace ("/nav/scan").
+RosName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[~/A-Za-z0-9_]+$")]
+
+
+class RosNode(Wire, frozen=True, kw_only=True):
+    name: RosName
+    namespace: RosName = "/"
+
+    @property
+    def fqn(self) -> str:
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+
+class RosTopic(Wire, frozen=True, kw_only=True):
+    name: RosName  # fully qualified
+    # Published at least this often, measured over the last `window_sec` (0: one message).
+    min_rate_hz: Annotated[float, msgspec.Meta(ge=0, le=10000)] = 0
+    window_sec: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2
+
+
+class RosGraphHealth(Wire, frozen=True, kw_only=True):
+    """What "ready" means for a ROS 2 stack, judged from the ROS graph: these nodes are
+    up, these topics are published at their rate, these lifecycle nodes are ACTIVE."""
+
+    nodes: list[RosNode] = []
+    topics: list[RosTopic] = []
+    lifecycle_active: list[RosNode] = []
+
+
 class HealthModel(Wire, frozen=True, kw_only=True):
     readiness_timeout_sec: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 180
     # Optional command (argv) that exits 0 once the stack is ready.
     readiness_probe: list[str] | None = None
     crash_loop_restarts: Annotated[int, msgspec.Meta(ge=1)] = 3
     crash_loop_window_sec: Annotated[float, msgspec.Meta(gt=0)] = 60
+    ros: RosGraphHealth | None = None
+
+
+class NodeLaunch(Wire, frozen=True, kw_only=True):
+    """One ROS 2 node of a `ros_nodes` release: `command` (an executable in the release
+    directory or on PATH, and its arguments) started with `--ros-args` naming it."""
+
+    name: RosName
+    namespace: RosName = "/"
+    command: Annotated[list[str], msgspec.Meta(min_length=1)]
+    params: dict[str, str | int | float | bool] = {}
+    remap: dict[str, str] = {}
 
 
 class Launch(Wire, frozen=True, kw_only=True):
-    """How a runtime starts the stack: a command (process), a launch file (ros2_launch)
-    or console entry points (python_wheel)."""
+    """How a runtime starts the stack: a command (process), a launch file (ros2_launch),
+    console entry points (python_wheel) or ROS 2 nodes (ros_nodes)."""
 
     command: list[str] = []
     launch_file: str | None = None
     entry_points: list[str] = []
     env: dict[str, str] = {}
+    nodes: list[NodeLaunch] = []
 
 
 class Security(Wire, frozen=True, kw_only=True):

@@ -1,12 +1,13 @@
 """`muto demo`: the cloud, an MQTT broker and a simulated fleet of real agents on
-loopback, through three stories, each checked:
+loopback, through four stories (the fourth with the `ros` extra), each checked:
 
 1. release 1.0.0 rolls out (one canary per region-model, then the wave); one vehicle is
    outside its apply window and is deferred (DENY_OUTSIDE_WINDOW) until it opens;
 2. release 1.1.0 crash-loops on its canaries: they roll back (CRASH_LOOP_DETECTED,
    ROLLBACK_APPLIED), the rollout aborts, the wave never gets it;
 3. some vehicles, blocked while moving, lose their cloud link; they converge to the
-   new desired state from their cache and deliver their reports when they return.
+   new desired state from their cache and deliver their reports when they return;
+4. with the `ros` extra installed, one more vehicle runs a real ROS 2 stack (ros_story.py).
 
 The summary is checked last against what every agent's journal says it runs and last
 reported: the fleet view must not tell another story than the vehicles.
@@ -40,6 +41,7 @@ from muto.sim.console import Console, counts, phase_detail, reason_counts
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import Behaviour, SimProfile, vehicle_ids
+from muto.sim.ros_story import ros_vehicle_story
 from muto.sim.services import CloudProcess, make_broker, prepare_cloud
 from muto.trust import sign_release
 
@@ -157,6 +159,11 @@ class Demo:
             await self.bad_release(operator, fleet)
             await self.offline(operator, fleet)
             await self.summary(operator, fleet, cloud.url)
+            say("\n4. A vehicle with a real ROS 2 stack")
+            await ros_vehicle_story(
+                self.data_dir, cloud.url, broker.url, operator, signer, trust,
+                lambda ok, what: self.expect.check(ok, what, self.console), say,
+            )  # fmt: skip
             if self.keep:
                 await self.stay_browsable(cloud.url, token)
         finally:

@@ -36,6 +36,14 @@ class OperatorClient:
     async def assign(self, body: dict[str, Any]) -> Any:
         return await self._call("POST", "/desired-states", json=body)
 
+    async def register_vehicle(self, vehicle_id: str, labels: dict[str, str]) -> Any:
+        return await self._call("POST", "/vehicles", json={"vehicleId": vehicle_id,
+                                                          "labels": labels})  # fmt: skip
+
+    async def vehicle_token(self, vehicle_id: str) -> str:
+        body = {"role": "vehicle", "vehicleId": vehicle_id}
+        return str((await self._call("POST", "/tokens", json=body))["token"])
+
     async def label(self, vehicle_id: str, labels: dict[str, str]) -> Any:
         return await self._call("PATCH", f"/vehicles/{vehicle_id}", json={"labels": labels})
 

@@ -1,4 +1,5 @@
-"""`muto release keygen | sign | verify`: the release process's side of the trust chain.
+"""`muto release keygen | sign | verify | from-muto-stack`: the release process's side of
+the trust chain, and the import of Eclipse Muto stacks.
 
 Exit codes: 0 ok, 1 verification failed (the reason code is printed), 2 bad input.
 """
@@ -6,13 +7,20 @@ Exit codes: 0 ok, 1 verification failed (the reason code is printed), 2 bad inpu
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
+import yaml
+
 from muto.domain.desired import Envelope
 from muto.domain.errors import ReasonError
+from muto.domain.muto_stack import UnsupportedStack, release_from_muto_stack
 from muto.domain.reasons import ReasonCode
-from muto.domain.wire import WireError, decode, encode
+from muto.domain.release import Artifact
+from muto.domain.wire import WireError, convert, decode, encode, to_builtins
+from muto.trust.artifacts import measure_file
 from muto.trust.files import atomic_write, private_dir
 from muto.trust.keys import KeyFileError, Signer, write_key_pair
 from muto.trust.keyset import KeySet
@@ -40,6 +48,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "become artifacts/sha256:<hex> (upload them with `muto releases push`)",
     )
     sign.set_defaults(func=run_sign)
+
+    imported = sub.add_parser(
+        "from-muto-stack", help="an Eclipse Muto stack (JSON) as a ros_nodes release manifest"
+    )
+    imported.add_argument("stack", type=Path, metavar="STACK.json")
+    imported.add_argument("--version", required=True, help="the release version")
+    imported.add_argument("--stack-name", help="default: the stack's metadata.name or name")
+    imported.add_argument(
+        "--archive", required=True, help="the overlay archive (path or URL) holding lib/<pkg>/"
+    )
+    imported.add_argument("--prefix", default="", help="where lib/ is inside the archive")
+    imported.add_argument("--out", type=Path, help="default: print the manifest")
+    imported.set_defaults(func=run_from_muto_stack)
 
     verify = sub.add_parser("verify", help="verify a signed release offline")
     verify.add_argument("signed", type=Path, metavar="SIGNED.json")
@@ -75,6 +96,45 @@ def run_sign(args: argparse.Namespace) -> int:
     out: Path = args.out or manifest.with_name(f"{manifest.stem}.signed.json")
     atomic_write(out, encode(sign_release(release, signers)) + b"\n")
     print(manifest_digest(release))
+    return 0
+
+
+def run_from_muto_stack(args: argparse.Namespace) -> int:
+    """Exit 2 naming what the stack uses that a release cannot express."""
+    try:
+        stack = json.loads(args.stack.read_text())
+    except (OSError, ValueError) as exc:
+        return _bad_input(f"{args.stack}: {exc}")
+    named = (
+        (stack.get("metadata") or {}).get("name") or stack.get("name")
+        if isinstance(stack, dict)
+        else None
+    )
+    name = args.stack_name or re.sub(r"[^A-Za-z0-9._:-]+", "-", str(named or "")).strip("-")
+    if not name:
+        return _bad_input(f"{args.stack}: no metadata.name; pass --stack-name")
+    local = Path(args.archive)
+    digest, size = measure_file(local) if local.is_file() else ("sha256:" + "0" * 64, 0)
+    archive = {"type": "archive", "ref": args.archive, "digest": digest, "size": size}
+    try:
+        release = release_from_muto_stack(
+            stack,
+            stack_name=name,
+            version=args.version,
+            archive=convert(archive, Artifact),
+            prefix=args.prefix,
+        )
+    except (UnsupportedStack, WireError) as exc:
+        return _bad_input(f"{args.stack}: {exc}")
+    manifest = to_builtins(release)
+    if not local.is_file():  # measured when signing: `muto release sign --artifact-dir`
+        for artifact in manifest["artifacts"]:
+            del artifact["digest"], artifact["size"]
+    text = yaml.safe_dump(manifest, sort_keys=False)
+    if args.out:
+        atomic_write(args.out, text.encode())
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -17,5 +17,6 @@ def test_the_runtimes_doc_example_runs() -> None:
         exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
     assert out.getvalue().splitlines() == [
         "READINESS_TIMEOUT",
-        "RuntimeStatus(release='nav@1.2.0', alive=True, restart_count=0, crash_looping=False)",
+        "RuntimeStatus(release='nav@1.2.0', alive=True, restart_count=0, crash_looping=False,"
+        " degraded=None)",
     ]

@@ -28,6 +28,9 @@ class RuntimeStatus:
     alive: bool
     restart_count: int
     crash_looping: bool
+    # After readiness: what the release's healthModel.ros finds missing from the ROS
+    # graph now (a node gone, a topic silent or too slow); None while it is whole.
+    degraded: str | None = None
 
 
 STOPPED = RuntimeStatus(release=None, alive=False, restart_count=0, crash_looping=False)

@@ -11,6 +11,7 @@ from muto.agent.runtime.podman import PodmanRuntime
 from muto.agent.runtime.process import ProcessRuntime
 from muto.agent.runtime.python_wheel import PythonWheelRuntime
 from muto.agent.runtime.ros2_launch import Ros2LaunchRuntime
+from muto.agent.runtime.ros_nodes import RosNodesRuntime
 from muto.agent.runtime.simulated import SimulatedRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -19,6 +20,7 @@ RUNTIMES: dict[str, Callable[..., RuntimeAdapter]] = {
     "process": ProcessRuntime,
     "python_wheel": PythonWheelRuntime,
     "ros2_launch": Ros2LaunchRuntime,
+    "ros_nodes": RosNodesRuntime,
     "podman": PodmanRuntime,
     "simulated": SimulatedRuntime,
 }

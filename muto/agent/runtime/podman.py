@@ -22,6 +22,8 @@ from muto.domain.release import Artifact, ArtifactType, HealthModel, StackReleas
 # ROS 2 discovery (DDS multicast, shared memory) needs the vehicle's network and IPC.
 ROS_RUN_ARGS = ("--network=host", "--ipc=host")
 INSPECT = "--format={{.State.Running}} {{.RestartCount}}"
+# What `podman healthcheck run` says for an image without a HEALTHCHECK (exit 125).
+NO_HEALTHCHECK = "has no defined healthcheck"
 
 
 class PodmanRuntime:
@@ -71,7 +73,7 @@ class PodmanRuntime:
             if self._running == release:
                 return
             image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
-            await self._podman("pull", image)
+            await self._pull(image)
             previous = self._running
             if previous is not None and previous.stack_name != release.stack_name:
                 await self._stop_watching()
@@ -121,10 +123,14 @@ class PodmanRuntime:
             await self._observe(running)
             if not self._alive:
                 return f"container {_name(running)} is not running"
-            if not health.readiness_probe:
+            if health.readiness_probe:
+                probe = await self._run("exec", _name(running), *health.readiness_probe)
+                return None if probe.ok else f"probe exited {probe.returncode}: {probe.output}"
+            # No probe in the release: the image's own HEALTHCHECK, if it declares one.
+            checked = await self._run("healthcheck", "run", _name(running))
+            if checked.ok or NO_HEALTHCHECK in checked.output:
                 return None
-            probe = await self._run("exec", _name(running), *health.readiness_probe)
-            return None if probe.ok else f"probe exited {probe.returncode}: {probe.output}"
+            return f"image healthcheck: {checked.output or checked.returncode}"
 
         await poll_until_ready(check, lambda: self._crash_looping(health), health, self.poll_sec)
 
@@ -161,6 +167,17 @@ class PodmanRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+
+    async def _pull(self, image: str) -> None:
+        """Pull `<ref>@<digest>` unless podman's store holds that digest already, so a
+        vehicle converges again on an image it pulled before without the registry. podman
+        checks the manifest against the digest: a registry serving other content is refused
+        (ARTIFACT_DOWNLOAD_FAILED, like a cached artifact whose digest does not match)."""
+        if (await self._run("image", "exists", image)).ok:
+            return
+        pulled = await self._run("pull", "--quiet", image)
+        if not pulled.ok:
+            raise ReasonError(ReasonCode.ARTIFACT_DOWNLOAD_FAILED, f"podman pull: {pulled.output}")
 
     async def _podman(self, *args: str) -> None:
         result = await self._run(*args)

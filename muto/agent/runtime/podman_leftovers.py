@@ -14,9 +14,20 @@ import logging
 import subprocess
 from pathlib import Path
 
+import msgspec
+
 OWNER_LABEL = "muto.runtime"
-FORMAT = '{{.Names}}\t{{.State}}\t{{index .Labels "muto.release"}}'
 IDLE_STATES = frozenset({"created", "configured", "exited", "stopped"})
+
+
+class Listed(msgspec.Struct):
+    """One entry of `podman ps --format json`: the JSON form carries the bare state
+    ("running"); the template field `{{.State}}` renders as "Up 2 seconds ago"."""
+
+    Names: list[str]
+    State: str
+    Labels: dict[str, str] | None = None
+
 
 logger = logging.getLogger("muto.agent.runtime")
 
@@ -30,24 +41,29 @@ def stop_leftovers(podman: str, workdir: Path, grace_secs: str, timeout_sec: flo
     """Stop the containers a previous runtime on `workdir` started. A podman that cannot
     be asked is logged, not raised: `apply` reports it when it matters."""
     listed = _podman(
-        podman, ["ps", "-a", "--filter", f"label={owner_label(workdir)}", "--format", FORMAT],
+        podman, ["ps", "-a", "--filter", f"label={owner_label(workdir)}", "--format", "json"],
         timeout_sec,
     )  # fmt: skip
     if listed is None:
         return
-    found = [line.split("\t") for line in listed.splitlines() if line.strip()]
+    try:
+        found = msgspec.json.decode(listed.strip() or "[]", type=list[Listed])
+    except msgspec.DecodeError as exc:
+        logger.error("podman ps: %s; containers left by an earlier agent stay", exc)
+        return
     if not found:
         return
-    names = [fields[0] for fields in found]
+    names = [c.Names[0] for c in found if c.Names]
     if _podman(podman, ["stop", "--ignore", "--time", grace_secs, *names], timeout_sec) is None:
         return
-    for name, state, *release in found:
-        if state not in IDLE_STATES:
+    for container in found:
+        if container.State not in IDLE_STATES:
+            release = (container.Labels or {}).get("muto.release") or "an unknown release"
             logger.warning(
                 "stopped container %s (%s) left %s by an agent that died",
-                name,
-                release[0] if release and release[0] else "an unknown release",
-                state,
+                container.Names[0] if container.Names else "?",
+                release,
+                container.State,
             )
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from muto.agent.runtime.crash_loop import is_crash_looping
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.agent.runtime.reaper import take_over
+from muto.agent.runtime.ros_graph import HELPER, RosGraphWatch
 from muto.agent.runtime.supervisor import Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -33,6 +34,8 @@ class LaunchPlan:
     directory: Path
     commands: list[list[str]]
     env: dict[str, str] = field(default_factory=dict)
+    # One per command, naming its log file; default: the command's program name.
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class _Running:
     release: StackRelease
     plan: LaunchPlan
     supervisors: list[Supervisor]
+    graph: RosGraphWatch | None = None  # judges healthModel.ros, when the release has one
 
 
 class SupervisedRuntime:
@@ -72,8 +76,10 @@ class SupervisedRuntime:
         max_backoff_sec: float = 5.0,
         poll_sec: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        ros_helper: Sequence[str] = HELPER,
     ) -> None:
         self.workdir = workdir
+        self.ros_helper = list(ros_helper)  # argv of the ROS graph helper (healthModel.ros)
         self.releases_dir = workdir / "releases"
         self.logs_dir = workdir / "logs"
         self.grace_sec = grace_sec
@@ -99,8 +105,12 @@ class SupervisedRuntime:
             plan = self._marked(await self._prepare(release, artifacts))
             if previous is not None:
                 self._running = None
-                await _stop_all(previous.supervisors)
-            supervisors = [self._supervisor(release, plan, argv) for argv in plan.commands]
+                await _stop_all(previous.supervisors, previous.graph)
+            names = plan.names or [Path(argv[0]).name for argv in plan.commands]
+            supervisors = [
+                self._supervisor(release, plan, argv, name)
+                for argv, name in zip(plan.commands, names, strict=True)
+            ]
             started: list[Supervisor] = []
             try:
                 for supervisor in supervisors:
@@ -109,7 +119,19 @@ class SupervisedRuntime:
             except BaseException:
                 await _stop_all(started)
                 raise
-            self._running = _Running(release, plan, supervisors)
+            graph = None
+            if release.health_model.ros is not None:
+                graph = RosGraphWatch(
+                    release.health_model.ros, plan.env, self.clock, self.ros_helper
+                )
+                try:
+                    await graph.start()
+                except OSError as exc:  # nothing of B may run half-watched
+                    await _stop_all(started)
+                    raise ReasonError(
+                        ReasonCode.APPLY_FAILED, f"the ROS graph helper cannot start: {exc}"
+                    ) from None
+            self._running = _Running(release, plan, supervisors, graph)
             keep = {plan.directory} | ({previous.plan.directory} if previous else set())
             await asyncio.to_thread(_prune, self.releases_dir, keep)
 
@@ -117,7 +139,7 @@ class SupervisedRuntime:
         async with self._lock:
             running, self._running = self._running, None
             if running is not None:
-                await _stop_all(running.supervisors)
+                await _stop_all(running.supervisors, running.graph)
 
     def running_directory(self) -> Path | None:
         """The directory of the running release, None when nothing runs."""
@@ -127,12 +149,13 @@ class SupervisedRuntime:
         running = self._running
         if running is None:
             return STOPPED
-        health = running.release.health_model
+        health, graph = running.release.health_model, running.graph
         return RuntimeStatus(
             release=running.release.key,
             alive=all(s.alive for s in running.supervisors),
             restart_count=sum(s.restarts.count for s in running.supervisors),
-            crash_looping=self._crash_looping(running.supervisors, health),
+            crash_looping=self._crash_looping(running, health),
+            degraded=graph.degraded() if graph else None,
         )
 
     async def wait_ready(self, health: HealthModel) -> None:
@@ -144,26 +167,31 @@ class SupervisedRuntime:
             dead = [s.argv[0] for s in running.supervisors if not s.alive]
             if dead:
                 return f"not running: {', '.join(dead)}"
-            if not health.readiness_probe:
-                return None
-            try:
-                result = await run_command(
-                    health.readiness_probe, cwd=running.plan.directory, env=running.plan.env
-                )
-            except OSError as exc:
-                return f"readiness probe cannot start: {exc}"
-            return None if result.ok else f"probe exited {result.returncode}: {result.output}"
+            if health.readiness_probe:
+                try:
+                    result = await run_command(
+                        health.readiness_probe, cwd=running.plan.directory, env=running.plan.env
+                    )
+                except OSError as exc:
+                    return f"readiness probe cannot start: {exc}"
+                if not result.ok:
+                    return f"probe exited {result.returncode}: {result.output}"
+            return running.graph.why_not_ready() if running.graph else None
 
         await poll_until_ready(
-            check, lambda: self._crash_looping(running.supervisors, health), health, self.poll_sec
+            check, lambda: self._crash_looping(running, health), health, self.poll_sec
         )
+        if running.graph is not None:
+            running.graph.ready = True  # from now on, a missing piece is a degradation
 
     def _marked(self, plan: LaunchPlan) -> LaunchPlan:
         # Probes too: one orphaned by a crash mid-readiness is reaped with the stack.
         return dataclasses.replace(plan, env={**plan.env, **self.ledger.environment})
 
-    def _supervisor(self, release: StackRelease, plan: LaunchPlan, argv: list[str]) -> Supervisor:
-        log = self.logs_dir / f"{release.key}-{Path(argv[0]).name}.log"
+    def _supervisor(
+        self, release: StackRelease, plan: LaunchPlan, argv: list[str], name: str
+    ) -> Supervisor:
+        log = self.logs_dir / f"{release.key}-{name}.log"
         return Supervisor(
             argv,
             cwd=plan.directory,
@@ -178,10 +206,12 @@ class SupervisedRuntime:
             release=release.key,
         )
 
-    def _crash_looping(self, supervisors: list[Supervisor], health: HealthModel) -> bool:
-        # One release, one rule: restarts of all its commands count together.
+    def _crash_looping(self, running: _Running, health: HealthModel) -> bool:
+        # One release, one rule: restarts of all its commands count together, and so do
+        # the times its ROS graph fell apart after readiness.
+        degradations = running.graph.degradations.times if running.graph else []
         return is_crash_looping(
-            [t for s in supervisors for t in s.restarts.times],
+            [t for s in running.supervisors for t in s.restarts.times] + list(degradations),
             restarts=health.crash_loop_restarts,
             window_sec=health.crash_loop_window_sec,
             now=self.clock(),
@@ -198,7 +228,9 @@ def release_env(release: StackRelease, directory: Path) -> dict[str, str]:
     }
 
 
-async def _stop_all(supervisors: list[Supervisor]) -> None:
+async def _stop_all(supervisors: list[Supervisor], graph: RosGraphWatch | None = None) -> None:
+    if graph is not None:
+        await graph.stop()
     await asyncio.gather(*(s.stop() for s in supervisors))
 
 

@@ -1,0 +1,92 @@
+"""An agent process with the podman runtime, against the real cloud, real podman and a real
+registry on loopback: the images are released as `oci_image` artifacts (`ref@digest`),
+pulled by digest, judged ready by their HEALTHCHECK, rolled back on failure; kill -9 of the
+agent leaves one container, and a restarted agent converges again without the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from muto.trust import Signer
+from tests.conftest import Mosquitto
+from tests.e2e.test_agent_e2e import status
+from tests.support.podman import (
+    PodmanWorld,
+    Pushed,
+    podman_env_fixture,  # noqa: F401 (fixture)
+    podman_world_fixture,  # noqa: F401 (fixture)
+)
+from tests.support.processes import AgentProcess, CloudProcess, eventually
+
+pytestmark = pytest.mark.mqtt
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[CloudProcess]:
+    cloud = CloudProcess(tmp_path, mosquitto.url)
+    cloud.start()
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+def image_release(pushed: Pushed, version: str) -> StackRelease:
+    image = Artifact(type=ArtifactType.OCI_IMAGE, ref=pushed.repo, digest=pushed.digest, size=1)
+    return StackRelease(stack_name="nav", version=version, artifacts=[image],
+                        health_model=HealthModel(readiness_timeout_sec=8))  # fmt: skip
+
+
+def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(
+    tmp_path: Path, cloud: CloudProcess, podman_env: PodmanWorld
+) -> None:
+    world = podman_env
+    for pushed in (world.good, world.never_ready):
+        world.rig.forget_image(pushed.pinned)  # this test pulls them
+    signer = Signer.generate()
+    good, bad = image_release(world.good, "1.0.0"), image_release(world.never_ready, "2.0.0")
+    for release in (good, bad):
+        cloud.publish(release, signer)
+    cloud.register("car-p", model="m5")
+    agent = AgentProcess(tmp_path, "car-p", cloud, cloud.token("--vehicle", "car-p"), "podman")
+    ours = world.label(agent.data / "runtime")
+    agent.start(trust=agent.provision(signer))
+    try:
+        first = cloud.desire("model=m5", good)["desiredStateRevision"]
+        status(cloud, "car-p", first, "converged")
+        assert world.rig.running(ours) == [("muto-nav", world.good.digest)]
+
+        second = cloud.desire("model=m5", bad)["desiredStateRevision"]
+        seen = status(cloud, "car-p", second, "rolled_back")
+        assert seen["lastReasonCodes"] == ["READINESS_TIMEOUT", "ROLLBACK_APPLIED"]
+        assert world.rig.running(ours) == [("muto-nav", world.good.digest)]
+
+        assert agent.proc is not None
+        agent.proc.kill()
+        assert agent.wait_exit() == -9
+        assert world.rig.running(ours) == [("muto-nav", world.good.digest)]  # left running
+        before = world.rig.podman("inspect", "--format", "{{.Id}}", "muto-nav").stdout.strip()
+        world.registry.stop()  # offline: the image is only in the vehicle's store
+        agent.start()
+        eventually(
+            lambda: "stopped container muto-nav (nav@1.0.0) left running" in agent.log.read_text(),
+            "the leftover container stopped",
+        )
+        after = eventually(
+            lambda: (
+                [c for c in world.rig.containers(ours) if c[1] == "running"]
+                and world.rig.podman("inspect", "--format", "{{.Id}}", "muto-nav").stdout.strip()
+            ),
+            "the restored container",
+        )
+        assert after != before  # stopped, then started again: never two copies
+        assert world.rig.containers(ours) == [("muto-nav", "running", world.good.digest)]
+        eventually(lambda: agent.journal().running_key == good.key, "restored offline")
+    finally:
+        world.registry.start()
+        assert agent.stop() == 0
+    assert world.rig.running(ours) == []  # SIGTERM: the agent stopped its container

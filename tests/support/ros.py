@@ -1,0 +1,75 @@
+"""Real ROS 2 nodes for the tests (rclpy from the `ros` extra's wheels): a talker whose
+behaviour the test picks, a listener, and a lifecycle node; each test gets its own ROS
+domain so parallel runs on one machine do not see each other's graphs."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from muto.domain.release import ArtifactType, HealthModel, Launch, NodeLaunch, StackRelease
+from muto.sim.ros_story import LISTENER, TALKER
+from tests.conftest import unavailable
+from tests.support.runtime_kit import PYTHON, artifact_for, make_archive
+
+MANAGED = """
+import importlib, sys
+importlib.import_module("ros_wheels_bootstrapper")
+import rclpy
+from rclpy.lifecycle import LifecycleNode
+
+rclpy.init(args=sys.argv)
+node = LifecycleNode("managed")
+node.trigger_configure()
+if sys.argv[1] == "activate":
+    node.trigger_activate()
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    pass
+"""
+
+
+def require_ros() -> None:
+    if importlib.util.find_spec("rclpy") is None:
+        unavailable("rclpy not installed (pip install -e '.[ros]')")
+
+
+def ros_env() -> dict[str, str]:
+    """A private ROS domain on loopback for one test."""
+    return {
+        "ROS_DOMAIN_ID": str(random.randint(1, 100)),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def node(name: str, script: str, *args: str, namespace: str = "/demo") -> NodeLaunch:
+    return NodeLaunch(name=name, namespace=namespace, command=[PYTHON, script, *args])
+
+
+def ros_release(
+    tmp: Path,
+    version: str,
+    nodes: list[NodeLaunch],
+    health: HealthModel,
+    *,
+    env: dict[str, str],
+    serve: Callable[[Path], str] | None = None,
+) -> StackRelease:
+    """A `ros_nodes` release of the three scripts; `serve` puts the archive on an artifact
+    server and returns its URL (the ref), else the ref is the file name."""
+    archive = make_archive(
+        tmp / f"demo-{version}.tar.gz",
+        {"talker.py": TALKER, "listener.py": LISTENER, "managed.py": MANAGED},
+    )
+    ref = serve(archive) if serve is not None else None
+    return StackRelease(
+        stack_name="demo",
+        version=version,
+        artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=ref)],
+        launch=Launch(nodes=nodes, env=env),
+        health_model=health,
+    )
