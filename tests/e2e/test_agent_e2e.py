@@ -18,7 +18,7 @@ from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
-from tests.support.processes import AgentProcess, CloudProcess, eventually
+from tests.support.processes import AgentProcess, CloudProcess, eventually, reported, status
 from tests.support.runtime_kit import PYTHON, artifact_for, make_archive, pid_alive
 
 pytestmark = pytest.mark.mqtt
@@ -55,23 +55,6 @@ def stack(tmp: Path, server: ArtifactServer, version: str, mode: str = "serve") 
         launch=Launch(command=[PYTHON, "app.py", mode]),
         health_model=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
     )
-
-
-def status(cloud: CloudProcess, vehicle_id: str, revision: str, wanted: str) -> Any:
-    def check() -> Any:
-        seen = cloud.vehicle(vehicle_id)
-        return seen if (seen["desiredRevision"], seen["lastStatus"]) == (revision, wanted) else None
-
-    return eventually(check, f"{vehicle_id} {wanted} on {revision}")
-
-
-def reported(cloud: CloudProcess, vehicle_id: str) -> list[tuple[str, str]]:
-    """The reconcile reports the cloud recorded, in the order it recorded them."""
-    return [
-        (e["data"]["report"]["desiredStateRevision"], e["data"]["report"]["status"])
-        for e in cloud.audit(vehicle_id)
-        if e["eventType"] == "Vehicle.ReconcileReported"
-    ]
 
 
 def test_converge_block_roll_back_then_converge_offline(

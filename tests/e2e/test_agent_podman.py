@@ -13,14 +13,13 @@ import pytest
 from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_e2e import status
 from tests.support.podman import (
     PodmanWorld,
     Pushed,
     podman_env_fixture,  # noqa: F401 (fixture)
     podman_world_fixture,  # noqa: F401 (fixture)
 )
-from tests.support.processes import AgentProcess, CloudProcess, eventually
+from tests.support.processes import AgentProcess, CloudProcess, eventually, status
 
 pytestmark = pytest.mark.mqtt
 

@@ -12,9 +12,8 @@ import pytest
 from muto.domain.release import HealthModel, RosGraphHealth, RosNode, RosTopic, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
-from tests.e2e.test_agent_e2e import reported, status
 from tests.support.artifact_server import ArtifactServer
-from tests.support.processes import AgentProcess, CloudProcess, eventually
+from tests.support.processes import AgentProcess, CloudProcess, eventually, reported, status
 from tests.support.ros import node, require_ros, ros_env, ros_release
 
 pytestmark = pytest.mark.mqtt

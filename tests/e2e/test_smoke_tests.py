@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, unavailable
-from tests.e2e.test_guide import DOC as GUIDE
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "smoke-tests.md"
+GUIDE = DOC.with_name("guide.md")
 pytestmark = pytest.mark.mqtt
 STOP = """
 kill -TERM "$AGENT"; wait "$AGENT" || true

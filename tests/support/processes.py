@@ -183,3 +183,20 @@ class AgentProcess:
     def journal(self) -> JournalState:
         with Journal.read_only(self.data) as journal:
             return journal.state
+
+
+def status(cloud: CloudProcess, vehicle_id: str, revision: str, wanted: str) -> Any:
+    def check() -> Any:
+        seen = cloud.vehicle(vehicle_id)
+        return seen if (seen["desiredRevision"], seen["lastStatus"]) == (revision, wanted) else None
+
+    return eventually(check, f"{vehicle_id} {wanted} on {revision}")
+
+
+def reported(cloud: CloudProcess, vehicle_id: str) -> list[tuple[str, str]]:
+    """The reconcile reports the cloud recorded, in the order it recorded them."""
+    return [
+        (e["data"]["report"]["desiredStateRevision"], e["data"]["report"]["status"])
+        for e in cloud.audit(vehicle_id)
+        if e["eventType"] == "Vehicle.ReconcileReported"
+    ]
