@@ -28,13 +28,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from muto.projections.locks import Lock
+
 if TYPE_CHECKING:
     from muto.projections.base import Projection
 
 logger = logging.getLogger("muto.projections")
 TRACKING_TABLE = "muto_projection_tracking"
-# One key for all muto projectors in a PostgreSQL database (pg_advisory_xact_lock).
-PROJECTOR_LOCK_KEY = 0x6D75746F
 
 
 class ViewStore(SQLAlchemyTrackingRecorder):
@@ -96,7 +96,9 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         projectors in several API processes take turns instead of double-applying."""
         with self.transaction(commit=True) as session:
             if self.is_postgres:
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PROJECTOR_LOCK_KEY})
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.PROJECTING)}
+                )
             yield session
 
     @contextmanager
