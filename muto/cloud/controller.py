@@ -116,7 +116,7 @@ async def controller_factory(
 
     task = asyncio.create_task(loop(), name="muto-rollout-controller")
     try:
-        yield {"controller": controller}
+        yield {"controller": controller, "leases": {"controller": controller.lease}}
     finally:
         stop.set()
         await task

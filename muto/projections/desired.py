@@ -33,7 +33,7 @@ class LatestDesired(Projection):
             Column("expires_at", String(40), nullable=False),
         )
         self.rows = Rows(self.latest, "vehicle_id")
-        self.assigned = Announcer()  # told each vehicle id assigned, after commit
+        self.assigned = Announcer("desired-assigned")  # each vehicle id, after commit
         return [self.latest]
 
     @property
@@ -57,6 +57,10 @@ class LatestDesired(Projection):
                 "expires_at": a["expiresAt"],
             },
         )
+
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.assigned]
 
     def committed(self) -> None:
         self.assigned.committed()

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("muto.projections")
 TRACKING_TABLE = "muto_projection_tracking"
+# PostgreSQL NOTIFY channel: `<topic> <key>` for each change an in-process cache must
+# hear (projections.base.Announcer), published in the transaction that makes it.
+CHANGES_CHANNEL = "muto_view_changes"
 
 
 class ViewStore(SQLAlchemyTrackingRecorder):
@@ -100,6 +103,15 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                     text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.PROJECTING)}
                 )
             yield session
+
+    def announce(self, session: Session, changes: list[str]) -> None:
+        """Publish changes on CHANGES_CHANNEL, delivered when `session` commits (and
+        never if it rolls back). PostgreSQL only."""
+        if changes:
+            session.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:changes AS text[])) AS p"),
+                {"channel": CHANGES_CHANNEL, "changes": changes},
+            )
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
