@@ -74,9 +74,10 @@ class ControlPlane:
     changes: ViewChanges | None = None
 
     def __post_init__(self) -> None:
-        self.auth.trusted = self.caches_live
+        self.auth.trusted = self.ingest.trusted = self.caches_live
         self.views.tokens.revoked.append(self.auth.forget)
         self.views.desired.assigned.append(self.forget_etag)
+        self.views.inventory.health_changed.append(self.ingest.forget)
 
     def listen_for_changes(self) -> None:
         """Serving processes on PostgreSQL: hear other processes' changes (caches)."""
@@ -95,6 +96,7 @@ class ControlPlane:
         self._etag_forgets += 1
         self._etags.clear()
         self.auth.clear()
+        self.ingest.forget()
 
     def forget_etag(self, vehicle_id: str) -> None:
         self._etags.pop(vehicle_id, None)

@@ -4,6 +4,7 @@ reports update a latest-health table, and only health *transitions* become event
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import JSON, Column, MetaData, String, Table, delete
@@ -39,7 +40,11 @@ class Ingest:
         self.projector = projector
         self.store = store
         self.health_table = health_table
-        self._status: dict[str, str] = {}  # last known health status per vehicle
+        # Last known health status per vehicle: a report with the same status needs no
+        # write. Forgotten when any process stores a transition (`forget`); not trusted
+        # while `trusted()` says this process may miss one (cloud.invalidation).
+        self._status: dict[str, str] = {}
+        self.trusted: Callable[[], bool] = lambda: True
         self._pending: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,7 +62,7 @@ class Ingest:
         vehicles before anything is kept."""
         vehicle_id = report.vehicle_id
         transition = False
-        if self._status.get(vehicle_id) != report.status.value:
+        if not self.trusted() or self._status.get(vehicle_id) != report.status.value:
             written = await self.writer.run(record_health(report, actor))
             self._status[vehicle_id] = report.status.value
             await self.projector.reach(written.position)
@@ -73,6 +78,13 @@ class Ingest:
             if previous is None or previous["observed_at"] <= latest["observed_at"]:
                 self._pending[vehicle_id] = latest
         return transition
+
+    def forget(self, vehicle_id: str | None = None) -> None:
+        """Another health transition was stored (None: maybe some were missed)."""
+        if vehicle_id is None:
+            self._status.clear()
+        else:
+            self._status.pop(vehicle_id, None)
 
     def flush(self) -> None:
         with self._lock:

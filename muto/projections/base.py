@@ -98,7 +98,10 @@ class Projection:
         transaction: projections that buffer rows write them here."""
 
     def discard(self) -> None:
-        """The batch's transaction failed: forget anything buffered for `flush`."""
+        """The batch's transaction failed: forget anything buffered for `flush` (a
+        subclass that buffers calls this too)."""
+        for announcer in self.announcers:
+            announcer.discard()
 
     @property
     def announcers(self) -> list[Announcer]:
@@ -107,6 +110,8 @@ class Projection:
 
     def committed(self) -> None:
         """The batch's transaction committed: announce what it changed."""
+        for announcer in self.announcers:
+            announcer.committed()
 
     def clear(self, session: Session) -> None:
         for table in reversed(self.tables):

@@ -61,9 +61,3 @@ class LatestDesired(Projection):
     @property
     def announcers(self) -> list[Announcer]:
         return [self.assigned]
-
-    def committed(self) -> None:
-        self.assigned.committed()
-
-    def discard(self) -> None:
-        self.assigned.discard()

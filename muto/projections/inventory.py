@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update
+from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
 
@@ -80,6 +80,7 @@ class Inventory(Projection):
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
         self._report = self._report_statement()
+        self.health_changed = Announcer("health-changed")  # each vehicle id, after commit
         return [self.vehicles, self.labels]
 
     def _report_statement(self) -> UpdateStatement:
@@ -192,7 +193,12 @@ class Inventory(Projection):
             },
         )
 
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.health_changed]
+
     def _health(self, s: Session, e: Any, _: int) -> None:
+        self.health_changed.note(e.vehicle_id)
         self._touch(s, e, health=e.status)
 
     def _presence(self, s: Session, e: Any, _: int) -> None:

@@ -53,9 +53,3 @@ class Tokens(Projection):
     @property
     def announcers(self) -> list[Announcer]:
         return [self.revoked]
-
-    def committed(self) -> None:
-        self.revoked.committed()
-
-    def discard(self) -> None:
-        self.revoked.discard()

@@ -22,7 +22,7 @@ from muto.domain.wire import decode
 from muto.projections.locks import DUTIES
 from tests.conftest import Mosquitto
 from tests.e2e.test_agent_support import eventually
-from tests.integration.test_api_harness import release_envelope, vehicle_body
+from tests.integration.test_api_harness import health_body, release_envelope, vehicle_body
 from tests.support.topology import Serve, TcpProxy
 
 pytestmark = [pytest.mark.postgres]
@@ -198,3 +198,28 @@ def test_a_replica_that_cannot_reach_postgresql_answers_503_and_is_not_ready(
             assert http.post("/vehicles", json=vehicle_body("v2")).status_code == 201
     finally:
         proxy.close()
+
+
+def test_writes_through_two_replicas_see_each_other(tmp_path: Path, postgres_url: str) -> None:
+    """The aggregate cache fast-forwards (another replica wrote the vehicle since), and
+    the health-status memory forgets a transition another replica stored."""
+    data = tmp_path / "cloud"
+    a, b = (Serve(data, postgres_url, role="api", name=n) for n in ("api-a", "api-b"))
+    operator = operator_token(a)
+    with processes(a, b), client(a, operator) as on_a, client(b, operator) as on_b:
+        on_a.post("/vehicles", json=vehicle_body("v1")).raise_for_status()
+        for n, (http, status) in enumerate(
+            [(on_a, "healthy"), (on_b, "degraded"), (on_a, "healthy"), (on_b, "degraded")]
+        ):
+            http.post("/reports/health", json=health_body("v1", f"h{n}", status)).raise_for_status()
+            assert on_a.get("/vehicles/v1").json()["data"]["health"] == status
+            assert on_b.get("/vehicles/v1").json()["data"]["health"] == status
+        for n, http in enumerate([on_a, on_b, on_a]):
+            version = http.get("/vehicles/v1").json()["data"]["version"]
+            patched = http.patch(
+                "/vehicles/v1",
+                json={"labels": {"model": "m3", "step": str(n)}},
+                headers={"If-Match": str(version)},
+            )
+            assert patched.status_code == 200, patched.text
+            assert on_b.get("/vehicles/v1").json()["data"]["labels"]["step"] == str(n)
