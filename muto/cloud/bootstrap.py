@@ -46,6 +46,13 @@ def control_plane_signer(settings: Settings) -> Signer:
         return Signer.generate()
     keys = settings.data_dir / "keys"
     private = keys / CONTROL_PLANE_KEY
+    if not private.exists() and settings.role != "all":
+        # Replicas that each made a key of their own would sign with keys the vehicles
+        # do not all trust: a deployment of several processes is given one key.
+        raise FileNotFoundError(
+            f"{private}: the control-plane signing key is missing; --role "
+            f"{settings.role} processes share one key (a Kubernetes Secret, docs/deploy.md)"
+        )
     if not private.exists():
         keys.mkdir(parents=True, exist_ok=True)
         write_key_pair(Signer.generate(), private, keys / "control-plane.pub")
