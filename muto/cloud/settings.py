@@ -13,6 +13,15 @@ MEMORY = "memory://"
 # duties one process of a deployment does: projector, rollout controller, MQTT notifier
 # and listener, each held by one worker at a time), or `all` (both, one process).
 ROLES = ("all", "api", "worker")
+# Every environment variable the control plane reads, and the setting it gives.
+ENVIRONMENT = {
+    "MUTO_DATA_DIR": "data_dir",
+    "MUTO_DATABASE_URL": "database_url",
+    "MUTO_MQTT_URL": "mqtt_url",
+    "MUTO_TENANT": "tenant",
+    "MUTO_PUBLIC_URL": "public_url",
+    "MUTO_ROLE": "role",
+}
 
 
 @dataclass(frozen=True)
@@ -39,18 +48,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
-        found: dict[str, Any] = {}
-        if "MUTO_DATA_DIR" in env:
-            found["data_dir"] = Path(env["MUTO_DATA_DIR"])
-        for key, name in (
-            ("MUTO_DATABASE_URL", "database_url"),
-            ("MUTO_MQTT_URL", "mqtt_url"),
-            ("MUTO_TENANT", "tenant"),
-            ("MUTO_PUBLIC_URL", "public_url"),
-            ("MUTO_ROLE", "role"),
-        ):
-            if env.get(key):
-                found[name] = env[key]
+        found: dict[str, Any] = {
+            name: env[key] for key, name in ENVIRONMENT.items() if env.get(key)
+        }
+        if "data_dir" in found:
+            found["data_dir"] = Path(found["data_dir"])
         found.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **found)
         if settings.role not in ROLES:
