@@ -52,7 +52,6 @@ CONNECTIONS = 32
 # misses as it would for a real fleet polling every 30 s, while the 60 s token cache hits
 # as it would there too. With a few hundred pollers every cache hits and flatters the API.
 VEHICLES = int(os.environ.get("MUTO_BENCH_API_VEHICLES", "10000"))
-POLLERS = VEHICLES
 ADMIN_URL = os.environ.get(
     "MUTO_BENCH_DATABASE_URL",
     os.environ.get(
@@ -113,13 +112,13 @@ class Fleet:
     revision: str
 
 
-def seed(settings: Settings) -> Fleet:
+def seed(settings: Settings, vehicles: int = VEHICLES) -> Fleet:
     """Vehicles, a release, one desired state for all, tokens: written in process
     before the server starts."""
     cp = ControlPlane.open(settings)
     try:
         cause = Cause.of("bench")
-        ids = [f"veh-{i:05d}" for i in range(VEHICLES)]
+        ids = [f"veh-{i:05d}" for i in range(vehicles)]
         futures = [
             cp.writer.submit(
                 register_vehicle(
@@ -156,7 +155,7 @@ def seed(settings: Settings) -> Fleet:
         secret, command = issue_token(Role.OPERATOR, None, cause)
         cp.execute(command)
         pollers, issued = [], []
-        for vehicle_id in ids[:POLLERS]:
+        for vehicle_id in ids:
             token, command = issue_token(Role.VEHICLE, vehicle_id, cause)
             issued.append(cp.writer.submit(command))
             row = cp.queries.latest_desired(vehicle_id)

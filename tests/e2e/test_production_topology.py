@@ -32,10 +32,11 @@ from muto.sim.demo import release
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import SimProfile, vehicle_ids
+from muto.sim.services import Haproxy, Logged
 from muto.trust import KeySet, Signer, TrustConfig, sign_release
 from muto.trust.keys import write_key_pair
 from tests.faults.runs import runs
-from tests.support.topology import Haproxy, Logged, Serve, secured_mosquitto
+from tests.support.topology import Serve, load_balancer, secured_mosquitto
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 TAKEOVER_S = 5.0
@@ -117,7 +118,7 @@ def test_a_rollout_through_the_production_topology_survives_kill9s(
     broker.start()
     cloud_mqtt = f"mqtt://muto-cloud:{cloud_password}@127.0.0.1:{broker.port}"
     apis = [Serve(data, postgres_url, role="api", name=f"api-{n}") for n in (1, 2)]
-    lb = Haproxy(tmp_path, apis)
+    lb = load_balancer(tmp_path, apis)
     workers = [
         Serve(
             data,

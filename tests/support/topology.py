@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from muto.sim.services import Haproxy
 from tests.conftest import Mosquitto, free_port, unavailable
 
 MUTO = [sys.executable, "-m", "muto.cli"]
@@ -194,95 +194,6 @@ class TcpProxy:
                 self._open -= {source, sink}
 
 
-@dataclass(frozen=True)
-class Logged:
-    """One request as haproxy logged it."""
-
-    at: float  # unix time the request was received
-    status: int
-    method: str
-    path: str
-    server: str
-
-
-class Haproxy:
-    """haproxy (Debian's package) in front of the API processes, with a generated config
-    on a free port: health checks on /readyz, and a request that found its server dead
-    (connection refused, or closed without an answer) tried again on another one. Logs
-    one line per request (`Logged`) to its stdout, kept in `log`."""
-
-    def __init__(self, workdir: Path, servers: list[Serve]) -> None:
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        if not Path(binary).exists():
-            unavailable("haproxy not found (apt-get install haproxy)")
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / "haproxy.cfg"
-        self.log = workdir / "haproxy.log"
-        backends = "\n".join(f"    server {s.name} 127.0.0.1:{s.port} check" for s in servers)
-        self.config.write_text(
-            "global\n"
-            "    log stdout format raw local0 info\n"
-            "    maxconn 4000\n"
-            "defaults\n"
-            "    mode http\n"
-            "    log global\n"
-            '    log-format "%Ts.%ms %ST %HM %HP %s"\n'
-            "    timeout connect 2s\n"
-            "    timeout client 120s\n"
-            "    timeout server 120s\n"
-            "    retries 3\n"
-            "    option redispatch 1\n"
-            # Writes are idempotent (ids in every body), so a request whose server died
-            # before answering may go to another one.
-            "    retry-on conn-failure empty-response\n"
-            "frontend api\n"
-            f"    bind 127.0.0.1:{self.port}\n"
-            "    default_backend apis\n"
-            "backend apis\n"
-            "    balance roundrobin\n"
-            "    option httpchk GET /readyz\n"
-            "    http-check expect status 200\n"
-            "    default-server inter 500ms fall 2 rise 2\n"
-            f"{backends}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        check = subprocess.run(
-            [self.binary, "-c", "-f", str(self.config)], capture_output=True, text=True
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, self.log.read_text()[-2000:]
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-        self.proc = None
-
-    def requests(self) -> list[Logged]:
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 5 and parts[1].isdigit():
-                found.append(Logged(float(parts[0]), int(parts[1]), parts[2], parts[3], parts[4]))
-        return found
-
-
 def secured_mosquitto(workdir: Path, users: dict[str, str]) -> Mosquitto:
     """Mosquitto with the shipped config (deploy/mosquitto: no anonymous clients, the
     per-vehicle ACL), on a free port in `workdir`; users made by add-users.sh."""
@@ -311,3 +222,10 @@ def secured_mosquitto(workdir: Path, users: dict[str, str]) -> Mosquitto:
         config += "user root\n"
     broker.config.write_text(config)
     return broker
+
+
+def load_balancer(workdir: Path, apis: list[Serve]) -> Haproxy:
+    """haproxy before `apis` (fails in CI, skips elsewhere, when it is not installed)."""
+    if Haproxy.find() is None:
+        unavailable("haproxy not found (apt-get install haproxy)")
+    return Haproxy(workdir, {api.name: api.port for api in apis})
