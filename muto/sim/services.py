@@ -169,7 +169,10 @@ class Haproxy:
             "    balance roundrobin\n"
             "    option httpchk GET /readyz\n"
             "    http-check expect status 200\n"
-            "    default-server inter 500ms fall 2 rise 2\n"
+            # A saturated API process answers its probe late: give it 5 s and three
+            # misses, or a busy replica is taken out and its load sinks the others.
+            "    timeout check 5s\n"
+            "    default-server inter 1s fall 3 rise 2\n"
             f"{backends}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None

@@ -46,8 +46,9 @@ class Bridge:
         if not settings.mqtt_url:
             raise ValueError("the MQTT bridge needs settings.mqtt_url")
         self.address = BrokerAddress.parse(settings.mqtt_url)
-        # Fixed per cloud process, so the broker keeps its session (and queues reports)
-        # across restarts. Several processes on one broker need distinct ids (?clientId=).
+        # Fixed per deployment, so the broker keeps its session (and queues reports)
+        # across restarts and hands it to the standby: only the listener lease's holder
+        # connects. Two deployments on one broker need distinct ids (?clientId=).
         self.client_id = self.address.client_id or f"muto-cloud-{settings.tenant}"
         self.backoff = backoff or Backoff()
         self.flush_s = flush_s
