@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -22,6 +23,9 @@ from muto.projections.store import CHANGES_CHANNEL
 
 logger = logging.getLogger("muto.cloud")
 RETRY_S = 1.0
+# The channel counts as live only if the database answered this recently: a connection
+# cut without a FIN (a network partition) delivers nothing and raises nothing for minutes.
+STALE_S = 3.0
 
 
 class ViewChanges:
@@ -33,12 +37,13 @@ class ViewChanges:
         self.reset = reset
         self.heard = 0  # changes heard since start
         self._live = threading.Event()
+        self._answered = 0.0  # monotonic time of the database's last answer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="muto-view-changes", daemon=True)
 
     @property
     def live(self) -> bool:
-        return self._live.is_set()
+        return self._live.is_set() and time.monotonic() - self._answered < STALE_S
 
     def start(self, timeout: float = 10.0) -> None:
         """Start listening; wait (at most `timeout`) until the first LISTEN is in place,
@@ -56,10 +61,13 @@ class ViewChanges:
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     self.reset()  # what changed while nobody listened is unknown
+                    self._answered = time.monotonic()
                     self._live.set()
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=1.0):
                             self._tell(notify.payload)
+                        conn.execute("SELECT 1")  # still there? (see STALE_S)
+                        self._answered = time.monotonic()
             except Exception as exc:  # the database went away: caches off until back
                 if self._live.is_set():
                     logger.warning("lost the view-change channel: %s", exc)
