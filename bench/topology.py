@@ -46,6 +46,17 @@ gets its own cores and the mix scales with replicas until PostgreSQL saturates
 (reconcile reports first: every one is a committed event). The 10,000-vehicle rollout
 on PostgreSQL (next to the SQLite figure in *Rollouts*) is not measured here yet.
 """
+# Said of the run recorded in docs/performance.md; drop it after a run on a quiet machine.
+NOTES += """
+
+Read the measured run with care: when it was recorded (2026-12-03) up to eight other
+engineers' test suites shared the same 2 CPUs (load average 17 to 25), so one run of a
+few seconds swung by several times between back-to-back measurements (the direct
+reconcile run completed no request at all in its 3 s, hence the missing ratio). These
+rows show that the path works end to end with 0 errors through haproxy, not what it
+costs; re-run `python -m bench topology` on a quiet machine before sizing from them.
+docs/deploy.md sizes from the *HTTP API* figures (one process, measured at load 2.8).
+"""
 
 
 def rows(label: str, kind: str, found: Run, base: Run) -> list[Result]:
