@@ -79,6 +79,7 @@ def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
         Serve(data, postgres_url, role="worker", mqtt_url=mosquitto.url, name=f"worker-{n}")
         for n in (1, 2)
     ]
+    operator_token(workers[0])  # as role all: makes the control-plane key they share
     with processes(*workers):
         split = eventually(
             lambda: (h := holders(workers)) and all(len(h[d]) == 1 for d in DUTY_NAMES) and h,
