@@ -9,7 +9,7 @@ import sys
 from bench import number, ratio, section, update_doc
 
 # bench/<name>.py, each with TITLE, run() and optionally NOTES
-MODULES = ["store", "api", "rollout", "notify", "agent", "api_metrics"]
+MODULES = ["store", "api", "rollout", "notify", "agent", "api_metrics", "topology"]
 
 
 def main(names: list[str]) -> int:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
+from muto.cloud.invalidation import ViewChanges
 from muto.cloud.queries import Queries
 from muto.cloud.settings import Settings
 from muto.cloud.snapshots import Snapshots
@@ -48,6 +49,13 @@ def control_plane_signer(settings: Settings) -> Signer:
         return Signer.generate()
     keys = settings.data_dir / "keys"
     private = keys / CONTROL_PLANE_KEY
+    if not private.exists() and settings.role != "all":
+        # Replicas that each made a key of their own would sign with keys the vehicles
+        # do not all trust: a deployment of several processes is given one key.
+        raise FileNotFoundError(
+            f"{private}: the control-plane signing key is missing; --role "
+            f"{settings.role} processes share one key (a Kubernetes Secret, docs/deploy.md)"
+        )
     if not private.exists():
         private_dir(keys)
         write_key_pair(Signer.generate(), private, keys / "control-plane.pub")
@@ -69,14 +77,36 @@ class ControlPlane:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _release_envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # vehicle id -> (monotonic time, ETag of its latest desired state): answers a repeated
-    # poll with 304 without a query. Evicted when this process projects a new assignment;
-    # another API process's assignment is seen within ETAG_SECONDS.
+    # poll with 304 without a query. Evicted when any process projects a new assignment
+    # (on PostgreSQL heard through `changes`; not trusted while that channel is down).
     _etags: dict[str, tuple[float, str]] = field(default_factory=dict)
     _etag_forgets: int = 0
+    changes: ViewChanges | None = None
 
     def __post_init__(self) -> None:
+        self.auth.trusted = self.ingest.trusted = self.caches_live
         self.views.tokens.revoked.append(self.auth.forget)
         self.views.desired.assigned.append(self.forget_etag)
+        self.views.inventory.health_changed.append(self.ingest.forget)
+
+    def listen_for_changes(self) -> None:
+        """Serving processes on PostgreSQL: hear other processes' changes (caches)."""
+        if self.settings.is_postgres and self.changes is None:
+            assert self.settings.database_url is not None
+            self.changes = ViewChanges(self.settings.database_url, self.views, self.forget_all)
+            self.changes.start()
+
+    def caches_live(self) -> bool:
+        """Whether the in-process caches hear every change now (see invalidation.py)."""
+        if not self.settings.is_postgres:
+            return True  # one process: its own projector announces every change
+        return self.changes is not None and self.changes.live
+
+    def forget_all(self) -> None:
+        self._etag_forgets += 1
+        self._etags.clear()
+        self.auth.clear()
+        self.ingest.forget()
 
     @functools.cached_property
     def snapshots(self) -> Snapshots:
@@ -93,7 +123,7 @@ class ControlPlane:
         return self._etag_forgets
 
     def recent_etag(self, vehicle_id: str) -> str | None:
-        found = self._etags.get(vehicle_id)
+        found = self._etags.get(vehicle_id) if self.caches_live() else None
         if found is None or time.monotonic() - found[0] > ETAG_SECONDS:
             return None
         return found[1]
@@ -194,6 +224,8 @@ class ControlPlane:
             )
 
     def close(self) -> None:
+        if self.changes is not None:
+            self.changes.stop()
         self.projector.stop()
         self.ingest.close()
         self.writer.close()

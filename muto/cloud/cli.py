@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -11,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from muto.cloud.settings import Settings
+from muto.cloud.settings import ROLES, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -21,6 +22,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         mqtt_url=getattr(args, "mqtt_url", None),
         public_url=getattr(args, "public_url", None),
         release_keys=tuple(Path(p) for p in getattr(args, "release_key", None) or ()) or None,
+        role=getattr(args, "role", None),
     )
 
 
@@ -32,10 +34,14 @@ def serve(args: argparse.Namespace) -> int:
     from muto.cloud.mqtt import bridge_factory
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as exc:  # a bad MUTO_ROLE
+        print(f"muto cloud serve: {exc}", file=sys.stderr)
+        return 2
     if args.no_mqtt:
         settings = replace(settings, mqtt_url=None)
-    if args.public_url is None:
+    if args.public_url is None and not os.environ.get("MUTO_PUBLIC_URL"):
         settings = replace(settings, public_url=f"http://{args.host}:{args.port}")
     if args.artifact_dir is not None:
         settings = replace(settings, artifact_dir=Path(args.artifact_dir))
@@ -48,9 +54,18 @@ def serve(args: argparse.Namespace) -> int:
             "no release keys configured (--release-key): release signatures are checked "
             "only by the vehicles"
         )
-    extensions: list[Any] = [controller_factory]
-    if settings.mqtt_url:
-        extensions.append(bridge_factory)
+    if settings.role != "all" and not settings.is_postgres:
+        print(
+            f"muto cloud serve: --role {settings.role} needs --database-url postgresql+psycopg://"
+            " (several processes share one PostgreSQL database); SQLite runs --role all",
+            file=sys.stderr,
+        )
+        return 2
+    extensions: list[Any] = []
+    if settings.does_duties:  # the worker's duties: each one held by one process at a time
+        extensions.append(controller_factory)
+        if settings.mqtt_url:
+            extensions.append(bridge_factory)
     app = create_app(settings, extensions=extensions)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
@@ -147,6 +162,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--max-artifact-mb", type=int, default=None, help="largest artifact accepted (4096)"
+    )
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        default=None,
+        help="all (default, one process), api (HTTP, any number) or worker (projector, "
+        "rollout controller, MQTT; one of them active per duty); or MUTO_ROLE",
     )
     p.set_defaults(func=serve)
 

@@ -17,23 +17,23 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.rollouts import decide
 from muto.domain.model.rollout import Rollout
 from muto.domain.rollout_rules import Member, MemberStatus, Verdict, evaluate_phase
+from muto.projections.locks import Lease, Lock
 
 logger = logging.getLogger("muto.controller")
-CONTROLLER_LOCK_KEY = 0x6D75746F + 1
 ACTIVE = ("canary", "wave")
 
 
 class RolloutController:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self._leader_conn: Any = None
+        self.lease = Lease(plane.views.store.engine, Lock.CONTROLLER)
         # The phase's members, only the columns the gates read: this runs twice a second
         # over every member (10,000 in a large wave), so no ORM rows, no unused JSON.
         v = plane.views.rollouts.vehicles
@@ -42,22 +42,7 @@ class RolloutController:
         )
 
     def is_leader(self) -> bool:
-        """SQLite deployments have one cloud process; on PostgreSQL, hold a session
-        advisory lock on a dedicated connection for as long as this process lives."""
-        store = self.plane.views.store
-        if not store.is_postgres:
-            return True
-        if self._leader_conn is None:
-            conn = store.engine.connect()
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": CONTROLLER_LOCK_KEY}
-            ).scalar()
-            conn.commit()
-            if not got:
-                conn.close()
-                return False
-            self._leader_conn = conn
-        return True
+        return self.lease.held()
 
     def active(self) -> list[str]:
         table = self.plane.views.rollouts.rollouts
@@ -109,9 +94,7 @@ class RolloutController:
         return decided
 
     def close(self) -> None:
-        if self._leader_conn is not None:
-            self._leader_conn.close()
-            self._leader_conn = None
+        self.lease.release()
 
 
 @asynccontextmanager
@@ -133,7 +116,7 @@ async def controller_factory(
 
     task = asyncio.create_task(loop(), name="muto-rollout-controller")
     try:
-        yield {"controller": controller}
+        yield {"controller": controller, "leases": {"controller": controller.lease}}
     finally:
         stop.set()
         await task

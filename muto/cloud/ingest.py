@@ -5,6 +5,7 @@ presence heartbeats update a heartbeat table (presence *changes* are events)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +61,11 @@ class Ingest:
         self.store = store
         self.health_table = health_table
         self.heartbeat_table = heartbeat_table
-        self._status: dict[str, str] = {}  # last known health status per vehicle
+        # Last known health status per vehicle: a report with the same status needs no
+        # write. Forgotten when any process stores a transition (`forget`); not trusted
+        # while `trusted()` says this process may miss one (cloud.invalidation).
+        self._status: dict[str, str] = {}
+        self.trusted: Callable[[], bool] = lambda: True
         self._pending: dict[str, dict[str, Any]] = {}
         self._heard: dict[str, dict[str, Any]] = {}  # heartbeats not flushed yet
         self._lock = threading.Lock()
@@ -79,7 +84,7 @@ class Ingest:
         vehicles before anything is kept."""
         vehicle_id = report.vehicle_id
         transition = False
-        if self._status.get(vehicle_id) != report.status.value:
+        if not self.trusted() or self._status.get(vehicle_id) != report.status.value:
             written = await self.writer.run(record_health(report, actor))
             self._status[vehicle_id] = report.status.value
             await self.projector.reach(written.position)
@@ -105,6 +110,13 @@ class Ingest:
         }
         with self._lock:
             self._heard[vehicle_id] = heard
+
+    def forget(self, vehicle_id: str | None = None) -> None:
+        """Another health transition was stored (None: maybe some were missed)."""
+        if vehicle_id is None:
+            self._status.clear()
+        else:
+            self._status.pop(vehicle_id, None)
 
     def flush(self) -> None:
         with self._lock:

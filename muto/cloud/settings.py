@@ -9,6 +9,19 @@ from pathlib import Path
 from typing import Any
 
 MEMORY = "memory://"
+# What `muto cloud serve` runs: `api` (HTTP only, any number of replicas), `worker` (the
+# duties one process of a deployment does: projector, rollout controller, MQTT notifier
+# and listener, each held by one worker at a time), or `all` (both, one process).
+ROLES = ("all", "api", "worker")
+# Every environment variable the control plane reads, and the setting it gives.
+ENVIRONMENT = {
+    "MUTO_DATA_DIR": "data_dir",
+    "MUTO_DATABASE_URL": "database_url",
+    "MUTO_MQTT_URL": "mqtt_url",
+    "MUTO_TENANT": "tenant",
+    "MUTO_PUBLIC_URL": "public_url",
+    "MUTO_ROLE": "role",
+}
 
 
 @dataclass(frozen=True)
@@ -33,24 +46,30 @@ class Settings:
     # Public keys (PEM files) of the release process; empty: releases are accepted
     # with their own signatures unchecked by the cloud (vehicles always check).
     release_keys: tuple[Path, ...] = ()
+    role: str = "all"
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
-        found: dict[str, Any] = {}
-        if "MUTO_DATA_DIR" in env:
-            found["data_dir"] = Path(env["MUTO_DATA_DIR"])
-        for key, name in (
-            ("MUTO_DATABASE_URL", "database_url"),
-            ("MUTO_MQTT_URL", "mqtt_url"),
-            ("MUTO_TENANT", "tenant"),
-            ("MUTO_PUBLIC_URL", "public_url"),
-        ):
-            if env.get(key):
-                found[name] = env[key]
+        found: dict[str, Any] = {
+            name: env[key] for key, name in ENVIRONMENT.items() if env.get(key)
+        }
+        if "data_dir" in found:
+            found["data_dir"] = Path(found["data_dir"])
         found.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **found)
+        settings = replace(cls(), **found)
+        if settings.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
+        return settings
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role in ("all", "api")
+
+    @property
+    def does_duties(self) -> bool:
+        return self.role in ("all", "worker")
 
     @property
     def is_memory(self) -> bool:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -18,10 +19,9 @@ from muto.domain.model.token import AccessToken
 from muto.projections import Views
 
 # A vehicle polls every 30 s: a shorter cache would miss on every poll. A revocation
-# evicts at once in the process whose projector applies it (the only one on SQLite);
-# every other API process sweeps the shared tokens view for revocations this often.
+# evicts at once in every process (projections.base.Announcer; on PostgreSQL through
+# cloud.invalidation), so the cache length never delays a revocation.
 CACHE_SECONDS = 60.0
-REVOCATION_SWEEP_SECONDS = 3.0
 
 
 class Role(StrEnum):
@@ -83,16 +83,16 @@ class Authenticator:
     """Looks tokens up in the tokens view, with a short cache so that polling by a
     large fleet does not cost a query per request."""
 
-    def __init__(self, views: Views) -> None:
+    def __init__(self, views: Views, trusted: Callable[[], bool] = lambda: True) -> None:
+        """`trusted()`: whether this process hears every revocation now; while it does
+        not, every request reads the view."""
         self.views = views
+        self.trusted = trusted
         self._cache: dict[str, tuple[float, Principal | None]] = {}  # token hash -> ...
         self._keys: dict[str, str] = {}  # token id -> its cache key, to evict in O(1)
-        self._revoked: set[str] = set()  # revocations already swept out of the cache
         self._lock = threading.Lock()
-        self._swept = time.monotonic()
         table = views.tokens.tokens
         self._by_hash = select(table).where(table.c.token_hash == bindparam("hash"))
-        self._revoked_ids = select(table.c.token_id).where(table.c.revoked)
 
     def forget(self, token_id: str) -> None:
         """A token was revoked: drop it from the cache now."""
@@ -105,25 +105,17 @@ class Authenticator:
                 if key is not None:
                     self._cache.pop(key, None)
 
-    def _sweep_revocations(self, now: float) -> None:
-        """Evict cached tokens revoked since (one small query per interval, whatever the
-        traffic), so a revocation reaches every API process within seconds."""
+    def clear(self) -> None:
         with self._lock:
-            if now - self._swept < REVOCATION_SWEEP_SECONDS:
-                return
-            self._swept = now
-        revoked = {row[0] for row in self.views.store.read(self._revoked_ids)}
-        fresh = revoked - self._revoked
-        if fresh:
-            self._revoked |= fresh
-            self._evict(fresh)
+            self._cache.clear()
+            self._keys.clear()
 
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)
         now = time.monotonic()
-        self._sweep_revocations(now)
+        trusted = self.trusted()
         with self._lock:
-            hit = self._cache.get(key)
+            hit = self._cache.get(key) if trusted else None
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
         found = self.views.store.read(self._by_hash, {"hash": key})

@@ -37,9 +37,14 @@ def event_data(event: object) -> dict[str, Any]:
 
 class Announcer:
     """Tells listeners (in-process caches) which keys a batch changed, once the batch has
-    committed: told earlier, a request could re-read the old row and remember it again."""
+    committed: told earlier, a request could re-read the old row and remember it again.
 
-    def __init__(self) -> None:
+    On PostgreSQL the runner also publishes each key on the store's NOTIFY channel as
+    `<topic> <key>`, inside the batch's transaction (delivered on commit), so that the
+    caches of every other process on the database hear it too (`tell`)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
         self.listeners: list[Callable[[str], None]] = []
         self._pending: list[str] = []
 
@@ -49,11 +54,18 @@ class Announcer:
     def note(self, key: str) -> None:
         self._pending.append(key)
 
+    @property
+    def pending(self) -> list[str]:
+        return list(self._pending)
+
     def committed(self) -> None:
         pending, self._pending = self._pending, []
         for key in pending:
-            for listener in self.listeners:
-                listener(key)
+            self.tell(key)
+
+    def tell(self, key: str) -> None:
+        for listener in self.listeners:
+            listener(key)
 
     def discard(self) -> None:
         self._pending.clear()
@@ -86,10 +98,20 @@ class Projection:
         transaction: projections that buffer rows write them here."""
 
     def discard(self) -> None:
-        """The batch's transaction failed: forget anything buffered for `flush`."""
+        """The batch's transaction failed: forget anything buffered for `flush` (a
+        subclass that buffers calls this too)."""
+        for announcer in self.announcers:
+            announcer.discard()
+
+    @property
+    def announcers(self) -> list[Announcer]:
+        """What this projection tells caches about (see Announcer)."""
+        return []
 
     def committed(self) -> None:
         """The batch's transaction committed: announce what it changed."""
+        for announcer in self.announcers:
+            announcer.committed()
 
     def clear(self, session: Session) -> None:
         for table in reversed(self.tables):

@@ -33,7 +33,7 @@ class LatestDesired(Projection):
             Column("expires_at", String(40), nullable=False),
         )
         self.rows = Rows(self.latest, "vehicle_id")
-        self.assigned = Announcer()  # told each vehicle id assigned, after commit
+        self.assigned = Announcer("desired-assigned")  # each vehicle id, after commit
         return [self.latest]
 
     @property
@@ -58,8 +58,6 @@ class LatestDesired(Projection):
             },
         )
 
-    def committed(self) -> None:
-        self.assigned.committed()
-
-    def discard(self) -> None:
-        self.assigned.discard()
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.assigned]

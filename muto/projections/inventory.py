@@ -18,7 +18,7 @@ from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
 from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
-from muto.projections.base import Projection, Update
+from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
 
@@ -84,6 +84,7 @@ class Inventory(Projection):
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
         self._in_order = self._in_order_statement()
+        self.health_changed = Announcer("health-changed")  # each vehicle id, after commit
         return [self.vehicles, self.labels]
 
     def _in_order_statement(self) -> UpdateStatement:
@@ -220,7 +221,12 @@ class Inventory(Projection):
             shown["running_release"] = release
         self._touch(s, e, **shown)
 
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.health_changed]
+
     def _health(self, s: Session, e: Any, _: int) -> None:
+        self.health_changed.note(e.vehicle_id)
         self._touch(s, e, health=e.status)
 
     def _presence(self, s: Session, e: Any, _: int) -> None:

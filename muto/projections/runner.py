@@ -24,7 +24,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy.exc
@@ -139,11 +139,21 @@ class ProjectionRunner:
                 if last > positions[name]:
                     projection.flush(session)
                     self.store.advance(session, name, positions[name], last)
+            if self.store.is_postgres:
+                self.store.announce(session, self._changes())
         for projection in self.projections.values():
             projection.committed()
         self.processed += len(notifications)
         self._advance_to(last)
         return len(notifications)
+
+    def _changes(self) -> list[str]:
+        return [
+            f"{announcer.topic} {key}"
+            for projection in self.projections.values()
+            for announcer in projection.announcers
+            for key in announcer.pending
+        ]
 
     def _advance_to(self, position: int) -> None:
         if position <= self._reached:
@@ -199,16 +209,21 @@ class ProjectionRunner:
 
     # -- background -------------------------------------------------------------------
 
-    def start(self, interval: float = 0.1) -> None:
-        """Follow the log: every `interval`, or at once when a writer or a waiting
-        reader wakes the thread."""
+    def start(
+        self, interval: float = 0.1, follow: Callable[[], bool] | None = lambda: True
+    ) -> None:
+        """Catch up at once when a writer or a waiting reader wakes the thread, and
+        every `interval` while `follow()` says this process follows the log (the
+        projector duty: one process of a deployment). Without `follow`, only on
+        demand (an API process projects its own writes, for read-your-writes)."""
 
         def loop() -> None:
             while not self._stop.is_set():
-                self._wake.wait(interval)
+                woken = self._wake.wait(interval)
                 self._wake.clear()
                 try:
-                    self.catch_up()
+                    if woken or (follow is not None and follow()):
+                        self.catch_up()
                 except Exception:  # logged, retried next tick
                     logger.exception("catch-up failed")
 

@@ -28,13 +28,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from muto.projections.locks import Lock
+
 if TYPE_CHECKING:
     from muto.projections.base import Projection
 
 logger = logging.getLogger("muto.projections")
 TRACKING_TABLE = "muto_projection_tracking"
-# One key for all muto projectors in a PostgreSQL database (pg_advisory_xact_lock).
-PROJECTOR_LOCK_KEY = 0x6D75746F
+# PostgreSQL NOTIFY channel: `<topic> <key>` for each change an in-process cache must
+# hear (projections.base.Announcer), published in the transaction that makes it.
+CHANGES_CHANNEL = "muto_view_changes"
 
 
 class ViewStore(SQLAlchemyTrackingRecorder):
@@ -96,8 +99,19 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         projectors in several API processes take turns instead of double-applying."""
         with self.transaction(commit=True) as session:
             if self.is_postgres:
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PROJECTOR_LOCK_KEY})
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.PROJECTING)}
+                )
             yield session
+
+    def announce(self, session: Session, changes: list[str]) -> None:
+        """Publish changes on CHANGES_CHANNEL, delivered when `session` commits (and
+        never if it rolls back). PostgreSQL only."""
+        if changes:
+            session.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:changes AS text[])) AS p"),
+                {"channel": CHANGES_CHANNEL, "changes": changes},
+            )
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -25,7 +25,7 @@ class Tokens(Projection):
             Column("revoked", Boolean, nullable=False),
             Column("issued_at", String(40), nullable=False),
         )
-        self.revoked = Announcer()  # told each revoked token id, after commit
+        self.revoked = Announcer("token-revoked")  # each revoked token id, after commit
         return [self.tokens]
 
     @property
@@ -50,8 +50,6 @@ class Tokens(Projection):
             update(self.tokens).where(self.tokens.c.token_id == e.token_id).values(revoked=True)
         )
 
-    def committed(self) -> None:
-        self.revoked.committed()
-
-    def discard(self) -> None:
-        self.revoked.discard()
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.revoked]

@@ -44,6 +44,8 @@ class SimVehicle:
     model: str
     timezone: str = "UTC"
     token: str = ""
+    # Its own broker login (a broker with per-vehicle users and ACL); default: the fleet's.
+    mqtt_url: str | None = None
     clock: ShiftedClock = field(default_factory=ShiftedClock)
     agent: Agent | None = None
 
@@ -131,7 +133,7 @@ class SimFleet:
                 cloud_url=self.cloud_url,
                 http=self.http,
                 token=v.token,
-                mqtt_url=self.mqtt_url,
+                mqtt_url=v.mqtt_url or self.mqtt_url,
                 vehicle=VehicleState(
                     model=v.model,
                     os=self.profile.os,

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,109 @@ def make_broker(workdir: Path, kind: str = "auto") -> MosquittoBroker | Embedded
             raise RuntimeError("--broker mosquitto: no mosquitto binary on this machine")
         return MosquittoBroker(workdir)
     return EmbeddedBroker()
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One request as haproxy logged it."""
+
+    at: float  # unix time the request was received
+    status: int
+    method: str
+    path: str
+    server: str
+
+
+class Haproxy:
+    """haproxy (Debian's package) in front of `--role api` processes, for the tests and
+    benchmarks of the production topology: a generated config on a free port, health
+    checks on /readyz, and a request that found its server dead (connection refused, or
+    closed without an answer) tried again on another one. Logs one line per request
+    (`Logged`) to its stdout, kept in `log`."""
+
+    def __init__(self, workdir: Path, servers: dict[str, int]) -> None:
+        """`servers`: name -> port of each API process on 127.0.0.1."""
+        binary = self.find()
+        if binary is None:
+            raise RuntimeError("haproxy not found (apt-get install haproxy)")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "haproxy.cfg"
+        self.log = workdir / "haproxy.log"
+        backends = "\n".join(
+            f"    server {name} 127.0.0.1:{port} check" for name, port in servers.items()
+        )
+        self.config.write_text(
+            "global\n"
+            "    log stdout format raw local0 info\n"
+            "    maxconn 4000\n"
+            "defaults\n"
+            "    mode http\n"
+            "    log global\n"
+            '    log-format "%Ts.%ms %ST %HM %HP %s"\n'
+            "    timeout connect 2s\n"
+            "    timeout client 120s\n"
+            "    timeout server 120s\n"
+            "    retries 3\n"
+            "    option redispatch 1\n"
+            # Writes are idempotent (ids in every body), so a request whose server died
+            # before answering may go to another one.
+            "    retry-on conn-failure empty-response\n"
+            "frontend api\n"
+            f"    bind 127.0.0.1:{self.port}\n"
+            "    default_backend apis\n"
+            "backend apis\n"
+            "    balance roundrobin\n"
+            "    option httpchk GET /readyz\n"
+            "    http-check expect status 200\n"
+            # A saturated API process answers its probe late: give it 5 s and three
+            # misses, or a busy replica is taken out and its load sinks the others.
+            "    timeout check 5s\n"
+            "    default-server inter 1s fall 3 rise 2\n"
+            f"{backends}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def find() -> str | None:
+        found = shutil.which("haproxy")
+        return found or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+
+    def start(self) -> None:
+        check = subprocess.run(
+            [self.binary, "-c", "-f", str(self.config)], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy refused its config: {check.stdout}{check.stderr}")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-db", "-f", str(self.config)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+    def requests(self) -> list[Logged]:
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 5 and parts[1].isdigit():
+                found.append(Logged(float(parts[0]), int(parts[1]), parts[2], parts[3], parts[4]))
+        return found
 
 
 class CloudProcess:

@@ -25,7 +25,7 @@ from muto.cloud.api import schema
 from muto.cloud.api.app import ROUTES, SPEC
 
 METHODS = ("get", "put", "post", "patch", "delete")
-PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.yaml")}
+PUBLIC = {("GET", p) for p in ("/livez", "/readyz", "/healthz", "/openapi.yaml")}
 BODY_CALL = re.compile(r"\bbody\(request, (\w+)\)")
 
 

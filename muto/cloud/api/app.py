@@ -21,6 +21,7 @@ from muto.cloud.api import (
     artifacts,
     audit,
     desired,
+    health,
     refresh,
     releases,
     reports,
@@ -28,40 +29,31 @@ from muto.cloud.api import (
     tokens,
     vehicles,
 )
-from muto.cloud.api.responses import error, exception_handlers, ok
+from muto.cloud.api.responses import error, exception_handlers
 from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.dashboard import mount as dashboard
 from muto.cloud.metrics import CloudMetrics, RequestMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
+from muto.projections.locks import Lease, Lock
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
 access_log = logging.getLogger("muto.access")
-
-
-async def healthz(request: Request) -> Response:
-    """Readiness: the database answers, the projections' lag, the MQTT link."""
-    cp: ControlPlane = request.state.plane
-    position = cp.log.position()
-    lag = max(0, position - cp.projector.position())
-    bridge = getattr(request.state, "bridge", None)
-    mqtt = None if bridge is None else bridge.connected
-    ready = lag < 10_000
-    body = {
-        "status": "ready" if ready else "lagging",
-        "position": position,
-        "projectionLag": lag,
-        "mqttConnected": mqtt,
-    }
-    return ok(body, 200 if ready else 503)
 
 
 async def openapi(_: Request) -> Response:
     return Response(SPEC.read_bytes(), media_type="application/yaml")
 
 
+# Every role serves these (a worker serves nothing else).
+PROBES = [
+    Route("/livez", health.livez, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/healthz", health.healthz, methods=["GET"]),
+]
+WORKER = [*PROBES, Route("/metrics", scrape, methods=["GET"])]
 ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
+    *PROBES,
     Route("/openapi.yaml", openapi, methods=["GET"]),
     Route("/vehicles", vehicles.register, methods=["POST"]),
     Route("/vehicles", vehicles.listing, methods=["GET"]),
@@ -181,14 +173,26 @@ def create_app(
     """`plane` lets a test or an embedding process share one control plane; otherwise
     the app opens (and closes) its own from `settings`. Each extension is an async
     context manager factory (e.g. the MQTT bridge) given the control plane; what it
-    yields is merged into the request state."""
+    yields is merged into the request state, and the duties it holds (`leases`, name ->
+    Lease) into the state's `leases`, which /readyz reports.
+
+    `settings.role`: `api` and `all` serve the API; `worker` only the probes and metrics. The
+    projector follows the log where the process does duties (under the projector lease:
+    one process of a deployment); an `api` process projects only on demand, its own
+    writes (read-your-writes)."""
 
     metrics = CloudMetrics()
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         cp = plane or ControlPlane.open(settings)
-        cp.projector.start()
+        cp.listen_for_changes()
+        leases: dict[str, Lease] = {}
+        if settings.does_duties:
+            leases["projector"] = Lease(cp.views.store.engine, Lock.PROJECTOR)
+            cp.projector.start(follow=leases["projector"].held)
+        else:
+            cp.projector.start(follow=None)
         state: dict[str, Any] = {
             "plane": cp,
             "metrics": metrics,
@@ -196,19 +200,23 @@ def create_app(
         }
         try:
             async with _extensions(cp, extensions) as extra:
-                state.update(extra)
+                leases.update(extra.pop("leases", {}))
+                state.update(extra, leases=leases)
                 detach = metrics.attach(cp, state.get("bridge"))
                 try:
                     yield state
                 finally:
                     detach()
         finally:
+            cp.projector.stop()
+            for lease in leases.values():
+                lease.release()
             if plane is None:
                 cp.close()
-            else:
-                cp.projector.stop()
 
-    routes = [*resources(ROUTES), dashboard()]
+    # A worker answers its probes and its metrics; the API and the dashboard are the
+    # api role's.
+    routes = [*resources(ROUTES), dashboard()] if settings.serves_api else resources(WORKER)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
     app.add_middleware(RefuseNul)
     app.add_middleware(AccessLog)
@@ -229,7 +237,9 @@ async def _extensions(
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:
-        merged: dict[str, Any] = {}
+        merged: dict[str, Any] = {"leases": {}}
         for factory in factories:
-            merged.update(await stack.enter_async_context(factory(cp)))
+            found = dict(await stack.enter_async_context(factory(cp)))
+            merged["leases"].update(found.pop("leases", {}))
+            merged.update(found)
         yield merged

@@ -19,9 +19,9 @@ from sqlalchemy import text
 from starlette.requests import Request
 
 from muto.cloud.api.context import plane
+from muto.projections.locks import Lock
 
-# pg_advisory_lock keys; the projector and the controller use 0x6D75746F and + 1.
-KEYS = {"rollout-start": 0x6D75746F + 2}
+KEYS = {"rollout-start": Lock.ROLLOUT_START}  # pg_advisory_lock keys (projections.locks)
 
 
 @asynccontextmanager
@@ -44,5 +44,5 @@ async def one_at_a_time(request: Request, name: str) -> AsyncIterator[None]:
 
 
 def _advisory(connection: Any, function: str, key: int) -> None:
-    connection.execute(text(f"SELECT {function}(:k)"), {"k": key})
+    connection.execute(text(f"SELECT {function}(:k)"), {"k": int(key)})
     connection.commit()

@@ -71,6 +71,32 @@ class Reported(Wire, frozen=True, kw_only=True):
     components_at: Timestamp | None
 
 
+class Liveness(Wire, frozen=True, kw_only=True):
+    status: Literal["alive"]
+    role: Literal["all", "api", "worker"]
+
+
+class ProcessReadiness(Wire, frozen=True, kw_only=True):
+    """GET /readyz: whether this process should get traffic (api) or may act (worker)."""
+
+    status: Literal["ready", "lagging", "unavailable"]
+    role: Literal["all", "api", "worker"]
+    database: Annotated[bool, msgspec.Meta(description="PostgreSQL (or SQLite) answered")]
+    projection_lag: Annotated[
+        int | None, msgspec.Meta(description="Events the views lack (null: no database)")
+    ]
+    caches_live: Annotated[
+        bool, msgspec.Meta(description="This process hears every other process's changes")
+    ]
+    duties: Annotated[
+        dict[str, bool],
+        msgspec.Meta(
+            description="Worker duties this process holds now (projector, controller, "
+            "notifier, listener); the others stand by. Empty for api."
+        ),
+    ]
+
+
 class Vehicle(Wire, frozen=True, kw_only=True):
     """A vehicle as the inventory view sees it."""
 
@@ -307,6 +333,8 @@ def _envelope(name: str, data: Any, metadata: type[Wire]) -> type[msgspec.Struct
 
 RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("ReadinessResponse", Readiness, NoMetadata),
+    _envelope("LivenessResponse", Liveness, NoMetadata),
+    _envelope("ProcessReadinessResponse", ProcessReadiness, NoMetadata),
     _envelope("VehicleResponse", Vehicle, NoMetadata),
     _envelope("VehicleWrittenResponse", Vehicle, VehicleWritten),
     _envelope("VehiclePatchedResponse", Vehicle, VehiclePatched),

@@ -21,6 +21,9 @@ async def bridge_factory(plane: ControlPlane) -> AsyncIterator[dict[str, Any]]:
     bridge = Bridge(plane)
     await bridge.start()
     try:
-        yield {"bridge": bridge}
+        yield {
+            "bridge": bridge,
+            "leases": {"listener": bridge.lease, "notifier": bridge.outbox.lease},
+        }
     finally:
         await bridge.stop()

@@ -1,8 +1,12 @@
 """The cloud's MQTT bridge: one broker link carrying the notifier and the listener.
 
-Runs as one asyncio task in the API process. While the broker is unreachable it retries
-with capped, jittered exponential backoff and the API keeps serving; `connected` says
-whether the link is up (GET /healthz shows it). `stop()` publishes the notifies still
+Runs as one asyncio task in a process that does duties (`--role worker` or `all`). It
+connects only while it holds the listener lease: the cloud's persistent MQTT session
+(its client id, the reports queued for it) belongs to one process of a deployment at a
+time; a standby takes the session over when the holder dies. The link ends at once
+when the lease is lost. While the broker is unreachable it retries with capped,
+jittered exponential backoff and the API keeps serving; `connected` says whether the
+link is up (GET /healthz shows it). `stop()` publishes the notifies still
 due, waits for their acknowledgements (at most `flush_s`), then disconnects cleanly.
 """
 
@@ -23,8 +27,14 @@ from muto.cloud.mqtt.outbox import Outbox
 from muto.domain.broker import Broker
 from muto.domain.messages import Leaf, RefreshRequest, RefreshResult, vehicle_topic
 from muto.domain.wire import encode
+from muto.projections.locks import Lease, Lock
 
 logger = logging.getLogger("muto.mqtt")
+LEASE_CHECK_S = 1.0  # a standby asks for the lease, a holder checks it, this often
+
+
+class LeaseLost(Exception):
+    pass
 
 
 class Bridge:
@@ -40,14 +50,16 @@ class Bridge:
         if not settings.mqtt_url:
             raise ValueError("the MQTT bridge needs settings.mqtt_url")
         self.address = Broker.parse(settings.mqtt_url)
-        # Fixed per cloud process, so the broker keeps its session (and queues reports)
-        # across restarts. Several processes on one broker need distinct ids (?clientId=).
+        # Fixed per deployment, so the broker keeps its session (and queues reports)
+        # across restarts and hands it to the standby: only the listener lease's holder
+        # connects. Two deployments on one broker need distinct ids (?clientId=).
         self.client_id = self.address.client_id or f"muto-cloud-{settings.tenant}"
         self.backoff = backoff or Backoff()
         self.flush_s = flush_s
         self.outbox = Outbox(plane)
         self.notifier = Notifier(self.outbox, settings.tenant, poll_s)
         self.listener = Listener(plane)
+        self.lease = Lease(plane.views.store.engine, Lock.LISTENER)
         self.connected = False
         self._client: aiomqtt.Client | None = None  # while connected
         self.connections = 0  # successful connects since start
@@ -69,6 +81,7 @@ class Bridge:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await asyncio.to_thread(self.outbox.release)
+        await asyncio.to_thread(self.lease.release)
 
     async def refresh(self, vehicle_id: str, timeout_s: float) -> RefreshResult | None:
         """Ask a vehicle to re-publish its snapshots (`cmd/refresh`, read-only) and wait
@@ -94,6 +107,10 @@ class Bridge:
     async def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            if not await asyncio.to_thread(self.lease.held):  # another process holds it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), LEASE_CHECK_S)
+                continue
             try:
                 async with cloud_client(self.address, self.client_id) as client:
                     # Subscribe on every connect: a broker restarted without persistence
@@ -108,6 +125,9 @@ class Bridge:
                     await self._session(client)
             except Exception as exc:  # every failure ends in a reconnect, never a dead bridge
                 causes = _leaves(exc)
+                if any(isinstance(e, LeaseLost) for e in causes):
+                    logger.warning("lost the listener lease: left the broker")
+                    continue
                 if all(isinstance(e, aiomqtt.MqttError) for e in causes):
                     logger.warning("broker link down: %s", "; ".join(map(_say, causes)))
                 else:
@@ -125,11 +145,20 @@ class Bridge:
     async def _session(self, client: aiomqtt.Client) -> None:
         async with asyncio.TaskGroup() as tasks:
             listening = tasks.create_task(self.listener.run(client))
+            watching = tasks.create_task(self._keep_lease())
             await self.notifier.run(client, self._stop, self.flush_s)
+            watching.cancel()
             # Stopping: let the message in hand be stored and acknowledged first; what is
             # still queued is unacknowledged, so the broker redelivers it next session.
             async with self.listener.busy:
                 listening.cancel()
+
+    async def _keep_lease(self) -> None:
+        """End the session (and so every act of it) as soon as the lease is lost."""
+        while True:
+            await asyncio.sleep(LEASE_CHECK_S)
+            if not await asyncio.to_thread(self.lease.held):
+                raise LeaseLost()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -23,19 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.utils import get_topic
-from sqlalchemy import text
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.domain.messages import DesiredNotify
 from muto.domain.model.vehicle import Vehicle
+from muto.projections.locks import Lease, Lock
 
 NOTIFIER = "mqtt-notifier"
 SERVED_BY = "desired"  # the view GET /desired-states/latest answers from
 BATCH = 500
 ASSIGNED = f"{get_topic(Vehicle)}.DesiredStateAssigned"  # the stored event topic
-# Only one notifier per PostgreSQL database publishes (a session advisory lock), so two
-# API processes never publish the same vehicle's notifies out of order.
-NOTIFIER_LOCK_KEY = 0x6D75746F + 2
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,9 @@ class Outbox:
     def __init__(self, plane: ControlPlane, name: str = NOTIFIER) -> None:
         self.plane = plane
         self.name = name
-        self._lease: Any = None  # the connection holding the PostgreSQL lock
+        # Only one notifier per database publishes, so that no two processes publish
+        # one vehicle's notifies out of order.
+        self.lease = Lease(plane.views.store.engine, Lock.NOTIFIER)
 
     def position(self) -> int:
         return self.plane.views.store.position_of(self.name)
@@ -94,24 +93,7 @@ class Outbox:
             store.record_position(session, self.name, position)
 
     def is_leader(self) -> bool:
-        """SQLite has one cloud process; on PostgreSQL hold a session advisory lock on a
-        dedicated connection for as long as this notifier runs."""
-        store = self.plane.views.store
-        if not store.is_postgres:
-            return True
-        if self._lease is None:
-            conn = store.engine.connect()
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": NOTIFIER_LOCK_KEY}
-            ).scalar()
-            conn.commit()
-            if not got:
-                conn.close()
-                return False
-            self._lease = conn
-        return True
+        return self.lease.held()
 
     def release(self) -> None:
-        if self._lease is not None:
-            self._lease.close()
-            self._lease = None
+        self.lease.release()

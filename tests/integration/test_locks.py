@@ -1,0 +1,52 @@
+"""Leases on a real PostgreSQL: one holder per duty; a holder whose session ends (here
+terminated by the server, as a failover or an admin would) says so at its next check,
+after which the standby holds the duty and the old holder does not act."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from muto.projections.locks import DUTIES, Lease, Lock
+
+pytestmark = pytest.mark.postgres
+
+
+def test_one_holder_per_duty_and_a_lost_session_stops_the_holder(postgres_url: str) -> None:
+    one, two = create_engine(postgres_url), create_engine(postgres_url)
+    try:
+        leases = {duty: (Lease(one, duty), Lease(two, duty)) for duty in DUTIES}
+        for a, b in leases.values():
+            assert a.held() and not b.held()
+            assert a.held() and not b.held()  # held again, not taken twice
+        active, standby = leases[Lock.CONTROLLER]
+        with two.connect() as admin:
+            pid = admin.execute(
+                text(
+                    "SELECT pid FROM pg_locks JOIN pg_database d ON d.oid = database "
+                    "WHERE d.datname = current_database() AND locktype = 'advisory' "
+                    "AND objid = :k AND granted"
+                ),
+                {"k": int(Lock.CONTROLLER)},
+            ).scalar_one()
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+        assert standby.held()  # the lock went with the session
+        assert not active.held()  # and the old holder knows it at its next check
+        assert not active.holding
+        for duty, (a, b) in leases.items():  # the other duties were not disturbed
+            if duty is not Lock.CONTROLLER:
+                assert a.held() and not b.held()
+        standby.release()
+        assert active.held()  # released: the other one takes it
+        for a, b in leases.values():
+            a.release()
+            b.release()
+    finally:
+        one.dispose()
+        two.dispose()
+
+
+def test_sqlite_has_one_process_and_every_lease_is_held() -> None:
+    engine = create_engine("sqlite://")
+    assert all(Lease(engine, duty).held() for duty in DUTIES)
