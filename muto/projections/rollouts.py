@@ -205,7 +205,8 @@ class RolloutProgress(Projection):
         self._rollout(s, e, paused=False, paused_at=None, deadline_at=deadline)
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
-        self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
+        if e.revision:  # no revision: nothing was issued, so nothing counts as rolled back
+            self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
         row = self._row(s, e)
         if row.state in ("canary", "wave", "baking", "completed"):
             self._rollout(s, e, state="rolled_back", paused=False, paused_at=None, deadline_at=None)

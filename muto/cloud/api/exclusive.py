@@ -20,8 +20,10 @@ from starlette.requests import Request
 
 from muto.cloud.api.context import plane
 
-# pg_advisory_lock keys; the projector and the controller use 0x6D75746F and + 1.
-KEYS = {"rollout-start": 0x6D75746F + 2}
+# pg_advisory_lock keys; the projector, the controller and the MQTT notifier hold
+# 0x6D75746F, + 1 and + 2 for their process's lifetime (a shared key made POST /rollouts
+# wait for ever on PostgreSQL with MQTT on).
+KEYS = {"rollout-start": 0x6D75746F + 3}
 
 
 @asynccontextmanager
