@@ -136,8 +136,10 @@ async def rig(tmp_path: Path, backend: str, count: int = 6) -> AsyncIterator[Rig
                 await eventually(all_good)
                 yield r
             finally:
-                await fleet.stop()
-                await operator.aclose()
-                await cloud.stop()
+                try:  # a hang here must fail the test, not the suite
+                    await asyncio.wait_for(fleet.stop(), WAIT_S)
+                finally:
+                    await operator.aclose()
+                    await cloud.stop()
         finally:
             broker.stop()
