@@ -106,19 +106,21 @@ def _roll_back(
     cause: Cause,
     sign: SignDocument,
     clock: Clock,
-) -> None:
+) -> int:
     """One rollback revision per previous release, `why` its reason code; vehicles
-    without one are recorded (their agents already fell back locally to their previous
-    known good)."""
+    without one are recorded with no revision (nothing can be issued to them yet).
+    Returns how many vehicles were given a rollback revision."""
     by_release: dict[str | None, list[str]] = {}
     for vehicle_id in vehicle_ids:
         if vehicle_id in rollout.rolled_back:
             continue
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
+    issued = 0
     for release_key, members in sorted(by_release.items(), key=lambda kv: kv[0] or ""):
         if release_key is None:
             rollout.record_rolled_back("", members, why, cause.actor, cause.correlation_id)
             continue
+        issued += len(members)
         assign = assign_desired_state(
             _request(rollout, release_key, "rollback"),
             members,
@@ -131,6 +133,7 @@ def _roll_back(
         rollout.record_rolled_back(
             assign(uow).revision, members, why, cause.actor, cause.correlation_id
         )
+    return issued
 
 
 def start_rollout(
@@ -266,7 +269,7 @@ def resume(rollout_id: str, cause: Cause, clock: Clock) -> Command[None]:
 
 def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -> Command[int]:
     """Operator fleet rollback: every vehicle the rollout assigned gets its previous
-    release back. Returns how many vehicles were rolled back now."""
+    release back. Returns how many vehicles were given a rollback revision now."""
 
     def command(uow: UnitOfWork) -> int:
         rollout = _rollout(uow, rollout_id)
@@ -274,8 +277,7 @@ def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -
             set(rollout.assigned) - set(rollout.rolled_back)
         ):
             return 0
-        before = len(rollout.rolled_back)
-        _roll_back(
+        return _roll_back(
             uow,
             rollout,
             sorted(rollout.assigned),
@@ -284,6 +286,5 @@ def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -
             sign,
             clock,
         )
-        return len(rollout.rolled_back) - before
 
     return command

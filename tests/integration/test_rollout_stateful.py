@@ -480,3 +480,35 @@ def test_time_paused_does_not_count_toward_the_deadline() -> None:
         m.invariants_hold()
     finally:
         m.teardown()
+
+
+def test_a_vehicle_without_a_previous_release_is_not_counted_as_rolled_back() -> None:
+    """Issue 13 item 4 (the honest count; "run nothing" is still open): no rollback
+    revision can be issued to a vehicle on its first release, so it is not counted."""
+    cp = ControlPlane.open(memory_settings(Path(mkdtemp())))
+    try:
+        fresh = ["n-eu-m3-1", "n-eu-m3-2"]
+        register_fleet(cp, [registration(v, ring="7") for v in fresh])
+        first = signed_release(version="1.0.0")
+        cp.execute(first.register())
+        request = RolloutRequest(
+            selector="ring=7", stack=first.release.stack_name, version="1.0.0", rollout_id="ro-7"
+        )
+        cp.execute(start_rollout(request, fresh[:1], fresh[1:], cause(), cp.sign, cp.clock))
+        assert cp.execute(roll_back("ro-7", cause(), cp.sign, cp.clock)).value == 0
+        cp.projector.catch_up()
+        view = cp.queries.rollout("ro-7")
+        assert view["state"] == "rolled_back"
+        assert sum(p["rolledBack"] for p in view["phases"].values()) == 0
+        assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
+            "n-eu-m3-1": "assigned",
+            "n-eu-m3-2": "pending",
+        }
+        rolled = [
+            e for e in cp.queries.audit(rollout_id="ro-7") if e["eventType"] == "Rollout.RolledBack"
+        ]
+        assert [(e["data"]["revision"], e["data"]["vehicle_ids"]) for e in rolled] == [
+            ("", fresh[:1])
+        ]
+    finally:
+        cp.close()
