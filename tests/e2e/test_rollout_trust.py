@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.integration.test_api_harness import BACKENDS
 from tests.support.rollout_rig import GOOD, NEXT, eventually, rig
 
 FINAL = ("completed", "aborted", "rolled_back")
+WAVE_DEADLINE_S = 15
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -133,7 +135,7 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
             agent = r.fleet.vehicles[gone].agent
             assert agent is not None
             await agent.stop()  # the vehicle goes away before the rollout
-            await r.start("next", "1.1.0", waveDeadlineSec=12)
+            await r.start("next", "1.1.0", waveDeadlineSec=WAVE_DEADLINE_S)
             stuck = await r.until(
                 "next",
                 lambda s: (
@@ -147,6 +149,10 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
             assert outstanding["presence"] == "offline"
             assert outstanding["lastStatus"] == "converged"  # on 1.0.0, before it went away
             assert outstanding["lastReportAt"] is not None
+            # Paused from here for longer than the whole wave deadline (the audit runs
+            # meanwhile): the deadline clock stands still.
+            paused_at = time.monotonic()
+            await r.operator.http.post("/rollouts/next/pause")
 
             explained = subprocess.run(
                 [
@@ -166,13 +172,13 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
             assert rows["outstanding"] == "1 vehicle(s)"
             assert f"{gone} assigned, offline since" in standing
 
-            # Pause for longer than the whole wave deadline: the clock stands still.
-            await r.operator.http.post("/rollouts/next/pause")
-            await asyncio.sleep(14)
+            await asyncio.sleep(max(0.0, paused_at + WAVE_DEADLINE_S + 2 - time.monotonic()))
             resumed = await r.operator.http.post("/rollouts/next/resume")
+            assert resumed.status_code == 200, resumed.text
             assert resumed.json()["data"]["state"] == "wave"  # past the old deadline
             pushed = datetime.fromisoformat(resumed.json()["data"]["deadline"])
-            assert pushed - datetime.fromisoformat(stuck["deadline"]) >= timedelta(seconds=14)
+            held = pushed - datetime.fromisoformat(stuck["deadline"])
+            assert held >= timedelta(seconds=WAVE_DEADLINE_S)
 
             await r.operator.http.post("/rollouts/next/pause")
             back = await r.operator.http.post("/rollouts/next/rollback")
