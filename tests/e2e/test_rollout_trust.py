@@ -38,14 +38,14 @@ def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str)
             assert crashing not in [
                 v["vehicleId"] for v in done["vehicles"] if v["phase"] == "canary"
             ]
+            assert set((await r.desired()).values()) == {GOOD}  # the canaries too
+            assert sum(p["rolledBack"] for p in done["phases"].values()) == len(r.ids)
             decision = done["decisions"][-1]
             assert (decision["event"], decision["reasonCode"]) == (
                 "WaveGateFailed",
                 "WAVE_GATE_FAILED",
             )
             assert "CRASH_LOOP_DETECTED" in decision["evaluation"]["reasonCodes"]
-            assert sum(p["rolledBack"] for p in done["phases"].values()) == len(r.ids)
-            assert set((await r.desired()).values()) == {GOOD}
 
             async def all_back() -> bool:
                 return set((await r.running()).values()) == {GOOD}
