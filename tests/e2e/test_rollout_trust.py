@@ -167,7 +167,7 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
             assert explained.returncode == 0, explained.stderr
             standing = explained.stdout.partition("\n\n")[2]
             rows = dict(line.split(None, 1) for line in standing.splitlines() if line[:1] != " ")
-            assert rows["state"] == "wave"
+            assert rows["state"] == "wave (paused: the deadline clock stands still)"
             assert rows["deadline"] == stuck["deadline"]
             assert rows["outstanding"] == "1 vehicle(s)"
             assert f"{gone} assigned, offline since" in standing
