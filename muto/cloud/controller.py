@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, select, text
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.rollouts import decide
-from muto.domain.model.rollout import Rollout
+from muto.domain.model.rollout import ACTIVE_STATES, Rollout
 from muto.domain.rollout_rules import (
     Member,
     MemberStatus,
@@ -33,7 +33,7 @@ from muto.domain.rollout_rules import (
 
 logger = logging.getLogger("muto.controller")
 CONTROLLER_LOCK_KEY = 0x6D75746F + 1
-ACTIVE = ("canary", "wave", "baking")
+ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
 
 
 class RolloutController:
