@@ -362,3 +362,35 @@ def test_replaying_a_rollout_journal_gives_its_state(steps: list[str]) -> None:
         assert state(log.repository.get(rollout.id)) == state(rollout)
     finally:
         log.close()
+
+
+def test_rollout_events_stored_before_times_and_codes_still_replay() -> None:
+    """Paused/Resumed and gate events stored before they carried `at` and `reason_code`
+    (the fields added for issue 13) still decode and apply, with empty defaults."""
+    import json
+    from dataclasses import replace
+
+    log = EventLog.open(memory_settings(Path("unused")))
+    try:
+        rollout = new_rollout()
+        STEPS["pause"](rollout)
+        STEPS["resume"](rollout)
+        STEPS["pass canary"](rollout)
+        log.save(rollout)
+        stored = log.recorder.select_events(rollout.id)
+        replayed, dropped = None, 0
+        for record in stored:
+            state = json.loads(record.state)
+            dropped += ("at" in state) + ("reason_code" in state)
+            state.pop("at", None)
+            state.pop("reason_code", None)
+            old = replace(record, state=json.dumps(state).encode())
+            replayed = log.mapper.to_domain_event(old).mutate(replayed)
+        assert replayed is not None and dropped >= 4
+        assert (replayed.state, replayed.paused, replayed.paused_sec) == (
+            "wave",
+            False,
+            {"canary": 0.0},
+        )
+    finally:
+        log.close()

@@ -301,10 +301,10 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.WAVE)
 
@@ -313,10 +313,10 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.ABORTED)
 
@@ -325,10 +325,10 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.BAKING)
         self.phase_started_at.setdefault(RolloutState.BAKING.value, at)
@@ -338,10 +338,10 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.ROLLED_BACK)
 
@@ -350,10 +350,10 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.COMPLETED)
 
@@ -362,20 +362,20 @@ class Rollout(Aggregate):
         self,
         rollout_id: str,
         evaluation: dict[str, Any],
-        reason_code: str,
-        at: str,
         actor: str,
         correlation_id: str,
+        reason_code: str = "",  # "" in events stored before decisions carried codes
+        at: str = "",
     ) -> None:
         self._end(RolloutState.ROLLED_BACK)
 
     @event("Paused")
-    def _paused(self, rollout_id: str, at: str, actor: str, correlation_id: str) -> None:
+    def _paused(self, rollout_id: str, actor: str, correlation_id: str, at: str = "") -> None:
         self.paused = True
         self.paused_at = at
 
     @event("Resumed")
-    def _resumed(self, rollout_id: str, at: str, actor: str, correlation_id: str) -> None:
+    def _resumed(self, rollout_id: str, actor: str, correlation_id: str, at: str = "") -> None:
         self.paused = False
         held = _seconds_between(self.paused_at, at)
         self.paused_sec[self.state] = self.paused_sec.get(self.state, 0.0) + held
