@@ -217,8 +217,9 @@ class Agent:
                 await self._pass()
                 schedule.polled()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._triggered.wait(), schedule.wait_s())
+            with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
+                async with asyncio.timeout(schedule.wait_s()):
+                    await self._triggered.wait()
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True

@@ -71,7 +71,7 @@ def replay(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     from muto.audit import story
-    from muto.audit.render import pairs, story_table, told_rows
+    from muto.audit.render import pairs, standing_rows, story_table, told_rows
 
     settings = _settings(args)
     if args.at is not None and args.vehicle is None:
@@ -99,10 +99,14 @@ def explain(args: argparse.Namespace) -> int:
         chosen, what = story.rollout_story(found, args.rollout), f"rollout {args.rollout}"
     if not chosen:
         raise AuditError(f"the log holds no events for {what}")
+    where = None if args.vehicle is not None else story.standing(found, args.rollout)
     if args.json:
         _print_json([e.to_json() for e in chosen])
     else:
         print(story_table(chosen))
+        if where is not None:
+            print()
+            print(pairs(standing_rows(where)))
     return 0
 
 

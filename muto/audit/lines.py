@@ -62,8 +62,9 @@ def _started(d: dict[str, Any]) -> str:
 def _gate(phase: str, outcome: str) -> Describe:
     def describe(d: dict[str, Any]) -> str:
         e = d["evaluation"]
+        code = f" {d['reason_code']}" if d.get("reason_code") else ""
         return (
-            f"{phase} gate {outcome}: {e['converged']}/{e['targeted']} converged "
+            f"{phase} {outcome}{code}: {e['converged']}/{e['targeted']} converged "
             f"({e['convergedPct']}% vs {e['thresholdPct']}%), {e['deferred']} deferred, "
             f"{e['failed']} failed{_codes(e.get('reasonCodes'))}"
         )
@@ -99,10 +100,15 @@ LINES: dict[str, Describe] = {
     "Rollout.PhaseAssigned": lambda d: (
         f"{d['phase']} assigned: revision {d['revision']} to {_ids(d['vehicle_ids'])}"
     ),
-    "Rollout.CanaryGatePassed": _gate("canary", "passed"),
-    "Rollout.CanaryGateFailed": _gate("canary", "failed"),
-    "Rollout.WaveGatePassed": _gate("wave", "passed"),
-    "Rollout.WaveGateFailed": _gate("wave", "failed"),
+    "Rollout.CanaryGatePassed": _gate("canary gate", "passed"),
+    "Rollout.CanaryGateFailed": _gate("canary gate", "failed"),
+    "Rollout.WaveGatePassed": _gate("wave gate", "passed"),
+    "Rollout.WaveGateFailed": _gate("wave gate", "failed"),
+    "Rollout.BakeCompleted": _gate("bake", "completed"),
+    "Rollout.BakeFailed": _gate("bake", "failed"),
+    "Rollout.MembersLeft": lambda d: (
+        f"{_ids(d['vehicle_ids'])} left: no longer match '{d['selector']}'"
+    ),
     "Rollout.Paused": lambda d: f"rollout {d['rollout_id']} paused",
     "Rollout.Resumed": lambda d: f"rollout {d['rollout_id']} resumed",
     "Rollout.RolledBack": _rolled_back,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from muto.audit.lines import describe
 from muto.audit.source import Entry
-from muto.audit.story import Told
+from muto.audit.story import Standing, Told
 
 STORY_HEADER = ("POS", "AT", "EVENT", "ACTOR", "CORRELATION", "WHAT")
 
@@ -68,4 +68,23 @@ def told_rows(told: Told) -> list[tuple[str, str]]:
     rows += [("because" if i == 0 else "", one_line(e)) for i, e in enumerate(told.because)]
     for label, entry in (("reported", told.reported), ("health", told.health)):
         rows.append((label, "nothing by then" if entry is None else one_line(entry)))
+    return rows
+
+
+def standing_rows(s: Standing) -> list[tuple[str, str]]:
+    """Where a rollout stands: why it waits, if it does."""
+    paused = " (paused: the deadline clock stands still)" if s.paused else ""
+    deadline = "none (final)" if s.deadline is None else s.deadline.isoformat()
+    rows = [("state", f"{s.state}{paused}"), ("deadline", deadline)]
+    if not s.outstanding:
+        return [*rows, ("outstanding", "none")]
+    rows.append(("outstanding", f"{len(s.outstanding)} vehicle(s)"))
+    for w in s.outstanding:
+        seen = (
+            "presence unknown"
+            if w.presence is None
+            else (f"{w.presence.data['state']} since {w.presence.at.isoformat(timespec='seconds')}")
+        )
+        heard = "no report" if w.reported is None else f"last: {one_line(w.reported)}"
+        rows.append(("", f"{w.vehicle_id} {w.status}, {seen}; {heard}"))
     return rows

@@ -8,7 +8,9 @@ and health transitions with reason codes, presence), the events of every rollout
 targeted it (start, gates with their counts and thresholds, its phase's assignment,
 pauses, rollbacks that included it) and the tokens issued for it.
 A rollout's story: its events, the desired-state revisions it created, and the
-reconcile reports on those revisions (what the gates counted).
+reconcile reports on those revisions (what the gates counted); and where it stands
+(`standing`): its state, its current phase's deadline and the members that phase still
+waits for, with their presence and last report.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from muto.audit.source import Entry, qualname
-from muto.domain.model.rollout import Rollout
+from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS, Rollout
 from muto.domain.model.vehicle import Vehicle
+from muto.domain.rollout_rules import phase_deadline
+from muto.projections.rollouts import ROLLOUT_STATUS
 
 MEMBERSHIP = ("Rollout.PhaseAssigned", "Rollout.RolledBack")  # name the vehicles they touch
 # Rollout events that decided what happens next; the assignment that follows is theirs.
@@ -32,7 +36,17 @@ DECISIONS = (
     "Rollout.CanaryGateFailed",
     "Rollout.WaveGatePassed",
     "Rollout.WaveGateFailed",
+    "Rollout.BakeCompleted",
+    "Rollout.BakeFailed",
 )
+ENDS = {  # decision -> the state it leads to
+    "Rollout.CanaryGatePassed": "wave",
+    "Rollout.CanaryGateFailed": "aborted",
+    "Rollout.WaveGatePassed": "baking",
+    "Rollout.WaveGateFailed": "rolled_back",
+    "Rollout.BakeCompleted": "completed",
+    "Rollout.BakeFailed": "rolled_back",
+}
 OPERATOR_ROLLBACK = "OPERATOR_ROLLBACK"
 # Aggregates whose events may concern any vehicle: a vehicle's story reads all of them.
 SHARED = ("Rollout", "DesiredState", "AccessToken")
@@ -52,7 +66,7 @@ def wanted_for_rollout(rollout_id: str) -> Callable[[Notification], bool]:
     return lambda r: (
         r.originator_id == stream
         or _kind(r) == "DesiredState"
-        or qualname(r) == "Vehicle.ReconcileReported"
+        or qualname(r) in ("Vehicle.ReconcileReported", "Vehicle.PresenceChanged")
     )
 
 
@@ -179,3 +193,92 @@ def told_at(entries: Sequence[Entry], vehicle_id: str, at: datetime) -> Told:
         reported=_last(before, "Vehicle.ReconcileReported"),
         health=_last(before, "Vehicle.HealthChanged"),
     )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A member its phase still waits for, and what the log last heard from it."""
+
+    vehicle_id: str
+    status: str  # pending, assigned or deferred
+    presence: Entry | None
+    reported: Entry | None
+
+
+@dataclass(frozen=True)
+class Standing:
+    state: str
+    paused: bool
+    deadline: datetime | None  # the current phase's (the bake's end while baking)
+    outstanding: list[Waiting]
+
+
+def _at(entry: Entry) -> datetime:
+    stored = entry.data.get("at")
+    return datetime.fromisoformat(stored) if stored else entry.at
+
+
+def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
+    """Where the rollout stands at the end of `entries` (the log, or the part
+    `wanted_for_rollout` keeps): the same facts GET /rollouts/{id} shows, from the log."""
+    state, paused, paused_at = "", False, None
+    thresholds: dict[str, Any] = {}
+    phase_of: dict[str, str] = {}
+    revision_of: dict[str, str] = {}
+    started: dict[str, datetime] = {}
+    held: dict[str, float] = {}
+    done: set[str] = set()  # left, or rolled back
+    outcome: dict[str, str] = {}  # vehicle -> its status for the revision it was assigned
+    presence: dict[str, Entry] = {}
+    reported: dict[str, Entry] = {}
+    for e in entries:
+        d = e.data
+        if e.type.startswith("Rollout.") and d.get("rollout_id") != rollout_id:
+            continue
+        if e.type == "Rollout.Started":
+            state, thresholds = "canary", d["thresholds"]
+            phase_of = {v: "canary" for v in d["canaries"]} | {v: "wave" for v in d["wave"]}
+        elif e.type == "Rollout.PhaseAssigned":
+            started.setdefault(d["phase"], _at(e))
+            revision_of.update(dict.fromkeys(d["vehicle_ids"], d["revision"]))
+        elif e.type in ENDS:
+            state = ENDS[e.type]
+            if state == "baking":
+                started["baking"] = _at(e)
+        elif e.type == "Rollout.Paused":
+            paused, paused_at = True, _at(e)
+        elif e.type == "Rollout.Resumed" and paused_at is not None:
+            paused = False
+            held[state] = held.get(state, 0.0) + (_at(e) - paused_at).total_seconds()
+        elif e.type in ("Rollout.MembersLeft", "Rollout.RolledBack"):
+            done.update(d["vehicle_ids"])
+            if e.type == "Rollout.RolledBack" and state in ("canary", "wave", "baking"):
+                state = "rolled_back"
+        elif e.type == "Vehicle.PresenceChanged":
+            presence[d["vehicle_id"]] = e
+        elif e.type == "Vehicle.ReconcileReported":
+            vehicle = d["vehicle_id"]
+            reported[vehicle] = e
+            status = ROLLOUT_STATUS.get(d["report"]["status"])
+            if status and d["report"].get("desiredStateRevision") == revision_of.get(vehicle):
+                outcome[vehicle] = status
+        if state in ("completed", "aborted", "rolled_back"):
+            paused = False
+    if not state:
+        return None
+    phase = {"canary": "canary", "wave": "wave", "baking": "wave"}.get(state)
+    deadline = None
+    if phase is not None and state in started:
+        limit = float(thresholds.get(LIMITS[state], DEFAULT_BAKE_SEC))
+        deadline = phase_deadline(started[state], limit, held.get(state, 0.0))
+    outstanding = [
+        Waiting(
+            vehicle_id=v,
+            status=outcome.get(v, "assigned" if v in revision_of else "pending"),
+            presence=presence.get(v),
+            reported=reported.get(v),
+        )
+        for v in sorted(phase_of)
+        if phase_of[v] == phase and v not in done and outcome.get(v) not in ("converged", "failed")
+    ]
+    return Standing(state, paused, deadline, outstanding)

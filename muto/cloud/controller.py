@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -22,23 +22,30 @@ from sqlalchemy import bindparam, select
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.rollouts import decide
-from muto.domain.model.rollout import Rollout
-from muto.domain.rollout_rules import Member, MemberStatus, Verdict, evaluate_phase
+from muto.domain.model.rollout import ACTIVE_STATES, Rollout
+from muto.domain.rollout_rules import (
+    Member,
+    MemberStatus,
+    Verdict,
+    evaluate_phase,
+    watch_bake,
+)
 from muto.projections.locks import Lease, Lock
 
 logger = logging.getLogger("muto.controller")
-ACTIVE = ("canary", "wave")
+ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
 
 
 class RolloutController:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.lease = Lease(plane.views.store.engine, Lock.CONTROLLER)
-        # The phase's members, only the columns the gates read: this runs twice a second
-        # over every member (10,000 in a large wave), so no ORM rows, no unused JSON.
+        # The rollout's members, only the columns the gates read: this runs twice a
+        # second over every member (10,000 in a large wave), so no ORM rows, no unused
+        # JSON. Every phase is read: a tripwire counts from any member.
         v = plane.views.rollouts.vehicles
-        self._members = select(v.c.vehicle_id, v.c.status, v.c.reason_codes).where(
-            v.c.rollout_id == bindparam("rollout"), v.c.phase == bindparam("phase")
+        self._members = select(v.c.vehicle_id, v.c.phase, v.c.status, v.c.reason_codes).where(
+            v.c.rollout_id == bindparam("rollout")
         )
 
     def is_leader(self) -> bool:
@@ -66,28 +73,38 @@ class RolloutController:
         rollout: Rollout = plane.log.repository.get(Rollout.create_id(rollout_id))
         if rollout.is_final or rollout.paused:
             return False
-        phase = rollout.state
-        found = plane.views.store.read(self._members, {"rollout": rollout_id, "phase": phase})
-        members = [Member(v, MemberStatus(status), tuple(codes)) for v, status, codes in found]
-        started = rollout.phase_started_at.get(phase)
-        limit = rollout.thresholds[f"{phase}DeadlineSec"]
+        state = rollout.state
+        gated = "wave" if state == "baking" else state  # a bake re-judges the wave
+        found = plane.views.store.read(self._members, {"rollout": rollout_id})
+        by_phase: dict[str, list[Member]] = {"canary": [], "wave": []}
+        for vehicle_id, phase, status, codes in found:
+            by_phase[phase].append(Member(vehicle_id, MemberStatus(status), tuple(codes)))
         now = plane.clock()
-        deadline_passed = started is not None and now >= datetime.fromisoformat(
-            started
-        ) + timedelta(seconds=limit)
-        evaluation = evaluate_phase(members, rollout.thresholds["convergedPct"], deadline_passed)
-        if evaluation.verdict is Verdict.WAIT:
+
+        def passed(phase: str) -> bool:
+            deadline = rollout.deadline(phase)
+            return deadline is not None and now >= datetime.fromisoformat(deadline)
+
+        evaluation = evaluate_phase(
+            by_phase[gated],
+            rollout.thresholds["convergedPct"],
+            passed(gated),
+            earlier=by_phase["canary"] if gated == "wave" else (),
+            need_evidence=gated == "canary",
+        )
+        verdict = watch_bake(evaluation, passed(state)) if state == "baking" else evaluation.verdict
+        if verdict is Verdict.WAIT:
             return False
         cause = Cause("controller", rollout.rollout_id)
         decided = plane.execute(
-            decide(rollout_id, phase, evaluation, cause, plane.sign, plane.clock)
+            decide(rollout_id, state, verdict, evaluation, cause, plane.sign, plane.clock)
         ).value
         if decided:
             logger.info(
-                "rollout %s %s gate: %s (%s%% converged, codes %s)",
+                "rollout %s %s: %s (%s%% converged, codes %s)",
                 rollout_id,
-                phase,
-                evaluation.verdict,
+                state,
+                verdict,
                 evaluation.converged_pct,
                 evaluation.reason_codes,
             )

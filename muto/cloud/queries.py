@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, func, select
 
 from muto.cloud.errors import NotFound
+from muto.domain.model.rollout import ACTIVE_STATES
 from muto.domain.presence import shown_presence
-from muto.domain.selectors import Selector
+from muto.domain.selectors import Selector, parse_selector
 from muto.projections import Views
 from muto.projections.store import rows
 
@@ -35,6 +36,12 @@ VEHICLE_FIELDS = {
     "registered_at": "registeredAt",
     "updated_at": "updatedAt",
 }
+
+
+ACTIVE_ROLLOUT_STATES = tuple(str(state) for state in ACTIVE_STATES)
+# The member statuses a phase still waits for; GET /rollouts/{id} lists them (capped).
+OUTSTANDING = ("pending", "assigned", "deferred")
+OUTSTANDING_SHOWN = 100
 
 
 def _vehicle(row: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +180,9 @@ class Queries:
                     .order_by(vehicles.c.vehicle_id)
                 )
             )
-        r = found[0]
+            r = found[0]
+            waiting = self._outstanding(s, r["rollout_id"], r["state"])
+            not_in = self._not_in_rollout(s, r["rollout_id"], r["selector"])
         return {
             "rolloutId": r["rollout_id"],
             "state": r["state"],
@@ -184,6 +193,10 @@ class Queries:
             "decisions": r["decisions"],
             "startedAt": r["started_at"],
             "updatedAt": r["updated_at"],
+            "deadline": r["deadline_at"],
+            "outstanding": waiting[:OUTSTANDING_SHOWN],
+            "outstandingTotal": len(waiting),
+            "notInRollout": not_in,
             "phases": progress(members),
             "vehicles": [
                 {
@@ -196,6 +209,54 @@ class Queries:
                 for m in members
             ],
         }
+
+    def _outstanding(self, s: Any, rollout_id: str, state: str) -> list[dict[str, Any]]:
+        """Why an active rollout waits: the members of its current phase that have not
+        converged or failed, with their presence and last report."""
+        phase = {"canary": "canary", "wave": "wave", "baking": "wave"}.get(state)
+        if phase is None:
+            return []
+        m, v = self.views.rollouts.vehicles, self.views.inventory.vehicles
+        found = s.execute(
+            select(
+                m.c.vehicle_id,
+                m.c.status,
+                m.c.reason_codes,
+                v.c.presence,
+                v.c.presence_at,
+                v.c.last_status,
+                v.c.last_reason_codes,
+                v.c.last_report_at,
+            )
+            .join(v, v.c.vehicle_id == m.c.vehicle_id, isouter=True)
+            .where(m.c.rollout_id == rollout_id, m.c.phase == phase, m.c.status.in_(OUTSTANDING))
+            .order_by(m.c.vehicle_id)
+        )
+        return [
+            {
+                "vehicleId": row.vehicle_id,
+                "status": row.status,
+                "reasonCodes": row.reason_codes,
+                "presence": row.presence,
+                "presenceAt": row.presence_at,
+                "lastStatus": row.last_status,
+                "lastReasonCodes": row.last_reason_codes or [],
+                "lastReportAt": row.last_report_at,
+            }
+            for row in found
+        ]
+
+    def _not_in_rollout(self, s: Any, rollout_id: str, selector: str) -> int:
+        """Vehicles that match the selector now but are not members (membership is
+        fixed at start: registered or relabelled in later)."""
+        members = self.views.rollouts.vehicles
+        matching = self._selected(parse_selector(selector)).where(
+            self.views.inventory.vehicles.c.vehicle_id.not_in(
+                select(members.c.vehicle_id).where(members.c.rollout_id == rollout_id)
+            )
+        )
+        count: int = s.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
+        return count
 
     def rollout_exists(self, rollout_id: str) -> bool:
         table = self.views.rollouts.rollouts
@@ -276,6 +337,7 @@ def progress(members: list[dict[str, Any]]) -> dict[str, Any]:
                 "deferred": 0,
                 "failed": 0,
                 "rolledBack": 0,
+                "left": 0,
                 "deferredBy": Counter(),
                 "failedBy": Counter(),
             },
@@ -308,13 +370,18 @@ def rollout_candidates(queries: Queries, vehicle_ids: list[str]) -> list[dict[st
 
 
 def vehicles_in_active_rollouts(queries: Queries, vehicle_ids: list[str]) -> dict[str, str]:
-    """vehicle id -> id of the active rollout (canary or wave) that targets it."""
+    """vehicle id -> id of the active rollout (canary, wave, baking) that targets it
+    (a member that left it is free)."""
     r, m = queries.views.rollouts.rollouts, queries.views.rollouts.vehicles
     with queries.views.store.reading() as s:
         found = s.execute(
             select(m.c.vehicle_id, m.c.rollout_id)
             .join(r, r.c.rollout_id == m.c.rollout_id)
-            .where(r.c.state.in_(("canary", "wave")), m.c.vehicle_id.in_(vehicle_ids))
+            .where(
+                r.c.state.in_(ACTIVE_ROLLOUT_STATES),
+                m.c.status != "left",
+                m.c.vehicle_id.in_(vehicle_ids),
+            )
         )
         return {row.vehicle_id: row.rollout_id for row in found}
 

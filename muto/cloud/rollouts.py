@@ -1,6 +1,7 @@
 """Rollout commands: start (canaries assigned in the same transaction), phase decisions,
 pause/resume, and fleet rollback (a new, higher revision pointing to each vehicle's
-previous release — never a replay of an old document)."""
+previous release — never a replay of an old document). A rollback covers every vehicle
+the rollout changed, whichever phase failed."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.desired import DesiredStateRequest, RolloutRef, StackRef, Target
 from muto.domain.model.rollout import Rollout, RolloutState
 from muto.domain.model.vehicle import Vehicle
+from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Evaluation, Verdict
+from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
 Clock = Callable[[], datetime]
@@ -99,24 +102,25 @@ def _roll_back(
     uow: UnitOfWork,
     rollout: Rollout,
     vehicle_ids: Sequence[str],
-    why: str,
+    why: ReasonCode,
     cause: Cause,
     sign: SignDocument,
     clock: Clock,
-) -> None:
-    """One rollback revision per previous release; vehicles without one are recorded
-    (their agents already fell back locally to their previous known good)."""
+) -> int:
+    """One rollback revision per previous release, `why` its reason code; vehicles
+    without one are recorded with no revision (nothing can be issued to them yet).
+    Returns how many vehicles were given a rollback revision."""
     by_release: dict[str | None, list[str]] = {}
     for vehicle_id in vehicle_ids:
         if vehicle_id in rollout.rolled_back:
             continue
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
+    issued = 0
     for release_key, members in sorted(by_release.items(), key=lambda kv: kv[0] or ""):
         if release_key is None:
-            rollout.record_rolled_back(
-                "", members, f"{why}; no previous release", cause.actor, cause.correlation_id
-            )
+            rollout.record_rolled_back("", members, why, cause.actor, cause.correlation_id)
             continue
+        issued += len(members)
         assign = assign_desired_state(
             _request(rollout, release_key, "rollback"),
             members,
@@ -129,6 +133,7 @@ def _roll_back(
         rollout.record_rolled_back(
             assign(uow).revision, members, why, cause.actor, cause.correlation_id
         )
+    return issued
 
 
 def start_rollout(
@@ -184,58 +189,87 @@ def start_rollout(
     return command
 
 
+def _assign_wave(
+    uow: UnitOfWork, rollout: Rollout, cause: Cause, sign: SignDocument, clock: Clock
+) -> None:
+    """Membership is fixed at start, with one exception: a wave member whose labels no
+    longer match the selector when its wave is assigned leaves the rollout (the
+    operator relabelled it out) and is not given the release."""
+    selector = parse_selector(rollout.selector)
+    staying: list[str] = []
+    leaving: list[str] = []
+    for vehicle_id in rollout.wave:
+        vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
+        matches = vehicle is not None and selector.matches(vehicle.labels)
+        (staying if matches else leaving).append(vehicle_id)
+    if leaving:
+        rollout.leave(leaving, clock().isoformat(), cause.actor, cause.correlation_id)
+    _assign_phase(uow, rollout, RolloutState.WAVE.value, staying, cause, sign, clock)
+
+
 def decide(
     rollout_id: str,
     phase: str,
+    verdict: Verdict,
     evaluation: Evaluation,
     cause: Cause,
     sign: SignDocument,
     clock: Clock,
 ) -> Command[bool]:
-    """Carry out a gate verdict. False (nothing stored) when the rollout moved on or was
-    paused since the evaluation was made: the controller re-evaluates next tick."""
+    """Carry out a verdict on `phase` (canary, wave or baking). False (nothing stored)
+    when the rollout moved on or was paused since the evaluation was made: the
+    controller re-evaluates next tick. A failure rolls back every vehicle the rollout
+    changed (canaries included), with the decision's reason code as the cause."""
 
     def command(uow: UnitOfWork) -> bool:
         rollout = _rollout(uow, rollout_id)
-        if rollout.state != phase or rollout.paused or evaluation.verdict is Verdict.WAIT:
+        if rollout.state != phase or rollout.paused or verdict is Verdict.WAIT:
             return False
-        facts = to_builtins(evaluation)
+        facts, at = to_builtins(evaluation), clock().isoformat()
+        who = (cause.actor, cause.correlation_id, at)
+        passed = verdict is Verdict.PASS
+        if phase == RolloutState.CANARY and passed:
+            rollout.pass_canary(facts, *who)
+            _assign_wave(uow, rollout, cause, sign, clock)
+            return True
+        if phase == RolloutState.WAVE and passed:
+            rollout.pass_wave(facts, *who)
+            return True
+        if phase == RolloutState.BAKING and passed:
+            rollout.complete_bake(facts, *who)
+            return True
         if phase == RolloutState.CANARY:
-            if evaluation.verdict is Verdict.PASS:
-                rollout.pass_canary(facts, cause.actor, cause.correlation_id)
-                _assign_phase(
-                    uow, rollout, RolloutState.WAVE.value, rollout.wave, cause, sign, clock
-                )
-            else:
-                rollout.fail_canary(facts, cause.actor, cause.correlation_id)
-                _roll_back(uow, rollout, rollout.canaries, "canary gate failed", cause, sign, clock)
-        elif evaluation.verdict is Verdict.PASS:
-            rollout.pass_wave(facts, cause.actor, cause.correlation_id)
+            rollout.fail_canary(facts, *who)
+            why = ReasonCode.CANARY_GATE_FAILED
+        elif phase == RolloutState.WAVE:
+            rollout.fail_wave(facts, *who)
+            why = ReasonCode.WAVE_GATE_FAILED
         else:
-            rollout.fail_wave(facts, cause.actor, cause.correlation_id)
-            _roll_back(uow, rollout, rollout.wave, "wave gate failed", cause, sign, clock)
+            rollout.fail_bake(facts, *who)
+            why = ReasonCode.BAKE_FAILED
+        _roll_back(uow, rollout, sorted(rollout.assigned), why, cause, sign, clock)
         return True
 
     return command
 
 
-def pause(rollout_id: str, cause: Cause) -> Command[None]:
+def pause(rollout_id: str, cause: Cause, clock: Clock) -> Command[None]:
     def command(uow: UnitOfWork) -> None:
-        _rollout(uow, rollout_id).pause(cause.actor, cause.correlation_id)
+        _rollout(uow, rollout_id).pause(cause.actor, cause.correlation_id, clock().isoformat())
 
     return command
 
 
-def resume(rollout_id: str, cause: Cause) -> Command[None]:
+def resume(rollout_id: str, cause: Cause, clock: Clock) -> Command[None]:
     def command(uow: UnitOfWork) -> None:
-        _rollout(uow, rollout_id).resume(cause.actor, cause.correlation_id)
+        _rollout(uow, rollout_id).resume(cause.actor, cause.correlation_id, clock().isoformat())
 
     return command
 
 
 def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -> Command[int]:
     """Operator fleet rollback: every vehicle the rollout assigned gets its previous
-    release back. Returns how many vehicles were rolled back now."""
+    release back. Returns how many vehicles were given a rollback revision now."""
 
     def command(uow: UnitOfWork) -> int:
         rollout = _rollout(uow, rollout_id)
@@ -243,8 +277,14 @@ def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -
             set(rollout.assigned) - set(rollout.rolled_back)
         ):
             return 0
-        before = len(rollout.rolled_back)
-        _roll_back(uow, rollout, sorted(rollout.assigned), "OPERATOR_ROLLBACK", cause, sign, clock)
-        return len(rollout.rolled_back) - before
+        return _roll_back(
+            uow,
+            rollout,
+            sorted(rollout.assigned),
+            ReasonCode.OPERATOR_ROLLBACK,
+            cause,
+            sign,
+            clock,
+        )
 
     return command

@@ -17,7 +17,7 @@ from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, Compatibility, HealthModel, StackRelease
 from muto.domain.reports import ReconcileReport, ReconcileStatus, Timings
-from muto.domain.requests import RolloutRequest, VehicleRegistration
+from muto.domain.requests import RolloutRequest, RolloutThresholds, VehicleRegistration
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.domain.selectors import parse_selector
 from muto.trust.files import private_dir
@@ -115,6 +115,7 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
             stack="autonomy-core",
             version="1.0.0",
             rollout_id="seed-rollout-1",
+            thresholds=RolloutThresholds(bake_sec=0),  # seeded history: nothing to watch
         )
         plane.execute(start_rollout(request, canaries, wave, cause, plane.sign, plane.clock))
         controller = RolloutController(plane)
@@ -134,6 +135,7 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
                     )
                 _report(plane, vehicle_id, by_id[vehicle_id], ReconcileStatus.CONVERGED, [], 2)
             controller.tick()
+        controller.tick()  # the bake (0 s) is over: completed
         return _summary(plane)
     finally:
         plane.close()

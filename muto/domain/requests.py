@@ -33,6 +33,9 @@ class RolloutThresholds(Wire, frozen=True, kw_only=True):
     converged_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 95.0
     canary_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     wave_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
+    # How long a wave that passed its gate stays watched for tripwires before the
+    # rollout is final (docs/rollouts.md).
+    bake_sec: Annotated[float, msgspec.Meta(ge=0)] = 600.0
 
 
 class RolloutRequest(Wire, frozen=True, kw_only=True):

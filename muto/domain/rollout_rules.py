@@ -1,8 +1,17 @@
-"""Pure rollout decisions: which vehicles are canaries, and whether a phase passed.
+"""Pure rollout decisions: which vehicles are canaries, whether a phase passed, whether
+a baking rollout is final, and when a phase's deadline falls.
 
 A phase's members are judged from their latest reconcile outcome for the phase's
-revision. Vehicles blocked by a safety gate are *deferred*: they count against
-convergence but never trip a failure gate (their safety is theirs to decide).
+revision. The rules (docs/rollouts.md says them in prose):
+
+- A *tripwire* (CRASH_LOOP_DETECTED, READINESS_TIMEOUT) fails the rollout whenever it
+  arrives, from any member of any phase, until the rollout is final (bake included).
+- Vehicles blocked by a safety gate are *deferred*: a vehicle's gate is its own
+  authority. Before the deadline they count in the denominator (the rollout waits for
+  their gate to open); at the deadline they leave it, so deferral alone never fails a
+  gate and never causes the rollback of a vehicle that converged.
+- Vehicles that *left* the rollout (relabelled out of the selector before their wave)
+  are not judged at all.
 """
 
 from __future__ import annotations
@@ -10,12 +19,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import Wire
 
-# The seed's failure gates: any of these in a phase fails it at once.
+# The seed's failure gates: any of these from any member fails the rollout at once.
 TRIPWIRES = frozenset({ReasonCode.CRASH_LOOP_DETECTED, ReasonCode.READINESS_TIMEOUT})
 
 
@@ -49,7 +59,14 @@ class MemberStatus(StrEnum):
     CONVERGED = "converged"
     DEFERRED = "deferred"  # blocked by a vehicle safety gate
     FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
+    ROLLED_BACK = "rolled_back"  # a rollback revision was issued to it
+    LEFT = "left"  # no longer matched the selector when its wave was assigned
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -59,46 +76,71 @@ class Member:
     reason_codes: tuple[str, ...] = ()
 
 
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    WAIT = "wait"
-
-
 class Evaluation(Wire, frozen=True, kw_only=True):
-    """A gate verdict with its inputs: stored in the decision event for auditors."""
+    """A gate verdict with its inputs: stored in the decision event for auditors.
+
+    `counted` is the denominator of `converged_pct`: every judged member before the
+    deadline, the judged members that are not deferred at it. `tripped_by` counts the
+    tripwire codes seen on any member of the rollout (earlier phases included)."""
 
     verdict: Verdict
     targeted: int
     converged: int
     deferred: int
     failed: int
+    counted: int = 0
     converged_pct: float
     threshold_pct: float
+    deadline_passed: bool = False
     reason_codes: list[str] = []
     deferred_by: dict[str, int] = {}
     failed_by: dict[str, int] = {}
+    tripped_by: dict[str, int] = {}
+
+
+def tripwires(members: Iterable[Member]) -> Counter[str]:
+    """Tripwire codes on failed members: the rollout's alarm, whatever the phase."""
+    return Counter(
+        code
+        for m in members
+        if m.status is MemberStatus.FAILED
+        for code in m.reason_codes
+        if code in TRIPWIRES
+    )
 
 
 def evaluate_phase(
-    members: Sequence[Member], threshold_pct: float, deadline_passed: bool
+    members: Sequence[Member],
+    threshold_pct: float,
+    deadline_passed: bool,
+    *,
+    earlier: Sequence[Member] = (),
+    need_evidence: bool = False,
 ) -> Evaluation:
-    """PASS when converged >= threshold with no tripwire; FAIL at once on a tripwire,
-    or when failures make the threshold unreachable, or at the deadline; else WAIT."""
-    counts = Counter(m.status for m in members)
-    targeted = len(members)
-    failed_members = [m for m in members if m.status is MemberStatus.FAILED]
+    """FAIL at once on a tripwire (from `members` or the `earlier` phases' members), or
+    when failures make the threshold unreachable; PASS when converged >= threshold;
+    at the deadline deferred members leave the denominator and the phase PASSes or
+    FAILs (GATE_DEADLINE_EXCEEDED) on the rest; else WAIT.
+
+    `need_evidence` (the canary phase): a phase in which nothing converged never passes,
+    so a canary phase whose canaries are all deferred at its deadline fails."""
+    judged = [m for m in members if m.status is not MemberStatus.LEFT]
+    counts = Counter(m.status for m in judged)
+    targeted = len(judged)
+    failed_members = [m for m in judged if m.status is MemberStatus.FAILED]
     failed_by = Counter(code for m in failed_members for code in m.reason_codes)
     deferred_by = Counter(
-        code for m in members if m.status is MemberStatus.DEFERRED for code in m.reason_codes
+        code for m in judged if m.status is MemberStatus.DEFERRED for code in m.reason_codes
     )
-    converged = counts[MemberStatus.CONVERGED]
-    pct = 100.0 * converged / targeted if targeted else 100.0
+    tripped = tripwires([*judged, *earlier])
+    converged, deferred = counts[MemberStatus.CONVERGED], counts[MemberStatus.DEFERRED]
+    counted = targeted - deferred if deadline_passed else targeted
+    pct = 100.0 * converged / counted if counted else 100.0
     best_possible = 100.0 * (targeted - len(failed_members)) / targeted if targeted else 100.0
-    tripped = sorted(code for code in failed_by if code in TRIPWIRES)
+    no_evidence = need_evidence and converged == 0
     if tripped:
-        verdict, codes = Verdict.FAIL, tripped
-    elif pct >= threshold_pct:
+        verdict, codes = Verdict.FAIL, sorted(tripped)
+    elif pct >= threshold_pct and not no_evidence:
         verdict, codes = Verdict.PASS, []
     elif best_possible < threshold_pct:
         verdict, codes = Verdict.FAIL, sorted(failed_by)
@@ -110,11 +152,31 @@ def evaluate_phase(
         verdict=verdict,
         targeted=targeted,
         converged=converged,
-        deferred=counts[MemberStatus.DEFERRED],
+        deferred=deferred,
         failed=len(failed_members),
+        counted=counted,
         converged_pct=round(pct, 2),
         threshold_pct=threshold_pct,
+        deadline_passed=deadline_passed,
         reason_codes=[str(c) for c in codes],
         deferred_by=dict(deferred_by),
         failed_by=dict(failed_by),
+        tripped_by=dict(tripped),
     )
+
+
+def watch_bake(evaluation: Evaluation, bake_over: bool) -> Verdict:
+    """A wave that passed its gate stays watched until its bake time is over: whatever
+    would fail the gate now (a late tripwire, failures that make the threshold
+    unreachable) fails the rollout; otherwise it is final (PASS) once the bake is over.
+    So the outcome does not depend on whether a bad report came before or after the
+    gate passed."""
+    if evaluation.verdict is Verdict.FAIL:
+        return Verdict.FAIL
+    return Verdict.PASS if bake_over else Verdict.WAIT
+
+
+def phase_deadline(started: datetime, limit_sec: float, paused_sec: float) -> datetime:
+    """A phase's deadline: its start plus its limit, pushed out by the time it spent
+    paused (pausing stops the deadline clock)."""
+    return started + timedelta(seconds=limit_sec + paused_sec)

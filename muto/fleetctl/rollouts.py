@@ -41,6 +41,7 @@ def create(args: argparse.Namespace) -> int:
             ("convergedPct", args.converged_pct),
             ("canaryDeadlineSec", args.canary_deadline),
             ("waveDeadlineSec", args.wave_deadline),
+            ("bakeSec", args.bake),
         )
         if v is not None
     }
@@ -234,6 +235,9 @@ def register(sub: Any) -> None:
     p.add_argument("--converged-pct", type=float, help="gate threshold (default 95)")
     p.add_argument("--canary-deadline", type=float, metavar="SEC", help="default 3600")
     p.add_argument("--wave-deadline", type=float, metavar="SEC", help="default 21600")
+    p.add_argument(
+        "--bake", type=float, metavar="SEC", help="watch a passed wave this long (default 600)"
+    )
     p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)
 
     p = verb(actions, "list", "rollouts, newest first", "muto rollouts list -o yaml", listing)

@@ -1,14 +1,18 @@
-"""Rollout progress: the rollout's state, and each targeted vehicle's phase and status
-(pending, assigned, converged, deferred by gate, failed by reason, rolled back)."""
+"""Rollout progress: the rollout's state, its current phase's deadline, and each
+targeted vehicle's phase and status (pending, assigned, converged, deferred by gate,
+failed by reason, rolled back, left)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, bindparam, update
 from sqlalchemy.orm import Session
 
+from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS
+from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.rows import Rows
 
@@ -23,9 +27,17 @@ ROLLOUT_STATUS = {
 DECISIONS = {
     "Rollout.CanaryGatePassed": "wave",
     "Rollout.CanaryGateFailed": "aborted",
-    "Rollout.WaveGatePassed": "completed",
+    "Rollout.WaveGatePassed": "baking",
     "Rollout.WaveGateFailed": "rolled_back",
+    "Rollout.BakeCompleted": "completed",
+    "Rollout.BakeFailed": "rolled_back",
 }
+FINAL = ("completed", "aborted", "rolled_back")
+
+
+def _deadline(at: str, thresholds: Mapping[str, Any], phase: str) -> str:
+    limit = float(thresholds.get(LIMITS[phase], DEFAULT_BAKE_SEC))
+    return phase_deadline(datetime.fromisoformat(at), limit, 0.0).isoformat()
 
 
 class RolloutProgress(Projection):
@@ -42,6 +54,10 @@ class RolloutProgress(Projection):
             Column("release_key", String(300), nullable=False),
             Column("thresholds", JSON, nullable=False),
             Column("decisions", JSON, nullable=False),
+            # When the current phase times out (the bake's end while baking); pushed out
+            # by time spent paused; None once final.
+            Column("deadline_at", String(40)),
+            Column("paused_at", String(40)),
             Column("started_at", String(40), nullable=False),
             Column("updated_at", String(40), nullable=False),
         )
@@ -84,6 +100,7 @@ class RolloutProgress(Projection):
             "Rollout.Paused": self._paused,
             "Rollout.Resumed": self._paused,
             "Rollout.RolledBack": self._rolled_back,
+            "Rollout.MembersLeft": self._left,
             "Vehicle.ReconcileReported": self._reported,
         }
         table.update(dict.fromkeys(DECISIONS, self._decided))
@@ -100,6 +117,8 @@ class RolloutProgress(Projection):
                 release_key=e.release_key,
                 thresholds=e.thresholds,
                 decisions=[],
+                deadline_at=None,
+                paused_at=None,
                 started_at=at,
                 updated_at=at,
             )
@@ -134,33 +153,63 @@ class RolloutProgress(Projection):
             .values(updated_at=e.timestamp.isoformat(), **values)
         )
 
+    def _row(self, s: Session, e: Any) -> Any:
+        return s.execute(
+            self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
+        ).one()
+
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         self._set_vehicles(
             s, e, e.vehicle_ids, revision=e.revision, status="assigned", reason_codes=[]
         )
+        row = self._row(s, e)
+        if row.state == e.phase and row.deadline_at is None:  # the phase starts
+            self._rollout(s, e, deadline_at=_deadline(e.at, row.thresholds, e.phase))
+
+    def _left(self, s: Session, e: Any, _: int) -> None:
+        self._set_vehicles(s, e, e.vehicle_ids, status="left", reason_codes=[])
 
     def _decided(self, s: Session, e: Any, position: int) -> None:
-        row = s.execute(
-            self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
-        ).one()
+        row = self._row(s, e)
         decision = {
             "event": event_type(e).split(".", 1)[1],
             "at": e.timestamp.isoformat(),
             "position": position,
+            "reasonCode": getattr(e, "reason_code", None),
             "evaluation": e.evaluation,
         }
-        self._rollout(s, e, state=DECISIONS[event_type(e)], decisions=[*row.decisions, decision])
+        state = DECISIONS[event_type(e)]
+        # The next phase's clock starts with its assignment (the wave) or now (a bake).
+        at = getattr(e, "at", "") or e.timestamp.isoformat()
+        deadline = _deadline(at, row.thresholds, "baking") if state == "baking" else None
+        final = {"paused": False, "paused_at": None} if state in FINAL else {}
+        self._rollout(
+            s,
+            e,
+            state=state,
+            decisions=[*row.decisions, decision],
+            deadline_at=deadline,
+            **final,
+        )
 
     def _paused(self, s: Session, e: Any, _: int) -> None:
-        self._rollout(s, e, paused=event_type(e) == "Rollout.Paused")
+        at = getattr(e, "at", "") or e.timestamp.isoformat()
+        if event_type(e) == "Rollout.Paused":
+            self._rollout(s, e, paused=True, paused_at=at)
+            return
+        row = self._row(s, e)
+        deadline = row.deadline_at
+        if deadline is not None and row.paused_at is not None:  # the clock stood still
+            held = datetime.fromisoformat(at) - datetime.fromisoformat(row.paused_at)
+            deadline = (datetime.fromisoformat(deadline) + max(held, timedelta())).isoformat()
+        self._rollout(s, e, paused=False, paused_at=None, deadline_at=deadline)
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
-        self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
-        row = s.execute(
-            self.rollouts.select().where(self.rollouts.c.rollout_id == e.rollout_id)
-        ).one()
-        if row.state in ("canary", "wave", "completed"):
-            self._rollout(s, e, state="rolled_back")
+        if e.revision:  # no revision: nothing was issued, so nothing counts as rolled back
+            self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
+        row = self._row(s, e)
+        if row.state in ("canary", "wave", "baking", "completed"):
+            self._rollout(s, e, state="rolled_back", paused=False, paused_at=None, deadline_at=None)
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
         report = e.report

@@ -215,6 +215,7 @@ class Demo:
                 "version": "1.0.0",
                 "policy": {"applyWindow": window_around_now()},
                 "rolloutId": "demo-1.0.0",
+                "thresholds": {"bakeSec": 5},  # watched 5 s after the wave gate passes
             }
         )
         canaries = [v["vehicleId"] for v in rollout["vehicles"] if v["phase"] == "canary"]

@@ -221,11 +221,18 @@ class Haproxy:
 class CloudProcess:
     """`muto cloud serve` as a child process, like a real deployment."""
 
-    def __init__(self, data_dir: Path, mqtt_url: str, release_key: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        mqtt_url: str,
+        release_key: Path,
+        database_url: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.mqtt_url = mqtt_url
         self.release_key = release_key
+        self.database_url = database_url  # None: SQLite files in the data dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -237,6 +244,7 @@ class CloudProcess:
             *(sys.executable, "-m", "muto.cli", "cloud", "serve"),
             *("--data-dir", str(self.data_dir), "--port", str(self.port)),
             *("--mqtt-url", self.mqtt_url, "--release-key", str(self.release_key)),
+            *(["--database-url", self.database_url] if self.database_url else []),
         ]
         with (self.data_dir / "cloud.log").open("ab") as log:  # the child keeps its copy
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
@@ -258,7 +266,9 @@ class CloudProcess:
             await asyncio.to_thread(self.proc.wait, 30)
 
 
-def prepare_cloud(data_dir: Path) -> tuple[str, TrustConfig, Signer, Path]:
+def prepare_cloud(
+    data_dir: Path, database_url: str | None = None
+) -> tuple[str, TrustConfig, Signer, Path]:
     """Before the cloud starts: a release key pair, the control-plane key (the cloud
     creates it on first open), an operator token, and the trust config for agents.
     Returns (operator token, trust config, release signer, release public key path)."""
@@ -267,7 +277,12 @@ def prepare_cloud(data_dir: Path) -> tuple[str, TrustConfig, Signer, Path]:
     keys.mkdir(parents=True, exist_ok=True)
     if not (keys / "release.key").exists():
         write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
-    settings = Settings(data_dir=cloud_dir, mqtt_url=None, release_keys=(keys / "release.pub",))
+    settings = Settings(
+        data_dir=cloud_dir,
+        database_url=database_url,
+        mqtt_url=None,
+        release_keys=(keys / "release.pub",),
+    )
     plane = ControlPlane.open(settings)  # creates keys/control-plane.{key,pub}
     try:
         secret, command = issue_token(Role.OPERATOR, None, Cause.of("setup"))

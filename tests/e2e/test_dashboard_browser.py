@@ -113,6 +113,7 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
                     "stack": "autonomy-core",
                     "version": "1.0.0",
                     "rolloutId": "watch",
+                    "thresholds": {"bakeSec": 1},  # watched 1 s after the wave gate
                 }
             )
             await r.operator.http.post("/rollouts/watch/pause")

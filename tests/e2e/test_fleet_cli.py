@@ -264,8 +264,11 @@ def fleet_with_rollout(op: Operator) -> tuple[str, str, str]:
         f"{stack}@2.0.0",
         "--rollout-id",
         rollout_id,
+        "--bake",
+        "1",
     )
     assert started["state"] == "canary"
+    assert started["thresholds"]["bakeSec"] == 1
     return group, stack, rollout_id
 
 

@@ -194,6 +194,7 @@ async def scenario(
                 "stack": "autonomy-core",
                 "version": "1.0.0",
                 "rolloutId": "r1",
+                "thresholds": {"bakeSec": 1},  # watched 1 s after the wave gate
             }
         )
 

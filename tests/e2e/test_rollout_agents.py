@@ -73,6 +73,7 @@ async def roll_out(r: Rig, version: str, rollout_id: str) -> None:
             "stack": "autonomy-core",
             "version": version,
             "rolloutId": rollout_id,
+            "thresholds": {"bakeSec": 1},  # completed a second after the wave gate passes
         }
     )
 
@@ -153,7 +154,11 @@ def test_a_cloud_restart_mid_rollout_resumes_where_it_stopped(tmp_path: Path) ->
 
             await until_state(r, "next", "completed")
             s = await state(r, "next")
-            assert [d["event"] for d in s["decisions"]] == ["CanaryGatePassed", "WaveGatePassed"]
+            assert [d["event"] for d in s["decisions"]] == [
+                "CanaryGatePassed",
+                "WaveGatePassed",
+                "BakeCompleted",
+            ]
             assert set((await running(r)).values()) == {"autonomy-core@1.1.0"}
 
     asyncio.run(scenario())

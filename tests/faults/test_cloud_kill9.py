@@ -93,7 +93,11 @@ def rollout_through_two_kills(server: ApiServer, secret: str, rng: random.Random
             if then is not None:
                 fleet.report_phase(found, then, "2.0.0")
     with server.client(secret) as op:
-        assert [d["event"] for d in found["decisions"]] == ["CanaryGatePassed", "WaveGatePassed"]
+        assert [d["event"] for d in found["decisions"]] == [
+            "CanaryGatePassed",
+            "WaveGatePassed",
+            "BakeCompleted",
+        ]
         assigned = [
             e["vehicleId"]
             for e in audit(op)

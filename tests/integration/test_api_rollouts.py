@@ -96,6 +96,7 @@ class Fleet:
             "selector": f"group={self.group}",
             "stack": self.stack,
             "version": version,
+            "thresholds": {"bakeSec": 1},  # completed a second after the wave gate passes
         }
         started: dict[str, Any] = ok(self.op.post("/rollouts", json=body), 201)
         return started
@@ -153,11 +154,17 @@ def test_canaries_then_the_wave_then_completed(op: httpx.Client) -> None:
 
     fleet.report_phase(in_wave, "wave", "2.0.0")
     done = eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "completed")
-    assert [d["event"] for d in done["decisions"]] == ["CanaryGatePassed", "WaveGatePassed"]
+    assert [d["reasonCode"] for d in done["decisions"]] == [
+        "CANARY_GATE_PASSED",
+        "WAVE_GATE_PASSED",
+        "BAKE_COMPLETED",
+    ]
     assert done["phases"]["wave"]["converged"] == 2
     assert [fleet.running_version(v) for v in fleet.ids] == ["2.0.0"] * 4
-    # a finished rollout can no longer be paused
-    assert error_of(op.post(f"/rollouts/{rollout_id}/pause"), 409)["code"] == "conflict"
+    # a finished rollout can no longer be paused or resumed
+    for action in ("pause", "resume"):
+        refused = error_of(op.post(f"/rollouts/{rollout_id}/{action}"), 409)
+        assert refused["code"] == "rollout_final"
     listed = ok(op.get("/rollouts"))
     assert rollout_id in [r["rolloutId"] for r in listed]
 

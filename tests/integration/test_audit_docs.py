@@ -29,6 +29,6 @@ def test_the_documented_commands_succeed(
         assert main(argv[1:]) == 0, command
         out = capsys.readouterr().out
         if argv[1:3] == ["audit", "verify"]:
-            assert out.startswith("intact: 58 events chained, head position 58")
+            assert out.startswith("intact: 59 events chained, head position 59")
     assert (tmp_path / "demo-at-40.db").exists()
-    assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 58
+    assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 59

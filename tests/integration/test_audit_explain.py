@@ -110,8 +110,8 @@ def _script(cp: ControlPlane) -> History:
         thresholds=RolloutThresholds(converged_pct=95.0),
     )
     cp.execute(start_rollout(request, canaries, wave, cause("corr-start"), cp.sign, cp.clock))
-    cp.execute(pause("ro-1", cause("corr-pause")))
-    cp.execute(resume("ro-1", cause("corr-resume")))
+    cp.execute(pause("ro-1", cause("corr-pause"), cp.clock))
+    cp.execute(resume("ro-1", cause("corr-resume"), cp.clock))
     controller = RolloutController(cp)
     canary = _rollout(cp).assigned[CANARY]
     for vehicle in canaries:
@@ -137,7 +137,10 @@ def _script(cp: ControlPlane) -> History:
     with cp.views.store.reading() as s:
         latest = {r.vehicle_id: r.revision for r in s.execute(rollback.latest.select())}
     report(CRASHING, latest[CRASHING], ReconcileStatus.CONVERGED, good)
-    cp.execute(roll_back("ro-1", cause("corr-operator-rollback"), cp.sign, cp.clock))
+    # The wave's failure rolled back every vehicle the rollout changed, canaries too
+    # (issue 13 item 1): an operator's rollback afterwards has nothing left to do.
+    done = cp.execute(roll_back("ro-1", cause("corr-operator-rollback"), cp.sign, cp.clock))
+    assert done.value == 0
     with cp.views.store.reading() as s:
         final = {r.vehicle_id: r.revision for r in s.execute(rollback.latest.select())}
     controller.close()
@@ -273,10 +276,11 @@ def test_the_vehicle_table_reads_as_a_story(
         f"reported rolled_back for {wave}, running core@1.0.0 "
         "[CRASH_LOOP_DETECTED, ROLLBACK_APPLIED]",
         "health unknown -> degraded [CRASH_LOOP_DETECTED]",
-        "canary gate passed: 2/2 converged (100.0% vs 95.0%), 0 deferred, 0 failed",
-        "wave gate failed: 0/2 converged (0.0% vs 95.0%), 0 deferred, 1 failed "
-        "[CRASH_LOOP_DETECTED]",
-        f"rolled back {CRASHING}, v-us-m3-2 (revision {rollback}): wave gate failed",
+        "canary gate passed CANARY_GATE_PASSED: 2/2 converged (100.0% vs 95.0%), "
+        "0 deferred, 0 failed",
+        "wave gate failed WAVE_GATE_FAILED: 0/2 converged (0.0% vs 95.0%), 0 deferred, "
+        "1 failed [CRASH_LOOP_DETECTED]",
+        f"rolled back {', '.join(FLEET)} (revision {rollback}): WAVE_GATE_FAILED",
         "rollout ro-1 paused",
     ):
         assert expected in text
@@ -304,8 +308,6 @@ def test_the_rollout_story_shows_start_gates_pauses_and_rollbacks(
         "Rollout.RolledBack",
         "DesiredState.Created",
         "Vehicle.ReconcileReported",
-        "Rollout.RolledBack",
-        "DesiredState.Created",
     ]
     gates = [e for e in json.loads(out) if "Gate" in e["type"]]
     assert [
@@ -315,12 +317,20 @@ def test_the_rollout_story_shows_start_gates_pauses_and_rollbacks(
         {"targeted": 2, "converged": 2, "failed": 0, "thresholdPct": 95.0},
         {"targeted": 2, "converged": 0, "failed": 1, "thresholdPct": 95.0},
     ]
-    operator = json.loads(out)[-2]
-    assert (operator["actor"], operator["correlationId"]) == (OPERATOR, "corr-operator-rollback")
-    assert operator["data"]["cause"] == "OPERATOR_ROLLBACK"
+    assert [g["data"]["reason_code"] for g in gates] == ["CANARY_GATE_PASSED", "WAVE_GATE_FAILED"]
+    rolled_back = [e for e in json.loads(out) if e["type"] == "Rollout.RolledBack"]
+    assert [(e["actor"], e["data"]["cause"], e["data"]["vehicle_ids"]) for e in rolled_back] == [
+        ("controller", "WAVE_GATE_FAILED", FLEET)
+    ]
 
     code, table = audit(capsys, history, "explain", "--rollout", "ro-1")
-    assert code == 0 and len(table.splitlines()) == 1 + len(story)
+    story_lines, _, standing = table.partition("\n\n")
+    assert code == 0 and len(story_lines.splitlines()) == 1 + len(story)
+    assert [line.split(None, 1) for line in standing.splitlines()] == [
+        ["state", "rolled_back"],
+        ["deadline", "none (final)"],
+        ["outstanding", "none"],
+    ]
     assert "rollout ro-1 started: core@2.0.0 on 'ring=1', canaries v-eu-m3-1, v-us-m3-1" in table
 
 
@@ -364,18 +374,20 @@ def test_at_an_instant_it_tells_what_was_assigned_who_decided_and_what_came_back
     code, out = audit(capsys, history, "explain", "--vehicle", CRASHING, "--at", "2999-01-01")
     assert code == 0
     assert f"core@1.0.0 (revision {history.revisions['rollback']}, rollout ro-1 rollback)" in out
-    assert "Rollout.WaveGateFailed by controller: wave gate failed" in out
+    assert "Rollout.WaveGateFailed by controller: wave gate failed WAVE_GATE_FAILED" in out
     assert "EXPIRED by then" in out  # a thousand years later the document has expired
     assert f"reported converged for {history.revisions['rollback']}" in out
 
-    # A canary rolled back by the operator: the operator's rollback is the reason.
+    # A canary rolled back with the wave: the failed wave gate is the reason.
     code, out = audit(
         capsys, history, "explain", "--vehicle", CANARY, "--at", "2999-01-01", "--json"
     )
     told = json.loads(out)
-    assert [(b["type"], b["actor"], b["data"]["cause"]) for b in told["because"]] == [
-        ("Rollout.RolledBack", OPERATOR, "OPERATOR_ROLLBACK")
-    ]
+    assert [(b["type"], b["data"].get("reason_code") or b["data"]["cause"])
+            for b in told["because"]] == [
+        ("Rollout.WaveGateFailed", "WAVE_GATE_FAILED"),
+        ("Rollout.RolledBack", "WAVE_GATE_FAILED"),
+    ]  # fmt: skip
 
     code, out = audit(capsys, history, "explain", "--vehicle", CRASHING, "--at", "2000-01-01")
     assert code == 0 and "nothing: no desired state assigned by then" in out

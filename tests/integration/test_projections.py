@@ -523,7 +523,7 @@ def phase(
     **counts: int,
 ) -> dict[str, Any]:
     zero = dict.fromkeys(
-        ["pending", "assigned", "converged", "deferred", "failed", "rolledBack"], 0
+        ["pending", "assigned", "converged", "deferred", "failed", "rolledBack", "left"], 0
     )
     return {
         "targeted": targeted,

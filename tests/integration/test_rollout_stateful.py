@@ -1,7 +1,24 @@
-"""Any interleaving of reports, pauses, resumes, rollbacks and deadline ticks keeps the
-rollout's invariants (issue 6): no vehicle outside the selector is assigned; no wave
-before the canary gate passes; after a failed gate every assigned vehicle of that phase
-gets a rollback revision; paused means no new assignment by the controller."""
+"""Any interleaving of reports, pauses, resumes, rollbacks, relabels, late registrations
+and deadline ticks keeps the rollout's invariants (issues 6 and 13), each the rule
+docs/rollouts.md states:
+
+- no vehicle outside the rollout's members is assigned; no wave before the canary gate;
+- a failed rollout rolls back every vehicle it changed, canaries included, and leaves
+  none on the new release (item 1, 4), and the progress counts say so;
+- a rollout completes only after its bake, and never with a tripwire reported before it
+  completed (item 2);
+- deferred vehicles never fail a gate: a deadline failure is a failure of the others
+  (item 3);
+- every decision carries its own reason code (item 6);
+- a final rollout is never paused, paused means no new assignment, and a deadline falls
+  only after limit + time spent paused (item 7);
+- membership is fixed at start: late matches are counted, never assigned; a wave member
+  relabelled out before its wave leaves (item 8);
+- the view's deadline and outstanding members agree with the rollout (item 5).
+
+Every test here passes alone and in any order: the exploration's coverage is checked
+by the same test that explores (issue 21 item 2).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +29,27 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from muto.cloud.bootstrap import ControlPlane
-from muto.cloud.commands import assign_desired_state, record_reconcile
+from muto.cloud.commands import (
+    assign_desired_state,
+    record_reconcile,
+    register_vehicle,
+    update_vehicle,
+)
 from muto.cloud.controller import RolloutController
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
 from muto.domain.model.rollout import Rollout, RolloutStateError
 from muto.domain.reports import ReconcileReport, ReconcileStatus
-from muto.domain.requests import RolloutRequest, RolloutThresholds
-from muto.domain.rollout_rules import Candidate, pick_canaries
+from muto.domain.requests import RolloutRequest, RolloutThresholds, VehiclePatch
+from muto.domain.rollout_rules import TRIPWIRES, Candidate, pick_canaries
 from tests.support.spine import (
     cause,
     desired_request,
@@ -33,7 +61,8 @@ from tests.support.spine import (
 
 IN_SELECTOR = [f"v-{r}-{m}-{n}" for r in ("eu", "us", "ap") for m in ("m3", "m4") for n in (1, 2)]
 OUTSIDE = ["x-1", "x-2"]
-REACHED: set[str] = set()  # final states seen, so the last test can prove coverage
+LATE = "v-eu-m3-9"  # registered into the selector during the rollout
+DEADLINE_SEC, BAKE_SEC = 600, 300
 OUTCOMES = [
     (ReconcileStatus.CONVERGED, []),
     (ReconcileStatus.BLOCKED, ["DENY_OUTSIDE_WINDOW"]),
@@ -42,6 +71,23 @@ OUTCOMES = [
     (ReconcileStatus.ROLLED_BACK, ["APPLY_FAILED", "ROLLBACK_APPLIED"]),
     (ReconcileStatus.ROLLED_BACK, ["READINESS_TIMEOUT", "ROLLBACK_APPLIED"]),
 ]
+DECISION_CODES = {
+    "Rollout.CanaryGatePassed": "CANARY_GATE_PASSED",
+    "Rollout.CanaryGateFailed": "CANARY_GATE_FAILED",
+    "Rollout.WaveGatePassed": "WAVE_GATE_PASSED",
+    "Rollout.WaveGateFailed": "WAVE_GATE_FAILED",
+    "Rollout.BakeCompleted": "BAKE_COMPLETED",
+    "Rollout.BakeFailed": "BAKE_FAILED",
+}
+PHASE_OF_DECISION = {
+    "Rollout.CanaryGatePassed": "canary",
+    "Rollout.CanaryGateFailed": "canary",
+    "Rollout.WaveGatePassed": "wave",
+    "Rollout.WaveGateFailed": "wave",
+    "Rollout.BakeCompleted": "baking",
+    "Rollout.BakeFailed": "baking",
+}
+FINAL = ("completed", "aborted", "rolled_back")
 
 
 class RolloutMachine(RuleBasedStateMachine):
@@ -78,7 +124,10 @@ class RolloutMachine(RuleBasedStateMachine):
             version="2.0.0",
             rollout_id="ro-1",
             thresholds=RolloutThresholds(
-                converged_pct=95, canary_deadline_sec=600, wave_deadline_sec=600
+                converged_pct=95,
+                canary_deadline_sec=DEADLINE_SEC,
+                wave_deadline_sec=DEADLINE_SEC,
+                bake_sec=BAKE_SEC,
             ),
         )
         self.cp.execute(
@@ -87,10 +136,16 @@ class RolloutMachine(RuleBasedStateMachine):
         self.controller = RolloutController(self.cp)
         self.assignments_at_pause: int | None = None
         self.reports = 0
+        self.relabelled_in_canary: set[str] = set()  # wave members relabelled out early
+        self.relabelled: set[str] = set()
+        self.late_registered = False
+        # The test's own account of time spent paused per phase (item 7).
+        self.paused_since: datetime | None = None
+        self.paused_sec: dict[str, float] = {}
 
     def teardown(self) -> None:
         if hasattr(self, "cp"):
-            REACHED.add(self.rollout().state)
+            self.controller.close()
             self.cp.close()
 
     # -- helpers --------------------------------------------------------------------
@@ -131,7 +186,15 @@ class RolloutMachine(RuleBasedStateMachine):
             if vehicle_id in self.rollout().assigned:
                 self.vehicle_reports(index, OUTCOMES[0])
 
-    @rule(seconds=st.sampled_from([1, 60, 700]))
+    @rule(dice=st.integers(0, 2))
+    def a_good_minute(self, dice: int) -> None:
+        """Every assigned vehicle converges, a minute passes: so runs also complete."""
+        if dice:
+            return
+        self.every_assigned_vehicle_converges()
+        self.controller_ticks(60)
+
+    @rule(seconds=st.sampled_from([1, 60, 400, 700]))
     def controller_ticks(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
         self.controller.tick()
@@ -141,17 +204,26 @@ class RolloutMachine(RuleBasedStateMachine):
         if dice:  # rarer than reports and ticks, so runs also reach their endings
             return
         try:
-            self.cp.execute(pause("ro-1", cause()))
+            self.cp.execute(pause("ro-1", cause(), self.cp.clock))
         except RolloutStateError:
+            assert self.rollout().is_final
             return
+        if self.paused_since is None:
+            self.paused_since = self.now
         self.assignments_at_pause = len(self.assignments())
 
     @rule()
     def operator_resumes(self) -> None:
+        state = self.rollout().state
         try:
-            self.cp.execute(resume("ro-1", cause()))
+            self.cp.execute(resume("ro-1", cause(), self.cp.clock))
         except RolloutStateError:
+            assert self.rollout().is_final
             return
+        if self.paused_since is not None:
+            held = (self.now - self.paused_since).total_seconds()
+            self.paused_sec[state] = self.paused_sec.get(state, 0.0) + held
+            self.paused_since = None
         self.assignments_at_pause = None
 
     @rule(dice=st.integers(0, 7))
@@ -161,48 +233,151 @@ class RolloutMachine(RuleBasedStateMachine):
         self.cp.execute(roll_back("ro-1", cause(), self.cp.sign, self.cp.clock))
         if self.assignments_at_pause is not None:  # an explicit operator act, not the controller
             self.assignments_at_pause = len(self.assignments())
+        self.paused_since = None  # final: never paused
+
+    @rule(index=st.integers(0, len(IN_SELECTOR) - 1), dice=st.integers(0, 3))
+    def operator_relabels_out(self, index: int, dice: int) -> None:
+        if dice:
+            return
+        vehicle_id = IN_SELECTOR[index]
+        if self.rollout().state == "canary" and vehicle_id in self.rollout().wave:
+            self.relabelled_in_canary.add(vehicle_id)
+        self.relabelled.add(vehicle_id)
+        self.cp.execute(update_vehicle(vehicle_id, VehiclePatch(labels={"ring": "2"}), cause()))
+
+    @rule()
+    def a_matching_vehicle_registers_late(self) -> None:
+        if not self.late_registered:
+            self.cp.execute(register_vehicle(registration(LATE, ring="1"), cause()))
+            self.late_registered = True
 
     # -- invariants (one read of the history per step) ----------------------------
 
     @invariant()
     def invariants_hold(self) -> None:
+        self.cp.projector.catch_up()
         rollout, history = self.rollout(), self.history()
         types = {e["eventType"] for e in history}
+        members = set(rollout.canaries) | set(rollout.wave)
         assigned = [e for e in history if e["eventType"] == "Vehicle.DesiredStateAssigned"]
-        # No vehicle outside the selector is ever assigned.
-        assert {e["vehicleId"] for e in assigned} <= set(IN_SELECTOR)
+        rollout_assigned = [e for e in assigned if e["data"]["assignment"]["rolloutId"] == "ro-1"]
+        view = self.cp.queries.rollout("ro-1")
+        # Membership is fixed at start: only members are ever assigned (item 8)...
+        assert {e["vehicleId"] for e in rollout_assigned} <= members <= set(IN_SELECTOR)
+        # ... a wave member relabelled out before its wave never gets the release ...
+        for vehicle_id in self.relabelled_in_canary:
+            assert vehicle_id not in rollout.assigned
+            if "Rollout.CanaryGatePassed" in types:
+                assert vehicle_id in rollout.left
+        # ... and late matches are counted, not added.
+        matching_now = (set(IN_SELECTOR) - self.relabelled) | (
+            {LATE} if self.late_registered else set()
+        )
+        assert view["notInRollout"] == len(matching_now - members)
         # No wave before the canary gate passes.
         if set(rollout.wave) & set(rollout.assigned):
             assert "Rollout.CanaryGatePassed" in types
-        # After a failed gate every assigned vehicle of that phase gets a rollback revision.
+        # A failed rollout rolls back every vehicle it changed, canaries included; none
+        # is left desiring the new release, and the counts say so (items 1, 4).
+        if rollout.state in ("aborted", "rolled_back"):
+            assert set(rollout.assigned) <= set(rollout.rolled_back)
+            latest: dict[str, dict[str, Any]] = {}
+            for e in assigned:
+                latest[e["vehicleId"]] = e["data"]["assignment"]
+            for vehicle_id in rollout.assigned:
+                assert latest[vehicle_id]["releaseKey"] == self.good.key
+            rolled_back = sum(p["rolledBack"] for p in view["phases"].values())
+            assert rolled_back == len(rollout.rolled_back) == len(rollout.assigned)
         if "Rollout.CanaryGateFailed" in types:
-            assert set(rollout.canaries) <= set(rollout.rolled_back)
             assert not set(rollout.wave) & set(rollout.assigned)
-        if "Rollout.WaveGateFailed" in types:
-            assert set(rollout.wave) <= set(rollout.rolled_back)
-        # Paused means no new assignment by the controller.
-        if rollout.paused and self.assignments_at_pause is not None:
-            assert len(assigned) == self.assignments_at_pause
         # Rollback revisions point to the previous release.
         for e in assigned:
             if e["data"]["assignment"]["phase"] == "rollback":
                 assert e["data"]["assignment"]["releaseKey"] == self.good.key
+        self.decisions_hold(rollout, history)
+        # A final rollout is never paused; paused means no new assignment (item 7).
+        assert not (rollout.is_final and rollout.paused)
+        assert view["paused"] == rollout.paused
+        if rollout.paused and self.assignments_at_pause is not None:
+            assert len(assigned) == self.assignments_at_pause
+        # The view says why an active rollout waits (item 5).
+        if rollout.is_final:
+            assert view["deadline"] is None and view["outstanding"] == []
+        else:
+            assert view["deadline"] == rollout.deadline(rollout.state)
+            phase = "wave" if rollout.state == "baking" else rollout.state
+            waiting = {
+                m["vehicleId"]
+                for m in view["vehicles"]
+                if m["phase"] == phase and m["status"] in ("pending", "assigned", "deferred")
+            }
+            assert {w["vehicleId"] for w in view["outstanding"]} == waiting
+
+    def decisions_hold(self, rollout: Rollout, history: list[dict[str, Any]]) -> None:
+        rollout_revisions = {
+            e["data"]["revision"] for e in history if e["eventType"] == "Rollout.PhaseAssigned"
+        }
+        started = {
+            e["data"]["phase"]: datetime.fromisoformat(e["data"]["at"])
+            for e in reversed(history)
+            if e["eventType"] == "Rollout.PhaseAssigned"
+        }
+        for position, e in enumerate(history):
+            kind, data = e["eventType"], e["data"]
+            if kind not in DECISION_CODES:
+                continue
+            # Every decision carries its reason code (item 6).
+            assert data["reason_code"] == DECISION_CODES[kind]
+            evaluation, at = data["evaluation"], datetime.fromisoformat(data["at"])
+            phase = PHASE_OF_DECISION[kind]
+            if kind == "Rollout.WaveGatePassed":
+                started["baking"] = at
+            if "GATE_DEADLINE_EXCEEDED" in evaluation["reasonCodes"] or kind in (
+                "Rollout.BakeCompleted",
+            ):
+                # A deadline (or the bake's end) falls only after limit + time paused.
+                limit = BAKE_SEC if phase == "baking" else DEADLINE_SEC
+                held = self.paused_sec.get(phase, 0.0)
+                assert at >= started[phase] + timedelta(seconds=limit + held)
+            if "GATE_DEADLINE_EXCEEDED" in evaluation["reasonCodes"]:
+                # Deferred vehicles left the denominator: the others failed (item 3).
+                counted = evaluation["targeted"] - evaluation["deferred"]
+                assert evaluation["counted"] == counted
+                assert evaluation["convergedPct"] < evaluation["thresholdPct"] or (
+                    phase == "canary" and evaluation["converged"] == 0
+                )
+            if kind == "Rollout.BakeCompleted":
+                # No tripwire reported on the rollout's revisions before it completed
+                # (item 2): a tripwire counts whenever it arrives.
+                for report in history[:position]:
+                    if report["eventType"] != "Vehicle.ReconcileReported":
+                        continue
+                    r = report["data"]["report"]
+                    if r.get("desiredStateRevision") in rollout_revisions:
+                        assert not set(r.get("reasonCodes", [])) & TRIPWIRES
 
 
-TestRolloutMachine = RolloutMachine.TestCase
-TestRolloutMachine.settings = settings(
+MACHINE_SETTINGS = settings(
     max_examples=30,
-    stateful_step_count=25,
+    stateful_step_count=30,
     deadline=None,
-    derandomize=True,  # reproducible exploration: the coverage check below must not flake
+    derandomize=True,  # reproducible exploration: the coverage check must not flake
     suppress_health_check=[HealthCheck.too_slow],
 )
 
 
-def test_the_machine_explored_the_endings() -> None:
-    """Guards against a vacuous machine: the (derandomized) runs above reached the wave,
-    a canary abort and a rollback; completion is shown by the scenario below."""
-    assert {"wave", "aborted", "rolled_back"} <= REACHED, REACHED
+def test_any_interleaving_keeps_the_invariants_and_reaches_the_endings() -> None:
+    """The machine's runs, and a guard against a vacuous machine: the same (derandomized)
+    runs went through the wave, the bake, completion, a canary abort and a rollback."""
+    reached: set[str] = set()
+
+    class Recorded(RolloutMachine):
+        @invariant()
+        def record_the_state(self) -> None:
+            reached.add(self.rollout().state)
+
+    run_state_machine_as_test(Recorded, settings=MACHINE_SETTINGS)
+    assert {"wave", "baking", "completed", "aborted", "rolled_back"} <= reached, reached
 
 
 def scenario() -> RolloutMachine:
@@ -211,7 +386,7 @@ def scenario() -> RolloutMachine:
     return machine
 
 
-def test_a_good_release_goes_canary_then_wave_then_completed() -> None:
+def test_a_good_release_goes_canary_then_wave_then_bakes_then_completed() -> None:
     m = scenario()
     try:
         m.every_assigned_vehicle_converges()
@@ -219,6 +394,10 @@ def test_a_good_release_goes_canary_then_wave_then_completed() -> None:
         assert m.rollout().state == "wave"
         m.every_assigned_vehicle_converges()
         m.controller_ticks(1)
+        assert m.rollout().state == "baking"
+        m.controller_ticks(60)
+        assert m.rollout().state == "baking"  # still watched
+        m.controller_ticks(BAKE_SEC)
         assert m.rollout().state == "completed"
         m.invariants_hold()
     finally:
@@ -239,7 +418,9 @@ def test_a_crash_looping_canary_aborts_and_never_reaches_the_wave() -> None:
         m.teardown()
 
 
-def test_a_deferred_vehicle_holds_the_wave_until_the_deadline() -> None:
+def test_a_deferred_vehicle_holds_the_wave_until_the_deadline_then_it_passes() -> None:
+    """Issue 13 item 3: at the deadline the deferred vehicle leaves the denominator; the
+    converged ones are not rolled back, and it keeps its desired state."""
     m = scenario()
     try:
         m.every_assigned_vehicle_converges()
@@ -248,11 +429,86 @@ def test_a_deferred_vehicle_holds_the_wave_until_the_deadline() -> None:
         m.every_assigned_vehicle_converges()
         m.vehicle_reports(IN_SELECTOR.index(waiting), OUTCOMES[1])  # outside its window
         m.controller_ticks(60)
-        assert m.rollout().state == "wave"
-        phases = m.cp.queries.rollout("ro-1")["phases"]
-        assert phases["wave"]["deferredBy"] == {"DENY_OUTSIDE_WINDOW": 1}
+        assert m.rollout().state == "wave"  # 5/6 < 95 %: it waits for the window
+        view = m.cp.queries.rollout("ro-1")
+        assert view["phases"]["wave"]["deferredBy"] == {"DENY_OUTSIDE_WINDOW": 1}
+        assert [w["vehicleId"] for w in view["outstanding"]] == [waiting]
         m.controller_ticks(700)  # past the wave deadline
-        assert m.rollout().state == "rolled_back"
+        rollout = m.rollout()
+        assert rollout.state == "baking" and rollout.rolled_back == []
+        m.controller_ticks(BAKE_SEC)
+        assert m.rollout().state == "completed"
+        assert m.cp.queries.rollout("ro-1")["vehicles"][0]["status"] != "rolled_back"
+        latest = [e for e in m.assignments() if e["vehicleId"] == waiting][-1]
+        assert latest["data"]["assignment"]["releaseKey"] == m.new.key
         m.invariants_hold()
     finally:
         m.teardown()
+
+
+def test_a_tripwire_during_the_bake_rolls_back_every_vehicle() -> None:
+    """Issue 13 items 1, 2: a crash loop reported after the wave gate passed (19/20-style
+    threshold met) still rolls back, canaries included."""
+    m = scenario()
+    try:
+        m.every_assigned_vehicle_converges()
+        m.controller_ticks(1)
+        m.every_assigned_vehicle_converges()
+        m.controller_ticks(1)
+        assert m.rollout().state == "baking"
+        m.vehicle_reports(IN_SELECTOR.index(m.rollout().wave[0]), OUTCOMES[3])
+        m.controller_ticks(1)
+        rollout = m.rollout()
+        assert rollout.state == "rolled_back"
+        assert sorted(rollout.rolled_back) == sorted(IN_SELECTOR)
+        m.invariants_hold()
+    finally:
+        m.teardown()
+
+
+def test_time_paused_does_not_count_toward_the_deadline() -> None:
+    """Issue 13 item 7."""
+    m = scenario()
+    try:
+        m.operator_pauses(0)
+        m.controller_ticks(700)  # longer than the canary deadline, all of it paused
+        m.operator_resumes()
+        m.controller_ticks(1)
+        assert m.rollout().state == "canary"  # the clock stood still
+        m.controller_ticks(DEADLINE_SEC)
+        assert m.rollout().state == "aborted"
+        m.invariants_hold()
+    finally:
+        m.teardown()
+
+
+def test_a_vehicle_without_a_previous_release_is_not_counted_as_rolled_back() -> None:
+    """Issue 13 item 4 (the honest count; "run nothing" is still open): no rollback
+    revision can be issued to a vehicle on its first release, so it is not counted."""
+    cp = ControlPlane.open(memory_settings(Path(mkdtemp())))
+    try:
+        fresh = ["n-eu-m3-1", "n-eu-m3-2"]
+        register_fleet(cp, [registration(v, ring="7") for v in fresh])
+        first = signed_release(version="1.0.0")
+        cp.execute(first.register())
+        request = RolloutRequest(
+            selector="ring=7", stack=first.release.stack_name, version="1.0.0", rollout_id="ro-7"
+        )
+        cp.execute(start_rollout(request, fresh[:1], fresh[1:], cause(), cp.sign, cp.clock))
+        assert cp.execute(roll_back("ro-7", cause(), cp.sign, cp.clock)).value == 0
+        cp.projector.catch_up()
+        view = cp.queries.rollout("ro-7")
+        assert view["state"] == "rolled_back"
+        assert sum(p["rolledBack"] for p in view["phases"].values()) == 0
+        assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
+            "n-eu-m3-1": "assigned",
+            "n-eu-m3-2": "pending",
+        }
+        rolled = [
+            e for e in cp.queries.audit(rollout_id="ro-7") if e["eventType"] == "Rollout.RolledBack"
+        ]
+        assert [(e["data"]["revision"], e["data"]["vehicle_ids"]) for e in rolled] == [
+            ("", fresh[:1])
+        ]
+    finally:
+        cp.close()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from muto.cloud.eventlog import EventLog
 from muto.domain.model.release import Release
-from muto.domain.model.rollout import Rollout, RolloutState, RolloutStateError
+from muto.domain.model.rollout import Rollout, RolloutFinal, RolloutState, RolloutStateError
 from muto.domain.model.vehicle import RECENT_REPORT_IDS, Vehicle
 from tests.support.spine import memory_settings
 
@@ -40,7 +40,7 @@ def new_rollout(canaries: tuple[str, ...] = ("c1",), wave: tuple[str, ...] = ("w
         release_key="core@2.0.0",
         manifest_digest="sha256:" + "1" * 64,
         policy={},
-        thresholds={"convergedPct": 95.0},
+        thresholds={"convergedPct": 95.0, "canaryDeadlineSec": 1800.0},
         canaries=list(canaries),
         wave=list(wave),
         previous_releases={"c1": "core@1.0.0", "w1": None},
@@ -168,19 +168,23 @@ STEPS: dict[str, Step] = {
     "fail canary": lambda r: r.fail_canary({}, ACTOR, "c"),
     "pass wave": lambda r: r.pass_wave({}, ACTOR, "c"),
     "fail wave": lambda r: r.fail_wave({}, ACTOR, "c"),
+    "complete bake": lambda r: r.complete_bake({}, ACTOR, "c"),
+    "fail bake": lambda r: r.fail_bake({}, ACTOR, "c"),
     "pause": lambda r: r.pause(ACTOR, "c"),
     "resume": lambda r: r.resume(ACTOR, "c"),
 }
 PATHS = {  # how to reach each state from a new rollout
     RolloutState.CANARY: [],
     RolloutState.WAVE: ["pass canary"],
-    RolloutState.COMPLETED: ["pass canary", "pass wave"],
+    RolloutState.BAKING: ["pass canary", "pass wave"],
+    RolloutState.COMPLETED: ["pass canary", "pass wave", "complete bake"],
     RolloutState.ABORTED: ["fail canary"],
     RolloutState.ROLLED_BACK: ["pass canary", "fail wave"],
 }
 ALLOWED = {
     RolloutState.CANARY: {"assign canary", "pass canary", "fail canary", "pause", "resume"},
     RolloutState.WAVE: {"assign wave", "pass wave", "fail wave", "pause", "resume"},
+    RolloutState.BAKING: {"complete bake", "fail bake", "pause", "resume"},
     RolloutState.COMPLETED: set(),
     RolloutState.ABORTED: set(),
     RolloutState.ROLLED_BACK: set(),
@@ -188,8 +192,10 @@ ALLOWED = {
 NEXT = {
     "pass canary": RolloutState.WAVE,
     "fail canary": RolloutState.ABORTED,
-    "pass wave": RolloutState.COMPLETED,
+    "pass wave": RolloutState.BAKING,
     "fail wave": RolloutState.ROLLED_BACK,
+    "complete bake": RolloutState.COMPLETED,
+    "fail bake": RolloutState.ROLLED_BACK,
 }
 
 
@@ -214,7 +220,35 @@ def test_the_rollout_state_machine(rollout_state: RolloutState, step: str) -> No
             STEPS[step](rollout)
         assert state(rollout) == before
         assert pending(rollout) == events
-    assert rollout.is_final == (rollout.state not in ("canary", "wave"))
+    assert rollout.is_final == (rollout.state not in ("canary", "wave", "baking"))
+    assert not (rollout.is_final and rollout.paused)
+
+
+@pytest.mark.parametrize("rollout_state", [RolloutState.CANARY, RolloutState.WAVE])
+@pytest.mark.parametrize("ending", ["rollback", "fail"])
+def test_a_rollout_that_ends_while_paused_is_not_paused(rollout_state: str, ending: str) -> None:
+    """Issue 13 item 7: a final rollout is never paused, and pause/resume on it answer
+    `rollout_final`."""
+    rollout = rollout_in(RolloutState(rollout_state))
+    STEPS["pause"](rollout)
+    if ending == "rollback":
+        rollout.record_rolled_back("rev-back", ["c1"], "OPERATOR_ROLLBACK", ACTOR, "c")
+    else:
+        STEPS[f"fail {rollout_state}"](rollout)
+    assert rollout.is_final and not rollout.paused
+    for step in ("pause", "resume"):
+        with pytest.raises(RolloutFinal) as raised:
+            STEPS[step](rollout)
+        assert raised.value.code == "rollout_final"
+
+
+def test_time_spent_paused_pushes_the_phase_deadline_out() -> None:
+    rollout = new_rollout()
+    rollout.record_assigned("canary", "rev", ["c1"], "2026-01-01T00:00:00+00:00", ACTOR, "c")
+    assert rollout.deadline("canary") == "2026-01-01T00:30:00+00:00"
+    rollout.pause(ACTOR, "c", "2026-01-01T00:01:00+00:00")
+    rollout.resume(ACTOR, "c", "2026-01-01T00:11:00+00:00")
+    assert rollout.deadline("canary") == "2026-01-01T00:40:00+00:00"
 
 
 @pytest.mark.parametrize("rollout_state", [RolloutState.CANARY, RolloutState.WAVE])
@@ -326,5 +360,37 @@ def test_replaying_a_rollout_journal_gives_its_state(steps: list[str]) -> None:
                 pass
         log.save(rollout)
         assert state(log.repository.get(rollout.id)) == state(rollout)
+    finally:
+        log.close()
+
+
+def test_rollout_events_stored_before_times_and_codes_still_replay() -> None:
+    """Paused/Resumed and gate events stored before they carried `at` and `reason_code`
+    (the fields added for issue 13) still decode and apply, with empty defaults."""
+    import json
+    from dataclasses import replace
+
+    log = EventLog.open(memory_settings(Path("unused")))
+    try:
+        rollout = new_rollout()
+        STEPS["pause"](rollout)
+        STEPS["resume"](rollout)
+        STEPS["pass canary"](rollout)
+        log.save(rollout)
+        stored = log.recorder.select_events(rollout.id)
+        replayed, dropped = None, 0
+        for record in stored:
+            state = json.loads(record.state)
+            dropped += ("at" in state) + ("reason_code" in state)
+            state.pop("at", None)
+            state.pop("reason_code", None)
+            old = replace(record, state=json.dumps(state).encode())
+            replayed = log.mapper.to_domain_event(old).mutate(replayed)
+        assert replayed is not None and dropped >= 4
+        assert (replayed.state, replayed.paused, replayed.paused_sec) == (
+            "wave",
+            False,
+            {"canary": 0.0},
+        )
     finally:
         log.close()

@@ -12,6 +12,7 @@ from muto.domain.rollout_rules import (
     Verdict,
     evaluate_phase,
     pick_canaries,
+    watch_bake,
 )
 
 candidates = st.lists(
@@ -74,21 +75,75 @@ members = st.lists(
 )
 
 
-@given(members, st.floats(0, 100), st.booleans())
-def test_verdict_follows_the_gates(ms, threshold, deadline_passed) -> None:
-    e = evaluate_phase(ms, threshold, deadline_passed)
-    failed_codes = {c for m in ms if m.status is MemberStatus.FAILED for c in m.reason_codes}
+@given(members, st.floats(0, 100), st.booleans(), st.booleans())
+def test_verdict_follows_the_gates(ms, threshold, deadline_passed, need_evidence) -> None:
+    e = evaluate_phase(ms, threshold, deadline_passed, need_evidence=need_evidence)
+    judged = [m for m in ms if m.status is not MemberStatus.LEFT]
+    failed_codes = {c for m in judged if m.status is MemberStatus.FAILED for c in m.reason_codes}
     tripped = failed_codes & {"CRASH_LOOP_DETECTED", "READINESS_TIMEOUT"}
-    pct = 100 * sum(m.status is MemberStatus.CONVERGED for m in ms) / len(ms) if ms else 100
+    converged = sum(m.status is MemberStatus.CONVERGED for m in judged)
+    deferred = sum(m.status is MemberStatus.DEFERRED for m in judged)
+    counted = len(judged) - (deferred if deadline_passed else 0)
+    pct = 100 * converged / counted if counted else 100
+    assert (e.counted, e.targeted) == (counted, len(judged))
     if tripped:
         assert e.verdict is Verdict.FAIL and set(e.reason_codes) == tripped
-    elif pct >= threshold:
+    elif pct >= threshold and not (need_evidence and converged == 0):
         assert e.verdict is Verdict.PASS
     else:
         assert e.verdict in (Verdict.FAIL, Verdict.WAIT)
-        assert (e.verdict is Verdict.WAIT) == (
-            not deadline_passed and 100 * (len(ms) - e.failed) / len(ms) >= threshold
-        )
+        best = 100 * (len(judged) - e.failed) / len(judged) if judged else 100
+        assert (e.verdict is Verdict.WAIT) == (not deadline_passed and best >= threshold)
+
+
+@given(members, st.floats(0, 100))
+def test_at_the_deadline_deferred_vehicles_do_not_change_the_verdict(ms, threshold) -> None:
+    """Issue 13 item 3: a vehicle's safety gate is its own authority. At the deadline the
+    verdict on the others is the same as if the deferred vehicles were not there, so
+    deferral alone never fails a phase (and never rolls back one that converged)."""
+    others = [m for m in ms if m.status is not MemberStatus.DEFERRED]
+    with_them = evaluate_phase(ms, threshold, deadline_passed=True)
+    without = evaluate_phase(others, threshold, deadline_passed=True)
+    assert with_them.verdict == without.verdict
+    assert with_them.converged_pct == without.converged_pct
+
+
+@given(members, members, st.floats(0, 100), st.booleans())
+def test_a_tripwire_from_an_earlier_phase_fails_the_current_one(
+    canaries, wave, threshold, deadline_passed
+) -> None:
+    """Issue 13 item 2: a tripwire counts whenever it arrives, from any member."""
+    crashed = Member("late", MemberStatus.FAILED, ("CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED"))
+    e = evaluate_phase(wave, threshold, deadline_passed, earlier=[*canaries, crashed])
+    assert e.verdict is Verdict.FAIL
+    assert "CRASH_LOOP_DETECTED" in e.reason_codes
+    assert e.tripped_by["CRASH_LOOP_DETECTED"] >= 1
+
+
+@given(members, st.floats(0, 100), st.booleans(), st.booleans())
+def test_a_bake_fails_exactly_when_the_gate_would_fail_now(
+    ms, threshold, deadline_passed, bake_over
+) -> None:
+    e = evaluate_phase(ms, threshold, deadline_passed)
+    verdict = watch_bake(e, bake_over)
+    if e.verdict is Verdict.FAIL:
+        assert verdict is Verdict.FAIL
+    else:
+        assert verdict is (Verdict.PASS if bake_over else Verdict.WAIT)
+
+
+def test_a_canary_phase_with_every_canary_deferred_fails_at_its_deadline() -> None:
+    ms = [Member("a", MemberStatus.DEFERRED, ("DENY_OUTSIDE_WINDOW",))]
+    assert evaluate_phase(ms, 95, False, need_evidence=True).verdict is Verdict.WAIT
+    e = evaluate_phase(ms, 95, True, need_evidence=True)
+    assert e.verdict is Verdict.FAIL and e.reason_codes == ["GATE_DEADLINE_EXCEEDED"]
+    assert evaluate_phase(ms, 95, True).verdict is Verdict.PASS  # a wave: nothing to judge
+
+
+def test_vehicles_that_left_are_not_judged() -> None:
+    ms = [Member("a", MemberStatus.LEFT), Member("b", MemberStatus.CONVERGED)]
+    e = evaluate_phase(ms, 95, deadline_passed=False)
+    assert (e.verdict, e.targeted, e.converged_pct) == (Verdict.PASS, 1, 100.0)
 
 
 @given(st.lists(codes.map(tuple), min_size=1, max_size=20), st.floats(1, 100))

@@ -59,8 +59,11 @@ class Courier:
             if failures:
                 ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 16))
                 delay = ceiling * self.rng.uniform(0.5, 1.0)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that lands as the event is set, and the agent never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def drain(self) -> bool:
         """Deliver until the outbox is empty (True) or a delivery must wait (False)."""

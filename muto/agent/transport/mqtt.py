@@ -112,7 +112,8 @@ class MqttLink:
             ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(attempt, 16))
             attempt += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), ceiling * self.rng.uniform(0.5, 1))
+                async with asyncio.timeout(ceiling * self.rng.uniform(0.5, 1)):  # see Courier.run
+                    await self._stopping.wait()
 
     async def stop(self) -> None:
         """Ask the session to end cleanly: offline presence published, then disconnect."""
@@ -182,7 +183,8 @@ class MqttLink:
         while True:
             self._retimed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retimed.wait(), self.heartbeat_s())
+                async with asyncio.timeout(self.heartbeat_s()):  # not wait_for: see Courier.run
+                    await self._retimed.wait()
             await self._presence(client, PresenceState.ONLINE)
 
     async def _snapshot_loop(self, client: aiomqtt.Client) -> None:

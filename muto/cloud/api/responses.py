@@ -77,7 +77,7 @@ async def on_error(request: Request, exc: Exception) -> Response:
         case AppError():
             return error(exc.status, exc.code, exc.message, exc.details)
         case RolloutStateError():
-            return error(409, "conflict", str(exc))
+            return error(409, exc.code, str(exc))
         case ReasonError():
             return error(422, str(exc.code), exc.detail or str(exc.code))
         case WireError() if exc.path is None:

@@ -71,9 +71,9 @@ async def _act(request: Request, action: str) -> Response:
     cause = Cause.of(who.actor, correlation(request))
     command: Command[Any]
     if action == "pause":
-        command = pause(rollout_id, cause)
+        command = pause(rollout_id, cause, cp.clock)
     elif action == "resume":
-        command = resume(rollout_id, cause)
+        command = resume(rollout_id, cause, cp.clock)
     else:
         command = roll_back(rollout_id, cause, cp.sign, cp.clock)
     written = await cp.write(command)

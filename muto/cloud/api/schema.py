@@ -174,7 +174,7 @@ class HealthReceipt(Wire, frozen=True, kw_only=True):
 
 class RolloutSummary(Wire, frozen=True, kw_only=True):
     rollout_id: str
-    state: Literal["canary", "wave", "completed", "aborted", "rolled_back"]
+    state: Literal["canary", "wave", "baking", "completed", "aborted", "rolled_back"]
     paused: bool
     selector: str
     release: str
@@ -186,7 +186,21 @@ class GateDecision(Wire, frozen=True, kw_only=True):
     event: str
     at: Timestamp
     position: int
+    reason_code: ReasonCode | None = None  # None only for decisions stored before codes
     evaluation: dict[str, Any]
+
+
+class OutstandingMember(Wire, frozen=True, kw_only=True):
+    """A member the current phase still waits for, and what the fleet last heard of it."""
+
+    vehicle_id: str
+    status: Literal["pending", "assigned", "deferred"]
+    reason_codes: list[ReasonCode]
+    presence: str | None
+    presence_at: Timestamp | None
+    last_status: str | None
+    last_reason_codes: list[ReasonCode]
+    last_report_at: Timestamp | None
 
 
 class PhaseProgress(Wire, frozen=True, kw_only=True):
@@ -197,6 +211,7 @@ class PhaseProgress(Wire, frozen=True, kw_only=True):
     deferred: int
     failed: int
     rolled_back: int
+    left: int
     deferred_by: dict[str, int]
     failed_by: dict[str, int]
 
@@ -212,6 +227,25 @@ class RolloutMember(Wire, frozen=True, kw_only=True):
 class Rollout(RolloutSummary, frozen=True, kw_only=True):
     thresholds: RolloutThresholds
     decisions: list[GateDecision]
+    deadline: Annotated[
+        Timestamp | None,
+        msgspec.Meta(
+            description="when the current phase times out (the bake's end while baking); "
+            "pushed out by time spent paused; null once final"
+        ),
+    ]
+    outstanding: Annotated[
+        list[OutstandingMember],
+        msgspec.Meta(description="the current phase's members not yet decided (first 100)"),
+    ]
+    outstanding_total: int
+    not_in_rollout: Annotated[
+        int,
+        msgspec.Meta(
+            description="vehicles matching the selector now that are not members "
+            "(membership is fixed at start)"
+        ),
+    ]
     phases: dict[str, PhaseProgress]
     vehicles: list[RolloutMember]
 
@@ -363,6 +397,7 @@ class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         msgspec.Meta(
             description="not_found, conflict, invalid, forbidden, unauthorized, "
             "malformed_json, bad_selector, too_large, unavailable, internal, "
+            "rollout_final (pause or resume of a final rollout), "
             "or a reason code from spec/reason-codes.yaml"
         ),
     ]
