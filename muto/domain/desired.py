@@ -10,7 +10,8 @@ import msgspec
 
 from muto.domain.wire import Digest, Identifier, Reference, Wire
 
-HHMM = msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, 24 h")
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
+HHMM = msgspec.Meta(pattern=HHMM_PATTERN, description="HH:MM, 24 h")
 
 
 class ApplyWindow(Wire, frozen=True, kw_only=True):

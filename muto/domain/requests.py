@@ -7,10 +7,16 @@ from typing import Annotated, Literal
 import msgspec
 
 from muto.domain.desired import AgentConfig, Policy
-from muto.domain.wire import Identifier, Reference, Wire
+from muto.domain.wire import (
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    Identifier,
+    Reference,
+    Wire,
+)
 
-LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]
-LabelValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,256}$")]
+LabelKey = Annotated[str, msgspec.Meta(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, msgspec.Meta(pattern=LABEL_VALUE_PATTERN)]
 
 
 class VehicleRegistration(Wire, frozen=True, kw_only=True):

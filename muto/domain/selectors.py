@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-_TOKEN = re.compile(r"[A-Za-z0-9._/-]+")
+from muto.domain.wire import LABEL_CHARS
+
+_TOKEN = re.compile(f"{LABEL_CHARS}+")
 _AND = re.compile(r"\s+AND(?=\s|$)", re.IGNORECASE)
 
 

@@ -13,17 +13,25 @@ import msgspec
 
 T = TypeVar("T")
 
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# The one home of the identifier patterns (spec/api.yaml publishes them; a unit test
+# keeps the two equal). `\Z`, not `$`: Python's `$` also matches before a final newline,
+# so "nl-car\n" was an identifier. JSON Schema's (ECMA) `$` is Python's `\Z`.
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}\Z"
 Digest = msgspec.Meta(pattern=DIGEST_PATTERN, description="sha256:<64 lowercase hex>")
 # Identifiers that appear in MQTT topics and URLs: no '/', '+', '#', spaces.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z"
 Identifier = msgspec.Meta(pattern=ID_PATTERN)
 # Free-form references the views index (correlation ids, report ids, revisions): what a
 # VARCHAR(128) holds on every backend; no NUL (PostgreSQL refuses it), no spaces.
-REFERENCE_PATTERN = r"^[!-~]{1,128}$"
+REFERENCE_PATTERN = r"^[!-~]{1,128}\Z"
 Reference = msgspec.Meta(
     pattern=REFERENCE_PATTERN, description="1-128 printable ASCII characters, no spaces"
 )
+# Vehicle labels (what selectors match) and attribute keys; LABEL_CHARS is also the
+# selector grammar's token.
+LABEL_CHARS = "[A-Za-z0-9._/-]"
+LABEL_KEY_PATTERN = rf"^{LABEL_CHARS}{{1,128}}\Z"
+LABEL_VALUE_PATTERN = rf"^{LABEL_CHARS}{{1,256}}\Z"
 
 
 class Wire(
@@ -46,7 +54,7 @@ class WireError(ValueError):
         self.path = path
 
 
-_PATH = re.compile(r"at `(\$[^`]*)`")
+_PATH = re.compile(r"`(\$[^`]*)`")
 
 
 def decode(data: bytes | str, kind: type[T]) -> T:

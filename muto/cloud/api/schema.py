@@ -309,12 +309,31 @@ REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
 )
 
 
+def ecma(pattern: str) -> str:
+    """A Python pattern as JSON Schema writes it: the code ends its patterns with `\\Z`
+    (end of string; Python's `$` also matches before a final newline), which is what `$`
+    means in JSON Schema's ECMA-262 dialect."""
+    return pattern[:-2] + "$" if pattern.endswith("\\Z") else pattern
+
+
+def _ecma_patterns(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: ecma(v) if k == "pattern" and isinstance(v, str) else _ecma_patterns(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
+
+
 def components() -> dict[str, Any]:
-    """Every schema the spec refers to, keyed by name, as msgspec generates them."""
+    """Every schema the spec refers to, keyed by name, as msgspec generates them (with
+    the patterns in JSON Schema's dialect)."""
     _, found = msgspec.json.schema_components(
         (*REQUEST_BODIES, *RESPONSES, Error), ref_template=REF
     )
-    return dict(sorted(found.items()))
+    return {name: _ecma_patterns(found[name]) for name in sorted(found)}
 
 
 def render() -> str:
