@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import Unauthorized, read_body
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Forbidden, Invalid
@@ -75,9 +76,10 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    value = whole_number(raw, low, high)
+    if value is None:
         raise Invalid(
             f"query parameter {name!r} must be an integer in [{low}, {high}]",
             {"path": f"query.{name}"},
         )
-    return int(raw)
+    return value

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.errors import AppError
 from muto.domain.errors import ReasonError
 from muto.domain.model.rollout import RolloutStateError
@@ -57,7 +58,8 @@ class Unauthorized(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and whole_number(declared or "", 0, limit) is None:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -13,11 +13,14 @@ from muto.cloud.api.context import (
     operator_or_vehicle,
     plane,
 )
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, register_vehicle, update_vehicle
 from muto.cloud.errors import Invalid
 from muto.domain.requests import VehiclePatch, VehicleRegistration
 from muto.domain.selectors import parse_selector
+
+MAX_VERSION = 10**18 - 1  # spec/api.yaml: If-Match is "<1-18 digits>"
 
 
 async def register(request: Request) -> Response:
@@ -72,7 +75,9 @@ def _if_match(request: Request) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None:
         return None
-    value = raw.strip().strip('"')
-    if not (value.isascii() and value.isdigit()):
-        raise Invalid("If-Match must be a vehicle version number", {"path": "header.If-Match"})
-    return int(value)
+    version = whole_number(raw.strip().strip('"'), 0, MAX_VERSION)
+    if version is None:
+        raise Invalid(
+            'If-Match must be a vehicle version, "<1-18 digits>"', {"path": "header.If-Match"}
+        )
+    return version
