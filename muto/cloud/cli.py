@@ -59,7 +59,10 @@ def serve(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     from muto.cloud.bootstrap import ControlPlane
     from muto.cloud.commands import Cause
+    from muto.cloud.errors import NotFound
     from muto.cloud.tokens import Role, issue_token, revoke_token
+    from muto.domain.requests import TokenRequest
+    from muto.domain.wire import WireError, convert
 
     cp = ControlPlane.open(_settings(args))
     try:
@@ -68,7 +71,17 @@ def token(args: argparse.Namespace) -> int:
             cp.execute(revoke_token(args.token_id, cause))
             print(f"revoked {args.token_id}")
             return 0
-        role = Role.VEHICLE if args.vehicle else Role.OPERATOR
+        # The API's rules: the same request Struct (422 there) and a registered vehicle
+        # (404 there); `--vehicle ""` is a malformed id, not an operator token.
+        role = Role.OPERATOR if args.vehicle is None else Role.VEHICLE
+        try:
+            convert({"role": role.value, "vehicleId": args.vehicle}, TokenRequest)
+            if args.vehicle is not None:
+                cp.queries.vehicle(args.vehicle)
+        except (WireError, NotFound) as exc:
+            field = f" ({exc.path})" if isinstance(exc, WireError) and exc.path else ""
+            print(f"refused{field}: {exc}", file=sys.stderr)
+            return 2
         secret, command = issue_token(role, args.vehicle, cause)
         token_id = cp.execute(command).value
         print(secret)
