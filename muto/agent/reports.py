@@ -44,6 +44,7 @@ def reconcile_event(
         else Timings()
     )
     report = ReconcileReport(
+        schema="muto.reconcile-report.v1",
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
         desired_state_revision=outcome.revision,
@@ -83,6 +84,7 @@ def health_event(
     the same thing, so an offline vehicle's outbox grows with health changes, not time."""
     status, codes = health_of(state, runtime)
     report = HealthReport(
+        schema="muto.health-report.v1",
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
         status=status,

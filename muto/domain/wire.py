@@ -7,7 +7,7 @@ keyword-only, camelCase on the wire, unknown fields rejected at the boundary.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -42,7 +42,21 @@ class Wire(
     rename="camel",
     omit_defaults=False,
 ):
-    """Base class of wire payloads."""
+    """Base class of wire payloads.
+
+    A rule msgspec checks in `__post_init__` (raising FieldError) is invisible to the
+    JSON Schema msgspec generates; `schema_rules` states it in JSON Schema so that the
+    published schemas (spec/api.yaml, spec/mqtt-topics.md) say what decoding accepts."""
+
+    schema_rules: ClassVar[dict[str, Any]] = {}
+
+
+class FieldError(ValueError):
+    """Raised by a Struct's `__post_init__`: names the offending field's path."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class WireError(ValueError):
@@ -55,6 +69,19 @@ class WireError(ValueError):
 
 
 _PATH = re.compile(r"`(\$[^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _path(exc: msgspec.ValidationError) -> str:
+    """The JSON path of what failed: a FieldError's own, the missing field's, or the
+    one msgspec's message names."""
+    if isinstance(exc.__cause__, FieldError):
+        return exc.__cause__.path
+    text = str(exc)
+    found = _PATH.search(text)
+    base = found.group(1) if found else "$"
+    missing = _MISSING.search(text)
+    return f"{base}.{missing.group(1)}" if missing else base
 
 
 def decode(data: bytes | str, kind: type[T]) -> T:
@@ -62,8 +89,7 @@ def decode(data: bytes | str, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        raise WireError(str(exc), match.group(1) if match else "$") from None
+        raise WireError(str(exc), _path(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError(f"malformed JSON: {exc}", None) from None
     except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
@@ -75,8 +101,7 @@ def convert(obj: Any, kind: type[T]) -> T:
     try:
         return msgspec.convert(obj, type=kind)
     except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        raise WireError(str(exc), match.group(1) if match else "$") from None
+        raise WireError(str(exc), _path(exc)) from None
 
 
 def encode(obj: Any) -> bytes:
@@ -90,3 +115,47 @@ def canonical(obj: Any) -> bytes:
 
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+# -- publishing the schemas ----------------------------------------------------------------
+
+
+def ecma(pattern: str) -> str:
+    """A pattern as JSON Schema writes it: the code ends patterns with `\\Z` (end of
+    string), which is what `$` means in JSON Schema's ECMA-262 dialect."""
+    return pattern[:-2] + "$" if pattern.endswith("\\Z") else pattern
+
+
+def _rules() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    pending: list[type] = [Wire]
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        rules = getattr(kind, "schema_rules", None)
+        if rules and "schema_rules" in vars(kind):
+            found[kind.__name__] = rules
+    return found
+
+
+def published(node: Any, name: str | None = None) -> Any:
+    """A msgspec-generated JSON Schema (or its named components) as the spec publishes
+    it: patterns in JSON Schema's dialect, each Struct's `schema_rules` merged in."""
+    rules = _rules()
+
+    def walk(value: Any, named: str | None) -> Any:
+        if isinstance(value, dict):
+            out = {
+                k: ecma(v)
+                if k == "pattern" and isinstance(v, str)
+                else walk(v, k if k in rules else None)
+                for k, v in value.items()
+            }
+            if named is not None and out.get("type") == "object":
+                out.update(rules[named])
+            return out
+        if isinstance(value, list):
+            return [walk(v, None) for v in value]
+        return value
+
+    return walk(node, name)

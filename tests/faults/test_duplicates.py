@@ -45,7 +45,13 @@ WINDOW = 100  # distinct reports shuffled together
 def notify(vehicle_id: str, revision: str, sequence: int) -> bytes:
     url = f"http://cloud.invalid/desired-states/latest?vehicleId={vehicle_id}"
     return encode(
-        DesiredNotify(vehicle_id=vehicle_id, revision=revision, sequence=sequence, url=url)
+        DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id=vehicle_id,
+            revision=revision,
+            sequence=sequence,
+            url=url,
+        )
     )
 
 

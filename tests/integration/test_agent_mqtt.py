@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -113,7 +114,7 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
         fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
-        request = encode(RefreshRequest(request_id="req-7"))
+        request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-7"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
         await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
         result = watch.on("evt/refresh_result")[0]
@@ -126,6 +127,25 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
     run(mosquitto, scenario)
 
 
+def test_a_refresh_without_its_schema_is_ignored_with_a_log_line(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#14 item 14: every payload carries its schema version; an unversioned refresh is
+    not answered (the versioned one after it is)."""
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await watch.client.publish(f"{ROOT}/cmd/refresh", b'{"requestId": "bare"}', qos=1)
+        request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="versioned"))
+        await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
+        await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
+        assert [r["requestId"] for r in watch.on("evt/refresh_result")] == ["versioned"]
+
+    with caplog.at_level(logging.WARNING, logger="muto.agent.mqtt"):
+        run(mosquitto, scenario)
+    assert "ignoring a malformed message on" in caplog.text and "`schema`" in caplog.text
+
+
 def test_notify_triggers_only_for_a_higher_sequence(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
@@ -135,9 +155,21 @@ def test_notify_triggers_only_for_a_higher_sequence(mosquitto: Mosquitto) -> Non
         rig.agent.on_notify = lambda n: reasons.append(f"notify:{n.sequence}")  # type: ignore[method-assign]
         link.on_notify = rig.agent.on_notify
         for sequence in (1, 3, 2, 3, 4):  # a duplicate, out of order, the retained one again
-            notify = DesiredNotify(vehicle_id=VEHICLE, revision="r", sequence=sequence, url="x")
+            notify = DesiredNotify(
+                schema="muto.desired-notify.v1",
+                vehicle_id=VEHICLE,
+                revision="r",
+                sequence=sequence,
+                url="x",
+            )
             await watch.client.publish(f"{ROOT}/desired/notify", encode(notify), qos=1)
-        other = DesiredNotify(vehicle_id="someone-else", revision="r", sequence=9, url="x")
+        other = DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id="someone-else",
+            revision="r",
+            sequence=9,
+            url="x",
+        )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(other), qos=1)
         await watch.until(lambda: reasons == ["notify:3", "notify:4"], "two triggers")
 
@@ -260,7 +292,7 @@ def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosqu
                 lambda: watch.on("agent/state")[-1]["phase"] == "fetching", "the change"
             )
             rig.agent.on_phase(AgentPhase.IDLE)  # within the interval: held
-            request = encode(RefreshRequest(request_id="req-8"))
+            request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-8"))
             await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
             await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
             assert watch.on("agent/state")[-1]["phase"] == "idle"  # published before the result

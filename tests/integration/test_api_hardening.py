@@ -80,3 +80,63 @@ def test_an_if_match_of_any_length_is_422(api: Api, value: str) -> None:
 def test_a_content_length_of_any_length_is_refused_as_too_large(api: Api) -> None:
     response = api.post("/vehicles", content=b"{}", headers={"Content-Length": HUGE})
     assert response.status_code == 413, response.text
+
+
+# -- items 13, 14: reasons and schema versions, over HTTP and MQTT --------------------------
+
+
+def reconcile(**fields: Any) -> dict[str, Any]:
+    return {
+        "schema": "muto.reconcile-report.v1",
+        "reportId": "r-1",
+        "vehicleId": "v1",
+        "status": "converged",
+        "observedAt": "2026-01-01T00:00:00Z",
+        **fields,
+    }
+
+
+BAD_REPORTS = [
+    (reconcile(status="failed"), "$.reasonCodes"),
+    (reconcile(status="rolled_back", reasonCodes=[]), "$.reasonCodes"),
+    (reconcile(status="blocked"), "$.reasonCodes"),
+    (reconcile(status="rejected"), "$.reasonCodes"),
+    ({k: v for k, v in reconcile().items() if k != "schema"}, "$.schema"),
+    (reconcile(schema="muto.reconcile-report.v2"), "$.schema"),
+]
+
+
+@pytest.mark.parametrize(("body", "path"), BAD_REPORTS)
+def test_http_refuses_a_report_without_reason_or_schema(
+    api: Api, body: dict[str, Any], path: str
+) -> None:
+    before = api.plane.log.position()
+    invalid(api.post("/reports/reconcile", json=body), path)
+    assert api.plane.log.position() == before
+
+
+def test_http_refuses_a_health_report_without_schema(api: Api) -> None:
+    body = {"reportId": "h-1", "vehicleId": "v1", "status": "healthy"}
+    body["observedAt"] = "2026-01-01T00:00:00Z"
+    invalid(api.post("/reports/health", json=body), "$.schema")
+
+
+@pytest.mark.parametrize(("body", "path"), BAD_REPORTS)
+def test_mqtt_refuses_a_report_without_reason_or_schema(
+    api: Api, body: dict[str, Any], path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import msgspec
+
+    from muto.cloud.mqtt.listener import Listener
+    from muto.domain.messages import Leaf, vehicle_topic
+
+    listener = Listener(api.plane)
+    before = api.plane.log.position()
+    topic = vehicle_topic(api.plane.settings.tenant, "v1", Leaf.REPORTS_RECONCILE)
+    with caplog.at_level("WARNING", logger="muto.mqtt"):
+        asyncio.run(listener.handle(topic, msgspec.json.encode(body)))
+    assert (listener.stored, listener.dropped) == (0, 1)
+    assert api.plane.log.position() == before
+    assert path.removeprefix("$.") in caplog.text

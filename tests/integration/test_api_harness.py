@@ -205,6 +205,7 @@ def reconcile_body(
     running: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
+        "schema": "muto.reconcile-report.v1",
         "reportId": report_id,
         "vehicleId": vehicle_id,
         "desiredStateRevision": revision,
@@ -216,6 +217,7 @@ def reconcile_body(
 
 def health_body(vehicle_id: str, report_id: str, status: str = "healthy") -> dict[str, Any]:
     return {
+        "schema": "muto.health-report.v1",
         "reportId": report_id,
         "vehicleId": vehicle_id,
         "status": status,

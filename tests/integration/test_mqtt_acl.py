@@ -96,7 +96,15 @@ def client(broker: Mosquitto, user: str | None, password: str | None = None) -> 
 
 def notify(vehicle_id: str) -> bytes:
     url = f"http://cloud.test/desired-states/latest?vehicleId={vehicle_id}"
-    return payload(DesiredNotify(vehicle_id=vehicle_id, revision="dsr_1", sequence=1, url=url))
+    return payload(
+        DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id=vehicle_id,
+            revision="dsr_1",
+            sequence=1,
+            url=url,
+        )
+    )
 
 
 def test_a_vehicle_reads_only_its_own_notify(broker: Mosquitto) -> None:
@@ -134,7 +142,9 @@ def test_a_vehicle_cannot_publish_into_another_vehicles_subtree(
         try:
             await until(lambda: bridge.connected, "the cloud to log in")
             async with client(broker, "v1") as v1:
-                as_v2 = Presence(vehicle_id="v2", state=PresenceState.ONLINE)
+                as_v2 = Presence(
+                    schema="muto.presence.v1", vehicle_id="v2", state=PresenceState.ONLINE
+                )
                 await v1.publish(vehicle_topic(TENANT, "v2", Leaf.PRESENCE), payload(as_v2), 1)
                 forged = payload(reconcile_report("v2", "forged"))
                 await v1.publish(vehicle_topic(TENANT, "v2", Leaf.REPORTS_RECONCILE), forged, 1)

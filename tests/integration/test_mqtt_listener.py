@@ -112,8 +112,17 @@ def test_presence_online_then_the_last_will_offline(plane: ControlPlane) -> None
     url = plane.settings.mqtt_url or ""
     port = url.rsplit(":", 1)[1]
     presence = topic("v1", Leaf.PRESENCE)
-    will = payload(Presence(vehicle_id="v1", state=PresenceState.OFFLINE))
-    online = payload(Presence(vehicle_id="v1", state=PresenceState.ONLINE, at=datetime.now(UTC)))
+    will = payload(
+        Presence(schema="muto.presence.v1", vehicle_id="v1", state=PresenceState.OFFLINE)
+    )
+    online = payload(
+        Presence(
+            schema="muto.presence.v1",
+            vehicle_id="v1",
+            state=PresenceState.ONLINE,
+            at=datetime.now(UTC),
+        )
+    )
 
     def changes() -> list[tuple[str, str | None]]:
         return [(e.state, e.at) for e in events(plane, "PresenceChanged")]

@@ -10,12 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from muto.cloud.api.schema import ecma
 from muto.domain import wire
 from muto.domain.desired import HHMM_PATTERN, ApplyWindow
 from muto.domain.reports import ReconcileReport
 from muto.domain.requests import TokenRequest, VehicleRegistration
-from muto.domain.wire import WireError, decode
+from muto.domain.wire import WireError, decode, ecma
 from tests.unit.test_spec_api import load_spec
 
 # Every identifier-like pattern the code checks, with one value it accepts.

@@ -128,7 +128,9 @@ class MqttLink:
         return "ack", "PUBACK"
 
     def _new_client(self) -> aiomqtt.Client:
-        offline = Presence(vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE)
+        offline = Presence(
+            schema="muto.presence.v1", vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE
+        )
         return aiomqtt.Client(
             self.broker.host,
             self.broker.port,
@@ -167,7 +169,9 @@ class MqttLink:
 
     async def _presence(self, client: aiomqtt.Client, state: PresenceState) -> None:
         at = self.now() if state is PresenceState.ONLINE else None
-        payload = encode(Presence(vehicle_id=self.vehicle_id, state=state, at=at))
+        payload = encode(
+            Presence(schema="muto.presence.v1", vehicle_id=self.vehicle_id, state=state, at=at)
+        )
         await client.publish(
             self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
         )
