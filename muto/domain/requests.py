@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -10,6 +10,7 @@ from muto.domain.desired import AgentConfig, Policy
 from muto.domain.wire import (
     LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN,
+    FieldError,
     Identifier,
     Reference,
     Wire,
@@ -60,6 +61,14 @@ class TokenRequest(Wire, frozen=True, kw_only=True):
     role: Literal["operator", "vehicle"]
     vehicle_id: Annotated[str, Identifier] | None = None
 
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "if": {"properties": {"role": {"const": "vehicle"}}, "required": ["role"]},
+        "then": {"required": ["vehicleId"], "properties": {"vehicleId": {"type": "string"}}},
+        "else": {"properties": {"vehicleId": {"type": "null"}}},
+    }
+
     def __post_init__(self) -> None:
         if (self.role == "vehicle") != (self.vehicle_id is not None):
-            raise ValueError("vehicleId is required for a vehicle token, and only for one")
+            raise FieldError(
+                "vehicleId is required for a vehicle token, and only for one", "$.vehicleId"
+            )

@@ -89,11 +89,43 @@ def decode(data: bytes | str, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        raise WireError(str(exc), _path(exc)) from None
+        return _whole_numbers(data, kind, exc)
     except msgspec.DecodeError as exc:
         raise WireError(f"malformed JSON: {exc}", None) from None
     except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
         raise WireError(f"malformed JSON: not UTF-8 ({exc.reason})", None) from None
+
+
+def _whole_numbers(data: bytes | str, kind: type[T], refused: msgspec.ValidationError) -> T:
+    """JSON has one kind of number: 3600.0 is the integer 3600 (JSON Schema's `integer`
+    says so, and the published schemas promise it), but msgspec wants `3600` for an
+    int. Only a refused payload pays for this second look."""
+    try:
+        whole = _integral(msgspec.json.decode(data))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        whole = None
+    if whole is None:
+        raise WireError(str(refused), _path(refused)) from None
+    return convert(whole, kind)
+
+
+def _integral(obj: Any) -> Any:
+    """`obj` with every integral float as an int; None if it has none."""
+    changed = False
+
+    def walk(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, float) and value.is_integer():
+            changed = True
+            return int(value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    found = walk(obj)
+    return found if changed else None
 
 
 def convert(obj: Any, kind: type[T]) -> T:

@@ -173,7 +173,7 @@ def test_refused_messages_are_logged_and_the_loop_goes_on(
     assert "payload vehicleId 'v2' differs from the topic's 'v1'" in dropped[0]
     assert "'v9' is not registered" in dropped[1]
     assert "malformed JSON" in dropped[2]
-    assert "missing required field `vehicleId`" in dropped[3]
+    assert "missing required field `schema`" in dropped[3]  # the first one missing
 
 
 def test_reports_sent_while_the_cloud_was_down_arrive_when_it_returns(

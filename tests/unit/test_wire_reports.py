@@ -99,3 +99,30 @@ def test_every_vehicle_to_cloud_report_and_every_command_requires_its_schema() -
         if spec.payload in (ReconcileReport, HealthReport, Presence, RefreshRequest, DesiredNotify):
             required = msgspec.json.schema(spec.payload)["$defs"][spec.payload.__name__]["required"]
             assert "schema" in required, leaf
+
+
+# -- item 11: the published schema says exactly what decoding accepts ----------------------
+
+
+def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
+    from muto.domain.desired import DesiredStateRequest
+
+    body = b'{"target": {"selector": "a=1"}, "stack": {"name": "c", "version": "1"}, '
+    assert decode(body + b'"ttlSec": 3600.0}', DesiredStateRequest).ttl_sec == 3600
+    with pytest.raises(WireError) as refused:
+        decode(body + b'"ttlSec": 3600.5}', DesiredStateRequest)
+    assert refused.value.path == "$.ttlSec"
+    sequence = decode(msgspec.json.encode(report(sequence=5.0)), ReconcileReport).sequence
+    assert sequence == 5 and isinstance(sequence, int)
+
+
+def test_a_vehicle_token_request_needs_its_vehicle_and_the_schema_says_so() -> None:
+    from muto.cloud.api.schema import components
+    from muto.domain.requests import TokenRequest
+
+    with pytest.raises(WireError) as refused:
+        decode(b'{"role": "vehicle"}', TokenRequest)
+    assert refused.value.path == "$.vehicleId"
+    rules = components()["TokenRequest"]
+    assert rules["then"]["required"] == ["vehicleId"]
+    assert rules["else"] == {"properties": {"vehicleId": {"type": "null"}}}
