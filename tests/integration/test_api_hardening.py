@@ -140,3 +140,32 @@ def test_mqtt_refuses_a_report_without_reason_or_schema(
     assert (listener.stored, listener.dropped) == (0, 1)
     assert api.plane.log.position() == before
     assert path.removeprefix("$.") in caplog.text
+
+
+# -- item 12: one size limit on every ingress path ---------------------------------------
+
+
+def test_mqtt_refuses_a_report_over_the_http_body_limit(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import msgspec
+
+    from muto.cloud.mqtt.listener import Listener
+    from muto.domain.messages import Leaf, vehicle_topic
+
+    limit = api.plane.settings.max_body_bytes
+    # A valid report, only big: 1.000...0 is the number 1.0 however many zeros follow.
+    body = msgspec.json.encode(reconcile())
+    big = body[:-1] + b', "timings": {"applySec": 1.' + b"0" * limit + b"}}"
+    assert len(big) > limit
+    assert api.post("/reports/reconcile", content=big).status_code == 413  # as over HTTP
+    listener = Listener(api.plane)
+    before = api.plane.log.position()
+    topic = vehicle_topic(api.plane.settings.tenant, "v1", Leaf.REPORTS_RECONCILE)
+    with caplog.at_level("WARNING", logger="muto.mqtt"):
+        asyncio.run(listener.handle(topic, big))
+    assert (listener.stored, listener.dropped) == (0, 1)
+    assert api.plane.log.position() == before
+    assert f"over the {limit}-byte limit" in caplog.text

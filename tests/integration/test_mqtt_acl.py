@@ -21,6 +21,7 @@ import pytest
 from aiomqtt.exceptions import MqttConnectError
 
 from muto.cloud.mqtt.bridge import Bridge
+from muto.cloud.settings import Settings
 from muto.domain.messages import DesiredNotify, Leaf, Presence, PresenceState, vehicle_topic
 from tests.conftest import Mosquitto, unavailable
 from tests.integration.test_mqtt_support import (
@@ -190,5 +191,28 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(
         finally:
             await bridge.stop()
             cp.close()
+
+    asyncio.run(main())
+
+
+def test_the_broker_refuses_a_message_over_the_http_body_limit(broker: Mosquitto) -> None:
+    """#14 item 12: one size limit on every ingress path. The shipped config caps a
+    message at the HTTP body limit, so the cloud never receives a bigger one."""
+    limit = Settings().max_body_bytes
+    assert re.search(rf"^message_size_limit {limit}$", broker.config.read_text(), re.M)
+    reports = vehicle_topic(TENANT, "v1", Leaf.REPORTS_RECONCILE)
+
+    async def main() -> None:
+        async with client(broker, "muto-cloud") as cloud:
+            await cloud.subscribe(vehicle_topic(TENANT, "+", Leaf.REPORTS_RECONCILE), qos=1)
+            async with client(broker, "v1") as v1:
+                await v1.publish(reports, b"x" * (limit + 1), qos=1)
+                await v1.publish(reports, b"x" * limit, qos=1)
+            received = []
+            async with asyncio.timeout(10):
+                async for message in cloud.messages:
+                    received.append(len(message.payload))  # type: ignore[arg-type]
+                    break
+            assert received == [limit]
 
     asyncio.run(main())
