@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
 from muto.domain.wire import Digest, Identifier, Reference, Wire
 
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
@@ -52,7 +53,7 @@ class StackRef(Wire, frozen=True, kw_only=True):
 
 class Target(Wire, frozen=True, kw_only=True):
     type: Literal["fleetSelector", "vehicle"] = "fleetSelector"
-    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SELECTOR_CHARS)]
 
 
 class RolloutRef(Wire, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from muto.domain.desired import AgentConfig, Policy
+from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
 from muto.domain.wire import (
     LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN,
@@ -45,7 +46,7 @@ class RolloutThresholds(Wire, frozen=True, kw_only=True):
 class RolloutRequest(Wire, frozen=True, kw_only=True):
     """POST /rollouts."""
 
-    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SELECTOR_CHARS)]
     stack: Annotated[str, Identifier]
     version: Annotated[str, Identifier]
     policy: Policy = Policy()

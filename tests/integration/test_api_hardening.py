@@ -169,3 +169,47 @@ def test_mqtt_refuses_a_report_over_the_http_body_limit(
     assert (listener.stored, listener.dropped) == (0, 1)
     assert api.plane.log.position() == before
     assert f"over the {limit}-byte limit" in caplog.text
+
+
+# -- item 5: selectors are bounded ---------------------------------------------------------
+
+
+def many_terms(n: int) -> str:
+    return " AND ".join(f"k{i}=v" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("selector", "limit"),
+    [
+        (many_terms(1000), "characters"),
+        (many_terms(33), "terms"),
+        ("k=" + "v" * 1100, "characters"),
+    ],
+)
+def test_a_selector_over_its_bounds_is_400_naming_the_limit(
+    api: Api, selector: str, limit: str
+) -> None:
+    for response in (
+        api.get("/vehicles", params={"selector": selector}),
+        api.post(
+            "/desired-states",
+            json={"target": {"selector": selector}, "stack": {"name": "c", "version": "1"}},
+        ),
+        api.post("/rollouts", json={"selector": selector, "stack": "c", "version": "1"}),
+    ):
+        assert response.status_code in (400, 422), response.text
+        error = response.json()["error"]
+        if response.status_code == 400:
+            assert error["code"] == "bad_selector"
+            assert limit in error["message"] and "at most" in error["message"]
+            assert isinstance(error["details"]["limit"], int)
+        else:  # a body's selector field is bounded by its schema too (maxLength)
+            assert error["details"] == {"path": "$.target.selector"} or error["details"] == {
+                "path": "$.selector"
+            }
+
+
+def test_a_selector_at_its_bounds_is_answered(api: Api) -> None:
+    response = api.get("/vehicles", params={"selector": many_terms(32)})
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"]["total"] == 0

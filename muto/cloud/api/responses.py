@@ -70,6 +70,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _limit(limit: int | None) -> dict[str, int]:
+    return {} if limit is None else {"limit": limit}
+
+
 STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -87,7 +91,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
         case WireError():
             return error(422, "invalid", exc.message, {"path": exc.path})
         case SelectorError():
-            return error(400, "bad_selector", str(exc), {"position": exc.position})
+            details = {"position": exc.position}
+            return error(400, "bad_selector", str(exc), details | _limit(exc.limit))
         case BodyTooLarge():
             return error(413, "too_large", str(exc), {"limit": exc.limit})
         case Unauthorized():

@@ -286,7 +286,8 @@ class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     details: Annotated[
         Any,
         msgspec.Meta(
-            description="422: {path} names the field; 400 bad_selector: {position}; "
+            description="422: {path} names the field; 400 bad_selector: {position}, and {limit} "
+            "when over a bound; "
             "413: {limit}; 409: what conflicted"
         ),
     ]
