@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from sqlalchemy import bindparam, select
 
@@ -22,6 +22,13 @@ from muto.projections import Views
 # every other API process sweeps the shared tokens view for revocations this often.
 CACHE_SECONDS = 60.0
 REVOCATION_SWEEP_SECONDS = 3.0
+
+
+class Miss(Enum):
+    MISS = "miss"
+
+
+MISS = Miss.MISS  # Authenticator.cached: not answerable from the cache
 
 
 class Role(StrEnum):
@@ -117,6 +124,18 @@ class Authenticator:
         if fresh:
             self._revoked |= fresh
             self._evict(fresh)
+
+    def cached(self, secret: str) -> Principal | Miss | None:
+        """The answer without a query, or MISS when one is needed (not cached, expired,
+        or a revocation sweep is due): the caller then runs `authenticate` off the loop."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._swept >= REVOCATION_SWEEP_SECONDS:
+                return MISS
+            hit = self._cache.get(hash_token(secret))
+        if hit is None or now - hit[0] >= CACHE_SECONDS:
+            return MISS
+        return hit[1]
 
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api import audit, desired, releases, reports, rollouts, tokens, vehicles
+from muto.cloud.api.context import off_loop
 from muto.cloud.api.responses import error, exception_handlers, ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.settings import Settings
@@ -29,8 +30,8 @@ access_log = logging.getLogger("muto.access")
 async def healthz(request: Request) -> Response:
     """Readiness: the database answers, the projections' lag, the MQTT link."""
     cp: ControlPlane = request.state.plane
-    position = cp.log.position()
-    lag = max(0, position - cp.projector.position())
+    position = await off_loop(cp.log.position)
+    lag = max(0, position - await off_loop(cp.projector.position))
     bridge = getattr(request.state, "bridge", None)
     mqtt = None if bridge is None else bridge.connected
     ready = lag < 10_000

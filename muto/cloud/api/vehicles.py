@@ -9,6 +9,7 @@ from muto.cloud.api.context import (
     body,
     correlation,
     int_param,
+    off_loop,
     operator,
     operator_or_vehicle,
     plane,
@@ -24,7 +25,7 @@ MAX_VERSION = 10**18 - 1  # spec/api.yaml: If-Match is "<1-18 digits>"
 
 
 async def register(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     registration = await body(request, VehicleRegistration)
     cp = plane(request)
     cause = Cause.of(who.actor, correlation(request))
@@ -32,18 +33,19 @@ async def register(request: Request) -> Response:
     cp.require_views(written)
     created, version = written.value
     return ok(
-        cp.queries.vehicle(registration.vehicle_id),
+        await off_loop(cp.queries.vehicle, registration.vehicle_id),
         201 if created else 200,
         {"position": written.position, "version": version, "created": created},
     )
 
 
 async def listing(request: Request) -> Response:
-    operator(request)
+    await operator(request)
     raw = request.query_params.get("selector")
     selector = parse_selector(raw) if raw is not None else None
     limit = int_param(request, "limit", 100, 1, 1000)
-    page = plane(request).queries.vehicles(selector, limit, request.query_params.get("cursor"))
+    cursor = request.query_params.get("cursor")
+    page = await off_loop(plane(request).queries.vehicles, selector, limit, cursor)
     return ok(
         page.items, metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor}
     )
@@ -51,12 +53,12 @@ async def listing(request: Request) -> Response:
 
 async def one(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
-    operator_or_vehicle(request, vehicle_id)
-    return ok(plane(request).queries.vehicle(vehicle_id))
+    await operator_or_vehicle(request, vehicle_id)
+    return ok(await off_loop(plane(request).queries.vehicle, vehicle_id))
 
 
 async def patch(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     vehicle_id = request.path_params["vehicle_id"]
     changes = await body(request, VehiclePatch)
     cp = plane(request)
@@ -65,7 +67,7 @@ async def patch(request: Request) -> Response:
     written = await cp.write(update_vehicle(vehicle_id, changes, cause, expected))
     cp.require_views(written)
     return ok(
-        cp.queries.vehicle(vehicle_id),
+        await off_loop(cp.queries.vehicle, vehicle_id),
         metadata={"position": written.position, "version": written.value},
     )
 
