@@ -21,6 +21,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         mqtt_url=getattr(args, "mqtt_url", None),
         public_url=getattr(args, "public_url", None),
         release_keys=tuple(Path(p) for p in getattr(args, "release_key", None) or ()) or None,
+        head_timeout_s=getattr(args, "head_timeout", None),
+        keep_alive_s=getattr(args, "keep_alive", None),
+        max_connections=getattr(args, "max_connections", None),
     )
 
 
@@ -30,6 +33,7 @@ def serve(args: argparse.Namespace) -> int:
     from muto.cloud.api.app import create_app
     from muto.cloud.controller import controller_factory
     from muto.cloud.mqtt import bridge_factory
+    from muto.cloud.server import uvicorn_options
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = _settings(args)
@@ -52,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -144,6 +149,21 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--public-url", default=None, help="URL vehicles use to fetch")
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        help="seconds a request's head may take (default 10, MUTO_HEAD_TIMEOUT_S)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        help="seconds an idle connection stays open (default 5, MUTO_KEEP_ALIVE_S)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most (default 1000, MUTO_MAX_CONNECTIONS)",
+    )
     p.set_defaults(func=serve)
 
     p = actions.add_parser("token", help="issue or revoke a bearer token")

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 MEMORY = "memory://"
+# Numeric settings from the environment: variable, field, type.
+NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("MUTO_HEAD_TIMEOUT_S", "head_timeout_s", float),
+    ("MUTO_KEEP_ALIVE_S", "keep_alive_s", float),
+    ("MUTO_MAX_CONNECTIONS", "max_connections", int),
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,12 @@ class Settings:
     # Public keys (PEM files) of the release process; empty: releases are accepted
     # with their own signatures unchecked by the cloud (vehicles always check).
     release_keys: tuple[Path, ...] = ()
+    # Connections (muto/cloud/server.py): a request's head must arrive within
+    # head_timeout_s, an idle keep-alive connection is closed after keep_alive_s, and
+    # at most max_connections are open at once.
+    head_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -45,6 +57,9 @@ class Settings:
         ):
             if env.get(key):
                 found[name] = env[key]
+        for key, name, kind in NUMBERS:
+            if env.get(key):
+                found[name] = kind(env[key])
         found.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **found)
 
