@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table
 from muto.cloud.queries import Queries
+from muto.cloud.ratelimit import RateLimiter
 from muto.cloud.settings import Settings
-from muto.cloud.tokens import Authenticator
+from muto.cloud.tokens import Authenticator, Role
 from muto.cloud.writer import Command, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
 from muto.domain.errors import ReasonError
@@ -70,8 +71,15 @@ class ControlPlane:
     # another API process's assignment is seen within ETAG_SECONDS.
     _etags: dict[str, tuple[float, str]] = field(default_factory=dict)
     _etag_forgets: int = 0
+    # Per-token rate limits by role (muto/cloud/ratelimit.py).
+    limits: dict[Role, RateLimiter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        s = self.settings
+        self.limits = {
+            Role.VEHICLE: RateLimiter(s.vehicle_rate_per_s, s.vehicle_burst),
+            Role.OPERATOR: RateLimiter(s.operator_rate_per_s, s.operator_burst),
+        }
         self.views.tokens.revoked.append(self.auth.forget)
         self.views.desired.assigned.append(self.forget_etag)
 

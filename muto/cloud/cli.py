@@ -24,6 +24,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         head_timeout_s=getattr(args, "head_timeout", None),
         keep_alive_s=getattr(args, "keep_alive", None),
         max_connections=getattr(args, "max_connections", None),
+        vehicle_rate_per_s=getattr(args, "vehicle_rate", None),
+        vehicle_burst=getattr(args, "vehicle_burst", None),
+        operator_rate_per_s=getattr(args, "operator_rate", None),
+        operator_burst=getattr(args, "operator_burst", None),
     )
 
 
@@ -164,6 +168,17 @@ def register(sub: Any) -> None:
         type=int,
         help="open connections at most (default 1000, MUTO_MAX_CONNECTIONS)",
     )
+    for who, rate, burst in (("vehicle", "5", "50"), ("operator", "0: none", "500")):
+        p.add_argument(
+            f"--{who}-rate",
+            type=float,
+            help=f"requests/s per {who} token (default {rate}, MUTO_{who.upper()}_RATE_PER_S)",
+        )
+        p.add_argument(
+            f"--{who}-burst",
+            type=int,
+            help=f"requests at once per {who} token (default {burst}, MUTO_{who.upper()}_BURST)",
+        )
     p.set_defaults(func=serve)
 
     p = actions.add_parser("token", help="issue or revoke a bearer token")

@@ -14,6 +14,10 @@ NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("MUTO_HEAD_TIMEOUT_S", "head_timeout_s", float),
     ("MUTO_KEEP_ALIVE_S", "keep_alive_s", float),
     ("MUTO_MAX_CONNECTIONS", "max_connections", int),
+    ("MUTO_VEHICLE_RATE_PER_S", "vehicle_rate_per_s", float),
+    ("MUTO_VEHICLE_BURST", "vehicle_burst", int),
+    ("MUTO_OPERATOR_RATE_PER_S", "operator_rate_per_s", float),
+    ("MUTO_OPERATOR_BURST", "operator_burst", int),
 )
 
 
@@ -41,6 +45,13 @@ class Settings:
     head_timeout_s: float = 10.0
     keep_alive_s: float = 5.0
     max_connections: int = 1000
+    # Requests a second (sustained; 0: no limit) and at once, per bearer token
+    # (muto/cloud/ratelimit.py). A vehicle polls every 30 s and reports a few times a
+    # pass; operators' scripts are trusted by default.
+    vehicle_rate_per_s: float = 5.0
+    vehicle_burst: int = 50
+    operator_rate_per_s: float = 0.0
+    operator_burst: int = 500
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

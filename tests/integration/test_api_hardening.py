@@ -213,3 +213,36 @@ def test_a_selector_at_its_bounds_is_answered(api: Api) -> None:
     response = api.get("/vehicles", params={"selector": many_terms(32)})
     assert response.status_code == 200, response.text
     assert response.json()["metadata"]["total"] == 0
+
+
+# -- item 8: per-token rate limits ----------------------------------------------------------
+
+
+def test_a_vehicle_token_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    settings = replace(memory_settings(tmp_path), vehicle_rate_per_s=0.5, vehicle_burst=3)
+    plane = ControlPlane.open(settings)
+    issued = {}
+    for who in ("op", "v1", "v2"):
+        role = Role.OPERATOR if who == "op" else Role.VEHICLE
+        secret, command = issue_token(role, None if who == "op" else who, Cause.of("test"))
+        plane.execute(command)
+        issued[who] = {"Authorization": f"Bearer {secret}"}
+    try:
+        with TestClient(create_app(plane.settings, plane=plane)) as c:
+            for vehicle in ("v1", "v2"):
+                assert c.post("/vehicles", json={"vehicleId": vehicle}, headers=issued["op"])
+            answers = [c.get("/vehicles/v1", headers=issued["v1"]) for _ in range(4)]
+            assert [a.status_code for a in answers] == [200, 200, 200, 429]
+            limited = answers[-1]
+            assert limited.headers["retry-after"] == "2"
+            error = limited.json()["error"]
+            assert error["code"] == "rate_limited"
+            assert error["details"] == {"limit": 0.5, "burst": 3}
+            assert c.get("/vehicles/v2", headers=issued["v2"]).status_code == 200
+            assert all(
+                c.get("/vehicles/v1", headers=issued["op"]).status_code == 200 for _ in range(20)
+            )
+    finally:
+        plane.close()

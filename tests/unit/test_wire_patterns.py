@@ -54,9 +54,9 @@ def spec_patterns() -> set[str]:
     return found
 
 
-# Patterns of the spec's hand-written parameters that are not identifiers: "no NUL"
-# (PostgreSQL) and the If-Match version, checked by their handlers.
-PARAMETER_ONLY = {r"^[^\x00]*$", r"^[^\x00]+$", r'^"?[0-9]{1,18}"?$'}
+# Patterns of the spec's hand-written parameters and headers that are not identifiers:
+# "no NUL" (PostgreSQL), the If-Match version, Retry-After's seconds.
+PARAMETER_ONLY = {r"^[^\x00]*$", r"^[^\x00]+$", r'^"?[0-9]{1,18}"?$', "^[0-9]{1,9}$"}
 
 
 def test_the_spec_publishes_exactly_the_codes_patterns() -> None:

@@ -81,7 +81,7 @@ async def on_error(request: Request, exc: Exception) -> Response:
     """Bad input never becomes a 500: every expected failure has a status and a code."""
     match exc:
         case AppError():
-            return error(exc.status, exc.code, exc.message, exc.details)
+            return error(exc.status, exc.code, exc.message, exc.details, exc.headers)
         case RolloutStateError():
             return error(409, "conflict", str(exc))
         case ReasonError():

@@ -278,7 +278,7 @@ class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         str,
         msgspec.Meta(
             description="not_found, conflict, invalid, forbidden, unauthorized, "
-            "malformed_json, bad_selector, too_large, unavailable, internal, "
+            "malformed_json, bad_selector, too_large, rate_limited, unavailable, internal, "
             "or a reason code from spec/reason-codes.yaml"
         ),
     ]
