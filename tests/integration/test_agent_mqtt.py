@@ -113,6 +113,8 @@ def test_presence_and_every_snapshot_are_retained_and_a_clean_stop_says_offline(
 def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        # Online presence follows the link's subscription: a refresh is not retained.
+        await watch.until(lambda: bool(watch.on("presence")), "the agent's link up")
         fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
         request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-7"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
@@ -135,6 +137,7 @@ def test_a_refresh_without_its_schema_is_ignored_with_a_log_line(
 
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await watch.until(lambda: bool(watch.on("presence")), "the agent's link up")
         await watch.client.publish(f"{ROOT}/cmd/refresh", b'{"requestId": "bare"}', qos=1)
         request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="versioned"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
