@@ -303,10 +303,12 @@ request = function()
   if kind == "poll" then return poll(p, false) end
   if kind == "poll-etag" or (kind == "mix" and n % 3 ~= 0) then return poll(p, true) end
   if kind == "reconcile" then
-    return report(p, "/reports/reconcile", '"desiredStateRevision":"' .. revision ..
+    return report(p, "/reports/reconcile", '"schema":"muto.reconcile-report.v1",' ..
+      '"desiredStateRevision":"' .. revision ..
       '","status":"converged","running":{"name":"navstack","version":"1.0.0"}')
   end
-  return report(p, "/reports/health", '"status":"healthy","metrics":{"cpuPct":12.5}')
+  return report(p, "/reports/health",
+    '"schema":"muto.health-report.v1","status":"healthy","metrics":{"cpuPct":12.5}')
 end
 """
 
@@ -417,7 +419,8 @@ def prime(url: str, fleet: Fleet) -> None:
     now = datetime.now(UTC).isoformat()
 
     def report(p: Poller) -> None:
-        body = {"reportId": f"prime-{p.vehicle_id}", "vehicleId": p.vehicle_id}
+        body = {"schema": "muto.health-report.v1", "reportId": f"prime-{p.vehicle_id}"}
+        body |= {"vehicleId": p.vehicle_id}
         body |= {"status": "healthy", "observedAt": now}
         headers = {"Authorization": f"Bearer {p.token}"}
         # A loaded machine answers slowly; the prime is not measured.

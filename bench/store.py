@@ -80,6 +80,7 @@ class Backend:
 
 def reconcile(vehicle_id: str, report_id: str) -> ReconcileReport:
     return ReconcileReport(
+        schema="muto.reconcile-report.v1",
         report_id=report_id,
         vehicle_id=vehicle_id,
         desired_state_revision="dsr_0123456789abcdef0123",

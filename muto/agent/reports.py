@@ -60,6 +60,7 @@ def reconcile_event(
         else None  # a journal no agent started (tools, tests): the legacy order
     )
     report = ReconcileReport(
+        schema="muto.reconcile-report.v1",
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
         desired_state_revision=outcome.revision,
@@ -107,6 +108,7 @@ def health_event(
     the same thing, so an offline vehicle's outbox grows with health changes, not time."""
     status, codes = health_of(state, runtime)
     report = HealthReport(
+        schema="muto.health-report.v1",
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
         status=status,

@@ -17,9 +17,10 @@ from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
 from muto.cloud.invalidation import ViewChanges
 from muto.cloud.queries import Queries
+from muto.cloud.ratelimit import RateLimiter
 from muto.cloud.settings import Settings
 from muto.cloud.snapshots import Snapshots
-from muto.cloud.tokens import Authenticator
+from muto.cloud.tokens import Authenticator, Role
 from muto.cloud.writer import Command, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
 from muto.domain.errors import ReasonError
@@ -82,9 +83,16 @@ class ControlPlane:
     _etags: dict[str, tuple[float, str]] = field(default_factory=dict)
     _etag_forgets: int = 0
     changes: ViewChanges | None = None
+    # Per-token rate limits by role (muto/cloud/ratelimit.py).
+    limits: dict[Role, RateLimiter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.auth.trusted = self.ingest.trusted = self.caches_live
+        s = self.settings
+        self.limits = {
+            Role.VEHICLE: RateLimiter(s.vehicle_rate_per_s, s.vehicle_burst),
+            Role.OPERATOR: RateLimiter(s.operator_rate_per_s, s.operator_burst),
+        }
         self.views.tokens.revoked.append(self.auth.forget)
         self.views.desired.assigned.append(self.forget_etag)
         self.views.inventory.health_changed.append(self.ingest.forget)

@@ -23,6 +23,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         public_url=getattr(args, "public_url", None),
         release_keys=tuple(Path(p) for p in getattr(args, "release_key", None) or ()) or None,
         role=getattr(args, "role", None),
+        head_timeout_s=getattr(args, "head_timeout", None),
+        keep_alive_s=getattr(args, "keep_alive", None),
+        max_connections=getattr(args, "max_connections", None),
+        vehicle_rate_per_s=getattr(args, "vehicle_rate", None),
+        vehicle_burst=getattr(args, "vehicle_burst", None),
+        operator_rate_per_s=getattr(args, "operator_rate", None),
+        operator_burst=getattr(args, "operator_burst", None),
     )
 
 
@@ -32,6 +39,7 @@ def serve(args: argparse.Namespace) -> int:
     from muto.cloud.api.app import create_app
     from muto.cloud.controller import controller_factory
     from muto.cloud.mqtt import bridge_factory
+    from muto.cloud.server import uvicorn_options
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -78,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -85,7 +94,10 @@ def serve(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     from muto.cloud.bootstrap import ControlPlane
     from muto.cloud.commands import Cause
+    from muto.cloud.errors import NotFound
     from muto.cloud.tokens import Role, issue_token, revoke_token
+    from muto.domain.requests import TokenRequest
+    from muto.domain.wire import WireError, convert
 
     cp = ControlPlane.open(_settings(args))
     try:
@@ -94,7 +106,17 @@ def token(args: argparse.Namespace) -> int:
             cp.execute(revoke_token(args.token_id, cause))
             print(f"revoked {args.token_id}")
             return 0
-        role = Role.VEHICLE if args.vehicle else Role.OPERATOR
+        # The API's rules: the same request Struct (422 there) and a registered vehicle
+        # (404 there); `--vehicle ""` is a malformed id, not an operator token.
+        role = Role.OPERATOR if args.vehicle is None else Role.VEHICLE
+        try:
+            convert({"role": role.value, "vehicleId": args.vehicle}, TokenRequest)
+            if args.vehicle is not None:
+                cp.queries.vehicle(args.vehicle)
+        except (WireError, NotFound) as exc:
+            field = f" ({exc.path})" if isinstance(exc, WireError) and exc.path else ""
+            print(f"refused{field}: {exc}", file=sys.stderr)
+            return 2
         secret, command = issue_token(role, args.vehicle, cause)
         token_id = cp.execute(command).value
         print(secret)
@@ -170,6 +192,32 @@ def register(sub: Any) -> None:
         help="all (default, one process), api (HTTP, any number) or worker (projector, "
         "rollout controller, MQTT; one of them active per duty); or MUTO_ROLE",
     )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        help="seconds a request's head may take (default 10, MUTO_HEAD_TIMEOUT_S)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        help="seconds an idle connection stays open (default 5, MUTO_KEEP_ALIVE_S)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most (default 1000, MUTO_MAX_CONNECTIONS)",
+    )
+    for who, rate, burst in (("vehicle", "5", "50"), ("operator", "0: none", "500")):
+        p.add_argument(
+            f"--{who}-rate",
+            type=float,
+            help=f"requests/s per {who} token (default {rate}, MUTO_{who.upper()}_RATE_PER_S)",
+        )
+        p.add_argument(
+            f"--{who}-burst",
+            type=int,
+            help=f"requests at once per {who} token (default {burst}, MUTO_{who.upper()}_BURST)",
+        )
     p.set_defaults(func=serve)
 
     p = actions.add_parser("token", help="issue or revoke a bearer token")

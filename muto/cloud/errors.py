@@ -8,6 +8,7 @@ from typing import Any
 class AppError(Exception):
     status = 500
     code = "internal"
+    headers: dict[str, str] | None = None  # sent with the error (Retry-After, ...)
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)

@@ -281,7 +281,7 @@ async def scrape(request: Request) -> Response:
     """GET /metrics: an operator token, like every other non-health endpoint (Prometheus
     sends it with `authorization: {credentials_file: ...}`). The collector's queries run
     on a worker thread, so a scrape never holds the event loop."""
-    operator(request)
+    await operator(request)
     metrics: CloudMetrics = request.state.metrics
     body = await asyncio.to_thread(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -71,6 +71,7 @@ def _report(
     n: int,
 ) -> None:
     report = ReconcileReport(
+        schema="muto.reconcile-report.v1",
         report_id=f"seed-{vehicle_id}-{n}",
         vehicle_id=vehicle_id,
         desired_state_revision=revision,

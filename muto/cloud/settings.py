@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Any
 
 MEMORY = "memory://"
+# Numeric settings from the environment: variable, field, type.
+NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("MUTO_HEAD_TIMEOUT_S", "head_timeout_s", float),
+    ("MUTO_KEEP_ALIVE_S", "keep_alive_s", float),
+    ("MUTO_MAX_CONNECTIONS", "max_connections", int),
+    ("MUTO_VEHICLE_RATE_PER_S", "vehicle_rate_per_s", float),
+    ("MUTO_VEHICLE_BURST", "vehicle_burst", int),
+    ("MUTO_OPERATOR_RATE_PER_S", "operator_rate_per_s", float),
+    ("MUTO_OPERATOR_BURST", "operator_burst", int),
+)
 # What `muto cloud serve` runs: `api` (HTTP only, any number of replicas), `worker` (the
 # duties one process of a deployment does: projector, rollout controller, MQTT notifier
 # and listener, each held by one worker at a time), or `all` (both, one process).
@@ -21,6 +31,7 @@ ENVIRONMENT = {
     "MUTO_TENANT": "tenant",
     "MUTO_PUBLIC_URL": "public_url",
     "MUTO_ROLE": "role",
+    **{key: name for key, name, _ in NUMBERS},
 }
 
 
@@ -47,6 +58,19 @@ class Settings:
     # with their own signatures unchecked by the cloud (vehicles always check).
     release_keys: tuple[Path, ...] = ()
     role: str = "all"
+    # Connections (muto/cloud/server.py): a request's head must arrive within
+    # head_timeout_s, an idle keep-alive connection is closed after keep_alive_s, and
+    # at most max_connections are open at once.
+    head_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
+    # Requests a second (sustained; 0: no limit) and at once, per bearer token
+    # (muto/cloud/ratelimit.py). A vehicle polls every 30 s and reports a few times a
+    # pass; operators' scripts are trusted by default.
+    vehicle_rate_per_s: float = 5.0
+    vehicle_burst: int = 50
+    operator_rate_per_s: float = 0.0
+    operator_burst: int = 500
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +81,9 @@ class Settings:
         }
         if "data_dir" in found:
             found["data_dir"] = Path(found["data_dir"])
+        for key, name, kind in NUMBERS:
+            if env.get(key):
+                found[name] = kind(env[key])
         found.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **found)
         if settings.role not in ROLES:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from sqlalchemy import bindparam, select
 
@@ -22,6 +22,13 @@ from muto.projections import Views
 # evicts at once in every process (projections.base.Announcer; on PostgreSQL through
 # cloud.invalidation), so the cache length never delays a revocation.
 CACHE_SECONDS = 60.0
+
+
+class Miss(Enum):
+    MISS = "miss"
+
+
+MISS = Miss.MISS  # Authenticator.cached: not answerable from the cache
 
 
 class Role(StrEnum):
@@ -109,6 +116,19 @@ class Authenticator:
         with self._lock:
             self._cache.clear()
             self._keys.clear()
+
+    def cached(self, secret: str) -> Principal | Miss | None:
+        """The answer without a query, or MISS when one is needed (not cached, expired,
+        or this process may be missing revocations): the caller then runs `authenticate`
+        off the loop."""
+        if not self.trusted():
+            return MISS
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(hash_token(secret))
+        if hit is None or now - hit[0] >= CACHE_SECONDS:
+            return MISS
+        return hit[1]
 
     def authenticate(self, secret: str) -> Principal | None:
         key = hash_token(secret)

@@ -8,9 +8,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
 from muto.domain.wire import Digest, Identifier, Reference, Wire
 
-HHMM = msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, 24 h")
+SelectorText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SELECTOR_CHARS)]
+
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
+HHMM = msgspec.Meta(pattern=HHMM_PATTERN, description="HH:MM, 24 h")
 
 
 class ApplyWindow(Wire, frozen=True, kw_only=True):
@@ -55,7 +59,7 @@ class Target(Wire, frozen=True, kw_only=True):
     one vehicle, its id in `selector`, is still accepted."""
 
     type: Literal["fleetSelector", "vehicle"] = "fleetSelector"
-    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+    selector: SelectorText | None = None
     vehicle_id: Annotated[str, Identifier] | None = None
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -36,7 +36,7 @@ class Leaf(StrEnum):
 
 
 class DesiredNotify(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.desired-notify.v1"] = "muto.desired-notify.v1"
+    schema: Literal["muto.desired-notify.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     revision: str
     sequence: int
@@ -49,7 +49,7 @@ class PresenceState(StrEnum):
 
 
 class Presence(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.presence.v1"] = "muto.presence.v1"
+    schema: Literal["muto.presence.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     state: PresenceState
     at: datetime | None = None  # None in the Last Will (the broker sends it later)
@@ -111,7 +111,7 @@ class AgentCfgState(Wire, frozen=True, kw_only=True):
 
 
 class RefreshRequest(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.refresh-request.v1"] = "muto.refresh-request.v1"
+    schema: Literal["muto.refresh-request.v1"]  # required: refused (ignored) without it
     request_id: str
 
 
@@ -143,8 +143,9 @@ class TopicSpec:
     def schema(self) -> str:
         """The payload's `schema` literal, e.g. "muto.presence.v1"."""
         for field in msgspec.structs.fields(self.payload):
-            if field.name == "schema" and isinstance(field.default, str):
-                return field.default
+            if field.name == "schema":
+                (literal,) = get_args(field.type)
+                return str(literal)
         raise TypeError(f"{self.payload.__name__} has no schema literal")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from muto.domain.wire import Digest, Identifier, Wire
+from muto.domain.wire import ROS_NAME_PATTERN, Digest, Identifier, Wire
 
 
 class ArtifactType(StrEnum):
@@ -38,7 +38,7 @@ class ResourceProfile(Wire, frozen=True, kw_only=True):
 
 
 # A ROS 2 graph name: a node name, or a fully qualified topic or namespace ("/nav/scan").
-RosName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[~/A-Za-z0-9_]+$")]
+RosName = Annotated[str, msgspec.Meta(pattern=ROS_NAME_PATTERN)]
 
 
 class RosNode(Wire, frozen=True, kw_only=True):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
 from muto.domain.report_order import ReportPlace
-from muto.domain.wire import Identifier, Reference, Wire
+from muto.domain.wire import FieldError, Identifier, Reference, Wire
 
 # A vehicle's clock zone is not the cloud's: a time without a UTC offset is ambiguous,
 # and the latest-health table orders reports by it.
@@ -26,13 +26,18 @@ class ReconcileStatus(StrEnum):
     FAILED = "failed"  # apply failed and no rollback target could be restored
 
 
+# Every status that is not a success says why: at least one code (spec/reason-codes.yaml).
+NEEDS_REASON = frozenset(set(ReconcileStatus) - {ReconcileStatus.CONVERGED})
+
+
 class Timings(Wire, frozen=True, kw_only=True):
     apply_sec: float | None = None
     readiness_sec: float | None = None
 
 
 class ReconcileReport(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.reconcile-report.v1"] = "muto.reconcile-report.v1"
+    # Required, like every payload's `schema`: a payload says which contract it follows.
+    schema: Literal["muto.reconcile-report.v1"]
     report_id: Annotated[str, Reference]
     vehicle_id: Annotated[str, Identifier]
     desired_state_revision: Annotated[str, Reference] | None = None
@@ -46,6 +51,21 @@ class ReconcileReport(Wire, frozen=True, kw_only=True):
     # None from agents before it (and in every report stored before it).
     journal: ReportPlace | None = None
 
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "if": {
+            "properties": {"status": {"enum": sorted(s.value for s in NEEDS_REASON)}},
+            "required": ["status"],
+        },
+        "then": {"required": ["reasonCodes"], "properties": {"reasonCodes": {"minItems": 1}}},
+    }
+
+    def __post_init__(self) -> None:
+        if self.status in NEEDS_REASON and not self.reason_codes:
+            raise FieldError(
+                f"a {self.status.value} report needs at least one reason code in reasonCodes",
+                "$.reasonCodes",
+            )
+
 
 class HealthStatus(StrEnum):
     HEALTHY = "healthy"
@@ -54,7 +74,7 @@ class HealthStatus(StrEnum):
 
 
 class HealthReport(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.health-report.v1"] = "muto.health-report.v1"
+    schema: Literal["muto.health-report.v1"]
     report_id: Annotated[str, Reference]
     vehicle_id: Annotated[str, Identifier]
     status: HealthStatus

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from muto.domain.desired import AgentConfig, Policy
-from muto.domain.wire import Identifier, Reference, Wire
+from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
+from muto.domain.wire import (
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    FieldError,
+    Identifier,
+    Reference,
+    Wire,
+)
 
-LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]
-LabelValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,256}$")]
+LabelKey = Annotated[str, msgspec.Meta(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, msgspec.Meta(pattern=LABEL_VALUE_PATTERN)]
 
 
 class VehicleRegistration(Wire, frozen=True, kw_only=True):
@@ -41,7 +49,7 @@ class RolloutThresholds(Wire, frozen=True, kw_only=True):
 class RolloutRequest(Wire, frozen=True, kw_only=True):
     """POST /rollouts."""
 
-    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    selector: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SELECTOR_CHARS)]
     stack: Annotated[str, Identifier]
     version: Annotated[str, Identifier]
     policy: Policy = Policy()
@@ -57,6 +65,14 @@ class TokenRequest(Wire, frozen=True, kw_only=True):
     role: Literal["operator", "vehicle"]
     vehicle_id: Annotated[str, Identifier] | None = None
 
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "if": {"properties": {"role": {"const": "vehicle"}}, "required": ["role"]},
+        "then": {"required": ["vehicleId"], "properties": {"vehicleId": {"type": "string"}}},
+        "else": {"properties": {"vehicleId": {"type": "null"}}},
+    }
+
     def __post_init__(self) -> None:
         if (self.role == "vehicle") != (self.vehicle_id is not None):
-            raise ValueError("vehicleId is required for a vehicle token, and only for one")
+            raise FieldError(
+                "vehicleId is required for a vehicle token, and only for one", "$.vehicleId"
+            )

@@ -6,6 +6,9 @@ The grammar is deliberately tiny (the seed rules out a policy DSL):
     term     := token '=' token         spaces around '=' are tolerated
     token    := [A-Za-z0-9._/-]+
 
+A selector is at most MAX_CHARS characters and MAX_TERMS terms: each term is a subquery,
+and a thousand of them hit SQLite's expression limit and held the database for everyone.
+
 A selector is a conjunction, so term order does not matter: the canonical form sorts
 terms by key and drops exact repeats. The same key with two different values can never
 match any vehicle, so it is rejected rather than silently selecting nobody.
@@ -18,17 +21,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-_TOKEN = re.compile(r"[A-Za-z0-9._/-]+")
+from muto.domain.wire import LABEL_CHARS
+
+_TOKEN = re.compile(f"{LABEL_CHARS}+")
 _AND = re.compile(r"\s+AND(?=\s|$)", re.IGNORECASE)
+MAX_CHARS = 1024
+MAX_TERMS = 32
 
 
 class SelectorError(ValueError):
     """A selector that does not parse; `position` is the 0-based offset of the problem."""
 
-    def __init__(self, message: str, position: int) -> None:
+    def __init__(self, message: str, position: int, limit: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.position = position
+        self.limit = limit  # set when the selector is over a bound: that bound
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ class Selector:
 
 def parse_selector(text: str) -> Selector:
     """Parse `text`, raising SelectorError that names what was expected and where."""
+    if len(text) > MAX_CHARS:
+        raise SelectorError(
+            f"selector of {len(text)} characters: at most {MAX_CHARS} characters",
+            MAX_CHARS,
+            MAX_CHARS,
+        )
     pos = _skip_space(text, 0)
     if pos == len(text):
         raise SelectorError("empty selector: expected key=value at position 0", 0)
@@ -79,6 +93,12 @@ def parse_selector(text: str) -> Selector:
                 key_at,
             )
         seen.setdefault(key, (value, key_at))
+        if len(seen) > MAX_TERMS:
+            raise SelectorError(
+                f"term {len(seen)} at position {key_at}: at most {MAX_TERMS} terms",
+                key_at,
+                MAX_TERMS,
+            )
         joint = _AND.match(text, pos)
         if joint is None:
             end = _skip_space(text, pos)

@@ -7,23 +7,33 @@ keyword-only, camelCase on the wire, unknown fields rejected at the boundary.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
 T = TypeVar("T")
 
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# The one home of the identifier patterns (spec/api.yaml publishes them; a unit test
+# keeps the two equal). `\Z`, not `$`: Python's `$` also matches before a final newline,
+# so "nl-car\n" was an identifier. JSON Schema's (ECMA) `$` is Python's `\Z`.
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}\Z"
 Digest = msgspec.Meta(pattern=DIGEST_PATTERN, description="sha256:<64 lowercase hex>")
 # Identifiers that appear in MQTT topics and URLs: no '/', '+', '#', spaces.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z"
 Identifier = msgspec.Meta(pattern=ID_PATTERN)
 # Free-form references the views index (correlation ids, report ids, revisions): what a
 # VARCHAR(128) holds on every backend; no NUL (PostgreSQL refuses it), no spaces.
-REFERENCE_PATTERN = r"^[!-~]{1,128}$"
+REFERENCE_PATTERN = r"^[!-~]{1,128}\Z"
 Reference = msgspec.Meta(
     pattern=REFERENCE_PATTERN, description="1-128 printable ASCII characters, no spaces"
 )
+# Vehicle labels (what selectors match) and attribute keys; LABEL_CHARS is also the
+# selector grammar's token.
+LABEL_CHARS = "[A-Za-z0-9._/-]"
+LABEL_KEY_PATTERN = rf"^{LABEL_CHARS}{{1,128}}\Z"
+# A ROS 2 node, namespace or topic name (checked again by ROS itself when it starts).
+ROS_NAME_PATTERN = r"^[~/A-Za-z0-9_]{1,256}\Z"
+LABEL_VALUE_PATTERN = rf"^{LABEL_CHARS}{{1,256}}\Z"
 
 
 class Wire(
@@ -34,7 +44,21 @@ class Wire(
     rename="camel",
     omit_defaults=False,
 ):
-    """Base class of wire payloads."""
+    """Base class of wire payloads.
+
+    A rule msgspec checks in `__post_init__` (raising FieldError) is invisible to the
+    JSON Schema msgspec generates; `schema_rules` states it in JSON Schema so that the
+    published schemas (spec/api.yaml, spec/mqtt-topics.md) say what decoding accepts."""
+
+    schema_rules: ClassVar[dict[str, Any]] = {}
+
+
+class FieldError(ValueError):
+    """Raised by a Struct's `__post_init__`: names the offending field's path."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class WireError(ValueError):
@@ -46,7 +70,20 @@ class WireError(ValueError):
         self.path = path
 
 
-_PATH = re.compile(r"at `(\$[^`]*)`")
+_PATH = re.compile(r"`(\$[^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _path(exc: msgspec.ValidationError) -> str:
+    """The JSON path of what failed: a FieldError's own, the missing field's, or the
+    one msgspec's message names."""
+    if isinstance(exc.__cause__, FieldError):
+        return exc.__cause__.path
+    text = str(exc)
+    found = _PATH.search(text)
+    base = found.group(1) if found else "$"
+    missing = _MISSING.search(text)
+    return f"{base}.{missing.group(1)}" if missing else base
 
 
 def decode(data: bytes | str, kind: type[T]) -> T:
@@ -54,12 +91,43 @@ def decode(data: bytes | str, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        raise WireError(str(exc), match.group(1) if match else "$") from None
+        return _whole_numbers(data, kind, exc)
     except msgspec.DecodeError as exc:
         raise WireError(f"malformed JSON: {exc}", None) from None
     except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
         raise WireError(f"malformed JSON: not UTF-8 ({exc.reason})", None) from None
+
+
+def _whole_numbers(data: bytes | str, kind: type[T], refused: msgspec.ValidationError) -> T:
+    """JSON has one kind of number: 3600.0 is the integer 3600 (JSON Schema's `integer`
+    says so, and the published schemas promise it), but msgspec wants `3600` for an
+    int. Only a refused payload pays for this second look."""
+    try:
+        whole = _integral(msgspec.json.decode(data))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        whole = None
+    if whole is None:
+        raise WireError(str(refused), _path(refused)) from None
+    return convert(whole, kind)
+
+
+def _integral(obj: Any) -> Any:
+    """`obj` with every integral float as an int; None if it has none."""
+    changed = False
+
+    def walk(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, float) and value.is_integer():
+            changed = True
+            return int(value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    found = walk(obj)
+    return found if changed else None
 
 
 def convert(obj: Any, kind: type[T]) -> T:
@@ -67,8 +135,7 @@ def convert(obj: Any, kind: type[T]) -> T:
     try:
         return msgspec.convert(obj, type=kind)
     except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        raise WireError(str(exc), match.group(1) if match else "$") from None
+        raise WireError(str(exc), _path(exc)) from None
 
 
 def encode(obj: Any) -> bytes:
@@ -82,3 +149,47 @@ def canonical(obj: Any) -> bytes:
 
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+# -- publishing the schemas ----------------------------------------------------------------
+
+
+def ecma(pattern: str) -> str:
+    """A pattern as JSON Schema writes it: the code ends patterns with `\\Z` (end of
+    string), which is what `$` means in JSON Schema's ECMA-262 dialect."""
+    return pattern[:-2] + "$" if pattern.endswith("\\Z") else pattern
+
+
+def _rules() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    pending: list[type] = [Wire]
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        rules = getattr(kind, "schema_rules", None)
+        if rules and "schema_rules" in vars(kind):
+            found[kind.__name__] = rules
+    return found
+
+
+def published(node: Any, name: str | None = None) -> Any:
+    """A msgspec-generated JSON Schema (or its named components) as the spec publishes
+    it: patterns in JSON Schema's dialect, each Struct's `schema_rules` merged in."""
+    rules = _rules()
+
+    def walk(value: Any, named: str | None) -> Any:
+        if isinstance(value, dict):
+            out = {
+                k: ecma(v)
+                if k == "pattern" and isinstance(v, str)
+                else walk(v, k if k in rules else None)
+                for k, v in value.items()
+            }
+            if named is not None and out.get("type") == "object":
+                out.update(rules[named])
+            return out
+        if isinstance(value, list):
+            return [walk(v, None) for v in value]
+        return value
+
+    return walk(node, name)

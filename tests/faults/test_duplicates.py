@@ -45,7 +45,13 @@ WINDOW = 100  # distinct reports shuffled together
 def notify(vehicle_id: str, revision: str, sequence: int) -> bytes:
     url = f"http://cloud.invalid/desired-states/latest?vehicleId={vehicle_id}"
     return encode(
-        DesiredNotify(vehicle_id=vehicle_id, revision=revision, sequence=sequence, url=url)
+        DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id=vehicle_id,
+            revision=revision,
+            sequence=sequence,
+            url=url,
+        )
     )
 
 
@@ -176,6 +182,7 @@ def test_reports_duplicated_and_reordered(count: int, tmp_path: Path, mosquitto:
 def test_a_stale_report_does_not_move_the_vehicle_view_back(tmp_path: Path) -> None:
     newer = reconcile_body("car-stale", "rep-new", "converged", revision="dsr_2")
     older = reconcile_body("car-stale", "rep-old", "failed", revision="dsr_1")
+    older["reasonCodes"] = ["APPLY_FAILED"]  # a failure says why (#14 item 13)
     newer |= {"sequence": 2, "observedAt": "2026-01-02T00:00:00Z"}
     older |= {"sequence": 1, "observedAt": "2026-01-01T00:00:00Z"}
     with running("sqlite", tmp_path, "operator") as (server, tokens):

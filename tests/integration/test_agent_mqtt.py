@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -123,7 +124,7 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await listening(rig, watch)
         fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
-        request = encode(RefreshRequest(request_id="req-7"))
+        request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-7"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
         await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
         result = watch.on("evt/refresh_result")[0]
@@ -134,6 +135,25 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
         assert (rig.cloud.fetches, rig.runtime.applied) == (fetches, applied)
 
     run(mosquitto, scenario)
+
+
+def test_a_refresh_without_its_schema_is_ignored_with_a_log_line(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#14 item 14: every payload carries its schema version; an unversioned refresh is
+    not answered (the versioned one after it is)."""
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await listening(rig, watch)
+        await watch.client.publish(f"{ROOT}/cmd/refresh", b'{"requestId": "bare"}', qos=1)
+        request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="versioned"))
+        await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
+        await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
+        assert [r["requestId"] for r in watch.on("evt/refresh_result")] == ["versioned"]
+
+    with caplog.at_level(logging.WARNING, logger="muto.agent.mqtt"):
+        run(mosquitto, scenario)
+    assert "ignoring a malformed message on" in caplog.text and "`schema`" in caplog.text
 
 
 def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) -> None:
@@ -147,9 +167,21 @@ def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) 
         # The accepted one again (ignored), then hints above it: each triggers (the agent
         # coalesces triggers), duplicates and out-of-order ones too, as none moves the bar.
         for sequence in (1, 3, 2, 3, 4):
-            notify = DesiredNotify(vehicle_id=VEHICLE, revision="r", sequence=sequence, url="x")
+            notify = DesiredNotify(
+                schema="muto.desired-notify.v1",
+                vehicle_id=VEHICLE,
+                revision="r",
+                sequence=sequence,
+                url="x",
+            )
             await watch.client.publish(f"{ROOT}/desired/notify", encode(notify), qos=1)
-        other = DesiredNotify(vehicle_id="someone-else", revision="r", sequence=9, url="x")
+        other = DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id="someone-else",
+            revision="r",
+            sequence=9,
+            url="x",
+        )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(other), qos=1)
         wanted = ["notify:3", "notify:2", "notify:3", "notify:4"]
         await watch.until(lambda: reasons == wanted, "four triggers")
@@ -167,12 +199,20 @@ def test_a_forged_high_notify_does_not_silence_the_next_genuine_one(
     async def scenario(rig: Rig, watch: Watcher) -> None:
         await listening(rig, watch)
         fetches = rig.cloud.fetches
-        forged = DesiredNotify(vehicle_id=VEHICLE, revision="forged", sequence=10**9, url="x")
+        forged = DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id=VEHICLE,
+            revision="forged",
+            sequence=10**9,
+            url="x",
+        )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(forged), qos=1)
         await watch.until(lambda: rig.cloud.fetches > fetches, "the forged hint fetched")
         await watch.until(lambda: rig.agent.idle, "that pass over")
         rig.cloud.serve(rig.signers.bundle(B, 2))  # a genuine assignment, polls are hours away
-        genuine = DesiredNotify(vehicle_id=VEHICLE, revision="r2", sequence=2, url="x")
+        genuine = DesiredNotify(
+            schema="muto.desired-notify.v1", vehicle_id=VEHICLE, revision="r2", sequence=2, url="x"
+        )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(genuine), qos=1)
         await watch.until(
             lambda: (desired := rig.journal.state.desired) is not None and desired.sequence == 2,
@@ -301,7 +341,7 @@ def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosqu
                 lambda: watch.on("agent/state")[-1]["phase"] == "fetching", "the change"
             )
             rig.agent.on_phase(AgentPhase.IDLE)  # within the interval: held
-            request = encode(RefreshRequest(request_id="req-8"))
+            request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-8"))
             await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
             await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
             assert watch.on("agent/state")[-1]["phase"] == "idle"  # published before the result

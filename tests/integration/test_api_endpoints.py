@@ -276,7 +276,7 @@ def test_a_release_envelope_must_carry_a_release(api: Api) -> None:
     wrong_type = api.op.post("/releases", json={**envelope, "payloadType": "text/plain"})
     assert error_of(wrong_type, 422)["code"] == "VERIFY_SIGNATURE_FAILED"
     missing = api.op.post("/releases", json={"payload": envelope["payload"]})
-    assert error_of(missing, 422)["details"]["path"] == "$"
+    assert error_of(missing, 422)["details"]["path"] == "$.payloadType"  # the missing field
 
 
 # -- desired state ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from aiomqtt.exceptions import MqttConnectError
 
 from muto.cloud.mqtt.bridge import Bridge
+from muto.cloud.settings import Settings
 from muto.domain.messages import DesiredNotify, Leaf, Presence, PresenceState, vehicle_topic
 from tests.conftest import Mosquitto
 from tests.support.mqtt_watch import (
@@ -48,7 +50,15 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 def notify(vehicle_id: str) -> bytes:
     url = f"http://cloud.test/desired-states/latest?vehicleId={vehicle_id}"
-    return payload(DesiredNotify(vehicle_id=vehicle_id, revision="dsr_1", sequence=1, url=url))
+    return payload(
+        DesiredNotify(
+            schema="muto.desired-notify.v1",
+            vehicle_id=vehicle_id,
+            revision="dsr_1",
+            sequence=1,
+            url=url,
+        )
+    )
 
 
 def test_a_vehicle_reads_only_its_own_notify(broker: Mosquitto) -> None:
@@ -86,7 +96,9 @@ def test_a_vehicle_cannot_publish_into_another_vehicles_subtree(
         try:
             await until(lambda: bridge.connected, "the cloud to log in")
             async with client(broker, "v1") as v1:
-                as_v2 = Presence(vehicle_id="v2", state=PresenceState.ONLINE)
+                as_v2 = Presence(
+                    schema="muto.presence.v1", vehicle_id="v2", state=PresenceState.ONLINE
+                )
                 await v1.publish(vehicle_topic(TENANT, "v2", Leaf.PRESENCE), payload(as_v2), 1)
                 forged = payload(reconcile_report("v2", "forged"))
                 await v1.publish(vehicle_topic(TENANT, "v2", Leaf.REPORTS_RECONCILE), forged, 1)
@@ -132,5 +144,28 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(
         finally:
             await bridge.stop()
             cp.close()
+
+    asyncio.run(main())
+
+
+def test_the_broker_refuses_a_message_over_the_http_body_limit(broker: Mosquitto) -> None:
+    """#14 item 12: one size limit on every ingress path. The shipped config caps a
+    message at the HTTP body limit, so the cloud never receives a bigger one."""
+    limit = Settings().max_body_bytes
+    assert re.search(rf"^message_size_limit {limit}$", broker.config.read_text(), re.M)
+    reports = vehicle_topic(TENANT, "v1", Leaf.REPORTS_RECONCILE)
+
+    async def main() -> None:
+        async with client(broker, "muto-cloud") as cloud:
+            await cloud.subscribe(vehicle_topic(TENANT, "+", Leaf.REPORTS_RECONCILE), qos=1)
+            async with client(broker, "v1") as v1:
+                await v1.publish(reports, b"x" * (limit + 1), qos=1)
+                await v1.publish(reports, b"x" * limit, qos=1)
+            received = []
+            async with asyncio.timeout(10):
+                async for message in cloud.messages:
+                    received.append(len(message.payload))  # type: ignore[arg-type]
+                    break
+            assert received == [limit]
 
     asyncio.run(main())

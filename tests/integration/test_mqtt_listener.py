@@ -114,8 +114,17 @@ def test_presence_online_then_the_last_will_offline(plane: ControlPlane) -> None
     url = plane.settings.mqtt_url or ""
     port = url.rsplit(":", 1)[1]
     presence = topic("v1", Leaf.PRESENCE)
-    will = payload(Presence(vehicle_id="v1", state=PresenceState.OFFLINE))
-    online = payload(Presence(vehicle_id="v1", state=PresenceState.ONLINE, at=datetime.now(UTC)))
+    will = payload(
+        Presence(schema="muto.presence.v1", vehicle_id="v1", state=PresenceState.OFFLINE)
+    )
+    online = payload(
+        Presence(
+            schema="muto.presence.v1",
+            vehicle_id="v1",
+            state=PresenceState.ONLINE,
+            at=datetime.now(UTC),
+        )
+    )
 
     def changes() -> list[tuple[str, str | None]]:
         return [(e.state, e.at) for e in events(plane, "PresenceChanged")]
@@ -215,7 +224,7 @@ def test_refused_messages_are_logged_and_the_loop_goes_on(
     assert "payload vehicleId 'v2' differs from the topic's 'v1'" in dropped[0]
     assert "'v9' is not registered" in dropped[1]
     assert "malformed JSON" in dropped[2]
-    assert "missing required field `vehicleId`" in dropped[3]
+    assert "missing required field `schema`" in dropped[3]  # the first one missing
 
 
 def test_reports_sent_while_the_cloud_was_down_arrive_when_it_returns(

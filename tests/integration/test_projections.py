@@ -244,15 +244,19 @@ VEHICLES = ["v0", "v1", "v2", "v3"]
 vehicle_ids = st.sampled_from(VEHICLES)
 some_vehicles = st.lists(vehicle_ids, min_size=1, max_size=3, unique=True)
 codes = st.lists(st.sampled_from(list(ReasonCode)), max_size=2, unique=True)
+some_codes = st.lists(st.sampled_from(list(ReasonCode)), min_size=1, max_size=2, unique=True)
 ASSIGN = st.tuples(st.just("assign"), some_vehicles, st.integers(0, 1))
-REPORT = st.tuples(
-    st.just("report"),
-    vehicle_ids,
-    st.integers(0, 4),
-    st.sampled_from(list(ReconcileStatus)),
-    codes,
-    st.sampled_from(["current", "current", "previous", "none", "unknown"]),
-    st.booleans(),
+# A status that is not a success carries at least one code (#14 item 13).
+REPORT = st.sampled_from(list(ReconcileStatus)).flatmap(
+    lambda status: st.tuples(
+        st.just("report"),
+        vehicle_ids,
+        st.integers(0, 4),
+        st.just(status),
+        codes if status is ReconcileStatus.CONVERGED else some_codes,
+        st.sampled_from(["current", "current", "previous", "none", "unknown"]),
+        st.booleans(),
+    )
 )
 ROLLOUT_STEP = st.tuples(
     st.just("rollout_step"),

@@ -171,6 +171,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.reports += 1
         status, codes = outcome
         report = ReconcileReport(
+            schema="muto.reconcile-report.v1",
             report_id=f"r{self.reports}",
             vehicle_id=vehicle_id,
             desired_state_revision=revision,

@@ -42,6 +42,7 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.options: tuple[str, ...] = ()  # more `muto cloud serve` flags
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -84,6 +85,7 @@ class ApiServer:
                     *(sys.executable, "-m", "muto.cli", "cloud", "serve", "--no-mqtt"),
                     *("--host", "127.0.0.1", "--port", str(self.port)),
                     *self._store_args(),
+                    *self.options,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -205,6 +207,7 @@ def reconcile_body(
     running: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
+        "schema": "muto.reconcile-report.v1",
         "reportId": report_id,
         "vehicleId": vehicle_id,
         "desiredStateRevision": revision,
@@ -216,6 +219,7 @@ def reconcile_body(
 
 def health_body(vehicle_id: str, report_id: str, status: str = "healthy") -> dict[str, Any]:
     return {
+        "schema": "muto.health-report.v1",
         "reportId": report_id,
         "vehicleId": vehicle_id,
         "status": status,

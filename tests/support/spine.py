@@ -172,6 +172,7 @@ def reconcile_report(
     journal: ReportPlace | None = None,
 ) -> ReconcileReport:
     return ReconcileReport(
+        schema="muto.reconcile-report.v1",
         report_id=report_id,
         vehicle_id=vehicle_id,
         desired_state_revision=revision,
@@ -191,6 +192,7 @@ def health_report(
     reason_codes: Sequence[ReasonCode] = (),
 ) -> HealthReport:
     return HealthReport(
+        schema="muto.health-report.v1",
         report_id=report_id,
         vehicle_id=vehicle_id,
         status=status,

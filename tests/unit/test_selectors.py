@@ -121,3 +121,16 @@ def test_garbage_raises_only_selector_error(text: str) -> None:
         assert 0 <= exc.position <= len(text)
     else:
         assert parse_selector(str(selector)) == selector
+
+
+def test_a_selector_is_bounded_in_terms_and_characters() -> None:
+    from muto.domain.selectors import MAX_CHARS, MAX_TERMS
+
+    at_bound = " AND ".join(f"k{i}=v" for i in range(MAX_TERMS))
+    assert len(parse_selector(at_bound).terms) == MAX_TERMS
+    with pytest.raises(SelectorError) as over:
+        parse_selector(at_bound + " AND extra=v")
+    assert over.value.limit == MAX_TERMS and f"at most {MAX_TERMS} terms" in over.value.message
+    with pytest.raises(SelectorError) as long:
+        parse_selector("k=" + "v" * MAX_CHARS)
+    assert long.value.limit == MAX_CHARS and "characters" in long.value.message

@@ -141,6 +141,7 @@ def test_each_operation_documents_its_failures(key: tuple[str, str]) -> None:
         return
     assert "security" not in op, "authenticated endpoints use the global bearer scheme"
     assert "401" in codes
+    assert "429" in codes, "every token is rate limited (muto/cloud/ratelimit.py)"
     unauthorized = resolve(spec, op["responses"]["401"])
     assert "WWW-Authenticate" in unauthorized["headers"]
     if "requestBody" in op:

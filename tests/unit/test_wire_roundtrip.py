@@ -196,7 +196,7 @@ def test_a_missing_field_is_named() -> None:
     with pytest.raises(WireError) as caught:
         decode(b'{"target": {"selector": "a=1"}}', DesiredStateRequest)
     assert "stack" in caught.value.message
-    assert caught.value.path == "$"
+    assert caught.value.path == "$.stack"  # the missing field itself (#14: names the field)
 
 
 def test_python_names_are_not_accepted_on_the_wire() -> None:

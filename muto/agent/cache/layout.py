@@ -20,19 +20,19 @@ from pathlib import Path
 
 import msgspec
 
+from muto.domain.wire import DIGEST_PATTERN
 from muto.trust.files import atomic_write, private_dir
 
-_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(DIGEST_PATTERN)
+_HEX = re.compile(r"[0-9a-f]{64}")  # fullmatch: a blob's file name
 _PART = ".part"
 
 
 def hex_of(digest: str) -> str:
     """The hex of a `sha256:<hex>` digest; anything else (a path, say) is refused."""
-    match = _DIGEST.match(digest)
-    if match is None:
+    if _DIGEST.search(digest) is None:
         raise ValueError(f"not a sha256 digest: {digest!r}")
-    return match.group(1)
+    return digest.removeprefix("sha256:")
 
 
 def digest_of(hex_: str) -> str:
@@ -99,7 +99,7 @@ class Layout:
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = entry.name.removesuffix(suffix) if suffix else entry.name
-                if (suffix and not entry.name.endswith(suffix)) or not _HEX.match(name):
+                if (suffix and not entry.name.endswith(suffix)) or not _HEX.fullmatch(name):
                     continue  # a temp file or a stranger: not ours to count or evict
                 try:
                     stat = entry.stat()

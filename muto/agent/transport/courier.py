@@ -19,9 +19,10 @@ from muto.agent.clock import Clock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import ReportDelivered, ReportDropped
 from muto.agent.kill import KillSwitch
-from muto.agent.transport.http import Delivery
+from muto.agent.transport.http import Delivery, RetryLater
 
 logger = logging.getLogger("muto.agent")
+MAX_RETRY_AFTER_S = 3600.0  # a Retry-After beyond this is taken as this
 
 
 class ReportSink(Protocol):
@@ -41,6 +42,9 @@ class Courier:
     delivered: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The cloud's Retry-After: nothing is sent before this monotonic time, even when
+    # woken by a new report.
+    _not_before: float = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -59,6 +63,7 @@ class Courier:
             if failures:
                 ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 16))
                 delay = ceiling * self.rng.uniform(0.5, 1.0)
+                delay = max(delay, self._not_before - self.clock.monotonic())
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
             # that lands as the event is set, and the agent never stops.
             with contextlib.suppress(TimeoutError):
@@ -70,12 +75,17 @@ class Courier:
         if self.sink is None:
             return not self.journal.state.outbox
         async with self._busy:
+            if self.clock.monotonic() < self._not_before:
+                return False  # the cloud asked us to wait
             while self.journal.state.outbox:
                 head = next(iter(self.journal.state.outbox.values()))
                 self.kill("deliver")
                 verdict, detail = await self.sink.deliver(head.kind, bytes(head.body))
                 if verdict == "retry":
                     logger.debug("report %s not delivered yet: %s", head.report_id, detail)
+                    if isinstance(detail, RetryLater):
+                        wait = min(detail.after_s, MAX_RETRY_AFTER_S)
+                        self._not_before = self.clock.monotonic() + wait
                     return False
                 if head.report_id not in self.journal.state.outbox:
                     continue  # superseded while in flight (a newer health report)

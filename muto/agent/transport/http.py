@@ -55,6 +55,26 @@ class _Latest(msgspec.Struct):
 Delivery = Literal["ack", "retry", "drop"]
 
 
+class RetryLater(str):
+    """The detail of a "retry" the cloud timed (429/503 with Retry-After): the courier
+    sends nothing to it before `after_s` seconds have passed."""
+
+    after_s: float
+
+    def __new__(cls, detail: str, after_s: float) -> RetryLater:
+        found = super().__new__(cls, detail)
+        found.after_s = after_s
+        return found
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """Retry-After in seconds (the delay form; an HTTP date is not sent by muto)."""
+    value = (header or "").strip()
+    if not (0 < len(value) <= 9 and value.isascii() and value.isdigit()):
+        return None
+    return float(value)
+
+
 class CloudPort(Protocol):
     """What an agent needs from the cloud: CloudClient over HTTP, or an in-process fake
     (tests, a simulator that skips the network)."""
@@ -142,6 +162,10 @@ class CloudClient:
                     if 200 <= status < 300:
                         return "ack", f"HTTP {status}"
                     if status >= 500 or status in RETRY_STATUSES:
+                        after = retry_after_s(response.headers.get("retry-after"))
+                        if after is not None:
+                            wait = RetryLater(f"HTTP {status}, retry after {after:g} s", after)
+                            return "retry", wait
                         return "retry", f"HTTP {status}"
                     answer = await read_head(response, MAX_ANSWER_BYTES)
                 finally:

@@ -132,7 +132,9 @@ class MqttLink:
         return "ack", "PUBACK"
 
     def _new_client(self) -> aiomqtt.Client:
-        offline = Presence(vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE)
+        offline = Presence(
+            schema="muto.presence.v1", vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE
+        )
         return aiomqtt.Client(
             self.broker.host,
             self.broker.port,
@@ -173,7 +175,13 @@ class MqttLink:
         online = state is PresenceState.ONLINE
         at, interval = (self.now(), self.heartbeat_s()) if online else (None, None)
         payload = encode(
-            Presence(vehicle_id=self.vehicle_id, state=state, at=at, heartbeat_s=interval)
+            Presence(
+                schema="muto.presence.v1",
+                vehicle_id=self.vehicle_id,
+                state=state,
+                at=at,
+                heartbeat_s=interval,
+            )
         )
         await client.publish(
             self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S

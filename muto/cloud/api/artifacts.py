@@ -34,7 +34,7 @@ def _digest(request: Request) -> str:
 async def upload(request: Request) -> Response:
     """Stream the body into the store, hashing it; commit only if it is the digest
     named in the path and within the size limit. Uploading the same bytes twice is 200."""
-    operator(request)
+    await operator(request)
     digest = _digest(request)
     limit = plane(request).settings.max_artifact_bytes
     declared = request.headers.get("content-length")
@@ -68,7 +68,7 @@ async def upload(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
-    principal(request)  # any vehicle may read: artifacts are verified against signed digests
+    await principal(request)  # any vehicle may read: artifacts are verified against signed digests
     digest = _digest(request)
     artifacts = store(request)
     size = artifacts.size(digest)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import Unauthorized, read_body
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Forbidden, Invalid
-from muto.cloud.tokens import Principal, Role
+from muto.cloud.tokens import MISS, Principal, Role
 from muto.domain.wire import REFERENCE_PATTERN, decode
 
 T = TypeVar("T")
+P = ParamSpec("P")
 REFERENCE = re.compile(REFERENCE_PATTERN)
 OPEN = Principal("open", Role.OPERATOR, None)  # when auth is switched off (local dev)
 
@@ -23,7 +27,14 @@ def plane(request: Request) -> ControlPlane:
     return cp
 
 
-def principal(request: Request) -> Principal:
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a database read in a worker thread. The event loop serves every request: a
+    slow query on it (a heavy selector, a big audit page) delayed /healthz and every
+    vehicle's poll by the query's whole duration."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def principal(request: Request) -> Principal:
     cp = plane(request)
     if not cp.settings.auth:
         return OPEN
@@ -31,22 +42,25 @@ def principal(request: Request) -> Principal:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("a bearer token is required")
-    found = cp.auth.authenticate(secret.strip())
-    if found is None:
+    found = cp.auth.cached(secret.strip())  # most requests: a token seen seconds ago
+    if found is MISS:
+        found = await off_loop(cp.auth.authenticate, secret.strip())
+    if not isinstance(found, Principal):
         raise Unauthorized("unknown or revoked token")
+    cp.limits[found.role].check(found.token_id, f"token {found.token_id}")
     return found
 
 
-def operator(request: Request) -> Principal:
-    who = principal(request)
+async def operator(request: Request) -> Principal:
+    who = await principal(request)
     if who.role is not Role.OPERATOR:
         raise Forbidden("this endpoint needs an operator token")
     return who
 
 
-def operator_or_vehicle(request: Request, vehicle_id: str) -> Principal:
+async def operator_or_vehicle(request: Request, vehicle_id: str) -> Principal:
     """Operators may act on any vehicle; a vehicle token only on its own vehicle."""
-    return acting_on(principal(request), vehicle_id)
+    return acting_on(await principal(request), vehicle_id)
 
 
 def acting_on(who: Principal, vehicle_id: str) -> Principal:
@@ -75,9 +89,10 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    value = whole_number(raw, low, high)
+    if value is None:
         raise Invalid(
             f"query parameter {name!r} must be an integer in [{low}, {high}]",
             {"path": f"query.{name}"},
         )
-    return int(raw)
+    return value

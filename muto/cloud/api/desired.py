@@ -5,7 +5,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import acting_on, body, correlation, operator, plane, principal
+from muto.cloud.api.context import (
+    acting_on,
+    body,
+    correlation,
+    off_loop,
+    operator,
+    plane,
+    principal,
+)
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
@@ -14,7 +22,7 @@ from muto.domain.selectors import parse_selector
 
 
 async def create(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     header = correlation(request)
     desired = await body(request, DesiredStateRequest)
     cp = plane(request)
@@ -23,7 +31,8 @@ async def create(request: Request) -> Response:
         vehicle_ids = [one]
     else:
         assert desired.target.selector is not None  # Target's own rule
-        vehicle_ids = cp.queries.vehicle_ids(parse_selector(desired.target.selector))
+        selector = parse_selector(desired.target.selector)
+        vehicle_ids = await off_loop(cp.queries.vehicle_ids, selector)
     cause = Cause.of(who.actor, desired.correlation_id or header)
     written = await cp.write(
         assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
@@ -46,7 +55,7 @@ async def create(request: Request) -> Response:
 
 
 async def latest(request: Request) -> Response:
-    caller = principal(request)
+    caller = await principal(request)
     vehicle_id = request.query_params.get("vehicleId")
     if not vehicle_id:
         raise Invalid("query parameter 'vehicleId' is required", {"path": "query.vehicleId"})
@@ -58,11 +67,11 @@ async def latest(request: Request) -> Response:
         return Response(status_code=304, headers={"ETag": recent})
     generation = cp.etag_generation()
     if asked:  # most polls: the vehicle has the current one, and the ETag alone says so
-        current = cp.queries.desired_etag(vehicle_id)
+        current = await off_loop(cp.queries.desired_etag, vehicle_id)
         if current is not None and current in asked:
             cp.remember_etag(vehicle_id, current, generation)
             return Response(status_code=304, headers={"ETag": current})
-    row = cp.queries.latest_desired(vehicle_id)
+    row = await off_loop(cp.queries.latest_desired, vehicle_id)
     if row is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
     etag = row["etag"]
@@ -72,7 +81,7 @@ async def latest(request: Request) -> Response:
     bundle = {
         "schema": "muto.desired-state-bundle.v1",
         "desiredState": row["envelope"],
-        "release": cp.release_envelope(row["release_key"]),
+        "release": await off_loop(cp.release_envelope, row["release_key"]),
     }
     return ok(
         bundle,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
+from muto.cloud.api.context import off_loop
 from muto.cloud.api.responses import ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.projections.locks import Lease
@@ -52,8 +53,8 @@ def _lag(cp: ControlPlane) -> int:
 async def healthz(request: Request) -> Response:
     """Readiness: the database answers, the projections' lag, the MQTT link."""
     cp: ControlPlane = request.state.plane
-    position = cp.log.position()
-    lag = max(0, position - cp.projector.position())
+    position = await off_loop(cp.log.position)
+    lag = max(0, position - await off_loop(cp.projector.position))
     bridge = getattr(request.state, "bridge", None)
     mqtt = None if bridge is None else bridge.connected
     ready = lag < MAX_LAG

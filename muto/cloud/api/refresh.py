@@ -35,7 +35,7 @@ class NoAnswer(AppError):
 
 
 async def refresh(request: Request) -> Response:
-    operator(request)
+    await operator(request)
     vehicle_id = request.path_params["vehicle_id"]
     cp = plane(request)
     cp.queries.vehicle(vehicle_id)  # 404 for an unknown vehicle, before anything is sent

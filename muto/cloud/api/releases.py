@@ -5,14 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, correlation, operator, plane, principal
+from muto.cloud.api.context import body, correlation, off_loop, operator, plane, principal
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, register_release
 from muto.domain.desired import Envelope
 
 
 async def register(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     envelope = await body(request, Envelope)
     cp = plane(request)
     release, digest = cp.open_release(envelope)
@@ -21,19 +21,19 @@ async def register(request: Request) -> Response:
     cp.require_views(written)
     created = written.value
     return ok(
-        cp.queries.release(release.stack_name, release.version),
+        await off_loop(cp.queries.release, release.stack_name, release.version),
         201 if created else 200,
         {"position": written.position, "created": created},
     )
 
 
 async def listing(request: Request) -> Response:
-    operator(request)
-    found = plane(request).queries.releases(request.query_params.get("stack"))
+    await operator(request)
+    found = await off_loop(plane(request).queries.releases, request.query_params.get("stack"))
     return ok(found, metadata={"total": len(found)})
 
 
 async def one(request: Request) -> Response:
-    principal(request)  # vehicles may read releases too: they are signed and public
+    await principal(request)  # vehicles may read releases too: they are signed and public
     params = request.path_params
-    return ok(plane(request).queries.release(params["stack"], params["version"]))
+    return ok(await off_loop(plane(request).queries.release, params["stack"], params["version"]))

@@ -11,7 +11,7 @@ from muto.domain.reports import HealthReport, ReconcileReport
 
 
 async def reconcile(request: Request) -> Response:
-    caller = principal(request)  # before reading the body: strangers learn nothing
+    caller = await principal(request)  # before reading the body: strangers learn nothing
     report = await body(request, ReconcileReport)
     who = acting_on(caller, report.vehicle_id)
     written = await plane(request).ingest.reconcile(report, who.actor)
@@ -22,7 +22,7 @@ async def reconcile(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    caller = principal(request)
+    caller = await principal(request)
     report = await body(request, HealthReport)
     who = acting_on(caller, report.vehicle_id)
     transition = await plane(request).ingest.health(report, who.actor)

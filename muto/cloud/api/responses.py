@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.errors import AppError
 from muto.domain.errors import ReasonError
 from muto.domain.model.rollout import RolloutStateError
@@ -57,7 +58,8 @@ class Unauthorized(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and whole_number(declared or "", 0, limit) is None:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -68,6 +70,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _limit(limit: int | None) -> dict[str, int]:
+    return {} if limit is None else {"limit": limit}
+
+
 STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -75,7 +81,7 @@ async def on_error(request: Request, exc: Exception) -> Response:
     """Bad input never becomes a 500: every expected failure has a status and a code."""
     match exc:
         case AppError():
-            return error(exc.status, exc.code, exc.message, exc.details)
+            return error(exc.status, exc.code, exc.message, exc.details, exc.headers)
         case RolloutStateError():
             return error(409, exc.code, str(exc))
         case ReasonError():
@@ -85,7 +91,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
         case WireError():
             return error(422, "invalid", exc.message, {"path": exc.path})
         case SelectorError():
-            return error(400, "bad_selector", str(exc), {"position": exc.position})
+            details = {"position": exc.position}
+            return error(400, "bad_selector", str(exc), details | _limit(exc.limit))
         case BodyTooLarge():
             return error(413, "too_large", str(exc), {"limit": exc.limit})
         case Unauthorized():

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, correlation, int_param, operator, plane
+from muto.cloud.api.context import body, correlation, int_param, off_loop, operator, plane
 from muto.cloud.api.exclusive import one_at_a_time
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
@@ -21,7 +21,7 @@ from muto.domain.selectors import parse_selector
 
 
 async def create(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     header = correlation(request)
     wanted = await body(request, RolloutRequest)
     async with one_at_a_time(request, "rollout-start"):  # the check, then the write
@@ -30,8 +30,8 @@ async def create(request: Request) -> Response:
 
 async def _create(request: Request, wanted: RolloutRequest, cause: Cause) -> Response:
     cp = plane(request)
-    vehicle_ids = cp.queries.vehicle_ids(parse_selector(wanted.selector))
-    busy = vehicles_in_active_rollouts(cp.queries, vehicle_ids)
+    vehicle_ids = await off_loop(cp.queries.vehicle_ids, parse_selector(wanted.selector))
+    busy = await off_loop(vehicles_in_active_rollouts, cp.queries, vehicle_ids)
     if busy:
         raise Conflict(
             f"{len(busy)} selected vehicle(s) are in another active rollout",
@@ -45,27 +45,29 @@ async def _create(request: Request, wanted: RolloutRequest, cause: Cause) -> Res
             online=r["presence"] != "offline",
             blocked=r["last_status"] == "blocked",
         )
-        for r in rollout_candidates(cp.queries, vehicle_ids)
+        for r in await off_loop(rollout_candidates, cp.queries, vehicle_ids)
     ]
     canaries, wave = pick_canaries(candidates)
     written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
     cp.require_views(written)
-    return ok(cp.queries.rollout(written.value), 201, {"position": written.position})
+    found = await off_loop(cp.queries.rollout, written.value)
+    return ok(found, 201, {"position": written.position})
 
 
 async def listing(request: Request) -> Response:
-    operator(request)
-    found = rollouts(plane(request).queries, int_param(request, "limit", 100, 1, 1000))
+    await operator(request)
+    limit = int_param(request, "limit", 100, 1, 1000)
+    found = await off_loop(rollouts, plane(request).queries, limit)
     return ok(found, metadata={"total": len(found)})
 
 
 async def one(request: Request) -> Response:
-    operator(request)
-    return ok(plane(request).queries.rollout(request.path_params["rollout_id"]))
+    await operator(request)
+    return ok(await off_loop(plane(request).queries.rollout, request.path_params["rollout_id"]))
 
 
 async def _act(request: Request, action: str) -> Response:
-    who = operator(request)
+    who = await operator(request)
     cp = plane(request)
     rollout_id = request.path_params["rollout_id"]
     cause = Cause.of(who.actor, correlation(request))
@@ -78,7 +80,8 @@ async def _act(request: Request, action: str) -> Response:
         command = roll_back(rollout_id, cause, cp.sign, cp.clock)
     written = await cp.write(command)
     cp.require_views(written)
-    return ok(cp.queries.rollout(rollout_id), metadata={"position": written.position})
+    found = await off_loop(cp.queries.rollout, rollout_id)
+    return ok(found, metadata={"position": written.position})
 
 
 async def pause_rollout(request: Request) -> Response:

@@ -11,10 +11,12 @@ from muto.cloud.api.context import (
     body,
     correlation,
     int_param,
+    off_loop,
     operator,
     operator_or_vehicle,
     plane,
 )
+from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import ok
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause, register_vehicle, update_vehicle
@@ -22,9 +24,11 @@ from muto.cloud.errors import Invalid
 from muto.domain.requests import VehiclePatch, VehicleRegistration
 from muto.domain.selectors import parse_selector
 
+MAX_VERSION = 10**18 - 1  # spec/api.yaml: If-Match is "<1-18 digits>"
+
 
 async def register(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     registration = await body(request, VehicleRegistration)
     cp = plane(request)
     cause = Cause.of(who.actor, correlation(request))
@@ -32,19 +36,20 @@ async def register(request: Request) -> Response:
     cp.require_views(written)
     created, version = written.value
     return ok(
-        cp.queries.vehicle(registration.vehicle_id),
+        await off_loop(cp.queries.vehicle, registration.vehicle_id),
         201 if created else 200,
         {"position": written.position, "version": version, "created": created},
     )
 
 
 async def listing(request: Request) -> Response:
-    operator(request)
+    await operator(request)
     raw = request.query_params.get("selector")
     selector = parse_selector(raw) if raw is not None else None
     limit = int_param(request, "limit", 100, 1, 1000)
     cp = plane(request)
-    page = cp.queries.vehicles(selector, limit, request.query_params.get("cursor"))
+    cursor = request.query_params.get("cursor")
+    page = await off_loop(cp.queries.vehicles, selector, limit, cursor)
     return ok(
         with_reported(cp, page.items),
         metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor},
@@ -53,9 +58,10 @@ async def listing(request: Request) -> Response:
 
 async def one(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
-    operator_or_vehicle(request, vehicle_id)
+    await operator_or_vehicle(request, vehicle_id)
     cp = plane(request)
-    return ok(with_reported(cp, [cp.queries.vehicle(vehicle_id)])[0])
+    found = await off_loop(cp.queries.vehicle, vehicle_id)
+    return ok((await off_loop(with_reported, cp, [found]))[0])
 
 
 def with_reported(cp: ControlPlane, vehicles: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,7 +71,7 @@ def with_reported(cp: ControlPlane, vehicles: list[dict[str, Any]]) -> list[dict
 
 
 async def patch(request: Request) -> Response:
-    who = operator(request)
+    who = await operator(request)
     vehicle_id = request.path_params["vehicle_id"]
     changes = await body(request, VehiclePatch)
     cp = plane(request)
@@ -74,7 +80,7 @@ async def patch(request: Request) -> Response:
     written = await cp.write(update_vehicle(vehicle_id, changes, cause, expected))
     cp.require_views(written)
     return ok(
-        cp.queries.vehicle(vehicle_id),
+        await off_loop(cp.queries.vehicle, vehicle_id),
         metadata={"position": written.position, "version": written.value},
     )
 
@@ -84,7 +90,9 @@ def _if_match(request: Request) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None:
         return None
-    value = raw.strip().strip('"')
-    if not (value.isascii() and value.isdigit()):
-        raise Invalid("If-Match must be a vehicle version number", {"path": "header.If-Match"})
-    return int(value)
+    version = whole_number(raw.strip().strip('"'), 0, MAX_VERSION)
+    if version is None:
+        raise Invalid(
+            'If-Match must be a vehicle version, "<1-18 digits>"', {"path": "header.If-Match"}
+        )
+    return version

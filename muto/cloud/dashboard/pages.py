@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from muto.cloud.api.context import plane
+from muto.cloud.api.context import off_loop, plane
 from muto.cloud.dashboard import reads
 from muto.cloud.dashboard.auth import (
     PREFIX,
@@ -32,7 +32,7 @@ from muto.cloud.dashboard.auth import (
     viewer,
 )
 from muto.cloud.errors import NotFound
-from muto.cloud.queries import rollouts
+from muto.cloud.queries import Queries, rollouts
 from muto.domain.selectors import SelectorError, parse_selector
 
 HERE = Path(__file__).parent
@@ -84,7 +84,7 @@ def page(handler: Page) -> Page:
 
     async def guarded(request: Request) -> Response:
         try:
-            viewer(request)
+            await viewer(request)
         except NotSignedIn as exc:
             return refused(request, str(exc), 401)
         except NotOperator as exc:
@@ -121,7 +121,7 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", 403, message="a form from another site", next="")
     token, nxt = await posted_token(request)
     cp = plane(request)
-    who = cp.auth.authenticate(token) if token else None
+    who = await off_loop(cp.auth.authenticate, token) if token else None
     if who is None or who.role.value != "operator":
         message = "that is not a valid operator token" if token else "enter an operator token"
         return render(request, "login.html", 401, message=message, next=nxt, signed_in=False)
@@ -165,41 +165,47 @@ async def fleet(request: Request) -> Response:
             filters=dict(q),
             statuses=STATUSES,
         )
-    found = reads.fleet(plane(request).queries, selector, status, reason)
+    found = await off_loop(reads.fleet, plane(request).queries, selector, status, reason)
     return render(request, "fleet.html", fleet=found, error="", filters=dict(q), statuses=STATUSES)
 
 
 @page
 async def vehicle(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
-    queries = plane(request).queries
-    found = queries.vehicle(vehicle_id)
-    memberships = reads.vehicle_rollouts(queries, vehicle_id)
-    timeline = reads.vehicle_timeline(queries, vehicle_id, [m["rollout_id"] for m in memberships])
     return render(
-        request,
-        "vehicle.html",
-        vehicle=found,
-        memberships=memberships,
-        timeline=timeline,
+        request, "vehicle.html", **await off_loop(_vehicle, plane(request).queries, vehicle_id)
     )
+
+
+def _vehicle(queries: Queries, vehicle_id: str) -> dict[str, Any]:
+    memberships = reads.vehicle_rollouts(queries, vehicle_id)
+    rollout_ids = [m["rollout_id"] for m in memberships]
+    return {
+        "vehicle": queries.vehicle(vehicle_id),
+        "memberships": memberships,
+        "timeline": reads.vehicle_timeline(queries, vehicle_id, rollout_ids),
+    }
 
 
 @page
 async def releases(request: Request) -> Response:
-    return render(request, "releases.html", releases=plane(request).queries.releases())
+    found = await off_loop(plane(request).queries.releases)
+    return render(request, "releases.html", releases=found)
 
 
 @page
 async def rollout_list(request: Request) -> Response:
-    queries = plane(request).queries
-    found = [queries.rollout(r["rolloutId"]) for r in rollouts(queries, 50)]
+    found = await off_loop(_rollouts, plane(request).queries)
     return render(request, "rollouts.html", rollouts=found)
+
+
+def _rollouts(queries: Queries) -> list[dict[str, Any]]:
+    return [queries.rollout(r["rolloutId"]) for r in rollouts(queries, 50)]
 
 
 @page
 async def rollout(request: Request) -> Response:
-    found = plane(request).queries.rollout(request.path_params["rollout_id"])
+    found = await off_loop(plane(request).queries.rollout, request.path_params["rollout_id"])
     return render(request, "rollout.html", rollout=found)
 
 
@@ -209,7 +215,8 @@ async def audit(request: Request) -> Response:
     before = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 11 else None
     q = request.query_params
     vehicle_id, rollout_id = q.get("vehicle") or None, q.get("rollout") or None
-    entries = reads.audit_page(plane(request).queries, before, vehicle_id, rollout_id)
+    queries = plane(request).queries
+    entries = await off_loop(reads.audit_page, queries, before, vehicle_id, rollout_id)
     return render(
         request, "audit.html", entries=entries, vehicle_id=vehicle_id, rollout_id=rollout_id
     )

@@ -95,7 +95,11 @@ class Bridge:
         self.listener.refreshes[request_id] = (vehicle_id, answer)
         try:
             topic = vehicle_topic(self.listener.tenant, vehicle_id, Leaf.CMD_REFRESH)
-            await client.publish(topic, encode(RefreshRequest(request_id=request_id)), qos=1)
+            await client.publish(
+                topic,
+                encode(RefreshRequest(schema="muto.refresh-request.v1", request_id=request_id)),
+                qos=1,
+            )
             return await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             return None

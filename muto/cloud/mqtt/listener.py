@@ -74,6 +74,8 @@ class Listener:
         }
         # request id -> (vehicle id, the future `Bridge.refresh` awaits)
         self.refreshes: dict[str, tuple[str, asyncio.Future[RefreshResult]]] = {}
+        # The HTTP body limit: one size limit on every ingress path.
+        self.max_bytes = plane.settings.max_body_bytes
         self.stored = 0  # messages stored (including idempotent duplicates)
         self.dropped = 0
         self.busy = asyncio.Lock()  # held while one message is handled and acknowledged
@@ -102,6 +104,13 @@ class Listener:
         vehicle_id, leaf = found
         if not payload:
             return  # a cleared retained topic (decommissioned vehicle): nothing to store
+        if len(payload) > self.max_bytes:
+            logger.warning(
+                "dropped %s on %s: %d bytes, over the %d-byte limit (the HTTP body limit)",
+                *(leaf, topic, len(payload), self.max_bytes),
+            )
+            self.dropped += 1
+            return
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 await route(vehicle_id, payload, retained)

@@ -46,6 +46,7 @@ def latest_per_vehicle(events: Iterable[Any], public_url: str) -> list[DesiredNo
     newest: dict[str, DesiredNotify] = {}
     for event in events:
         newest[event.vehicle_id] = DesiredNotify(
+            schema="muto.desired-notify.v1",
             vehicle_id=event.vehicle_id,
             revision=event.assignment["revision"],
             sequence=event.sequence,

@@ -1,0 +1,95 @@
+"""The agent's courier honours Retry-After (#14 item 8): the real courier and HTTP
+client against `muto cloud serve` with a low per-vehicle rate limit. After a 429 the
+next delivery waits at least the Retry-After the cloud sent, however short the
+courier's own backoff, and every report still arrives once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from muto.agent.clock import SystemClock
+from muto.agent.journal import Journal
+from muto.agent.journal.events import ReportDelivered, ReportDropped, ReportQueued
+from muto.agent.transport.courier import Courier
+from muto.agent.transport.http import CloudClient, Delivery, RetryLater
+from muto.domain.reports import ReconcileReport, ReconcileStatus
+from muto.domain.wire import encode
+from tests.support.api_server import running, vehicle_body
+
+REPORTS = 6
+
+
+@dataclass
+class Recording:
+    """The real client, and when each delivery was tried and how it went."""
+
+    client: CloudClient
+    tries: list[tuple[float, str, str]] = field(default_factory=list)
+
+    async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
+        verdict, detail = await self.client.deliver(kind, body)
+        self.tries.append((time.monotonic(), verdict, detail))
+        return verdict, detail
+
+
+def queued(n: int) -> ReportQueued:
+    now = datetime.now(UTC)
+    report = ReconcileReport(
+        schema="muto.reconcile-report.v1",
+        report_id=f"rep-{n}",
+        vehicle_id="v1",
+        status=ReconcileStatus.CONVERGED,
+        observed_at=now,
+    )
+    body = msgspec.Raw(encode(report))
+    return ReportQueued(
+        at=now, report_id=report.report_id, kind="reconcile", body=body, revision=None,
+        status="converged", codes=[],
+    )  # fmt: skip
+
+
+def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -> None:
+    with running("sqlite", tmp_path / "cloud", "operator", "v1") as (server, tokens):
+        with server.client(tokens["operator"][0]) as op:
+            assert op.post("/vehicles", json=vehicle_body("v1")).status_code == 201
+        server.stop()
+        server.options = ("--vehicle-rate", "0.5", "--vehicle-burst", "2")
+        server.start()
+        journal = Journal.open(tmp_path / "agent")
+        journal.append(*(queued(n) for n in range(REPORTS)))
+        sink = Recording(CloudClient(server.url, "v1", tokens["v1"][0]))
+        courier = Courier(journal, sink, SystemClock(), backoff_s=0.05, max_backoff_s=0.1)
+
+        async def deliver_all() -> None:
+            task = asyncio.create_task(courier.run())
+            try:
+                async with asyncio.timeout(120):
+                    while journal.state.outbox:
+                        await asyncio.sleep(0.05)
+            finally:
+                task.cancel()
+                await sink.client.aclose()
+
+        asyncio.run(deliver_all())
+        events = [
+            r.event
+            for r in journal.records()
+            if isinstance(r.event, ReportDelivered | ReportDropped)
+        ]
+        journal.close()
+    assert [type(e) for e in events] == [ReportDelivered] * REPORTS
+    assert [e.report_id for e in events] == [f"rep-{n}" for n in range(REPORTS)]
+    limited = [i for i, (_, verdict, detail) in enumerate(sink.tries) if "429" in detail]
+    assert limited, "the limit was never reached"
+    for i in limited:
+        at, verdict, detail = sink.tries[i]
+        # The bucket's wait, rounded up to whole seconds: 1 or 2 s at 0.5/s.
+        assert verdict == "retry" and isinstance(detail, RetryLater)
+        assert detail.after_s in (1.0, 2.0)
+        assert sink.tries[i + 1][0] - at >= detail.after_s - 0.01, sink.tries

@@ -1,0 +1,120 @@
+"""The server closes idle and slow connections and bounds how many are open (#14 item
+7): real clients on raw sockets against `muto cloud serve` in its own process. A head
+deadline of 1 s and 20 connections at most make the bounds quick to reach; every wait
+below is capped generously (30 s), never timed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.api_server import ApiServer
+
+HEAD_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 20
+CAP_S = 30.0  # a bound on each wait, far above the deadlines
+
+
+def serving(tmp_path: Path, head_timeout_s: float) -> Iterator[ApiServer]:
+    found = ApiServer(tmp_path)
+    found.options = (
+        *("--head-timeout", str(head_timeout_s)),
+        *("--keep-alive", "1"),
+        *("--max-connections", str(MAX_CONNECTIONS)),
+    )
+    found.start()
+    try:
+        yield found
+    finally:
+        assert found.stop() == 0, found.tail()
+        assert found.tracebacks() == []
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ApiServer]:
+    yield from serving(tmp_path, HEAD_TIMEOUT_S)
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path) -> Iterator[ApiServer]:
+    """Heads may take 60 s: connections held open stay open while the test needs them."""
+    yield from serving(tmp_path, 60)
+
+
+def connect(server: ApiServer) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=CAP_S)
+    return s
+
+
+def closed_by_server(s: socket.socket, dribble: bytes = b"") -> bool:
+    """Send `dribble` a byte at a time (0.2 s apart) until the server closes the
+    connection (True) or CAP_S passes (False)."""
+    deadline = time.monotonic() + CAP_S
+    s.settimeout(0.2)
+    sent = 0
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return True
+        if dribble:
+            try:
+                s.sendall(dribble[sent % len(dribble) : sent % len(dribble) + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+            sent += 1
+    return False
+
+
+def test_a_silent_connection_is_closed(server: ApiServer) -> None:
+    with connect(server) as s:
+        assert closed_by_server(s)
+
+
+def test_a_client_dribbling_its_headers_is_closed(server: ApiServer) -> None:
+    with connect(server) as s:
+        assert closed_by_server(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000)
+
+
+def test_an_idle_keep_alive_connection_is_closed(server: ApiServer) -> None:
+    with connect(server) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        assert closed_by_server(s)
+
+
+def test_connections_over_the_bound_are_refused_and_served_again_after(
+    patient_server: ApiServer,
+) -> None:
+    server = patient_server
+    held = [connect(server) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)  # let the server accept them all
+        with connect(server) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            extra.settimeout(CAP_S)
+            try:
+                answer = extra.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # closed, not served
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + CAP_S
+    while True:
+        try:
+            assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert "the limit is 20" in server.tail()
