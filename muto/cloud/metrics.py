@@ -210,7 +210,8 @@ class FleetCollector(Collector):
             (
                 "muto_vehicles_by_presence",
                 "presence",
-                "Vehicles by presence (online, offline; unknown: never seen on MQTT).",
+                "Vehicles by presence (online, stale: online but silent for three "
+                "heartbeats, offline; unknown: never seen on MQTT).",
                 found.by_presence,
             ),
         ):

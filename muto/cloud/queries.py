@@ -118,6 +118,17 @@ class Queries:
         items = [_vehicle(r) for r in found[:limit]]
         return Page(items, total, items[-1]["vehicleId"] if more else None)
 
+    def stale(self, selector: Selector | None) -> int:
+        """How many of the selected vehicles stored as online are shown stale now (the
+        same rule as each vehicle's `presence`): the counts by presence move them."""
+        vehicles = self.views.inventory.vehicles
+        ids = self._selected(selector).subquery()
+        query = self._vehicles.where(
+            vehicles.c.vehicle_id.in_(select(ids.c.vehicle_id)), vehicles.c.presence == "online"
+        )
+        with self.views.store.reading() as s:
+            return sum(_vehicle(r)["presence"] == "stale" for r in rows(s.execute(query)))
+
     def vehicle(self, vehicle_id: str) -> dict[str, Any]:
         vehicles = self.views.inventory.vehicles
         with self.views.store.reading() as s:

@@ -20,7 +20,7 @@ SHOWN = 500  # vehicles listed on the fleet page; the counts cover all of them
 @dataclass(frozen=True)
 class Counts:
     by_status: dict[str, int]  # `none`: no reconcile report yet
-    by_presence: dict[str, int]  # `unknown`: never seen on MQTT
+    by_presence: dict[str, int]  # `unknown`: never seen on MQTT; `stale`: online, silent
     by_reason: dict[str, int]  # vehicles whose last report carries the code
 
 
@@ -53,11 +53,12 @@ def counts(queries: Queries, selector: Selector | None = None) -> Counts:
             select(v.c.last_reason_codes).where(selected, ~_no_codes(v.c.last_reason_codes))
         ).scalars()
         by_reason = Counter(code for found in codes for code in found or ())
-    return Counts(
-        {status or "none": n for status, n in by_status},
-        {presence or "unknown": n for presence, n in by_presence},
-        dict(by_reason),
-    )
+    presence = {state or "unknown": n for state, n in by_presence}
+    stale = queries.stale(selector)
+    if stale:
+        presence["online"] -= stale
+        presence["stale"] = stale
+    return Counts({status or "none": n for status, n in by_status}, presence, dict(by_reason))
 
 
 def fleet(
