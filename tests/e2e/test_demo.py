@@ -1,5 +1,6 @@
 """`muto demo` end to end with a small fleet: every story's expectations hold, on the
-mosquitto binary (as CI has it) and on the embedded broker (the fallback)."""
+mosquitto binary (as CI has it) and, under `make test-faults`, on the embedded broker
+(the fallback)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 from muto.sim.ros_story import ros_installed
 from tests.conftest import Mosquitto
+from tests.faults.runs import cases
 
 
-@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+@pytest.mark.parametrize("broker", cases(["mosquitto"], ["embedded"]))
 def test_the_demo_holds_every_expectation(tmp_path: Path, broker: str) -> None:
     if broker == "mosquitto":
         Mosquitto(tmp_path)  # fails in CI, skips elsewhere, without the binary

@@ -40,11 +40,13 @@ def test_a_partial_download_resumes_with_a_range_request(tmp_path: Path) -> None
             partial = Layout(root).partial(digest.removeprefix("sha256:"))
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(blob[:CUT])  # what an interrupted download left
-            host = httpx.URL(server.url).netloc.decode()
             async with httpx.AsyncClient(event_hooks={"response": [record]}) as client:
                 cache = ArtifactCache(root, 10 * SIZE, client=client)
                 source = CachedArtifacts(
-                    cache, base_url=server.url + "/", token=tokens["veh-1"][0], token_host=host
+                    cache,
+                    base_url=server.url + "/",
+                    token=tokens["veh-1"][0],
+                    token_origin=server.url,
                 )
                 fetched = await source.ensure(artifact)
             return fetched.path

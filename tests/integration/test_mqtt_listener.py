@@ -164,7 +164,13 @@ def test_live_heartbeats_move_the_heartbeat_table_not_the_log(plane: ControlPlan
     def beat() -> bytes:
         now = datetime.now(UTC)
         return payload(
-            Presence(vehicle_id="v1", state=PresenceState.ONLINE, at=now, heartbeat_s=0.5)
+            Presence(
+                schema="muto.presence.v1",
+                vehicle_id="v1",
+                state=PresenceState.ONLINE,
+                at=now,
+                heartbeat_s=0.5,
+            )
         )
 
     async def retain_one() -> None:

@@ -181,6 +181,7 @@ def test_an_image_pulled_before_runs_again_without_the_registry(
 ) -> None:
     world, workdir = podman_env, tmp_path / "runtime"
     run(workdir, lambda rt: rt.apply(image_release(world.good), {}))  # pulled, then stopped
+    world.rig.forget_image(world.other_stack.pinned)  # another test may have pulled it
     world.registry.stop()
     try:
 

@@ -119,10 +119,17 @@ class PodmanRuntime:
         if running is None:
             raise ReasonError(ReasonCode.READINESS_TIMEOUT, "no release is running")
 
+        restarts_seen: list[int] = []  # by the previous check
+
         async def check() -> str | None:
             await self._observe(running)
             if not self._alive:
                 return f"container {_name(running)} is not running"
+            # Up at two checks in a row with no restart between them: a container that
+            # keeps exiting is otherwise caught "running" between two of its restarts.
+            before, restarts_seen[:] = restarts_seen[:], [self._seen_restarts]
+            if before != restarts_seen:
+                return f"container {_name(running)} has not stayed up for one check yet"
             if health.readiness_probe:
                 probe = await self._run("exec", _name(running), *health.readiness_probe)
                 return None if probe.ok else f"probe exited {probe.returncode}: {probe.output}"

@@ -9,9 +9,9 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import operator, plane
+from muto.cloud.api.context import off_loop, operator, plane
 from muto.cloud.api.responses import ok
-from muto.cloud.api.vehicles import with_reported
+from muto.cloud.api.vehicles import reported_vehicle
 from muto.cloud.errors import AppError
 from muto.domain.messages import RefreshResult
 
@@ -38,7 +38,7 @@ async def refresh(request: Request) -> Response:
     await operator(request)
     vehicle_id = request.path_params["vehicle_id"]
     cp = plane(request)
-    cp.queries.vehicle(vehicle_id)  # 404 for an unknown vehicle, before anything is sent
+    await off_loop(cp.queries.vehicle, vehicle_id)  # 404 for an unknown vehicle, before sending
     bridge: Refresher | None = getattr(request.state, "bridge", None)
     if bridge is None:
         raise NoLink("this control plane runs without MQTT (--no-mqtt): it cannot reach vehicles")
@@ -57,6 +57,6 @@ async def refresh(request: Request) -> Response:
             "requestId": result.request_id,
             "ok": result.ok,
             "snapshotsUpdated": result.snapshots_updated,
-            "vehicle": with_reported(cp, [cp.queries.vehicle(vehicle_id)])[0],
+            "vehicle": await off_loop(reported_vehicle, cp, vehicle_id),
         }
     )

@@ -51,7 +51,7 @@ async def listing(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     page = await off_loop(cp.queries.vehicles, selector, limit, cursor)
     return ok(
-        with_reported(cp, page.items),
+        await off_loop(with_reported, cp, page.items),
         metadata={"total": page.total, "limit": limit, "nextCursor": page.next_cursor},
     )
 
@@ -60,8 +60,11 @@ async def one(request: Request) -> Response:
     vehicle_id = request.path_params["vehicle_id"]
     await operator_or_vehicle(request, vehicle_id)
     cp = plane(request)
-    found = await off_loop(cp.queries.vehicle, vehicle_id)
-    return ok((await off_loop(with_reported, cp, [found]))[0])
+    return ok(await off_loop(reported_vehicle, cp, vehicle_id))
+
+
+def reported_vehicle(cp: ControlPlane, vehicle_id: str) -> dict[str, Any]:
+    return with_reported(cp, [cp.queries.vehicle(vehicle_id)])[0]
 
 
 def with_reported(cp: ControlPlane, vehicles: list[dict[str, Any]]) -> list[dict[str, Any]]:
