@@ -89,11 +89,11 @@ def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus
     if runtime.crash_looping:
         return HealthStatus.UNHEALTHY, [ReasonCode.CRASH_LOOP_DETECTED]
     if running is not None and (runtime.release != running or not runtime.alive):
-        return HealthStatus.UNHEALTHY, []
+        return HealthStatus.UNHEALTHY, [ReasonCode.STACK_NOT_RUNNING]
     if running is not None and runtime.degraded is not None:
         return HealthStatus.UNHEALTHY, [ReasonCode.ROS_GRAPH_DEGRADED]
     if running is None and state.desired is not None:
-        return HealthStatus.DEGRADED, []  # something is wanted and nothing runs yet
+        return HealthStatus.DEGRADED, [ReasonCode.NOT_YET_APPLIED]  # wanted, nothing runs yet
     return HealthStatus.HEALTHY, []
 
 

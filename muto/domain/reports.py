@@ -82,3 +82,20 @@ class HealthReport(Wire, frozen=True, kw_only=True):
     running: StackRef | None = None
     metrics: dict[str, float] = {}
     observed_at: Annotated[datetime, Aware]
+
+    # Every status but healthy says why (spec/reason-codes.yaml), as a reconcile does.
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "if": {
+            "properties": {"status": {"enum": ["degraded", "unhealthy"]}},
+            "required": ["status"],
+        },
+        "then": {"required": ["reasonCodes"], "properties": {"reasonCodes": {"minItems": 1}}},
+    }
+
+    def __post_init__(self) -> None:
+        if self.status != HealthStatus.HEALTHY and not self.reason_codes:
+            raise FieldError(
+                f"a {self.status} health report needs at least one reason code in "
+                "reasonCodes",
+                "$.reasonCodes",
+            )

@@ -218,11 +218,13 @@ def reconcile_body(
 
 
 def health_body(vehicle_id: str, report_id: str, status: str = "healthy") -> dict[str, Any]:
+    """Any status but healthy says why (STACK_NOT_RUNNING)."""
     return {
         "schema": "muto.health-report.v1",
         "reportId": report_id,
         "vehicleId": vehicle_id,
         "status": status,
+        "reasonCodes": [] if status == "healthy" else ["STACK_NOT_RUNNING"],
         "observedAt": datetime.now(UTC).isoformat(),
     }
 

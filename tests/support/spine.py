@@ -191,6 +191,9 @@ def health_report(
     status: HealthStatus,
     reason_codes: Sequence[ReasonCode] = (),
 ) -> HealthReport:
+    """Any status but healthy says why: STACK_NOT_RUNNING unless `reason_codes` given."""
+    if status != HealthStatus.HEALTHY and not reason_codes:
+        reason_codes = [ReasonCode.STACK_NOT_RUNNING]
     return HealthReport(
         schema="muto.health-report.v1",
         report_id=report_id,
