@@ -16,6 +16,7 @@ from muto.agent.agent import Agent
 from muto.agent.artifacts import SimulatedArtifacts
 from muto.agent.journal import Journal
 from muto.agent.journal.events import DesiredVerified
+from muto.agent.journal.state import JournalState, Running
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
@@ -307,3 +308,16 @@ def desired_of(
         document_digest="sha256:" + "1" * 64,
         release_digest="sha256:" + "2" * 64,
     )
+
+
+def journal_of(
+    desired: DesiredVerified | None = None, running_key: str | None = None, **fields: object
+) -> JournalState:
+    """A journal's state that desires `desired` and runs `running_key` (known good)."""
+    state = JournalState(desired=desired, **fields)  # type: ignore[arg-type]
+    state.releases = {r.key: r for r in (A, B, C)}
+    if running_key is not None:
+        state.running = Running(key=running_key, since=T0, position=1, revision=None, cause="x")
+        if running_key not in state.known_good:
+            state.known_good = [*state.known_good, running_key]
+    return state

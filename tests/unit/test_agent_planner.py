@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from muto.agent.journal.events import DesiredVerified
-from muto.agent.journal.state import Failure, InFlight, JournalState, Outcome, RollbackDue, Running
+from muto.agent.journal.state import Failure, InFlight, JournalState, Outcome, RollbackDue
 from muto.agent.reconcile.observed import Observed
 from muto.agent.reconcile.planner import plan
 from muto.agent.reconcile.steps import (
@@ -28,7 +28,7 @@ from muto.domain.reasons import ReasonCode
 from muto.domain.release import Compatibility, StackRelease
 from muto.domain.reports import ReconcileStatus
 from muto.domain.vehicle_state import VehicleState
-from tests.support.agent_rig import T0, A, B, C, desired_of
+from tests.support.agent_rig import T0, A, B, C, desired_of, journal_of
 
 POOL = [A, B, C]
 KEYS = [r.key for r in POOL]
@@ -37,18 +37,6 @@ PARKED = VehicleState(free_disk_mb=100_000)
 
 def running(key: str) -> RuntimeStatus:
     return RuntimeStatus(release=key, alive=True, restart_count=0, crash_looping=False)
-
-
-def journal_of(
-    desired: DesiredVerified | None = None, running_key: str | None = None, **fields: object
-) -> JournalState:
-    state = JournalState(desired=desired, **fields)  # type: ignore[arg-type]
-    state.releases = {r.key: r for r in POOL}
-    if running_key is not None:
-        state.running = Running(key=running_key, since=T0, position=1, revision=None, cause="x")
-        if running_key not in state.known_good:
-            state.known_good = [*state.known_good, running_key]
-    return state
 
 
 def observed(
