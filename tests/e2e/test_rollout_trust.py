@@ -1,6 +1,7 @@
 """Issue 13, "rollouts an operator can trust", with real agents (simulated runtime)
-against the real cloud process and a real Mosquitto, on SQLite and PostgreSQL. Each
-scenario failed before its rule (docs/rollouts.md) was in place."""
+against the real cloud process and a real Mosquitto. Each scenario runs on SQLite or
+PostgreSQL in `make test` (the two alternate) and on the other too under `make
+test-faults`. Each failed before its rule (docs/rollouts.md) was in place."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from muto.sim.profile import Behaviour
-from tests.support.api_server import BACKENDS
+from tests.faults.runs import cases
 from tests.support.rollout_rig import GOOD, NEXT, eventually, rig
 
 FINAL = ("completed", "aborted", "rolled_back")
 WAVE_DEADLINE_S = 15
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases(["sqlite"], ["postgres"]))
 def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str) -> None:
     """Items 1 and 6: one crash-looping wave member rolls back every vehicle the
     rollout changed, canaries included; the decision and the rollback carry
@@ -55,7 +56,7 @@ def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str)
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases(["postgres"], ["sqlite"]))
 def test_a_crash_loop_after_the_wave_gate_passed_still_rolls_back(
     tmp_path: Path, backend: str
 ) -> None:
@@ -86,7 +87,7 @@ def test_a_crash_loop_after_the_wave_gate_passed_still_rolls_back(
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases(["sqlite"], ["postgres"]))
 def test_a_deferred_vehicle_never_rolls_back_the_converged_ones(
     tmp_path: Path, backend: str
 ) -> None:
@@ -121,7 +122,7 @@ def test_a_deferred_vehicle_never_rolls_back_the_converged_ones(
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases(["postgres"], ["sqlite"]))
 def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, backend: str) -> None:
     """Items 5 and 7: a wave waiting on a vehicle whose agent went away shows the phase
     deadline and the vehicle outstanding with its presence and last report, in GET
@@ -192,7 +193,7 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases(["sqlite"], ["postgres"]))
 def test_membership_is_fixed_at_start_and_a_relabelled_vehicle_leaves(
     tmp_path: Path, backend: str
 ) -> None:
