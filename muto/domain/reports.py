@@ -95,7 +95,6 @@ class HealthReport(Wire, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.status != HealthStatus.HEALTHY and not self.reason_codes:
             raise FieldError(
-                f"a {self.status} health report needs at least one reason code in "
-                "reasonCodes",
+                f"a {self.status} health report needs at least one reason code in reasonCodes",
                 "$.reasonCodes",
             )

@@ -35,6 +35,19 @@ def secured_broker(workdir: Path) -> Mosquitto:
     assert snippet is not None
     env = {"PATH": os.environ["PATH"], **passwords}
     subprocess.run(["sh", "-c", snippet.group(1)], cwd=ROOT, env=env, check=True)
+    apply_shipped_config(broker, workdir)
+    return broker
+
+
+def client(broker: Mosquitto, user: str | None, password: str | None = None) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", broker.port, username=user, password=password or USERS.get(user or "")
+    )
+
+
+def apply_shipped_config(broker: Mosquitto, workdir: Path) -> None:
+    """deploy/mosquitto's config and ACL for `broker`, as shipped but for its paths and
+    port (the password file `workdir/passwd` made by the caller)."""
     shutil.copy(DEPLOY / "acl", workdir / "acl")
     paths = {
         "listener": f"{broker.port} 127.0.0.1",
@@ -51,10 +64,3 @@ def secured_broker(workdir: Path) -> Mosquitto:
         # private temporary directory; stay root in the test only.
         config += "user root\n"
     broker.config.write_text(config)
-    return broker
-
-
-def client(broker: Mosquitto, user: str | None, password: str | None = None) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user, password=password or USERS.get(user or "")
-    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,6 +18,7 @@ import httpx
 
 from muto.sim.services import Haproxy
 from tests.conftest import Mosquitto, free_port, unavailable
+from tests.support.secured_broker import apply_shipped_config
 
 MUTO = [sys.executable, "-m", "muto.cli"]
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
@@ -207,20 +207,7 @@ def secured_mosquitto(workdir: Path, users: dict[str, str]) -> Mosquitto:
         input=lines.encode(),
         check=True,
     )
-    shutil.copy(DEPLOY / "acl", workdir / "acl")
-    paths = {
-        "listener": f"{broker.port} 127.0.0.1",
-        "password_file": str(workdir / "passwd"),
-        "acl_file": str(workdir / "acl"),
-        "persistence_location": f"{workdir}/",
-    }
-    config = (DEPLOY / "mosquitto.conf").read_text()
-    for option, value in paths.items():
-        config, found = re.subn(rf"^{option} .*$", f"{option} {value}", config, flags=re.M)
-        assert found == 1, option
-    if os.geteuid() == 0:  # mosquitto would drop to a user that cannot read tmp_path
-        config += "user root\n"
-    broker.config.write_text(config)
+    apply_shipped_config(broker, workdir)
     return broker
 
 
