@@ -161,6 +161,7 @@ class Mosquitto:
             if listens(self.proc.pid, self.port):
                 return True
             time.sleep(0.05)
+        self.stop(kill=True)  # never leave a broker behind a failed start
         raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self, kill: bool = False) -> None:

@@ -172,7 +172,12 @@ class AgentProcess:
             return None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=60)
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # fail the test, but leave no agent behind
+            proc.kill()
+            proc.wait()
+            raise
 
     def wait_exit(self) -> int:
         assert self.proc is not None
