@@ -45,7 +45,10 @@ async def run_command(
         start_new_session=True,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_sec)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+        # the command finishes, and the caller (a runtime's watch, the agent's stop) hangs.
+        async with asyncio.timeout(timeout_sec):
+            out, _ = await proc.communicate()
     except BaseException:
         signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()

@@ -51,7 +51,8 @@ async def terminate_group(proc: Process, grace_sec: float, poll_sec: float = 0.0
     deadline = time.monotonic() + grace_sec
     signal_group(pgid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), grace_sec)
+        async with asyncio.timeout(grace_sec):  # not wait_for: it can lose a cancel
+            await proc.wait()
     while group_alive(pgid) and time.monotonic() < deadline:
         await asyncio.sleep(poll_sec)
     signal_group(pgid, signal.SIGKILL)

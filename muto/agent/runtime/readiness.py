@@ -36,7 +36,8 @@ async def poll_until_ready(
         if remaining <= 0:
             break
         try:
-            outcome = await asyncio.wait_for(check(), remaining)
+            async with asyncio.timeout(remaining):  # not wait_for: it can lose a cancel
+                outcome = await check()
         except TimeoutError:
             if why == NOT_CHECKED:  # else the last finished check says more
                 why = "readiness check still running at the deadline"

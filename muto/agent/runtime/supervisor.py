@@ -161,7 +161,8 @@ class Supervisor:
 
     async def _stop_requested_within(self, delay: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+            async with asyncio.timeout(delay):  # not wait_for: it can lose a cancel
+                await self._stopping.wait()
         return self._stopping.is_set()
 
 
