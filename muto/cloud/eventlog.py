@@ -7,9 +7,11 @@ long-lived aggregates (a vehicle with thousands of reports) cheap to load.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
 
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
@@ -56,6 +58,16 @@ class EventLog(Application[Any]):
         except Exception:
             logger.exception("snapshot failed after a committed save; continuing without")
 
+    # -- the EventSource port (muto.projections.source) -------------------------------
+
     def position(self) -> int:
         """The id of the last notification in the log (0 when empty)."""
         return self.recorder.max_notification_id() or 0
+
+    def select(self, after: int, limit: int, until: int | None = None) -> Sequence[Notification]:
+        return self.recorder.select_notifications(
+            start=after, limit=limit, stop=until, inclusive_of_start=False
+        )
+
+    def decode(self, record: Notification) -> Any:
+        return self.mapper.to_domain_event(record)

@@ -30,8 +30,8 @@ from typing import Any
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError
 
-from muto.cloud.eventlog import EventLog
 from muto.projections.base import Projection
+from muto.projections.source import EventSource
 from muto.projections.store import ViewStore
 
 BATCH = 500
@@ -39,7 +39,9 @@ logger = logging.getLogger("muto.projections")
 
 
 class ProjectionRunner:
-    def __init__(self, log: EventLog, store: ViewStore, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self, log: EventSource, store: ViewStore, projections: Sequence[Projection]
+    ) -> None:
         self.log = log
         self.store = store
         self.projections = {p.name: p for p in projections}
@@ -129,7 +131,7 @@ class ProjectionRunner:
                 return 0
             last = notifications[-1].id
             for notification in notifications:
-                event: Any = self.log.mapper.to_domain_event(notification)
+                event: Any = self.log.decode(notification)
                 for name, projection in self.projections.items():
                     if notification.id > positions[name]:
                         reads_records = getattr(projection, "reads_records", False)
@@ -191,13 +193,7 @@ class ProjectionRunner:
         # every datastore shares: inside the view store's transaction the event recorder
         # would run its query on the views' session (another database on SQLite). An
         # empty context makes it open a transaction of its own on the event store.
-        return contextvars.Context().run(
-            self.log.recorder.select_notifications,
-            start=start,
-            limit=limit,
-            stop=stop,
-            inclusive_of_start=False,
-        )
+        return contextvars.Context().run(self.log.select, start, limit, stop)
 
     def rebuild(self, name: str) -> None:
         """Drop one projection's rows and position, then replay it from the start."""
