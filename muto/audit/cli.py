@@ -174,32 +174,67 @@ def register(
     audit = sub.add_parser("audit", help="replay, explain, export and verify the event log")
     actions = audit.add_subparsers(dest="action", required=True)
 
-    def verb(name: str, summary: str, action: Callable[[argparse.Namespace, Backend], int]) -> Any:
-        p = actions.add_parser(name, help=summary)
+    def verb(
+        name: str,
+        summary: str,
+        action: Callable[[argparse.Namespace, Backend], int],
+        *examples: str,
+    ) -> Any:
+        p = actions.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         place(p)
         p.set_defaults(func=wrap(_guarded(action, open_)))
         return p
 
-    p = verb("replay", "rebuild every view as it stood at a past point", replay)
+    p = verb(
+        "replay",
+        "rebuild every view as it stood at a past point",
+        replay,
+        "muto audit replay --data-dir data/cloud --position 40 --out at-40.db",
+        "muto audit replay --api --until 2026-03-03T14:02:00Z --out then.db",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--until", metavar="TIME", help="ISO 8601; UTC when no offset")
     when.add_argument("--position", type=int, metavar="N", help="the last log position")
     p.add_argument("--out", required=True, metavar="FILE", help="a new SQLite file")
 
-    p = verb("explain", "the story of one vehicle or one rollout", explain)
+    p = verb(
+        "explain",
+        "the story of one vehicle or one rollout",
+        explain,
+        "muto audit explain --data-dir data/cloud --vehicle car-1 --at 2026-03-03T14:02:00Z",
+        "muto audit explain --api --rollout ro-1",
+    )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", metavar="ID")
     who.add_argument("--rollout", metavar="ID")
     p.add_argument("--at", metavar="TIME", help="with --vehicle: what it was told then, and why")
     p.add_argument("--json", action="store_true")
 
-    p = verb("export", "stream events as JSON lines", export)
+    p = verb(
+        "export",
+        "stream events as JSON lines",
+        export,
+        "muto audit export --data-dir data/cloud --out events.jsonl",
+        "muto audit export --api --from 2026-03-01T00:00:00Z",
+    )
     p.add_argument("--from", dest="since", metavar="TIME")
     p.add_argument("--until", metavar="TIME")
     p.add_argument("--format", choices=["jsonl"], default="jsonl")
     p.add_argument("--out", metavar="FILE", help="default: standard output")
 
-    p = verb("verify", "check the hash chain against the event log", verify)
+    p = verb(
+        "verify",
+        "check the hash chain against the event log",
+        verify,
+        "muto audit verify --data-dir data/cloud",
+        "muto audit verify --api --anchor 59:<the head hash recorded earlier>",
+    )
     p.add_argument(
         "--anchor",
         type=_anchor,

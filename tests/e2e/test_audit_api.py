@@ -46,9 +46,14 @@ class Audited:
     def run(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
+        return self.muto("audit", *args, env=env)
+
+    def muto(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("MUTO_")}
         done = subprocess.run(
-            [sys.executable, "-m", "muto.cli", "audit", *args],
+            [sys.executable, "-m", "muto.cli", *args],
             capture_output=True,
             text=True,
             timeout=180,
@@ -236,6 +241,21 @@ def test_bad_requests_and_who_may_ask(audited: Audited) -> None:
             assert vehicle.get(path).status_code == 403
     for path in ("/audit/records", "/audit/verify"):
         assert httpx.get(audited.server.url + path).status_code == 401
+
+
+def test_the_login_context_is_enough_and_every_verb_has_examples(audited: Audited) -> None:
+    context = audited.home / unique("login") / "context.json"
+    env = {"MUTO_CONTEXT": str(context)}  # no MUTO_URL, no MUTO_TOKEN: only the context
+    login = audited.muto(
+        "login", audited.server.url, "--token-file", str(audited.token_file), env=env
+    )
+    assert login.returncode == 0, login.stderr
+    args = ("explain", "--vehicle", audited.vehicle)
+    assert audited.muto("audit", *args, "--api", env=env).stdout == audited.local(*args).stdout
+    for verb in ("replay", "explain", "export", "verify"):
+        helped = audited.run(verb, "--help").stdout
+        assert f"examples:\n  muto audit {verb} --data-dir" in helped
+        assert f"  muto audit {verb} --api" in helped
 
 
 def test_failures_through_the_api_are_one_line_with_the_fleet_exit_codes(
