@@ -13,12 +13,14 @@ muto/projections/source.py: EventSource, which the cloud's EventLog implements).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "muto"
+DOC = ROOT.parent / "docs" / "architecture.md"
 
 LAYERS: dict[str, int] = {
     "domain": 0,  # pure: the fleet's model and rules
@@ -122,6 +124,16 @@ def test_known_exceptions_are_still_needed() -> None:
     found = {(where, target) for _, target, where, _ in upward()}
     stale = KNOWN - found
     assert stale == set(), f"remove from KNOWN, these imports are gone: {sorted(stale)}"
+
+
+def test_the_architecture_page_states_these_layers() -> None:
+    """docs/architecture.md's table: `| N | `pkg`, `pkg` | ...`."""
+    documented = {
+        name: int(level)
+        for level, cell in re.findall(r"^\| (\d) \| ([^|]+) \|", DOC.read_text(), re.M)
+        for name in re.findall(r"`(?:muto/)?(\w+)(?:\.py)?`", cell)
+    }
+    assert documented == {k: v for k, v in LAYERS.items() if k != "__init__"}
 
 
 @pytest.mark.parametrize(
