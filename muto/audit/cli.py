@@ -136,10 +136,12 @@ def export(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def _anchor(text: str) -> tuple[int, str]:
-    position, _, digest = text.partition(":")
-    if not position.isdigit() or len(digest) != 64:
+    from muto.audit.verify import parse_anchor
+
+    found = parse_anchor(text)
+    if found is None:
         raise argparse.ArgumentTypeError("expected POSITION:SHA256HEX (64 hex digits)")
-    return int(position), digest
+    return found
 
 
 def verify(args: argparse.Namespace, backend: Backend) -> int:

@@ -12,6 +12,7 @@ Anchors (position -> hash recorded outside the database) catch a rewrite of both
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,17 @@ from muto.audit.source import AuditError, read_only_url
 from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
 
 Link = tuple[int, str]  # (position, hex hash) as stored by the projector
+# An anchor as an operator passes it: POSITION:SHA256HEX (spec/api.yaml publishes it).
+ANCHOR_PATTERN = "^[0-9]{1,10}:[0-9a-fA-F]{64}$"
 PAGE = 5000
+
+
+def parse_anchor(text: str) -> tuple[int, str] | None:
+    """(position, hash) from POSITION:SHA256HEX; None when it is not one."""
+    if re.fullmatch(ANCHOR_PATTERN, text) is None:
+        return None
+    position, _, digest = text.partition(":")
+    return int(position), digest.lower()
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class ApiAudit:
         return Finding.from_json(answer(response, self.api.connection)["data"])
 
     def close(self) -> None:
-        self.api.__exit__()
+        self.api.close()
 
 
 def uses_api(args: argparse.Namespace) -> bool:

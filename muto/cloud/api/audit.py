@@ -9,7 +9,6 @@ checked here, beside the databases, by the same code as `muto audit verify`.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from starlette.responses import Response
 
 from muto.audit.source import AuditError
 from muto.audit.story import wanted_for_rollout, wanted_for_vehicle
+from muto.audit.verify import parse_anchor
 from muto.cloud.api.context import int_param, off_loop, operator, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.auditing import verify_chain
@@ -32,7 +32,6 @@ RECORDS_PAGE = 1000
 # ends early (fewer records, `nextAfter` where reading stopped) instead of reading the
 # whole log in one request.
 SCAN = 20 * RECORDS_PAGE
-ANCHOR = re.compile(r"^(\d{1,10}):([0-9a-fA-F]{64})$")
 
 
 async def timeline(request: Request) -> Response:
@@ -58,13 +57,15 @@ Keep = Callable[[Notification], bool]
 
 
 def _story(request: Request) -> Keep | None:
-    vehicle = request.query_params.get("forVehicle")
-    rollout = request.query_params.get("forRollout")
-    if vehicle and rollout:
-        raise Invalid("forVehicle and forRollout exclude each other", {"path": "query"})
-    if vehicle:
-        return wanted_for_vehicle(vehicle)
-    return wanted_for_rollout(rollout) if rollout else None
+    """forVehicle, forRollout: the records either story is told from."""
+    keeps = [
+        wanted(found)
+        for name, wanted in (("forVehicle", wanted_for_vehicle), ("forRollout", wanted_for_rollout))
+        if (found := request.query_params.get(name))
+    ]
+    if not keeps:
+        return None
+    return lambda record: any(keep(record) for keep in keeps)
 
 
 def read_records(
@@ -120,12 +121,12 @@ async def records(request: Request) -> Response:
 def _anchors(request: Request) -> dict[int, str]:
     anchors = {}
     for raw in request.query_params.getlist("anchor"):
-        matched = ANCHOR.match(raw)
-        if matched is None:
+        found = parse_anchor(raw)
+        if found is None:
             raise Invalid(
                 "anchor must be POSITION:SHA256HEX (64 hex digits)", {"path": "query.anchor"}
             )
-        anchors[int(matched[1])] = matched[2]
+        anchors[found[0]] = found[1]
     return anchors
 
 
