@@ -24,6 +24,11 @@ TOKEN_ARGV_REMOVED = (
 
 
 def run(args: argparse.Namespace) -> int:
+    # httpx imports its command-line client (rich, click, pygments: ~5 MB of an idle
+    # agent's RSS) whenever they are installed, as they are beside the cloud. This
+    # process only runs the agent, which never uses it: an entry of None makes that
+    # import fail, and httpx then leaves its `main` out (httpx/__init__.py).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from muto.agent.compose import RunOptions, local_agent
     from muto.agent.journal import JournalLocked
     from muto.agent.runtime.archive_rules import ArchiveLimits
