@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-
 from muto.domain.desired import Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode

@@ -162,7 +162,7 @@ def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) 
         link = rig.agent.mqtt
         assert link is not None and link.accepted_sequence == 1
         reasons: list[str] = []
-        rig.agent.signals.trigger = reasons.append  # type: ignore[method-assign]
+        rig.agent.signals.trigger = reasons.append  # type: ignore[method-assign,assignment]
         # The accepted one again (ignored), then hints above it: each triggers (the agent
         # coalesces triggers), duplicates and out-of-order ones too, as none moves the bar.
         for sequence in (1, 3, 2, 3, 4):
