@@ -203,7 +203,7 @@ class MqttLink:
 
     async def _snapshot_loop(self, client: aiomqtt.Client) -> None:
         """A throttle, not a debounce: a change after a quiet interval goes out at once
-        (leading edge); changes during the interval that follows only set `_dirty`, and
+        (leading edge); changes during the interval that follows only set `signals.shown`, and
         the loop publishes the state as it is then once the interval ends (trailing
         edge)."""
         loop, shown = asyncio.get_running_loop(), self.signals.shown
