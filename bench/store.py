@@ -247,6 +247,7 @@ def catch_up(log: EventLog, backend: Backend) -> tuple[float, float, int]:
     store = ViewStore(url)
     try:
         views = Views(store)
+        views.start()
         runner = ProjectionRunner(log, store, views.all)
         seconds = timed(runner.catch_up)
         assert runner.position() == events, (runner.position(), events)
@@ -284,6 +285,7 @@ def measure(backend: Backend) -> list[Result]:
     label = backend.label
     log = EventLog.open(backend.settings)
     writer = Writer(log)
+    writer.start()
     started = time.perf_counter()
 
     def stage(what: str) -> None:

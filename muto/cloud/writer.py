@@ -10,12 +10,18 @@ Invariants:
   takes its neighbours' writes down with it.
 - A command that still conflicts after MAX_ATTEMPTS fresh re-runs fails with Conflict.
 - A command must only mutate aggregates obtained from its UnitOfWork.
+- Nothing runs until `start()`; `close()` finishes every queued command either way.
+
+`WritePath` is the one rule every caller that writes follows: store through the writer,
+then wait until the views show the write (read-your-writes). A write is never reported
+failed because the views are slow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -31,11 +37,13 @@ from eventsourcing.persistence import IntegrityError
 
 from muto.cloud.errors import Conflict
 from muto.cloud.eventlog import EventLog
+from muto.projections.runner import ProjectionRunner
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 MAX_BATCH = 512
 MAX_ATTEMPTS = 5
+logger = logging.getLogger("muto.cloud")
 
 
 class UnitOfWork:
@@ -103,9 +111,12 @@ class Writer:
         # Called on the writer thread with (commands, seconds) after each batch (metrics).
         self.batch_observers: list[Callable[[int, float], None]] = []
         self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
-        self._thread.start()
         self.batches = 0
         self.commands = 0
+
+    def start(self) -> None:
+        """Start the writer thread: queued commands run from now on."""
+        self._thread.start()
 
     def submit(self, command: Command[T]) -> Future[Written[T]]:
         future: Future[Written[T]] = Future()
@@ -119,9 +130,13 @@ class Writer:
         return await asyncio.wrap_future(self.submit(command))
 
     def close(self) -> None:
-        """Finish every queued command, then stop the thread."""
+        """Finish every queued command, then stop the thread (never started: the
+        queued commands run on the caller's thread)."""
         self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        elif self._thread.ident is None:
+            self._loop()
 
     # -- writer thread ----------------------------------------------------------------
 
@@ -184,3 +199,41 @@ class Writer:
             position = max((r.notification.id for r in recordings), default=None)
             return Written(value, position)
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")
+
+
+class WritePath:
+    """Store a command through the writer, then wait until every view shows it
+    (read-your-writes). A write is never reported failed because the views are slow:
+    it is stored, and `Written.views_current` says whether they caught up in time (a
+    handler that must read the view back answers 503 then, saying the write is kept)."""
+
+    def __init__(
+        self, writer: Writer, projector: ProjectionRunner, views_timeout: float = 10.0
+    ) -> None:
+        self.writer = writer
+        self.projector = projector
+        self.views_timeout = views_timeout
+
+    def execute(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
+        written = self.writer.execute(command)
+        try:
+            self.projector.catch_up_to(written.position, self._timeout(views_timeout))
+        except TimeoutError:
+            return _views_behind(written)
+        return written
+
+    async def run(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
+        written = await self.writer.run(command)
+        try:
+            await self.projector.reach(written.position, self._timeout(views_timeout))
+        except TimeoutError:
+            return _views_behind(written)
+        return written
+
+    def _timeout(self, views_timeout: float | None) -> float:
+        return self.views_timeout if views_timeout is None else views_timeout
+
+
+def _views_behind(written: Written[T]) -> Written[T]:
+    logger.warning("stored at position %s; the views had not caught up in time", written.position)
+    return Written(written.value, written.position, views_current=False)

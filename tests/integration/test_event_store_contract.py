@@ -257,6 +257,7 @@ class DurableContract(EventStoreContract):
             # The loser's writer decides again against the winner's write: v1 is
             # already online, so asking for "online" stores nothing.
             loser = Writer(other)
+            loser.start()
             try:
                 assert loser.execute(record_presence("v1", "online", None, "t")).value is False
             finally:

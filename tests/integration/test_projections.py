@@ -605,3 +605,21 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         assert {r["vehicle_id"] for r in rows if r["status"] == "rolled_back"} == set(wave)
     finally:
         cp.close()
+
+
+def test_a_stored_report_is_never_answered_failed_because_the_views_are_slow(
+    tmp_path: Path,
+) -> None:
+    """Reconcile and health ingest take the same write path as every other write
+    (WritePath): views that miss the deadline make `views_current` False, not an error."""
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        register_fleet(cp, [registration("v1")])
+        cp.ingest.writes.views_timeout = 1e-9  # the views can never be in time
+        written = asyncio.run(cp.ingest.reconcile(reconcile_report("v1", "r1"), "vehicle:v1"))
+        assert written.value is True and written.views_current is False
+        report = health_report("v1", "h1", HealthStatus.DEGRADED)
+        assert asyncio.run(cp.ingest.health(report, "vehicle:v1")) is True
+        assert cp.log.position() == written.position + 1  # both are stored
+    finally:
+        cp.close()
