@@ -9,7 +9,10 @@ Invariants:
   batch is re-run alone against freshly loaded aggregates, so one bad command never
   takes its neighbours' writes down with it.
 - A command that still conflicts after MAX_ATTEMPTS fresh re-runs fails with Conflict.
-- A command must only mutate aggregates obtained from its UnitOfWork.
+- A command must only mutate aggregates obtained from its UnitOfWork. Those are the
+  event log's cached aggregates themselves (no copy per command): whatever a failed
+  command or save touched is evicted, and every aggregate a batch read is checked at
+  its save against what other processes stored since (`UnitOfWork.save`).
 - Nothing runs until `start()`; `close()` finishes every queued command either way.
 
 `WritePath` is the one rule every caller that writes follows: store through the writer,
@@ -33,7 +36,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 
 from muto.cloud.errors import Conflict
 from muto.cloud.eventlog import EventLog
@@ -52,6 +55,8 @@ class UnitOfWork:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self._aggregates: dict[UUID, Aggregate] = {}
+        # The version each aggregate had when loaded: checked when the batch saves.
+        self.read_versions: dict[UUID, int] = {}
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
@@ -59,11 +64,14 @@ class UnitOfWork:
             assert isinstance(found, kind)
             return found
         try:
-            aggregate: Aggregate = self.log.repository.get(aggregate_id)
+            # The cached aggregate itself, not a copy: `forget` evicts it if the
+            # command or the save fails (eventlog.WriterRepository).
+            aggregate: Aggregate = self.log.repository.get(aggregate_id, deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, kind), f"{aggregate_id} is a {type(aggregate).__name__}"
         self._aggregates[aggregate_id] = aggregate
+        self.read_versions[aggregate_id] = aggregate.version
         return aggregate
 
     def add(self, aggregate: Aggregate) -> None:
@@ -74,10 +82,16 @@ class UnitOfWork:
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
 
+    def save(self) -> list[Recording[UUID]]:
+        """Store every pending event in one transaction; IntegrityError if any aggregate
+        read here was moved by another process since (or a version collides)."""
+        return self.log.save(*self.pending(), read_versions=self.read_versions)
+
     def forget(self) -> None:
-        """Drop this unit's aggregates from the log's cache, which may hold a version
-        that another process has since moved past (on SQLite the cache does not
-        fast-forward), so that the next attempt loads them from the store."""
+        """Drop this unit's aggregates from the log's cache: a failed command or save
+        may have left them changed but not stored, or another process has since moved
+        past their version (on SQLite the cache does not fast-forward). The next
+        attempt loads them from the store."""
         cache = self.log.repository.cache
         if cache is None:
             return
@@ -156,7 +170,8 @@ class Writer:
                 batch.append(more)
             if batch:
                 started = time.perf_counter()
-                self._write(batch)
+                with self.log.writer_repository.batch_lock:
+                    self._write(batch)
                 for observe in self.batch_observers:
                     observe(len(batch), time.perf_counter() - started)
                 if self.on_saved is not None:
@@ -179,8 +194,9 @@ class Writer:
         uow = UnitOfWork(self.log)
         try:
             values = [command(uow) for command, _ in batch]
-            recordings = self.log.save(*uow.pending())
+            recordings = uow.save()
         except Exception:
+            uow.forget()
             return False  # re-run each alone: errors and conflicts stay with their command
         position = max((r.notification.id for r in recordings), default=None)
         for (_, future), value in zip(batch, values, strict=True):
@@ -190,12 +206,15 @@ class Writer:
     def _write_alone(self, command: Command[T]) -> Written[T]:
         for _ in range(MAX_ATTEMPTS):
             uow = UnitOfWork(self.log)
-            value = command(uow)
             try:
-                recordings = self.log.save(*uow.pending())
+                value = command(uow)
+                recordings = uow.save()
             except IntegrityError:
                 uow.forget()  # another process wrote first: reload and decide again
                 continue
+            except BaseException:
+                uow.forget()  # refused: leave no changed aggregate in the cache
+                raise
             position = max((r.notification.id for r in recordings), default=None)
             return Written(value, position)
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")

@@ -289,6 +289,24 @@ class DurableContract(EventStoreContract):
         assert cp.queries.vehicle("v1")["presence"] == "offline"
         assert cp.queries.vehicle("v1")["health"] == "healthy"
 
+    def test_a_decision_to_store_nothing_is_not_made_on_a_stale_cache(
+        self, cp: ControlPlane
+    ) -> None:
+        """The writer's cache is validated when a batch saves, also for commands that
+        store nothing: "already online" must not be answered from a cached vehicle that
+        another process has since set offline."""
+        register_fleet(cp, [registration("v1")])
+        cp.execute(record_presence("v1", "online", None, "t"))  # cached here: online
+        other = EventLog.open(cp.settings)
+        try:
+            rival = other.repository.get(Vehicle.create_id("v1"))
+            rival.record_presence("offline", None, "rival", "c")
+            other.save(rival)
+        finally:
+            other.close()
+        assert cp.execute(record_presence("v1", "online", None, "t")).value is True
+        assert cp.queries.vehicle("v1")["presence"] == "online"
+
     def test_a_command_insisting_on_a_stale_version_ends_in_conflict(
         self, cp: ControlPlane
     ) -> None:
