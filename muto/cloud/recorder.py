@@ -106,7 +106,7 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         read_versions: Mapping[UUID, int],
         stored_events: Sequence[StoredEvent],
     ) -> None:
-        expected: dict[UUID | str, int] = {**read_versions}
+        expected: dict[UUID | str, int] = {k: v for k, v in read_versions.items()}
         for event in stored_events:
             if event.originator_id in expected:
                 expected[event.originator_id] = max(
