@@ -16,8 +16,10 @@ aggregate had when the writer read it from its cache. They are checked inside th
 save's transaction, after the insert (so under the write lock on either database):
 if another process has stored events for any of them since, the save raises
 IntegrityError and rolls back, and the writer reloads and decides again. A cached
-aggregate is thereby validated once per batch, in one query, instead of fast-forwarded
-with a query per command; and a command that decided to store nothing is checked too.
+aggregate is thereby validated once per batch, in one query (none when the batch adds
+events to every aggregate it read: the unique version index checks those), instead of
+fast-forwarded with a query per command; and a command that decided to store nothing
+is checked too.
 """
 
 from __future__ import annotations
@@ -106,12 +108,12 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         read_versions: Mapping[UUID, int],
         stored_events: Sequence[StoredEvent],
     ) -> None:
-        expected: dict[UUID | str, int] = {k: v for k, v in read_versions.items()}
-        for event in stored_events:
-            if event.originator_id in expected:
-                expected[event.originator_id] = max(
-                    expected[event.originator_id], event.originator_version
-                )
+        # An aggregate this save adds events to needs no check: had another process
+        # stored any event since it was read, ours would collide with its version.
+        written = {event.originator_id for event in stored_events}
+        expected = {i: v for i, v in read_versions.items() if i not in written}
+        if not expected:
+            return
         found = session.connection().execute(self._versions, {"ids": list(expected)})
         stored = {originator_id: version for originator_id, version in found}
         moved = [str(i) for i, version in expected.items() if stored.get(i) != version]

@@ -355,6 +355,36 @@ class DurableContract(EventStoreContract):
             second.close()
 
 
+    def test_a_store_written_by_the_library_recorder_opens_and_continues(
+        self, settings: Settings
+    ) -> None:
+        """Stores written before muto.cloud.recorder (the library's own
+        eventsourcing_sqlalchemy recorder, same tables muto_events / muto_snapshots)
+        open unchanged: no migration."""
+        env = {**EventLog.cache_env(settings), **settings.event_store_env()}
+        old = EventLog(env={**env, "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"})
+        writer = Writer(old)
+        writer.start()
+        try:
+            writer.execute(register_vehicle(registration("v1"), cause()))
+            for i in range(3):
+                writer.execute(record_reconcile(reconcile_report("v1", f"r{i}", minute=i), "v"))
+        finally:
+            writer.close()
+            old.close()
+
+        cp = ControlPlane.open(settings)
+        try:
+            assert cp.log.position() == 4
+            assert [n.id for n in cp.log.select(0, 10)] == [1, 2, 3, 4]
+            assert cp.log.repository.get(Vehicle.create_id("v1")).version == 4
+            written = cp.execute(record_reconcile(reconcile_report("v1", "r3", minute=3), "v"))
+            assert written.position == 5
+            assert cp.queries.vehicle("v1")["version"] == 5
+        finally:
+            cp.close()
+
+
 class TestMemory(EventStoreContract):
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
