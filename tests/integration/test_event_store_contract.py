@@ -354,7 +354,6 @@ class DurableContract(EventStoreContract):
         finally:
             second.close()
 
-
     def test_a_store_written_by_the_library_recorder_opens_and_continues(
         self, settings: Settings
     ) -> None:
