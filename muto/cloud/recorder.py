@@ -59,6 +59,14 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             bindparam("limit")
         )
         self._max_id = select(func.max(table.c.id))
+        qualified = (
+            f"{self.schema_name}.{self.events_table_name}"
+            if self.schema_name
+            else (self.events_table_name)
+        )
+        self._lock_and_notify = (
+            f"LOCK TABLE {qualified} IN EXCLUSIVE MODE; NOTIFY {self.channel_name}"
+        )
         self._versions = (
             select(table.c.originator_id, func.max(table.c.originator_version))
             .where(table.c.originator_id.in_(bindparam("ids", expanding=True)))
@@ -90,16 +98,17 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             }
             for e in stored_events
         ]
-        self._lock_table(session)  # PostgreSQL: ids in commit order
         connection = session.connection()
         if self._is_postgres:
+            # The library's table lock (notification ids in commit order) and its NOTIFY
+            # (delivered at commit), sent in one round trip instead of two.
+            connection.exec_driver_sql(self._lock_and_notify)
             ids = list(connection.execute(self._insert_returning, rows).scalars())
         else:
             # One transaction holds SQLite's write lock: its rowids are consecutive.
             connection.execute(self._insert, rows)
             last = int(connection.execute(self._last_id).scalar_one())
             ids = list(range(last - len(rows) + 1, last + 1))
-        self._notify_channel(session)
         return ids
 
     def _check_versions(
