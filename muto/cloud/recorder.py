@@ -123,11 +123,19 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         expected = {i: v for i, v in read_versions.items() if i not in written}
         if not expected:
             return
-        found = session.connection().execute(self._versions, {"ids": list(expected)})
-        stored = {originator_id: version for originator_id, version in found}
-        moved = [str(i) for i, version in expected.items() if stored.get(i) != version]
+        moved = self._moved(session, expected)
         if moved:
             raise IntegrityError(f"written by another process since read: {', '.join(moved)}")
+
+    def moved_since(self, read_versions: Mapping[UUID, int]) -> list[str]:
+        """The aggregates among those read at `read_versions` that have newer events."""
+        with self.transaction(commit=False) as session:
+            return self._moved(session, read_versions)
+
+    def _moved(self, session: Session, expected: Mapping[UUID, int]) -> list[str]:
+        found = session.connection().execute(self._versions, {"ids": list(expected)})
+        stored = {originator_id: version for originator_id, version in found}
+        return [str(i) for i, version in expected.items() if stored.get(i) != version]
 
     def select_notifications(
         self,

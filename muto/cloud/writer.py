@@ -12,7 +12,9 @@ Invariants:
 - A command must only mutate aggregates obtained from its UnitOfWork. Those are the
   event log's cached aggregates themselves (no copy per command): whatever a failed
   command or save touched is evicted, and every aggregate a batch read is checked at
-  its save against what other processes stored since (`UnitOfWork.save`).
+  its save against what other processes stored since (`UnitOfWork.save`); a command
+  refused (raised) on an aggregate another process has moved since is run again on
+  fresh loads (`UnitOfWork.read_stale`).
 - Nothing runs until `start()`; `close()` finishes every queued command either way.
 
 `WritePath` is the one rule every caller that writes follows: store through the writer,
@@ -81,6 +83,18 @@ class UnitOfWork:
 
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
+
+    def read_stale(self) -> bool:
+        """Whether another process has stored events, since this unit read them, for
+        any aggregate it read (a refusal decided on a cached version must be decided
+        again). The in-memory store has no other process."""
+        moved_since = getattr(self.log.recorder, "moved_since", None)
+        if moved_since is None or not self.read_versions:
+            return False
+        try:
+            return bool(moved_since(self.read_versions))
+        except Exception:  # the refusal stands; the database error is not the answer
+            return False
 
     def save(self) -> list[Recording[UUID]]:
         """Store every pending event in one transaction; IntegrityError if any aggregate
@@ -212,8 +226,13 @@ class Writer:
             except IntegrityError:
                 uow.forget()  # another process wrote first: reload and decide again
                 continue
-            except BaseException:
+            except Exception:
                 uow.forget()  # refused: leave no changed aggregate in the cache
+                if uow.read_stale():
+                    continue  # refused on a version another process has moved past
+                raise
+            except BaseException:
+                uow.forget()
                 raise
             position = max((r.notification.id for r in recordings), default=None)
             return Written(value, position)

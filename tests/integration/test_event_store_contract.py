@@ -307,6 +307,23 @@ class DurableContract(EventStoreContract):
         assert cp.execute(record_presence("v1", "online", None, "t")).value is True
         assert cp.queries.vehicle("v1")["presence"] == "online"
 
+    def test_a_refusal_is_not_decided_on_a_stale_cache(self, cp: ControlPlane) -> None:
+        """A PATCH naming the version another process just wrote is not refused because
+        this process's cached vehicle is one version behind."""
+        register_fleet(cp, [registration("v1")])
+        vehicle_id = Vehicle.create_id("v1")
+        assert cp.log.repository.get(vehicle_id).version == 1  # cached here
+        other = EventLog.open(cp.settings)
+        try:
+            rival = other.repository.get(vehicle_id)
+            rival.record_presence("offline", None, "rival", "c")
+            other.save(rival)
+        finally:
+            other.close()
+        patch = VehiclePatch(labels={"ring": "beta"})
+        cp.execute(update_vehicle("v1", patch, cause(), expected_version=2))
+        assert cp.queries.vehicle("v1")["labels"]["ring"] == "beta"
+
     def test_a_command_insisting_on_a_stale_version_ends_in_conflict(
         self, cp: ControlPlane
     ) -> None:
