@@ -48,6 +48,32 @@ durability (SQLite: the same file, WAL, synchronous=FULL), so the ratio is what 
 domain and the library cost. Store and baseline run in five alternating rounds, so
 both see the same machine. Group commit is bounded by its 16 writers: a batch
 never holds more than 16 commands, the size the batched baseline uses.
+
+Where the remaining time goes (cProfile of the writer thread and pyinstrument of
+catch-up, 2026-12-03, after the changes of issue #16; shares of wall time on a
+machine at load 8-17, so waits are inflated):
+
+- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync, ~60 % of the
+  writer thread; PostgreSQL: BEGIN, lock+NOTIFY, INSERT, COMMIT round trips). The rest
+  is the hand-off between the caller's thread and the writer thread (two wake-ups per
+  command), the command (~65 µs: aggregate from the cache, event, encoding) and
+  SQLAlchemy's session per transaction.
+- *Append, group commit*: SQLite, per 4,000 reports: commit 27 %, executemany 14 %,
+  SQLAlchemy session and statement execution ~20 %, the commands 11 % (the library's
+  deep copy per command, formerly 30 %, is gone), the library's `collect_events`
+  (runtime-Protocol `isinstance` checks) 8 %, futures and wake-ups 5 %, encoding 4 %.
+  The batches average ~8-9 commands, not 16: the 16 caller threads need the GIL to
+  submit while the writer needs it to run. PostgreSQL: ~75 % waiting on four round
+  trips per batch (BEGIN, lock+NOTIFY, INSERT ... RETURNING, COMMIT) on a server that
+  shares the two cores.
+- *Projection catch-up*: the runner's own work (select 1.5 %, decode 3 %, commit 1.5 %,
+  batching 1.5 %) is under a tenth; the views are the rest, one or two SQL statements
+  per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row 21
+  %, UPDATE it 20 %, the report ledger 4 %), `rollouts` 16 % (an UPDATE per report),
+  `audit` 21 % (building the row 14 %, one executemany 7 %), `audit_chain` 5 %. The
+  runner now hands each view the whole batch (`apply_batch`, optional); the views
+  that read and write a row per event (inventory, rollouts) reach the target only by
+  reading each row once per batch and writing with one executemany.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
