@@ -48,6 +48,7 @@ T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 MAX_BATCH = 512
 MAX_ATTEMPTS = 5
+LINGER_S = 0.002  # the longest a batch waits for callers of the previous one
 logger = logging.getLogger("muto.cloud")
 
 
@@ -115,6 +116,7 @@ class UnitOfWork:
 
 
 Command = Callable[[UnitOfWork], T]
+Item = tuple[Command[Any], Future["Written[Any]"]]
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,7 @@ class Writer:
         self.log = log
         self.max_batch = max_batch
         self.on_saved = on_saved  # e.g. wake the projector
-        self._queue: queue.SimpleQueue[tuple[Command[Any], Future[Written[Any]]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         # Called on the writer thread with (commands, seconds) after each batch (metrics).
         self.batch_observers: list[Callable[[int, float], None]] = []
         self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
@@ -169,19 +169,9 @@ class Writer:
     # -- writer thread ----------------------------------------------------------------
 
     def _loop(self) -> None:
+        last = 1  # commands in the previous batch
         while True:
-            item = self._queue.get()
-            stopping = item is None
-            batch = [] if item is None else [item]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
+            batch, stopping = self._take(last)
             if batch:
                 started = time.perf_counter()
                 with self.log.writer_repository.batch_lock:
@@ -190,8 +180,33 @@ class Writer:
                     observe(len(batch), time.perf_counter() - started)
                 if self.on_saved is not None:
                     self.on_saved()
+                last = len(batch)
             if stopping:
                 return
+
+    def _take(self, last: int) -> tuple[list[Item], bool]:
+        """The next batch: everything queued, up to max_batch. After a batch of several
+        commands, wait up to LINGER_S for as many again: their callers are likely to
+        come straight back, and one commit then serves them all (a commit costs more
+        than the wait). After a single command, no wait: a lone caller is not delayed."""
+        item = self._queue.get()
+        if item is None:
+            return [], True
+        batch = [item]
+        target = min(self.max_batch, max(1, last))
+        deadline = time.monotonic() + LINGER_S
+        while len(batch) < self.max_batch:
+            try:
+                if len(batch) < target:
+                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
 
     def _write(self, batch: list[tuple[Command[Any], Future[Written[Any]]]]) -> None:
         self.batches += 1
