@@ -62,14 +62,14 @@ machine at load 8-17, so waits are inflated):
   SQLAlchemy session and statement execution ~20 %, the commands 11 % (the library's
   deep copy per command, formerly 30 %, is gone), the library's `collect_events`
   (runtime-Protocol `isinstance` checks) 8 %, futures and wake-ups 5 %, encoding 4 %.
-  The batches average ~8-9 commands, not 16: the 16 caller threads need the GIL to
-  submit while the writer needs it to run. PostgreSQL: ~75 % waiting on four round
-  trips per batch (BEGIN, lock+NOTIFY, INSERT ... RETURNING, COMMIT) on a server that
-  shares the two cores.
+  Without the writer's 2 ms linger the batches averaged ~8 commands, not 16 (the 16
+  caller threads need the GIL to resubmit while the writer runs); with it, 13-16.
+  PostgreSQL: ~75 % waiting on four round trips per batch (BEGIN, lock+NOTIFY,
+  INSERT ... RETURNING, COMMIT) on a server that shares the two cores.
 - *Projection catch-up*: the runner's own work (select 1.5 %, decode 3 %, commit 1.5 %,
   batching 1.5 %) is under a tenth; the views are the rest, one or two SQL statements
-  per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row 21
-  %, UPDATE it 20 %, the report ledger 4 %), `rollouts` 16 % (an UPDATE per report),
+  per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row
+  21 %, UPDATE it 20 %, the report ledger 4 %), `rollouts` 16 % (an UPDATE per report),
   `audit` 21 % (building the row 14 %, one executemany 7 %), `audit_chain` 5 %. The
   runner now hands each view the whole batch (`apply_batch`, optional); the views
   that read and write a row per event (inventory, rollouts) reach the target only by
