@@ -33,6 +33,7 @@ def replay(log: EventSource, out: Path, until: int | None = None) -> Replayed:
     store = ViewStore(f"sqlite:///{out}")
     try:
         views = Views(store)
+        views.start()
         runner = ProjectionRunner(log, store, views.all)
         events = runner.catch_up(until=until)
         with store.reading() as session:
