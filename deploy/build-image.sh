@@ -49,6 +49,7 @@ debian_base() {
     echo "mmdebstrap not installed (apt-get install mmdebstrap), or set BASE=<image>" >&2
     exit 1
   }
+  SECONDS=0
   tmp=$(mktemp -d)
   # shellcheck disable=SC2064  # expand now: $tmp is local
   trap "rm -rf '$tmp'" RETURN
@@ -59,6 +60,7 @@ debian_base() {
     --change 'CMD ["python3"]' \
     --message "Debian $suite: $packages (deploy/build-image.sh)" \
     "$tmp/root.tar" "$ref" >&2
+  echo "made $ref in ${SECONDS} s" >&2
   echo "$ref"
 }
 
@@ -66,5 +68,7 @@ if [ -n "${BASE:-}" ]; then base=$BASE; else base=$(debian_base); fi
 echo "base: $base"
 build=(--build-arg "BASE=$base")
 if [ -n "${PIP_CERT:-}" ]; then build+=(--secret "id=pip-cert,src=$PIP_CERT"); fi
+SECONDS=0
 "$podman" build "${build[@]}" -f deploy/Containerfile -t "$tag" . >&2
+echo "built $tag in ${SECONDS} s" >&2
 echo "$tag $("$podman" image inspect --format '{{.Id}}' "$tag")"
