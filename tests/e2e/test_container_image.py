@@ -1,5 +1,5 @@
-"""The control plane's container image (deploy/Containerfile), built by
-deploy/build-image.sh and run as the Kubernetes manifests run it: an api and a worker
+"""The control plane's container image (deploy/Containerfile), built by `make image`
+(deploy/build-image.sh) and run as the Kubernetes manifests run it: an api and a worker
 container from the one image, read-only root, unprivileged, the signing key mounted
 read-only, on host networking against a fresh PostgreSQL database and a real Mosquitto.
 
@@ -26,6 +26,7 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+import yaml
 
 from muto.cloud.seed import demo_vehicles
 from muto.domain.messages import Leaf, vehicle_topic
@@ -67,7 +68,7 @@ def build(rig: PodmanRig) -> Image:
     previous = rig.podman("image", "inspect", "--format", "{{.Id}}", TAG, check=False)
     started = time.monotonic()
     done = subprocess.run(
-        [str(ROOT / "deploy" / "build-image.sh"), TAG],
+        ["make", "--no-print-directory", "-s", "image", f"IMAGE={TAG}"],
         env={**os.environ, **rig.env},
         cwd=ROOT,
         capture_output=True,
@@ -139,6 +140,12 @@ def test_the_image_runs_the_api_and_the_worker_on_postgres_as_the_docs_say(
     image: Image, tmp_path: Path, postgres_url: str, mosquitto: Mosquitto
 ) -> None:
     print(f"build: {image.seconds:.1f} s")
+    # The user the manifests run it as (runAsUser, fsGroup) is the image's own.
+    ids = image.rig.podman("run", "--rm", "--entrypoint", "id", image.tag).stdout.split()
+    for name in ("api-deployment.yaml", "worker-deployment.yaml"):
+        pod = yaml.safe_load((ROOT / "deploy" / "kubernetes" / name).read_text())["spec"]
+        context = pod["template"]["spec"]["securityContext"]
+        assert ids[:2] == [f"uid={context['runAsUser']}(muto)", f"gid={context['fsGroup']}(muto)"]
     (run,), (stop,) = blocks(DOC, "image-run"), blocks(DOC, "image-stop")
     ports = {"API_PORT": str(free_port()), "WORKER_PORT": str(free_port())}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUTO_")}
