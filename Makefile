@@ -24,8 +24,7 @@ test-faults: $(STAMP)
 	MUTO_FAULT_RUNS=full $(BIN)/python -m pytest -q -m faults tests
 
 # The control plane's image (deploy/Containerfile). BASE=<image> builds on that image;
-# unset, on a Debian base made with mmdebstrap (docs/deploy.md). Podman's settings come
-# from the environment: CONTAINERS_CONF=deploy/podman/containers.conf where its defaults fail.
+# unset, on a Debian base made with mmdebstrap (docs/deploy.md).
 IMAGE ?= localhost/muto-cloud:latest
 image:
 	BASE='$(BASE)' deploy/build-image.sh $(IMAGE)

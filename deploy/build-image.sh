@@ -11,9 +11,7 @@
 #               with bookworm-updates and security).
 # PIP_CERT      a CA bundle pip must trust (a TLS-intercepting proxy's): handed to the
 #               build as the secret pip-cert, not stored in the image.
-# PODMAN        the podman command (default podman); its configuration comes from the
-#               environment (CONTAINERS_CONF=deploy/podman/containers.conf on hosts where
-#               podman's defaults fail).
+# PODMAN        the podman command (default podman), configured by the environment.
 # Prints the base it used, then the image's tag and id as its last line.
 set -euo pipefail
 shopt -s inherit_errexit
