@@ -31,11 +31,10 @@ from muto.cloud.api import (
 )
 from muto.cloud.api.responses import error, exception_handlers
 from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
-from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.bootstrap import ControlPlane, Extension, serving
 from muto.cloud.dashboard import mount as dashboard
 from muto.cloud.metrics import CloudMetrics, RequestMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
-from muto.projections.locks import Lease, Lock
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
 access_log = logging.getLogger("muto.access")
@@ -162,57 +161,29 @@ class AccessLog:
             )
 
 
-Extension = Callable[[ControlPlane], Awaitable[dict[str, Any]]]
-
-
 def create_app(
     settings: Settings,
     plane: ControlPlane | None = None,
-    extensions: Sequence[Callable[[ControlPlane], Any]] = (),
+    extensions: Sequence[Extension] = (),
 ) -> Starlette:
-    """`plane` lets a test or an embedding process share one control plane; otherwise
-    the app opens (and closes) its own from `settings`. Each extension is an async
-    context manager factory (e.g. the MQTT bridge) given the control plane; what it
-    yields is merged into the request state, and the duties it holds (`leases`, name ->
-    Lease) into the state's `leases`, which /readyz reports.
+    """The app of one serving process; the control plane is run by `bootstrap.serving`
+    (`plane`: a shared one; `extensions`: e.g. `bootstrap.duties(settings)`). What the
+    extensions yield is merged into the request state, and the duties held (`leases`)
+    into the state's `leases`, which /readyz reports.
 
-    `settings.role`: `api` and `all` serve the API; `worker` only the probes and metrics. The
-    projector follows the log where the process does duties (under the projector lease:
-    one process of a deployment); an `api` process projects only on demand, its own
-    writes (read-your-writes)."""
+    `settings.role`: `api` and `all` serve the API; `worker` only the probes and metrics."""
 
     metrics = CloudMetrics()
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
-        cp = plane or ControlPlane.open(settings)
-        cp.listen_for_changes()
-        leases: dict[str, Lease] = {}
-        if settings.does_duties:
-            leases["projector"] = Lease(cp.views.store.engine, Lock.PROJECTOR)
-            cp.projector.start(follow=leases["projector"].held)
-        else:
-            cp.projector.start(follow=None)
-        state: dict[str, Any] = {
-            "plane": cp,
-            "metrics": metrics,
-            "artifacts": artifact_store(settings),
-        }
-        try:
-            async with _extensions(cp, extensions) as extra:
-                leases.update(extra.pop("leases", {}))
-                state.update(extra, leases=leases)
-                detach = metrics.attach(cp, state.get("bridge"))
-                try:
-                    yield state
-                finally:
-                    detach()
-        finally:
-            cp.projector.stop()
-            for lease in leases.values():
-                lease.release()
-            if plane is None:
-                cp.close()
+        async with serving(settings, plane, extensions) as (cp, extra):
+            state = {"plane": cp, "metrics": metrics, "artifacts": artifact_store(settings)}
+            detach = metrics.attach(cp, extra.get("bridge"))
+            try:
+                yield {**state, **extra}
+            finally:
+                detach()
 
     # A worker answers its probes and its metrics; the API and the dashboard are the
     # api role's.
@@ -228,18 +199,3 @@ def artifact_store(settings: Settings) -> ArtifactStore:
     if settings.is_memory and settings.artifact_dir is None:
         return MemoryArtifacts()
     return DirectoryArtifacts(settings.artifact_dir or settings.data_dir / "artifacts")
-
-
-@asynccontextmanager
-async def _extensions(
-    cp: ControlPlane, factories: Sequence[Callable[[ControlPlane], Any]]
-) -> AsyncIterator[dict[str, Any]]:
-    from contextlib import AsyncExitStack
-
-    async with AsyncExitStack() as stack:
-        merged: dict[str, Any] = {"leases": {}}
-        for factory in factories:
-            found = dict(await stack.enter_async_context(factory(cp)))
-            merged["leases"].update(found.pop("leases", {}))
-            merged.update(found)
-        yield merged

@@ -47,7 +47,7 @@ async def principal(request: Request) -> Principal:
         found = await off_loop(cp.auth.authenticate, secret.strip())
     if not isinstance(found, Principal):
         raise Unauthorized("unknown or revoked token")
-    cp.limits[found.role].check(found.token_id, f"token {found.token_id}")
+    cp.limits.check(found)
     return found
 
 
