@@ -311,9 +311,9 @@ request = function()
   i = i % #pollers + 1
   n = n + 1
   local p = pollers[i]
-  if kind == "pass" then  -- vehicle after vehicle: a health report, then a poll
-    p = pollers[math.floor((n - 1) / 2) % #pollers + 1]
-    if n % 2 == 0 then return poll(p, true) end
+  if kind == "pass" then  -- vehicle after vehicle: two health reports, then a poll
+    p = pollers[math.floor((n - 1) / 3) % #pollers + 1]
+    if n % 3 == 0 then return poll(p, true) end
     return report(p, "/reports/health",
       '"schema":"muto.health-report.v1","status":"healthy","metrics":{"cpuPct":12.5}')
   end
@@ -333,7 +333,7 @@ if kind == "pass" then  -- one pass over the fleet, then stop (wrk's -d would wa
   response = function(status, headers, body)
     answered = answered + 1
     if status >= 400 then failed = failed + 1 end
-    if answered >= 2 * #pollers then
+    if answered >= 3 * #pollers then
       io.write(string.format(
         'WRK {"requests": %d, "seconds": %f, "p50": 0, "p99": 0, "errors": %d}\\n',
         answered, math.max(1, os.time() - started), failed))
@@ -447,7 +447,8 @@ def ensure_wrk() -> None:
 
 def prime(url: str, fleet: Fleet, workdir: Path) -> Run:
     """One pass over the fleet before anything is measured: each vehicle reports its
-    health (its first report is a transition: an event; the measured ones change
+    health twice (its first report is a transition, an event, whose commit evicts the
+    vehicle's remembered status; the second is remembered; the measured ones change
     nothing) and polls once. A real fleet polls every 30 s and reports every 60 s, so
     the server's memory of every vehicle (token, current ETag, health status) is warm
     in its steady state: so it is here, whatever the fleet's size."""

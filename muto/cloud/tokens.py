@@ -145,11 +145,7 @@ class Authenticator:
             generation = self._forgets
         if hit is not None and not _expired(hit, now):
             return hit[1]
-        found = self.views.store.read(self._by_hash, {"hash": key})
-        principal = None
-        if found and not found[0].revoked:
-            row = found[0]
-            principal = Principal(row.token_id, Role(row.role), row.vehicle_id)
+        principal = self._lookup(key)
         with self._lock:
             if generation != self._forgets:
                 return principal  # a revocation committed meanwhile: answer, keep nothing
@@ -160,6 +156,14 @@ class Authenticator:
             if principal is not None:
                 self._keys[principal.token_id] = key
         return principal
+
+    def _lookup(self, key: str) -> Principal | None:
+        """The tokens view's answer for a token hash (None: unknown or revoked)."""
+        found = self.views.store.read(self._by_hash, {"hash": key})
+        if not found or found[0].revoked:
+            return None
+        row = found[0]
+        return Principal(row.token_id, Role(row.role), row.vehicle_id)
 
 
 def _expired(hit: tuple[float, Principal | None], now: float) -> bool:
