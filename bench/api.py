@@ -91,8 +91,19 @@ ETag memory cannot answer reads only the current ETag from the view; a 200 adds 
 signed document, and the release envelope is read once per process (releases are
 immutable).
 
-Where the time goes: see docs/api.md (*Performance*), written from py-spy profiles
-of the server under each load.
+Where the time goes (py-spy `--gil` on the server; details and CPU per request in
+docs/api.md, *Performance*): *poll (200)*: the view read of the vehicle's latest
+desired state (one query, on a worker thread), turning the stored envelope into its
+Struct and encoding the ~3 KB bundle; the release envelope comes from memory. *Poll,
+current ETag*, *health* and the *fleet mix*: no query and no write once the server
+knows the vehicle; about a quarter of the server's time is uvicorn's h11 protocol (the
+trivial endpoint's cost too), then Starlette's middleware and routing, the handler
+(bearer hash and lookup, rate limit, decoding, the answer), and for health the
+latest-health table's flush once a second. *Reconcile*: the HTTP side is small; the
+request waits for the writer's group commit and then the projector (read-your-writes),
+whose largest cost is loading each command's vehicle aggregate (docs/event-store.md).
+Seeding the fleet and the first report of each vehicle in the pass are bounded by
+that same per-command aggregate load.
 """
 
 
