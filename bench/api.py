@@ -81,9 +81,9 @@ server stalls (coordinated omission).
 
 Caches, and why the fleet is {VEHICLES:,} vehicles: the fleet is seeded through the
 control plane's write path (every command submitted to the writer at once, group
-committed up to 512 a transaction); the server then gets one pass over the fleet (each
-vehicle reports its health once, its first report being a transition, and polls once)
-before anything is measured, as a real fleet would have done in its first 30 s. The
+committed up to 512 a transaction); the server then gets one pass over the fleet in
+three sweeps (each vehicle reports its health, a transition, polls, and reports again)
+before anything is measured, as a real fleet would have done in its first minute. The
 API's memories that answer polls are exact, not timed: a vehicle's current ETag and a
 known token are kept until the commit that changes them evicts them (in every API
 process: docs/api.md), so a real fleet hits them as this one does. A poll that the
@@ -322,9 +322,9 @@ request = function()
   i = i % #pollers + 1
   n = n + 1
   local p = pollers[i]
-  if kind == "pass" then  -- vehicle after vehicle: two health reports, then a poll
-    p = pollers[math.floor((n - 1) / 3) % #pollers + 1]
-    if n % 3 == 0 then return poll(p, true) end
+  if kind == "pass" then  -- three sweeps over the fleet: health, poll, health again
+    p = pollers[(n - 1) % #pollers + 1]
+    if math.floor((n - 1) / #pollers) % 3 == 1 then return poll(p, true) end
     return report(p, "/reports/health",
       '"schema":"muto.health-report.v1","status":"healthy","metrics":{"cpuPct":12.5}')
   end
@@ -457,12 +457,13 @@ def ensure_wrk() -> None:
 
 
 def prime(url: str, fleet: Fleet, workdir: Path) -> Run:
-    """One pass over the fleet before anything is measured: each vehicle reports its
-    health twice (its first report is a transition, an event, whose commit evicts the
-    vehicle's remembered status; the second is remembered; the measured ones change
-    nothing) and polls once. A real fleet polls every 30 s and reports every 60 s, so
-    the server's memory of every vehicle (token, current ETag, health status) is warm
-    in its steady state: so it is here, whatever the fleet's size."""
+    """One pass over the fleet before anything is measured, in three sweeps: each
+    vehicle reports its health (a transition: an event, whose commit evicts the
+    vehicle's remembered status, on PostgreSQL also when its NOTIFY comes back), polls,
+    and reports again (remembered now: the measured reports change nothing). A real
+    fleet polls every 30 s and reports every 60 s, so the server's memory of every
+    vehicle (token, current ETag, health status) is warm in its steady state: so it is
+    here, whatever the fleet's size."""
     started = time.monotonic()
     found = wrk(url, scenario("pass", fleet), 3600, workdir)
     print(f"primed {len(fleet.pollers):,} vehicles in {time.monotonic() - started:.0f} s: "
