@@ -37,8 +37,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from muto.cloud.api.app import create_app
-    from muto.cloud.controller import controller_factory
-    from muto.cloud.mqtt import bridge_factory
+    from muto.cloud.bootstrap import duties
     from muto.cloud.server import uvicorn_options
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -69,12 +68,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    extensions: list[Any] = []
-    if settings.does_duties:  # the worker's duties: each one held by one process at a time
-        extensions.append(controller_factory)
-        if settings.mqtt_url:
-            extensions.append(bridge_factory)
-    app = create_app(settings, extensions=extensions)
+    app = create_app(settings, extensions=duties(settings))
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
     # uvicorn then re-raises the signal to the handler it found: ours makes that exit 0.

@@ -12,10 +12,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete
 
 from muto.cloud.commands import record_health, record_reconcile
-from muto.cloud.writer import WritePath, Writer, Written
+from muto.cloud.writer import WritePath, Written
 from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import to_builtins
-from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
 
 FLUSH_SECONDS = 1.0
@@ -50,13 +49,12 @@ def define_heartbeat_table(metadata: MetaData) -> Table:
 class Ingest:
     def __init__(
         self,
-        writer: Writer,
-        projector: ProjectionRunner,
+        writes: WritePath,
         store: ViewStore,
         health_table: Table,
         heartbeat_table: Table,
     ) -> None:
-        self.writes = WritePath(writer, projector)
+        self.writes = writes
         self.store = store
         self.health_table = health_table
         self.heartbeat_table = heartbeat_table

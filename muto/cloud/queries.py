@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Table, and_, bindparam, func, select
 
+from muto.cloud.api.schema import VehicleView
 from muto.cloud.errors import NotFound
 from muto.domain.model.rollout import ACTIVE_STATES
 from muto.domain.presence import shown_presence
@@ -16,25 +18,14 @@ from muto.domain.selectors import Selector, parse_selector
 from muto.projections import Views
 from muto.projections.store import rows
 
+# The API's vehicle (schema.VehicleView) names the inventory's columns: inventory
+# column -> JSON field, derived from the Struct, so that the two cannot drift apart.
+# `reported` is not a column (snapshots.py); the heartbeat is the heartbeats table's.
+COLUMN_OF = {"last_heartbeat_at": "heard_at"}
 VEHICLE_FIELDS = {
-    "vehicle_id": "vehicleId",
-    "labels": "labels",
-    "attributes": "attributes",
-    "version": "version",
-    "sequence": "sequence",
-    "desired_revision": "desiredRevision",
-    "desired_release": "desiredRelease",
-    "rollout_id": "rolloutId",
-    "running_release": "runningRelease",
-    "last_status": "lastStatus",
-    "last_reason_codes": "lastReasonCodes",
-    "last_report_at": "lastReportAt",
-    "health": "health",
-    "presence": "presence",
-    "presence_at": "presenceAt",
-    "heard_at": "lastHeartbeatAt",
-    "registered_at": "registeredAt",
-    "updated_at": "updatedAt",
+    COLUMN_OF.get(f.name, f.name): f.encode_name
+    for f in msgspec.structs.fields(VehicleView)
+    if f.name != "reported"
 }
 
 
@@ -170,7 +161,7 @@ class Queries:
         return str(found[0][0]) if found else None
 
     def release_envelope(self, release_key: str) -> dict[str, Any]:
-        """Uncached: ControlPlane.release_envelope keeps them (releases are immutable)."""
+        """Uncached: envelopes.ReleaseEnvelopes keeps them (releases are immutable)."""
         found = self.views.store.read(self._envelope, {"key": release_key})
         if not found:
             raise NotFound(f"release {release_key} is not registered")

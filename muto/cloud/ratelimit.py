@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from muto.cloud.errors import AppError
+from muto.cloud.settings import Settings
+from muto.cloud.tokens import Principal, Role
 
 
 class RateLimited(AppError):
@@ -34,7 +36,7 @@ class RateLimiter:
     per_s: float  # 0: no limit
     burst: int
     clock: Callable[[], float] = time.monotonic
-    max_tokens: int = 100_000
+    max_tokens: int = 1_000_000  # a bucket per token of a large fleet, and then some
     _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def take(self, key: str) -> float:
@@ -65,3 +67,24 @@ class RateLimiter:
                 wait,
                 {"limit": self.per_s, "burst": self.burst},
             )
+
+
+class RoleLimits:
+    """The limits of each role's tokens (Settings: vehicle_* and operator_*)."""
+
+    def __init__(self, by_role: dict[Role, RateLimiter]) -> None:
+        self.by_role = by_role
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RoleLimits:
+        s = settings
+        return cls(
+            {
+                Role.VEHICLE: RateLimiter(s.vehicle_rate_per_s, s.vehicle_burst),
+                Role.OPERATOR: RateLimiter(s.operator_rate_per_s, s.operator_burst),
+            }
+        )
+
+    def check(self, who: Principal) -> None:
+        """Raise RateLimited when `who`'s token is over its role's allowance."""
+        self.by_role[who.role].check(who.token_id, f"token {who.token_id}")

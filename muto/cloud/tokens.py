@@ -18,10 +18,13 @@ from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.model.token import AccessToken
 from muto.projections import Views
 
-# A vehicle polls every 30 s: a shorter cache would miss on every poll. A revocation
-# evicts at once in every process (projections.base.Announcer; on PostgreSQL through
-# cloud.invalidation), so the cache length never delays a revocation.
-CACHE_SECONDS = 60.0
+# A known token stays cached until it is revoked: a revocation evicts it at once in
+# every process (projections.base.Announcer; on PostgreSQL through cloud.invalidation),
+# and the cache answers nothing while this process may be missing one (`trusted`). An
+# unknown secret is remembered for a minute only (a token issued since is another one:
+# secrets are random, but nothing needs them kept longer).
+UNKNOWN_SECONDS = 60.0
+MAX_CACHED = 2_000_000  # beyond that the cache starts again (a bound, not a policy)
 
 
 class Miss(Enum):
@@ -98,6 +101,9 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}  # token hash -> ...
         self._keys: dict[str, str] = {}  # token id -> its cache key, to evict in O(1)
         self._lock = threading.Lock()
+        # Bumped by every eviction: a token read from the view before a revocation
+        # committed is not cached after that revocation's eviction (see authenticate).
+        self._forgets = 0
         table = views.tokens.tokens
         self._by_hash = select(table).where(table.c.token_hash == bindparam("hash"))
 
@@ -107,6 +113,7 @@ class Authenticator:
 
     def _evict(self, token_ids: set[str]) -> None:
         with self._lock:
+            self._forgets += 1
             for token_id in token_ids:
                 key = self._keys.pop(token_id, None)
                 if key is not None:
@@ -114,6 +121,7 @@ class Authenticator:
 
     def clear(self) -> None:
         with self._lock:
+            self._forgets += 1
             self._cache.clear()
             self._keys.clear()
 
@@ -123,10 +131,8 @@ class Authenticator:
         off the loop."""
         if not self.trusted():
             return MISS
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(hash_token(secret))
-        if hit is None or now - hit[0] >= CACHE_SECONDS:
+        hit = self._cache.get(hash_token(secret))
+        if hit is None or _expired(hit, time.monotonic()):
             return MISS
         return hit[1]
 
@@ -136,18 +142,29 @@ class Authenticator:
         trusted = self.trusted()
         with self._lock:
             hit = self._cache.get(key) if trusted else None
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            generation = self._forgets
+        if hit is not None and not _expired(hit, now):
             return hit[1]
-        found = self.views.store.read(self._by_hash, {"hash": key})
-        principal = None
-        if found and not found[0].revoked:
-            row = found[0]
-            principal = Principal(row.token_id, Role(row.role), row.vehicle_id)
+        principal = self._lookup(key)
         with self._lock:
-            if len(self._cache) > 200_000:
+            if generation != self._forgets:
+                return principal  # a revocation committed meanwhile: answer, keep nothing
+            if len(self._cache) > MAX_CACHED:
                 self._cache.clear()
                 self._keys.clear()
             self._cache[key] = (now, principal)
             if principal is not None:
                 self._keys[principal.token_id] = key
         return principal
+
+    def _lookup(self, key: str) -> Principal | None:
+        """The tokens view's answer for a token hash (None: unknown or revoked)."""
+        found = self.views.store.read(self._by_hash, {"hash": key})
+        if not found or found[0].revoked:
+            return None
+        row = found[0]
+        return Principal(row.token_id, Role(row.role), row.vehicle_id)
+
+
+def _expired(hit: tuple[float, Principal | None], now: float) -> bool:
+    return hit[1] is None and now - hit[0] >= UNKNOWN_SECONDS

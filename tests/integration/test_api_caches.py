@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from muto.cloud.api.app import create_app
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
-from muto.cloud.tokens import Role, issue_token
+from muto.cloud.tokens import MISS, Authenticator, Principal, Role, issue_token, revoke_token
 from muto.domain.wire import to_builtins
 from tests.support.spine import memory_settings, signed_release
 
@@ -74,8 +74,8 @@ def test_a_token_used_just_before_its_revocation_is_refused_at_once(tmp_path: Pa
 
 
 def test_a_poll_the_memory_cannot_answer_is_checked_against_the_view(tmp_path: Path) -> None:
-    """A vehicle back after longer than the ETag memory lasts (every real poll): its ETag
-    is compared with the view's; 304 only when it is the current one."""
+    """A poll the ETag memory does not know (another process's vehicle, a restart): its
+    ETag is compared with the view's; 304 only when it is the current one."""
     c, op, plane = client_and_plane(tmp_path)
     with c:
         c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
@@ -93,7 +93,7 @@ def test_a_poll_the_memory_cannot_answer_is_checked_against_the_view(tmp_path: P
         new = c.get("/desired-states/latest", params={"vehicleId": "v1"}, headers=op)
         current, stale = new.headers["etag"], old.headers["etag"]
         for asked, status in ((current, 304), (f"{stale}, {current}", 304), (stale, 200)):
-            plane.forget_etag("v1")  # as when the 1 s memory has lapsed
+            plane.caches.etags.clear()  # as in a process that has not seen it yet
             polled = c.get(
                 "/desired-states/latest",
                 params={"vehicleId": "v1"},
@@ -101,3 +101,33 @@ def test_a_poll_the_memory_cannot_answer_is_checked_against_the_view(tmp_path: P
             )
             assert polled.status_code == status, asked
             assert polled.headers["etag"] == current
+
+
+class RevokedWhileReading(Authenticator):
+    """An authenticator whose view read is overtaken by the token's revocation: the
+    read answers "valid", and the revocation commits before the answer is cached."""
+
+    def __init__(self, plane: ControlPlane, token_id: str) -> None:
+        super().__init__(plane.views)
+        self.plane, self.token_id, self.raced = plane, token_id, False
+        plane.views.tokens.revoked.append(self.forget)
+
+    def _lookup(self, key: str) -> Principal | None:
+        found = super()._lookup(key)
+        if not self.raced:
+            self.raced = True
+            self.plane.execute(revoke_token(self.token_id, Cause.of("test")))
+        return found
+
+
+def test_a_token_read_before_its_revocation_committed_is_not_cached(tmp_path: Path) -> None:
+    plane = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
+        token_id = plane.execute(command).value
+        auth = RevokedWhileReading(plane, token_id)
+        assert auth.authenticate(secret) is not None  # the read was before the revocation
+        assert auth.cached(secret) is MISS  # but it was not kept
+        assert auth.authenticate(secret) is None
+    finally:
+        plane.close()

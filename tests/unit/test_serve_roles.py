@@ -52,7 +52,7 @@ def test_api_and_worker_roles_need_postgresql(tmp_path: Path) -> None:
 
 
 def test_a_replica_never_makes_a_signing_key_of_its_own(tmp_path: Path) -> None:
-    from muto.cloud.bootstrap import control_plane_signer
+    from muto.cloud.signing import control_plane_signer
 
     settings = Settings(data_dir=tmp_path, database_url="postgresql+psycopg://x/y", role="api")
     with pytest.raises(FileNotFoundError, match="control-plane signing key is missing"):

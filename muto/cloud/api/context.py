@@ -23,7 +23,9 @@ OPEN = Principal("open", Role.OPERATOR, None)  # when auth is switched off (loca
 
 
 def plane(request: Request) -> ControlPlane:
-    cp: ControlPlane = request.state.plane
+    # The lifespan state as uvicorn hands it to each request; `request.state` would
+    # wrap it in a new object on every call.
+    cp: ControlPlane = request.scope["state"]["plane"]
     return cp
 
 
@@ -42,12 +44,13 @@ async def principal(request: Request) -> Principal:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("a bearer token is required")
-    found = cp.auth.cached(secret.strip())  # most requests: a token seen seconds ago
+    secret = secret.strip()
+    found = cp.auth.cached(secret)  # most requests: a token seen seconds ago
     if found is MISS:
-        found = await off_loop(cp.auth.authenticate, secret.strip())
+        found = await off_loop(cp.auth.authenticate, secret)
     if not isinstance(found, Principal):
         raise Unauthorized("unknown or revoked token")
-    cp.limits[found.role].check(found.token_id, f"token {found.token_id}")
+    cp.limits.check(found)
     return found
 
 

@@ -17,8 +17,9 @@ from muto.cloud.api.context import (
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
-from muto.domain.desired import DesiredStateRequest
+from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
 from muto.domain.selectors import parse_selector
+from muto.domain.wire import convert
 
 
 async def create(request: Request) -> Response:
@@ -61,33 +62,38 @@ async def latest(request: Request) -> Response:
         raise Invalid("query parameter 'vehicleId' is required", {"path": "query.vehicleId"})
     acting_on(caller, vehicle_id)
     cp = plane(request)
+    etags = cp.caches.etags
     asked = _etags(request.headers.get("if-none-match"))
-    recent = cp.recent_etag(vehicle_id)
-    if recent is not None and recent in asked:  # a repeated poll: no query at all
-        return Response(status_code=304, headers={"ETag": recent})
-    generation = cp.etag_generation()
-    if asked:  # most polls: the vehicle has the current one, and the ETag alone says so
+    recent = etags.recent(vehicle_id)
+    if recent is not None and recent in asked:  # most polls: no query at all
+        return not_modified(recent)
+    generation = etags.generation()
+    if asked and recent is None:  # the ETag alone says whether the vehicle is current
         current = await off_loop(cp.queries.desired_etag, vehicle_id)
         if current is not None and current in asked:
-            cp.remember_etag(vehicle_id, current, generation)
-            return Response(status_code=304, headers={"ETag": current})
+            etags.remember(vehicle_id, current, generation)
+            return not_modified(current)
     row = await off_loop(cp.queries.latest_desired, vehicle_id)
     if row is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
     etag = row["etag"]
-    cp.remember_etag(vehicle_id, etag, generation)
+    etags.remember(vehicle_id, etag, generation)
     if etag in asked:
-        return Response(status_code=304, headers={"ETag": etag})
-    bundle = {
-        "schema": "muto.desired-state-bundle.v1",
-        "desiredState": row["envelope"],
-        "release": await off_loop(cp.release_envelope, row["release_key"]),
-    }
+        return not_modified(etag)
+    releases = cp.caches.releases
+    release = releases.cached(row["release_key"])
+    if release is None:
+        release = await off_loop(releases.get, row["release_key"])
+    bundle = DesiredStateBundle(desired_state=convert(row["envelope"], Envelope), release=release)
     return ok(
         bundle,
         metadata={"revision": row["revision"], "sequence": row["sequence"]},
         headers={"ETag": etag, "Cache-Control": "no-cache"},
     )
+
+
+def not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag})
 
 
 def _etags(header: str | None) -> set[str]:

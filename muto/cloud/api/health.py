@@ -39,7 +39,7 @@ async def readyz(request: Request) -> Response:
         "role": cp.settings.role,
         "database": lag is not None,
         "projectionLag": lag,
-        "cachesLive": cp.caches_live(),
+        "cachesLive": cp.caches.live(),
         "duties": {name: lease.holding for name, lease in sorted(leases.items())},
     }
     return ok(body, 200 if status == "ready" else 503)

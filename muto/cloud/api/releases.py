@@ -15,7 +15,7 @@ async def register(request: Request) -> Response:
     who = await operator(request)
     envelope = await body(request, Envelope)
     cp = plane(request)
-    release, digest = cp.open_release(envelope)
+    release, digest = cp.signing.open_release(envelope)
     cause = Cause.of(who.actor, correlation(request))
     written = await cp.write(register_release(release, digest, envelope, cause))
     cp.require_views(written)

@@ -97,7 +97,10 @@ class ProcessReadiness(Wire, frozen=True, kw_only=True):
     ]
 
 
-class Vehicle(Wire, frozen=True, kw_only=True):
+# Published as `Vehicle` (SPEC_NAMES): in Python that name is the aggregate's
+# (muto.domain.model.vehicle.Vehicle). Its fields name the inventory's columns
+# (queries.VEHICLE_FIELDS is derived from them).
+class VehicleView(Wire, frozen=True, kw_only=True):
     """A vehicle as the inventory view sees it."""
 
     vehicle_id: str
@@ -141,7 +144,7 @@ class Refreshed(Wire, frozen=True, kw_only=True):
     request_id: str
     ok: bool
     snapshots_updated: list[str]
-    vehicle: Vehicle
+    vehicle: VehicleView
 
 
 class Release(Wire, frozen=True, kw_only=True):
@@ -403,10 +406,10 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("ReadinessResponse", Readiness, NoMetadata),
     _envelope("LivenessResponse", Liveness, NoMetadata),
     _envelope("ProcessReadinessResponse", ProcessReadiness, NoMetadata),
-    _envelope("VehicleResponse", Vehicle, NoMetadata),
-    _envelope("VehicleWrittenResponse", Vehicle, VehicleWritten),
-    _envelope("VehiclePatchedResponse", Vehicle, VehiclePatched),
-    _envelope("VehiclePage", list[Vehicle], VehiclePageMetadata),
+    _envelope("VehicleResponse", VehicleView, NoMetadata),
+    _envelope("VehicleWrittenResponse", VehicleView, VehicleWritten),
+    _envelope("VehiclePatchedResponse", VehicleView, VehiclePatched),
+    _envelope("VehiclePage", list[VehicleView], VehiclePageMetadata),
     _envelope("ReleaseResponse", Release, NoMetadata),
     _envelope("ReleaseWrittenResponse", Release, ReleaseWritten),
     _envelope("ReleaseList", list[Release], Total),
@@ -465,14 +468,38 @@ REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
 )
 
 
+# A Struct whose Python name would collide with another concept's, by the name the
+# spec gives its schema (msgspec names a schema after its class).
+SPEC_NAMES = {"VehicleView": "Vehicle"}
+
+
 def components() -> dict[str, Any]:
     """Every schema the spec refers to, keyed by name, as msgspec generates them (with
     the patterns in JSON Schema's dialect and the Structs' `schema_rules`)."""
     _, found = msgspec.json.schema_components(
         (*REQUEST_BODIES, *RESPONSES, Error), ref_template=REF
     )
-    published_: dict[str, Any] = published(dict(sorted(found.items())))
+    renamed = _renamed({SPEC_NAMES.get(k, k): v for k, v in found.items()})
+    published_: dict[str, Any] = published(dict(sorted(renamed.items())))
     return published_
+
+
+def _renamed(node: Any) -> Any:
+    """Refs (and titles) to a Struct of SPEC_NAMES, by its spec name."""
+    if isinstance(node, dict):
+        return {k: _renamed_value(k, v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renamed(v) for v in node]
+    return node
+
+
+def _renamed_value(key: str, value: Any) -> Any:
+    if key == "$ref" and isinstance(value, str):
+        prefix, _, name = value.rpartition("/")
+        return f"{prefix}/{SPEC_NAMES.get(name, name)}"
+    if key == "title" and isinstance(value, str):
+        return SPEC_NAMES.get(value, value)
+    return _renamed(value)
 
 
 def render() -> str:

@@ -1,0 +1,70 @@
+"""The in-process caches that answer requests, and what keeps each of them exact.
+
+- the token cache (tokens.Authenticator): a revocation evicts its token;
+- the ETag memory (etags.DesiredEtags): a new assignment evicts its vehicle's ETag;
+- the health-status memory of report ingest (ingest.Ingest): a health transition
+  evicts its vehicle;
+- the release envelopes (envelopes.ReleaseEnvelopes): releases are immutable.
+
+Each eviction comes from the projection that committed the change (its Announcer, after
+the commit). On PostgreSQL other processes write too: `listen()` starts the change
+channel (invalidation.ViewChanges), and a cache answers from memory only while that
+channel is live; each time it (re)connects every cache starts again, since what
+changed while it was away is unknown. On SQLite one process writes: its own
+announcers are enough.
+"""
+
+from __future__ import annotations
+
+from muto.cloud.envelopes import ReleaseEnvelopes
+from muto.cloud.etags import DesiredEtags
+from muto.cloud.ingest import Ingest
+from muto.cloud.invalidation import ViewChanges
+from muto.cloud.queries import Queries
+from muto.cloud.settings import Settings
+from muto.cloud.tokens import Authenticator
+from muto.projections import Views
+
+
+class Caches:
+    def __init__(
+        self,
+        settings: Settings,
+        views: Views,
+        queries: Queries,
+        auth: Authenticator,
+        ingest: Ingest,
+    ) -> None:
+        self.settings = settings
+        self.views = views
+        self.auth = auth
+        self.ingest = ingest
+        self.etags = DesiredEtags(self.live)
+        self.releases = ReleaseEnvelopes(queries.release_envelope)
+        self.changes: ViewChanges | None = None
+        auth.trusted = ingest.trusted = self.live
+        views.tokens.revoked.append(auth.forget)
+        views.desired.assigned.append(self.etags.forget)
+        views.inventory.health_changed.append(ingest.forget)
+
+    def live(self) -> bool:
+        """Whether this process hears every change that could make a cache wrong now."""
+        if not self.settings.is_postgres:
+            return True  # one process: its own projector announces every change
+        return self.changes is not None and self.changes.live
+
+    def listen(self) -> None:
+        """Serving processes on PostgreSQL: hear the other processes' changes."""
+        if self.settings.is_postgres and self.changes is None:
+            assert self.settings.database_url is not None
+            self.changes = ViewChanges(self.settings.database_url, self.views, self.forget_all)
+            self.changes.start()
+
+    def forget_all(self) -> None:
+        self.etags.clear()
+        self.auth.clear()
+        self.ingest.forget()
+
+    def stop(self) -> None:
+        if self.changes is not None:
+            self.changes.stop()

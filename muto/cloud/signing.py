@@ -1,0 +1,72 @@
+"""The control plane's rules for signed documents: the key it signs desired states
+with, and how it opens a release an operator registers."""
+
+from __future__ import annotations
+
+import base64
+
+from muto.cloud.settings import Settings
+from muto.domain.desired import DesiredStateDocument, Envelope
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
+from muto.domain.release import StackRelease
+from muto.domain.wire import WireError, decode
+from muto.trust.desired_state import sign_desired_state
+from muto.trust.dsse import RELEASE_TYPE, digest
+from muto.trust.files import private_dir
+from muto.trust.keys import Signer, write_key_pair
+from muto.trust.keyset import KeySet
+from muto.trust.releases import open_release
+
+CONTROL_PLANE_KEY = "control-plane.key"
+
+
+def control_plane_signer(settings: Settings) -> Signer:
+    """The key that signs desired-state documents: kept in the data dir, created once.
+    Vehicles trust its public half (keys/control-plane.pub)."""
+    if settings.is_memory:
+        return Signer.generate()
+    keys = settings.data_dir / "keys"
+    private = keys / CONTROL_PLANE_KEY
+    if not private.exists() and settings.role != "all":
+        # Replicas that each made a key of their own would sign with keys the vehicles
+        # do not all trust: a deployment of several processes is given one key.
+        raise FileNotFoundError(
+            f"{private}: the control-plane signing key is missing; --role "
+            f"{settings.role} processes share one key (a Kubernetes Secret, docs/deploy.md)"
+        )
+    if not private.exists():
+        private_dir(keys)
+        write_key_pair(Signer.generate(), private, keys / "control-plane.pub")
+    return Signer.load(private)
+
+
+class Signing:
+    """Signs desired states with the control plane's key; opens registered releases
+    (verified against `release_keys` when the operator configured any)."""
+
+    def __init__(self, signer: Signer, release_keys: KeySet | None) -> None:
+        self.signer = signer
+        self.release_keys = release_keys
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Signing:
+        keys = [p.read_text() for p in settings.release_keys]
+        return cls(control_plane_signer(settings), KeySet(keys=keys) if keys else None)
+
+    def sign(self, document: DesiredStateDocument) -> Envelope:
+        return sign_desired_state(document, self.signer)
+
+    def open_release(self, envelope: Envelope) -> tuple[StackRelease, str]:
+        """Decode (and, with release keys configured, verify) a signed release."""
+        if self.release_keys is not None:
+            return open_release(envelope, self.release_keys)
+        if envelope.payload_type != RELEASE_TYPE:
+            raise ReasonError(
+                ReasonCode.VERIFY_SIGNATURE_FAILED, f"payloadType must be {RELEASE_TYPE}"
+            )
+        try:
+            payload = base64.b64decode(envelope.payload, validate=True)
+        except ValueError:
+            raise WireError("payload is not base64", "$.payload") from None
+        return decode(payload, StackRelease), digest(payload)
