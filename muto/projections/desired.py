@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
+from muto.domain.events import DesiredAssignment, plain
 from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
@@ -41,20 +42,20 @@ class LatestDesired(Projection):
         return {"Vehicle.DesiredStateAssigned": self._assigned}
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
-        a = e.assignment
+        a: DesiredAssignment = e.assignment
         self.assigned.note(e.vehicle_id)
         self.rows.delete(s, vehicle_id=e.vehicle_id)
         self.rows.insert(
             s,
             {
                 "vehicle_id": e.vehicle_id,
-                "revision": a["revision"],
+                "revision": a.revision,
                 "sequence": e.sequence,
-                "release_key": a["releaseKey"],
-                "rollout_id": a.get("rolloutId"),
-                "envelope": a["envelope"],
-                "etag": etag_for(e.sequence, a["documentDigest"]),
-                "expires_at": a["expiresAt"],
+                "release_key": a.release_key,
+                "rollout_id": a.rollout_id,
+                "envelope": plain(a.envelope),
+                "etag": etag_for(e.sequence, a.document_digest),
+                "expires_at": a.expires_at,
             },
         )
 

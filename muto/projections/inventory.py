@@ -17,7 +17,8 @@ from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bi
 from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
-from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
+from muto.domain.events import DesiredAssignment, StoredReconcile, merge_labels
+from muto.domain.report_order import ReportLedger, admit, legacy_key
 from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
@@ -26,11 +27,10 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-def shown_after(row: Any, report: Mapping[str, Any]) -> ReportLedger | None:
-    """The vehicle's report ledger once `report` (a stored report's dict) is shown, or
+def shown_after(row: Any, report: StoredReconcile) -> ReportLedger | None:
+    """The vehicle's report ledger once `report` (a stored report) is shown, or
     None when it is not the vehicle's newest. The row keeps the ledger's incarnation and
     number in columns (the in-order case is one UPDATE) and the rest in report_ledger."""
-    place = report.get("journal")
     ledger = msgspec.convert(
         {**(row.report_ledger or {}), "incarnation": row.report_incarnation,
          "number": row.report_number or 0},
@@ -38,8 +38,8 @@ def shown_after(row: Any, report: Mapping[str, Any]) -> ReportLedger | None:
     )  # fmt: skip
     return admit(
         ledger,
-        msgspec.convert(place, ReportPlace) if place is not None else None,
-        legacy_key(report.get("sequence"), datetime.fromisoformat(report["observedAt"])),
+        report.journal,
+        legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
     )
 
 
@@ -150,13 +150,8 @@ class Inventory(Projection):
     def _updated(self, s: Session, e: Any, _: int) -> None:
         row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
         assert row is not None, f"{e.vehicle_id} updated before it was registered"
-        labels, attributes = dict(row.labels), dict(row.attributes)
-        for target, changes in ((labels, e.labels), (attributes, e.attributes)):
-            for key, value in changes.items():
-                if value is None:
-                    target.pop(key, None)
-                else:
-                    target[key] = value
+        labels = merge_labels(row.labels, e.labels)
+        attributes = merge_labels(row.attributes, e.attributes)
         self._touch(s, e, labels=labels, attributes=attributes)
         self.label_rows.delete(s, vehicle_id=e.vehicle_id)
         self._index(s, e.vehicle_id, labels)
@@ -167,34 +162,33 @@ class Inventory(Projection):
         )
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
-        a = e.assignment
+        a: DesiredAssignment = e.assignment
         self._touch(
             s,
             e,
             sequence=e.sequence,
-            desired_revision=a["revision"],
-            desired_release=a["releaseKey"],
-            rollout_id=a.get("rolloutId"),
+            desired_revision=a.revision,
+            desired_release=a.release_key,
+            rollout_id=a.rollout_id,
         )
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
         """The version always moves; the report's fields only when it is the newest."""
-        r = e.report
-        running = r.get("running")
-        release = f"{running['name']}@{running['version']}" if running else None
-        place = r.get("journal")
+        r: StoredReconcile = e.report
+        release = r.running.key if r.running is not None else None
+        place = r.journal
         if place is not None:
             moved = s.connection().execute(
                 self._in_order,
                 {
                     "b_vehicle": e.vehicle_id,
-                    "b_incarnation": place["incarnation"],
-                    "b_number": place["number"],
+                    "b_incarnation": place.incarnation,
+                    "b_number": place.number,
                     "b_version": e.originator_version,
                     "b_updated_at": _iso(e),
-                    "b_status": r["status"],
-                    "b_codes": r.get("reasonCodes", []),
-                    "b_at": r["observedAt"],
+                    "b_status": r.status,
+                    "b_codes": r.reason_codes,
+                    "b_at": r.observed_at,
                     "b_running": release,
                 },
             )
@@ -207,9 +201,9 @@ class Inventory(Projection):
             self._touch(s, e)
             return
         shown: dict[str, Any] = {
-            "last_status": r["status"],
-            "last_reason_codes": r.get("reasonCodes", []),
-            "last_report_at": r["observedAt"],
+            "last_status": r.status,
+            "last_reason_codes": r.reason_codes,
+            "last_report_at": r.observed_at,
             "report_incarnation": ledger.incarnation,
             "report_number": ledger.number if ledger.incarnation is not None else None,
             "report_ledger": {

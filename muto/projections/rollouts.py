@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, bindparam, update
 from sqlalchemy.orm import Session
 
+from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
@@ -115,7 +116,7 @@ class RolloutProgress(Projection):
                 paused=False,
                 selector=e.selector,
                 release_key=e.release_key,
-                thresholds=e.thresholds,
+                thresholds=plain(e.thresholds),
                 decisions=[],
                 deadline_at=None,
                 paused_at=None,
@@ -175,8 +176,8 @@ class RolloutProgress(Projection):
             "event": event_type(e).split(".", 1)[1],
             "at": e.timestamp.isoformat(),
             "position": position,
-            "reasonCode": getattr(e, "reason_code", None),
-            "evaluation": e.evaluation,
+            "reasonCode": e.reason_code,
+            "evaluation": plain(e.evaluation),
         }
         state = DECISIONS[event_type(e)]
         # The next phase's clock starts with its assignment (the wave) or now (a bake).
@@ -212,9 +213,9 @@ class RolloutProgress(Projection):
             self._rollout(s, e, state="rolled_back", paused=False, paused_at=None, deadline_at=None)
 
     def _reported(self, s: Session, e: Any, _: int) -> None:
-        report = e.report
-        revision = report.get("desiredStateRevision")
-        status = ROLLOUT_STATUS.get(report["status"])
+        report: StoredReconcile = e.report
+        revision = report.desired_state_revision
+        status = ROLLOUT_STATUS.get(report.status)
         if revision is None or status is None:
             return
         s.execute(
@@ -223,7 +224,7 @@ class RolloutProgress(Projection):
                 "b_vehicle": e.vehicle_id,
                 "b_revision": revision,
                 "b_status": status,
-                "b_codes": report.get("reasonCodes", []),
+                "b_codes": report.reason_codes,
                 "b_at": e.timestamp.isoformat(),
             },
         )
