@@ -35,6 +35,7 @@ class LatestDesired(Projection):
         )
         self.rows = Rows(self.latest, "vehicle_id")
         self.assigned = Announcer("desired-assigned")  # each vehicle id, after commit
+        self._latest: dict[str, dict[str, Any]] = {}
         return [self.latest]
 
     @property
@@ -42,22 +43,29 @@ class LatestDesired(Projection):
         return {"Vehicle.DesiredStateAssigned": self._assigned}
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
+        """Buffered: a batch's newest assignment per vehicle replaces its row at flush."""
         a: DesiredAssignment = e.assignment
         self.assigned.note(e.vehicle_id)
-        self.rows.delete(s, vehicle_id=e.vehicle_id)
-        self.rows.insert(
-            s,
-            {
-                "vehicle_id": e.vehicle_id,
-                "revision": a.revision,
-                "sequence": e.sequence,
-                "release_key": a.release_key,
-                "rollout_id": a.rollout_id,
-                "envelope": plain(a.envelope),
-                "etag": etag_for(e.sequence, a.document_digest),
-                "expires_at": a.expires_at,
-            },
-        )
+        self._latest[e.vehicle_id] = {
+            "vehicle_id": e.vehicle_id,
+            "revision": a.revision,
+            "sequence": e.sequence,
+            "release_key": a.release_key,
+            "rollout_id": a.rollout_id,
+            "envelope": plain(a.envelope),
+            "etag": etag_for(e.sequence, a.document_digest),
+            "expires_at": a.expires_at,
+        }
+
+    def flush(self, session: Session) -> None:
+        if self._latest:
+            self.rows.delete_keys(session, list(self._latest))
+            self.rows.insert(session, list(self._latest.values()))
+            self._latest = {}
+
+    def discard(self) -> None:
+        self._latest = {}
+        super().discard()
 
     @property
     def announcers(self) -> list[Announcer]:
