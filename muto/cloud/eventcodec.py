@@ -146,8 +146,8 @@ class EventMapper(Mapper[UUID]):
             else UUID(str(stored_event.originator_id)),
             "originator_version": stored_event.originator_version,
         }
-        for name in schema.names:
-            event_state[name] = getattr(decoded, name)
+        event_state.update(msgspec.structs.asdict(decoded))
+        del event_state["class_version"]
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", event_state)
         return event
