@@ -6,6 +6,7 @@ leaves its aggregates untouched.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,13 +23,13 @@ from muto.domain.desired import (
     Envelope,
     StackRef,
 )
+from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile
 from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.release import Release
 from muto.domain.model.vehicle import Vehicle
-from muto.domain.release import StackRelease
+from muto.domain.release import StackRelease, release_key
 from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.requests import VehiclePatch, VehicleRegistration
-from muto.domain.wire import convert, to_builtins
 
 SignDocument = Callable[[DesiredStateDocument], Envelope]
 
@@ -100,7 +101,10 @@ def update_vehicle(
         vehicle = _vehicle(uow, vehicle_id)
         _expect(expected_version, vehicle.version, f"vehicle {vehicle_id!r}")
         vehicle.update(
-            dict(patch.labels), dict(patch.attributes), cause.actor, cause.correlation_id
+            labels=dict(patch.labels),
+            attributes=dict(patch.attributes),
+            actor=cause.actor,
+            correlation_id=cause.correlation_id,
         )
         return int(vehicle.version)
 
@@ -118,7 +122,8 @@ def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
             if assignment.get("revision") == report.desired_state_revision
             else None
         ) or report.report_id
-        return bool(vehicle.record_reconcile(to_builtins(report), actor, correlation))
+        stored = StoredReconcile.of(report)
+        return bool(vehicle.record_reconcile(stored, actor=actor, correlation_id=correlation))
 
     return command
 
@@ -128,12 +133,15 @@ def record_health(report: HealthReport, actor: str) -> Command[bool]:
 
     def command(uow: UnitOfWork) -> bool:
         vehicle = _vehicle(uow, report.vehicle_id)
-        summary = {
-            "reportId": report.report_id,
-            "reasonCodes": list(report.reason_codes),
-            "observedAt": report.observed_at.isoformat(),
-        }
-        return bool(vehicle.record_health(report.status.value, summary, actor, report.report_id))
+        summary = HealthSummary(
+            report_id=report.report_id,
+            reason_codes=[str(code) for code in report.reason_codes],
+            observed_at=report.observed_at.isoformat(),
+        )
+        changed = vehicle.record_health(
+            str(report.status), summary, actor=actor, correlation_id=report.report_id
+        )
+        return bool(changed)
 
     return command
 
@@ -141,7 +149,10 @@ def record_health(report: HealthReport, actor: str) -> Command[bool]:
 def record_presence(vehicle_id: str, state: str, at: str | None, actor: str) -> Command[bool]:
     def command(uow: UnitOfWork) -> bool:
         vehicle = _vehicle(uow, vehicle_id)
-        return bool(vehicle.record_presence(state, at, actor, f"presence-{vehicle_id}"))
+        changed = vehicle.record_presence(
+            state, at, actor=actor, correlation_id=f"presence-{vehicle_id}"
+        )
+        return bool(changed)
 
     return command
 
@@ -169,8 +180,8 @@ def register_release(
             Release(
                 key=release.key,
                 manifest_digest=digest,
-                manifest=to_builtins(release),
-                envelope=to_builtins(envelope),
+                manifest=release,
+                envelope=envelope,
                 actor=cause.actor,
                 correlation_id=cause.correlation_id,
             )
@@ -181,9 +192,10 @@ def register_release(
 
 
 def load_release(uow: UnitOfWork, stack: str, version: str) -> Release:
-    release = uow.find(Release, Release.create_id(f"{stack}@{version}"))
+    key = release_key(stack, version)
+    release = uow.find(Release, Release.create_id(key))
     if release is None:
-        raise NotFound(f"release {stack}@{version} is not registered")
+        raise NotFound(f"release {key} is not registered")
     return release
 
 
@@ -232,63 +244,25 @@ def assign_desired_state(
     def command(uow: UnitOfWork) -> Assignment:
         if not vehicle_ids:
             raise Invalid("the target selects no vehicles", {"selector": request.target.selector})
-        stored = load_release(uow, request.stack.name, request.stack.version)
-        wanted = request.stack.manifest_digest
-        if wanted is not None and wanted != stored.manifest_digest:
-            raise Conflict(
-                f"release {stored.key} has digest {stored.manifest_digest}, not {wanted}"
-            )
-        release = convert(stored.manifest, StackRelease)
-        vehicles = [_vehicle(uow, v) for v in vehicle_ids]
-        incompatible = incompatibilities(release, vehicles)
-        if incompatible:
-            raise Invalid(
-                f"release {stored.key} is incompatible with "
-                f"{len(incompatible)} targeted vehicle(s)",
-                incompatible,
-            )
+        stored = _requested_release(uow, request)
+        vehicles = _compatible_vehicles(uow, stored, vehicle_ids)
         issued = now()
-        expires = issued + timedelta(seconds=request.ttl_sec)
-        stack = StackRef(
-            name=release.stack_name, version=release.version, manifest_digest=stored.manifest_digest
+        issue = _Issue(
+            revision=revision,
+            release=stored,
+            request=request,
+            rollout_id=rollout_id,
+            phase=phase,
+            cause=cause,
+            issued=issued,
+            expires=issued + timedelta(seconds=request.ttl_sec),
+            sign=sign,
         )
-        sequences = {}
-        for vehicle in vehicles:
-            sequence = vehicle.sequence + 1
-            document = DesiredStateDocument(
-                vehicle_id=vehicle.vehicle_id,
-                revision=revision,
-                sequence=sequence,
-                stack=stack,
-                policy=request.policy,
-                agent_config=request.agent_config,
-                rollout_id=rollout_id,
-                correlation_id=cause.correlation_id,
-                issued_at=issued,
-                expires_at=expires,
-            )
-            envelope = sign(document)
-            vehicle.assign(
-                {
-                    "revision": revision,
-                    "releaseKey": stored.key,
-                    "manifestDigest": stored.manifest_digest,
-                    "rolloutId": rollout_id,
-                    "phase": phase,
-                    "correlationId": cause.correlation_id,
-                    "envelope": to_builtins(envelope),
-                    "documentDigest": payload_digest(envelope),
-                    "issuedAt": issued.isoformat(),
-                    "expiresAt": expires.isoformat(),
-                },
-                cause.actor,
-                cause.correlation_id,
-            )
-            sequences[vehicle.vehicle_id] = sequence
+        sequences = {vehicle.vehicle_id: issue.to(vehicle) for vehicle in vehicles}
         uow.add(
             DesiredState(
                 revision=revision,
-                request=to_builtins(request),
+                request=request,
                 release_key=stored.key,
                 manifest_digest=stored.manifest_digest,
                 vehicle_ids=list(vehicle_ids),
@@ -302,7 +276,80 @@ def assign_desired_state(
     return command
 
 
-def payload_digest(envelope: Envelope) -> str:
-    import base64
+def _requested_release(uow: UnitOfWork, request: DesiredStateRequest) -> Release:
+    """The registered release the request names, with the digest it gives (if any)."""
+    stored = load_release(uow, request.stack.name, request.stack.version)
+    wanted = request.stack.manifest_digest
+    if wanted is not None and wanted != stored.manifest_digest:
+        raise Conflict(f"release {stored.key} has digest {stored.manifest_digest}, not {wanted}")
+    return stored
 
+
+def _compatible_vehicles(
+    uow: UnitOfWork, stored: Release, vehicle_ids: Sequence[str]
+) -> list[Vehicle]:
+    """Every targeted vehicle, registered and compatible with the release; else refused."""
+    vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+    incompatible = incompatibilities(stored.manifest, vehicles)
+    if incompatible:
+        raise Invalid(
+            f"release {stored.key} is incompatible with {len(incompatible)} targeted vehicle(s)",
+            incompatible,
+        )
+    return vehicles
+
+
+@dataclass(frozen=True)
+class _Issue:
+    """One revision's terms, signed into a document for each vehicle in turn."""
+
+    revision: str
+    release: Release
+    request: DesiredStateRequest
+    rollout_id: str | None
+    phase: str | None
+    cause: Cause
+    issued: datetime
+    expires: datetime
+    sign: SignDocument
+
+    def to(self, vehicle: Vehicle) -> int:
+        """Sign the vehicle's document and assign it; returns its new sequence."""
+        manifest = self.release.manifest
+        sequence = vehicle.sequence + 1
+        document = DesiredStateDocument(
+            vehicle_id=vehicle.vehicle_id,
+            revision=self.revision,
+            sequence=sequence,
+            stack=StackRef(
+                name=manifest.stack_name,
+                version=manifest.version,
+                manifest_digest=self.release.manifest_digest,
+            ),
+            policy=self.request.policy,
+            agent_config=self.request.agent_config,
+            rollout_id=self.rollout_id,
+            correlation_id=self.cause.correlation_id,
+            issued_at=self.issued,
+            expires_at=self.expires,
+        )
+        envelope = self.sign(document)
+        assignment = DesiredAssignment(
+            revision=self.revision,
+            release_key=self.release.key,
+            manifest_digest=self.release.manifest_digest,
+            rollout_id=self.rollout_id,
+            phase=self.phase,
+            correlation_id=self.cause.correlation_id,
+            envelope=envelope,
+            document_digest=payload_digest(envelope),
+            issued_at=self.issued.isoformat(),
+            expires_at=self.expires.isoformat(),
+        )
+        return vehicle.assign(
+            assignment, actor=self.cause.actor, correlation_id=self.cause.correlation_id
+        )
+
+
+def payload_digest(envelope: Envelope) -> str:
     return "sha256:" + hashlib.sha256(base64.b64decode(envelope.payload)).hexdigest()

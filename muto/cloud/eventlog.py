@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from eventsourcing.application import Application, Repository, project_aggregate
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import strtobool
 
+from muto.cloud.eventcodec import EventMapper
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
@@ -63,6 +64,10 @@ class EventLog(Application[Any]):
             private_dir(database.parent)
             private_file(database)
         return cls(env={**cls.cache_env(settings), **settings.event_store_env()})
+
+    def construct_mapper(self) -> Mapper[Any]:
+        """Typed msgspec payloads, old events upcast on read (eventcodec.py)."""
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=EventMapper)
 
     def construct_repository(self) -> WriterRepository:
         """The library's repository, from the same environment keys."""

@@ -19,10 +19,10 @@ from muto.cloud.commands import (
 from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.desired import DesiredStateRequest, RolloutRef, StackRef, Target
+from muto.domain.events import GateEvaluation, RolloutPolicy
 from muto.domain.model.rollout import Rollout, RolloutState
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import StackRelease
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Evaluation, Verdict
 from muto.domain.selectors import parse_selector
@@ -158,7 +158,7 @@ def start_rollout(
             if vehicle is None:
                 raise NotFound(f"vehicle {vehicle_id!r} is not registered")
             vehicles.append(vehicle)
-        incompatible = incompatibilities(convert(stored.manifest, StackRelease), vehicles)
+        incompatible = incompatibilities(stored.manifest, vehicles)
         if incompatible:
             raise Invalid(
                 f"release {stored.key} is incompatible with {len(incompatible)} "
@@ -170,11 +170,8 @@ def start_rollout(
             selector=request.selector,
             release_key=stored.key,
             manifest_digest=stored.manifest_digest,
-            policy={
-                "policy": to_builtins(request.policy),
-                "agentConfig": to_builtins(request.agent_config),
-            },
-            thresholds=to_builtins(request.thresholds),
+            policy=RolloutPolicy(policy=request.policy, agent_config=request.agent_config),
+            thresholds=request.thresholds,
             canaries=canaries,
             wave=wave,
             previous_releases={v.vehicle_id: _previous_release(v) for v in vehicles},
@@ -207,6 +204,14 @@ def _assign_wave(
     _assign_phase(uow, rollout, RolloutState.WAVE.value, staying, cause, sign, clock)
 
 
+# The reason code a failed gate rolls back with.
+ROLLBACK_CAUSES = {
+    RolloutState.CANARY: ReasonCode.CANARY_GATE_FAILED,
+    RolloutState.WAVE: ReasonCode.WAVE_GATE_FAILED,
+    RolloutState.BAKING: ReasonCode.BAKE_FAILED,
+}
+
+
 def decide(
     rollout_id: str,
     phase: str,
@@ -225,28 +230,20 @@ def decide(
         rollout = _rollout(uow, rollout_id)
         if rollout.state != phase or rollout.paused or verdict is Verdict.WAIT:
             return False
-        facts, at = to_builtins(evaluation), clock().isoformat()
-        who = (cause.actor, cause.correlation_id, at)
         passed = verdict is Verdict.PASS
-        if phase == RolloutState.CANARY and passed:
-            rollout.pass_canary(facts, *who)
-            _assign_wave(uow, rollout, cause, sign, clock)
+        rollout.decide(
+            phase,
+            passed=passed,
+            evaluation=GateEvaluation.of(evaluation),
+            actor=cause.actor,
+            correlation_id=cause.correlation_id,
+            at=clock().isoformat(),
+        )
+        if passed:
+            if phase == RolloutState.CANARY:
+                _assign_wave(uow, rollout, cause, sign, clock)
             return True
-        if phase == RolloutState.WAVE and passed:
-            rollout.pass_wave(facts, *who)
-            return True
-        if phase == RolloutState.BAKING and passed:
-            rollout.complete_bake(facts, *who)
-            return True
-        if phase == RolloutState.CANARY:
-            rollout.fail_canary(facts, *who)
-            why = ReasonCode.CANARY_GATE_FAILED
-        elif phase == RolloutState.WAVE:
-            rollout.fail_wave(facts, *who)
-            why = ReasonCode.WAVE_GATE_FAILED
-        else:
-            rollout.fail_bake(facts, *who)
-            why = ReasonCode.BAKE_FAILED
+        why = ROLLBACK_CAUSES[RolloutState(phase)]
         _roll_back(uow, rollout, sorted(rollout.assigned), why, cause, sign, clock)
         return True
 

@@ -70,5 +70,5 @@ class AuditTimeline(Projection):
     def flush(self, session: Session) -> None:
         """Insert-only: the batch's rows go in one executemany."""
         if self._pending:
-            session.execute(self._insert, self._pending)
+            session.connection().execute(self._insert, self._pending)
             self._pending = []

@@ -104,7 +104,7 @@ class HashChain(Projection):
 
     def flush(self, session: Session) -> None:
         if self._pending:
-            session.execute(self._insert, self._pending)
+            session.connection().execute(self._insert, self._pending)
             self._pending = []
 
     def discard(self) -> None:

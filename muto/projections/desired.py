@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
+from muto.domain.events import DesiredAssignment, plain
 from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
@@ -34,6 +35,7 @@ class LatestDesired(Projection):
         )
         self.rows = Rows(self.latest, "vehicle_id")
         self.assigned = Announcer("desired-assigned")  # each vehicle id, after commit
+        self._latest: dict[str, dict[str, Any]] = {}
         return [self.latest]
 
     @property
@@ -41,22 +43,29 @@ class LatestDesired(Projection):
         return {"Vehicle.DesiredStateAssigned": self._assigned}
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
-        a = e.assignment
+        """Buffered: a batch's newest assignment per vehicle replaces its row at flush."""
+        a: DesiredAssignment = e.assignment
         self.assigned.note(e.vehicle_id)
-        self.rows.delete(s, vehicle_id=e.vehicle_id)
-        self.rows.insert(
-            s,
-            {
-                "vehicle_id": e.vehicle_id,
-                "revision": a["revision"],
-                "sequence": e.sequence,
-                "release_key": a["releaseKey"],
-                "rollout_id": a.get("rolloutId"),
-                "envelope": a["envelope"],
-                "etag": etag_for(e.sequence, a["documentDigest"]),
-                "expires_at": a["expiresAt"],
-            },
-        )
+        self._latest[e.vehicle_id] = {
+            "vehicle_id": e.vehicle_id,
+            "revision": a.revision,
+            "sequence": e.sequence,
+            "release_key": a.release_key,
+            "rollout_id": a.rollout_id,
+            "envelope": plain(a.envelope),
+            "etag": etag_for(e.sequence, a.document_digest),
+            "expires_at": a.expires_at,
+        }
+
+    def flush(self, session: Session) -> None:
+        if self._latest:
+            self.rows.delete_keys(session, list(self._latest))
+            self.rows.insert(session, list(self._latest.values()))
+            self._latest = {}
+
+    def discard(self) -> None:
+        self._latest = {}
+        super().discard()
 
     @property
     def announcers(self) -> list[Announcer]:

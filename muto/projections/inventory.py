@@ -8,17 +8,17 @@ late or re-delivered report never moves the view back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bindparam, func
-from sqlalchemy import Update as UpdateStatement
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
-from muto.projections.base import Announcer, Projection, Update
+from muto.domain.events import DesiredAssignment, StoredReconcile, merge_labels
+from muto.domain.report_order import ReportLedger, admit, legacy_key
+from muto.projections.base import Announcer, Projection, Update, event_type
 from muto.projections.rows import Rows
 
 
@@ -26,24 +26,27 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-def shown_after(row: Any, report: Mapping[str, Any]) -> ReportLedger | None:
-    """The vehicle's report ledger once `report` (a stored report's dict) is shown, or
-    None when it is not the vehicle's newest. The row keeps the ledger's incarnation and
-    number in columns (the in-order case is one UPDATE) and the rest in report_ledger."""
-    place = report.get("journal")
+def shown_after(row: dict[str, Any], report: StoredReconcile) -> ReportLedger | None:
+    """The vehicle's report ledger once `report` (a stored report) is shown, or None
+    when it is not the vehicle's newest. The row keeps the ledger's incarnation and
+    number in columns (the in-order case) and the rest in report_ledger."""
     ledger = msgspec.convert(
-        {**(row.report_ledger or {}), "incarnation": row.report_incarnation,
-         "number": row.report_number or 0},
+        {**(Rows.parsed(row, "report_ledger") or {}), "incarnation": row["report_incarnation"],
+         "number": row["report_number"] or 0},
         ReportLedger,
     )  # fmt: skip
     return admit(
         ledger,
-        msgspec.convert(place, ReportPlace) if place is not None else None,
-        legacy_key(report.get("sequence"), datetime.fromisoformat(report["observedAt"])),
+        report.journal,
+        legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
     )
 
 
 class Inventory(Projection):
+    """Events are buffered by `apply` and projected at `flush`, once per batch: the
+    batch's vehicle rows are read in one SELECT, changed in memory in log order, and
+    written back with one executemany per kind of change (see rows.py)."""
+
     name = "inventory"
 
     def define(self, metadata: MetaData) -> list[Table]:
@@ -83,35 +86,17 @@ class Inventory(Projection):
         )
         self.vehicle_rows = Rows(self.vehicles, "vehicle_id")
         self.label_rows = Rows(self.labels, "vehicle_id")
-        self._in_order = self._in_order_statement()
         self.health_changed = Announcer("health-changed")  # each vehicle id, after commit
+        self._pending: list[Any] = []
+        self._steps = self.steps
         return [self.vehicles, self.labels]
-
-    def _in_order_statement(self) -> UpdateStatement:
-        """The common case in one UPDATE: the next number of the incarnation shown."""
-        c = self.vehicles.c
-        return (
-            self.vehicles.update()
-            .where(
-                c.vehicle_id == bindparam("b_vehicle"),
-                c.report_incarnation == bindparam("b_incarnation"),
-                c.report_number < bindparam("b_number"),
-            )
-            .values(
-                version=bindparam("b_version"),
-                updated_at=bindparam("b_updated_at"),
-                last_status=bindparam("b_status"),
-                last_reason_codes=bindparam("b_codes", type_=JSON),
-                last_report_at=bindparam("b_at"),
-                report_number=bindparam("b_number"),
-                running_release=func.coalesce(
-                    bindparam("b_running", type_=String), c.running_release
-                ),
-            )
-        )
 
     @property
     def updates(self) -> Mapping[str, Update]:
+        return {}  # projected at flush, by `steps`
+
+    @property
+    def steps(self) -> dict[str, Callable[[_Batch, Any], None]]:
         return {
             "Vehicle.Registered": self._registered,
             "Vehicle.Updated": self._updated,
@@ -121,113 +106,158 @@ class Inventory(Projection):
             "Vehicle.PresenceChanged": self._presence,
         }
 
-    def _registered(self, s: Session, e: Any, _: int) -> None:
+    def apply(self, session: Session, event: object, position: int) -> None:
+        if event_type(event) in self._steps:
+            self._pending.append(event)
+
+    def discard(self) -> None:
+        self._pending = []
+        super().discard()
+
+    def flush(self, session: Session) -> None:
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        batch = _Batch(self.vehicle_rows.load(session, list({e.vehicle_id for e in events})))
+        for event in events:
+            self._steps[event_type(event)](batch, event)
+        self.vehicle_rows.insert(session, [batch.rows[v] for v in batch.new])
+        self.vehicle_rows.write_changes(
+            session, [(v, batch.changed[v]) for v in batch.changed if v not in batch.new]
+        )
+        relabelled = sorted(batch.relabelled)
+        self.label_rows.delete_keys(session, [v for v in relabelled if v not in batch.new])
+        self.label_rows.insert(
+            session,
+            [
+                {"vehicle_id": v, "key": k, "value": value}
+                for v in relabelled
+                for k, value in batch.rows[v]["labels"].items()
+            ],
+        )
+
+    # -- one event each, on the batch's rows in memory -----------------------------------
+
+    def _registered(self, b: _Batch, e: Any) -> None:
         at = _iso(e)
-        self.vehicle_rows.insert(
-            s,
+        b.add(
             {
+                **EMPTY_ROW,
                 "vehicle_id": e.vehicle_id,
-                "labels": e.labels,
-                "attributes": e.attributes,
+                "labels": dict(e.labels),
+                "attributes": dict(e.attributes),
                 "version": e.originator_version,
-                "sequence": 0,
                 "last_reason_codes": [],
                 "registered_at": at,
                 "updated_at": at,
-            },
-        )
-        self._index(s, e.vehicle_id, e.labels)
-
-    def _touch(self, s: Session, e: Any, **values: Any) -> None:
-        self.vehicle_rows.update(
-            s,
-            {"vehicle_id": e.vehicle_id},
-            version=e.originator_version,
-            updated_at=_iso(e),
-            **values,
+            }
         )
 
-    def _updated(self, s: Session, e: Any, _: int) -> None:
-        row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
-        assert row is not None, f"{e.vehicle_id} updated before it was registered"
-        labels, attributes = dict(row.labels), dict(row.attributes)
-        for target, changes in ((labels, e.labels), (attributes, e.attributes)):
-            for key, value in changes.items():
-                if value is None:
-                    target.pop(key, None)
-                else:
-                    target[key] = value
-        self._touch(s, e, labels=labels, attributes=attributes)
-        self.label_rows.delete(s, vehicle_id=e.vehicle_id)
-        self._index(s, e.vehicle_id, labels)
-
-    def _index(self, s: Session, vehicle_id: str, labels: dict[str, str]) -> None:
-        self.label_rows.insert(
-            s, [{"vehicle_id": vehicle_id, "key": k, "value": v} for k, v in labels.items()]
+    def _updated(self, b: _Batch, e: Any) -> None:
+        row = b.row(e.vehicle_id, "updated")
+        b.touch(
+            e,
+            labels=merge_labels(Rows.parsed(row, "labels"), e.labels),
+            attributes=merge_labels(Rows.parsed(row, "attributes"), e.attributes),
         )
+        b.relabelled.add(e.vehicle_id)
 
-    def _assigned(self, s: Session, e: Any, _: int) -> None:
-        a = e.assignment
-        self._touch(
-            s,
+    def _assigned(self, b: _Batch, e: Any) -> None:
+        a: DesiredAssignment = e.assignment
+        b.touch(
             e,
             sequence=e.sequence,
-            desired_revision=a["revision"],
-            desired_release=a["releaseKey"],
-            rollout_id=a.get("rolloutId"),
+            desired_revision=a.revision,
+            desired_release=a.release_key,
+            rollout_id=a.rollout_id,
         )
 
-    def _reported(self, s: Session, e: Any, _: int) -> None:
+    def _reported(self, b: _Batch, e: Any) -> None:
         """The version always moves; the report's fields only when it is the newest."""
-        r = e.report
-        running = r.get("running")
-        release = f"{running['name']}@{running['version']}" if running else None
-        place = r.get("journal")
-        if place is not None:
-            moved = s.connection().execute(
-                self._in_order,
-                {
-                    "b_vehicle": e.vehicle_id,
-                    "b_incarnation": place["incarnation"],
-                    "b_number": place["number"],
-                    "b_version": e.originator_version,
-                    "b_updated_at": _iso(e),
-                    "b_status": r["status"],
-                    "b_codes": r.get("reasonCodes", []),
-                    "b_at": r["observedAt"],
-                    "b_running": release,
-                },
-            )
-            if moved.rowcount == 1:
-                return
-        row = self.vehicle_rows.get(s, vehicle_id=e.vehicle_id)
-        assert row is not None, f"{e.vehicle_id} reported before it was registered"
-        ledger = shown_after(row, r)
-        if ledger is None:
-            self._touch(s, e)
-            return
+        r: StoredReconcile = e.report
+        row = b.row(e.vehicle_id, "reported")
+        release = r.running.key if r.running is not None else None
         shown: dict[str, Any] = {
-            "last_status": r["status"],
-            "last_reason_codes": r.get("reasonCodes", []),
-            "last_report_at": r["observedAt"],
-            "report_incarnation": ledger.incarnation,
-            "report_number": ledger.number if ledger.incarnation is not None else None,
-            "report_ledger": {
-                "legacy": ledger.legacy,
-                "retired": msgspec.to_builtins(ledger.retired),
-            },
+            "last_status": r.status,
+            "last_reason_codes": list(r.reason_codes),
+            "last_report_at": r.observed_at,
         }
         if release is not None:
             shown["running_release"] = release
-        self._touch(s, e, **shown)
+        place = r.journal
+        number = row["report_number"]
+        if (
+            place is not None
+            and row["report_incarnation"] == place.incarnation
+            and number is not None
+            and number < place.number
+        ):  # the common case: the next report of the incarnation shown
+            b.touch(e, report_number=place.number, **shown)
+            return
+        ledger = shown_after(row, r)
+        if ledger is None:
+            b.touch(e)
+            return
+        b.touch(
+            e,
+            report_incarnation=ledger.incarnation,
+            report_number=ledger.number if ledger.incarnation is not None else None,
+            report_ledger={"legacy": ledger.legacy, "retired": msgspec.to_builtins(ledger.retired)},
+            **shown,
+        )
 
     @property
     def announcers(self) -> list[Announcer]:
         return [self.health_changed]
 
-    def _health(self, s: Session, e: Any, _: int) -> None:
+    def _health(self, b: _Batch, e: Any) -> None:
         self.health_changed.note(e.vehicle_id)
-        self._touch(s, e, health=e.status)
+        b.touch(e, health=e.status)
 
-    def _presence(self, s: Session, e: Any, _: int) -> None:
-        self._touch(s, e, presence=e.state, presence_at=e.at or _iso(e))
+    def _presence(self, b: _Batch, e: Any) -> None:
+        b.touch(e, presence=e.state, presence_at=e.at or _iso(e))
+
+
+# A registered vehicle's columns before anything else happened to it.
+EMPTY_ROW: dict[str, Any] = {
+    "sequence": 0,
+    "desired_revision": None,
+    "desired_release": None,
+    "rollout_id": None,
+    "running_release": None,
+    "last_status": None,
+    "last_report_at": None,
+    "report_incarnation": None,
+    "report_number": None,
+    "report_ledger": None,
+    "health": None,
+    "presence": None,
+    "presence_at": None,
+}
+
+
+class _Batch:
+    """The vehicle rows one batch touches, changed in memory in log order."""
+
+    def __init__(self, rows: dict[str, dict[str, Any]]) -> None:
+        self.rows = rows
+        self.new: list[str] = []  # registered in this batch: inserted whole
+        self.changed: dict[str, dict[str, Any]] = {}  # vehicle id -> columns to update
+        self.relabelled: set[str] = set()  # label index rows to replace
+
+    def add(self, row: dict[str, Any]) -> None:
+        vehicle_id = row["vehicle_id"]
+        self.rows[vehicle_id] = row
+        self.new.append(vehicle_id)
+        self.relabelled.add(vehicle_id)
+
+    def row(self, vehicle_id: str, what: str) -> dict[str, Any]:
+        found = self.rows.get(vehicle_id)
+        assert found is not None, f"{vehicle_id} {what} before it was registered"
+        return found
+
+    def touch(self, e: Any, **values: Any) -> None:
+        values["version"] = e.originator_version
+        values["updated_at"] = _iso(e)
+        self.row(e.vehicle_id, "changed").update(values)
+        self.changed.setdefault(e.vehicle_id, {}).update(values)

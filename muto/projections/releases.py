@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, MetaData, String, Table
 from sqlalchemy.orm import Session
 
+from muto.domain.events import plain
 from muto.projections.base import Projection, Update
 
 
@@ -36,11 +37,11 @@ class Releases(Projection):
         s.execute(
             self.releases.insert().values(
                 release_key=e.key,
-                stack_name=e.manifest["stackName"],
-                version=e.manifest["version"],
+                stack_name=e.manifest.stack_name,
+                version=e.manifest.version,
                 manifest_digest=e.manifest_digest,
-                manifest=e.manifest,
-                envelope=e.envelope,
+                manifest=plain(e.manifest),
+                envelope=plain(e.envelope),
                 registered_at=e.timestamp.isoformat(),
             )
         )

@@ -8,9 +8,21 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, MetaData, String, Table, and_, bindparam, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
@@ -90,6 +102,8 @@ class RolloutProgress(Projection):
                 updated_at=bindparam("b_at"),
             )
         )
+        self._reports: list[dict[str, Any]] = []
+        self._revisions: set[str] | None = None
         return [self.rollouts, self.vehicles]
 
     @property
@@ -101,10 +115,46 @@ class RolloutProgress(Projection):
             "Rollout.Resumed": self._paused,
             "Rollout.RolledBack": self._rolled_back,
             "Rollout.MembersLeft": self._left,
-            "Vehicle.ReconcileReported": self._reported,
         }
         table.update(dict.fromkeys(DECISIONS, self._decided))
         return table
+
+    # Reports are the most frequent event, and most concern no rollout: a report counts
+    # only if its revision is one a rollout assigned (known per batch: one query), and
+    # the ones that count are written with one executemany, before any other update of
+    # this view so that log order holds.
+
+    def apply(self, session: Session, event: object, position: int) -> None:
+        if event_type(event) == "Vehicle.ReconcileReported":
+            self._reported(session, event)
+            return
+        self._write_reports(session)
+        super().apply(session, event, position)
+
+    def flush(self, session: Session) -> None:
+        self._write_reports(session)
+        self._revisions = None
+
+    def discard(self) -> None:
+        self._reports, self._revisions = [], None
+        super().discard()
+
+    def clear(self, session: Session) -> None:
+        self._reports, self._revisions = [], None
+        super().clear(session)
+
+    def _known(self, s: Session) -> set[str]:
+        """Every revision a rollout assigned (the batch's own included)."""
+        if self._revisions is None:
+            c = self.vehicles.c
+            found = s.execute(select(c.revision).where(c.revision.is_not(None)).distinct())
+            self._revisions = set(found.scalars())
+        return self._revisions
+
+    def _write_reports(self, s: Session) -> None:
+        if self._reports:
+            s.connection().execute(self._report_outcome, self._reports)
+            self._reports = []
 
     def _started(self, s: Session, e: Any, _: int) -> None:
         at = e.timestamp.isoformat()
@@ -115,7 +165,7 @@ class RolloutProgress(Projection):
                 paused=False,
                 selector=e.selector,
                 release_key=e.release_key,
-                thresholds=e.thresholds,
+                thresholds=plain(e.thresholds),
                 decisions=[],
                 deadline_at=None,
                 paused_at=None,
@@ -159,6 +209,8 @@ class RolloutProgress(Projection):
         ).one()
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
+        if self._revisions is not None:
+            self._revisions.add(e.revision)
         self._set_vehicles(
             s, e, e.vehicle_ids, revision=e.revision, status="assigned", reason_codes=[]
         )
@@ -175,8 +227,8 @@ class RolloutProgress(Projection):
             "event": event_type(e).split(".", 1)[1],
             "at": e.timestamp.isoformat(),
             "position": position,
-            "reasonCode": getattr(e, "reason_code", None),
-            "evaluation": e.evaluation,
+            "reasonCode": e.reason_code,
+            "evaluation": plain(e.evaluation),
         }
         state = DECISIONS[event_type(e)]
         # The next phase's clock starts with its assignment (the wave) or now (a bake).
@@ -206,24 +258,25 @@ class RolloutProgress(Projection):
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
         if e.revision:  # no revision: nothing was issued, so nothing counts as rolled back
+            if self._revisions is not None:
+                self._revisions.add(e.revision)
             self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
         row = self._row(s, e)
         if row.state in ("canary", "wave", "baking", "completed"):
             self._rollout(s, e, state="rolled_back", paused=False, paused_at=None, deadline_at=None)
 
-    def _reported(self, s: Session, e: Any, _: int) -> None:
-        report = e.report
-        revision = report.get("desiredStateRevision")
-        status = ROLLOUT_STATUS.get(report["status"])
-        if revision is None or status is None:
+    def _reported(self, s: Session, e: Any) -> None:
+        report: StoredReconcile = e.report
+        revision = report.desired_state_revision
+        status = ROLLOUT_STATUS.get(report.status)
+        if revision is None or status is None or revision not in self._known(s):
             return
-        s.execute(
-            self._report_outcome,
+        self._reports.append(
             {
                 "b_vehicle": e.vehicle_id,
                 "b_revision": revision,
                 "b_status": status,
-                "b_codes": report.get("reasonCodes", []),
+                "b_codes": report.reason_codes,
                 "b_at": e.timestamp.isoformat(),
-            },
+            }
         )

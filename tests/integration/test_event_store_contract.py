@@ -28,6 +28,7 @@ from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.cloud.writer import MAX_ATTEMPTS, UnitOfWork, Writer
+from muto.domain.events import HealthSummary
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
@@ -279,7 +280,8 @@ class DurableContract(EventStoreContract):
                 rival = other.repository.get(vehicle.id)
                 rival.record_presence("offline", None, "rival", "c")
                 other.save(rival)
-            return bool(vehicle.record_health("healthy", {}, "test", "c"))
+            summary = HealthSummary(report_id="h1", reason_codes=[], observed_at="t")
+            return bool(vehicle.record_health("healthy", summary, "test", "c"))
 
         try:
             assert cp.execute(command).value is True

@@ -88,7 +88,7 @@ def test_a_vehicle_cannot_publish_into_another_vehicles_subtree(
     cp = open_fleet(settings_for("sqlite", tmp_path, url, None), "v1", "v2")
 
     def stored() -> list[tuple[str, str]]:
-        return [(e.vehicle_id, e.report["reportId"]) for e in events(cp, "ReconcileReported")]
+        return [(e.vehicle_id, e.report.report_id) for e in events(cp, "ReconcileReported")]
 
     async def main() -> None:
         bridge = Bridge(cp, backoff=FAST)

@@ -67,7 +67,7 @@ def with_bridge(cp: ControlPlane, body: Callable[[aiomqtt.Client], Awaitable[Non
 
 
 def report_ids(cp: ControlPlane) -> list[tuple[str, str]]:
-    return [(e.vehicle_id, e.report["reportId"]) for e in events(cp, "ReconcileReported")]
+    return [(e.vehicle_id, e.report.report_id) for e in events(cp, "ReconcileReported")]
 
 
 def test_a_report_published_twice_is_recorded_once(plane: ControlPlane) -> None:

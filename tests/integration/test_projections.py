@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError
@@ -32,10 +33,11 @@ from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token, revoke_token
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.desired import StackRef
+from muto.domain.events import GateEvaluation, RolloutPolicy
 from muto.domain.model.rollout import Rollout, RolloutStateError
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
-from muto.domain.requests import VehiclePatch
+from muto.domain.requests import RolloutThresholds, VehiclePatch
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
@@ -71,8 +73,8 @@ def start_rollout(rollout_id: str, canaries: Sequence[str], wave: Sequence[str])
                 selector="model=m1",
                 release_key=M1_ONLY.key,
                 manifest_digest=M1_ONLY.digest,
-                policy={},
-                thresholds={"convergedPct": 95.0},
+                policy=RolloutPolicy(),
+                thresholds=RolloutThresholds(converged_pct=95.0),
                 canaries=list(canaries),
                 wave=list(wave),
                 previous_releases=dict.fromkeys([*canaries, *wave], ANY.key),
@@ -84,6 +86,12 @@ def start_rollout(rollout_id: str, canaries: Sequence[str], wave: Sequence[str])
         return rollout_id
 
     return command
+
+
+EVALUATION = GateEvaluation(
+    verdict="pass", targeted=1, converged=1, deferred=0, failed=0,
+    converged_pct=100.0, threshold_pct=95.0,
+)  # fmt: skip
 
 
 def rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
@@ -133,20 +141,20 @@ def roll_back(rollout_id: str, vehicle_ids: Sequence[str], sign: SignDocument) -
 def decide(rollout_id: str, decision: str) -> Command[None]:
     def command(uow: UnitOfWork) -> None:
         r = rollout(uow, rollout_id)
-        evaluation = {"converged": 1, "targeted": 1}
         match decision:
             case "pause":
                 r.pause("operator", rollout_id)
             case "resume":
                 r.resume("operator", rollout_id)
-            case "pass_canary":
-                r.pass_canary(evaluation, "controller", rollout_id)
-            case "fail_canary":
-                r.fail_canary(evaluation, "controller", rollout_id)
-            case "pass_wave":
-                r.pass_wave(evaluation, "controller", rollout_id)
-            case "fail_wave":
-                r.fail_wave(evaluation, "controller", rollout_id)
+            case _:  # pass_canary, fail_wave, ...
+                verdict, phase = decision.split("_")
+                r.decide(
+                    phase,
+                    passed=verdict == "pass",
+                    evaluation=EVALUATION,
+                    actor="controller",
+                    correlation_id=rollout_id,
+                )
 
     return command
 
@@ -598,7 +606,7 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         view = cp.queries.rollout("ro-1")
         assert view["state"] == "rolled_back"
         assert [d["event"] for d in view["decisions"]] == ["CanaryGatePassed", "WaveGateFailed"]
-        assert view["decisions"][0]["evaluation"] == {"converged": 1, "targeted": 1}
+        assert view["decisions"][0]["evaluation"] == msgspec.to_builtins(EVALUATION)
         assert view["phases"]["canary"] == phase(2, converged=2)
         assert view["phases"]["wave"]["rolledBack"] == 4
         assert {v["vehicleId"]: v["phase"] for v in view["vehicles"]} == {

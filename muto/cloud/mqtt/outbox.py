@@ -48,7 +48,7 @@ def latest_per_vehicle(events: Iterable[Any], public_url: str) -> list[DesiredNo
         newest[event.vehicle_id] = DesiredNotify(
             schema="muto.desired-notify.v1",
             vehicle_id=event.vehicle_id,
-            revision=event.assignment["revision"],
+            revision=event.assignment.revision,
             sequence=event.sequence,
             # Vehicle ids are identifiers (no '&', '#', '/', spaces): safe in a query.
             url=f"{public_url.rstrip('/')}/desired-states/latest?vehicleId={event.vehicle_id}",

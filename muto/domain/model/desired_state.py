@@ -10,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from muto.domain.desired import DesiredStateRequest
 from muto.domain.model import stable_id
 
 
@@ -22,7 +23,7 @@ class DesiredState(Aggregate):
     def __init__(
         self,
         revision: str,
-        request: dict[str, Any],
+        request: DesiredStateRequest,
         release_key: str,
         manifest_digest: str,
         vehicle_ids: list[str],

@@ -1,4 +1,5 @@
-"""Release: a registered, signed StackRelease. Immutable: it has one event."""
+"""Release: a registered, signed StackRelease. Immutable: it has one event (no snapshots,
+so its state keeps the typed manifest and envelope)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from muto.domain.desired import Envelope
 from muto.domain.model import stable_id
+from muto.domain.release import StackRelease
 
 
 class Release(Aggregate):
@@ -20,8 +23,8 @@ class Release(Aggregate):
         self,
         key: str,
         manifest_digest: str,
-        manifest: dict[str, Any],
-        envelope: dict[str, Any],
+        manifest: StackRelease,
+        envelope: Envelope,
         actor: str,
         correlation_id: str,
     ) -> None:

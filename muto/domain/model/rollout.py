@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from muto.domain.events import GateEvaluation, RolloutPolicy
 from muto.domain.model import stable_id
 from muto.domain.reasons import ReasonCode
+from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import phase_deadline
+from muto.domain.wire import to_builtins
 
 
 class RolloutState(StrEnum):
@@ -71,15 +74,37 @@ class Rollout(Aggregate):
     def create_id(rollout_id: str, **_: Any) -> UUID:
         return stable_id("rollout", rollout_id)
 
-    @event("Started")
+    class Started(Aggregate.Created):
+        """Schema v2: typed policy and thresholds. v1 thresholds stored before bakes
+        existed have no `bakeSec`: those rollouts did not bake (upcast with 0)."""
+
+        class_version = 2
+        rollout_id: str
+        selector: str
+        release_key: str
+        manifest_digest: str
+        policy: RolloutPolicy
+        thresholds: RolloutThresholds
+        canaries: list[str]
+        wave: list[str]
+        previous_releases: dict[str, str | None]
+        started_at: str
+        actor: str
+        correlation_id: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["thresholds"].setdefault(LIMITS["baking"], DEFAULT_BAKE_SEC)
+
+    @event(Started)
     def __init__(
         self,
         rollout_id: str,
         selector: str,
         release_key: str,
         manifest_digest: str,
-        policy: dict[str, Any],
-        thresholds: dict[str, Any],
+        policy: RolloutPolicy,
+        thresholds: RolloutThresholds,
         canaries: list[str],
         wave: list[str],
         previous_releases: dict[str, str | None],
@@ -91,8 +116,9 @@ class Rollout(Aggregate):
         self.selector = selector
         self.release_key = release_key
         self.manifest_digest = manifest_digest
-        self.policy = policy
-        self.thresholds = thresholds
+        # Plain dicts in the aggregate's state: its snapshots always encode.
+        self.policy: dict[str, Any] = to_builtins(policy)
+        self.thresholds: dict[str, Any] = to_builtins(thresholds)
         self.canaries = canaries
         self.wave = wave
         self.previous_releases = previous_releases
@@ -138,80 +164,28 @@ class Rollout(Aggregate):
             correlation_id=correlation_id,
         )
 
-    def pass_canary(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
+    def decide(
+        self,
+        phase: RolloutState | str,
+        *,
+        passed: bool,
+        evaluation: GateEvaluation,
+        actor: str,
+        correlation_id: str,
+        at: str = "",
     ) -> None:
-        self._require(RolloutState.CANARY)
-        self._canary_gate_passed(
+        """The gate of `phase`, the current one, decided: canary and wave gates, and the
+        end of the bake (a pass completes it, a tripwire fails it)."""
+        phase = RolloutState(phase)
+        if phase not in ACTIVE_STATES:
+            raise RolloutStateError(f"{phase} has no gate")
+        self._require(phase)
+        decision = DECISIONS[(phase, passed)]
+        self.trigger_event(
+            decision,
             rollout_id=self.rollout_id,
             evaluation=evaluation,
-            reason_code=ReasonCode.CANARY_GATE_PASSED.value,
-            at=at,
-            actor=actor,
-            correlation_id=correlation_id,
-        )
-
-    def fail_canary(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
-    ) -> None:
-        self._require(RolloutState.CANARY)
-        self._canary_gate_failed(
-            rollout_id=self.rollout_id,
-            evaluation=evaluation,
-            reason_code=ReasonCode.CANARY_GATE_FAILED.value,
-            at=at,
-            actor=actor,
-            correlation_id=correlation_id,
-        )
-
-    def pass_wave(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
-    ) -> None:
-        """The wave passed its gate: it bakes (stays watched) before the rollout is final."""
-        self._require(RolloutState.WAVE)
-        self._wave_gate_passed(
-            rollout_id=self.rollout_id,
-            evaluation=evaluation,
-            reason_code=ReasonCode.WAVE_GATE_PASSED.value,
-            at=at,
-            actor=actor,
-            correlation_id=correlation_id,
-        )
-
-    def fail_wave(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
-    ) -> None:
-        self._require(RolloutState.WAVE)
-        self._wave_gate_failed(
-            rollout_id=self.rollout_id,
-            evaluation=evaluation,
-            reason_code=ReasonCode.WAVE_GATE_FAILED.value,
-            at=at,
-            actor=actor,
-            correlation_id=correlation_id,
-        )
-
-    def complete_bake(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
-    ) -> None:
-        self._require(RolloutState.BAKING)
-        self._bake_completed(
-            rollout_id=self.rollout_id,
-            evaluation=evaluation,
-            reason_code=ReasonCode.BAKE_COMPLETED.value,
-            at=at,
-            actor=actor,
-            correlation_id=correlation_id,
-        )
-
-    def fail_bake(
-        self, evaluation: dict[str, Any], actor: str, correlation_id: str, at: str = ""
-    ) -> None:
-        self._require(RolloutState.BAKING)
-        self._bake_failed(
-            rollout_id=self.rollout_id,
-            evaluation=evaluation,
-            reason_code=ReasonCode.BAKE_FAILED.value,
+            reason_code=decision.reason.value,
             at=at,
             actor=actor,
             correlation_id=correlation_id,
@@ -296,78 +270,55 @@ class Rollout(Aggregate):
         if self.is_final:
             self.paused = False  # a final rollout is never paused
 
-    @event("CanaryGatePassed")
-    def _canary_gate_passed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.WAVE)
+    class Decided(Aggregate.Event):
+        """A gate's decision, with its inputs and its reason code. Schema v2: `reason_code`
+        and `at` are always there; v1 events stored before decisions carried them are
+        upcast with "" (what they meant then)."""
 
-    @event("CanaryGateFailed")
-    def _canary_gate_failed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.ABORTED)
+        class_version = 2
+        reason: ClassVar[ReasonCode]
+        ends_in: ClassVar[RolloutState]
 
-    @event("WaveGatePassed")
-    def _wave_gate_passed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.BAKING)
-        self.phase_started_at.setdefault(RolloutState.BAKING.value, at)
+        rollout_id: str
+        evaluation: GateEvaluation
+        reason_code: str
+        at: str
+        actor: str
+        correlation_id: str
 
-    @event("WaveGateFailed")
-    def _wave_gate_failed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.ROLLED_BACK)
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("reason_code", "")
+            state.setdefault("at", "")
 
-    @event("BakeCompleted")
-    def _bake_completed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.COMPLETED)
+        def apply(self, aggregate: Any) -> None:
+            aggregate._end(self.ends_in)
+            if self.ends_in is RolloutState.BAKING:  # the bake's clock starts now
+                aggregate.phase_started_at.setdefault(RolloutState.BAKING.value, self.at)
 
-    @event("BakeFailed")
-    def _bake_failed(
-        self,
-        rollout_id: str,
-        evaluation: dict[str, Any],
-        actor: str,
-        correlation_id: str,
-        reason_code: str = "",  # "" in events stored before decisions carried codes
-        at: str = "",
-    ) -> None:
-        self._end(RolloutState.ROLLED_BACK)
+    class CanaryGatePassed(Decided):
+        reason = ReasonCode.CANARY_GATE_PASSED
+        ends_in = RolloutState.WAVE
+
+    class CanaryGateFailed(Decided):
+        reason = ReasonCode.CANARY_GATE_FAILED
+        ends_in = RolloutState.ABORTED
+
+    class WaveGatePassed(Decided):
+        reason = ReasonCode.WAVE_GATE_PASSED
+        ends_in = RolloutState.BAKING
+
+    class WaveGateFailed(Decided):
+        reason = ReasonCode.WAVE_GATE_FAILED
+        ends_in = RolloutState.ROLLED_BACK
+
+    class BakeCompleted(Decided):
+        reason = ReasonCode.BAKE_COMPLETED
+        ends_in = RolloutState.COMPLETED
+
+    class BakeFailed(Decided):
+        reason = ReasonCode.BAKE_FAILED
+        ends_in = RolloutState.ROLLED_BACK
 
     @event("Paused")
     def _paused(self, rollout_id: str, actor: str, correlation_id: str, at: str = "") -> None:
@@ -406,3 +357,14 @@ class Rollout(Aggregate):
         self.rolled_back.extend(v for v in vehicle_ids if v not in self.rolled_back)
         if self.state in ROLLBACK_ENDS:
             self._end(RolloutState.ROLLED_BACK)
+
+
+# (state, passed) -> the decision event: one table for every gate.
+DECISIONS: dict[tuple[RolloutState, bool], type[Rollout.Decided]] = {
+    (RolloutState.CANARY, True): Rollout.CanaryGatePassed,
+    (RolloutState.CANARY, False): Rollout.CanaryGateFailed,
+    (RolloutState.WAVE, True): Rollout.WaveGatePassed,
+    (RolloutState.WAVE, False): Rollout.WaveGateFailed,
+    (RolloutState.BAKING, True): Rollout.BakeCompleted,
+    (RolloutState.BAKING, False): Rollout.BakeFailed,
+}

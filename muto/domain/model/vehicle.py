@@ -6,6 +6,9 @@ Invariants:
   (the last RECENT_REPORT_IDS ids are kept: the agent delivers its outbox in order,
   so a duplicate is never older than the reports that followed it).
 - health and presence store transitions only, never repeats.
+
+Events carry typed payloads (muto/domain/events.py); the aggregate keeps plain dicts, so
+that its snapshots always encode (eventsourcing issues 260, 283).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, merge_labels
 from muto.domain.model import stable_id
+from muto.domain.wire import to_builtins
 
 RECENT_REPORT_IDS = 256
 
@@ -63,7 +68,7 @@ class Vehicle(Aggregate):
             correlation_id=correlation_id,
         )
 
-    def assign(self, assignment: dict[str, Any], actor: str, correlation_id: str) -> int:
+    def assign(self, assignment: DesiredAssignment, actor: str, correlation_id: str) -> int:
         """Assign desired state; returns the new per-vehicle sequence."""
         sequence = self.sequence + 1
         self._assigned(
@@ -75,9 +80,9 @@ class Vehicle(Aggregate):
         )
         return sequence
 
-    def record_reconcile(self, report: dict[str, Any], actor: str, correlation_id: str) -> bool:
+    def record_reconcile(self, report: StoredReconcile, actor: str, correlation_id: str) -> bool:
         """Record a reconcile report; False (and no event) if it was already recorded."""
-        if report["reportId"] in self.recent_report_ids:
+        if report.report_id in self.recent_report_ids:
             return False
         self._reconcile_reported(
             vehicle_id=self.vehicle_id, report=report, actor=actor, correlation_id=correlation_id
@@ -85,7 +90,7 @@ class Vehicle(Aggregate):
         return True
 
     def record_health(
-        self, status: str, report: dict[str, Any], actor: str, correlation_id: str
+        self, status: str, report: HealthSummary, actor: str, correlation_id: str
     ) -> bool:
         """Record a health transition; False (and no event) when the status is unchanged."""
         if status == self.health:
@@ -123,32 +128,28 @@ class Vehicle(Aggregate):
         actor: str,
         correlation_id: str,
     ) -> None:
-        for target, changes in ((self.labels, labels), (self.attributes, attributes)):
-            for key, value in changes.items():
-                if value is None:
-                    target.pop(key, None)
-                else:
-                    target[key] = value
+        self.labels = merge_labels(self.labels, labels)
+        self.attributes = merge_labels(self.attributes, attributes)
 
     @event("DesiredStateAssigned")
     def _assigned(
         self,
         vehicle_id: str,
         sequence: int,
-        assignment: dict[str, Any],
+        assignment: DesiredAssignment,
         actor: str,
         correlation_id: str,
     ) -> None:
         self.sequence = sequence
         self.previous_assignment = self.assignment
-        self.assignment = assignment
+        self.assignment = to_builtins(assignment)
 
     @event("ReconcileReported")
     def _reconcile_reported(
-        self, vehicle_id: str, report: dict[str, Any], actor: str, correlation_id: str
+        self, vehicle_id: str, report: StoredReconcile, actor: str, correlation_id: str
     ) -> None:
-        self.last_report = report
-        self.recent_report_ids.append(report["reportId"])
+        self.last_report = to_builtins(report)
+        self.recent_report_ids.append(report.report_id)
         del self.recent_report_ids[:-RECENT_REPORT_IDS]
 
     @event("HealthChanged")
@@ -157,7 +158,7 @@ class Vehicle(Aggregate):
         vehicle_id: str,
         status: str,
         previous: str | None,
-        report: dict[str, Any],
+        report: HealthSummary,
         actor: str,
         correlation_id: str,
     ) -> None:
