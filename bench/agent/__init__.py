@@ -55,7 +55,7 @@ states folded from the same journal events.
 
 Where the memory goes (measured 2026-12-03 with /proc/PID/smaps, tracemalloc around each
 import, and RSS before and after each import in a fresh interpreter). Of the idle agent's
-~43 MiB: the bare interpreter is ~8.4 MiB in a plain venv, 10.7 MiB in this one (its .pth
+~42 MiB: the bare interpreter is ~8.4 MiB in a plain venv, 10.7 MiB in this one (its .pth
 files, the `ros` extra's bootstrapper and the editable install's finder, import pathlib,
 re and urllib.parse); the agent imports those anyway, so its RSS is the same with and
 without the .pth files, within 0.1 MiB (`python -S`, site-packages on sys.path): the
