@@ -53,20 +53,32 @@ snapshot at the end. *Full replay* decodes and folds every record from zero
 `sqlite3` alone. plan() is timed in batches of 2,000 calls (median of 31 batches) on
 states folded from the same journal events.
 
-Where the memory goes (measured 2026-12-03 with /proc/PID/smaps, tracemalloc in the agent
-and RSS before and after each import). Of the idle agent's ~42 MiB, the bare interpreter
-is ~10.6 MiB; imports ~28 MiB more: cryptography's Rust module with its own OpenSSL
-(~6 MiB, needed to verify signatures), the `ssl` module and the system's libssl/libcrypto
-(~4 MiB, which asyncio and httpx import), httpx with httpcore, h11, anyio, idna and the
-stdlib's email, http and urllib they pull in (~4-5 MiB), asyncio (~1.6 MiB), msgspec,
-eventsourcing and sqlite3 (~2 MiB), and the agent's own code (~6 MiB: journal, reconcile,
-runtime, trust, domain). Python's own allocations at idle are ~19 MiB, half of them code
-objects. Running adds ~3.6 MiB: httpcore's async stack and anyio, imported on the first
-request, the journal's state and its SQLite connection, the executor thread. What is
-left between this and 40 MiB is the HTTP stack: an HTTP/1.1 client on asyncio streams
-would save most of its ~4-5 MiB. Until 2026-12 `muto agent run` built every
-subcommand's parser and so imported the cloud's stack (the *whole CLI* row): 75.8 MiB
-at idle.
+Where the memory goes (measured 2026-12-03 with /proc/PID/smaps, tracemalloc around each
+import, and RSS before and after each import in a fresh interpreter). Of the idle agent's
+~42 MiB: the bare interpreter is ~8.4 MiB in a plain venv, 10.7 MiB in this one (its .pth
+files, the `ros` extra's bootstrapper and the editable install's finder, import pathlib,
+re and urllib.parse); the agent imports those anyway, so its RSS is the same with and
+without the .pth files, within 0.1 MiB (`python -S`, site-packages on sys.path): the
+figures above hold for a vehicle without ROS. Imports ~29 MiB more. Native code: the Rust
+module of cryptography with its own OpenSSL (6.5-8.5 MiB, mostly file-backed code pages;
+it verifies signatures and is loaded at start-up, when the trust store's keys are read),
+the system's libcrypto/libssl for the `ssl` module (~4 MiB; asyncio and httpx import it),
+libpython's and sqlite's pages. Python objects (~14 MiB): asyncio ~1.3, httpx with the
+stdlib's email, http.client, http.cookiejar and urllib.request it imports ~2.2, typing and
+typing_extensions (msgspec) ~1.2, eventsourcing ~0.8, inspect/ast/dis ~0.7, the agent's
+own code ~1.6, muto.domain and muto.trust ~0.5. Running adds ~3.5 MiB: ~2 MiB is httpcore
+(its sync half too) and anyio's asyncio backend, which httpx imports on the first request;
+the rest the journal's state and SQLite connection, the executor thread, certifi.
+malloc_trim and a full gc.collect at idle give back 0.2 MiB: the first pass leaves nothing
+worth releasing. Until 2026-12 the trust store's keys were read with cryptography's
+`serialization` package (every key format, SSH keys, ciphers: 0.7-0.9 MiB of the
+agent's RSS, same-run A/B of the imports); muto.trust.keys now reads the one format it
+accepts, an Ed25519 SubjectPublicKeyInfo, and hands the raw key to cryptography. What
+stands between this and 40 MiB is the HTTP stack: an httpx transport on asyncio streams
+and h11 (httpx's API kept) would save the ~2 MiB of httpcore and anyio; a cryptography
+built against the system's OpenSSL would share ~3 MiB with `ssl`. Until 2026-12 `muto
+agent run` built every subcommand's parser and so imported the cloud's stack (the *whole
+CLI* row): 75.8 MiB at idle.
 
 Where the replay's time goes (cProfile of a full replay): reading the rows in SQLite
 ~20 %, msgspec decoding each record twice (the chained entry, then the event, whose

@@ -7,12 +7,12 @@ and never depends on how the key was encoded.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -22,6 +22,13 @@ from muto.domain.desired import Signature
 from muto.trust.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, atomic_write, write_new
 
 PRIVATE_KEY_MODE = PRIVATE_FILE_MODE
+# An Ed25519 SubjectPublicKeyInfo in DER is always this 12-byte header (SEQUENCE,
+# AlgorithmIdentifier id-Ed25519 without parameters, BIT STRING of 33 bytes) then the raw
+# 32-byte key (RFC 8410): what `public_pem` writes and `openssl pkey -pubout` prints.
+ED25519_SPKI_HEADER = bytes.fromhex("302a300506032b6570032100")
+PEM_PUBLIC_KEY = re.compile(
+    rb"-----BEGIN PUBLIC KEY-----\r?\n(?P<body>[A-Za-z0-9+/=\s]*?)-----END PUBLIC KEY-----"
+)
 
 
 class KeyFileError(ValueError):
@@ -29,25 +36,30 @@ class KeyFileError(ValueError):
 
 
 def keyid(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> str:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    der = base64.b64encode(ED25519_SPKI_HEADER + public_key.public_bytes_raw()).decode()
+    return f"-----BEGIN PUBLIC KEY-----\n{der}\n-----END PUBLIC KEY-----\n"
 
 
 def load_public_pem(pem: str | bytes) -> Ed25519PublicKey:
+    """The Ed25519 key of a PEM SubjectPublicKeyInfo. Read here rather than with
+    cryptography's `serialization`, whose import (every key format, SSH, ciphers) costs
+    the agent ~1.3 MiB of RSS; the key itself is still cryptography's, and a key of any
+    other algorithm or encoding is refused."""
     data = pem.encode() if isinstance(pem, str) else pem
+    found = PEM_PUBLIC_KEY.search(data)
+    if found is None:
+        raise KeyFileError("not a PEM public key: no BEGIN/END PUBLIC KEY block")
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        der = base64.b64decode(b"".join(found["body"].split()), validate=True)
+    except binascii.Error as exc:
         raise KeyFileError(f"not a PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"not an Ed25519 public key: {type(key).__name__}")
-    return key
+    if len(der) != len(ED25519_SPKI_HEADER) + 32 or not der.startswith(ED25519_SPKI_HEADER):
+        raise KeyFileError("not an Ed25519 public key (RFC 8410 SubjectPublicKeyInfo)")
+    return Ed25519PublicKey.from_public_bytes(der[len(ED25519_SPKI_HEADER) :])
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class Signer:
 
     @classmethod
     def load(cls, path: Path) -> Signer:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization  # signing side only
+
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -90,6 +105,8 @@ class Signer:
 
 def write_key_pair(signer: Signer, private_path: Path, public_path: Path) -> None:
     """Write PKCS8 PEM (mode 0600, never overwriting) and the public PEM beside it."""
+    from cryptography.hazmat.primitives import serialization  # signing side only
+
     pem = signer.private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

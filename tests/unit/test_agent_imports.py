@@ -42,6 +42,8 @@ NOT_ON_A_VEHICLE = (
     "rich",  # httpx's command-line client
     "click",
     "trio",  # httpcore's trio support
+    # every key format, SSH keys, ciphers: ~0.8 MiB; muto.trust.keys reads Ed25519 PEM itself
+    "cryptography.hazmat.primitives.serialization",
 )
 
 
