@@ -20,6 +20,7 @@ from muto.domain.desired import (
     DesiredStateDocument,
     DesiredStateRequest,
     Envelope,
+    RunNothing,
     StackRef,
 )
 from muto.domain.model.desired_state import DesiredState
@@ -195,7 +196,7 @@ class Assignment:
     """What one desired-state command assigned."""
 
     revision: str
-    release_key: str
+    release_key: str | None  # None: a "run nothing" revision
     sequences: dict[str, int]
 
 
@@ -247,59 +248,107 @@ def assign_desired_state(
                 f"{len(incompatible)} targeted vehicle(s)",
                 incompatible,
             )
-        issued = now()
-        expires = issued + timedelta(seconds=request.ttl_sec)
         stack = StackRef(
             name=release.stack_name, version=release.version, manifest_digest=stored.manifest_digest
         )
-        sequences = {}
-        for vehicle in vehicles:
-            sequence = vehicle.sequence + 1
-            document = DesiredStateDocument(
-                vehicle_id=vehicle.vehicle_id,
-                revision=revision,
-                sequence=sequence,
-                stack=stack,
-                policy=request.policy,
-                agent_config=request.agent_config,
-                rollout_id=rollout_id,
-                correlation_id=cause.correlation_id,
-                issued_at=issued,
-                expires_at=expires,
-            )
-            envelope = sign(document)
-            vehicle.assign(
-                {
-                    "revision": revision,
-                    "releaseKey": stored.key,
-                    "manifestDigest": stored.manifest_digest,
-                    "rolloutId": rollout_id,
-                    "phase": phase,
-                    "correlationId": cause.correlation_id,
-                    "envelope": to_builtins(envelope),
-                    "documentDigest": payload_digest(envelope),
-                    "issuedAt": issued.isoformat(),
-                    "expiresAt": expires.isoformat(),
-                },
-                cause.actor,
-                cause.correlation_id,
-            )
-            sequences[vehicle.vehicle_id] = sequence
-        uow.add(
-            DesiredState(
-                revision=revision,
-                request=to_builtins(request),
-                release_key=stored.key,
-                manifest_digest=stored.manifest_digest,
-                vehicle_ids=list(vehicle_ids),
-                rollout_id=rollout_id,
-                actor=cause.actor,
-                correlation_id=cause.correlation_id,
-            )
-        )
+        intent = Intent(revision, stack, stored.key, request, rollout_id, phase, cause)
+        sequences = _assign_each(vehicles, intent, sign, now())
+        uow.add(intent.recorded(vehicle_ids))
         return Assignment(revision, stored.key, sequences)
 
     return command
+
+
+def assign_run_nothing(
+    request: RunNothing,
+    vehicle_ids: Sequence[str],
+    cause: Cause,
+    sign: SignDocument,
+    *,
+    rollout_id: str,
+    phase: str,
+    now: Callable[[], datetime],
+) -> Command[Assignment]:
+    """One revision that says "run nothing" (a document with no stack, served with no
+    release): a rollout's rollback of vehicles that had no release before it."""
+    revision = new_revision()
+
+    def command(uow: UnitOfWork) -> Assignment:
+        vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+        intent = Intent(revision, None, None, request, rollout_id, phase, cause)
+        sequences = _assign_each(vehicles, intent, sign, now())
+        uow.add(intent.recorded(vehicle_ids))
+        return Assignment(revision, None, sequences)
+
+    return command
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One desired-state revision being assigned: what every vehicle's document says.
+    `stack` None: run nothing."""
+
+    revision: str
+    stack: StackRef | None
+    release_key: str | None
+    request: DesiredStateRequest | RunNothing
+    rollout_id: str | None
+    phase: str | None
+    cause: Cause
+
+    def recorded(self, vehicle_ids: Sequence[str]) -> DesiredState:
+        return DesiredState(
+            revision=self.revision,
+            request=to_builtins(self.request),
+            release_key=self.release_key,
+            manifest_digest=self.stack.manifest_digest if self.stack else None,
+            vehicle_ids=list(vehicle_ids),
+            rollout_id=self.rollout_id,
+            actor=self.cause.actor,
+            correlation_id=self.cause.correlation_id,
+        )
+
+
+def _assign_each(
+    vehicles: Sequence[Vehicle], intent: Intent, sign: SignDocument, issued: datetime
+) -> dict[str, int]:
+    """Each vehicle's signed document with its next sequence; returns the sequences."""
+    request, cause = intent.request, intent.cause
+    expires = issued + timedelta(seconds=request.ttl_sec)
+    sequences = {}
+    for vehicle in vehicles:
+        sequence = vehicle.sequence + 1
+        document = DesiredStateDocument(
+            vehicle_id=vehicle.vehicle_id,
+            revision=intent.revision,
+            sequence=sequence,
+            stack=intent.stack,
+            policy=request.policy,
+            agent_config=request.agent_config,
+            rollout_id=intent.rollout_id,
+            correlation_id=cause.correlation_id,
+            issued_at=issued,
+            expires_at=expires,
+        )
+        envelope = sign(document)
+        vehicle.assign(
+            {
+                "revision": intent.revision,
+                "releaseKey": intent.release_key,
+                "manifestDigest": intent.stack.manifest_digest if intent.stack else None,
+                "rolloutId": intent.rollout_id,
+                "phase": intent.phase,
+                "correlationId": cause.correlation_id,
+                "envelope": to_builtins(envelope),
+                "documentDigest": payload_digest(envelope),
+                "issuedAt": issued.isoformat(),
+                "expiresAt": expires.isoformat(),
+            },
+            cause.actor,
+            cause.correlation_id,
+        )
+        sequences[vehicle.vehicle_id] = sequence
+    return sequences
 
 
 def payload_digest(envelope: Envelope) -> str:

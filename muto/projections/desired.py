@@ -50,7 +50,8 @@ class LatestDesired(Projection):
                 "vehicle_id": e.vehicle_id,
                 "revision": a["revision"],
                 "sequence": e.sequence,
-                "release_key": a["releaseKey"],
+                # "": a revision that says "run nothing" (served with no release)
+                "release_key": a["releaseKey"] or "",
                 "rollout_id": a.get("rolloutId"),
                 "envelope": a["envelope"],
                 "etag": etag_for(e.sequence, a["documentDigest"]),

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bindparam, func
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, bindparam
 from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.orm import Session
 
@@ -104,9 +104,9 @@ class Inventory(Projection):
                 last_reason_codes=bindparam("b_codes", type_=JSON),
                 last_report_at=bindparam("b_at"),
                 report_number=bindparam("b_number"),
-                running_release=func.coalesce(
-                    bindparam("b_running", type_=String), c.running_release
-                ),
+                # What the newest report says runs; null: nothing (a vehicle told to
+                # run nothing, or whose rollback found no release to go back to).
+                running_release=bindparam("b_running", type_=String),
             )
         )
 
@@ -217,8 +217,7 @@ class Inventory(Projection):
                 "retired": msgspec.to_builtins(ledger.retired),
             },
         }
-        if release is not None:
-            shown["running_release"] = release
+        shown["running_release"] = release
         self._touch(s, e, **shown)
 
     @property

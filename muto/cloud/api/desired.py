@@ -78,10 +78,11 @@ async def latest(request: Request) -> Response:
     cp.remember_etag(vehicle_id, etag, generation)
     if etag in asked:
         return Response(status_code=304, headers={"ETag": etag})
+    key = row["release_key"]  # "": the document says "run nothing", there is no release
     bundle = {
         "schema": "muto.desired-state-bundle.v1",
         "desiredState": row["envelope"],
-        "release": await off_loop(cp.release_envelope, row["release_key"]),
+        "release": await off_loop(cp.release_envelope, key) if key else None,
     }
     return ok(
         bundle,

@@ -23,8 +23,8 @@ class DesiredState(Aggregate):
         self,
         revision: str,
         request: dict[str, Any],
-        release_key: str,
-        manifest_digest: str,
+        release_key: str | None,  # None: the revision says "run nothing"
+        manifest_digest: str | None,
         vehicle_ids: list[str],
         rollout_id: str | None,
         actor: str,
