@@ -7,10 +7,14 @@ import asyncio
 import math
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from bench import Result
 from bench.fleet_rig import FleetRig
@@ -20,6 +24,14 @@ TIMEOUT_S = 900
 # Both sizes by default: the section takes about 25 minutes, 10,000 vehicles most of it
 # (MUTO_BENCH_FLEETS=1000 runs the small one alone).
 SIZES = [int(n) for n in os.environ.get("MUTO_BENCH_FLEETS", "1000,10000").split(",")]
+# MUTO_BENCH_BACKENDS=sqlite runs SQLite alone.
+BACKENDS = os.environ.get("MUTO_BENCH_BACKENDS", "sqlite,postgres").split(",")
+ADMIN_URL = os.environ.get(
+    "MUTO_BENCH_DATABASE_URL",
+    os.environ.get(
+        "MUTO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ),
+)
 NOTES = """\
 Real agents (`muto sim fleet`: two processes for 1,000 vehicles, four for 10,000; MQTT
 notify plus a poll; simulated runtime with instant apply), the cloud (`muto cloud serve`,
@@ -144,8 +156,25 @@ async def assign_all(rig: FleetRig, version: str) -> float:
     return took
 
 
-async def one_size(n: int) -> list[Result]:
-    with tempfile.TemporaryDirectory(prefix="muto-bench-rollout-") as tmp:
+@contextmanager
+def database(backend: str) -> Iterator[str | None]:
+    """None for SQLite (the cloud's files); a fresh PostgreSQL database, dropped after."""
+    if backend == "sqlite":
+        yield None
+        return
+    info = ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    name = f"muto_bench_rollout_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(info, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{ADMIN_URL.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(info, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def one_size(n: int, backend: str) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="muto-bench-rollout-") as tmp, database(backend) as url:
         scale = max(1.0, n / 1000)  # the same background requests/s at every size
         async with FleetRig(
             Path(tmp),
@@ -153,6 +182,7 @@ async def one_size(n: int) -> list[Result]:
             processes=2 if n <= 2000 else 4,
             poll_s=30 * scale,
             health_every_s=300 * scale,
+            database_url=url,
         ) as rig:
             first = await assign_all(rig, "1.0.0")  # every vehicle's first release
 
@@ -172,13 +202,14 @@ async def one_size(n: int) -> list[Result]:
             canary, wave_assigned = await phases(rig, posted)
             await rig.settle()
             direct = await assign_all(rig, "1.2.0")
+    on = "SQLite" if backend == "sqlite" else "PostgreSQL"
     workload = (
         f"{n:,} simulated vehicles, 6 canaries (3 regions x 2 models); fleet "
         f"start-up {rig.startup_s:.0f} s and settling not counted"
     )
     return [
         Result(
-            f"POST /rollouts to 95 % converged, {n:,} vehicles",
+            f"POST /rollouts to 95 % converged, {n:,} vehicles, {on}",
             took,
             "s",
             workload,
@@ -186,7 +217,7 @@ async def one_size(n: int) -> list[Result]:
             direct,
         ),
         Result(
-            f"canary phase (POST to gate decision), {n:,} vehicles",
+            f"canary phase (POST to gate decision), {n:,} vehicles, {on}",
             canary,
             "s",
             "part of the rollout above",
@@ -194,7 +225,8 @@ async def one_size(n: int) -> list[Result]:
             took,
         ),
         Result(
-            f"wave assignment (gate decision to the wave's desired states signed), {n:,} vehicles",
+            f"wave assignment (gate decision to the wave's desired states signed), "
+            f"{n:,} vehicles, {on}",
             wave_assigned - canary,
             "s",
             f"part of the rollout above: {n - 6:,} per-vehicle signed desired states, built in "
@@ -203,7 +235,7 @@ async def one_size(n: int) -> list[Result]:
             took,
         ),
         Result(
-            f"wave convergence (wave signed to 95 %), {n:,} vehicles",
+            f"wave convergence (wave signed to 95 %), {n:,} vehicles, {on}",
             took - wave_assigned,
             "s",
             "part of the rollout above: commit, notify, fetch, verify, apply, report, "
@@ -212,7 +244,7 @@ async def one_size(n: int) -> list[Result]:
             took,
         ),
         Result(
-            f"first release to a fresh fleet, {n:,} vehicles",
+            f"first release to a fresh fleet, {n:,} vehicles, {on}",
             first,
             "s",
             "direct assignment to vehicles running nothing yet (first apply, first "
@@ -250,5 +282,6 @@ async def phases(rig: FleetRig, posted: datetime) -> tuple[float, float]:
 def run() -> list[Result]:
     results: list[Result] = []
     for n in SIZES:
-        results.extend(asyncio.run(one_size(n)))
+        for backend in BACKENDS:
+            results.extend(asyncio.run(one_size(n, backend)))
     return results

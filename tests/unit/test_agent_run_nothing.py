@@ -4,11 +4,11 @@ the gates allow, then converged; never apply a release."""
 
 from __future__ import annotations
 
-from msgspec.structs import replace
 from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from muto.agent.journal.events import DesiredVerified, RuntimeStopped
 from muto.agent.journal.fold import evolve
