@@ -283,5 +283,12 @@ def run() -> list[Result]:
     results: list[Result] = []
     for n in SIZES:
         for backend in BACKENDS:
-            results.extend(asyncio.run(one_size(n, backend)))
+            measured = asyncio.run(one_size(n, backend))
+            for r in measured:  # as they come: a 10,000-vehicle run is long
+                print(
+                    f"  {r.name}: {r.value:.1f} {r.unit} "
+                    f"({r.baseline_name}: {r.baseline_value:.1f})",
+                    flush=True,
+                )
+            results.extend(measured)
     return results
