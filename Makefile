@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-faults lint bench venv clean
+.PHONY: demo test test-faults test-image image lint bench venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,10 +18,20 @@ demo: $(STAMP)
 	$(BIN)/muto demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not faults" tests
+	$(BIN)/python -m pytest -q -m "not faults and not image" tests
 
 test-faults: $(STAMP)
 	MUTO_FAULT_RUNS=full $(BIN)/python -m pytest -q -m faults tests
+
+# The control plane's image (deploy/Containerfile). BASE=<image> builds on that image;
+# unset, on a Debian base made with mmdebstrap (docs/deploy.md).
+IMAGE ?= localhost/muto-cloud:latest
+image:
+	BASE='$(BASE)' deploy/build-image.sh $(IMAGE)
+
+# Builds the image (minutes the first time; the base and layers are cached) and runs it.
+test-image: $(STAMP)
+	$(BIN)/python -m pytest -q -m image tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check muto tests bench

@@ -19,7 +19,8 @@ GROUPS: dict[str, str] = {
     "cloud": "muto.cloud.cli",
     "demo": "muto.sim.demo",
     "sim": "muto.sim.cli",
-    "audit": "muto.audit.cli",
+    # The audit's verbs, composed with the cloud's log or the API (muto/fleetctl/audit.py).
+    "audit": "muto.fleetctl.audit",
     # The operator's fleet verbs, over the HTTP API (muto/fleetctl).
     "login": "muto.fleetctl.login",
     "vehicles": "muto.fleetctl.vehicles",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from muto.agent.config_file import store_config
 from muto.agent.figures import AgentFigures, journal_bytes
@@ -21,14 +21,16 @@ from muto.agent.journal import Journal
 from muto.agent.journal.events import AgentStarted, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
-from muto.agent.reconcile.steps import Verdict
+from muto.agent.reconcile.steps import PassVerdict
 from muto.agent.reports import health_event, new_incarnation
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
-from muto.agent.transport.mqtt import MqttLink
 from muto.domain.desired import AgentConfig
-from muto.domain.messages import AgentPhase, DesiredNotify
+from muto.domain.messages import AgentPhase
+
+if TYPE_CHECKING:
+    from muto.agent.transport.mqtt import MqttLink
 
 logger = logging.getLogger("muto.agent")
 
@@ -37,12 +39,14 @@ class Agent:
     def __init__(self, settings: AgentSettings, parts: AgentParts) -> None:
         self.settings = settings
         self.parts = parts
-        self.phase = AgentPhase.IDLE
         self.failure: BaseException | None = None  # the last pass's unexpected error
-        self.triggers: list[str] = []  # reasons waiting for the next pass (coalesced)
-        self._wired = Wiring.build(self, settings, parts)
-        self._triggered = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._wired = Wiring.build(settings, parts)
+        self.signals = self._wired.signals
+        self._config: AgentConfig | None = None  # the one this process has applied
+        # The tasks start() runs, held by what they are (stop() ends them in an order).
+        self._passes: asyncio.Task[None] | None = None
+        self._delivery: asyncio.Task[None] | None = None
+        self._session: asyncio.Task[None] | None = None
         self._stopped = False
         self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
@@ -51,11 +55,24 @@ class Agent:
 
     # -- what callers see ------------------------------------------------------------
     @property
+    def phase(self) -> AgentPhase:
+        return self.signals.phase
+
+    @property
+    def triggers(self) -> list[str]:
+        """Reasons waiting for the next pass (coalesced into one)."""
+        return self.signals.triggers
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in (self._passes, self._delivery, self._session) if t is not None]
+
+    @property
     def journal(self) -> Journal:
         return self.parts.journal
 
     @property
-    def verdict(self) -> Verdict | None:
+    def verdict(self) -> PassVerdict | None:
         return self._wired.reconciler.verdict
 
     @property
@@ -69,16 +86,15 @@ class Agent:
     @property
     def idle(self) -> bool:
         """No pass running and no trigger waiting: nothing happens until the next one."""
-        return not self._passing and not self._triggered.is_set()
+        return not self._passing and not self.signals.triggered.is_set()
 
     def drifted(self) -> bool:
         return self._wired.reconciler.drifted()
 
     def trigger(self, reason: str) -> None:
-        self.triggers.append(reason)
-        self._triggered.set()
+        self.signals.trigger(reason)
 
-    async def reconcile(self, fetch: bool = True) -> Verdict:
+    async def reconcile(self, fetch: bool = True) -> PassVerdict:
         """One pass now (tests and tools; the loop calls the same)."""
         before = self._wired.reconciler.verdict
         verdict = await self._wired.reconciler.run_pass(fetch)
@@ -93,8 +109,8 @@ class Agent:
             logger.info("%s: %s %s", self.settings.vehicle_id, verdict.kind, codes)
         if self._wired.reconciler.reached_cloud and self.parts.journal.state.outbox:
             self._wired.courier.wake()  # the cloud answers again: no need to sit out a backoff
-        self._seen_sequence()
-        self._changed()
+        self._apply_config(self.parts.journal.state.config)
+        self.signals.shown.set()
         return verdict
 
     def figures_now(self, runtime: RuntimeStatus | None = None) -> dict[str, float]:
@@ -132,29 +148,28 @@ class Agent:
                 looping.revision,
                 looping.release_key,
             )
-        self.on_config(journal.state.config)
-        self._seen_sequence()
+        self._apply_config(journal.state.config)
+        self.signals.shown.set()
         if loop:
             self.trigger("startup")
-            self._spawn(self._loop(), "reconcile")
-            self._spawn(self._wired.courier.run(), "courier")
+            self._passes = self._spawn(self._loop(), "reconcile")
+            self._delivery = self._spawn(self._wired.courier.run(), "courier")
             if self._wired.mqtt is not None:
-                self._spawn(self._wired.mqtt.run(), "mqtt")
+                self._session = self._spawn(self._wired.mqtt.run(), "mqtt")
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         flush = self.settings.flush_s
-        tasks = {t.get_name().rsplit(":", 1)[-1]: t for t in self._tasks}
-        self._tasks = []
-        stopping = [t for name, t in tasks.items() if name in ("reconcile", "courier")]
+        stopping = [t for t in (self._passes, self._delivery) if t is not None]
+        session, self._passes, self._delivery, self._session = self._session, None, None, None
         for task in stopping:
             task.cancel()  # a step in progress finishes its atomic part first
         await asyncio.gather(*stopping, return_exceptions=True)
         with contextlib.suppress(TimeoutError):  # while MQTT is still up: it may carry them
             await asyncio.wait_for(self._wired.courier.drain(), flush)
-        link, session = self._wired.mqtt, tasks.get("mqtt")
+        link = self._wired.mqtt
         if link is not None and session is not None:
             await link.stop()  # publishes offline presence, then disconnects
             with contextlib.suppress(TimeoutError):
@@ -172,27 +187,16 @@ class Agent:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    # -- callbacks from the parts -----------------------------------------------------
-    def on_phase(self, phase: AgentPhase) -> None:
-        if phase != self.phase:
-            self.phase = phase
-            self._changed()
-
-    def on_config(self, config: AgentConfig) -> None:
+    def _apply_config(self, config: AgentConfig) -> None:
+        """Put the journal's agentConfig in force in this process, once per change (the
+        intake journals it and signals the MQTT link itself)."""
+        if config == self._config:
+            return
+        self._config = config
         if self.parts.config_file is not None:
             store_config(self.parts.config_file, config)
         if self.settings.owns_logging:  # one agent per process: its level is the process's
             logging.getLogger("muto").setLevel(str(config.log_level).upper())
-        if self._wired.mqtt is not None:
-            self._wired.mqtt.heartbeat_changed()
-        self._changed()
-
-    def on_notify(self, notify: DesiredNotify) -> None:
-        self.trigger(f"notify:{notify.sequence}")
-
-    def on_report(self) -> None:
-        self._wired.courier.wake()
-        self._changed()
 
     # -- the loop ---------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -210,16 +214,15 @@ class Agent:
                 self.report_health(periodic=False)
             if "health" in due:
                 self.report_health(periodic=True)
-            if self._triggered.is_set():
-                self._triggered.clear()
-                reasons, self.triggers = self.triggers, []
+            if self.signals.triggered.is_set():
+                reasons = self.signals.take_triggers()
                 logger.debug("reconcile: %s", ", ".join(reasons))
                 await self._pass()
                 schedule.polled()
                 continue
             with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
                 async with asyncio.timeout(schedule.wait_s()):
-                    await self._triggered.wait()
+                    await self.signals.triggered.wait()
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True
@@ -255,18 +258,7 @@ class Agent:
         )
         if periodic or state.last_health != [event.status, *event.codes]:
             self.parts.journal.append(event)
-            self.on_report()
+            self.signals.report_queued()
 
-    def _seen_sequence(self) -> None:
-        """A notify at or below the accepted sequence is old news."""
-        desired, link = self.parts.journal.state.desired, self._wired.mqtt
-        if link is not None and desired is not None:
-            link.accepted_sequence = max(link.accepted_sequence, desired.sequence)
-
-    def _changed(self) -> None:
-        if self._wired.mqtt is not None:
-            self._wired.mqtt.changed()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=f"{self.settings.vehicle_id}:{name}")
-        self._tasks.append(task)
+    def _spawn(self, coro: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
+        return asyncio.create_task(coro, name=f"{self.settings.vehicle_id}:{role}")

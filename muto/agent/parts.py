@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from muto.agent.artifacts import ArtifactSource, SimulatedArtifacts
 from muto.agent.clock import Clock, SystemClock
@@ -18,17 +18,21 @@ from muto.agent.reconcile.reconciler import Reconciler
 from muto.agent.reconcile.recovery import RETRY_LIMIT
 from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.safety import VehicleStateProvider
+from muto.agent.signals import Signals
 from muto.agent.snapshots import snapshots
 from muto.agent.transport.courier import Courier
 from muto.agent.transport.http import CloudPort
-from muto.agent.transport.mqtt import SNAPSHOT_INTERVAL_S, MqttLink
 from muto.agent.trust import Trust
 from muto.domain.broker import Broker
-from muto.domain.desired import AgentConfig
-from muto.domain.messages import AgentPhase, DesiredNotify
+from muto.domain.messages import Leaf
 from muto.domain.release import ArtifactType
+from muto.domain.wire import Wire
+
+if TYPE_CHECKING:
+    from muto.agent.transport.mqtt import MqttLink
 
 AGENT_VERSION = "0.1.0"
+SNAPSHOT_INTERVAL_S = 1.0  # at most one change-driven MQTT snapshot publish per interval
 
 
 @dataclass(frozen=True)
@@ -76,26 +80,46 @@ class AgentParts:
         self.journal.close()
 
 
-class Callbacks(Protocol):
-    phase: AgentPhase
+class AgentView:
+    """What the MQTT link reads of its agent (transport.mqtt.VehicleView): snapshots, the
+    heartbeat in force, the sequence a notify must beat. All from the journal, the
+    adapters and the phase in `signals`; the link writes none of it."""
 
-    def on_phase(self, phase: AgentPhase) -> None: ...
+    def __init__(self, s: AgentSettings, p: AgentParts, signals: Signals) -> None:
+        self._settings, self._parts, self._signals = s, p, signals
 
-    def on_config(self, config: AgentConfig) -> None: ...
+    def snapshots(self) -> dict[Leaf, Wire]:
+        s, p = self._settings, self._parts
+        return snapshots(
+            s.vehicle_id,
+            s.agent_version,
+            p.runtime.name,
+            p.vehicle.read(),
+            p.journal.state,
+            self._signals.phase,
+            lambda digest: bool(p.artifacts.present([digest])),
+        )
 
-    def on_notify(self, notify: DesiredNotify) -> None: ...
+    def heartbeat_s(self) -> float:
+        return self._parts.journal.state.config.heartbeat_s
 
-    def on_report(self) -> None: ...
+    def accepted_sequence(self) -> int:
+        desired = self._parts.journal.state.desired
+        return desired.sequence if desired is not None else 0
 
 
 @dataclass
 class Wiring:
+    """The parts of one agent, wired to each other through `signals` only."""
+
+    signals: Signals
     reconciler: Reconciler
     courier: Courier
     mqtt: MqttLink | None
 
     @classmethod
-    def build(cls, agent: Callbacks, s: AgentSettings, p: AgentParts) -> Wiring:
+    def build(cls, s: AgentSettings, p: AgentParts) -> Wiring:
+        signals = Signals()
         executor = Executor(
             vehicle_id=s.vehicle_id,
             journal=p.journal,
@@ -104,8 +128,7 @@ class Wiring:
             clock=p.clock,
             kill=p.kill,
             self_fetched=p.self_fetched,
-            on_phase=agent.on_phase,
-            on_report=agent.on_report,
+            signals=signals,
         )
         intake = Intake(
             vehicle_id=s.vehicle_id,
@@ -114,8 +137,7 @@ class Wiring:
             journal=p.journal,
             clock=p.clock,
             kill=p.kill,
-            on_config=agent.on_config,
-            on_phase=agent.on_phase,
+            signals=signals,
         )
         reconciler = Reconciler(
             journal=p.journal,
@@ -127,29 +149,31 @@ class Wiring:
             clock=p.clock,
             data_dir=p.data_dir,
             self_fetched=p.self_fetched,
-            on_phase=agent.on_phase,
+            signals=signals,
         )
         mqtt = None
         if p.broker is not None:
+            # Imported here: an agent without a broker never loads aiomqtt and paho.
+            from muto.agent.transport.mqtt import MqttLink
+
             mqtt = MqttLink(
                 p.broker,
                 s.tenant,
                 s.vehicle_id,
-                snapshots=lambda: snapshots(
-                    s.vehicle_id,
-                    s.agent_version,
-                    p.runtime.name,
-                    p.vehicle.read(),
-                    p.journal.state,
-                    agent.phase,
-                    lambda digest: bool(p.artifacts.present([digest])),
-                ),
-                heartbeat_s=lambda: p.journal.state.config.heartbeat_s,
-                on_notify=agent.on_notify,
+                view=AgentView(s, p, signals),
+                signals=signals,
                 clock_now=p.clock.now,
                 rng=p.rng,
                 snapshot_interval_s=s.snapshot_interval_s,
             )
         sink = mqtt if s.reports_via == "mqtt" else p.cloud
-        courier = Courier(p.journal, sink, p.clock, via=s.reports_via, kill=p.kill, rng=p.rng)
-        return cls(reconciler, courier, mqtt)
+        courier = Courier(
+            p.journal,
+            sink,
+            p.clock,
+            via=s.reports_via,
+            kill=p.kill,
+            rng=p.rng,
+            woken=signals.report,
+        )
+        return cls(signals, reconciler, courier, mqtt)

@@ -1,37 +1,51 @@
 """`muto audit replay | explain | export | verify`: compliance questions answered from the
-stored events alone. Every command only reads the event log (and `verify` the chain)."""
+stored events alone. Every command only reads: the event log itself, or a control plane's
+API. Which one is the composer's choice (muto/fleetctl/audit.py): it passes a `Backend`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from muto.audit.source import AuditError, entries, open_event_log, parse_instant
-from muto.cloud.settings import Settings
+from muto.audit.source import AuditError, entries, parse_instant
+from muto.audit.verify import Finding
+from muto.projections.source import EventSource
 
 Action = Callable[[argparse.Namespace], int]
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        database_url=args.database_url,
-    )
-    if settings.is_memory:
-        raise AuditError("an in-memory control plane keeps no log to audit")
-    return settings
+class Backend(Protocol):
+    """Where the audit reads from."""
+
+    def log(self, vehicle: str | None = None, rollout: str | None = None) -> EventSource:
+        """The event log. `vehicle` / `rollout`: a hint that only that story's records
+        are read (a source may serve fewer records; the reader filters anyway)."""
+        ...
+
+    def verify(self, anchors: Mapping[int, str]) -> Finding:
+        """The hash chain checked against the log."""
+        ...
+
+    def close(self) -> None: ...
 
 
-def _guarded(action: Action) -> Action:
+Open = Callable[[argparse.Namespace], Backend]
+
+
+def _guarded(action: Callable[[argparse.Namespace, Backend], int], open_: Open) -> Action:
     """An audit that cannot run says why and exits 2 (1 is kept for a broken chain)."""
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return action(args)
+            backend = open_(args)
+            try:
+                return action(args, backend)
+            finally:
+                backend.close()
         except AuditError as exc:
             print(f"muto audit: {exc}", file=sys.stderr)
             return 2
@@ -46,20 +60,15 @@ def _print_json(value: Any) -> None:
 # -- replay ---------------------------------------------------------------------------
 
 
-def replay(args: argparse.Namespace) -> int:
+def replay(args: argparse.Namespace, backend: Backend) -> int:
     from muto.audit.replay import replay as rebuild
     from muto.audit.source import position_at
 
-    settings = _settings(args)
     until: int | None = args.position
+    log = backend.log()
     if args.until is not None:
-        instant = parse_instant(args.until)
-        log = open_event_log(settings.events_url)
-        try:
-            until = position_at(log, instant)
-        finally:
-            log.close()
-    done = rebuild(settings.events_url, Path(args.out), until)
+        until = position_at(log, parse_instant(args.until))
+    done = rebuild(log, Path(args.out), until)
     print(f"replayed {done.events} events, views as of position {done.position}, into {done.out}")
     for name, count in sorted(done.tables.items()):
         print(f"  {name}: {count} rows")
@@ -69,11 +78,10 @@ def replay(args: argparse.Namespace) -> int:
 # -- explain --------------------------------------------------------------------------
 
 
-def explain(args: argparse.Namespace) -> int:
+def explain(args: argparse.Namespace, backend: Backend) -> int:
     from muto.audit import story
     from muto.audit.render import pairs, standing_rows, story_table, told_rows
 
-    settings = _settings(args)
     if args.at is not None and args.vehicle is None:
         raise AuditError("--at goes with --vehicle")
     at = None if args.at is None else parse_instant(args.at)
@@ -81,11 +89,7 @@ def explain(args: argparse.Namespace) -> int:
         wanted = story.wanted_for_vehicle(args.vehicle)
     else:
         wanted = story.wanted_for_rollout(args.rollout)
-    log = open_event_log(settings.events_url)
-    try:
-        found = list(entries(log, keep=wanted))
-    finally:
-        log.close()
+    found = list(entries(backend.log(args.vehicle, args.rollout), keep=wanted))
     if at is not None:
         told = story.told_at(found, args.vehicle, at)
         if args.json:
@@ -113,23 +117,18 @@ def explain(args: argparse.Namespace) -> int:
 # -- export ---------------------------------------------------------------------------
 
 
-def export(args: argparse.Namespace) -> int:
+def export(args: argparse.Namespace, backend: Backend) -> int:
     from muto.audit.export import export_lines
 
-    settings = _settings(args)
     since = parse_instant(args.since) if args.since else None
     until = parse_instant(args.until) if args.until else None
-    log = open_event_log(settings.events_url)
-    try:
-        lines = export_lines(log, since, until)
-        if args.out:
-            with Path(args.out).open("wb") as out:
-                out.writelines(lines)
-        else:
-            for line in lines:
-                sys.stdout.write(line.decode())
-    finally:
-        log.close()
+    lines = export_lines(backend.log(), since, until)
+    if args.out:
+        with Path(args.out).open("wb") as out:
+            out.writelines(lines)
+    else:
+        for line in lines:
+            sys.stdout.write(line.decode())
     return 0
 
 
@@ -137,17 +136,16 @@ def export(args: argparse.Namespace) -> int:
 
 
 def _anchor(text: str) -> tuple[int, str]:
-    position, _, digest = text.partition(":")
-    if not position.isdigit() or len(digest) != 64:
+    from muto.audit.verify import parse_anchor
+
+    found = parse_anchor(text)
+    if found is None:
         raise argparse.ArgumentTypeError("expected POSITION:SHA256HEX (64 hex digits)")
-    return int(position), digest
+    return found
 
 
-def verify(args: argparse.Namespace) -> int:
-    from muto.audit.verify import verify as check
-
-    settings = _settings(args)
-    found = check(settings.events_url, settings.views_url, dict(args.anchor or ()))
+def verify(args: argparse.Namespace, backend: Backend) -> int:
+    found = backend.verify(dict(args.anchor or ()))
     if args.json:
         _print_json(found.to_json())
     elif found.intact:
@@ -166,41 +164,79 @@ def verify(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
-def register(sub: Any) -> None:
-    from muto.cloud.cli import store_arguments
-
+def register(
+    sub: Any,
+    place: Callable[[argparse.ArgumentParser], None],
+    open_: Open,
+    wrap: Callable[[Action], Action] = lambda action: action,
+) -> Any:
+    """The `audit` group. `place` adds the flags that say where to read, `open_` turns
+    them into a Backend, `wrap` reports the composer's own failures. Returns the group's
+    subparsers, for the composer's own verbs."""
     audit = sub.add_parser("audit", help="replay, explain, export and verify the event log")
     actions = audit.add_subparsers(dest="action", required=True)
 
-    common = store_arguments
+    def verb(
+        name: str,
+        summary: str,
+        action: Callable[[argparse.Namespace, Backend], int],
+        *examples: str,
+    ) -> Any:
+        p = actions.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        place(p)
+        p.set_defaults(func=wrap(_guarded(action, open_)))
+        return p
 
-    p = actions.add_parser("replay", help="rebuild every view as it stood at a past point")
-    common(p)
+    p = verb(
+        "replay",
+        "rebuild every view as it stood at a past point",
+        replay,
+        "muto audit replay --data-dir data/cloud --position 40 --out at-40.db",
+        "muto audit replay --api --until 2026-03-03T14:02:00Z --out then.db",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--until", metavar="TIME", help="ISO 8601; UTC when no offset")
     when.add_argument("--position", type=int, metavar="N", help="the last log position")
     p.add_argument("--out", required=True, metavar="FILE", help="a new SQLite file")
-    p.set_defaults(func=_guarded(replay))
 
-    p = actions.add_parser("explain", help="the story of one vehicle or one rollout")
-    common(p)
+    p = verb(
+        "explain",
+        "the story of one vehicle or one rollout",
+        explain,
+        "muto audit explain --data-dir data/cloud --vehicle car-1 --at 2026-03-03T14:02:00Z",
+        "muto audit explain --api --rollout ro-1",
+    )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", metavar="ID")
     who.add_argument("--rollout", metavar="ID")
     p.add_argument("--at", metavar="TIME", help="with --vehicle: what it was told then, and why")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_guarded(explain))
 
-    p = actions.add_parser("export", help="stream events as JSON lines")
-    common(p)
+    p = verb(
+        "export",
+        "stream events as JSON lines",
+        export,
+        "muto audit export --data-dir data/cloud --out events.jsonl",
+        "muto audit export --api --from 2026-03-01T00:00:00Z",
+    )
     p.add_argument("--from", dest="since", metavar="TIME")
     p.add_argument("--until", metavar="TIME")
     p.add_argument("--format", choices=["jsonl"], default="jsonl")
     p.add_argument("--out", metavar="FILE", help="default: standard output")
-    p.set_defaults(func=_guarded(export))
 
-    p = actions.add_parser("verify", help="check the hash chain against the event log")
-    common(p)
+    p = verb(
+        "verify",
+        "check the hash chain against the event log",
+        verify,
+        "muto audit verify --data-dir data/cloud",
+        "muto audit verify --api --anchor 59:<the head hash recorded earlier>",
+    )
     p.add_argument(
         "--anchor",
         type=_anchor,
@@ -209,9 +245,4 @@ def register(sub: Any) -> None:
         help="a head hash recorded elsewhere earlier (repeatable)",
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_guarded(verify))
-
-    # The one audit verb that needs no database: it asks a running control plane.
-    from muto.fleetctl.audit import register_timeline
-
-    register_timeline(actions)
+    return actions

@@ -9,11 +9,11 @@ from datetime import datetime
 import msgspec
 
 from muto.audit.source import entries
-from muto.cloud.eventlog import EventLog
+from muto.projections.source import EventSource
 
 
 def export_lines(
-    log: EventLog, since: datetime | None = None, until: datetime | None = None
+    log: EventSource, since: datetime | None = None, until: datetime | None = None
 ) -> Iterator[bytes]:
     """Events stamped in [since, until], each a JSON object and a newline."""
     for entry in entries(log):

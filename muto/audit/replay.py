@@ -1,5 +1,5 @@
 """`replay`: every view as it stood at a past position, rebuilt from the event log into a
-separate SQLite file. The live views are never opened; the log is opened read-only.
+separate SQLite file. The live views are never opened; the log is only read.
 
 The output holds the same tables as the live view store (and each projection's tracked
 position), so the same queries answer "what did the control plane show then?".
@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from muto.audit.source import AuditError, open_event_log
+from muto.audit.source import AuditError
 from muto.projections import Views
 from muto.projections.runner import ProjectionRunner
+from muto.projections.source import EventSource
 from muto.projections.store import ViewStore
 
 
@@ -24,15 +25,15 @@ class Replayed:
     tables: dict[str, int]  # view table -> rows
 
 
-def replay(events_url: str, out: Path, until: int | None = None) -> Replayed:
+def replay(log: EventSource, out: Path, until: int | None = None) -> Replayed:
     """Replay positions 1..until (everything when None) into a new SQLite file."""
     if out.exists():
         raise AuditError(f"{out} exists: replay writes a new file, choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    log = open_event_log(events_url)
     store = ViewStore(f"sqlite:///{out}")
     try:
         views = Views(store)
+        views.start()
         runner = ProjectionRunner(log, store, views.all)
         events = runner.catch_up(until=until)
         with store.reading() as session:
@@ -44,4 +45,3 @@ def replay(events_url: str, out: Path, until: int | None = None) -> Replayed:
         return Replayed(out, runner.position(), events, tables)
     finally:
         store.close()
-        log.close()

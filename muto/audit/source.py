@@ -1,8 +1,11 @@
-"""Reading the event log for an audit: opened read-only, decoded into plain entries.
+"""Reading the event log for an audit: decoded into plain entries.
 
-The audit never writes to the log. On SQLite the file is opened with `mode=ro`; on
-PostgreSQL every transaction is read-only (`default_transaction_read_only`), so even a
-bug here could not alter the evidence it reports on.
+The audit reads through the port `EventSource` (muto/projections/source.py): the event
+log itself, opened read-only by whoever composes the audit (muto/cloud/auditing.py), or
+a control plane's API (muto/fleetctl/audit.py). The audit never writes to the log: on
+SQLite the file is opened with `mode=ro`; on PostgreSQL every transaction is read-only
+(`default_transaction_read_only`), so even a bug here could not alter the evidence it
+reports on.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import msgspec
 from eventsourcing.persistence import Notification
 from sqlalchemy.engine import make_url
 
-from muto.cloud.eventlog import EventLog
 from muto.projections.base import event_data, event_type
+from muto.projections.source import EventSource
 
 BATCH = 1000
 # Event fields that are bookkeeping or promoted to an entry's own columns.
@@ -50,23 +53,10 @@ def read_only_url(url: str) -> str:
     return url
 
 
-def open_event_log(events_url: str) -> EventLog:
-    """The control plane's event log, read-only, without creating any table."""
-    return EventLog(
-        env={
-            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
-            "SQLALCHEMY_URL": read_only_url(events_url),
-            "CREATE_TABLE": "n",
-        }
-    )
-
-
-def records(log: EventLog, after: int = 0, until: int | None = None) -> Iterator[Notification]:
+def records(log: EventSource, after: int = 0, until: int | None = None) -> Iterator[Notification]:
     """Stored records in log order, positions in (after, until], fetched in batches."""
     while True:
-        batch = log.recorder.select_notifications(
-            start=after, limit=BATCH, stop=until, inclusive_of_start=False
-        )
+        batch = log.select(after, BATCH, until)
         yield from batch
         if len(batch) < BATCH:
             return
@@ -99,9 +89,9 @@ class Entry:
         }
 
 
-def decode(log: EventLog, record: Notification) -> Any:
+def decode(log: EventSource, record: Notification) -> Any:
     try:
-        return log.mapper.to_domain_event(record)
+        return log.decode(record)
     except Exception as exc:  # any decoding failure means the same: an unreadable row
         raise AuditError(
             f"the event at position {record.id} cannot be decoded ({type(exc).__name__}: "
@@ -109,7 +99,7 @@ def decode(log: EventLog, record: Notification) -> Any:
         ) from exc
 
 
-def to_entry(log: EventLog, record: Notification) -> Entry:
+def to_entry(log: EventSource, record: Notification) -> Entry:
     event = decode(log, record)
     fields = event_data(event)
     data = msgspec.to_builtins(
@@ -130,7 +120,7 @@ def to_entry(log: EventLog, record: Notification) -> Entry:
 
 
 def entries(
-    log: EventLog,
+    log: EventSource,
     after: int = 0,
     until: int | None = None,
     keep: Callable[[Notification], bool] = lambda _: True,
@@ -156,7 +146,7 @@ def parse_instant(text: str) -> datetime:
     return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
 
-def position_at(log: EventLog, instant: datetime) -> int:
+def position_at(log: EventSource, instant: datetime) -> int:
     """The log as it stood at `instant`: the longest prefix of events stamped at or
     before it. Stamps are taken when an event is created, so with several writers a
     later position can carry a slightly earlier stamp; stopping at the first event

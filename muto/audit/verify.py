@@ -12,6 +12,7 @@ Anchors (position -> hash recorded outside the database) catch a rewrite of both
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,20 @@ from uuid import UUID
 from sqlalchemy import Engine, Executable, MetaData, Row, create_engine, inspect, select, text
 
 from muto.audit.source import AuditError, read_only_url
-from muto.cloud.eventlog import EventLog
 from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
 
 Link = tuple[int, str]  # (position, hex hash) as stored by the projector
-EVENTS_TABLE = f"{EventLog.name}_events"  # eventsourcing-sqlalchemy prefixes the app name
+# An anchor as an operator passes it: POSITION:SHA256HEX (spec/api.yaml publishes it).
+ANCHOR_PATTERN = "^[0-9]{1,10}:[0-9a-fA-F]{64}$"
 PAGE = 5000
+
+
+def parse_anchor(text: str) -> tuple[int, str] | None:
+    """(position, hash) from POSITION:SHA256HEX; None when it is not one."""
+    if re.fullmatch(ANCHOR_PATTERN, text) is None:
+        return None
+    position, _, digest = text.partition(":")
+    return int(position), digest.lower()
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,18 @@ class Finding:
             "reason": self.reason,
             "anchorsChecked": self.anchors_checked,
         }
+
+    @classmethod
+    def from_json(cls, found: Mapping[str, Any]) -> Finding:
+        """What `to_json` wrote (a control plane's GET /audit/verify answers it)."""
+        return cls(
+            checked=found["checked"],
+            head_position=found["headPosition"],
+            head_hash=found["headHash"],
+            bad_position=found["badPosition"],
+            reason=found["reason"],
+            anchors_checked=list(found["anchorsChecked"]),
+        )
 
 
 def check(
@@ -115,12 +136,12 @@ class RawRecord:
     state: bytes
 
 
-def raw_records(engine: Engine) -> Iterator[RawRecord]:
+def raw_records(engine: Engine, events_table: str) -> Iterator[RawRecord]:
     """Read straight from the table, not through the event store's types, so a malformed
     row is reported at its position instead of failing the whole read."""
     query = text(
         "SELECT id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE id > :after ORDER BY id LIMIT {PAGE}"
+        f"FROM {events_table} WHERE id > :after ORDER BY id LIMIT {PAGE}"
     )
     for row in _pages(engine, lambda after: query.bindparams(after=after)):
         originator = row.originator_id
@@ -143,14 +164,17 @@ def stored_links(engine: Engine) -> Iterator[Link]:
         yield row.position, row.hash
 
 
-def verify(events_url: str, views_url: str, anchors: Mapping[int, str] = {}) -> Finding:
-    """Both databases opened read-only (they are one database on PostgreSQL)."""
+def verify(
+    events_url: str, views_url: str, events_table: str, anchors: Mapping[int, str] = {}
+) -> Finding:
+    """Both databases opened read-only (they are one database on PostgreSQL).
+    `events_table`: the event store's table, named by the cloud that owns it."""
     events = create_engine(read_only_url(events_url))
     views = create_engine(read_only_url(views_url))
     try:
-        if not inspect(events).has_table(EVENTS_TABLE):
-            raise AuditError(f"no event table {EVENTS_TABLE} in the database")
-        return check(raw_records(events), stored_links(views), anchors)
+        if not inspect(events).has_table(events_table):
+            raise AuditError(f"no event table {events_table} in the database")
+        return check(raw_records(events, events_table), stored_links(views), anchors)
     finally:
         events.dispose()
         views.dispose()

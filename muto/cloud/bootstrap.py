@@ -21,7 +21,7 @@ from muto.cloud.ratelimit import RateLimiter
 from muto.cloud.settings import Settings
 from muto.cloud.snapshots import Snapshots
 from muto.cloud.tokens import Authenticator, Role
-from muto.cloud.writer import Command, Writer, Written
+from muto.cloud.writer import Command, WritePath, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -85,8 +85,10 @@ class ControlPlane:
     changes: ViewChanges | None = None
     # Per-token rate limits by role (muto/cloud/ratelimit.py).
     limits: dict[Role, RateLimiter] = field(default_factory=dict)
+    writes: WritePath = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writes = WritePath(self.writer, self.projector)
         self.auth.trusted = self.ingest.trusted = self.caches_live
         s = self.settings
         self.limits = {
@@ -150,9 +152,13 @@ class ControlPlane:
         health = define_health_table(store.metadata)
         heartbeats = define_heartbeat_table(store.metadata)
         views = Views(store)
+        views.start()
         projector = ProjectionRunner(log, views.store, views.all)
         projector.catch_up()
         writer = Writer(log, on_saved=projector.wake)
+        writer.start()
+        ingest = Ingest(writer, projector, store, health, heartbeats)
+        ingest.start()
         keys = [p.read_text() for p in settings.release_keys]
         return cls(
             settings,
@@ -163,7 +169,7 @@ class ControlPlane:
             Queries(views, heartbeats),
             Authenticator(views),
             control_plane_signer(settings),
-            Ingest(writer, projector, store, health, heartbeats),
+            ingest,
             KeySet(keys=keys) if keys else None,
         )
 
@@ -198,29 +204,11 @@ class ControlPlane:
         return self.settings.data_dir / "keys" / "control-plane.pub"
 
     def execute(self, command: Command[T], views_timeout: float = 10.0) -> Written[T]:
-        """Write, then wait until the views show it (read-your-writes). A write is never
-        reported as failed because the views are slow: it is stored; `views_current`
-        says whether they caught up in time."""
-        written = self.writer.execute(command)
-        try:
-            self.projector.catch_up_to(written.position, views_timeout)
-        except TimeoutError:
-            return self._views_behind(written)
-        return written
+        """Write, then wait until the views show it (read-your-writes; WritePath)."""
+        return self.writes.execute(command, views_timeout)
 
     async def write(self, command: Command[T], views_timeout: float = 10.0) -> Written[T]:
-        written = await self.writer.run(command)
-        try:
-            await self.projector.reach(written.position, views_timeout)
-        except TimeoutError:
-            return self._views_behind(written)
-        return written
-
-    def _views_behind(self, written: Written[T]) -> Written[T]:
-        logger.warning(
-            "stored at position %s; the views had not caught up in time", written.position
-        )
-        return Written(written.value, written.position, views_current=False)
+        return await self.writes.run(command, views_timeout)
 
     @staticmethod
     def require_views(written: Written[T]) -> None:

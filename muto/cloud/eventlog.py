@@ -7,11 +7,13 @@ long-lived aggregates (a vehicle with thousands of reports) cheap to load.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, Repository, project_aggregate
 from eventsourcing.persistence import Notification
+from eventsourcing.utils import strtobool
 
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
@@ -21,9 +23,37 @@ from muto.trust.files import private_dir, private_file
 logger = logging.getLogger("muto.eventlog")
 
 
+class WriterRepository(Repository[Any]):
+    """The library's repository, whose cache the writer thread works on in place.
+
+    The library deep-copies a cached aggregate for every command, so that a refused
+    command cannot leave a mutated aggregate in the cache; with a vehicle's remembered
+    report ids that copy was a fifth of a report's cost. The writer instead takes the
+    cached aggregate itself (`deepcopy_from_cache=False`) and evicts everything a
+    command touched when the command or its save fails (writer.UnitOfWork.forget).
+    Every other reader still gets a deep copy, taken while no batch is running
+    (`batch_lock`, held by the writer around each batch), so never a half-applied one."""
+
+    def __init__(self, *args: Any, fresh_reads: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_lock = threading.RLock()
+        self.fresh_reads = fresh_reads
+
+    def get(self, aggregate_id: Any, **kwargs: Any) -> Any:
+        if kwargs.get("version") is not None or not kwargs.get("deepcopy_from_cache", True):
+            return super().get(aggregate_id, **kwargs)
+        with self.batch_lock:
+            aggregate = super().get(aggregate_id, **kwargs)
+        if self.fresh_reads:  # other processes write too: add what they stored since
+            newer = self.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
+            aggregate = project_aggregate(aggregate, newer)
+        return aggregate
+
+
 class EventLog(Application[Any]):
     name = "muto"  # tables: muto_events, muto_snapshots
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Vehicle: 100, Rollout: 50}
+    FRESH_READS = "AGGREGATE_CACHE_FRESH_READS"
 
     @classmethod
     def open(cls, settings: Settings) -> EventLog:
@@ -34,19 +64,37 @@ class EventLog(Application[Any]):
             private_file(database)
         return cls(env={**cls.cache_env(settings), **settings.event_store_env()})
 
+    def construct_repository(self) -> WriterRepository:
+        """The library's repository, from the same environment keys."""
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return WriterRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fresh_reads=strtobool(self.env.get(self.FRESH_READS, "n")),
+        )
+
+    @property
+    def writer_repository(self) -> WriterRepository:
+        assert isinstance(self.repository, WriterRepository)
+        return self.repository
+
     @staticmethod
     def cache_env(settings: Settings) -> dict[str, str]:
-        """Keep recently written aggregates in memory: a report re-loads its vehicle from
-        the cache and fast-forwards it with one query for events written since (by other
-        processes), instead of reconstructing it from snapshot + tail every time.
+        """Keep recently written aggregates in memory: a report finds its vehicle in the
+        cache instead of reconstructing it from snapshot + tail every time.
 
-        On SQLite (and in memory) this process is the only writer, so the cache is exact
-        and the fast-forward query is skipped. On PostgreSQL other API processes write
-        too: every cached read fast-forwards. Commands get deep copies, so a refused
-        command never leaves a mutated aggregate in the cache."""
+        The writer does not fast-forward a cached aggregate (a query per command); it
+        validates every aggregate a batch read when the batch saves, in one query
+        (recorder.EventRecorder, `read_versions`), so an aggregate that another process
+        moved makes the save conflict and the writer reload. Readers outside the writer
+        (the rollout controller) get a copy fast-forwarded with what other processes
+        stored, on PostgreSQL, where several processes write."""
         return {
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
-            "AGGREGATE_CACHE_FASTFORWARD": "y" if settings.is_postgres else "n",
+            "AGGREGATE_CACHE_FASTFORWARD": "n",
+            EventLog.FRESH_READS: "y" if settings.is_postgres else "n",
         }
 
     def _take_snapshots(self, processing_event: Any) -> None:

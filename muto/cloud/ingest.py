@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete
 
 from muto.cloud.commands import record_health, record_reconcile
-from muto.cloud.writer import Writer, Written
+from muto.cloud.writer import WritePath, Writer, Written
 from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import to_builtins
 from muto.projections.runner import ProjectionRunner
@@ -56,8 +56,7 @@ class Ingest:
         health_table: Table,
         heartbeat_table: Table,
     ) -> None:
-        self.writer = writer
-        self.projector = projector
+        self.writes = WritePath(writer, projector)
         self.store = store
         self.health_table = health_table
         self.heartbeat_table = heartbeat_table
@@ -71,12 +70,13 @@ class Ingest:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="muto-health", daemon=True)
+
+    def start(self) -> None:
+        """Flush health and heartbeats every FLUSH_SECONDS from now on."""
         self._thread.start()
 
     async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
-        written = await self.writer.run(record_reconcile(report, actor))
-        await self.projector.reach(written.position)
-        return written
+        return await self.writes.run(record_reconcile(report, actor))
 
     async def health(self, report: HealthReport, actor: str) -> bool:
         """True when the status changed (a HealthChanged event was stored). A vehicle
@@ -85,9 +85,8 @@ class Ingest:
         vehicle_id = report.vehicle_id
         transition = False
         if not self.trusted() or self._status.get(vehicle_id) != report.status.value:
-            written = await self.writer.run(record_health(report, actor))
+            written = await self.writes.run(record_health(report, actor))
             self._status[vehicle_id] = report.status.value
-            await self.projector.reach(written.position)
             transition = written.value
         latest = {
             "vehicle_id": vehicle_id,
@@ -138,5 +137,6 @@ class Ingest:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self.flush()

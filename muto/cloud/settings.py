@@ -139,7 +139,7 @@ class Settings:
         if self.is_memory:
             return {"PERSISTENCE_MODULE": "eventsourcing.popo", **self.extra_env}
         return {
-            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+            "PERSISTENCE_MODULE": "muto.cloud.recorder:Factory",
             "SQLALCHEMY_URL": self.events_url,
             "CREATE_TABLE": "y",
             **self.extra_env,

@@ -9,13 +9,24 @@ Invariants:
   batch is re-run alone against freshly loaded aggregates, so one bad command never
   takes its neighbours' writes down with it.
 - A command that still conflicts after MAX_ATTEMPTS fresh re-runs fails with Conflict.
-- A command must only mutate aggregates obtained from its UnitOfWork.
+- A command must only mutate aggregates obtained from its UnitOfWork. Those are the
+  event log's cached aggregates themselves (no copy per command): whatever a failed
+  command or save touched is evicted, and every aggregate a batch read is checked at
+  its save against what other processes stored since (`UnitOfWork.save`); a command
+  refused (raised) on an aggregate another process has moved since is run again on
+  fresh loads (`UnitOfWork.read_stale`).
+- Nothing runs until `start()`; `close()` finishes every queued command either way.
+
+`WritePath` is the one rule every caller that writes follows: store through the writer,
+then wait until the views show the write (read-your-writes). A write is never reported
+failed because the views are slow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -27,15 +38,18 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 
 from muto.cloud.errors import Conflict
 from muto.cloud.eventlog import EventLog
+from muto.projections.runner import ProjectionRunner
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 MAX_BATCH = 512
 MAX_ATTEMPTS = 5
+LINGER_S = 0.002  # the longest a batch waits for callers of the previous one
+logger = logging.getLogger("muto.cloud")
 
 
 class UnitOfWork:
@@ -44,6 +58,8 @@ class UnitOfWork:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self._aggregates: dict[UUID, Aggregate] = {}
+        # The version each aggregate had when loaded: checked when the batch saves.
+        self.read_versions: dict[UUID, int] = {}
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
@@ -51,11 +67,14 @@ class UnitOfWork:
             assert isinstance(found, kind)
             return found
         try:
-            aggregate: Aggregate = self.log.repository.get(aggregate_id)
+            # The cached aggregate itself, not a copy: `forget` evicts it if the
+            # command or the save fails (eventlog.WriterRepository).
+            aggregate: Aggregate = self.log.repository.get(aggregate_id, deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, kind), f"{aggregate_id} is a {type(aggregate).__name__}"
         self._aggregates[aggregate_id] = aggregate
+        self.read_versions[aggregate_id] = aggregate.version
         return aggregate
 
     def add(self, aggregate: Aggregate) -> None:
@@ -66,10 +85,28 @@ class UnitOfWork:
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
 
+    def read_stale(self) -> bool:
+        """Whether another process has stored events, since this unit read them, for
+        any aggregate it read (a refusal decided on a cached version must be decided
+        again). The in-memory store has no other process."""
+        moved_since = getattr(self.log.recorder, "moved_since", None)
+        if moved_since is None or not self.read_versions:
+            return False
+        try:
+            return bool(moved_since(self.read_versions))
+        except Exception:  # the refusal stands; the database error is not the answer
+            return False
+
+    def save(self) -> list[Recording[UUID]]:
+        """Store every pending event in one transaction; IntegrityError if any aggregate
+        read here was moved by another process since (or a version collides)."""
+        return self.log.save(*self.pending(), read_versions=self.read_versions)
+
     def forget(self) -> None:
-        """Drop this unit's aggregates from the log's cache, which may hold a version
-        that another process has since moved past (on SQLite the cache does not
-        fast-forward), so that the next attempt loads them from the store."""
+        """Drop this unit's aggregates from the log's cache: a failed command or save
+        may have left them changed but not stored, or another process has since moved
+        past their version (on SQLite the cache does not fast-forward). The next
+        attempt loads them from the store."""
         cache = self.log.repository.cache
         if cache is None:
             return
@@ -79,6 +116,7 @@ class UnitOfWork:
 
 
 Command = Callable[[UnitOfWork], T]
+Item = tuple[Command[Any], Future["Written[Any]"]]
 
 
 @dataclass(frozen=True)
@@ -97,15 +135,16 @@ class Writer:
         self.log = log
         self.max_batch = max_batch
         self.on_saved = on_saved  # e.g. wake the projector
-        self._queue: queue.SimpleQueue[tuple[Command[Any], Future[Written[Any]]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         # Called on the writer thread with (commands, seconds) after each batch (metrics).
         self.batch_observers: list[Callable[[int, float], None]] = []
         self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
-        self._thread.start()
         self.batches = 0
         self.commands = 0
+
+    def start(self) -> None:
+        """Start the writer thread: queued commands run from now on."""
+        self._thread.start()
 
     def submit(self, command: Command[T]) -> Future[Written[T]]:
         future: Future[Written[T]] = Future()
@@ -119,35 +158,55 @@ class Writer:
         return await asyncio.wrap_future(self.submit(command))
 
     def close(self) -> None:
-        """Finish every queued command, then stop the thread."""
+        """Finish every queued command, then stop the thread (never started: the
+        queued commands run on the caller's thread)."""
         self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        elif self._thread.ident is None:
+            self._loop()
 
     # -- writer thread ----------------------------------------------------------------
 
     def _loop(self) -> None:
+        last = 1  # commands in the previous batch
         while True:
-            item = self._queue.get()
-            stopping = item is None
-            batch = [] if item is None else [item]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
+            batch, stopping = self._take(last)
             if batch:
                 started = time.perf_counter()
-                self._write(batch)
+                with self.log.writer_repository.batch_lock:
+                    self._write(batch)
                 for observe in self.batch_observers:
                     observe(len(batch), time.perf_counter() - started)
                 if self.on_saved is not None:
                     self.on_saved()
+                last = len(batch)
             if stopping:
                 return
+
+    def _take(self, last: int) -> tuple[list[Item], bool]:
+        """The next batch: everything queued, up to max_batch. After a batch of several
+        commands, wait up to LINGER_S for as many again: their callers are likely to
+        come straight back, and one commit then serves them all (a commit costs more
+        than the wait). After a single command, no wait: a lone caller is not delayed."""
+        item = self._queue.get()
+        if item is None:
+            return [], True
+        batch = [item]
+        target = min(self.max_batch, max(1, last))
+        deadline = time.monotonic() + LINGER_S
+        while len(batch) < self.max_batch:
+            try:
+                if len(batch) < target:
+                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
 
     def _write(self, batch: list[tuple[Command[Any], Future[Written[Any]]]]) -> None:
         self.batches += 1
@@ -164,8 +223,9 @@ class Writer:
         uow = UnitOfWork(self.log)
         try:
             values = [command(uow) for command, _ in batch]
-            recordings = self.log.save(*uow.pending())
+            recordings = uow.save()
         except Exception:
+            uow.forget()
             return False  # re-run each alone: errors and conflicts stay with their command
         position = max((r.notification.id for r in recordings), default=None)
         for (_, future), value in zip(batch, values, strict=True):
@@ -175,12 +235,58 @@ class Writer:
     def _write_alone(self, command: Command[T]) -> Written[T]:
         for _ in range(MAX_ATTEMPTS):
             uow = UnitOfWork(self.log)
-            value = command(uow)
             try:
-                recordings = self.log.save(*uow.pending())
+                value = command(uow)
+                recordings = uow.save()
             except IntegrityError:
                 uow.forget()  # another process wrote first: reload and decide again
                 continue
+            except Exception:
+                uow.forget()  # refused: leave no changed aggregate in the cache
+                if uow.read_stale():
+                    continue  # refused on a version another process has moved past
+                raise
+            except BaseException:
+                uow.forget()
+                raise
             position = max((r.notification.id for r in recordings), default=None)
             return Written(value, position)
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")
+
+
+class WritePath:
+    """Store a command through the writer, then wait until every view shows it
+    (read-your-writes). A write is never reported failed because the views are slow:
+    it is stored, and `Written.views_current` says whether they caught up in time (a
+    handler that must read the view back answers 503 then, saying the write is kept)."""
+
+    def __init__(
+        self, writer: Writer, projector: ProjectionRunner, views_timeout: float = 10.0
+    ) -> None:
+        self.writer = writer
+        self.projector = projector
+        self.views_timeout = views_timeout
+
+    def execute(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
+        written = self.writer.execute(command)
+        try:
+            self.projector.catch_up_to(written.position, self._timeout(views_timeout))
+        except TimeoutError:
+            return _views_behind(written)
+        return written
+
+    async def run(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
+        written = await self.writer.run(command)
+        try:
+            await self.projector.reach(written.position, self._timeout(views_timeout))
+        except TimeoutError:
+            return _views_behind(written)
+        return written
+
+    def _timeout(self, views_timeout: float | None) -> float:
+        return self.views_timeout if views_timeout is None else views_timeout
+
+
+def _views_behind(written: Written[T]) -> Written[T]:
+    logger.warning("stored at position %s; the views had not caught up in time", written.position)
+    return Written(written.value, written.position, views_current=False)

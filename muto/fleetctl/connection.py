@@ -127,6 +127,9 @@ class Api:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.http.close()
 
     def call(

@@ -25,8 +25,12 @@ class Views:
         self.audit = AuditTimeline(store.metadata)
         self.tokens = Tokens(store.metadata)
         self.chain = HashChain(store.metadata)
-        store.create_table()
-        store.reshape(self.all)
+
+    def start(self) -> list[str]:
+        """Create missing tables and drop views whose stored shape changed (catch-up
+        rebuilds them); returns the names of those views."""
+        self.store.create_table()
+        return self.store.reshape(self.all)
 
     @property
     def all(self) -> list[Projection]:

@@ -3,7 +3,9 @@
 SQLite has no subscriptions (the library's ProjectionRunner needs them), so this loop
 pulls `select_notifications` after the lowest recorded position; the same loop serves
 PostgreSQL. Each batch of notifications is decoded once and applied to every projection
-that has not yet seen it, in one transaction with their new positions.
+that has not yet seen it, projection by projection (all of a batch's events to one view,
+then the next view; `apply_batch` takes them at once), in one transaction with their
+new positions.
 
 Invariants:
 - a projection sees every event exactly once, in log order (position recorded in the
@@ -28,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy.exc
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from muto.projections.base import Projection
 from muto.projections.source import EventSource
@@ -130,13 +132,10 @@ class ProjectionRunner:
                 self._advance_to(start)
                 return 0
             last = notifications[-1].id
-            for notification in notifications:
-                event: Any = self.log.decode(notification)
-                for name, projection in self.projections.items():
-                    if notification.id > positions[name]:
-                        reads_records = getattr(projection, "reads_records", False)
-                        subject = notification if reads_records else event
-                        projection.apply(session, subject, notification.id)
+            events = [self.log.decode(n) for n in notifications]  # decoded once for all
+            for name, projection in self.projections.items():
+                if last > positions[name]:
+                    _apply(projection, session, notifications, events, positions[name])
             for name, projection in self.projections.items():
                 if last > positions[name]:
                     projection.flush(session)
@@ -235,6 +234,31 @@ class ProjectionRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _apply(
+    projection: Projection,
+    session: Any,
+    notifications: Sequence[Notification],
+    events: Sequence[Any],
+    seen: int,
+) -> None:
+    """Give one projection the batch's events after `seen`, in log order: all at once to
+    a projection that defines `apply_batch(session, [(event, position), ...])` (it may
+    then read and write each row once per batch instead of once per event), else one
+    by one to `apply`."""
+    subjects = notifications if getattr(projection, "reads_records", False) else events
+    items = [(subject, n.id) for subject, n in zip(subjects, notifications, strict=True)]
+    if seen >= notifications[0].id:
+        items = [item for item in items if item[1] > seen]
+    apply_batch: Callable[[Any, list[tuple[Any, int]]], None] | None = getattr(
+        projection, "apply_batch", None
+    )
+    if apply_batch is not None:
+        apply_batch(session, items)
+        return
+    for subject, position in items:
+        projection.apply(session, subject, position)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     Row,
     bindparam,
+    event,
     inspect,
     select,
     text,
@@ -48,6 +49,8 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         assert isinstance(engine, Engine)
         self.engine = engine
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        if self.engine.dialect.name == "sqlite" and self.datastore.is_sqlite_filedb:
+            event.listen(self.engine, "connect", _derived_durability)
         self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         t = self.tracking_table
         self._positions = select(t.c.application_name, t.c.notification_id).where(
@@ -164,6 +167,16 @@ class ViewStore(SQLAlchemyTrackingRecorder):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _derived_durability(connection: Any, _: Any) -> None:
+    """Views are derived: on SQLite (WAL) a view commit need not wait for the disk
+    (synchronous=NORMAL). A power cut can lose the last view transactions, never part
+    of one; their positions go with them, and catch-up applies those events again. The
+    event log itself keeps synchronous=FULL: a write acknowledged is on disk."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def rows(result: Any) -> list[dict[str, Any]]:

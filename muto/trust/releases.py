@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from muto.domain.desired import Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -49,6 +47,8 @@ def load_manifest(
     """Decode a camelCase manifest; WireError names the offending field path. `hosted`:
     each artifact measured in `artifact_dir` gets the ref `artifacts/<digest>`, which a
     vehicle resolves against its control plane's URL (that serves it by digest)."""
+    import yaml  # here: a vehicle verifies releases but never reads a manifest file
+
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -162,8 +162,7 @@ def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) 
         link = rig.agent.mqtt
         assert link is not None and link.accepted_sequence == 1
         reasons: list[str] = []
-        rig.agent.on_notify = lambda n: reasons.append(f"notify:{n.sequence}")  # type: ignore[method-assign]
-        link.on_notify = rig.agent.on_notify
+        rig.agent.signals.trigger = reasons.append  # type: ignore[method-assign,assignment]
         # The accepted one again (ignored), then hints above it: each triggers (the agent
         # coalesces triggers), duplicates and out-of-order ones too, as none moves the bar.
         for sequence in (1, 3, 2, 3, 4):
@@ -336,11 +335,11 @@ def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosqu
 
     async def main() -> None:
         async with settled_link(mosquitto, interval_s=3600.0) as (rig, watch, _):
-            rig.agent.on_phase(AgentPhase.FETCHING)
+            rig.agent.signals.set_phase(AgentPhase.FETCHING)
             await watch.until(
                 lambda: watch.on("agent/state")[-1]["phase"] == "fetching", "the change"
             )
-            rig.agent.on_phase(AgentPhase.IDLE)  # within the interval: held
+            rig.agent.signals.set_phase(AgentPhase.IDLE)  # within the interval: held
             request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-8"))
             await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
             await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from muto.audit.source import open_event_log, records, to_entry
+from muto.audit.source import records, to_entry
 from muto.cli import main
+from muto.cloud.auditing import open_event_log
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_health, record_reconcile
 from muto.cloud.controller import RolloutController

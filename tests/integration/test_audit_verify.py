@@ -18,8 +18,8 @@ import pytest
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from sqlalchemy import Engine, create_engine, text
 
-from muto.audit.source import open_event_log
 from muto.cli import main
+from muto.cloud.auditing import open_event_log
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_reconcile
 from muto.cloud.settings import Settings

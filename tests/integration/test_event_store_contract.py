@@ -257,6 +257,7 @@ class DurableContract(EventStoreContract):
             # The loser's writer decides again against the winner's write: v1 is
             # already online, so asking for "online" stores nothing.
             loser = Writer(other)
+            loser.start()
             try:
                 assert loser.execute(record_presence("v1", "online", None, "t")).value is False
             finally:
@@ -287,6 +288,41 @@ class DurableContract(EventStoreContract):
         assert attempts == [1, 2]
         assert cp.queries.vehicle("v1")["presence"] == "offline"
         assert cp.queries.vehicle("v1")["health"] == "healthy"
+
+    def test_a_decision_to_store_nothing_is_not_made_on_a_stale_cache(
+        self, cp: ControlPlane
+    ) -> None:
+        """The writer's cache is validated when a batch saves, also for commands that
+        store nothing: "already online" must not be answered from a cached vehicle that
+        another process has since set offline."""
+        register_fleet(cp, [registration("v1")])
+        cp.execute(record_presence("v1", "online", None, "t"))  # cached here: online
+        other = EventLog.open(cp.settings)
+        try:
+            rival = other.repository.get(Vehicle.create_id("v1"))
+            rival.record_presence("offline", None, "rival", "c")
+            other.save(rival)
+        finally:
+            other.close()
+        assert cp.execute(record_presence("v1", "online", None, "t")).value is True
+        assert cp.queries.vehicle("v1")["presence"] == "online"
+
+    def test_a_refusal_is_not_decided_on_a_stale_cache(self, cp: ControlPlane) -> None:
+        """A PATCH naming the version another process just wrote is not refused because
+        this process's cached vehicle is one version behind."""
+        register_fleet(cp, [registration("v1")])
+        vehicle_id = Vehicle.create_id("v1")
+        assert cp.log.repository.get(vehicle_id).version == 1  # cached here
+        other = EventLog.open(cp.settings)
+        try:
+            rival = other.repository.get(vehicle_id)
+            rival.record_presence("offline", None, "rival", "c")
+            other.save(rival)
+        finally:
+            other.close()
+        patch = VehiclePatch(labels={"ring": "beta"})
+        cp.execute(update_vehicle("v1", patch, cause(), expected_version=2))
+        assert cp.queries.vehicle("v1")["labels"]["ring"] == "beta"
 
     def test_a_command_insisting_on_a_stale_version_ends_in_conflict(
         self, cp: ControlPlane
@@ -334,6 +370,35 @@ class DurableContract(EventStoreContract):
             assert len(second.queries.vehicle_ids(None)) == 3
         finally:
             second.close()
+
+    def test_a_store_written_by_the_library_recorder_opens_and_continues(
+        self, settings: Settings
+    ) -> None:
+        """Stores written before muto.cloud.recorder (the library's own
+        eventsourcing_sqlalchemy recorder, same tables muto_events / muto_snapshots)
+        open unchanged: no migration."""
+        env = {**EventLog.cache_env(settings), **settings.event_store_env()}
+        old = EventLog(env={**env, "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"})
+        writer = Writer(old)
+        writer.start()
+        try:
+            writer.execute(register_vehicle(registration("v1"), cause()))
+            for i in range(3):
+                writer.execute(record_reconcile(reconcile_report("v1", f"r{i}", minute=i), "v"))
+        finally:
+            writer.close()
+            old.close()
+
+        cp = ControlPlane.open(settings)
+        try:
+            assert cp.log.position() == 4
+            assert [n.id for n in cp.log.select(0, 10)] == [1, 2, 3, 4]
+            assert cp.log.repository.get(Vehicle.create_id("v1")).version == 4
+            written = cp.execute(record_reconcile(reconcile_report("v1", "r3", minute=3), "v"))
+            assert written.position == 5
+            assert cp.queries.vehicle("v1")["version"] == 5
+        finally:
+            cp.close()
 
 
 class TestMemory(EventStoreContract):

@@ -13,7 +13,8 @@ import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
+from sqlalchemy.orm import Session
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import (
@@ -35,6 +36,9 @@ from muto.domain.model.rollout import Rollout, RolloutStateError
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.domain.requests import VehiclePatch
+from muto.projections.base import Projection, Update, event_type
+from muto.projections.runner import ProjectionRunner
+from muto.projections.store import ViewStore
 from tests.support.spine import (
     SignedRelease,
     cause,
@@ -604,4 +608,76 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         rows = table_rows(cp.views, cp.views.rollouts.vehicles)
         assert {r["vehicle_id"] for r in rows if r["status"] == "rolled_back"} == set(wave)
     finally:
+        cp.close()
+
+
+def test_a_stored_report_is_never_answered_failed_because_the_views_are_slow(
+    tmp_path: Path,
+) -> None:
+    """Reconcile and health ingest take the same write path as every other write
+    (WritePath): views that miss the deadline make `views_current` False, not an error."""
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        register_fleet(cp, [registration("v1")])
+        cp.ingest.writes.views_timeout = 1e-9  # the views can never be in time
+        written = asyncio.run(cp.ingest.reconcile(reconcile_report("v1", "r1"), "vehicle:v1"))
+        assert written.value is True and written.views_current is False
+        report = health_report("v1", "h1", HealthStatus.DEGRADED)
+        assert asyncio.run(cp.ingest.health(report, "vehicle:v1")) is True
+        assert cp.log.position() == written.position + 1  # both are stored
+    finally:
+        cp.close()
+
+
+class EventTypes(Projection):
+    """A view that takes each batch whole (`apply_batch`): one row per event."""
+
+    name = "event_types"
+
+    def define(self, metadata: MetaData) -> list[Table]:
+        self.batches: list[list[int]] = []
+        self.rows = Table(
+            "view_event_types",
+            metadata,
+            Column("position", Integer, primary_key=True),
+            Column("event_type", String(100), nullable=False),
+        )
+        return [self.rows]
+
+    @property
+    def updates(self) -> dict[str, Update]:
+        return {}
+
+    def apply_batch(self, session: Session, items: list[tuple[Any, int]]) -> None:
+        self.batches.append([position for _, position in items])
+        rows = [{"position": p, "event_type": event_type(e)} for e, p in items]
+        session.execute(self.rows.insert(), rows)
+
+
+def test_a_view_with_apply_batch_gets_each_batch_whole_and_equals_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    store = ViewStore(f"sqlite:///{tmp_path / 'batched.db'}")
+    try:
+        register_fleet(cp, [registration(f"v{i}") for i in range(5)])
+        view = EventTypes(store.metadata)
+        store.create_table()
+        runner = ProjectionRunner(cp.log, store, [view])
+        assert runner.catch_up(limit=3) == 5
+        assert view.batches == [[1, 2, 3], [4, 5]]
+        cp.execute(record_presence("v0", "online", None, "t"))
+        runner.catch_up(limit=3)
+        assert view.batches[-1] == [6]  # only what it has not seen
+
+        def stored() -> list[tuple[int, str]]:
+            with store.reading() as session:
+                return [tuple(r) for r in session.execute(select(view.rows))]
+
+        incremental = stored()
+        assert [p for p, _ in incremental] == [1, 2, 3, 4, 5, 6]
+        runner.rebuild("event_types")
+        assert stored() == incremental
+    finally:
+        store.close()
         cp.close()

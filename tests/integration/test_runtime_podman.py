@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.podman import PodmanRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -24,6 +25,7 @@ from tests.support.podman import (
     podman_env_fixture,  # noqa: F401 (fixture)
     podman_world_fixture,  # noqa: F401 (fixture)
 )
+from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import release
 
 FAST = HealthModel(readiness_timeout_sec=20)
@@ -255,3 +257,23 @@ def test_apply_failures(tmp_path: Path, podman_env: PodmanWorld, problem: str) -
         assert world.rig.containers(world.label(tmp_path / "runtime")) == []
 
     asyncio.run(main())
+
+
+class TestPodmanRuntimeContract(RuntimeContract):
+    """Images pushed to the session's registry and pulled by digest (tests/support/podman.py);
+    ready by the image's healthcheck."""
+
+    @pytest.fixture
+    def runtime(self, tmp_path: Path, podman_env: PodmanWorld) -> RuntimeAdapter:
+        return PodmanRuntime(tmp_path / "runtime", poll_sec=0.1, grace_sec=2)
+
+    @pytest.fixture
+    def runnable(self, podman_env: PodmanWorld) -> Callable[[str], Built]:
+        return lambda version: (image_release(podman_env.good, version), {})
+
+    @pytest.fixture
+    def unpreparable(self, podman_env: PodmanWorld) -> Built:
+        world = podman_env  # the good image's name pinned to another image's digest
+        return image_release(
+            world.good, "9.0.0", ref=f"{world.good.repo}@{world.never_ready.digest}"
+        ), {}

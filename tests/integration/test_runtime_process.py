@@ -10,10 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.process import ProcessRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
@@ -361,12 +363,10 @@ def test_a_corrupt_archive_is_an_apply_failure(tmp_path: Path) -> None:
     run_with(rt, body)
 
 
-@pytest.mark.parametrize("problem", ["not-cached", "no-command", "command-not-found"])
+@pytest.mark.parametrize("problem", ["no-command", "command-not-found"])
 def test_apply_failures_carry_apply_failed(tmp_path: Path, problem: str) -> None:
     rel, cache = archived_release(tmp_path, "1.0.0")
-    if problem == "not-cached":
-        cache = {}
-    elif problem == "no-command":
+    if problem == "no-command":
         rel = release("1.0.0", rel.artifacts, launch=Launch())
     else:
         rel = release("1.0.0", rel.artifacts, launch=Launch(command=["./no-such-binary"]))
@@ -381,12 +381,17 @@ def test_apply_failures_carry_apply_failed(tmp_path: Path, problem: str) -> None
     run_with(rt, body)
 
 
-def test_wait_ready_with_nothing_running_fails_at_once(tmp_path: Path) -> None:
-    rt = runtime(tmp_path)
+class TestProcessRuntimeContract(RuntimeContract):
+    @pytest.fixture
+    def runtime(self, tmp_path: Path) -> RuntimeAdapter:
+        return runtime(tmp_path)
 
-    async def body() -> None:
-        with pytest.raises(ReasonError) as failure:
-            await rt.wait_ready(HealthModel())
-        assert failure.value.code == ReasonCode.READINESS_TIMEOUT
+    @pytest.fixture
+    def runnable(self, tmp_path: Path) -> Callable[[str], Built]:
+        ready = HealthModel(readiness_probe=PROBE_READY, readiness_timeout_sec=20)
+        return lambda version: archived_release(tmp_path, version, health=ready)
 
-    run_with(rt, body)
+    @pytest.fixture
+    def unpreparable(self, tmp_path: Path) -> Built:
+        rel, _ = archived_release(tmp_path, "9.0.0")
+        return rel, {}  # its archive is not in the cache

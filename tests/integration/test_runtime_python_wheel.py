@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.components import ComponentEnvironment, Wheel
 from muto.agent.runtime.python_wheel import PythonWheelRuntime, release_wheels
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
@@ -210,3 +214,25 @@ def test_a_venv_with_its_own_pip_works_too(tmp_path: Path) -> None:
         assert (env.bin_dir / "pip").exists()
 
     asyncio.run(main())
+
+
+class TestPythonWheelRuntimeContract(RuntimeContract):
+    @pytest.fixture
+    def runtime(self, tmp_path: Path) -> RuntimeAdapter:
+        return PythonWheelRuntime(tmp_path / "runtime", poll_sec=0.05, grace_sec=2)
+
+    @pytest.fixture
+    def runnable(self, tmp_path: Path) -> Callable[[str], Built]:
+        def build(version: str) -> Built:
+            rel, cache = wheel_release(tmp_path, version)
+            return msgspec.structs.replace(rel, health_model=READY), cache
+
+        return build
+
+    @pytest.fixture
+    def unpreparable(self, tmp_path: Path) -> Built:
+        broken = tmp_path / "lucid_agent_cpu-9.0.0-py3-none-any.whl"
+        broken.write_bytes(b"not a zip")  # pip cannot install it
+        artifact = artifact_for(broken, ArtifactType.PYTHON_WHEEL)
+        launch = Launch(entry_points=["lucid-agent-cpu"])
+        return release("9.0.0", [artifact], stack="lucid", launch=launch), cache_of(broken)

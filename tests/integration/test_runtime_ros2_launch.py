@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.ros2_launch import Ros2LaunchRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
@@ -52,19 +55,20 @@ def ros2_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def overlay_release(
-    tmp_path: Path, launch_file: str | None
+    tmp_path: Path, launch_file: str | None, version: str = "1.0.0"
 ) -> tuple[StackRelease, dict[str, Path]]:
     archive = make_archive(
-        tmp_path / "overlay.tar.gz",
+        tmp_path / f"overlay-{version}.tar.gz",
         {
             "install/setup.bash": "# overlay\n",
             "install/nav/share/nav/launch/nav.launch.py": "# a launch description\n",
         },
     )
     rel = release(
-        "1.0.0",
+        version,
         [artifact_for(archive, ArtifactType.ARCHIVE)],
         launch=Launch(launch_file=launch_file),
+        health=HealthModel(readiness_probe=LAUNCHED, readiness_timeout_sec=20),
     )
     return rel, cache_of(archive)
 
@@ -125,3 +129,18 @@ def test_without_the_ros2_cli_apply_fails(tmp_path: Path, monkeypatch: pytest.Mo
         assert "not on PATH" in failure.value.detail
 
     asyncio.run(main())
+
+
+class TestRos2LaunchRuntimeContract(RuntimeContract):
+    @pytest.fixture
+    def runtime(self, tmp_path: Path, ros2_log: Path) -> RuntimeAdapter:
+        return Ros2LaunchRuntime(tmp_path / "runtime", poll_sec=0.05, grace_sec=2)
+
+    @pytest.fixture
+    def runnable(self, tmp_path: Path) -> Callable[[str], Built]:
+        launch_file = "install/nav/share/nav/launch/nav.launch.py"
+        return lambda version: overlay_release(tmp_path, launch_file, version)
+
+    @pytest.fixture
+    def unpreparable(self, tmp_path: Path) -> Built:
+        return overlay_release(tmp_path, "missing.launch.py", "9.0.0")  # not in the overlay

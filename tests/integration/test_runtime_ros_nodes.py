@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.group_ledger import GroupLedger
 from muto.agent.runtime.ros_nodes import RosNodesRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import HealthModel, RosGraphHealth, RosNode, RosTopic
+from muto.domain.release import HealthModel, NodeLaunch, RosGraphHealth, RosNode, RosTopic
 from tests.support.ros import node, require_ros, ros_env, ros_release
+from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import cache_of, pid_alive
 
 CHATTER = RosTopic(name="/demo/chatter", min_rate_hz=5, window_sec=1)
@@ -200,3 +202,27 @@ def test_a_graph_helper_that_cannot_start_fails_the_apply_and_leaves_nothing(
         assert ledger is not None and ledger.groups == ()  # the started node was stopped
 
     asyncio.run(main())
+
+
+class TestRosNodesRuntimeContract(RuntimeContract):
+    """Ready by the ROS graph: both nodes seen, the talker's topic at its rate."""
+
+    @pytest.fixture
+    def runtime(self, tmp_path: Path) -> RuntimeAdapter:
+        return RosNodesRuntime(tmp_path / "runtime", grace_sec=3, poll_sec=0.2)
+
+    @pytest.fixture
+    def runnable(self, tmp_path: Path) -> Callable[[str], Built]:
+        health = HealthModel(readiness_timeout_sec=60, ros=GRAPH)
+        nodes = [node("talker", "talker.py", "talk"), node("listener", "listener.py")]
+        env = ros_env()  # one domain for both versions: the second replaces the first
+        return lambda version: (
+            ros_release(tmp_path, version, nodes, health, env=env),
+            archive(tmp_path, version),
+        )
+
+    @pytest.fixture
+    def unpreparable(self, tmp_path: Path) -> Built:
+        missing = NodeLaunch(name="x", command=["no-such-binary"])  # in no archive, no PATH
+        rel = ros_release(tmp_path, "9.0.0", [missing], HealthModel(), env={})
+        return rel, archive(tmp_path, "9.0.0")

@@ -32,12 +32,10 @@ import pytest
 from tests.conftest import free_port, unavailable
 
 BASE = "localhost/muto-test-base:1"
-CONTAINERS_CONF = """[containers]
-default_ulimits = []
-[engine]
-cgroup_manager = "cgroupfs"
-runtime = "runc"
-"""
+# One home for podman's configuration on hosts like these: the one `make image` uses.
+CONTAINERS_CONF = (
+    Path(__file__).resolve().parents[2] / "deploy" / "podman" / "containers.conf"
+).read_text()
 
 
 def require_podman() -> None:
@@ -63,7 +61,9 @@ class PodmanRig:
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path) -> PodmanRig:
+    def create(cls, root: Path, driver: str = "vfs") -> PodmanRig:
+        """A store under `root`: vfs (works anywhere), or overlay where the kernel
+        mounts it on `root`'s filesystem (much faster for images of real size)."""
         require_podman()
         root.mkdir(parents=True, exist_ok=True)
         (root / "containers.conf").write_text(CONTAINERS_CONF)
@@ -71,7 +71,7 @@ class PodmanRig:
         # runroot as deep as pytest's tmp dirs the restart policy silently never restarts.
         runroot = tempfile.mkdtemp(prefix="muto-podman-", dir="/tmp")
         (root / "storage.conf").write_text(
-            f'[storage]\ndriver = "vfs"\nrunroot = "{runroot}"\ngraphroot = "{root}/graph"\n'
+            f'[storage]\ndriver = "{driver}"\nrunroot = "{runroot}"\ngraphroot = "{root}/graph"\n'
         )
         (root / "registries.conf").write_text("unqualified-search-registries = []\n")
         rig = cls(

@@ -42,7 +42,7 @@ def test_a_fleet_of_in_process_agents_converges_on_asyncio_alone() -> None:
             await agent.start()
         try:
             assert threading.active_count() == threads
-            assert all(len(agent._tasks) == 2 for agent in agents)  # reconcile, courier
+            assert all(len(agent.tasks) == 2 for agent in agents)  # reconcile, courier
             async with asyncio.timeout(60):
                 while not all(c.reconcile_reports() for c in clouds):
                     await asyncio.sleep(0.01)

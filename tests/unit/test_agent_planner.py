@@ -140,7 +140,7 @@ def test_no_plan_applies_a_new_release_while_any_gate_blocks(
     desired, state, seen, now = case
     policy = desired.document.policy
     gates = evaluate_gates(policy, seen.vehicle, now, desired.release.resource_profile.disk_mb_min)
-    decided = plan(desired, seen, policy, now)
+    decided = plan(desired, seen, now)
     applies = [s for s in decided.steps if isinstance(s, Apply)]
     if gates:
         assert all(a.restore and a.release_key == state.running_key for a in applies)
@@ -157,7 +157,7 @@ def test_a_failure_in_flight_is_rolled_back_before_anything_else(
     state.rollback_due = RollbackDue(
         failed_key=desired.release.key, causes=[ReasonCode.APPLY_FAILED], revision=None, sequence=2
     )
-    decided = plan(desired, seen, None, now)
+    decided = plan(desired, seen, now)
     work = [s for s in decided.steps if not isinstance(s, QueueReport)]
     assert len(work) == 1 and isinstance(work[0], Rollback)
     assert work[0].target_key != desired.release.key
@@ -172,7 +172,7 @@ def test_a_release_that_failed_here_is_not_applied_again_for_the_same_sequence(
     state.failed[desired.release.key] = Failure(
         revision="dsr_0", sequence=desired.sequence, status=ReconcileStatus.ROLLED_BACK, codes=[]
     )
-    decided = plan(desired, seen, None, now)
+    decided = plan(desired, seen, now)
     assert (
         not [
             s
@@ -191,7 +191,7 @@ def test_the_plan_on_a_converged_vehicle_is_empty(
     desired = desired_of(target, sequence, policy)
     state = journal_of(desired, target.key)
     state.reported = {desired.revision: converged(desired)}
-    decided = plan(desired, observed(state, running(target.key), vehicle), None, T0)
+    decided = plan(desired, observed(state, running(target.key), vehicle), T0)
     assert decided.steps == ()
     assert decided.verdict is not None and decided.verdict.kind == "converged"
 
@@ -208,7 +208,7 @@ def converged(desired: DesiredVerified) -> Outcome:
 def test_a_new_release_is_applied_when_the_gates_are_open() -> None:
     desired = desired_of(POOL[1])
     state = journal_of(desired, POOL[0].key)
-    decided = plan(desired, observed(state, running(POOL[0].key)), None, T0)
+    decided = plan(desired, observed(state, running(POOL[0].key)), T0)
     assert [type(s) for s in decided.steps] == [NoteGates, Apply]
     apply = decided.steps[-1]
     assert isinstance(apply, Apply) and apply.replacing == POOL[0].key and not apply.restore
@@ -220,7 +220,7 @@ def test_blocked_reports_every_code_and_still_downloads() -> None:
     moving = VehicleState(speed_mps=3, battery_pct=10, free_disk_mb=100_000)
     seen = observed(state, running(POOL[0].key), moving)
     seen = Observed(seen.journal, seen.runtime, seen.vehicle, cached=frozenset())
-    decided = plan(desired, seen, None, T0)
+    decided = plan(desired, seen, T0)
     assert [type(s) for s in decided.steps] == [NoteGates, FetchArtifacts, QueueReport]
     assert decided.verdict is not None and decided.verdict.kind == "blocked"
     assert list(decided.verdict.codes) == [ReasonCode.DENY_MOVING, ReasonCode.DENY_LOW_BATTERY]
@@ -238,7 +238,7 @@ def test_an_unchanged_blocked_verdict_is_neither_journaled_nor_reported_again() 
         )
     }
     moving = VehicleState(speed_mps=3, free_disk_mb=100_000)
-    decided = plan(desired, observed(state, running(POOL[0].key), moving), None, T0)
+    decided = plan(desired, observed(state, running(POOL[0].key), moving), T0)
     assert decided.steps == ()
 
 
@@ -246,7 +246,7 @@ def test_drift_restores_the_running_release_even_while_blocked() -> None:
     desired = desired_of(POOL[1])
     state = journal_of(desired, POOL[0].key)
     moving = VehicleState(speed_mps=3, free_disk_mb=100_000)
-    decided = plan(desired, observed(state, STOPPED, moving), None, T0)
+    decided = plan(desired, observed(state, STOPPED, moving), T0)
     assert len(decided.steps) == 1
     restore = decided.steps[0]
     assert isinstance(restore, Apply) and restore.restore and restore.release_key == POOL[0].key
@@ -255,7 +255,7 @@ def test_drift_restores_the_running_release_even_while_blocked() -> None:
 def test_a_crash_looping_running_release_is_marked_failed() -> None:
     state = journal_of(None, POOL[0].key)
     looping = RuntimeStatus(release=POOL[0].key, alive=True, restart_count=9, crash_looping=True)
-    assert plan(None, observed(state, looping), None, T0).steps == (
+    assert plan(None, observed(state, looping), T0).steps == (
         NoteCrashLoop(release_key=POOL[0].key),
     )
 
@@ -266,7 +266,7 @@ def test_without_a_previous_known_good_the_rollback_has_no_target() -> None:
         failed_key=POOL[1].key, causes=[ReasonCode.APPLY_FAILED], revision="dsr_2", sequence=2
     )
     state.known_good = []
-    (step,) = plan(state.desired, observed(state, STOPPED), None, T0).steps
+    (step,) = plan(state.desired, observed(state, STOPPED), T0).steps
     assert isinstance(step, Rollback) and step.target_key is None
 
 
@@ -275,7 +275,7 @@ def test_readiness_is_awaited_after_an_apply() -> None:
     state.in_flight = InFlight(
         step="readiness", release_key=POOL[1].key, revision="dsr_2", sequence=2
     )
-    steps = plan(state.desired, observed(state, running(POOL[1].key)), None, T0).steps
+    steps = plan(state.desired, observed(state, running(POOL[1].key)), T0).steps
     assert steps == (AwaitReadiness(release_key=POOL[1].key),)
 
 
@@ -285,7 +285,7 @@ def test_a_newer_sequence_for_a_failed_release_asks_for_it_explicitly() -> None:
     state.failed[POOL[1].key] = Failure(
         revision="dsr_2", sequence=2, status=ReconcileStatus.ROLLED_BACK, codes=[]
     )
-    step = plan(desired, observed(state, running(POOL[0].key)), None, T0).steps[-1]
+    step = plan(desired, observed(state, running(POOL[0].key)), T0).steps[-1]
     assert isinstance(step, Apply)
     assert (step.release_key, step.sequence) == (POOL[1].key, 3)
 
@@ -296,7 +296,7 @@ def test_the_same_sequence_for_a_failed_release_under_another_revision_blocks() 
     state.failed[POOL[1].key] = Failure(
         revision="dsr_other", sequence=2, status=ReconcileStatus.FAILED, codes=[]
     )
-    decided = plan(desired, observed(state, running(POOL[0].key)), None, T0)
+    decided = plan(desired, observed(state, running(POOL[0].key)), T0)
     assert decided.verdict is not None
     assert list(decided.verdict.codes) == [ReasonCode.RELEASE_PREVIOUSLY_FAILED]
     assert isinstance(decided.steps[-1], QueueReport)
@@ -306,7 +306,7 @@ def test_an_expired_desired_state_is_rejected_and_the_running_release_kept() -> 
     desired = desired_of(POOL[1], ttl_h=1)
     state = journal_of(desired, POOL[0].key)
     later = T0 + timedelta(hours=2)
-    decided = plan(desired, observed(state, running(POOL[0].key)), None, later)
+    decided = plan(desired, observed(state, running(POOL[0].key)), later)
     assert decided.verdict is not None and decided.verdict.kind == "rejected"
     assert not [s for s in decided.steps if isinstance(s, Apply)]
 
@@ -317,7 +317,7 @@ def test_an_incompatible_release_is_rejected_with_every_code() -> None:
     desired = desired_of(target)
     state = journal_of(desired, POOL[0].key)
     vehicle = VehicleState(os="ubuntu-20.04", ros_distro="foxy", free_disk_mb=1e6)
-    decided = plan(desired, observed(state, running(POOL[0].key), vehicle), None, T0)
+    decided = plan(desired, observed(state, running(POOL[0].key), vehicle), T0)
     assert decided.verdict is not None and list(decided.verdict.codes) == [
         ReasonCode.INCOMPATIBLE_OS,
         ReasonCode.INCOMPATIBLE_ROS,
@@ -328,6 +328,6 @@ def test_plan_is_deterministic() -> None:
     desired = desired_of(POOL[2])
     state = journal_of(desired, POOL[0].key)
     seen = observed(state, running(POOL[0].key))
-    assert plan(desired, seen, None, datetime(2026, 1, 1, tzinfo=UTC)) == plan(
-        desired, seen, None, datetime(2026, 1, 1, tzinfo=UTC)
+    assert plan(desired, seen, datetime(2026, 1, 1, tzinfo=UTC)) == plan(
+        desired, seen, datetime(2026, 1, 1, tzinfo=UTC)
     )

@@ -17,7 +17,6 @@ from muto.agent.reconcile.observed import Observed
 from muto.agent.reconcile.planner import plan
 from muto.agent.reconcile.steps import Apply, NoteGates, QueueReport, Rollback, StopRuntime
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
-from muto.domain.desired import Policy
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import ReconcileStatus
 from muto.domain.vehicle_state import VehicleState
@@ -45,13 +44,13 @@ def seen(state: JournalState, status: RuntimeStatus, vehicle: VehicleState = PAR
 
 def test_a_running_stack_is_stopped_then_the_vehicle_reports_converged() -> None:
     state = journal_of(nothing(), running_key=B.key)
-    first = plan(state.desired, seen(state, runs(B.key)), None, T0)
+    first = plan(state.desired, seen(state, runs(B.key)), T0)
     assert first.verdict is None
     assert isinstance(first.steps[-1], StopRuntime)
     assert not any(isinstance(s, Apply | Rollback) for s in first.steps)
 
     evolve(state, RuntimeStopped(at=T0, reason="stopped"))
-    second = plan(state.desired, seen(state, STOPPED), None, T0)
+    second = plan(state.desired, seen(state, STOPPED), T0)
     assert second.verdict is not None and second.verdict.kind == "converged"
     report = [s for s in second.steps if isinstance(s, QueueReport)]
     assert [(r.outcome.revision, r.outcome.status) for r in report] == [
@@ -61,16 +60,16 @@ def test_a_running_stack_is_stopped_then_the_vehicle_reports_converged() -> None
 
 def test_drift_and_an_unjournaled_stack_are_stopped_not_restored() -> None:
     state = journal_of(nothing(), running_key=B.key)
-    drifted = plan(state.desired, seen(state, runs(A.key)), None, T0)
+    drifted = plan(state.desired, seen(state, runs(A.key)), T0)
     assert isinstance(drifted.steps[-1], StopRuntime)
     fresh = journal_of(nothing())
-    stray = plan(fresh.desired, seen(fresh, runs(A.key)), None, T0)
+    stray = plan(fresh.desired, seen(fresh, runs(A.key)), T0)
     assert isinstance(stray.steps[-1], StopRuntime)
 
 
 def test_the_gates_hold_the_stop_back_like_any_change() -> None:
     state = journal_of(nothing(), running_key=B.key)
-    held = plan(state.desired, seen(state, runs(B.key), MOVING), None, T0)
+    held = plan(state.desired, seen(state, runs(B.key), MOVING), T0)
     assert held.verdict is not None and held.verdict.kind == "blocked"
     assert ReasonCode.DENY_MOVING in held.verdict.codes
     assert not any(isinstance(s, StopRuntime) for s in held.steps)
@@ -79,13 +78,13 @@ def test_the_gates_hold_the_stop_back_like_any_change() -> None:
 
 def test_an_expired_run_nothing_document_is_rejected() -> None:
     state = journal_of(nothing(ttl_h=-1), running_key=B.key)
-    done = plan(state.desired, seen(state, runs(B.key)), None, T0 + timedelta(hours=1))
+    done = plan(state.desired, seen(state, runs(B.key)), T0 + timedelta(hours=1))
     assert done.verdict is not None and done.verdict.kind == "rejected"
 
 
 def test_a_crash_loop_is_still_the_agent_s_own_rollback_first() -> None:
     state = journal_of(nothing(), running_key=B.key)
-    looping = plan(state.desired, seen(state, runs(B.key, crash_looping=True)), None, T0)
+    looping = plan(state.desired, seen(state, runs(B.key, crash_looping=True)), T0)
     assert not any(isinstance(s, StopRuntime) for s in looping.steps)
 
 
@@ -93,17 +92,15 @@ def test_a_crash_loop_is_still_the_agent_s_own_rollback_first() -> None:
     running_key=st.sampled_from([None, A.key, B.key]),
     runtime_key=st.sampled_from([None, A.key, B.key]),
     speed=st.sampled_from([0.0, 3.0]),
-    window=st.booleans(),
 )
 def test_run_nothing_never_applies_a_release(
-    running_key: str | None, runtime_key: str | None, speed: float, window: bool
+    running_key: str | None, runtime_key: str | None, speed: float
 ) -> None:
     """Whatever runs and whatever the gates say: no Apply, no rollback to a release;
     converged exactly when nothing runs."""
     state = journal_of(nothing(), running_key=running_key)
     vehicle = VehicleState(free_disk_mb=100_000, speed_mps=speed)
-    policy = Policy() if window else None
-    decided = plan(state.desired, seen(state, runs(runtime_key), vehicle), policy, T0)
+    decided = plan(state.desired, seen(state, runs(runtime_key), vehicle), T0)
     assert not any(isinstance(s, Apply | Rollback) for s in decided.steps)
     converged = decided.verdict is not None and decided.verdict.kind == "converged"
     assert converged == (running_key is None and runtime_key is None)

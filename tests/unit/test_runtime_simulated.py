@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 import pytest
 
-from muto.agent.runtime.base import STOPPED
+from muto.agent.runtime.base import STOPPED, RuntimeAdapter
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from tests.support.runtime_contract import Built, RuntimeContract
 
 IMAGE = Artifact(type=ArtifactType.OCI_IMAGE, ref="nav", digest="sha256:" + "0" * 64, size=1)
 HEALTH = HealthModel(readiness_timeout_sec=10, crash_loop_restarts=3, crash_loop_window_sec=60)
@@ -176,10 +177,15 @@ def test_ten_thousand_simulated_vehicles_share_one_event_loop() -> None:
     asyncio.run(main())
 
 
-def test_wait_ready_with_nothing_running_fails_at_once() -> None:
-    async def main() -> None:
-        with pytest.raises(ReasonError) as failure:
-            await SimulatedRuntime().wait_ready(HEALTH)
-        assert failure.value.code == ReasonCode.READINESS_TIMEOUT
+class TestSimulatedRuntimeContract(RuntimeContract):
+    @pytest.fixture
+    def runtime(self) -> RuntimeAdapter:
+        return scaled({sim_release("9.0.0").key: SimulatedBehaviour(apply_fails=True)})
 
-    asyncio.run(main())
+    @pytest.fixture
+    def runnable(self) -> Callable[[str], Built]:
+        return lambda version: (sim_release(version), {})
+
+    @pytest.fixture
+    def unpreparable(self) -> Built:
+        return sim_release("9.0.0"), {}  # its behaviour: the apply fails

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from muto.audit.verify import ANCHOR_PATTERN
 from muto.domain import wire
 from muto.domain.desired import HHMM_PATTERN, ApplyWindow
 from muto.domain.reports import ReconcileReport
@@ -56,8 +57,14 @@ def spec_patterns() -> set[str]:
 
 
 # Patterns of the spec's hand-written parameters and headers that are not identifiers:
-# "no NUL" (PostgreSQL), the If-Match version, Retry-After's seconds.
-PARAMETER_ONLY = {r"^[^\x00]*$", r"^[^\x00]+$", r'^"?[0-9]{1,18}"?$', "^[0-9]{1,9}$"}
+# "no NUL" (PostgreSQL), the If-Match version, Retry-After's seconds, an audit anchor.
+PARAMETER_ONLY = {
+    r"^[^\x00]*$",
+    r"^[^\x00]+$",
+    r'^"?[0-9]{1,18}"?$',
+    "^[0-9]{1,9}$",
+    ANCHOR_PATTERN,
+}
 
 
 def test_the_spec_publishes_exactly_the_codes_patterns() -> None:

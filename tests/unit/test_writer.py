@@ -51,6 +51,7 @@ def log(tmp_path: Path) -> Iterator[EventLog]:
 @pytest.fixture
 def writer(log: EventLog) -> Iterator[Writer]:
     w = Writer(log)
+    w.start()
     yield w
     w.close()
 
@@ -118,6 +119,7 @@ def test_a_failing_command_fails_alone(log: EventLog, writer: Writer) -> None:
 
 def test_close_drains_the_queue(log: EventLog) -> None:
     writer = Writer(log)
+    writer.start()
     gate = Gate()
     held = gate.hold(writer)
     futures = [writer.submit(register_vehicle(registration(f"v{i}"), cause())) for i in range(50)]
@@ -131,3 +133,12 @@ def test_close_drains_the_queue(log: EventLog) -> None:
     assert all(f.done() for f in futures)
     assert [f.result().value for f in futures] == [(True, 1)] * 50
     assert log.position() == 50
+
+
+def test_nothing_runs_before_start_and_close_still_finishes_the_queue(log: EventLog) -> None:
+    writer = Writer(log)
+    future = writer.submit(register_vehicle(registration("v1"), cause()))
+    assert not future.done() and log.position() == 0
+    writer.close()
+    assert future.result(WAIT).value == (True, 1)
+    assert log.position() == 1

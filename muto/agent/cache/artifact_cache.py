@@ -13,6 +13,7 @@ import httpx
 from muto.agent.cache.download import Timeouts, fetch
 from muto.agent.cache.eviction import Evictable, Room, plan_evictions
 from muto.agent.cache.layout import Layout, StoredFile, UseClock, commit, digest_of, hex_of
+from muto.agent.transport.tls import client_tls
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact
@@ -150,7 +151,7 @@ class ArtifactCache:
         self._make_room(key, artifact.size)
         partial = self._layout.partial(key)
         if self._client is None:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=client_tls()) as client:
                 await fetch(client, url, headers, artifact, partial, self._timeouts)
         else:
             await fetch(self._client, url, headers, artifact, partial, self._timeouts)

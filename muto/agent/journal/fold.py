@@ -28,7 +28,11 @@ from muto.domain.reports import ReconcileStatus
 def evolve(state: JournalState, event: ev.Event) -> None:
     """Apply one event (already numbered: `state.position` is its position)."""
     state.last_at = event.at
-    match event:
+    match event:  # the cases are tried in order: reports, most of any journal, first
+        case ev.ReportQueued():
+            _queued(state, event)
+        case ev.ReportDelivered() | ev.ReportDropped():
+            state.outbox.pop(event.report_id, None)
         case ev.AgentStarted():
             state.unfinished_runs += 1
             state.incarnation = event.incarnation or state.incarnation
@@ -110,10 +114,6 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             _interrupted(state, event)
         case ev.StepAbandoned():
             state.in_flight = None
-        case ev.ReportQueued():
-            _queued(state, event)
-        case ev.ReportDelivered() | ev.ReportDropped():
-            state.outbox.pop(event.report_id, None)
         case _:
             pass  # informational: recorded for people, changes nothing derived
 

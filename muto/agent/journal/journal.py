@@ -150,8 +150,7 @@ class Journal:
 
     def stored(self, after: int = 0, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(position, stored bytes), undecoded: for `journal verify`."""
-        for stored in self._store.select(after, upto):
-            yield stored.originator_version, stored.state
+        yield from self._store.select(after, upto)
 
     def state_at(self, position: int) -> JournalState:
         """The derived state right after `position` (0: before anything happened)."""

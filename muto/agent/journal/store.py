@@ -4,6 +4,11 @@
 One stream (`JOURNAL_ID`); a record's originator version is its position, so a second
 writer racing on a position gets `IntegrityError` instead of a fork. Derived-state
 snapshots go to the library's separate snapshot recorder under the same id.
+
+Records are read on SQLite through the recorder's own datastore (its connection, its
+transaction), selecting only position and bytes: the recorder's `select_events` would
+build a StoredEvent and parse the stream's UUID for every row, which was a third of a
+full replay (docs/performance.md, *Journal replay from zero*).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from eventsourcing.persistence import InfrastructureFactory, OperationalError, StoredEvent
+from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment
 
 JOURNAL_ID = uuid5(NAMESPACE_URL, "muto:agent:journal")
@@ -65,14 +71,38 @@ class RecordStore:
             ]
         )
 
-    def select(self, after: int = 0, upto: int | None = None) -> Iterator[StoredEvent]:
-        """Records with after < position <= upto, in order, read a page at a time."""
+    def select(self, after: int = 0, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(position, stored bytes) with after < position <= upto, in order, read a page
+        at a time."""
+        read = self._sqlite_page if isinstance(self._events, SQLiteAggregateRecorder) else None
         while True:
-            page = self._read(self._events, gt=after, lte=upto, limit=PAGE)
+            if read is not None:
+                page = read(after, upto)
+            else:
+                events = self._read(self._events, gt=after, lte=upto, limit=PAGE)
+                page = [(e.originator_version, e.state) for e in events]
             yield from page
             if len(page) < PAGE:
                 return
-            after = page[-1].originator_version
+            after = page[-1][0]
+
+    def _sqlite_page(self, after: int, upto: int | None) -> list[tuple[int, bytes]]:
+        recorder = self._events
+        assert isinstance(recorder, SQLiteAggregateRecorder)
+        query = (
+            f"SELECT originator_version, state FROM {recorder.events_table_name} "
+            "WHERE originator_id=? AND originator_version>? AND originator_version<=? "
+            "ORDER BY originator_version LIMIT ?"
+        )
+        last = upto if upto is not None else 2**63 - 1
+        try:
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (JOURNAL_ID.hex, after, last, PAGE))
+                return [(row[0], row[1]) for row in cursor.fetchall()]
+        except OperationalError as exc:  # the datastore raises the library's error types
+            if self._reader and "no such table" in str(exc):
+                return []
+            raise
 
     def last_position(self) -> int:
         last = self._read(self._events, desc=True, limit=1)

@@ -50,6 +50,7 @@ from muto.agent.reconcile.steps import (
 )
 from muto.agent.reports import reconcile_event
 from muto.agent.runtime.base import RuntimeAdapter
+from muto.agent.signals import Signals
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType
@@ -64,12 +65,11 @@ class Executor:
     clock: Clock
     kill: KillSwitch = field(default_factory=KillSwitch)
     self_fetched: frozenset[ArtifactType] = frozenset()
-    on_phase: Callable[[AgentPhase], None] = lambda _: None
-    on_report: Callable[[], None] = lambda: None
+    signals: Signals = field(default_factory=Signals)
 
     def __post_init__(self) -> None:
         self._gatherer = Gatherer(
-            self.journal, self.artifacts, self.clock, self.kill, self.self_fetched, self.on_phase
+            self.journal, self.artifacts, self.clock, self.kill, self.self_fetched, self.signals
         )
         self._restorer = Restorer(self.journal, self.runtime, self._gatherer, self.clock, self.kill)
         self._table: dict[type[Step], Callable[[Any, PassMemory], Awaitable[None]]] = {
@@ -94,10 +94,10 @@ class Executor:
         state = self.journal.state
         self._note(reconcile_event(self.vehicle_id, state, step.outcome, self.clock.now()))
         self.kill("report:done")
-        self.on_report()
+        self.signals.report_queued()
 
     async def _gates(self, step: NoteGates, _: PassMemory) -> None:
-        self.on_phase(AgentPhase.GATING)
+        self.signals.set_phase(AgentPhase.GATING)
         self.kill("gates")
         at = self.clock.now()
         self._note(
@@ -117,7 +117,7 @@ class Executor:
         paths = await self._gatherer.gather(release, memory, release.artifacts)
         if paths is None:
             return  # the planner sees the download failure
-        self.on_phase(AgentPhase.APPLYING)
+        self.signals.set_phase(AgentPhase.APPLYING)
         now = self.clock.now()
         events: list[Event] = [ArtifactsVerified(at=now, release_key=release.key, digests=[*paths])]
         if step.restore:
@@ -157,7 +157,7 @@ class Executor:
 
     async def _readiness(self, step: AwaitReadiness, _: PassMemory) -> None:
         release = self.journal.state.releases[step.release_key]
-        self.on_phase(AgentPhase.CHECKING_READINESS)
+        self.signals.set_phase(AgentPhase.CHECKING_READINESS)
         self.kill("readiness")
         began = self.clock.monotonic()
         try:
@@ -182,7 +182,7 @@ class Executor:
         )
 
     async def _rollback(self, step: Rollback, memory: PassMemory) -> None:
-        self.on_phase(AgentPhase.ROLLING_BACK)
+        self.signals.set_phase(AgentPhase.ROLLING_BACK)
         await self._restorer.run(step, memory)
 
     async def _stop(self, step: StopRuntime, _: PassMemory) -> None:

@@ -3,7 +3,7 @@ journaled reason why one is unavailable (remembered for the rest of the pass).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from muto.agent.clock import Clock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import ArtifactCached, ArtifactEvicted, ArtifactFailed
 from muto.agent.kill import KillSwitch
+from muto.agent.signals import Signals
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
@@ -32,14 +33,14 @@ class Gatherer:
     clock: Clock
     kill: KillSwitch
     self_fetched: frozenset[ArtifactType]
-    on_phase: Callable[[AgentPhase], None]
+    signals: Signals
 
     async def gather(
         self, release: StackRelease, memory: PassMemory, wanted: Iterable[Artifact]
     ) -> dict[str, Path] | None:
         """Verified paths of `wanted` (downloading what is missing), or None after
         journaling why one is unavailable."""
-        self.on_phase(AgentPhase.CACHING)
+        self.signals.set_phase(AgentPhase.CACHING)
         self.kill("cache")
         paths: dict[str, Path] = {}
         for artifact in wanted:

@@ -8,7 +8,6 @@ its ETag changes, so a rejected one is journaled and reported once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,9 +21,9 @@ from muto.agent.journal.events import (
     Event,
 )
 from muto.agent.kill import KillSwitch
+from muto.agent.signals import Signals
 from muto.agent.transport.http import Fetched, NotFetched
 from muto.agent.trust import Trust
-from muto.domain.desired import AgentConfig
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
@@ -43,8 +42,7 @@ class Intake:
     journal: Journal
     clock: Clock
     kill: KillSwitch = field(default_factory=KillSwitch)
-    on_config: Callable[[AgentConfig], None] = lambda _: None
-    on_phase: Callable[[AgentPhase], None] = lambda _: None
+    signals: Signals = field(default_factory=Signals)
 
     async def run(self, clock_trusted: bool) -> NotFetched | None:
         """Returns why nothing new was taken in, or None when a document was journaled.
@@ -53,19 +51,18 @@ class Intake:
             return NotFetched("unreachable", "no cloud configured")
         if not clock_trusted:
             return NotFetched("unreachable", "untrusted clock")
-        self.on_phase(AgentPhase.FETCHING)
+        self.signals.set_phase(AgentPhase.FETCHING)
         self.kill("fetch")
         got = await self.source.latest(self.journal.state.etag)
         if isinstance(got, NotFetched):
             return got
-        self.on_phase(AgentPhase.VERIFYING)
+        self.signals.set_phase(AgentPhase.VERIFYING)
         self.kill("verify")
         events = self._verdict(got)
         self.journal.append(*events)
         self.kill("verify:done")
-        for event in events:
-            if isinstance(event, ConfigApplied):
-                self.on_config(event.config)  # journaled first: the journal is the truth
+        if any(isinstance(event, ConfigApplied) for event in events):
+            self.signals.config_changed()  # journaled first: the journal is the truth
         return None
 
     def _verdict(self, got: Fetched) -> list[Event]:

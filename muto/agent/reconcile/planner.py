@@ -26,12 +26,12 @@ from muto.agent.reconcile.steps import (
     FetchArtifacts,
     NoteCrashLoop,
     NoteGates,
+    PassVerdict,
     Plan,
     QueueReport,
     Rollback,
     Step,
     StopRuntime,
-    Verdict,
 )
 from muto.domain.compat import VehicleFacts, check_compatibility
 from muto.domain.desired import Policy
@@ -41,16 +41,14 @@ from muto.domain.reasons import ReasonCode
 DISK = ReasonCode.INSUFFICIENT_DISK
 
 
-def plan(
-    desired: DesiredVerified | None, observed: Observed, policy: Policy | None, now: datetime
-) -> Plan:
+def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> Plan:
     s, runtime = observed.journal, observed.runtime
     owed: tuple[Step, ...] = (QueueReport(outcome=s.unreported),) if s.unreported else ()
     if s.in_flight is not None:
         if s.in_flight.step == "readiness":
             return Plan((*owed, AwaitReadiness(release_key=s.in_flight.release_key)))
         # Only an agent that died mid-step leaves one; start-up recovery settles it first.
-        return Plan(owed, Verdict("settled"))
+        return Plan(owed, PassVerdict("settled"))
     if s.rollback_due is not None:
         due = s.rollback_due
         target = rollback_target(s, due.failed_key)
@@ -61,10 +59,10 @@ def plan(
     if running is not None and runtime.release == running and runtime.crash_looping:
         return Plan((*owed, NoteCrashLoop(release_key=running)))
     if desired is not None and desired.release is None:
-        return _run_nothing(desired, observed, policy or desired.document.policy, now, owed)
+        return _run_nothing(desired, observed, desired.document.policy, now, owed)
     if running is not None and runtime.release != running:
         if desired is not None:
-            toward = _toward(desired, observed, policy or desired.document.policy, now, owed)
+            toward = _toward(desired, observed, desired.document.policy, now, owed)
             if any(isinstance(step, Apply) for step in toward.steps):
                 # The desired release can be applied now: restoring the old one first would
                 # only switch twice, and a restore that kills the agent would spend the new
@@ -81,8 +79,8 @@ def plan(
     if running is None and runtime.release is not None:
         return Plan((*owed, StopRuntime(reason="the journal says nothing runs")))
     if desired is None:
-        return Plan(owed, Verdict("idle"))
-    return _toward(desired, observed, policy or desired.document.policy, now, owed)
+        return Plan(owed, PassVerdict("idle"))
+    return _toward(desired, observed, desired.document.policy, now, owed)
 
 
 def _toward(
@@ -95,16 +93,16 @@ def _toward(
     facts = VehicleFacts.of(observed.vehicle)
     incompatible = [c for c in check_compatibility(release, facts) if c != DISK]
     if incompatible:
-        return _final(s, d, owed, Verdict("rejected", tuple(incompatible)))
+        return _final(s, d, owed, PassVerdict("rejected", tuple(incompatible)))
     if key == s.running_key:
-        return _final(s, d, owed, Verdict("converged"))
+        return _final(s, d, owed, PassVerdict("converged"))
     failure = s.failed.get(key)
     if failure is not None and failure.sequence is not None and d.sequence <= failure.sequence:
         if failure.revision == d.revision:
-            return _final(s, d, owed, Verdict("settled", tuple(failure.codes)))
-        return _final(s, d, owed, Verdict("blocked", (ReasonCode.RELEASE_PREVIOUSLY_FAILED,)))
+            return _final(s, d, owed, PassVerdict("settled", tuple(failure.codes)))
+        return _final(s, d, owed, PassVerdict("blocked", (ReasonCode.RELEASE_PREVIOUSLY_FAILED,)))
     if now >= d.document.expires_at:
-        return _final(s, d, owed, Verdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
+        return _final(s, d, owed, PassVerdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
     steps = list(owed)
     gates = evaluate_gates(policy, observed.vehicle, now, release.resource_profile.disk_mb_min)
     if (gates, d.sequence) != (s.gates, s.gates_sequence):
@@ -117,12 +115,12 @@ def _toward(
     if gates:
         if missing and DISK not in gates and not observed.download_failures:
             steps.append(FetchArtifacts(release_key=key, digests=missing))
-        return _final(s, d, tuple(steps), Verdict("blocked", tuple(gates)))
+        return _final(s, d, tuple(steps), PassVerdict("blocked", tuple(gates)))
     failures = {observed.download_failures[m] for m in missing if m in observed.download_failures}
     if DISK in failures:
-        return _final(s, d, tuple(steps), Verdict("blocked", (DISK,)))
+        return _final(s, d, tuple(steps), PassVerdict("blocked", (DISK,)))
     if failures:
-        verdict = Verdict("failed", (ReasonCode.ARTIFACT_DOWNLOAD_FAILED,))
+        verdict = PassVerdict("failed", (ReasonCode.ARTIFACT_DOWNLOAD_FAILED,))
         return _final(s, d, tuple(steps), verdict)
     if missing:
         return Plan((*steps, FetchArtifacts(release_key=key, digests=missing)))
@@ -140,19 +138,21 @@ def _run_nothing(
     back like any change; an expired document is rejected like any other."""
     s = observed.journal
     if s.running_key is None and observed.runtime.release is None:
-        return _final(s, d, owed, Verdict("converged"))
+        return _final(s, d, owed, PassVerdict("converged"))
     if now >= d.document.expires_at:
-        return _final(s, d, owed, Verdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
+        return _final(s, d, owed, PassVerdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
     steps = list(owed)
     gates = evaluate_gates(policy, observed.vehicle, now, 0)
     if (gates, d.sequence) != (s.gates, s.gates_sequence):
         steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
     if gates:
-        return _final(s, d, tuple(steps), Verdict("blocked", tuple(gates)))
+        return _final(s, d, tuple(steps), PassVerdict("blocked", tuple(gates)))
     return Plan((*steps, StopRuntime(reason="the desired state says run nothing")))
 
 
-def _final(s: JournalState, d: DesiredVerified, steps: tuple[Step, ...], verdict: Verdict) -> Plan:
+def _final(
+    s: JournalState, d: DesiredVerified, steps: tuple[Step, ...], verdict: PassVerdict
+) -> Plan:
     status = REPORTED.get(verdict.kind)
     if status is None:
         return Plan(steps, verdict)

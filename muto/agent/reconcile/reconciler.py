@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from muto.agent.reconcile.gather import PassMemory
 from muto.agent.reconcile.intake import Intake
 from muto.agent.reconcile.observed import Observed
 from muto.agent.reconcile.planner import plan
-from muto.agent.reconcile.steps import Verdict
+from muto.agent.reconcile.steps import PassVerdict
 from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.safety import VehicleStateProvider, with_free_disk
+from muto.agent.signals import Signals
 from muto.domain.messages import AgentPhase
 from muto.domain.release import ArtifactType
 
@@ -42,12 +42,12 @@ class Reconciler:
     clock: Clock
     data_dir: Path | None = None  # where free disk is measured when the state omits it
     self_fetched: frozenset[ArtifactType] = frozenset()
-    on_phase: Callable[[AgentPhase], None] = lambda _: None
-    verdict: Verdict | None = None  # the last pass's
+    signals: Signals = field(default_factory=Signals)
+    verdict: PassVerdict | None = None  # the last pass's
     reached_cloud: bool = False  # whether the last pass's fetch got an answer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def run_pass(self, fetch: bool = True) -> Verdict:
+    async def run_pass(self, fetch: bool = True) -> PassVerdict:
         async with self.lock:
             try:
                 if fetch:
@@ -56,19 +56,19 @@ class Reconciler:
                 self.verdict = await self._rounds(PassMemory())
                 return self.verdict
             finally:
-                self.on_phase(AgentPhase.IDLE)
+                self.signals.set_phase(AgentPhase.IDLE)
 
-    async def _rounds(self, memory: PassMemory) -> Verdict:
+    async def _rounds(self, memory: PassMemory) -> PassVerdict:
         for _ in range(MAX_ROUNDS):
             self._pin()
             observed = self.observe(memory)
-            decided = plan(self.journal.state.desired, observed, None, self.clock.now())
+            decided = plan(self.journal.state.desired, observed, self.clock.now())
             for step in decided.steps:
                 await self.executor.run(step, memory)
             if decided.verdict is not None:
                 return decided.verdict
         logger.error("reconcile did not settle in %d rounds", MAX_ROUNDS)
-        return Verdict("settled")
+        return PassVerdict("settled")
 
     def observe(self, memory: PassMemory | None = None) -> Observed:
         state = self.journal.state

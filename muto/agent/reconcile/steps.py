@@ -74,7 +74,7 @@ class StopRuntime(Step, frozen=True):
     reason: str
 
 
-VerdictKind = Literal["converged", "blocked", "rejected", "failed", "settled", "idle"]
+PassVerdictKind = Literal["converged", "blocked", "rejected", "failed", "settled", "idle"]
 
 # The verdicts that are news for the cloud; "settled" (the failure was already reported)
 # and "idle" (no desired state yet) never make a report.
@@ -87,8 +87,10 @@ REPORTED: dict[str, ReconcileStatus] = {
 
 
 @dataclass(frozen=True)
-class Verdict:
-    kind: VerdictKind
+class PassVerdict:
+    """How a reconcile pass ended (the rollout's gate verdicts are domain.rollout_rules')."""
+
+    kind: PassVerdictKind
     codes: tuple[ReasonCode, ...] = ()
 
 
@@ -97,4 +99,4 @@ class Plan:
     """Steps to run now. `verdict` None: look again after them; else the pass is over."""
 
     steps: tuple[Step, ...] = ()
-    verdict: Verdict | None = None
+    verdict: PassVerdict | None = None

@@ -40,19 +40,19 @@ class Courier:
     max_backoff_s: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
     delivered: int = 0
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Event = field(default_factory=asyncio.Event)  # news: try now
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The cloud's Retry-After: nothing is sent before this monotonic time, even when
     # woken by a new report.
     _not_before: float = 0.0
 
     def wake(self) -> None:
-        self._wake.set()
+        self.woken.set()
 
     async def run(self) -> None:
         failures = 0
         while True:
-            self._wake.clear()
+            self.woken.clear()
             try:
                 delivered = await self.drain()
             except Exception:  # a sink's bug or a journal that cannot write: back off
@@ -68,7 +68,7 @@ class Courier:
             # that lands as the event is set, and the agent never stops.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self._wake.wait()
+                    await self.woken.wait()
 
     async def drain(self) -> bool:
         """Deliver until the outbox is empty (True) or a delivery must wait (False)."""

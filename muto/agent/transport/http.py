@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 import httpx
 import msgspec
 
+from muto.agent.transport.tls import client_tls
 from muto.domain.desired import DesiredStateBundle
 from muto.domain.wire import WireError, decode
 
@@ -102,7 +103,7 @@ class CloudClient:
         self.vehicle_id = vehicle_id
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._own = client is None  # a shared client (the simulator's) is not ours to close
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._client = client or httpx.AsyncClient(timeout=timeout_s, verify=client_tls())
         self._timeout = timeout_s
         self._total_timeout = total_timeout_s
         self.max_bundle_bytes = max_bundle_bytes

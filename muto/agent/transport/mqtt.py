@@ -9,8 +9,8 @@ them), and when they change, throttled: the first change after a quiet
 into one publish of the latest state when it ends (only leaves whose bytes differ from
 the last published ones go out), so the final state is always published and a burst of
 phase changes costs at most two publishes per interval; a notify only triggers a
-reconcile, only when its sequence is above the accepted one (`accepted_sequence`, moved by
-the agent from verified desired state only, never by a notify: a forged notify cannot
+reconcile, only when its sequence is above the accepted one (`accepted_sequence`: the
+journal's newest verified desired state, read, never written here: a forged notify cannot
 silence later genuine ones), and its URL is never used (the agent fetches from its
 configured cloud).
 """
@@ -24,9 +24,11 @@ import random
 import ssl
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import aiomqtt
 
+from muto.agent.signals import Signals
 from muto.agent.transport.http import Delivery
 from muto.domain.broker import Broker
 from muto.domain.messages import (
@@ -43,7 +45,16 @@ from muto.domain.wire import Wire, WireError, decode, encode
 logger = logging.getLogger("muto.agent.mqtt")
 KEEPALIVE_S = 30
 PUBLISH_TIMEOUT_S = 10.0
-SNAPSHOT_INTERVAL_S = 1.0  # at most one change-driven snapshot publish per interval
+
+
+class VehicleView(Protocol):
+    """What the link reads of its vehicle's agent (parts.AgentView)."""
+
+    def snapshots(self) -> dict[Leaf, Wire]: ...
+
+    def heartbeat_s(self) -> float: ...
+
+    def accepted_sequence(self) -> int: ...
 
 
 class MqttLink:
@@ -53,44 +64,38 @@ class MqttLink:
         tenant: str,
         vehicle_id: str,
         *,
-        snapshots: Callable[[], dict[Leaf, Wire]],
-        heartbeat_s: Callable[[], float],
-        on_notify: Callable[[DesiredNotify], None],
+        view: VehicleView,
+        signals: Signals,
         clock_now: Callable[[], datetime],
+        snapshot_interval_s: float,  # AgentSettings'
         rng: random.Random | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
-        snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
     ) -> None:
         self.broker = broker
         self.tenant = tenant
         self.vehicle_id = vehicle_id
-        self.snapshots = snapshots
-        self.heartbeat_s = heartbeat_s
-        self.on_notify = on_notify
+        self.view = view
+        self.signals = signals
         self.now = clock_now
         self.rng = rng or random.Random()
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.snapshot_interval_s = snapshot_interval_s
-        self.accepted_sequence = 0  # set by the agent from verified desired state only
         self.connected = False
         self.connections = 0
         self.handled = 0  # messages taken off the subscription (tests wait on the count)
         self._client: aiomqtt.Client | None = None
         self._published: dict[Leaf, bytes] = {}
-        self._dirty = asyncio.Event()
-        self._retimed = asyncio.Event()
         self._stopping = asyncio.Event()
+
+    @property
+    def accepted_sequence(self) -> int:
+        """A notify at or below it is old news: the sequence of the newest desired state
+        that verified (the journal's; a notify is a hint and never moves it)."""
+        return self.view.accepted_sequence()
 
     def topic(self, leaf: Leaf) -> str:
         return vehicle_topic(self.tenant, self.vehicle_id, leaf)
-
-    def changed(self) -> None:
-        """Something a snapshot shows may have changed: publish what differs."""
-        self._dirty.set()
-
-    def heartbeat_changed(self) -> None:
-        self._retimed.set()
 
     async def run(self) -> None:
         attempt = 0
@@ -152,7 +157,7 @@ class MqttLink:
         )
         self._published.clear()
         await self._presence(client, PresenceState.ONLINE)
-        self._dirty.clear()  # what changed before now is in the full publish below
+        self.signals.shown.clear()  # what changed before now is in the full publish below
         await self._publish_snapshots(client, force=True)
         tasks = [
             asyncio.create_task(self._heartbeat(client)),
@@ -173,7 +178,7 @@ class MqttLink:
 
     async def _presence(self, client: aiomqtt.Client, state: PresenceState) -> None:
         online = state is PresenceState.ONLINE
-        at, interval = (self.now(), self.heartbeat_s()) if online else (None, None)
+        at, interval = (self.now(), self.view.heartbeat_s()) if online else (None, None)
         payload = encode(
             Presence(
                 schema="muto.presence.v1",
@@ -189,21 +194,22 @@ class MqttLink:
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         while True:
-            self._retimed.clear()
+            retimed = self.signals.retimed
+            retimed.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.heartbeat_s()):  # not wait_for: see Courier.run
-                    await self._retimed.wait()
+                async with asyncio.timeout(self.view.heartbeat_s()):  # see Courier.run
+                    await retimed.wait()
             await self._presence(client, PresenceState.ONLINE)
 
     async def _snapshot_loop(self, client: aiomqtt.Client) -> None:
         """A throttle, not a debounce: a change after a quiet interval goes out at once
-        (leading edge); changes during the interval that follows only set `_dirty`, and
+        (leading edge); changes during the interval that follows only set `signals.shown`, and
         the loop publishes the state as it is then once the interval ends (trailing
         edge)."""
-        loop = asyncio.get_running_loop()
+        loop, shown = asyncio.get_running_loop(), self.signals.shown
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
+            await shown.wait()
+            shown.clear()
             started = loop.time()
             await self._publish_snapshots(client, force=False)
             rest = started + self.snapshot_interval_s - loop.time()
@@ -212,7 +218,7 @@ class MqttLink:
 
     async def _publish_snapshots(self, client: aiomqtt.Client, force: bool) -> list[Leaf]:
         sent = []
-        for leaf, payload in self.snapshots().items():
+        for leaf, payload in self.view.snapshots().items():
             data = encode(payload)
             if force or self._published.get(leaf) != data:
                 await client.publish(
@@ -245,7 +251,9 @@ class MqttLink:
     def _notified(self, notify: DesiredNotify) -> None:
         if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.accepted_sequence:
             return  # another vehicle's, or old news
-        self.on_notify(notify)  # a hint: the bar moves only when a fetched state verifies
+        self.signals.trigger(
+            f"notify:{notify.sequence}"
+        )  # a hint: only a verified state moves the bar
 
     async def _refresh(self, client: aiomqtt.Client, request: RefreshRequest) -> None:
         """Read-only: re-publish the snapshots and say which; never reconcile."""

@@ -266,6 +266,28 @@ class AuditEntry(Wire, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
+class AuditRecord(Wire, frozen=True, kw_only=True):
+    """A stored event as the log keeps it (the event store's notification)."""
+
+    position: int
+    originator_id: Annotated[str, msgspec.Meta(description="The aggregate's UUID")]
+    originator_version: int
+    topic: Annotated[str, msgspec.Meta(description="module:Class of the stored event")]
+    state: Annotated[str, msgspec.Meta(description="The stored bytes, base64")]
+
+
+class ChainFinding(Wire, frozen=True, kw_only=True):
+    """`muto audit verify`: the hash chain walked against the log."""
+
+    intact: bool
+    checked: Annotated[int, msgspec.Meta(description="Records whose hash matched their link")]
+    head_position: Annotated[int, msgspec.Meta(description="The last good position (0: none)")]
+    head_hash: str
+    bad_position: Annotated[int | None, msgspec.Meta(description="The first disagreement")]
+    reason: str | None
+    anchors_checked: list[int]
+
+
 class IssuedToken(Wire, frozen=True, kw_only=True):
     token_id: str
     token: Annotated[str, msgspec.Meta(description="The secret: shown once, stored hashed")]
@@ -355,6 +377,18 @@ class AuditMetadata(Wire, frozen=True, kw_only=True):
     ]
 
 
+class AuditRecordsMetadata(Wire, frozen=True, kw_only=True):
+    limit: int
+    next_after: Annotated[
+        int | None,
+        msgspec.Meta(
+            description="Pass as `after` for the next page (where reading stopped: a "
+            "filtered page may hold fewer records than `limit`); null: the end"
+        ),
+    ]
+    head: Annotated[int, msgspec.Meta(description="The log's last position")]
+
+
 # -- envelopes ----------------------------------------------------------------------------
 
 When = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -389,6 +423,8 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("RolloutWrittenResponse", Rollout, Written),
     _envelope("RolloutList", list[RolloutSummary], Total),
     _envelope("AuditTimeline", list[AuditEntry], AuditMetadata),
+    _envelope("AuditRecords", list[AuditRecord], AuditRecordsMetadata),
+    _envelope("ChainFindingResponse", ChainFinding, NoMetadata),
     _envelope("IssuedTokenResponse", IssuedToken, Written),
     _envelope("RevokedTokenResponse", RevokedToken, Written),
     _envelope("StoredArtifactResponse", StoredArtifact, ArtifactWritten),
