@@ -33,8 +33,10 @@ class FleetRig:
         processes: int = 2,
         poll_s: float = 30.0,
         health_every_s: float = 300.0,
+        database_url: str | None = None,  # None: the cloud's SQLite files
     ) -> None:
         self.workdir = workdir
+        self.database_url = database_url
         self.vehicles = vehicles
         self.processes = processes
         self.poll_s, self.health_every_s = poll_s, health_every_s
@@ -51,12 +53,14 @@ class FleetRig:
     async def _start(self) -> FleetRig:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        token, trust, self.signer, pub = prepare_cloud(self.workdir)
+        token, trust, self.signer, pub = prepare_cloud(self.workdir, self.database_url)
         (self.workdir / "trust.json").write_bytes(encode(trust))
         self.broker = MosquittoBroker(self.workdir)
         self._started.push_async_callback(self.broker.stop)
         await self.broker.start()
-        self.cloud = CloudProcess(self.workdir / "cloud", self.broker.url, pub)
+        self.cloud = CloudProcess(
+            self.workdir / "cloud", self.broker.url, pub, database_url=self.database_url
+        )
         self._started.push_async_callback(self.cloud.stop)
         await self.cloud.start()
         self.operator = OperatorClient(self.cloud.url, token)

@@ -123,7 +123,8 @@ def describe(state: JournalState) -> list[str]:
     lines.append(f"previous good  {state.previous_known_good() or '-'}")
     if desired is not None:
         lines.append(
-            f"desired        {desired.release.key}  revision {desired.revision}"
+            f"desired        {desired.release.key if desired.release else 'nothing'}"
+            f"  revision {desired.revision}"
             f"  sequence {desired.sequence}"
         )
     if flight is not None:

@@ -34,7 +34,7 @@ def _assigned(d: dict[str, Any]) -> str:
     if a.get("rolloutId"):
         why = f", rollout {a['rolloutId']} {a.get('phase') or ''}".rstrip()
     revision = f"revision {a['revision']}, sequence {d['sequence']}"
-    return f"told to run {a['releaseKey']} ({revision}{why})"
+    return f"told to run {a['releaseKey'] or 'nothing'} ({revision}{why})"
 
 
 def _reported(d: dict[str, Any]) -> str:
@@ -80,7 +80,8 @@ def _rolled_back(d: dict[str, Any]) -> str:
 def _desired(d: dict[str, Any]) -> str:
     via = f" for rollout {d['rollout_id']}" if d.get("rollout_id") else ""
     return (
-        f"revision {d['revision']}: {d['release_key']} to {_ids(d['vehicle_ids'])}{via}, "
+        f"revision {d['revision']}: {d['release_key'] or 'run nothing'} "
+        f"to {_ids(d['vehicle_ids'])}{via}, "
         f"target '{d['request']['target']['selector']}'"
     )
 

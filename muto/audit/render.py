@@ -56,7 +56,7 @@ def told_rows(told: Told) -> list[tuple[str, str]]:
     via = f", rollout {d['rolloutId']} {d.get('phase') or ''}".rstrip() if d["rolloutId"] else ""
     expired = "  EXPIRED by then" if told.expired else ""
     rows += [
-        ("told to run", f"{d['releaseKey']} (revision {d['revision']}{via})"),
+        ("told to run", f"{d['releaseKey'] or 'nothing'} (revision {d['revision']}{via})"),
         ("assigned", f"#{a.position} {a.at.isoformat()} by {a.actor}"),
         ("correlation", a.correlation_id),
         (

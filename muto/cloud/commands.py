@@ -21,9 +21,10 @@ from muto.domain.desired import (
     DesiredStateDocument,
     DesiredStateRequest,
     Envelope,
+    RunNothing,
     StackRef,
 )
-from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile
+from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, StoredRequest
 from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.release import Release
 from muto.domain.model.vehicle import Vehicle
@@ -207,7 +208,7 @@ class Assignment:
     """What one desired-state command assigned."""
 
     revision: str
-    release_key: str
+    release_key: str | None  # None: a "run nothing" revision
     sequences: dict[str, int]
 
 
@@ -246,32 +247,40 @@ def assign_desired_state(
             raise Invalid("the target selects no vehicles", {"selector": request.target.selector})
         stored = _requested_release(uow, request)
         vehicles = _compatible_vehicles(uow, stored, vehicle_ids)
-        issued = now()
-        issue = _Issue(
-            revision=revision,
-            release=stored,
-            request=request,
-            rollout_id=rollout_id,
-            phase=phase,
-            cause=cause,
-            issued=issued,
-            expires=issued + timedelta(seconds=request.ttl_sec),
-            sign=sign,
+        manifest = stored.manifest
+        stack = StackRef(
+            name=manifest.stack_name,
+            version=manifest.version,
+            manifest_digest=stored.manifest_digest,
         )
-        sequences = {vehicle.vehicle_id: issue.to(vehicle) for vehicle in vehicles}
-        uow.add(
-            DesiredState(
-                revision=revision,
-                request=request,
-                release_key=stored.key,
-                manifest_digest=stored.manifest_digest,
-                vehicle_ids=list(vehicle_ids),
-                rollout_id=rollout_id,
-                actor=cause.actor,
-                correlation_id=cause.correlation_id,
-            )
-        )
+        issue = _Issue.now(revision, stack, stored.key, request, rollout_id, phase, cause, now)
+        sequences = {vehicle.vehicle_id: issue.to(vehicle, sign) for vehicle in vehicles}
+        uow.add(issue.recorded(vehicle_ids))
         return Assignment(revision, stored.key, sequences)
+
+    return command
+
+
+def assign_run_nothing(
+    request: RunNothing,
+    vehicle_ids: Sequence[str],
+    cause: Cause,
+    sign: SignDocument,
+    *,
+    rollout_id: str,
+    phase: str,
+    now: Callable[[], datetime],
+) -> Command[Assignment]:
+    """One revision that says "run nothing" (a document with no stack, served with no
+    release): a rollout's rollback of vehicles that had no release before it."""
+    revision = new_revision()
+
+    def command(uow: UnitOfWork) -> Assignment:
+        vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+        issue = _Issue.now(revision, None, None, request, rollout_id, phase, cause, now)
+        sequences = {vehicle.vehicle_id: issue.to(vehicle, sign) for vehicle in vehicles}
+        uow.add(issue.recorded(vehicle_ids))
+        return Assignment(revision, None, sequences)
 
     return command
 
@@ -301,31 +310,55 @@ def _compatible_vehicles(
 
 @dataclass(frozen=True)
 class _Issue:
-    """One revision's terms, signed into a document for each vehicle in turn."""
+    """One revision's terms, signed into a document for each vehicle in turn.
+    `stack` None: the revision says "run nothing"."""
 
     revision: str
-    release: Release
-    request: DesiredStateRequest
+    stack: StackRef | None
+    release_key: str | None
+    request: DesiredStateRequest | RunNothing
     rollout_id: str | None
     phase: str | None
     cause: Cause
     issued: datetime
     expires: datetime
-    sign: SignDocument
 
-    def to(self, vehicle: Vehicle) -> int:
+    @classmethod
+    def now(
+        cls,
+        revision: str,
+        stack: StackRef | None,
+        release_key: str | None,
+        request: DesiredStateRequest | RunNothing,
+        rollout_id: str | None,
+        phase: str | None,
+        cause: Cause,
+        clock: Callable[[], datetime],
+    ) -> _Issue:
+        issued = clock()
+        expires = issued + timedelta(seconds=request.ttl_sec)
+        return cls(revision, stack, release_key, request, rollout_id, phase, cause, issued, expires)
+
+    def recorded(self, vehicle_ids: Sequence[str]) -> DesiredState:
+        return DesiredState(
+            revision=self.revision,
+            request=StoredRequest.of(self.request),
+            release_key=self.release_key,
+            manifest_digest=self.stack.manifest_digest if self.stack else None,
+            vehicle_ids=list(vehicle_ids),
+            rollout_id=self.rollout_id,
+            actor=self.cause.actor,
+            correlation_id=self.cause.correlation_id,
+        )
+
+    def to(self, vehicle: Vehicle, sign: SignDocument) -> int:
         """Sign the vehicle's document and assign it; returns its new sequence."""
-        manifest = self.release.manifest
         sequence = vehicle.sequence + 1
         document = DesiredStateDocument(
             vehicle_id=vehicle.vehicle_id,
             revision=self.revision,
             sequence=sequence,
-            stack=StackRef(
-                name=manifest.stack_name,
-                version=manifest.version,
-                manifest_digest=self.release.manifest_digest,
-            ),
+            stack=self.stack,
             policy=self.request.policy,
             agent_config=self.request.agent_config,
             rollout_id=self.rollout_id,
@@ -333,11 +366,11 @@ class _Issue:
             issued_at=self.issued,
             expires_at=self.expires,
         )
-        envelope = self.sign(document)
+        envelope = sign(document)
         assignment = DesiredAssignment(
             revision=self.revision,
-            release_key=self.release.key,
-            manifest_digest=self.release.manifest_digest,
+            release_key=self.release_key,
+            manifest_digest=self.stack.manifest_digest if self.stack else None,
             rollout_id=self.rollout_id,
             phase=self.phase,
             correlation_id=self.cause.correlation_id,

@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+import msgspec
+from sqlalchemy import Text, bindparam, cast, func, select
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
@@ -40,12 +41,17 @@ class RolloutController:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.lease = Lease(plane.views.store.engine, Lock.CONTROLLER)
-        # The rollout's members, only the columns the gates read: this runs twice a
-        # second over every member (10,000 in a large wave), so no ORM rows, no unused
-        # JSON. Every phase is read: a tripwire counts from any member.
+        # The rollout's members as the gates read them, counted by (phase, status,
+        # reason codes) in SQL: this runs twice a second, and reading every member's
+        # row (10,000 in a large wave) was a tenth of the cloud's time at 1,000. Every
+        # phase is read: a tripwire counts from any member. (The codes are compared as
+        # text: PostgreSQL's json type has no equality.)
         v = plane.views.rollouts.vehicles
-        self._members = select(v.c.vehicle_id, v.c.phase, v.c.status, v.c.reason_codes).where(
-            v.c.rollout_id == bindparam("rollout")
+        codes = cast(v.c.reason_codes, Text)
+        self._members = (
+            select(v.c.phase, v.c.status, codes, func.count())
+            .where(v.c.rollout_id == bindparam("rollout"))
+            .group_by(v.c.phase, v.c.status, codes)
         )
 
     def is_leader(self) -> bool:
@@ -77,8 +83,10 @@ class RolloutController:
         gated = "wave" if state == "baking" else state  # a bake re-judges the wave
         found = plane.views.store.read(self._members, {"rollout": rollout_id})
         by_phase: dict[str, list[Member]] = {"canary": [], "wave": []}
-        for vehicle_id, phase, status, codes in found:
-            by_phase[phase].append(Member(vehicle_id, MemberStatus(status), tuple(codes)))
+        for phase, status, codes, count in found:
+            # The gates judge members by status and codes alone, never by id.
+            member = Member("", MemberStatus(status), tuple(msgspec.json.decode(codes or "[]")))
+            by_phase[phase].extend([member] * count)
         now = plane.clock()
 
         def passed(phase: str) -> bool:

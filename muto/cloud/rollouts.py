@@ -1,7 +1,8 @@
 """Rollout commands: start (canaries assigned in the same transaction), phase decisions,
 pause/resume, and fleet rollback (a new, higher revision pointing to each vehicle's
-previous release — never a replay of an old document). A rollback covers every vehicle
-the rollout changed, whichever phase failed."""
+previous release — never a replay of an old document — or, for a vehicle that had none,
+a revision that says "run nothing"). A rollback covers every vehicle the rollout
+changed, whichever phase failed, and leaves none of them on the rollout's release."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from muto.cloud.commands import (
+    Assignment,
     Cause,
     SignDocument,
     assign_desired_state,
+    assign_run_nothing,
     incompatibilities,
     load_release,
 )
 from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.writer import Command, UnitOfWork
-from muto.domain.desired import DesiredStateRequest, RolloutRef, StackRef, Target
+from muto.domain.desired import DesiredStateRequest, RolloutRef, RunNothing, StackRef, Target
 from muto.domain.events import GateEvaluation, RolloutPolicy
 from muto.domain.model.rollout import Rollout, RolloutState
 from muto.domain.model.vehicle import Vehicle
@@ -28,7 +31,8 @@ from muto.domain.rollout_rules import Evaluation, Verdict
 from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
-Clock = Callable[[], datetime]
+# The control plane's wall clock (aware UTC datetimes); not the agent's Clock protocol.
+WallClock = Callable[[], datetime]
 
 
 def new_rollout_id() -> str:
@@ -67,6 +71,20 @@ def _request(rollout: Rollout, release_key: str, phase: str) -> DesiredStateRequ
     )
 
 
+def _run_nothing(rollout: Rollout) -> RunNothing:
+    return convert(
+        {
+            "target": to_builtins(Target(selector=rollout.selector)),
+            "policy": rollout.policy["policy"],
+            "agentConfig": rollout.policy["agentConfig"],
+            "rollout": to_builtins(
+                RolloutRef(strategy="canary", wave_id="rollback", rollout_id=rollout.rollout_id)
+            ),
+        },
+        RunNothing,
+    )
+
+
 def _assign_phase(
     uow: UnitOfWork,
     rollout: Rollout,
@@ -74,7 +92,7 @@ def _assign_phase(
     vehicle_ids: list[str],
     cause: Cause,
     sign: SignDocument,
-    clock: Clock,
+    clock: WallClock,
 ) -> None:
     if not vehicle_ids:
         return
@@ -105,10 +123,10 @@ def _roll_back(
     why: ReasonCode,
     cause: Cause,
     sign: SignDocument,
-    clock: Clock,
+    clock: WallClock,
 ) -> int:
     """One rollback revision per previous release, `why` its reason code; vehicles
-    without one are recorded with no revision (nothing can be issued to them yet).
+    that had no release before the rollout get one revision that says "run nothing".
     Returns how many vehicles were given a rollback revision."""
     by_release: dict[str | None, list[str]] = {}
     for vehicle_id in vehicle_ids:
@@ -117,21 +135,30 @@ def _roll_back(
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
     issued = 0
     for release_key, members in sorted(by_release.items(), key=lambda kv: kv[0] or ""):
+        assignment: Assignment
         if release_key is None:
-            rollout.record_rolled_back("", members, why, cause.actor, cause.correlation_id)
-            continue
+            assignment = assign_run_nothing(
+                _run_nothing(rollout),
+                members,
+                cause,
+                sign,
+                rollout_id=rollout.rollout_id,
+                phase="rollback",
+                now=clock,
+            )(uow)
+        else:
+            assignment = assign_desired_state(
+                _request(rollout, release_key, "rollback"),
+                members,
+                cause,
+                sign,
+                rollout_id=rollout.rollout_id,
+                phase="rollback",
+                now=clock,
+            )(uow)
         issued += len(members)
-        assign = assign_desired_state(
-            _request(rollout, release_key, "rollback"),
-            members,
-            cause,
-            sign,
-            rollout_id=rollout.rollout_id,
-            phase="rollback",
-            now=clock,
-        )
         rollout.record_rolled_back(
-            assign(uow).revision, members, why, cause.actor, cause.correlation_id
+            assignment.revision, members, why, cause.actor, cause.correlation_id
         )
     return issued
 
@@ -142,7 +169,7 @@ def start_rollout(
     wave: list[str],
     cause: Cause,
     sign: SignDocument,
-    clock: Clock,
+    clock: WallClock,
 ) -> Command[str]:
     rollout_id = request.rollout_id or new_rollout_id()
 
@@ -187,7 +214,7 @@ def start_rollout(
 
 
 def _assign_wave(
-    uow: UnitOfWork, rollout: Rollout, cause: Cause, sign: SignDocument, clock: Clock
+    uow: UnitOfWork, rollout: Rollout, cause: Cause, sign: SignDocument, clock: WallClock
 ) -> None:
     """Membership is fixed at start, with one exception: a wave member whose labels no
     longer match the selector when its wave is assigned leaves the rollout (the
@@ -219,7 +246,7 @@ def decide(
     evaluation: Evaluation,
     cause: Cause,
     sign: SignDocument,
-    clock: Clock,
+    clock: WallClock,
 ) -> Command[bool]:
     """Carry out a verdict on `phase` (canary, wave or baking). False (nothing stored)
     when the rollout moved on or was paused since the evaluation was made: the
@@ -250,21 +277,21 @@ def decide(
     return command
 
 
-def pause(rollout_id: str, cause: Cause, clock: Clock) -> Command[None]:
+def pause(rollout_id: str, cause: Cause, clock: WallClock) -> Command[None]:
     def command(uow: UnitOfWork) -> None:
         _rollout(uow, rollout_id).pause(cause.actor, cause.correlation_id, clock().isoformat())
 
     return command
 
 
-def resume(rollout_id: str, cause: Cause, clock: Clock) -> Command[None]:
+def resume(rollout_id: str, cause: Cause, clock: WallClock) -> Command[None]:
     def command(uow: UnitOfWork) -> None:
         _rollout(uow, rollout_id).resume(cause.actor, cause.correlation_id, clock().isoformat())
 
     return command
 
 
-def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: Clock) -> Command[int]:
+def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: WallClock) -> Command[int]:
     """Operator fleet rollback: every vehicle the rollout assigned gets its previous
     release back. Returns how many vehicles were given a rollback revision now."""
 

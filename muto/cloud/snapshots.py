@@ -20,6 +20,7 @@ KEPT: dict[Leaf, type[AgentMetadata] | type[AgentComponents]] = {
     Leaf.AGENT_METADATA: AgentMetadata,
     Leaf.AGENT_COMPONENTS: AgentComponents,
 }
+KIND = {kind: leaf for leaf, kind in KEPT.items()}
 
 
 class Snapshots:
@@ -36,17 +37,29 @@ class Snapshots:
         self.table.create(store.engine, checkfirst=True)
 
     def record(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
-        leaf = Leaf.AGENT_METADATA if isinstance(snapshot, AgentMetadata) else Leaf.AGENT_COMPONENTS
+        self.record_many([(vehicle_id, snapshot)])
+
+    def record_many(self, snapshots: list[tuple[str, AgentMetadata | AgentComponents]]) -> None:
+        """In one transaction (a fleet re-publishing after a rollout sends thousands);
+        the last of one vehicle's leaf wins."""
+        at = datetime.now(UTC).isoformat()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for vehicle_id, snapshot in snapshots:
+            leaf = KIND[type(snapshot)]
+            rows[vehicle_id, leaf.value] = {
+                "vehicle_id": vehicle_id,
+                "leaf": leaf.value,
+                "received_at": at,
+                "snapshot": to_builtins(snapshot),
+            }
+        if not rows:
+            return
         t = self.table
-        row = {
-            "vehicle_id": vehicle_id,
-            "leaf": leaf.value,
-            "received_at": datetime.now(UTC).isoformat(),
-            "snapshot": to_builtins(snapshot),
-        }
         with self.store.transaction(commit=True) as session:
-            session.execute(delete(t).where(t.c.vehicle_id == vehicle_id, t.c.leaf == leaf.value))
-            session.execute(t.insert(), [row])
+            for leaf_value in {leaf for _, leaf in rows}:
+                ids = [v for v, leaf in rows if leaf == leaf_value]
+                session.execute(delete(t).where(t.c.leaf == leaf_value, t.c.vehicle_id.in_(ids)))
+            session.execute(t.insert(), list(rows.values()))
 
     def reported(self, vehicle_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Per vehicle that has said anything: `agent` (version, runtime, model, OS, ROS

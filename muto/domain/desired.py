@@ -95,18 +95,33 @@ class DesiredStateRequest(Wire, frozen=True, kw_only=True):
     ttl_sec: Annotated[int, msgspec.Meta(ge=60, le=90 * 86400)] = 30 * 86400
 
 
+class RunNothing(Wire, frozen=True, kw_only=True):
+    """What asks vehicles to run nothing (a rollout's rollback of vehicles that had no
+    release before it): a desired-state request without a stack."""
+
+    target: Target
+    policy: Policy = Policy()
+    rollout: RolloutRef | None = None
+    agent_config: AgentConfig = AgentConfig()
+    ttl_sec: Annotated[int, msgspec.Meta(ge=60, le=90 * 86400)] = 30 * 86400
+
+
 class DesiredStateDocument(Wire, frozen=True, kw_only=True):
     """The per-vehicle document the control plane signs and the vehicle verifies.
 
     `sequence` is strictly increasing per vehicle: the agent rejects anything lower,
     or equal with different content. A rollback is a new, higher sequence that points
-    to an older release."""
+    to an older release.
+
+    `stack` null says "run nothing": the vehicle stops whatever runs and reports
+    converged. A rollout's rollback issues it to a vehicle that had no release before
+    the rollout (docs/rollouts.md); it carries no release, so its bundle has none."""
 
     schema: Literal["muto.desired-state.v1"] = "muto.desired-state.v1"
     vehicle_id: Annotated[str, Identifier]
     revision: str
     sequence: Annotated[int, msgspec.Meta(ge=1)]
-    stack: StackRef
+    stack: StackRef | None
     policy: Policy
     agent_config: AgentConfig
     rollout_id: str | None = None
@@ -131,8 +146,9 @@ class Envelope(Wire, frozen=True, kw_only=True):
 
 class DesiredStateBundle(Wire, frozen=True, kw_only=True):
     """Response of GET /desired-states/latest: the signed document and the signed
-    release it points to, so the vehicle can verify both offline."""
+    release it points to, so the vehicle can verify both offline. `release` is null
+    exactly when the document says "run nothing" (its `stack` is null)."""
 
     schema: Literal["muto.desired-state-bundle.v1"] = "muto.desired-state-bundle.v1"
     desired_state: Envelope
-    release: Envelope
+    release: Envelope | None

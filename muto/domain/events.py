@@ -20,7 +20,16 @@ from typing import Any
 
 import msgspec
 
-from muto.domain.desired import AgentConfig, Envelope, Policy
+from muto.domain.desired import (
+    AgentConfig,
+    DesiredStateRequest,
+    Envelope,
+    Policy,
+    RolloutRef,
+    RunNothing,
+    StackRef,
+    Target,
+)
 from muto.domain.release import release_key
 from muto.domain.report_order import ReportPlace
 from muto.domain.reports import ReconcileReport
@@ -47,12 +56,30 @@ def merge_labels(current: Mapping[str, str], changes: Mapping[str, str | None]) 
 # -- Vehicle.DesiredStateAssigned -------------------------------------------------------
 
 
+class StoredRequest(Stored, frozen=True, kw_only=True):
+    """A revision's request as stored (DesiredState.Created): a desired-state request, or
+    one that says "run nothing" (`stack` None)."""
+
+    target: Target
+    stack: StackRef | None = None
+    policy: Policy = Policy()
+    rollout: RolloutRef | None = None
+    agent_config: AgentConfig = AgentConfig()
+    correlation_id: str | None = None
+    ttl_sec: int
+
+    @classmethod
+    def of(cls, request: DesiredStateRequest | RunNothing) -> StoredRequest:
+        return msgspec.convert(to_builtins(request), cls)
+
+
 class DesiredAssignment(Stored, frozen=True, kw_only=True):
-    """One vehicle's desired state, as signed for it."""
+    """One vehicle's desired state, as signed for it. `release_key` and
+    `manifest_digest` None: the revision says "run nothing"."""
 
     revision: str
-    release_key: str
-    manifest_digest: str
+    release_key: str | None
+    manifest_digest: str | None
     rollout_id: str | None = None
     phase: str | None = None  # canary, wave, rollback (rollouts only)
     correlation_id: str

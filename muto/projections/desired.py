@@ -50,7 +50,8 @@ class LatestDesired(Projection):
             "vehicle_id": e.vehicle_id,
             "revision": a.revision,
             "sequence": e.sequence,
-            "release_key": a.release_key,
+            # "": a revision that says "run nothing" (served with no release)
+            "release_key": a.release_key or "",
             "rollout_id": a.rollout_id,
             "envelope": plain(a.envelope),
             "etag": etag_for(e.sequence, a.document_digest),

@@ -182,8 +182,9 @@ class Inventory(Projection):
             "last_reason_codes": list(r.reason_codes),
             "last_report_at": r.observed_at,
         }
-        if release is not None:
-            shown["running_release"] = release
+        # What the newest report says runs; null: nothing (a vehicle told to run nothing,
+        # or whose rollback found no release to go back to).
+        shown["running_release"] = release
         place = r.journal
         number = row["report_number"]
         if (

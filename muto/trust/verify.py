@@ -21,8 +21,8 @@ from muto.trust.releases import open_release
 @dataclass(frozen=True)
 class VerifiedDesiredState:
     document: DesiredStateDocument
-    release: StackRelease
-    release_digest: str
+    release: StackRelease | None  # None: the document says "run nothing"
+    release_digest: str | None
     document_digest: str
 
 
@@ -39,7 +39,10 @@ def verify_bundle(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     document, document_digest = open_desired_state(bundle.desired_state, config.control_plane_keys)
-    release, release_digest = open_release(bundle.release, config.release_keys)
+    release: StackRelease | None = None
+    release_digest: str | None = None
+    if bundle.release is not None:
+        release, release_digest = open_release(bundle.release, config.release_keys)
     check_binding(document, release, release_digest)
     if document.vehicle_id != vehicle_id:
         raise ReasonError(
@@ -52,9 +55,21 @@ def verify_bundle(
     return VerifiedDesiredState(document, release, release_digest, document_digest)
 
 
-def check_binding(document: DesiredStateDocument, release: StackRelease, digest: str) -> None:
-    """Mix-and-match: the document must name exactly this release, by digest."""
+def check_binding(
+    document: DesiredStateDocument, release: StackRelease | None, digest: str | None
+) -> None:
+    """Mix-and-match: the document must name exactly this release, by digest; a
+    "run nothing" document (no stack) comes with no release, and only it."""
     stack = document.stack
+    if stack is None or release is None:
+        if stack is not None or release is not None:
+            said = "nothing" if stack is None else f"{stack.name}@{stack.version}"
+            carried = "no release" if release is None else release.key
+            raise ReasonError(
+                ReasonCode.VERIFY_SIGNATURE_FAILED,
+                f"desired state names {said}, bundle carries {carried}",
+            )
+        return
     if (stack.name, stack.version) != (release.stack_name, release.version):
         raise ReasonError(
             ReasonCode.VERIFY_SIGNATURE_FAILED,

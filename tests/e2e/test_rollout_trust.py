@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,5 +232,64 @@ def test_membership_is_fixed_at_start_and_a_relabelled_vehicle_leaves(
             assert set(running.values()) == {NEXT}
             outside = await r.vehicle(relabelled)
             assert (outside["desiredRelease"], outside["runningRelease"]) == (GOOD, GOOD)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("backend", cases(["postgres"], ["sqlite"]))
+def test_rolling_back_a_first_release_leaves_no_vehicle_on_it(tmp_path: Path, backend: str) -> None:
+    """Item 4: a fleet that ran nothing before the rollout is rolled back to running
+    nothing: every vehicle the rollout changed gets a new revision that says "run
+    nothing" and counts as rolled back; the online ones stop the release and report
+    converged to it; a vehicle away from the cloud during the rollback installs the
+    "run nothing" revision when it returns, never the release."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path, backend, running=None) as r:
+            away = r.ids[-1]  # a wave member (the canaries are the lowest ids)
+            r.fleet.cut([away])  # its fetches fail: it never gets the release
+            await r.start("next", "1.1.0")
+            await r.until(
+                "next",
+                lambda s: (
+                    s["state"] == "wave" and s["phases"]["wave"]["converged"] == len(r.ids) - 3
+                ),
+            )
+            running = await r.running()
+            assert running.pop(away) is None
+            assert set(running.values()) == {NEXT}
+
+            back = await r.operator.http.post("/rollouts/next/rollback")
+            assert back.status_code == 200, back.text
+            done = await r.rollout("next")
+            assert done["state"] == "rolled_back"
+            assert sum(p["rolledBack"] for p in done["phases"].values()) == len(r.ids)
+            vehicles = await r.vehicles()
+            assert {v["desiredRelease"] for v in vehicles.values()} == {None}
+            told = {v["desiredRevision"] for v in vehicles.values()}
+            assert len(told) == 1  # one "run nothing" revision for the whole fleet
+
+            found: dict[str, dict[str, Any]] = {}
+
+            async def stopped(ids: list[str]) -> bool:
+                nonlocal found
+                found = await r.vehicles()
+                return all(
+                    (found[v]["runningRelease"], found[v]["lastStatus"]) == (None, "converged")
+                    for v in ids
+                )
+
+            await eventually(
+                lambda: stopped([v for v in r.ids if v != away]), say=lambda: f"{found}"
+            )
+            r.fleet.restore([away])
+            await eventually(lambda: stopped([away]), say=lambda: f"{found}")
+            agent = r.fleet.vehicles[away].agent
+            assert agent is not None
+            state = agent.journal.state
+            assert state.desired is not None and state.desired.release is None
+            assert state.desired.revision in told
+            assert NEXT not in state.releases and NEXT not in state.known_good
+            assert agent.parts.runtime.status().release is None
 
     asyncio.run(scenario())

@@ -140,3 +140,52 @@ def test_a_refresh_is_answered_by_its_own_request_id(plane: ControlPlane) -> Non
 
     asyncio.run(main())
     assert plane.snapshots.reported(["v1"])["v1"]["agent"]["agentVersion"] == "2.0.0"
+
+
+def test_a_burst_of_snapshots_is_stored_together_and_each_refusal_alone(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Snapshots arriving back to back (a fleet re-publishing after a wave) are stored in
+    shared transactions: every registered vehicle's latest is kept, the refusals in the
+    burst (an unregistered vehicle, another vehicle's id, garbage) are dropped alone."""
+    ids = [f"b{n}" for n in range(60)]
+    plane = open_fleet(settings_for("sqlite", tmp_path, mosquitto.url, None), *ids)
+    host, port = (plane.settings.mqtt_url or "").removeprefix("mqtt://").rsplit(":", 1)
+
+    async def main() -> None:
+        bridge = Bridge(plane, backoff=FAST)
+        await bridge.start()
+        try:
+            await until(lambda: bridge.connected, "the bridge to subscribe")
+            async with aiomqtt.Client(host, int(port), identifier="burst") as client:
+                for n, vehicle_id in enumerate(ids):
+                    said = AgentComponents(vehicle_id=vehicle_id, components=[ARCHIVE])
+                    await client.publish(
+                        topic(vehicle_id, Leaf.AGENT_COMPONENTS), payload(said), qos=1
+                    )
+                    if n == 20:
+                        await client.publish(
+                            topic("ghost", Leaf.AGENT_METADATA), payload(metadata("ghost")), qos=1
+                        )
+                        await client.publish(
+                            topic("b1", Leaf.AGENT_METADATA), payload(metadata("b2")), qos=1
+                        )
+                        await client.publish(topic("b3", Leaf.AGENT_METADATA), b"{", qos=1)
+                for vehicle_id in ids:
+                    await client.publish(
+                        topic(vehicle_id, Leaf.AGENT_METADATA),
+                        payload(metadata(vehicle_id, "9.9.9")),
+                        qos=1,
+                    )
+            listener = bridge.listener
+            await until(lambda: listener.stored + listener.dropped >= 2 * len(ids) + 3, "all")
+            assert listener.dropped == 3
+        finally:
+            await bridge.stop()
+
+    asyncio.run(main())
+    said = plane.snapshots.reported([*ids, "ghost"])
+    plane.close()
+    assert set(said) == set(ids)
+    assert {s["agent"]["agentVersion"] for s in said.values()} == {"9.9.9"}
+    assert all(s["components"] for s in said.values())

@@ -4,7 +4,8 @@ docs/rollouts.md states:
 
 - no vehicle outside the rollout's members is assigned; no wave before the canary gate;
 - a failed rollout rolls back every vehicle it changed, canaries included, and leaves
-  none on the new release (item 1, 4), and the progress counts say so;
+  none on the new release (item 1, 4): each gets a new revision pointing to its previous
+  release, or saying "run nothing" when it had none, and the progress counts say so;
 - a rollout completes only after its bake, and never with a tripwire reported before it
   completed (item 2);
 - deferred vehicles never fail a gate: a deadline failure is a failure of the others
@@ -22,6 +23,7 @@ by the same test that explores (issue 21 item 2).
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import mkdtemp
@@ -46,10 +48,12 @@ from muto.cloud.commands import (
 )
 from muto.cloud.controller import RolloutController
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
+from muto.domain.desired import DesiredStateDocument
 from muto.domain.model.rollout import Rollout, RolloutStateError
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest, RolloutThresholds, VehiclePatch
 from muto.domain.rollout_rules import TRIPWIRES, Candidate, pick_canaries
+from muto.domain.wire import decode
 from tests.support.spine import (
     cause,
     desired_request,
@@ -62,6 +66,9 @@ from tests.support.spine import (
 IN_SELECTOR = [f"v-{r}-{m}-{n}" for r in ("eu", "us", "ap") for m in ("m3", "m4") for n in (1, 2)]
 OUTSIDE = ["x-1", "x-2"]
 LATE = "v-eu-m3-9"  # registered into the selector during the rollout
+# Members running nothing before the rollout (a canary and a wave member): their
+# rollback is a revision that says "run nothing" (item 4).
+FRESH = frozenset({"v-ap-m3-1", "v-ap-m4-2"})
 DEADLINE_SEC, BAKE_SEC = 600, 300
 OUTCOMES = [
     (ReconcileStatus.CONVERGED, []),
@@ -105,7 +112,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.good, self.new = signed_release(version="1.0.0"), signed_release(version="2.0.0")
         for release in (self.good, self.new):
             self.cp.execute(release.register())
-        everyone = IN_SELECTOR + OUTSIDE
+        everyone = [v for v in IN_SELECTOR + OUTSIDE if v not in FRESH]
         self.cp.execute(
             assign_desired_state(
                 desired_request("ring=1", self.good),
@@ -156,6 +163,10 @@ class RolloutMachine(RuleBasedStateMachine):
 
     def history(self) -> list[dict[str, Any]]:
         return self.cp.queries.audit(rollout_id="ro-1", limit=5000)
+
+    def before(self, vehicle_id: str) -> str | None:
+        """The release a member ran before the rollout (None: nothing)."""
+        return None if vehicle_id in FRESH else self.good.key
 
     def assignments(self) -> list[dict[str, Any]]:
         return [e for e in self.history() if e["eventType"] == "Vehicle.DesiredStateAssigned"]
@@ -286,15 +297,17 @@ class RolloutMachine(RuleBasedStateMachine):
             for e in assigned:
                 latest[e["vehicleId"]] = e["data"]["assignment"]
             for vehicle_id in rollout.assigned:
-                assert latest[vehicle_id]["releaseKey"] == self.good.key
+                assert latest[vehicle_id]["releaseKey"] == self.before(vehicle_id)
+                assert latest[vehicle_id]["phase"] == "rollback"
             rolled_back = sum(p["rolledBack"] for p in view["phases"].values())
             assert rolled_back == len(rollout.rolled_back) == len(rollout.assigned)
         if "Rollout.CanaryGateFailed" in types:
             assert not set(rollout.wave) & set(rollout.assigned)
-        # Rollback revisions point to the previous release.
+        # Rollback revisions point to the previous release, or say "run nothing" (None)
+        # to a vehicle that had none.
         for e in assigned:
             if e["data"]["assignment"]["phase"] == "rollback":
-                assert e["data"]["assignment"]["releaseKey"] == self.good.key
+                assert e["data"]["assignment"]["releaseKey"] == self.before(e["vehicleId"])
         self.decisions_hold(rollout, history)
         # A final rollout is never paused; paused means no new assignment (item 7).
         assert not (rollout.is_final and rollout.paused)
@@ -483,9 +496,10 @@ def test_time_paused_does_not_count_toward_the_deadline() -> None:
         m.teardown()
 
 
-def test_a_vehicle_without_a_previous_release_is_not_counted_as_rolled_back() -> None:
-    """Issue 13 item 4 (the honest count; "run nothing" is still open): no rollback
-    revision can be issued to a vehicle on its first release, so it is not counted."""
+def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
+    """Issue 13 item 4: rolling back a vehicle's first release issues a new revision that
+    says "run nothing" (a document with no stack), and only vehicles given a rollback
+    revision count as rolled back: the wave member never assigned is not."""
     cp = ControlPlane.open(memory_settings(Path(mkdtemp())))
     try:
         fresh = ["n-eu-m3-1", "n-eu-m3-2"]
@@ -496,20 +510,26 @@ def test_a_vehicle_without_a_previous_release_is_not_counted_as_rolled_back() ->
             selector="ring=7", stack=first.release.stack_name, version="1.0.0", rollout_id="ro-7"
         )
         cp.execute(start_rollout(request, fresh[:1], fresh[1:], cause(), cp.sign, cp.clock))
-        assert cp.execute(roll_back("ro-7", cause(), cp.sign, cp.clock)).value == 0
+        assert cp.execute(roll_back("ro-7", cause(), cp.sign, cp.clock)).value == 1
         cp.projector.catch_up()
         view = cp.queries.rollout("ro-7")
         assert view["state"] == "rolled_back"
-        assert sum(p["rolledBack"] for p in view["phases"].values()) == 0
+        assert sum(p["rolledBack"] for p in view["phases"].values()) == 1
         assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
-            "n-eu-m3-1": "assigned",
+            "n-eu-m3-1": "rolled_back",
             "n-eu-m3-2": "pending",
         }
         rolled = [
             e for e in cp.queries.audit(rollout_id="ro-7") if e["eventType"] == "Rollout.RolledBack"
         ]
-        assert [(e["data"]["revision"], e["data"]["vehicle_ids"]) for e in rolled] == [
-            ("", fresh[:1])
-        ]
+        assert [e["data"]["vehicle_ids"] for e in rolled] == [fresh[:1]]
+        revision = rolled[0]["data"]["revision"]
+        assert revision
+        latest = cp.queries.latest_desired(fresh[0])
+        assert latest is not None
+        assert (latest["revision"], latest["release_key"]) == (revision, "")
+        signed = base64.b64decode(latest["envelope"]["payload"])
+        document = decode(signed, DesiredStateDocument)
+        assert document.stack is None and document.sequence == 2
     finally:
         cp.close()

@@ -103,9 +103,11 @@ async def eventually(
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path, backend: str, count: int = 6) -> AsyncIterator[Rig]:
-    """`count` vehicles running GOOD (assigned directly, not by a rollout), releases GOOD
-    and NEXT registered."""
+async def rig(
+    tmp_path: Path, backend: str, count: int = 6, running: str | None = GOOD
+) -> AsyncIterator[Rig]:
+    """`count` vehicles running GOOD (assigned directly, not by a rollout; `running`
+    None: a fresh fleet, running nothing), releases GOOD and NEXT registered."""
     with database(backend) as url:
         broker = Mosquitto(tmp_path)
         broker.start()
@@ -123,15 +125,17 @@ async def rig(tmp_path: Path, backend: str, count: int = 6) -> AsyncIterator[Rig
                 )
                 await fleet.start()
                 r = Rig(cloud, operator, fleet, url)
-                await operator.assign(
-                    {
-                        "target": {"selector": "fleet=demo"},
-                        "stack": {"name": STACK, "version": "1.0.0"},
-                    }
-                )
+                if running is not None:
+                    stack, _, version = running.partition("@")
+                    await operator.assign(
+                        {
+                            "target": {"selector": "fleet=demo"},
+                            "stack": {"name": stack, "version": version},
+                        }
+                    )
 
                 async def all_good() -> bool:
-                    return set((await r.running()).values()) == {GOOD}
+                    return set((await r.running()).values()) == {running}
 
                 await eventually(all_good)
                 yield r

@@ -47,9 +47,9 @@ class DesiredVerified(Event, frozen=True):
     revision: str
     sequence: int
     document: DesiredStateDocument
-    release: StackRelease
+    release: StackRelease | None  # None: the document says "run nothing"
     document_digest: str
-    release_digest: str
+    release_digest: str | None
 
 
 class DesiredRejected(Event, frozen=True):

@@ -45,8 +45,9 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.etag = event.etag
         case ev.DesiredVerified():
             state.desired = event
-            state.releases[event.release.key] = event.release
-            state.release_digests[event.release.key] = event.release_digest
+            if event.release is not None and event.release_digest is not None:
+                state.releases[event.release.key] = event.release
+                state.release_digests[event.release.key] = event.release_digest
             state.gates = state.gates_sequence = None
             prefix = f"{event.sequence}:"
             state.interruptions = {
@@ -234,7 +235,7 @@ def _prune_releases(state: JournalState) -> None:
     keep = set(state.known_good)
     if state.running is not None:
         keep.add(state.running.key)
-    if state.desired is not None:
+    if state.desired is not None and state.desired.release is not None:
         keep.add(state.desired.release.key)
     if state.in_flight is not None:
         keep.add(state.in_flight.release_key)

@@ -6,7 +6,9 @@ Invariants (tests/unit/test_agent_planner.py checks them for all inputs):
   is running (restoring it after drift is not a change); rollbacks are never held back;
 - a failure in flight is always followed by a rollback before anything else is planned;
 - a release that failed here under a sequence >= the desired one is not applied again;
-- a verdict is reported once per revision: only when it differs from the last report.
+- a verdict is reported once per revision: only when it differs from the last report;
+- a "run nothing" desired state (no release) stops what runs, as the gates allow, and
+  is converged exactly when nothing runs; it never applies a release.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
     running = s.running_key
     if running is not None and runtime.release == running and runtime.crash_looping:
         return Plan((*owed, NoteCrashLoop(release_key=running)))
+    if desired is not None and desired.release is None:
+        return _run_nothing(desired, observed, desired.document.policy, now, owed)
     if running is not None and runtime.release != running:
         if desired is not None:
             toward = _toward(desired, observed, desired.document.policy, now, owed)
@@ -84,6 +88,7 @@ def _toward(
 ) -> Plan:
     """The runtime matches the journal: how to get from there to `d`."""
     s, release = observed.journal, d.release
+    assert release is not None  # "run nothing" is planned by _run_nothing
     key = release.key
     facts = VehicleFacts.of(observed.vehicle)
     incompatible = [c for c in check_compatibility(release, facts) if c != DISK]
@@ -123,6 +128,26 @@ def _toward(
         release_key=key, revision=d.revision, sequence=d.sequence, replacing=s.running_key
     )
     return Plan((*steps, apply))
+
+
+def _run_nothing(
+    d: DesiredVerified, observed: Observed, policy: Policy, now: datetime, owed: tuple[Step, ...]
+) -> Plan:
+    """A revision that says "run nothing" (a rollback with no release to go back to):
+    stop what runs, then converged. Stopping changes the vehicle, so the gates hold it
+    back like any change; an expired document is rejected like any other."""
+    s = observed.journal
+    if s.running_key is None and observed.runtime.release is None:
+        return _final(s, d, owed, PassVerdict("converged"))
+    if now >= d.document.expires_at:
+        return _final(s, d, owed, PassVerdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
+    steps = list(owed)
+    gates = evaluate_gates(policy, observed.vehicle, now, 0)
+    if (gates, d.sequence) != (s.gates, s.gates_sequence):
+        steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
+    if gates:
+        return _final(s, d, tuple(steps), PassVerdict("blocked", tuple(gates)))
+    return Plan((*steps, StopRuntime(reason="the desired state says run nothing")))
 
 
 def _final(

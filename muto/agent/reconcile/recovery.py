@@ -47,8 +47,8 @@ def restart_loop(
     A run that finishes one pass resets the count (`PassCompleted`), so restarts of a
     healthy agent (a depot's nightly power-off) never add up."""
     desired = state.desired
-    if state.unfinished_runs < limit or desired is None:
-        return None
+    if state.unfinished_runs < limit or desired is None or desired.release is None:
+        return None  # (stopping for a "run nothing" revision is retried, never given up)
     if state.in_flight is not None or state.rollback_due is not None:
         return None
     last = last_outcome(state, desired.revision)

@@ -80,10 +80,13 @@ async def latest(request: Request) -> Response:
     etags.remember(vehicle_id, etag, generation)
     if etag in asked:
         return not_modified(etag)
-    releases = cp.caches.releases
-    release = releases.cached(row["release_key"])
-    if release is None:
-        release = await off_loop(releases.get, row["release_key"])
+    key = row["release_key"]  # "": the document says "run nothing", there is no release
+    release = None
+    if key:
+        releases = cp.caches.releases
+        release = releases.cached(key)
+        if release is None:
+            release = await off_loop(releases.get, key)
     bundle = DesiredStateBundle(desired_state=convert(row["envelope"], Envelope), release=release)
     return ok(
         bundle,

@@ -17,7 +17,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
-from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
+from muto.domain.desired import (
+    DesiredStateBundle,
+    DesiredStateDocument,
+    DesiredStateRequest,
+    Envelope,
+)
 from muto.domain.messages import Component
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
@@ -476,8 +481,10 @@ SPEC_NAMES = {"VehicleView": "Vehicle"}
 def components() -> dict[str, Any]:
     """Every schema the spec refers to, keyed by name, as msgspec generates them (with
     the patterns in JSON Schema's dialect and the Structs' `schema_rules`)."""
+    # The signed desired-state document travels base64 inside its envelope: published
+    # too, so that the spec says what a vehicle verifies (a null `stack`: run nothing).
     _, found = msgspec.json.schema_components(
-        (*REQUEST_BODIES, *RESPONSES, Error), ref_template=REF
+        (*REQUEST_BODIES, *RESPONSES, DesiredStateDocument, Error), ref_template=REF
     )
     renamed = _renamed({SPEC_NAMES.get(k, k): v for k, v in found.items()})
     published_: dict[str, Any] = published(dict(sorted(renamed.items())))

@@ -5,6 +5,11 @@ subtree, so a payload that names another vehicle is dropped. Nothing a vehicle s
 stop the loop: refusals (unknown vehicle, malformed payload) are logged with the reason
 and acknowledged; a message is acknowledged only after it was stored or refused, so a
 cloud that dies in between gets it again from its persistent session.
+
+Snapshots (agent metadata and components) that arrive back to back are stored together,
+in one transaction, and acknowledged after it, in arrival order: after a wave every
+vehicle re-publishes its components, and one transaction each held the database's one
+writer from the reports (a tenth of the cloud's time in a 1,000-vehicle rollout).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
+from sqlalchemy import select
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
@@ -34,6 +40,8 @@ from muto.domain.wire import WireError, decode
 
 logger = logging.getLogger("muto.mqtt")
 ATTEMPTS = 3  # an unexpected failure (database blip) is retried, then the message dropped
+SNAPSHOT_BATCH = 500  # snapshots stored in one transaction at most
+SNAPSHOTS = frozenset({Leaf.AGENT_METADATA, Leaf.AGENT_COMPONENTS})
 
 Route = Callable[[str, bytes, bool], Awaitable[None]]  # (vehicle id, payload, retained)
 
@@ -87,11 +95,70 @@ class Listener:
         """Handle messages one at a time, in arrival order (presence online, then the
         Last Will's offline), until the link drops or the task is cancelled. The bridge
         has subscribed to `filters()`."""
+        held: list[aiomqtt.Message] = []  # snapshots to store together, in arrival order
         async for message in client.messages:
             async with self.busy:
+                found = parse_topic(message.topic.value, self.tenant)
+                if found is not None and found[1] in SNAPSHOTS and message.payload:
+                    held.append(message)
+                    if len(client.messages) and len(held) < SNAPSHOT_BATCH:
+                        continue  # the next message is already here: store them together
+                    await self._snapshots(client, held)
+                    held = []
+                    continue
+                if held:  # acknowledgements go out in arrival order
+                    await self._snapshots(client, held)
+                    held = []
                 await self.handle(message.topic.value, _bytes(message.payload), message.retain)
-                if message.qos > 0:
-                    client._client.ack(message.mid, message.qos)  # see link.py
+                _ack(client, message)
+
+    async def _snapshots(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+        """Store the valid snapshots among `messages` in one transaction (retried like
+        one message), then acknowledge them all."""
+        decoded: list[tuple[str, AgentMetadata | AgentComponents]] = []
+        for message in messages:
+            topic, payload = message.topic.value, _bytes(message.payload)
+            vehicle_id, leaf = parse_topic(topic, self.tenant) or ("", Leaf.AGENT_METADATA)
+            try:
+                if len(payload) > self.max_bytes:
+                    raise WireError(f"{len(payload)} bytes, over the {self.max_bytes}-byte limit")
+                snapshot: AgentMetadata | AgentComponents = (
+                    decode(payload, AgentMetadata)
+                    if leaf is Leaf.AGENT_METADATA
+                    else decode(payload, AgentComponents)
+                )
+                _claims(vehicle_id, snapshot.vehicle_id)
+                decoded.append((vehicle_id, snapshot))
+            except (AppError, WireError) as exc:
+                logger.warning("dropped %s on %s: %s", leaf, topic, exc)
+                self.dropped += 1
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                stored = await asyncio.to_thread(self._store_snapshots, decoded)
+                self.stored += stored
+                self.dropped += len(decoded) - stored
+                break
+            except Exception:
+                logger.exception("storing %d snapshots failed (attempt %d)", len(decoded), attempt)
+                await asyncio.sleep(0.5 * attempt)
+        else:
+            self.dropped += len(decoded)
+        for message in messages:
+            _ack(client, message)
+
+    def _store_snapshots(self, decoded: list[tuple[str, AgentMetadata | AgentComponents]]) -> int:
+        """Those of registered vehicles, in one transaction; returns how many."""
+        vehicles = self.plane.views.inventory.vehicles
+        ids = sorted({vehicle_id for vehicle_id, _ in decoded})
+        with self.plane.views.store.reading() as s:
+            known = set(
+                s.scalars(select(vehicles.c.vehicle_id).where(vehicles.c.vehicle_id.in_(ids)))
+            )
+        for vehicle_id in set(ids) - known:
+            logger.warning("dropped snapshots of %r: vehicle is not registered", vehicle_id)
+        kept = [(v, snapshot) for v, snapshot in decoded if v in known]
+        self.plane.snapshots.record_many(kept)
+        return len(kept)
 
     async def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """`retained`: the broker's stored copy, sent on subscribing (not news now)."""
@@ -171,6 +238,11 @@ class Listener:
         waiting = self.refreshes.get(result.request_id)
         if waiting is not None and waiting[0] == vehicle_id and not waiting[1].done():
             waiting[1].set_result(result)
+
+
+def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)  # see link.py
 
 
 def _bytes(payload: object) -> bytes:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from muto.domain.desired import DesiredStateRequest
+from muto.domain.events import StoredRequest
 from muto.domain.model import stable_id
 
 
@@ -23,9 +23,9 @@ class DesiredState(Aggregate):
     def __init__(
         self,
         revision: str,
-        request: DesiredStateRequest,
-        release_key: str,
-        manifest_digest: str,
+        request: StoredRequest,
+        release_key: str | None,  # None: the revision says "run nothing"
+        manifest_digest: str | None,
         vehicle_ids: list[str],
         rollout_id: str | None,
         actor: str,
