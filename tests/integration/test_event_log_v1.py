@@ -72,8 +72,18 @@ def test_every_stored_event_decodes(settings: Settings) -> None:
     }
 
 
+# Where today's views differ from the old code's on purpose: (table, vehicle, column) ->
+# value. The inventory shows what a vehicle's newest report says runs, null included
+# (docs/api.md); the old code kept the release from before a report of nothing running.
+INTENDED = {("view_vehicles", "car-3", "running_release"): None}
+
+
 def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) -> None:
     expected = json.loads((FIXTURE / "views.json").read_text())
+    for (table, vehicle_id, column), value in INTENDED.items():
+        (row,) = [r for r in expected[table] if r["vehicle_id"] == vehicle_id]
+        assert row[column] != value, "the old view already agrees: drop this entry"
+        row[column] = value
     cp = ControlPlane.open(settings)
     try:
         cp.projector.catch_up()
