@@ -40,6 +40,7 @@ class RolloutController:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.lease = Lease(plane.views.store.engine, Lock.CONTROLLER)
+        self.ticks = 0  # evaluations done as the leader (metric muto_rollout_controller_ticks)
         # The rollout's members, only the columns the gates read: this runs twice a
         # second over every member (10,000 in a large wave), so no ORM rows, no unused
         # JSON. Every phase is read: a tripwire counts from any member.
@@ -66,7 +67,9 @@ class RolloutController:
         if not self.is_leader():
             return 0
         self.plane.projector.catch_up()
-        return sum(self.evaluate(rollout_id) for rollout_id in self.active())
+        decided = sum(self.evaluate(rollout_id) for rollout_id in self.active())
+        self.ticks += 1
+        return decided
 
     def evaluate(self, rollout_id: str) -> bool:
         plane = self.plane

@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from muto.sim.profile import SimProfile
 from tests.conftest import unavailable
-from tests.e2e.test_rollout_agents import rig, state
+from tests.support.rollout_rig import rig
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt]
+# 12 vehicles, nothing running yet: 6 canaries (3 regions x 2 models) and a wave of 6.
+FLEET = SimProfile(poll_s=1.0)
 # docs/dashboard.png is this page at the moment a wave vehicle is blocked:
 #   MUTO_DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/e2e/test_dashboard_browser.py
 SCREENSHOT = os.environ.get("MUTO_DASHBOARD_SCREENSHOT")
@@ -102,7 +105,7 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
     tmp_path: Path, chromium: Any
 ) -> None:
     async def scenario() -> None:
-        async with rig(tmp_path) as r:
+        async with rig(tmp_path, count=12, profile=FLEET, running=False) as r:
             token = r.operator.http.headers["Authorization"].removeprefix("Bearer ")
             page = Browser(chromium, r.cloud.url)
             run = asyncio.to_thread
@@ -117,10 +120,10 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
                 }
             )
             await r.operator.http.post("/rollouts/watch/pause")
-            wave = [v["vehicleId"] for v in (await state(r, "watch"))["vehicles"]]
+            wave = [v["vehicleId"] for v in (await r.rollout("watch"))["vehicles"]]
             moving = next(
                 v["vehicleId"]
-                for v in (await state(r, "watch"))["vehicles"]
+                for v in (await r.rollout("watch"))["vehicles"]
                 if v["phase"] == "wave"
             )
             assert moving in wave

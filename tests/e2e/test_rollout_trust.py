@@ -16,7 +16,8 @@ import pytest
 
 from muto.sim.profile import Behaviour
 from tests.faults.runs import cases
-from tests.support.rollout_rig import GOOD, NEXT, eventually, rig
+from tests.support.rollout_rig import GOOD, NEXT, WAIT_S, rig
+from tests.support.waits import until
 
 FINAL = ("completed", "aborted", "rolled_back")
 WAVE_DEADLINE_S = 15
@@ -47,11 +48,7 @@ def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str)
                 "WAVE_GATE_FAILED",
             )
             assert "CRASH_LOOP_DETECTED" in decision["evaluation"]["reasonCodes"]
-
-            async def all_back() -> bool:
-                return set((await r.running()).values()) == {GOOD}
-
-            await eventually(all_back)
+            await r.running_everywhere(GOOD)
 
     asyncio.run(scenario())
 
@@ -117,7 +114,7 @@ def test_a_deferred_vehicle_never_rolls_back_the_converged_ones(
             async def applied() -> bool:
                 return (await r.running())[moving] == NEXT
 
-            await eventually(applied)
+            await until(applied, f"{NEXT} applied on {moving}", WAIT_S, interval=0.3)
 
     asyncio.run(scenario())
 

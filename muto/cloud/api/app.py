@@ -202,7 +202,7 @@ def create_app(
             async with _extensions(cp, extensions) as extra:
                 leases.update(extra.pop("leases", {}))
                 state.update(extra, leases=leases)
-                detach = metrics.attach(cp, state.get("bridge"))
+                detach = metrics.attach(cp, state.get("bridge"), state.get("controller"))
                 try:
                     yield state
                 finally:
