@@ -15,8 +15,8 @@ import pytest
 from muto.cloud.seed import demo_vehicles
 from muto.domain.messages import Leaf, vehicle_topic
 from tests.conftest import Mosquitto
-from tests.support.processes import eventually
 from tests.support.topology import Serve
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 

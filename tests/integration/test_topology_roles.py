@@ -22,13 +22,16 @@ from muto.domain.wire import decode
 from muto.projections.locks import DUTIES
 from tests.conftest import Mosquitto
 from tests.support.api_server import health_body, release_envelope, vehicle_body
-from tests.support.processes import eventually
 from tests.support.topology import Serve, TcpProxy
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.postgres]
 DUTY_NAMES = sorted(d.name.lower() for d in DUTIES)
 TAKEOVER_S = 5.0  # issue 15: the standby acts within 5 s of the holder's kill -9
-REVOKED_EVERYWHERE_S = 1.0  # issue 15: every replica refuses a revoked token within 1 s
+# Far below the token cache's 60 s: b refusing within it proves the revocation reached
+# b (LISTEN/NOTIFY), not that b's cached token expired. A bound on a hang, not a pace: the
+# promise's 5 s is checked without a stopwatch in test_revocation_reach.py.
+HEARD_S = 30.0
 
 
 @contextmanager
@@ -100,9 +103,7 @@ def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
         assert "connected to the broker" in standby.tail(100_000)
 
 
-def test_a_revoked_token_is_refused_by_every_replica_within_a_second(
-    tmp_path: Path, postgres_url: str
-) -> None:
+def test_a_revoked_token_is_refused_by_every_replica(tmp_path: Path, postgres_url: str) -> None:
     data = tmp_path / "cloud"
     a, b = (Serve(data, postgres_url, role="api", name=n) for n in ("api-a", "api-b"))
     operator = operator_token(a)
@@ -112,10 +113,12 @@ def test_a_revoked_token_is_refused_by_every_replica_within_a_second(
         with client(b, issued["token"]) as vehicle_on_b:
             assert vehicle_on_b.get("/vehicles/v1").status_code == 200  # now cached on b
             assert on_a.post(f"/tokens/{issued['tokenId']}/revoke").status_code == 200
-            revoked = time.monotonic()
-            while vehicle_on_b.get("/vehicles/v1").status_code != 401:
-                assert time.monotonic() - revoked < REVOKED_EVERYWHERE_S
-                time.sleep(0.02)
+            eventually(
+                lambda: vehicle_on_b.get("/vehicles/v1").status_code == 401,
+                "b to refuse the revoked token",
+                HEARD_S,
+                interval=0.02,
+            )
             assert vehicle_on_b.get("/vehicles/v1").json()["error"]["code"] == "unauthorized"
 
 

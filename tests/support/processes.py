@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,9 @@ from muto.domain.wire import encode, to_builtins
 from muto.trust import KeySet, Signer, TrustConfig, sign_release
 from muto.trust.files import atomic_write
 from tests.conftest import free_port
+from tests.support.waits import WAIT_S, eventually
 
 MUTO = [sys.executable, "-m", "muto.cli"]
-WAIT_S = 60.0
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except (httpx.HTTPError, OSError):
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class CloudProcess:

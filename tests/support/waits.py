@@ -12,7 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 WAIT_S = 60.0
+# A check that cannot reach a server (still starting, restarting) says "not yet".
+NOT_YET: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
 
 Say = str | Callable[[], str]
 
@@ -27,10 +31,10 @@ def eventually(
     timeout: float = WAIT_S,
     *,
     interval: float = 0.1,
-    tolerate: tuple[type[BaseException], ...] = (),
+    tolerate: tuple[type[BaseException], ...] = NOT_YET,
 ) -> Any:
     """Call `check` until it returns something truthy, and return that. Exceptions of
-    the `tolerate` types count as "not yet" (a server still starting)."""
+    the `tolerate` types count as "not yet"."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -51,7 +55,7 @@ async def until(
     *,
     interval: float = 0.1,
     in_thread: bool = False,
-    tolerate: tuple[type[BaseException], ...] = (),
+    tolerate: tuple[type[BaseException], ...] = NOT_YET,
 ) -> Any:
     """`eventually` for a test on an event loop: `check` may be a coroutine function;
     `in_thread` runs a blocking one (a database query, a blocking HTTP call) off the
