@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
+from sqlalchemy import Engine
 
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
@@ -48,6 +49,14 @@ class EventLog(Application[Any]):
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
             "AGGREGATE_CACHE_FASTFORWARD": "y" if settings.is_postgres else "n",
         }
+
+    def close(self) -> None:
+        super().close()
+        # The library leaves its SQLAlchemy engine's pooled connections to the garbage
+        # collector (a ResourceWarning each): give them back now.
+        engine = getattr(getattr(self.factory, "datastore", None), "engine", None)
+        if isinstance(engine, Engine):
+            engine.dispose()
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshots are taken after the events are committed; one that fails must not
