@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from muto.sim.profile import SimProfile
 from tests.conftest import unavailable
 from tests.support.rollout_rig import rig
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt]
 # 12 vehicles, nothing running yet: 6 canaries (3 regions x 2 models) and a wave of 6.
@@ -52,10 +52,7 @@ class Browser:
             return ""  # swapped by the live refresh in between: read again
 
     def wait_for(self, what: Callable[[], bool], timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not what():
-            assert time.monotonic() < deadline, f"not seen in time; the page says:\n{self.text()}"
-            time.sleep(0.2)
+        eventually(what, lambda: f"the page; it says:\n{self.text()}", timeout_s, interval=0.2)
 
     def sees(self, wanted: str, css: str = "main", timeout_s: float = 90) -> None:
         self.wait_for(lambda: wanted in self.text(css), timeout_s)

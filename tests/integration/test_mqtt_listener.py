@@ -29,9 +29,9 @@ from tests.support.mqtt_watch import (
     open_fleet,
     payload,
     settings_for,
-    until,
 )
 from tests.support.spine import health_report, reconcile_report
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 

@@ -54,12 +54,13 @@ async def until(
     timeout: float = WAIT_S,
     *,
     interval: float = 0.1,
-    in_thread: bool = False,
+    in_thread: bool = True,
     tolerate: tuple[type[BaseException], ...] = NOT_YET,
 ) -> Any:
-    """`eventually` for a test on an event loop: `check` may be a coroutine function;
-    `in_thread` runs a blocking one (a database query, a blocking HTTP call) off the
-    loop so the agents sharing it keep running."""
+    """`eventually` for a test on an event loop. `check` is called on a worker thread
+    (`in_thread`, the default), so a blocking one (a database query, a blocking HTTP
+    call) never stalls the agents or bridges sharing the loop; a coroutine it returns is
+    awaited on the loop."""
     deadline = time.monotonic() + timeout
     while True:
         try:
