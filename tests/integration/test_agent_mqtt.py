@@ -212,7 +212,7 @@ def test_the_heartbeat_follows_the_desired_config_without_a_restart(
 def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
     mosquitto: Mosquitto,
 ) -> None:
-    async def scenario(rig: Rig, watch: Watcher) -> None:
+    async def scenario(rig: Rig) -> None:
         link = rig.agent.mqtt
         assert link is not None
         await until(lambda: link.connected, "connected")
@@ -227,7 +227,7 @@ def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
         rig.cloud.serve(rig.signers.bundle(A, 1))
         await rig.agent.start()
         try:
-            await scenario(rig, Watcher(None))  # type: ignore[arg-type]
+            await scenario(rig)
         finally:
             await rig.agent.stop()
 
