@@ -12,31 +12,20 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from hypothesis import settings
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.support.services import IN_CI, fresh_database, unavailable
+
+__all__ = ["IN_CI", "Mosquitto", "free_port", "unavailable"]
 
 # Property tests judge results, never speed: hypothesis' default 200 ms deadline per
 # example fails them on a loaded 2-core machine. Speed is the benchmarks' business.
 settings.register_profile("muto", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "muto"))
-PG_ADMIN_URL = os.environ.get(
-    "MUTO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail in CI, skip elsewhere: CI must never pass by skipping a real backend."""
-    if IN_CI:
-        pytest.fail(f"required service unavailable in CI: {reason}")
-    pytest.skip(reason)
-
 
 # Below the kernel's ephemeral range (32768-60999 here): a port handed out for some
 # process's outgoing connection can never be the one a test's server is about to bind.
@@ -58,29 +47,11 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {TEST_PORTS}")
 
 
-def _pg_conninfo(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
-    import psycopg
-
-    name = f"muto_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
-        raise
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 def listens(pid: int, port: int) -> bool:

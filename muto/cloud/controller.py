@@ -41,6 +41,7 @@ class RolloutController:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.lease = Lease(plane.views.store.engine, Lock.CONTROLLER)
+        self.ticks = 0  # evaluations done as the leader (metric muto_rollout_controller_ticks)
         # The rollout's members as the gates read them, counted by (phase, status,
         # reason codes) in SQL: this runs twice a second, and reading every member's
         # row (10,000 in a large wave) was a tenth of the cloud's time at 1,000. Every
@@ -72,7 +73,9 @@ class RolloutController:
         if not self.is_leader():
             return 0
         self.plane.projector.catch_up()
-        return sum(self.evaluate(rollout_id) for rollout_id in self.active())
+        decided = sum(self.evaluate(rollout_id) for rollout_id in self.active())
+        self.ticks += 1
+        return decided
 
     def evaluate(self, rollout_id: str) -> bool:
         plane = self.plane

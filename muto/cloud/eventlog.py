@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from eventsourcing.application import Application, Repository, project_aggregate
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import strtobool
+from sqlalchemy import Engine
 
 from muto.cloud.eventcodec import EventMapper
 from muto.cloud.settings import Settings
@@ -101,6 +102,14 @@ class EventLog(Application[Any]):
             "AGGREGATE_CACHE_FASTFORWARD": "n",
             EventLog.FRESH_READS: "y" if settings.is_postgres else "n",
         }
+
+    def close(self) -> None:
+        super().close()
+        # The library leaves its SQLAlchemy engine's pooled connections to the garbage
+        # collector (a ResourceWarning each): give them back now.
+        engine = getattr(getattr(self.factory, "datastore", None), "engine", None)
+        if isinstance(engine, Engine):
+            engine.dispose()
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshots are taken after the events are committed; one that fails must not

@@ -28,7 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.requests import Request
@@ -50,6 +50,12 @@ class Link(Protocol):
     """What the collector reads of the MQTT bridge."""
 
     connected: bool
+
+
+class Ticking(Protocol):
+    """What the collector reads of the rollout controller."""
+
+    ticks: int
 
 
 def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[Any, str]:
@@ -102,13 +108,15 @@ class CloudMetrics:
         self.registry.register(self.fleet)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def attach(self, plane: ControlPlane, link: Link | None) -> Callable[[], None]:
-        """Follow this control plane (and MQTT link); returns the detach."""
-        self.fleet.plane, self.fleet.link = plane, link
+    def attach(
+        self, plane: ControlPlane, link: Link | None, controller: Ticking | None = None
+    ) -> Callable[[], None]:
+        """Follow this control plane (and MQTT link, rollout controller); returns the detach."""
+        self.fleet.plane, self.fleet.link, self.fleet.controller = plane, link, controller
         plane.writer.batch_observers.append(self.observe_batch)
 
         def detach() -> None:
-            self.fleet.plane = self.fleet.link = None
+            self.fleet.plane = self.fleet.link = self.fleet.controller = None
             observers = plane.writer.batch_observers
             if self.observe_batch in observers:
                 observers.remove(self.observe_batch)
@@ -141,6 +149,7 @@ class FleetCollector(Collector):
     def __init__(self) -> None:
         self.plane: ControlPlane | None = None
         self.link: Link | None = None
+        self.controller: Ticking | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # computed at scrape time; nothing to check at registration
@@ -153,6 +162,12 @@ class FleetCollector(Collector):
         yield from self._positions(plane, head)
         if self.link is not None:  # no bridge (--no-mqtt): no MQTT series at all
             yield from self._mqtt(plane, self.link, head)
+        if self.controller is not None:  # a process that runs no controller: no series
+            yield CounterMetricFamily(
+                "muto_rollout_controller_ticks",
+                "Passes the rollout controller made over the active rollouts as the leader.",
+                value=self.controller.ticks,
+            )
         yield from self._vehicles(plane)
         yield from self._rollouts(plane)
 

@@ -18,8 +18,9 @@ from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
-from tests.support.processes import AgentProcess, CloudProcess, eventually, reported, status
+from tests.support.processes import AgentProcess, CloudProcess, reported, status
 from tests.support.runtime_kit import PYTHON, artifact_for, make_archive, pid_alive
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
 

@@ -19,7 +19,8 @@ from tests.support.podman import (
     podman_env_fixture,  # noqa: F401 (fixture)
     podman_world_fixture,  # noqa: F401 (fixture)
 )
-from tests.support.processes import AgentProcess, CloudProcess, eventually, status
+from tests.support.processes import AgentProcess, CloudProcess, status
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
 

@@ -13,8 +13,9 @@ from muto.domain.release import HealthModel, RosGraphHealth, RosNode, RosTopic, 
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
-from tests.support.processes import AgentProcess, CloudProcess, eventually, reported, status
+from tests.support.processes import AgentProcess, CloudProcess, reported, status
 from tests.support.ros import node, require_ros, ros_env, ros_release
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
 

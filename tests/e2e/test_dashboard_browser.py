@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from muto.sim.profile import SimProfile
 from tests.conftest import unavailable
-from tests.e2e.test_rollout_agents import rig, state
+from tests.support.rollout_rig import rig
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt]
+# 12 vehicles, nothing running yet: 6 canaries (3 regions x 2 models) and a wave of 6.
+FLEET = SimProfile(poll_s=1.0)
 # docs/dashboard.png is this page at the moment a wave vehicle is blocked:
 #   MUTO_DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/e2e/test_dashboard_browser.py
 SCREENSHOT = os.environ.get("MUTO_DASHBOARD_SCREENSHOT")
@@ -49,10 +52,7 @@ class Browser:
             return ""  # swapped by the live refresh in between: read again
 
     def wait_for(self, what: Callable[[], bool], timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not what():
-            assert time.monotonic() < deadline, f"not seen in time; the page says:\n{self.text()}"
-            time.sleep(0.2)
+        eventually(what, lambda: f"the page; it says:\n{self.text()}", timeout_s, interval=0.2)
 
     def sees(self, wanted: str, css: str = "main", timeout_s: float = 90) -> None:
         self.wait_for(lambda: wanted in self.text(css), timeout_s)
@@ -102,7 +102,7 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
     tmp_path: Path, chromium: Any
 ) -> None:
     async def scenario() -> None:
-        async with rig(tmp_path) as r:
+        async with rig(tmp_path, count=12, profile=FLEET, running=None) as r:
             token = r.operator.http.headers["Authorization"].removeprefix("Bearer ")
             page = Browser(chromium, r.cloud.url)
             run = asyncio.to_thread
@@ -117,10 +117,10 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
                 }
             )
             await r.operator.http.post("/rollouts/watch/pause")
-            wave = [v["vehicleId"] for v in (await state(r, "watch"))["vehicles"]]
+            wave = [v["vehicleId"] for v in (await r.rollout("watch"))["vehicles"]]
             moving = next(
                 v["vehicleId"]
-                for v in (await state(r, "watch"))["vehicles"]
+                for v in (await r.rollout("watch"))["vehicles"]
                 if v["phase"] == "wave"
             )
             assert moving in wave

@@ -20,7 +20,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
@@ -36,7 +35,10 @@ from muto.sim.services import Haproxy, Logged
 from muto.trust import KeySet, Signer, TrustConfig, sign_release
 from muto.trust.keys import write_key_pair
 from tests.faults.runs import runs
-from tests.support.topology import Serve, load_balancer, secured_mosquitto
+from tests.support.api_server import ApiServer
+from tests.support.secured_broker import secured_broker
+from tests.support.topology import load_balancer
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 TAKEOVER_S = 5.0
@@ -46,8 +48,8 @@ DUTY_NAMES = {"controller", "listener", "notifier", "projector"}
 
 @dataclass
 class Topology:
-    apis: list[Serve]
-    workers: list[Serve]
+    apis: list[ApiServer]
+    workers: list[ApiServer]
     lb: Haproxy
     operator: OperatorClient
     fleets: list[SimFleet]
@@ -88,17 +90,7 @@ async def observe_notifies(broker_port: int, password: str, seen: dict[str, list
             seen[notify.vehicle_id].append(notify.sequence)
 
 
-async def until(check: Any, what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
-def duties(worker: Serve) -> set[str]:
+def duties(worker: ApiServer) -> set[str]:
     import httpx
 
     held = httpx.get(f"{worker.url}/readyz", timeout=5).json()["data"]["duties"]
@@ -114,13 +106,13 @@ def test_a_rollout_through_the_production_topology_survives_kill9s(
     fleet_ids = vehicle_ids(SimProfile(), count)
     passwords = {v: secrets.token_urlsafe(12) for v, _, _ in fleet_ids}
     cloud_password = secrets.token_urlsafe(12)
-    broker = secured_mosquitto(tmp_path / "broker", {"muto-cloud": cloud_password, **passwords})
+    broker = secured_broker(tmp_path / "broker", {"muto-cloud": cloud_password, **passwords})
     broker.start()
     cloud_mqtt = f"mqtt://muto-cloud:{cloud_password}@127.0.0.1:{broker.port}"
-    apis = [Serve(data, postgres_url, role="api", name=f"api-{n}") for n in (1, 2)]
+    apis = [ApiServer(data, postgres_url, role="api", name=f"api-{n}") for n in (1, 2)]
     lb = load_balancer(tmp_path, apis)
     workers = [
-        Serve(
+        ApiServer(
             data,
             postgres_url,
             role="worker",
@@ -130,8 +122,8 @@ def test_a_rollout_through_the_production_topology_survives_kill9s(
         )
         for n in (1, 2)
     ]
-    operator_token = apis[0].cli("token", "create", "--operator").splitlines()[0].strip()
-    started: list[Serve] = []
+    operator_token = apis[0].cli("token", "create", "--operator").stdout.splitlines()[0].strip()
+    started: list[ApiServer] = []
     try:
         for process in [*apis, *workers]:
             process.start()

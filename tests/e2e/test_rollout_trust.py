@@ -17,7 +17,8 @@ import pytest
 
 from muto.sim.profile import Behaviour
 from tests.faults.runs import cases
-from tests.support.rollout_rig import GOOD, NEXT, eventually, rig
+from tests.support.rollout_rig import GOOD, NEXT, WAIT_S, rig
+from tests.support.waits import until
 
 FINAL = ("completed", "aborted", "rolled_back")
 WAVE_DEADLINE_S = 15
@@ -48,11 +49,7 @@ def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str)
                 "WAVE_GATE_FAILED",
             )
             assert "CRASH_LOOP_DETECTED" in decision["evaluation"]["reasonCodes"]
-
-            async def all_back() -> bool:
-                return set((await r.running()).values()) == {GOOD}
-
-            await eventually(all_back)
+            await r.running_everywhere(GOOD)
 
     asyncio.run(scenario())
 
@@ -118,7 +115,7 @@ def test_a_deferred_vehicle_never_rolls_back_the_converged_ones(
             async def applied() -> bool:
                 return (await r.running())[moving] == NEXT
 
-            await eventually(applied)
+            await until(applied, f"{NEXT} applied on {moving}", WAIT_S, interval=0.3)
 
     asyncio.run(scenario())
 
@@ -279,11 +276,11 @@ def test_rolling_back_a_first_release_leaves_no_vehicle_on_it(tmp_path: Path, ba
                     for v in ids
                 )
 
-            await eventually(
-                lambda: stopped([v for v in r.ids if v != away]), say=lambda: f"{found}"
+            await until(
+                lambda: stopped([v for v in r.ids if v != away]), lambda: f"stopped: {found}"
             )
             r.fleet.restore([away])
-            await eventually(lambda: stopped([away]), say=lambda: f"{found}")
+            await until(lambda: stopped([away]), lambda: f"stopped: {found}")
             agent = r.fleet.vehicles[away].agent
             assert agent is not None
             state = agent.journal.state

@@ -15,8 +15,8 @@ import pytest
 from muto.cloud.seed import demo_vehicles
 from muto.domain.messages import Leaf, vehicle_topic
 from tests.conftest import Mosquitto
-from tests.support.processes import eventually
-from tests.support.topology import Serve
+from tests.support.api_server import ApiServer
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 
@@ -24,9 +24,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 def test_a_rollout_starts_with_the_mqtt_bridge_on_postgres(
     tmp_path: Path, postgres_url: str, mosquitto: Mosquitto
 ) -> None:
-    cloud = Serve(tmp_path / "cloud", postgres_url, mqtt_url=mosquitto.url)
+    cloud = ApiServer(tmp_path / "cloud", postgres_url, mqtt_url=mosquitto.url)
     cloud.cli("seed")
-    operator = cloud.cli("token", "create", "--operator").splitlines()[0].strip()
+    operator = cloud.cli("token", "create", "--operator").stdout.splitlines()[0].strip()
     cloud.start(wait="/healthz")
     try:
         with httpx.Client(

@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from muto.agent.agent import Agent
 from muto.agent.compose import simulated_agent
@@ -61,21 +57,6 @@ def sim_agents(
         )
         for vehicle_id in ids
     ]
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll `check` (run in a thread: it may block) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = await asyncio.to_thread(check)
-        except (httpx.HTTPError, OSError):
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def open_fds(pid: int | str = "self") -> int:

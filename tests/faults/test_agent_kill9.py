@@ -35,7 +35,7 @@ from tests.faults.fleet import (
     stored_records,
 )
 from tests.faults.runs import runs
-from tests.support.processes import eventually
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
 EVERY_POINT = sorted(POINTS) + sorted(f"{p}:done" for p in POINTS - {"fetch"})

@@ -27,7 +27,7 @@ import pytest
 from muto.agent.reconcile.recovery import RETRY_LIMIT
 from tests.faults.fleet import Fleet, Vehicle, journal_state, running_apps, settled_on
 from tests.faults.runs import cases
-from tests.support.processes import eventually
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
 ROLLED_BACK = ("serve", "rolled_back", ["RETRY_LIMIT_REACHED", "ROLLBACK_APPLIED"], RETRY_LIMIT)

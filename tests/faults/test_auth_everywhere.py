@@ -5,13 +5,13 @@ token 401; with a vehicle token, what the operation's `x-muto-access` says: 403
 names) and for another vehicle's token on `own-vehicle` operations, and neither 401 nor
 403 where the spec admits the token. A token revoked over the API is refused at once by
 the process that revoked it and, on PostgreSQL with two API processes, by the other
-within the documented 5 seconds. (MQTT: test_mqtt_subtrees.py.)
+(the 5 s promise itself: tests/integration/test_revocation_reach.py, without a stopwatch).
+(MQTT: test_mqtt_subtrees.py.)
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +30,7 @@ from tests.support.api_server import (
     reconcile_body,
     vehicle_body,
 )
+from tests.support.waits import eventually
 
 PATH_VALUES = {"vehicle_id": "veh-a", "rollout_id": "ro-none", "token_id": "tok-none",
                "stack": "core", "version": "1.0.0", "digest": "sha256:" + "0" * 64}  # fmt: skip
@@ -37,7 +38,9 @@ BODIES: dict[str, Any] = {
     "/reports/reconcile": reconcile_body("veh-a", "rep-auth"),
     "/reports/health": health_body("veh-a", "health-auth"),
 }
-REVOCATION_S = 5.0  # spec/api.yaml: "within 5 seconds on every API process"
+# Far below the token cache's 60 s: a refusal within it comes from the revocation
+# reaching the process, not from the cached token expiring. Only a bound on a hang.
+HEARD_S = 30.0
 
 
 ACCESS = {"operator", "own-vehicle", "any-token"}
@@ -87,9 +90,9 @@ def deployment(backend: str, tmp: Path) -> Iterator[tuple[list[ApiServer], dict[
                 assert server.tracebacks() == []
 
 
-def revoke(server: ApiServer, operator: str, used_on: list[ApiServer]) -> tuple[str, float]:
+def revoke(server: ApiServer, operator: str, used_on: list[ApiServer]) -> str:
     """A new veh-a token, used once on `used_on` (so cached there as good), then revoked
-    over the API on `server`; returns it and the monotonic time of the revocation."""
+    over the API on `server`, which refuses it at once."""
     with server.client(operator) as http:
         issued = http.post("/tokens", json={"role": "vehicle", "vehicleId": "veh-a"}).json()
         secret, token_id = issued["data"]["token"], issued["data"]["tokenId"]
@@ -97,15 +100,19 @@ def revoke(server: ApiServer, operator: str, used_on: list[ApiServer]) -> tuple[
             with other.client(secret) as vehicle:
                 assert vehicle.get("/vehicles/veh-a").status_code == 200
         assert http.post(f"/tokens/{token_id}/revoke").status_code == 200
-    return secret, time.monotonic()
+    with server.client(secret) as vehicle:  # the very next request
+        assert vehicle.get("/vehicles/veh-a").status_code == 401
+    return secret
 
 
-def refused_within(server: ApiServer, secret: str, since: float, limit: float) -> float:
+def refused(server: ApiServer, secret: str) -> None:
     with server.client(secret) as vehicle:
-        while vehicle.get("/vehicles/veh-a").status_code != 401:
-            assert time.monotonic() - since < limit, "revocation slower than documented"
-            time.sleep(0.05)
-    return time.monotonic() - since
+        eventually(
+            lambda: vehicle.get("/vehicles/veh-a").status_code == 401,
+            f"{server.url} to refuse the revoked token",
+            HEARD_S,
+            interval=0.05,
+        )
 
 
 def assert_forbidden(answer: httpx.Response, method: str, path: str) -> None:
@@ -123,8 +130,9 @@ def test_every_operation_refuses_missing_foreign_and_revoked_tokens(
     backend: str, tmp_path: Path
 ) -> None:
     with deployment(backend, tmp_path) as (group, tokens):
-        tokens["revoked"], at = revoke(group[0], tokens["operator"], group[:1])
-        refused_within(group[0], tokens["revoked"], at, 1.0)  # at once where it was revoked
+        tokens["revoked"] = revoke(group[0], tokens["operator"], group)
+        for server in group[1:]:  # cached there as good until it hears the revocation
+            refused(server, tokens["revoked"])
         checked = 0
         for server in group:
             for method, path, access in secured():
@@ -153,11 +161,3 @@ def test_every_operation_refuses_missing_foreign_and_revoked_tokens(
     tokens_tried = "no token, own vehicle's, another vehicle's, revoked"
     print(f"\nscenario 13 HTTP ({backend}, {len(group)} API processes): {len(secured())} "
           f"operations x ({tokens_tried}): {checked} checks")  # fmt: skip
-
-
-@pytest.mark.postgres
-def test_a_revocation_reaches_every_api_process_within_5_s(tmp_path: Path) -> None:
-    with deployment("postgres", tmp_path) as (group, tokens):
-        secret, at = revoke(group[0], tokens["operator"], group)
-        took = [refused_within(server, secret, at, REVOCATION_S) for server in group]
-    print(f"\nscenario 13 revocation: refused after {[round(t, 2) for t in took]} s")

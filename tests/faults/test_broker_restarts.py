@@ -27,10 +27,10 @@ from tests.faults.sim import (
     sim_agents,
     sim_release,
     threads,
-    until,
     vehicle_token,
 )
 from tests.support.processes import AgentProcess, CloudProcess
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 SIM_AGENTS = 3

@@ -19,9 +19,8 @@ import pytest
 
 from tests.faults.cloud import Load, audit, duplicates, views_equal_a_rebuild
 from tests.faults.runs import runs
-from tests.integration.test_api_rollouts import Fleet as RolloutFleet
-from tests.integration.test_api_rollouts import eventually
 from tests.support.api_server import BACKENDS, ApiServer, database
+from tests.support.reported_fleet import ReportedFleet
 
 ACKNOWLEDGED_BEFORE_KILL = 30
 
@@ -80,7 +79,7 @@ def rollout_through_two_kills(server: ApiServer, secret: str, rng: random.Random
     """A rollout; the cloud killed -9 after the canaries report and after the wave does
     (a random moment within two controller ticks); each time it resumes."""
     with server.client(secret) as op:
-        fleet = RolloutFleet(op)
+        fleet = ReportedFleet(op)
         rollout_id = fleet.start("2.0.0")["rolloutId"]
         fleet.report_phase(fleet.get(rollout_id), "canary", "2.0.0")
     for phase, then in (("wave", "wave"), ("completed", None)):
@@ -89,7 +88,7 @@ def rollout_through_two_kills(server: ApiServer, secret: str, rng: random.Random
         server.start()
         with server.client(secret) as op:
             fleet.op = op
-            found = eventually(lambda: fleet.get(rollout_id), lambda r, p=phase: r["state"] == p)
+            found = fleet.until(rollout_id, lambda r, p=phase: r["state"] == p)
             if then is not None:
                 fleet.report_phase(found, then, "2.0.0")
     with server.client(secret) as op:

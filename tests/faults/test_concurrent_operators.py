@@ -24,7 +24,6 @@ import pytest
 
 from tests.faults.cloud import audit
 from tests.faults.runs import runs
-from tests.integration.test_api_rollouts import Fleet as RolloutFleet
 from tests.support.api_server import (
     BACKENDS,
     ApiServer,
@@ -33,6 +32,7 @@ from tests.support.api_server import (
     unique,
     vehicle_body,
 )
+from tests.support.reported_fleet import ReportedFleet
 
 OPERATORS = 50
 
@@ -111,7 +111,7 @@ def action(rollout_id: str, *actions: str) -> Callable[[httpx.Client, int], http
 def test_fifty_operators_on_one_rollout(backend: str, count: int, tmp_path: Path) -> None:
     with servers(backend, tmp_path) as (group, secret), group[0].client(secret) as http:
         for _ in range(count):
-            fleet = RolloutFleet(http)
+            fleet = ReportedFleet(http)
             body = {"selector": f"group={fleet.group}", "stack": fleet.stack, "version": "2.0.0"}
             started = at_once(group, secret, lambda c, n, b=body: c.post("/rollouts", json=b))
             assert Counter(a.status_code for a in started) == {201: 1, 409: OPERATORS - 1}

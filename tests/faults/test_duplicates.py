@@ -33,9 +33,10 @@ from tests.conftest import Mosquitto
 from tests.faults.cloud import duplicates
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
-from tests.faults.sim import sim_agents, sim_release, until
+from tests.faults.sim import sim_agents, sim_release
 from tests.support.api_server import reconcile_body, running, vehicle_body
 from tests.support.processes import CloudProcess
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 COPIES = 5  # of every notify and every report

@@ -28,9 +28,10 @@ from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
-from tests.faults.sim import sim_release, trust_of, until, vehicle_token
+from tests.faults.sim import sim_release, trust_of, vehicle_token
 from tests.support.agent_rig import ManualClock
 from tests.support.processes import CloudProcess
+from tests.support.waits import until
 
 STEP_S = 600.0  # the loop is woken every 10 simulated minutes
 MOVING = VehicleState(speed_mps=5.0, free_disk_mb=1e6)

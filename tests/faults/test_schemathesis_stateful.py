@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from muto.cloud.api.app import SPEC
 from muto.cloud.settings import Settings
 from tests.faults.runs import runs
-from tests.integration.test_schemathesis import APP, excluded_checks, serve
+from tests.support.spec_app import APP, excluded_checks, serve
 
 schema = schemathesis.openapi.from_path(SPEC)
 schema.app = APP

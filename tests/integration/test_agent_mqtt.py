@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from muto.agent.transport.mqtt import MqttLink
@@ -22,61 +20,28 @@ from muto.domain.messages import AgentPhase, DesiredNotify, RefreshRequest
 from muto.domain.wire import encode
 from tests.conftest import Mosquitto
 from tests.support.agent_rig import VEHICLE, Rig, make_rig, release
+from tests.support.mqtt_watch import Watcher
+from tests.support.waits import WAIT_S, until
 
 pytestmark = pytest.mark.mqtt
 ROOT = f"muto/default/vehicles/{VEHICLE}"
 A = release("1.0.0")
 B = release("1.1.0")
-WAIT_S = 20.0
 IDS = itertools.count()
-
-
-class Watcher:
-    """A plain MQTT client that records everything under the vehicle's subtree."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.seen: list[tuple[str, Any, bool]] = []  # (leaf, payload, retained)
-
-    async def collect(self) -> None:
-        async for message in self.client.messages:
-            payload = message.payload
-            body = json.loads(payload) if isinstance(payload, bytes) and payload else None
-            leaf = str(message.topic).removeprefix(ROOT + "/")
-            self.seen.append((leaf, body, message.retain))
-
-    def on(self, leaf: str) -> list[Any]:
-        return [body for seen_leaf, body, _ in self.seen if seen_leaf == leaf]
-
-    async def until(self, check: Callable[[], bool], what: str) -> None:
-        async with asyncio.timeout(WAIT_S):
-            while not check():
-                await asyncio.sleep(0.02)
-        assert check(), what
 
 
 async def listening(rig: Rig, watch: Watcher) -> None:
     """A first pass done and the link subscribed (it says online only after subscribing):
     a message published before that would reach nobody."""
-    await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
-    await watch.until(
-        lambda: any(p["state"] == "online" for p in watch.on("presence") if p), "online"
+    await until(lambda: rig.agent.verdict is not None, "a first pass")
+    await until(
+        lambda: any(p["state"] == "online" for p in watch.bodies("presence") if p), "online"
     )
 
 
-@asynccontextmanager
-async def watching(broker: Mosquitto) -> AsyncIterator[Watcher]:
-    async with aiomqtt.Client(
-        "127.0.0.1", broker.port, identifier=f"watcher-{next(IDS)}"
-    ) as client:
-        await client.subscribe(f"{ROOT}/#", qos=1)
-        watcher = Watcher(client)
-        task = asyncio.create_task(watcher.collect())
-        try:
-            yield watcher
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+def watching(broker: Mosquitto) -> Watcher:
+    """Everything under the vehicle's subtree."""
+    return Watcher(broker.url, f"{ROOT}/#", root=ROOT, identifier=f"watcher-{next(IDS)}")
 
 
 def run(broker: Mosquitto, scenario: Callable[[Rig, Watcher], Awaitable[None]], **kw: Any) -> None:
@@ -99,23 +64,24 @@ def test_presence_and_every_snapshot_are_retained_and_a_clean_stop_says_offline(
     mosquitto: Mosquitto,
 ) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
-        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
-        await watch.until(
-            lambda: any(s and s["running"] for s in watch.on("agent/state")), "running in state"
+        await until(lambda: rig.agent.verdict is not None, "a first pass")
+        await until(
+            lambda: any(s and s["running"] for s in watch.bodies("agent/state")),
+            "running in state",
         )
         async with watching(mosquitto) as late:  # a newcomer sees the retained picture
             wanted = {"presence", "agent/metadata", "agent/state", "agent/components",
                       "agent/cfg/state"}  # fmt: skip
-            await late.until(
-                lambda: wanted <= {leaf for leaf, _, retained in late.seen if retained},
+            await until(
+                lambda: wanted <= late.retained(),
                 "every snapshot retained",
             )
-        assert watch.on("presence")[0]["state"] == "online"
-        assert watch.on("agent/metadata")[0]["schema"] == "muto.agent-metadata.v1"
-        components = watch.on("agent/components")[-1]["components"]
+        assert watch.bodies("presence")[0]["state"] == "online"
+        assert watch.bodies("agent/metadata")[0]["schema"] == "muto.agent-metadata.v1"
+        components = watch.bodies("agent/components")[-1]["components"]
         assert [c["role"] for c in components] == ["active"]
         await rig.agent.stop()
-        await watch.until(lambda: watch.on("presence")[-1]["state"] == "offline", "offline")
+        await until(lambda: watch.bodies("presence")[-1]["state"] == "offline", "offline")
 
     run(mosquitto, scenario)
 
@@ -126,8 +92,8 @@ def test_refresh_republishes_and_answers_without_reconciling(mosquitto: Mosquitt
         fetches, applied = rig.cloud.fetches, list(rig.runtime.applied)
         request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-7"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
-        await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
-        result = watch.on("evt/refresh_result")[0]
+        await until(lambda: bool(watch.bodies("evt/refresh_result")), "a refresh result")
+        result = watch.bodies("evt/refresh_result")[0]
         assert result["requestId"] == "req-7" and result["ok"]
         assert sorted(result["snapshotsUpdated"]) == [
             "agent/cfg/state", "agent/components", "agent/metadata", "agent/state",
@@ -148,8 +114,8 @@ def test_a_refresh_without_its_schema_is_ignored_with_a_log_line(
         await watch.client.publish(f"{ROOT}/cmd/refresh", b'{"requestId": "bare"}', qos=1)
         request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="versioned"))
         await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
-        await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
-        assert [r["requestId"] for r in watch.on("evt/refresh_result")] == ["versioned"]
+        await until(lambda: bool(watch.bodies("evt/refresh_result")), "a refresh result")
+        assert [r["requestId"] for r in watch.bodies("evt/refresh_result")] == ["versioned"]
 
     with caplog.at_level(logging.WARNING, logger="muto.agent.mqtt"):
         run(mosquitto, scenario)
@@ -183,7 +149,7 @@ def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) 
         )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(other), qos=1)
         wanted = ["notify:3", "notify:2", "notify:3", "notify:4"]
-        await watch.until(lambda: reasons == wanted, "four triggers")
+        await until(lambda: reasons == wanted, "four triggers")
         assert link.accepted_sequence == 1
 
     run(mosquitto, scenario)
@@ -206,20 +172,20 @@ def test_a_forged_high_notify_does_not_silence_the_next_genuine_one(
             url="x",
         )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(forged), qos=1)
-        await watch.until(lambda: rig.cloud.fetches > fetches, "the forged hint fetched")
-        await watch.until(lambda: rig.agent.idle, "that pass over")
+        await until(lambda: rig.cloud.fetches > fetches, "the forged hint fetched")
+        await until(lambda: rig.agent.idle, "that pass over")
         rig.cloud.serve(rig.signers.bundle(B, 2))  # a genuine assignment, polls are hours away
         genuine = DesiredNotify(
             schema="muto.desired-notify.v1", vehicle_id=VEHICLE, revision="r2", sequence=2, url="x"
         )
         await watch.client.publish(f"{ROOT}/desired/notify", encode(genuine), qos=1)
-        await watch.until(
+        await until(
             lambda: (desired := rig.journal.state.desired) is not None and desired.sequence == 2,
             "the genuine notify acted on",
         )
         link = rig.agent.mqtt
         assert link is not None
-        await watch.until(lambda: link.accepted_sequence == 2, "the bar moved by verified state")
+        await until(lambda: link.accepted_sequence == 2, "the bar moved by verified state")
 
     run(mosquitto, scenario)
 
@@ -228,14 +194,15 @@ def test_the_heartbeat_follows_the_desired_config_without_a_restart(
     mosquitto: Mosquitto,
 ) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
-        await watch.until(lambda: rig.agent.verdict is not None, "a first pass")
+        await until(lambda: rig.agent.verdict is not None, "a first pass")
         assert rig.journal.state.config.heartbeat_s == 3600
         rig.cloud.serve(rig.signers.bundle(A, 2, config=AgentConfig(heartbeat_s=1)))
         await rig.agent.reconcile()
-        online = len(watch.on("presence"))
-        await watch.until(lambda: len(watch.on("presence")) >= online + 2, "heartbeats")
-        await watch.until(  # a throttled snapshot: awaited, not assumed already there
-            lambda: watch.on("agent/cfg/state")[-1]["config"]["heartbeatS"] == 1, "cfg/state"
+        online = len(watch.bodies("presence"))
+        await until(lambda: len(watch.bodies("presence")) >= online + 2, "heartbeats")
+        await until(  # a throttled snapshot: awaited, not assumed already there
+            lambda: watch.bodies("agent/cfg/state")[-1]["config"]["heartbeatS"] == 1,
+            "cfg/state",
         )
 
     run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600))
@@ -244,22 +211,22 @@ def test_the_heartbeat_follows_the_desired_config_without_a_restart(
 def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
     mosquitto: Mosquitto,
 ) -> None:
-    async def scenario(rig: Rig, watch: Watcher) -> None:
+    async def scenario(rig: Rig) -> None:
         link = rig.agent.mqtt
         assert link is not None
-        await watch.until(lambda: link.connected, "connected")
+        await until(lambda: link.connected, "connected")
         mosquitto.stop()
-        await watch.until(lambda: not link.connected, "disconnected")
+        await until(lambda: not link.connected, "disconnected")
         assert (await rig.agent.reconcile()).kind == "converged"
         mosquitto.start()
-        await watch.until(lambda: link.connections >= 2 and link.connected, "reconnected")
+        await until(lambda: link.connections >= 2 and link.connected, "reconnected")
 
     async def main() -> None:
         rig = make_rig(broker=Broker.parse(mosquitto.url), poll_s=3600, drift_check_s=3600)
         rig.cloud.serve(rig.signers.bundle(A, 1))
         await rig.agent.start()
         try:
-            await scenario(rig, Watcher(None))  # type: ignore[arg-type]
+            await scenario(rig)
         finally:
             await rig.agent.stop()
 
@@ -268,10 +235,10 @@ def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
 
 def test_reports_can_travel_over_mqtt(mosquitto: Mosquitto) -> None:
     async def scenario(rig: Rig, watch: Watcher) -> None:
-        await watch.until(lambda: bool(watch.on("reports/reconcile")), "a report")
-        report = watch.on("reports/reconcile")[0]
+        await until(lambda: bool(watch.bodies("reports/reconcile")), "a report")
+        report = watch.bodies("reports/reconcile")[0]
         assert (report["status"], report["vehicleId"]) == ("converged", VEHICLE)
-        await watch.until(lambda: not rig.journal.state.outbox, "acknowledged")
+        await until(lambda: not rig.journal.state.outbox, "acknowledged")
         assert rig.cloud.reports == []  # not over HTTP
 
     run(mosquitto, scenario, reports_via="mqtt")
@@ -293,7 +260,7 @@ async def settled_link(
     async with watching(broker) as watch:
         session = asyncio.create_task(link.run())
         try:
-            await watch.until(lambda: len(watch.on("agent/state")) == 1, "the connect publish")
+            await until(lambda: len(watch.bodies("agent/state")) == 1, "the connect publish")
             yield rig, watch, link
         finally:
             await link.stop()
@@ -315,15 +282,16 @@ def test_a_burst_of_changes_is_folded_and_the_final_state_is_published(
                 assert (await rig.agent.reconcile()).kind == "converged"
                 await asyncio.sleep(0.01)  # spread the burst: an unthrottled link publishes each
             final = 1 + bursts
-            await watch.until(
-                lambda: watch.on("agent/state")[-1]["sequence"] == final, "the final state"
+            await until(
+                lambda: watch.bodies("agent/state")[-1]["sequence"] == final,
+                "the final state",
             )
-            published = watch.on("agent/state")[1:]  # after the connect publish
+            published = watch.bodies("agent/state")[1:]  # after the connect publish
             assert 1 <= len(published) <= 2, [s["phase"] for s in published]
             assert published[-1]["phase"] == "idle"
             async with watching(mosquitto) as late:  # the retained value is the final one
-                await late.until(lambda: bool(late.on("agent/state")), "the retained state")
-                assert late.on("agent/state") == [published[-1]]
+                await until(lambda: bool(late.bodies("agent/state")), "the retained state")
+                assert late.bodies("agent/state") == [published[-1]]
 
     asyncio.run(main())
 
@@ -336,13 +304,13 @@ def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosqu
     async def main() -> None:
         async with settled_link(mosquitto, interval_s=3600.0) as (rig, watch, _):
             rig.agent.signals.set_phase(AgentPhase.FETCHING)
-            await watch.until(
-                lambda: watch.on("agent/state")[-1]["phase"] == "fetching", "the change"
+            await until(
+                lambda: watch.bodies("agent/state")[-1]["phase"] == "fetching", "the change"
             )
             rig.agent.signals.set_phase(AgentPhase.IDLE)  # within the interval: held
             request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="req-8"))
             await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
-            await watch.until(lambda: bool(watch.on("evt/refresh_result")), "a refresh result")
-            assert watch.on("agent/state")[-1]["phase"] == "idle"  # published before the result
+            await until(lambda: bool(watch.bodies("evt/refresh_result")), "a refresh result")
+            assert watch.bodies("agent/state")[-1]["phase"] == "idle"  # published before the result
 
     asyncio.run(main())

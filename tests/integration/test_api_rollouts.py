@@ -4,8 +4,7 @@ each vehicle's previous release, and the 409 on overlapping rollouts."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,15 +13,9 @@ import pytest
 from tests.support.api_server import (
     BACKENDS,
     error_of,
-    reconcile_body,
-    release_envelope,
     running,
-    signed_payload,
-    unique,
-    vehicle_body,
 )
-
-FLEET = ["eu-1", "eu-2", "us-1", "us-2"]  # two region-model groups of two
+from tests.support.reported_fleet import ReportedFleet, ok
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -39,83 +32,6 @@ def op(
         yield client
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()["data"]
-
-
-def eventually(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool]) -> Any:
-    """Poll until the controller (a loop in the server) has acted; 30 s is only a cap."""
-    deadline = time.monotonic() + 30
-    while True:
-        found = read()
-        if done(found):
-            return found
-        assert time.monotonic() < deadline, f"still {found['state']}: {found}"
-        time.sleep(0.1)
-
-
-class Fleet:
-    """Four vehicles of one group, running `stack@1.0.0`, with releases 2.0.0, 3.0.0."""
-
-    def __init__(self, op: httpx.Client) -> None:
-        self.op = op
-        self.group = unique("g")
-        self.stack = unique("stack")
-        self.ids = [f"{self.group}-{v}" for v in FLEET]
-        for vehicle_id in self.ids:
-            ok(self.op.post("/vehicles", json=self.body(vehicle_id)), 201)
-        for version in ("1.0.0", "2.0.0", "3.0.0"):
-            ok(self.op.post("/releases", json=release_envelope(self.stack, version)), 201)
-        assigned = ok(
-            self.op.post(
-                "/desired-states",
-                json={
-                    "target": {"selector": f"group={self.group}"},
-                    "stack": {"name": self.stack, "version": "1.0.0"},
-                },
-            ),
-            201,
-        )
-        self.converge(self.ids, assigned["desiredStateRevision"], "1.0.0")
-
-    def body(self, vehicle_id: str) -> dict[str, Any]:
-        region = vehicle_id.rsplit("-", 2)[-2]
-        return vehicle_body(vehicle_id, region=region, group=self.group)
-
-    def converge(self, vehicle_ids: list[str], revision: str | None, version: str) -> None:
-        for vehicle_id in vehicle_ids:
-            report = reconcile_body(
-                vehicle_id, unique("r"), revision=revision, running=(self.stack, version)
-            )
-            assert ok(self.op.post("/reports/reconcile", json=report))["recorded"] is True
-
-    def start(self, version: str) -> dict[str, Any]:
-        body = {
-            "rolloutId": unique("ro"),
-            "selector": f"group={self.group}",
-            "stack": self.stack,
-            "version": version,
-            "thresholds": {"bakeSec": 1},  # completed a second after the wave gate passes
-        }
-        started: dict[str, Any] = ok(self.op.post("/rollouts", json=body), 201)
-        return started
-
-    def get(self, rollout_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = ok(self.op.get(f"/rollouts/{rollout_id}"))
-        return found
-
-    def report_phase(self, rollout: dict[str, Any], phase: str, version: str) -> None:
-        for member in rollout["vehicles"]:
-            if member["phase"] == phase:
-                self.converge([member["vehicleId"]], member["revision"], version)
-
-    def running_version(self, vehicle_id: str) -> str:
-        bundle = ok(self.op.get("/desired-states/latest", params={"vehicleId": vehicle_id}))
-        version: str = signed_payload(bundle["desiredState"])["stack"]["version"]
-        return version
-
-
 def phases(rollout: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     found: dict[str, list[tuple[str, str]]] = {}
     for m in rollout["vehicles"]:
@@ -124,7 +40,7 @@ def phases(rollout: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_canaries_then_the_wave_then_completed(op: httpx.Client) -> None:
-    fleet = Fleet(op)
+    fleet = ReportedFleet(op)
     rollout = fleet.start("2.0.0")
     rollout_id = rollout["rolloutId"]
     assert rollout["state"] == "canary" and rollout["paused"] is False
@@ -148,12 +64,12 @@ def test_canaries_then_the_wave_then_completed(op: httpx.Client) -> None:
     assert {d["rolloutId"] for d in error_of(overlapping, 409)["details"]} == {rollout_id}
 
     fleet.report_phase(rollout, "canary", "2.0.0")
-    in_wave = eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "wave")
+    in_wave = fleet.until(rollout_id, lambda r: r["state"] == "wave")
     assert [d["event"] for d in in_wave["decisions"]] == ["CanaryGatePassed"]
     assert phases(in_wave)["wave"] == [("eu", "assigned"), ("us", "assigned")]
 
     fleet.report_phase(in_wave, "wave", "2.0.0")
-    done = eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "completed")
+    done = fleet.until(rollout_id, lambda r: r["state"] == "completed")
     assert [d["reasonCode"] for d in done["decisions"]] == [
         "CANARY_GATE_PASSED",
         "WAVE_GATE_PASSED",
@@ -170,7 +86,7 @@ def test_canaries_then_the_wave_then_completed(op: httpx.Client) -> None:
 
 
 def test_pause_resume_and_rollback_to_the_previous_release(op: httpx.Client) -> None:
-    fleet = Fleet(op)
+    fleet = ReportedFleet(op)
     rollout_id = fleet.start("2.0.0")["rolloutId"]
 
     paused = ok(op.post(f"/rollouts/{rollout_id}/pause"))
@@ -180,7 +96,7 @@ def test_pause_resume_and_rollback_to_the_previous_release(op: httpx.Client) -> 
     assert fleet.get(rollout_id)["state"] == "canary"  # read right after: still held
     resumed = ok(op.post(f"/rollouts/{rollout_id}/resume"))
     assert resumed["paused"] is False
-    eventually(lambda: fleet.get(rollout_id), lambda r: r["state"] == "wave")
+    fleet.until(rollout_id, lambda r: r["state"] == "wave")
 
     rolled = ok(op.post(f"/rollouts/{rollout_id}/rollback"))
     assert rolled["state"] == "rolled_back"

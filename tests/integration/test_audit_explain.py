@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from muto.domain.requests import RolloutRequest, RolloutThresholds
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.projections import Views
 from muto.projections.store import ViewStore
-from tests.conftest import PG_ADMIN_URL, unavailable
+from tests.support.services import fresh_database
 from tests.support.spine import (
     SignedRelease,
     cause,
@@ -160,26 +159,6 @@ def _script(cp: ControlPlane) -> History:
     )
 
 
-@contextmanager
-def database() -> Iterator[str]:
-    """A PostgreSQL database for the whole module (the history is written once)."""
-    import psycopg
-
-    name = f"muto_test_{uuid.uuid4().hex[:12]}"
-    conninfo = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
-        raise
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -191,7 +170,7 @@ def history(
         if request.param == "sqlite":
             settings = sqlite_settings(data_dir)
         else:
-            settings = postgres_settings(stack.enter_context(database()), data_dir)
+            settings = postgres_settings(stack.enter_context(fresh_database()), data_dir)
         cp = ControlPlane.open(settings)
         try:
             yield _script(cp)

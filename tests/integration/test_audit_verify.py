@@ -10,6 +10,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from muto.cloud.auditing import open_event_log
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_reconcile
 from muto.cloud.settings import Settings
-from tests.conftest import PG_ADMIN_URL, unavailable
+from tests.support.services import fresh_database, postgres_admin
 from tests.support.spine import (
     cause,
     desired_request,
@@ -80,21 +81,6 @@ def write_history(settings: Settings) -> int:
         cp.close()
 
 
-def _admin() -> Any:
-    import psycopg
-
-    try:
-        conninfo = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
-        raise
-
-
-def _database_url(name: str) -> str:
-    return f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}"
-
-
 @pytest.fixture(scope="module")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """The history is written once per backend; each test tampers with a copy."""
@@ -104,22 +90,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int
 
 @pytest.fixture(scope="module")
 def postgres_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    name = f"muto_test_tpl_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            settings = postgres_settings(_database_url(name), tmp_path_factory.mktemp("pg"))
-            head = write_history(settings)
-            # A closed event log's pool may keep its connections until collected, and a
-            # template must have none.
+    with fresh_database() as url:
+        settings = postgres_settings(url, tmp_path_factory.mktemp("pg"))
+        head = write_history(settings)
+        name = url.rpartition("/")[2]
+        # A template must have no connection left (CREATE DATABASE ... TEMPLATE refuses).
+        with postgres_admin() as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (name,),
             )
-            yield name, head
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield name, head
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -127,25 +109,19 @@ def stored(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Stored]:
     monkeypatch.delenv("MUTO_DATABASE_URL", raising=False)
-    copy = f"muto_test_{uuid.uuid4().hex[:12]}"
-    if request.param == "sqlite":
-        template, head = request.getfixturevalue("sqlite_template")
-        shutil.copytree(template, tmp_path / "data")
-        settings = sqlite_settings(tmp_path / "data")
-    else:
-        template, head = request.getfixturevalue("postgres_template")
-        with _admin() as admin:
-            admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{template}"')
-        settings = postgres_settings(_database_url(copy), tmp_path)
-    events, views = create_engine(settings.events_url), create_engine(settings.views_url)
-    try:
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            template, head = request.getfixturevalue("sqlite_template")
+            shutil.copytree(template, tmp_path / "data")
+            settings = sqlite_settings(tmp_path / "data")
+        else:
+            template, head = request.getfixturevalue("postgres_template")
+            copy = stack.enter_context(fresh_database(template=template))
+            settings = postgres_settings(copy, tmp_path)
+        events, views = create_engine(settings.events_url), create_engine(settings.views_url)
+        stack.callback(views.dispose)
+        stack.callback(events.dispose)
         yield Stored(settings, events, views, head)
-    finally:
-        events.dispose()
-        views.dispose()
-        if request.param == "postgres":
-            with _admin() as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
 
 
 def verify(capsys: pytest.CaptureFixture[str], stored: Stored, *extra: str) -> tuple[int, str]:

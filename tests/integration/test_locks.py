@@ -8,14 +8,15 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from muto.projections.locks import DUTIES, Lease, Lock
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.postgres
 
 
 def test_one_holder_per_duty_and_a_lost_session_stops_the_holder(postgres_url: str) -> None:
     one, two = create_engine(postgres_url), create_engine(postgres_url)
+    leases = {duty: (Lease(one, duty), Lease(two, duty)) for duty in DUTIES}
     try:
-        leases = {duty: (Lease(one, duty), Lease(two, duty)) for duty in DUTIES}
         for a, b in leases.values():
             assert a.held() and not b.held()
             assert a.held() and not b.held()  # held again, not taken twice
@@ -31,6 +32,14 @@ def test_one_holder_per_duty_and_a_lost_session_stops_the_holder(postgres_url: s
             ).scalar_one()
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             admin.commit()
+
+            def gone() -> bool:  # terminating only signals the backend; it exits after
+                alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+                found = admin.execute(alive, {"pid": pid}).scalar_one() == 0
+                admin.commit()
+                return found
+
+            eventually(gone, f"backend {pid} to exit", interval=0.05)
         assert standby.held()  # the lock went with the session
         assert not active.held()  # and the old holder knows it at its next check
         assert not active.holding
@@ -39,10 +48,10 @@ def test_one_holder_per_duty_and_a_lost_session_stops_the_holder(postgres_url: s
                 assert a.held() and not b.held()
         standby.release()
         assert active.held()  # released: the other one takes it
-        for a, b in leases.values():
+    finally:
+        for a, b in leases.values():  # a lease's connection is never back in the pool
             a.release()
             b.release()
-    finally:
         one.dispose()
         two.dispose()
 

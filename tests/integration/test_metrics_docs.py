@@ -11,6 +11,7 @@ from pathlib import Path
 from muto.agent.metrics_port import AgentCollector
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
+from muto.cloud.controller import RolloutController
 from muto.cloud.metrics import CloudMetrics
 from muto.cloud.rollouts import start_rollout
 from muto.cloud.seed import seed_demo_fleet
@@ -65,14 +66,18 @@ def exposed_by_the_cloud(tmp_path: Path) -> set[str]:
             )
         )
         metrics = CloudMetrics()
-        metrics.attach(plane, Link())
+        controller = RolloutController(plane)
+        metrics.attach(plane, Link(), controller)
         metrics.observe_request("/vehicles", "GET", 200, 0.001)
         metrics.observe_batch(1, 0.001)
-        return {
-            f.name + ("_total" if f.type == "counter" else "")
-            for f in metrics.registry.collect()
-            if f.name.startswith("muto_")
-        }
+        try:
+            return {
+                f.name + ("_total" if f.type == "counter" else "")
+                for f in metrics.registry.collect()
+                if f.name.startswith("muto_")
+            }
+        finally:
+            controller.close()
     finally:
         plane.close()
 

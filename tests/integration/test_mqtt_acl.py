@@ -29,10 +29,10 @@ from tests.support.mqtt_watch import (
     open_fleet,
     payload,
     settings_for,
-    until,
 )
 from tests.support.secured_broker import USERS, client, secured_broker
 from tests.support.spine import reconcile_report
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 

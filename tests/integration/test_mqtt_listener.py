@@ -29,9 +29,9 @@ from tests.support.mqtt_watch import (
     open_fleet,
     payload,
     settings_for,
-    until,
 )
 from tests.support.spine import health_report, reconcile_report
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 
@@ -144,6 +144,8 @@ def test_presence_online_then_the_last_will_offline(plane: ControlPlane) -> None
         finally:
             agent.kill()  # no DISCONNECT: the broker sends the Last Will
             agent.wait()
+            assert agent.stdin is not None
+            agent.stdin.close()
         await until(lambda: len(changes()) == 2, "the Last Will to be stored")
         (state, at), (last_state, last_at) = changes()
         assert (state, last_state, last_at) == ("online", "offline", None)

@@ -24,9 +24,9 @@ from tests.support.mqtt_watch import (
     notify_topic,
     open_fleet,
     settings_for,
-    until,
 )
 from tests.support.spine import cause, desired_request
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 

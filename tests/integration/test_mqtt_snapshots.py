@@ -30,8 +30,8 @@ from tests.support.mqtt_watch import (
     open_fleet,
     payload,
     settings_for,
-    until,
 )
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 ARCHIVE = Component(digest="sha256:" + "a" * 64, type="archive", ref="artifacts/x", role="active")

@@ -21,8 +21,8 @@ from tests.support.mqtt_watch import (
     notify_topic,
     open_fleet,
     settings_for,
-    until,
 )
+from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
 DESIRED = {"target": {"selector": "model=m3"}, "stack": {"name": "core", "version": "1.0.0"}}

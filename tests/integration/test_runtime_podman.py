@@ -78,15 +78,6 @@ def run(workdir: Path, body: Callable[[PodmanRuntime], Awaitable[None]]) -> None
     asyncio.run(main())
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.05)
-
-
 def test_pulls_by_digest_runs_and_is_ready_by_the_image_healthcheck(
     tmp_path: Path, podman_env: PodmanWorld
 ) -> None:

@@ -25,6 +25,7 @@ from tests.support.runtime_kit import (
     pid_alive,
     release,
 )
+from tests.support.waits import until
 
 # One small program, told what to be by its first argument.
 APP = """
@@ -84,15 +85,6 @@ def runtime(
 def pids(directory: Path, name: str = "pids") -> list[int]:
     path = directory / name
     return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
-async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
-    """Poll a condition; a generous bound only so a broken test cannot hang."""
-    for _ in range(int(within / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never held")
 
 
 def run_with(rt: ProcessRuntime, body: Callable[[], Awaitable[None]]) -> None:
@@ -164,7 +156,7 @@ def test_restarts_outside_the_window_are_no_crash_loop(tmp_path: Path) -> None:
 
     async def body() -> None:
         await rt.apply(rel, cache)
-        await eventually(lambda: rt.status().restart_count >= 4)
+        await until(lambda: rt.status().restart_count >= 4, "4 restarts", 20, interval=0.02)
         assert not rt.status().crash_looping
 
     run_with(rt, body)
@@ -224,7 +216,9 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path, mode: str) -> None:
         await rt.wait_ready(HealthModel(readiness_probe=PROBE_READY, readiness_timeout_sec=20))
         directory = rt.running_directory()
         assert directory is not None
-        await eventually(lambda: bool(pids(directory, "children")))
+        await until(
+            lambda: bool(pids(directory, "children")), "children started", 20, interval=0.02
+        )
         family = pids(directory) + pids(directory, "children")
         assert all(pid_alive(pid) for pid in family)
         await rt.stop()

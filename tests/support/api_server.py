@@ -1,6 +1,7 @@
 """The real server, as operators run it: `muto cloud serve` in its own process (uvicorn
-on a free port), on SQLite or PostgreSQL, and builders for request bodies. The
-test_api_* modules and tests/e2e/test_server_* start it through `running`.
+on a free port), on SQLite or PostgreSQL, alone or as one role of the production
+topology, and builders for request bodies. The test_api_* modules and
+tests/e2e/test_server_* start it through `running`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,23 +26,43 @@ from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
 from muto.domain.wire import to_builtins
-from tests.conftest import PG_ADMIN_URL, free_port, unavailable
+from tests.conftest import free_port
+from tests.support.services import fresh_database
 from tests.support.spine import signed_release
+from tests.support.waits import eventually
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+MUTO = [sys.executable, "-m", "muto.cli"]
 
 
 class ApiServer:
-    """`muto cloud serve --no-mqtt` on a free port; stopped by SIGTERM like systemd."""
+    """`muto cloud serve` on a free port, the one way tests start the real server: on
+    SQLite (files in `data_dir`) or PostgreSQL, with a `role` (api, worker, all), with MQTT
+    or without (`--no-mqtt`), more flags in `options`; its log is `data_dir/<name>.log`.
+    Stopped by SIGTERM like systemd, or killed -9 by a fault test."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        *,
+        role: str | None = None,
+        mqtt_url: str | None = None,
+        name: str = "server",
+        public_url: str | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
+        self.role = role
+        self.mqtt_url = mqtt_url
+        self.name = name
+        self.public_url = public_url
+        self.options = options  # more `muto cloud serve` flags
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir / "server.log"
+        self.log = data_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.options: tuple[str, ...] = ()  # more `muto cloud serve` flags
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -54,12 +74,13 @@ class ApiServer:
         return args + (["--database-url", self.database_url] if self.database_url else [])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`muto cloud <args>` on the same store (checked: a failure raises)."""
         return subprocess.run(
-            [sys.executable, "-m", "muto.cli", "cloud", *args, *self._store_args()],
+            [*MUTO, "cloud", *args, *self._store_args()],
             capture_output=True,
             text=True,
             check=True,
-            timeout=60,
+            timeout=120,
         )
 
     def issue(self, *roles: str) -> dict[str, tuple[str, str]]:
@@ -77,39 +98,38 @@ class ApiServer:
             cp.close()
         return issued
 
-    def start(self) -> None:
+    def start(self, wait: str | None = "/livez") -> None:
+        """Start it; with `wait`, until that path answers 200."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MUTO_")}
+        args = [*MUTO, "cloud", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--role", self.role] if self.role else []
+        args += self._store_args()
+        args += ["--mqtt-url", self.mqtt_url] if self.mqtt_url else ["--no-mqtt"]
+        args += ["--public-url", self.public_url] if self.public_url else []
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "muto.cli", "cloud", "serve", "--no-mqtt"),
-                    *("--host", "127.0.0.1", "--port", str(self.port)),
-                    *self._store_args(),
-                    *self.options,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+                [*args, *self.options], stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become ready: {self.tail()}")
+        if wait:
+            self.wait_ready(path=wait)
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the server and wait for it; returns its exit code."""
-        assert self.proc is not None
+    def wait_ready(self, timeout: float = 90.0, path: str = "/livez") -> None:
+        def answers() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.tail()}")
+            return httpx.get(f"{self.url}{path}", timeout=2).status_code == 200
+
+        eventually(answers, lambda: f"{self.name} to answer {path}: {self.tail()}", timeout)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Signal it and wait; its exit code (None if it was not started)."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
@@ -117,6 +137,10 @@ class ApiServer:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -137,20 +161,8 @@ def database(backend: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    import psycopg
-
-    admin_info = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    name = f"muto_api_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(admin_info, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
-    try:
-        yield f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_info, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 @contextmanager

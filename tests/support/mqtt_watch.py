@@ -6,6 +6,7 @@ that end when a condition holds (never timed assertions: the timeout only bounds
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -76,22 +77,14 @@ def events(cp: ControlPlane, name: str) -> list[Any]:
     return [cp.log.mapper.to_domain_event(n) for n in found]
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `condition` (run in a thread: it may query a database) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class Watcher:
-    """An MQTT client that records every message on its filters, in arrival order."""
+    """An MQTT client that records every message on its filters, in arrival order (the
+    one MQTT watcher of the suite; `client` publishes too)."""
 
-    def __init__(self, url: str, *filters: str, **client: Any) -> None:
+    def __init__(self, url: str, *filters: str, root: str = "", **client: Any) -> None:
+        """`root`: a topic prefix that `bodies` and `retained` leave out (a subtree's
+        leaves: "presence", "agent/state")."""
+        self.root = f"{root}/" if root else ""
         host, port = url.removeprefix("mqtt://").rsplit(":", 1)
         self.client = aiomqtt.Client(host, int(port), **client)
         self.filters = filters
@@ -119,6 +112,16 @@ class Watcher:
 
     def on(self, topic: str) -> list[aiomqtt.Message]:
         return [m for m in self.messages if m.topic.value == topic]
+
+    def bodies(self, leaf: str) -> list[Any]:
+        """The JSON payloads on `root/leaf`, in arrival order (None for an empty one: a
+        cleared retained message)."""
+        found = self.on(self.root + leaf)
+        return [json.loads(bytes(m.payload)) if m.payload else None for m in found]  # type: ignore[arg-type]
+
+    def retained(self) -> set[str]:
+        """The leaves (topics below `root`) that delivered a retained message."""
+        return {m.topic.value.removeprefix(self.root) for m in self.messages if m.retain}
 
     def notifies(self, vehicle_id: str) -> list[DesiredNotify]:
         on_topic = self.on(notify_topic(vehicle_id))

@@ -1,14 +1,12 @@
-"""Processes for the agent's end-to-end tests: the real cloud (`muto cloud serve`) and real
-agents (`muto agent run`), each a child process that the tests stop."""
+"""Processes for the agent's end-to-end tests: the real cloud (`muto cloud serve`, through
+tests.support.api_server) and real agents (`muto agent run`), each a child process that
+the tests stop."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,73 +18,25 @@ from muto.domain.vehicle_state import VehicleState
 from muto.domain.wire import encode, to_builtins
 from muto.trust import KeySet, Signer, TrustConfig, sign_release
 from muto.trust.files import atomic_write
-from tests.conftest import free_port
-
-MUTO = [sys.executable, "-m", "muto.cli"]
-WAIT_S = 60.0
+from tests.support.api_server import MUTO, ApiServer
+from tests.support.waits import WAIT_S, eventually
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except (httpx.HTTPError, OSError):
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+class CloudProcess(ApiServer):
+    """The cloud with MQTT (data in `tmp/cloud`), an operator token, and the calls the
+    agents' tests make."""
 
-
-class CloudProcess:
     def __init__(self, tmp: Path, mqtt_url: str) -> None:
-        self.data = tmp / "cloud"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.mqtt_url = mqtt_url
-        self.log = tmp / "cloud.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(tmp / "cloud", mqtt_url=mqtt_url, name="cloud")
+        self.data = self.data_dir
         self.operator = self.token("--operator")
 
     def token(self, *who: str) -> str:
-        done = subprocess.run(
-            [*MUTO, "cloud", "token", "create", *who, "--data-dir", str(self.data)],
-            capture_output=True,
-            check=True,
-        )
-        return done.stdout.decode().splitlines()[0].strip()
+        return self.cli("token", "create", *who).stdout.splitlines()[0].strip()
 
     @property
     def control_plane_pem(self) -> str:
         return (self.data / "keys" / "control-plane.pub").read_text()
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *MUTO,
-                    "cloud",
-                    "serve",
-                    "--data-dir",
-                    str(self.data),
-                    "--port",
-                    str(self.port),
-                    "--mqtt-url",
-                    self.mqtt_url,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        eventually(lambda: httpx.get(f"{self.url}/healthz").status_code == 200, "the cloud")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-        self.proc = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         response = httpx.request(

@@ -5,12 +5,13 @@ PostgreSQL), a private Mosquitto, and a fleet of real agents with the simulated 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from muto.agent.runtime.simulated import SimulatedRuntime
 from muto.sim.demo import STACK, release
@@ -21,6 +22,7 @@ from muto.sim.services import CloudProcess, prepare_cloud
 from muto.trust import sign_release
 from tests.conftest import Mosquitto
 from tests.support.api_server import database
+from tests.support.waits import until
 
 # Two region-model groups: two canaries, the rest is the wave.
 PROFILE = SimProfile(regions=["eu-west"], models=["vehicle-v3", "vehicle-v4"], poll_s=1.0)
@@ -72,8 +74,27 @@ class Rig:
             found = await self.rollout(rollout_id)
             return done(found)
 
-        await eventually(check, timeout_s, lambda: f"rollout {rollout_id}: {found}")
+        await until(check, lambda: f"rollout {rollout_id}: {found}", timeout_s, interval=0.3)
         return found
+
+    async def controller_ticks(self) -> int:
+        """Passes the cloud's rollout controller has made (its /metrics counter)."""
+        scraped = await self.operator.http.get("/metrics")
+        assert scraped.status_code == 200, scraped.text
+        for family in text_string_to_metric_families(scraped.text):
+            if family.name == "muto_rollout_controller_ticks":
+                return int(family.samples[0].value)
+        raise AssertionError("the cloud exposes no muto_rollout_controller_ticks")
+
+    async def ticks_pass(self, count: int) -> None:
+        """Return once the controller has started and finished `count` whole passes
+        after this call: whatever they would decide is decided."""
+        start = await self.controller_ticks()
+
+        async def done() -> bool:
+            return await self.controller_ticks() >= start + count + 1
+
+        await until(done, f"{count} controller passes", WAIT_S, interval=0.3)
 
     async def vehicles(self) -> dict[str, dict[str, Any]]:
         return {v["vehicleId"]: v for v in await self.operator.vehicles("fleet=demo")}
@@ -90,24 +111,25 @@ class Rig:
     async def desired(self) -> dict[str, str | None]:
         return {k: v["desiredRelease"] for k, v in (await self.vehicles()).items()}
 
+    async def running_everywhere(self, release: str) -> None:
+        """Return once every vehicle reports running `release` (stack@version)."""
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]],
-    timeout_s: float = WAIT_S,
-    say: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, f"condition not reached in time {say()}"
-        await asyncio.sleep(0.3)
+        async def everywhere() -> bool:
+            return set((await self.running()).values()) == {release}
+
+        await until(everywhere, f"{release} running on every vehicle", WAIT_S, interval=0.3)
 
 
 @asynccontextmanager
 async def rig(
-    tmp_path: Path, backend: str, count: int = 6, running: str | None = GOOD
+    tmp_path: Path,
+    backend: str = "sqlite",
+    count: int = 6,
+    profile: SimProfile = PROFILE,
+    running: str | None = GOOD,
 ) -> AsyncIterator[Rig]:
-    """`count` vehicles running GOOD (assigned directly, not by a rollout; `running`
-    None: a fresh fleet, running nothing), releases GOOD and NEXT registered."""
+    """`count` vehicles of `profile`, releases GOOD and NEXT registered; every vehicle
+    runs `running` first (assigned directly, not by a rollout), or nothing when None."""
     with database(backend) as url:
         broker = Mosquitto(tmp_path)
         broker.start()
@@ -116,12 +138,12 @@ async def rig(
             cloud = CloudProcess(tmp_path / "cloud", broker.url, pub, database_url=url)
             await cloud.start()
             operator = OperatorClient(cloud.url, token)
-            fleet = SimFleet(cloud.url, trust, PROFILE, mqtt_url=broker.url, operator_token=token)
+            fleet = SimFleet(cloud.url, trust, profile, mqtt_url=broker.url, operator_token=token)
             try:
                 for version in ("1.0.0", "1.1.0"):
                     await operator.register_release(sign_release(release(version), [signer]))
                 await fleet.provision(
-                    SimVehicle(v, r, m) for v, r, m in vehicle_ids(PROFILE, count)
+                    SimVehicle(v, r, m) for v, r, m in vehicle_ids(profile, count)
                 )
                 await fleet.start()
                 r = Rig(cloud, operator, fleet, url)
@@ -133,11 +155,7 @@ async def rig(
                             "stack": {"name": stack, "version": version},
                         }
                     )
-
-                async def all_good() -> bool:
-                    return set((await r.running()).values()) == {running}
-
-                await eventually(all_good)
+                    await r.running_everywhere(running)
                 yield r
             finally:
                 try:  # a hang here must fail the test, not the suite

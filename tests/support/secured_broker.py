@@ -20,10 +20,20 @@ DOCS = ROOT / "docs" / "mqtt.md"
 USERS = {"muto-cloud": "cloud secret", "v1": "v1-secret", "v2": "v2-secret"}
 
 
-def secured_broker(workdir: Path) -> Mosquitto:
+def secured_broker(workdir: Path, users: dict[str, str] | None = None) -> Mosquitto:
+    """Mosquitto with the shipped config on a free port in `workdir`. Its users: `users`
+    (user -> password) made by add-users.sh, or by default USERS, made by running the
+    snippet of docs/mqtt.md as written (so the docs are tested too)."""
     if shutil.which("mosquitto_passwd") is None:
         unavailable("mosquitto_passwd not found")
+    workdir.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(workdir)
+    if users is not None:
+        lines = "".join(f"{user} {password}\n" for user, password in users.items())
+        add_users = [str(DEPLOY / "add-users.sh"), str(workdir / "passwd")]
+        subprocess.run(["sh", *add_users], input=lines.encode(), check=True)
+        apply_shipped_config(broker, workdir)
+        return broker
     passwords = {
         "CLOUD_PASSWORD": USERS["muto-cloud"],
         "V1_PASSWORD": USERS["v1"],

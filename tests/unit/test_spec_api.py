@@ -7,33 +7,20 @@ Regenerate the schemas section after changing a wire type:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-try:
-    from yaml import CSafeLoader as SafeLoader
-except ImportError:  # PyYAML built without libyaml
-    from yaml import SafeLoader  # type: ignore[assignment]
 
 from muto.cloud.api import schema
 from muto.cloud.api.app import ROUTES, SPEC
+from tests.support.specs import load_spec
 
 METHODS = ("get", "put", "post", "patch", "delete")
 PUBLIC = {("GET", p) for p in ("/livez", "/readyz", "/healthz", "/openapi.yaml")}
 BODY_CALL = re.compile(r"\bbody\(request, (\w+)\)")
-
-
-@functools.cache
-def load_spec() -> dict[str, Any]:
-    """Parsed once; callers only read it."""
-    loaded: dict[str, Any] = yaml.load(SPEC.read_text(encoding="utf-8"), Loader=SafeLoader)
-    return loaded
 
 
 def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any
 
 import msgspec
 import pytest
 
 from muto.domain.messages import TOPICS, Direction, Leaf
-from muto.domain.wire import Wire, published
+from muto.domain.wire import published
+from tests.support.specs import minimal
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "mqtt-topics.md"
 PAYLOADS = {spec.payload.__name__: spec.payload for spec in TOPICS.values()}
@@ -112,38 +112,6 @@ def test_documented_json_schema_equals_the_generated_one(name: str) -> None:
         f"the schema of {name} in {SPEC.name} is stale; regenerate with "
         "`.venv/bin/python tests/unit/test_spec_mqtt.py`"
     )
-
-
-def minimal(payload: type[Wire]) -> Wire:
-    """An instance with only the required fields, filled with plausible values."""
-    hints = get_type_hints(payload)
-    values: dict[str, Any] = {}
-    for field in msgspec.structs.fields(payload):
-        hint = hints[field.name]
-        if not field.required:
-            continue
-        if field.name == "schema":  # required on the payloads a receiver refuses without it
-            values[field.encode_name] = get_args(hint)[0]
-        elif isinstance(hint, type) and issubclass(hint, Enum):
-            values[field.encode_name] = next(iter(hint)).value
-        else:
-            values[field.encode_name] = SAMPLES[field.name]
-    return msgspec.convert(values, payload)
-
-
-SAMPLES: dict[str, Any] = {
-    "vehicle_id": "vehicle-v3-0142",
-    "revision": "dsr_1",
-    "sequence": 1,
-    "url": "https://muto.example/desired-states/latest?vehicleId=vehicle-v3-0142",
-    "agent_version": "0.1.0",
-    "runtime": "simulated",
-    "config": {},
-    "request_id": "req-1",
-    "ok": True,
-    "report_id": "rep-1",
-    "observed_at": "2024-01-15T03:00:00Z",
-}
 
 
 SCALAR = r'(?:"[^"]*"|-?\d+(?:\.\d+)?|true|false|null)'

@@ -16,7 +16,7 @@ from muto.domain.desired import HHMM_PATTERN, ApplyWindow
 from muto.domain.reports import ReconcileReport
 from muto.domain.requests import TokenRequest, VehicleRegistration
 from muto.domain.wire import WireError, decode, ecma
-from tests.unit.test_spec_api import load_spec
+from tests.support.specs import load_spec
 
 # Every identifier-like pattern the code checks, with one value it accepts.
 PATTERNS = {

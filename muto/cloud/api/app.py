@@ -186,7 +186,7 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with serving(settings, plane, extensions) as (cp, extra):
             state = {"plane": cp, "metrics": metrics, "artifacts": artifact_store(settings)}
-            detach = metrics.attach(cp, extra.get("bridge"))
+            detach = metrics.attach(cp, extra.get("bridge"), extra.get("controller"))
             try:
                 yield {**state, **extra}
             finally:
