@@ -77,8 +77,16 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         self._raw_insert = (
             f"INSERT INTO {qualified} {columns_sql} VALUES ({mark}, {mark}, {mark}, {mark})"
         )
-        self._raw_lock = f"LOCK TABLE {qualified} IN EXCLUSIVE MODE"
-        self._raw_notify = f"NOTIFY {self.channel_name}"
+        # One statement (a pipeline cannot carry two in one): the lock, then the NOTIFY.
+        self._raw_lock_and_notify = (
+            f"DO $$BEGIN LOCK TABLE {qualified} IN EXCLUSIVE MODE; "
+            f"NOTIFY {self.channel_name}; END$$"
+        )
+        self._raw_insert_all = (
+            f"INSERT INTO {qualified} {columns_sql} "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "RETURNING id, originator_id, originator_version"
+        )
         self._raw_versions = (
             f"SELECT originator_id, max(originator_version) FROM {qualified} "
             + (
@@ -182,38 +190,36 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
     def _append_postgres(
         self, connection: Any, stored_events: Sequence[StoredEvent], expected: Mapping[UUID, int]
     ) -> list[int]:
-        """BEGIN, the library's table lock (notification ids in commit order), its NOTIFY
-        (delivered at commit), the INSERTs and, when no aggregate needs checking, COMMIT:
-        one pipeline, one round trip. A failing statement aborts the rest (COMMIT
-        included) and raises when the pipeline syncs."""
+        """BEGIN, the library's table lock (notification ids in commit order) with its
+        NOTIFY (delivered at commit), one INSERT of every row and, when no aggregate
+        needs checking, COMMIT: one pipeline, one round trip. A failing statement
+        aborts the rest (COMMIT included) and raises when the pipeline syncs. Each
+        statement costs the writer thread a wait that gives other threads the GIL,
+        hence two statements rather than a statement per row."""
         cursor = connection.cursor()
         check = connection.cursor() if expected else None
         with connection.pipeline():
-            connection.execute(self._raw_lock)
-            connection.execute(self._raw_notify)
+            connection.execute(self._raw_lock_and_notify)
             if stored_events:
-                cursor.executemany(
-                    self._raw_insert + " RETURNING id",
-                    [
-                        (e.originator_id, e.originator_version, e.topic, e.state)
-                        for e in stored_events
-                    ],
-                    returning=True,
+                cursor.execute(
+                    self._raw_insert_all,
+                    (
+                        [e.originator_id for e in stored_events],
+                        [e.originator_version for e in stored_events],
+                        [e.topic for e in stored_events],
+                        [e.state for e in stored_events],
+                    ),
                 )
             if check is not None:
                 check.execute(self._raw_versions, (list(expected),))
             else:
                 connection.commit()
-        ids: list[int] = []
-        if stored_events:
-            while True:
-                ids.append(int(cursor.fetchone()[0]))
-                if not cursor.nextset():
-                    break
+        # Each row's id by its key: exact whatever order RETURNING gives them in.
+        found = {(i, v): id_ for id_, i, v in cursor.fetchall()} if stored_events else {}
         if check is not None:
             _check(expected, dict(check.fetchall()))
             connection.commit()
-        return ids
+        return [found[(_uuid(e.originator_id), e.originator_version)] for e in stored_events]
 
     def _insert_stored_events(
         self,
