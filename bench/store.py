@@ -49,23 +49,26 @@ domain and the library cost. Store and baseline run in five alternating rounds, 
 both see the same machine. Group commit is bounded by its 16 writers: a batch
 never holds more than 16 commands, the size the batched baseline uses.
 
-Where the remaining time goes (cProfile of the writer thread and pyinstrument of
-catch-up, 2026-12-03, after the changes of issue #16; shares of wall time on a
-machine at load 8-17, so waits are inflated):
+Where the remaining time goes (cProfile of the writer thread, 4,800 reports from 16
+writers, 2026-12-03, after the second round of issue #16; load 4-10, so waits are
+inflated):
 
-- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync, ~60 % of the
-  writer thread; PostgreSQL: BEGIN, lock+NOTIFY, INSERT, COMMIT round trips). The rest
-  is the hand-off between the caller's thread and the writer thread (two wake-ups per
-  command), the command (~65 µs: aggregate from the cache, event, encoding) and
-  SQLAlchemy's session per transaction.
-- *Append, group commit*: SQLite, per 4,000 reports: commit 27 %, executemany 14 %,
-  SQLAlchemy session and statement execution ~20 %, the commands 11 % (the library's
-  deep copy per command, formerly 30 %, is gone), the library's `collect_events`
-  (runtime-Protocol `isinstance` checks) 8 %, futures and wake-ups 5 %, encoding 4 %.
-  Without the writer's 2 ms linger the batches averaged ~8 commands, not 16 (the 16
-  caller threads need the GIL to resubmit while the writer runs); with it, 13-16.
-  PostgreSQL: ~75 % waiting on four round trips per batch (BEGIN, lock+NOTIFY,
-  INSERT ... RETURNING, COMMIT) on a server that shares the two cores.
+- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync; PostgreSQL: one
+  pipelined round trip, BEGIN + lock/NOTIFY + INSERT + COMMIT, and the server's WAL
+  flush). The rest is the hand-off between the caller's thread and the writer thread
+  (two wake-ups per command) and the command (aggregate from the cache, event, encoding).
+- *Append, group commit*: SQLite: the commit 60 % of the writer thread (it was 61 %
+  before, with SQLAlchemy's session ~20 % and the library's `collect_events` ~8 % on
+  top; both gone: the recorder writes on the driver's connection, `EventLog.save`
+  collects with a class check), the commands 18 % (~60 µs each under the profiler:
+  aggregate from the cache 4 %, the event 8 %, encoding 5 %), futures and wake-ups
+  6 %, executemany 3 %. PostgreSQL: the pipeline's wait ~75 % (was four round trips per
+  batch, now one), the commands 9 %, psycopg's pipeline bookkeeping the rest. The ratio
+  depends on the machine's load: at load 10-15 a commit (fsync) costs more than the
+  Python around it and group commit reaches 0.5-0.6x; on a quiet machine with a fast
+  disk the baseline's 16-row commit takes ~0.5 ms and the store is bound by the CPU of
+  the command, the hand-off and the 16 caller threads sharing the GIL (~150 µs of wall time
+  an event against ~35 µs for plain SQL), so SQLite reads ~0.2x there.
 - *Projection catch-up*: the runner's own work (select 1.5 %, decode 3 %, commit 1.5 %,
   batching 1.5 %) is under a tenth; the views are the rest, one or two SQL statements
   per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row
