@@ -70,7 +70,8 @@ inflated):
   Python around it and group commit reaches 0.5-0.6x; on a quiet machine with a fast
   disk the baseline's 16-row commit takes ~0.5 ms and the store is bound by the CPU of
   the command, the hand-off and the 16 caller threads sharing the GIL (~150 µs of wall time
-  an event against ~35 µs for plain SQL), so SQLite reads ~0.2x there.
+  an event against ~35 µs for plain SQL), and SQLite read 0.2-0.35x there
+  against 16-row batches.
 - *Projection catch-up*: the runner's own work (select 1.5 %, decode 3 %, commit 1.5 %,
   batching 1.5 %) is under a tenth; the views are the rest, one or two SQL statements
   per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row
