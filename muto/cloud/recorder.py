@@ -7,12 +7,12 @@ most of an append's CPU and a third of a catch-up's read. Here a save in a trans
 of its own (every `EventLog.save`) runs on the driver's connection, taken from
 SQLAlchemy's pool without a Session: on SQLite one executemany and a COMMIT; on
 PostgreSQL one pipeline (psycopg 3), a single round trip: BEGIN, the library's table
-lock (notification ids in commit order), its NOTIFY (delivered at commit), the
-INSERTs ... RETURNING id and COMMIT. A read is one prebuilt SELECT. Everything else is
-the library's: the tables (muto_events, muto_snapshots, same columns, same encoding, so
-stores written before open unchanged), its SQLite write lock, its error mapping (a
-duplicate aggregate version is its IntegrityError), and its own ORM path for a save
-inside a caller's session.
+lock (notification ids in commit order) with its NOTIFY (delivered at commit), one
+INSERT ... RETURNING of every row, and COMMIT. A read is one prebuilt SELECT. A save
+inside a caller's session keeps the Core statements below (`_insert_stored_events`).
+Everything else is the library's: the tables (muto_events, muto_snapshots, same
+columns, same encoding, so stores written before open unchanged), its SQLite write
+lock, its error mapping (a duplicate aggregate version is its IntegrityError).
 
 One addition, `read_versions` (passed through `EventLog.save`): the version each
 aggregate had when the writer read it from its cache. They are checked inside the
