@@ -47,25 +47,31 @@ with the database driver alone (no aggregate load, no table lock), at the event 
 durability (SQLite: the same file, WAL, synchronous=FULL), so the ratio is what the
 domain and the library cost. Store and baseline run in five alternating rounds, so
 both see the same machine. Group commit is bounded by its 16 writers: a batch
-never holds more than 16 commands, the size the batched baseline uses.
+never holds more than 16 commands. The batched baseline commits the same rows in the
+same transaction sizes as the store's batches of the round just run (replayed from
+the writer's batch observer), so a smaller store batch costs both sides alike.
 
-Where the remaining time goes (cProfile of the writer thread and pyinstrument of
-catch-up, 2026-12-03, after the changes of issue #16; shares of wall time on a
-machine at load 8-17, so waits are inflated):
+Where the remaining time goes (cProfile of the writer thread, 4,800 reports from 16
+writers, 2026-12-03, after the second round of issue #16; load 4-10, so waits are
+inflated):
 
-- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync, ~60 % of the
-  writer thread; PostgreSQL: BEGIN, lock+NOTIFY, INSERT, COMMIT round trips). The rest
-  is the hand-off between the caller's thread and the writer thread (two wake-ups per
-  command), the command (~65 µs: aggregate from the cache, event, encoding) and
-  SQLAlchemy's session per transaction.
-- *Append, group commit*: SQLite, per 4,000 reports: commit 27 %, executemany 14 %,
-  SQLAlchemy session and statement execution ~20 %, the commands 11 % (the library's
-  deep copy per command, formerly 30 %, is gone), the library's `collect_events`
-  (runtime-Protocol `isinstance` checks) 8 %, futures and wake-ups 5 %, encoding 4 %.
-  Without the writer's 2 ms linger the batches averaged ~8 commands, not 16 (the 16
-  caller threads need the GIL to resubmit while the writer runs); with it, 13-16.
-  PostgreSQL: ~75 % waiting on four round trips per batch (BEGIN, lock+NOTIFY,
-  INSERT ... RETURNING, COMMIT) on a server that shares the two cores.
+- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync; PostgreSQL: one
+  pipelined round trip, BEGIN + lock/NOTIFY + INSERT + COMMIT, and the server's WAL
+  flush). The rest is the hand-off between the caller's thread and the writer thread
+  (two wake-ups per command) and the command (aggregate from the cache, event, encoding).
+- *Append, group commit*: SQLite: the commit 60 % of the writer thread (it was 61 %
+  before, with SQLAlchemy's session ~20 % and the library's `collect_events` ~8 % on
+  top; both gone: the recorder writes on the driver's connection, `EventLog.save`
+  collects with a class check), the commands 18 % (~60 µs each under the profiler:
+  aggregate from the cache 4 %, the event 8 %, encoding 5 %), futures and wake-ups
+  6 %, executemany 3 %. PostgreSQL: the pipeline's wait ~75 % (was four round trips per
+  batch, now one), the commands 9 %, psycopg's pipeline bookkeeping the rest. The ratio
+  depends on the machine's load: at load 10-15 a commit (fsync) costs more than the
+  Python around it and group commit reaches 0.5-0.6x; on a quiet machine with a fast
+  disk the baseline's 16-row commit takes ~0.5 ms and the store is bound by the CPU of
+  the command, the hand-off and the 16 caller threads sharing the GIL (~150 µs of wall time
+  an event against ~35 µs for plain SQL), and SQLite read 0.2-0.35x there
+  against 16-row batches.
 - *Projection catch-up*: the runner's own work (select 1.5 %, decode 3 %, commit 1.5 %,
   batching 1.5 %) is under a tenth; the views are the rest, one or two SQL statements
   per event through SQLAlchemy: `inventory` 64 % (a report: SELECT the vehicle row
@@ -255,9 +261,11 @@ class PlainSQL:
         key = uuid.uuid4()
         return (key.bytes if self.is_sqlite else key, 1, self.topic, self.state)
 
-    def insert_rows(self, count: int) -> None:
-        for _ in range(count // self.per_txn):
-            rows = [self.row() for _ in range(self.per_txn)]
+    def insert_rows(self, count: int, sizes: list[int] | None = None) -> None:
+        """`count` rows, `per_txn` a transaction, or in the transaction sizes given
+        (the store's own batches, replayed)."""
+        for size in sizes or [self.per_txn] * (count // self.per_txn):
+            rows = [self.row() for _ in range(size)]
             cursor = self.connection.cursor()
             if self.is_sqlite:
                 cursor.execute("BEGIN")
@@ -353,10 +361,17 @@ def measure(backend: Backend) -> list[Result]:
         stage("single writer")
         batches, commands = writer.batches, writer.commands
         plain = PlainSQL(backend, topic, state, WRITERS)
+        sizes: list[int] = []  # the store's batches of the round just run
+        writer.batch_observers.append(lambda size, _seconds: sizes.append(size))
+
+        def replay(_round: int) -> None:  # the baseline commits in the same batch sizes
+            plain.insert_rows(GROUP // ROUNDS, list(sizes))
+            sizes.clear()
+
         group_s, raw_group_s = interleaved(
-            lambda r: append_group(writer, vehicle_ids, r, GROUP // ROUNDS),
-            lambda r: plain.insert_rows(GROUP // ROUNDS),
+            lambda r: append_group(writer, vehicle_ids, r, GROUP // ROUNDS), replay
         )
+        writer.batch_observers.clear()
         plain.close()
         group, raw_group = rate(GROUP, group_s), rate(GROUP, raw_group_s)
         mean_batch = (writer.commands - commands) / max(1, writer.batches - batches)
@@ -385,7 +400,7 @@ def measure(backend: Backend) -> list[Result]:
             "events/s",
             f"{GROUP:,} reports from {WRITERS} threads through one Writer; "
             f"mean batch {mean_batch:.1f} commands; {row}",
-            f"plain SQL, {WRITERS} rows per transaction",
+            "plain SQL, the same rows in the store's batch sizes",
             raw_group,
         ),
         Result(

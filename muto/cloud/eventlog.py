@@ -11,8 +11,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from eventsourcing.application import Application, Repository, project_aggregate
-from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.application import (
+    Application,
+    ProcessingEvent,
+    Repository,
+    project_aggregate,
+)
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Mapper, Notification, Recording
 from eventsourcing.utils import strtobool
 from sqlalchemy import Engine
 
@@ -110,6 +116,23 @@ class EventLog(Application[Any]):
         engine = getattr(getattr(self.factory, "datastore", None), "engine", None)
         if isinstance(engine, Engine):
             engine.dispose()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
+        """The library's save, collecting an Aggregate's events with a class check
+        instead of its two runtime-Protocol `isinstance` checks per object (a tenth
+        of a group-commit batch's CPU); anything else goes the library's way."""
+        processing_event: ProcessingEvent[Any] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshots are taken after the events are committed; one that fails must not
