@@ -67,7 +67,9 @@ def test_assignments_coalesce_to_the_newest_per_vehicle_in_log_order() -> None:
     def assigned(vehicle_id: str, sequence: int) -> SimpleNamespace:
         revision = f"dsr_{vehicle_id}_{sequence}"
         return SimpleNamespace(
-            vehicle_id=vehicle_id, sequence=sequence, assignment={"revision": revision}
+            vehicle_id=vehicle_id,
+            sequence=sequence,
+            assignment=SimpleNamespace(revision=revision),
         )
 
     events = [assigned("v1", 1), assigned("v2", 1), assigned("v1", 2), assigned("v1", 3)]

@@ -43,8 +43,8 @@ def pair(tmp_path: Path, postgres_url: str) -> Iterator[tuple[ControlPlane, Cont
         b = ControlPlane.open(settings)
         try:
             for plane in (a, b):
-                plane.listen_for_changes()
-                assert plane.caches_live()
+                plane.caches.listen()
+                assert plane.caches.live()
             yield a, b
         finally:
             b.close()
@@ -67,12 +67,14 @@ def test_a_process_that_heard_the_revocation_refuses_the_cached_token(
 ) -> None:
     a, b = pair
     secret, token_id = cached_on(b)
-    assert b.changes is not None
-    heard = b.changes.heard
+    assert b.caches.changes is not None
+    heard = b.caches.changes.heard
     a.execute(revoke_token(token_id, Cause.of("test")))
     a.projector.catch_up()  # projects the revocation and announces it (pg_notify)
 
-    eventually(lambda: b.changes is not None and b.changes.heard > heard, "b hears a change")
+    eventually(
+        lambda: b.caches.changes is not None and b.caches.changes.heard > heard, "b hears a change"
+    )
     assert b.auth.cached(secret) is MISS  # evicted: the next request asks the view
     assert b.auth.authenticate(secret) is None
 
@@ -82,7 +84,7 @@ def test_a_process_deaf_for_stale_s_trusts_no_cache(
 ) -> None:
     a, b = pair
     secret, token_id = cached_on(b)
-    changes = b.changes
+    changes = b.caches.changes
     assert changes is not None
     # b's channel goes deaf without an error (a partition: no FIN): it hears nothing
     # more, the revocation's notification is lost to it, and it still counts as live.
@@ -94,7 +96,7 @@ def test_a_process_deaf_for_stale_s_trusts_no_cache(
     changes._answered = time.monotonic() + 3600  # as if just answered (no stall eats this)
     assert b.auth.cached(secret) not in (None, MISS)  # the window the promise bounds
     changes._answered = time.monotonic() - STALE_S  # STALE_S since the last answer
-    assert not b.caches_live()
+    assert not b.caches.live()
     assert b.auth.cached(secret) is MISS
     assert b.auth.authenticate(secret) is None
     # The channel asks the database every second (invalidation.py): a deaf channel is
