@@ -83,13 +83,17 @@ class Ingest:
     async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
         return await self.writes.run(record_reconcile(report, actor))
 
+    def unchanged(self, report: HealthReport) -> bool:
+        """Whether the report's status is the vehicle's known one (no write needed)."""
+        return self.trusted() and self._status.get(report.vehicle_id) == report.status.value
+
     async def health(self, report: HealthReport, actor: str) -> bool:
         """True when the status changed (a HealthChanged event was stored). A vehicle
         this process has not seen yet goes through the writer, which refuses unknown
         vehicles before anything is kept."""
         vehicle_id = report.vehicle_id
         transition = False
-        if not self.trusted() or self._status.get(vehicle_id) != report.status.value:
+        if not self.unchanged(report):
             mark = (self._epoch, self._evictions.get(vehicle_id, 0))
             written = await self.writes.run(record_health(report, actor))
             transition = written.value
