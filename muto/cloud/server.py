@@ -38,6 +38,7 @@ class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received while a head is awaited
+        self._in_body = False  # a request's head is in, the end of its body is not
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -55,7 +56,7 @@ class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        awaiting = self._head_timer is not None
+        awaiting = self._head_timer is not None and not self._in_body
         if awaiting:
             self._head_bytes += len(data)
         super().data_received(data)
@@ -65,7 +66,14 @@ class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
         self._cancel_head()  # the head is in: the request is the app's now
+        self._in_body = True
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._await_head()  # answered before its body ended: now the next head's turn
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -73,8 +81,9 @@ class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
             self._await_head()  # keep-alive: the next request gets the same deadline
 
     def _serving(self) -> bool:
-        """A request's head is in and its response not complete (a pipelined one)."""
-        return self.cycle is not None and not self.cycle.response_complete
+        """A request's head is in, and its body or its response is not complete (an
+        answer sent before the whole body came, as a 413; a pipelined request)."""
+        return self._in_body or (self.cycle is not None and not self.cycle.response_complete)
 
     def _await_head(self) -> None:
         self._cancel_head()

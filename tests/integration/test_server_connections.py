@@ -135,3 +135,21 @@ def test_a_large_body_is_not_mistaken_for_a_large_head(server: ApiServer) -> Non
         s.sendall(head.encode() + body)
         s.settimeout(CAP_S)
         assert s.recv(4096).startswith(b"HTTP/1.1 401")  # read, then refused: no token
+
+
+def test_a_request_after_a_413_on_the_same_connection_is_served(server: ApiServer) -> None:
+    """The rest of a refused body is not the next request's head."""
+    body = b" " * (1024 * 1024 + 1)
+    head = f"POST /vehicles HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with httpx.Client(base_url=server.url) as c:
+        assert c.post("/vehicles", content=body).status_code in (401, 413)
+        assert c.get("/healthz").status_code == 200
+    with connect(server) as s:
+        s.sendall(head.encode() + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(CAP_S)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2:
+            chunk = s.recv(65536)
+            assert chunk, answers
+            answers += chunk
+        assert b"HTTP/1.1 200" in answers
