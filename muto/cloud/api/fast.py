@@ -80,7 +80,11 @@ class FastLane:
         scope["endpoint"] = reports.health
         if await _limited(cp, who, scope, receive, send):
             return
-        transition = await cp.ingest.health(report, who.actor)
+        try:  # written after all if a transition evicted the status just now
+            transition = await cp.ingest.health(report, who.actor)
+        except Exception as exc:  # answered as the app answers it
+            await (await on_error(Request(scope, receive), exc))(scope, receive, send)
+            return
         answer = ok({"reportId": report.report_id, "transition": transition})
         await answer(scope, receive, send)
 
