@@ -91,19 +91,26 @@ ETag memory cannot answer reads only the current ETag from the view; a 200 adds 
 signed document, and the release envelope is read once per process (releases are
 immutable).
 
-Where the time goes (py-spy `--gil` on the server; details and CPU per request in
-docs/api.md, *Performance*): *poll (200)*: the view read of the vehicle's latest
-desired state (one query, on a worker thread), turning the stored envelope into its
-Struct and encoding the ~3 KB bundle; the release envelope comes from memory. *Poll,
-current ETag*, *health* and the *fleet mix*: no query and no write once the server
-knows the vehicle; about a quarter of the server's time is uvicorn's h11 protocol (the
-trivial endpoint's cost too), then Starlette's middleware and routing, the handler
-(bearer hash and lookup, rate limit, decoding, the answer), and for health the
-latest-health table's flush once a second. *Reconcile*: the HTTP side is small; the
-request waits for the writer's group commit and then the projector (read-your-writes),
-whose largest cost is loading each command's vehicle aggregate (docs/event-store.md).
-Seeding the fleet and the first report of each vehicle in the pass are bounded by
-that same per-command aggregate load.
+Where the time goes (py-spy on the server; details and CPU per request in docs/api.md,
+*Performance*): the server runs uvicorn's httptools parser, and so does the trivial
+endpoint (uvicorn picks it when installed): the baseline got faster with it too. *Poll
+(200)*: the view read of the vehicle's latest desired state (one query, on a worker
+thread), turning the stored envelope into its Struct and encoding the ~3 KB bundle; the
+release envelope comes from memory. *Poll, current ETag*, *health* and the *fleet mix*:
+no query and no write once the server knows the vehicle, and answered by the fast lane
+(muto/cloud/api/fast.py) without Starlette's routing; what is left is uvicorn's
+protocol and the socket writes, the server-error middleware, the request metrics, the
+access log line, the bearer hash and lookup, the rate limit, the report's decoding and
+the answer, and for health the latest-health table's flush once a second. On
+PostgreSQL a vehicle's health transition is not remembered (its eviction can come from
+any process at any time): the pass's third sweep writes each report once more (no
+event), and the memory knows the vehicle after it. *Reconcile*: about half of the
+server's CPU is the HTTP side through Starlette (routing, middleware, the socket
+writes), a quarter the writer (the event insert and the commit), a fifth the projector
+(the views' code per event, being rewritten in parallel, and the hash chain's head
+read per batch); the request waits for both (read-your-writes), so under a closed loop
+of {CONNECTIONS} connections the rate is bounded by the commit-then-project cycle.
+Seeding the fleet goes through the same write path.
 """
 
 

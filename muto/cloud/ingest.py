@@ -18,6 +18,7 @@ from muto.domain.wire import to_builtins
 from muto.projections.store import ViewStore
 
 FLUSH_SECONDS = 1.0
+MAX_VEHICLES = 2_000_000  # beyond that the status memory starts again (a bound)
 
 
 def define_health_table(metadata: MetaData) -> Table:
@@ -62,6 +63,12 @@ class Ingest:
         # write. Forgotten when any process stores a transition (`forget`); not trusted
         # while `trusted()` says this process may miss one (cloud.invalidation).
         self._status: dict[str, str] = {}
+        # Evictions per vehicle, and of everything (`_epoch`): a status is remembered
+        # only if no other transition of its vehicle was evicted while its write ran
+        # (`_remember`), so a status read before another transition is never kept.
+        self._evictions: dict[str, int] = {}
+        self._epoch = 0
+        self._status_lock = threading.Lock()  # evictions come from the projector's thread
         self.trusted: Callable[[], bool] = lambda: True
         self._pending: dict[str, dict[str, Any]] = {}
         self._heard: dict[str, dict[str, Any]] = {}  # heartbeats not flushed yet
@@ -76,16 +83,22 @@ class Ingest:
     async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
         return await self.writes.run(record_reconcile(report, actor))
 
+    def unchanged(self, report: HealthReport) -> bool:
+        """Whether the report's status is the vehicle's known one (no write needed)."""
+        return self.trusted() and self._status.get(report.vehicle_id) == report.status.value
+
     async def health(self, report: HealthReport, actor: str) -> bool:
         """True when the status changed (a HealthChanged event was stored). A vehicle
         this process has not seen yet goes through the writer, which refuses unknown
         vehicles before anything is kept."""
         vehicle_id = report.vehicle_id
         transition = False
-        if not self.trusted() or self._status.get(vehicle_id) != report.status.value:
+        if not self.unchanged(report):
+            mark = (self._epoch, self._evictions.get(vehicle_id, 0))
             written = await self.writes.run(record_health(report, actor))
-            self._status[vehicle_id] = report.status.value
             transition = written.value
+            if written.views_current:
+                self._remember(vehicle_id, report.status.value, mark, transition)
         latest = {
             "vehicle_id": vehicle_id,
             "status": report.status.value,
@@ -108,12 +121,38 @@ class Ingest:
         with self._lock:
             self._heard[vehicle_id] = heard
 
+    def _remember(
+        self, vehicle_id: str, status: str, mark: tuple[int, int], transition: bool
+    ) -> None:
+        """After the write's commit and its views, so after its own transition's
+        eviction when this process projected it (on SQLite, always: one process). Kept
+        only if no other eviction of the vehicle came since the write began. On
+        PostgreSQL a transition is not remembered at all: its eviction may come from
+        this process's projector, another's, and again as its NOTIFY, at any time."""
+        own = 1 if transition and not self.store.is_postgres else 0
+        with self._status_lock:
+            epoch, evictions = mark
+            if epoch != self._epoch or self._evictions.get(vehicle_id, 0) - evictions > own:
+                return
+            if len(self._status) >= MAX_VEHICLES:
+                self._forget_all()
+            self._status[vehicle_id] = status
+
     def forget(self, vehicle_id: str | None = None) -> None:
-        """Another health transition was stored (None: maybe some were missed)."""
-        if vehicle_id is None:
-            self._status.clear()
-        else:
-            self._status.pop(vehicle_id, None)
+        """A health transition was stored (None: maybe some were missed)."""
+        with self._status_lock:
+            if vehicle_id is None:
+                self._forget_all()
+            else:
+                self._status.pop(vehicle_id, None)
+                if len(self._evictions) >= MAX_VEHICLES:
+                    self._forget_all()
+                self._evictions[vehicle_id] = self._evictions.get(vehicle_id, 0) + 1
+
+    def _forget_all(self) -> None:
+        self._epoch += 1
+        self._status.clear()
+        self._evictions.clear()
 
     def flush(self) -> None:
         with self._lock:

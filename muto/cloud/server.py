@@ -1,11 +1,16 @@
-"""How `muto cloud serve` runs uvicorn: timeouts and a bound on connections.
+"""How `muto cloud serve` runs uvicorn: its httptools parser, timeouts and a bound on
+connections.
 
 uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
 arms no timer before a request's head is complete: a client that connects and sends
 nothing, or dribbles its headers a byte at a time, held its connection for ever (200
 such clients were held for 40 s in the outside review). Its `limit_concurrency` answers
 503 only once a request has been read, so it does not bound those either. The protocol
-below adds both: a deadline for each request's head, and a cap on open connections.
+below adds both: a deadline for each request's head, and a cap on open connections;
+and, since llhttp sets no bound of its own, a request head of MAX_HEAD_BYTES at most.
+
+httptools (llhttp, in C) rather than h11: h11's pure-Python parsing and response
+checks were a quarter of the event loop's time per request (docs/api.md).
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ import asyncio
 import logging
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from muto.cloud.settings import Settings
 
 logger = logging.getLogger("muto.server")
+MAX_HEAD_BYTES = 16 * 1024  # a request head: 16 KiB at most
 
 
-class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
-    """uvicorn's h11 protocol with a head deadline and a connection cap."""
+class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools protocol with a head deadline, a head size bound and a
+    connection cap."""
 
     head_timeout_s: float = 10.0
     max_connections: int = 1000
@@ -31,6 +37,8 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # bytes received while a head is awaited
+        self._in_body = False  # a request's head is in, the end of its body is not
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,18 +55,39 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
         self._cancel_head()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.conn.their_state is not h11.IDLE:
-            self._cancel_head()  # the head is in: the request is the app's now
+    def data_received(self, data: bytes) -> None:
+        awaiting = self._head_timer is not None and not self._in_body
+        if awaiting:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if awaiting and self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
+            self._cancel_head()  # still no complete head after 16 KiB: refused
+            self.send_400_response("Invalid HTTP request received.")
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head()  # the head is in: the request is the app's now
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._await_head()  # answered before its body ended: now the next head's turn
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing() and not self._serving():
             self._await_head()  # keep-alive: the next request gets the same deadline
+
+    def _serving(self) -> bool:
+        """A request's head is in, and its body or its response is not complete (an
+        answer sent before the whole body came, as a 413; a pipelined request)."""
+        return self._in_body or (self.cycle is not None and not self.cycle.response_complete)
 
     def _await_head(self) -> None:
         self._cancel_head()
+        self._head_bytes = 0
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_late)
 
     def _cancel_head(self) -> None:
@@ -68,26 +97,22 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
 
     def _head_late(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or self._serving():
             return
         logger.info("closed a connection from %s: no request head within %ss", self.client,
                     self.head_timeout_s)  # fmt: skip
         self.transport.close()
 
 
-def protocol(settings: Settings) -> type[GuardedH11Protocol]:
+def protocol(settings: Settings) -> type[GuardedProtocol]:
     """The protocol class uvicorn instantiates per connection, with these bounds."""
     return type(
         "Guarded",
-        (GuardedH11Protocol,),
+        (GuardedProtocol,),
         {"head_timeout_s": settings.head_timeout_s, "max_connections": settings.max_connections},
     )
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Every connection bound `muto cloud serve` passes to uvicorn.run."""
-    return {
-        "http": protocol(settings),
-        "timeout_keep_alive": settings.keep_alive_s,
-        "h11_max_incomplete_event_size": 16 * 1024,  # a request head: 16 KiB at most
-    }
+    return {"http": protocol(settings), "timeout_keep_alive": settings.keep_alive_s}

@@ -118,3 +118,38 @@ def test_connections_over_the_bound_are_refused_and_served_again_after(
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert "the limit is 20" in server.tail()
+
+
+def test_a_head_over_16_kib_is_refused(patient_server: ApiServer) -> None:
+    with connect(patient_server) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17 * 1024)
+        s.settimeout(CAP_S)
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+
+
+def test_a_large_body_is_not_mistaken_for_a_large_head(server: ApiServer) -> None:
+    """A head and a 64 KiB body sent in one write: the head is small, the request is read."""
+    body = b'{"x": "' + b"a" * 64 * 1024 + b'"}'
+    head = f"POST /vehicles HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with connect(server) as s:
+        s.sendall(head.encode() + body)
+        s.settimeout(CAP_S)
+        assert s.recv(4096).startswith(b"HTTP/1.1 401")  # read, then refused: no token
+
+
+def test_a_request_after_a_413_on_the_same_connection_is_served(server: ApiServer) -> None:
+    """The rest of a refused body is not the next request's head."""
+    body = b" " * (1024 * 1024 + 1)
+    head = f"POST /vehicles HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with httpx.Client(base_url=server.url) as c:
+        assert c.post("/vehicles", content=body).status_code in (401, 413)
+        assert c.get("/healthz").status_code == 200
+    with connect(server) as s:
+        s.sendall(head.encode() + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(CAP_S)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2:
+            chunk = s.recv(65536)
+            assert chunk, answers
+            answers += chunk
+        assert b"HTTP/1.1 200" in answers

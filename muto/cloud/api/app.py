@@ -30,6 +30,7 @@ from muto.cloud.api import (
     tokens,
     vehicles,
 )
+from muto.cloud.api.fast import FastLane
 from muto.cloud.api.responses import error, exception_handlers
 from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane, Extension, serving
@@ -196,6 +197,8 @@ def create_app(
     # api role's.
     routes = [*resources(ROUTES), dashboard()] if settings.serves_api else resources(WORKER)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    if settings.serves_api:
+        app.add_middleware(FastLane)  # inside the access log and the metrics
     app.add_middleware(Edge)
     app.add_middleware(RequestMetrics, metrics=metrics, templates=route_templates(routes))
     return app
