@@ -21,6 +21,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update
+from muto.projections.rows import DriverInsert
 
 GENESIS = bytes(32)
 
@@ -46,13 +47,15 @@ def canonical(record: StoredRecord) -> bytes:
         str(record.originator_id).encode(),
         str(record.originator_version).encode(),
         record.topic.encode(),
-        bytes(record.state),
+        record.state,  # bytes, or a memoryview of them: joined as they are
     )
-    return b"".join(len(f).to_bytes(8, "big") + f for f in fields)
+    return b"".join([part for f in fields for part in (len(f).to_bytes(8, "big"), f)])
 
 
 def link(previous: bytes, record: StoredRecord) -> bytes:
-    return hashlib.sha256(previous + canonical(record)).digest()
+    digest = hashlib.sha256(previous)
+    digest.update(canonical(record))
+    return digest.digest()
 
 
 class HashChain(Projection):
@@ -65,7 +68,7 @@ class HashChain(Projection):
         # that transaction no one else adds links (the projector holds the lock), so the
         # head is read once per batch, not once per event.
         self._written: tuple[object, int, bytes] | None = None
-        self._pending: list[dict[str, object]] = []  # links written at flush, in one go
+        self._pending: list[tuple[int, str]] = []  # links written at flush, in one go
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.links = Table(
@@ -74,7 +77,7 @@ class HashChain(Projection):
             Column("position", Integer, primary_key=True, autoincrement=False),
             Column("hash", String(64), nullable=False),
         )
-        self._insert = self.links.insert()
+        self._insert = DriverInsert(self.links)
         return [self.links]
 
     @property
@@ -99,12 +102,12 @@ class HashChain(Projection):
             raise IntegrityError(f"position {position} is already chained (head {head})")
         record = cast(StoredRecord, event)  # reads_records: the runner passes the record
         digest = link(previous, record)
-        self._pending.append({"position": position, "hash": digest.hex()})
+        self._pending.append((position, digest.hex()))
         self._written = (transaction, position, digest)
 
     def flush(self, session: Session) -> None:
         if self._pending:
-            session.connection().execute(self._insert, self._pending)
+            self._insert.execute(session, self._pending)
             self._pending = []
 
     def discard(self) -> None:
