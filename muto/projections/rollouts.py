@@ -104,6 +104,8 @@ class RolloutProgress(Projection):
         )
         self._reports: list[dict[str, Any]] = []
         self._revisions: set[str] | None = None
+        c = self.vehicles.c
+        self._assigned_revisions = select(c.revision).where(c.revision.is_not(None)).distinct()
         return [self.rollouts, self.vehicles]
 
     @property
@@ -146,8 +148,7 @@ class RolloutProgress(Projection):
     def _known(self, s: Session) -> set[str]:
         """Every revision a rollout assigned (the batch's own included)."""
         if self._revisions is None:
-            c = self.vehicles.c
-            found = s.execute(select(c.revision).where(c.revision.is_not(None)).distinct())
+            found = s.execute(self._assigned_revisions)
             self._revisions = set(found.scalars())
         return self._revisions
 

@@ -36,7 +36,7 @@ from muto.projections.base import Projection
 from muto.projections.source import EventSource
 from muto.projections.store import ViewStore
 
-BATCH = 500
+BATCH = 2000
 logger = logging.getLogger("muto.projections")
 
 
