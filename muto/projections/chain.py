@@ -12,6 +12,7 @@ table and names the first position where the two disagree.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping
 from typing import Protocol, cast
 from uuid import UUID
@@ -42,14 +43,23 @@ class StoredRecord(Protocol):
 
 
 def canonical(record: StoredRecord) -> bytes:
-    fields = (
-        str(record.id).encode(),
-        str(record.originator_id).encode(),
-        str(record.originator_version).encode(),
-        record.topic.encode(),
-        record.state,  # bytes, or a memoryview of them: joined as they are
-    )
-    return b"".join([part for f in fields for part in (len(f).to_bytes(8, "big"), f)])
+    position = str(record.id).encode()
+    originator = str(record.originator_id).encode()
+    version = str(record.originator_version).encode()
+    topic = record.topic.encode()
+    state = record.state  # bytes, or a memoryview of them: joined as they are
+    return b"".join(
+        (
+            _length(len(position)), position,
+            _length(len(originator)), originator,
+            _length(len(version)), version,
+            _length(len(topic)), topic,
+            _length(memoryview(state).nbytes), state,
+        )
+    )  # fmt: skip
+
+
+_length = struct.Struct(">Q").pack  # each field's length, 8 bytes big-endian
 
 
 def link(previous: bytes, record: StoredRecord) -> bytes:
