@@ -119,6 +119,10 @@ class Inventory(Projection):
             "Vehicle.PresenceChanged": self._presence,
         }
 
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset(self._steps)
+
     def apply(self, session: Session, event: object, position: int) -> None:
         if event_type(event) in self._steps:
             self._pending.append(event)

@@ -126,6 +126,10 @@ class RolloutProgress(Projection):
     # the ones that count are written with one executemany, before any other update of
     # this view so that log order holds.
 
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset(self._routes) | {"Vehicle.ReconcileReported"}
+
     def apply(self, session: Session, event: object, position: int) -> None:
         if event_type(event) == "Vehicle.ReconcileReported":
             self._reported(session, event)
