@@ -41,54 +41,38 @@ def json_text(value: Any) -> str | None:
 
 
 class DriverInsert:
-    """INSERT of many rows through the DB-API cursor: no per-row parameter processing
-    by SQLAlchemy (most of a batch's write cost on SQLite). JSON columns are encoded
-    here with msgspec; rows are tuples in `columns` order. SQLite takes the rows with
-    executemany (in-process, one prepared statement); PostgreSQL with one multi-row
-    VALUES statement per chunk (executemany there sends one INSERT per row, each a
-    server round of parsing and index updates: most of catch-up's time)."""
-
-    CHUNK = 1000  # rows per multi-row statement (PostgreSQL allows 65,535 parameters)
+    """INSERT of many rows through the DB-API cursor's executemany: no per-row
+    parameter processing by SQLAlchemy (most of a batch's write cost on SQLite). JSON
+    columns are encoded here with msgspec; rows are tuples in `columns` order."""
 
     def __init__(self, table: Table, columns: list[str] | None = None) -> None:
         self.table = table
         self.columns = columns or [c.name for c in table.c]
         self.json = [isinstance(table.c[c].type, JSON) for c in self.columns]
-        self._sql: dict[int, str] = {}
+        self._sql: dict[str, str] = {}
 
-    def sql(self, session: Session, rows: int = 1) -> str:
-        """The statement for `rows` rows (1: the executemany form)."""
-        found = self._sql.get(rows)
+    def sql(self, session: Session, head: str = "INSERT INTO") -> str:
+        dialect = session.get_bind().dialect
+        found = self._sql.get(head)
         if found is None:
-            dialect = session.get_bind().dialect
             quote = dialect.identifier_preparer.quote
             mark = "?" if dialect.paramstyle == "qmark" else "%s"
-            values = f"({', '.join(mark for _ in self.columns)})"
-            found = self._sql[rows] = (
-                f"INSERT INTO {quote(self.table.name)} "
+            found = self._sql[head] = (
+                f"{head} {quote(self.table.name)} "
                 f"({', '.join(quote(c) for c in self.columns)}) "
-                f"VALUES {', '.join(values for _ in range(rows))}"
+                f"VALUES ({', '.join(mark for _ in self.columns)})"
             )
         return found
 
-    def execute(self, session: Session, rows: list[tuple[Any, ...]], encoded: bool = False) -> None:
-        """Insert `rows`; `encoded`: their JSON columns are JSON text already."""
-        if not rows:
-            return
-        if any(self.json) and not encoded:
-            flags = self.json
-            rows = [
-                tuple(json_text(v) if j else v for v, j in zip(row, flags, strict=True))
-                for row in rows
-            ]
-        connection = session.connection()
-        if session.get_bind().dialect.paramstyle == "qmark":
-            connection.exec_driver_sql(self.sql(session), rows)
-            return
-        for start in range(0, len(rows), self.CHUNK):
-            chunk = rows[start : start + self.CHUNK]
-            params = tuple(value for row in chunk for value in row)
-            connection.exec_driver_sql(self.sql(session, len(chunk)), params)
+    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            if any(self.json):
+                flags = self.json
+                rows = [
+                    tuple(json_text(v) if j else v for v, j in zip(row, flags, strict=True))
+                    for row in rows
+                ]
+            session.connection().exec_driver_sql(self.sql(session), rows)
 
 
 class Rows:
