@@ -12,11 +12,16 @@ from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update, event_data, event_type
+from muto.projections.rows import DriverInsert
+
+_encode = msgspec.json.Encoder().encode
 
 
-def _plain(value: Any) -> Any:
-    """Event fields as JSON-ready builtins (datetimes, UUIDs, enums become strings)."""
-    return msgspec.to_builtins(value, builtin_types=None, str_keys=True)
+def _field(value: Any, name: str, stored_as: str) -> Any:
+    """A field of a typed event's part, or of a dict (an event the codec does not type)."""
+    if isinstance(value, dict):
+        return value.get(stored_as)
+    return getattr(value, name, None)
 
 
 class AuditTimeline(Projection):
@@ -37,8 +42,8 @@ class AuditTimeline(Projection):
             Column("actor", String(128)),
             Column("data", JSON, nullable=False),
         )
-        self._insert = self.timeline.insert()
-        self._pending: list[dict[str, Any]] = []
+        self._insert = DriverInsert(self.timeline)
+        self._pending: list[tuple[Any, ...]] = []
         return [self.timeline]
 
     @property
@@ -46,22 +51,27 @@ class AuditTimeline(Projection):
         return {}
 
     def apply(self, session: Session, event: object, position: int) -> None:
-        data = _plain(event_data(event))
+        """The row in the table's column order; `data` is the event's fields encoded
+        once, straight to JSON text (the same text msgspec.to_builtins then a JSON
+        encoder would give, at a fraction of the cost)."""
+        fields = event_data(event)
         at: datetime = getattr(event, "timestamp")  # noqa: B009 - every event has one
-        rollout_id = data.get("rollout_id") or (data.get("assignment") or {}).get("rolloutId")
+        rollout_id = fields.get("rollout_id") or _field(
+            fields.get("assignment"), "rollout_id", "rolloutId"
+        )
         self._pending.append(
-            {
-                "position": position,
-                "at": at.isoformat(),
-                "event_type": event_type(event),
-                "aggregate_id": str(getattr(event, "originator_id")),  # noqa: B009
-                "aggregate_version": getattr(event, "originator_version"),  # noqa: B009
-                "vehicle_id": data.get("vehicle_id"),
-                "rollout_id": rollout_id,
-                "correlation_id": data.get("correlation_id"),
-                "actor": data.get("actor"),
-                "data": data,
-            }
+            (
+                position,
+                at.isoformat(),
+                event_type(event),
+                str(getattr(event, "originator_id")),  # noqa: B009
+                getattr(event, "originator_version"),  # noqa: B009
+                fields.get("vehicle_id"),
+                rollout_id,
+                fields.get("correlation_id"),
+                fields.get("actor"),
+                _encode(fields).decode(),
+            )
         )
 
     def discard(self) -> None:
@@ -70,5 +80,5 @@ class AuditTimeline(Projection):
     def flush(self, session: Session) -> None:
         """Insert-only: the batch's rows go in one executemany."""
         if self._pending:
-            session.connection().execute(self._insert, self._pending)
+            session.connection().exec_driver_sql(self._insert.sql(session), self._pending)
             self._pending = []

@@ -88,6 +88,17 @@ class Projection:
     def updates(self) -> Mapping[str, Update]:
         raise NotImplementedError
 
+    @property
+    def reads(self) -> frozenset[str] | None:
+        """The event types this view reads, or None for every event: the runner gives
+        it no others (a report-heavy log then costs the views that ignore reports
+        nothing). By default the routed types of a view that keeps this `apply`; a
+        view that overrides `apply` or takes `apply_batch` gets every event unless it
+        says otherwise."""
+        if type(self).apply is Projection.apply and not hasattr(self, "apply_batch"):
+            return frozenset(self._routes)
+        return None
+
     def apply(self, session: Session, event: object, position: int) -> None:
         update = self._routes.get(event_type(event))
         if update is not None:

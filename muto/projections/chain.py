@@ -12,6 +12,7 @@ table and names the first position where the two disagree.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping
 from typing import Protocol, cast
 from uuid import UUID
@@ -21,6 +22,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
 from muto.projections.base import Projection, Update
+from muto.projections.rows import DriverInsert
 
 GENESIS = bytes(32)
 
@@ -41,18 +43,29 @@ class StoredRecord(Protocol):
 
 
 def canonical(record: StoredRecord) -> bytes:
-    fields = (
-        str(record.id).encode(),
-        str(record.originator_id).encode(),
-        str(record.originator_version).encode(),
-        record.topic.encode(),
-        bytes(record.state),
-    )
-    return b"".join(len(f).to_bytes(8, "big") + f for f in fields)
+    position = str(record.id).encode()
+    originator = str(record.originator_id).encode()
+    version = str(record.originator_version).encode()
+    topic = record.topic.encode()
+    state = record.state  # bytes, or a memoryview of them: joined as they are
+    return b"".join(
+        (
+            _length(len(position)), position,
+            _length(len(originator)), originator,
+            _length(len(version)), version,
+            _length(len(topic)), topic,
+            _length(memoryview(state).nbytes), state,
+        )
+    )  # fmt: skip
+
+
+_length = struct.Struct(">Q").pack  # each field's length, 8 bytes big-endian
 
 
 def link(previous: bytes, record: StoredRecord) -> bytes:
-    return hashlib.sha256(previous + canonical(record)).digest()
+    digest = hashlib.sha256(previous)
+    digest.update(canonical(record))
+    return digest.digest()
 
 
 class HashChain(Projection):
@@ -65,7 +78,7 @@ class HashChain(Projection):
         # that transaction no one else adds links (the projector holds the lock), so the
         # head is read once per batch, not once per event.
         self._written: tuple[object, int, bytes] | None = None
-        self._pending: list[dict[str, object]] = []  # links written at flush, in one go
+        self._pending: list[tuple[int, str]] = []  # links written at flush, in one go
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.links = Table(
@@ -74,7 +87,7 @@ class HashChain(Projection):
             Column("position", Integer, primary_key=True, autoincrement=False),
             Column("hash", String(64), nullable=False),
         )
-        self._insert = self.links.insert()
+        self._insert = DriverInsert(self.links)
         return [self.links]
 
     @property
@@ -99,12 +112,12 @@ class HashChain(Projection):
             raise IntegrityError(f"position {position} is already chained (head {head})")
         record = cast(StoredRecord, event)  # reads_records: the runner passes the record
         digest = link(previous, record)
-        self._pending.append({"position": position, "hash": digest.hex()})
+        self._pending.append((position, digest.hex()))
         self._written = (transaction, position, digest)
 
     def flush(self, session: Session) -> None:
         if self._pending:
-            session.connection().execute(self._insert, self._pending)
+            self._insert.execute(session, self._pending)
             self._pending = []
 
     def discard(self) -> None:

@@ -29,17 +29,30 @@ def _iso(event: Any) -> str:
 def shown_after(row: dict[str, Any], report: StoredReconcile) -> ReportLedger | None:
     """The vehicle's report ledger once `report` (a stored report) is shown, or None
     when it is not the vehicle's newest. The row keeps the ledger's incarnation and
-    number in columns (the in-order case) and the rest in report_ledger."""
-    ledger = msgspec.convert(
-        {**(Rows.parsed(row, "report_ledger") or {}), "incarnation": row["report_incarnation"],
-         "number": row["report_number"] or 0},
-        ReportLedger,
-    )  # fmt: skip
-    return admit(
+    number in columns (the in-order case) and the rest in report_ledger. The ledger is
+    kept with the row for the rest of the batch (a vehicle's next legacy report reads
+    it without decoding the column again)."""
+    ledger = row.get(_LEDGER)
+    if ledger is None:
+        ledger = row[_LEDGER] = msgspec.convert(
+            {**(Rows.parsed(row, "report_ledger") or {}), "incarnation": row["report_incarnation"],
+             "number": row["report_number"] or 0},
+            ReportLedger,
+        )  # fmt: skip
+    shown = admit(
         ledger,
         report.journal,
         legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
     )
+    if shown is not None:  # kept as the columns will say it (no incarnation: number 0)
+        row[_LEDGER] = shown if shown.incarnation is not None or not shown.number else (
+            msgspec.structs.replace(shown, number=0)
+        )  # fmt: skip
+    return shown
+
+
+# The row's report ledger as a struct, while a batch holds the row (not a column).
+_LEDGER = "__ledger"
 
 
 class Inventory(Projection):
@@ -105,6 +118,10 @@ class Inventory(Projection):
             "Vehicle.HealthChanged": self._health,
             "Vehicle.PresenceChanged": self._presence,
         }
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset(self._steps)
 
     def apply(self, session: Session, event: object, position: int) -> None:
         if event_type(event) in self._steps:
@@ -193,6 +210,7 @@ class Inventory(Projection):
             and number is not None
             and number < place.number
         ):  # the common case: the next report of the incarnation shown
+            row.pop(_LEDGER, None)  # its number moved: decode it again if needed
             b.touch(e, report_number=place.number, **shown)
             return
         ledger = shown_after(row, r)

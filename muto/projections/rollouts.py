@@ -104,6 +104,8 @@ class RolloutProgress(Projection):
         )
         self._reports: list[dict[str, Any]] = []
         self._revisions: set[str] | None = None
+        c = self.vehicles.c
+        self._assigned_revisions = select(c.revision).where(c.revision.is_not(None)).distinct()
         return [self.rollouts, self.vehicles]
 
     @property
@@ -123,6 +125,10 @@ class RolloutProgress(Projection):
     # only if its revision is one a rollout assigned (known per batch: one query), and
     # the ones that count are written with one executemany, before any other update of
     # this view so that log order holds.
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset(self._routes) | {"Vehicle.ReconcileReported"}
 
     def apply(self, session: Session, event: object, position: int) -> None:
         if event_type(event) == "Vehicle.ReconcileReported":
@@ -146,8 +152,7 @@ class RolloutProgress(Projection):
     def _known(self, s: Session) -> set[str]:
         """Every revision a rollout assigned (the batch's own included)."""
         if self._revisions is None:
-            c = self.vehicles.c
-            found = s.execute(select(c.revision).where(c.revision.is_not(None)).distinct())
+            found = s.execute(self._assigned_revisions)
             self._revisions = set(found.scalars())
         return self._revisions
 

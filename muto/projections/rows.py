@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from sqlalchemy import (
     JSON,
     Delete,
@@ -31,6 +32,48 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+_encode_json = msgspec.json.Encoder().encode
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column's value as the text the database stores (None: SQL NULL)."""
+    return None if value is None else _encode_json(value).decode()
+
+
+class DriverInsert:
+    """INSERT of many rows through the DB-API cursor's executemany: no per-row
+    parameter processing by SQLAlchemy (most of a batch's write cost on SQLite). JSON
+    columns are encoded here with msgspec; rows are tuples in `columns` order."""
+
+    def __init__(self, table: Table, columns: list[str] | None = None) -> None:
+        self.table = table
+        self.columns = columns or [c.name for c in table.c]
+        self.json = [isinstance(table.c[c].type, JSON) for c in self.columns]
+        self._sql: dict[str, str] = {}
+
+    def sql(self, session: Session, head: str = "INSERT INTO") -> str:
+        dialect = session.get_bind().dialect
+        found = self._sql.get(head)
+        if found is None:
+            quote = dialect.identifier_preparer.quote
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            found = self._sql[head] = (
+                f"{head} {quote(self.table.name)} "
+                f"({', '.join(quote(c) for c in self.columns)}) "
+                f"VALUES ({', '.join(mark for _ in self.columns)})"
+            )
+        return found
+
+    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            if any(self.json):
+                flags = self.json
+                rows = [
+                    tuple(json_text(v) if j else v for v, j in zip(row, flags, strict=True))
+                    for row in rows
+                ]
+            session.connection().exec_driver_sql(self.sql(session), rows)
+
 
 class Rows:
     def __init__(self, table: Table, *key: str) -> None:
@@ -38,18 +81,21 @@ class Rows:
         self.key = key
         where = and_(*(table.c[k] == bindparam(f"k_{k}") for k in key))
         self._where = where
-        self._insert = table.insert()
+        self._insert = DriverInsert(table)
         self._select: Select[Any] = select(table).where(where)
         self._delete: Delete = table.delete().where(where)
         self._updates: dict[tuple[str, ...], Update] = {}
         self._loads: dict[str, Select[Any]] = {}
+        self._update_texts: dict[tuple[str, ...], str] = {}
+        self._json = {c.name for c in table.c if isinstance(c.type, JSON)}
 
     def _key(self, key: Mapping[str, Any]) -> dict[str, Any]:
         return {f"k_{k}": key[k] for k in self.key}
 
     def insert(self, session: Session, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
-        if rows:
-            session.connection().execute(self._insert, rows)
+        many = [rows] if isinstance(rows, dict) else rows
+        columns = self._insert.columns
+        self._insert.execute(session, [tuple(r.get(c) for c in columns) for r in many])
 
     def get(self, session: Session, **key: Any) -> Row[Any] | None:
         return session.connection().execute(self._select, self._key(key)).one_or_none()
@@ -83,8 +129,10 @@ class Rows:
         connection = session.connection()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            for row in connection.execute(statement, {"keys": chunk}):
-                values = dict(row._mapping)
+            result = connection.execute(statement, {"keys": chunk})
+            names = list(result.keys())
+            for row in result.tuples():
+                values = dict(zip(names, row, strict=True))
                 found[values[column]] = values
         return found
 
@@ -97,17 +145,31 @@ class Rows:
         return value
 
     def write_changes(self, session: Session, changes: list[tuple[Any, dict[str, Any]]]) -> None:
-        """UPDATE each (key, changed values), grouped by the set of columns changed."""
-        (column,) = self.key
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        """UPDATE each (key, changed values), grouped by the set of columns changed, with
+        one DB-API executemany per group (JSON columns encoded here, see DriverInsert)."""
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for key, values in changes:
             columns = tuple(sorted(values))
-            params = {f"v_{c}": values[c] for c in columns}
-            params[f"k_{column}"] = key
-            groups.setdefault(columns, []).append(params)
+            groups.setdefault(columns, []).append(
+                (*(json_text(values[c]) if c in self._json else values[c] for c in columns), key)
+            )
         connection = session.connection()
         for columns, rows in groups.items():
-            connection.execute(self._update_statement(columns), rows)
+            connection.exec_driver_sql(self._update_sql(session, columns), rows)
+
+    def _update_sql(self, session: Session, columns: tuple[str, ...]) -> str:
+        found = self._update_texts.get(columns)
+        if found is None:
+            dialect = session.get_bind().dialect
+            quote = dialect.identifier_preparer.quote
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            (key,) = self.key
+            found = self._update_texts[columns] = (
+                f"UPDATE {quote(self.table.name)} "
+                f"SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} "
+                f"WHERE {quote(key)} = {mark}"
+            )
+        return found
 
     def delete_keys(self, session: Session, keys: list[Any]) -> None:
         if keys:

@@ -5,7 +5,7 @@ pulls `select_notifications` after the lowest recorded position; the same loop s
 PostgreSQL. Each batch of notifications is decoded once and applied to every projection
 that has not yet seen it, projection by projection (all of a batch's events to one view,
 then the next view; `apply_batch` takes them at once), in one transaction with their
-new positions.
+new positions. A view is given only the event types it `reads` (base.py).
 
 Invariants:
 - a projection sees every event exactly once, in log order (position recorded in the
@@ -27,16 +27,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError, Notification
 
-from muto.projections.base import Projection
+from muto.projections.base import Projection, event_type
 from muto.projections.source import EventSource
 from muto.projections.store import ViewStore
 
-BATCH = 500
+BATCH = 2000
 logger = logging.getLogger("muto.projections")
 
 
@@ -47,6 +47,7 @@ class ProjectionRunner:
         self.log = log
         self.store = store
         self.projections = {p.name: p for p in projections}
+        self._reads = {p.name: p.reads for p in projections}  # None: every event
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,9 +134,11 @@ class ProjectionRunner:
                 return 0
             last = notifications[-1].id
             events = [self.log.decode(n) for n in notifications]  # decoded once for all
+            kinds = [event_type(e) for e in events]
             for name, projection in self.projections.items():
                 if last > positions[name]:
-                    _apply(projection, session, notifications, events, positions[name])
+                    batch = _Batch(notifications, events, kinds)
+                    _apply(projection, session, batch, positions[name], self._reads[name])
             for name, projection in self.projections.items():
                 if last > positions[name]:
                     projection.flush(session)
@@ -236,21 +239,35 @@ class ProjectionRunner:
             self._thread.join()
 
 
+class _Batch(NamedTuple):
+    notifications: Sequence[Notification]
+    events: Sequence[Any]  # decoded, one per notification
+    kinds: Sequence[str]  # each event's type (`event_type`)
+
+
 def _apply(
     projection: Projection,
     session: Any,
-    notifications: Sequence[Notification],
-    events: Sequence[Any],
+    batch: _Batch,
     seen: int,
+    reads: frozenset[str] | None,
 ) -> None:
-    """Give one projection the batch's events after `seen`, in log order: all at once to
-    a projection that defines `apply_batch(session, [(event, position), ...])` (it may
-    then read and write each row once per batch instead of once per event), else one
-    by one to `apply`."""
-    subjects = notifications if getattr(projection, "reads_records", False) else events
-    items = [(subject, n.id) for subject, n in zip(subjects, notifications, strict=True)]
-    if seen >= notifications[0].id:
-        items = [item for item in items if item[1] > seen]
+    """Give one projection the batch's events after `seen` that it reads, in log order:
+    all at once to a projection that defines `apply_batch(session, [(event, position),
+    ...])` (it may then read and write each row once per batch instead of once per
+    event), else one by one to `apply`."""
+    notifications = batch.notifications
+    subjects = notifications if getattr(projection, "reads_records", False) else batch.events
+    if reads is None:
+        items = [(subject, n.id) for subject, n in zip(subjects, notifications, strict=True)]
+        if seen >= notifications[0].id:
+            items = [item for item in items if item[1] > seen]
+    else:
+        items = [
+            (subject, n.id)
+            for subject, n, kind in zip(subjects, notifications, batch.kinds, strict=True)
+            if kind in reads and n.id > seen
+        ]
     apply_batch: Callable[[Any, list[tuple[Any, int]]], None] | None = getattr(
         projection, "apply_batch", None
     )
