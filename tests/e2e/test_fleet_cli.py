@@ -419,7 +419,7 @@ def test_ctrl_c_ends_a_watch_quietly(op: Operator) -> None:
         env=op.env(MUTO_URL=op.server.url),
     )  # fmt: skip
     try:
-        polled = f'"path": "/rollouts/{rollout_id}"'
+        polled = f'"path":"/rollouts/{rollout_id}"'  # the access log's compact JSON
         before = op.server.log.read_text().count(polled)
         deadline = time.monotonic() + 60
         while op.server.log.read_text().count(polled) < before + 2:  # it is in its loop
