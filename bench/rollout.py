@@ -137,6 +137,12 @@ async def time_to_converge(
         await asyncio.sleep(1.0)
 
 
+def agent_config(rig: FleetRig) -> dict[str, Any]:
+    """The heartbeat grows with the fleet like the poll (30 s per 1,000 vehicles): the
+    same presence messages per second reach the broker and the cloud at every size."""
+    return {"heartbeatS": min(3600, round(30 * max(1.0, rig.vehicles / 1000)))}
+
+
 async def assign_all(rig: FleetRig, version: str) -> float:
     """One direct desired-state assignment to the whole fleet, to 95 % converged."""
 
@@ -145,6 +151,7 @@ async def assign_all(rig: FleetRig, version: str) -> float:
             {
                 "target": {"selector": "fleet=demo"},
                 "stack": {"name": "autonomy-core", "version": version},
+                "agentConfig": agent_config(rig),
             }
         )
 
@@ -192,6 +199,7 @@ async def one_size(n: int, backend: str) -> list[Result]:
                         "stack": "autonomy-core",
                         "version": "1.1.0",
                         "rolloutId": "bench",
+                        "agentConfig": agent_config(rig),
                     }
                 )
 
