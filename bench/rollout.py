@@ -75,28 +75,36 @@ snapshots about 9 %, verification under 2 %.
 
 10,000 vehicles (2026-12-03, SQLite, load 10-14 from other sessions). The links did not
 miss keep-alives at the broker (its log has no expired session): they ended their own
-sessions. aiomqtt waits 10 s for each CONNACK, SUBACK and PUBACK; while a wave is applied
-a simulator loop of 2,500 agents runs seconds behind, the wait expires, the session is
-dropped (a clean DISCONNECT), and the reconnect republishes every snapshot, which slows
-the loop further: 488 disconnections in the first second of the first release, 4,155 in
-seven minutes, with aiomqtt then registering readers on closed, reused descriptors. The
-cloud's own session overflowed the rig broker's 10,000-message queue and lost snapshots.
-With the simulated links' 60 s wait and keep-alive and a 100,000-message queue (as in
-deploy/mosquitto/mosquitto.conf), the same run had 3 disconnections in eight minutes and
-no dropped message. It still does not converge: only 646 of the 10,000 agents made their
-start-up fetch, and none fetched on the first release's notify, although the cloud
-published every notify (retained), the broker held all 20,010 subscriptions and the links
-kept publishing heartbeats; a 20-vehicle fleet started beside it against the same cloud
-and broker fetched within seconds of its assignment. The large fleet fetches only on its
-300 s poll, so the rollout cannot reach 95 % within the bench's 900 s, and no 10,000
+sessions. aiomqtt waits 10 s for each CONNACK, SUBACK and PUBACK; while a wave is
+applied a simulator loop of 2,500 agents runs seconds behind, the wait expires, the
+session is dropped (a clean DISCONNECT), and the reconnect republishes every snapshot,
+which slows the loop further: 488 disconnections in the first second of the first
+release, 4,155 in seven minutes, with aiomqtt then registering readers on closed, reused
+descriptors. The cloud's own session overflowed the rig broker's 10,000-message queue
+and lost snapshots. With the simulated links' 60 s wait and keep-alive and a
+100,000-message queue (as in deploy/mosquitto/mosquitto.conf), the same run had 3
+disconnections in eight minutes and no dropped message. It still does not converge: only
+646 of the 10,000 agents made their start-up fetch before the first release, and in the
+two minutes after its notify none fetched, although the cloud published every notify
+(retained), the broker held all 20,010 subscriptions and the links kept publishing
+heartbeats; a 20-vehicle fleet started beside it against the same cloud and broker
+fetched within seconds of its assignment. The large fleet then fetched only as its 300 s
+polls came due, so the rollout cannot reach 95 % within the bench's 900 s, and no 10,000
 figure was recorded (the last is 226 s on SQLite on a quiet machine, 2026-11-22;
-PostgreSQL at 10,000 is unmeasured). Not yet isolated: the agents' reconcile passes in a
-2,500-agent process waiting on something shared (health reports, sent by the courier,
-still flowed). Profiles of that run: the cloud during the first release,
-projection catch-up 29 %, the writer 18 %, the notifier 5 %, idle once the fleet stopped
-fetching; a simulator slice, aiomqtt's per-publish thread-safe write registration 20 %
-(a self-pipe write and an epoll change per packet) and its once-a-second timer per link
-9 % (2,500 wakeups a second per process)."""
+PostgreSQL at 10,000 is unmeasured). Profiles of that run: the cloud during the first
+release, projection catch-up 29 %, the writer 18 %, the notifier 5 %, idle once the
+fleet stopped fetching; a simulator slice, aiomqtt's per-publish thread-safe write
+registration 20 % (a self-pipe write and an epoll change per packet) and its
+once-a-second timer per link 9 % (2,500 wakeups a second per process). One slice alone
+(2,500 agents, one process, its own cloud and broker, same machine while tests ran) is
+slow but sound: 1,598 start-up fetches before the log settled (55 s), then 489, 1,027,
+2,012 and 2,497 fetches 10, 20, 30 and 40 s after the notify. So the 10,000 stall is the
+four slices starving together, not a lost notify: each slice's idle agents already wake
+about 3,000 times a second (aiomqtt's once-a-second timer per link, the 5 s drift check,
+the 30 s heartbeat before the scaled one arrives), and four of them beside the cloud,
+the broker and other sessions' work leave the passes no CPU. Next: fewer wakeups per
+simulated agent (one timer driving every link's keep-alive check instead of one per
+link; a drift check scaled like the poll), then the same run."""
 
 
 class Timeline:
