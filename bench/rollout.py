@@ -98,13 +98,17 @@ registration 20 % (a self-pipe write and an epoll change per packet) and its
 once-a-second timer per link 9 % (2,500 wakeups a second per process). One slice alone
 (2,500 agents, one process, its own cloud and broker, same machine while tests ran) is
 slow but sound: 1,598 start-up fetches before the log settled (55 s), then 489, 1,027,
-2,012 and 2,497 fetches 10, 20, 30 and 40 s after the notify. So the 10,000 stall is the
-four slices starving together, not a lost notify: each slice's idle agents already wake
-about 3,000 times a second (aiomqtt's once-a-second timer per link, the 5 s drift check,
-the 30 s heartbeat before the scaled one arrives), and four of them beside the cloud,
-the broker and other sessions' work leave the passes no CPU. Next: fewer wakeups per
-simulated agent (one timer driving every link's keep-alive check instead of one per
-link; a drift check scaled like the poll), then the same run."""
+2,012 and 2,497 fetches 10, 20, 30 and 40 s after the notify. A second 10,000 run (four
+slices, fresh cloud and broker) stalled the same way while the machine was idle, so it
+is not the slices starving: 819 start-up fetches, then 13, 147, 377, 525 and 541 fetches
+10 to 50 s after the notify and none more for a minute after that; the cloud had
+published all 10,000 notifies (20 batches of 500), the broker dropped nothing and no
+link disconnected. What the stalled slices show: their HTTP connections to the cloud
+include sockets in CLOSE-WAIT (23 in one slice) and the cloud had closed 46 connections
+for sending no request head within 10 s, which points at the simulator's HTTP pools
+(FleetTransport's turns over httpcore) holding connections the cloud's head deadline
+closed, so every later fetch of that pool waits. Next: instrument FleetTransport's turns
+and pools in that state, fix the leak, then run the bench at both sizes."""
 
 
 class Timeline:
