@@ -38,7 +38,10 @@ notify plus a poll; simulated runtime with instant apply), the cloud (`muto clou
 one process, on SQLite files or on PostgreSQL on the same machine) and Mosquitto share
 the machine's 2 cores. The poll and periodic health intervals grow with the fleet (30 s
 and 300 s per 1,000 vehicles: 300 s and 3,000 s at 10,000), so that the background load
-on the cloud is the same at both sizes (about 37 requests/s). Each run starts from a
+on the cloud is the same at both sizes (about 37 requests/s); so does the presence
+heartbeat set in the assignments' agentConfig (30 s per 1,000 vehicles). Simulated MQTT
+links wait 60 s for a broker round trip and ping every 60 s (a vehicle's own: 10 s and
+30 s), since 2,500 of them share one event loop. Each run starts from a
 settled fleet (every agent up, the event log quiet for 3 s). A vehicle counts as
 converged once the cloud has stored its converged report on the revision assigned to
 it; the figure is the stored time of the report that brought the fleet to 95 %, found by
@@ -68,7 +71,44 @@ waits for its group commit and for the views (read-your-writes). Cloud samples d
 14.5 % loading the vehicle aggregate by replaying its whole history for each report),
 HTTP and middleware about 8 %; on SQLite the projector about 16 % and the writer 11 %, the
 rest waiting on commits. The simulator's samples: the HTTP client about 45 %, MQTT
-snapshots about 9 %, verification under 2 %."""
+snapshots about 9 %, verification under 2 %.
+
+10,000 vehicles (2026-12-03, SQLite, load 10-14 from other sessions). The links did not
+miss keep-alives at the broker (its log has no expired session): they ended their own
+sessions. aiomqtt waits 10 s for each CONNACK, SUBACK and PUBACK; while a wave is
+applied a simulator loop of 2,500 agents runs seconds behind, the wait expires, the
+session is dropped (a clean DISCONNECT), and the reconnect republishes every snapshot,
+which slows the loop further: 488 disconnections in the first second of the first
+release, 4,155 in seven minutes, with aiomqtt then registering readers on closed, reused
+descriptors. The cloud's own session overflowed the rig broker's 10,000-message queue
+and lost snapshots. With the simulated links' 60 s wait and keep-alive and a
+100,000-message queue (as in deploy/mosquitto/mosquitto.conf), the same run had 3
+disconnections in eight minutes and no dropped message. It still does not converge: only
+646 of the 10,000 agents made their start-up fetch before the first release, and in the
+two minutes after its notify none fetched, although the cloud published every notify
+(retained), the broker held all 20,010 subscriptions and the links kept publishing
+heartbeats; a 20-vehicle fleet started beside it against the same cloud and broker
+fetched within seconds of its assignment. The large fleet then fetched only as its 300 s
+polls came due, so the rollout cannot reach 95 % within the bench's 900 s, and no 10,000
+figure was recorded (the last is 226 s on SQLite on a quiet machine, 2026-11-22;
+PostgreSQL at 10,000 is unmeasured). Profiles of that run: the cloud during the first
+release, projection catch-up 29 %, the writer 18 %, the notifier 5 %, idle once the
+fleet stopped fetching; a simulator slice, aiomqtt's per-publish thread-safe write
+registration 20 % (a self-pipe write and an epoll change per packet) and its
+once-a-second timer per link 9 % (2,500 wakeups a second per process). One slice alone
+(2,500 agents, one process, its own cloud and broker, same machine while tests ran) is
+slow but sound: 1,598 start-up fetches before the log settled (55 s), then 489, 1,027,
+2,012 and 2,497 fetches 10, 20, 30 and 40 s after the notify. A second 10,000 run (four
+slices, fresh cloud and broker) stalled the same way while the machine was idle, so it
+is not the slices starving: 819 start-up fetches, then 13, 147, 377, 525 and 541 fetches
+10 to 50 s after the notify and none more for a minute after that; the cloud had
+published all 10,000 notifies (20 batches of 500), the broker dropped nothing and no
+link disconnected. What the stalled slices show: their HTTP connections to the cloud
+include sockets in CLOSE-WAIT (23 in one slice) and the cloud had closed 46 connections
+for sending no request head within 10 s, which points at the simulator's HTTP pools
+(FleetTransport's turns over httpcore) holding connections the cloud's head deadline
+closed, so every later fetch of that pool waits. Next: instrument FleetTransport's turns
+and pools in that state, fix the leak, then run the bench at both sizes."""
 
 
 class Timeline:
@@ -137,6 +177,12 @@ async def time_to_converge(
         await asyncio.sleep(1.0)
 
 
+def agent_config(rig: FleetRig) -> dict[str, Any]:
+    """The heartbeat grows with the fleet like the poll (30 s per 1,000 vehicles): the
+    same presence messages per second reach the broker and the cloud at every size."""
+    return {"heartbeatS": min(3600, round(30 * max(1.0, rig.vehicles / 1000)))}
+
+
 async def assign_all(rig: FleetRig, version: str) -> float:
     """One direct desired-state assignment to the whole fleet, to 95 % converged."""
 
@@ -145,6 +191,7 @@ async def assign_all(rig: FleetRig, version: str) -> float:
             {
                 "target": {"selector": "fleet=demo"},
                 "stack": {"name": "autonomy-core", "version": version},
+                "agentConfig": agent_config(rig),
             }
         )
 
@@ -192,6 +239,7 @@ async def one_size(n: int, backend: str) -> list[Result]:
                         "stack": "autonomy-core",
                         "version": "1.1.0",
                         "rolloutId": "bench",
+                        "agentConfig": agent_config(rig),
                     }
                 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from muto.agent.artifacts import ArtifactSource, SimulatedArtifacts
 from muto.agent.clock import Clock, SystemClock
@@ -48,6 +48,10 @@ class AgentSettings:
     reports_via: Literal["http", "mqtt"] = "http"  # the one path that acknowledges
     flush_s: float = 10.0  # how long stop() waits for the outbox and the MQTT session
     snapshot_interval_s: float = SNAPSHOT_INTERVAL_S  # change-driven snapshot throttle
+    # MQTT keepalive and broker round-trip timeout; None: the link's defaults (30 s, 10 s).
+    # The fleet simulator lengthens both: thousands of its links share one event loop.
+    mqtt_keepalive_s: int | None = None
+    mqtt_timeout_s: float | None = None
     stop_runtime_on_exit: bool = True
     owns_logging: bool = False  # apply agentConfig.logLevel to the process's "muto" loggers
     # Start a new report incarnation: for a data dir restored from a backup, whose report
@@ -165,6 +169,7 @@ class Wiring:
                 clock_now=p.clock.now,
                 rng=p.rng,
                 snapshot_interval_s=s.snapshot_interval_s,
+                **_mqtt_tuning(s),
             )
         sink = mqtt if s.reports_via == "mqtt" else p.cloud
         courier = Courier(
@@ -177,3 +182,9 @@ class Wiring:
             woken=signals.report,
         )
         return cls(signals, reconciler, courier, mqtt)
+
+
+def _mqtt_tuning(s: AgentSettings) -> dict[str, Any]:
+    """The MqttLink arguments the settings override (unset ones keep the link's)."""
+    given = {"keepalive_s": s.mqtt_keepalive_s, "timeout_s": s.mqtt_timeout_s}
+    return {name: value for name, value in given.items() if value is not None}

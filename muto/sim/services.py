@@ -62,9 +62,12 @@ class MosquittoBroker:
         binary = self.binary()
         assert binary is not None
         config = self.workdir / "mosquitto.conf"
+        # The queue bound of deploy/mosquitto/mosquitto.conf: the cloud's one session
+        # takes every vehicle's snapshots after a wave (10,000 vehicles overflowed 10,000,
+        # and the broker dropped them).
         config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nmax_queued_messages 10000\n"
+            "persistence false\nmax_queued_messages 100000\n"
         )
         with (self.workdir / "mosquitto.log").open("ab") as log:  # the child keeps its copy
             self.proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)

@@ -52,3 +52,31 @@ def test_a_fleet_of_in_process_agents_converges_on_asyncio_alone() -> None:
         assert reports == [("dsr_1", "converged", [])] * AGENTS
 
     asyncio.run(main())
+
+
+def test_a_simulated_fleet_lengthens_its_links_keepalive_and_broker_timeout() -> None:
+    """The simulator's links share one event loop: they wait longer for the broker than
+    a vehicle's own (muto/sim/fleet.py says why); the agent's defaults are unchanged."""
+    from muto.agent.transport.mqtt import KEEPALIVE_S, PUBLISH_TIMEOUT_S
+    from muto.sim.fleet import LINK_KEEPALIVE_S, LINK_TIMEOUT_S
+
+    signers = Signers()
+
+    async def main() -> list[tuple[int, float]]:
+        built = []
+        for tuning in (
+            {},
+            {"mqtt_keepalive_s": LINK_KEEPALIVE_S, "mqtt_timeout_s": LINK_TIMEOUT_S},
+        ):
+            agent = simulated_agent(
+                "sim-0001", signers.trust, mqtt_url="mqtt://127.0.0.1:1883", **tuning
+            )
+            assert agent.mqtt is not None
+            client = agent.mqtt._new_client()
+            built.append((client._keepalive, client.timeout))
+        return built
+
+    assert asyncio.run(main()) == [
+        (KEEPALIVE_S, PUBLISH_TIMEOUT_S),
+        (LINK_KEEPALIVE_S, LINK_TIMEOUT_S),
+    ]

@@ -71,6 +71,8 @@ class MqttLink:
         rng: random.Random | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        keepalive_s: int = KEEPALIVE_S,
+        timeout_s: float = PUBLISH_TIMEOUT_S,  # each broker round trip (CONNACK, SUBACK, PUBACK)
     ) -> None:
         self.broker = broker
         self.tenant = tenant
@@ -81,6 +83,7 @@ class MqttLink:
         self.rng = rng or random.Random()
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.snapshot_interval_s = snapshot_interval_s
+        self.keepalive_s, self.timeout_s = keepalive_s, timeout_s
         self.connected = False
         self.connections = 0
         self.handled = 0  # messages taken off the subscription (tests wait on the count)
@@ -131,7 +134,7 @@ class MqttLink:
             return "retry", "MQTT not connected"
         leaf = Leaf.REPORTS_RECONCILE if kind == "reconcile" else Leaf.REPORTS_HEALTH
         try:
-            await client.publish(self.topic(leaf), body, qos=1, timeout=PUBLISH_TIMEOUT_S)
+            await client.publish(self.topic(leaf), body, qos=1, timeout=self.timeout_s)
         except aiomqtt.MqttError as exc:
             return "retry", str(exc)
         return "ack", "PUBACK"
@@ -146,7 +149,8 @@ class MqttLink:
             username=self.broker.username,
             password=self.broker.password,
             identifier=f"muto-agent-{self.vehicle_id}",
-            keepalive=KEEPALIVE_S,
+            keepalive=self.keepalive_s,
+            timeout=self.timeout_s,
             will=aiomqtt.Will(self.topic(Leaf.PRESENCE), encode(offline), qos=1, retain=True),
             tls_context=ssl.create_default_context() if self.broker.tls else None,
         )
@@ -189,7 +193,7 @@ class MqttLink:
             )
         )
         await client.publish(
-            self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
+            self.topic(Leaf.PRESENCE), payload, qos=1, retain=True, timeout=self.timeout_s
         )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
@@ -222,7 +226,7 @@ class MqttLink:
             data = encode(payload)
             if force or self._published.get(leaf) != data:
                 await client.publish(
-                    self.topic(leaf), data, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S
+                    self.topic(leaf), data, qos=1, retain=True, timeout=self.timeout_s
                 )
                 self._published[leaf] = data
                 sent.append(leaf)
@@ -262,5 +266,5 @@ class MqttLink:
             request_id=request.request_id, ok=True, snapshots_updated=[str(leaf) for leaf in sent]
         )
         await client.publish(
-            self.topic(Leaf.EVT_REFRESH_RESULT), encode(result), qos=1, timeout=PUBLISH_TIMEOUT_S
+            self.topic(Leaf.EVT_REFRESH_RESULT), encode(result), qos=1, timeout=self.timeout_s
         )
