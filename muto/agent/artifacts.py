@@ -71,7 +71,7 @@ class CachedArtifacts:
         before = {e.digest for e in self.cache.entries()}
         path = await self.cache.ensure(artifact, url, self.headers_for(url))
         after = {e.digest for e in self.cache.entries()}
-        return Fetched(path, True, tuple(sorted(before - after)))
+        return Fetched(path, downloaded=True, evicted=tuple(sorted(before - after)))
 
     def pin(self, digests: Iterable[str]) -> None:
         wanted = frozenset(digests)
@@ -119,10 +119,10 @@ class SimulatedArtifacts:
         if artifact.digest in self.failing:
             raise ReasonError(ReasonCode.ARTIFACT_DOWNLOAD_FAILED, f"{artifact.ref}: simulated")
         if artifact.digest not in self.missing:
-            return Fetched(path, False)
+            return Fetched(path, downloaded=False)
         await asyncio.sleep(self.download_sec)
         self.missing.discard(artifact.digest)
-        return Fetched(path, True)
+        return Fetched(path, downloaded=True)
 
     def pin(self, digests: Iterable[str]) -> None:
         self.pinned = frozenset(digests)

@@ -152,17 +152,17 @@ class TopicSpec:
 _UP, _DOWN = Direction.VEHICLE_TO_CLOUD, Direction.CLOUD_TO_VEHICLE
 
 TOPICS: dict[Leaf, TopicSpec] = {
-    Leaf.PRESENCE: TopicSpec(_UP, 1, True, Presence),
-    Leaf.DESIRED_NOTIFY: TopicSpec(_DOWN, 1, True, DesiredNotify),
-    Leaf.REPORTS_RECONCILE: TopicSpec(_UP, 1, False, ReconcileReport),
+    Leaf.PRESENCE: TopicSpec(_UP, 1, retained=True, payload=Presence),
+    Leaf.DESIRED_NOTIFY: TopicSpec(_DOWN, 1, retained=True, payload=DesiredNotify),
+    Leaf.REPORTS_RECONCILE: TopicSpec(_UP, 1, retained=False, payload=ReconcileReport),
     # QoS 1, not 0: a lost health transition would leave the cloud's read model wrong
     # until the next report; duplicates are harmless (the cloud de-duplicates by reportId).
-    Leaf.REPORTS_HEALTH: TopicSpec(_UP, 1, False, HealthReport),
-    Leaf.AGENT_METADATA: TopicSpec(_UP, 1, True, AgentMetadata),
-    Leaf.AGENT_STATE: TopicSpec(_UP, 1, True, AgentState),
-    Leaf.AGENT_COMPONENTS: TopicSpec(_UP, 1, True, AgentComponents),
-    Leaf.AGENT_CFG_STATE: TopicSpec(_UP, 1, True, AgentCfgState),
+    Leaf.REPORTS_HEALTH: TopicSpec(_UP, 1, retained=False, payload=HealthReport),
+    Leaf.AGENT_METADATA: TopicSpec(_UP, 1, retained=True, payload=AgentMetadata),
+    Leaf.AGENT_STATE: TopicSpec(_UP, 1, retained=True, payload=AgentState),
+    Leaf.AGENT_COMPONENTS: TopicSpec(_UP, 1, retained=True, payload=AgentComponents),
+    Leaf.AGENT_CFG_STATE: TopicSpec(_UP, 1, retained=True, payload=AgentCfgState),
     # The only cloud->vehicle request: read-only, it re-publishes the snapshots above.
-    Leaf.CMD_REFRESH: TopicSpec(_DOWN, 1, False, RefreshRequest),
-    Leaf.EVT_REFRESH_RESULT: TopicSpec(_UP, 1, False, RefreshResult),
+    Leaf.CMD_REFRESH: TopicSpec(_DOWN, 1, retained=False, payload=RefreshRequest),
+    Leaf.EVT_REFRESH_RESULT: TopicSpec(_UP, 1, retained=False, payload=RefreshResult),
 }

@@ -32,6 +32,7 @@ def verify_bundle(
     trusted: TrustedState,
     vehicle_id: str,
     now: datetime,
+    *,
     clock_trusted: bool = True,
 ) -> VerifiedDesiredState:
     """Raise ReasonError, or return what `TrustStore.accept` may record. `now` must be

@@ -191,7 +191,9 @@ def test_attack_is_rejected_and_nothing_changes(
 ) -> None:
     before = store.path.read_bytes()
     with pytest.raises(ReasonError) as rejected:
-        verify_bundle(bundle(), store.config, store.trusted, VEHICLE, NOW, clock_trusted)
+        verify_bundle(
+            bundle(), store.config, store.trusted, VEHICLE, NOW, clock_trusted=clock_trusted
+        )
     assert rejected.value.code == code
     assert store.path.read_bytes() == before
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["trust.json"]

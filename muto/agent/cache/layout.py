@@ -70,7 +70,10 @@ class Layout:
         return self.partials / f"{hex_}{_PART}"
 
     def scan(self) -> list[StoredFile]:
-        return [*self._scan(self.blobs, "", True), *self._scan(self.partials, _PART, False)]
+        return [
+            *self._scan(self.blobs, "", complete=True),
+            *self._scan(self.partials, _PART, complete=False),
+        ]
 
     def delete(self, hex_: str) -> bool:
         """Remove the blob and the partial of `hex_`; True if anything was there."""
@@ -95,7 +98,7 @@ class Layout:
         pins = Pins(pinned=sorted(digest_of(h) for h in hexes))
         atomic_write(self.pins_file, msgspec.json.encode(pins))
 
-    def _scan(self, folder: Path, suffix: str, complete: bool) -> Iterator[StoredFile]:
+    def _scan(self, folder: Path, suffix: str, *, complete: bool) -> Iterator[StoredFile]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = entry.name.removesuffix(suffix) if suffix else entry.name

@@ -75,7 +75,7 @@ class Intake:
                 raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, got.problem or "")
             trust = self.trust
             verified = verify_bundle(
-                got.bundle, trust.config, trust.trusted, self.vehicle_id, now, True
+                got.bundle, trust.config, trust.trusted, self.vehicle_id, now, clock_trusted=True
             )
             trust.accept(verified)  # before anything acts on it (docs/trust.md)
         except ReasonError as exc:
