@@ -40,11 +40,9 @@ async def principal(request: Request) -> Principal:
     cp = plane(request)
     if not cp.settings.auth:
         return OPEN
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret:
+    secret = bearer_secret(request.headers.get("authorization", ""))
+    if secret is None:
         raise Unauthorized("a bearer token is required")
-    secret = secret.strip()
     found = cp.auth.cached(secret)  # most requests: a token seen seconds ago
     if found is MISS:
         found = await off_loop(cp.auth.authenticate, secret)
@@ -66,8 +64,21 @@ async def operator_or_vehicle(request: Request, vehicle_id: str) -> Principal:
     return acting_on(await principal(request), vehicle_id)
 
 
+def bearer_secret(header: str) -> str | None:
+    """The token of an `Authorization: Bearer ...` header; None without one."""
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return secret.strip() or None
+
+
+def may_act_on(who: Principal, vehicle_id: str) -> bool:
+    """Operators may act on any vehicle; a vehicle token only on its own vehicle."""
+    return who.role is not Role.VEHICLE or who.vehicle_id == vehicle_id
+
+
 def acting_on(who: Principal, vehicle_id: str) -> Principal:
-    if who.role is Role.VEHICLE and who.vehicle_id != vehicle_id:
+    if not may_act_on(who, vehicle_id):
         raise Forbidden(f"this token is bound to vehicle {who.vehicle_id!r}, not {vehicle_id!r}")
     return who
 

@@ -63,7 +63,7 @@ async def latest(request: Request) -> Response:
     acting_on(caller, vehicle_id)
     cp = plane(request)
     etags = cp.caches.etags
-    asked = _etags(request.headers.get("if-none-match"))
+    asked = asked_etags(request.headers.get("if-none-match"))
     recent = etags.recent(vehicle_id)
     if recent is not None and recent in asked:  # most polls: no query at all
         return not_modified(recent)
@@ -99,5 +99,6 @@ def not_modified(etag: str) -> Response:
     return Response(status_code=304, headers={"ETag": etag})
 
 
-def _etags(header: str | None) -> set[str]:
+def asked_etags(header: str | None) -> set[str]:
+    """The ETags an `If-None-Match` header names."""
     return {tag.strip() for tag in header.split(",")} if header else set()

@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api import desired, reports
+from muto.cloud.api.context import bearer_secret, may_act_on
 from muto.cloud.api.responses import ok, on_error
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.ratelimit import RateLimited
-from muto.cloud.tokens import Principal, Role
+from muto.cloud.tokens import Principal
 from muto.domain.reports import HealthReport
 from muto.domain.wire import WireError, decode
 
@@ -100,20 +101,16 @@ def _known(cp: ControlPlane, headers: dict[bytes, bytes], vehicle_id: str) -> Pr
     """The caller, if its token is in the token cache and it may act on the vehicle."""
     if not cp.settings.auth:
         return None
-    scheme, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    found = cp.auth.cached(secret.strip())
-    if not isinstance(found, Principal):
-        return None
-    if found.role is Role.VEHICLE and found.vehicle_id != vehicle_id:
+    secret = bearer_secret(headers.get(b"authorization", b"").decode("latin-1"))
+    found = cp.auth.cached(secret) if secret is not None else None
+    if not isinstance(found, Principal) or not may_act_on(found, vehicle_id):
         return None
     return found
 
 
 def _etags(headers: dict[bytes, bytes]) -> set[str]:
     header = headers.get(b"if-none-match")
-    return {tag.strip() for tag in header.decode("latin-1").split(",")} if header else set()
+    return desired.asked_etags(header.decode("latin-1") if header else None)
 
 
 async def _limited(
