@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from muto.cloud.errors import NotFound
 from muto.cloud.queries.vehicles import VehicleReads
-from muto.domain.model.rollout import ACTIVE_STATES
+from muto.domain.model.rollout_states import ACTIVE_STATES
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
 
