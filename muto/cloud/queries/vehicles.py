@@ -30,14 +30,14 @@ VEHICLE_COLUMNS = {
 
 
 def vehicle_view(row: dict[str, Any]) -> VehicleView:
-    """The API's vehicle from a row of the inventory joined with its heartbeat (the
-    view's bookkeeping columns stay inside), its presence judged now ("stale": online,
-    but silent for three heartbeats)."""
-    fields: dict[str, Any] = {name: row.get(column) for name, column in VEHICLE_COLUMNS.items()}
+    """The API's vehicle from a row of `vehicle_rows` (the inventory joined with the
+    heartbeat; the view's bookkeeping columns stay inside), its presence judged now
+    ("stale": online, but silent for three heartbeats)."""
+    fields: dict[str, Any] = {name: row[column] for name, column in VEHICLE_COLUMNS.items()}
     heard = fields["last_heartbeat_at"] or fields["presence_at"]
     if heard and fields["presence"] == "online":  # only an online vehicle can be stale
         fields["presence"] = shown_presence(
-            "online", datetime.fromisoformat(heard), row.get("heartbeat_s"), datetime.now(UTC)
+            "online", datetime.fromisoformat(heard), row["heartbeat_s"], datetime.now(UTC)
         )
     return VehicleView(**fields)
 
