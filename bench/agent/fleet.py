@@ -34,9 +34,8 @@ from muto.domain.release import (
 from muto.domain.vehicle_state import VehicleState
 from muto.domain.wire import encode
 from muto.trust import (
-    KeySet,
+    FleetKeys,
     Signer,
-    TrustConfig,
     manifest_digest,
     sign_desired_state,
     sign_release,
@@ -48,11 +47,8 @@ class FleetCloud:
     (304 on its current ETag), and an acknowledgement for every report."""
 
     def __init__(self, count: int) -> None:
-        releaser, control_plane = Signer.generate(), Signer.generate()
-        self.trust = TrustConfig(
-            release_keys=KeySet(keys=[releaser.public_pem]),
-            control_plane_keys=KeySet(keys=[control_plane.public_pem]),
-        )
+        keys = FleetKeys.generate()
+        self.trust = keys.config
         self.release = StackRelease(
             stack_name="nav",
             version="1.0.0",
@@ -65,9 +61,9 @@ class FleetCloud:
                 )
             ],
         )
-        envelope = sign_release(self.release, [releaser])
+        envelope = sign_release(self.release, keys.release_keys)
         self.bodies = {
-            vehicle_id: self.body(vehicle_id, envelope, control_plane)
+            vehicle_id: self.body(vehicle_id, envelope, keys.control)
             for vehicle_id in (f"sim-{i:05d}" for i in range(count))
         }
         self.polls = 0

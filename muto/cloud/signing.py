@@ -3,20 +3,16 @@ with, and how it opens a release an operator registers."""
 
 from __future__ import annotations
 
-import base64
-
 from muto.cloud.settings import Settings
 from muto.domain.desired import DesiredStateDocument, Envelope
-from muto.domain.errors import ReasonError
-from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
-from muto.domain.wire import WireError, decode
+from muto.domain.wire import WireError
 from muto.trust.desired_state import sign_desired_state
-from muto.trust.dsse import RELEASE_TYPE, digest
+from muto.trust.dsse import EnvelopeError
 from muto.trust.files import private_dir
 from muto.trust.keys import Signer, write_key_pair
 from muto.trust.keyset import KeySet
-from muto.trust.releases import open_release
+from muto.trust.releases import open_release, read_release
 
 CONTROL_PLANE_KEY = "control-plane.key"
 
@@ -61,12 +57,10 @@ class Signing:
         """Decode (and, with release keys configured, verify) a signed release."""
         if self.release_keys is not None:
             return open_release(envelope, self.release_keys)
-        if envelope.payload_type != RELEASE_TYPE:
-            raise ReasonError(
-                ReasonCode.VERIFY_SIGNATURE_FAILED, f"payloadType must be {RELEASE_TYPE}"
-            )
         try:
-            payload = base64.b64decode(envelope.payload, validate=True)
-        except ValueError:
-            raise WireError("payload is not base64", "$.payload") from None
-        return decode(payload, StackRelease), digest(payload)
+            return read_release(envelope)
+        except EnvelopeError as exc:
+            if exc.path is None:  # not a release's envelope: VERIFY_SIGNATURE_FAILED
+                raise
+            # Unsigned input to check, not a signature: 422 naming the field (`$.payload`)
+            raise WireError(exc.detail, exc.path) from None

@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, MetaData, String, Table, delete, select
 
-from muto.domain.messages import AgentComponents, AgentMetadata, Leaf
-from muto.domain.wire import to_builtins
+from muto.cloud.api.schema import Reported, ReportedAgent
+from muto.domain.messages import AgentComponents, AgentMetadata, Component, Leaf
+from muto.domain.wire import convert, to_builtins
 from muto.projections.store import ViewStore
 
 KEPT: dict[Leaf, type[AgentMetadata] | type[AgentComponents]] = {
@@ -61,7 +62,7 @@ class Snapshots:
                 session.execute(delete(t).where(t.c.leaf == leaf_value, t.c.vehicle_id.in_(ids)))
             session.execute(t.insert(), list(rows.values()))
 
-    def reported(self, vehicle_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def reported(self, vehicle_ids: list[str]) -> dict[str, Reported]:
         """Per vehicle that has said anything: `agent` (version, runtime, model, OS, ROS
         distro), `components` (cached artifacts and their roles) and when each came."""
         if not vehicle_ids:
@@ -71,13 +72,14 @@ class Snapshots:
             rows = session.execute(select(t).where(t.c.vehicle_id.in_(vehicle_ids))).all()
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
-            entry = found.setdefault(
-                row.vehicle_id,
-                {"agent": None, "agentAt": None, "components": None, "componentsAt": None},
-            )
-            body = {k: v for k, v in row.snapshot.items() if k not in ("schema", "vehicleId")}
+            said = found.setdefault(row.vehicle_id, {})
             if row.leaf == Leaf.AGENT_METADATA.value:
-                entry["agent"], entry["agentAt"] = body, row.received_at
+                body = {k: v for k, v in row.snapshot.items() if k not in ("schema", "vehicleId")}
+                said["agent"], said["agent_at"] = convert(body, ReportedAgent), row.received_at
             else:
-                entry["components"], entry["componentsAt"] = body["components"], row.received_at
-        return found
+                said["components"] = convert(row.snapshot["components"], list[Component])
+                said["components_at"] = row.received_at
+        return {vehicle_id: Reported(**NOTHING_YET | said) for vehicle_id, said in found.items()}
+
+
+NOTHING_YET: dict[str, Any] = dict.fromkeys(("agent", "agent_at", "components", "components_at"))

@@ -4,7 +4,7 @@ The agent calls `verify_bundle` then `TrustStore.accept`; the cloud calls
 `sign_desired_state`; the release process uses `muto release sign`.
 """
 
-from muto.trust.config import TrustConfig, TrustedState
+from muto.trust.config import FleetKeys, TrustConfig, TrustedState
 from muto.trust.desired_state import open_desired_state, sign_desired_state
 from muto.trust.keys import Signer
 from muto.trust.keyset import KeySet
@@ -14,6 +14,7 @@ from muto.trust.store import TrustStore
 from muto.trust.verify import VerifiedDesiredState, verify_bundle
 
 __all__ = [
+    "FleetKeys",
     "KeyRotation",
     "KeySet",
     "Signer",

@@ -47,7 +47,7 @@ def sign_envelope(payload: bytes, payload_type: str, signers: Sequence[Signer]) 
 
 def cosign(envelope: Envelope, signer: Signer) -> Envelope:
     """Add one more signature (k-of-n signing by separate key holders)."""
-    payload = _strict_b64(envelope.payload, "payload")
+    payload = _strict_b64(envelope.payload, "payload", "$.payload")
     extra = signer.sign(pae(envelope.payload_type, payload))
     return Envelope(
         payload_type=envelope.payload_type,
@@ -56,16 +56,32 @@ def cosign(envelope: Envelope, signer: Signer) -> Envelope:
     )
 
 
+class EnvelopeError(ReasonError):
+    """VERIFY_SIGNATURE_FAILED; `path` names the envelope field whose encoding is at
+    fault (`$.payload`), so that an API can answer it as a malformed field."""
+
+    def __init__(self, detail: str, path: str | None = None) -> None:
+        super().__init__(ReasonCode.VERIFY_SIGNATURE_FAILED, detail)
+        self.path = path
+
+
+def read_envelope(envelope: Envelope, payload_type: str) -> bytes:
+    """The payload bytes of an envelope of `payload_type`, its signatures not checked:
+    the first half of `open_envelope`, alone for a control plane that has no release
+    keys to check registered releases against."""
+    if envelope.payload_type != payload_type:
+        raise EnvelopeError(f"payloadType {envelope.payload_type!r}, expected {payload_type!r}")
+    if len(envelope.payload) > MAX_PAYLOAD_CHARS:
+        raise EnvelopeError(f"payload larger than {MAX_PAYLOAD_CHARS} characters", "$.payload")
+    return _strict_b64(envelope.payload, "payload", "$.payload")
+
+
 def open_envelope(envelope: Envelope, payload_type: str, keyset: KeySet) -> bytes:
     """Return the payload bytes once `keyset.threshold` distinct trusted keys signed them.
 
     Signatures by unknown keys are ignored, and a key counts once however often it signs;
     only trusted, not yet counted keys cost a verification."""
-    if envelope.payload_type != payload_type:
-        raise _failed(f"payloadType {envelope.payload_type!r}, expected {payload_type!r}")
-    if len(envelope.payload) > MAX_PAYLOAD_CHARS:
-        raise _failed(f"payload larger than {MAX_PAYLOAD_CHARS} characters")
-    payload = _strict_b64(envelope.payload, "payload")
+    payload = read_envelope(envelope, payload_type)
     message = pae(payload_type, payload)
     trusted = keyset.trusted()
     counted: set[str] = set()
@@ -79,22 +95,18 @@ def open_envelope(envelope: Envelope, payload_type: str, keyset: KeySet) -> byte
             continue
         counted.add(signature.keyid)
     if len(counted) < max(keyset.threshold, 1):  # never zero signatures, whatever the config
-        raise _failed(
+        raise EnvelopeError(
             f"{len(counted)} valid signature(s) from trusted keys, need {keyset.threshold}"
         )
     return payload
 
 
-def _strict_b64(text: str, what: str) -> bytes:
+def _strict_b64(text: str, what: str, path: str | None = None) -> bytes:
     # Canonical base64 only: otherwise two different envelopes could carry one payload.
     try:
         raw = base64.b64decode(text, validate=True)
     except ValueError:
-        raise _failed(f"{what} is not base64") from None
+        raise EnvelopeError(f"{what} is not base64", path) from None
     if base64.b64encode(raw).decode() != text:
-        raise _failed(f"{what} is not canonical base64")
+        raise EnvelopeError(f"{what} is not canonical base64", path)
     return raw
-
-
-def _failed(detail: str) -> ReasonError:
-    return ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, detail)

@@ -18,7 +18,7 @@ from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.domain.wire import WireError, canonical, convert, decode
 from muto.trust.artifacts import measure_file
-from muto.trust.dsse import RELEASE_TYPE, digest, open_envelope, sign_envelope
+from muto.trust.dsse import RELEASE_TYPE, digest, open_envelope, read_envelope, sign_envelope
 from muto.trust.keys import Signer
 from muto.trust.keyset import KeySet
 
@@ -39,6 +39,14 @@ def open_release(envelope: Envelope, keyset: KeySet) -> tuple[StackRelease, str]
     except WireError as exc:
         raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, f"release: {exc}") from None
     return release, digest(payload)
+
+
+def read_release(envelope: Envelope) -> tuple[StackRelease, str]:
+    """The release and its manifest digest, its signatures NOT checked (a control plane
+    with no release keys configured; vehicles always `open_release`). EnvelopeError for
+    an envelope that is not a release's, WireError naming the release's bad field."""
+    payload = read_envelope(envelope, RELEASE_TYPE)
+    return decode(payload, StackRelease), digest(payload)
 
 
 def load_manifest(

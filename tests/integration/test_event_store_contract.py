@@ -69,7 +69,7 @@ class EventStoreContract:
         return cp.execute(assign_desired_state(request, vehicle_ids, cause(), cp.sign)).value
 
     def sequences(self, cp: ControlPlane, vehicle_ids: list[str]) -> dict[str, int]:
-        return {v: cp.queries.vehicle(v)["sequence"] for v in vehicle_ids}
+        return {v: cp.queries.vehicle(v).sequence for v in vehicle_ids}
 
     # -- vehicles -------------------------------------------------------------------------
 
@@ -84,7 +84,7 @@ class EventStoreContract:
         with pytest.raises(Conflict):
             cp.execute(register_vehicle(registration("v1", region="us"), cause()))
         assert cp.log.position() == position
-        assert cp.queries.vehicle("v1")["labels"] == {"model": "m3", "region": "eu"}
+        assert cp.queries.vehicle("v1").labels == {"model": "m3", "region": "eu"}
 
     def test_patch_with_expected_version(self, cp: ControlPlane) -> None:
         register_fleet(cp, [registration("v1", ring="beta")])
@@ -96,8 +96,8 @@ class EventStoreContract:
         assert stale.value.details == {"expectedVersion": 1, "actualVersion": 2}
 
         vehicle = cp.queries.vehicle("v1")
-        assert vehicle["labels"] == {"model": "m3", "region": "us"}
-        assert vehicle["version"] == 2
+        assert vehicle.labels == {"model": "m3", "region": "us"}
+        assert vehicle.version == 2
         with pytest.raises(NotFound):
             cp.execute(update_vehicle("ghost", patch, cause()))
 
@@ -219,7 +219,7 @@ class EventStoreContract:
         assert cp.execute(record_reconcile(report, "vehicle:v1")).value is False
         assert cp.log.position() == position
         vehicle = cp.queries.vehicle("v1")
-        assert (vehicle["lastStatus"], vehicle["lastReasonCodes"]) == ("blocked", ["DENY_MOVING"])
+        assert (vehicle.last_status, vehicle.last_reason_codes) == ("blocked", ["DENY_MOVING"])
 
     def test_health_stores_transitions_only(self, cp: ControlPlane) -> None:
         register_fleet(cp, [registration("v1")])
@@ -235,7 +235,7 @@ class EventStoreContract:
             ("healthy", "degraded"),
             ("degraded", "healthy"),
         ]
-        assert cp.queries.vehicle("v1")["health"] == "healthy"
+        assert cp.queries.vehicle("v1").health == "healthy"
 
 
 class DurableContract(EventStoreContract):
@@ -321,8 +321,8 @@ class DurableContract(EventStoreContract):
         finally:
             other.close()
         assert attempts == [1, 2]
-        assert cp.queries.vehicle("v1")["presence"] == "offline"
-        assert cp.queries.vehicle("v1")["health"] == "healthy"
+        assert cp.queries.vehicle("v1").presence == "offline"
+        assert cp.queries.vehicle("v1").health == "healthy"
 
     def test_a_decision_to_store_nothing_is_not_made_on_a_stale_cache(
         self, cp: ControlPlane
@@ -340,7 +340,7 @@ class DurableContract(EventStoreContract):
         finally:
             other.close()
         assert cp.execute(record_presence("v1", "online", None, "t")).value is True
-        assert cp.queries.vehicle("v1")["presence"] == "online"
+        assert cp.queries.vehicle("v1").presence == "online"
 
     def test_a_refusal_is_not_decided_on_a_stale_cache(self, cp: ControlPlane) -> None:
         """A PATCH naming the version another process just wrote is not refused because
@@ -357,7 +357,7 @@ class DurableContract(EventStoreContract):
             other.close()
         patch = VehiclePatch(labels={"ring": "beta"})
         cp.execute(update_vehicle("v1", patch, cause(), expected_version=2))
-        assert cp.queries.vehicle("v1")["labels"]["ring"] == "beta"
+        assert cp.queries.vehicle("v1").labels["ring"] == "beta"
 
     def test_a_command_insisting_on_a_stale_version_ends_in_conflict(
         self, cp: ControlPlane
@@ -401,7 +401,7 @@ class DurableContract(EventStoreContract):
 
             second.execute(record_reconcile(reconcile_report(ids[1], "r2"), "vehicle"))
             assert second.projector.position() == max(positions.values()) + 1
-            assert second.queries.vehicle(ids[1])["lastStatus"] == "converged"
+            assert second.queries.vehicle(ids[1]).last_status == "converged"
             assert len(second.queries.vehicle_ids(None)) == 3
         finally:
             second.close()
@@ -431,7 +431,7 @@ class DurableContract(EventStoreContract):
             assert cp.log.repository.get(Vehicle.create_id("v1")).version == 4
             written = cp.execute(record_reconcile(reconcile_report("v1", "r3", minute=3), "v"))
             assert written.position == 5
-            assert cp.queries.vehicle("v1")["version"] == 5
+            assert cp.queries.vehicle("v1").version == 5
         finally:
             cp.close()
 

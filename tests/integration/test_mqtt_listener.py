@@ -187,26 +187,26 @@ def test_live_heartbeats_move_the_heartbeat_table_not_the_log(plane: ControlPlan
     async def body(vehicle: aiomqtt.Client) -> None:
         await until(lambda: changes() == 1, "the retained online presence to be stored")
         plane.ingest.flush()
-        assert plane.queries.vehicle("v1")["lastHeartbeatAt"] is None  # a replay, not news
+        assert plane.queries.vehicle("v1").last_heartbeat_at is None  # a replay, not news
         for _ in range(3):
             await vehicle.publish(presence, beat(), qos=1, retain=True)
 
         def heard() -> Any:
             plane.ingest.flush()
-            return plane.queries.vehicle("v1")["lastHeartbeatAt"]
+            return plane.queries.vehicle("v1").last_heartbeat_at
 
         await until(heard, "the live heartbeats to be heard")
 
     with_bridge(plane, body)
     plane.ingest.flush()
     seen = plane.queries.vehicle("v1")
-    assert (seen["presence"], changes()) == ("online", 1)
-    heard = datetime.fromisoformat(seen["lastHeartbeatAt"])
+    assert (seen.presence, changes()) == ("online", 1)
+    heard = datetime.fromisoformat(seen.last_heartbeat_at)
     assert datetime.now(UTC) - heard < timedelta(seconds=1.5)
     until_stale = heard + timedelta(seconds=3 * 0.5) - datetime.now(UTC)
     time.sleep(max(0.0, until_stale.total_seconds()) + 0.2)
     seen = plane.queries.vehicle("v1")
-    assert (seen["presence"], seen["lastHeartbeatAt"], changes()) == ("stale", heard.isoformat(), 1)
+    assert (seen.presence, seen.last_heartbeat_at, changes()) == ("stale", heard.isoformat(), 1)
 
 
 def test_refused_messages_are_logged_and_the_loop_goes_on(

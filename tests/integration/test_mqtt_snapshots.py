@@ -22,7 +22,7 @@ from muto.domain.messages import (
     RefreshResult,
     vehicle_topic,
 )
-from muto.domain.wire import decode
+from muto.domain.wire import decode, to_builtins
 from tests.conftest import Mosquitto
 from tests.support.mqtt_watch import (
     FAST,
@@ -70,7 +70,7 @@ def test_snapshots_are_kept_latest_only_and_only_for_their_own_registered_vehicl
         assert listener.dropped == 3
 
     asyncio.run(main())
-    said = plane.snapshots.reported(["v1", "v2", "ghost"])
+    said = to_builtins(plane.snapshots.reported(["v1", "v2", "ghost"]))
     assert set(said) == {"v1"}
     assert said["v1"]["agent"] == {
         "agentVersion": "1.0.1",
@@ -139,7 +139,8 @@ def test_a_refresh_is_answered_by_its_own_request_id(plane: ControlPlane) -> Non
             await bridge.stop()
 
     asyncio.run(main())
-    assert plane.snapshots.reported(["v1"])["v1"]["agent"]["agentVersion"] == "2.0.0"
+    agent = plane.snapshots.reported(["v1"])["v1"].agent
+    assert agent is not None and agent.agent_version == "2.0.0"
 
 
 def test_a_burst_of_snapshots_is_stored_together_and_each_refusal_alone(
@@ -184,7 +185,7 @@ def test_a_burst_of_snapshots_is_stored_together_and_each_refusal_alone(
             await bridge.stop()
 
     asyncio.run(main())
-    said = plane.snapshots.reported([*ids, "ghost"])
+    said = to_builtins(plane.snapshots.reported([*ids, "ghost"]))
     plane.close()
     assert set(said) == set(ids)
     assert {s["agent"]["agentVersion"] for s in said.values()} == {"9.9.9"}

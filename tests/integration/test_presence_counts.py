@@ -31,6 +31,6 @@ def test_a_silent_online_vehicle_is_counted_stale_not_online(tmp_path: Path) -> 
         cp.projector.catch_up()
         found = counts(cp.queries).by_presence
         assert found == {"online": 1, "stale": 1, "unknown": 1}
-        assert cp.queries.vehicle("v2")["presence"] == "stale"  # the same rule
+        assert cp.queries.vehicle("v2").presence == "stale"  # the same rule
     finally:
         cp.close()

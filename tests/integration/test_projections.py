@@ -512,7 +512,7 @@ def test_every_write_is_readable_when_execute_returns(tmp_path: Path) -> None:
         assert latest is not None and latest["revision"] == assigned.revision
         report = reconcile_report("v1", "r1", revision=assigned.revision, running=ANY.ref)
         cp.execute(record_reconcile(report, "vehicle:v1"))
-        assert cp.queries.vehicle("v1")["runningRelease"] == "core@1.0.0"
+        assert cp.queries.vehicle("v1").running_release == "core@1.0.0"
         secret, issue = issue_token(Role.VEHICLE, "v1", cause())
         cp.execute(issue)
         principal = cp.auth.authenticate(secret)
@@ -520,7 +520,7 @@ def test_every_write_is_readable_when_execute_returns(tmp_path: Path) -> None:
 
         async def from_a_handler() -> str | None:
             await cp.write(record_health(health_report("v1", "h1", HealthStatus.DEGRADED), "v1"))
-            health: str | None = cp.queries.vehicle("v1")["health"]
+            health: str | None = cp.queries.vehicle("v1").health
             return health
 
         assert asyncio.run(from_a_handler()) == "degraded"

@@ -82,7 +82,7 @@ def deliver(plane: ControlPlane, *reports: ReconcileReport) -> None:
 
 def shown(plane: ControlPlane) -> str | None:
     plane.projector.catch_up()
-    release = plane.queries.vehicle(VEHICLE)["runningRelease"]
+    release = plane.queries.vehicle(VEHICLE).running_release
     return str(release).removeprefix("core@") if release else None
 
 
@@ -103,9 +103,9 @@ def test_the_demo_vehicle_shows_converged_after_its_clock_came_back(cp: ControlP
     deliver(cp, ahead, back)
     cp.projector.catch_up()
     vehicle = cp.queries.vehicle(VEHICLE)
-    assert (vehicle["lastStatus"], vehicle["lastReasonCodes"]) == ("converged", [])
-    assert vehicle["runningRelease"] == "core@j.2"
-    assert vehicle["lastReportAt"] == "2026-01-01T00:02:00Z"  # information only
+    assert (vehicle.last_status, vehicle.last_reason_codes) == ("converged", [])
+    assert vehicle.running_release == "core@j.2"
+    assert vehicle.last_report_at == "2026-01-01T00:02:00Z"  # information only
     assert_rebuild_equal(cp)
 
 
@@ -250,7 +250,7 @@ def test_a_data_dir_restored_from_a_backup_needs_a_new_incarnation(
         await converge(rig, B, 2)  # report 2
         await converge(rig, C, 3)  # report 3
         deliver_all(rig)
-        assert plane.queries.vehicle(AGENT_VEHICLE)["runningRelease"] == C.key
+        assert plane.queries.vehicle(AGENT_VEHICLE).running_release == C.key
         rig.journal.close()
         shutil.rmtree(data)
         shutil.copytree(backup, data)  # the disk is replaced by the backup
@@ -259,7 +259,7 @@ def test_a_data_dir_restored_from_a_backup_needs_a_new_incarnation(
         await converge(rig, B, 4)  # report 2 of the restored journal
         deliver_all(rig)
         rig.journal.close()
-        return plane.queries.vehicle(AGENT_VEHICLE)["runningRelease"]  # type: ignore[no-any-return]
+        return plane.queries.vehicle(AGENT_VEHICLE).running_release
 
     try:
         shown = asyncio.run(scenario())

@@ -22,9 +22,8 @@ from muto.domain.desired import (
 )
 from muto.domain.release import Artifact, ArtifactType, StackRelease
 from muto.trust import (
-    KeySet,
+    FleetKeys,
     Signer,
-    TrustConfig,
     manifest_digest,
     sign_desired_state,
     sign_release,
@@ -71,19 +70,13 @@ def a_document(
     return msgspec.structs.replace(doc, **changes)
 
 
-@dataclass
-class Fleet:
+@dataclass(frozen=True)
+class Fleet(FleetKeys):
     """Three release keys (2-of-3) and one control-plane key."""
 
     release_keys: list[Signer] = field(default_factory=lambda: [Signer.generate() for _ in "abc"])
     control: Signer = field(default_factory=Signer.generate)
-
-    @property
-    def config(self) -> TrustConfig:
-        return TrustConfig(
-            release_keys=KeySet(keys=[k.public_pem for k in self.release_keys], threshold=2),
-            control_plane_keys=KeySet(keys=[self.control.public_pem]),
-        )
+    threshold: int = 2
 
     def bundle(self, document: DesiredStateDocument, release: StackRelease) -> DesiredStateBundle:
         return DesiredStateBundle(

@@ -8,7 +8,7 @@ from sqlalchemy import MetaData
 
 from muto.cloud.api.schema import components
 from muto.cloud.ingest import define_heartbeat_table
-from muto.cloud.queries import VEHICLE_FIELDS
+from muto.cloud.queries import VEHICLE_COLUMNS
 from muto.projections.inventory import Inventory
 
 
@@ -16,8 +16,8 @@ def test_every_field_of_the_vehicle_is_a_column() -> None:
     metadata = MetaData()
     columns = set(Inventory(metadata).vehicles.c.keys())
     columns |= set(define_heartbeat_table(metadata).c.keys()) - {"vehicle_id"}
-    assert set(VEHICLE_FIELDS) <= columns
-    assert len(VEHICLE_FIELDS) == 18  # every field of VehicleView but `reported`
+    assert set(VEHICLE_COLUMNS.values()) <= columns
+    assert len(VEHICLE_COLUMNS) == 18  # every field of VehicleView but `reported`
 
 
 def test_the_spec_names_the_response_vehicle_not_the_python_class() -> None:

@@ -1,8 +1,9 @@
 """The `components/schemas` section of spec/api.yaml, generated from msgspec Structs.
 
 Request bodies are the domain's wire types. Responses are described here as Structs
-too (the handlers build them as plain dicts from the views), so that one generator
-writes every schema and the schemathesis run proves the handlers match them.
+too, so that one generator writes every schema and the schemathesis run proves the
+handlers match them. The vehicle's handlers encode `VehicleView` itself; the others
+still build plain dicts from the views (see docs/architecture.md, "Read side").
 
 Regenerate after changing a wire type:  python -m muto.cloud.api.schema
 """
@@ -104,7 +105,7 @@ class ProcessReadiness(Wire, frozen=True, kw_only=True):
 
 # Published as `Vehicle` (SPEC_NAMES): in Python that name is the aggregate's
 # (muto.domain.model.vehicle.Vehicle). Its fields name the inventory's columns
-# (queries.VEHICLE_FIELDS is derived from them).
+# (queries.vehicles.VEHICLE_COLUMNS is derived from them).
 class VehicleView(Wire, frozen=True, kw_only=True):
     """A vehicle as the inventory view sees it."""
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from msgspec.structs import replace
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +17,7 @@ from muto.cloud.api.context import (
 )
 from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import ok
+from muto.cloud.api.schema import VehicleView
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause, register_vehicle, update_vehicle
 from muto.cloud.errors import Invalid
@@ -63,14 +63,16 @@ async def one(request: Request) -> Response:
     return ok(await off_loop(reported_vehicle, cp, vehicle_id))
 
 
-def reported_vehicle(cp: ControlPlane, vehicle_id: str) -> dict[str, Any]:
+def reported_vehicle(cp: ControlPlane, vehicle_id: str) -> VehicleView:
     return with_reported(cp, [cp.queries.vehicle(vehicle_id)])[0]
 
 
-def with_reported(cp: ControlPlane, vehicles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_reported(cp: ControlPlane, vehicles: list[VehicleView]) -> list[VehicleView]:
     """Each vehicle with what it last said about itself over MQTT (None: nothing yet)."""
-    said = cp.snapshots.reported([v["vehicleId"] for v in vehicles])
-    return [{**v, "reported": said.get(v["vehicleId"])} for v in vehicles]
+    said = cp.snapshots.reported([v.vehicle_id for v in vehicles])
+    return [
+        replace(v, reported=said[v.vehicle_id]) if v.vehicle_id in said else v for v in vehicles
+    ]
 
 
 async def patch(request: Request) -> Response:

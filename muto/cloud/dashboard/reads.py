@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import String, cast, func, or_, select
 
-from muto.cloud.queries import VEHICLE_FIELDS, Queries
+from muto.cloud.api.schema import VehicleView
+from muto.cloud.queries import Queries, vehicle_view
 from muto.domain.selectors import Selector
 from muto.projections.store import rows
 
@@ -26,7 +27,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class Fleet:
-    vehicles: list[dict[str, Any]]  # the first SHOWN that match every filter
+    vehicles: list[VehicleView]  # the first SHOWN that match every filter
     matching: int  # how many match every filter
     counts: Counts  # among the selected vehicles (selector only)
 
@@ -41,7 +42,7 @@ def counts(queries: Queries, selector: Selector | None = None) -> Counts:
     the reason codes of only the vehicles that have some. The fleet page and the
     metrics collector both count this way."""
     v = queries.views.inventory.vehicles
-    selected = v.c.vehicle_id.in_(select(queries._selected(selector).subquery().c.vehicle_id))
+    selected = v.c.vehicle_id.in_(select(queries.selected(selector).subquery().c.vehicle_id))
     with queries.views.store.reading() as s:
         by_status = s.execute(
             select(v.c.last_status, func.count()).where(selected).group_by(v.c.last_status)
@@ -67,8 +68,8 @@ def fleet(
     """`reason` must be a reason code (checked by the caller): it is matched inside the
     stored JSON list as the quoted word."""
     v = queries.views.inventory.vehicles
-    query = select(v).where(
-        v.c.vehicle_id.in_(select(queries._selected(selector).subquery().c.vehicle_id))
+    query = queries.vehicle_rows.where(
+        v.c.vehicle_id.in_(select(queries.selected(selector).subquery().c.vehicle_id))
     )
     if status == "none":
         query = query.where(v.c.last_status.is_(None))
@@ -79,8 +80,7 @@ def fleet(
     with queries.views.store.reading() as s:
         matching = s.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         found = rows(s.execute(query.order_by(v.c.vehicle_id).limit(SHOWN)))
-    shown = [{VEHICLE_FIELDS[k]: x for k, x in r.items() if k in VEHICLE_FIELDS} for r in found]
-    return Fleet(shown, int(matching), counts(queries, selector))
+    return Fleet([vehicle_view(r) for r in found], int(matching), counts(queries, selector))
 
 
 def vehicle_rollouts(queries: Queries, vehicle_id: str) -> list[dict[str, Any]]:

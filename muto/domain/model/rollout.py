@@ -13,7 +13,6 @@ its own reason code, so an auditor can see why it happened.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -21,46 +20,33 @@ from eventsourcing.domain import Aggregate, event
 
 from muto.domain.events import GateEvaluation, RolloutPolicy
 from muto.domain.model import stable_id
+from muto.domain.model.rollout_states import (
+    ACTIVE_STATES,
+    DEFAULT_BAKE_SEC,
+    FINAL_STATES,
+    LIMITS,
+    ROLLBACK_ENDS,
+    RolloutFinal,
+    RolloutState,
+    RolloutStateError,
+)
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import phase_deadline
 from muto.domain.wire import to_builtins
 
-
-class RolloutState(StrEnum):
-    CANARY = "canary"
-    WAVE = "wave"
-    BAKING = "baking"  # the wave passed its gate; still watched for tripwires
-    COMPLETED = "completed"
-    ABORTED = "aborted"
-    ROLLED_BACK = "rolled_back"
-
-
-FINAL_STATES = frozenset({RolloutState.COMPLETED, RolloutState.ABORTED, RolloutState.ROLLED_BACK})
-ACTIVE_STATES = (RolloutState.CANARY, RolloutState.WAVE, RolloutState.BAKING)
-
-
-# A rollback ends these states; an aborted rollout stays aborted (its story is the canary).
-ROLLBACK_ENDS = frozenset(
-    {RolloutState.CANARY, RolloutState.WAVE, RolloutState.BAKING, RolloutState.COMPLETED}
-)
-
-
-# The threshold that limits each timed phase.
-LIMITS = {"canary": "canaryDeadlineSec", "wave": "waveDeadlineSec", "baking": "bakeSec"}
-DEFAULT_BAKE_SEC = 0.0  # rollouts started before bakes existed did not bake
-
-
-class RolloutStateError(ValueError):
-    """A command that the rollout's current state does not allow (HTTP 409)."""
-
-    code = "conflict"
-
-
-class RolloutFinal(RolloutStateError):
-    """Pause or resume of a rollout that is final (HTTP 409 `rollout_final`)."""
-
-    code = "rollout_final"
+# Re-exported: the aggregate's callers (API errors, projections, audit) name them here.
+__all__ = [
+    "ACTIVE_STATES",
+    "DECISIONS",
+    "DEFAULT_BAKE_SEC",
+    "FINAL_STATES",
+    "LIMITS",
+    "Rollout",
+    "RolloutFinal",
+    "RolloutState",
+    "RolloutStateError",
+]
 
 
 def _seconds_between(start: str, end: str) -> float:

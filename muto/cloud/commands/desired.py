@@ -1,20 +1,19 @@
-"""Write side: each function returns a command for the Writer (see writer.py).
-
-Commands check everything before they trigger the first event, so a refused command
-leaves its aggregates untouched.
-"""
+"""Assigning desired state: one revision, signed into a document per vehicle, in one
+transaction; refused whole if any vehicle cannot take it."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from muto.cloud.errors import Conflict, Invalid, NotFound
+from muto.cloud.commands.cause import Cause
+from muto.cloud.commands.releases import load_release
+from muto.cloud.commands.vehicles import registered_vehicle
+from muto.cloud.errors import Conflict, Invalid
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.compat import VehicleFacts, check_compatibility
 from muto.domain.desired import (
@@ -24,183 +23,18 @@ from muto.domain.desired import (
     RunNothing,
     StackRef,
 )
-from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, StoredRequest
+from muto.domain.events import DesiredAssignment, StoredRequest
 from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.release import Release
 from muto.domain.model.vehicle import Vehicle
-from muto.domain.release import StackRelease, release_key
-from muto.domain.reports import HealthReport, ReconcileReport
-from muto.domain.requests import VehiclePatch, VehicleRegistration
+from muto.domain.release import StackRelease
+from muto.trust.dsse import digest
 
 SignDocument = Callable[[DesiredStateDocument], Envelope]
 
 
-@dataclass(frozen=True)
-class Cause:
-    """Who asked (an operator token id, a vehicle id, `controller`) and the thread of
-    intent it belongs to. Stored on every event."""
-
-    actor: str
-    correlation_id: str
-
-    @classmethod
-    def of(cls, actor: str, correlation_id: str | None = None) -> Cause:
-        return cls(actor, correlation_id or str(uuid.uuid4()))
-
-
 def new_revision() -> str:
     return f"dsr_{uuid.uuid4().hex[:20]}"
-
-
-def _vehicle(uow: UnitOfWork, vehicle_id: str) -> Vehicle:
-    vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
-    if vehicle is None:
-        raise NotFound(f"vehicle {vehicle_id!r} is not registered")
-    return vehicle
-
-
-def _expect(version: int | None, actual: int, what: str) -> None:
-    if version is not None and version != actual:
-        raise Conflict(
-            f"{what} is at version {actual}, not {version}",
-            {"expectedVersion": version, "actualVersion": actual},
-        )
-
-
-# -- vehicles -------------------------------------------------------------------------
-
-
-def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[bool, int]]:
-    """Returns (created, version). Re-registering identically is a no-op."""
-
-    def command(uow: UnitOfWork) -> tuple[bool, int]:
-        existing = uow.find(Vehicle, Vehicle.create_id(body.vehicle_id))
-        if existing is not None:
-            if existing.labels == body.labels and existing.attributes == body.attributes:
-                return False, existing.version
-            raise Conflict(
-                f"vehicle {body.vehicle_id!r} is already registered with other "
-                "labels or attributes; PATCH it instead"
-            )
-        vehicle = Vehicle(
-            vehicle_id=body.vehicle_id,
-            labels=dict(body.labels),
-            attributes=dict(body.attributes),
-            actor=cause.actor,
-            correlation_id=cause.correlation_id,
-        )
-        uow.add(vehicle)
-        return True, vehicle.version
-
-    return command
-
-
-def update_vehicle(
-    vehicle_id: str, patch: VehiclePatch, cause: Cause, expected_version: int | None = None
-) -> Command[int]:
-    def command(uow: UnitOfWork) -> int:
-        vehicle = _vehicle(uow, vehicle_id)
-        _expect(expected_version, vehicle.version, f"vehicle {vehicle_id!r}")
-        vehicle.update(
-            labels=dict(patch.labels),
-            attributes=dict(patch.attributes),
-            actor=cause.actor,
-            correlation_id=cause.correlation_id,
-        )
-        return int(vehicle.version)
-
-    return command
-
-
-def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
-    """Returns False when the report id was already recorded (re-delivery)."""
-
-    def command(uow: UnitOfWork) -> bool:
-        vehicle = _vehicle(uow, report.vehicle_id)
-        assignment = vehicle.assignment or {}
-        correlation = (
-            assignment.get("correlationId")
-            if assignment.get("revision") == report.desired_state_revision
-            else None
-        ) or report.report_id
-        stored = StoredReconcile.of(report)
-        return bool(vehicle.record_reconcile(stored, actor=actor, correlation_id=correlation))
-
-    return command
-
-
-def record_health(report: HealthReport, actor: str) -> Command[bool]:
-    """Returns True when the health status changed (a transition event was stored)."""
-
-    def command(uow: UnitOfWork) -> bool:
-        vehicle = _vehicle(uow, report.vehicle_id)
-        summary = HealthSummary(
-            report_id=report.report_id,
-            reason_codes=[str(code) for code in report.reason_codes],
-            observed_at=report.observed_at.isoformat(),
-        )
-        changed = vehicle.record_health(
-            str(report.status), summary, actor=actor, correlation_id=report.report_id
-        )
-        return bool(changed)
-
-    return command
-
-
-def record_presence(vehicle_id: str, state: str, at: str | None, actor: str) -> Command[bool]:
-    def command(uow: UnitOfWork) -> bool:
-        vehicle = _vehicle(uow, vehicle_id)
-        changed = vehicle.record_presence(
-            state, at, actor=actor, correlation_id=f"presence-{vehicle_id}"
-        )
-        return bool(changed)
-
-    return command
-
-
-# -- releases -------------------------------------------------------------------------
-
-
-def register_release(
-    release: StackRelease, digest: str, envelope: Envelope, cause: Cause
-) -> Command[bool]:
-    """Immutable: the same stack@version with the same digest is a no-op (False), with
-    another digest a Conflict."""
-
-    def command(uow: UnitOfWork) -> bool:
-        existing = uow.find(Release, Release.create_id(release.key))
-        if existing is not None:
-            if existing.manifest_digest == digest:
-                return False
-            raise Conflict(
-                f"release {release.key} is already registered with digest "
-                f"{existing.manifest_digest}; releases are immutable",
-                {"registeredDigest": existing.manifest_digest, "digest": digest},
-            )
-        uow.add(
-            Release(
-                key=release.key,
-                manifest_digest=digest,
-                manifest=release,
-                envelope=envelope,
-                actor=cause.actor,
-                correlation_id=cause.correlation_id,
-            )
-        )
-        return True
-
-    return command
-
-
-def load_release(uow: UnitOfWork, stack: str, version: str) -> Release:
-    key = release_key(stack, version)
-    release = uow.find(Release, Release.create_id(key))
-    if release is None:
-        raise NotFound(f"release {key} is not registered")
-    return release
-
-
-# -- desired state --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -276,7 +110,7 @@ def assign_run_nothing(
     revision = new_revision()
 
     def command(uow: UnitOfWork) -> Assignment:
-        vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+        vehicles = [registered_vehicle(uow, v) for v in vehicle_ids]
         issue = _Issue.now(revision, None, None, request, rollout_id, phase, cause, now)
         sequences = {vehicle.vehicle_id: issue.to(vehicle, sign) for vehicle in vehicles}
         uow.add(issue.recorded(vehicle_ids))
@@ -298,7 +132,7 @@ def _compatible_vehicles(
     uow: UnitOfWork, stored: Release, vehicle_ids: Sequence[str]
 ) -> list[Vehicle]:
     """Every targeted vehicle, registered and compatible with the release; else refused."""
-    vehicles = [_vehicle(uow, v) for v in vehicle_ids]
+    vehicles = [registered_vehicle(uow, v) for v in vehicle_ids]
     incompatible = incompatibilities(stored.manifest, vehicles)
     if incompatible:
         raise Invalid(
@@ -385,4 +219,5 @@ class _Issue:
 
 
 def payload_digest(envelope: Envelope) -> str:
-    return "sha256:" + hashlib.sha256(base64.b64decode(envelope.payload)).hexdigest()
+    """The digest of the signed document (the envelope was signed here: no checks)."""
+    return digest(base64.b64decode(envelope.payload))

@@ -1,0 +1,79 @@
+"""Releases and each vehicle's latest desired state (the releases and desired views)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Select, bindparam, select
+
+from muto.cloud.errors import NotFound
+from muto.projections import Views
+from muto.projections.store import rows
+
+
+class ReleaseReads:
+    views: Views
+
+    @cached_property
+    def _latest(self) -> Select[Any]:
+        latest = self.views.desired.latest
+        return select(latest).where(latest.c.vehicle_id == bindparam("vehicle"))
+
+    @cached_property
+    def _etag(self) -> Select[Any]:
+        latest = self.views.desired.latest
+        return select(latest.c.etag).where(latest.c.vehicle_id == bindparam("vehicle"))
+
+    @cached_property
+    def _envelope(self) -> Select[Any]:
+        releases = self.views.releases.releases
+        return select(releases.c.envelope).where(releases.c.release_key == bindparam("key"))
+
+    def release(self, stack: str, version: str) -> dict[str, Any]:
+        table = self.views.releases.releases
+        with self.views.store.reading() as s:
+            found = rows(
+                s.execute(table.select().where(table.c.release_key == f"{stack}@{version}"))
+            )
+        if not found:
+            raise NotFound(f"release {stack}@{version} is not registered")
+        return _release(found[0])
+
+    def releases(self, stack: str | None = None) -> list[dict[str, Any]]:
+        table = self.views.releases.releases
+        query = table.select().order_by(table.c.stack_name, table.c.registered_at)
+        if stack:
+            query = query.where(table.c.stack_name == stack)
+        with self.views.store.reading() as s:
+            return [_release(r) for r in rows(s.execute(query))]
+
+    # -- desired state ------------------------------------------------------------------
+
+    def latest_desired(self, vehicle_id: str) -> dict[str, Any] | None:
+        found = self.views.store.read(self._latest, {"vehicle": vehicle_id})
+        return dict(found[0]._mapping) if found else None
+
+    def desired_etag(self, vehicle_id: str) -> str | None:
+        """The ETag of the vehicle's latest desired state alone: a poll answered 304
+        needs nothing else (no 3 KB envelope to load and decode)."""
+        found = self.views.store.read(self._etag, {"vehicle": vehicle_id})
+        return str(found[0][0]) if found else None
+
+    def release_envelope(self, release_key: str) -> dict[str, Any]:
+        """Uncached: envelopes.ReleaseEnvelopes keeps them (releases are immutable)."""
+        found = self.views.store.read(self._envelope, {"key": release_key})
+        if not found:
+            raise NotFound(f"release {release_key} is not registered")
+        return dict(found[0][0])
+
+
+def _release(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stackName": r["stack_name"],
+        "version": r["version"],
+        "manifestDigest": r["manifest_digest"],
+        "manifest": r["manifest"],
+        "envelope": r["envelope"],
+        "registeredAt": r["registered_at"],
+    }
