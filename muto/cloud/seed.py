@@ -20,8 +20,7 @@ from muto.domain.reports import ReconcileReport, ReconcileStatus, Timings
 from muto.domain.requests import RolloutRequest, RolloutThresholds, VehicleRegistration
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.domain.selectors import parse_selector
-from muto.trust.files import private_dir
-from muto.trust.keys import Signer, write_key_pair
+from muto.trust.keys import load_or_create_key_pair
 from muto.trust.releases import manifest_digest, sign_release
 
 REGIONS = ("eu-west", "us-east", "ap-south")
@@ -93,10 +92,7 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
         for registration in demo_vehicles():
             plane.execute(register_vehicle(registration, cause))
         keys = settings.data_dir / "keys"
-        if not (keys / "release.key").exists():
-            private_dir(keys)
-            write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
-        signer = Signer.load(keys / "release.key")
+        signer = load_or_create_key_pair(keys / "release.key", keys / "release.pub")
         for version in ("1.0.0", "1.1.0"):
             release = demo_release(version)
             plane.execute(
