@@ -118,8 +118,8 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
         controller = RolloutController(plane)
         deferred = wave[0]
         for members in (canaries, wave):  # each phase is assigned once the last passed
-            assigned = plane.queries.rollout("seed-rollout-1")["vehicles"]
-            by_id = {v["vehicleId"]: v["revision"] for v in assigned}
+            assigned = plane.queries.rollout("seed-rollout-1").vehicles
+            by_id = {v.vehicle_id: v.revision for v in assigned if v.revision}
             for vehicle_id in members:
                 if vehicle_id == deferred:
                     _report(
@@ -143,6 +143,6 @@ def _summary(plane: ControlPlane) -> dict[str, Any]:
     return {
         "vehicles": plane.queries.vehicles(None).total,
         "releases": len(plane.queries.releases()),
-        "rollout": f"{rollout['rolloutId']} {rollout['state']}",
+        "rollout": f"{rollout.rollout_id} {rollout.state}",
         "data dir": str(plane.settings.data_dir),
     }
