@@ -19,7 +19,7 @@ from muto.cloud.api.schema import (
 )
 from muto.cloud.errors import NotFound
 from muto.cloud.queries.vehicles import VehicleReads
-from muto.domain.model.rollout_states import ACTIVE_STATES, DEFAULT_BAKE_SEC, LIMITS
+from muto.domain.model.rollout_states import ACTIVE_STATES, DEFAULT_BAKE_SEC, LIMITS, WAITS_FOR
 from muto.domain.requests import RolloutThresholds
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
@@ -54,7 +54,7 @@ class RolloutReads(VehicleReads):
     def _outstanding(self, s: Any, rollout_id: str, state: str) -> list[OutstandingMember]:
         """Why an active rollout waits: the members of its current phase that have not
         converged or failed, with their presence and last report."""
-        phase = {"canary": "canary", "wave": "wave", "baking": "wave"}.get(state)
+        phase = WAITS_FOR.get(state)
         if phase is None:
             return []
         m, v = self.views.rollouts.vehicles, self.views.inventory.vehicles
