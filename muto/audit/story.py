@@ -23,7 +23,8 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from muto.audit.source import Entry, qualname
-from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS, Rollout
+from muto.domain.model.rollout import Rollout
+from muto.domain.model.rollout_states import WAITS_FOR, phase_limit
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.rollouts import ROLLOUT_STATUS
@@ -266,11 +267,12 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
             paused = False
     if not state:
         return None
-    phase = {"canary": "canary", "wave": "wave", "baking": "wave"}.get(state)
+    phase = WAITS_FOR.get(state)
     deadline = None
     if phase is not None and state in started:
-        limit = float(thresholds.get(LIMITS[state], DEFAULT_BAKE_SEC))
-        deadline = phase_deadline(started[state], limit, held.get(state, 0.0))
+        deadline = phase_deadline(
+            started[state], phase_limit(thresholds, state), held.get(state, 0.0)
+        )
     outstanding = [
         Waiting(
             vehicle_id=v,

@@ -20,8 +20,7 @@ from muto.domain.reports import ReconcileReport, ReconcileStatus, Timings
 from muto.domain.requests import RolloutRequest, RolloutThresholds, VehicleRegistration
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.domain.selectors import parse_selector
-from muto.trust.files import private_dir
-from muto.trust.keys import Signer, write_key_pair
+from muto.trust.keys import load_or_create_key_pair
 from muto.trust.releases import manifest_digest, sign_release
 
 REGIONS = ("eu-west", "us-east", "ap-south")
@@ -93,10 +92,7 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
         for registration in demo_vehicles():
             plane.execute(register_vehicle(registration, cause))
         keys = settings.data_dir / "keys"
-        if not (keys / "release.key").exists():
-            private_dir(keys)
-            write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
-        signer = Signer.load(keys / "release.key")
+        signer = load_or_create_key_pair(keys / "release.key", keys / "release.pub")
         for version in ("1.0.0", "1.1.0"):
             release = demo_release(version)
             plane.execute(
@@ -122,8 +118,8 @@ def seed_demo_fleet(settings: Settings) -> dict[str, Any]:
         controller = RolloutController(plane)
         deferred = wave[0]
         for members in (canaries, wave):  # each phase is assigned once the last passed
-            assigned = plane.queries.rollout("seed-rollout-1")["vehicles"]
-            by_id = {v["vehicleId"]: v["revision"] for v in assigned}
+            assigned = plane.queries.rollout("seed-rollout-1").vehicles
+            by_id = {v.vehicle_id: v.revision for v in assigned if v.revision}
             for vehicle_id in members:
                 if vehicle_id == deferred:
                     _report(
@@ -147,6 +143,6 @@ def _summary(plane: ControlPlane) -> dict[str, Any]:
     return {
         "vehicles": plane.queries.vehicles(None).total,
         "releases": len(plane.queries.releases()),
-        "rollout": f"{rollout['rolloutId']} {rollout['state']}",
+        "rollout": f"{rollout.rollout_id} {rollout.state}",
         "data dir": str(plane.settings.data_dir),
     }

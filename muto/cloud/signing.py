@@ -9,8 +9,7 @@ from muto.domain.release import StackRelease
 from muto.domain.wire import WireError
 from muto.trust.desired_state import sign_desired_state
 from muto.trust.dsse import EnvelopeError
-from muto.trust.files import private_dir
-from muto.trust.keys import Signer, write_key_pair
+from muto.trust.keys import Signer, load_or_create_key_pair
 from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release, read_release
 
@@ -31,10 +30,7 @@ def control_plane_signer(settings: Settings) -> Signer:
             f"{private}: the control-plane signing key is missing; --role "
             f"{settings.role} processes share one key (a Kubernetes Secret, docs/deploy.md)"
         )
-    if not private.exists():
-        private_dir(keys)
-        write_key_pair(Signer.generate(), private, keys / "control-plane.pub")
-    return Signer.load(private)
+    return load_or_create_key_pair(private, keys / "control-plane.pub")
 
 
 class Signing:

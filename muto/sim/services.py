@@ -20,7 +20,7 @@ from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
 from muto.trust import KeySet, Signer, TrustConfig
-from muto.trust.keys import write_key_pair
+from muto.trust.keys import load_or_create_key_pair
 
 
 def free_port() -> int:
@@ -277,9 +277,7 @@ def prepare_cloud(
     Returns (operator token, trust config, release signer, release public key path)."""
     cloud_dir = data_dir / "cloud"
     keys = data_dir / "release-keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    if not (keys / "release.key").exists():
-        write_key_pair(Signer.generate(), keys / "release.key", keys / "release.pub")
+    signer = load_or_create_key_pair(keys / "release.key", keys / "release.pub")
     settings = Settings(
         data_dir=cloud_dir,
         database_url=database_url,
@@ -296,4 +294,4 @@ def prepare_cloud(
         release_keys=KeySet(keys=[(keys / "release.pub").read_text()]),
         control_plane_keys=KeySet(keys=[(cloud_dir / "keys/control-plane.pub").read_text()]),
     )
-    return secret, trust, Signer.load(keys / "release.key"), keys / "release.pub"
+    return secret, trust, signer, keys / "release.pub"

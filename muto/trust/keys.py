@@ -19,7 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from muto.domain.desired import Signature
-from muto.trust.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, atomic_write, write_new
+from muto.trust.files import (
+    PRIVATE_FILE_MODE,
+    PUBLIC_FILE_MODE,
+    atomic_write,
+    private_dir,
+    write_new,
+)
 
 PRIVATE_KEY_MODE = PRIVATE_FILE_MODE
 # An Ed25519 SubjectPublicKeyInfo in DER is always this 12-byte header (SEQUENCE,
@@ -116,3 +122,12 @@ def write_key_pair(signer: Signer, private_path: Path, public_path: Path) -> Non
     write_new(private_path, pem, PRIVATE_KEY_MODE)
     # A trust anchor: readable by all, writable by its owner only, whatever the umask.
     atomic_write(public_path, signer.public_pem.encode(), PUBLIC_FILE_MODE)
+
+
+def load_or_create_key_pair(private_path: Path, public_path: Path) -> Signer:
+    """The signer kept at `private_path`, made on first use: a fresh key written by
+    `write_key_pair` (its directory created 0700, the public half at `public_path`)."""
+    if not private_path.exists():
+        private_dir(private_path.parent)
+        write_key_pair(Signer.generate(), private_path, public_path)
+    return Signer.load(private_path)

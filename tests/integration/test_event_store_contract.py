@@ -119,7 +119,7 @@ class EventStoreContract:
             "digest": other.digest,
         }
         assert cp.log.position() == position
-        assert cp.queries.release("core", "1.0.0")["manifestDigest"] == release.digest
+        assert cp.queries.release("core", "1.0.0").manifest_digest == release.digest
 
     # -- desired state --------------------------------------------------------------------
 
@@ -158,11 +158,11 @@ class EventStoreContract:
         # the last of them the position the writer reported.
         assert written.position == before + len(ids) + 1
         events = cp.queries.audit(after=before)
-        assert sorted(e["eventType"] for e in events) == [
+        assert sorted(e.event_type for e in events) == [
             "DesiredState.Created",
             *["Vehicle.DesiredStateAssigned"] * len(ids),
         ]
-        assert {e["correlationId"] for e in events} == {events[0]["correlationId"]}
+        assert {e.correlation_id for e in events} == {events[0].correlation_id}
 
     def test_an_unknown_vehicle_assigns_nothing(self, cp: ControlPlane) -> None:
         ids = register_fleet(cp, fleet(3))
@@ -229,8 +229,8 @@ class EventStoreContract:
             for i, s in enumerate(statuses)
         ]
         assert changed == [True, False, True, False, True]
-        health = [e for e in cp.queries.audit(vehicle_id="v1") if "Health" in e["eventType"]]
-        assert [(e["data"]["previous"], e["data"]["status"]) for e in health] == [
+        health = [e for e in cp.queries.audit(vehicle_id="v1") if "Health" in e.event_type]
+        assert [(e.data["previous"], e.data["status"]) for e in health] == [
             (None, "healthy"),
             ("healthy", "degraded"),
             ("degraded", "healthy"),

@@ -406,8 +406,8 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
         "view_audit_chain": cp.log.position(),
     }
     rollout_view = cp.queries.rollout("ro-0")
-    assert rollout_view["state"] == "rolled_back"
-    assert [m["status"] for m in rollout_view["vehicles"]] == ["rolled_back", "rolled_back"]
+    assert rollout_view.state == "rolled_back"
+    assert [m.status for m in rollout_view.vehicles] == ["rolled_back", "rolled_back"]
 
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -479,9 +479,9 @@ def test_reprocessing_a_position_is_refused_and_changes_nothing(scenario_cp: Con
     cp.execute(record_presence("v2", "offline", AT, "bridge"))
     after_offline = view_rows(cp.views)
     online = next(
-        e["position"]
+        e.position
         for e in cp.queries.audit(vehicle_id="v2")
-        if e["eventType"] == "Vehicle.PresenceChanged" and e["data"]["state"] == "online"
+        if e.event_type == "Vehicle.PresenceChanged" and e.data["state"] == "online"
     )
     with pytest.raises(IntegrityError):
         replay(cp, "inventory", online)
@@ -505,7 +505,7 @@ def test_every_write_is_readable_when_execute_returns(tmp_path: Path) -> None:
         cp.execute(register_vehicle(registration("v1", model="m1"), cause()))
         assert cp.queries.vehicle_ids(None) == ["v1"]
         cp.execute(ANY.register())
-        assert cp.queries.release("core", "1.0.0")["manifestDigest"] == ANY.digest
+        assert cp.queries.release("core", "1.0.0").manifest_digest == ANY.digest
         request = desired_request("model=m1", ANY)
         assigned = cp.execute(assign_desired_state(request, ["v1"], cause(), cp.sign)).value
         latest = cp.queries.latest_desired("v1")
@@ -560,7 +560,7 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         cp.execute(start_rollout("ro-1", canaries, wave))
 
         def progress() -> dict[str, Any]:
-            phases: dict[str, Any] = cp.queries.rollout("ro-1")["phases"]
+            phases: dict[str, Any] = msgspec.to_builtins(cp.queries.rollout("ro-1").phases)
             return phases
 
         def report(vehicle_id: str, n: int, status: str, *codes: ReasonCode, rev: str) -> None:
@@ -581,7 +581,7 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
 
         cp.execute(decide("ro-1", "pass_canary"))
         cp.execute(decide("ro-1", "pause"))
-        assert cp.queries.rollout("ro-1")["paused"] is True
+        assert cp.queries.rollout("ro-1").paused is True
         cp.execute(decide("ro-1", "resume"))
         revision = cp.execute(assign_phase("ro-1", "wave", wave, cp.sign)).value.revision
         assert progress()["wave"] == phase(4, assigned=4)
@@ -603,7 +603,7 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         cp.execute(decide("ro-1", "fail_wave"))
         cp.execute(roll_back("ro-1", wave, cp.sign))
         report("v2", 3, "converged", rev=revision)  # too late: rolled back stays
-        view = cp.queries.rollout("ro-1")
+        view = msgspec.to_builtins(cp.queries.rollout("ro-1"))  # as the API answers it
         assert view["state"] == "rolled_back"
         assert [d["event"] for d in view["decisions"]] == ["CanaryGatePassed", "WaveGateFailed"]
         assert view["decisions"][0]["evaluation"] == msgspec.to_builtins(EVALUATION)

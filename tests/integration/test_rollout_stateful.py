@@ -29,6 +29,7 @@ from pathlib import Path
 from tempfile import mkdtemp
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -162,7 +163,10 @@ class RolloutMachine(RuleBasedStateMachine):
         return found
 
     def history(self) -> list[dict[str, Any]]:
-        return self.cp.queries.audit(rollout_id="ro-1", limit=5000)
+        """The rollout's audit entries as the API answers them."""
+        return [
+            msgspec.to_builtins(e) for e in self.cp.queries.audit(rollout_id="ro-1", limit=5000)
+        ]
 
     def before(self, vehicle_id: str) -> str | None:
         """The release a member ran before the rollout (None: nothing)."""
@@ -273,7 +277,7 @@ class RolloutMachine(RuleBasedStateMachine):
         members = set(rollout.canaries) | set(rollout.wave)
         assigned = [e for e in history if e["eventType"] == "Vehicle.DesiredStateAssigned"]
         rollout_assigned = [e for e in assigned if e["data"]["assignment"]["rolloutId"] == "ro-1"]
-        view = self.cp.queries.rollout("ro-1")
+        view = msgspec.to_builtins(self.cp.queries.rollout("ro-1"))
         # Membership is fixed at start: only members are ever assigned (item 8)...
         assert {e["vehicleId"] for e in rollout_assigned} <= members <= set(IN_SELECTOR)
         # ... a wave member relabelled out before its wave never gets the release ...
@@ -444,7 +448,7 @@ def test_a_deferred_vehicle_holds_the_wave_until_the_deadline_then_it_passes() -
         m.vehicle_reports(IN_SELECTOR.index(waiting), OUTCOMES[1])  # outside its window
         m.controller_ticks(60)
         assert m.rollout().state == "wave"  # 5/6 < 95 %: it waits for the window
-        view = m.cp.queries.rollout("ro-1")
+        view = msgspec.to_builtins(m.cp.queries.rollout("ro-1"))
         assert view["phases"]["wave"]["deferredBy"] == {"DENY_OUTSIDE_WINDOW": 1}
         assert [w["vehicleId"] for w in view["outstanding"]] == [waiting]
         m.controller_ticks(700)  # past the wave deadline
@@ -452,7 +456,7 @@ def test_a_deferred_vehicle_holds_the_wave_until_the_deadline_then_it_passes() -
         assert rollout.state == "baking" and rollout.rolled_back == []
         m.controller_ticks(BAKE_SEC)
         assert m.rollout().state == "completed"
-        assert m.cp.queries.rollout("ro-1")["vehicles"][0]["status"] != "rolled_back"
+        assert m.cp.queries.rollout("ro-1").vehicles[0].status != "rolled_back"
         latest = [e for e in m.assignments() if e["vehicleId"] == waiting][-1]
         assert latest["data"]["assignment"]["releaseKey"] == m.new.key
         m.invariants_hold()
@@ -512,7 +516,7 @@ def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
         cp.execute(start_rollout(request, fresh[:1], fresh[1:], cause(), cp.sign, cp.clock))
         assert cp.execute(roll_back("ro-7", cause(), cp.sign, cp.clock)).value == 1
         cp.projector.catch_up()
-        view = cp.queries.rollout("ro-7")
+        view = msgspec.to_builtins(cp.queries.rollout("ro-7"))
         assert view["state"] == "rolled_back"
         assert sum(p["rolledBack"] for p in view["phases"].values()) == 1
         assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
@@ -520,10 +524,10 @@ def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
             "n-eu-m3-2": "pending",
         }
         rolled = [
-            e for e in cp.queries.audit(rollout_id="ro-7") if e["eventType"] == "Rollout.RolledBack"
+            e for e in cp.queries.audit(rollout_id="ro-7") if e.event_type == "Rollout.RolledBack"
         ]
-        assert [e["data"]["vehicle_ids"] for e in rolled] == [fresh[:1]]
-        revision = rolled[0]["data"]["revision"]
+        assert [e.data["vehicle_ids"] for e in rolled] == [fresh[:1]]
+        revision = rolled[0].data["revision"]
         assert revision
         latest = cp.queries.latest_desired(fresh[0])
         assert latest is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from muto.domain.model.rollout_states import phase_limit
+from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import (
     Candidate,
     Member,
@@ -14,6 +16,7 @@ from muto.domain.rollout_rules import (
     pick_canaries,
     watch_bake,
 )
+from muto.domain.wire import to_builtins
 
 candidates = st.lists(
     st.builds(
@@ -170,3 +173,11 @@ def test_the_deadline_fails_a_phase_that_has_not_converged() -> None:
     assert evaluate_phase(ms, 95, deadline_passed=False).verdict is Verdict.WAIT
     e = evaluate_phase(ms, 95, deadline_passed=True)
     assert e.verdict is Verdict.FAIL and e.reason_codes == ["GATE_DEADLINE_EXCEEDED"]
+
+
+def test_each_timed_phase_is_limited_by_its_threshold_and_an_old_rollout_did_not_bake() -> None:
+    stored = to_builtins(RolloutThresholds(canary_deadline_sec=60, bake_sec=30))
+    limits = [phase_limit(stored, state) for state in ("canary", "wave", "baking")]
+    assert limits == [60.0, 6 * 3600.0, 30.0]
+    del stored["bakeSec"]  # thresholds stored before bakes existed
+    assert phase_limit(stored, "baking") == 0.0

@@ -4,12 +4,22 @@ cryptography's `serialization`): byte for byte what cryptography writes, and not
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from muto.trust.keys import KeyFileError, Signer, keyid, load_public_pem, public_pem
+from muto.trust.keys import (
+    KeyFileError,
+    Signer,
+    keyid,
+    load_or_create_key_pair,
+    load_public_pem,
+    public_pem,
+)
 
 
 def spki_pem(key: object) -> bytes:
@@ -61,3 +71,17 @@ def test_load_public_pem_reads_the_key_cryptography_wrote(variant: object) -> No
 def test_load_public_pem_refuses_any_other_key_or_encoding(pem: bytes) -> None:
     with pytest.raises(KeyFileError):
         load_public_pem(pem)
+
+
+def test_a_missing_key_pair_is_made_once_then_loaded(tmp_path: Path) -> None:
+    keys = tmp_path / "data" / "keys"
+    old = os.umask(0)  # the modes are muto's, not the umask's
+    try:
+        first = load_or_create_key_pair(keys / "a.key", keys / "a.pub")
+    finally:
+        os.umask(old)
+    mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (keys, keys / "a.key", keys / "a.pub")}
+    assert mode == {"keys": 0o700, "a.key": 0o600, "a.pub": 0o644}
+    assert (keys / "a.pub").read_text() == first.public_pem
+    again = load_or_create_key_pair(keys / "a.key", keys / "a.pub")
+    assert again.keyid == first.keyid  # loaded, never replaced

@@ -49,7 +49,7 @@ async def timeline(request: Request) -> Response:
         after=after,
         limit=limit,
     )
-    next_after = entries[-1]["position"] if len(entries) == limit else None
+    next_after = entries[-1].position if len(entries) == limit else None
     return ok(entries, metadata={"limit": limit, "nextAfter": next_after})
 
 

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from muto.cloud.api.context import off_loop, plane
+from muto.cloud.api.schema import Rollout
 from muto.cloud.dashboard import reads
 from muto.cloud.dashboard.auth import (
     PREFIX,
@@ -199,8 +200,8 @@ async def rollout_list(request: Request) -> Response:
     return render(request, "rollouts.html", rollouts=found)
 
 
-def _rollouts(queries: Queries) -> list[dict[str, Any]]:
-    return [queries.rollout(r["rolloutId"]) for r in rollouts(queries, 50)]
+def _rollouts(queries: Queries) -> list[Rollout]:
+    return [queries.rollout(r.rollout_id) for r in rollouts(queries, 50)]
 
 
 @page

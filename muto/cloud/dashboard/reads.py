@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import String, cast, func, or_, select
 
-from muto.cloud.api.schema import VehicleView
-from muto.cloud.queries import Queries, vehicle_view
+from muto.cloud.api.schema import AuditEntry, VehicleView
+from muto.cloud.queries import Queries, audit_entry, vehicle_view
 from muto.domain.selectors import Selector
 from muto.projections.store import rows
 
@@ -98,7 +98,7 @@ def vehicle_rollouts(queries: Queries, vehicle_id: str) -> list[dict[str, Any]]:
 
 def vehicle_timeline(
     queries: Queries, vehicle_id: str, rollout_ids: list[str], limit: int = 200
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
     """The newest `limit` entries of the vehicle's story, oldest first: what
     `muto audit explain --vehicle` tells, read from the audit view."""
     t = queries.views.audit.timeline
@@ -112,7 +112,7 @@ def vehicle_timeline(
         found = rows(
             s.execute(t.select().where(concerns).order_by(t.c.position.desc()).limit(limit))
         )
-    return list(reversed(found))
+    return [audit_entry(r) for r in reversed(found)]
 
 
 def audit_page(
@@ -121,7 +121,7 @@ def audit_page(
     vehicle_id: str | None = None,
     rollout_id: str | None = None,
     limit: int = 100,
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
     """The newest entries first (the API pages oldest first, for exports)."""
     t = queries.views.audit.timeline
     query = t.select()
@@ -132,4 +132,5 @@ def audit_page(
     if before is not None:
         query = query.where(t.c.position < before)
     with queries.views.store.reading() as s:
-        return rows(s.execute(query.order_by(t.c.position.desc()).limit(limit)))
+        found = rows(s.execute(query.order_by(t.c.position.desc()).limit(limit)))
+    return [audit_entry(r) for r in found]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from muto.cloud.queries.audit import AuditReads
-from muto.cloud.queries.releases import ReleaseReads
+from muto.cloud.queries.audit import AuditReads, audit_entry
+from muto.cloud.queries.releases import ReleaseReads, release_view
 from muto.cloud.queries.rollouts import (
     RolloutReads,
     progress,
     rollout_candidates,
+    rollout_summary,
+    rollout_view,
     rollouts,
     vehicles_in_active_rollouts,
 )
@@ -30,8 +32,12 @@ __all__ = [
     "VEHICLE_COLUMNS",
     "Page",
     "Queries",
+    "audit_entry",
     "progress",
+    "release_view",
     "rollout_candidates",
+    "rollout_summary",
+    "rollout_view",
     "rollouts",
     "vehicle_view",
     "vehicles_in_active_rollouts",

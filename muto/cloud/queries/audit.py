@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from muto.cloud.api.schema import AuditEntry
 from muto.projections import Views
 from muto.projections.store import rows
 
@@ -21,7 +22,7 @@ class AuditReads:
         until: str | None = None,
         after: int = 0,
         limit: int = 200,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEntry]:
         t = self.views.audit.timeline
         query = t.select().where(t.c.position > after)
         for column, value in (
@@ -37,16 +38,18 @@ class AuditReads:
             query = query.where(t.c.at <= until)
         with self.views.store.reading() as s:
             found = rows(s.execute(query.order_by(t.c.position).limit(limit)))
-        return [
-            {
-                "position": r["position"],
-                "at": r["at"],
-                "eventType": r["event_type"],
-                "vehicleId": r["vehicle_id"],
-                "rolloutId": r["rollout_id"],
-                "correlationId": r["correlation_id"],
-                "actor": r["actor"],
-                "data": r["data"],
-            }
-            for r in found
-        ]
+        return [audit_entry(r) for r in found]
+
+
+def audit_entry(r: dict[str, Any]) -> AuditEntry:
+    """The API's audit entry from a row of the audit view (the dashboard shows the same)."""
+    return AuditEntry(
+        position=r["position"],
+        at=r["at"],
+        event_type=r["event_type"],
+        vehicle_id=r["vehicle_id"],
+        rollout_id=r["rollout_id"],
+        correlation_id=r["correlation_id"],
+        actor=r["actor"],
+        data=r["data"],
+    )

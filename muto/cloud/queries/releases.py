@@ -5,9 +5,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import msgspec
 from sqlalchemy import Select, bindparam, select
 
+from muto.cloud.api.schema import Release
 from muto.cloud.errors import NotFound
+from muto.domain.desired import Envelope
+from muto.domain.release import StackRelease
 from muto.projections import Views
 from muto.projections.store import rows
 
@@ -30,7 +34,7 @@ class ReleaseReads:
         releases = self.views.releases.releases
         return select(releases.c.envelope).where(releases.c.release_key == bindparam("key"))
 
-    def release(self, stack: str, version: str) -> dict[str, Any]:
+    def release(self, stack: str, version: str) -> Release:
         table = self.views.releases.releases
         with self.views.store.reading() as s:
             found = rows(
@@ -38,15 +42,15 @@ class ReleaseReads:
             )
         if not found:
             raise NotFound(f"release {stack}@{version} is not registered")
-        return _release(found[0])
+        return release_view(found[0])
 
-    def releases(self, stack: str | None = None) -> list[dict[str, Any]]:
+    def releases(self, stack: str | None = None) -> list[Release]:
         table = self.views.releases.releases
         query = table.select().order_by(table.c.stack_name, table.c.registered_at)
         if stack:
             query = query.where(table.c.stack_name == stack)
         with self.views.store.reading() as s:
-            return [_release(r) for r in rows(s.execute(query))]
+            return [release_view(r) for r in rows(s.execute(query))]
 
     # -- desired state ------------------------------------------------------------------
 
@@ -68,12 +72,14 @@ class ReleaseReads:
         return dict(found[0][0])
 
 
-def _release(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "stackName": r["stack_name"],
-        "version": r["version"],
-        "manifestDigest": r["manifest_digest"],
-        "manifest": r["manifest"],
-        "envelope": r["envelope"],
-        "registeredAt": r["registered_at"],
-    }
+def release_view(r: dict[str, Any]) -> Release:
+    """The API's release from a row of the releases view (its JSON columns hold the
+    manifest and envelope as they were registered)."""
+    return Release(
+        stack_name=r["stack_name"],
+        version=r["version"],
+        manifest_digest=r["manifest_digest"],
+        manifest=msgspec.convert(r["manifest"], StackRelease),
+        envelope=msgspec.convert(r["envelope"], Envelope),
+        registered_at=r["registered_at"],
+    )

@@ -6,11 +6,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, select
 
+from muto.cloud.api.schema import (
+    GateDecision,
+    OutstandingMember,
+    PhaseProgress,
+    Rollout,
+    RolloutMember,
+    RolloutSummary,
+)
 from muto.cloud.errors import NotFound
 from muto.cloud.queries.vehicles import VehicleReads
-from muto.domain.model.rollout_states import ACTIVE_STATES
+from muto.domain.model.rollout_states import ACTIVE_STATES, DEFAULT_BAKE_SEC, LIMITS, WAITS_FOR
+from muto.domain.requests import RolloutThresholds
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
 
@@ -23,7 +33,7 @@ OUTSTANDING_SHOWN = 100
 class RolloutReads(VehicleReads):
     """A rollout's reads use the fleet's: its members' presence, the selector's pick."""
 
-    def rollout(self, rollout_id: str) -> dict[str, Any]:
+    def rollout(self, rollout_id: str) -> Rollout:
         rollouts, vehicles = self.views.rollouts.rollouts, self.views.rollouts.vehicles
         with self.views.store.reading() as s:
             found = rows(s.execute(rollouts.select().where(rollouts.c.rollout_id == rollout_id)))
@@ -39,37 +49,12 @@ class RolloutReads(VehicleReads):
             r = found[0]
             waiting = self._outstanding(s, r["rollout_id"], r["state"])
             not_in = self._not_in_rollout(s, r["rollout_id"], r["selector"])
-        return {
-            "rolloutId": r["rollout_id"],
-            "state": r["state"],
-            "paused": r["paused"],
-            "selector": r["selector"],
-            "release": r["release_key"],
-            "thresholds": r["thresholds"],
-            "decisions": r["decisions"],
-            "startedAt": r["started_at"],
-            "updatedAt": r["updated_at"],
-            "deadline": r["deadline_at"],
-            "outstanding": waiting[:OUTSTANDING_SHOWN],
-            "outstandingTotal": len(waiting),
-            "notInRollout": not_in,
-            "phases": progress(members),
-            "vehicles": [
-                {
-                    "vehicleId": m["vehicle_id"],
-                    "phase": m["phase"],
-                    "revision": m["revision"],
-                    "status": m["status"],
-                    "reasonCodes": m["reason_codes"],
-                }
-                for m in members
-            ],
-        }
+        return rollout_view(r, members, waiting, not_in)
 
-    def _outstanding(self, s: Any, rollout_id: str, state: str) -> list[dict[str, Any]]:
+    def _outstanding(self, s: Any, rollout_id: str, state: str) -> list[OutstandingMember]:
         """Why an active rollout waits: the members of its current phase that have not
         converged or failed, with their presence and last report."""
-        phase = {"canary": "canary", "wave": "wave", "baking": "wave"}.get(state)
+        phase = WAITS_FOR.get(state)
         if phase is None:
             return []
         m, v = self.views.rollouts.vehicles, self.views.inventory.vehicles
@@ -89,16 +74,16 @@ class RolloutReads(VehicleReads):
             .order_by(m.c.vehicle_id)
         )
         return [
-            {
-                "vehicleId": row.vehicle_id,
-                "status": row.status,
-                "reasonCodes": row.reason_codes,
-                "presence": row.presence,
-                "presenceAt": row.presence_at,
-                "lastStatus": row.last_status,
-                "lastReasonCodes": row.last_reason_codes or [],
-                "lastReportAt": row.last_report_at,
-            }
+            OutstandingMember(
+                vehicle_id=row.vehicle_id,
+                status=row.status,
+                reason_codes=row.reason_codes,
+                presence=row.presence,
+                presence_at=row.presence_at,
+                last_status=row.last_status,
+                last_reason_codes=row.last_reason_codes or [],
+                last_report_at=row.last_report_at,
+            )
             for row in found
         ]
 
@@ -126,34 +111,75 @@ class RolloutReads(VehicleReads):
             return rows(s.execute(vehicles.select().where(vehicles.c.rollout_id == rollout_id)))
 
 
-def progress(members: list[dict[str, Any]]) -> dict[str, Any]:
+def rollout_view(
+    r: dict[str, Any],
+    members: list[dict[str, Any]],
+    outstanding: list[OutstandingMember],
+    not_in_rollout: int,
+) -> Rollout:
+    """The API's rollout from its row of the rollouts view, its members' rows, what its
+    phase waits for and how many matching vehicles are not members. A rollout stored
+    before bakes existed has no `bakeSec`: it did not bake (DEFAULT_BAKE_SEC)."""
+    return Rollout(
+        **msgspec.structs.asdict(rollout_summary(r)),
+        thresholds=msgspec.convert(
+            {LIMITS["baking"]: DEFAULT_BAKE_SEC, **r["thresholds"]}, RolloutThresholds
+        ),
+        decisions=msgspec.convert(r["decisions"], list[GateDecision]),
+        deadline=r["deadline_at"],
+        outstanding=outstanding[:OUTSTANDING_SHOWN],
+        outstanding_total=len(outstanding),
+        not_in_rollout=not_in_rollout,
+        phases=progress(members),
+        vehicles=[
+            RolloutMember(
+                vehicle_id=m["vehicle_id"],
+                phase=m["phase"],
+                revision=m["revision"],
+                status=m["status"],
+                reason_codes=m["reason_codes"],
+            )
+            for m in members
+        ],
+    )
+
+
+def rollout_summary(r: dict[str, Any]) -> RolloutSummary:
+    """A rollout as GET /rollouts lists it, from its row of the rollouts view."""
+    return RolloutSummary(
+        rollout_id=r["rollout_id"],
+        state=r["state"],
+        paused=r["paused"],
+        selector=r["selector"],
+        release=r["release_key"],
+        started_at=r["started_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
     """Per phase: targeted, and counts by status; deferred and failed by reason code."""
-    phases: dict[str, Any] = {}
+    statuses: dict[str, Counter[str]] = {}
+    codes: dict[tuple[str, str], Counter[str]] = {}
     for m in members:
-        phase = phases.setdefault(
-            m["phase"],
-            {
-                "targeted": 0,
-                "pending": 0,
-                "assigned": 0,
-                "converged": 0,
-                "deferred": 0,
-                "failed": 0,
-                "rolledBack": 0,
-                "left": 0,
-                "deferredBy": Counter(),
-                "failedBy": Counter(),
-            },
+        statuses.setdefault(m["phase"], Counter())[m["status"]] += 1
+        if m["status"] in ("deferred", "failed"):
+            codes.setdefault((m["phase"], m["status"]), Counter()).update(m["reason_codes"])
+    return {
+        phase: PhaseProgress(
+            targeted=counted.total(),
+            pending=counted["pending"],
+            assigned=counted["assigned"],
+            converged=counted["converged"],
+            deferred=counted["deferred"],
+            failed=counted["failed"],
+            rolled_back=counted["rolled_back"],
+            left=counted["left"],
+            deferred_by=dict(codes.get((phase, "deferred"), {})),
+            failed_by=dict(codes.get((phase, "failed"), {})),
         )
-        phase["targeted"] += 1
-        status = "rolledBack" if m["status"] == "rolled_back" else m["status"]
-        phase[status] += 1
-        if status in ("deferred", "failed"):
-            phase[f"{status}By"].update(m["reason_codes"])
-    for phase in phases.values():
-        phase["deferredBy"] = dict(phase["deferredBy"])
-        phase["failedBy"] = dict(phase["failedBy"])
-    return phases
+        for phase, counted in statuses.items()
+    }
 
 
 def rollout_candidates(queries: RolloutReads, vehicle_ids: list[str]) -> list[dict[str, Any]]:
@@ -189,19 +215,8 @@ def vehicles_in_active_rollouts(queries: RolloutReads, vehicle_ids: list[str]) -
         return {row.vehicle_id: row.rollout_id for row in found}
 
 
-def rollouts(queries: RolloutReads, limit: int = 100) -> list[dict[str, Any]]:
+def rollouts(queries: RolloutReads, limit: int = 100) -> list[RolloutSummary]:
     table = queries.views.rollouts.rollouts
     with queries.views.store.reading() as s:
         found = rows(s.execute(table.select().order_by(table.c.started_at.desc()).limit(limit)))
-    return [
-        {
-            "rolloutId": r["rollout_id"],
-            "state": r["state"],
-            "paused": r["paused"],
-            "selector": r["selector"],
-            "release": r["release_key"],
-            "startedAt": r["started_at"],
-            "updatedAt": r["updated_at"],
-        }
-        for r in found
-    ]
+    return [rollout_summary(r) for r in found]

@@ -29,6 +29,7 @@ from muto.domain.model.rollout_states import (
     RolloutFinal,
     RolloutState,
     RolloutStateError,
+    phase_limit,
 )
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutThresholds
@@ -216,8 +217,7 @@ class Rollout(Aggregate):
         started = self.phase_started_at.get(phase)
         if started is None:
             return None
-        limit = float(self.thresholds.get(LIMITS[phase], DEFAULT_BAKE_SEC))
-        paused = self.paused_sec.get(phase, 0.0)
+        limit, paused = phase_limit(self.thresholds, phase), self.paused_sec.get(phase, 0.0)
         return phase_deadline(datetime.fromisoformat(started), limit, paused).isoformat()
 
     def record_rolled_back(

@@ -1,12 +1,15 @@
-"""A rollout's states, which are active or final, what a rollback ends and what limits
-each timed phase; and the refusal of a command the current state does not allow.
+"""A rollout's states, which are active or final, what a rollback ends, what limits
+each timed phase and whose outcomes it waits for; and the refusal of a command the
+current state does not allow.
 
 The lifecycle itself (which decision moves which state) is the Rollout aggregate's
 (rollout.py): its decision events name the state each ends in."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class RolloutState(StrEnum):
@@ -31,6 +34,14 @@ ROLLBACK_ENDS = frozenset(
 # The threshold that limits each timed phase.
 LIMITS = {"canary": "canaryDeadlineSec", "wave": "waveDeadlineSec", "baking": "bakeSec"}
 DEFAULT_BAKE_SEC = 0.0  # rollouts started before bakes existed did not bake
+# The members whose outcomes an active state waits for (a bake watches the wave's).
+WAITS_FOR = {"canary": "canary", "wave": "wave", "baking": "wave"}
+
+
+def phase_limit(thresholds: Mapping[str, Any], state: str) -> float:
+    """How long a timed state (canary, wave, baking) may last, in seconds, read from a
+    rollout's thresholds as stored (wire names)."""
+    return float(thresholds.get(LIMITS[state], DEFAULT_BAKE_SEC))
 
 
 class RolloutStateError(ValueError):
