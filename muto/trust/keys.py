@@ -3,9 +3,9 @@ and `verify`.
 
 A key id is the hex sha256 of the raw 32-byte public key, so it names the key itself
 and never depends on how the key was encoded. Trusted public keys are read and counted
-as raw bytes; cryptography (its own OpenSSL: ~8 MiB of an agent's RSS) is imported when
-a signature is first made or checked, so an agent that restarts and finds nothing new to
-verify never loads it.
+as raw bytes and signatures checked by libsodium (`verify`); cryptography (its own
+OpenSSL: ~8 MiB of RSS) is imported only to make keys and signatures, which a vehicle's
+agent never does.
 """
 
 from __future__ import annotations
@@ -79,13 +79,16 @@ def raw_public_key(pem: str | bytes) -> bytes:
 
 
 def verify(raw_key: bytes, signature: bytes, message: bytes) -> bool:
-    """Whether `signature` is the Ed25519 signature of `message` by the raw key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    """Whether `signature` is the Ed25519 signature of `message` by the raw key: every
+    signature muto checks, checked here, by libsodium (PyNaCl). It is as strict as RFC
+    8032 and stricter on keys (small-order and non-canonical ones are refused), and costs a
+    process ~1.2 MiB where cryptography's own OpenSSL costs ~9 (docs/dependencies.md)."""
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
 
     try:
-        Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, message)
-    except (InvalidSignature, ValueError):  # ValueError: not a key cryptography can load
+        VerifyKey(raw_key).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):  # bad signature; malformed key or sig
         return False
     return True
 

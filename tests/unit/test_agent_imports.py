@@ -49,8 +49,8 @@ NOT_ON_A_VEHICLE = (
     "trio",  # httpcore's trio support
     # every key format, SSH keys, ciphers: ~0.8 MiB; muto.trust.keys reads Ed25519 PEM itself
     "cryptography.hazmat.primitives.serialization",
-    # ~8 MiB with its own OpenSSL: loaded by the first signature checked (muto.trust.keys),
-    # and this agent is never sent a document
+    # ~8 MiB with its own OpenSSL: it makes keys and signatures (the cloud, the CLI); the
+    # agent checks signatures with libsodium (muto.trust.keys.verify)
     "cryptography",
 )
 
