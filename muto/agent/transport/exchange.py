@@ -190,8 +190,11 @@ class _Exchange:
             data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError as exc:
             raise HttpError(f"LocalProtocolError: {exc}") from exc
-        self._writer.write(data)
-        await self._within("WriteTimeout", self._writer.drain())
+        try:
+            self._writer.write(data)
+            await self._within("WriteTimeout", self._writer.drain())
+        except OSError as exc:  # reset while sending
+            raise HttpError(f"WriteError: {exc}") from exc
         event = await self._next_event()
         while isinstance(event, h11.InformationalResponse):  # 100 Continue and the like
             event = await self._next_event()
