@@ -2,8 +2,10 @@
 poll, replay of a 100,000-event journal, one planner decision, and the fleet simulator's
 cost per simulated agent.
 
-The real agent is `muto agent run --runtime process` as a child process against a real
-`muto cloud serve --no-mqtt`, applying a real tar.gz served over HTTP. Memory and CPU come
+The real agent is `muto agent run --runtime process` as a child process, started as
+deploy/systemd/muto-agent.service starts it (`--mqtt-url`, `--reports-via mqtt`; the
+process runtime stands in for ros2_launch, which needs ROS), against a real `muto cloud
+serve` and a Mosquitto broker, applying a real tar.gz served over HTTP. Memory and CPU come
 from /proc of the agent's pid. Every figure has a baseline measured in the same run.
 `MUTO_BENCH_SCALE=0.1` shrinks the journal, the fleet and the idle window for a quick look.
 
@@ -53,32 +55,34 @@ snapshot at the end. *Full replay* decodes and folds every record from zero
 `sqlite3` alone. plan() is timed in batches of 2,000 calls (median of 31 batches) on
 states folded from the same journal events.
 
-Where the memory goes (measured 2026-12-03 with /proc/PID/smaps, tracemalloc around each
-import, and RSS before and after each import in a fresh interpreter). Of the idle agent's
-~42 MiB: the bare interpreter is ~8.4 MiB in a plain venv, 10.7 MiB in this one (its .pth
-files, the `ros` extra's bootstrapper and the editable install's finder, import pathlib,
-re and urllib.parse); the agent imports those anyway, so its RSS is the same with and
-without the .pth files, within 0.1 MiB (`python -S`, site-packages on sys.path): the
-figures above hold for a vehicle without ROS. Imports ~29 MiB more. Native code: the Rust
-module of cryptography with its own OpenSSL (6.5-8.5 MiB, mostly file-backed code pages;
-it verifies signatures and is loaded at start-up, when the trust store's keys are read),
-the system's libcrypto/libssl for the `ssl` module (~4 MiB; asyncio and httpx import it),
-libpython's and sqlite's pages. Python objects (~14 MiB): asyncio ~1.3, httpx with the
-stdlib's email, http.client, http.cookiejar and urllib.request it imports ~2.2, typing and
-typing_extensions (msgspec) ~1.2, eventsourcing ~0.8, inspect/ast/dis ~0.7, the agent's
-own code ~1.6, muto.domain and muto.trust ~0.5. Running adds ~3.5 MiB: ~2 MiB is httpcore
-(its sync half too) and anyio's asyncio backend, which httpx imports on the first request;
-the rest the journal's state and SQLite connection, the executor thread, certifi.
-malloc_trim and a full gc.collect at idle give back 0.2 MiB: the first pass leaves nothing
-worth releasing. Until 2026-12 the trust store's keys were read with cryptography's
-`serialization` package (every key format, SSH keys, ciphers: 0.7-0.9 MiB of the
-agent's RSS, same-run A/B of the imports); muto.trust.keys now reads the one format it
-accepts, an Ed25519 SubjectPublicKeyInfo, and hands the raw key to cryptography. What
-stands between this and 40 MiB is the HTTP stack: an httpx transport on asyncio streams
-and h11 (httpx's API kept) would save the ~2 MiB of httpcore and anyio; a cryptography
-built against the system's OpenSSL would share ~3 MiB with `ssl`. Until 2026-12 `muto
-agent run` built every subcommand's parser and so imported the cloud's stack (the *whole
-CLI* row): 75.8 MiB at idle.
+Where the memory goes (measured 2026-12-03 with /proc/PID/smaps per mapping, tracemalloc
+around each import, and RSS before and after each import in an interpreter that has the
+agent's other modules). Of the restarted idle agent's ~33 MiB: anonymous memory ~18.5 MiB
+(Python objects in pymalloc's arenas ~13, malloc's heap ~5.5: code objects, dicts,
+SQLite's caches), libpython ~5.1 MiB of file-backed pages, the system's libcrypto and
+libssl ~4 MiB (the `ssl` module: asyncio imports it, the agent's TLS needs it), libc,
+libm and the loader ~2.1, SQLite ~1.2, msgspec and the stdlib's extension modules ~2. The
+bare interpreter is 8.4 MiB in a plain venv, 10.7 MiB in this one (its .pth files; the
+agent imports what they import anyway). Python objects by import: asyncio ~1.3,
+eventsourcing ~0.8 (on top of the stdlib it shares), aiomqtt and paho ~1 plus the
+urllib.request, email and http.client paho imports ~1.2, h11 ~0.3, the agent's own code
+~1.6, muto.domain and muto.trust ~0.5. Where it went (same-machine A/B, 2026-12): httpx
+cost 2.8 MiB at import (email, http.client, http.cookiejar, idna, mimetypes,
+urllib.request) and httpcore, anyio and certifi 3.7 MiB more on the first request; the
+agent's own client is h11 on asyncio streams (muto/agent/transport/exchange.py), 0.3-0.5
+MiB, and httpx is loaded only where an HTTP(S)_PROXY is configured (as shipped, with
+MQTT, paho imports urllib.request, email and http.client anyway: ~5 MiB saved, not 6.5).
+cryptography costs ~8 MiB when imported (its Rust module with its own OpenSSL: 5-7 MiB of
+file-backed code pages, how many depends on the page cache, the rest relocations and
+Python) and ~1 MiB more once used; it was loaded at start-up to read the trust store's
+keys. Keys are now kept as raw bytes and signatures checked by PyNaCl (libsodium, ~1.2
+MiB once the first signature is checked): the agent never loads cryptography. With
+cryptography doing the checks, an agent that had verified a document (idle after an
+apply, before a restart) measured 42.5 MiB in this bench. Tried and not adopted: MALLOC_ARENA_MAX=1
+(-0.5 MiB), MALLOC_TRIM_THRESHOLD_ (nothing), PYTHONMALLOC=malloc (+0.7 MiB); malloc_trim
+and a full gc.collect at idle give back 0.2 MiB. Until 2026-12 `muto agent run` built
+every subcommand's parser and so imported the cloud's stack (the *whole CLI* row): 75.8
+MiB at idle; then 41.7 MiB without MQTT (httpx, cryptography at start-up).
 
 Where the replay's time goes (cProfile of a full replay): reading the rows in SQLite
 ~20 %, msgspec decoding each record twice (the chained entry, then the event, whose

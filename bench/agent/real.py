@@ -1,5 +1,6 @@
 """The real agent: `muto agent run --runtime process` as a child process, applying a real
-tar.gz, then idle; its memory and CPU from /proc."""
+tar.gz, then idle; its memory and CPU from /proc. It runs as deploy/systemd's unit starts
+it: HTTP to the cloud, MQTT to the broker (notifications, reports via MQTT)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ from eventsourcing.persistence import OperationalError
 from bench.agent.common import IDLE_S, PAYLOAD_MB, PYTHON, wait_for
 from bench.agent.fleet import child, child_result
 from bench.agent.procfs import cpu_of, cpu_share, reset_peak, status_kb, tick_share
-from bench.agent.services import Cloud, artifact_server, baseline_processes, cloud_service
+from bench.agent.services import (
+    Cloud,
+    artifact_server,
+    baseline_processes,
+    cloud_service,
+    mqtt_broker,
+)
 from muto.agent.journal import Journal, JournalState
 from muto.agent.journal import events as ev
 from muto.domain.release import (
@@ -69,6 +76,7 @@ def release_archive(directory: Path, base_url: str) -> StackRelease:
 class RealAgent:
     data: Path
     cloud: Cloud
+    mqtt_url: str
     vehicle_id: str = "bench-car"
     proc: subprocess.Popen[bytes] | None = None
 
@@ -79,7 +87,8 @@ class RealAgent:
 
     def start(self, poll_s: float, token: str | None = None) -> None:
         argv = [PYTHON, "-m", "muto.cli", "agent", "run", "--vehicle-id", self.vehicle_id,
-                "--cloud-url", self.cloud.url, "--data-dir", str(self.data),
+                "--cloud-url", self.cloud.url, "--mqtt-url", self.mqtt_url,
+                "--reports-via", "mqtt", "--data-dir", str(self.data),
                 "--runtime", "process", "--poll-s", str(poll_s)]  # fmt: skip
         env = dict(os.environ)
         if token:  # the first start provisions the token and the trust store
@@ -122,6 +131,7 @@ class RealAgent:
 class ApplyFigures:
     before_kb: int  # RSS at idle just before the desired state was assigned
     peak_kb: int  # VmHWM from then until converged and reported
+    after_kb: int  # RSS at idle after the apply, before any restart
     seconds: float  # assignment to converged report delivered (includes the poll wait)
     apply_sec: float | None
     readiness_sec: float | None
@@ -148,12 +158,15 @@ def measure_apply(agent: RealAgent, release: StackRelease, token: str) -> ApplyF
     state = wait_for(converged, "the agent to converge")
     seconds = time.monotonic() - began
     peak = status_kb(agent.pid, "VmHWM")
+    time.sleep(5)
+    after = status_kb(agent.pid, "VmRSS")
     if agent.stop() != 0:
         raise RuntimeError("the agent did not exit 0 on SIGTERM")
     last = state.last_apply
     return ApplyFigures(
         before,
         peak,
+        after,
         seconds,
         last.apply_sec if last else None,
         last.readiness_sec if last else None,
@@ -207,12 +220,16 @@ def real_agent() -> tuple[ApplyFigures, IdleFigures, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="muto-bench-agent-") as tmp:
         root = Path(tmp)
         (root / "artifacts").mkdir()
-        with cloud_service(root) as cloud, artifact_server(root / "artifacts") as base_url:
+        with (
+            mqtt_broker(root) as mqtt_url,
+            cloud_service(root, mqtt_url) as cloud,
+            artifact_server(root / "artifacts") as base_url,
+        ):
             release = release_archive(root / "artifacts", base_url)
             cloud.call("POST", "/releases", to_builtins(sign_release(release, [cloud.signer])))
             cloud.call("POST", "/vehicles", {"vehicleId": "bench-car", "labels": {"model": "m3"}})
             token = cloud.call("POST", "/tokens", {"role": "vehicle", "vehicleId": "bench-car"})
-            agent = RealAgent(root / "agent", cloud)
+            agent = RealAgent(root / "agent", cloud, mqtt_url)
             agent.data.mkdir()
             (agent.data / "vehicle-state.json").write_bytes(encode(VehicleState()))
             try:

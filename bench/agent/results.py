@@ -24,7 +24,8 @@ def memory_results(applied: ApplyFigures, idle: IdleFigures) -> list[Result]:
             "Agent RSS at idle",
             idle.agent_kb / mb,
             "MiB",
-            f"`muto agent run --runtime process --poll-s 30`, converged, its stack running; "
+            f"`muto agent run --runtime process --poll-s 30 --mqtt-url URL --reports-via "
+            f"mqtt` (as deploy/systemd starts it), restarted, converged, its stack running; "
             f"after {IDLE_S:.0f} s idle ({idle.agent_kb_start / mb:.1f} MiB at the start of "
             f"that window); {idle.threads} threads",
             "process with `muto agent run`'s imports, running nothing",
@@ -41,12 +42,21 @@ def memory_results(applied: ApplyFigures, idle: IdleFigures) -> list[Result]:
             applied.before_kb / mb,
         ),
         Result(
+            "Agent RSS at idle after an apply, before a restart",
+            applied.after_kb / mb,
+            "MiB",
+            "the process of the apply above, 5 s after it converged and reported: it has "
+            "checked signatures, so it holds cryptography (its own OpenSSL) until it restarts",
+            "idle after a restart (first row)",
+            idle.agent_kb / mb,
+        ),
+        Result(
             "Imports of `muto agent run`",
             base["cli"] / mb,
             "MiB",
-            "a process that imports what `muto agent run --runtime process` has imported "
-            "before it runs (its subcommand's parser, `muto.agent.compose`, the process "
-            "runtime; httpx's CLI and trio refused), then sleeps",
+            "a process that imports what `muto agent run --runtime process --mqtt-url URL` "
+            "has imported before it runs (its subcommand's parser, `muto.agent.compose`, the "
+            "process runtime, the MQTT link; httpx's CLI and trio refused), then sleeps",
             "bare interpreter (`python -c` sleeping)",
             base["bare"] / mb,
         ),

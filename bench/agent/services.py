@@ -1,4 +1,5 @@
-"""The services around a real agent: the cloud, an artifact server, baseline processes."""
+"""The services around a real agent: an MQTT broker, the cloud, an artifact server,
+baseline processes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import httpx
 
 from bench.agent.common import PYTHON, wait_for
 from muto.domain.wire import encode
-from muto.sim.services import free_port, prepare_cloud
+from muto.sim.services import MosquittoBroker, free_port, prepare_cloud, wait_for_port
 
 
 @dataclass
@@ -35,14 +36,35 @@ class Cloud:
 
 
 @contextmanager
-def cloud_service(root: Path) -> Iterator[Cloud]:
-    """`muto cloud serve --no-mqtt` on a fresh SQLite data dir (prepare_cloud's keys)."""
+def mqtt_broker(root: Path) -> Iterator[str]:
+    """Mosquitto on a free loopback port (the broker a vehicle's agent talks to): its URL."""
+    binary = MosquittoBroker.binary()
+    if binary is None:
+        raise RuntimeError("the agent bench needs mosquitto (apt-get install mosquitto)")
+    port = free_port()
+    config = root / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    with (root / "mosquitto.log").open("ab") as log:
+        proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)
+    try:
+        wait_for_port(port)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def cloud_service(root: Path, mqtt_url: str) -> Iterator[Cloud]:
+    """`muto cloud serve` with its MQTT bridge on a fresh SQLite data dir (prepare_cloud's
+    keys)."""
     operator, trust, signer, release_pub = prepare_cloud(root)
     trust_file = root / "trust.json"
     trust_file.write_bytes(encode(trust))
     port = free_port()
     argv = [PYTHON, "-m", "muto.cli", "cloud", "serve", "--data-dir", str(root / "cloud"),
-            "--port", str(port), "--no-mqtt", "--release-key", str(release_pub)]  # fmt: skip
+            "--port", str(port), "--mqtt-url", mqtt_url,
+            "--release-key", str(release_pub)]  # fmt: skip
     with (root / "cloud.log").open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -84,10 +106,11 @@ def artifact_server(directory: Path) -> Iterator[str]:
 SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(1e6)"
 BASELINES = {
     "bare": SLEEP,
-    # What `muto agent run --runtime process` imports before it runs (muto/agent/cli.py).
+    # What `muto agent run --runtime process --mqtt-url URL` imports before it runs
+    # (muto/agent/cli.py; the MQTT link's module when the agent wires it).
     "cli": "from muto.cli import build_parser\nbuild_parser('agent')\n"
     "from muto.agent.cli import skip_unused_optional_imports\nskip_unused_optional_imports()\n"
-    "import muto.agent.compose, muto.agent.runtime.process\n" + SLEEP,
+    "import muto.agent.compose, muto.agent.runtime.process, muto.agent.transport.mqtt\n" + SLEEP,
     "all": "from muto.cli import build_parser\nbuild_parser()\nimport muto.agent.compose\n" + SLEEP,
     "timers": "import asyncio\nprint('ready', flush=True)\n"
     "async def main():\n    while True:\n        await asyncio.sleep(5)\nasyncio.run(main())",

@@ -19,8 +19,9 @@ MIB = 1024 * 1024
 # Optional modules the agent's libraries import whenever they are installed (as they are
 # beside the cloud and the tests), which this asyncio-only process never uses: httpx's
 # command-line client (rich, click, pygments) and httpcore's trio support (trio, attrs,
-# sortedcontainers): together ~8 MB of an idle agent's RSS. Each library catches the
-# ImportError and leaves that feature out.
+# sortedcontainers): together ~8 MB of RSS. The agent loads httpx only behind an
+# HTTP(S)_PROXY (muto/agent/transport/exchange.py). Each library catches the ImportError
+# and leaves that feature out.
 UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
 TOKEN_ENV = "MUTO_AGENT_TOKEN"
 TOKEN_ARGV_REMOVED = (
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"muto agent: {TOKEN_ARGV_REMOVED}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # behind a proxy: not a line per poll
     try:
         token = given_token(args.token_file, os.environ)
     except (OSError, ValueError) as exc:

@@ -15,9 +15,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from muto.agent.agent import Agent
 from muto.agent.artifacts import CachedArtifacts, SimulatedArtifacts
@@ -39,6 +37,9 @@ from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import TrustConfig
 from muto.trust.files import PRIVATE_FILE_MODE, atomic_write, private_dir
+
+if TYPE_CHECKING:
+    import httpx
 
 TOKEN_FILE = "token"
 STATE_FILE = "vehicle-state.json"

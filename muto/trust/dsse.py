@@ -10,12 +10,10 @@ import base64
 import hashlib
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidSignature
-
 from muto.domain.desired import Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
-from muto.trust.keys import Signer
+from muto.trust.keys import Signer, verify
 from muto.trust.keyset import KeySet
 
 RELEASE_TYPE = "application/vnd.muto.release.v1+json"
@@ -90,8 +88,9 @@ def open_envelope(envelope: Envelope, payload_type: str, keyset: KeySet) -> byte
         if key is None or signature.keyid in counted:
             continue
         try:
-            key.verify(_strict_b64(signature.sig, "signature"), message)
-        except (InvalidSignature, ReasonError):
+            if not verify(key, _strict_b64(signature.sig, "signature"), message):
+                continue
+        except ReasonError:  # not canonical base64
             continue
         counted.add(signature.keyid)
     if len(counted) < max(keyset.threshold, 1):  # never zero signatures, whatever the config

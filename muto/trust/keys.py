@@ -1,7 +1,11 @@
-"""Ed25519 keys: generation, PEM files, key ids, and the `Signer` used for every signature.
+"""Ed25519 keys: generation, PEM files, key ids, the `Signer` used for every signature
+and `verify`.
 
 A key id is the hex sha256 of the raw 32-byte public key, so it names the key itself
-and never depends on how the key was encoded.
+and never depends on how the key was encoded. Trusted public keys are read and counted
+as raw bytes and signatures checked by libsodium (`verify`); cryptography (its own
+OpenSSL: ~8 MiB of RSS) is imported only to make keys and signatures, which a vehicle's
+agent never does.
 """
 
 from __future__ import annotations
@@ -12,11 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING
 
 from muto.domain.desired import Signature
 from muto.trust.files import (
@@ -26,6 +26,12 @@ from muto.trust.files import (
     private_dir,
     write_new,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 PRIVATE_KEY_MODE = PRIVATE_FILE_MODE
 # An Ed25519 SubjectPublicKeyInfo in DER is always this 12-byte header (SEQUENCE,
@@ -42,7 +48,11 @@ class KeyFileError(ValueError):
 
 
 def keyid(public_key: Ed25519PublicKey) -> str:
-    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()
+    return raw_keyid(public_key.public_bytes_raw())
+
+
+def raw_keyid(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> str:
@@ -51,10 +61,16 @@ def public_pem(public_key: Ed25519PublicKey) -> str:
 
 
 def load_public_pem(pem: str | bytes) -> Ed25519PublicKey:
-    """The Ed25519 key of a PEM SubjectPublicKeyInfo. Read here rather than with
-    cryptography's `serialization`, whose import (every key format, SSH, ciphers) costs
-    the agent ~1.3 MiB of RSS; the key itself is still cryptography's, and a key of any
-    other algorithm or encoding is refused."""
+    """The Ed25519 key of a PEM SubjectPublicKeyInfo, as cryptography's key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(raw_public_key(pem))
+
+
+def raw_public_key(pem: str | bytes) -> bytes:
+    """The raw 32-byte key of an Ed25519 PEM SubjectPublicKeyInfo. Read here rather than
+    with cryptography's `serialization`, whose import (every key format, SSH, ciphers)
+    costs ~1.3 MiB of RSS; a key of any other algorithm or encoding is refused."""
     data = pem.encode() if isinstance(pem, str) else pem
     found = PEM_PUBLIC_KEY.search(data)
     if found is None:
@@ -65,7 +81,22 @@ def load_public_pem(pem: str | bytes) -> Ed25519PublicKey:
         raise KeyFileError(f"not a PEM public key: {exc}") from None
     if len(der) != len(ED25519_SPKI_HEADER) + 32 or not der.startswith(ED25519_SPKI_HEADER):
         raise KeyFileError("not an Ed25519 public key (RFC 8410 SubjectPublicKeyInfo)")
-    return Ed25519PublicKey.from_public_bytes(der[len(ED25519_SPKI_HEADER) :])
+    return der[len(ED25519_SPKI_HEADER) :]
+
+
+def verify(raw_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is the Ed25519 signature of `message` by the raw key: every
+    signature muto checks, checked here, by libsodium (PyNaCl). It is as strict as RFC
+    8032 and stricter on keys (small-order and non-canonical ones are refused), and costs a
+    process ~1.2 MiB where cryptography's own OpenSSL costs ~9 (docs/dependencies.md)."""
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    try:
+        VerifyKey(raw_key).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):  # bad signature; malformed key or sig
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,8 @@ class Signer:
 
     @classmethod
     def generate(cls) -> Signer:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls.from_private_key(Ed25519PrivateKey.generate())
 
     @classmethod
@@ -87,6 +120,7 @@ class Signer:
     def load(cls, path: Path) -> Signer:
         from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives import serialization  # signing side only
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from muto.domain.wire import Wire
-from muto.trust.keys import KeyFileError, keyid, load_public_pem
+from muto.trust.keys import KeyFileError, raw_keyid, raw_public_key
 
 
 class KeySet(Wire, frozen=True, kw_only=True):
@@ -31,7 +30,7 @@ class KeySet(Wire, frozen=True, kw_only=True):
         if self.threshold > distinct:
             raise ValueError(f"threshold {self.threshold} exceeds {distinct} distinct keys")
 
-    def trusted(self) -> dict[str, Ed25519PublicKey]:
-        """Key id -> public key."""
-        keys = (load_public_pem(pem) for pem in self.keys)
-        return {keyid(key): key for key in keys}
+    def trusted(self) -> dict[str, bytes]:
+        """Key id -> raw public key (muto.trust.keys.verify checks a signature with it)."""
+        keys = (raw_public_key(pem) for pem in self.keys)
+        return {raw_keyid(key): key for key in keys}

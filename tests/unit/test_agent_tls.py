@@ -1,5 +1,6 @@
 """The agent's client TLS context: trust anchors load on the first handshake, and
-verification stays as strict as httpx's default (muto/agent/transport/tls.py)."""
+verification stays as strict as httpx's default (muto/agent/transport/tls.py), through
+the agent's own HTTP client (muto/agent/transport/exchange.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import ipaddress
 import ssl
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from muto.agent.transport.exchange import DirectHttp, HttpError
 from muto.agent.transport.tls import OnDemandTrust, client_tls
 
 
@@ -52,7 +53,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def get_over_tls(cert: Path, key: Path, context: ssl.SSLContext) -> int:
-    """GET / from a one-route HTTPS server on 127.0.0.1 through an httpx client."""
+    """GET / from a one-route HTTPS server on 127.0.0.1 through the agent's client."""
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
 
@@ -69,8 +70,9 @@ async def get_over_tls(cert: Path, key: Path, context: ssl.SSLContext) -> int:
     server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(verify=context) as client:
-            return (await client.get(f"https://127.0.0.1:{port}/")).status_code
+        url = f"https://127.0.0.1:{port}/"
+        async with DirectHttp(context).stream("GET", url, headers={}, timeout_s=10) as answer:
+            return answer.status_code
     finally:
         server.close()
 
@@ -81,7 +83,7 @@ def test_the_anchors_load_on_the_first_handshake_not_before(
     cert, key = self_signed(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # as a depot with its own CA sets it
     context = OnDemandTrust(ssl.PROTOCOL_TLS_CLIENT)
-    httpx.AsyncClient(verify=context)  # building a client loads nothing
+    DirectHttp(context)  # building a client loads nothing
     assert context.cert_store_stats()["x509_ca"] == 0
     assert asyncio.run(get_over_tls(cert, key, context)) == 200
     assert context.cert_store_stats()["x509_ca"] == 1
@@ -91,5 +93,5 @@ def test_a_certificate_outside_the_anchors_is_refused(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     context = client_tls()  # certifi's bundle: this certificate is in none of it
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(HttpError, match=r"ConnectError: .*CERTIFICATE_VERIFY_FAILED"):
         asyncio.run(get_over_tls(cert, key, context))

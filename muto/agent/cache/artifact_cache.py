@@ -6,18 +6,20 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from weakref import WeakValueDictionary
-
-import httpx
 
 from muto.agent.cache.download import Timeouts, fetch
 from muto.agent.cache.eviction import Evictable, Room, plan_evictions
 from muto.agent.cache.layout import Layout, StoredFile, UseClock, commit, digest_of, hex_of
-from muto.agent.transport.tls import client_tls
+from muto.agent.transport.exchange import Exchanges, exchanges_of
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact
 from muto.trust.artifacts import verify_file
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class ArtifactCache:
         root: Path,
         budget_bytes: int,
         *,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | Exchanges | None = None,
         read_timeout_s: float = 30,
         total_timeout_s: float = 600,
         free_disk: Callable[[], int] | None = None,
@@ -69,7 +71,7 @@ class ArtifactCache:
             raise ValueError("budget_bytes must be >= 0")
         self.budget_bytes = budget_bytes
         self._layout = Layout(root)
-        self._client = client
+        self._client = client  # None: a client of our own for each download
         self._timeouts = Timeouts(read_s=read_timeout_s, total_s=total_timeout_s)
         self._free_disk = free_disk
         self._pinned = self._layout.load_pins()
@@ -150,11 +152,12 @@ class ArtifactCache:
                 blob.unlink(missing_ok=True)  # corrupted on disk: fetch it again
         self._make_room(key, artifact.size)
         partial = self._layout.partial(key)
-        if self._client is None:
-            async with httpx.AsyncClient(verify=client_tls()) as client:
-                await fetch(client, url, headers, artifact, partial, self._timeouts)
-        else:
-            await fetch(self._client, url, headers, artifact, partial, self._timeouts)
+        http = exchanges_of(self._client, self._timeouts.read_s)
+        try:
+            await fetch(http, url, headers, artifact, partial, self._timeouts)
+        finally:
+            if self._client is None:
+                await http.aclose()
         await asyncio.to_thread(commit, partial, blob)
         self._clock.touch(blob)
         return blob

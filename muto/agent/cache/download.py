@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import httpx
-
+from muto.agent.transport.exchange import Exchanges, HttpError, Stalled
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact
@@ -51,7 +50,7 @@ def failed(artifact: Artifact, detail: str) -> ReasonError:
 
 
 async def fetch(
-    client: httpx.AsyncClient,
+    client: Exchanges,
     url: str,
     headers: Mapping[str, str],
     artifact: Artifact,
@@ -76,9 +75,9 @@ async def fetch(
         raise
     except TimeoutError as exc:
         raise failed(artifact, f"not complete within {timeouts.total_s}s") from exc
-    except httpx.TimeoutException as exc:
-        raise failed(artifact, f"no bytes for {timeouts.read_s}s ({type(exc).__name__})") from exc
-    except (httpx.HTTPError, httpx.InvalidURL, _KeepPartial) as exc:
+    except Stalled as exc:
+        raise failed(artifact, f"no bytes for {timeouts.read_s}s ({exc})") from exc
+    except (HttpError, _KeepPartial) as exc:
         raise failed(artifact, f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:  # writing the partial
         if exc.errno == errno.ENOSPC:
@@ -94,7 +93,7 @@ async def fetch(
 
 
 async def _stream(
-    client: httpx.AsyncClient,
+    client: Exchanges,
     url: str,
     headers: Mapping[str, str],
     verifier: ArtifactVerifier,
@@ -102,17 +101,14 @@ async def _stream(
     timeouts: Timeouts,
 ) -> ArtifactVerifier:
     artifact, offset = verifier.artifact, verifier.size
-    request_headers = httpx.Headers(headers)
     # Byte offsets must count the artifact's own bytes, not a compressed encoding.
+    skip = ("accept-encoding", "range")
+    request_headers = {k: v for k, v in headers.items() if k.lower() not in skip}
     request_headers["Accept-Encoding"] = "identity"
     if offset:
         request_headers["Range"] = f"bytes={offset}-"
     async with client.stream(
-        "GET",
-        url,
-        headers=request_headers,
-        timeout=httpx.Timeout(timeouts.read_s),
-        follow_redirects=True,
+        "GET", url, headers=request_headers, timeout_s=timeouts.read_s, follow_redirects=True
     ) as response:
         status = response.status_code
         if status == 416:
@@ -127,7 +123,7 @@ async def _stream(
         with _append(partial) as f:
             if verifier.size == 0:
                 f.truncate(0)
-            async for chunk in response.aiter_raw():
+            async for chunk in response.body:
                 verifier.update(chunk)  # raises the moment bytes pass the declared size
                 f.write(chunk)
     return verifier

@@ -4,8 +4,9 @@ reports. Every failure is a value, never an exception: the caller decides what t
 Every answer is streamed, never read whole: a bundle of more than MAX_BUNDLE_BYTES is
 refused (reported as VERIFY_SIGNATURE_FAILED, like any bundle that cannot be verified),
 and only the first MAX_ANSWER_BYTES of an answer to a report are read. Each exchange must
-finish within `total_timeout_s` (TOTAL_TIMEOUT_S) on top of httpx's per-read timeout, so
-neither an endless nor a trickling body holds the agent or its memory.
+finish within `total_timeout_s` (TOTAL_TIMEOUT_S) on top of the per-read timeout, so
+neither an endless nor a trickling body holds the agent or its memory. The exchanges are
+the agent's own HTTP client's, or an httpx client's when one is given (exchange.py).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
 
-from muto.agent.transport.tls import client_tls
+from muto.agent.transport.exchange import Answer, Exchanges, HttpError, exchanges_of
 from muto.domain.desired import DesiredStateBundle
 from muto.domain.wire import WireError, decode
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("muto.agent")
 TIMEOUT_S = 10.0  # connect, and each read: the longest silence tolerated
@@ -94,7 +98,7 @@ class CloudClient:
         vehicle_id: str,
         token: str | None,
         *,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | Exchanges | None = None,
         timeout_s: float = TIMEOUT_S,
         total_timeout_s: float = TOTAL_TIMEOUT_S,
         max_bundle_bytes: int = MAX_BUNDLE_BYTES,
@@ -103,7 +107,7 @@ class CloudClient:
         self.vehicle_id = vehicle_id
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._own = client is None  # a shared client (the simulator's) is not ours to close
-        self._client = client or httpx.AsyncClient(timeout=timeout_s, verify=client_tls())
+        self._http = exchanges_of(client, timeout_s)
         self._timeout = timeout_s
         self._total_timeout = total_timeout_s
         self.max_bundle_bytes = max_bundle_bytes
@@ -112,29 +116,22 @@ class CloudClient:
         headers = {**self._headers, "Accept-Encoding": "identity"}  # the cap counts wire bytes
         if etag:
             headers["If-None-Match"] = etag
-        request = self._client.build_request(
-            "GET",
-            f"{self.base_url}/desired-states/latest",
-            params={"vehicleId": self.vehicle_id},
-            headers=headers,
-            timeout=self._timeout,
-        )
+        url = f"{self.base_url}/desired-states/latest?{urlencode({'vehicleId': self.vehicle_id})}"
         try:
-            async with asyncio.timeout(self._total_timeout):
-                response = await self._client.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    if status != 200:
-                        return _not_fetched(status)
-                    encoded = _encoded(response)
-                    body = b"" if encoded else await read_capped(response, self.max_bundle_bytes)
-                finally:
-                    await response.aclose()
+            async with (
+                asyncio.timeout(self._total_timeout),
+                self._http.stream("GET", url, headers=headers, timeout_s=self._timeout) as answer,
+            ):
+                status = answer.status_code
+                if status != 200:
+                    return _not_fetched(status)
+                encoded = _encoded(answer)
+                body = b"" if encoded else await read_capped(answer, self.max_bundle_bytes)
         except TimeoutError:
             return NotFetched("unreachable", f"no complete answer within {self._total_timeout}s")
-        except httpx.HTTPError as exc:
-            return NotFetched("unreachable", f"{type(exc).__name__}: {exc}")
-        etag = response.headers.get("etag")
+        except HttpError as exc:
+            return NotFetched("unreachable", str(exc))
+        etag = answer.headers.get("etag")
         if encoded:
             problem = f"answered with Content-Encoding {encoded!r}; asked for identity"
             return Fetched(None, etag, None, None, problem)
@@ -144,42 +141,38 @@ class CloudClient:
         return _fetched(body, etag)
 
     async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
-        request = self._client.build_request(
-            "POST",
-            f"{self.base_url}/reports/{kind}",
-            content=body,
-            headers={
-                **self._headers,
-                "Content-Type": "application/json",
-                "Accept-Encoding": "identity",
-            },
-            timeout=self._timeout,
-        )
+        headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+        }
+        url = f"{self.base_url}/reports/{kind}"
         try:
-            async with asyncio.timeout(self._total_timeout):
-                response = await self._client.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    if 200 <= status < 300:
-                        return "ack", f"HTTP {status}"
-                    if status >= 500 or status in RETRY_STATUSES:
-                        after = retry_after_s(response.headers.get("retry-after"))
-                        if after is not None:
-                            wait = RetryLater(f"HTTP {status}, retry after {after:g} s", after)
-                            return "retry", wait
-                        return "retry", f"HTTP {status}"
-                    answer = await read_head(response, MAX_ANSWER_BYTES)
-                finally:
-                    await response.aclose()  # the rest of the body is never read
+            async with (
+                asyncio.timeout(self._total_timeout),
+                self._http.stream(
+                    "POST", url, headers=headers, content=body, timeout_s=self._timeout
+                ) as answer,
+            ):  # leaving it closes the exchange: the rest of the body is never read
+                status = answer.status_code
+                if 200 <= status < 300:
+                    return "ack", f"HTTP {status}"
+                if status >= 500 or status in RETRY_STATUSES:
+                    after = retry_after_s(answer.headers.get("retry-after"))
+                    if after is not None:
+                        wait = RetryLater(f"HTTP {status}, retry after {after:g} s", after)
+                        return "retry", wait
+                    return "retry", f"HTTP {status}"
+                head = await read_head(answer, MAX_ANSWER_BYTES)
         except TimeoutError:
             return "retry", f"no complete answer within {self._total_timeout}s"
-        except httpx.HTTPError as exc:
-            return "retry", f"{type(exc).__name__}: {exc}"
-        return "drop", f"HTTP {status}: {answer.decode(errors='replace')[:200]}"
+        except HttpError as exc:
+            return "retry", str(exc)
+        return "drop", f"HTTP {status}: {head.decode(errors='replace')[:200]}"
 
     async def aclose(self) -> None:
         if self._own:
-            await self._client.aclose()
+            await self._http.aclose()
 
 
 def _not_fetched(status: int) -> NotFetched:
@@ -193,14 +186,14 @@ def _not_fetched(status: int) -> NotFetched:
     return NotFetched("unreachable", f"HTTP {status}")
 
 
-def _encoded(response: httpx.Response) -> str | None:
+def _encoded(response: Answer) -> str | None:
     """The Content-Encoding of an answer that is not identity (we ask for identity): such
     a body is never decoded, so a small compressed answer cannot expand in memory."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
     return None if encoding in ("", "identity") else encoding
 
 
-async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+async def read_capped(response: Answer, limit: int) -> bytes | None:
     """The whole body, or None as soon as it is known to exceed `limit` bytes (by its
     Content-Length, or by counting): never more than `limit` + one chunk in memory.
     Only for identity-encoded answers (see `_encoded`)."""
@@ -208,20 +201,20 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
     if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.body:
         body += chunk
         if len(body) > limit:
             return None
     return bytes(body)
 
 
-async def read_head(response: httpx.Response, limit: int) -> bytes:
+async def read_head(response: Answer, limit: int) -> bytes:
     """At most the first `limit` bytes of the body; the rest is left unread (nothing of an
     encoded body: it would be decoded)."""
     head = bytearray()
     if _encoded(response):
         return b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.body:
         head += chunk[: limit - len(head)]
         if len(head) >= limit:
             break
