@@ -80,5 +80,5 @@ class AuditTimeline(Projection):
     def flush(self, session: Session) -> None:
         """Insert-only: the batch's rows go in one executemany."""
         if self._pending:
-            session.connection().exec_driver_sql(self._insert.sql(session), self._pending)
+            self._insert.write(session, self._pending)  # `data` is JSON text already
             self._pending = []
