@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update, event_data, event_type
+from muto.projections.base import Projection, Update, event_data, event_type, id_text
 from muto.projections.rows import DriverInsert
 
 _encode = msgspec.json.Encoder().encode
@@ -64,7 +64,7 @@ class AuditTimeline(Projection):
                 position,
                 at.isoformat(),
                 event_type(event),
-                str(getattr(event, "originator_id")),  # noqa: B009
+                id_text(getattr(event, "originator_id")),  # noqa: B009
                 getattr(event, "originator_version"),  # noqa: B009
                 fields.get("vehicle_id"),
                 rollout_id,
