@@ -55,15 +55,21 @@ Third round of issue #16 (2026-12-03, branch `store`). The machine's load was 9-
 on 2 cores the whole afternoon, so wall-clock figures and even CPU time moved 20-50 %
 between identical runs; the A/B figures below are instruction counts (valgrind
 callgrind, deterministic whatever the load), main's code against this, on the same
-fixture log.
+fixture log. Three runs of this bench, 14:48-15:03 at load 17-23 (PostgreSQL and
+valgrind jobs on the machine), gave SQLite / PostgreSQL: 1 writer 1.39-4.24x /
+0.92-1.06x, group commit 0.32-1.14x / 0.98-1.57x, catch-up 0.23-0.36x / 0.14-0.22x:
+at that load a commit (fsync) waits far longer than the Python around it, so the
+append ratios say little about the code. The table is the third run. Main's code at
+load 5 the same day (13:58): 0.47x / 0.55x, 0.26x / 0.42x, 0.23x / 0.088x.
 
 - *Append, 1 writer*: the commit (SQLite: the WAL fsync; PostgreSQL: the server's WAL
   flush) and then the command. A save on PostgreSQL is now one statement, the append
   function (`muto_events_append`: table lock, NOTIFY, INSERT of every row, the version
   check) on an autocommit connection, instead of a four-statement psycopg pipeline:
   the process's CPU per single-event append fell from ~1,140 to ~990 µs in one A/B
-  at load 12 (noisy; PostgreSQL's plain SQL ~340 µs); what is left of psycopg there is adapting the six arrays (its Python
-  `upgrade`/`dump` of each list, about half the save).
+  at load 12 (noisy; PostgreSQL's plain SQL ~340 µs); what is left of psycopg there
+  is adapting the six arrays (its Python `upgrade`/`dump` of each list, about half
+  the save).
 - *Append, group commit*: SQLite, writer thread (cProfile on thread CPU time): the
   command ~53 % (the library's `trigger_event`/`mutate`/`apply` ~25 %, the cached
   aggregate and `UnitOfWork.find` ~11 %, encoding ~5 %), the save ~35 % (commit,
