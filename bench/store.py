@@ -55,12 +55,13 @@ Third round of issue #16 (2026-12-03, branch `store`). The machine's load was 9-
 on 2 cores the whole afternoon, so wall-clock figures and even CPU time moved 20-50 %
 between identical runs; the A/B figures below are instruction counts (valgrind
 callgrind, deterministic whatever the load), main's code against this, on the same
-fixture log. Three runs of this bench, 14:48-15:03 at load 17-23 (PostgreSQL and
-valgrind jobs on the machine), gave SQLite / PostgreSQL: 1 writer 1.39-4.24x /
-0.92-1.06x, group commit 0.32-1.14x / 0.98-1.57x, catch-up 0.23-0.36x / 0.14-0.22x:
-at that load a commit (fsync) waits far longer than the Python around it, so the
-append ratios say little about the code. The table is the third run. Main's code at
-load 5 the same day (13:58): 0.47x / 0.55x, 0.26x / 0.42x, 0.23x / 0.088x.
+fixture log. Six runs of this bench on this code: three at 14:48-15:03, load 17-23
+(valgrind and PostgreSQL jobs), where a commit (fsync) waits so long that the append
+ratios say nothing about the code (SQLite 1 writer up to 4.24x); three at 15:16-15:18,
+load 4.5-7.5, the table being the first: SQLite / PostgreSQL 1 writer 0.45-0.54x /
+0.46-0.69x, group commit 0.21-0.32x / 0.43-0.66x, catch-up 0.28x (all three) /
+0.16-0.21x. Main's code at load 5 the same day (13:58): 0.47x / 0.55x, 0.26x / 0.42x,
+0.23x / 0.088x.
 
 - *Append, 1 writer*: the commit (SQLite: the WAL fsync; PostgreSQL: the server's WAL
   flush) and then the command. A save on PostgreSQL is now one statement, the append
