@@ -51,38 +51,55 @@ never holds more than 16 commands. The batched baseline commits the same rows in
 same transaction sizes as the store's batches of the round just run (replayed from
 the writer's batch observer), so a smaller store batch costs both sides alike.
 
-Where the remaining time goes (cProfile of the writer thread, 4,800 reports from 16
-writers, 2026-12-03, after the second round of issue #16; load 4-10, so waits are
-inflated):
+Third round of issue #16 (2026-12-03, branch `store`). The machine's load was 9-23
+on 2 cores the whole afternoon, so wall-clock figures and even CPU time moved 20-50 %
+between identical runs; the A/B figures below are instruction counts (valgrind
+callgrind, deterministic whatever the load), main's code against this, on the same
+fixture log. Six runs of this bench on this code: three at 14:48-15:03, load 17-23
+(valgrind and PostgreSQL jobs), where a commit (fsync) waits so long that the append
+ratios say nothing about the code (SQLite 1 writer up to 4.24x); three at 15:16-15:18,
+load 4.5-7.5, the table being the first: SQLite / PostgreSQL 1 writer 0.45-0.54x /
+0.46-0.69x, group commit 0.21-0.32x / 0.43-0.66x, catch-up 0.28x (all three) /
+0.16-0.21x. Main's code at load 5 the same day (13:58): 0.47x / 0.55x, 0.26x / 0.42x,
+0.23x / 0.088x.
 
-- *Append, 1 writer*: the commit is most of it (SQLite: the WAL fsync; PostgreSQL: one
-  pipelined round trip, BEGIN + lock/NOTIFY + INSERT + COMMIT, and the server's WAL
-  flush). The rest is the hand-off between the caller's thread and the writer thread
-  (two wake-ups per command) and the command (aggregate from the cache, event, encoding).
-- *Append, group commit*: SQLite: the commit 60 % of the writer thread (it was 61 %
-  before, with SQLAlchemy's session ~20 % and the library's `collect_events` ~8 % on
-  top; both gone: the recorder writes on the driver's connection, `EventLog.save`
-  collects with a class check), the commands 18 % (~60 µs each under the profiler:
-  aggregate from the cache 4 %, the event 8 %, encoding 5 %), futures and wake-ups
-  6 %, executemany 3 %. PostgreSQL: the pipeline's wait ~75 % (was four round trips per
-  batch, now one), the commands 9 %, psycopg's pipeline bookkeeping the rest. The ratio
-  depends on the machine's load: at load 10-15 a commit (fsync) costs more than the
-  Python around it and group commit reaches 0.5-0.6x; on a quiet machine with a fast
-  disk the baseline's 16-row commit takes ~0.5 ms and the store is bound by the CPU of
-  the command, the hand-off and the 16 caller threads sharing the GIL (~150 µs of wall time
-  an event against ~35 µs for plain SQL), and SQLite read 0.2-0.35x there
-  against 16-row batches.
-- *Projection catch-up* (cProfile on process time, 6,256 events, batches of 2,000,
-  after the views moved to the DB-API executemany): reading the log 12 % and decoding
-  it 8 % (the baseline's own work); the views: `inventory` 25 % (a report in memory
-  17 %, of which placing a report without a journal place 7 %; the batch's SELECT and
-  executemany 5 %), `audit_chain` 21 % (the canonical bytes and sha256 per record),
-  `audit` 18 % (the row and its JSON, encoded once with msgspec), routing events to
-  views that ignore them 6 % (since then skipped: a view gets only the types it
-  `reads`), `rollouts` 3 %, commits and positions 3 %. Pure-Python work per event in
-  every view, not SQL, is what stands between the views and 0.5x of read+decode. The
-  figure is three rounds alternating with the baseline (the views emptied between
-  rounds); the first round also pays the process's one-time statement compilation.
+- *Append, 1 writer*: the commit (SQLite: the WAL fsync; PostgreSQL: the server's WAL
+  flush) and then the command. A save on PostgreSQL is now one statement, the append
+  function (`muto_events_append`: table lock, NOTIFY, INSERT of every row, the version
+  check) on an autocommit connection, instead of a four-statement psycopg pipeline:
+  the process's CPU per single-event append fell from ~1,140 to ~990 µs in one A/B
+  at load 12 (noisy; PostgreSQL's plain SQL ~340 µs); what is left of psycopg there
+  is adapting the six arrays (its Python `upgrade`/`dump` of each list, about half
+  the save).
+- *Append, group commit*: SQLite, writer thread (cProfile on thread CPU time): the
+  command ~53 % (the library's `trigger_event`/`mutate`/`apply` ~25 %, the cached
+  aggregate and `UnitOfWork.find` ~11 %, encoding ~5 %), the save ~35 % (commit,
+  executemany, the library's `put`), futures and wake-ups ~7 %. Removed in this round:
+  `uuid5` per command (7 %; `stable_id` is remembered). UUID hashing is ~5 % (9
+  dict lookups a command, `UUID.__hash__` is Python code). The writer thread
+  spends ~110-140 µs of CPU a report against ~38 µs for the whole plain-SQL insert,
+  so on a quiet machine with a fast fsync group commit stays near 0.25x on SQLite.
+  By instructions (callgrind, 2,000 reports in batches of 16 on one thread, so no
+  hand-off): 262 k a report now, ~290 k with main's code, against 55 k for a plain-SQL
+  row in 16-row transactions (0.21x). Under load (slow commits) group commit reads
+  0.4-0.6x. The command is the library's domain
+  machinery and the aggregate cache; cutting it further means leaving the library's
+  `Aggregate` event methods, which issue #16 keeps.
+- *Projection catch-up*: on PostgreSQL the views' inserts go in by COPY (audit,
+  chain, new vehicles and labels) and the inventory's updates by one
+  `UPDATE ... FROM unnest(...)` per set of changed columns: psycopg's executemany sent
+  a statement per row (~100 µs of its Python each), 41 % of a PostgreSQL catch-up for
+  the audit insert alone. On SQLite (callgrind, 5,216 report events, 7 fresh views):
+  catch-up 1,494 M instructions on main, 1,390 M now (-7 %; the inventory sets a
+  row's version and `updated_at` once per vehicle and batch instead of per event,
+  builds a report's shown columns only when shown; aggregate ids are formatted once),
+  against 322-326 M for reading and decoding the same log: 0.22x -> 0.24x by
+  instructions. Where it goes (cProfile on process time): `inventory` ~25 % (placing
+  a report by the legacy key, the ledger, the row in memory), `audit_chain` ~22 %
+  (canonical bytes and sha256 per record), `audit` ~20 % (the row and its JSON),
+  reading the log ~11 % and decoding ~8 % (the baseline's own work), routing ~3 %.
+  Seven views at a few µs of Python each per event cost several times one msgspec
+  decode; 0.5x of read+decode is not reached by this design on either database.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))

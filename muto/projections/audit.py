@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update, event_data, event_type
+from muto.projections.base import Projection, Update, event_data, event_type, id_text
 from muto.projections.rows import DriverInsert
 
 _encode = msgspec.json.Encoder().encode
@@ -64,7 +64,7 @@ class AuditTimeline(Projection):
                 position,
                 at.isoformat(),
                 event_type(event),
-                str(getattr(event, "originator_id")),  # noqa: B009
+                id_text(getattr(event, "originator_id")),  # noqa: B009
                 getattr(event, "originator_version"),  # noqa: B009
                 fields.get("vehicle_id"),
                 rollout_id,
@@ -80,5 +80,5 @@ class AuditTimeline(Projection):
     def flush(self, session: Session) -> None:
         """Insert-only: the batch's rows go in one executemany."""
         if self._pending:
-            session.connection().exec_driver_sql(self._insert.sql(session), self._pending)
+            self._insert.write(session, self._pending)  # `data` is JSON text already
             self._pending = []

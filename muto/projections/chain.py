@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update
+from muto.projections.base import Projection, Update, id_text
 from muto.projections.rows import DriverInsert
 
 GENESIS = bytes(32)
@@ -43,9 +43,9 @@ class StoredRecord(Protocol):
 
 
 def canonical(record: StoredRecord) -> bytes:
-    position = str(record.id).encode()
-    originator = str(record.originator_id).encode()
-    version = str(record.originator_version).encode()
+    position = b"%d" % record.id
+    originator = id_text(record.originator_id).encode()
+    version = b"%d" % record.originator_version
     topic = record.topic.encode()
     state = record.state  # bytes, or a memoryview of them: joined as they are
     return b"".join(

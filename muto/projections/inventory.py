@@ -136,8 +136,10 @@ class Inventory(Projection):
         if not events:
             return
         batch = _Batch(self.vehicle_rows.load(session, list({e.vehicle_id for e in events})))
+        steps = self._steps
         for event in events:
-            self._steps[event_type(event)](batch, event)
+            steps[type(event).__qualname__](batch, event)  # event_type, inlined: per event
+        batch.settle()
         self.vehicle_rows.insert(session, [batch.rows[v] for v in batch.new])
         self.vehicle_rows.write_changes(
             session, [(v, batch.changed[v]) for v in batch.changed if v not in batch.new]
@@ -193,15 +195,6 @@ class Inventory(Projection):
         """The version always moves; the report's fields only when it is the newest."""
         r: StoredReconcile = e.report
         row = b.row(e.vehicle_id, "reported")
-        release = r.running.key if r.running is not None else None
-        shown: dict[str, Any] = {
-            "last_status": r.status,
-            "last_reason_codes": list(r.reason_codes),
-            "last_report_at": r.observed_at,
-        }
-        # What the newest report says runs; null: nothing (a vehicle told to run nothing,
-        # or whose rollback found no release to go back to).
-        shown["running_release"] = release
         place = r.journal
         number = row["report_number"]
         if (
@@ -211,7 +204,7 @@ class Inventory(Projection):
             and number < place.number
         ):  # the common case: the next report of the incarnation shown
             row.pop(_LEDGER, None)  # its number moved: decode it again if needed
-            b.touch(e, report_number=place.number, **shown)
+            b.touch(e, report_number=place.number, **_shown(r))
             return
         ledger = shown_after(row, r)
         if ledger is None:
@@ -222,7 +215,7 @@ class Inventory(Projection):
             report_incarnation=ledger.incarnation,
             report_number=ledger.number if ledger.incarnation is not None else None,
             report_ledger={"legacy": ledger.legacy, "retired": msgspec.to_builtins(ledger.retired)},
-            **shown,
+            **_shown(r),
         )
 
     @property
@@ -235,6 +228,18 @@ class Inventory(Projection):
 
     def _presence(self, b: _Batch, e: Any) -> None:
         b.touch(e, presence=e.state, presence_at=e.at or _iso(e))
+
+
+def _shown(r: StoredReconcile) -> dict[str, Any]:
+    """The columns a report sets when it is the vehicle's newest. `running_release` is
+    what it says runs; null: nothing (a vehicle told to run nothing, or whose rollback
+    found no release to go back to)."""
+    return {
+        "last_status": r.status,
+        "last_reason_codes": list(r.reason_codes),
+        "last_report_at": r.observed_at,
+        "running_release": r.running.key if r.running is not None else None,
+    }
 
 
 # A registered vehicle's columns before anything else happened to it.
@@ -263,6 +268,7 @@ class _Batch:
         self.new: list[str] = []  # registered in this batch: inserted whole
         self.changed: dict[str, dict[str, Any]] = {}  # vehicle id -> columns to update
         self.relabelled: set[str] = set()  # label index rows to replace
+        self.latest: dict[str, Any] = {}  # vehicle id -> the last event that touched it
 
     def add(self, row: dict[str, Any]) -> None:
         vehicle_id = row["vehicle_id"]
@@ -276,7 +282,21 @@ class _Batch:
         return found
 
     def touch(self, e: Any, **values: Any) -> None:
-        values["version"] = e.originator_version
-        values["updated_at"] = _iso(e)
-        self.row(e.vehicle_id, "changed").update(values)
-        self.changed.setdefault(e.vehicle_id, {}).update(values)
+        """Record an event's changes to its vehicle's row; `version` and `updated_at`
+        are the last such event's, set once per vehicle by `settle`."""
+        vehicle_id = e.vehicle_id
+        self.row(vehicle_id, "changed").update(values)
+        changed = self.changed.get(vehicle_id)
+        if changed is None:
+            self.changed[vehicle_id] = values
+        else:
+            changed.update(values)
+        self.latest[vehicle_id] = e
+
+    def settle(self) -> None:
+        """Each touched row's version and time of change: its last event's (one
+        timestamp formatted per vehicle and batch, not per event)."""
+        for vehicle_id, e in self.latest.items():
+            values = {"version": e.originator_version, "updated_at": _iso(e)}
+            self.rows[vehicle_id].update(values)
+            self.changed[vehicle_id].update(values)

@@ -41,9 +41,11 @@ def json_text(value: Any) -> str | None:
 
 
 class DriverInsert:
-    """INSERT of many rows through the DB-API cursor's executemany: no per-row
-    parameter processing by SQLAlchemy (most of a batch's write cost on SQLite). JSON
-    columns are encoded here with msgspec; rows are tuples in `columns` order."""
+    """INSERT of many rows on the DB-API connection: no per-row parameter processing by
+    SQLAlchemy (most of a batch's write cost on SQLite). On SQLite one executemany; on
+    PostgreSQL one COPY (psycopg's executemany sends a statement per row, ~100 µs of
+    Python each: 41 % of a catch-up there). JSON columns are encoded here with msgspec;
+    rows are tuples in `columns` order."""
 
     def __init__(self, table: Table, columns: list[str] | None = None) -> None:
         self.table = table
@@ -65,14 +67,33 @@ class DriverInsert:
         return found
 
     def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            if any(self.json):
-                flags = self.json
-                rows = [
-                    tuple(json_text(v) if j else v for v, j in zip(row, flags, strict=True))
-                    for row in rows
-                ]
-            session.connection().exec_driver_sql(self.sql(session), rows)
+        if rows and any(self.json):
+            flags = self.json
+            rows = [
+                tuple(json_text(v) if j else v for v, j in zip(row, flags, strict=True))
+                for row in rows
+            ]
+        self.write(session, rows)
+
+    def write(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        """Rows whose JSON columns are already JSON text."""
+        if not rows:
+            return
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            connection.exec_driver_sql(self.sql(session), rows)
+            return
+        copy_sql = self._sql.get("COPY")
+        if copy_sql is None:
+            quote = connection.dialect.identifier_preparer.quote
+            copy_sql = self._sql["COPY"] = (
+                f"COPY {quote(self.table.name)} "
+                f"({', '.join(quote(c) for c in self.columns)}) FROM STDIN"
+            )
+        driver: Any = connection.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class Rows:
@@ -145,8 +166,10 @@ class Rows:
         return value
 
     def write_changes(self, session: Session, changes: list[tuple[Any, dict[str, Any]]]) -> None:
-        """UPDATE each (key, changed values), grouped by the set of columns changed, with
-        one DB-API executemany per group (JSON columns encoded here, see DriverInsert)."""
+        """UPDATE each (key, changed values), grouped by the set of columns changed (JSON
+        columns encoded here, see DriverInsert): on SQLite one executemany per group; on
+        PostgreSQL one UPDATE ... FROM unnest(arrays) per group (psycopg's executemany
+        is a statement per row)."""
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for key, values in changes:
             columns = tuple(sorted(values))
@@ -154,21 +177,41 @@ class Rows:
                 (*(json_text(values[c]) if c in self._json else values[c] for c in columns), key)
             )
         connection = session.connection()
+        postgres = connection.dialect.name == "postgresql"
         for columns, rows in groups.items():
-            connection.exec_driver_sql(self._update_sql(session, columns), rows)
+            if postgres:
+                connection.exec_driver_sql(
+                    self._update_sql(session, columns),
+                    tuple(list(c) for c in zip(*rows, strict=True)),
+                )
+            else:
+                connection.exec_driver_sql(self._update_sql(session, columns), rows)
 
     def _update_sql(self, session: Session, columns: tuple[str, ...]) -> str:
         found = self._update_texts.get(columns)
         if found is None:
             dialect = session.get_bind().dialect
             quote = dialect.identifier_preparer.quote
-            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            table = quote(self.table.name)
             (key,) = self.key
-            found = self._update_texts[columns] = (
-                f"UPDATE {quote(self.table.name)} "
-                f"SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} "
-                f"WHERE {quote(key)} = {mark}"
-            )
+            if dialect.name == "postgresql":
+                arrays = ", ".join(
+                    f"%s::{self.table.c[c].type.compile(dialect=dialect)}[]"
+                    for c in (*columns, key)
+                )
+                found = (
+                    f"UPDATE {table} "
+                    f"SET {', '.join(f'{quote(c)} = v.{quote(c)}' for c in columns)} "
+                    f"FROM unnest({arrays}) AS v({', '.join(quote(c) for c in columns)}, muto_key) "
+                    f"WHERE {table}.{quote(key)} = v.muto_key"
+                )
+            else:
+                found = (
+                    f"UPDATE {table} "
+                    f"SET {', '.join(f'{quote(c)} = ?' for c in columns)} "
+                    f"WHERE {quote(key)} = ?"
+                )
+            self._update_texts[columns] = found
         return found
 
     def delete_keys(self, session: Session, keys: list[Any]) -> None:
