@@ -95,6 +95,22 @@ def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[b
     return command
 
 
+def register_vehicles(
+    bodies: Sequence[VehicleRegistration], cause: Cause
+) -> Command[list[tuple[bool, int]]]:
+    """Many registrations as one command, so one atomic append (an import): each is
+    `register_vehicle`'s own, so the events are those of registering one by one, and
+    one refused registration refuses them all. Which vehicles are new is learnt in one
+    query, not one per vehicle."""
+    commands = [register_vehicle(body, cause) for body in bodies]
+
+    def command(uow: UnitOfWork) -> list[tuple[bool, int]]:
+        uow.prefetch([Vehicle.create_id(body.vehicle_id) for body in bodies])
+        return [register(uow) for register in commands]
+
+    return command
+
+
 def update_vehicle(
     vehicle_id: str, patch: VehiclePatch, cause: Cause, expected_version: int | None = None
 ) -> Command[int]:

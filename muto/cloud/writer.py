@@ -30,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -60,12 +60,16 @@ class UnitOfWork:
         self._aggregates: dict[UUID, Aggregate] = {}
         # The version each aggregate had when loaded: checked when the batch saves.
         self.read_versions: dict[UUID, int] = {}
+        # Aggregates found absent by `prefetch`: `find` answers None without a query.
+        self._absent: set[UUID] = set()
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
             found = self._aggregates[aggregate_id]
             assert isinstance(found, kind)
             return found
+        if aggregate_id in self._absent:
+            return None
         try:
             # The cached aggregate itself, not a copy: `forget` evicts it if the
             # command or the save fails (eventlog.WriterRepository).
@@ -77,10 +81,29 @@ class UnitOfWork:
         self.read_versions[aggregate_id] = aggregate.version
         return aggregate
 
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Learn in one query which of many aggregates have no events yet (an import of
+        new vehicles: without it, one query per id to find each absent). Those in the
+        cache exist; of the others, an id stored past version 0 exists and is loaded by
+        `find` as usual. The batch's save still collides (IntegrityError) with another
+        process that creates one of them meanwhile. The in-memory store: no-op."""
+        moved_since = getattr(self.log.recorder, "moved_since", None)
+        cache = self.log.repository.cache
+        unknown = [
+            i
+            for i in dict.fromkeys(aggregate_ids)
+            if i not in self._aggregates and (cache is None or _cached(cache, i) is None)
+        ]
+        if moved_since is None or not unknown:
+            return
+        stored = set(moved_since(dict.fromkeys(unknown, 0)))  # ids with any event
+        self._absent.update(i for i in unknown if str(i) not in stored)
+
     def add(self, aggregate: Aggregate) -> None:
         if aggregate.id in self._aggregates:
             raise Conflict(f"{type(aggregate).__name__} {aggregate.id} already exists")
         self._aggregates[aggregate.id] = aggregate
+        self._absent.discard(aggregate.id)
 
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
@@ -113,6 +136,14 @@ class UnitOfWork:
         for aggregate_id in self._aggregates:
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
+
+
+def _cached(cache: Any, aggregate_id: UUID) -> Aggregate | None:
+    try:
+        found: Aggregate = cache.get(aggregate_id)
+    except KeyError:
+        return None
+    return found
 
 
 Command = Callable[[UnitOfWork], T]
