@@ -280,6 +280,12 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         with self.transaction(commit=False) as session:
             return self._moved(session, read_versions)
 
+    def versions(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The last stored version of each of `ids` that has any event (one query)."""
+        with self.transaction(commit=False) as session:
+            found = session.connection().execute(self._versions, {"ids": list(ids)})
+            return {originator_id: version for originator_id, version in found}
+
     def _moved(self, session: Session, expected: Mapping[UUID, int]) -> list[str]:
         found = session.connection().execute(self._versions, {"ids": list(expected)})
         stored = {originator_id: version for originator_id, version in found}

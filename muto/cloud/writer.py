@@ -84,20 +84,20 @@ class UnitOfWork:
     def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
         """Learn in one query which of many aggregates have no events yet (an import of
         new vehicles: without it, one query per id to find each absent). Those in the
-        cache exist; of the others, an id stored past version 0 exists and is loaded by
+        cache exist; of the others, one with a stored version exists and is loaded by
         `find` as usual. The batch's save still collides (IntegrityError) with another
         process that creates one of them meanwhile. The in-memory store: no-op."""
-        moved_since = getattr(self.log.recorder, "moved_since", None)
+        versions = getattr(self.log.recorder, "versions", None)
         cache = self.log.repository.cache
         unknown = [
             i
             for i in dict.fromkeys(aggregate_ids)
             if i not in self._aggregates and (cache is None or _cached(cache, i) is None)
         ]
-        if moved_since is None or not unknown:
+        if versions is None or not unknown:
             return
-        stored = set(moved_since(dict.fromkeys(unknown, 0)))  # ids with any event
-        self._absent.update(i for i in unknown if str(i) not in stored)
+        stored = versions(unknown)
+        self._absent.update(i for i in unknown if i not in stored)
 
     def add(self, aggregate: Aggregate) -> None:
         if aggregate.id in self._aggregates:
