@@ -307,15 +307,48 @@ class WritePath:
         return written
 
     async def run(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
-        written = await self.writer.run(command)
-        try:
-            await self.projector.reach(written.position, self._timeout(views_timeout))
-        except TimeoutError:
-            return _views_behind(written)
-        return written
+        """With the projector's thread running, the caller wakes once: the writer's
+        thread, right after the commit, hands the caller's future to the projector,
+        which resolves it when the views show the write (one wake-up of the event loop
+        per batch, not two per request). The views' timeout still counts from the
+        commit, so a write slow to commit is not reported behind."""
+        timeout = self._timeout(views_timeout)
+        if not self.projector.following():
+            written = await self.writer.run(command)
+            try:
+                await self.projector.reach(written.position, timeout)
+            except TimeoutError:
+                return _views_behind(written)
+            return written
+        loop = asyncio.get_running_loop()
+        shown: asyncio.Future[None] = loop.create_future()
+        committed: list[float] = []  # when the write returned (the writer's thread)
+
+        def handed(future: Future[Written[T]]) -> None:
+            committed.append(time.monotonic())
+            position = None if future.exception() else future.result().position
+            if position is None:  # failed, or nothing stored: nothing to wait for
+                loop.call_soon_threadsafe(_resolve, shown)
+            else:
+                self.projector.resolve_at(position, loop, shown)
+
+        stored = self.writer.submit(command)
+        stored.add_done_callback(handed)
+        while not shown.done():
+            left = timeout - (time.monotonic() - committed[0]) if committed else timeout
+            if left <= 0:
+                return _views_behind(stored.result())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(shown), left)
+        return stored.result()
 
     def _timeout(self, views_timeout: float | None) -> float:
         return self.views_timeout if views_timeout is None else views_timeout
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _views_behind(written: Written[T]) -> Written[T]:
