@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.api import free_port
+from bench.api.servers import free_port
 
 VEHICLES = 500
 CLIENTS = 8

@@ -1,6 +1,6 @@
 """The production topology's HTTP path: `--role api` processes on one PostgreSQL
 database behind haproxy, with 1 and with 2 API processes, against one API process
-served directly (the baseline). Load from `wrk` as in bench/api.py (same scripts, same
+served directly (the baseline). Load from `wrk` as in bench/api/ (same scripts, same
 fleet of vehicles with their own tokens). Needs wrk, haproxy and PostgreSQL.
 `MUTO_BENCH_SCALE=0.2` shortens every run.
 """
@@ -12,19 +12,10 @@ import tempfile
 from pathlib import Path
 
 from bench import Result
-from bench.api import (
-    DURATION,
-    SCENARIOS,
-    WARMUP,
-    Run,
-    ensure_wrk,
-    measure,
-    muto_server,
-    postgres,
-    prime,
-    seed,
-    serving,
-)
+from bench.api.backends import postgres
+from bench.api.fleet import seed
+from bench.api.load import DURATION, SCENARIOS, WARMUP, Run, ensure_wrk, measure, prime
+from bench.api.servers import muto_server, serving
 from muto.sim.services import Haproxy
 
 TITLE = "Production topology: API processes behind haproxy (PostgreSQL)"

@@ -1,4 +1,4 @@
-"""`muto cloud serve | token | seed | reset`."""
+"""`muto cloud serve | token | seed | import-vehicles | reset`."""
 
 from __future__ import annotations
 
@@ -143,6 +143,26 @@ def seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_vehicles(args: argparse.Namespace) -> int:
+    from muto.cloud.bootstrap import ControlPlane
+    from muto.cloud.commands import Cause
+    from muto.cloud.errors import Conflict
+    from muto.cloud.fleet_import import BATCH, BadLine, import_vehicles, read_registrations
+
+    cp = ControlPlane.open(_settings(args))
+    try:
+        registrations = read_registrations(Path(args.file))
+        found = import_vehicles(cp, registrations, Cause.of("cli"), args.batch or BATCH)
+    except (BadLine, Conflict) as exc:  # the chunks before it are stored
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cp.close()
+    print(f"registered: {found.registered}")
+    print(f"unchanged: {found.unchanged}")
+    return 0
+
+
 def store_arguments(p: argparse.ArgumentParser) -> None:
     """Where the control plane's data is: shared by every command that opens it."""
     p.add_argument("--data-dir", default=None, help="default: data/cloud or MUTO_DATA_DIR")
@@ -226,6 +246,14 @@ def register(sub: Any) -> None:
     p = actions.add_parser("seed", help="load a deterministic demo fleet")
     common(p)
     p.set_defaults(func=seed)
+
+    p = actions.add_parser(
+        "import-vehicles", help="register a fleet from a JSON Lines file, in atomic batches"
+    )
+    common(p)
+    p.add_argument("file", help="one registration per line, as POST /vehicles takes it")
+    p.add_argument("--batch", type=int, default=None, help="registrations per atomic append (1000)")
+    p.set_defaults(func=import_vehicles)
 
     p = actions.add_parser("reset", help="wipe a data dir")
     p.add_argument("--data-dir", required=True)

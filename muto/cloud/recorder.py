@@ -224,10 +224,14 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
 
     def moved_since(self, read_versions: Mapping[UUID, int]) -> list[str]:
         """The aggregates among those read at `read_versions` that have newer events."""
-        with self.transaction(commit=False) as session:
-            found = session.connection().execute(self._versions, {"ids": list(read_versions)})
-            stored = {originator_id: version for originator_id, version in found}
+        stored = self.versions(list(read_versions))
         return [str(i) for i, version in read_versions.items() if stored.get(i) != version]
+
+    def versions(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The last stored version of each of `ids` that has any event (one query)."""
+        with self.transaction(commit=False) as session:
+            found = session.connection().execute(self._versions, {"ids": list(ids)})
+            return {originator_id: version for originator_id, version in found}
 
     def select_notifications(
         self,

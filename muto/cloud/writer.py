@@ -30,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -60,12 +60,16 @@ class UnitOfWork:
         self._aggregates: dict[UUID, Aggregate] = {}
         # The version each aggregate had when loaded: checked when the batch saves.
         self.read_versions: dict[UUID, int] = {}
+        # Aggregates found absent by `prefetch`: `find` answers None without a query.
+        self._absent: set[UUID] = set()
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
             found = self._aggregates[aggregate_id]
             assert isinstance(found, kind)
             return found
+        if aggregate_id in self._absent:
+            return None
         try:
             # The cached aggregate itself, not a copy: `forget` evicts it if the
             # command or the save fails (eventlog.WriterRepository).
@@ -77,10 +81,29 @@ class UnitOfWork:
         self.read_versions[aggregate_id] = aggregate.version
         return aggregate
 
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Learn in one query which of many aggregates have no events yet (an import of
+        new vehicles: without it, one query per id to find each absent). Those in the
+        cache exist; of the others, one with a stored version exists and is loaded by
+        `find` as usual. The batch's save still collides (IntegrityError) with another
+        process that creates one of them meanwhile. The in-memory store: no-op."""
+        versions = getattr(self.log.recorder, "versions", None)
+        cache = self.log.repository.cache
+        unknown = [
+            i
+            for i in dict.fromkeys(aggregate_ids)
+            if i not in self._aggregates and (cache is None or _cached(cache, i) is None)
+        ]
+        if versions is None or not unknown:
+            return
+        stored = versions(unknown)
+        self._absent.update(i for i in unknown if i not in stored)
+
     def add(self, aggregate: Aggregate) -> None:
         if aggregate.id in self._aggregates:
             raise Conflict(f"{type(aggregate).__name__} {aggregate.id} already exists")
         self._aggregates[aggregate.id] = aggregate
+        self._absent.discard(aggregate.id)
 
     def pending(self) -> list[Aggregate]:
         return list(self._aggregates.values())
@@ -113,6 +136,14 @@ class UnitOfWork:
         for aggregate_id in self._aggregates:
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
+
+
+def _cached(cache: Any, aggregate_id: UUID) -> Aggregate | None:
+    try:
+        found: Aggregate = cache.get(aggregate_id)
+    except KeyError:
+        return None
+    return found
 
 
 Command = Callable[[UnitOfWork], T]
@@ -276,15 +307,48 @@ class WritePath:
         return written
 
     async def run(self, command: Command[T], views_timeout: float | None = None) -> Written[T]:
-        written = await self.writer.run(command)
-        try:
-            await self.projector.reach(written.position, self._timeout(views_timeout))
-        except TimeoutError:
-            return _views_behind(written)
-        return written
+        """With the projector's thread running, the caller wakes once: the writer's
+        thread, right after the commit, hands the caller's future to the projector,
+        which resolves it when the views show the write (one wake-up of the event loop
+        per batch, not two per request). The views' timeout still counts from the
+        commit, so a write slow to commit is not reported behind."""
+        timeout = self._timeout(views_timeout)
+        if not self.projector.following():
+            written = await self.writer.run(command)
+            try:
+                await self.projector.reach(written.position, timeout)
+            except TimeoutError:
+                return _views_behind(written)
+            return written
+        loop = asyncio.get_running_loop()
+        shown: asyncio.Future[None] = loop.create_future()
+        committed: list[float] = []  # when the write returned (the writer's thread)
+
+        def handed(future: Future[Written[T]]) -> None:
+            committed.append(time.monotonic())
+            position = None if future.exception() else future.result().position
+            if position is None:  # failed, or nothing stored: nothing to wait for
+                loop.call_soon_threadsafe(_resolve, shown)
+            else:
+                self.projector.resolve_at(position, loop, shown)
+
+        stored = self.writer.submit(command)
+        stored.add_done_callback(handed)
+        while not shown.done():
+            left = timeout - (time.monotonic() - committed[0]) if committed else timeout
+            if left <= 0:
+                return _views_behind(stored.result())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(shown), left)
+        return stored.result()
 
     def _timeout(self, views_timeout: float | None) -> float:
         return self.views_timeout if views_timeout is None else views_timeout
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _views_behind(written: Written[T]) -> Written[T]:

@@ -167,8 +167,30 @@ class ProjectionRunner:
             self._progress.notify_all()
             due = [w for w in self._waiters if w[0] <= position]
             self._waiters = [w for w in self._waiters if w[0] > position]
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for _, loop, future in due:
-            loop.call_soon_threadsafe(_resolve, future)
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():  # one wake-up of each loop per batch
+            loop.call_soon_threadsafe(_resolve_all, futures)
+
+    def following(self) -> bool:
+        """Whether the background thread runs (then waiters are resolved by it)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def resolve_at(
+        self, position: int, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> None:
+        """Resolve `future` on `loop` once every projection has processed `position`;
+        callable from any thread (the writer's, right after its commit: the request then
+        wakes once, when its views show the write). Needs the background thread."""
+        with self._progress:
+            waiting = self._reached < position
+            if waiting:
+                self._waiters.append((position, loop, future))
+        if waiting:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(_resolve_all, [future])
 
     async def reach(self, position: int | None, timeout: float = 10.0) -> None:
         """Async `catch_up_to`, for request handlers (read-your-writes): with the
@@ -281,3 +303,8 @@ def _apply(
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        _resolve(future)

@@ -1,32 +1,40 @@
-"""The fleet's two steady requests, answered without Starlette's routing: a poll whose
-`If-None-Match` names the vehicle's current ETag (304), and a health report that changes
-nothing. At a fleet's rate these are most requests, and the router, the request and
-exception wrappers cost more than their answer (docs/api.md, "Performance").
+"""The fleet's steady requests, answered without Starlette's routing: a poll whose
+`If-None-Match` names the vehicle's current ETag (304), a health report that changes
+nothing, and a reconcile report from a vehicle whose token is known. At a fleet's rate
+these are most requests, and the router, the request and exception wrappers cost more
+than their answer (docs/api.md, "Performance").
 
 Inside the access log and the request metrics (Edge, RequestMetrics), so both see these
-requests as any other. Only an answer that needs nothing but memory is given here: the
-caller's token known to the token cache, the ETag or health status known to its
-memory. Everything else, before anything is changed, goes on to the app (a body read
-here is handed on as it came), which answers it by the same rules. The responses are
-the handlers' own (`desired.not_modified`, `responses.ok`), a refusal by the rate
-limiter is `responses.on_error`'s, like every other."""
+requests as any other. Only a request whose caller's token is known to the token cache,
+whose body decodes (the app's Structs, within the app's size limit) and, for a poll or a
+health report, whose answer is known to memory is taken here. Everything else, before
+anything is changed, goes on to the app (a body read here is handed on as it came),
+which answers it by the same rules. A reconcile report is stored by the same call as
+the app's (`Ingest.reconcile`: the writer, then read-your-writes). The responses are
+the handlers' own (`desired.not_modified`, `reports.recorded`, `reports.health_answer`);
+a refusal by the rate limiter or a failed write is `responses.on_error`'s, like every
+other."""
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api import desired, reports
 from muto.cloud.api.context import bearer_secret, may_act_on
-from muto.cloud.api.responses import ok, on_error
+from muto.cloud.api.responses import on_error
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.ratelimit import RateLimited
 from muto.cloud.tokens import Principal
-from muto.domain.reports import HealthReport
+from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import WireError, decode
 
 POLL = "/desired-states/latest"
 HEALTH = "/reports/health"
+RECONCILE = "/reports/reconcile"
+R = TypeVar("R", HealthReport, ReconcileReport)
 
 
 class FastLane:
@@ -41,6 +49,9 @@ class FastLane:
                     return
             elif path == HEALTH and method == "POST":
                 await self._health(scope, receive, send)
+                return
+            elif path == RECONCILE and method == "POST":
+                await self._reconcile(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -63,18 +74,7 @@ class FastLane:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         cp: ControlPlane = scope["state"]["plane"]
-        headers = _headers(scope)
-        declared = headers.get(b"content-length", b"")
-        limit = cp.settings.max_body_bytes
-        if not (declared.isdigit() and int(declared) <= limit):
-            await self.app(scope, receive, send)
-            return
-        data, replay = await _read(receive)
-        try:
-            report = decode(data, HealthReport)
-        except WireError:
-            report = None
-        who = _known(cp, headers, report.vehicle_id) if report else None
+        report, who, replay = await _report(cp, scope, receive, HealthReport)
         if report is None or who is None or not cp.ingest.unchanged(report):
             await self.app(scope, replay, send)
             return
@@ -84,10 +84,48 @@ class FastLane:
         try:  # written after all if a transition evicted the status just now
             transition = await cp.ingest.health(report, who.actor)
         except Exception as exc:  # answered as the app answers it
-            await (await on_error(Request(scope, receive), exc))(scope, receive, send)
+            await _failed(exc, scope, receive, send)
             return
-        answer = ok({"reportId": report.report_id, "transition": transition})
-        await answer(scope, receive, send)
+        await reports.health_answer(report, transition)(scope, receive, send)
+
+    async def _reconcile(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cp: ControlPlane = scope["state"]["plane"]
+        report, who, replay = await _report(cp, scope, receive, ReconcileReport)
+        if report is None or who is None:
+            await self.app(scope, replay, send)
+            return
+        scope["endpoint"] = reports.reconcile
+        if await _limited(cp, who, scope, receive, send):
+            return
+        try:
+            written = await cp.ingest.reconcile(report, who.actor)
+        except Exception as exc:
+            await _failed(exc, scope, receive, send)
+            return
+        await reports.recorded(report, written)(scope, receive, send)
+
+
+async def _report(
+    cp: ControlPlane, scope: Scope, receive: Receive, kind: type[R]
+) -> tuple[R | None, Principal | None, Receive]:
+    """The body as `kind` (None: over the app's limit, not read, or not decoding), its
+    caller if known and allowed to act on its vehicle, and a `receive` that hands on
+    whatever was read, for the app."""
+    headers = _headers(scope)
+    declared = headers.get(b"content-length", b"")
+    if not (declared.isdigit() and int(declared) <= cp.settings.max_body_bytes):
+        return None, None, receive
+    data, replay = await _read(receive)
+    try:
+        report = decode(data, kind)
+    except WireError:
+        return None, None, replay
+    return report, _known(cp, headers, report.vehicle_id), replay
+
+
+async def _failed(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """A write that raised, answered as the app answers it."""
+    await (await on_error(Request(scope, receive), exc))(scope, receive, send)
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from muto.cloud.api.context import acting_on, body, plane, principal
 from muto.cloud.api.responses import ok
+from muto.cloud.writer import Written
 from muto.domain.reports import HealthReport, ReconcileReport
 
 
@@ -15,6 +16,11 @@ async def reconcile(request: Request) -> Response:
     report = await body(request, ReconcileReport)
     who = acting_on(caller, report.vehicle_id)
     written = await plane(request).ingest.reconcile(report, who.actor)
+    return recorded(report, written)
+
+
+def recorded(report: ReconcileReport, written: Written[bool]) -> Response:
+    """The answer to a stored (or duplicate) reconcile report."""
     return ok(
         {"reportId": report.report_id, "recorded": written.value},
         metadata={"position": written.position, "duplicate": not written.value},
@@ -26,4 +32,8 @@ async def health(request: Request) -> Response:
     report = await body(request, HealthReport)
     who = acting_on(caller, report.vehicle_id)
     transition = await plane(request).ingest.health(report, who.actor)
+    return health_answer(report, transition)
+
+
+def health_answer(report: HealthReport, transition: bool) -> Response:
     return ok({"reportId": report.report_id, "transition": transition})

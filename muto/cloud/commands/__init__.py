@@ -21,6 +21,7 @@ from muto.cloud.commands.vehicles import (
     record_presence,
     record_reconcile,
     register_vehicle,
+    register_vehicles,
     registered_vehicle,
     update_vehicle,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "record_reconcile",
     "register_release",
     "register_vehicle",
+    "register_vehicles",
     "registered_vehicle",
     "update_vehicle",
 ]

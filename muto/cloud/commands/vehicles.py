@@ -3,6 +3,8 @@ health, presence)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from muto.cloud.commands.cause import Cause
 from muto.cloud.errors import Conflict, NotFound
 from muto.cloud.writer import Command, UnitOfWork
@@ -48,6 +50,22 @@ def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[b
         )
         uow.add(vehicle)
         return True, vehicle.version
+
+    return command
+
+
+def register_vehicles(
+    bodies: Sequence[VehicleRegistration], cause: Cause
+) -> Command[list[tuple[bool, int]]]:
+    """Many registrations as one command, so one atomic append (an import): each is
+    `register_vehicle`'s own, so the events are those of registering one by one, and
+    one refused registration refuses them all. Which vehicles are new is learnt in one
+    query, not one per vehicle."""
+    commands = [register_vehicle(body, cause) for body in bodies]
+
+    def command(uow: UnitOfWork) -> list[tuple[bool, int]]:
+        uow.prefetch([Vehicle.create_id(body.vehicle_id) for body in bodies])
+        return [register(uow) for register in commands]
 
     return command
 

@@ -1,0 +1,156 @@
+"""HTTP API: requests per second and p50/p99 latency of the steady-state endpoints.
+
+The server is `muto cloud serve` as operators run it (one uvicorn process, access log
+on), on SQLite and on PostgreSQL, with a seeded fleet (fleet.py). The load comes from
+`wrk` (load.py) with Lua scripts that rotate over the fleet's vehicles and their own
+tokens. Baseline: a trivial Starlette endpoint served by uvicorn the same way, loaded
+the same way, in the same run (servers.py). `MUTO_BENCH_SCALE=0.2` shortens every run;
+`MUTO_BENCH_API_VEHICLES` sets the fleet's size. Needs `wrk` (Debian: `apt-get install
+-y wrk`; installed here when missing and running as root).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench import Result
+from bench.api.backends import postgres, sqlite
+from bench.api.fleet import WAVE, seed
+from bench.api.load import (
+    CONNECTIONS,
+    DURATION,
+    RECONCILING,
+    SCENARIOS,
+    WARMUP,
+    Run,
+    ensure_wrk,
+    measure,
+    prime,
+    wrk,
+)
+from bench.api.servers import baseline_server, muto_server, serving
+
+TITLE = "HTTP API"
+# Every vehicle takes part with a token of its own, in turn, as many as the fleet a
+# 2-core node should serve (issue #16): per-vehicle memory (token, current ETag, health
+# status) then costs what it would for that fleet. With a few hundred pollers every
+# cache is small and hot, and flatters the API.
+VEHICLES = int(os.environ.get("MUTO_BENCH_API_VEHICLES", "100000"))
+TARGET = 100_000 / 30 + 100_000 / 60  # a poll every 30 s and a health report every 60 s
+
+NOTES = f"""
+How to read it: each row is one `wrk` run of {DURATION} s ({CONNECTIONS} connections,
+1 thread) after a {WARMUP} s warm-up, against a server with {VEHICLES:,} vehicles, every
+one of which takes part in turn with its own vehicle token. *Poll* is `GET
+/desired-states/latest` (the signed bundle, ~3 KB); *poll, current ETag* sends
+`If-None-Match` and gets 304; *reconcile* stores one event per request (a new report
+id each time) and waits for the views (read-your-writes), from the last {RECONCILING:,}
+vehicles of the fleet's pass (a rollout wave's worth: in the writer's aggregate cache,
+as a wave is after its assignment); *health* reports an unchanged
+status (no event: the latest-health table is flushed once a second). *Fleet mix* is
+the steady traffic of a fleet: two current-ETag polls for one health report. The
+target a 2-core node should absorb is 100,000 vehicles polling every 30 s and reporting
+health every 60 s: {TARGET:,.0f} req/s of that mix. Load generator, server, and
+PostgreSQL share the same 2 CPUs; wrk's closed loop under-reports tail latency when the
+server stalls (coordinated omission).
+
+Caches, and why the fleet is {VEHICLES:,} vehicles: the fleet is onboarded in waves of
+{WAVE:,} through the control plane's write paths: registered as `muto cloud
+import-vehicles` does it (a thousand registrations per atomic append), one desired
+state assigned to the wave, a token per vehicle (group committed); the server then
+gets one pass over the fleet in three sweeps (each vehicle reports its health, a
+transition, polls, and reports again) before anything is measured, as a real fleet
+would have done in its first minute. The
+API's memories that answer polls are exact, not timed: a vehicle's current ETag and a
+known token are kept until the commit that changes them evicts them (in every API
+process: docs/api.md), so a real fleet hits them as this one does. A poll that the
+ETag memory cannot answer reads only the current ETag from the view; a 200 adds the
+signed document, and the release envelope is read once per process (releases are
+immutable).
+
+Where the time goes (py-spy on the server; details and CPU per request in docs/api.md,
+*Performance*): the server runs uvicorn's httptools parser, and so does the trivial
+endpoint (uvicorn picks it when installed): the baseline got faster with it too. *Poll
+(200)*: the view read of the vehicle's latest desired state (one query, on a worker
+thread), turning the stored envelope into its Struct and encoding the ~3 KB bundle; the
+release envelope comes from memory. *Poll, current ETag*, *health* and the *fleet mix*:
+no query and no write once the server knows the vehicle, and answered by the fast lane
+(muto/cloud/api/fast.py) without Starlette's routing; what is left is uvicorn's
+protocol and the socket writes, the server-error middleware, the request metrics, the
+access log line, the bearer hash and lookup, the rate limit, the report's decoding and
+the answer, and for health the latest-health table's flush once a second. On
+PostgreSQL a vehicle's health transition is not remembered (its eviction can come from
+any process at any time): the pass's third sweep writes each report once more (no
+event), and the memory knows the vehicle after it. *Reconcile*: taken by the fast
+lane too (a known token; stored by the handler's own call, answered with its own
+response), and its caller wakes once, when the projector has the batch in the views
+(the writer's thread hands it the caller's future right after the commit). What is
+left (py-spy, 2,000 vehicles, load 10-25): the projector's step ~25 % (reading the
+batch back from the log, the positions, the views' code per event), the writer ~17 %
+(insert and commit ~9 %), the middleware that stays (server errors, metrics, access
+log) ~15 %, uvicorn and the socket writes the rest; the request waits for the commit
+and the views, so under a closed loop of {CONNECTIONS} connections the rate is bounded
+by the commit-then-project cycle, which the machine's other load lengthens directly.
+"""
+
+
+def rows(label: str, kind: str, found: Run, base: Run) -> list[Result]:
+    what = f"{SCENARIOS[kind]} — {label}"
+    workload = f"{found.requests:,} requests, {found.errors} errors"
+    return [
+        Result(f"{what}: rate", found.rate, "req/s", workload, "trivial endpoint", base.rate),
+        Result(f"{what}: p50", found.p50_ms, "ms", workload, "trivial endpoint", base.p50_ms),
+        Result(f"{what}: p99", found.p99_ms, "ms", workload, "trivial endpoint", base.p99_ms),
+    ]
+
+
+def run() -> list[Result]:
+    ensure_wrk()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="muto-bench-load-") as tmp:
+        workdir = Path(tmp)
+        with serving(baseline_server(), workdir / "baseline.log") as url:
+            script = 'request = function() return wrk.format("GET", "/healthz") end\n'
+            wrk(url, script, WARMUP, workdir)
+            base = wrk(url, script, DURATION, workdir)
+        print(f"baseline: {base}", flush=True)
+        for backend in (sqlite, postgres):
+            with backend() as found:
+                if found is None:
+                    continue
+                label, settings = found
+                fleet = seed(settings, VEHICLES)
+                with serving(muto_server(settings), settings.data_dir / "server.log") as url:
+                    prime(url, fleet, workdir)
+                    for kind in SCENARIOS:
+                        measured = measure(url, kind, fleet, workdir)
+                        print(f"{label} {kind}: {measured}", flush=True)
+                        results += rows(label, kind, measured, base)
+    verdict(results, base)
+    return results
+
+
+def verdict(results: list[Result], base: Run) -> None:
+    """Append this run's distance to the target to NOTES (read after `run()`)."""
+    global NOTES
+    mixes = {
+        r.name.split(" — ")[1].split(":")[0]: r.value
+        for r in results
+        if r.name.startswith(SCENARIOS["mix"]) and r.unit == "req/s"
+    }
+    found = ", ".join(
+        f"{rate:,.0f} req/s on {label} ({rate / TARGET:.0%})" for label, rate in mixes.items()
+    )
+    NOTES += (
+        f"\nAgainst the target: the fleet mix reached {found} of {TARGET:,.0f} req/s. "
+        f"The trivial endpoint, served and loaded the same way, reached {base.rate:,.0f} "
+        f"req/s ({base.rate / TARGET:.0%} of the target with no work at all): the "
+        "ceiling of one uvicorn process sharing the CPUs with its load generator.\n"
+    )
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)

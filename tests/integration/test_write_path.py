@@ -1,0 +1,77 @@
+"""WritePath.run with the projector's thread running (as in a serving process): the
+caller is resumed once its views show the write (read-your-writes), a failed command
+raises its own error, views slower than the timeout make `views_current` False (the
+write is stored), and the timeout counts from the commit, not from the submission."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import record_reconcile
+from muto.cloud.errors import NotFound
+from tests.support.spine import reconcile_report, register_fleet, registration, sqlite_settings
+
+VEHICLES = [f"v{i}" for i in range(8)]
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    register_fleet(cp, [registration(v) for v in VEHICLES])
+    cp.projector.start(follow=None)  # projects on demand, as an API process
+    try:
+        yield cp
+    finally:
+        cp.close()
+
+
+def test_each_write_is_in_the_views_when_its_caller_resumes(plane: ControlPlane) -> None:
+    async def report(i: int) -> None:
+        vehicle = VEHICLES[i % len(VEHICLES)]
+        written = await plane.writes.run(record_reconcile(reconcile_report(vehicle, f"r{i}"), "t"))
+        assert written.value is True and written.views_current is True
+        assert plane.projector.position() >= (written.position or 0)
+
+    async def many() -> None:
+        await asyncio.gather(*(report(i) for i in range(64)))
+
+    asyncio.run(many())
+    assert plane.projector.following()
+
+
+def test_a_refused_command_raises_its_own_error(plane: ControlPlane) -> None:
+    command = record_reconcile(reconcile_report("ghost", "r1"), "t")
+    with pytest.raises(NotFound, match="ghost"):
+        asyncio.run(plane.writes.run(command))
+
+
+def test_slow_views_leave_the_write_stored_and_say_so(plane: ControlPlane) -> None:
+    plane.writes.views_timeout = 0.3
+    with plane.projector._lock:  # the projector cannot take a step meanwhile
+        written = asyncio.run(plane.writes.run(record_reconcile(reconcile_report("v1", "r1"), "t")))
+    assert written.value is True and written.views_current is False
+    assert written.position == plane.log.position()
+
+
+def test_the_views_timeout_counts_from_the_commit(plane: ControlPlane) -> None:
+    plane.writes.views_timeout = 0.3
+    held = threading.Event()
+
+    def hold() -> None:  # the writer cannot commit meanwhile
+        with plane.log.writer_repository.batch_lock:
+            held.set()
+            time.sleep(0.8)
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    started = time.monotonic()
+    written = asyncio.run(plane.writes.run(record_reconcile(reconcile_report("v1", "r1"), "t")))
+    assert time.monotonic() - started >= 0.7
+    assert written.views_current is True
