@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from muto.domain.events import StoredReconcile, plain
-from muto.domain.model.rollout import DEFAULT_BAKE_SEC, LIMITS
+from muto.domain.model.rollout_states import phase_limit
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.rows import Rows
@@ -48,7 +48,7 @@ FINAL = ("completed", "aborted", "rolled_back")
 
 
 def _deadline(at: str, thresholds: Mapping[str, Any], phase: str) -> str:
-    limit = float(thresholds.get(LIMITS[phase], DEFAULT_BAKE_SEC))
+    limit = phase_limit(thresholds, phase)
     return phase_deadline(datetime.fromisoformat(at), limit, 0.0).isoformat()
 
 
