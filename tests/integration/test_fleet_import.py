@@ -79,7 +79,7 @@ def test_an_import_stores_the_events_of_registering_one_by_one(
         assert found.position == cp.log.position()
         assert sorted(stored(cp)) == sorted(expected)
         # read-your-writes: the views show the last chunk when the import returns
-        assert cp.queries.vehicle(FLEET[-1].vehicle_id)["vehicleId"] == FLEET[-1].vehicle_id
+        assert cp.queries.vehicle(FLEET[-1].vehicle_id).vehicle_id == FLEET[-1].vehicle_id
         rebuilt(cp)
         again = import_vehicles(cp, FLEET, cause(), batch=7)  # harmless to re-run
         assert (again.registered, again.unchanged) == (0, len(FLEET))
