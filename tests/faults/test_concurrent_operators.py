@@ -24,14 +24,8 @@ import pytest
 
 from tests.faults.cloud import audit
 from tests.faults.runs import runs
-from tests.support.api_server import (
-    BACKENDS,
-    ApiServer,
-    database,
-    release_envelope,
-    unique,
-    vehicle_body,
-)
+from tests.support.api_server import BACKENDS, ApiServer, database, unique, vehicle_body
+from tests.support.releases import release_envelope
 from tests.support.reported_fleet import ReportedFleet
 
 OPERATORS = 50
