@@ -115,8 +115,9 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), LEASE_CHECK_S)
                 continue
+            session = cloud_client(self.address, self.client_id)
             try:
-                async with cloud_client(self.address, self.client_id) as client:
+                async with session as client:
                     # Subscribe on every connect: a broker restarted without persistence
                     # has forgotten the session. Re-subscribing makes the broker resend the
                     # retained presences, harmless: presence stores changes of state only.
@@ -139,6 +140,9 @@ class Bridge:
             finally:
                 self.connected = False
                 self._client = None
+                # aiomqtt (2.5.1, client.py:786-792) leaves paho's socket open when the
+                # CONNACK never comes (or the connect is cancelled): close it here.
+                session._client._sock_close()
             if self._stop.is_set():
                 break
             delay = self.backoff.delay(attempt)
