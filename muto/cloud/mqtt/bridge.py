@@ -115,8 +115,9 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), LEASE_CHECK_S)
                 continue
-            session = cloud_client(self.address, self.client_id)
+            session: aiomqtt.Client | None = None
             try:
+                session = cloud_client(self.address, self.client_id)
                 async with session as client:
                     # Subscribe on every connect: a broker restarted without persistence
                     # has forgotten the session. Re-subscribing makes the broker resend the
@@ -142,7 +143,8 @@ class Bridge:
                 self._client = None
                 # aiomqtt (2.5.1, client.py:786-792) leaves paho's socket open when the
                 # CONNACK never comes (or the connect is cancelled): close it here.
-                session._client._sock_close()
+                if session is not None:
+                    session._client._sock_close()
             if self._stop.is_set():
                 break
             delay = self.backoff.delay(attempt)
