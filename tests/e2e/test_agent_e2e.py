@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from muto.domain.release import HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
 from tests.support.processes import AgentProcess, CloudProcess, reported, status
-from tests.support.runtime_kit import PYTHON, artifact_for, make_archive, pid_alive
+from tests.support.releases import archive, stack_release
+from tests.support.runtime_kit import PYTHON, pid_alive
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
@@ -47,14 +48,13 @@ def fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[CloudProcess, 
 
 
 def stack(tmp: Path, server: ArtifactServer, version: str, mode: str = "serve") -> StackRelease:
-    archive = make_archive(tmp / f"nav-{version}.tar.gz", {"app.py": APP})
-    url = server.put(f"/nav-{version}.tar.gz", archive.read_bytes())
-    return StackRelease(
-        stack_name="nav",
-        version=version,
-        artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=url)],
+    served, _ = archive(tmp, "nav", version, {"app.py": APP}, server=server)
+    return stack_release(
+        "nav",
+        version,
+        [served],
         launch=Launch(command=[PYTHON, "app.py", mode]),
-        health_model=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
+        health=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
     )
 
 

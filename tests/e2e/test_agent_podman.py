@@ -20,6 +20,7 @@ from tests.support.podman import (
     podman_world_fixture,  # noqa: F401 (fixture)
 )
 from tests.support.processes import AgentProcess, CloudProcess, status
+from tests.support.releases import stack_release
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
@@ -37,8 +38,7 @@ def cloud(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[CloudProcess]:
 
 def image_release(pushed: Pushed, version: str) -> StackRelease:
     image = Artifact(type=ArtifactType.OCI_IMAGE, ref=pushed.repo, digest=pushed.digest, size=1)
-    return StackRelease(stack_name="nav", version=version, artifacts=[image],
-                        health_model=HealthModel(readiness_timeout_sec=8))  # fmt: skip
+    return stack_release("nav", version, [image], health=HealthModel(readiness_timeout_sec=8))
 
 
 def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(

@@ -46,8 +46,7 @@ def test_converge_then_roll_back_a_silent_talker_and_a_dying_one(
     def release(version: str, mode: str) -> StackRelease:
         health = HealthModel(readiness_timeout_sec=20, crash_loop_restarts=2, ros=GRAPH)
         nodes = [node("talker", "talker.py", mode), node("listener", "listener.py")]
-        return ros_release(tmp_path, version, nodes, health, env=env,
-                           serve=lambda p: server.put(f"/{p.name}", p.read_bytes()))  # fmt: skip
+        return ros_release(tmp_path, version, nodes, health, env=env, server=server)
 
     signer = Signer.generate()
     good, silent = release("1.0.0", "talk"), release("2.0.0", "silent")
@@ -89,8 +88,7 @@ def test_a_topic_that_goes_silent_after_readiness_is_rolled_back(
     def release(version: str, mode: str) -> StackRelease:
         health = HealthModel(readiness_timeout_sec=30, crash_loop_restarts=1, ros=GRAPH)
         nodes = [node("talker", "talker.py", mode), node("listener", "listener.py")]
-        return ros_release(tmp_path, version, nodes, health, env=env,
-                           serve=lambda p: server.put(f"/{p.name}", p.read_bytes()))  # fmt: skip
+        return ros_release(tmp_path, version, nodes, health, env=env, server=server)
 
     signer = Signer.generate()
     good, fading = release("1.0.0", "talk"), release("2.0.0", "quiet-after-12")

@@ -23,11 +23,11 @@ from tests.support.api_server import (
     BACKENDS,
     ApiServer,
     reconcile_body,
-    release_envelope,
     running,
     unique,
     vehicle_body,
 )
+from tests.support.releases import release_envelope
 
 
 @dataclass

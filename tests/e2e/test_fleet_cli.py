@@ -21,14 +21,8 @@ import yaml
 
 from muto.cli import GROUPS
 from tests.conftest import free_port
-from tests.support.api_server import (
-    ApiServer,
-    reconcile_body,
-    release_envelope,
-    running,
-    unique,
-    vehicle_body,
-)
+from tests.support.api_server import ApiServer, reconcile_body, running, unique, vehicle_body
+from tests.support.releases import release_envelope
 
 FLEET_GROUPS = ("vehicles", "releases", "desired", "rollouts", "tokens")
 

@@ -32,10 +32,11 @@ from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import SimProfile, vehicle_ids
 from muto.sim.services import Haproxy, Logged
-from muto.trust import KeySet, Signer, TrustConfig, sign_release
+from muto.trust import KeySet, Signer, TrustConfig
 from muto.trust.keys import write_key_pair
 from tests.faults.runs import runs
 from tests.support.api_server import ApiServer
+from tests.support.releases import signed
 from tests.support.secured_broker import secured_broker
 from tests.support.topology import load_balancer
 from tests.support.waits import until
@@ -162,7 +163,7 @@ async def scenario(
 ) -> None:
     observer = asyncio.create_task(observe_notifies(broker_port, cloud_password, t.notifies))
     try:
-        await t.operator.register_release(sign_release(release("1.0.0"), [signer]))
+        await t.operator.register_release(signed(release("1.0.0"), signer).envelope)
         half = len(fleet_ids) // 2
         for via, ids in (("mqtt", fleet_ids[:half]), ("http", fleet_ids[half:])):
             fleet = SimFleet(

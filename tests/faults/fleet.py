@@ -17,12 +17,13 @@ from typing import Any
 
 from muto.agent.journal import Journal, JournalState
 from muto.agent.journal.integrity import verify
-from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from muto.domain.release import HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
 from tests.support.processes import AgentProcess, CloudProcess
-from tests.support.runtime_kit import PYTHON, artifact_for, make_archive
+from tests.support.releases import archive, stack_release
+from tests.support.runtime_kit import PYTHON
 
 APP = """
 import os, sys, time
@@ -52,14 +53,13 @@ class Fleet:
         """A new signed release (new version, new archive bytes), published to the cloud."""
         version = f"1.0.{next(self._versions)}"
         files = {"app.py": APP, "version.txt": version}
-        archive = make_archive(self.tmp / f"nav-{version}.tar.gz", files)
-        url = self.artifacts.put(f"/nav-{version}.tar.gz", archive.read_bytes())
-        release = StackRelease(
-            stack_name="nav",
-            version=version,
-            artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=url)],
+        served, _ = archive(self.tmp, "nav", version, files, server=self.artifacts)
+        release = stack_release(
+            "nav",
+            version,
+            [served],
             launch=Launch(command=[PYTHON, "app.py", mode]),
-            health_model=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
+            health=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
         )
         self.cloud.publish(release, self.signer)
         return release

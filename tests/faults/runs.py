@@ -41,3 +41,21 @@ def runs(bounded: int, full: int, *, full_timeout_s: int = FULL_TIMEOUT_S) -> li
 def cases(bounded: list[str], full: list[str]) -> list[ParameterSet]:
     """Named cases: some in `make test`, the rest only in `make test-faults`."""
     return [pytest.param(c, id=c) for c in bounded] + [full_only(c, f"full-{c}") for c in full]
+
+
+BACKEND_MARKS = {"sqlite": (), "postgres": (pytest.mark.postgres,)}
+
+
+def backend_runs(bounded_on: str, bounded: int, full: int) -> list[ParameterSet]:
+    """A test's (`backend`, `count`): `make test` runs the bounded count on `bounded_on`,
+    the backend where the scenario's risk lies (the other one runs it in `make
+    test-faults`, at the full count, as `bounded_on` does)."""
+    return [
+        pytest.param(
+            bounded_on,
+            bounded,
+            id=f"{bounded_on}-bounded-{bounded}",
+            marks=BACKEND_MARKS[bounded_on],
+        ),
+        *(full_only((b, full), f"{b}-full-{full}", *BACKEND_MARKS[b]) for b in BACKEND_MARKS),
+    ]

@@ -5,27 +5,14 @@ links or move clocks. The test's event loop runs them; blocking calls go to thre
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from muto.agent.agent import Agent
 from muto.agent.compose import simulated_agent
-from muto.domain.release import Artifact, ArtifactType, StackRelease
 from muto.trust import KeySet, Signer, TrustConfig
 from tests.support.processes import CloudProcess
-
-
-def sim_release(version: str, stack: str = "sim") -> StackRelease:
-    """A release of the simulated runtime: its artifact is never downloaded."""
-    digest = "sha256:" + hashlib.sha256(f"{stack}@{version}".encode()).hexdigest()
-    ref = f"https://artifacts.invalid/{stack}-{version}.tar.gz"
-    return StackRelease(
-        stack_name=stack,
-        version=version,
-        artifacts=[Artifact(type=ArtifactType.FILE, ref=ref, digest=digest, size=1)],
-    )
 
 
 def trust_of(cloud: CloudProcess, signer: Signer) -> TrustConfig:

@@ -25,11 +25,11 @@ from tests.faults.sim import (
     open_fds,
     retained_presence,
     sim_agents,
-    sim_release,
     threads,
     vehicle_token,
 )
 from tests.support.processes import AgentProcess, CloudProcess
+from tests.support.releases import stack_release
 from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
@@ -102,7 +102,7 @@ def test_broker_killed_and_restarted(count: int, tmp_path: Path, mosquitto: Mosq
         census = Census(cloud)
         try:
             for n in range(count + 1):
-                release = sim_release(f"1.0.{n}")
+                release = stack_release("sim", f"1.0.{n}")
                 await asyncio.to_thread(cloud.publish, release, signer)
                 if n > 0:  # cycle 0 only sets up the baseline
                     await asyncio.to_thread(mosquitto.stop, True)

@@ -31,8 +31,9 @@ from muto.domain.window import in_apply_window
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.faults.runs import runs
-from tests.faults.sim import sim_agents, sim_release
+from tests.faults.sim import sim_agents
 from tests.support.processes import CloudProcess
+from tests.support.releases import stack_release
 
 READY_AFTER_S = 0.5
 WINDOW = ApplyWindow(start_local="02:00", end_local="05:00")
@@ -67,7 +68,7 @@ def test_wall_clock_jumps(count: int, tmp_path: Path, mosquitto: Mosquitto) -> N
     cloud.start()
     signer = Signer.generate()
     clock = JumpingClock()
-    releases = [sim_release(f"1.0.{n}") for n in range(count)]
+    releases = [stack_release("sim", f"1.0.{n}") for n in range(count)]
     behaviours = {r.key: SimulatedBehaviour(ready_after_sec=READY_AFTER_S) for r in releases}
     (agent,) = sim_agents(cloud, signer, ["car-clk"], "clk", clock=clock, behaviours=behaviours,
                           vehicle=VehicleState(timezone="UTC", free_disk_mb=1e6))  # fmt: skip

@@ -23,15 +23,9 @@ import httpx
 import pytest
 
 from tests.faults.cloud import audit
-from tests.faults.runs import runs
-from tests.support.api_server import (
-    BACKENDS,
-    ApiServer,
-    database,
-    release_envelope,
-    unique,
-    vehicle_body,
-)
+from tests.faults.runs import backend_runs
+from tests.support.api_server import ApiServer, database, unique, vehicle_body
+from tests.support.releases import release_envelope
 from tests.support.reported_fleet import ReportedFleet
 
 OPERATORS = 50
@@ -75,8 +69,8 @@ def at_once(
     return answers
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("count", runs(2, 20))
+# SQLite: 50 writers on one file (the busy lock); PostgreSQL runs the next two here.
+@pytest.mark.parametrize(("backend", "count"), backend_runs("sqlite", 2, 20))
 def test_fifty_operators_patch_one_vehicle(backend: str, count: int, tmp_path: Path) -> None:
     with servers(backend, tmp_path) as (group, secret), group[0].client(secret) as http:
         vehicle_id = unique("contested")
@@ -106,8 +100,8 @@ def action(rollout_id: str, *actions: str) -> Callable[[httpx.Client, int], http
     return lambda c, n: c.post(f"/rollouts/{rollout_id}/{actions[n % len(actions)]}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("count", runs(1, 10))
+# PostgreSQL: two processes (the rollout-start lock across them).
+@pytest.mark.parametrize(("backend", "count"), backend_runs("postgres", 1, 10))
 def test_fifty_operators_on_one_rollout(backend: str, count: int, tmp_path: Path) -> None:
     with servers(backend, tmp_path) as (group, secret), group[0].client(secret) as http:
         for _ in range(count):
@@ -138,8 +132,8 @@ def test_fifty_operators_on_one_rollout(backend: str, count: int, tmp_path: Path
           f"{OPERATORS} operators each starting, pausing/resuming and rolling back")  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("count", runs(1, 10))
+# PostgreSQL: two processes allocating one vehicle's sequence.
+@pytest.mark.parametrize(("backend", "count"), backend_runs("postgres", 1, 10))
 def test_fifty_operators_assign_one_vehicle(backend: str, count: int, tmp_path: Path) -> None:
     """Assignments are not conditional: each gets its own next sequence. One process
     serializes them; across two, a write that kept losing the optimistic race after the

@@ -32,7 +32,7 @@ from tests.faults.runs import runs
 from tests.support.api_server import ApiServer, reconcile_body, unique, vehicle_body
 from tests.support.artifact_server import ArtifactServer
 from tests.support.operator import Operator
-from tests.support.runtime_kit import release_of
+from tests.support.releases import blob_release
 
 pytestmark = pytest.mark.mqtt
 
@@ -55,13 +55,13 @@ def test_the_vehicle_disk_fills_up(count: int, tmp_path: Path, mosquitto: Mosqui
         assert isinstance(artifacts, CachedArtifacts)
         cache = artifacts.cache
         with ArtifactServer() as server:
-            first = release_of(server, tmp_path, 0)
+            first = blob_release(server, tmp_path, 0)
             await op.publish(first, signer)
             await op.desire("car-df", first)
             assert (await agent.reconcile()).kind == "converged"
             for n in range(1, count + 1):
                 running = agent.journal.state.running_key
-                release = release_of(server, tmp_path, n)  # 300 kB
+                release = blob_release(server, tmp_path, n)  # 300 kB
                 await op.publish(release, signer)
                 for entry in cache.entries():  # nothing left to evict: the pins fill it
                     if not entry.pinned:

@@ -33,9 +33,10 @@ from tests.conftest import Mosquitto
 from tests.faults.cloud import duplicates
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
-from tests.faults.sim import sim_agents, sim_release
+from tests.faults.sim import sim_agents
 from tests.support.api_server import reconcile_body, running, vehicle_body
 from tests.support.processes import CloudProcess
+from tests.support.releases import stack_release
 from tests.support.waits import until
 
 pytestmark = pytest.mark.mqtt
@@ -81,7 +82,7 @@ def test_notifies_duplicated_reordered_and_stale(
     cloud.start()
     signer = Signer.generate()
     (agent,) = sim_agents(cloud, signer, ["car-dup"], "dup", mqtt_url=mosquitto.url, poll_s=3600)
-    releases = [sim_release(f"1.0.{n}") for n in range(count)]
+    releases = [stack_release("sim", f"1.0.{n}") for n in range(count)]
     for release in releases:
         cloud.publish(release, signer)
 

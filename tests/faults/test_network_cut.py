@@ -28,9 +28,10 @@ from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.faults.fleet import reconcile_reports
 from tests.faults.runs import runs
-from tests.faults.sim import sim_release, trust_of, vehicle_token
+from tests.faults.sim import trust_of, vehicle_token
 from tests.support.agent_rig import ManualClock
 from tests.support.processes import CloudProcess
+from tests.support.releases import stack_release
 from tests.support.waits import until
 
 STEP_S = 600.0  # the loop is woken every 10 simulated minutes
@@ -52,7 +53,7 @@ def test_a_long_network_cut(count: int, tmp_path: Path, mosquitto: Mosquitto) ->
     cloud = CloudProcess(tmp_path, mosquitto.url)
     cloud.start()
     signer = Signer.generate()
-    a, b, c = (sim_release(v) for v in ("1.0.0", "2.0.0", "3.0.0"))
+    a, b, c = (stack_release("sim", v) for v in ("1.0.0", "2.0.0", "3.0.0"))
     for release in (a, b, c):
         cloud.publish(release, signer)
     token = vehicle_token(cloud, "car-cut")

@@ -26,7 +26,7 @@ from tests.faults.rig import real_parts_agent
 from tests.faults.runs import runs
 from tests.support.artifact_server import ArtifactServer, Faults
 from tests.support.operator import Operator
-from tests.support.runtime_kit import release_of
+from tests.support.releases import blob_release
 
 pytestmark = pytest.mark.mqtt
 BUDGET = 1_300_000  # the pinned ones (3 known good, the desired one) and no more
@@ -69,7 +69,7 @@ def test_slow_and_endless_downloads(count: int, tmp_path: Path, mosquitto: Mosqu
         with ArtifactServer() as server:
             for n in range(count):
                 name = list(FAULTS)[n % len(FAULTS)]
-                release = release_of(server, tmp_path, n, SIZE)
+                release = blob_release(server, tmp_path, n, SIZE)
                 await op.publish(release, signer)
                 await op.desire("car-dl", release)
                 server.faults = FAULTS[name]

@@ -29,7 +29,7 @@ import pytest
 from muto.agent.agent import Agent
 from muto.agent.journal.events import ArtifactFailed, DesiredRejected
 from muto.domain.desired import DesiredStateBundle, DesiredStateDocument, Envelope
-from muto.domain.release import ArtifactType, StackRelease
+from muto.domain.release import StackRelease
 from muto.domain.wire import canonical, decode, to_builtins
 from muto.sim.services import CloudProcess, prepare_cloud
 from muto.trust import Signer, sign_release
@@ -38,7 +38,7 @@ from tests.conftest import Mosquitto
 from tests.faults.rig import Between, real_parts_agent
 from tests.support.artifact_server import ArtifactServer, Faults
 from tests.support.operator import Operator
-from tests.support.runtime_kit import artifact_for, make_archive
+from tests.support.releases import archive, signed, stack_release
 from tests.support.trust_kit import flip_signature, unsigned
 
 pytestmark = pytest.mark.mqtt
@@ -127,12 +127,10 @@ def tampering(mutate: Mutation) -> Callable[..., Any]:
 def served_release(
     server: ArtifactServer, tmp: Path, version: str, digest_of: str = ""
 ) -> StackRelease:
-    archive = make_archive(tmp / f"nav-{version}.tar.gz", {"v": version})
-    url = server.put(f"/nav-{version}.tar.gz", archive.read_bytes())
-    artifact = artifact_for(archive, ArtifactType.ARCHIVE, ref=url)
+    artifact, _ = archive(tmp, "nav", version, {"v": version}, server=server)
     if digest_of:  # declare the digest of other bytes
         artifact = replace(artifact, digest="sha256:" + digest_of * 64)
-    return StackRelease(stack_name="nav", version=version, artifacts=[artifact])
+    return stack_release("nav", version, [artifact])
 
 
 def last_code(agent: Agent, kind: type[DesiredRejected] | type[ArtifactFailed]) -> str:
@@ -158,7 +156,7 @@ def test_the_matrix_through_the_real_cloud_and_cache(tmp_path: Path, mosquitto: 
                                        Signer.generate(), status=422)  # fmt: skip
             assert refused == "VERIFY_SIGNATURE_FAILED"
             rows.append("cloud refuses a release by an unknown key: 422")
-            keys.other_release = sign_release(good, [release_signer])
+            keys.other_release = signed(good, release_signer).envelope
             token = await op.vehicle("car-t")
             between = Between()
             agent, http = real_parts_agent(tmp_path / "car-t", "car-t", cloud.url, token, trust,

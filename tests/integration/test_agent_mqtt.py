@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -312,5 +313,50 @@ def test_an_isolated_change_and_a_refresh_are_published_at_once(mosquitto: Mosqu
             await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
             await until(lambda: bool(watch.bodies("evt/refresh_result")), "a refresh result")
             assert watch.bodies("agent/state")[-1]["phase"] == "idle"  # published before the result
+
+    asyncio.run(main())
+
+
+def ended_by_peer(conn: socket.socket) -> bool:
+    """Whether the other end closed `conn` (what it sent before is read and dropped)."""
+    try:
+        while data := conn.recv(4096):
+            del data
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_each_attempt_on_a_broker_that_never_answers_closes_its_socket() -> None:
+    """A broker that accepts but never sends CONNACK (one starting up, or overloaded):
+    each attempt times out and the link tries again, and every attempt's socket is
+    closed before the next (aiomqtt alone leaves it open until paho's keepalive check,
+    or the garbage collector, closes it)."""
+
+    async def main() -> None:
+        silent = socket.create_server(("127.0.0.1", 0))
+        silent.setblocking(False)
+        accepted: list[socket.socket] = []
+
+        async def accept() -> None:
+            while True:
+                conn, _ = await asyncio.get_running_loop().sock_accept(silent)
+                accepted.append(conn)
+
+        acceptor = asyncio.create_task(accept())
+        broker = Broker.parse(f"mqtt://127.0.0.1:{silent.getsockname()[1]}")
+        rig = make_rig(broker=broker, poll_s=3600, drift_check_s=3600, mqtt_timeout_s=0.2)
+        rig.cloud.serve(rig.signers.bundle(A, 1))
+        await rig.agent.start()
+        try:
+            await until(lambda: len(accepted) >= 3, "three attempts")
+            # Closed before the next attempt began, not later by paho's keepalive check
+            # or the garbage collector (a ResourceWarning then).
+            assert all(ended_by_peer(c) for c in accepted[:-1])
+        finally:
+            await rig.agent.stop()
+            acceptor.cancel()
+            for conn in [*accepted, silent]:
+                conn.close()
 
     asyncio.run(main())

@@ -23,10 +23,10 @@ from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.vehicle_state import VehicleState
 from tests.support.agent_rig import VEHICLE, FakeCloud, Signers
 from tests.support.artifact_server import ArtifactServer, Faults
+from tests.support.releases import archive, stack_release
 from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
-    make_archive,
     make_wheel,
     pid_alive,
 )
@@ -47,14 +47,9 @@ HEALTH = HealthModel(readiness_probe=READY, readiness_timeout_sec=30, crash_loop
 def archive_release(
     tmp: Path, server: ArtifactServer, version: str, mode: str = "serve"
 ) -> StackRelease:
-    archive = make_archive(tmp / f"nav-{version}.tar.gz", {"app.py": APP, "VERSION": version})
-    url = server.put(f"/nav-{version}.tar.gz", archive.read_bytes())
-    return StackRelease(
-        stack_name="nav",
-        version=version,
-        artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=url)],
-        launch=Launch(command=[PYTHON, "app.py", mode]),
-        health_model=HEALTH,
+    served, _ = archive(tmp, "nav", version, {"app.py": APP, "VERSION": version}, server=server)
+    return stack_release(
+        "nav", version, [served], launch=Launch(command=[PYTHON, "app.py", mode]), health=HEALTH
     )
 
 
@@ -169,12 +164,12 @@ def test_python_wheel_runtime_converges_with_a_real_venv(tmp_path: Path) -> None
         artifact = artifact_for(
             wheel, ArtifactType.PYTHON_WHEEL, ref=url, dist_name="lucid-agent-cpu"
         )
-        target = StackRelease(
-            stack_name="lucid",
-            version="1.0.0",
-            artifacts=[artifact],
+        target = stack_release(
+            "lucid",
+            "1.0.0",
+            [artifact],
             launch=Launch(entry_points=["lucid-agent-cpu"]),
-            health_model=HealthModel(readiness_probe=COMPONENT_READY, readiness_timeout_sec=60),
+            health=HealthModel(readiness_probe=COMPONENT_READY, readiness_timeout_sec=60),
         )
         cloud.serve(signers.bundle(target, 1, issued=NOW))
         assert (await agent.reconcile()).kind == "converged"

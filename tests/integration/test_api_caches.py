@@ -13,7 +13,8 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import MISS, Authenticator, Principal, Role, issue_token, revoke_token
 from muto.domain.wire import to_builtins
-from tests.support.spine import memory_settings, signed_release
+from tests.support.releases import signed_release
+from tests.support.spine import memory_settings
 
 
 def client(tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
@@ -80,7 +81,7 @@ def test_a_poll_the_memory_cannot_answer_is_checked_against_the_view(tmp_path: P
     with c:
         c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
         for version in ("1.0.0", "1.1.0"):
-            envelope = to_builtins(signed_release(version=version).envelope)
+            envelope = signed_release(version=version).body()
             c.post("/releases", json=envelope, headers=op)
         assign = {
             "target": {"type": "vehicle", "selector": "v1"},

@@ -19,12 +19,11 @@ from tests.support.api_server import (
     error_of,
     health_body,
     reconcile_body,
-    release_envelope,
     running,
-    signed_payload,
     unique,
     vehicle_body,
 )
+from tests.support.releases import release_envelope, signed_payload
 
 
 @dataclass

@@ -19,8 +19,8 @@ from muto.cloud.api.app import create_app
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import Role, issue_token
-from muto.domain.wire import to_builtins
-from tests.support.spine import signed_release, sqlite_settings
+from tests.support.releases import signed_release
+from tests.support.spine import sqlite_settings
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_no_endpoint_queries_the_database_on_the_event_loop(
                 ("GET", "/vehicles", {"params": {"selector": "r=eu"}}),
                 ("GET", "/vehicles/v1", {}),
                 ("PATCH", "/vehicles/v1", {"json": {"labels": {"x": "y"}}}),
-                ("POST", "/releases", {"json": to_builtins(signed_release().envelope)}),
+                ("POST", "/releases", {"json": signed_release().body()}),
                 ("GET", "/releases", {}),
                 ("GET", "/releases/core/1.0.0", {}),
                 (

@@ -31,9 +31,9 @@ from muto.domain.requests import RolloutRequest, RolloutThresholds
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.projections import Views
 from muto.projections.store import ViewStore
+from tests.support.releases import SignedRelease, signed_release
 from tests.support.services import fresh_database
 from tests.support.spine import (
-    SignedRelease,
     cause,
     desired_request,
     health_report,
@@ -41,7 +41,6 @@ from tests.support.spine import (
     reconcile_report,
     register_fleet,
     registration,
-    signed_release,
     sqlite_settings,
     view_rows,
 )

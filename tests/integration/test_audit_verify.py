@@ -24,6 +24,7 @@ from muto.cloud.auditing import open_event_log
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_reconcile
 from muto.cloud.settings import Settings
+from tests.support.releases import signed_release
 from tests.support.services import fresh_database, postgres_admin
 from tests.support.spine import (
     cause,
@@ -32,7 +33,6 @@ from tests.support.spine import (
     postgres_settings,
     reconcile_report,
     register_fleet,
-    signed_release,
     sqlite_settings,
 )
 

@@ -33,6 +33,7 @@ from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.domain.requests import VehiclePatch
+from tests.support.releases import signed_release
 from tests.support.spine import (
     cause,
     desired_request,
@@ -43,7 +44,6 @@ from tests.support.spine import (
     reconcile_report,
     register_fleet,
     registration,
-    signed_release,
     sqlite_settings,
     view_rows,
 )

@@ -18,9 +18,9 @@ from muto.cloud.api.fast import FastLane
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import Role, issue_token
-from muto.domain.wire import to_builtins
 from tests.support.api_server import health_body, unique
-from tests.support.spine import signed_release, sqlite_settings
+from tests.support.releases import signed_release
+from tests.support.spine import sqlite_settings
 
 
 class Fleet:
@@ -38,7 +38,7 @@ class Fleet:
     def prepare(self) -> None:
         c, op = self.client, self.op
         assert c.post("/vehicles", json={"vehicleId": "v1"}, headers=op).status_code == 201
-        c.post("/releases", json=to_builtins(signed_release(version="1.0.0").envelope), headers=op)
+        c.post("/releases", json=signed_release(version="1.0.0").body(), headers=op)
         assign = {
             "target": {"type": "vehicle", "selector": "v1"},
             "stack": {"name": "core", "version": "1.0.0"},

@@ -41,8 +41,8 @@ from muto.domain.requests import RolloutThresholds, VehiclePatch
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
+from tests.support.releases import SignedRelease, signed_release
 from tests.support.spine import (
-    SignedRelease,
     cause,
     desired_request,
     health_report,
@@ -51,7 +51,6 @@ from tests.support.spine import (
     reconcile_report,
     register_fleet,
     registration,
-    signed_release,
     sqlite_settings,
     table_rows,
     view_rows,

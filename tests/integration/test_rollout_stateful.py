@@ -55,13 +55,13 @@ from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest, RolloutThresholds, VehiclePatch
 from muto.domain.rollout_rules import TRIPWIRES, Candidate, pick_canaries
 from muto.domain.wire import decode
+from tests.support.releases import signed_release
 from tests.support.spine import (
     cause,
     desired_request,
     memory_settings,
     register_fleet,
     registration,
-    signed_release,
 )
 
 IN_SELECTOR = [f"v-{r}-{m}-{n}" for r in ("eu", "us", "ap") for m in ("m3", "m4") for n in (1, 2)]

@@ -28,13 +28,13 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.wire import encode
+from tests.support.releases import stack_release
 from tests.support.runtime_kit import (
     PYTHON,
     artifact_for,
     cache_of,
     make_archive,
     pid_alive,
-    release,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,8 @@ while True:
 
 def stack(tmp_path: Path) -> tuple[StackRelease, Path]:
     archive = make_archive(tmp_path / "nav.tar.gz", {"app.py": APP})
-    rel = release(
+    rel = stack_release(
+        "nav",
         "1.0.0",
         [artifact_for(archive, ArtifactType.ARCHIVE)],
         launch=Launch(command=[PYTHON, "app.py"]),

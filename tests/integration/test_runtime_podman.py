@@ -25,8 +25,8 @@ from tests.support.podman import (
     podman_env_fixture,  # noqa: F401 (fixture)
     podman_world_fixture,  # noqa: F401 (fixture)
 )
+from tests.support.releases import stack_release
 from tests.support.runtime_contract import Built, RuntimeContract
-from tests.support.runtime_kit import release
 
 FAST = HealthModel(readiness_timeout_sec=20)
 
@@ -41,7 +41,7 @@ def image_release(
 ) -> StackRelease:
     image = Artifact(type=ArtifactType.OCI_IMAGE, ref=ref or pushed.repo, digest=pushed.digest,
                      size=1)  # fmt: skip
-    return release(version, [image], stack=stack, launch=launch, health=health or FAST)
+    return stack_release(stack, version, [image], launch=launch, health=health or FAST)
 
 
 DIE_AFTER_APPLY = """
@@ -236,7 +236,7 @@ def test_apply_failures(tmp_path: Path, podman_env: PodmanWorld, problem: str) -
     if problem == "pinned-elsewhere":
         rel = image_release(world.good, ref=f"{world.good.repo}@{world.never_ready.digest}")
     elif problem == "no-image":
-        rel = release("1.0.0", [])
+        rel = stack_release("nav", "1.0.0", [])
     else:
         binary = "podman-not-installed"
     rt = PodmanRuntime(tmp_path / "runtime", podman=binary)

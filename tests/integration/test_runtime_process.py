@@ -15,6 +15,7 @@ from muto.agent.runtime.process import ProcessRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.releases import stack_release
 from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
@@ -23,7 +24,6 @@ from tests.support.runtime_kit import (
     make_archive,
     make_tar_with,
     pid_alive,
-    release,
 )
 from tests.support.waits import until
 
@@ -61,7 +61,8 @@ def archived_release(
         tmp_path / f"overlay-{version}.tar.gz",
         {"app.py": APP, "VERSION": version, "share/nav/params.yaml": "rate: 10\n"},
     )
-    rel = release(
+    rel = stack_release(
+        "nav",
         version,
         [artifact_for(archive, ArtifactType.ARCHIVE)],
         launch=Launch(command=[PYTHON, "app.py", mode], env={"NAV_MODE": mode}),
@@ -293,7 +294,7 @@ def test_unsafe_archive_is_rejected_and_the_running_release_stays(
     rt = runtime(tmp_path)
     a, cache_a = archived_release(tmp_path, "1.0.0")
     evil = make_tar_with(tmp_path / "evil.tar.gz", member, b"x")
-    b = release("2.0.0", [artifact_for(evil, ArtifactType.ARCHIVE)], launch=a.launch)
+    b = stack_release("nav", "2.0.0", [artifact_for(evil, ArtifactType.ARCHIVE)], launch=a.launch)
 
     async def body() -> None:
         await rt.apply(a, cache_a)
@@ -324,7 +325,8 @@ def test_links_inside_the_overlay_are_fine(tmp_path: Path) -> None:
         link = tarfile.TarInfo("share/nav/libnav.so")
         link.type, link.linkname = tarfile.SYMTYPE, "../../lib/libnav.so.1"
         tar.addfile(link)
-    rel = release(
+    rel = stack_release(
+        "nav",
         "1.0.0",
         [artifact_for(archive, ArtifactType.ARCHIVE)],
         launch=Launch(command=[PYTHON, "app.py", "serve"]),
@@ -343,8 +345,11 @@ def test_links_inside_the_overlay_are_fine(tmp_path: Path) -> None:
 def test_a_corrupt_archive_is_an_apply_failure(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(b"\x1f\x8b not really gzip")
-    rel = release(
-        "1.0.0", [artifact_for(corrupt, ArtifactType.ARCHIVE)], launch=Launch(command=["true"])
+    rel = stack_release(
+        "nav",
+        "1.0.0",
+        [artifact_for(corrupt, ArtifactType.ARCHIVE)],
+        launch=Launch(command=["true"]),
     )
     rt = runtime(tmp_path)
 
@@ -361,9 +366,11 @@ def test_a_corrupt_archive_is_an_apply_failure(tmp_path: Path) -> None:
 def test_apply_failures_carry_apply_failed(tmp_path: Path, problem: str) -> None:
     rel, cache = archived_release(tmp_path, "1.0.0")
     if problem == "no-command":
-        rel = release("1.0.0", rel.artifacts, launch=Launch())
+        rel = stack_release("nav", "1.0.0", rel.artifacts, launch=Launch())
     else:
-        rel = release("1.0.0", rel.artifacts, launch=Launch(command=["./no-such-binary"]))
+        rel = stack_release(
+            "nav", "1.0.0", rel.artifacts, launch=Launch(command=["./no-such-binary"])
+        )
     rt = runtime(tmp_path)
 
     async def body() -> None:

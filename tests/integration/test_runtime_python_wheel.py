@@ -16,6 +16,7 @@ from muto.agent.runtime.python_wheel import PythonWheelRuntime, release_wheels
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.releases import stack_release
 from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
@@ -23,7 +24,6 @@ from tests.support.runtime_kit import (
     cache_of,
     make_wheel,
     pid_alive,
-    release,
     sha256,
 )
 
@@ -52,8 +52,8 @@ def wheel_release(
     # The cache names files by digest: the runtime must not rely on the file name.
     cached = tmp_path / f"cache-{sha256(wheel).removeprefix('sha256:')}"
     cached.write_bytes(wheel.read_bytes())
-    rel = release(
-        version, [artifact], stack="lucid", launch=Launch(entry_points=["lucid-agent-cpu"])
+    rel = stack_release(
+        "lucid", version, [artifact], launch=Launch(entry_points=["lucid-agent-cpu"])
     )
     return rel, cache_of(cached)
 
@@ -170,9 +170,9 @@ def test_apply_failures(tmp_path: Path, problem: str) -> None:
         tmp_path, dist_name="lucid-agent-gpu" if "mismatch" in problem else "lucid-agent-cpu"
     )
     if problem == "no-entry-point":
-        rel = release("1.0.0", rel.artifacts, stack="lucid", launch=Launch())
+        rel = stack_release("lucid", "1.0.0", rel.artifacts, launch=Launch())
     if problem == "bad-entry-point":
-        rel = release("1.0.0", rel.artifacts, stack="lucid", launch=Launch(entry_points=["nope"]))
+        rel = stack_release("lucid", "1.0.0", rel.artifacts, launch=Launch(entry_points=["nope"]))
     rt = PythonWheelRuntime(tmp_path / "runtime")
 
     async def main() -> None:
@@ -191,7 +191,7 @@ def test_a_broken_wheel_is_an_apply_failure(tmp_path: Path) -> None:
     broken = tmp_path / "lucid_agent_cpu-1.0.0-py3-none-any.whl"
     broken.write_bytes(b"not a zip")
     artifact = artifact_for(broken, ArtifactType.PYTHON_WHEEL)
-    rel = release("1.0.0", [artifact], launch=Launch(entry_points=["lucid-agent-cpu"]))
+    rel = stack_release("nav", "1.0.0", [artifact], launch=Launch(entry_points=["lucid-agent-cpu"]))
     rt = PythonWheelRuntime(tmp_path / "runtime")
 
     async def main() -> None:
@@ -235,4 +235,4 @@ class TestPythonWheelRuntimeContract(RuntimeContract):
         broken.write_bytes(b"not a zip")  # pip cannot install it
         artifact = artifact_for(broken, ArtifactType.PYTHON_WHEEL)
         launch = Launch(entry_points=["lucid-agent-cpu"])
-        return release("9.0.0", [artifact], stack="lucid", launch=launch), cache_of(broken)
+        return stack_release("lucid", "9.0.0", [artifact], launch=launch), cache_of(broken)

@@ -15,6 +15,7 @@ from muto.agent.runtime.ros2_launch import Ros2LaunchRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
+from tests.support.releases import stack_release
 from tests.support.runtime_contract import Built, RuntimeContract
 from tests.support.runtime_kit import (
     PYTHON,
@@ -22,7 +23,6 @@ from tests.support.runtime_kit import (
     cache_of,
     make_archive,
     pid_alive,
-    release,
     write_script,
 )
 
@@ -64,7 +64,8 @@ def overlay_release(
             "install/nav/share/nav/launch/nav.launch.py": "# a launch description\n",
         },
     )
-    rel = release(
+    rel = stack_release(
+        "nav",
         version,
         [artifact_for(archive, ArtifactType.ARCHIVE)],
         launch=Launch(launch_file=launch_file),

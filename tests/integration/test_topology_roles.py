@@ -1,11 +1,14 @@
 """Several `muto cloud serve` processes on one PostgreSQL database, each with a role:
-one worker active per duty and the standby taking over from a kill -9, in-process
+one worker active per duty and the standby taking over from a kill -9 (the 5 s bound
+checked from what it rests on, not with a stopwatch), in-process
 caches right across replicas (LISTEN/NOTIFY), and a replica that loses PostgreSQL
 answering 503 `unavailable` and reporting not-ready."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -16,18 +19,23 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
+from muto.cloud.controller import controller_factory
+from muto.cloud.mqtt.bridge import LEASE_CHECK_S, Bridge
 from muto.domain.messages import DesiredNotify, Leaf, vehicle_topic
 from muto.domain.wire import decode
 from muto.projections.locks import DUTIES
+from muto.projections.runner import ProjectionRunner
 from tests.conftest import Mosquitto
-from tests.support.api_server import ApiServer, health_body, release_envelope, vehicle_body
+from tests.support.api_server import ApiServer, health_body, vehicle_body
+from tests.support.releases import release_envelope
 from tests.support.topology import TcpProxy
 from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.postgres]
 DUTY_NAMES = sorted(d.name.lower() for d in DUTIES)
-TAKEOVER_S = 5.0  # issue 15: the standby acts within 5 s of the holder's kill -9
+DEPLOY_DOC = Path(__file__).parents[2] / "docs" / "deploy.md"
 # Far below the token cache's 60 s: b refusing within it proves the revocation reached
 # b (LISTEN/NOTIFY), not that b's cached token expired. A bound on a hang, not a pace: the
 # promise's 5 s is checked without a stopwatch in test_revocation_reach.py.
@@ -73,6 +81,64 @@ def holders(workers: list[ApiServer]) -> dict[str, list[str]]:
     return {d: sorted(n for n, mine in held.items() if mine.get(d)) for d in DUTY_NAMES}
 
 
+def promised_takeover_s() -> float:
+    found = re.search(r"the bound it must meet is\s+(\d+) s", DEPLOY_DOC.read_text())
+    assert found, "docs/deploy.md no longer states the takeover bound"
+    return float(found.group(1))
+
+
+def standby_waits() -> dict[str, float]:
+    """The longest a standby waits, once a duty's lock is free, before it asks for it
+    again: the intervals a `muto cloud serve` worker runs its duties with. The notifier
+    is asked for only in the listener's broker session (after the listener's check)."""
+
+    def default(function: Any, name: str) -> float:
+        found: float = inspect.signature(function).parameters[name].default
+        return found
+
+    notifier_poll = default(Bridge.__init__, "poll_s")
+    return {
+        "projector": default(ProjectionRunner.start, "interval"),
+        "controller": default(controller_factory, "interval"),
+        "listener": LEASE_CHECK_S,
+        "notifier": LEASE_CHECK_S + notifier_poll,
+    }
+
+
+def test_a_standby_asks_for_every_duty_well_within_the_takeover_bound() -> None:
+    """The takeover promise, without a stopwatch (a loaded 2-core machine makes any
+    wall-clock bound flaky): a kill -9 frees the holder's locks at once (the kernel closes
+    its sockets, PostgreSQL ends the sessions: checked below on real processes), so what
+    remains is the standby's own wait before it asks again. Half the bound is left for
+    the round trips and the listener's broker connect."""
+    waits = standby_waits()
+    assert set(waits) == set(DUTY_NAMES)
+    assert max(waits.values()) <= promised_takeover_s() / 2, waits
+
+
+def lock_holders(postgres_url: str) -> dict[str, int]:
+    """duty -> the PostgreSQL backend (pid) holding its advisory lock."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT objid, pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            ).all()
+    finally:
+        engine.dispose()
+    names = {int(d): d.name.lower() for d in DUTIES}
+    return {names[int(key)]: pid for key, pid in found if int(key) in names}
+
+
+def backends(postgres_url: str) -> set[int]:
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(text("SELECT pid FROM pg_stat_activity")).scalars())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.mqtt
 def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
     tmp_path: Path, postgres_url: str, mosquitto: Mosquitto
@@ -94,13 +160,18 @@ def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
         active = next(w for w in workers if w.name == split["listener"][0])
         standby = next(w for w in workers if w is not active)
         assert httpx.get(f"{standby.url}/readyz").status_code == 200  # a standby is ready
+        mine = {d for d, held in duties(active).items() if held}
+        sessions = {pid for d, pid in lock_holders(postgres_url).items() if d in mine}
+        assert len(sessions) == len(mine) > 0  # one session per lease
         assert active.stop(signal.SIGKILL) == -9
-        killed = time.monotonic()
-        while not all(duties(standby).values()):
-            assert time.monotonic() - killed < TAKEOVER_S, duties(standby)
-            time.sleep(0.05)
+        # What the bound rests on: the killed process's sessions end (its locks with them)
+        # without any timeout to run out...
+        eventually(lambda: not sessions & backends(postgres_url), "the killed sessions ended")
+        # ...and the standby, asking on its own intervals, takes every duty over.
+        eventually(lambda: all(duties(standby).values()), "the standby holds every duty")
         assert sorted(duties(standby)) == DUTY_NAMES
-        assert "connected to the broker" in standby.tail(100_000)
+        assert not sessions & set(lock_holders(postgres_url).values())
+        eventually(lambda: "connected to the broker" in standby.tail(100_000), "standby's session")
 
 
 def test_a_revoked_token_is_refused_by_every_replica(tmp_path: Path, postgres_url: str) -> None:

@@ -30,34 +30,20 @@ from muto.domain.desired import (
     Policy,
     StackRef,
 )
-from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from muto.domain.release import HealthModel, StackRelease
 from muto.domain.vehicle_state import VehicleState
-from muto.trust import KeySet, Signer, TrustConfig, manifest_digest, sign_release
+from muto.trust import KeySet, Signer, TrustConfig, manifest_digest
 from muto.trust.desired_state import sign_desired_state
+from tests.support.releases import signed, stack_release
 
 VEHICLE = "v-0001"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def digest_of(text: str) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def release(version: str, stack: str = "nav", **health: Any) -> StackRelease:
-    return StackRelease(
-        stack_name=stack,
-        version=version,
-        artifacts=[
-            Artifact(
-                type=ArtifactType.ARCHIVE,
-                ref=f"https://artifacts.invalid/{stack}-{version}.tar.gz",
-                digest=digest_of(f"{stack}-{version}"),
-                size=10,
-            )
-        ],
-        health_model=HealthModel(**{"readiness_timeout_sec": 5, **health}),
+    """A release the simulated runtime judges quickly (readiness within 5 s)."""
+    return stack_release(
+        stack, version, health=HealthModel(**{"readiness_timeout_sec": 5, **health})
     )
 
 
@@ -121,7 +107,7 @@ class Signers:
         )
         return DesiredStateBundle(
             desired_state=sign_desired_state(document, self.control_plane),
-            release=sign_release(target, [release_signer or self.release]),
+            release=signed(target, release_signer or self.release).envelope,
         )
 
 

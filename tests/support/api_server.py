@@ -6,7 +6,6 @@ tests/e2e/test_server_* start it through `running`.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -25,10 +24,8 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
-from muto.domain.wire import to_builtins
 from tests.conftest import free_port
 from tests.support.services import fresh_database
-from tests.support.spine import signed_release
 from tests.support.waits import eventually
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -200,16 +197,6 @@ def vehicle_body(vehicle_id: str, **labels: str) -> dict[str, Any]:
     }
 
 
-def release_envelope(
-    stack: str, version: str = "1.0.0", *, size: int = 1, models: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A signed release as `muto release` makes it, as the JSON body of POST /releases."""
-    envelope: dict[str, Any] = to_builtins(
-        signed_release(stack, version, models=models, size=size).envelope
-    )
-    return envelope
-
-
 def reconcile_body(
     vehicle_id: str,
     report_id: str,
@@ -239,13 +226,6 @@ def health_body(vehicle_id: str, report_id: str, status: str = "healthy") -> dic
         "reasonCodes": [] if status == "healthy" else ["STACK_NOT_RUNNING"],
         "observedAt": datetime.now(UTC).isoformat(),
     }
-
-
-def signed_payload(envelope: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    decoded: dict[str, Any] = json.loads(base64.b64decode(envelope["payload"]))
-    return decoded
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -22,13 +22,13 @@ from muto.cloud.mqtt.link import Backoff
 from muto.cloud.settings import Settings
 from muto.domain.messages import DesiredNotify, Leaf, vehicle_topic
 from muto.domain.wire import decode
+from tests.support.releases import signed_release
 from tests.support.spine import (
     cause,
     desired_request,
     postgres_settings,
     register_fleet,
     registration,
-    signed_release,
     sqlite_settings,
 )
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from muto.domain.release import StackRelease
-from muto.domain.wire import to_builtins
-from muto.trust import Signer, sign_release
+from muto.trust import Signer
+from tests.support.releases import signed
 
 
 class Operator:
@@ -24,7 +24,7 @@ class Operator:
         return body["data"] if status < 400 else body["error"]["code"]
 
     async def publish(self, release: StackRelease, signer: Signer, status: int = 201) -> Any:
-        return await self.call("POST", "/releases", to_builtins(sign_release(release, [signer])),
+        return await self.call("POST", "/releases", signed(release, signer).body(),
                                status)  # fmt: skip
 
     async def reported(self, vehicle_id: str, revision: str) -> list[tuple[str, list[str]]]:

@@ -15,10 +15,11 @@ import httpx
 from muto.agent.journal import Journal, JournalState
 from muto.domain.release import StackRelease
 from muto.domain.vehicle_state import VehicleState
-from muto.domain.wire import encode, to_builtins
-from muto.trust import KeySet, Signer, TrustConfig, sign_release
+from muto.domain.wire import encode
+from muto.trust import KeySet, Signer, TrustConfig
 from muto.trust.files import atomic_write
 from tests.support.api_server import MUTO, ApiServer
+from tests.support.releases import signed
 from tests.support.waits import WAIT_S, eventually
 
 
@@ -53,7 +54,7 @@ class CloudProcess(ApiServer):
         self.call("POST", "/vehicles", {"vehicleId": vehicle_id, "labels": labels})
 
     def publish(self, release: StackRelease, signer: Signer) -> None:
-        self.call("POST", "/releases", to_builtins(sign_release(release, [signer])))
+        self.call("POST", "/releases", signed(release, signer).body())
 
     def desire(self, selector: str, release: StackRelease, **extra: Any) -> Any:
         stack = {"name": release.stack_name, "version": release.version}

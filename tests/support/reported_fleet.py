@@ -9,13 +9,8 @@ from typing import Any
 
 import httpx
 
-from tests.support.api_server import (
-    reconcile_body,
-    release_envelope,
-    signed_payload,
-    unique,
-    vehicle_body,
-)
+from tests.support.api_server import reconcile_body, unique, vehicle_body
+from tests.support.releases import release_envelope, signed_payload
 from tests.support.waits import eventually
 
 FLEET = ["eu-1", "eu-2", "us-1", "us-2"]  # two region-model groups of two

@@ -19,9 +19,9 @@ from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.operator import OperatorClient
 from muto.sim.profile import Behaviour, SimProfile, vehicle_ids
 from muto.sim.services import CloudProcess, prepare_cloud
-from muto.trust import sign_release
 from tests.conftest import Mosquitto
 from tests.support.api_server import database
+from tests.support.releases import signed
 from tests.support.waits import until
 
 # Two region-model groups: two canaries, the rest is the wave.
@@ -141,7 +141,7 @@ async def rig(
             fleet = SimFleet(cloud.url, trust, profile, mqtt_url=broker.url, operator_token=token)
             try:
                 for version in ("1.0.0", "1.1.0"):
-                    await operator.register_release(sign_release(release(version), [signer]))
+                    await operator.register_release(signed(release(version), signer).envelope)
                 await fleet.provision(
                     SimVehicle(v, r, m) for v, r, m in vehicle_ids(profile, count)
                 )

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import random
-from collections.abc import Callable
 from pathlib import Path
 
-from muto.domain.release import ArtifactType, HealthModel, Launch, NodeLaunch, StackRelease
+from muto.domain.release import HealthModel, Launch, NodeLaunch, StackRelease
 from muto.sim.ros_story import LISTENER, TALKER
 from tests.conftest import unavailable
-from tests.support.runtime_kit import PYTHON, artifact_for, make_archive
+from tests.support.artifact_server import ArtifactServer
+from tests.support.releases import archive, stack_release
+from tests.support.runtime_kit import PYTHON
 
 MANAGED = """
 import importlib, sys
@@ -57,19 +58,10 @@ def ros_release(
     health: HealthModel,
     *,
     env: dict[str, str],
-    serve: Callable[[Path], str] | None = None,
+    server: ArtifactServer | None = None,
 ) -> StackRelease:
-    """A `ros_nodes` release of the three scripts; `serve` puts the archive on an artifact
-    server and returns its URL (the ref), else the ref is the file name."""
-    archive = make_archive(
-        tmp / f"demo-{version}.tar.gz",
-        {"talker.py": TALKER, "listener.py": LISTENER, "managed.py": MANAGED},
-    )
-    ref = serve(archive) if serve is not None else None
-    return StackRelease(
-        stack_name="demo",
-        version=version,
-        artifacts=[artifact_for(archive, ArtifactType.ARCHIVE, ref=ref)],
-        launch=Launch(nodes=nodes, env=env),
-        health_model=health,
-    )
+    """A `ros_nodes` release of the three scripts, served by `server` when given."""
+    scripts = {"talker.py": TALKER, "listener.py": LISTENER, "managed.py": MANAGED}
+    artifact, _ = archive(tmp, "demo", version, scripts, server=server)
+    return stack_release("demo", version, [artifact], launch=Launch(nodes=nodes, env=env),
+                         health=health)  # fmt: skip

@@ -15,11 +15,7 @@ from pathlib import Path
 from muto.domain.release import (
     Artifact,
     ArtifactType,
-    HealthModel,
-    Launch,
-    StackRelease,
 )
-from tests.support.artifact_server import ArtifactServer
 
 PYTHON = sys.executable
 
@@ -35,23 +31,6 @@ def artifact_for(path: Path, kind: ArtifactType, ref: str | None = None, **extra
         digest=sha256(path),
         size=path.stat().st_size,
         **extra,
-    )
-
-
-def release(
-    version: str,
-    artifacts: Sequence[Artifact],
-    *,
-    stack: str = "nav",
-    launch: Launch | None = None,
-    health: HealthModel | None = None,
-) -> StackRelease:
-    return StackRelease(
-        stack_name=stack,
-        version=version,
-        artifacts=list(artifacts),
-        launch=launch or Launch(),
-        health_model=health or HealthModel(),
     )
 
 
@@ -136,12 +115,3 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def release_of(server: ArtifactServer, tmp: Path, n: int, size: int = 300_000) -> StackRelease:
-    """Release big@1.0.n: one file of `size` random bytes, served by `server`."""
-    path = tmp / f"blob-{n}.bin"
-    path.write_bytes(os.urandom(size))
-    url = server.put(f"/blob-{n}.bin", path.read_bytes())
-    artifact = artifact_for(path, ArtifactType.FILE, ref=url)
-    return StackRelease(stack_name="big", version=f"1.0.{n}", artifacts=[artifact])

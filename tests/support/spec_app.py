@@ -21,7 +21,8 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
-from tests.support.spine import register_fleet, registration, signed_release
+from tests.support.releases import signed_release
+from tests.support.spine import register_fleet, registration
 
 
 def seeded(settings_: Settings) -> tuple[ControlPlane, str]:

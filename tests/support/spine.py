@@ -1,6 +1,6 @@
 """Builders for tests of the control plane's spine (event log, writer, views).
 
-A signed release, a fleet of registered vehicles, reports, the settings of each storage
+A fleet of registered vehicles, reports, the settings of each storage
 backend, and every view table's rows for comparisons. Plain data in, plain data out:
 nothing here is a fake; every helper goes through the real commands.
 """
@@ -8,27 +8,25 @@ nothing here is a fake; every helper goes through the real commands.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 
 from muto.cloud.bootstrap import ControlPlane
-from muto.cloud.commands import Cause, register_release, register_vehicle
+from muto.cloud.commands import Cause, register_vehicle
 from muto.cloud.settings import MEMORY, Settings
-from muto.cloud.writer import Command
-from muto.domain.desired import DesiredStateRequest, Envelope, StackRef, Target
+from muto.domain.desired import DesiredStateRequest, StackRef, Target
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import Artifact, ArtifactType, Compatibility, StackRelease
 from muto.domain.report_order import ReportPlace
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
 from muto.domain.requests import VehicleRegistration
 from muto.projections import Views
 from muto.projections.store import rows
-from muto.trust.keys import Signer
-from muto.trust.releases import manifest_digest, sign_release
+
+if TYPE_CHECKING:
+    from tests.support.releases import SignedRelease
 
 OPERATOR = "operator:test"
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # reports' observedAt: deterministic rows
@@ -53,56 +51,7 @@ def postgres_settings(postgres_url: str, data_dir: Path) -> Settings:
     return Settings(database_url=postgres_url, data_dir=data_dir, mqtt_url=None)
 
 
-# -- releases -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignedRelease:
-    release: StackRelease
-    digest: str
-    envelope: Envelope
-
-    @property
-    def key(self) -> str:
-        return self.release.key
-
-    @property
-    def ref(self) -> StackRef:
-        return StackRef(name=self.release.stack_name, version=self.release.version)
-
-    def register(self, by: Cause | None = None) -> Command[bool]:
-        return register_release(self.release, self.digest, self.envelope, by or cause())
-
-
-def signed_release(
-    stack: str = "core",
-    version: str = "1.0.0",
-    *,
-    models: Sequence[str] = (),
-    os: Sequence[str] = (),
-    ros_distros: Sequence[str] = (),
-    size: int = 1,
-    signer: Signer | None = None,
-) -> SignedRelease:
-    """A release signed by `signer` (a fresh key by default). Empty compatibility lists
-    mean "any"; a different `size` gives another manifest digest for the same key."""
-    release = StackRelease(
-        stack_name=stack,
-        version=version,
-        artifacts=[
-            Artifact(
-                type=ArtifactType.FILE,
-                ref=f"https://artifacts.invalid/{stack}/{version}/stack.tar.gz",
-                digest="sha256:" + "0" * 64,
-                size=size,
-            )
-        ],
-        compatibility=Compatibility(
-            vehicle_models=list(models), os=list(os), ros_distro=list(ros_distros)
-        ),
-    )
-    envelope = sign_release(release, [signer or Signer.generate()])
-    return SignedRelease(release, manifest_digest(release), envelope)
+# -- assignments --------------------------------------------------------------------------
 
 
 def desired_request(selector: str, release: SignedRelease) -> DesiredStateRequest:

@@ -28,16 +28,17 @@ from muto.trust import (
     sign_desired_state,
     sign_release,
 )
+from tests.support.releases import stack_release
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 VEHICLE = "veh-001"
 
 
 def a_release(version: str = "1.2.0", payload: bytes = b"wheel bytes") -> StackRelease:
-    return StackRelease(
-        stack_name="perception",
-        version=version,
-        artifacts=[
+    return stack_release(
+        "perception",
+        version,
+        [
             Artifact(
                 type=ArtifactType.PYTHON_WHEEL,
                 ref=f"https://artifacts.example/perception-{version}-py3-none-any.whl",

@@ -27,8 +27,8 @@ from muto.domain.events import (
 from muto.domain.model.release import Release
 from muto.domain.model.rollout import Rollout, RolloutFinal, RolloutState, RolloutStateError
 from muto.domain.model.vehicle import RECENT_REPORT_IDS, Vehicle
-from muto.domain.release import Artifact, ArtifactType, StackRelease
 from muto.domain.requests import RolloutThresholds
+from tests.support.releases import signed_release
 from tests.support.spine import memory_settings
 
 ACTOR, CORRELATION = "operator:test", "corr-1"
@@ -179,33 +179,29 @@ def log(tmp_path: Path) -> Iterator[EventLog]:
     event_log.close()
 
 
-def new_release(digest: str) -> Release:
+def new_release(size: int) -> Release:
+    """core@1.0.0, signed; another `size` gives another manifest digest."""
+    made = signed_release("core", "1.0.0", size=size)
     return Release(
-        key="core@1.0.0",
-        manifest_digest=digest,
-        manifest=StackRelease(
-            stack_name="core",
-            version="1.0.0",
-            artifacts=[
-                Artifact(type=ArtifactType.FILE, ref="https://a.invalid/x", digest=digest, size=1)
-            ],
-        ),
-        envelope=Envelope(payload_type="application/json", payload="", signatures=[]),
+        key=made.key,
+        manifest_digest=made.digest,
+        manifest=made.release,
+        envelope=made.envelope,
         actor=ACTOR,
         correlation_id=CORRELATION,
     )
 
 
 def test_a_release_is_one_event_under_a_stable_id(log: EventLog) -> None:
-    first = new_release("sha256:" + "a" * 64)
+    first = new_release(1)
     assert first.id == Release.create_id("core@1.0.0") != Release.create_id("core@1.0.1")
     assert pending(first) == 1
     log.save(first)
     # A second registration of the same key collides in the store instead of forking
     # history, whatever it claims.
     with pytest.raises(IntegrityError):
-        log.save(new_release("sha256:" + "b" * 64))
-    assert log.repository.get(first.id).manifest_digest == "sha256:" + "a" * 64
+        log.save(new_release(2))
+    assert log.repository.get(first.id).manifest_digest == first.manifest_digest
 
 
 # -- Rollout ------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from hypothesis import strategies as st
 
 from muto.domain.compat import VehicleFacts, check_compatibility
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import Compatibility, ResourceProfile, StackRelease
+from muto.domain.release import StackRelease
 from muto.domain.vehicle_state import VehicleState
+from tests.support.releases import stack_release
 
 ORDER = [
     ReasonCode.INCOMPATIBLE_MODEL,
@@ -22,12 +23,14 @@ def release(
     ros: list[str] | None = None,
     disk_mb_min: int = 0,
 ) -> StackRelease:
-    return StackRelease(
-        stack_name="autonomy-core",
-        version="1.0.0",
-        artifacts=[],
-        compatibility=Compatibility(vehicle_models=models or [], os=os or [], ros_distro=ros or []),
-        resource_profile=ResourceProfile(disk_mb_min=disk_mb_min),
+    return stack_release(
+        "autonomy-core",
+        "1.0.0",
+        [],
+        models=models or [],
+        os=os or [],
+        ros_distros=ros or [],
+        disk_mb_min=disk_mb_min,
     )
 
 

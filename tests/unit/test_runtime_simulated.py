@@ -14,6 +14,7 @@ from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from tests.support.releases import stack_release
 from tests.support.runtime_contract import Built, RuntimeContract
 
 IMAGE = Artifact(type=ArtifactType.OCI_IMAGE, ref="nav", digest="sha256:" + "0" * 64, size=1)
@@ -21,7 +22,7 @@ HEALTH = HealthModel(readiness_timeout_sec=10, crash_loop_restarts=3, crash_loop
 
 
 def sim_release(version: str) -> StackRelease:
-    return StackRelease(stack_name="nav", version=version, artifacts=[IMAGE], health_model=HEALTH)
+    return stack_release("nav", version, [IMAGE], health=HEALTH)
 
 
 class ManualClock:

@@ -28,8 +28,9 @@ from muto.domain.wire import WireError, decode, to_builtins
 from muto.trust.keys import Signer
 from muto.trust.rotation import KeyRotation
 from tests.faults.runs import runs
+from tests.support.releases import signed_release
 from tests.support.specs import minimal
-from tests.support.spine import health_report, reconcile_report, signed_release
+from tests.support.spine import health_report, reconcile_report
 
 SIGNED = signed_release()
 ENVELOPE = to_builtins(SIGNED.envelope)

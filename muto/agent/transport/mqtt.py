@@ -103,8 +103,10 @@ class MqttLink:
     async def run(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
+            session: aiomqtt.Client | None = None
             try:
-                async with self._new_client() as client:
+                session = self._new_client()
+                async with session as client:
                     self._client, self.connected = client, True
                     self.connections += 1
                     attempt = 0
@@ -115,6 +117,11 @@ class MqttLink:
                 logger.exception("MQTT session failed")
             finally:
                 self._client, self.connected = None, False
+                # aiomqtt (2.5.1, client.py:786-792) leaves paho's socket open when the
+                # CONNACK never comes (or the connect is cancelled): close it here, or
+                # every attempt on a broker that accepts but does not answer leaks one.
+                if session is not None:
+                    session._client._sock_close()
             if self._stopping.is_set():
                 return
             ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** min(attempt, 16))

@@ -115,8 +115,10 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), LEASE_CHECK_S)
                 continue
+            session: aiomqtt.Client | None = None
             try:
-                async with cloud_client(self.address, self.client_id) as client:
+                session = cloud_client(self.address, self.client_id)
+                async with session as client:
                     # Subscribe on every connect: a broker restarted without persistence
                     # has forgotten the session. Re-subscribing makes the broker resend the
                     # retained presences, harmless: presence stores changes of state only.
@@ -139,6 +141,10 @@ class Bridge:
             finally:
                 self.connected = False
                 self._client = None
+                # aiomqtt (2.5.1, client.py:786-792) leaves paho's socket open when the
+                # CONNACK never comes (or the connect is cancelled): close it here.
+                if session is not None:
+                    session._client._sock_close()
             if self._stop.is_set():
                 break
             delay = self.backoff.delay(attempt)
