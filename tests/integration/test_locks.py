@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
-from muto.projections.locks import DUTIES, Lease, Lock
+from muto.projections.locks import DUTIES, HOLDER_KEEPALIVE, Lease, Lock
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.postgres
@@ -54,6 +54,24 @@ def test_one_holder_per_duty_and_a_lost_session_stops_the_holder(postgres_url: s
             b.release()
         one.dispose()
         two.dispose()
+
+
+def test_a_holder_asks_the_server_to_probe_its_session(postgres_url: str) -> None:
+    """A holder whose host dies must not keep its duty for hours: its session asks the
+    server for keepalive probes and a send timeout (the standby can only take over once
+    the server has ended the session)."""
+    engine = create_engine(postgres_url)
+    lease = Lease(engine, Lock.NOTIFIER)
+    try:
+        assert lease.held()
+        session = lease._connection  # the holding session itself
+        shown = {
+            name: session.execute(text(f"SHOW {name}")).scalar_one() for name in HOLDER_KEEPALIVE
+        }
+        assert shown == HOLDER_KEEPALIVE, "the suite connects over TCP, where they apply"
+    finally:
+        lease.release()
+        engine.dispose()
 
 
 def test_sqlite_has_one_process_and_every_lease_is_held() -> None:
