@@ -18,6 +18,7 @@ from muto.cloud.commands import (
     assign_run_nothing,
     incompatibilities,
     load_release,
+    registered_vehicle,
 )
 from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.writer import Command, UnitOfWork
@@ -179,12 +180,7 @@ def start_rollout(
         if not canaries:
             raise Invalid("the selector matches no vehicles", {"selector": request.selector})
         stored = load_release(uow, request.stack, request.version)
-        vehicles = []
-        for vehicle_id in [*canaries, *wave]:
-            vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
-            if vehicle is None:
-                raise NotFound(f"vehicle {vehicle_id!r} is not registered")
-            vehicles.append(vehicle)
+        vehicles = [registered_vehicle(uow, vehicle_id) for vehicle_id in [*canaries, *wave]]
         incompatible = incompatibilities(stored.manifest, vehicles)
         if incompatible:
             raise Invalid(
