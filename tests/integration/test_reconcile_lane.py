@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from muto.cloud.api.fast import FastLane
-from tests.integration.test_fast_lane import Behind, Fleet, call, fleet, headers
 from tests.support.api_server import reconcile_body, unique
+from tests.support.fast_lane import Behind, Fleet, call, fleet, headers
 
 __all__ = ["fleet"]  # the fixture, shared with the lane's other tests
 
