@@ -101,8 +101,13 @@ class FleetTransport(httpx.AsyncBaseTransport):
         turn.handed = True
         exchange = asyncio.create_task(self._exchange(inner, request, turn))
         self._exchanges.add(exchange)
-        exchange.add_done_callback(self._exchanges.discard)
+        exchange.add_done_callback(self._ended)
         return await asyncio.shield(exchange)
+
+    def _ended(self, exchange: asyncio.Task[httpx.Response]) -> None:
+        self._exchanges.discard(exchange)
+        if not exchange.cancelled():
+            exchange.exception()  # seen: an abandoned exchange's failure is nobody's news
 
     @staticmethod
     async def _exchange(
