@@ -37,81 +37,75 @@ ADMIN_URL = os.environ.get(
 )
 NOTES = """\
 Real agents (`muto sim fleet`: two processes for 1,000 vehicles, four for 10,000; MQTT
-notify plus a poll; simulated runtime with instant apply), the cloud (`muto cloud serve`,
-one process, on SQLite files or on PostgreSQL on the same machine) and Mosquitto share
-the machine's 2 cores. The poll and periodic health intervals grow with the fleet (30 s
-and 300 s per 1,000 vehicles: 300 s and 3,000 s at 10,000), so that the background load
-on the cloud is the same at both sizes (about 37 requests/s); so does the presence
+notify plus a poll; simulated runtime with instant apply), the cloud (`muto cloud
+serve`, one process, on SQLite files or on PostgreSQL on the same machine) and Mosquitto
+share the machine's 2 cores. The poll and periodic health intervals grow with the fleet
+(30 s and 300 s per 1,000 vehicles: 300 s and 3,000 s at 10,000), so that the background
+load on the cloud is the same at both sizes (about 37 requests/s); so does the presence
 heartbeat set in the assignments' agentConfig (30 s per 1,000 vehicles). Simulated MQTT
 links wait 60 s for a broker round trip and ping every 60 s (a vehicle's own: 10 s and
-30 s), since 2,500 of them share one event loop. Each run starts from a
-settled fleet (every agent up, the event log quiet for 3 s). A vehicle counts as
-converged once the cloud has stored its converged report on the revision assigned to
-it; the figure is the stored time of the report that brought the fleet to 95 %, found by
-following the audit timeline. The baseline is the same fleet given the next release by
-one direct desired-state assignment (no canary, no gates). *Where the time goes* splits
-the rollout at its stored events: canary phase (the POST to the canary gate decision;
-the controller evaluates every 0.5 s), wave assignment (the decision to the wave's
-desired states built and signed, in the same transaction), wave convergence (the rest:
-storing the wave, notify, each agent's fetch, verify, apply and report, to 95 %).
+30 s), since 2,500 of them share one event loop. Each run starts from a settled fleet
+(every agent up, the event log quiet for 3 s). A vehicle counts as converged once the
+cloud has stored its converged report on the revision assigned to it; the figure is the
+stored time of the report that brought the fleet to 95 %, found by following the audit
+timeline. Every convergence is bounded (`MUTO_BENCH_ROLLOUT_LIMIT_S`, 600 s): one that
+does not reach 95 % is shown at the bound with the share of the fleet converged by then.
+The rollout uses the production defaults of `POST /rollouts` (nothing shortened for the
+bench: the canary gate at 95 % converged, and the 600 s bake after the wave, which the
+figure does not include since it stops at 95 % converged). The baseline is the same
+fleet's first release, one direct desired-state assignment (no canary, no gates),
+measured in the same run just before. *Where the time goes* splits the rollout at its
+stored events: canary phase (the POST to the canary gate decision; the controller
+evaluates every 0.5 s), wave assignment (the decision to the wave's desired states built
+and signed, in the same transaction), wave convergence (the rest: storing the wave,
+notify, each agent's fetch, verify, apply and report, to 95 %). Each row names the load
+average before and after its run: the machine is shared with other sessions' tests and
+benchmarks, and every figure here moves with it.
 
-Removed since the last run (profiled with py-spy on the cloud and on the simulator,
-1,000 vehicles): the MQTT listener stored each vehicle's agent snapshot in its own
-transaction (after a wave every vehicle re-publishes its components: 16 % of the cloud's
-samples, half of them in commits holding SQLite's one writer from the reports), it now
-stores back-to-back snapshots in one; the notifier stored its position in a write
-transaction on every pass that found only reports, in a loop that then never slept; the
-controller read every member's row twice a second (10 % of the cloud's samples at 1,000,
-ten times that many rows at 10,000), it now counts members by status in SQL; the
-simulator's one pool of 100 connections is ten pools of ten (httpcore checks every
-connection of its pool on each request, two system calls each: a fifth of the
-simulator's samples).
+Where the time goes at 1,000 vehicles (py-spy on the cloud and on one simulator process
+during a rollout on SQLite, and the CPU seconds each process used, load about 11): the
+gates are not the cost. The canary phase is about 1 s and the wave's 994 signed desired
+states take 0.1-0.2 s; the wave's convergence is 96 % of the rollout and it is work, not
+waiting: 15.2 CPU-s in the cloud, 16.2 CPU-s in the two simulator processes and 0.5 in
+the broker for a 63 s rollout, so even alone on the 2 cores it could not take less than
+about 16 s; under 10 s needs both sides' cost per vehicle (15 ms in the cloud, 16 ms in
+the simulator) roughly halved. The cloud's busy samples: the vehicles' fetch (GET
+/desired-states/latest, an ETag read then a document read, each a view read on a freshly
+opened SQLite connection whose set-up alone is 7 %) 30 %, the writer 15 %, projection
+catch-up 15 %, the MQTT listener storing agents' snapshots 10 %, the rollout controller
+4 %, the notifier 2 %. The simulator's: the HTTP client (httpx and httpcore) 31 %, the
+agents' passes (verify, plan, journal) 29 %, MQTT 13 %.
 
-Where the time goes now is the rest of the report path, outside the rollout code: per
-vehicle the wave is one fetch, one report and one health transition, each a write that
-waits for its group commit and for the views (read-your-writes). Cloud samples during a
-1,000-vehicle wave on PostgreSQL: projection catch-up 27 %, the writer 23 % (of which
-14.5 % loading the vehicle aggregate by replaying its whole history for each report),
-HTTP and middleware about 8 %; on SQLite the projector about 16 % and the writer 11 %, the
-rest waiting on commits. The simulator's samples: the HTTP client about 45 %, MQTT
-snapshots about 9 %, verification under 2 %.
+Removed since the last run: the stall of large fleets. httpcore 1.0.9 keeps a connection
+in its pool for ever when the request it was opened for is cancelled before using it
+(encode/httpcore#1093), and under load the agents' 30 s deadlines cancelled requests
+there: in a 3,000-vehicle run each simulator process counted hundreds of requests
+cancelled in flight, its pools filled with dead connections (sockets in CLOSE-WAIT after
+the cloud's 10 s head deadline closed them: 22 and 26 in two processes), every later
+request of those pools failed with PoolTimeout, and the fleet stayed at 392 of 3,000
+converged for 45 s, then moved only as 90 s polls came due. FleetTransport now runs each
+exchange in its own task that a caller's cancellation does not reach
+(tests/integration/test_sim_link.py reproduces the leak in a second), and the wait for
+one of the simulator's shared connections is outside the agent's deadline (a real
+vehicle has its own connection; counted in, 2,500 agents per process gave up their
+notified fetch and waited for their next poll). The same 3,000-vehicle run then reached
+95 % of its first release in 137 s at load 12-14.
 
-10,000 vehicles (2026-12-03, SQLite, load 10-14 from other sessions). The links did not
-miss keep-alives at the broker (its log has no expired session): they ended their own
-sessions. aiomqtt waits 10 s for each CONNACK, SUBACK and PUBACK; while a wave is
-applied a simulator loop of 2,500 agents runs seconds behind, the wait expires, the
-session is dropped (a clean DISCONNECT), and the reconnect republishes every snapshot,
-which slows the loop further: 488 disconnections in the first second of the first
-release, 4,155 in seven minutes, with aiomqtt then registering readers on closed, reused
-descriptors. The cloud's own session overflowed the rig broker's 10,000-message queue
-and lost snapshots. With the simulated links' 60 s wait and keep-alive and a
-100,000-message queue (as in deploy/mosquitto/mosquitto.conf), the same run had 3
-disconnections in eight minutes and no dropped message. It still does not converge: only
-646 of the 10,000 agents made their start-up fetch before the first release, and in the
-two minutes after its notify none fetched, although the cloud published every notify
-(retained), the broker held all 20,010 subscriptions and the links kept publishing
-heartbeats; a 20-vehicle fleet started beside it against the same cloud and broker
-fetched within seconds of its assignment. The large fleet then fetched only as its 300 s
-polls came due, so the rollout cannot reach 95 % within the bench's 900 s, and no 10,000
-figure was recorded (the last is 226 s on SQLite on a quiet machine, 2026-11-22;
-PostgreSQL at 10,000 is unmeasured). Profiles of that run: the cloud during the first
-release, projection catch-up 29 %, the writer 18 %, the notifier 5 %, idle once the
-fleet stopped fetching; a simulator slice, aiomqtt's per-publish thread-safe write
-registration 20 % (a self-pipe write and an epoll change per packet) and its
-once-a-second timer per link 9 % (2,500 wakeups a second per process). One slice alone
-(2,500 agents, one process, its own cloud and broker, same machine while tests ran) is
-slow but sound: 1,598 start-up fetches before the log settled (55 s), then 489, 1,027,
-2,012 and 2,497 fetches 10, 20, 30 and 40 s after the notify. A second 10,000 run (four
-slices, fresh cloud and broker) stalled the same way while the machine was idle, so it
-is not the slices starving: 819 start-up fetches, then 13, 147, 377, 525 and 541 fetches
-10 to 50 s after the notify and none more for a minute after that; the cloud had
-published all 10,000 notifies (20 batches of 500), the broker dropped nothing and no
-link disconnected. What the stalled slices show: their HTTP connections to the cloud
-include sockets in CLOSE-WAIT (23 in one slice) and the cloud had closed 46 connections
-for sending no request head within 10 s, which points at the simulator's HTTP pools
-(FleetTransport's turns over httpcore) holding connections the cloud's head deadline
-closed, so every later fetch of that pool waits. Next: instrument FleetTransport's turns
-and pools in that state, fix the leak, then run the bench at both sizes."""
+10,000 vehicles on this machine (2026-12-03, load 17-27 during the run, most of it from
+other sessions): the fleet no longer stalls but it is starved. Each of the four
+simulator processes got about 7 % of a core; their event loops ran so far behind that
+answers sat unread in their sockets (66 connections in CLOSE-WAIT with unread data in
+one sample) and connections they opened sent no request head for 10 s, which the cloud's
+head deadline closed (more than 5,000 in the run; each is a failed exchange, and a
+failed fetch waits for the next 300 s poll); the agents' start-up health reports reached
+the cloud 8 minutes after they were made, and the first release's reconcile reports
+began arriving after about 15 minutes. The figures at 10,000 below are therefore bounded
+runs (the share converged at 600 s), not the fleet's speed; the last 10,000 figure on a
+quiet machine is 226 s on SQLite (2026-11-22). Next, on the simulator side (its cost per
+vehicle decides the 10,000 figure on 2 cores): a lighter HTTP client than httpx/httpcore
+under FleetTransport, and aiomqtt's per-link once-a-second timer and per-publish
+thread-safe write registration (measured at 9 % and 20 % of a simulator process at
+10,000 in an earlier run)."""
 
 
 class Timeline:
