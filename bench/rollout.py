@@ -91,21 +91,24 @@ vehicle has its own connection; counted in, 2,500 agents per process gave up the
 notified fetch and waited for their next poll). The same 3,000-vehicle run then reached
 95 % of its first release in 137 s at load 12-14.
 
-10,000 vehicles on this machine (2026-12-03, load 17-27 during the run, most of it from
-other sessions): the fleet no longer stalls but it is starved. Each of the four
+10,000 vehicles on this machine (2026-12-03, SQLite, load 17-27 during the run, most of
+it from other sessions): the fleet no longer stalls but it is starved. Each of the four
 simulator processes got about 7 % of a core; their event loops ran so far behind that
 answers sat unread in their sockets (66 connections in CLOSE-WAIT with unread data in
 one sample) and connections they opened sent no request head for 10 s, which the cloud's
-head deadline closed (more than 5,000 in the run; each is a failed exchange, and a
-failed fetch waits for the next 300 s poll); the agents' start-up health reports reached
-the cloud 8 minutes after they were made, and the first release's reconcile reports
-began arriving after about 15 minutes. The figures at 10,000 below are therefore bounded
-runs (the share converged at 600 s), not the fleet's speed; the last 10,000 figure on a
-quiet machine is 226 s on SQLite (2026-11-22). Next, on the simulator side (its cost per
-vehicle decides the 10,000 figure on 2 cores): a lighter HTTP client than httpx/httpcore
-under FleetTransport, and aiomqtt's per-link once-a-second timer and per-publish
-thread-safe write registration (measured at 9 % and 20 % of a simulator process at
-10,000 in an earlier run)."""
+head deadline closed (7,941 in the run; each is a failed exchange, and a failed fetch
+waits for the next 300 s poll); the agents' start-up health reports reached the cloud 8
+minutes after they were made, the first release's reconcile reports began arriving after
+about 15 minutes (1,462 stored by the end), and neither the first release nor the
+rollout had a converged report within its 600 s bound (0 %, SQLite). PostgreSQL at
+10,000 was not run under that load: it could only have shown the same starvation. So
+there is no 10,000 figure from this session; the last on a quiet machine is 226 s on
+SQLite (2026-11-22), and `MUTO_BENCH_FLEETS=10000 python -m bench rollout` measures both
+backends, each convergence bounded, when the machine is quiet. Next, on the simulator
+side (its cost per vehicle decides the 10,000 figure on 2 cores): a lighter HTTP client
+than httpx/httpcore under FleetTransport, and aiomqtt's per-link once-a-second timer and
+per-publish thread-safe write registration (measured at 9 % and 20 % of a simulator
+process at 10,000 in an earlier run)."""
 
 
 class Timeline:
