@@ -62,6 +62,11 @@ notify, each agent's fetch, verify, apply and report, to 95 %). Each row names t
 average before and after its run: the machine is shared with other sessions' tests and
 benchmarks, and every figure here moves with it.
 
+The same code measured an hour earlier the same day, at load 8-12: 30.4 s on SQLite
+(first release 33.4 s) and 54.9 s on PostgreSQL (first release 49.5 s), the canary phase
+about 1 s on both; the table's run had 9.6 s of canary phase on SQLite, the six
+canaries' fetch, apply and report waiting on a machine at load 11-18.
+
 Where the time goes at 1,000 vehicles (py-spy on the cloud and on one simulator process
 during a rollout on SQLite, and the CPU seconds each process used, load about 11): the
 gates are not the cost. The canary phase is about 1 s and the wave's 994 signed desired
@@ -79,17 +84,18 @@ agents' passes (verify, plan, journal) 29 %, MQTT 13 %.
 Removed since the last run: the stall of large fleets. httpcore 1.0.9 keeps a connection
 in its pool for ever when the request it was opened for is cancelled before using it
 (encode/httpcore#1093), and under load the agents' 30 s deadlines cancelled requests
-there: in a 3,000-vehicle run each simulator process counted hundreds of requests
-cancelled in flight, its pools filled with dead connections (sockets in CLOSE-WAIT after
-the cloud's 10 s head deadline closed them: 22 and 26 in two processes), every later
-request of those pools failed with PoolTimeout, and the fleet stayed at 392 of 3,000
-converged for 45 s, then moved only as 90 s polls came due. FleetTransport now runs each
-exchange in its own task that a caller's cancellation does not reach
-(tests/integration/test_sim_link.py reproduces the leak in a second), and the wait for
-one of the simulator's shared connections is outside the agent's deadline (a real
-vehicle has its own connection; counted in, 2,500 agents per process gave up their
-notified fetch and waited for their next poll). The same 3,000-vehicle run then reached
-95 % of its first release in 137 s at load 12-14.
+there: in a 3,000-vehicle run (load 10-13) each simulator process counted 500-1,000
+requests cancelled in flight, its pools kept dead connections (sockets in CLOSE-WAIT
+after the cloud's 10 s head deadline closed them: 22 and 26 in two processes), requests
+of those pools failed waiting for a connection (up to 436 errors per process), and the
+fleet stayed at 392 of 3,000 converged for 45 s, then moved only as 90 s polls came due.
+FleetTransport now runs each exchange in its own task that a caller's cancellation does
+not reach (tests/integration/test_sim_link.py reproduces the leak in a second: without
+the fix every request after it fails with PoolTimeout), and the wait for one of the
+simulator's shared connections is outside the agent's deadline (a real vehicle has its
+own connection; counted in, up to 1,119 requests per process gave up while queued in
+that run, and their agents waited for their next poll). The same 3,000-vehicle run then
+reached 95 % of its first release in 137 s at load 12-14.
 
 10,000 vehicles on this machine (2026-12-03, SQLite, load 17-27 during the run, most of
 it from other sessions): the fleet no longer stalls but it is starved. Each of the four
