@@ -51,16 +51,32 @@ async def run_slice(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
+
+    async def bring_up() -> None:
         await fleet.provision(mine)
         await fleet.start(stagger_s=args.stagger_s)
         up = await fleet.connected()
         print(
             f"slice {index}/{total}: {len(mine)} agents running, {up} connected to MQTT", flush=True
         )
-        await stop.wait()
+        await asyncio.Future()  # runs until stopped
+
+    # A stop during provisioning or start-up ends them too (10,000 vehicles take minutes
+    # to provision, and a stopped benchmark must not leave slices behind).
+    running = asyncio.create_task(bring_up())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await fleet.stop()
+        for task in (running, stopping):
+            task.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        try:
+            await running  # a failed start-up is this slice's error
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await fleet.stop()
     return 0
 
 

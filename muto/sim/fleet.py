@@ -17,8 +17,9 @@ from muto.agent.clock import SystemClock
 from muto.agent.compose import simulated_agent
 from muto.agent.journal import Journal
 from muto.agent.safety import SimulatedStateProvider
+from muto.agent.transport.http import CloudClient
 from muto.domain.vehicle_state import VehicleState
-from muto.sim.link import FleetTransport
+from muto.sim.link import FleetTransport, SimCloud
 from muto.sim.profile import SimProfile
 from muto.trust import TrustConfig
 
@@ -137,9 +138,11 @@ class SimFleet:
             v.agent = simulated_agent(
                 v.vehicle_id,
                 self.trust,
-                cloud_url=self.cloud_url,
-                http=self.http,
-                token=v.token,
+                cloud=SimCloud(
+                    CloudClient(self.cloud_url, v.vehicle_id, v.token, client=self.http),
+                    self.link,
+                    v.vehicle_id,
+                ),
                 mqtt_url=v.mqtt_url or self.mqtt_url,
                 vehicle=VehicleState(
                     model=v.model,
