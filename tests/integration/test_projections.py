@@ -448,8 +448,12 @@ def test_caches_hear_of_an_assignment_only_once_it_is_committed(tmp_path: Path) 
     cp = ControlPlane.open(sqlite_settings(tmp_path))
     try:
         seen: list[tuple[str, str | None]] = []
-        # Read from another connection, as a concurrent request would.
-        cp.views.desired.assigned.append(lambda v: seen.append((v, cp.queries.desired_etag(v))))
+
+        def poll(vehicle_id: str) -> None:  # on another connection, as a request would
+            found = cp.queries.desired_document(vehicle_id)
+            seen.append((vehicle_id, found.etag if found else None))
+
+        cp.views.desired.assigned.append(poll)
         scenario = Scenario(cp)
         for op in [*SETUP, ("assign", ["v1", "v3"], 1)]:
             scenario.run(op)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import ParamSpec, TypeVar
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 from starlette.requests import Request
 
 from muto.cloud.api.numbers import whole_number
@@ -15,6 +18,7 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Forbidden, Invalid
 from muto.cloud.tokens import MISS, Principal, Role
 from muto.domain.wire import REFERENCE_PATTERN, decode
+from muto.projections.store import READERS
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -32,8 +36,23 @@ def plane(request: Request) -> ControlPlane:
 async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a database read in a worker thread. The event loop serves every request: a
     slow query on it (a heavy selector, a big audit page) delayed /healthz and every
-    vehicle's poll by the query's whole duration."""
-    return await run_in_threadpool(fn, *args, **kwargs)
+    vehicle's poll by the query's whole duration. At most READERS at once, so that each
+    finds a kept view connection."""
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=_readers())
+
+
+_READERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _readers() -> anyio.CapacityLimiter:
+    """The reads' limiter of the running loop (a limiter belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    limiter = _READERS.get(loop)
+    if limiter is None:
+        limiter = _READERS[loop] = anyio.CapacityLimiter(READERS)
+    return limiter
 
 
 async def principal(request: Request) -> Principal:

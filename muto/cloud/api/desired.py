@@ -17,9 +17,8 @@ from muto.cloud.api.context import (
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
-from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
+from muto.domain.desired import DesiredStateBundle, DesiredStateRequest
 from muto.domain.selectors import parse_selector
-from muto.domain.wire import convert
 
 
 async def create(request: Request) -> Response:
@@ -68,29 +67,24 @@ async def latest(request: Request) -> Response:
     if recent is not None and recent in asked:  # most polls: no query at all
         return not_modified(recent)
     generation = etags.generation()
-    if asked and recent is None:  # the ETag alone says whether the vehicle is current
-        current = await off_loop(cp.queries.desired_etag, vehicle_id)
-        if current is not None and current in asked:
-            etags.remember(vehicle_id, current, generation)
-            return not_modified(current)
-    row = await off_loop(cp.queries.latest_desired, vehicle_id)
-    if row is None:
+    found = await off_loop(cp.queries.desired_document, vehicle_id)
+    if found is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
-    etag = row["etag"]
+    etag = found.etag
     etags.remember(vehicle_id, etag, generation)
     if etag in asked:
         return not_modified(etag)
-    key = row["release_key"]  # "": the document says "run nothing", there is no release
+    key = found.release_key
     release = None
     if key:
         releases = cp.caches.releases
         release = releases.cached(key)
         if release is None:
             release = await off_loop(releases.get, key)
-    bundle = DesiredStateBundle(desired_state=convert(row["envelope"], Envelope), release=release)
+    bundle = DesiredStateBundle(desired_state=found.decoded_envelope(), release=release)
     return ok(
         bundle,
-        metadata={"revision": row["revision"], "sequence": row["sequence"]},
+        metadata={"revision": found.revision, "sequence": found.sequence},
         headers={"ETag": etag, "Cache-Control": "no-cache"},
     )
 
