@@ -58,6 +58,40 @@ class WriterRepository(Repository[Any]):
         return aggregate
 
 
+class Recent:
+    """The last notifications this process stored, by position: the projector reads a
+    run of them here instead of selecting back from the log what the writer has just
+    committed (that read was a third of the projector's step under report load).
+
+    Only a run that starts right after the asked position and has no hole is served:
+    positions are unique, so a hole is a record another process stored (or a sequence
+    value a rolled-back transaction used), and the log itself is read then."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._by_id: dict[int, Notification] = {}
+        self._lock = threading.Lock()
+
+    def add(self, recordings: Sequence[Recording[Any]]) -> None:
+        with self._lock:
+            for recording in recordings:
+                notification = recording.notification
+                self._by_id[notification.id] = notification
+            while len(self._by_id) > self._size:  # oldest first (insertion order)
+                del self._by_id[next(iter(self._by_id))]
+
+    def run(self, after: int, limit: int, until: int | None) -> list[Notification]:
+        last = after + limit if until is None else min(after + limit, until)
+        found = []
+        with self._lock:
+            for position in range(after + 1, last + 1):
+                notification = self._by_id.get(position)
+                if notification is None:
+                    break
+                found.append(notification)
+        return found
+
+
 class EventLog(Application[Any]):
     name = "muto"  # tables: muto_events, muto_snapshots
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Vehicle: 100, Rollout: 50}
@@ -71,6 +105,10 @@ class EventLog(Application[Any]):
             private_dir(database.parent)
             private_file(database)
         return cls(env={**cls.cache_env(settings), **settings.event_store_env()})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recent = Recent()
 
     def construct_mapper(self) -> Mapper[Any]:
         """Typed msgspec payloads, old events upcast on read (eventcodec.py)."""
@@ -130,6 +168,7 @@ class EventLog(Application[Any]):
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)
         recordings = self._record(processing_event)
+        self.recent.add(recordings)
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
@@ -150,7 +189,9 @@ class EventLog(Application[Any]):
         return self.recorder.max_notification_id() or 0
 
     def select(self, after: int, limit: int, until: int | None = None) -> Sequence[Notification]:
-        return self.recorder.select_notifications(
+        """Records after `after`: this process's own latest ones from memory, when they
+        follow `after` without a hole; otherwise from the log."""
+        return self.recent.run(after, limit, until) or self.recorder.select_notifications(
             start=after, limit=limit, stop=until, inclusive_of_start=False
         )
 
