@@ -270,7 +270,14 @@ async def one_size(n: int, backend: str) -> list[Result]:
                     }
                 )
 
+            cpu_before = rig.sim_cpu_s()
             took = await time_to_converge(rig, start_rollout, lambda a: a["rolloutId"] == "bench")
+            cpu = {p: s - cpu_before.get(p, 0.0) for p, s in rig.sim_cpu_s().items()}
+            print(
+                f"  simulator CPU during the rollout ({took.seconds:.1f} s), per process: "
+                + ", ".join(f"{s:.1f} s" for s in sorted(cpu.values(), reverse=True)),
+                flush=True,
+            )
             try:
                 canary, wave_assigned = await phases(rig, took.started)
             except (IndexError, LookupError):  # the bound came first: not decided or assigned
