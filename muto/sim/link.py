@@ -29,10 +29,10 @@ class FleetLink:
 
     The agent's own h11 connections, kept alive, rather than httpx and httpcore: those
     were 31 % of a simulator process's time in a 1,000-vehicle rollout. Thousands of
-    requests wait their turn on a pool's semaphore (httpcore's own pool queue, which
-    this replaced, scheduled in time quadratic in the queued requests). A caller's
-    cancellation ends its exchange where it is and closes the connection unless the
-    exchange had ended cleanly: httpcore 1.0.9 kept a connection in its pool for ever
+    requests wait their turn on a pool's semaphore (httpcore's pool queue scheduled in
+    time quadratic in the queued requests: 2,500 agents per process stalled there). A
+    caller's cancellation ends its exchange where it is and closes the connection unless
+    the exchange had ended cleanly: httpcore 1.0.9 kept a connection in its pool for ever
     when the request it was made for was cancelled before the connection was in use
     (encode/httpcore#1093), and 10,000 vehicles lost every connection that way within a
     minute of a release (tests/integration/test_sim_link.py)."""
@@ -77,14 +77,12 @@ class FleetLink:
             raise HttpError("ConnectError: simulated: link to the cloud is cut")
         pool = self.pools[self.pool_of.get(auth, 0)]
         held = HELD.get()
+
+        def once(target: Target, headers: Mapping[str, str]) -> AbstractAsyncContextManager[Answer]:
+            return pool.exchange(method, target, headers, content, timeout_s)
+
         turn = held or await pool.turn()  # SimCloud's, waited for before the deadline
         try:
-
-            def once(
-                target: Target, headers: Mapping[str, str]
-            ) -> AbstractAsyncContextManager[Answer]:
-                return pool.exchange(method, target, headers, content, timeout_s)
-
             async with redirected(once, url, headers, follow_redirects) as answer:
                 yield answer
         finally:
