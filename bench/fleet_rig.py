@@ -108,6 +108,19 @@ class FleetRig:
         self.settle_s = await self.settle()
         return self
 
+    def sim_cpu_s(self) -> dict[int, float]:
+        """CPU seconds (user + system) so far of each process of the simulated fleet (its
+        session: the launcher and its slices), by pid, from /proc (Linux)."""
+        assert self.sim is not None
+        tick = os.sysconf("SC_CLK_TCK")
+        used: dict[int, float] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[3]) == self.sim.pid:  # the session id
+                    used[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+        return used
+
     async def settle(self, quiet_s: float = 3.0, timeout_s: float = 300.0) -> float:
         """Wait until the event log has not moved for `quiet_s` (start-up reports,
         presence and health all absorbed)."""

@@ -41,6 +41,8 @@ from muto.trust.files import PRIVATE_FILE_MODE, atomic_write, private_dir
 if TYPE_CHECKING:
     import httpx
 
+    from muto.agent.transport.exchange import Exchanges
+
 TOKEN_FILE = "token"
 STATE_FILE = "vehicle-state.json"
 
@@ -125,7 +127,7 @@ def simulated_agent(
     *,
     cloud_url: str | None = None,
     cloud: CloudPort | None = None,
-    http: httpx.AsyncClient | None = None,
+    http: httpx.AsyncClient | Exchanges | None = None,
     token: str | None = None,
     mqtt_url: str | None = None,
     vehicle: VehicleState | None = None,
@@ -138,9 +140,10 @@ def simulated_agent(
 ) -> Agent:
     """An agent for the fleet simulator: in-memory journal and trust, simulated runtime,
     artifacts and vehicle state; no thread, no file, no process. Either `cloud_url` (pass
-    one shared `httpx.AsyncClient` as `http` for thousands of agents) or `cloud`, any
-    CloudPort (an in-process cloud). Settings (poll_s, drift_check_s, ...) go to
-    AgentSettings; agent.parts.vehicle is the SimulatedStateProvider to drive."""
+    one shared `httpx.AsyncClient` or Exchanges, the simulator's FleetLink, as `http` for
+    thousands of agents) or `cloud`, any CloudPort (an in-process cloud). Settings
+    (poll_s, drift_check_s, ...) go to AgentSettings; agent.parts.vehicle is the
+    SimulatedStateProvider to drive."""
     if cloud is None and cloud_url is not None:
         cloud = CloudClient(cloud_url, vehicle_id, token, client=http)
     parts = AgentParts(

@@ -1,5 +1,6 @@
-"""A simulated fleet in one process: N real agents on one event loop, one shared HTTP
-pool, each with its own simulated vehicle state, clock and switchable cloud link."""
+"""A simulated fleet in one process: N real agents on one event loop, sharing a few
+kept-alive HTTP connections (muto/sim/link.py), each with its own simulated vehicle
+state, clock and switchable cloud link."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from muto.agent.journal import Journal
 from muto.agent.safety import SimulatedStateProvider
 from muto.agent.transport.http import CloudClient
 from muto.domain.vehicle_state import VehicleState
-from muto.sim.link import FleetTransport, SimCloud
+from muto.sim.link import FleetLink, SimCloud
 from muto.sim.profile import SimProfile
 from muto.trust import TrustConfig
 
@@ -80,8 +81,8 @@ class SimFleet:
         self.profile = profile
         self.mqtt_url = mqtt_url
         self.operator_token = operator_token
-        self.link = FleetTransport()
-        self.http = httpx.AsyncClient(transport=self.link, timeout=30.0)
+        self.link = FleetLink()  # the agents' exchanges
+        self.http = httpx.AsyncClient(timeout=30.0)  # the operator's, provisioning only
         self.vehicles: dict[str, SimVehicle] = {}
 
     # -- provisioning (operator side, over the API) ---------------------------------
@@ -139,7 +140,7 @@ class SimFleet:
                 v.vehicle_id,
                 self.trust,
                 cloud=SimCloud(
-                    CloudClient(self.cloud_url, v.vehicle_id, v.token, client=self.http),
+                    CloudClient(self.cloud_url, v.vehicle_id, v.token, client=self.link),
                     self.link,
                     v.vehicle_id,
                 ),
@@ -183,6 +184,7 @@ class SimFleet:
             *(v.agent.stop() for v in self.vehicles.values() if v.agent), return_exceptions=True
         )
         await self.http.aclose()
+        await self.link.aclose()
 
     # -- what a scenario changes --------------------------------------------------------
 

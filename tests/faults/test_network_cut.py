@@ -15,7 +15,6 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from muto.agent.agent import Agent
@@ -23,7 +22,7 @@ from muto.agent.compose import simulated_agent
 from muto.agent.journal.events import ReportQueued
 from muto.agent.safety import SimulatedStateProvider
 from muto.domain.vehicle_state import VehicleState
-from muto.sim.link import FleetTransport
+from muto.sim.link import FleetLink
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.faults.fleet import reconcile_reports
@@ -60,11 +59,11 @@ def test_a_long_network_cut(count: int, tmp_path: Path, mosquitto: Mosquitto) ->
     clock = ManualClock(datetime.now(UTC))
 
     async def scenario() -> dict[str, int]:
-        link = FleetTransport()
+        link = FleetLink()
         link.register("car-cut", token)
-        async with httpx.AsyncClient(transport=link, timeout=30) as http:
+        try:
             agent = simulated_agent("car-cut", trust_of(cloud, signer), cloud_url=cloud.url,
-                                    http=http, token=token, clock=clock)  # fmt: skip
+                                    http=link, token=token, clock=clock)  # fmt: skip
             vehicle = agent.parts.vehicle
             assert isinstance(vehicle, SimulatedStateProvider)
             await agent.start()
@@ -102,6 +101,8 @@ def test_a_long_network_cut(count: int, tmp_path: Path, mosquitto: Mosquitto) ->
             agent.trigger("restored")
             await settle(c.key, "converged")
             await agent.stop()
+        finally:
+            await link.aclose()
         queued = [
             r.event.report_id
             for r in agent.journal.records()

@@ -3,10 +3,11 @@
 The agent's own client (`DirectHttp`) is h11's parser on asyncio streams, one connection
 per exchange: an idle agent polls every 30 s, longer than any keep-alive is worth, and
 httpx with httpcore and anyio held ~6.5 MiB of its resident memory for the same few calls
-(docs/performance.md, "Vehicle agent"). `ViaHttpx` runs the same exchanges through an
-`httpx.AsyncClient`: the fleet simulator's shared client, tests' mock transports, and a
-vehicle that must reach the cloud through an HTTP(S)_PROXY (httpx honours those; the
-direct client does not, so `default_exchanges` picks httpx then).
+(docs/performance.md, "Vehicle agent"). The fleet simulator keeps the same connections
+(`Http11`) alive, shared by thousands of agents (muto/sim/pool.py). `ViaHttpx` runs the
+same exchanges through an `httpx.AsyncClient`: tests' mock transports, and a vehicle that
+must reach the cloud through an HTTP(S)_PROXY (httpx honours those; the direct client
+does not, so `default_exchanges` picks httpx then).
 
 Every failure is an `HttpError` (`Stalled` when no bytes came within the timeout); a
 body is never decoded (the agent asks for identity and refuses anything else itself).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -79,7 +80,7 @@ def default_exchanges(timeout_s: float) -> Exchanges:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     https: bool
     host: str
     port: int
@@ -87,7 +88,7 @@ class _Target:
     path: str  # path and query
 
     @classmethod
-    def parse(cls, url: str) -> _Target:
+    def parse(cls, url: str) -> Target:
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -100,7 +101,7 @@ class _Target:
         authority = parts.netloc.rpartition("@")[2]
         return cls(https, parts.hostname, port or (443 if https else 80), authority, path)
 
-    def may_see_credentials_of(self, origin: _Target) -> bool:
+    def may_see_credentials_of(self, origin: Target) -> bool:
         """httpx's rule for a redirect: the same origin, or the same host upgraded from
         http to https on the default ports; elsewhere Authorization is dropped."""
         if (self.https, self.host, self.port) == (origin.https, origin.host, origin.port):
@@ -129,36 +130,58 @@ class DirectHttp:
         content: bytes = b"",
         follow_redirects: bool = False,
     ) -> AsyncIterator[Answer]:
-        target = _Target.parse(url)
-        for _ in range(MAX_REDIRECTS + 1):
-            exchange = await _Exchange.open(target, self._tls or client_tls(), timeout_s)
+        tls = self._tls or client_tls()
+
+        @asynccontextmanager
+        async def once(target: Target, headers: Mapping[str, str]) -> AsyncIterator[Answer]:
+            connection = await Http11.open(target, tls, timeout_s)
             try:
-                answer = await exchange.send(method, target, headers, content)
-                location = answer.headers.get("location") if follow_redirects else None
-                if location is None or answer.status_code not in REDIRECTS:
-                    yield answer
-                    return
+                yield await connection.send(method, target, headers, content, timeout_s)
             finally:
-                exchange.close()
-            url = urljoin(url, location)
-            origin, target = target, _Target.parse(url)
-            if not target.may_see_credentials_of(origin):
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        raise HttpError(f"more than {MAX_REDIRECTS} redirects")
+                connection.close()
+
+        async with redirected(once, url, headers, follow_redirects) as answer:
+            yield answer
 
     async def aclose(self) -> None:
         pass  # no pool: every connection is closed with its exchange
 
 
-class _Exchange:
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float
-    ) -> None:
-        self._reader, self._writer, self._timeout = reader, writer, timeout_s
+@asynccontextmanager
+async def redirected(
+    once: Callable[[Target, Mapping[str, str]], AbstractAsyncContextManager[Answer]],
+    url: str,
+    headers: Mapping[str, str],
+    follow: bool,
+) -> AsyncIterator[Answer]:
+    """The answer of `once` at `url`, or, when asked to `follow`, at the end of its
+    redirects (a GET, resent as is; Authorization only where httpx would send it)."""
+    target = Target.parse(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        async with once(target, headers) as answer:
+            location = answer.headers.get("location") if follow else None
+            if location is None or answer.status_code not in REDIRECTS:
+                yield answer
+                return
+        url = urljoin(url, location)
+        origin, target = target, Target.parse(url)
+        if not target.may_see_credentials_of(origin):
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    raise HttpError(f"more than {MAX_REDIRECTS} redirects")
+
+
+class Http11:
+    """One HTTP/1.1 connection: h11 on asyncio streams, exchanges one after the other.
+    `DirectHttp` makes one exchange per connection; the fleet simulator keeps them
+    alive (`keep_alive`) for the next exchange once `reusable`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer, self._timeout = reader, writer, 0.0
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.answered = False  # a byte of the current exchange's answer has arrived
 
     @classmethod
-    async def open(cls, target: _Target, tls: ssl.SSLContext, timeout_s: float) -> _Exchange:
+    async def open(cls, target: Target, tls: ssl.SSLContext, timeout_s: float) -> Http11:
         where = f"{target.host}:{target.port}"
         try:
             async with asyncio.timeout(timeout_s):
@@ -173,14 +196,25 @@ class _Exchange:
             raise Stalled(f"ConnectTimeout: {where}: no connection within {timeout_s}s") from None
         except OSError as exc:  # refused, unreachable, name not found, certificate failed
             raise HttpError(f"ConnectError: {where}: {exc}") from exc
-        return cls(reader, writer, timeout_s)
+        return cls(reader, writer)
 
     async def send(
-        self, method: str, target: _Target, headers: Mapping[str, str], content: bytes
+        self,
+        method: str,
+        target: Target,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeout_s: float,
+        *,
+        keep_alive: bool = False,
     ) -> Answer:
+        """Sends the request and reads the answer's head; its body streams from the
+        answer. `timeout_s` bounds the send and every wait for the next bytes."""
+        self._timeout, self.answered = timeout_s, False
         head = [("Host", target.authority), ("User-Agent", USER_AGENT), ("Accept", "*/*")]
         head += [(k, v) for k, v in headers.items() if k.lower() not in ("host", "connection")]
-        head.append(("Connection", "close"))  # one exchange per connection
+        if not keep_alive:
+            head.append(("Connection", "close"))  # one exchange per connection
         if content or method in ("POST", "PUT", "PATCH"):
             head.append(("Content-Length", str(len(content))))
         try:
@@ -220,6 +254,7 @@ class _Exchange:
         try:
             while (event := self._h11.next_event()) is h11.NEED_DATA:
                 data = await self._within("ReadTimeout", self._reader.read(CHUNK))
+                self.answered = self.answered or bool(data)
                 self._h11.receive_data(data)  # b"": the server closed
         except h11.RemoteProtocolError as exc:
             raise HttpError(f"RemoteProtocolError: {exc}") from exc
@@ -233,6 +268,37 @@ class _Exchange:
                 return await step
         except TimeoutError:
             raise Stalled(f"{what}: nothing for {self._timeout}s") from None
+
+    def reusable(self) -> bool:
+        """Whether the exchange ended cleanly and both sides keep the connection, then
+        ready for the next one. What of the answer's body is already received is read
+        here (an answer to a report is rarely read to its end, but mostly arrived with
+        its head); a body that is still coming, a request not fully sent, a connection
+        the server closes (`Connection: close`) or broke: not reusable."""
+        try:
+            while self._h11.their_state is h11.SEND_BODY:
+                if self._h11.next_event() is h11.NEED_DATA:
+                    return False
+        except h11.RemoteProtocolError:
+            return False
+        if (self._h11.our_state, self._h11.their_state) != (h11.DONE, h11.DONE):
+            return False
+        if self._h11.trailing_data[0]:  # more than was answered: not ours to guess
+            return False
+        self._h11.start_next_cycle()
+        return not self.gone()
+
+    def gone(self) -> bool:
+        """Closed or broken by the server, or sent something unasked (while kept alive,
+        nothing reads it, so it waits in the reader)."""
+        reader = self._reader
+        unread = getattr(reader, "_buffer", b"")  # not public; its length, if it is there
+        return (
+            reader.at_eof()
+            or reader.exception() is not None
+            or self._writer.is_closing()
+            or len(unread) > 0
+        )
 
     def close(self) -> None:
         self._writer.close()  # abandons whatever of the answer was not read
