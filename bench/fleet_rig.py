@@ -112,14 +112,13 @@ class FleetRig:
         """CPU seconds (user + system) so far of each process of the simulated fleet (its
         session: the launcher and its slices), by pid, from /proc (Linux)."""
         assert self.sim is not None
-        tick = os.sysconf("SC_CLK_TCK")
-        used: dict[int, float] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                fields = stat.read_text().rpartition(")")[2].split()
-                if int(fields[3]) == self.sim.pid:  # the session id
-                    used[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
-        return used
+        sim = self.sim.pid
+        return {pid: used for pid, (session, used) in _cpu_s().items() if session == sim}
+
+    def cloud_cpu_s(self) -> float:
+        """CPU seconds (user + system) so far of the cloud's process."""
+        assert self.cloud.proc is not None
+        return _cpu_s().get(self.cloud.proc.pid, (0, 0.0))[1]
 
     async def settle(self, quiet_s: float = 3.0, timeout_s: float = 300.0) -> float:
         """Wait until the event log has not moved for `quiet_s` (start-up reports,
@@ -148,3 +147,18 @@ class FleetRig:
                 os.killpg(self.sim.pid, signal.SIGKILL)
             await asyncio.to_thread(self.sim.wait)
         await self._started.aclose()  # operator client, cloud, broker
+
+
+def _cpu_s() -> dict[int, tuple[int, float]]:
+    """Every process's session id and CPU seconds (user + system) so far, by pid, from
+    /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            found[int(stat.parent.name)] = (
+                int(fields[3]),
+                (int(fields[11]) + int(fields[12])) / tick,
+            )
+    return found

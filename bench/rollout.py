@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -150,6 +152,7 @@ class Timeline:
         self.converged: dict[str, str | None] = {}  # vehicle -> revision last converged on
         self.count = 0
         self.reached_at: datetime | None = None
+        self.gains: list[datetime] = []  # when the count went up, in order
 
     async def read(self, target: int) -> None:
         while self.reached_at is None:
@@ -175,6 +178,8 @@ class Timeline:
             before = self.converged.get(e["vehicleId"])
             self.converged[e["vehicleId"]] = revision
             self.count += (revision in self.wanted) - (before in self.wanted)
+            if revision in self.wanted and before not in self.wanted:
+                self.gains.append(datetime.fromisoformat(e["at"]))
             if self.count >= target and self.reached_at is None:
                 self.reached_at = datetime.fromisoformat(e["at"])
 
@@ -207,6 +212,16 @@ async def time_to_converge(
         await timeline.read(math.ceil(target * rig.vehicles))
         share = timeline.count / rig.vehicles
         if timeline.reached_at is not None:
+            shares = (0.01, 0.1, 0.5, 0.9)
+            at = [
+                (timeline.gains[int(q * (len(timeline.gains) - 1))] - t0).total_seconds()
+                for q in shares
+            ]
+            print(
+                "  converged "
+                + ", ".join(f"{q:.0%} at {s:.1f} s" for q, s in zip(shares, at, strict=True)),
+                flush=True,
+            )
             return Converged((timeline.reached_at - t0).total_seconds(), True, share, t0)
         if (datetime.now(UTC) - t0).total_seconds() > TIMEOUT_S:
             return Converged(TIMEOUT_S, False, share, t0)
@@ -280,11 +295,15 @@ async def one_size(n: int, backend: str) -> list[Result]:
                     }
                 )
 
-            cpu_before = rig.sim_cpu_s()
-            took = await time_to_converge(rig, start_rollout, lambda a: a["rolloutId"] == "bench")
+            cpu_before, cloud_before = rig.sim_cpu_s(), rig.cloud_cpu_s()
+            with profiled(rig, f"{n}-{backend}"):
+                took = await time_to_converge(
+                    rig, start_rollout, lambda a: a["rolloutId"] == "bench"
+                )
             cpu = {p: s - cpu_before.get(p, 0.0) for p, s in rig.sim_cpu_s().items()}
             print(
-                f"  simulator CPU during the rollout ({took.seconds:.1f} s), per process: "
+                f"  CPU during the rollout ({took.seconds:.1f} s): cloud "
+                f"{rig.cloud_cpu_s() - cloud_before:.1f} s; simulator, per process: "
                 + ", ".join(f"{s:.1f} s" for s in sorted(cpu.values(), reverse=True)),
                 flush=True,
             )
@@ -336,6 +355,34 @@ async def one_size(n: int, backend: str) -> list[Result]:
             took.seconds,
         ),
     ]
+
+
+@contextmanager
+def profiled(rig: FleetRig, name: str) -> Iterator[None]:
+    """With MUTO_BENCH_PROFILE=DIR, py-spy samples the cloud and the fleet's busiest
+    process for the rollout, into DIR/rollout-<size>-<backend>-{cloud,sim}.txt (collapsed
+    stacks; py-spy must be installed)."""
+    where = os.environ.get("MUTO_BENCH_PROFILE")
+    if not where:
+        yield
+        return
+    assert rig.cloud.proc is not None
+    busiest = max(rig.sim_cpu_s().items(), key=lambda item: item[1])[0]
+    spies = [
+        subprocess.Popen(
+            ["py-spy", "record", "--nonblocking", "--format", "raw", "--pid", str(pid),
+             "-o", str(Path(where) / f"rollout-{name}-{who}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for who, pid in (("cloud", rig.cloud.proc.pid), ("sim", busiest))
+    ]  # fmt: skip
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(30)
 
 
 async def phases(rig: FleetRig, posted: datetime) -> tuple[float, float]:
