@@ -195,8 +195,8 @@ class Rows:
             table = quote(self.table.name)
             (key,) = self.key
             if dialect.name == "postgresql":
-                arrays = ", ".join(
-                    f"%s::{self.table.c[c].type.compile(dialect=dialect)}[]"
+                arrays = ", ".join(  # binary (%b): no text escaping in Python
+                    f"%b::{self.table.c[c].type.compile(dialect=dialect)}[]"
                     for c in (*columns, key)
                 )
                 found = (
