@@ -6,19 +6,23 @@ recorded with whether an event loop was running in its thread."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from muto.cloud.api.app import create_app
+from muto.cloud.api.context import off_loop
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import Role, issue_token
+from muto.projections.store import READERS
 from tests.support.releases import signed_release
 from tests.support.spine import sqlite_settings
 
@@ -115,3 +119,39 @@ def test_no_endpoint_queries_the_database_on_the_event_loop(
     finally:
         plane.close()
     assert on_loop == []
+
+
+def test_reads_take_turns_on_kept_connections(tmp_path: Path) -> None:
+    """At most READERS reads run at once, and every one of them finds a kept view
+    connection: past the pool's kept ones, each read opened (and set up) a fresh one."""
+    plane = ControlPlane.open(sqlite_settings(tmp_path))
+    store = plane.views.store
+    store.read(select(1))  # the store's own set-up done
+    opened: list[int] = []
+    event.listen(store.engine, "connect", lambda *_: opened.append(1))
+    together = threading.Barrier(READERS, timeout=30)
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def read(first: bool) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        if first:
+            together.wait()  # READERS of them can run at once
+        store.read(select(1))
+        time.sleep(0.002)
+        with lock:
+            running -= 1
+
+    async def fleet() -> None:
+        await asyncio.gather(*(off_loop(read, i < READERS) for i in range(20 * READERS)))
+
+    try:
+        for _ in range(5):  # bursts, each on a loop of its own (as servers would be)
+            asyncio.run(fleet())
+    finally:
+        plane.close()
+    assert most == READERS
+    assert len(opened) <= READERS
