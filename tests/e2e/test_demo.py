@@ -81,9 +81,13 @@ def test_the_demo_holds_every_expectation_and_keeps_the_dashboard_browsable(
         )
         assert listed.returncode == 0 and "ApplySucceeded" in listed.stdout
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
+        if demo.poll() is None:  # a failed check: let it stop its cloud and broker too
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.communicate()
         errors.close()
 
 
