@@ -116,7 +116,9 @@ def archive_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def ros_release(version: str, mode: str, url: str, data: bytes) -> StackRelease:
+def ros_release(
+    version: str, mode: str, url: str, data: bytes, readiness_s: float = 20
+) -> StackRelease:
     python = sys.executable
     nodes = [
         NodeLaunch(name="talker", namespace="/demo", command=[python, "talker.py", mode]),
@@ -129,7 +131,7 @@ def ros_release(version: str, mode: str, url: str, data: bytes) -> StackRelease:
         artifacts=[Artifact(type=ArtifactType.ARCHIVE, ref=url, digest=digest, size=len(data))],
         launch=Launch(nodes=nodes, env={"ROS_DOMAIN_ID": str(random.randint(101, 200)),
                                         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}),
-        health_model=HealthModel(readiness_timeout_sec=20, ros=GRAPH),
+        health_model=HealthModel(readiness_timeout_sec=readiness_s, ros=GRAPH),
     )  # fmt: skip
 
 
@@ -155,7 +157,8 @@ async def ros_vehicle_story(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/ros-demo.tar.gz"
     good = ros_release("1.0.0", "talk", url, data)
-    silent = ros_release("1.1.0", "silent", url, data)
+    # Its talker never publishes: it waits out the whole readiness timeout, so a short one.
+    silent = ros_release("1.1.0", "silent", url, data, readiness_s=8)
     for release in (good, silent):
         await operator.register_release(sign_release(release, [signer]))
     await operator.register_vehicle(VEHICLE, {"fleet": "ros"})

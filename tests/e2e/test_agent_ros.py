@@ -43,13 +43,14 @@ def test_converge_then_roll_back_a_silent_talker_and_a_dying_one(
     cloud, server = fleet
     env = ros_env()
 
-    def release(version: str, mode: str) -> StackRelease:
-        health = HealthModel(readiness_timeout_sec=20, crash_loop_restarts=2, ros=GRAPH)
+    def release(version: str, mode: str, readiness_s: float = 20) -> StackRelease:
+        health = HealthModel(readiness_timeout_sec=readiness_s, crash_loop_restarts=2, ros=GRAPH)
         nodes = [node("talker", "talker.py", mode), node("listener", "listener.py")]
         return ros_release(tmp_path, version, nodes, health, env=env, server=server)
 
     signer = Signer.generate()
-    good, silent = release("1.0.0", "talk"), release("2.0.0", "silent")
+    # The silent talker waits out its whole readiness timeout, whatever its length: short.
+    good, silent = release("1.0.0", "talk"), release("2.0.0", "silent", readiness_s=6)
     dying = release("3.0.0", "crash")
     for each in (good, silent, dying):
         cloud.publish(each, signer)

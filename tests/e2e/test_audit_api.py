@@ -11,10 +11,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +29,16 @@ from tests.support.api_server import (
     vehicle_body,
 )
 from tests.support.releases import release_envelope
+
+T = TypeVar("T")
+
+
+def together(*calls: Callable[[], T]) -> list[T]:
+    """Each call's result, in order. They run at once: every `muto` command here is a
+    process of its own (about a second, most of it imports) and none depends on another
+    given in the same batch."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
 
 
 @dataclass
@@ -76,7 +87,25 @@ class Audited:
 
     def both(self, *args: str) -> str:
         """The output of reading the databases, after checking the API gives the same."""
-        local, remote = self.local(*args), self.remote(*args)
+        return self.each_both(args)[0]
+
+    def each_both(self, *commands: tuple[str, ...]) -> list[str]:
+        """`both` for each of `commands`, all run at once."""
+        runs = together(
+            *(
+                lambda a=args, way=way: way(*a)
+                for args in commands
+                for way in (self.local, self.remote)
+            )
+        )
+        return [
+            self.same(local, remote) for local, remote in zip(runs[::2], runs[1::2], strict=True)
+        ]
+
+    @staticmethod
+    def same(
+        local: subprocess.CompletedProcess[str], remote: subprocess.CompletedProcess[str]
+    ) -> str:
         assert (local.returncode, local.stderr) == (0, ""), local.stderr
         assert (remote.returncode, remote.stdout, remote.stderr) == (0, local.stdout, "")
         return local.stdout
@@ -164,30 +193,35 @@ def test_export_is_the_same_through_the_api(audited: Audited) -> None:
 
 
 def test_explain_is_the_same_through_the_api(audited: Audited) -> None:
-    told = audited.both("explain", "--vehicle", audited.vehicle)
-    assert "told to run" in told and "reported converged" in told
-    for args in (
-        ("--vehicle", audited.vehicle, "--json"),
+    vehicle, rollout = ("--vehicle", audited.vehicle), ("--rollout", audited.rollout)
+    asked = [
+        vehicle,
+        (*vehicle, "--json"),
         ("--vehicle", audited.member),
-        ("--vehicle", audited.vehicle, "--at", audited.before_rollout),
+        (*vehicle, "--at", audited.before_rollout),
         ("--vehicle", audited.member, "--at", audited.before_rollout, "--json"),
-        ("--rollout", audited.rollout),
-        ("--rollout", audited.rollout, "--json"),
-    ):
-        assert audited.both("explain", *args)
-    assert "Rollout.Started" in audited.both("explain", "--rollout", audited.rollout)
+        rollout,
+        (*rollout, "--json"),
+    ]
+    outputs = audited.each_both(*(("explain", *args) for args in asked))
+    told = dict(zip(asked, outputs, strict=True))
+    assert all(told.values())
+    assert "told to run" in told[vehicle] and "reported converged" in told[vehicle]
+    assert "Rollout.Started" in told[rollout]
 
 
 def test_verify_is_the_same_through_the_api(audited: Audited) -> None:
     found = json.loads(audited.both("verify", "--json"))
     assert found["intact"] is True and found["checked"] == found["headPosition"] > 0
     anchor = f"{found['headPosition']}:{found['headHash']}"
-    assert "anchors matched at positions" in audited.both("verify", "--anchor", anchor)
     wrong = f"{found['headPosition']}:{'0' * 64}"
-    local, remote = (
-        audited.local("verify", "--anchor", wrong),
-        audited.remote("verify", "--anchor", wrong),
+    matched_local, matched_remote, local, remote = together(
+        lambda: audited.local("verify", "--anchor", anchor),
+        lambda: audited.remote("verify", "--anchor", anchor),
+        lambda: audited.local("verify", "--anchor", wrong),
+        lambda: audited.remote("verify", "--anchor", wrong),
     )
+    assert "anchors matched at positions" in audited.same(matched_local, matched_remote)
     assert local.returncode == remote.returncode == 1
     assert remote.stdout == local.stdout and "differs from the anchored hash" in local.stdout
 
@@ -199,10 +233,16 @@ def dump(path: Path) -> list[str]:
 
 
 def test_replay_rebuilds_the_same_views_through_the_api(audited: Audited) -> None:
-    for when in (["--position", "5"], ["--until", audited.before_rollout]):
-        out = audited.home / unique("replay")
-        local = audited.local("replay", *when, "--out", str(out / "local.db"))
-        remote = audited.remote("replay", *when, "--out", str(out / "api.db"))
+    whens = [("--position", "5"), ("--until", audited.before_rollout)]
+    outs = [audited.home / unique("replay") for _ in whens]
+    runs = together(
+        *(
+            lambda w=when, o=out, way=way, db=db: way("replay", *w, "--out", str(o / db))
+            for when, out in zip(whens, outs, strict=True)
+            for way, db in ((audited.local, "local.db"), (audited.remote, "api.db"))
+        )
+    )
+    for out, local, remote in zip(outs, runs[::2], runs[1::2], strict=True):
         assert local.returncode == remote.returncode == 0, local.stderr + remote.stderr
         assert remote.stdout == local.stdout.replace("local.db", "api.db")
         assert dump(out / "api.db") == dump(out / "local.db")
@@ -251,14 +291,19 @@ def test_bad_requests_and_who_may_ask(audited: Audited) -> None:
 def test_the_login_context_is_enough_and_every_verb_has_examples(audited: Audited) -> None:
     context = audited.home / unique("login") / "context.json"
     env = {"MUTO_CONTEXT": str(context)}  # no MUTO_URL, no MUTO_TOKEN: only the context
-    login = audited.muto(
-        "login", audited.server.url, "--token-file", str(audited.token_file), env=env
+    args = ("explain", "--vehicle", audited.vehicle)
+    verbs = ("replay", "explain", "export", "verify")
+    login, local, *helps = together(
+        lambda: audited.muto(
+            "login", audited.server.url, "--token-file", str(audited.token_file), env=env
+        ),
+        lambda: audited.local(*args),
+        *(lambda v=verb: audited.run(v, "--help") for verb in verbs),
     )
     assert login.returncode == 0, login.stderr
-    args = ("explain", "--vehicle", audited.vehicle)
-    assert audited.muto("audit", *args, "--api", env=env).stdout == audited.local(*args).stdout
-    for verb in ("replay", "explain", "export", "verify"):
-        helped = audited.run(verb, "--help").stdout
+    assert audited.muto("audit", *args, "--api", env=env).stdout == local.stdout
+    for verb, shown in zip(verbs, helps, strict=True):
+        helped = shown.stdout
         assert f"examples:\n  muto audit {verb} --data-dir" in helped
         assert f"  muto audit {verb} --api" in helped
 
@@ -266,8 +311,16 @@ def test_the_login_context_is_enough_and_every_verb_has_examples(audited: Audite
 def test_failures_through_the_api_are_one_line_with_the_fleet_exit_codes(
     audited: Audited, tmp_path: Path
 ) -> None:
-    unknown = audited.remote("explain", "--vehicle", "no-such-vehicle")
-    local = audited.local("explain", "--vehicle", "no-such-vehicle")
+    bad = tmp_path / "bad.token"
+    bad.write_text("not-a-token")
+    unknown, local, mixed, anonymous, refused, nowhere = together(
+        lambda: audited.remote("explain", "--vehicle", "no-such-vehicle"),
+        lambda: audited.local("explain", "--vehicle", "no-such-vehicle"),
+        lambda: audited.run("export", "--api", "--data-dir", str(audited.server.data_dir)),
+        lambda: audited.run("verify", "--url", audited.server.url),
+        lambda: audited.run("export", "--url", audited.server.url, "--token-file", str(bad)),
+        lambda: audited.run("export", "--url", "http://127.0.0.1:9"),
+    )
     assert (
         (unknown.returncode, unknown.stderr)
         == (local.returncode, local.stderr)
@@ -276,13 +329,7 @@ def test_failures_through_the_api_are_one_line_with_the_fleet_exit_codes(
             "muto audit: the log holds no events for vehicle no-such-vehicle\n",
         )
     )
-    mixed = audited.run("export", "--api", "--data-dir", str(audited.server.data_dir))
     assert mixed.returncode == 2 and "not both" in mixed.stderr
-    anonymous = audited.run("verify", "--url", audited.server.url)
     assert anonymous.returncode == 4 and anonymous.stderr.count("\n") == 1
-    bad = tmp_path / "bad.token"
-    bad.write_text("not-a-token")
-    refused = audited.run("export", "--url", audited.server.url, "--token-file", str(bad))
     assert refused.returncode == 4 and "unknown or revoked" in refused.stderr
-    nowhere = audited.run("export", "--url", "http://127.0.0.1:9")
     assert nowhere.returncode == 5 and "cannot reach the control plane" in nowhere.stderr

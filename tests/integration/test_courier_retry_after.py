@@ -20,7 +20,7 @@ from muto.agent.transport.courier import Courier
 from muto.agent.transport.http import CloudClient, Delivery, RetryLater
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.wire import encode
-from tests.support.api_server import running, vehicle_body
+from tests.support.api_server import ApiServer, vehicle_body
 
 REPORTS = 6
 
@@ -55,12 +55,15 @@ def queued(n: int) -> ReportQueued:
 
 
 def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -> None:
-    with running("sqlite", tmp_path / "cloud", "operator", "v1") as (server, tokens):
+    # 2 reports/s, burst 2: the bucket's wait is at most 0.5 s, sent rounded up (1 s),
+    # ten times the courier's own longest backoff.
+    limits = ("--vehicle-rate", "2", "--vehicle-burst", "2")
+    server = ApiServer(tmp_path / "cloud", None, options=limits)
+    tokens = server.issue("operator", "v1")
+    server.start()
+    try:
         with server.client(tokens["operator"][0]) as op:
             assert op.post("/vehicles", json=vehicle_body("v1")).status_code == 201
-        server.stop()
-        server.options = ("--vehicle-rate", "0.5", "--vehicle-burst", "2")
-        server.start()
         journal = Journal.open(tmp_path / "agent")
         journal.append(*(queued(n) for n in range(REPORTS)))
         sink = Recording(CloudClient(server.url, "v1", tokens["v1"][0]))
@@ -83,13 +86,16 @@ def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -
             if isinstance(r.event, ReportDelivered | ReportDropped)
         ]
         journal.close()
+    finally:
+        assert server.stop() == 0, server.tail()
+    assert server.tracebacks() == []
     assert [type(e) for e in events] == [ReportDelivered] * REPORTS
     assert [e.report_id for e in events] == [f"rep-{n}" for n in range(REPORTS)]
     limited = [i for i, (_, verdict, detail) in enumerate(sink.tries) if "429" in detail]
     assert limited, "the limit was never reached"
     for i in limited:
         at, verdict, detail = sink.tries[i]
-        # The bucket's wait, rounded up to whole seconds: 1 or 2 s at 0.5/s.
+        # The bucket's wait (at most 0.5 s at 2/s), rounded up to whole seconds: 1 s.
         assert verdict == "retry" and isinstance(detail, RetryLater)
-        assert detail.after_s in (1.0, 2.0)
+        assert detail.after_s == 1.0
         assert sink.tries[i + 1][0] - at >= detail.after_s - 0.01, sink.tries
