@@ -64,77 +64,55 @@ notify, each agent's fetch, verify, apply and report, to 95 %). Each row names t
 average before and after its run: the machine is shared with other sessions' tests and
 benchmarks, and every figure here moves with it.
 
-The same code measured an hour earlier the same day, at load 8-12: 30.4 s on SQLite
-(first release 33.4 s) and 54.9 s on PostgreSQL (first release 49.5 s), the canary phase
-about 1 s on both; the table's run had 9.6 s of canary phase on SQLite, the six
-canaries' fetch, apply and report waiting on a machine at load 11-18.
+Since the morning's figures (42.4 s on SQLite and 41.4 s on PostgreSQL at 1,000
+vehicles, load 10-18): the simulator's agents exchange over kept-alive connections of
+the agent's own HTTP/1.1 client (h11; muto/sim/pool.py, 10 pools of 10 connections)
+instead of httpx and httpcore, about 5.5 ms of simulator CPU per vehicle instead of 12
+at 1,000; in the cloud a poll reads its vehicle's document once (ETag and the envelope
+as stored, decoded only for a 200) instead of twice, API reads take turns for 12 kept
+view connections (before, a read past the pool's five opened and set up a fresh
+connection), the projector takes the records its own process has just stored from memory
+instead of selecting them back from the log, and PostgreSQL gets the append's and the
+views' arrays in binary.
 
-Where the time goes at 1,000 vehicles (py-spy on the cloud and on one simulator process
-during a rollout on SQLite, and the CPU seconds each process used, load about 11): the
-gates are not the cost. The canary phase is about 1 s and the wave's 994 signed desired
-states take 0.1-0.2 s; the wave's convergence is 96 % of the rollout and it is work, not
-waiting: 15.2 CPU-s in the cloud, 16.2 CPU-s in the two simulator processes and 0.5 in
-the broker for a 63 s rollout, so even alone on the 2 cores it could not take less than
-about 16 s; under 10 s needs both sides' cost per vehicle (15 ms in the cloud, 16 ms in
-the simulator) roughly halved. The cloud's busy samples: the vehicles' fetch (GET
-/desired-states/latest, an ETag read then a document read, each a view read on a freshly
-opened SQLite connection whose set-up alone is 7 %) 30 %, the writer 15 %, projection
-catch-up 15 %, the MQTT listener storing agents' snapshots 10 %, the rollout controller
-4 %, the notifier 2 %. The simulator's: the HTTP client (httpx and httpcore) 31 %, the
-agents' passes (verify, plan, journal) 29 %, MQTT 13 %.
+Where the time goes at 1,000 vehicles, quiet machine (the CPU seconds each process used
+during the rollout, printed by the bench; py-spy with MUTO_BENCH_PROFILE=DIR): on SQLite
+the cloud used 4.8 CPU-s and the two simulator processes 2.7 + 2.5 in a 5.6 s rollout,
+on PostgreSQL the cloud 7.4 and the simulator 2.9 + 2.8 in 8.1 s (PostgreSQL's own CPU
+not counted): the two cores are nearly all used, so the rollout is work again, not
+waiting. The cloud's busy samples (SQLite): request handling on the event loop (uvicorn,
+the middleware, the fast lane's reports) about 35 %, the projector's step 24 % (its
+positions read 5 %, the views' code, the commit), the writer 14 %, the reads on worker
+threads 12 %, notifier, controller and MQTT listener 2-3 % each. The simulator's: MQTT
+(aiomqtt and paho: snapshots and acknowledgements) about a quarter, the HTTP exchanges
+23 %, the agents' passes (verify, plan, journal) 20 %. On a loaded machine (another
+session's tests, load 5-10) the same rollout took 10.9-13.1 s with neither side busy all
+the time: a report then waited a median 2.9 s in the simulator between being made and
+being stored (the cloud answers one in 55 ms median), and the same run with four
+simulator processes instead of two took 8.7 s.
 
-Removed since the last run: the stall of large fleets. httpcore 1.0.9 keeps a connection
+10,000 vehicles (`one_size(10000, backend)` of this module, outside the table, which
+measures 1,000 by default): on SQLite, quiet machine (load 0.3 before; 2026-12-03
+19:00-19:10), POST /rollouts to 95 % converged in 91.8 s against 143.3 s for the same
+fleet's first release by one direct assignment; canary phase 2.3 s, wave assignment
+(9,994 signed desired states) 2.5 s, wave convergence 87.0 s (1 % converged at 28.4 s,
+10 % at 74.5 s, 50 % at 83.7 s, 90 % at 90.2 s); the cloud used 81.5 CPU-s in those 91.8
+s (nearly a whole core: the cloud process is the limit) and the four simulator processes
+22.5-22.9 CPU-s each. On PostgreSQL, measured under another session's tests (load 7-10):
+203.5 s (first release 495.8 s), the cloud 106.6 CPU-s and the simulator processes about
+36 CPU-s each. The target, under 60 s, is not met: at 10,000 the cloud spends 8 ms
+(SQLite) to 11 ms (PostgreSQL) of CPU per vehicle over the rollout and the simulator
+about 11-12 ms (its 10,000 MQTT links' keep-alives and presence are a constant
+background), so both need about halving again. Earlier the same day: 178.6 s on SQLite
+and 223.0 s on PostgreSQL on a quiet machine, before the changes above.
+
+The stall of large fleets, fixed earlier the same day: httpcore 1.0.9 keeps a connection
 in its pool for ever when the request it was opened for is cancelled before using it
-(encode/httpcore#1093), and under load the agents' 30 s deadlines cancelled requests
-there: in a 3,000-vehicle run (load 10-13) each simulator process counted 500-1,000
-requests cancelled in flight, its pools kept dead connections (sockets in CLOSE-WAIT
-after the cloud's 10 s head deadline closed them: 22 and 26 in two processes), requests
-of those pools failed waiting for a connection (up to 436 errors per process), and the
-fleet stayed at 392 of 3,000 converged for 45 s, then moved only as 90 s polls came due.
-FleetTransport then ran each exchange in its own task that a caller's cancellation did
-not reach (tests/integration/test_sim_link.py reproduced the leak in a second: without
-the fix every request after it failed with PoolTimeout; httpx has since left the
-simulator's agents, see below), and the wait for one of the simulator's shared
-connections is outside the agent's deadline (a real vehicle has its
-own connection; counted in, up to 1,119 requests per process gave up while queued in
-that run, and their agents waited for their next poll). The same 3,000-vehicle run then
-reached 95 % of its first release in 137 s at load 12-14.
-
-10,000 vehicles on a quiet machine, with the fix (2026-12-03 15:20, SQLite, load 2.5
-before and 5.6 after, most of it this run's own; `one_size(10000, "sqlite")` of this
-module with a 420 s bound, outside the table because the table's run measured 1,000
-only): POST /rollouts to 95 % converged in 178.6 s, against 160.9 s for the same fleet's
-first release by one direct assignment; canary phase 1.8 s, wave assignment (9,994
-signed desired states) 2.2 s, wave convergence 174.6 s; fleet start-up 101 s, the whole
-run 684 s. The last 10,000 figure before was 226 s (SQLite, 2026-11-22); the target,
-under 60 s, is not met, and PostgreSQL at 10,000 is still unmeasured (no quiet slot left
-in this session; `MUTO_BENCH_FLEETS=10000 MUTO_BENCH_BACKENDS=postgres python -m bench
-rollout`). Even on the quiet machine the cloud closed 366 simulator connections that
-sent no request head within 10 s, each a failed exchange.
-
-10,000 vehicles on a loaded machine (the same day, SQLite, load 17-27 during the run,
-most of it from other sessions): the fleet no longer stalls but it is starved. Each of
-the four simulator processes got about 7 % of a core; their event loops ran so far
-behind that answers sat unread in their sockets (66 connections in CLOSE-WAIT with
-unread data in one sample) and connections they opened sent no request head for 10 s,
-which the cloud's head deadline closed (7,941 in the run; each is a failed exchange, and
-a failed fetch waits for the next 300 s poll); the agents' start-up health reports
-reached the cloud 8 minutes after they were made, the first release's reconcile reports
-began arriving after about 15 minutes (1,462 stored by the end), and neither the first
-release nor the rollout had a converged report within its 600 s bound. Next, on the
-simulator side (its cost per vehicle decides the 10,000 figure on 2 cores): aiomqtt's
-per-link once-a-second timer and per-publish thread-safe write registration (measured at
-9 % and 20 % of a simulator process at 10,000 in an earlier run).
-
-Since: the simulator's agents exchange over kept-alive connections of the agent's own
-HTTP/1.1 client (h11 on asyncio streams; muto/sim/pool.py, still 10 pools of 10
-connections), no longer through httpx and httpcore. 1,000 vehicles on SQLite on a quiet
-machine (2026-12-03 17:15-17:29, load 1.5-6, most of it the runs' own), two runs each
-way, the simulator processes' CPU seconds during the rollout (POST to 95 %): with httpx
-6.1 + 5.8 CPU-s for a 16.6 s rollout and 6.3 + 6.1 for 16.2 s (first release 18.0 and
-17.5 s); kept-alive h11 2.9 + 2.7 CPU-s for 9.5 s and 2.7 + 2.7 for 10.3 s (first
-release 8.1 and 7.4 s): about 5.5 ms of simulator CPU per vehicle instead of 12.
-10,000 vehicles not measured with it yet."""
+(encode/httpcore#1093); under load the agents' deadlines cancelled such requests, and a
+10,000-vehicle fleet stopped fetching within a minute of a release. The simulator's own
+pool closes a connection whose exchange was abandoned, and the wait for a shared
+connection comes before the agent's deadline starts (a real vehicle has its own
+connection); tests/integration/test_sim_link.py holds both."""
 
 
 class Timeline:
