@@ -98,11 +98,14 @@ fleet's first release by one direct assignment; canary phase 2.3 s, wave assignm
 (9,994 signed desired states) 2.5 s, wave convergence 87.0 s (1 % converged at 28.4 s,
 10 % at 74.5 s, 50 % at 83.7 s, 90 % at 90.2 s); the cloud used 81.5 CPU-s in those 91.8
 s (nearly a whole core: the cloud process is the limit) and the four simulator processes
-22.5-22.9 CPU-s each. On PostgreSQL, quiet machine (19:11-19:30): 171.5 s (first release 190.0 s), the cloud 143.6 CPU-s and the simulator processes about 33 CPU-s each (under another session's tests, load 7-10: 203.5 s). The target, under 60 s, is not met: at 10,000 the cloud spends 8 ms
-(SQLite) to 14 ms (PostgreSQL) of CPU per vehicle over the rollout and the simulator
-about 11-12 ms (its 10,000 MQTT links' keep-alives and presence are a constant
-background), so both need about halving again. Earlier the same day: 178.6 s on SQLite
-and 223.0 s on PostgreSQL on a quiet machine, before the changes above.
+22.5-22.9 CPU-s each. On PostgreSQL, quiet machine (19:11-19:30): 171.5 s (first release
+190.0 s), the cloud 143.6 CPU-s and the simulator processes about 33 CPU-s each (under
+another session's tests, load 7-10: 203.5 s). The target, under 60 s, is not met: at
+10,000 the cloud spends 8 ms (SQLite) to 14 ms (PostgreSQL) of CPU per vehicle over the
+rollout and the simulator about 11-12 ms (its 10,000 MQTT links' keep-alives and
+presence are a constant background), so both need about halving again. Earlier the same
+day: 178.6 s on SQLite and 223.0 s on PostgreSQL on a quiet machine, before the changes
+above.
 
 The stall of large fleets, fixed earlier the same day: httpcore 1.0.9 keeps a connection
 in its pool for ever when the request it was opened for is cancelled before using it
