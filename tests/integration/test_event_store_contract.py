@@ -138,9 +138,9 @@ class EventStoreContract:
         assert len({first.revision, second.revision, third.revision}) == 3
         assert self.sequences(cp, ids) == third.sequences
         for vehicle_id in ids:
-            latest = cp.queries.latest_desired(vehicle_id)
+            latest = cp.queries.desired_document(vehicle_id)
             assert latest is not None
-            assert (latest["revision"], latest["sequence"]) == (
+            assert (latest.revision, latest.sequence) == (
                 third.revision,
                 third.sequences[vehicle_id],
             )

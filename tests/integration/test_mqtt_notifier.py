@@ -239,8 +239,8 @@ def test_a_notify_waits_until_the_views_serve_what_it_announces(
             assert bridge.outbox.position() < cp.log.position()
             await asyncio.to_thread(cp.projector.catch_up)
             await watcher.wait(lambda: watcher.notifies("v1"), "the notify, once served")
-            served = cp.queries.latest_desired("v1")
+            served = cp.queries.desired_document("v1")
             assert served is not None
-            assert watcher.notifies("v1")[0].sequence == served["sequence"]
+            assert watcher.notifies("v1")[0].sequence == served.sequence
 
     with_bridge(cp, scenario)

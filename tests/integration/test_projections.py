@@ -511,8 +511,8 @@ def test_every_write_is_readable_when_execute_returns(tmp_path: Path) -> None:
         assert cp.queries.release("core", "1.0.0").manifest_digest == ANY.digest
         request = desired_request("model=m1", ANY)
         assigned = cp.execute(assign_desired_state(request, ["v1"], cause(), cp.sign)).value
-        latest = cp.queries.latest_desired("v1")
-        assert latest is not None and latest["revision"] == assigned.revision
+        latest = cp.queries.desired_document("v1")
+        assert latest is not None and latest.revision == assigned.revision
         report = reconcile_report("v1", "r1", revision=assigned.revision, running=ANY.ref)
         cp.execute(record_reconcile(report, "vehicle:v1"))
         assert cp.queries.vehicle("v1").running_release == "core@1.0.0"

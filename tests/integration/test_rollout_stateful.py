@@ -529,10 +529,10 @@ def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
         assert [e.data["vehicle_ids"] for e in rolled] == [fresh[:1]]
         revision = rolled[0].data["revision"]
         assert revision
-        latest = cp.queries.latest_desired(fresh[0])
+        latest = cp.queries.desired_document(fresh[0])
         assert latest is not None
-        assert (latest["revision"], latest["release_key"]) == (revision, "")
-        signed = base64.b64decode(latest["envelope"]["payload"])
+        assert (latest.revision, latest.release_key) == (revision, "")
+        signed = base64.b64decode(latest.decoded_envelope().payload)
         document = decode(signed, DesiredStateDocument)
         assert document.stack is None and document.sequence == 2
     finally:

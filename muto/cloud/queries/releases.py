@@ -20,11 +20,6 @@ class ReleaseReads:
     views: Views
 
     @cached_property
-    def _latest(self) -> Select[Any]:
-        latest = self.views.desired.latest
-        return select(latest).where(latest.c.vehicle_id == bindparam("vehicle"))
-
-    @cached_property
     def _document(self) -> Select[Any]:
         latest = self.views.desired.latest
         columns = (latest.c.etag, latest.c.revision, latest.c.sequence, latest.c.release_key)
@@ -55,10 +50,6 @@ class ReleaseReads:
             return [release_view(r) for r in rows(s.execute(query))]
 
     # -- desired state ------------------------------------------------------------------
-
-    def latest_desired(self, vehicle_id: str) -> dict[str, Any] | None:
-        found = self.views.store.read(self._latest, {"vehicle": vehicle_id})
-        return dict(found[0]._mapping) if found else None
 
     def desired_document(self, vehicle_id: str) -> DesiredDocument | None:
         """What a poll needs, in one read: the ETag, and the signed document as stored
