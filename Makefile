@@ -17,8 +17,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/muto demo
 
+# Two workers: the suite mostly waits on servers, agents and brokers (load ~1 on 2 cores
+# when serial). Tests that share a podman world run on one worker (tests/conftest.py).
+WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not faults and not image" tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not faults and not image" tests
 
 test-faults: $(STAMP)
 	MUTO_FAULT_RUNS=full $(BIN)/python -m pytest -q -m faults tests

@@ -4,6 +4,7 @@ a lifecycle node) judged from the ROS graph by the helper process."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,13 +51,16 @@ def archive(tmp_path: Path, version: str) -> dict[str, Path]:
 
 
 def helper_pids() -> list[int]:
+    """This process's graph helpers (its children: another pytest worker's are not)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes()
-        except OSError:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if b"muto.agent.runtime.ros_graph_helper" in argv and entry.name.isdigit():
+        helper = b"muto.agent.runtime.ros_graph_helper" in argv
+        if helper and parent == os.getpid() and entry.name.isdigit():
             found.append(int(entry.name))
     return found
 

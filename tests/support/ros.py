@@ -5,6 +5,7 @@ domain so parallel runs on one machine do not see each other's graphs."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 from pathlib import Path
 
@@ -38,10 +39,24 @@ def require_ros() -> None:
         unavailable("rclpy not installed (pip install -e '.[ros]')")
 
 
+# Its own generator: pytest-randomly reseeds the global one before every test, so the
+# same draw would give every test (and each xdist worker's test) the same domain.
+_domains = random.Random()
+
+
+def worker_domains() -> range:
+    """This pytest worker's share of domains 1-100: xdist workers run side by side, so
+    each draws from its own slice and two tests never share a graph."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = 100 // count
+    return range(1 + worker * size, 1 + (worker + 1) * size)
+
+
 def ros_env() -> dict[str, str]:
     """A private ROS domain on loopback for one test."""
     return {
-        "ROS_DOMAIN_ID": str(random.randint(1, 100)),
+        "ROS_DOMAIN_ID": str(_domains.choice(worker_domains())),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "PYTHONUNBUFFERED": "1",
     }
