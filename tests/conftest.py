@@ -47,14 +47,6 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {TEST_PORTS}")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on one podman world (images built, a registry started: ~5 s) run on one
-    xdist worker (`--dist loadgroup`), which builds the world once."""
-    for item in items:
-        if "podman_world" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("podman"))
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
