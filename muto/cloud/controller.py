@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,27 @@ from muto.projections.locks import Lease, Lock
 
 logger = logging.getLogger("muto.controller")
 ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the gates need of a rollout, read off its aggregate without copying it."""
+
+    state: str
+    final: bool
+    paused: bool
+    converged_pct: float
+    deadlines: dict[str, str | None]
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> Standing:
+        return cls(
+            state=rollout.state,
+            final=rollout.is_final,
+            paused=rollout.paused,
+            converged_pct=rollout.thresholds["convergedPct"],
+            deadlines={p: rollout.deadline(p) for p in ("canary", "wave", "baking")},
+        )
 
 
 class RolloutController:
@@ -79,10 +101,10 @@ class RolloutController:
 
     def evaluate(self, rollout_id: str) -> bool:
         plane = self.plane
-        rollout: Rollout = plane.log.repository.get(Rollout.create_id(rollout_id))
-        if rollout.is_final or rollout.paused:
+        standing = plane.log.writer_repository.peek(Rollout.create_id(rollout_id), Standing.of)
+        if standing.final or standing.paused:
             return False
-        state = rollout.state
+        state = standing.state
         gated = "wave" if state == "baking" else state  # a bake re-judges the wave
         found = plane.views.store.read(self._members, {"rollout": rollout_id})
         by_phase: dict[str, list[Member]] = {"canary": [], "wave": []}
@@ -93,12 +115,12 @@ class RolloutController:
         now = plane.clock()
 
         def passed(phase: str) -> bool:
-            deadline = rollout.deadline(phase)
+            deadline = standing.deadlines.get(phase)
             return deadline is not None and now >= datetime.fromisoformat(deadline)
 
         evaluation = evaluate_phase(
             by_phase[gated],
-            rollout.thresholds["convergedPct"],
+            standing.converged_pct,
             passed(gated),
             earlier=by_phase["canary"] if gated == "wave" else (),
             need_evidence=gated == "canary",
@@ -106,7 +128,7 @@ class RolloutController:
         verdict = watch_bake(evaluation, passed(state)) if state == "baking" else evaluation.verdict
         if verdict is Verdict.WAIT:
             return False
-        cause = Cause("controller", rollout.rollout_id)
+        cause = Cause("controller", rollout_id)
         decided = plane.execute(
             decide(rollout_id, state, verdict, evaluation, cause, plane.sign, plane.clock)
         ).value

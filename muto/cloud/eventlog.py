@@ -6,10 +6,11 @@ long-lived aggregates (a vehicle with thousands of reports) cheap to load.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from eventsourcing.application import (
     Application,
@@ -29,6 +30,7 @@ from muto.domain.model.vehicle import Vehicle
 from muto.trust.files import private_dir, private_file
 
 logger = logging.getLogger("muto.eventlog")
+T = TypeVar("T")
 
 
 class WriterRepository(Repository[Any]):
@@ -56,6 +58,19 @@ class WriterRepository(Repository[Any]):
             newer = self.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
             aggregate = project_aggregate(aggregate, newer)
         return aggregate
+
+    def peek(self, aggregate_id: Any, read: Callable[[Any], T]) -> T:
+        """`read(aggregate)` on the current aggregate, without the deep copy `get` takes:
+        a rollout's copy (every member's revision) cost 20 ms a controller tick at
+        10,000 vehicles, under the batch lock. `read` runs under that lock, so it sees
+        no half-applied batch; it must neither change the aggregate nor keep it."""
+        with self.batch_lock:
+            aggregate: Any = super().get(aggregate_id, deepcopy_from_cache=False)
+            if self.fresh_reads:  # other processes write too: add what they stored since
+                newer = list(self.event_store.get(originator_id=aggregate_id, gt=aggregate.version))
+                if newer:  # on a copy: the cache's aggregate is the writer's to move
+                    aggregate = project_aggregate(copy.deepcopy(aggregate), newer)
+            return read(aggregate)
 
 
 class Recent:

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    select,
     update,
 )
 from sqlalchemy.orm import Session
@@ -103,9 +102,6 @@ class RolloutProgress(Projection):
             )
         )
         self._reports: list[dict[str, Any]] = []
-        self._revisions: set[str] | None = None
-        c = self.vehicles.c
-        self._assigned_revisions = select(c.revision).where(c.revision.is_not(None)).distinct()
         return [self.rollouts, self.vehicles]
 
     @property
@@ -121,10 +117,11 @@ class RolloutProgress(Projection):
         table.update(dict.fromkeys(DECISIONS, self._decided))
         return table
 
-    # Reports are the most frequent event, and most concern no rollout: a report counts
-    # only if its revision is one a rollout assigned (known per batch: one query), and
-    # the ones that count are written with one executemany, before any other update of
-    # this view so that log order holds.
+    # Reports are the most frequent event. Each one with a revision and an outcome goes
+    # into one executemany per batch, before any other update of this view so that log
+    # order holds; a report no rollout assigned matches no row (found by the vehicle's
+    # index). Asking first which revisions rollouts assigned read every member of every
+    # rollout ever run, once per batch: a tenth of the projector at 10,000 vehicles.
 
     @property
     def reads(self) -> frozenset[str]:
@@ -139,22 +136,14 @@ class RolloutProgress(Projection):
 
     def flush(self, session: Session) -> None:
         self._write_reports(session)
-        self._revisions = None
 
     def discard(self) -> None:
-        self._reports, self._revisions = [], None
+        self._reports = []
         super().discard()
 
     def clear(self, session: Session) -> None:
-        self._reports, self._revisions = [], None
+        self._reports = []
         super().clear(session)
-
-    def _known(self, s: Session) -> set[str]:
-        """Every revision a rollout assigned (the batch's own included)."""
-        if self._revisions is None:
-            found = s.execute(self._assigned_revisions)
-            self._revisions = set(found.scalars())
-        return self._revisions
 
     def _write_reports(self, s: Session) -> None:
         if self._reports:
@@ -214,8 +203,6 @@ class RolloutProgress(Projection):
         ).one()
 
     def _assigned(self, s: Session, e: Any, _: int) -> None:
-        if self._revisions is not None:
-            self._revisions.add(e.revision)
         self._set_vehicles(
             s, e, e.vehicle_ids, revision=e.revision, status="assigned", reason_codes=[]
         )
@@ -263,8 +250,6 @@ class RolloutProgress(Projection):
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
         if e.revision:  # no revision: nothing was issued, so nothing counts as rolled back
-            if self._revisions is not None:
-                self._revisions.add(e.revision)
             self._set_vehicles(s, e, e.vehicle_ids, revision=e.revision, status="rolled_back")
         row = self._row(s, e)
         if row.state in ("canary", "wave", "baking", "completed"):
@@ -274,7 +259,7 @@ class RolloutProgress(Projection):
         report: StoredReconcile = e.report
         revision = report.desired_state_revision
         status = ROLLOUT_STATUS.get(report.status)
-        if revision is None or status is None or revision not in self._known(s):
+        if revision is None or status is None:
             return
         self._reports.append(
             {
