@@ -77,10 +77,11 @@ views' arrays in binary.
 
 Where the time goes at 1,000 vehicles, quiet machine (the CPU seconds each process used
 during the rollout, printed by the bench; py-spy with MUTO_BENCH_PROFILE=DIR): on SQLite
-the cloud used 4.8 CPU-s and the two simulator processes 2.7 + 2.5 in a 5.6 s rollout,
-on PostgreSQL the cloud 7.4 and the simulator 2.9 + 2.8 in 8.1 s (PostgreSQL's own CPU
-not counted): the two cores are nearly all used, so the rollout is work again, not
-waiting. The cloud's busy samples (SQLite): request handling on the event loop (uvicorn,
+the cloud used 4.6 CPU-s and the two simulator processes 2.6 + 2.5 in a 5.9 s rollout,
+on PostgreSQL the cloud 7.7 and the simulator 3.4 + 3.1 in 9.1 s (PostgreSQL's own CPU
+not counted; an earlier run the same day: 5.6 s and 8.1 s): the two cores are nearly
+all used, so the rollout is work again, not waiting. The cloud's busy samples (SQLite,
+before the controller stopped copying its rollout): request handling on the event loop (uvicorn,
 the middleware, the fast lane's reports) about 35 %, the projector's step 24 % (its
 positions read 5 %, the views' code, the commit), the writer 14 %, the reads on worker
 threads 12 %, notifier, controller and MQTT listener 2-3 % each. The simulator's: MQTT
@@ -92,20 +93,31 @@ being stored (the cloud answers one in 55 ms median), and the same run with four
 simulator processes instead of two took 8.7 s.
 
 10,000 vehicles (`one_size(10000, backend)` of this module, outside the table, which
-measures 1,000 by default): on SQLite, quiet machine (load 0.3 before; 2026-12-03
-19:00-19:10), POST /rollouts to 95 % converged in 91.8 s against 143.3 s for the same
-fleet's first release by one direct assignment; canary phase 2.3 s, wave assignment
-(9,994 signed desired states) 2.5 s, wave convergence 87.0 s (1 % converged at 28.4 s,
-10 % at 74.5 s, 50 % at 83.7 s, 90 % at 90.2 s); the cloud used 81.5 CPU-s in those 91.8
-s (nearly a whole core: the cloud process is the limit) and the four simulator processes
-22.5-22.9 CPU-s each. On PostgreSQL, quiet machine (19:11-19:30): 171.5 s (first release
-190.0 s), the cloud 143.6 CPU-s and the simulator processes about 33 CPU-s each (under
-another session's tests, load 7-10: 203.5 s). The target, under 60 s, is not met: at
-10,000 the cloud spends 8 ms (SQLite) to 14 ms (PostgreSQL) of CPU per vehicle over the
-rollout and the simulator about 11-12 ms (its 10,000 MQTT links' keep-alives and
-presence are a constant background), so both need about halving again. Earlier the same
-day: 178.6 s on SQLite and 223.0 s on PostgreSQL on a quiet machine, before the changes
-above.
+measures 1,000 by default), quiet machine (load 0.3-0.5 before), 2026-12-03 23:37-00:02:
+on SQLite, POST /rollouts to 95 % converged in 74.0 s against 160.0 s for the same
+fleet's first release by one direct assignment; canary phase 2.0 s, wave assignment
+(9,994 signed desired states) 2.6 s, wave convergence 69.4 s (1 % converged at 22.4 s,
+10 % at 61.5 s, 50 % at 68.5 s, 90 % at 73.5 s: reports wait in the simulator's shared
+connection pools behind the fleet's fetches, so most vehicles converge at the end); the
+cloud used 52.3 CPU-s (5.2 ms a vehicle) and the four simulator processes 21.4-22.0
+CPU-s each (8.7 ms a vehicle). On PostgreSQL 121.7 s (first release 204.4 s), the cloud
+84.9 CPU-s (8.5 ms a vehicle), the simulator 29.3-30.5 CPU-s per process. Before this
+round, the same day: 91.8 s on SQLite (cloud 81.5 CPU-s) and 171.5 s on PostgreSQL
+(cloud 143.6 CPU-s). What changed: a py-spy profile of the 10,000-vehicle rollout on
+SQLite showed the rollout controller at 9 % of the cloud, half of it the library's deep
+copy of the rollout aggregate (every member's revision) twice a second, under the lock
+the writer takes for each batch; it now reads what its gates need off the cached
+aggregate (`WriterRepository.peek`). And the rollout view read every revision any
+rollout ever assigned, once per projector batch, to skip reports no rollout counts (3 %
+of the cloud, and growing with the history); the reports now go to the view's one
+UPDATE per batch, which matches nothing for those. The target, under 60 s, is not met:
+the two cores are busy (cloud plus simulator 139 CPU-s in 74 s on SQLite), so both need
+cutting again. What is left, from that profile: the cloud's request handling on the
+event loop ~20 %, the projector ~15 %, the poll's one read ~9 %, the writer ~9 %, the
+MQTT listener's snapshot batches ~4 %; the simulator's agents publishing their
+retained MQTT snapshots (QoS 1, one per changed leaf) ~17 %, fetches ~14 %, report
+deliveries ~12 %, aiomqtt's once-a-second housekeeping per link ~5 %, h11's request
+validation ~3 %.
 
 The stall of large fleets, fixed earlier the same day: httpcore 1.0.9 keeps a connection
 in its pool for ever when the request it was opened for is cancelled before using it
