@@ -22,6 +22,7 @@ event: the audit hash chain must hash exactly what is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -171,7 +172,8 @@ class ProjectionRunner:
         for _, loop, future in due:
             by_loop.setdefault(loop, []).append(future)
         for loop, futures in by_loop.items():  # one wake-up of each loop per batch
-            loop.call_soon_threadsafe(_resolve_all, futures)
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits there
+                loop.call_soon_threadsafe(_resolve_all, futures)
 
     def following(self) -> bool:
         """Whether the background thread runs (then waiters are resolved by it)."""
@@ -240,7 +242,8 @@ class ProjectionRunner:
         def loop() -> None:
             while not self._stop.is_set():
                 woken = self._wake.wait(interval)
-                self._wake.clear()
+                if woken:  # cleared only when seen: a wake that lands just after a wait
+                    self._wake.clear()  # timed out stays set for the next turn
                 try:
                     if woken or (follow is not None and follow()):
                         self.catch_up()

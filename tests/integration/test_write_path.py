@@ -78,3 +78,36 @@ def test_the_views_timeout_counts_from_the_commit(plane: ControlPlane) -> None:
     written = asyncio.run(plane.writes.run(record_reconcile(reconcile_report("v1", "r1"), "t")))
     assert time.monotonic() - started >= 1.9
     assert written.views_current is True
+
+
+class LateWake(threading.Event):
+    """A wake that always lands in the narrowest window: just after the projector's wait
+    timed out, before the loop goes on (held back until then)."""
+
+    held = False
+
+    def set(self) -> None:
+        self.held = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        if not woken and self.held:
+            self.held = False
+            super().set()
+        return woken
+
+
+def test_a_wake_landing_as_the_wait_times_out_is_not_lost(tmp_path: Path) -> None:
+    # An API process projects only when woken (follow=None): a lost wake left its
+    # write's caller waiting out the views timeout (a 503 after a stored write).
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        register_fleet(cp, [registration("v1")])
+        cp.projector._wake = LateWake()
+        cp.projector.start(follow=None)
+        cp.writes.views_timeout = 5.0
+        written = asyncio.run(cp.writes.run(record_reconcile(reconcile_report("v1", "r1"), "t")))
+        assert written.views_current is True
+        assert cp.projector.position() == cp.log.position()
+    finally:
+        cp.close()
