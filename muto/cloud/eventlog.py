@@ -54,8 +54,7 @@ class WriterRepository(Repository[Any]):
             return super().get(aggregate_id, **kwargs)
         with self.batch_lock:
             aggregate = super().get(aggregate_id, **kwargs)
-        if self.fresh_reads:  # other processes write too: add what they stored since
-            newer = self.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
+        if newer := self._newer(aggregate_id, aggregate.version):
             aggregate = project_aggregate(aggregate, newer)
         return aggregate
 
@@ -66,11 +65,16 @@ class WriterRepository(Repository[Any]):
         no half-applied batch; it must neither change the aggregate nor keep it."""
         with self.batch_lock:
             aggregate: Any = super().get(aggregate_id, deepcopy_from_cache=False)
-            if self.fresh_reads:  # other processes write too: add what they stored since
-                newer = list(self.event_store.get(originator_id=aggregate_id, gt=aggregate.version))
-                if newer:  # on a copy: the cache's aggregate is the writer's to move
-                    aggregate = project_aggregate(copy.deepcopy(aggregate), newer)
+            if newer := self._newer(aggregate_id, aggregate.version):
+                # On a copy: the cache's aggregate is the writer's to move.
+                aggregate = project_aggregate(copy.deepcopy(aggregate), newer)
             return read(aggregate)
+
+    def _newer(self, aggregate_id: Any, version: int) -> list[Any]:
+        """With fresh reads (other processes write too), what they stored since `version`."""
+        if not self.fresh_reads:
+            return []
+        return list(self.event_store.get(originator_id=aggregate_id, gt=version))
 
 
 class Recent:

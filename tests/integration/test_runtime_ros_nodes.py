@@ -14,6 +14,7 @@ import pytest
 from muto.agent.runtime.base import RuntimeAdapter
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.group_ledger import GroupLedger
+from muto.agent.runtime.procfs import PROC, process_table
 from muto.agent.runtime.ros_nodes import RosNodesRuntime
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -53,15 +54,13 @@ def archive(tmp_path: Path, version: str) -> dict[str, Path]:
 def helper_pids() -> list[int]:
     """This process's graph helpers (its children: another pytest worker's are not)."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for pid, entry in process_table().items():
         try:
-            argv = (entry / "cmdline").read_bytes()
-            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
+            argv = (PROC / str(pid) / "cmdline").read_bytes()
+        except OSError:
             continue
-        helper = b"muto.agent.runtime.ros_graph_helper" in argv
-        if helper and parent == os.getpid() and entry.name.isdigit():
-            found.append(int(entry.name))
+        if entry.ppid == os.getpid() and b"muto.agent.runtime.ros_graph_helper" in argv:
+            found.append(pid)
     return found
 
 
