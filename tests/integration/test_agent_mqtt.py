@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from muto.agent.transport.mqtt import MqttLink
@@ -29,6 +30,7 @@ ROOT = f"muto/default/vehicles/{VEHICLE}"
 A = release("1.0.0")
 B = release("1.1.0")
 IDS = itertools.count()
+KEEPALIVE = 2  # seconds
 
 
 async def listening(rig: Rig, watch: Watcher) -> None:
@@ -207,6 +209,45 @@ def test_the_heartbeat_follows_the_desired_config_without_a_restart(
         )
 
     run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600))
+
+
+def test_keepalive_pings_hold_a_quiet_link_open(mosquitto: Mosquitto) -> None:
+    """Mosquitto drops a client it has heard nothing from for 1.5 keepalives (and fires
+    its Last Will): a link with nothing to say lives on its pings alone."""
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        link = rig.agent.mqtt
+        assert link is not None
+        await listening(rig, watch)
+        await asyncio.sleep(4 * KEEPALIVE)  # no heartbeat, no snapshot change meanwhile
+        assert link.connected and link.connections == 1
+        assert [p["state"] for p in watch.bodies("presence")] == ["online"]
+
+    run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600), mqtt_keepalive_s=KEEPALIVE)
+
+
+def test_the_links_housekeeping_runs_every_quarter_keepalive(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not aiomqtt's every second: 2,500 simulated links share one event loop."""
+    calls: list[float] = []
+    original = paho.Client.loop_misc
+
+    def counted(client: paho.Client) -> paho.MQTTErrorCode:
+        if client._client_id == f"muto-agent-{VEHICLE}".encode():  # not the watcher's
+            calls.append(asyncio.get_running_loop().time())
+        return original(client)
+
+    monkeypatch.setattr(paho.Client, "loop_misc", counted)
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await listening(rig, watch)
+        calls.clear()
+        await asyncio.sleep(4.5)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
+        assert gaps and min(gaps) >= 1.9  # at 8 s keepalive: every 2 s
+
+    run(mosquitto, scenario, config=AgentConfig(heartbeat_s=3600), mqtt_keepalive_s=8)
 
 
 def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(

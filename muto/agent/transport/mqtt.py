@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Protocol
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from muto.agent.signals import Signals
 from muto.agent.transport.http import Delivery
@@ -55,6 +56,19 @@ class VehicleView(Protocol):
     def heartbeat_s(self) -> float: ...
 
     def accepted_sequence(self) -> int: ...
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with paho's housekeeping (the keepalive ping, and giving up on
+    an unanswered one) run every quarter keepalive instead of every second. A ping goes
+    out between one and 1.25 keepalives after the last packet, inside the 1.5 the
+    broker allows. One agent's link woke its event loop once a second for nothing;
+    2,500 simulated agents on one loop spent 5 % of their process there."""
+
+    async def _misc_loop(self) -> None:
+        interval = self._keepalive / 4 or 1.0  # keepalive 0: no pings, only the socket check
+        while self._client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(interval)
 
 
 class MqttLink:
@@ -150,7 +164,7 @@ class MqttLink:
         offline = Presence(
             schema="muto.presence.v1", vehicle_id=self.vehicle_id, state=PresenceState.OFFLINE
         )
-        return aiomqtt.Client(
+        return _Client(
             self.broker.host,
             self.broker.port,
             username=self.broker.username,
