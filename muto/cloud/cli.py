@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from muto.cloud.api.app import create_app
     from muto.cloud.bootstrap import duties
-    from muto.cloud.server import uvicorn_options
+    from muto.cloud.server import settle_collector, uvicorn_options
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -73,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
     # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
     # uvicorn then re-raises the signal to the handler it found: ours makes that exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    settle_collector()
     uvicorn.run(
         app,
         host=args.host,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from muto.cloud.server import settle_collector
 from muto.domain.wire import decode
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.profile import load_profile, vehicle_ids
@@ -56,6 +57,7 @@ async def run_slice(args: argparse.Namespace) -> int:
         await fleet.provision(mine)
         await fleet.start(stagger_s=args.stagger_s)
         up = await fleet.connected()
+        settle_collector()  # the agents are up: freeze them
         print(
             f"slice {index}/{total}: {len(mine)} agents running, {up} connected to MQTT", flush=True
         )
@@ -83,6 +85,7 @@ async def run_slice(args: argparse.Namespace) -> int:
 def fleet(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.slice is not None:
+        settle_collector()
         return asyncio.run(run_slice(args))
     children = []
     for index in range(args.processes):
