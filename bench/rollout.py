@@ -75,49 +75,48 @@ connection), the projector takes the records its own process has just stored fro
 instead of selecting them back from the log, and PostgreSQL gets the append's and the
 views' arrays in binary.
 
-Where the time goes at 1,000 vehicles, quiet machine (the CPU seconds each process used
-during the rollout, printed by the bench; py-spy with MUTO_BENCH_PROFILE=DIR): on SQLite
-the cloud used 4.6 CPU-s and the two simulator processes 2.6 + 2.5 in a 5.9 s rollout,
-on PostgreSQL the cloud 7.7 and the simulator 3.4 + 3.1 in 9.1 s (PostgreSQL's own CPU
-not counted; an earlier run the same day: 5.6 s and 8.1 s): the two cores are nearly
-all used, so the rollout is work again, not waiting. The cloud's busy samples (SQLite,
-before the controller stopped copying its rollout): request handling on the event loop (uvicorn,
-the middleware, the fast lane's reports) about 35 %, the projector's step 24 % (its
-positions read 5 %, the views' code, the commit), the writer 14 %, the reads on worker
-threads 12 %, notifier, controller and MQTT listener 2-3 % each. The simulator's: MQTT
-(aiomqtt and paho: snapshots and acknowledgements) about a quarter, the HTTP exchanges
-23 %, the agents' passes (verify, plan, journal) 20 %. On a loaded machine (another
-session's tests, load 5-10) the same rollout took 10.9-13.1 s with neither side busy all
-the time: a report then waited a median 2.9 s in the simulator between being made and
-being stored (the cloud answers one in 55 ms median), and the same run with four
-simulator processes instead of two took 8.7 s.
+Where the time goes (quiet machine, load 0.5-5 during the runs; the CPU seconds each
+process used during the rollout, printed by the bench; py-spy with
+MUTO_BENCH_PROFILE=DIR, which sampled the cloud and the busiest simulator process
+during every run of this table, 2026-12-04 04:18-04:33). At 1,000 vehicles on SQLite
+the cloud used 2.6 CPU-s and the two simulator processes 1.4 + 1.2 in a 3.5 s rollout;
+on PostgreSQL the cloud 3.3 and the simulator 1.7 + 1.5 in 5.1 s (PostgreSQL's own CPU
+not counted). At 10,000 on SQLite, 49.3 s: the cloud 35.8 CPU-s (3.6 ms a vehicle),
+the four simulator processes 10.1-10.3 CPU-s each (4.1 ms a vehicle); 1 % converged at
+5.4 s, 10 % at 37.0 s, 50 % at 45.3 s, 90 % at 48.9 s (reports wait in the simulator's
+shared connection pools behind the fleet's fetches, so most vehicles converge at the
+end). On PostgreSQL, 93.2 s: the cloud 64.6 CPU-s, the simulator 13.4-13.7 each, and
+PostgreSQL's server processes the rest of both cores. The cloud's samples on SQLite:
+request handling on the event loop ~24 % (the middleware and fast lane ~10 %, socket
+writes ~5 %), reads on worker threads ~16 % (the poll's document ~4 %, the timeline's
+audit pages ~2 %), the projector ~14 %, the writer ~12 % (the insert ~5 %), the MQTT
+listener's snapshots ~5 %, the rollout controller ~3 %. On PostgreSQL 44 % of the
+cloud's samples wait in psycopg for the server (the projector 26 %, the writer 18 %).
+The busiest simulator process: the agents' passes ~28 % (verifying ~6 %, the journal
+~6 %), their retained MQTT snapshots ~18 % (QoS 1, one publish per changed leaf),
+fetches ~11 %, report deliveries ~10 %; its young garbage collections still take
+50-100 ms now and then.
 
-10,000 vehicles (`one_size(10000, backend)` of this module, outside the table, which
-measures 1,000 by default), quiet machine (load 0.3-0.5 before), 2026-12-03 23:37-00:02:
-on SQLite, POST /rollouts to 95 % converged in 74.0 s against 160.0 s for the same
-fleet's first release by one direct assignment; canary phase 2.0 s, wave assignment
-(9,994 signed desired states) 2.6 s, wave convergence 69.4 s (1 % converged at 22.4 s,
-10 % at 61.5 s, 50 % at 68.5 s, 90 % at 73.5 s: reports wait in the simulator's shared
-connection pools behind the fleet's fetches, so most vehicles converge at the end); the
-cloud used 52.3 CPU-s (5.2 ms a vehicle) and the four simulator processes 21.4-22.0
-CPU-s each (8.7 ms a vehicle). On PostgreSQL 121.7 s (first release 204.4 s), the cloud
-84.9 CPU-s (8.5 ms a vehicle), the simulator 29.3-30.5 CPU-s per process. Before this
-round, the same day: 91.8 s on SQLite (cloud 81.5 CPU-s) and 171.5 s on PostgreSQL
-(cloud 143.6 CPU-s). What changed: a py-spy profile of the 10,000-vehicle rollout on
-SQLite showed the rollout controller at 9 % of the cloud, half of it the library's deep
-copy of the rollout aggregate (every member's revision) twice a second, under the lock
-the writer takes for each batch; it now reads what its gates need off the cached
-aggregate (`WriterRepository.peek`). And the rollout view read every revision any
-rollout ever assigned, once per projector batch, to skip reports no rollout counts (3 %
-of the cloud, and growing with the history); the reports now go to the view's one
-UPDATE per batch, which matches nothing for those. The target, under 60 s, is not met:
-the two cores are busy (cloud plus simulator 139 CPU-s in 74 s on SQLite), so both need
-cutting again. What is left, from that profile: the cloud's request handling on the
-event loop ~20 %, the projector ~15 %, the poll's one read ~9 %, the writer ~9 %, the
-MQTT listener's snapshot batches ~4 %; the simulator's agents publishing their
-retained MQTT snapshots (QoS 1, one per changed leaf) ~17 %, fetches ~14 %, report
-deliveries ~12 %, aiomqtt's once-a-second housekeeping per link ~5 %, h11's request
-validation ~3 %.
+What changed since the day before (74.0 s on SQLite and 121.7 s on PostgreSQL at
+10,000; 5.9 s and 9.1 s at 1,000):
+- The garbage collector (muto/cloud/server.py, `settle_collector`): the server and
+  each simulator slice ran full collections of the whole heap every second or two, 0.3
+  s in the server and 0.5 s in a slice of 1,000 agents; a 1,000-agent slice
+  spent 9 s in the collector during a 2,000-vehicle bench. Both now freeze what is
+  alive once set up (a slice: once its agents are up) and collect the young
+  generation every 10,000 allocations instead of 700: 2,000 vehicles on SQLite, 9.0 s
+  -> 5.0 s, the simulator's CPU per process 4.5 -> 2.3 s, the cloud's 6.8 -> 3.9 s.
+- The cloud's hot single-statement reads (the poll's document, a token) run their
+  statement compiled once on the driver's connection (`ViewStore.read`, ~25 µs on
+  SQLite instead of ~210 µs: SQLAlchemy switched the pooled connection to autocommit
+  and back for each read, a PRAGMA each way).
+- The agents' MQTT links run paho's keepalive housekeeping every quarter keepalive
+  (15 s for the simulator's 60 s keepalive) instead of aiomqtt's every second.
+
+Earlier rounds, the same week: the rollout controller reads its gates off the cached
+aggregate instead of the library's deep copy of it (`WriterRepository.peek`), and the
+rollout view's reports go to one UPDATE per batch instead of a read of every revision
+any rollout assigned (91.8 -> 74.0 s on SQLite, 171.5 -> 121.7 s on PostgreSQL).
 
 The stall of large fleets, fixed earlier the same day: httpcore 1.0.9 keeps a connection
 in its pool for ever when the request it was opened for is cancelled before using it
