@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from muto.projections.store import ViewStore
 from tests.support.services import IN_CI, fresh_database, unavailable
 
 __all__ = ["IN_CI", "Mosquitto", "free_port", "unavailable"]
@@ -45,6 +46,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {TEST_PORTS}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def view_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewStore]:
+    """A view store on a SQLite file, then on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'views.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    found = ViewStore(url)
+    yield found
+    found.close()
 
 
 @pytest.fixture
