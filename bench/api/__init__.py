@@ -107,6 +107,16 @@ machine, 15 s per figure (reconcile / fleet mix / health): 1,465 / 6,273 / 5,196
 req/s with the defaults, 1,781 / 7,536 / 5,410 req/s settled; p99 313 / 267 / 298 ms
 and 29 / 27 / 325 ms (one full collection fell in the health run); server CPU per
 reconcile report 657 -> 541 µs.
+
+Since the first quiet run at 100,000 vehicles (2026-12-04 03:10-03:50, commit c10f21f:
+the same bench, the trivial endpoint at 13,716 req/s), the server settles its garbage
+collector and reads a poll's document on the driver's connection (`ViewStore.read`):
+on SQLite / PostgreSQL, poll (200) 826 -> 1,432 / 898 -> 1,686 req/s, poll (304)
+8,245 -> 9,428 / 9,640 -> 12,513, reconcile 1,281 -> 2,017 / 1,144 -> 1,703, health
+4,601 -> 6,774 / 3,911 -> 5,751, fleet mix 5,825 -> 7,455 / 5,294 -> 8,142; the p99
+of the poll (200) and the reconcile report fell from 580-670 ms to 31-34 ms, the
+PostgreSQL fleet mix's from 592 to 30 ms (the health report's on PostgreSQL, 457 ms,
+still meets a pause now and then).
 """
 
 
