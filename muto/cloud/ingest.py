@@ -4,21 +4,23 @@ presence heartbeats update a heartbeat table (presence *changes* are events)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete
+from sqlalchemy import JSON, Column, Float, MetaData, String, Table
 
 from muto.cloud.commands import record_health, record_reconcile
 from muto.cloud.writer import WritePath, Written
 from muto.domain.reports import HealthReport, ReconcileReport
-from muto.domain.wire import to_builtins
+from muto.domain.wire import encode
+from muto.projections.rows import LatestRows
 from muto.projections.store import ViewStore
 
 FLUSH_SECONDS = 1.0
 MAX_VEHICLES = 2_000_000  # beyond that the status memory starts again (a bound)
+logger = logging.getLogger("muto.cloud")
 
 
 def define_health_table(metadata: MetaData) -> Table:
@@ -70,8 +72,12 @@ class Ingest:
         self._epoch = 0
         self._status_lock = threading.Lock()  # evictions come from the projector's thread
         self.trusted: Callable[[], bool] = lambda: True
-        self._pending: dict[str, dict[str, Any]] = {}
-        self._heard: dict[str, dict[str, Any]] = {}  # heartbeats not flushed yet
+        # Rows not flushed yet, in their table's column order: the latest health report
+        # (vehicle_id, status, observed_at, report as JSON text) and heartbeat per vehicle.
+        self._pending: dict[str, tuple[str, str, str, str]] = {}
+        self._heard: dict[str, tuple[str, str, float | None]] = {}
+        self._health_rows = LatestRows(health_table)
+        self._heartbeat_rows = LatestRows(heartbeat_table)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="muto-health", daemon=True)
@@ -99,25 +105,17 @@ class Ingest:
             transition = written.value
             if written.views_current:
                 self._remember(vehicle_id, report.status.value, mark, transition)
-        latest = {
-            "vehicle_id": vehicle_id,
-            "status": report.status.value,
-            "observed_at": report.observed_at.isoformat(),
-            "report": to_builtins(report),
-        }
+        observed_at = report.observed_at.isoformat()
+        latest = (vehicle_id, report.status.value, observed_at, encode(report).decode())
         with self._lock:
             previous = self._pending.get(vehicle_id)
-            if previous is None or previous["observed_at"] <= latest["observed_at"]:
+            if previous is None or previous[2] <= observed_at:
                 self._pending[vehicle_id] = latest
         return transition
 
     def heartbeat(self, vehicle_id: str, heartbeat_s: float | None) -> None:
         """An online presence was heard now (a registered vehicle's, stored already)."""
-        heard = {
-            "vehicle_id": vehicle_id,
-            "heard_at": datetime.now(UTC).isoformat(),
-            "heartbeat_s": heartbeat_s,
-        }
+        heard = (vehicle_id, datetime.now(UTC).isoformat(), heartbeat_s)
         with self._lock:
             self._heard[vehicle_id] = heard
 
@@ -158,19 +156,26 @@ class Ingest:
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
             heard, self._heard = list(self._heard.values()), {}
-        batches = [(self.health_table, pending), (self.heartbeat_table, heard)]
         if not pending and not heard:
             return
-        with self.store.writing() as session:
-            for table, batch in batches:
-                if batch:
-                    ids = [p["vehicle_id"] for p in batch]
-                    session.execute(delete(table).where(table.c.vehicle_id.in_(ids)))
-                    session.execute(table.insert(), batch)
+        try:
+            with self.store.writing() as session:
+                self._health_rows.write(session, pending)
+                self._heartbeat_rows.write(session, heard)
+        except Exception:
+            with self._lock:  # kept for the next flush, unless newer ones came meanwhile
+                for row in pending:
+                    self._pending.setdefault(row[0], row)
+                for beat in heard:
+                    self._heard.setdefault(beat[0], beat)
+            raise
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the rows wait for the next tick; the loop goes on
+                logger.exception("health and heartbeat flush failed; retrying")
 
     def close(self) -> None:
         self._stop.set()

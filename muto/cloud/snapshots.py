@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, String, Table, delete, select
+from sqlalchemy import JSON, Column, MetaData, String, Table, select
 
 from muto.cloud.api.schema import Reported, ReportedAgent
 from muto.domain.messages import AgentComponents, AgentMetadata, Component, Leaf
-from muto.domain.wire import convert, to_builtins
+from muto.domain.wire import convert, encode
+from muto.projections.rows import LatestRows
 from muto.projections.store import ViewStore
 
 KEPT: dict[Leaf, type[AgentMetadata] | type[AgentComponents]] = {
@@ -36,6 +37,7 @@ class Snapshots:
             Column("snapshot", JSON, nullable=False),
         )
         self.table.create(store.engine, checkfirst=True)
+        self._rows = LatestRows(self.table)
 
     def record(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
         self.record_many([(vehicle_id, snapshot)])
@@ -43,24 +45,15 @@ class Snapshots:
     def record_many(self, snapshots: list[tuple[str, AgentMetadata | AgentComponents]]) -> None:
         """In one transaction (a fleet re-publishing after a rollout sends thousands);
         the last of one vehicle's leaf wins."""
-        at = datetime.now(UTC).isoformat()
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for vehicle_id, snapshot in snapshots:
-            leaf = KIND[type(snapshot)]
-            rows[vehicle_id, leaf.value] = {
-                "vehicle_id": vehicle_id,
-                "leaf": leaf.value,
-                "received_at": at,
-                "snapshot": to_builtins(snapshot),
-            }
-        if not rows:
+        if not snapshots:
             return
-        t = self.table
+        at = datetime.now(UTC).isoformat()
+        rows = [
+            (vehicle_id, KIND[type(snapshot)].value, at, encode(snapshot).decode())
+            for vehicle_id, snapshot in snapshots
+        ]
         with self.store.transaction(commit=True) as session:
-            for leaf_value in {leaf for _, leaf in rows}:
-                ids = [v for v, leaf in rows if leaf == leaf_value]
-                session.execute(delete(t).where(t.c.leaf == leaf_value, t.c.vehicle_id.in_(ids)))
-            session.execute(t.insert(), list(rows.values()))
+            self._rows.write(session, rows)
 
     def reported(self, vehicle_ids: list[str]) -> dict[str, Reported]:
         """Per vehicle that has said anything: `agent` (version, runtime, model, OS, ROS

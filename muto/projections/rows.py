@@ -96,6 +96,54 @@ class DriverInsert:
                 copy.write_row(row)
 
 
+class LatestRows:
+    """Rows that replace whatever a table holds under their primary key: the latest-only
+    tables (health, heartbeats, vehicles' snapshots), flushed in batches of thousands.
+    On the DB-API connection, as DriverInsert: SQLite one `INSERT OR REPLACE`
+    executemany; PostgreSQL one `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO
+    UPDATE` (one statement, where SQLAlchemy's executemany sent one per row, and no
+    DELETE-then-INSERT window in which another process's flush of the same key fails on
+    the key). Rows are tuples in the table's column order, JSON columns as JSON text; of
+    two rows with one key in a batch, the later is kept."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.columns = [c.name for c in table.c]
+        self.key = [c.name for c in table.primary_key.columns]
+        self._key_at = [self.columns.index(k) for k in self.key]
+        self._insert = DriverInsert(table)
+        self._upsert: str | None = None
+
+    def write(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        by_key = {tuple(row[i] for i in self._key_at): row for row in rows}
+        if not by_key:
+            return
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            sql = self._insert.sql(session, "INSERT OR REPLACE INTO")
+            connection.exec_driver_sql(sql, list(by_key.values()))
+            return
+        columns = tuple(list(c) for c in zip(*by_key.values(), strict=True))
+        connection.exec_driver_sql(self._upsert_sql(session), columns)
+
+    def _upsert_sql(self, session: Session) -> str:
+        if self._upsert is None:
+            dialect = session.get_bind().dialect
+            quote = dialect.identifier_preparer.quote
+            names = ", ".join(quote(c) for c in self.columns)
+            arrays = ", ".join(  # binary (%b): no text escaping in Python
+                f"%b::{self.table.c[c].type.compile(dialect=dialect)}[]" for c in self.columns
+            )
+            changed = [c for c in self.columns if c not in self.key]
+            self._upsert = (
+                f"INSERT INTO {quote(self.table.name)} ({names}) "
+                f"SELECT * FROM unnest({arrays}) "
+                f"ON CONFLICT ({', '.join(quote(k) for k in self.key)}) DO UPDATE SET "
+                + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in changed)
+            )
+        return self._upsert
+
+
 class Rows:
     def __init__(self, table: Table, *key: str) -> None:
         self.table = table

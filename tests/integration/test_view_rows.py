@@ -1,14 +1,15 @@
-"""The views' bulk writes (muto/projections/rows.py) view_store the same values on SQLite
-(executemany) and PostgreSQL (COPY, UPDATE ... FROM unnest): JSON, text, integers and
-NULLs, inserted then updated in groups of changed columns."""
+"""The views' bulk writes (muto/projections/rows.py) store the same values on SQLite
+(executemany) and PostgreSQL (COPY, UPDATE ... FROM unnest, INSERT ... ON CONFLICT from
+unnest): JSON, text, integers and NULLs, inserted, updated in groups of changed columns,
+and replaced by key."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import JSON, Column, String, Table, select
 
-from muto.projections.rows import DriverInsert, Rows
+from muto.projections.rows import DriverInsert, LatestRows, Rows, json_text
 from muto.projections.store import ViewStore
 from tests.support.views import probe_table
 
@@ -53,3 +54,53 @@ def test_changes_grouped_by_columns_update_only_their_rows(view_store: ViewStore
     for key, values in changes:
         expected[key].update(values)
     assert stored(view_store, t) == expected
+
+
+def test_latest_rows_replace_what_their_key_holds_and_add_the_rest(
+    view_store: ViewStore,
+) -> None:
+    t = table(view_store)
+    view_store.create_table()
+    latest = LatestRows(t)
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        with view_store.writing() as session:
+            latest.write(
+                session, [(r["key"], r["n"], r["text"], json_text(r["data"])) for r in rows]
+            )
+
+    write(ROWS)
+    newer = [
+        {"key": "a", "n": None, "text": None, "data": None},
+        {"key": "d", "n": 4, "text": "new", "data": {"d": 1}},
+        {"key": "c", "n": 30, "text": "first of two", "data": None},
+        {"key": "c", "n": 31, "text": "the later one is kept", "data": [True]},
+    ]
+    write(newer)
+    write([])  # nothing to write: no statement, no error
+    expected = {r["key"]: r for r in ROWS} | {r["key"]: r for r in newer}
+    assert stored(view_store, t) == expected
+
+
+def test_latest_rows_replace_by_every_column_of_a_composite_key(view_store: ViewStore) -> None:
+    t = Table(
+        "view_rows_composite",
+        view_store.metadata,
+        Column("vehicle_id", String(16), primary_key=True),
+        Column("leaf", String(16), primary_key=True),
+        Column("data", JSON, nullable=False),
+    )
+    view_store.create_table()
+    latest = LatestRows(t)
+    with view_store.writing() as session:
+        latest.write(session, [("v1", "a", "1"), ("v1", "b", "2"), ("v2", "a", "3")])
+    with view_store.writing() as session:
+        latest.write(session, [("v1", "b", '{"new": true}'), ("v2", "b", "4")])
+    with view_store.reading() as session:
+        found = {(r.vehicle_id, r.leaf): r.data for r in session.execute(select(t))}
+    assert found == {
+        ("v1", "a"): 1,
+        ("v1", "b"): {"new": True},
+        ("v2", "a"): 3,
+        ("v2", "b"): 4,
+    }

@@ -1,0 +1,85 @@
+"""The latest-health and heartbeat tables, flushed once a second by report ingest: each
+vehicle's newest row replaces its last (SQLite and PostgreSQL), and a flush that fails
+keeps its rows for the next one instead of dropping them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.domain.reports import HealthReport
+from muto.domain.wire import convert, to_builtins
+from muto.projections.rows import LatestRows
+from tests.support.api_server import health_body, unique
+from tests.support.mqtt_watch import open_fleet
+from tests.support.spine import postgres_settings, sqlite_settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        settings = sqlite_settings(tmp_path)
+    else:
+        settings = postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
+    cp = open_fleet(settings, "v1", "v2")
+    yield cp
+    cp.close()
+
+
+def report(vehicle_id: str, status: str = "healthy") -> HealthReport:
+    return convert(health_body(vehicle_id, unique("h"), status), HealthReport)
+
+
+def stored(cp: ControlPlane) -> dict[str, tuple[str, Any]]:
+    t = cp.ingest.health_table
+    with cp.views.store.reading() as session:
+        return {r.vehicle_id: (r.status, r.report) for r in session.execute(select(t))}
+
+
+def heartbeats(cp: ControlPlane) -> dict[str, float | None]:
+    t = cp.ingest.heartbeat_table
+    with cp.views.store.reading() as session:
+        return {r.vehicle_id: r.heartbeat_s for r in session.execute(select(t))}
+
+
+def test_each_vehicle_keeps_its_newest_report_and_heartbeat(plane: ControlPlane) -> None:
+    first, other = report("v1"), report("v2", "degraded")
+    asyncio.run(plane.ingest.health(first, "test"))
+    asyncio.run(plane.ingest.health(other, "test"))
+    plane.ingest.heartbeat("v1", 5.0)
+    plane.ingest.flush()
+    newer = report("v1", "degraded")
+    asyncio.run(plane.ingest.health(newer, "test"))
+    plane.ingest.heartbeat("v1", None)
+    plane.ingest.heartbeat("v2", 7.5)
+    plane.ingest.flush()
+    assert stored(plane) == {
+        "v1": ("degraded", to_builtins(newer)),
+        "v2": ("degraded", to_builtins(other)),
+    }
+    assert heartbeats(plane) == {"v1": None, "v2": 7.5}
+
+
+def test_a_failed_flush_keeps_its_rows_for_the_next(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = report("v1")
+    asyncio.run(plane.ingest.health(kept, "test"))
+    plane.ingest.heartbeat("v2", 3.0)
+    real = LatestRows.write
+
+    def refused(self: LatestRows, session: Any, rows: list[tuple[Any, ...]]) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LatestRows, "write", refused)
+    with pytest.raises(OSError, match="disk full"):
+        plane.ingest.flush()
+    monkeypatch.setattr(LatestRows, "write", real)
+    plane.ingest.flush()
+    assert stored(plane) == {"v1": ("healthy", to_builtins(kept))}
+    assert heartbeats(plane) == {"v2": 3.0}
