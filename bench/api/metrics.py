@@ -60,17 +60,18 @@ Does the Prometheus instrumentation (docs/metrics.md) slow the hot path? The sam
 poll as in *HTTP API* ({CONNECTIONS} connections, {DURATION} s runs after {WARMUP} s of
 warm-up, SQLite, {METRICS_VEHICLES:,} vehicles each polling with its own token), served by
 `muto cloud serve` as its CLI builds it, with the request instrumentation in place and
-with that one middleware taken out, in {ROUNDS} alternating rounds each. On a machine
+with the edge keeping no request metrics, in {ROUNDS} alternating rounds each. On a machine
 shared with other work the request rate swings between rounds far more than the
 instrumentation could move it, so the figure to read is the server's own CPU time per
 request answered (from /proc, net of the server's idle CPU measured for 3 s just
 before, median of the rounds): what the instrumentation adds to each request.
 *Scraped every 1 s* adds a client fetching `/metrics` every second
 (fifteen times Prometheus's default rate) during the run: the scrape's cost is in that
-run's CPU per request. *Instrumentation alone* calls the middleware in process around
-an app that answers at once, against the bare app: its own cost per request. The
-scrape's gauges are computed on a worker thread from the views; its median duration is
-compared with one poll's. `python -m bench api_metrics`.
+run's CPU per request. *Instrumentation alone* calls the app's edge
+(muto/cloud/api/app.py) in process around an app that answers at once, with its request
+metrics and without them (access log off): their own cost per request. The scrape's
+gauges are computed on a worker thread from the views; its median duration is compared
+with one poll's. `python -m bench api_metrics`.
 """
 
 
@@ -115,11 +116,13 @@ def served(settings: Settings, metrics: str, fleet: Fleet, workdir: Path, scrape
 
 
 def instrumentation_alone(requests: int = 200_000) -> tuple[float, float]:
-    """µs per request of an ASGI app that answers 304 at once, without and with
-    RequestMetrics around it, called directly (no server, no sockets)."""
+    """µs per request of an ASGI app that answers 304 at once, behind the app's edge
+    without and with its request metrics (access log off), called directly (no server,
+    no sockets)."""
     import asyncio
 
-    from muto.cloud.metrics import CloudMetrics, RequestMetrics
+    from muto.cloud.api.app import Edge
+    from muto.cloud.metrics import CloudMetrics
 
     async def endpoint(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 304, "headers": []})
@@ -131,16 +134,24 @@ def instrumentation_alone(requests: int = 200_000) -> tuple[float, float]:
     async def send(_: Any) -> None:
         return None
 
-    wrapped = RequestMetrics(endpoint, CloudMetrics(), {endpoint: "/desired-states/latest"})
+    templates = {endpoint: "/desired-states/latest"}
+    bare_edge = Edge(endpoint, None, templates)
+    wrapped = Edge(endpoint, CloudMetrics(), templates)
 
     async def calls(app: Any) -> float:
-        scope = {"type": "http", "method": "GET", "endpoint": endpoint}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "endpoint": endpoint,
+            "path": "/",
+            "query_string": b"",
+        }
         started = time.process_time()
         for _ in range(requests):
             await app(scope, receive, send)
         return (time.process_time() - started) / requests * 1e6
 
-    bare = min(asyncio.run(calls(endpoint)) for _ in range(3))
+    bare = min(asyncio.run(calls(bare_edge)) for _ in range(3))
     instrumented = min(asyncio.run(calls(wrapped)) for _ in range(3))
     return bare, instrumented
 
@@ -171,7 +182,8 @@ def instrumentation(settings: Settings, fleet: Fleet, workdir: Path) -> list[Res
         Result(f"{what}, /metrics scraped every 1 s: server CPU per request", scraped.cpu_us,
                "µs", scraped_load, "metrics off", off),
         Result("Request instrumentation alone (in process, CPU)", alone, "µs",
-               "200,000 calls of an ASGI app that answers 304, best of 3", "the bare app", bare),
+               "200,000 calls of an ASGI app that answers 304, best of 3",
+               "the same edge without metrics", bare),
         Result("/metrics scrape (median)", statistics.median(scrapes) * 1000, "ms",
                f"{len(scrapes)} scrapes of {len(fleet.pollers):,} vehicles",
                "one poll (304), p50", statistics.median(r.run.p50_ms for r in rounds["off"])),

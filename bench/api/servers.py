@@ -93,7 +93,6 @@ import logging, sys, uvicorn
 from pathlib import Path
 from muto.cloud.api.app import create_app
 from muto.cloud.controller import controller_factory
-from muto.cloud.metrics import RequestMetrics
 from muto.cloud.settings import Settings
 
 data_dir, database_url, metrics, port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[-1]
@@ -101,7 +100,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 settings = Settings(data_dir=Path(data_dir), database_url=database_url or None, mqtt_url=None)
 app = create_app(settings, extensions=[controller_factory])
 if metrics == "off":
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not RequestMetrics]
+    app.metrics = None  # the edge keeps no request metrics
 uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
 """
 

@@ -14,7 +14,6 @@ serve`): see docs/metrics.md for why this is not prometheus_client's multiproces
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -34,7 +33,6 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api.context import operator
 from muto.cloud.bootstrap import ControlPlane
@@ -261,36 +259,6 @@ class FleetCollector(Collector):
         for rollout_id, name, status, count in sorted(phases):
             phase.add_metric([rollout_id, name, status], count)
         yield phase
-
-
-class RequestMetrics:
-    """ASGI middleware: counts and times each HTTP request by its route template."""
-
-    def __init__(self, app: ASGIApp, metrics: CloudMetrics, templates: dict[Any, str]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = templates
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
-            self.metrics.observe_request(
-                route, scope["method"], status, time.perf_counter() - started
-            )
 
 
 async def scrape(request: Request) -> Response:

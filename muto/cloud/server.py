@@ -118,7 +118,14 @@ def protocol(settings: Settings) -> type[GuardedProtocol]:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Every connection bound `muto cloud serve` passes to uvicorn.run."""
-    return {"http": protocol(settings), "timeout_keep_alive": settings.keep_alive_s}
+    # No proxy headers: uvicorn would rewrite each request's client address from
+    # X-Forwarded-For, and nothing here reads it (the access log names none, limits are
+    # per token), so it was a wrapper around every request for nothing.
+    return {
+        "http": protocol(settings),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "proxy_headers": False,
+    }
 
 
 def settle_collector() -> None:

@@ -31,11 +31,11 @@ from muto.cloud.api import (
     vehicles,
 )
 from muto.cloud.api.fast import FastLane
-from muto.cloud.api.responses import error, exception_handlers
+from muto.cloud.api.responses import error, exception_handlers, on_error
 from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane, Extension, serving
 from muto.cloud.dashboard import mount as dashboard
-from muto.cloud.metrics import CloudMetrics, RequestMetrics, route_templates, scrape
+from muto.cloud.metrics import UNMATCHED, CloudMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
@@ -110,30 +110,38 @@ def _by_method(
 
 
 class Edge:
-    """What every request passes first: the refusal of a NUL, and the access log.
+    """What uvicorn hands every request to, around the whole app: the refusal of a NUL,
+    the request metrics and the access log, from one timer and one look at the status.
 
     PostgreSQL can neither store nor compare text with a NUL in it, so a NUL in the path
     or the query string was a 500 there. No identifier holds one: a NUL in the path is an
     unknown resource (404), in the query an invalid parameter (422).
 
-    The access log is one JSON line per request (method, path, status, duration). The
-    lines of the requests answered in one turn of the event loop go out in one write
-    (one log record): at a few thousand requests a second a write per line cost more
-    than most handlers."""
+    The request metrics count and time each request by its route template (`metrics`
+    None: not kept). The access log is one JSON line per request (method, path, status,
+    duration); the lines of the requests answered in one turn of the event loop go out
+    in one write (one log record): at a few thousand requests a second a write per line
+    cost more than most handlers.
 
-    def __init__(self, app: ASGIApp) -> None:
+    It sits outside Starlette, so that the fleet's steady requests (the fast lane, next
+    inside) pass no more wrappers than they need: an error the app behind did not answer
+    (one raised in the fast lane) is answered here as Starlette's outermost middleware
+    answers it, with `responses.on_error`, and raised on for the server to log."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: CloudMetrics | None, templates: dict[Any, str]
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.templates = templates
         self._lines: list[bytes] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not access_log.isEnabledFor(logging.INFO):
-            await self._refuse_nul(scope, receive, send)
-            return
         started = time.perf_counter()
-        status = 500
+        status = 0  # none sent yet
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -143,16 +151,12 @@ class Edge:
 
         try:
             await self._refuse_nul(scope, receive, sending)
+        except Exception as exc:
+            if not status:
+                await (await on_error(Request(scope, receive), exc))(scope, receive, sending)
+            raise
         finally:
-            line = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-            if not self._lines:
-                asyncio.get_running_loop().call_soon(self._write)
-            self._lines.append(msgspec.json.encode(line))
+            self._observe(scope, status or 500, time.perf_counter() - started)
 
     async def _refuse_nul(self, scope: Scope, receive: Receive, send: Send) -> None:
         if "\x00" in scope["path"]:
@@ -164,6 +168,21 @@ class Edge:
             return
         await answer(scope, receive, send)
 
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        if self.metrics is not None:
+            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
+            self.metrics.observe_request(route, scope["method"], status, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            line = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "ms": round(seconds * 1000, 2),
+            }
+            if not self._lines:
+                asyncio.get_running_loop().call_soon(self._write)
+            self._lines.append(msgspec.json.encode(line))
+
     def _write(self) -> None:
         lines, self._lines = self._lines, []
         access_log.info(b"\n".join(lines).decode())
@@ -173,7 +192,7 @@ def create_app(
     settings: Settings,
     plane: ControlPlane | None = None,
     extensions: Sequence[Extension] = (),
-) -> Starlette:
+) -> Edge:
     """The app of one serving process; the control plane is run by `bootstrap.serving`
     (`plane`: a shared one; `extensions`: e.g. `bootstrap.duties(settings)`). What the
     extensions yield is merged into the request state, and the duties held (`leases`)
@@ -197,11 +216,8 @@ def create_app(
     # api role's.
     routes = [*resources(ROUTES), dashboard()] if settings.serves_api else resources(WORKER)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
-    if settings.serves_api:
-        app.add_middleware(FastLane)  # inside the access log and the metrics
-    app.add_middleware(Edge)
-    app.add_middleware(RequestMetrics, metrics=metrics, templates=route_templates(routes))
-    return app
+    inner: ASGIApp = FastLane(app) if settings.serves_api else app
+    return Edge(inner, metrics, route_templates(routes))
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

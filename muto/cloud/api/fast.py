@@ -4,8 +4,8 @@ nothing, and a reconcile report from a vehicle whose token is known. At a fleet'
 these are most requests, and the router, the request and exception wrappers cost more
 than their answer (docs/api.md, "Performance").
 
-Inside the access log and the request metrics (Edge, RequestMetrics), so both see these
-requests as any other. Only a request whose caller's token is known to the token cache,
+Inside the access log and the request metrics (app.Edge), so both see these requests
+as any other. Only a request whose caller's token is known to the token cache,
 whose body decodes (the app's Structs, within the app's size limit) and, for a poll or a
 health report, whose answer is known to memory is taken here. Everything else, before
 anything is changed, goes on to the app (a body read here is handed on as it came),

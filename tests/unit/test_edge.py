@@ -1,0 +1,96 @@
+"""The app's edge (muto/cloud/api/app.py, `Edge`): what uvicorn hands every request to.
+It counts and logs each request once, whatever answered it, and answers an error that
+nothing behind it answered (one raised in the fast lane) with the API's error body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from muto.cloud.api.app import Edge
+from muto.cloud.metrics import CloudMetrics
+
+SCOPE = {
+    "type": "http",
+    "method": "GET",
+    "path": "/desired-states/latest",
+    "query_string": b"",
+    "headers": [],
+    "scheme": "http",
+    "server": ("127.0.0.1", 8080),
+}
+
+
+def call(app: Any) -> tuple[list[Any], CloudMetrics, BaseException | None]:
+    """One request through the edge: what it sent, its metrics, what it raised."""
+    metrics = CloudMetrics()
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    edge = Edge(app, metrics, {app: "/desired-states/latest"})
+    try:
+        asyncio.run(edge(dict(SCOPE), receive, send))
+    except Exception as exc:
+        return sent, metrics, exc
+    return sent, metrics, None
+
+
+def counted(metrics: CloudMetrics, status: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "muto_http_requests_total",
+        {"route": "/desired-states/latest", "method": "GET", "status": status},
+    )
+    return value or 0.0
+
+
+async def answers_304(scope: Any, receive: Any, send: Any) -> None:
+    scope["endpoint"] = answers_304
+    await send({"type": "http.response.start", "status": 304, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def raises(scope: Any, receive: Any, send: Any) -> None:
+    scope["endpoint"] = raises
+    raise RuntimeError("a bug in the fast lane")
+
+
+async def raises_after_answering(scope: Any, receive: Any, send: Any) -> None:
+    await answers_304(scope, receive, send)
+    scope["endpoint"] = raises_after_answering
+    raise RuntimeError("after the answer")
+
+
+def test_an_answered_request_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="muto.access"):
+        sent, metrics, raised = call(answers_304)
+    assert raised is None
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert counted(metrics, "304") == 1
+    (record,) = [r for r in caplog.records if r.name == "muto.access"]
+    line = json.loads(record.getMessage())
+    assert (line["path"], line["status"]) == ("/desired-states/latest", 304)
+
+
+def test_an_error_nothing_answered_is_a_500_with_the_api_error_body() -> None:
+    sent, metrics, raised = call(raises)
+    assert isinstance(raised, RuntimeError)  # raised on, for the server to log
+    assert sent[0]["status"] == 500
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["error"]["code"] == "internal"
+    assert counted(metrics, "500") == 1
+
+
+def test_an_error_after_the_answer_sends_nothing_more() -> None:
+    sent, metrics, raised = call(raises_after_answering)
+    assert isinstance(raised, RuntimeError)
+    assert [m.get("status") for m in sent] == [304, None]
+    assert counted(metrics, "304") == 1
