@@ -13,6 +13,7 @@ changed columns), instead of a SELECT and an UPDATE per event.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,12 +111,13 @@ class LatestRows:
         self.table = table
         self.columns = [c.name for c in table.c]
         self.key = [c.name for c in table.primary_key.columns]
-        self._key_at = [self.columns.index(k) for k in self.key]
+        # A row's key: the value itself for one key column, a tuple for several.
+        self._key_of = operator.itemgetter(*(self.columns.index(k) for k in self.key))
         self._insert = DriverInsert(table)
         self._upsert: str | None = None
 
     def write(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
-        by_key = {tuple(row[i] for i in self._key_at): row for row in rows}
+        by_key = dict(zip(map(self._key_of, rows), rows, strict=True))
         if not by_key:
             return
         connection = session.connection()
