@@ -16,7 +16,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    bindparam,
     update,
 )
 from sqlalchemy.orm import Session
@@ -25,7 +24,7 @@ from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import phase_limit
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
-from muto.projections.rows import Rows
+from muto.projections.rows import Rows, json_text
 
 # Reconcile status -> the vehicle's status within its rollout.
 ROLLOUT_STATUS = {
@@ -84,24 +83,11 @@ class RolloutProgress(Projection):
             Column("updated_at", String(40), nullable=False),
         )
         self.rollout_rows = Rows(self.rollouts, "rollout_id")
-        c = self.vehicles.c
-        # Built once: a report is the most frequent event (see rows.py for why).
-        self._report_outcome = (
-            update(self.vehicles)
-            .where(
-                and_(
-                    c.vehicle_id == bindparam("b_vehicle"),
-                    c.revision == bindparam("b_revision"),
-                    c.status != "rolled_back",
-                )
-            )
-            .values(
-                status=bindparam("b_status"),
-                reason_codes=bindparam("b_codes"),
-                updated_at=bindparam("b_at"),
-            )
-        )
-        self._reports: list[dict[str, Any]] = []
+        # A batch's report outcomes, by (vehicle, revision): the last one wins, as it
+        # would applied one by one (a report never sets `rolled_back`, the only status
+        # the update checks).
+        self._reports: dict[tuple[str, str], tuple[str, str | None, str]] = {}
+        self._outcome_sql: str | None = None
         return [self.rollouts, self.vehicles]
 
     @property
@@ -138,17 +124,49 @@ class RolloutProgress(Projection):
         self._write_reports(session)
 
     def discard(self) -> None:
-        self._reports = []
+        self._reports = {}
         super().discard()
 
     def clear(self, session: Session) -> None:
-        self._reports = []
+        self._reports = {}
         super().clear(session)
 
     def _write_reports(self, s: Session) -> None:
-        if self._reports:
-            s.connection().execute(self._report_outcome, self._reports)
-            self._reports = []
+        """The batch's report outcomes in one statement on the driver's connection (see
+        rows.py): SQLite one executemany, PostgreSQL one UPDATE ... FROM unnest."""
+        if not self._reports:
+            return
+        rows = [(*key, *outcome) for key, outcome in self._reports.items()]
+        self._reports = {}
+        connection = s.connection()
+        if connection.dialect.name == "postgresql":
+            columns = tuple(list(c) for c in zip(*rows, strict=True))
+            connection.exec_driver_sql(self._outcome(s), columns)
+        else:
+            connection.exec_driver_sql(self._outcome(s), rows)
+
+    def _outcome(self, s: Session) -> str:
+        """UPDATE of one member's status by vehicle and revision, unless rolled back;
+        parameters (vehicle, revision, status, reason codes as JSON text, at)."""
+        if self._outcome_sql is None:
+            dialect = s.get_bind().dialect
+            quote = dialect.identifier_preparer.quote
+            table = quote(self.vehicles.name)
+            if dialect.name == "postgresql":
+                self._outcome_sql = (
+                    f"UPDATE {table} SET status = v.status, reason_codes = v.codes, "
+                    "updated_at = v.at FROM unnest(%b::varchar[], %b::varchar[], "
+                    "%b::varchar[], %b::json[], %b::varchar[]) "
+                    "AS v(vehicle, revision, status, codes, at) "
+                    f"WHERE {table}.vehicle_id = v.vehicle AND {table}.revision = v.revision "
+                    f"AND {table}.status != 'rolled_back'"
+                )
+            else:
+                self._outcome_sql = (
+                    f"UPDATE {table} SET status = ?3, reason_codes = ?4, updated_at = ?5 "
+                    "WHERE vehicle_id = ?1 AND revision = ?2 AND status != 'rolled_back'"
+                )
+        return self._outcome_sql
 
     def _started(self, s: Session, e: Any, _: int) -> None:
         at = e.timestamp.isoformat()
@@ -261,12 +279,8 @@ class RolloutProgress(Projection):
         status = ROLLOUT_STATUS.get(report.status)
         if revision is None or status is None:
             return
-        self._reports.append(
-            {
-                "b_vehicle": e.vehicle_id,
-                "b_revision": revision,
-                "b_status": status,
-                "b_codes": report.reason_codes,
-                "b_at": e.timestamp.isoformat(),
-            }
+        self._reports[e.vehicle_id, revision] = (
+            status,
+            json_text(report.reason_codes),
+            e.timestamp.isoformat(),
         )
