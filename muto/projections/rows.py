@@ -12,7 +12,6 @@ changed columns), instead of a SELECT and an UPDATE per event.
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 _encode_json = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.Decoder().decode
 
 
 def json_text(value: Any) -> str | None:
@@ -212,7 +212,7 @@ class Rows:
         """A JSON column of a `load`ed row, decoded (once)."""
         value = row[column]
         if isinstance(value, str):
-            value = row[column] = json.loads(value)
+            value = row[column] = _decode_json(value)
         return value
 
     def write_changes(self, session: Session, changes: list[tuple[Any, dict[str, Any]]]) -> None:
