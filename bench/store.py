@@ -51,6 +51,35 @@ never holds more than 16 commands. The batched baseline commits the same rows in
 same transaction sizes as the store's batches of the round just run (replayed from
 the writer's batch observer), so a smaller store batch costs both sides alike.
 
+Fifth round (2026-12-04, a quiet machine of the same kind, faster: plain SQL here is
+2.5-3x the third round's). Before the round, on this machine (08:33): SQLite / PostgreSQL
+1 writer 0.51x / 0.67x, group commit 0.23x / 0.50x, catch-up 38,586 events/s = 0.29x /
+16,195 = 0.14x. Four runs after it (the table is the last): 1 writer 0.48-0.50x /
+0.60-0.64x, group commit 0.21-0.24x / 0.44-0.49x, catch-up 34,315-42,359 events/s =
+0.19-0.23x / 26,442-30,432 = 0.18-0.21x (the SQLite baseline, reading and decoding
+the log, ran at 133,000 events/s in the run before and 160,000-200,000 in these: the
+ratio moved with it). Changed:
+- the rollout view writes a batch's report outcomes, the last per vehicle and revision,
+  in one statement on the driver's connection (SQLite executemany, PostgreSQL UPDATE
+  ... FROM unnest) instead of SQLAlchemy's executemany with its standard-library JSON
+  per row (a sixth of a SQLite catch-up; a statement per row on PostgreSQL). A catch-up
+  of 12,256 report events, CPU per event: SQLite 32 -> 23 µs, PostgreSQL 49 -> 21 µs.
+- a save snapshots its aggregates from memory at the version committed, where the
+  library loaded each back from the store (its snapshot and up to 100 events) to take
+  it: ~20 % of the writer thread when reports cross snapshot intervals (60,000 group
+  committed reports over 256 vehicles: 105 -> 81 µs of process CPU a report). This
+  bench's 5,000 reports over 256 vehicles cross none, so its append figures do not show
+  it.
+Where catch-up's time goes now (py-spy, 12,256 report events, 7 views): on SQLite,
+SQLite's own executemany ~22 % (the audit rows and their four indexes ~17 %), decoding
+the log ~16 % (the baseline's own work), the inventory ~25 %, the hash chain ~10 %, the
+views' commit ~7 %; on PostgreSQL, decoding ~26 %, waiting for the server ~10 %, the
+inventory ~16 %, the rollout view's per-report work ~9 %, the hash chain ~7 %. Group
+commit on SQLite stays near 0.2x: per report the store spends ~75 µs of wall time
+against ~16 µs for the plain-SQL row (the fsync shared by both); the writer thread's
+time is the commit (~17 % of the process's samples), the library's command machinery
+and the hand-off between 16 caller threads and the writer (GIL switches, futures).
+
 Third round of issue #16 (2026-12-03, branch `store`). The machine's load was 9-23
 on 2 cores the whole afternoon, so wall-clock figures and even CPU time moved 20-50 %
 between identical runs; the A/B figures below are instruction counts (valgrind

@@ -77,10 +77,10 @@ endpoint (uvicorn picks it when installed): the baseline got faster with it too.
 thread), turning the stored envelope into its Struct and encoding the ~3 KB bundle; the
 release envelope comes from memory. *Poll, current ETag*, *health* and the *fleet mix*:
 no query and no write once the server knows the vehicle, and answered by the fast lane
-(muto/cloud/api/fast.py) without Starlette's routing; what is left is uvicorn's
-protocol and the socket writes, the server-error middleware, the request metrics, the
-access log line, the bearer hash and lookup, the rate limit, the report's decoding and
-the answer, and for health the latest-health table's flush once a second. On
+(muto/cloud/api/fast.py) without any of Starlette; what is left is uvicorn's protocol
+and the socket writes, the app's edge (request metrics and access log line, one
+wrapper), the bearer hash and lookup, the rate limit, the report's decoding and the
+answer, and for health the latest-health table's flush once a second. On
 PostgreSQL a vehicle's health transition is not remembered (its eviction can come from
 any process at any time): the pass's third sweep writes each report once more (no
 event), and the memory knows the vehicle after it. *Reconcile*: taken by the fast
@@ -93,9 +93,10 @@ chain ~7 %, its positions ~3 %), the request on the event loop ~25 % (the middle
 that stays ~12 %, the socket writes ~7 %), the writer ~14 % (insert and commit ~4 %);
 the request waits for the commit and the views, so under a closed loop of
 {CONNECTIONS} connections the rate is bounded by the commit-then-project cycle. In
-the fleet mix: the socket writes ~12 %, the middleware ~14 %, the fast lane's own
-work ~15 %, uvicorn's protocol ~15 %, the latest-health table's flush ~7 % (half of
-it SQLAlchemy's JSON encoding of each report with the standard library's `json`).
+the fleet mix (py-spy `--gil`, 20,000 vehicles, SQLite, 2026-12-04 09:05): uvicorn's
+protocol and the socket writes ~55 % (the writes alone ~15 %, as for the trivial
+endpoint), the fast lane's own work ~15 %, the edge ~3 % of its own, the head deadline's
+timers ~3 %, the latest-health table's flush ~3 %.
 
 The garbage collector (muto/cloud/server.py, `settle_collector`): with CPython's
 defaults the server ran a full collection every second or two under load, ~300 ms
@@ -117,6 +118,21 @@ on SQLite / PostgreSQL, poll (200) 826 -> 1,432 / 898 -> 1,686 req/s, poll (304)
 of the poll (200) and the reconcile report fell from 580-670 ms to 31-34 ms, the
 PostgreSQL fleet mix's from 592 to 30 ms (the health report's on PostgreSQL, 457 ms,
 still meets a pause now and then).
+
+This table (2026-12-04 09:45-10:08) ran on a faster machine of the same kind (the
+trivial endpoint at 25,178 req/s). The same bench on HEAD 8bd7b1d there at 08:36-08:57
+(trivial endpoint 23,742 req/s), SQLite / PostgreSQL: poll (200) 3,239 / 2,758 req/s,
+poll (304) 19,044 / 18,014, reconcile 3,469 / 2,129, health 9,724 / 7,671 (p99 449 /
+56 ms), fleet mix 13,452 / 11,918 (0.57x / 0.50x). What changed since: the request's
+edge is one wrapper outside Starlette (the fast lane passes none of Starlette's
+middleware) and uvicorn's proxy-headers rewrite is off; the latest-health and heartbeat
+flush is one upsert statement on the driver's connection (on SQLite the flush through
+SQLAlchemy, with the standard library's JSON per row, held the event loop's GIL for
+tens of ms: the health p99); a save snapshots its aggregates from memory, and the
+rollout view writes a batch's report outcomes in one statement (the reconcile path's
+writer and projector). A/B at 20,000 vehicles on SQLite in one sitting, the edge and
+the flush: poll (304) 20,254 -> 22,503, health 11,733 -> 14,889, fleet mix 15,516 ->
+17,069 req/s.
 """
 
 
