@@ -104,3 +104,20 @@ def test_latest_rows_replace_by_every_column_of_a_composite_key(view_store: View
         ("v2", "a"): 3,
         ("v2", "b"): 4,
     }
+
+
+def test_a_keyed_load_finds_its_rows_and_leaves_the_planner_as_it_was(
+    view_store: ViewStore,
+) -> None:
+    t = table(view_store)
+    view_store.create_table()
+    rows = Rows(t, "key")
+    with view_store.writing() as session:
+        rows.insert(session, ROWS)
+    with view_store.writing() as session:
+        found = rows.load(session, ["a", "c", "nobody"])
+        if view_store.is_postgres:  # the index-only planning is the load's alone
+            setting = session.connection().exec_driver_sql("SHOW enable_seqscan").scalar()
+            assert setting == "on"
+    assert sorted(found) == ["a", "c"]
+    assert Rows.parsed(found["c"], "data") == ["l", {"k": None}]
