@@ -24,7 +24,7 @@ from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import phase_limit
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
-from muto.projections.rows import Rows, json_text
+from muto.projections.rows import Rows
 
 # Reconcile status -> the vehicle's status within its rollout.
 ROLLOUT_STATUS = {
@@ -84,10 +84,12 @@ class RolloutProgress(Projection):
         )
         self.rollout_rows = Rows(self.rollouts, "rollout_id")
         # A batch's report outcomes, by (vehicle, revision): the last one wins, as it
-        # would applied one by one (a report never sets `rolled_back`, the only status
-        # the update checks).
-        self._reports: dict[tuple[str, str], tuple[str, str | None, str]] = {}
-        self._outcome_sql: str | None = None
+        # would applied one by one (a report never sets `rolled_back`, the one status
+        # an outcome leaves alone).
+        self._reports: dict[tuple[str, str], dict[str, Any]] = {}
+        self._outcomes = Rows(
+            self.vehicles, "vehicle_id", "revision", keep=("status", "rolled_back")
+        )
         return [self.rollouts, self.vehicles]
 
     @property
@@ -132,41 +134,10 @@ class RolloutProgress(Projection):
         super().clear(session)
 
     def _write_reports(self, s: Session) -> None:
-        """The batch's report outcomes in one statement on the driver's connection (see
-        rows.py): SQLite one executemany, PostgreSQL one UPDATE ... FROM unnest."""
-        if not self._reports:
-            return
-        rows = [(*key, *outcome) for key, outcome in self._reports.items()]
-        self._reports = {}
-        connection = s.connection()
-        if connection.dialect.name == "postgresql":
-            columns = tuple(list(c) for c in zip(*rows, strict=True))
-            connection.exec_driver_sql(self._outcome(s), columns)
-        else:
-            connection.exec_driver_sql(self._outcome(s), rows)
-
-    def _outcome(self, s: Session) -> str:
-        """UPDATE of one member's status by vehicle and revision, unless rolled back;
-        parameters (vehicle, revision, status, reason codes as JSON text, at)."""
-        if self._outcome_sql is None:
-            dialect = s.get_bind().dialect
-            quote = dialect.identifier_preparer.quote
-            table = quote(self.vehicles.name)
-            if dialect.name == "postgresql":
-                self._outcome_sql = (
-                    f"UPDATE {table} SET status = v.status, reason_codes = v.codes, "
-                    "updated_at = v.at FROM unnest(%b::varchar[], %b::varchar[], "
-                    "%b::varchar[], %b::json[], %b::varchar[]) "
-                    "AS v(vehicle, revision, status, codes, at) "
-                    f"WHERE {table}.vehicle_id = v.vehicle AND {table}.revision = v.revision "
-                    f"AND {table}.status != 'rolled_back'"
-                )
-            else:
-                self._outcome_sql = (
-                    f"UPDATE {table} SET status = ?3, reason_codes = ?4, updated_at = ?5 "
-                    "WHERE vehicle_id = ?1 AND revision = ?2 AND status != 'rolled_back'"
-                )
-        return self._outcome_sql
+        """The batch's report outcomes in one statement (rows.py: `write_changes`)."""
+        if self._reports:
+            self._outcomes.write_changes(s, list(self._reports.items()))
+            self._reports = {}
 
     def _started(self, s: Session, e: Any, _: int) -> None:
         at = e.timestamp.isoformat()
@@ -279,8 +250,8 @@ class RolloutProgress(Projection):
         status = ROLLOUT_STATUS.get(report.status)
         if revision is None or status is None:
             return
-        self._reports[e.vehicle_id, revision] = (
-            status,
-            json_text(report.reason_codes),
-            e.timestamp.isoformat(),
-        )
+        self._reports[e.vehicle_id, revision] = {
+            "status": status,
+            "reason_codes": report.reason_codes,
+            "updated_at": e.timestamp.isoformat(),
+        }

@@ -13,7 +13,7 @@ changed columns), instead of a SELECT and an UPDATE per event.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ from sqlalchemy import (
     cast,
     select,
 )
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 _encode_json = msgspec.json.Encoder().encode
@@ -39,6 +40,22 @@ _decode_json = msgspec.json.Decoder().decode
 def json_text(value: Any) -> str | None:
     """A JSON column's value as the text the database stores (None: SQL NULL)."""
     return None if value is None else _encode_json(value).decode()
+
+
+def arrays(table: Table, columns: Sequence[str], dialect: Dialect) -> str:
+    """PostgreSQL parameters for `unnest(...)`: one binary array per column (%b: no text
+    escaping in Python), typed as the column is."""
+    return ", ".join(f"%b::{table.c[c].type.compile(dialect=dialect)}[]" for c in columns)
+
+
+def execute_rows(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """One statement over many rows on the driver: SQLite executemany of the rows;
+    PostgreSQL one execution with each column of the rows as one array (the statement
+    reads them with `unnest`; psycopg's executemany is a statement per row)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(sql, tuple(list(c) for c in zip(*rows, strict=True)))
+    else:
+        connection.exec_driver_sql(sql, rows)
 
 
 class DriverInsert:
@@ -120,26 +137,20 @@ class LatestRows:
         by_key = dict(zip(map(self._key_of, rows), rows, strict=True))
         if not by_key:
             return
-        connection = session.connection()
-        if connection.dialect.name != "postgresql":
-            sql = self._insert.sql(session, "INSERT OR REPLACE INTO")
-            connection.exec_driver_sql(sql, list(by_key.values()))
-            return
-        columns = tuple(list(c) for c in zip(*by_key.values(), strict=True))
-        connection.exec_driver_sql(self._upsert_sql(session), columns)
+        execute_rows(session.connection(), self._upsert_sql(session), list(by_key.values()))
 
     def _upsert_sql(self, session: Session) -> str:
         if self._upsert is None:
             dialect = session.get_bind().dialect
+            if dialect.name != "postgresql":
+                self._upsert = self._insert.sql(session, "INSERT OR REPLACE INTO")
+                return self._upsert
             quote = dialect.identifier_preparer.quote
             names = ", ".join(quote(c) for c in self.columns)
-            arrays = ", ".join(  # binary (%b): no text escaping in Python
-                f"%b::{self.table.c[c].type.compile(dialect=dialect)}[]" for c in self.columns
-            )
             changed = [c for c in self.columns if c not in self.key]
             self._upsert = (
                 f"INSERT INTO {quote(self.table.name)} ({names}) "
-                f"SELECT * FROM unnest({arrays}) "
+                f"SELECT * FROM unnest({arrays(self.table, self.columns, dialect)}) "
                 f"ON CONFLICT ({', '.join(quote(k) for k in self.key)}) DO UPDATE SET "
                 + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in changed)
             )
@@ -147,9 +158,13 @@ class LatestRows:
 
 
 class Rows:
-    def __init__(self, table: Table, *key: str) -> None:
+    """`keep`: (column, value) of rows that `write_changes` never updates (a rollout
+    member rolled back stays so)."""
+
+    def __init__(self, table: Table, *key: str, keep: tuple[str, str] | None = None) -> None:
         self.table = table
         self.key = key
+        self.keep = keep
         where = and_(*(table.c[k] == bindparam(f"k_{k}") for k in key))
         self._where = where
         self._insert = DriverInsert(table)
@@ -227,50 +242,50 @@ class Rows:
 
     def write_changes(self, session: Session, changes: list[tuple[Any, dict[str, Any]]]) -> None:
         """UPDATE each (key, changed values), grouped by the set of columns changed (JSON
-        columns encoded here, see DriverInsert): on SQLite one executemany per group; on
-        PostgreSQL one UPDATE ... FROM unnest(arrays) per group (psycopg's executemany
-        is a statement per row)."""
+        columns encoded here, see DriverInsert): one `execute_rows` per group. A key of
+        several columns is given as a tuple of them."""
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        composite = len(self.key) > 1
         for key, values in changes:
             columns = tuple(sorted(values))
             groups.setdefault(columns, []).append(
-                (*(json_text(values[c]) if c in self._json else values[c] for c in columns), key)
+                (
+                    *(json_text(values[c]) if c in self._json else values[c] for c in columns),
+                    *(key if composite else (key,)),
+                )
             )
         connection = session.connection()
-        postgres = connection.dialect.name == "postgresql"
         for columns, rows in groups.items():
-            if postgres:
-                connection.exec_driver_sql(
-                    self._update_sql(session, columns),
-                    tuple(list(c) for c in zip(*rows, strict=True)),
-                )
-            else:
-                connection.exec_driver_sql(self._update_sql(session, columns), rows)
+            execute_rows(connection, self._update_sql(session, columns), rows)
 
     def _update_sql(self, session: Session, columns: tuple[str, ...]) -> str:
+        """Parameters: the changed columns, then the key's columns."""
         found = self._update_texts.get(columns)
         if found is None:
             dialect = session.get_bind().dialect
             quote = dialect.identifier_preparer.quote
             table = quote(self.table.name)
-            (key,) = self.key
+            keys = [f"muto_key{i}" for i in range(len(self.key))]
             if dialect.name == "postgresql":
-                arrays = ", ".join(  # binary (%b): no text escaping in Python
-                    f"%b::{self.table.c[c].type.compile(dialect=dialect)}[]"
-                    for c in (*columns, key)
-                )
+                names = ", ".join([*(quote(c) for c in columns), *keys])
                 found = (
                     f"UPDATE {table} "
                     f"SET {', '.join(f'{quote(c)} = v.{quote(c)}' for c in columns)} "
-                    f"FROM unnest({arrays}) AS v({', '.join(quote(c) for c in columns)}, muto_key) "
-                    f"WHERE {table}.{quote(key)} = v.muto_key"
+                    f"FROM unnest({arrays(self.table, (*columns, *self.key), dialect)}) "
+                    f"AS v({names}) WHERE "
+                    + " AND ".join(
+                        f"{table}.{quote(k)} = v.{n}" for k, n in zip(self.key, keys, strict=True)
+                    )
                 )
             else:
                 found = (
                     f"UPDATE {table} "
                     f"SET {', '.join(f'{quote(c)} = ?' for c in columns)} "
-                    f"WHERE {quote(key)} = ?"
+                    f"WHERE {' AND '.join(f'{quote(k)} = ?' for k in self.key)}"
                 )
+            if self.keep is not None:
+                column, value = self.keep
+                found += f" AND {table}.{quote(column)} != '{value.replace(chr(39), chr(39) * 2)}'"
             self._update_texts[columns] = found
         return found
 

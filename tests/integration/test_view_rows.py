@@ -121,3 +121,43 @@ def test_a_keyed_load_finds_its_rows_and_leaves_the_planner_as_it_was(
             assert setting == "on"
     assert sorted(found) == ["a", "c"]
     assert Rows.parsed(found["c"], "data") == ["l", {"k": None}]
+
+
+def test_changes_by_a_composite_key_leave_kept_rows_alone(view_store: ViewStore) -> None:
+    t = Table(
+        "view_rows_members",
+        view_store.metadata,
+        Column("rollout_id", String(16), primary_key=True),
+        Column("vehicle_id", String(16), primary_key=True),
+        Column("status", String(16), nullable=False),
+        Column("codes", JSON, nullable=False),
+    )
+    view_store.create_table()
+    members = Rows(t, "rollout_id", "vehicle_id", keep=("status", "rolled_back"))
+    with view_store.writing() as session:
+        members.insert(
+            session,
+            [
+                {"rollout_id": "r1", "vehicle_id": "v1", "status": "assigned", "codes": []},
+                {"rollout_id": "r1", "vehicle_id": "v2", "status": "rolled_back", "codes": []},
+                {"rollout_id": "r2", "vehicle_id": "v1", "status": "assigned", "codes": []},
+            ],
+        )
+    with view_store.writing() as session:
+        members.write_changes(
+            session,
+            [
+                (("r1", "v1"), {"status": "failed", "codes": ["APPLY_FAILED"]}),
+                (("r1", "v2"), {"status": "converged", "codes": []}),  # kept: rolled back
+                (("r9", "v1"), {"status": "converged", "codes": []}),  # no such member
+            ],
+        )
+    with view_store.reading() as session:
+        found = {
+            (r.rollout_id, r.vehicle_id): (r.status, r.codes) for r in session.execute(select(t))
+        }
+    assert found == {
+        ("r1", "v1"): ("failed", ["APPLY_FAILED"]),
+        ("r1", "v2"): ("rolled_back", []),
+        ("r2", "v1"): ("assigned", []),
+    }

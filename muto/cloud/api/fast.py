@@ -171,10 +171,7 @@ async def _read(receive: Receive) -> tuple[bytes, Receive]:
         messages.append(message)
         if message["type"] != "http.request" or not message.get("more_body", False):
             break
-    if len(messages) == 1:  # the whole body in one message: most reports
-        data = messages[0].get("body", b"") if messages[0]["type"] == "http.request" else b""
-    else:
-        data = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    data = b"".join([m.get("body", b"") for m in messages if m["type"] == "http.request"])
 
     async def replay() -> Message:
         return messages.pop(0) if messages else await receive()
