@@ -82,27 +82,41 @@ def test_latest_rows_replace_what_their_key_holds_and_add_the_rest(
     assert stored(view_store, t) == expected
 
 
-def test_latest_rows_replace_by_every_column_of_a_composite_key(view_store: ViewStore) -> None:
+def members(view_store: ViewStore) -> Table:
+    """A table keyed by two columns (a rollout's members)."""
     t = Table(
-        "view_rows_composite",
+        "view_rows_members",
         view_store.metadata,
+        Column("rollout_id", String(16), primary_key=True),
         Column("vehicle_id", String(16), primary_key=True),
-        Column("leaf", String(16), primary_key=True),
-        Column("data", JSON, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("codes", JSON, nullable=False),
     )
     view_store.create_table()
+    return t
+
+
+def stored_members(view_store: ViewStore, t: Table) -> dict[tuple[str, str], tuple[str, Any]]:
+    with view_store.reading() as session:
+        return {
+            (r.rollout_id, r.vehicle_id): (r.status, r.codes) for r in session.execute(select(t))
+        }
+
+
+def test_latest_rows_replace_by_every_column_of_a_composite_key(view_store: ViewStore) -> None:
+    t = members(view_store)
     latest = LatestRows(t)
     with view_store.writing() as session:
-        latest.write(session, [("v1", "a", "1"), ("v1", "b", "2"), ("v2", "a", "3")])
+        latest.write(
+            session, [("r1", "v1", "a", "[]"), ("r1", "v2", "b", "[]"), ("r2", "v1", "c", "[]")]
+        )
     with view_store.writing() as session:
-        latest.write(session, [("v1", "b", '{"new": true}'), ("v2", "b", "4")])
-    with view_store.reading() as session:
-        found = {(r.vehicle_id, r.leaf): r.data for r in session.execute(select(t))}
-    assert found == {
-        ("v1", "a"): 1,
-        ("v1", "b"): {"new": True},
-        ("v2", "a"): 3,
-        ("v2", "b"): 4,
+        latest.write(session, [("r1", "v2", "new", '["X"]'), ("r2", "v2", "d", "[]")])
+    assert stored_members(view_store, t) == {
+        ("r1", "v1"): ("a", []),
+        ("r1", "v2"): ("new", ["X"]),
+        ("r2", "v1"): ("c", []),
+        ("r2", "v2"): ("d", []),
     }
 
 
@@ -124,18 +138,10 @@ def test_a_keyed_load_finds_its_rows_and_leaves_the_planner_as_it_was(
 
 
 def test_changes_by_a_composite_key_leave_kept_rows_alone(view_store: ViewStore) -> None:
-    t = Table(
-        "view_rows_members",
-        view_store.metadata,
-        Column("rollout_id", String(16), primary_key=True),
-        Column("vehicle_id", String(16), primary_key=True),
-        Column("status", String(16), nullable=False),
-        Column("codes", JSON, nullable=False),
-    )
-    view_store.create_table()
-    members = Rows(t, "rollout_id", "vehicle_id", keep=("status", "rolled_back"))
+    t = members(view_store)
+    rows = Rows(t, "rollout_id", "vehicle_id", keep=("status", "rolled_back"))
     with view_store.writing() as session:
-        members.insert(
+        rows.insert(
             session,
             [
                 {"rollout_id": "r1", "vehicle_id": "v1", "status": "assigned", "codes": []},
@@ -144,7 +150,7 @@ def test_changes_by_a_composite_key_leave_kept_rows_alone(view_store: ViewStore)
             ],
         )
     with view_store.writing() as session:
-        members.write_changes(
+        rows.write_changes(
             session,
             [
                 (("r1", "v1"), {"status": "failed", "codes": ["APPLY_FAILED"]}),
