@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +36,7 @@ class RateLimiter:
     burst: int
     clock: Callable[[], float] = time.monotonic
     max_tokens: int = 1_000_000  # a bucket per token of a large fleet, and then some
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def take(self, key: str) -> float:
         """Spend one request of `key`'s allowance: 0.0 if allowed, else the seconds until
@@ -45,28 +44,35 @@ class RateLimiter:
         if self.per_s <= 0:
             return 0.0
         now = self.clock()
-        level, since = self._buckets.pop(key, (float(self.burst), now))
+        buckets = self._buckets
+        # A plain dict keeps insertion order: popping and storing again makes `key`
+        # the most recently used, and the first key the least (an OrderedDict's move
+        # costs more per request).
+        level, since = buckets.pop(key, (float(self.burst), now))
         level = min(float(self.burst), level + (now - since) * self.per_s)
         if level >= 1.0:
             level -= 1.0
             wait = 0.0
         else:
             wait = (1.0 - level) / self.per_s
-        self._buckets[key] = (level, now)
-        while len(self._buckets) > self.max_tokens:
-            self._buckets.popitem(last=False)
+        buckets[key] = (level, now)
+        if len(buckets) > self.max_tokens:
+            del buckets[next(iter(buckets))]
         return wait
 
     def check(self, key: str, who: str) -> None:
-        """Raise RateLimited when `key` is over its allowance."""
+        """Raise RateLimited when `key` is over its allowance (`who` names it)."""
         wait = self.take(key)
         if wait > 0:
-            raise RateLimited(
-                f"{who} is over its rate limit of {self.per_s:g} requests/s "
-                f"(burst {self.burst}); retry after {wait:.1f} s",
-                wait,
-                {"limit": self.per_s, "burst": self.burst},
-            )
+            raise self.refused(wait, who)
+
+    def refused(self, wait: float, who: str) -> RateLimited:
+        return RateLimited(
+            f"{who} is over its rate limit of {self.per_s:g} requests/s "
+            f"(burst {self.burst}); retry after {wait:.1f} s",
+            wait,
+            {"limit": self.per_s, "burst": self.burst},
+        )
 
 
 class RoleLimits:
@@ -87,4 +93,7 @@ class RoleLimits:
 
     def check(self, who: Principal) -> None:
         """Raise RateLimited when `who`'s token is over its role's allowance."""
-        self.by_role[who.role].check(who.token_id, f"token {who.token_id}")
+        limiter = self.by_role[who.role]
+        wait = limiter.take(who.token_id)
+        if wait > 0:  # the refusal's text is formatted only for a refusal
+            raise limiter.refused(wait, f"token {who.token_id}")

@@ -13,6 +13,7 @@ import pytest
 from muto.cloud.api.fast import FastLane
 from tests.support.api_server import health_body, unique
 from tests.support.fast_lane import Behind, Fleet, call, fleet, headers
+from tests.support.waits import eventually
 
 __all__ = ["fleet"]  # the fixture
 
@@ -66,6 +67,7 @@ def test_what_the_lane_answers_is_logged_and_counted(
             headers={**fleet.vehicle, "If-None-Match": fleet.etag},
         )
         assert answer.status_code == 304
-        scrape = fleet.client.get("/metrics", headers=fleet.op).text  # the line is out now
-    assert '"path":"/desired-states/latest","status":304' in caplog.text
+        scrape = fleet.client.get("/metrics", headers=fleet.op).text
+        line = '"path":"/desired-states/latest","status":304'
+        eventually(lambda: line in caplog.text, "the access log's line")  # LOG_EVERY_S
     assert 'route="/desired-states/latest",status="304"' in scrape

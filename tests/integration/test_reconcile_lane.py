@@ -14,6 +14,7 @@ import pytest
 from muto.cloud.api.fast import FastLane
 from tests.support.api_server import reconcile_body, unique
 from tests.support.fast_lane import Behind, Fleet, call, fleet, headers
+from tests.support.waits import eventually
 
 __all__ = ["fleet"]  # the fixture, shared with the lane's other tests
 
@@ -102,5 +103,6 @@ def test_the_lane_keeps_the_rate_limit_and_is_logged_and_counted(
         found = fleet.client.post("/reports/reconcile", json=body, headers=fleet.op)
         assert found.status_code == 200
         scrape = fleet.client.get("/metrics", headers=fleet.op).text
-    assert '"path":"/reports/reconcile","status":200' in caplog.text
+        line = '"path":"/reports/reconcile","status":200'
+        eventually(lambda: line in caplog.text, "the access log's line")  # LOG_EVERY_S
     assert 'route="/reports/reconcile",status="200"' in scrape

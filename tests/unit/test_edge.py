@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from muto.cloud.api.app import Edge
+from muto.cloud.api.app import LOG_EVERY_S, Edge
 from muto.cloud.metrics import CloudMetrics
 
 SCOPE = {
@@ -25,8 +25,9 @@ SCOPE = {
 }
 
 
-def call(app: Any) -> tuple[list[Any], CloudMetrics, BaseException | None]:
-    """One request through the edge: what it sent, its metrics, what it raised."""
+def call(app: Any, linger: float = 0.0) -> tuple[list[Any], CloudMetrics, BaseException | None]:
+    """One request through the edge: what it sent, its metrics, what it raised; the
+    event loop runs on for `linger` seconds after it."""
     metrics = CloudMetrics()
     sent: list[Any] = []
 
@@ -37,8 +38,15 @@ def call(app: Any) -> tuple[list[Any], CloudMetrics, BaseException | None]:
         sent.append(message)
 
     edge = Edge(app, metrics, {app: "/desired-states/latest"})
+
+    async def request() -> None:
+        try:
+            await edge(dict(SCOPE), receive, send)
+        finally:
+            await asyncio.sleep(linger)
+
     try:
-        asyncio.run(edge(dict(SCOPE), receive, send))
+        asyncio.run(request())
     except Exception as exc:
         return sent, metrics, exc
     return sent, metrics, None
@@ -71,13 +79,44 @@ async def raises_after_answering(scope: Any, receive: Any, send: Any) -> None:
 
 def test_an_answered_request_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="muto.access"):
-        sent, metrics, raised = call(answers_304)
+        sent, metrics, raised = call(answers_304, linger=3 * LOG_EVERY_S)
     assert raised is None
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert counted(metrics, "304") == 1
-    (record,) = [r for r in caplog.records if r.name == "muto.access"]
+    (record,) = logged(caplog)
     line = json.loads(record.getMessage())
     assert (line["path"], line["status"]) == ("/desired-states/latest", 304)
+
+
+def test_the_lines_held_go_out_when_the_server_stops(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await answers_304(scope, receive, send)  # a lifespan app returns at shutdown
+
+    async def serve_then_stop() -> int:
+        edge = Edge(app, None, {})
+        await edge(dict(SCOPE), receive_nothing, send_nowhere)
+        held = len(logged(caplog))  # not yet written: within LOG_EVERY_S
+        await edge({"type": "lifespan"}, receive_nothing, send_nowhere)
+        return held
+
+    with caplog.at_level(logging.INFO, logger="muto.access"):
+        held = asyncio.run(serve_then_stop())
+    assert held == 0
+    (record,) = logged(caplog)
+    assert json.loads(record.getMessage())["status"] == 304
+
+
+async def receive_nothing() -> Any:
+    return {"type": "http.disconnect"}
+
+
+async def send_nowhere(message: Any) -> None:
+    pass
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "muto.access"]
 
 
 def test_an_error_nothing_answered_is_a_500_with_the_api_error_body() -> None:

@@ -66,3 +66,6 @@ def test_forgets_the_least_recent_tokens_beyond_its_bound() -> None:
     for key in ("a", "b", "c"):
         limiter.take(key)
     assert list(limiter._buckets) == ["b", "c"]
+    limiter.take("b")  # used again: now the most recent
+    limiter.take("d")
+    assert list(limiter._buckets) == ["b", "d"]

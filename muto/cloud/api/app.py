@@ -38,6 +38,7 @@ from muto.cloud.dashboard import mount as dashboard
 from muto.cloud.metrics import UNMATCHED, CloudMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
 
+LOG_EVERY_S = 0.1  # the access log's lines go out at most this late
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
 access_log = logging.getLogger("muto.access")
 
@@ -119,8 +120,9 @@ class Edge:
 
     The request metrics count and time each request by its route template (`metrics`
     None: not kept). The access log is one JSON line per request (method, path, status,
-    duration); the lines of the requests answered in one turn of the event loop go out
-    in one write (one log record): at a few thousand requests a second a write per line
+    duration); the lines of the requests answered within LOG_EVERY_S go out in one write
+    (one log record), and what is left when the server stops goes out then: at a few
+    thousand requests a second a record per line, or even per turn of the event loop,
     cost more than most handlers.
 
     It sits outside Starlette, so that the fleet's steady requests (the fast lane, next
@@ -138,7 +140,11 @@ class Edge:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if scope["type"] == "lifespan" and self._lines:
+                    self._write()  # the server stops: the last lines go out now
             return
         started = time.perf_counter()
         status = 0  # none sent yet
@@ -180,12 +186,13 @@ class Edge:
                 "ms": round(seconds * 1000, 2),
             }
             if not self._lines:
-                asyncio.get_running_loop().call_soon(self._write)
+                asyncio.get_running_loop().call_later(LOG_EVERY_S, self._write)
             self._lines.append(msgspec.json.encode(line))
 
     def _write(self) -> None:
         lines, self._lines = self._lines, []
-        access_log.info(b"\n".join(lines).decode())
+        if lines:
+            access_log.info(b"\n".join(lines).decode())
 
 
 def create_app(

@@ -81,11 +81,13 @@ class FastLane:
         scope["endpoint"] = reports.health
         if await _limited(cp, who, scope, receive, send):
             return
-        try:  # written after all if a transition evicted the status just now
-            transition = await cp.ingest.health(report, who.actor)
-        except Exception as exc:  # answered as the app answers it
-            await _failed(exc, scope, receive, send)
-            return
+        transition = False
+        if not cp.ingest.keep_if_unchanged(report):
+            try:  # written after all: a transition evicted the status just now
+                transition = await cp.ingest.health(report, who.actor)
+            except Exception as exc:  # answered as the app answers it
+                await _failed(exc, scope, receive, send)
+                return
         await reports.health_answer(report, transition)(scope, receive, send)
 
     async def _reconcile(self, scope: Scope, receive: Receive, send: Send) -> None:

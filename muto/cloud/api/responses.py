@@ -4,6 +4,7 @@ details}}` (spec/api.yaml), and how each failure maps to a status."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +26,19 @@ logger = logging.getLogger("muto.api")
 JSON = "application/json"
 
 
+_second: tuple[int, str] = (0, "")  # the current second, formatted once
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """The envelope's timestamp, RFC 3339 in UTC with microseconds. Formatting a
+    datetime per answer was ~4 % of a health report's CPU; the second's text changes
+    once a second."""
+    global _second
+    ns = time.time_ns()
+    whole, us = divmod(ns // 1000, 1_000_000)
+    if _second[0] != whole:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{us:06d}Z"
 
 
 def ok(
