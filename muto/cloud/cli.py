@@ -16,6 +16,16 @@ from muto.cloud.settings import ROLES, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The flags over the MUTO_* environment; a bad value ends the command (exit 2),
+    named, before anything is opened."""
+    try:
+        return _read_settings(args)
+    except ValueError as exc:
+        print(f"muto cloud: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _read_settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         data_dir=Path(args.data_dir) if args.data_dir else None,
         database_url=getattr(args, "database_url", None),
@@ -41,11 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     from muto.cloud.server import settle_collector, uvicorn_options
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        settings = _settings(args)
-    except ValueError as exc:  # a bad MUTO_ROLE
-        print(f"muto cloud serve: {exc}", file=sys.stderr)
-        return 2
+    settings = _settings(args)
     if args.no_mqtt:
         settings = replace(settings, mqtt_url=None)
     if args.public_url is None and not os.environ.get("MUTO_PUBLIC_URL"):

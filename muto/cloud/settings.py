@@ -19,6 +19,18 @@ NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("MUTO_OPERATOR_RATE_PER_S", "operator_rate_per_s", float),
     ("MUTO_OPERATOR_BURST", "operator_burst", int),
 )
+# The least each numeric setting may be, and whether that least is allowed: a head
+# deadline of 0 would close every connection at once (and sweep without pause), a burst
+# of 0 refuse every request.
+BOUNDS: dict[str, tuple[float, bool]] = {
+    "head_timeout_s": (0, False),
+    "keep_alive_s": (0, False),
+    "max_connections": (1, True),
+    "vehicle_rate_per_s": (0, True),
+    "vehicle_burst": (1, True),
+    "operator_rate_per_s": (0, True),
+    "operator_burst": (1, True),
+}
 # What `muto cloud serve` runs: `api` (HTTP only, any number of replicas), `worker` (the
 # duties one process of a deployment does: projector, rollout controller, MQTT notifier
 # and listener, each held by one worker at a time), or `all` (both, one process).
@@ -83,11 +95,19 @@ class Settings:
             found["data_dir"] = Path(found["data_dir"])
         for key, name, kind in NUMBERS:
             if env.get(key):
-                found[name] = kind(env[key])
+                try:
+                    found[name] = kind(env[key])
+                except ValueError:
+                    raise ValueError(f"{key} must be a number, not {env[key]!r}") from None
         found.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **found)
         if settings.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
+        for name, (least, allowed) in BOUNDS.items():
+            value = getattr(settings, name)
+            if value < least or (value == least and not allowed):
+                bound = f"at least {least}" if allowed else f"more than {least}"
+                raise ValueError(f"{name} must be {bound}, not {value}")
         return settings
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,47 @@ def test_the_role_comes_from_the_flag_then_the_environment_then_all() -> None:
 def test_an_unknown_role_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"role must be one of all, api, worker, not 'apis'"):
         Settings.from_env({"MUTO_ROLE": "apis"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "named"),
+    [
+        ({}, {"head_timeout_s": 0.0}, "head_timeout_s must be more than 0, not 0.0"),
+        ({"MUTO_KEEP_ALIVE_S": "-1"}, {}, "keep_alive_s must be more than 0, not -1.0"),
+        ({}, {"max_connections": 0}, "max_connections must be at least 1, not 0"),
+        ({}, {"vehicle_burst": 0}, "vehicle_burst must be at least 1, not 0"),
+        ({"MUTO_VEHICLE_RATE_PER_S": "-0.5"}, {}, "vehicle_rate_per_s must be at least 0"),
+        ({"MUTO_MAX_CONNECTIONS": "lots"}, {}, "MUTO_MAX_CONNECTIONS must be a number, not 'lots'"),
+    ],
+)
+def test_a_number_out_of_bounds_is_refused_by_name(
+    environ: dict[str, str], overrides: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        Settings.from_env(environ, **overrides)
+
+
+@pytest.mark.parametrize(
+    "command", [["serve", "--head-timeout", "0"], ["token", "create", "--operator"]]
+)
+def test_a_bad_number_ends_a_cloud_command_by_name(tmp_path: Path, command: list[str]) -> None:
+    env = {**os.environ, "MUTO_KEEP_ALIVE_S": "0"} if command[0] == "token" else None
+    done = subprocess.run(
+        [sys.executable, "-m", "muto.cli", "cloud", *command, "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    named = "head_timeout_s must be more than 0" if command[0] == "serve" else "keep_alive_s"
+    assert f"muto cloud: {named}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything was opened
+
+
+def test_the_bounds_allow_the_defaults_and_no_rate_limit() -> None:
+    assert Settings.from_env({}, operator_rate_per_s=0.0).operator_rate_per_s == 0.0
 
 
 @pytest.mark.parametrize("role", ROLES)
