@@ -118,8 +118,9 @@ class Ingest:
 
     def _keep(self, report: HealthReport) -> None:
         """The report as its vehicle's latest health, flushed within FLUSH_SECONDS
-        (an older report than the one kept changes nothing)."""
-        observed_at = report.observed_at.isoformat()
+        (an older report than the one kept changes nothing). Times compare as UTC
+        text: a vehicle's own offset would order them by their digits."""
+        observed_at = report.observed_at.astimezone(UTC).isoformat()
         latest = (report.vehicle_id, report.status.value, observed_at, encode(report).decode())
         with self._lock:
             previous = self._pending.get(report.vehicle_id)

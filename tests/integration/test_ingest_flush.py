@@ -65,6 +65,19 @@ def test_each_vehicle_keeps_its_newest_report_and_heartbeat(plane: ControlPlane)
     assert heartbeats(plane) == {"v1": None, "v2": 7.5}
 
 
+def test_the_newer_report_is_kept_whatever_offset_it_was_written_in(plane: ControlPlane) -> None:
+    newer = convert({**health_body("v1", unique("h")), "observedAt": "2026-12-04T10:00:00Z"},
+                    HealthReport)  # fmt: skip
+    older = convert(
+        {**health_body("v1", unique("h"), "degraded"), "observedAt": "2026-12-04T11:30:00+02:00"},
+        HealthReport,
+    )  # 09:30 UTC, though its text sorts after the newer one's
+    asyncio.run(plane.ingest.health(newer, "test"))
+    asyncio.run(plane.ingest.health(older, "test"))
+    plane.ingest.flush()
+    assert stored(plane)["v1"] == ("healthy", to_builtins(newer))
+
+
 def test_a_failed_flush_keeps_its_rows_for_the_next(
     plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
