@@ -86,8 +86,9 @@ def baseline_server() -> list[str]:
     return [sys.executable, "-c", BASELINE_APP]
 
 
-# `muto cloud serve` as its CLI builds it (access log on, rollout controller), with the
-# request instrumentation on or taken out: the only difference between the two servers.
+# `muto cloud serve` as its CLI builds it (access log on, rollout controller, but no
+# per-token rate limit), with the request instrumentation on or taken out: the only
+# difference between the two servers.
 INSTRUMENTED_APP = """
 import logging, sys, uvicorn
 from pathlib import Path
@@ -97,7 +98,10 @@ from muto.cloud.settings import Settings
 
 data_dir, database_url, metrics, port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[-1]
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-settings = Settings(data_dir=Path(data_dir), database_url=database_url or None, mqtt_url=None)
+# No per-token rate limit: a small fleet polling ~20,000 times a second is over a
+# vehicle's 5 requests/s, and the 429s would be measured instead of the polls.
+settings = Settings(data_dir=Path(data_dir), database_url=database_url or None, mqtt_url=None,
+                    vehicle_rate_per_s=0.0)
 app = create_app(settings, extensions=[controller_factory])
 if metrics == "off":
     app.metrics = None  # the edge keeps no request metrics
