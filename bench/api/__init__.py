@@ -146,8 +146,9 @@ the flush: poll (304) 20,254 -> 22,503, health 11,733 -> 14,889, fleet mix 15,51
 
 This table (2026-12-04 12:41-13:07) ran on a slower, noisier machine of the same kind:
 the trivial endpoint between 12,600 and 18,800 req/s from one minute to the next, and
-now and then a 10 s round of the mix at half the speed of the rounds beside it; hence
-each row's own baseline, and the mix as the median of three pairs. Changed since the
+the same 10 s round of the mix, against the same code, between 0.48x and 0.89x of the
+trivial endpoint from one run to the next; hence each row's own baseline, and the mix
+as the median of three pairs. Changed since the
 table before (docs/api.md, *Performance*): the head deadline is one sweep a server
 instead of a timer armed and cancelled per request, the rate limiter's buckets a plain
 dict with the refusal formatted only for a refusal, the token cache keyed by the

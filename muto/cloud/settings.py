@@ -107,7 +107,7 @@ class Settings:
             value = getattr(settings, name)
             if value < least or (value == least and not allowed):
                 bound = f"at least {least}" if allowed else f"more than {least}"
-                raise ValueError(f"{name} must be {bound}, not {value}")
+                raise ValueError(f"{_named(name)} must be {bound}, not {value}")
         return settings
 
     @property
@@ -164,3 +164,10 @@ class Settings:
             "CREATE_TABLE": "y",
             **self.extra_env,
         }
+
+
+def _named(name: str) -> str:
+    """A numeric setting as an operator sets it: field (--flag, MUTO_ variable)."""
+    flag = name.removesuffix("_per_s").removesuffix("_s").replace("_", "-")
+    variable = next(key for key, field_name, _ in NUMBERS if field_name == name)
+    return f"{name} (--{flag}, {variable})"

@@ -34,7 +34,9 @@ class ReportPlace(Wire, frozen=True, kw_only=True):
     """Where a report sits in its agent's journal."""
 
     incarnation: Annotated[str, Reference]
-    number: Annotated[int, msgspec.Meta(ge=1)]
+    # At most a signed 64-bit integer: the views store it as one (a larger number was
+    # stored as an event that no view could take, and stopped every view behind it).
+    number: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 
 
 class ReportLedger(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -28,11 +28,31 @@ def test_an_unknown_role_is_refused_by_name() -> None:
 @pytest.mark.parametrize(
     ("environ", "overrides", "named"),
     [
-        ({}, {"head_timeout_s": 0.0}, "head_timeout_s must be more than 0, not 0.0"),
-        ({"MUTO_KEEP_ALIVE_S": "-1"}, {}, "keep_alive_s must be more than 0, not -1.0"),
-        ({}, {"max_connections": 0}, "max_connections must be at least 1, not 0"),
-        ({}, {"vehicle_burst": 0}, "vehicle_burst must be at least 1, not 0"),
-        ({"MUTO_VEHICLE_RATE_PER_S": "-0.5"}, {}, "vehicle_rate_per_s must be at least 0"),
+        (
+            {},
+            {"head_timeout_s": 0.0},
+            "head_timeout_s (--head-timeout, MUTO_HEAD_TIMEOUT_S) must be more than 0, not 0.0",
+        ),
+        (
+            {"MUTO_KEEP_ALIVE_S": "-1"},
+            {},
+            "keep_alive_s (--keep-alive, MUTO_KEEP_ALIVE_S) must be more than 0, not -1.0",
+        ),
+        (
+            {},
+            {"max_connections": 0},
+            "max_connections (--max-connections, MUTO_MAX_CONNECTIONS) must be at least 1",
+        ),
+        (
+            {},
+            {"vehicle_burst": 0},
+            "vehicle_burst (--vehicle-burst, MUTO_VEHICLE_BURST) must be at least 1",
+        ),
+        (
+            {"MUTO_VEHICLE_RATE_PER_S": "-0.5"},
+            {},
+            "vehicle_rate_per_s (--vehicle-rate, MUTO_VEHICLE_RATE_PER_S) must be at least 0",
+        ),
         ({"MUTO_MAX_CONNECTIONS": "lots"}, {}, "MUTO_MAX_CONNECTIONS must be a number, not 'lots'"),
     ],
 )
@@ -56,7 +76,7 @@ def test_a_bad_number_ends_a_cloud_command_by_name(tmp_path: Path, command: list
         env=env,
     )
     assert done.returncode == 2, done.stderr
-    named = "head_timeout_s must be more than 0" if command[0] == "serve" else "keep_alive_s"
+    named = "head_timeout_s (--head-timeout" if command[0] == "serve" else "keep_alive_s ("
     assert f"muto cloud: {named}" in done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # refused before anything was opened

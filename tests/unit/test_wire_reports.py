@@ -126,3 +126,16 @@ def test_a_vehicle_token_request_needs_its_vehicle_and_the_schema_says_so() -> N
     rules = components()["TokenRequest"]
     assert rules["then"]["required"] == ["vehicleId"]
     assert rules["else"] == {"properties": {"vehicleId": {"type": "null"}}}
+
+
+def test_a_journal_number_beyond_the_views_integers_is_refused_by_path() -> None:
+    """The views keep a report's journal number as a signed 64-bit integer: a larger one
+    was stored as an event that no view could take, and every view stopped behind it
+    (found by tests/faults/test_schemathesis_stateful.py)."""
+    largest = 2**63 - 1
+    place = {"incarnation": "boot-1", "number": largest}
+    assert decode(msgspec.json.encode(report(journal=place)), ReconcileReport).journal
+    with pytest.raises(WireError) as refused:
+        decode(msgspec.json.encode(report(journal={**place, "number": largest + 1})),
+               ReconcileReport)  # fmt: skip
+    assert refused.value.path == "$.journal.number"
