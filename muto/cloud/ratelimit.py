@@ -60,19 +60,17 @@ class RateLimiter:
             del buckets[next(iter(buckets))]
         return wait
 
-    def check(self, key: str, who: str) -> None:
-        """Raise RateLimited when `key` is over its allowance (`who` names it)."""
+    def check(self, key: str) -> None:
+        """Raise RateLimited when token `key` is over its allowance (the refusal's text
+        is formatted only for a refusal: this runs on every request)."""
         wait = self.take(key)
         if wait > 0:
-            raise self.refused(wait, who)
-
-    def refused(self, wait: float, who: str) -> RateLimited:
-        return RateLimited(
-            f"{who} is over its rate limit of {self.per_s:g} requests/s "
-            f"(burst {self.burst}); retry after {wait:.1f} s",
-            wait,
-            {"limit": self.per_s, "burst": self.burst},
-        )
+            raise RateLimited(
+                f"token {key} is over its rate limit of {self.per_s:g} requests/s "
+                f"(burst {self.burst}); retry after {wait:.1f} s",
+                wait,
+                {"limit": self.per_s, "burst": self.burst},
+            )
 
 
 class RoleLimits:
@@ -93,7 +91,4 @@ class RoleLimits:
 
     def check(self, who: Principal) -> None:
         """Raise RateLimited when `who`'s token is over its role's allowance."""
-        limiter = self.by_role[who.role]
-        wait = limiter.take(who.token_id)
-        if wait > 0:  # the refusal's text is formatted only for a refusal
-            raise limiter.refused(wait, f"token {who.token_id}")
+        self.by_role[who.role].check(who.token_id)

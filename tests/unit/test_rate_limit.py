@@ -30,13 +30,14 @@ def test_a_burst_then_the_sustained_rate() -> None:
 
 def test_over_the_limit_names_it_and_says_when() -> None:
     limiter = RateLimiter(1.0, 1, Clock())
-    limiter.check("a", "token a")
+    limiter.check("a")
     with pytest.raises(RateLimited) as refused:
-        limiter.check("a", "token a")
+        limiter.check("a")
     assert refused.value.status == 429
     assert refused.value.headers == {"Retry-After": "1"}
     assert refused.value.details == {"limit": 1.0, "burst": 1}
     assert "1 requests/s" in refused.value.message
+    assert refused.value.message.startswith("token a ")
 
 
 def test_no_limit_when_the_rate_is_zero() -> None:
