@@ -13,12 +13,17 @@ transcoder decodes it to a dict, the class's `upcast_vN_vN+1` static methods bri
 to the current version, then msgspec converts it into the schema. Old stores need no
 migration (docs/event-store.md).
 
+Repairs. A payload stored before a bound was added to its schema fails that bound; an
+event class with a static `repair(state) -> str | None` brings such a payload within it
+(saying what it changed, logged as a warning), so one old event never stops the views.
+
 Snapshots and any other class keep the library's own mapping (aggregate state is plain).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Any
@@ -32,6 +37,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 # Events of these modules have schemas (their topics are kept stable, see model/__init__).
 DOMAIN_MODULES = "muto.domain.model"
 _BOOKKEEPING = ("originator_id", "originator_version")
+logger = logging.getLogger("muto.cloud")
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,9 @@ class EventMapper(Mapper[UUID]):
         try:
             decoded = schema.decoder.decode(state)
             if decoded.class_version != schema.version:  # type: ignore[attr-defined]
-                decoded = self._upcast(cls, schema, state)
-        except msgspec.ValidationError:  # the first format, or an older schema
-            decoded = self._upcast(cls, schema, state)
+                decoded = self._upcast(cls, schema, state, stored_event)
+        except msgspec.ValidationError:  # the first format, an older schema, or a repair
+            decoded = self._upcast(cls, schema, state, stored_event)
         except msgspec.DecodeError as exc:
             raise MapperDeserialisationError(
                 f"stored event {stored_event.topic} of {stored_event.originator_id} "
@@ -152,11 +158,23 @@ class EventMapper(Mapper[UUID]):
         object.__setattr__(event, "__dict__", event_state)
         return event
 
-    def _upcast(self, cls: type, schema: Schema, state: bytes) -> Any:
-        """The slow path: decode to a dict (either format), upcast, then type it."""
+    def _upcast(self, cls: type, schema: Schema, state: bytes, stored: StoredEvent) -> Any:
+        """The slow path: decode to a dict (either format), upcast, repair if it must,
+        then type it."""
         event_state: dict[str, Any] = self.transcoder.decode(state)
         version = event_state.pop("class_version", 1)
         while version < schema.version:
             getattr(cls, f"upcast_v{version}_v{version + 1}")(event_state)
             version += 1
-        return msgspec.convert(event_state, schema.struct)
+        try:
+            return msgspec.convert(event_state, schema.struct)
+        except msgspec.ValidationError as refused:
+            repair = getattr(cls, "repair", None)
+            repaired = repair(event_state) if repair is not None else None
+            if repaired is None:
+                raise
+            logger.warning(
+                "stored event %s of %s v%s repaired (%s): %s",
+                stored.topic, stored.originator_id, stored.originator_version, refused, repaired,
+            )  # fmt: skip
+            return msgspec.convert(event_state, schema.struct)

@@ -28,15 +28,17 @@ import msgspec
 from muto.domain.wire import Reference, Wire
 
 RETIRED_KEPT = 32  # retired incarnations remembered (a wipe or replacement each)
+# The views store a journal number as a signed 64-bit integer; no journal reaches it.
+MAX_JOURNAL_NUMBER = 2**63 - 1
 
 
 class ReportPlace(Wire, frozen=True, kw_only=True):
     """Where a report sits in its agent's journal."""
 
     incarnation: Annotated[str, Reference]
-    # At most a signed 64-bit integer: the views store it as one (a larger number was
-    # stored as an event that no view could take, and stopped every view behind it).
-    number: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    # A larger number was once stored as an event no view could take: such an event is
+    # now read as a report without a place (Vehicle.ReconcileReported.repair).
+    number: Annotated[int, msgspec.Meta(ge=1, le=MAX_JOURNAL_NUMBER)]
 
 
 class ReportLedger(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

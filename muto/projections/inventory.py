@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
 from muto.domain.events import DesiredAssignment, StoredReconcile, merge_labels
@@ -81,7 +81,7 @@ class Inventory(Projection):
             # Where the report shown sits in its agent's journal, and what else places
             # the next one (legacy key, retired incarnations): report_order.py.
             Column("report_incarnation", String(128)),
-            Column("report_number", Integer),
+            Column("report_number", BigInteger),
             Column("report_ledger", JSON),
             Column("health", String(32)),
             Column("presence", String(16)),

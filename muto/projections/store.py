@@ -17,6 +17,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
 from sqlalchemy import (
+    BigInteger,
     Engine,
     MetaData,
     Select,
@@ -99,7 +100,9 @@ class ViewStore(SQLAlchemyTrackingRecorder):
     def reshape(self, projections: Iterable[Projection]) -> list[str]:
         """Views are derived: one whose stored columns differ from its definition (an
         upgrade added one) is dropped with its position, and catch-up rebuilds it from
-        the log. Returns the names rebuilt."""
+        the log. An integer column the definition has widened to 64 bits is altered in
+        place on PostgreSQL (SQLite's integers are 64 bits whatever the declared type).
+        Returns the names rebuilt."""
         reshaped = []
         with self.writing() as session:
             connection = session.connection()
@@ -112,6 +115,8 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                     and {c["name"] for c in found.get_columns(table.name)} != set(table.c.keys())
                 ]
                 if not stale:
+                    if self.is_postgres:
+                        self._widen(session, found, projection)
                     continue
                 logger.warning("view %s changed shape (%s): rebuilding it from the log",
                                projection.name, ", ".join(stale))  # fmt: skip
@@ -122,6 +127,21 @@ class ViewStore(SQLAlchemyTrackingRecorder):
             if reshaped:
                 self.metadata.create_all(connection, checkfirst=True)
         return reshaped
+
+    def _widen(self, session: Session, found: Any, projection: Projection) -> None:
+        for table in projection.tables:
+            if not found.has_table(table.name):
+                continue
+            for stored in found.get_columns(table.name):
+                defined = table.c[stored["name"]].type
+                if isinstance(defined, BigInteger) and not isinstance(stored["type"], BigInteger):
+                    logger.warning("view %s: widening %s.%s to 64 bits", projection.name,
+                                   table.name, stored["name"])  # fmt: skip
+                    session.execute(
+                        text(
+                            f'ALTER TABLE {table.name} ALTER COLUMN "{stored["name"]}" TYPE BIGINT'
+                        )
+                    )
 
     @contextmanager
     def writing(self) -> Iterator[Session]:

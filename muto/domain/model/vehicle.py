@@ -20,6 +20,7 @@ from eventsourcing.domain import Aggregate, event
 
 from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, merge_labels
 from muto.domain.model import stable_id
+from muto.domain.report_order import MAX_JOURNAL_NUMBER
 from muto.domain.wire import to_builtins
 
 RECENT_REPORT_IDS = 256
@@ -144,7 +145,26 @@ class Vehicle(Aggregate):
         self.previous_assignment = self.assignment
         self.assignment = to_builtins(assignment)
 
-    @event("ReconcileReported")
+    class ReconcileReported(Aggregate.Event):
+        """A reconcile report received. `repair` reads one stored before a journal
+        number was bounded (2026-12-04): a number beyond the views' signed 64-bit
+        integer, which no agent's journal reaches, is read as no place."""
+
+        vehicle_id: str
+        report: StoredReconcile
+        actor: str
+        correlation_id: str
+
+        @staticmethod
+        def repair(state: dict[str, Any]) -> str | None:
+            journal = state.get("report", {}).get("journal")
+            number = journal.get("number") if isinstance(journal, dict) else None
+            if isinstance(number, int) and number > MAX_JOURNAL_NUMBER:
+                state["report"]["journal"] = None
+                return f"journal number {number} read as no place"
+            return None
+
+    @event(ReconcileReported)
     def _reconcile_reported(
         self, vehicle_id: str, report: StoredReconcile, actor: str, correlation_id: str
     ) -> None:
