@@ -76,8 +76,8 @@ class Ingest:
         # (vehicle_id, status, observed_at, report as JSON text) and heartbeat per vehicle.
         self._pending: dict[str, tuple[str, str, str, str]] = {}
         self._heard: dict[str, tuple[str, str, float | None]] = {}
-        self._health_rows = LatestRows(health_table)
-        self._heartbeat_rows = LatestRows(heartbeat_table)
+        self._health_rows = LatestRows(health_table, newer_at="observed_at")
+        self._heartbeat_rows = LatestRows(heartbeat_table, newer_at="heard_at")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="muto-health", daemon=True)

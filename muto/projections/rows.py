@@ -117,17 +117,21 @@ class DriverInsert:
 class LatestRows:
     """Rows that replace whatever a table holds under their primary key: the latest-only
     tables (health, heartbeats, vehicles' snapshots), flushed in batches of thousands.
-    On the DB-API connection, as DriverInsert: SQLite one `INSERT OR REPLACE`
-    executemany; PostgreSQL one `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO
-    UPDATE` (one statement, where SQLAlchemy's executemany sent one per row, and no
-    DELETE-then-INSERT window in which another process's flush of the same key fails on
-    the key). Rows are tuples in the table's column order, JSON columns as JSON text; of
-    two rows with one key in a batch, the later is kept."""
+    On the DB-API connection, as DriverInsert: SQLite one upsert executemany; PostgreSQL
+    one `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE` (one statement,
+    where SQLAlchemy's executemany sent one per row, and no DELETE-then-INSERT window in
+    which another process's flush of the same key fails on the key). Rows are tuples in
+    the table's column order, JSON columns as JSON text; of two rows with one key in a
+    batch, the later is kept. With `newer_at` (a column of ISO 8601 times), a row replaces
+    the stored one only if its time is not earlier: a late report, or another process's
+    flush of an older one, never moves the table back. Times compare as instants, not
+    text (rows stored before times were kept in UTC carry the vehicle's offset)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, newer_at: str | None = None) -> None:
         self.table = table
         self.columns = [c.name for c in table.c]
         self.key = [c.name for c in table.primary_key.columns]
+        self.newer_at = newer_at
         # A row's key: the value itself for one key column, a tuple for several.
         self._key_of = operator.itemgetter(*(self.columns.index(k) for k in self.key))
         self._insert = DriverInsert(table)
@@ -142,18 +146,29 @@ class LatestRows:
     def _upsert_sql(self, session: Session) -> str:
         if self._upsert is None:
             dialect = session.get_bind().dialect
-            if dialect.name != "postgresql":
+            quote = dialect.identifier_preparer.quote
+            table = quote(self.table.name)
+            postgres = dialect.name == "postgresql"
+            if not postgres and self.newer_at is None:
                 self._upsert = self._insert.sql(session, "INSERT OR REPLACE INTO")
                 return self._upsert
-            quote = dialect.identifier_preparer.quote
-            names = ", ".join(quote(c) for c in self.columns)
+            if not postgres:
+                rows = self._insert.sql(session)
+            else:
+                names = ", ".join(quote(c) for c in self.columns)
+                rows = (
+                    f"INSERT INTO {table} ({names}) "
+                    f"SELECT * FROM unnest({arrays(self.table, self.columns, dialect)})"
+                )
             changed = [c for c in self.columns if c not in self.key]
             self._upsert = (
-                f"INSERT INTO {quote(self.table.name)} ({names}) "
-                f"SELECT * FROM unnest({arrays(self.table, self.columns, dialect)}) "
-                f"ON CONFLICT ({', '.join(quote(k) for k in self.key)}) DO UPDATE SET "
+                f"{rows} ON CONFLICT ({', '.join(quote(k) for k in self.key)}) DO UPDATE SET "
                 + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in changed)
             )
+            if self.newer_at is not None:
+                at = quote(self.newer_at)
+                instant = "CAST({} AS timestamptz)" if postgres else "julianday({})"
+                self._upsert += f" WHERE {instant.format(f'{table}.{at}')} <= {instant.format(f'EXCLUDED.{at}')}"
         return self._upsert
 
 
