@@ -9,21 +9,17 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from eventsourcing.application import (
-    Application,
-    ProcessingEvent,
-    Repository,
-    project_aggregate,
-)
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Mapper, Notification, Recording
+from eventsourcing.persistence import Mapper, Notification, Recording, StoredEvent
 from eventsourcing.utils import strtobool
 from sqlalchemy import Engine
 
 from muto.cloud.eventcodec import EventMapper
+from muto.cloud.recorder import EventRecorder
 from muto.cloud.settings import Settings
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
@@ -31,6 +27,15 @@ from muto.trust.files import private_dir, private_file
 
 logger = logging.getLogger("muto.eventlog")
 T = TypeVar("T")
+
+
+def project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's `project_aggregate` (each event mutates the aggregate in turn)
+    without its runtime-Protocol isinstance check per event: ~13 µs each on Python 3.11,
+    a millisecond to rebuild a vehicle from its snapshot and 100 events."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 class WriterRepository(Repository[Any]):
@@ -50,12 +55,13 @@ class WriterRepository(Repository[Any]):
         self.fresh_reads = fresh_reads
 
     def get(self, aggregate_id: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("projector_func", project)
         if kwargs.get("version") is not None or not kwargs.get("deepcopy_from_cache", True):
             return super().get(aggregate_id, **kwargs)
         with self.batch_lock:
             aggregate = super().get(aggregate_id, **kwargs)
         if newer := self._newer(aggregate_id, aggregate.version):
-            aggregate = project_aggregate(aggregate, newer)
+            aggregate = project(aggregate, newer)
         return aggregate
 
     def peek(self, aggregate_id: Any, read: Callable[[Any], T]) -> T:
@@ -64,10 +70,12 @@ class WriterRepository(Repository[Any]):
         10,000 vehicles, under the batch lock. `read` runs under that lock, so it sees
         no half-applied batch; it must neither change the aggregate nor keep it."""
         with self.batch_lock:
-            aggregate: Any = super().get(aggregate_id, deepcopy_from_cache=False)
+            aggregate: Any = super().get(
+                aggregate_id, deepcopy_from_cache=False, projector_func=project
+            )
             if newer := self._newer(aggregate_id, aggregate.version):
                 # On a copy: the cache's aggregate is the writer's to move.
-                aggregate = project_aggregate(copy.deepcopy(aggregate), newer)
+                aggregate = project(copy.deepcopy(aggregate), newer)
             return read(aggregate)
 
     def _newer(self, aggregate_id: Any, version: int) -> list[Any]:
@@ -191,6 +199,26 @@ class EventLog(Application[Any]):
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
+
+    def load_many(self, aggregate_ids: Sequence[Any]) -> dict[Any, Aggregate] | None:
+        """The aggregates of `aggregate_ids` that exist, each reconstructed as the
+        repository would (its latest snapshot, then the events after it), from two
+        queries in all; None where the store cannot (the in-memory one)."""
+        if not isinstance(self.recorder, EventRecorder):
+            return None
+        snapshots = self.snapshots.recorder if self.snapshots is not None else None
+        table = getattr(snapshots, "events_record_cls", None)
+        histories = self.recorder.histories(
+            aggregate_ids, table.__table__ if table is not None else None
+        )
+        loaded: dict[Any, Aggregate] = {}
+        decode: Callable[[StoredEvent], Any] = self.mapper.to_domain_event
+        for aggregate_id, (snapshot, events) in histories.items():
+            stored = [snapshot, *events] if snapshot is not None else events
+            aggregate = project(None, map(decode, stored))
+            if aggregate is not None:
+                loaded[aggregate_id] = aggregate
+        return loaded
 
     def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
         """A snapshot of each aggregate whose events just saved reached a multiple of its

@@ -42,7 +42,7 @@ from eventsourcing.persistence import (
 from eventsourcing_sqlalchemy.datastore import exception_classes
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
-from sqlalchemy import Engine, Table, bindparam, func, select
+from sqlalchemy import Engine, Table, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 
@@ -266,10 +266,61 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
                 for id_, originator_id, version, topic, state in found
             ]
 
+    def histories(
+        self, ids: Sequence[UUID], snapshots: Table | None
+    ) -> dict[UUID, tuple[StoredEvent | None, list[StoredEvent]]]:
+        """What loads each of `ids`: its latest snapshot (from the `snapshots` table, if
+        given) and its events after it, in two queries whatever the number of ids (the
+        library's repository takes two per aggregate). Ids with neither are absent."""
+        events: Table = self.events_record_cls.__table__
+        found: dict[UUID, tuple[StoredEvent | None, list[StoredEvent]]] = {}
+        with self.transaction(commit=False) as session:
+            connection = session.connection()
+            latest = None
+            if snapshots is not None:
+                s = snapshots.c
+                latest = (
+                    select(s.originator_id, func.max(s.originator_version).label("version"))
+                    .where(s.originator_id.in_(ids))
+                    .group_by(s.originator_id)
+                    .subquery()
+                )
+                rows = connection.execute(
+                    select(s.originator_id, s.originator_version, s.topic, s.state).join(
+                        latest,
+                        and_(
+                            s.originator_id == latest.c.originator_id,
+                            s.originator_version == latest.c.version,
+                        ),
+                    )
+                )
+                for row in rows:
+                    found[row[0]] = (_stored(*row), [])
+            e = events.c
+            tail = select(e.originator_id, e.originator_version, e.topic, e.state).where(
+                e.originator_id.in_(ids)
+            )
+            if latest is not None:
+                tail = tail.outerjoin(latest, latest.c.originator_id == e.originator_id).where(
+                    e.originator_version > func.coalesce(latest.c.version, 0)
+                )
+            for row in connection.execute(tail.order_by(e.originator_id, e.originator_version)):
+                found.setdefault(row[0], (None, []))[1].append(_stored(*row))
+        return found
+
     def max_notification_id(self) -> int | None:
         with self.transaction(commit=False) as session:
             found = session.connection().execute(self._max_id).scalar()
             return None if found is None else int(found)
+
+
+def _stored(originator_id: UUID, version: int, topic: str, state: Any) -> StoredEvent:
+    return StoredEvent(
+        originator_id=originator_id,
+        originator_version=version,
+        topic=topic,
+        state=bytes(state) if isinstance(state, memoryview) else state,
+    )
 
 
 class Factory(SQLAlchemyFactory):

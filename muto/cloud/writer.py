@@ -60,7 +60,7 @@ class UnitOfWork:
         self._aggregates: dict[UUID, Aggregate] = {}
         # The version each aggregate had when loaded: checked when the batch saves.
         self.read_versions: dict[UUID, int] = {}
-        # Aggregates found absent by `prefetch`: `find` answers None without a query.
+        # Aggregates found absent by `preload`: `find` answers None without a query.
         self._absent: set[UUID] = set()
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
@@ -81,23 +81,36 @@ class UnitOfWork:
         self.read_versions[aggregate_id] = aggregate.version
         return aggregate
 
-    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
-        """Learn in one query which of many aggregates have no events yet (an import of
-        new vehicles: without it, one query per id to find each absent). Those in the
-        cache exist; of the others, one with a stored version exists and is loaded by
-        `find` as usual. The batch's save still collides (IntegrityError) with another
-        process that creates one of them meanwhile. The in-memory store: no-op."""
-        versions = getattr(self.log.recorder, "versions", None)
+    def preload(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Load, in one go, those of `aggregate_ids` that are neither found here nor in
+        the log's cache, into that cache (the writer's, under its batch lock), and learn
+        which have no events. After a restart every vehicle's first report finds its
+        vehicle uncached: loaded one by one, two queries each on the writer's thread,
+        a fleet reporting at once waited on that (about 450 health transitions a second
+        on PostgreSQL, measured). One aggregate is left to `find`. An aggregate found
+        absent here is answered None by `find` without a query; the batch's save still
+        collides (IntegrityError) with another process that creates it meanwhile."""
         cache = self.log.repository.cache
-        unknown = [
+        cached = cache.cache if cache is not None else {}  # the library's Cache: its dict
+        missing = [
             i
             for i in dict.fromkeys(aggregate_ids)
-            if i not in self._aggregates and (cache is None or _cached(cache, i) is None)
+            if i not in cached and i not in self._aggregates and i not in self._absent
         ]
-        if versions is None or not unknown:
+        if len(missing) < 2:
             return
-        stored = versions(unknown)
-        self._absent.update(i for i in unknown if i not in stored)
+        loaded = self.log.load_many(missing)
+        if loaded is None:
+            return
+        for aggregate_id in missing:
+            aggregate = loaded.get(aggregate_id)
+            if aggregate is None:
+                self._absent.add(aggregate_id)
+            elif cache is not None:
+                cache.put(aggregate_id, aggregate)
+            else:  # no cache: this unit holds it, as `find` would have
+                self._aggregates[aggregate_id] = aggregate
+                self.read_versions[aggregate_id] = aggregate.version
 
     def add(self, aggregate: Aggregate) -> None:
         if aggregate.id in self._aggregates:
@@ -148,6 +161,22 @@ def _cached(cache: Any, aggregate_id: UUID) -> Aggregate | None:
 
 Command = Callable[[UnitOfWork], T]
 Item = tuple[Command[Any], Future["Written[Any]"]]
+
+
+@dataclass(frozen=True)
+class Touching(Generic[T]):
+    """A command that names the aggregates it will find, so that the writer loads those
+    a batch lacks in one go (`UnitOfWork.preload`) before running it."""
+
+    aggregates: tuple[UUID, ...]
+    command: Command[T]
+
+    def __call__(self, uow: UnitOfWork) -> T:
+        return self.command(uow)
+
+
+def _touched(batch: Sequence[Item]) -> list[UUID]:
+    return [i for command, _ in batch if isinstance(command, Touching) for i in command.aggregates]
 
 
 @dataclass(frozen=True)
@@ -253,6 +282,7 @@ class Writer:
     def _write_together(self, batch: list[tuple[Command[Any], Future[Written[Any]]]]) -> bool:
         uow = UnitOfWork(self.log)
         try:
+            uow.preload(_touched(batch))
             values = [command(uow) for command, _ in batch]
             recordings = uow.save()
         except Exception:

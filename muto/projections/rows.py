@@ -168,7 +168,8 @@ class LatestRows:
             if self.newer_at is not None:
                 at = quote(self.newer_at)
                 instant = "CAST({} AS timestamptz)" if postgres else "julianday({})"
-                self._upsert += f" WHERE {instant.format(f'{table}.{at}')} <= {instant.format(f'EXCLUDED.{at}')}"
+                stored, offered = instant.format(f"{table}.{at}"), instant.format(f"EXCLUDED.{at}")
+                self._upsert += f" WHERE {stored} <= {offered}"
         return self._upsert
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.application import Repository
 from eventsourcing.persistence import IntegrityError
 
 from muto.cloud.bootstrap import ControlPlane
@@ -29,6 +30,7 @@ from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.cloud.writer import MAX_ATTEMPTS, UnitOfWork, Writer
 from muto.domain.events import HealthSummary
+from muto.domain.model.release import Release
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
@@ -405,6 +407,74 @@ class DurableContract(EventStoreContract):
             assert len(second.queries.vehicle_ids(None)) == 3
         finally:
             second.close()
+
+    def test_a_batch_loads_the_vehicles_it_lacks_in_one_go(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a restart no vehicle is cached: a batch of reports loads every vehicle
+        it names in one go (its latest snapshot and the events after), each exactly as
+        the library's repository rebuilds it, and no command loads one alone."""
+        reports = {"v0": 0, "v1": 1, "v2": 98, "v3": 99, "v4": 100, "v5": 230}
+        first = ControlPlane.open(settings)
+        register_fleet(first, [registration(v) for v in reports])
+        release = signed_release()
+        first.execute(release.register())
+        futures = [
+            first.writer.submit(record_reconcile(reconcile_report(v, f"{v}-{n}"), "vehicle"))
+            for v, count in reports.items()
+            for n in range(count)
+        ]
+        assert all(f.result().value for f in futures)
+        first.close()
+        ids = {v: Vehicle.create_id(v) for v in reports}
+
+        log = EventLog.open(settings)
+        try:
+            loaded = log.load_many([*ids.values(), Vehicle.create_id("ghost")])
+            assert loaded is not None and set(loaded) == set(ids.values())
+            for vehicle_id, aggregate_id in ids.items():
+                rebuilt = log.repository.get(aggregate_id, version=reports[vehicle_id] + 1)
+                assert vars(loaded[aggregate_id]) == vars(rebuilt), vehicle_id
+        finally:
+            log.close()
+
+        alone: list[object] = []
+        library = Repository._reconstruct_aggregate
+
+        def counted(repository: Any, aggregate_id: Any, *args: Any) -> Any:
+            alone.append(aggregate_id)
+            return library(repository, aggregate_id, *args)
+
+        monkeypatch.setattr(Repository, "_reconstruct_aggregate", counted)
+        log = EventLog.open(settings)
+        try:
+            writer = Writer(log)  # not started: close() runs the queue as one batch
+            sick = [
+                writer.submit(record_health(health_report(v, f"h-{v}", HealthStatus.DEGRADED), "v"))
+                for v in reports
+            ]
+            writer.close()
+            assert writer.batches == 1
+            assert [f.result().value for f in sick] == [True] * len(reports)
+            assert alone == []
+            writer = Writer(log)
+            ghost = health_report("ghost", "h", HealthStatus.DEGRADED)
+            lone = writer.submit(record_health(ghost, "v"))
+            writer.close()
+            with pytest.raises(NotFound):  # one command: looked for as before
+                lone.result()
+            assert alone == [Vehicle.create_id("ghost")]
+        finally:
+            log.close()
+
+        alone.clear()
+        cp = ControlPlane.open(settings)
+        try:  # an assignment names many vehicles: looked for in one go too
+            request = desired_request("model=m3", release)
+            cp.execute(assign_desired_state(request, list(reports), cause(), cp.sign))
+            assert alone == [Release.create_id(release.key)]
+        finally:
+            cp.close()
 
     def test_a_store_written_by_the_library_recorder_opens_and_continues(
         self, settings: Settings

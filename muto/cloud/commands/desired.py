@@ -12,7 +12,7 @@ from typing import Any
 
 from muto.cloud.commands.cause import Cause
 from muto.cloud.commands.releases import load_release
-from muto.cloud.commands.vehicles import registered_vehicle
+from muto.cloud.commands.vehicles import registered_vehicles
 from muto.cloud.errors import Conflict, Invalid
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.compat import VehicleFacts, check_compatibility
@@ -110,7 +110,7 @@ def assign_run_nothing(
     revision = new_revision()
 
     def command(uow: UnitOfWork) -> Assignment:
-        vehicles = [registered_vehicle(uow, v) for v in vehicle_ids]
+        vehicles = registered_vehicles(uow, vehicle_ids)
         issue = _Issue.now(revision, None, None, request, rollout_id, phase, cause, now)
         sequences = {vehicle.vehicle_id: issue.to(vehicle, sign) for vehicle in vehicles}
         uow.add(issue.recorded(vehicle_ids))
@@ -132,7 +132,7 @@ def _compatible_vehicles(
     uow: UnitOfWork, stored: Release, vehicle_ids: Sequence[str]
 ) -> list[Vehicle]:
     """Every targeted vehicle, registered and compatible with the release; else refused."""
-    vehicles = [registered_vehicle(uow, v) for v in vehicle_ids]
+    vehicles = registered_vehicles(uow, vehicle_ids)
     incompatible = incompatibilities(stored.manifest, vehicles)
     if incompatible:
         raise Invalid(

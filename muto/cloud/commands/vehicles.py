@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from muto.cloud.commands.cause import Cause
 from muto.cloud.errors import Conflict, NotFound
-from muto.cloud.writer import Command, UnitOfWork
+from muto.cloud.writer import Command, Touching, UnitOfWork
 from muto.domain.events import HealthSummary, StoredReconcile
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reports import HealthReport, ReconcileReport
@@ -19,6 +19,13 @@ def registered_vehicle(uow: UnitOfWork, vehicle_id: str) -> Vehicle:
     if vehicle is None:
         raise NotFound(f"vehicle {vehicle_id!r} is not registered")
     return vehicle
+
+
+def registered_vehicles(uow: UnitOfWork, vehicle_ids: Sequence[str]) -> list[Vehicle]:
+    """Every one of `vehicle_ids`, registered (else NotFound), looked for in one go: a
+    rollout's assignment names thousands, each a load of its own after a restart."""
+    uow.preload([Vehicle.create_id(v) for v in vehicle_ids])
+    return [registered_vehicle(uow, v) for v in vehicle_ids]
 
 
 def _expect_version(version: int | None, actual: int, what: str) -> None:
@@ -51,7 +58,7 @@ def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[b
         uow.add(vehicle)
         return True, vehicle.version
 
-    return command
+    return Touching((Vehicle.create_id(body.vehicle_id),), command)
 
 
 def register_vehicles(
@@ -59,12 +66,12 @@ def register_vehicles(
 ) -> Command[list[tuple[bool, int]]]:
     """Many registrations as one command, so one atomic append (an import): each is
     `register_vehicle`'s own, so the events are those of registering one by one, and
-    one refused registration refuses them all. Which vehicles are new is learnt in one
-    query, not one per vehicle."""
+    one refused registration refuses them all. The vehicles are looked for in one go
+    (`UnitOfWork.preload`), not one query per vehicle."""
     commands = [register_vehicle(body, cause) for body in bodies]
 
     def command(uow: UnitOfWork) -> list[tuple[bool, int]]:
-        uow.prefetch([Vehicle.create_id(body.vehicle_id) for body in bodies])
+        uow.preload([Vehicle.create_id(body.vehicle_id) for body in bodies])
         return [register(uow) for register in commands]
 
     return command
@@ -84,7 +91,7 @@ def update_vehicle(
         )
         return int(vehicle.version)
 
-    return command
+    return Touching((Vehicle.create_id(vehicle_id),), command)
 
 
 def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
@@ -101,7 +108,7 @@ def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
         stored = StoredReconcile.of(report)
         return bool(vehicle.record_reconcile(stored, actor=actor, correlation_id=correlation))
 
-    return command
+    return Touching((Vehicle.create_id(report.vehicle_id),), command)
 
 
 def record_health(report: HealthReport, actor: str) -> Command[bool]:
@@ -119,7 +126,7 @@ def record_health(report: HealthReport, actor: str) -> Command[bool]:
         )
         return bool(changed)
 
-    return command
+    return Touching((Vehicle.create_id(report.vehicle_id),), command)
 
 
 def record_presence(vehicle_id: str, state: str, at: str | None, actor: str) -> Command[bool]:
@@ -130,4 +137,4 @@ def record_presence(vehicle_id: str, state: str, at: str | None, actor: str) -> 
         )
         return bool(changed)
 
-    return command
+    return Touching((Vehicle.create_id(vehicle_id),), command)
