@@ -11,7 +11,14 @@ import msgspec
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update, event_data, event_type, id_text
+from muto.projections.base import (
+    LogPosition,
+    Projection,
+    Update,
+    event_data,
+    event_type,
+    id_text,
+)
 from muto.projections.rows import DriverInsert
 
 _encode = msgspec.json.Encoder().encode
@@ -31,7 +38,7 @@ class AuditTimeline(Projection):
         self.timeline = Table(
             "view_audit",
             metadata,
-            Column("position", Integer, primary_key=True, autoincrement=False),
+            Column("position", LogPosition, primary_key=True, autoincrement=False),
             Column("at", String(40), nullable=False, index=True),
             Column("event_type", String(64), nullable=False),
             Column("aggregate_id", String(36), nullable=False),

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import BigInteger, Integer, MetaData, Table
 from sqlalchemy.orm import Session
 
 # Keys every event carries that are bookkeeping, not content.
@@ -33,6 +33,12 @@ def event_type(event: object) -> str:
 
 _ID_TEXTS: dict[Any, str] = {}
 _ID_TEXTS_KEPT = 65_536
+
+
+# A position in the event log, as a column: 64 bits like the log's own ids (a 32-bit
+# column would stop its view at the 2,147,483,648th event). On SQLite an INTEGER, whose
+# primary key is then the table's rowid (BIGINT's would add an index beside it).
+LogPosition = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def id_text(aggregate_id: Any) -> str:

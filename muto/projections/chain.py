@@ -18,10 +18,10 @@ from typing import Protocol, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
-from muto.projections.base import Projection, Update, id_text
+from muto.projections.base import LogPosition, Projection, Update, id_text
 from muto.projections.rows import DriverInsert
 
 GENESIS = bytes(32)
@@ -84,7 +84,7 @@ class HashChain(Projection):
         self.links = Table(
             "view_audit_chain",
             metadata,
-            Column("position", Integer, primary_key=True, autoincrement=False),
+            Column("position", LogPosition, primary_key=True, autoincrement=False),
             Column("hash", String(64), nullable=False),
         )
         self._insert = DriverInsert(self.links)

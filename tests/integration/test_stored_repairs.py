@@ -101,23 +101,31 @@ def test_a_number_within_the_bound_is_kept(plane: ControlPlane) -> None:
 def test_a_postgresql_store_from_before_keeps_its_views_and_widens_the_number(
     tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Its inventory stored the journal number in 32 bits: a number past 2**31 stopped
-    the views. Opening it widens the column in place (no rebuild, rows and positions
-    kept), and such a number is then shown."""
+    """Its inventory stored the journal number in 32 bits (a number past 2**31 stopped
+    the views), and the audit views their log positions (they would have stopped at the
+    2**31st event). Opening it widens those columns in place (no rebuild, rows and
+    positions kept), and such a number is then shown."""
     settings = postgres_settings(postgres_url, tmp_path)
     cp = ControlPlane.open(settings)
     register_fleet(cp, [registration(VEHICLE)])
     cp.writer.execute(record_reconcile(made("j", 1, 1), f"vehicle:{VEHICLE}"))
     assert shown(cp) == "j.1"
     before, positions = view_rows(cp.views), cp.projector.positions()
+    older = {"view_vehicles": "report_number", "view_audit": "position",
+             "view_audit_chain": "position"}  # fmt: skip
     with cp.views.store.engine.begin() as connection:  # the shape of the older release
-        connection.execute(text("ALTER TABLE view_vehicles ALTER COLUMN report_number TYPE INT"))
+        for table, column in older.items():
+            connection.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE INT"))
     cp.close()
     with caplog.at_level(logging.WARNING, logger="muto.projections"):
         cp = ControlPlane.open(settings)
     try:
         said = [r.getMessage() for r in caplog.records if r.name == "muto.projections"]
-        assert said == ["view inventory: widening view_vehicles.report_number to 64 bits"]
+        assert sorted(said) == [
+            "view audit: widening view_audit.position to 64 bits",
+            "view audit_chain: widening view_audit_chain.position to 64 bits",
+            "view inventory: widening view_vehicles.report_number to 64 bits",
+        ]
         assert cp.projector.positions() == positions
         assert view_rows(cp.views) == before
         cp.writer.execute(record_reconcile(made("j", 2**40, 2), f"vehicle:{VEHICLE}"))
