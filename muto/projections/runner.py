@@ -140,10 +140,10 @@ class ProjectionRunner:
                 if last > positions[name]:
                     batch = _Batch(notifications, events, kinds)
                     _apply(projection, session, batch, positions[name], self._reads[name])
-            for name, projection in self.projections.items():
-                if last > positions[name]:
-                    projection.flush(session)
-                    self.store.advance(session, name, positions[name], last)
+            behind = {name: at for name, at in positions.items() if last > at}
+            for name in behind:
+                self.projections[name].flush(session)
+            self.store.advance(session, behind, last)
             if self.store.is_postgres:
                 self.store.announce(session, self._changes())
         for projection in self.projections.values():

@@ -409,6 +409,22 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
     assert [m.status for m in rollout_view.vehicles] == ["rolled_back", "rolled_back"]
 
 
+def test_positions_move_together_or_not_at_all(view_store: ViewStore) -> None:
+    """The projector moves every position of a batch in one compare-and-set: if another
+    projector moved any of them since it read them, none moves (its transaction, rows
+    included, rolls back)."""
+    views = view_store
+    views.create_table()
+    with views.writing() as session:
+        views.advance(session, {"a": 0, "b": 0}, 5)
+    with views.writing() as session:
+        views.advance(session, {"a": 5, "b": 5, "c": 0}, 9)
+    assert {n: views.position_of(n) for n in "abc"} == {"a": 9, "b": 9, "c": 9}
+    with pytest.raises(IntegrityError), views.writing() as session:
+        views.advance(session, {"a": 9, "b": 7}, 12)  # b was read at 7: moved since
+    assert {n: views.position_of(n) for n in "abc"} == {"a": 9, "b": 9, "c": 9}
+
+
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_view_whose_columns_changed_is_rebuilt_from_the_log(
     store: str, request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
