@@ -79,6 +79,11 @@ class HashChain(Projection):
         # head is read once per batch, not once per event.
         self._written: tuple[object, int, bytes] | None = None
         self._pending: list[tuple[int, str]] = []  # links written at flush, in one go
+        # The last link this process committed. A link's hash is a function of the log
+        # up to its position, so it is the head for a batch that starts right after it:
+        # the batch's first record follows the chain's position, which is then this one
+        # (a gap in the log's ids, or another projector's links, read the head instead).
+        self._committed: tuple[int, bytes] | None = None
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.links = Table(
@@ -106,6 +111,8 @@ class HashChain(Projection):
         transaction = session.get_transaction()
         if self._written is not None and self._written[0] is transaction:
             _, head, previous = self._written
+        elif self._committed is not None and position == self._committed[0] + 1:
+            head, previous = self._committed
         else:
             head, previous = self.head(session)
         if position <= head:  # links only ever extend the chain
@@ -120,8 +127,18 @@ class HashChain(Projection):
             self._insert.execute(session, self._pending)
             self._pending = []
 
+    def committed(self) -> None:
+        if self._written is not None:
+            self._committed = self._written[1:]
+        self._written = None
+        super().committed()
+
     def discard(self) -> None:
         """The batch rolled back: its links were never stored, and the head is the
         stored one again."""
         self._pending = []
         self._written = None
+
+    def clear(self, session: Session) -> None:
+        super().clear(session)
+        self._committed = None

@@ -39,6 +39,7 @@ from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.domain.requests import RolloutThresholds, VehiclePatch
 from muto.projections.base import Projection, Update, event_type
+from muto.projections.chain import HashChain
 from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
 from tests.support.releases import SignedRelease, signed_release
@@ -407,6 +408,35 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
     rollout_view = cp.queries.rollout("ro-0")
     assert rollout_view.state == "rolled_back"
     assert [m.status for m in rollout_view.vehicles] == ["rolled_back", "rolled_back"]
+
+
+def test_the_chain_reads_its_head_only_when_it_did_not_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch after batch, the hash chain continues from the link it committed last
+    instead of reading it back; after a rebuild (or another projector's links) it reads
+    the head again. The links equal those of a rebuild from the log."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        cp.writer.execute(register_vehicle(registration("v1"), cause()))
+        for n in range(20):  # stored, not projected: no read-your-writes wait here
+            cp.writer.execute(record_reconcile(reconcile_report("v1", f"r{n}", minute=n), "v"))
+        reads: list[int] = []
+        read_head = HashChain.head
+
+        def counted(chain: HashChain, session: Any) -> tuple[int, bytes]:
+            reads.append(1)
+            return read_head(chain, session)
+
+        monkeypatch.setattr(HashChain, "head", counted)
+        assert cp.projector.catch_up(limit=3) == 21  # seven batches of three
+        assert len(reads) == 1
+        links = table_rows(cp.views, cp.views.chain.links)
+        cp.projector.rebuild("audit_chain")
+        assert len(reads) == 2
+        assert table_rows(cp.views, cp.views.chain.links) == links
+    finally:
+        cp.close()
 
 
 def test_positions_move_together_or_not_at_all(view_store: ViewStore) -> None:
