@@ -151,7 +151,14 @@ transaction ~60 % (waiting on the server ~45 %), rebuilding the vehicles ~8 %, t
 save ~17 %, waiting for callers ~10 %; at 20,000 vehicles the first pass ran at 717
 transitions a second, the second at 1,610 (the server's cache warm). The other rows
 did not move beyond the machine's noise (group commit, by cProfile call counts: +8
-calls a report, the batch's id list).
+calls a report, the batch's id list). Later in the round the projector moved every
+position of a batch in one statement (PostgreSQL: one `UPDATE ... FROM unnest` where
+each of the seven views took a round trip, ~15 % of a step) and the hash chain stopped
+reading its head back when it wrote it itself (~9 %): the in-process reconcile write
+path (32 concurrent writers, read-your-writes) on PostgreSQL went from 1,733-1,887 to
+1,806-2,468 reports/s over six A/B rounds; over HTTP (5,000 vehicles) the two were
+within the machine's noise (1,902-2,834 against 1,960-2,749 req/s). PostgreSQL
+catch-up read 0.23x, 0.52x and 0.43x in three runs of this round: its baseline swings.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
