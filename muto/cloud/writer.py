@@ -91,26 +91,23 @@ class UnitOfWork:
         absent here is answered None by `find` without a query; the batch's save still
         collides (IntegrityError) with another process that creates it meanwhile."""
         cache = self.log.repository.cache
-        cached = cache.cache if cache is not None else {}  # the library's Cache: its dict
+        if cache is None:  # the event log always configures one (EventLog.cache_env)
+            return
         missing = [
             i
             for i in dict.fromkeys(aggregate_ids)
-            if i not in cached and i not in self._aggregates and i not in self._absent
-        ]
+            if i not in cache.cache and i not in self._aggregates and i not in self._absent
+        ]  # `cache.cache`: the library's Cache keeps its entries in that dict
         if len(missing) < 2:
             return
         loaded = self.log.load_many(missing)
         if loaded is None:
             return
         for aggregate_id in missing:
-            aggregate = loaded.get(aggregate_id)
-            if aggregate is None:
+            if aggregate_id in loaded:
+                cache.put(aggregate_id, loaded[aggregate_id])
+            else:
                 self._absent.add(aggregate_id)
-            elif cache is not None:
-                cache.put(aggregate_id, aggregate)
-            else:  # no cache: this unit holds it, as `find` would have
-                self._aggregates[aggregate_id] = aggregate
-                self.read_versions[aggregate_id] = aggregate.version
 
     def add(self, aggregate: Aggregate) -> None:
         if aggregate.id in self._aggregates:
@@ -149,14 +146,6 @@ class UnitOfWork:
         for aggregate_id in self._aggregates:
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-
-
-def _cached(cache: Any, aggregate_id: UUID) -> Aggregate | None:
-    try:
-        found: Aggregate = cache.get(aggregate_id)
-    except KeyError:
-        return None
-    return found
 
 
 Command = Callable[[UnitOfWork], T]

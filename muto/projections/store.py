@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     MetaData,
     Select,
+    Table,
     bindparam,
     event,
     inspect,
@@ -113,15 +114,19 @@ class ViewStore(SQLAlchemyTrackingRecorder):
             connection = session.connection()
             found = inspect(connection)
             for projection in projections:
-                stale = [
-                    table.name
+                stored = {
+                    table: found.get_columns(table.name)
                     for table in projection.tables
                     if found.has_table(table.name)
-                    and {c["name"] for c in found.get_columns(table.name)} != set(table.c.keys())
+                }
+                stale = [
+                    table.name
+                    for table, columns in stored.items()
+                    if {c["name"] for c in columns} != set(table.c.keys())
                 ]
                 if not stale:
                     if self.is_postgres:
-                        self._widen(session, found, projection)
+                        self._widen(session, projection.name, stored)
                     continue
                 logger.warning("view %s changed shape (%s): rebuilding it from the log",
                                projection.name, ", ".join(stale))  # fmt: skip
@@ -133,19 +138,17 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                 self.metadata.create_all(connection, checkfirst=True)
         return reshaped
 
-    def _widen(self, session: Session, found: Any, projection: Projection) -> None:
-        for table in projection.tables:
-            if not found.has_table(table.name):
-                continue
-            for stored in found.get_columns(table.name):
-                defined = table.c[stored["name"]].type
-                if isinstance(defined, BigInteger) and not isinstance(stored["type"], BigInteger):
-                    logger.warning("view %s: widening %s.%s to 64 bits", projection.name,
-                                   table.name, stored["name"])  # fmt: skip
+    def _widen(self, session: Session, view: str, stored: dict[Table, list[Any]]) -> None:
+        """ALTER to BIGINT each stored integer column the definition declares 64-bit."""
+        for table, columns in stored.items():
+            name = table.name
+            for column in columns:
+                defined = table.c[column["name"]].type
+                if isinstance(defined, BigInteger) and not isinstance(column["type"], BigInteger):
+                    logger.warning("view %s: widening %s.%s to 64 bits", view, name,
+                                   column["name"])  # fmt: skip
                     session.execute(
-                        text(
-                            f'ALTER TABLE {table.name} ALTER COLUMN "{stored["name"]}" TYPE BIGINT'
-                        )
+                        text(f'ALTER TABLE {name} ALTER COLUMN "{column["name"]}" TYPE BIGINT')
                     )
 
     @contextmanager
