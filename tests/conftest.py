@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from muto.cloud.settings import Settings
 from muto.projections.store import ViewStore
 from tests.support.services import IN_CI, fresh_database, unavailable
+from tests.support.spine import postgres_settings, sqlite_settings
 
 __all__ = ["IN_CI", "Mosquitto", "free_port", "unavailable"]
 
@@ -58,6 +60,14 @@ def view_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewS
     found = ViewStore(url)
     yield found
     found.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """A control plane's settings on SQLite files, then on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_settings(tmp_path)
+    return postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
 
 
 @pytest.fixture

@@ -12,21 +12,18 @@ import pytest
 from sqlalchemy import select
 
 from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.settings import Settings
 from muto.domain.reports import HealthReport
 from muto.domain.wire import convert, encode, to_builtins
 from muto.projections.rows import LatestRows
 from tests.support.api_server import health_body, unique
 from tests.support.mqtt_watch import open_fleet
-from tests.support.spine import postgres_settings, sqlite_settings
+from tests.support.spine import postgres_settings
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        settings = sqlite_settings(tmp_path)
-    else:
-        settings = postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
-    cp = open_fleet(settings, "v1", "v2")
+@pytest.fixture
+def plane(store_settings: Settings) -> Any:
+    cp = open_fleet(store_settings, "v1", "v2")
     yield cp
     cp.close()
 

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_reconcile
+from muto.cloud.settings import Settings
 from muto.domain.desired import StackRef
 from muto.domain.report_order import MAX_JOURNAL_NUMBER, ReportPlace
 from muto.domain.reports import ReconcileReport
@@ -24,20 +25,15 @@ from tests.support.spine import (
     reconcile_report,
     register_fleet,
     registration,
-    sqlite_settings,
     view_rows,
 )
 
 VEHICLE = "car-1"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ControlPlane]:
-    if request.param == "sqlite":
-        settings = sqlite_settings(tmp_path)
-    else:
-        settings = postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
-    cp = ControlPlane.open(settings)
+@pytest.fixture
+def plane(store_settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane.open(store_settings)
     register_fleet(cp, [registration(VEHICLE)])
     try:
         yield cp
