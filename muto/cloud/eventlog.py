@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -96,7 +97,9 @@ class Recent:
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._by_id: dict[int, Notification] = {}
+        # An OrderedDict drops its oldest in O(1); a dict's `next(iter(...))` walks
+        # the slots its earlier deletions left (~6 µs an event at this size).
+        self._by_id: OrderedDict[int, Notification] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, recordings: Sequence[Recording[Any]]) -> None:
@@ -104,8 +107,8 @@ class Recent:
             for recording in recordings:
                 notification = recording.notification
                 self._by_id[notification.id] = notification
-            while len(self._by_id) > self._size:  # oldest first (insertion order)
-                del self._by_id[next(iter(self._by_id))]
+            while len(self._by_id) > self._size:
+                self._by_id.popitem(last=False)  # oldest first (insertion order)
 
     def run(self, after: int, limit: int, until: int | None) -> list[Notification]:
         last = after + limit if until is None else min(after + limit, until)
