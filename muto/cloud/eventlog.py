@@ -111,13 +111,17 @@ class Recent:
                 self._by_id.popitem(last=False)  # oldest first (insertion order)
 
     def run(self, after: int, limit: int, until: int | None) -> list[Notification]:
+        """The records after `after` (up to `limit`, up to `until`) if this process
+        stored them all; none if a record it did not store lies among them (read the
+        log then): so a run shorter than asked ends at the newest record stored here."""
         last = after + limit if until is None else min(after + limit, until)
         found = []
         with self._lock:
-            for position in range(after + 1, last + 1):
+            newest = next(reversed(self._by_id), 0)
+            for position in range(after + 1, min(last, newest) + 1):
                 notification = self._by_id.get(position)
                 if notification is None:
-                    break
+                    return []
                 found.append(notification)
         return found
 
@@ -258,7 +262,8 @@ class EventLog(Application[Any]):
 
     def select(self, after: int, limit: int, until: int | None = None) -> Sequence[Notification]:
         """Records after `after`: this process's own latest ones from memory, when they
-        follow `after` without a hole; otherwise from the log."""
+        follow `after` without a hole; otherwise from the log. Fewer than `limit` (and
+        short of `until`): no more were stored when read."""
         return self.recent.run(after, limit, until) or self.recorder.select_notifications(
             start=after, limit=limit, stop=until, inclusive_of_start=False
         )

@@ -78,8 +78,13 @@ class ProjectionRunner:
         the views as they stood then); returns the number of notifications read."""
         total = 0
         with self._lock:
+            # A short batch is the end of the log as read: the step that would find
+            # nothing (a write transaction and a query, each wake) is not taken. A
+            # record stored after the read wakes the background thread again.
             while (n := self._step(limit, until)) > 0:
                 total += n
+                if n < limit:
+                    break
         return total
 
     def catch_up_to(self, position: int | None, timeout: float = 10.0) -> None:

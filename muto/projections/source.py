@@ -19,7 +19,8 @@ class EventSource(Protocol):
         ...
 
     def select(self, after: int, limit: int, until: int | None = None) -> Sequence[Notification]:
-        """Up to `limit` records with positions in (after, until], in log order."""
+        """Up to `limit` records with positions in (after, until], in log order; fewer
+        only when the log held no more of them when read."""
         ...
 
     def decode(self, record: Notification) -> Any:

@@ -1,6 +1,6 @@
 """The projector reads this process's latest records from memory (eventlog.Recent), and
-only a run without a hole: a record another process stored in between is read from the
-log, in its place."""
+only a run without a hole: where another process stored a record in between, the log is
+read instead."""
 
 from __future__ import annotations
 
@@ -64,7 +64,11 @@ def test_a_record_another_process_stored_is_read_from_the_log(tmp_path: Path) ->
         register(ours, "v1")
         register(theirs, "v2")  # position 2: not in our memory
         register(ours, "v3")
-        assert [n.id for n in ours.recent.run(0, 100, None)] == [1]
+        # Position 2 is not ours: memory serves no run across it, so that a short run
+        # always means the end of what was stored (the projector stops there).
+        assert ours.recent.run(0, 100, None) == []
+        assert [n.id for n in ours.recent.run(2, 100, None)] == [3]
+        assert [n.id for n in ours.select(0, 100)] == [1, 2, 3]
         whole: list[tuple[Any, ...]] = []
         after = 0
         while found := ours.select(after, 100):  # as the projector steps

@@ -439,6 +439,38 @@ def test_the_chain_reads_its_head_only_when_it_did_not_write_it(
         cp.close()
 
 
+def test_a_catch_up_ends_at_a_short_batch_without_an_empty_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch shorter than asked is the end of the log as read: the projector does not
+    open another transaction to find nothing. What is stored after it is caught up by
+    the next catch-up (the writer wakes the projector after every commit)."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        cp.writer.execute(register_vehicle(registration("v1"), cause()))
+        for n in range(7):
+            cp.writer.execute(record_reconcile(reconcile_report("v1", f"r{n}", minute=n), "v"))
+        transactions: list[int] = []
+        writing = cp.views.store.writing
+
+        def counted() -> Any:
+            transactions.append(1)
+            return writing()
+
+        monkeypatch.setattr(cp.views.store, "writing", counted)
+        assert cp.projector.catch_up(limit=3) == 8  # 3 + 3 + 2: the short one is the last
+        assert len(transactions) == 3
+        assert cp.projector.catch_up(limit=4) == 0  # nothing new: one look
+        assert cp.projector.catch_up(limit=4) == 0
+        assert len(transactions) == 5
+        cp.writer.execute(record_reconcile(reconcile_report("v1", "r7", minute=7), "v"))
+        assert cp.projector.catch_up(limit=4) == 1
+        assert cp.projector.position() == cp.log.position() == 9
+        assert_rebuilds_equal(cp)
+    finally:
+        cp.close()
+
+
 def test_positions_move_together_or_not_at_all(view_store: ViewStore) -> None:
     """The projector moves every position of a batch in one compare-and-set: if another
     projector moved any of them since it read them, none moves (its transaction, rows
