@@ -23,11 +23,9 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
-    Text,
     Update,
     and_,
     bindparam,
-    cast,
     select,
 )
 from sqlalchemy.engine import Connection, Dialect
@@ -187,7 +185,7 @@ class Rows:
         self._select: Select[Any] = select(table).where(where)
         self._delete: Delete = table.delete().where(where)
         self._updates: dict[tuple[str, ...], Update] = {}
-        self._loads: dict[str, Select[Any]] = {}
+        self._loads: dict[str, str] = {}  # SELECT by key, by dialect
         self._update_texts: dict[tuple[str, ...], str] = {}
         self._json = {c.name for c in table.c if isinstance(c.type, JSON)}
 
@@ -215,37 +213,53 @@ class Rows:
     # -- a batch's rows in memory (single-column keys) ---------------------------------
 
     def load(self, session: Session, keys: list[Any]) -> dict[Any, dict[str, Any]]:
-        """The rows with these keys, by key, as dicts (one SELECT per 500 keys). JSON
-        columns come back as their JSON text: decoding every one of them was most of
-        the cost, and most are never read (`parsed` decodes one when it is)."""
+        """The rows with these keys, by key, as dicts (one SELECT per 500 keys, on the
+        driver's connection: SQLAlchemy's compilation of an expanding IN cost more than
+        the query). JSON columns come back as their JSON text: decoding every one of
+        them was most of the cost, and most are never read (`parsed` decodes one when
+        it is)."""
         (column,) = self.key
-        statement = self._loads.get(column)
-        if statement is None:
-            columns = [
-                cast(c, Text).label(c.name) if isinstance(c.type, JSON) else c for c in self.table.c
-            ]
-            statement = self._loads[column] = select(*columns).where(
-                self.table.c[column].in_(bindparam("keys", expanding=True))
-            )
         found: dict[Any, dict[str, Any]] = {}
+        if not keys:
+            return found
         connection = session.connection()
-        by_index = connection.dialect.name == "postgresql" and bool(keys)
-        if by_index:
+        driver: Any = connection.connection.driver_connection
+        postgres = connection.dialect.name == "postgresql"
+        sql = self._load_sql(connection.dialect)
+        if postgres:
             # A load by key is best served by the key's index, always. PostgreSQL's
             # planner decides from statistics that autovacuum refreshes at most once a
             # minute; a view that grew by thousands of rows since looked small, and each
             # chunk scanned the whole table instead: ~480 ms per 500 keys at 100,000
             # vehicles (importing them took 5x as long as on SQLite).
-            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            driver.execute("SET LOCAL enable_seqscan = off")
+        names = [c.name for c in self.table.c]
+        at = names.index(column)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            result = connection.execute(statement, {"keys": chunk})
-            names = list(result.keys())
-            for row in result.tuples():
-                values = dict(zip(names, row, strict=True))
-                found[values[column]] = values
-        if by_index:
-            connection.exec_driver_sql("RESET enable_seqscan")
+            if postgres:
+                result = driver.execute(sql, (chunk,))
+            else:
+                result = driver.execute(sql.format(", ".join("?" * len(chunk))), chunk)
+            for row in result.fetchall():
+                found[row[at]] = dict(zip(names, row, strict=True))
+        if postgres:
+            driver.execute("RESET enable_seqscan")
+        return found
+
+    def _load_sql(self, dialect: Dialect) -> str:
+        found = self._loads.get(dialect.name)
+        if found is None:
+            quote = dialect.identifier_preparer.quote
+            (column,) = self.key
+            columns = ", ".join(
+                f"CAST({quote(c.name)} AS TEXT)" if isinstance(c.type, JSON) else quote(c.name)
+                for c in self.table.c
+            )
+            where = "= ANY(%s)" if dialect.name == "postgresql" else "IN ({})"
+            found = self._loads[dialect.name] = (
+                f"SELECT {columns} FROM {quote(self.table.name)} WHERE {quote(column)} {where}"
+            )
         return found
 
     @staticmethod
