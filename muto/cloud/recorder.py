@@ -45,6 +45,8 @@ from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy import Engine, Table, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from muto.projections.rows import values_statements
+
 
 class EventRecorder(SQLAlchemyApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -73,10 +75,11 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         )
         schema = f"{self.schema_name}." if self.schema_name else ""
         qualified = f"{schema}{self.events_table_name}"
-        # SQLite: one executemany, then the versions check.
+        # SQLite: the rows in one statement (rows.values_statements), then the versions
+        # check.
         self._raw_insert = (
             f"INSERT INTO {qualified} (originator_id, originator_version, topic, state) "
-            "VALUES (?, ?, ?, ?)"
+            "VALUES {rows}"
         )
         self._raw_versions = (
             f"SELECT originator_id, max(originator_version) FROM {qualified} "
@@ -170,13 +173,12 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             cursor.execute("BEGIN")
         ids: list[int] = []
         if stored_events:
-            cursor.executemany(
-                self._raw_insert,
-                [
-                    (_uuid(e.originator_id).bytes, e.originator_version, e.topic, e.state)
-                    for e in stored_events
-                ],
-            )
+            rows = [
+                (_uuid(e.originator_id).bytes, e.originator_version, e.topic, e.state)
+                for e in stored_events
+            ]
+            for sql, params in values_statements(connection, self._raw_insert, rows):
+                cursor.execute(sql, params)
             # One transaction holds SQLite's write lock: its rowids are consecutive.
             last = int(cursor.execute("SELECT last_insert_rowid()").fetchone()[0])
             ids = list(range(last - len(stored_events) + 1, last + 1))
