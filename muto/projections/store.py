@@ -8,6 +8,7 @@ the update and the commit leaves both as they were.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,9 @@ class _Plain(NamedTuple):
     row: Any  # a namedtuple class
 
 
+SQLITE_AT_LEAST = (3, 33, 0)  # UPDATE ... FROM (rows.Rows.write_changes)
+
+
 class ViewStore(SQLAlchemyTrackingRecorder):
     def __init__(self, url: str) -> None:
         in_memory = ":memory:" in url or "mode=memory" in url  # one shared connection
@@ -75,6 +79,11 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         assert isinstance(engine, Engine)
         self.engine = engine
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        if not self.is_postgres and sqlite3.sqlite_version_info < SQLITE_AT_LEAST:
+            raise RuntimeError(
+                f"the views need SQLite {'.'.join(map(str, SQLITE_AT_LEAST))} or later "
+                f"(UPDATE ... FROM), this Python has {sqlite3.sqlite_version}"
+            )
         if self.engine.dialect.name == "sqlite" and self.datastore.is_sqlite_filedb:
             event.listen(self.engine, "connect", _derived_durability)
         self._plain: dict[Select[Any], _Plain] = {}  # read()'s statements, compiled

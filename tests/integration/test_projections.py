@@ -4,6 +4,7 @@ writes are readable at once, and rollout progress counts what vehicles reported.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -469,6 +470,15 @@ def test_a_catch_up_ends_at_a_short_batch_without_an_empty_step(
         assert_rebuilds_equal(cp)
     finally:
         cp.close()
+
+
+def test_an_sqlite_too_old_for_the_views_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(RuntimeError, match=r"SQLite 3\.33\.0 or later .* 3\.31\.1"):
+        ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
 
 
 def test_positions_move_together_or_not_at_all(view_store: ViewStore) -> None:
