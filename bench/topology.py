@@ -79,7 +79,7 @@ def run() -> list[Result]:
             serving(command, data / "api-1.log") as one,
             serving(command, data / "api-2.log") as two,
         ):
-            prime(one, fleet)
+            prime(one, fleet, workdir)
             ports = {"api-1": int(one.rsplit(":", 1)[1]), "api-2": int(two.rsplit(":", 1)[1])}
             for kind in KINDS:
                 before = measure(one, kind, fleet, workdir)

@@ -25,6 +25,7 @@ from bench.api.load import (
     SCENARIOS,
     WARMUP,
     Run,
+    beside,
     ensure_wrk,
     measure,
     prime,
@@ -177,6 +178,32 @@ def rows(label: str, kind: str, found: Run, base: Run) -> list[Result]:
     ]
 
 
+def beside_rows(
+    label: str, fleet: Fleet, url: str, workdir: Path, alone: dict[str, Run]
+) -> list[Result]:
+    """Reconcile reports while the fleet mix runs, each against its own run alone."""
+    reports, mix = beside(url, "reconcile", "mix", fleet, workdir)
+    print(f"reconcile beside the mix: {reports}; mix: {mix}", flush=True)
+    what = f"{SCENARIOS['reconcile']}, beside the fleet mix — {label}"
+    workload = (
+        f"{reports.requests:,} requests, {reports.errors} errors, while {mix.requests:,} of "
+        f"the fleet mix ({mix.rate:,.0f} req/s, p99 {mix.p99_ms:.1f} ms) were served"
+    )
+    base, mixed = alone["reconcile"], alone["mix"]
+    return [
+        Result(f"{what}: rate", reports.rate, "req/s", workload, "reconcile alone", base.rate),
+        Result(f"{what}: p99", reports.p99_ms, "ms", workload, "reconcile alone", base.p99_ms),
+        Result(
+            f"Fleet mix, beside reconcile reports — {label}: rate",
+            mix.rate,
+            "req/s",
+            f"{mix.requests:,} requests, {mix.errors} errors (the run above)",
+            "the mix alone",
+            mixed.rate,
+        ),
+    ]
+
+
 BASELINE = 'request = function() return wrk.format("GET", "/healthz") end\n'
 ROUNDS = {"mix": 3}  # the target's figure: the median of three alternating rounds
 
@@ -197,10 +224,13 @@ def run() -> list[Result]:
                     fleet = seed(settings, VEHICLES)
                     with serving(muto_server(settings), settings.data_dir / "server.log") as url:
                         prime(url, fleet, workdir)
+                        alone: dict[str, Run] = {}
                         for kind in SCENARIOS:
                             measured, base = alternating(url, base_url, kind, fleet, workdir)
                             results += rows(label, kind, measured, base)
                             bases.append(base)
+                            alone[kind] = measured
+                        results += beside_rows(label, fleet, url, workdir, alone)
     verdict(results, bases)
     return results
 

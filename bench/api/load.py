@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,3 +194,16 @@ def measure(url: str, kind: str, fleet: Fleet, workdir: Path) -> Run:
     script = scenario(kind, fleet)
     wrk(url, script, WARMUP, workdir)
     return wrk(url, script, DURATION, workdir)
+
+
+def beside(url: str, kind: str, other: str, fleet: Fleet, workdir: Path) -> tuple[Run, Run]:
+    """`kind` and `other` loaded at once, each by a `wrk` of its own (a rollout wave's
+    reports while the fleet polls): the runs of both."""
+    found: dict[str, Run] = {}
+
+    def load(which: str) -> None:
+        found[which] = wrk(url, scenario(which, fleet), DURATION, workdir)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(load, (kind, other)))
+    return found[kind], found[other]
