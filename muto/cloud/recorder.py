@@ -5,7 +5,7 @@ The library's recorder inserts through the ORM (a mapped object per event, a uni
 flush) and reads notifications through ORM queries; measured with cProfile, that was
 most of an append's CPU and a third of a catch-up's read. Here every save is a
 transaction of its own on the driver's connection, taken from SQLAlchemy's pool without
-a Session: on SQLite one executemany and a COMMIT; on PostgreSQL one call of an append
+a Session: on SQLite one multi-row INSERT and a COMMIT; on PostgreSQL one call of an append
 function (created by this recorder beside the library's tables, `_APPEND`) on an
 autocommit connection, a single statement and round trip that takes the library's table
 lock (notification ids in commit order), sends its NOTIFY (delivered at commit) and

@@ -342,6 +342,7 @@ class WritePath:
         loop = asyncio.get_running_loop()
         shown: asyncio.Future[None] = loop.create_future()
         committed: list[float] = []  # when the write returned (the writer's thread)
+        behind: list[bool] = []  # the views' timeout ran out after the commit
 
         def handed(future: Future[Written[T]]) -> None:
             committed.append(time.monotonic())
@@ -351,15 +352,26 @@ class WritePath:
             else:
                 self.projector.resolve_at(position, loop, shown)
 
+        def expire() -> None:
+            """The timeout, on the loop: counted from the commit, re-armed until then
+            (one timer a request, not wait_for and shield's futures and callbacks)."""
+            left = timeout - (time.monotonic() - committed[0]) if committed else timeout
+            if shown.done():
+                return
+            if committed and left <= 0:
+                behind.append(True)
+                shown.set_result(None)
+            else:
+                timers.append(loop.call_later(left, expire))
+
         stored = self.writer.submit(command)
         stored.add_done_callback(handed)
-        while not shown.done():
-            left = timeout - (time.monotonic() - committed[0]) if committed else timeout
-            if left <= 0:
-                return _views_behind(stored.result())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(shown), left)
-        return stored.result()
+        timers = [loop.call_later(timeout, expire)]
+        try:
+            await shown  # cancelled with the request: the write goes on all the same
+        finally:
+            timers[-1].cancel()
+        return _views_behind(stored.result()) if behind else stored.result()
 
     def _timeout(self, views_timeout: float | None) -> float:
         return self.views_timeout if views_timeout is None else views_timeout

@@ -85,7 +85,7 @@ class AuditTimeline(Projection):
         self._pending = []
 
     def flush(self, session: Session) -> None:
-        """Insert-only: the batch's rows go in one executemany."""
+        """Insert-only: the batch's rows go in at once (`DriverInsert`)."""
         if self._pending:
             self._insert.write(session, self._pending)  # `data` is JSON text already
             self._pending = []

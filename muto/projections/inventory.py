@@ -58,7 +58,7 @@ _LEDGER = "__ledger"
 class Inventory(Projection):
     """Events are buffered by `apply` and projected at `flush`, once per batch: the
     batch's vehicle rows are read in one SELECT, changed in memory in log order, and
-    written back with one executemany per kind of change (see rows.py)."""
+    written back with one statement per kind of change (see rows.py)."""
 
     name = "inventory"
 

@@ -106,7 +106,7 @@ class RolloutProgress(Projection):
         return table
 
     # Reports are the most frequent event. Each one with a revision and an outcome goes
-    # into one executemany per batch, before any other update of this view so that log
+    # into one statement per batch, before any other update of this view so that log
     # order holds; a report no rollout assigned matches no row (found by the vehicle's
     # index). Asking first which revisions rollouts assigned read every member of every
     # rollout ever run, once per batch: a tenth of the projector at 10,000 vehicles.

@@ -6,7 +6,7 @@ per call against 28k/s built once). Here each statement is built once and every 
 pays only its execution.
 
 Views that keep a batch's rows in memory (inventory) read them with `load` (one SELECT
-per 500 keys) and write them back with `write_changes` (one executemany per set of
+per 500 keys) and write them back with `write_changes` (one statement per set of
 changed columns), instead of a SELECT and an UPDATE per event.
 """
 
