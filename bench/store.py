@@ -159,6 +159,29 @@ path (32 concurrent writers, read-your-writes) on PostgreSQL went from 1,733-1,8
 1,806-2,468 reports/s over six A/B rounds; over HTTP (5,000 vehicles) the two were
 within the machine's noise (1,902-2,834 against 1,960-2,749 req/s). PostgreSQL
 catch-up read 0.23x, 0.52x and 0.43x in three runs of this round: its baseline swings.
+
+Seventh round (2026-12-04, evening). The append and catch-up ratios here did not move
+beyond the machine's noise; the round's changes cut costs per projector step and per
+row stepped, which a catch-up of 2,000-event batches hardly pays and a server under
+load does (docs/performance.md, *HTTP API*). Where the time goes, per report:
+- Group commit on SQLite (16 threads, 20,000 reports, per-thread CPU): the writer
+  thread ~83 µs of CPU (insert and commit ~34, of which the fsync is most; the
+  commands ~29; the save's Python ~17), the 16 callers ~35-40 µs, and the process
+  spends ~46 µs a report in the kernel (thread hand-offs; the baseline spends 9.5). The
+  process's CPU per report equals its wall time: it is bound by the GIL's one core.
+  Committing each batch on a second thread while the next batch's commands ran (built,
+  A/B on both databases) gained nothing for that reason and was not kept.
+- A single write (SQLite): 507-560 µs, of which the commit ~230 µs (the fsync, as the
+  baseline's row), the command and save ~60 µs, and the hand-off to the writer thread
+  and back (about four context switches a write) the rest.
+- The recent-records memory the projector reads dropped its oldest entry by walking a
+  dict's emptied slots (`next(iter(d))` after front deletions): ~6 µs a report once
+  full (8,192 records); an OrderedDict now.
+- A projector step of 32 reports (SQLite, CPU): 3.6 ms before this round, 2.3-3.1 ms
+  after (positions and the inventory's load on the driver's connection without
+  SQLAlchemy's compilation, no empty step after a short batch); beside a thread that
+  never yields the GIL, 510-620 ms and ~160 context switches before the rows went in
+  one statement, 140-180 ms and ~55 after.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
