@@ -191,7 +191,8 @@ of `wait_for` and `shield` (17 -> 7.5 µs of the event loop, in isolation). In p
 after; a projector step of 32 reports took 3.6 ms of CPU alone before the positions and
 the load went to the driver, 2.3-3.1 ms after every change (this machine's noise is of
 that order), and beside a thread that never yields the GIL 510-620 ms before the rows
-went in one statement, 140-180 ms after. Over HTTP
+went in one statement, 140-180 ms after, 68-70 ms once its reads (positions, the
+inventory's rows) came back as one JSON value (~160, ~55, ~20 context switches). Over HTTP
 alone (5,000 vehicles), reconcile moved within this machine's noise (SQLite 1,939 /
 2,281 -> 2,314 / 2,563, then 3,105-4,110 for both on a faster minute): under a closed
 loop of {CONNECTIONS} connections the server is idle between a batch's steps, so little

@@ -33,9 +33,23 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+
+def _sqlite_json() -> bool:
+    """Whether this Python's SQLite has its JSON functions (built in since 3.38; an
+    option of the build before)."""
+    try:
+        sqlite3.connect(":memory:").execute("SELECT json_group_array(json_array(1))").close()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+# Reads return their rows as one JSON value where SQLite can: every row a SELECT steps
+# lets go of the GIL and takes it back (see `values_statements`).
+SQLITE_JSON = _sqlite_json()
 ROWS_PER_STATEMENT = 256  # rows in one SQLite statement (and within its variable limit)
 _encode_json = msgspec.json.Encoder().encode
-_decode_json = msgspec.json.Decoder().decode
+decode_json = msgspec.json.Decoder().decode
 
 
 def json_text(value: Any) -> str | None:
@@ -301,10 +315,13 @@ class Rows:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             if postgres:
-                result = driver.execute(sql, (chunk,))
+                rows = driver.execute(sql, (chunk,)).fetchall()
+            elif SQLITE_JSON:  # the rows as one JSON array: one row stepped (values_statements)
+                marks = ", ".join("?" * len(chunk))
+                rows = decode_json(driver.execute(sql.format(marks), chunk).fetchone()[0])
             else:
-                result = driver.execute(sql.format(", ".join("?" * len(chunk))), chunk)
-            for row in result.fetchall():
+                rows = driver.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+            for row in rows:
                 found[row[at]] = dict(zip(names, row, strict=True))
         if postgres:
             driver.execute("RESET enable_seqscan")
@@ -320,6 +337,8 @@ class Rows:
                 for c in self.table.c
             )
             where = "= ANY(%s)" if dialect.name == "postgresql" else "IN ({})"
+            if dialect.name != "postgresql" and SQLITE_JSON:
+                columns = f"json_group_array(json_array({columns}))"
             found = self._loads[dialect.name] = (
                 f"SELECT {columns} FROM {quote(self.table.name)} WHERE {quote(column)} {where}"
             )
@@ -330,7 +349,7 @@ class Rows:
         """A JSON column of a `load`ed row, decoded (once)."""
         value = row[column]
         if isinstance(value, str):
-            value = row[column] = _decode_json(value)
+            value = row[column] = decode_json(value)
         return value
 
     def write_changes(self, session: Session, changes: list[tuple[Any, dict[str, Any]]]) -> None:

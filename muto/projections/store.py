@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from muto.projections.locks import Lock
+from muto.projections.rows import SQLITE_JSON, decode_json
 
 if TYPE_CHECKING:
     from muto.projections.base import Projection
@@ -101,9 +102,12 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                 f"WHERE {t.name}.application_name = v.name AND {t.name}.notification_id = v.seen"
             )
         else:
+            # With SQLite's JSON functions the rows come back as one value: one row
+            # stepped, not one a projection (see rows.values_statements).
+            columns = "application_name, notification_id"
             self._positions_sql = (
-                f"SELECT application_name, notification_id FROM {t.name} "
-                "WHERE application_name IN ({})"
+                f"SELECT {f'json_group_array(json_array({columns}))' if SQLITE_JSON else columns} "
+                f"FROM {t.name} WHERE application_name IN ({{}})"
             )
             self._move_sql = (
                 f"UPDATE {t.name} SET notification_id = ? "
@@ -290,6 +294,8 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         else:
             marks = ", ".join("?" * len(wanted))
             found = driver.execute(self._positions_sql.format(marks), wanted).fetchall()
+            if SQLITE_JSON:
+                found = decode_json(found[0][0])
         known = dict(found)
         return {name: known.get(name, 0) for name in wanted}
 

@@ -39,6 +39,8 @@ from muto.domain.model.rollout import Rollout, RolloutStateError
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.domain.requests import RolloutThresholds, VehiclePatch
+from muto.projections import rows as rows_module
+from muto.projections import store as store_module
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.chain import HashChain
 from muto.projections.runner import ProjectionRunner
@@ -372,10 +374,22 @@ FIXED = [
 ]
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite without JSON functions",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "memory":
         return memory_settings(tmp_path)
+    if request.param == "sqlite without JSON functions":  # the views read row by row
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr(rows_module, "SQLITE_JSON", False)
+        monkeypatch.setattr(store_module, "SQLITE_JSON", False)
+        return sqlite_settings(tmp_path)
     if request.param == "sqlite":
         return sqlite_settings(tmp_path)
     return postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
