@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from typing import Any
 
 import msgspec
@@ -37,10 +38,11 @@ from sqlalchemy.orm import Session
 def _sqlite_json() -> bool:
     """Whether this Python's SQLite has its JSON functions (built in since 3.38; an
     option of the build before)."""
-    try:
-        sqlite3.connect(":memory:").execute("SELECT json_group_array(json_array(1))").close()
-    except sqlite3.OperationalError:
-        return False
+    with closing(sqlite3.connect(":memory:")) as probe:
+        try:
+            probe.execute("SELECT json_group_array(json_array(1))").close()
+        except sqlite3.OperationalError:
+            return False
     return True
 
 
@@ -94,9 +96,8 @@ def values_statements(
     if not rows:
         return
     width = len(rows[0])
-    per = max(
-        1, min(ROWS_PER_STATEMENT, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    )
+    variables = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, min(ROWS_PER_STATEMENT, variables // width))
     group = f"({', '.join('?' * width)})"
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
@@ -106,7 +107,7 @@ def values_statements(
         )
 
 
-def on_driver(connection: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
+def on_driver(connection: Connection, sql: str, params: Any) -> None:
     """Run `sql` on the DB-API connection under `connection`'s transaction, without
     SQLAlchemy's execution machinery (~0.1 ms a statement, several per projector step);
     its errors are raised as SQLAlchemy would have raised them (a broken constraint is
@@ -115,10 +116,7 @@ def on_driver(connection: Connection, sql: str, params: Any, *, many: bool = Fal
     dialect = connection.dialect
     cursor = driver.cursor()
     try:
-        if many:
-            cursor.executemany(sql, params)
-        else:
-            cursor.execute(sql, params)
+        cursor.execute(sql, params)
     except dialect.loaded_dbapi.Error as exc:
         if dialect.is_disconnect(exc, driver, cursor):  # as SQLAlchemy: never pooled again
             connection.invalidate(exc)
@@ -129,7 +127,7 @@ def on_driver(connection: Connection, sql: str, params: Any, *, many: bool = Fal
 
 class DriverInsert:
     """INSERT of many rows on the DB-API connection: no per-row parameter processing by
-    SQLAlchemy (most of a batch's write cost on SQLite). On SQLite one executemany; on
+    SQLAlchemy (most of a batch's write cost on SQLite). On SQLite one statement; on
     PostgreSQL one COPY (psycopg's executemany sends a statement per row, ~100 µs of
     Python each: 41 % of a catch-up there). JSON columns are encoded here with msgspec;
     rows are tuples in `columns` order."""
@@ -169,7 +167,7 @@ class DriverInsert:
             return
         connection = session.connection()
         if connection.dialect.name != "postgresql":
-            self._insert_sqlite(session, connection, rows)
+            sqlite_rows(connection, self.sql(session, values="{rows}"), rows)
             return
         copy_sql = self._sql.get("COPY")
         if copy_sql is None:
@@ -182,11 +180,6 @@ class DriverInsert:
         with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
             for row in rows:
                 copy.write_row(row)
-
-    def _insert_sqlite(
-        self, session: Session, connection: Connection, rows: list[tuple[Any, ...]]
-    ) -> None:
-        sqlite_rows(connection, self.sql(session, values="{rows}"), rows)
 
 
 class LatestRows:
