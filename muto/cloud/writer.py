@@ -341,40 +341,63 @@ class WritePath:
             return written
         loop = asyncio.get_running_loop()
         shown: asyncio.Future[None] = loop.create_future()
-        committed: list[float] = []  # when the write returned (the writer's thread)
-        behind: list[bool] = []  # the views' timeout ran out after the commit
+        deadline = _ViewsDeadline(loop, shown, timeout)
 
         def handed(future: Future[Written[T]]) -> None:
-            committed.append(time.monotonic())
+            deadline.committed = time.monotonic()
             position = None if future.exception() else future.result().position
             if position is None:  # failed, or nothing stored: nothing to wait for
                 loop.call_soon_threadsafe(_resolve, shown)
             else:
                 self.projector.resolve_at(position, loop, shown)
 
-        def expire() -> None:
-            """The timeout, on the loop: counted from the commit, re-armed until then
-            (one timer a request, not wait_for and shield's futures and callbacks)."""
-            left = timeout - (time.monotonic() - committed[0]) if committed else timeout
-            if shown.done():
-                return
-            if committed and left <= 0:
-                behind.append(True)
-                shown.set_result(None)
-            else:
-                timers.append(loop.call_later(left, expire))
-
         stored = self.writer.submit(command)
         stored.add_done_callback(handed)
-        timers = [loop.call_later(timeout, expire)]
         try:
             await shown  # cancelled with the request: the write goes on all the same
         finally:
-            timers[-1].cancel()
-        return _views_behind(stored.result()) if behind else stored.result()
+            deadline.cancel()
+        return _views_behind(stored.result()) if deadline.behind else stored.result()
 
     def _timeout(self, views_timeout: float | None) -> float:
         return self.views_timeout if views_timeout is None else views_timeout
+
+
+class _ViewsDeadline:
+    """A write's wait for its views, timed out `timeout` after its commit: one timer a
+    request, re-armed until the commit (`asyncio.wait_for` and `shield` made futures
+    and callbacks each time: 17 against 7.5 µs of the event loop, in isolation). No
+    closure refers to itself here: a reference cycle per request is garbage only the
+    collector frees, and its collections were 200 ms pauses in the server."""
+
+    __slots__ = ("_timer", "behind", "committed", "loop", "shown", "timeout")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, shown: asyncio.Future[None], timeout: float
+    ) -> None:
+        self.loop, self.shown, self.timeout = loop, shown, timeout
+        self.committed: float | None = None  # set by the writer's thread
+        self.behind = False  # the timeout ran out after the commit
+        self._timer = loop.call_later(timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self.shown.done():
+            return
+        committed = self.committed
+        if committed is None:
+            self._timer = self.loop.call_later(self.timeout, self._expire)
+            return
+        left = self.timeout - (time.monotonic() - committed)
+        if left > 0:
+            self._timer = self.loop.call_later(left, self._expire)
+            return
+        self.behind = True
+        self.shown.set_result(None)
+
+    def cancel(self) -> None:
+        """Also drops the timer's hold on this object (a cancelled handle lets go of
+        its callback), whether it ran or not."""
+        self._timer.cancel()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
