@@ -78,7 +78,7 @@ def execute_rows(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) 
 
 def sqlite_rows(connection: Connection, template: str, rows: Sequence[Sequence[Any]]) -> None:
     """`template` over `rows` on SQLite (`values_statements`), on the driver."""
-    driver: Any = connection.connection.driver_connection
+    driver = driver_of(connection)
     for sql, params in values_statements(driver, template, rows):
         on_driver(connection, sql, params)
 
@@ -107,12 +107,17 @@ def values_statements(
         )
 
 
+def driver_of(connection: Connection) -> Any:
+    """The DB-API connection under `connection` (in its transaction)."""
+    return connection.connection.driver_connection
+
+
 def on_driver(connection: Connection, sql: str, params: Any) -> None:
     """Run `sql` on the DB-API connection under `connection`'s transaction, without
     SQLAlchemy's execution machinery (~0.1 ms a statement, several per projector step);
     its errors are raised as SQLAlchemy would have raised them (a broken constraint is
     sqlalchemy.exc.IntegrityError, which the projector knows)."""
-    driver: Any = connection.connection.driver_connection
+    driver = driver_of(connection)
     dialect = connection.dialect
     cursor = driver.cursor()
     try:
@@ -176,7 +181,7 @@ class DriverInsert:
                 f"COPY {quote(self.table.name)} "
                 f"({', '.join(quote(c) for c in self.columns)}) FROM STDIN"
             )
-        driver: Any = connection.connection.driver_connection
+        driver = driver_of(connection)
         with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -293,7 +298,7 @@ class Rows:
         if not keys:
             return found
         connection = session.connection()
-        driver: Any = connection.connection.driver_connection
+        driver = driver_of(connection)
         postgres = connection.dialect.name == "postgresql"
         sql = self._load_sql(connection.dialect)
         if postgres:

@@ -141,11 +141,10 @@ class ProjectionRunner:
             last = notifications[-1].id
             events = [self.log.decode(n) for n in notifications]  # decoded once for all
             kinds = [event_type(e) for e in events]
-            for name, projection in self.projections.items():
-                if last > positions[name]:
-                    batch = _Batch(notifications, events, kinds)
-                    _apply(projection, session, batch, positions[name], self._reads[name])
+            batch = _Batch(notifications, events, kinds)
             behind = {name: at for name, at in positions.items() if last > at}
+            for name, at in behind.items():
+                _apply(self.projections[name], session, batch, at, self._reads[name])
             for name in behind:
                 self.projections[name].flush(session)
             self.store.advance(session, behind, last)

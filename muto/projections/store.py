@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from muto.projections.locks import Lock
-from muto.projections.rows import SQLITE_JSON, decode_json
+from muto.projections.rows import SQLITE_JSON, decode_json, driver_of
 
 if TYPE_CHECKING:
     from muto.projections.base import Projection
@@ -288,7 +288,7 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         wanted = list(names)
         if not wanted:
             return {}
-        driver = _driver(session)
+        driver = driver_of(session.connection())
         if self.is_postgres:
             found = driver.execute(self._positions_sql, (wanted,)).fetchall()
         else:
@@ -313,7 +313,7 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         moving = {name: at for name, at in seen.items() if at}
         if not moving:
             return
-        driver = _driver(session)
+        driver = driver_of(session.connection())
         if self.is_postgres:
             params = (position, list(moving), list(moving.values()))
             moved = driver.execute(self._move_sql, params).rowcount
@@ -345,11 +345,6 @@ def _derived_durability(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def _driver(session: Session) -> Any:
-    """The DB-API connection under `session`'s transaction."""
-    return session.connection().connection.driver_connection
 
 
 def rows(result: Any) -> list[dict[str, Any]]:
