@@ -179,11 +179,17 @@ class Written(Generic[T]):
 
 class Writer:
     def __init__(
-        self, log: EventLog, max_batch: int = MAX_BATCH, on_saved: Callable[[], None] | None = None
+        self,
+        log: EventLog,
+        max_batch: int = MAX_BATCH,
+        on_saved: Callable[[int | None], None] | None = None,
     ) -> None:
         self.log = log
         self.max_batch = max_batch
-        self.on_saved = on_saved  # e.g. wake the projector
+        # Called after each batch with the last position this writer has stored (None:
+        # nothing yet): e.g. wake the projector.
+        self.on_saved = on_saved
+        self.position: int | None = None
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         # Called on the writer thread with (commands, seconds) after each batch (metrics).
         self.batch_observers: list[Callable[[int, float], None]] = []
@@ -228,7 +234,7 @@ class Writer:
                 for observe in self.batch_observers:
                     observe(len(batch), time.perf_counter() - started)
                 if self.on_saved is not None:
-                    self.on_saved()
+                    self.on_saved(self.position)
                 last = len(batch)
             if stopping:
                 return
@@ -277,7 +283,7 @@ class Writer:
         except Exception:
             uow.forget()
             return False  # re-run each alone: errors and conflicts stay with their command
-        position = max((r.notification.id for r in recordings), default=None)
+        position = self._stored(recordings)
         for (_, future), value in zip(batch, values, strict=True):
             future.set_result(Written(value, position))
         return True
@@ -299,9 +305,15 @@ class Writer:
             except BaseException:
                 uow.forget()
                 raise
-            position = max((r.notification.id for r in recordings), default=None)
-            return Written(value, position)
+            return Written(value, self._stored(recordings))
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent-write conflicts")
+
+    def _stored(self, recordings: Sequence[Recording[UUID]]) -> int | None:
+        """The last position of a save (None: it stored nothing), kept as the writer's."""
+        position = max((r.notification.id for r in recordings), default=None)
+        if position is not None and (self.position is None or position > self.position):
+            self.position = position
+        return position
 
 
 class WritePath:

@@ -53,8 +53,17 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.processed = 0
+        self.turns = 0  # turns of the background thread taken (for tests: a counted pass)
         self._reached = 0  # every projection has processed at least this position
         self._wake = threading.Event()  # work may be waiting: run a step now
+        # The highest position a wake asked for (a write of this process, a waiter): a
+        # wake for a position already reached takes no step. Each such step found
+        # nothing, but still read the log to be sure (a tenth of the steps under
+        # report load, a query each); records of other processes are found by the
+        # periodic look (`start`) or by the next run of records with a hole.
+        self._wanted = 0
+        self._look = False  # a wake without a position: step whatever was reached
+        self._wants = threading.Lock()  # both are set from any thread
         self._progress = threading.Condition()  # notified whenever _reached moves
         # Request handlers waiting for a position: resolved from the projector thread.
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -101,7 +110,7 @@ class ProjectionRunner:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"projections at {self._reached}, waited for {position}")
             if background:
-                self._wake.set()
+                self._want(position)
                 with self._progress:
                     self._progress.wait_for(lambda: self._reached >= position, timeout=0.05)
             else:
@@ -194,7 +203,7 @@ class ProjectionRunner:
             if waiting:
                 self._waiters.append((position, loop, future))
         if waiting:
-            self._wake.set()
+            self._want(position)
         else:
             loop.call_soon_threadsafe(_resolve_all, [future])
 
@@ -212,7 +221,7 @@ class ProjectionRunner:
             if self._reached >= position:
                 return
             self._waiters.append((position, loop, future))
-        self._wake.set()
+        self._want(position)
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -248,17 +257,34 @@ class ProjectionRunner:
                 woken = self._wake.wait(interval)
                 if woken:  # cleared only when seen: a wake that lands just after a wait
                     self._wake.clear()  # timed out stays set for the next turn
+                with self._wants:
+                    look, self._look, wanted = self._look, False, self._wanted
                 try:
-                    if woken or (follow is not None and follow()):
+                    if woken:
+                        due = look or wanted > self._reached
+                    else:
+                        due = follow is not None and follow()
+                    if due:
                         self.catch_up()
                 except Exception:  # logged, retried next tick
                     logger.exception("catch-up failed")
+                self.turns += 1
 
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
 
-    def wake(self) -> None:
-        """New events were saved (the writer calls this): project them now."""
+    def wake(self, position: int | None = None) -> None:
+        """New events were saved, up to `position` (the writer calls this after each
+        commit): project them now. Without a position, look at the log whatever the
+        views have reached."""
+        self._want(position)
+
+    def _want(self, position: int | None) -> None:
+        with self._wants:
+            if position is None:
+                self._look = True
+            elif position > self._wanted:
+                self._wanted = position
         self._wake.set()
 
     def stop(self) -> None:

@@ -59,6 +59,7 @@ from tests.support.spine import (
     table_rows,
     view_rows,
 )
+from tests.support.waits import eventually
 
 AT = "2026-01-01T00:00:00+00:00"
 ANY = signed_release("core", "1.0.0")
@@ -483,6 +484,49 @@ def test_a_catch_up_ends_at_a_short_batch_without_an_empty_step(
         assert cp.projector.position() == cp.log.position() == 9
         assert_rebuilds_equal(cp)
     finally:
+        cp.close()
+
+
+def test_a_wake_for_a_position_already_shown_takes_no_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer wakes the projector with the position it stored up to. A step often
+    shows several batches, so the wakes of the later ones find their records shown: they
+    take no step (each read the log to find nothing, a tenth of the steps under load).
+    A wake without a position still looks, and a write is still shown."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    cp.projector.start(follow=None)  # steps only when woken, as an API process
+    try:
+        cp.writes.execute(register_vehicle(registration("v1"), cause()))
+        shown = cp.projector.position()
+        transactions: list[int] = []
+        writing = cp.views.store.writing
+
+        def counted() -> Any:
+            transactions.append(1)
+            return writing()
+
+        monkeypatch.setattr(cp.views.store, "writing", counted)
+
+        def woken(position: int | None = None) -> None:
+            """Wake it, and wait for a whole turn begun after the wake (the one under
+            way may have begun before it)."""
+            turns = cp.projector.turns
+            cp.projector.wake(position)
+            eventually(lambda: cp.projector.turns >= turns + 2, "two turns of the projector")
+
+        for _ in range(3):
+            woken(shown)
+        assert transactions == []
+        woken()
+        assert len(transactions) == 1
+        written = cp.writes.execute(record_reconcile(reconcile_report("v1", "r1"), "v"))
+        assert written.views_current and cp.projector.position() == written.position
+        woken(written.position)
+        assert len(transactions) == 2  # the write's wakes: one step
+        assert_rebuilds_equal(cp)
+    finally:
+        cp.projector.stop()
         cp.close()
 
 
