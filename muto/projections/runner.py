@@ -62,8 +62,7 @@ class ProjectionRunner:
         # report load, a query each); records of other processes are found by the
         # periodic look (`start`) or by the next run of records with a hole.
         self._wanted = 0
-        self._look = False  # a wake without a position: step whatever was reached
-        self._wants = threading.Lock()  # both are set from any thread
+        self._wants = threading.Lock()  # wakes come from any thread
         self._progress = threading.Condition()  # notified whenever _reached moves
         # Request handlers waiting for a position: resolved from the projector thread.
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -258,12 +257,11 @@ class ProjectionRunner:
                 if woken:  # cleared only when seen: a wake that lands just after a wait
                     self._wake.clear()  # timed out stays set for the next turn
                 with self._wants:
-                    look, self._look, wanted = self._look, False, self._wanted
+                    wanted = self._wanted
                 try:
-                    if woken:
-                        due = look or wanted > self._reached
-                    else:
-                        due = follow is not None and follow()
+                    # Woken: only for a position not shown yet. Timed out: the process
+                    # that follows the log looks for other processes' records.
+                    due = wanted > self._reached if woken else follow is not None and follow()
                     if due:
                         self.catch_up()
                 except Exception:  # logged, retried next tick
@@ -273,17 +271,14 @@ class ProjectionRunner:
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
 
-    def wake(self, position: int | None = None) -> None:
+    def wake(self, position: int | None) -> None:
         """New events were saved, up to `position` (the writer calls this after each
-        commit): project them now. Without a position, look at the log whatever the
-        views have reached."""
+        commit; None: it has stored nothing yet): project them now."""
         self._want(position)
 
     def _want(self, position: int | None) -> None:
         with self._wants:
-            if position is None:
-                self._look = True
-            elif position > self._wanted:
+            if position is not None and position > self._wanted:
                 self._wanted = position
         self._wake.set()
 
