@@ -197,6 +197,26 @@ alone (5,000 vehicles), reconcile moved within this machine's noise (SQLite 1,93
 2,281 -> 2,314 / 2,563, then 3,105-4,110 for both on a faster minute): under a closed
 loop of {CONNECTIONS} connections the server is idle between a batch's steps, so little
 waits for the GIL there.
+
+This table (2026-12-04, night) is the first with the projector's wakes positioned: the
+writer wakes the projector with the position it stored up to, and a wake for a position
+the views already show takes no step (docs/event-store.md). Under report load a step
+often shows several batches, and the wakes of the later ones each took a step that read
+the log to find nothing: in process, 389-1,107 of ~2,000 steps in 16 s of reports
+before, 11-12 after (on both databases). A py-spy profile (`--gil`) of the PostgreSQL
+reconcile run at 100,000 vehicles before the change had those empty reads at 12.5 % of
+the time the server held the GIL. A/B over HTTP at 20,000 vehicles, the two servers in
+turn, two rounds each twice: PostgreSQL reconcile 1,544-2,136 req/s (server CPU 570-648
+µs a report) before, 2,226-3,581 (323-438 µs) after; SQLite within noise, 2,997-4,287
+(305-405 µs) before, 3,274-3,964 (333-359 µs) after (one pair: the other overlapped
+another job and was dropped; an empty read costs little there).
+
+Two full runs of this code at 100,000 vehicles. The first (20:15-20:40) ran its SQLite
+rows on a slow stretch (the trivial endpoint at 10,931-14,648 req/s, against
+17,984-19,699 in this table's): SQLite reconcile 2,000 req/s, fleet mix 0.58x;
+PostgreSQL reconcile 2,818 req/s (p99 18.6 ms), fleet mix 0.63x, reconcile beside the
+mix 2,083 req/s. A check between the two (SQLite alone, three rounds each): reconcile
+3,733-5,315 req/s, fleet mix 0.72x-0.77x. This table is the second run (20:41-21:02).
 """
 
 
