@@ -217,6 +217,14 @@ rows on a slow stretch (the trivial endpoint at 10,931-14,648 req/s, against
 PostgreSQL reconcile 2,818 req/s (p99 18.6 ms), fleet mix 0.63x, reconcile beside the
 mix 2,083 req/s. A check between the two (SQLite alone, three rounds each): reconcile
 3,733-5,315 req/s, fleet mix 0.72x-0.77x. This table is the second run (20:41-21:02).
+
+Where a PostgreSQL reconcile report's time goes now (py-spy `--gil`, 20,000 vehicles,
+2,791-3,767 req/s, server CPU 286-343 µs a report): the event loop holds the GIL 75 %
+of the time (the fast lane's reconcile 41 %: reading and decoding the body 13 %, the
+write's submission and its wait for the views 9 %, the token 6 %; uvicorn's parsing
+and answering most of the rest), the writer's thread 19 % (its save 9 %, of which
+psycopg adapting the append call's arrays 6 %), the projector's 4 % (29.5 % before,
+with its empty reads). The event loop is the next bottleneck.
 """
 
 
