@@ -455,6 +455,19 @@ def test_the_chain_reads_its_head_only_when_it_did_not_write_it(
         cp.close()
 
 
+def counted_transactions(cp: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one for every views transaction opened from now on."""
+    transactions: list[int] = []
+    writing = cp.views.store.writing
+
+    def counted() -> Any:
+        transactions.append(1)
+        return writing()
+
+    monkeypatch.setattr(cp.views.store, "writing", counted)
+    return transactions
+
+
 def test_a_catch_up_ends_at_a_short_batch_without_an_empty_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,14 +479,7 @@ def test_a_catch_up_ends_at_a_short_batch_without_an_empty_step(
         cp.writer.execute(register_vehicle(registration("v1"), cause()))
         for n in range(7):
             cp.writer.execute(record_reconcile(reconcile_report("v1", f"r{n}", minute=n), "v"))
-        transactions: list[int] = []
-        writing = cp.views.store.writing
-
-        def counted() -> Any:
-            transactions.append(1)
-            return writing()
-
-        monkeypatch.setattr(cp.views.store, "writing", counted)
+        transactions = counted_transactions(cp, monkeypatch)
         assert cp.projector.catch_up(limit=3) == 8  # 3 + 3 + 2: the short one is the last
         assert len(transactions) == 3
         assert cp.projector.catch_up(limit=4) == 0  # nothing new: one look
@@ -499,14 +505,7 @@ def test_a_wake_for_a_position_already_shown_takes_no_step(
     try:
         cp.writes.execute(register_vehicle(registration("v1"), cause()))
         shown = cp.projector.position()
-        transactions: list[int] = []
-        writing = cp.views.store.writing
-
-        def counted() -> Any:
-            transactions.append(1)
-            return writing()
-
-        monkeypatch.setattr(cp.views.store, "writing", counted)
+        transactions = counted_transactions(cp, monkeypatch)
 
         def woken(position: int | None) -> None:
             """Wake it, and wait for a whole turn begun after the wake (the one under
