@@ -200,31 +200,25 @@ waits for the GIL there.
 
 This table (2026-12-04, night) is the first with the projector's wakes positioned: the
 writer wakes the projector with the position it stored up to, and a wake for a position
-the views already show takes no step (docs/event-store.md). Under report load a step
-often shows several batches, and the wakes of the later ones each took a step that read
-the log to find nothing: in process, 389-1,107 of ~2,000 steps in 16 s of reports
-before, 11-12 after (on both databases). A py-spy profile (`--gil`) of the PostgreSQL
-reconcile run at 100,000 vehicles before the change had those empty reads at 12.5 % of
-the time the server held the GIL. A/B over HTTP at 20,000 vehicles, the two servers in
-turn, two rounds each twice: PostgreSQL reconcile 1,544-2,136 req/s (server CPU 570-648
-µs a report) before, 2,226-3,581 (323-438 µs) after; SQLite within noise, 2,997-4,287
-(305-405 µs) before, 3,274-3,964 (333-359 µs) after (one pair: the other overlapped
-another job and was dropped; an empty read costs little there).
+the views already show takes no step (docs/event-store.md). A batch that stores nothing
+(re-delivered reports, which a fleet sends after lost answers) used to wake a step that
+read the log to find nothing. That was most of what this round first measured as a
+gain (PostgreSQL reconcile over HTTP 1,544-2,136 -> 2,226-3,581 req/s at 20,000
+vehicles), because the load script was itself re-sending reports (below). With new
+reports only (in process, 32 writers, PostgreSQL): 16 empty reads in 12 s before, 10
+after; 2,944 / 3,391 reports/s before, 2,974 / 3,555 after, within noise.
 
-Two full runs of this code at 100,000 vehicles. The first (20:15-20:40) ran its SQLite
-rows on a slow stretch (the trivial endpoint at 10,931-14,648 req/s, against
-17,984-19,699 in this table's): SQLite reconcile 2,000 req/s, fleet mix 0.58x;
-PostgreSQL reconcile 2,818 req/s (p99 18.6 ms), fleet mix 0.63x, reconcile beside the
-mix 2,083 req/s. A check between the two (SQLite alone, three rounds each): reconcile
-3,733-5,315 req/s, fleet mix 0.72x-0.77x. This table is the second run (20:41-21:02).
-
-Where a PostgreSQL reconcile report's time goes now (py-spy `--gil`, 20,000 vehicles,
-2,791-3,767 req/s, server CPU 286-343 µs a report): the event loop holds the GIL 75 %
-of the time (the fast lane's reconcile 41 %: reading and decoding the body 13 %, the
-write's submission and its wait for the views 9 %, the token 6 %; uvicorn's parsing
-and answering most of the rest), the writer's thread 19 % (its save 9 %, of which
-psycopg adapting the append call's arrays 6 %), the projector's 4 % (29.5 % before,
-with its empty reads). The event loop is the next bottleneck.
+**A correction to every reconcile row before this table.** The load script drew each
+run's report ids with LuaJIT's `math.random`, which starts from the same seed in every
+process: each `wrk` run sent the same ids, so the measured run repeated its warm-up's
+reconcile reports (3 s of them), and the run beside the mix repeated the measured run's.
+Those re-deliveries store nothing (the vehicle knows their ids) and cost the server a
+fraction of a new report; the reconcile rates of the tables before this one, and of two
+earlier full runs of this round's code (SQLite 2,000 and 3,768 req/s, PostgreSQL 2,818
+and 2,236), were measured partly on them. Found when consecutive rounds on one server
+sped up (SQLite 3,733 -> 4,753 -> 5,315 req/s) and a profile of the third showed no
+projector work. Now each run's ids are its own (`load.wrk`), and a reconcile run fails
+if any answer says `duplicate`. This table is the first with new reports only.
 """
 
 

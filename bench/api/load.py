@@ -39,7 +39,7 @@ end
 """
 
 LUA_REQUESTS = """
-local i, n, id = 0, 0, tostring(math.random(1, 1e9))
+local i, n = 0, 0
 
 local function poll(p, etag)
   local headers = {["Authorization"] = "Bearer " .. p[2]}
@@ -48,7 +48,7 @@ local function poll(p, etag)
 end
 
 local function report(p, path, fields)
-  local body = '{"reportId":"' .. id .. '-' .. n .. '","vehicleId":"' .. p[1] .. '",' ..
+  local body = '{"reportId":"' .. run .. '-' .. n .. '","vehicleId":"' .. p[1] .. '",' ..
     fields .. ',"observedAt":"' .. now .. '"}'
   return wrk.format("POST", path, {["Authorization"] = "Bearer " .. p[2],
     ["Content-Type"] = "application/json"}, body)
@@ -73,6 +73,16 @@ request = function()
   end
   return report(p, "/reports/health",
     '"schema":"muto.health-report.v1","status":"healthy","metrics":{"cpuPct":12.5}')
+end
+
+if kind == "reconcile" then  -- each report new: a re-delivery stores nothing
+  local said = false
+  response = function(status, headers, body)
+    if not said and body:find('"duplicate":true', 1, true) then
+      io.write("DUPLICATE\\n")
+      said = true
+    end
+  end
 end
 
 if kind == "pass" then  -- one pass over the fleet, then stop (wrk's -d would wait on)
@@ -117,8 +127,13 @@ def lua_fleet(fleet: Fleet) -> str:
 
 
 def wrk(url: str, script: str, seconds: int, workdir: Path) -> Run:
-    path = workdir / f"load-{uuid.uuid4().hex[:6]}.lua"
-    path.write_text(script + LUA_DONE)
+    """One `wrk` run of `script`. Each run's report ids are its own (`run`): LuaJIT's
+    `math.random` starts from the same seed in every process, so ids drawn with it
+    repeated from one run to the next, and a run after the warm-up sent the warm-up's
+    reconcile reports again: re-deliveries, which store nothing."""
+    run = uuid.uuid4().hex[:12]
+    path = workdir / f"load-{run}.lua"
+    path.write_text(f'run = "{run}"\n' + script + LUA_DONE)
     found = subprocess.run(
         [
             "wrk",
@@ -138,6 +153,8 @@ def wrk(url: str, script: str, seconds: int, workdir: Path) -> Run:
     )
     if ".lua:" in found.stderr:  # a script that fails to load: wrk sends `GET /` instead
         raise RuntimeError(f"wrk script: {found.stderr.strip()}")
+    if "DUPLICATE" in found.stdout.splitlines():
+        raise RuntimeError("a reconcile report was answered as a duplicate: not new reports")
     line = next(x for x in found.stdout.splitlines() if x.startswith("WRK "))
     data = json.loads(line[4:])
     return Run(

@@ -57,10 +57,10 @@ class ProjectionRunner:
         self._reached = 0  # every projection has processed at least this position
         self._wake = threading.Event()  # work may be waiting: run a step now
         # The highest position a wake asked for (a write of this process, a waiter): a
-        # wake for a position already reached takes no step. Each such step found
-        # nothing, but still read the log to be sure (a tenth of the steps under
-        # report load, a query each); records of other processes are found by the
-        # periodic look (`start`) or by the next run of records with a hole.
+        # wake for a position already reached takes no step: a step found nothing
+        # there, but still read the log to be sure (every batch of re-delivered
+        # reports, which stores nothing, woke one); records of other processes are
+        # found by the periodic look (`start`) or by the next run with a hole.
         self._wanted = 0
         self._wants = threading.Lock()  # wakes come from any thread
         self._progress = threading.Condition()  # notified whenever _reached moves

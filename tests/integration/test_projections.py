@@ -498,8 +498,8 @@ def test_a_wake_for_a_position_already_shown_takes_no_step(
 ) -> None:
     """The writer wakes the projector with the position it stored up to. A step often
     shows several batches, so the wakes of the later ones find their records shown: they
-    take no step (each read the log to find nothing, a tenth of the steps under load).
-    A write is still shown at once."""
+    take no step (each read the log to find nothing), as do the wakes of batches that
+    store nothing (re-delivered reports). A write is still shown at once."""
     cp = ControlPlane.open(sqlite_settings(tmp_path))
     cp.projector.start(follow=None)  # steps only when woken, as an API process
     try:
