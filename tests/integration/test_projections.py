@@ -521,6 +521,22 @@ def test_a_wake_for_a_position_already_shown_takes_no_step(
         assert written.views_current and cp.projector.position() == written.position
         woken(written.position)
         assert len(transactions) == 1  # the write's wakes: one step
+        # A re-delivered report stores nothing; the writer's wake after it names the
+        # position shown already, and takes no step.
+        saved: list[int | None] = []
+        wake = cp.writer.on_saved
+        assert wake is not None
+
+        def seen(position: int | None) -> None:
+            wake(position)
+            saved.append(position)
+
+        cp.writer.on_saved = seen
+        again = cp.writer.execute(record_reconcile(reconcile_report("v1", "r1"), "v"))
+        assert again.value is False and again.position is None
+        eventually(lambda: saved == [written.position], "the writer's wake after the batch")
+        woken(written.position)
+        assert len(transactions) == 1
         assert_rebuilds_equal(cp)
     finally:
         cp.projector.stop()
