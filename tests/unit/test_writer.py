@@ -1,5 +1,6 @@
 """The Writer: group commit of concurrent commands, each failure kept with its command,
-and a close() that finishes what was queued.
+a lone command run on its waiting caller's thread, and a close() that finishes what was
+queued.
 
 The writer thread is held by a gate command while the test queues work behind it, so
 batching is decided by what is queued, never by timing.
@@ -20,6 +21,7 @@ from muto.cloud.eventlog import EventLog
 from muto.cloud.writer import UnitOfWork, Writer, Written
 from muto.domain.model.vehicle import Vehicle
 from tests.support.spine import cause, memory_settings, registration
+from tests.support.waits import eventually
 
 WAIT = 30.0  # seconds before a stuck test fails instead of hanging
 
@@ -142,3 +144,62 @@ def test_nothing_runs_before_start_and_close_still_finishes_the_queue(log: Event
     writer.close()
     assert future.result(WAIT).value == (True, 1)
     assert log.position() == 1
+
+
+def test_an_idle_writers_caller_runs_its_command_on_its_own_thread(log: EventLog) -> None:
+    saved: list[int | None] = []
+    writer = Writer(log, on_saved=saved.append)
+    batches: list[int] = []
+    writer.batch_observers.append(lambda commands, _seconds: batches.append(commands))
+    writer.start()
+    try:
+        ran_on: list[str] = []
+        register = register_vehicle(registration("v1"), cause())
+
+        def command(uow: UnitOfWork) -> tuple[bool, int]:
+            ran_on.append(threading.current_thread().name)
+            return register(uow)
+
+        written = writer.execute(command)
+        assert ran_on == [threading.current_thread().name]  # no hand-off
+        assert written.value == (True, 1) and written.position == 1
+        assert batches == [1] and saved == [1]  # observed and announced as any batch
+        assert (writer.batches, writer.commands) == (1, 1)
+        with pytest.raises(NotFound):  # a refusal reaches its caller the same way
+            writer.execute(record_presence("ghost", "online", None, "test"))
+        assert writer.execute(record_presence("v1", "online", None, "test")).value is True
+        assert vehicle(log, "v1").presence == "online"
+    finally:
+        writer.close()
+
+
+def test_a_caller_waits_behind_what_is_outstanding_and_callers_still_share_a_batch(
+    log: EventLog, writer: Writer
+) -> None:
+    """While anything is queued or running, `execute` queues: its command runs after
+    everything submitted before it, on the writer thread, batched with its neighbours."""
+    gate = Gate()
+    held = gate.hold(writer)
+    ran: list[tuple[str, str]] = []
+
+    def command(vehicle_id: str) -> None:
+        register = register_vehicle(registration(vehicle_id), cause())
+
+        def run(uow: UnitOfWork) -> tuple[bool, int]:
+            ran.append((vehicle_id, threading.current_thread().name))
+            return register(uow)
+
+        writer.execute(run)
+
+    callers = [threading.Thread(target=command, args=(f"v{i}",)) for i in range(8)]
+    for caller in callers:
+        caller.start()
+    eventually(lambda: writer._queue.qsize() == 8, "every caller queued behind the gate")
+    assert ran == []  # nothing overtook the command still running
+    gate.opened.set()
+    for caller in callers:
+        caller.join(WAIT)
+    held.result(WAIT)
+    assert {thread for _, thread in ran} == {"muto-writer"}
+    assert writer.batches == 2  # the gate, then the eight together
+    assert log.position() == 8
