@@ -182,6 +182,8 @@ class EventLog(Application[Any]):
         }
 
     def close(self) -> None:
+        if isinstance(self.recorder, EventRecorder):
+            self.recorder.release()
         super().close()
         # The library leaves its SQLAlchemy engine's pooled connections to the garbage
         # collector (a ResourceWarning each): give them back now.
