@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from bench.api.fleet import Fleet
 
@@ -134,28 +136,11 @@ def wrk(url: str, script: str, seconds: int, workdir: Path) -> Run:
     run = uuid.uuid4().hex[:12]
     path = workdir / f"load-{run}.lua"
     path.write_text(f'run = "{run}"\n' + script + LUA_DONE)
-    found = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{CONNECTIONS}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(path),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    )
-    if ".lua:" in found.stderr:  # a script that fails to load: wrk sends `GET /` instead
-        raise RuntimeError(f"wrk script: {found.stderr.strip()}")
-    if "DUPLICATE" in found.stdout.splitlines():
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
+    stdout = _wrk([*command, "-s", str(path), url], seconds + 60)
+    if "DUPLICATE" in stdout.splitlines():
         raise RuntimeError("a reconcile report was answered as a duplicate: not new reports")
-    line = next(x for x in found.stdout.splitlines() if x.startswith("WRK "))
+    line = next(x for x in stdout.splitlines() if x.startswith("WRK "))
     data = json.loads(line[4:])
     return Run(
         rate=data["requests"] / data["seconds"],
@@ -164,6 +149,46 @@ def wrk(url: str, script: str, seconds: int, workdir: Path) -> Run:
         errors=data["errors"],
         requests=data["requests"],
     )
+
+
+def _wrk(command: list[str], timeout: float) -> str:
+    """Run wrk; its stdout. A script that fails to load stops it at once: wrk says so on
+    stderr and would go on sending `GET /` (for an hour, for the fleet's pass)."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[str] = []
+
+        def watch(stderr: IO[str]) -> None:
+            for line in stderr:
+                errors.append(line)
+                if ".lua:" in line:
+                    proc.kill()
+
+        watcher = threading.Thread(target=watch, args=(proc.stderr,), daemon=True)
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, stop)
+        watcher.start()
+        timer.start()
+        try:
+            stdout = proc.stdout.read()  # until wrk exits (or is stopped)
+            proc.wait()
+        finally:
+            timer.cancel()
+        watcher.join()
+    if any(".lua:" in line for line in errors):
+        raise RuntimeError(f"wrk script: {''.join(errors).strip()}")
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(command, timeout, stdout)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, command, stdout, "".join(errors))
+    return stdout
 
 
 def scenario(kind: str, fleet: Fleet) -> str:
