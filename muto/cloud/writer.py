@@ -16,12 +16,15 @@ Invariants:
   refused (raised) on an aggregate another process has moved since is run again on
   fresh loads (`UnitOfWork.read_stale`).
 - Nothing runs until `start()`; `close()` finishes every queued command either way.
-- A caller that waits (`execute`) while the writer has nothing queued or running runs
-  its command on its own thread, under the same batch lock: a lone write then costs no
-  hand-off to the writer thread and back (about four context switches, as much as the
-  command and its save). Commands submitted meanwhile queue for the writer thread, which
-  batches them after it; a caller's earlier submissions are finished before (nothing is
-  outstanding), so its own commands keep their order.
+- A caller that waits (`execute`) while the writer has nothing queued or running, and
+  its last batch was a single command, runs its command on its own thread, under the
+  same batch lock: a lone write then costs no hand-off to the writer thread and back
+  (about four context switches, as much as the command and its save). Commands
+  submitted meanwhile queue for the writer thread, which batches them after it; a
+  caller's earlier submissions are finished before (nothing is outstanding), so its
+  own commands keep their order. After a batch of several, callers queue: concurrent
+  callers come back together, and one of them running alone split their batches in
+  two (16 callers: mean batch 14.6 -> 8.0 commands, a commit more each round).
 
 `WritePath` is the one rule every caller that writes follows: store through the writer,
 then wait until the views show the write (read-your-writes). A write is never reported
@@ -204,6 +207,7 @@ class Writer:
         # by `_outstanding_lock`. None once closing: every command then queues.
         self._outstanding: int | None = 0
         self._outstanding_lock = threading.Lock()
+        self._last = 1  # commands in the last batch
         self.batches = 0
         self.commands = 0
 
@@ -220,7 +224,8 @@ class Writer:
         return future
 
     def execute(self, command: Command[T]) -> Written[T]:
-        """Store `command` and wait for it: on this thread when the writer is idle."""
+        """Store `command` and wait for it: on this thread when the writer is idle and
+        nothing suggests other callers (its last batch was one command)."""
         if self._thread.is_alive() and self._claim():
             future: Future[Written[T]] = Future()
             try:
@@ -247,7 +252,10 @@ class Writer:
     # -- writer thread ----------------------------------------------------------------
 
     def _claim(self) -> bool:
-        """Whether nothing is outstanding; if so, one command is, until `_finished`."""
+        """Whether a caller may run its command itself (nothing outstanding, the last
+        batch alone); if so, one command is outstanding until `_finished`."""
+        if self._last > 1:
+            return False
         with self._outstanding_lock:
             if self._outstanding != 0:
                 return False
@@ -260,15 +268,13 @@ class Writer:
                 self._outstanding -= commands
 
     def _loop(self) -> None:
-        last = 1  # commands in the previous batch
         while True:
-            batch, stopping = self._take(last)
+            batch, stopping = self._take(self._last)
             if batch:
                 try:
                     self._run(batch)
                 finally:
                     self._finished(len(batch))
-                last = len(batch)
             if stopping:
                 return
 
@@ -276,6 +282,7 @@ class Writer:
         """One batch, on whichever thread runs it (the writer's, or an idle caller's)."""
         started = time.perf_counter()
         with self.log.writer_repository.batch_lock:
+            self._last = len(batch)
             self._write(batch)
         for observe in self.batch_observers:
             observe(len(batch), time.perf_counter() - started)

@@ -203,3 +203,28 @@ def test_a_caller_waits_behind_what_is_outstanding_and_callers_still_share_a_bat
     assert {thread for _, thread in ran} == {"muto-writer"}
     assert writer.batches == 2  # the gate, then the eight together
     assert log.position() == 8
+
+
+def test_after_a_batch_of_several_a_caller_queues_until_a_batch_is_alone(
+    log: EventLog, writer: Writer
+) -> None:
+    """Concurrent callers come back together: one of them running its command alone on
+    its own thread would split their next batch in two. So after a batch of several the
+    next command goes to the writer thread; after a batch of one, callers run their own."""
+    gate = Gate()
+    held = gate.hold(writer)
+    queued = [writer.submit(register_vehicle(registration(f"v{i}"), cause())) for i in range(3)]
+    gate.opened.set()
+    held.result(WAIT)
+    for future in queued:
+        future.result(WAIT)
+    assert writer.batches == 2  # the gate, then the three together
+
+    ran_on: list[str] = []
+
+    def where(uow: UnitOfWork) -> None:
+        ran_on.append(threading.current_thread().name)
+
+    writer.execute(where)
+    writer.execute(where)
+    assert ran_on == ["muto-writer", threading.current_thread().name]
