@@ -183,6 +183,27 @@ load does (docs/performance.md, *HTTP API*). Where the time goes, per report:
   never yields the GIL, 510-620 ms and ~160 context switches before the rows went in
   one statement, 140-180 ms and ~55 after, 68-70 ms and ~20 once the step's reads
   (positions, the inventory's rows) came back as one JSON value (one row stepped).
+
+Eighth round (2026-12-04, night; an Intel Xeon machine, the rounds before ran on AMD
+EPYC). Two changes for the single writer, A/B against the code before them on this
+machine (two runs each; the table is the last run after):
+- A caller that waits (`Writer.execute`) runs its command on its own thread when the
+  writer is idle and its last batch was one command, instead of handing it to the
+  writer thread and waiting to be woken (about four context switches a write).
+- SQLite's saves keep one connection checked out between them: the pool's checkout,
+  its reset (a rollback) and return were ~30 µs of a single write (py-spy, 12 % of it).
+  PostgreSQL keeps a checkout per save (see docs/event-store.md).
+Append, 1 writer: SQLite 2,509-2,590 events/s = 0.44-0.46x -> 3,357-3,734 = 0.55-0.66x
+(five runs); PostgreSQL 1,475-1,506 = 0.55-0.58x -> 1,599-1,777 = 0.64-0.68x. A single
+write on SQLite, in process: 356 -> 240 µs of wall time and 241 -> 170 µs of CPU; where
+it goes now (py-spy --idle): the INSERT and COMMIT in SQLite ~54 % (the baseline's own
+work), the command ~11 %, the library's `put` and the event mapper ~4 %, the rest
+spread over the save's Python (snapshots check, recent records, positions). Group
+commit and catch-up did not move (SQLite 0.18-0.21x / 0.24-0.25x, PostgreSQL
+0.37-0.40x / 0.20-0.49x, before and after alike). The first version ran a caller's
+command itself whenever nothing was outstanding: with 16 callers, the first back from
+a batch ran alone and split the next in two (mean batch 14.6 -> 8.0, group commit
+9,986 -> 8,237 events/s on SQLite); it now does so only after a batch of one.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
