@@ -198,7 +198,8 @@ alone (5,000 vehicles), reconcile moved within this machine's noise (SQLite 1,93
 loop of {CONNECTIONS} connections the server is idle between a batch's steps, so little
 waits for the GIL there.
 
-This table (2026-12-04, night) is the first with the projector's wakes positioned: the
+The table before this one (2026-12-04, evening, AMD EPYC) was the first with the
+projector's wakes positioned: the
 writer wakes the projector with the position it stored up to, and a wake for a position
 the views already show takes no step (docs/event-store.md). A batch that stores nothing
 (re-delivered reports, which a fleet sends after lost answers) used to wake a step that
@@ -218,7 +219,43 @@ earlier full runs of this round's code (SQLite 2,000 and 3,768 req/s, PostgreSQL
 and 2,236), were measured partly on them. Found when consecutive rounds on one server
 sped up (SQLite 3,733 -> 4,753 -> 5,315 req/s) and a profile of the third showed no
 projector work. Now each run's ids are its own (`load.wrk`), and a reconcile run fails
-if any answer says `duplicate`. This table is the first with new reports only.
+if any answer says `duplicate`. That table (SQLite reconcile 2,624 req/s, PostgreSQL
+2,199; fleet mix 0.69x / 0.63x) was the first with new reports only.
+
+This table (2026-12-04, late night) ran on an Intel Xeon machine of the same size.
+What changed in the code since is off the API's request path: a caller that waits on
+the writer runs a lone command on its own thread, and SQLite's saves keep their
+connection (docs/performance.md, *Event store*, eighth round); of these, only the
+kept connection touches a reconcile batch (~30 µs a batch). The reconcile rates rose
+with the machine more than with the code: at 100,000 vehicles, in a harness that
+serves and primes the fleet as this bench does, the code before the round made
+3,805-4,066 req/s on SQLite and the code after it 3,776-3,936. Two full runs of this
+bench on this round's code (the first before the writer's last-batch rule, which the
+API's requests never take; the table is the second): SQLite reconcile 4,021 and 3,902
+req/s, PostgreSQL 2,998 and 3,169; the fleet mix on SQLite 0.74x (rounds 0.74 / 0.74 /
+0.77) and 0.75x (0.73 / 0.75 / 0.75: the median round 0.748, at the line), on
+PostgreSQL 0.68x (0.68 / 0.67 / 0.68) and 0.67x (0.69 / 0.67 / 0.67).
+
+Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
+- *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
+  fast lane's request 25 %: the write path's futures and timer 8 %, the token 3 %, the
+  answer 3 %, decoding 3 %; waking each request's future 7 %; reading the socket 5 %),
+  the writer 41 % (the commands 12 %, of which the library's event methods 6 %; the
+  save 9 %), the projector 11 %. The process runs at one core (the GIL): 212-244 µs
+  of CPU a report.
+- *Health (no change)*: the event loop holds the interpreter 98 % of the time (the
+  flush of the latest-health table 2 %): 88 µs of CPU a report against ~54 µs for the
+  trivial endpoint's request. Inside the fast lane nothing stands out: reading and
+  decoding the body and knowing its token 25 % (the token 10 %), the rate limit 8 %,
+  keeping the report for the flush 8 %, the answer 8 %, the request metrics and access
+  log 7 %. Each costs a few
+  times what it costs alone in a loop (decoding the report ~1 µs, the rate limiter
+  ~0.5 µs, the answer ~1.7 µs): a request walks through too much code and memory for
+  the CPU's caches.
+- *Poll (304)*: 61-62 µs a request on SQLite, 65-68 on PostgreSQL, where the idle
+  server costs 2.7 % of a core against 1.4 % (the following projector's 0.1 s ticks,
+  the change channel's pings). The fleet mix, 76-77 µs a request on PostgreSQL at
+  20,000 vehicles, would need ~73 to reach 0.75x.
 """
 
 
