@@ -260,8 +260,12 @@ class ProjectionRunner:
                     wanted = self._wanted
                 try:
                     # Woken: only for a position not shown yet. Timed out: the process
-                    # that follows the log looks for other processes' records.
-                    due = wanted > self._reached if woken else follow is not None and follow()
+                    # that follows the log (it holds the duty's lease) looks for other
+                    # processes' records, and steps only if there are any.
+                    if woken:
+                        due = wanted > self._reached
+                    else:
+                        due = follow is not None and follow() and self._behind()
                     if due:
                         self.catch_up()
                 except Exception:  # logged, retried next tick
@@ -270,6 +274,14 @@ class ProjectionRunner:
 
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
+
+    def _behind(self) -> bool:
+        """Whether the log holds records past what the views showed when this process
+        last looked: one query, where a step that finds nothing is a write transaction
+        and three more (on PostgreSQL, ten of those a second took an idle server from
+        ~2.2 to ~2.9 % of a core). The views only move forward outside `rebuild`, which
+        catches up itself."""
+        return self.log.position() > self._reached
 
     def wake(self, position: int | None) -> None:
         """New events were saved, up to `position` (the writer calls this after each

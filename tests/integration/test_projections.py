@@ -543,6 +543,38 @@ def test_a_wake_for_a_position_already_shown_takes_no_step(
         cp.close()
 
 
+def test_the_following_projector_steps_only_when_the_log_holds_new_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that follows the log (under its duty's lease, checked at every look)
+    looks at it every interval for records it was not woken for (another process's). A
+    look that finds nothing new takes no step (on PostgreSQL a write transaction and
+    three round trips, ten times a second); a record stored without a wake is found by
+    the next look."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    cp.writes.execute(register_vehicle(registration("v1"), cause()))
+    checks: list[int] = []
+
+    def lease() -> bool:
+        checks.append(1)
+        return True
+
+    cp.projector.start(interval=0.01, follow=lease)
+    try:
+        transactions = counted_transactions(cp, monkeypatch)
+        turns = cp.projector.turns
+        eventually(lambda: cp.projector.turns >= turns + 5, "five looks at the log")
+        assert transactions == [] and len(checks) >= 5  # the lease is kept all along
+        cp.writer.on_saved = None  # stored as another process would: no wake here
+        written = cp.writer.execute(record_reconcile(reconcile_report("v1", "r1"), "v"))
+        eventually(lambda: cp.projector.position() == written.position, "the record shown")
+        assert len(transactions) == 1
+        assert_rebuilds_equal(cp)
+    finally:
+        cp.projector.stop()
+        cp.close()
+
+
 def test_an_sqlite_too_old_for_the_views_is_refused_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
