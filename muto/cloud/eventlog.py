@@ -40,7 +40,7 @@ def project(aggregate: Any, events: Iterable[Any]) -> Any:
 
 
 class WriterRepository(Repository[Any]):
-    """The library's repository, whose cache the writer thread works on in place.
+    """The library's repository, whose cache the writer works on in place (batch lock held).
 
     The library deep-copies a cached aggregate for every command, so that a refused
     command cannot leave a mutated aggregate in the cache; with a vehicle's remembered

@@ -98,7 +98,7 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             "(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::uuid[], %b::bigint[])"
         )
         self._append_ready = False
-        # The connection saves run on, kept checked out between them (see `_saving`).
+        # SQLite's save connection, kept checked out between saves (`_raw_transaction`).
         self._kept: Any = None
         self._kept_lock = threading.Lock()
 

@@ -1,9 +1,10 @@
-"""The single writer: every command of this process goes through one thread, and
-concurrent commands are saved together in one transaction (group commit).
+"""The single writer: the commands of this process run one at a time, and concurrent
+commands are saved together in one transaction (group commit).
 
 Invariants:
-- Commands run one at a time, in submission order, on the writer thread; so within
-  one process two commands never race on the same aggregate.
+- Commands run one at a time, in submission order, on the writer thread (or on an idle
+  writer's waiting caller's, below); so within one process two commands never race on
+  the same aggregate.
 - A batch commits atomically or not at all. If any command of a batch raises, or the
   save conflicts with another process (optimistic concurrency), every command of the
   batch is re-run alone against freshly loaded aggregates, so one bad command never
@@ -200,7 +201,7 @@ class Writer:
         self.on_saved = on_saved
         self.position: int | None = None
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
-        # Called on the writer thread with (commands, seconds) after each batch (metrics).
+        # Called with (commands, seconds) after each batch, on the thread that ran it.
         self.batch_observers: list[Callable[[int, float], None]] = []
         self._thread = threading.Thread(target=self._loop, name="muto-writer", daemon=True)
         # Commands submitted or run on a caller's thread and not yet finished; guarded
