@@ -20,7 +20,7 @@ from muto.cloud.errors import NotFound
 from muto.cloud.eventlog import EventLog
 from muto.cloud.writer import UnitOfWork, Writer, Written
 from muto.domain.model.vehicle import Vehicle
-from tests.support.spine import cause, memory_settings, registration
+from tests.support.spine import cause, memory_settings, registration, sqlite_settings
 from tests.support.waits import eventually
 
 WAIT = 30.0  # seconds before a stuck test fails instead of hanging
@@ -228,3 +228,38 @@ def test_after_a_batch_of_several_a_caller_queues_until_a_batch_is_alone(
     writer.execute(where)
     writer.execute(where)
     assert ran_on == ["muto-writer", threading.current_thread().name]
+
+
+def test_a_batch_that_another_process_made_stale_is_saved_together_on_fresh_loads(
+    tmp_path: Path,
+) -> None:
+    """Two writers on one store (two API processes): the second moves vehicles the first
+    has cached. The first's next batch conflicts at its save, and is run again together
+    on fresh loads, in one transaction, not command by command (a load and a commit
+    each)."""
+    here, there = EventLog.open(sqlite_settings(tmp_path)), EventLog.open(sqlite_settings(tmp_path))
+    one, other = Writer(here), Writer(there)
+    one.start()
+    other.start()
+    try:
+        ids = [f"v{i}" for i in range(8)]
+        for vehicle_id in ids:
+            one.execute(register_vehicle(registration(vehicle_id), cause()))
+            vehicle(here, vehicle_id)  # cached here, at version 1
+        for vehicle_id in ids[:4]:  # moved there: stale here
+            other.execute(record_presence(vehicle_id, "online", None, "test"))
+        gate = Gate()
+        held = gate.hold(one)
+        futures = [one.submit(record_presence(v, "offline", None, "test")) for v in ids]
+        gate.opened.set()
+        held.result(WAIT)
+        results = [f.result(WAIT) for f in futures]
+        assert [r.value for r in results] == [True] * 8
+        assert len({r.position for r in results}) == 1  # together, in one transaction
+        assert {vehicle(here, v).presence for v in ids} == {"offline"}
+        assert [vehicle(here, v).version for v in ids] == [3] * 4 + [2] * 4
+    finally:
+        one.close()
+        other.close()
+        here.close()
+        there.close()
