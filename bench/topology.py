@@ -37,18 +37,28 @@ On this machine the load generator, haproxy, every API process and PostgreSQL sh
 balancer and a second process cost, not what they buy. On a cluster each API replica
 gets its own cores and the mix scales with replicas until PostgreSQL saturates
 (reconcile reports first: every one is a committed event). The 10,000-vehicle rollout
-on PostgreSQL (next to the SQLite figure in *Rollouts*) is not measured here yet.
+on PostgreSQL is in *Rollouts*.
 """
-# Said of the run recorded in docs/performance.md; drop it after a run on a quiet machine.
 NOTES += """
 
-Read the measured run with care: it was recorded (2026-12-03) while other engineers'
-test suites shared the same 2 CPUs (load average 5 to 11), and the two direct runs of
-the fleet mix, a minute apart, differed by 1.6x (817 and 1,287 req/s); differences
-smaller than that are noise. What the rows do show: the whole path works with 0 errors
-through haproxy, one API process behind haproxy keeps most of its direct rate, and a
-second process on the same 2 cores costs throughput instead of adding it.
-docs/deploy.md sizes from the *HTTP API* figures (one process, measured at load 2.8).
+This run (2026-12-05, an Intel Xeon machine, load around 1) is the first whose
+reconcile rows are new reports only: the load script re-sent the same report ids in
+every run until 2026-12-04 (*HTTP API*, the correction), and re-deliveries store
+nothing, so they never made two API processes write the same vehicles. They do now,
+and that found a collapse: with two API processes behind round-robin, a vehicle's
+reports land on both, each process's cached vehicles fall behind the other's writes,
+and a batch whose save found one moved was run again command by command (a load and a
+commit each). Before the fix, in the same bench: two API processes 320 reconcile
+reports a second against 3,064 direct, and the one process left, direct again, 338
+(its cache still stale). Now a conflicting batch is run once more together on fresh
+loads (`Writer._write_together`): 771-813 with two processes (two runs; the table is
+the second), 2,857-2,858 direct again. The
+first attempt of most two-process batches still conflicts (a save wasted, and the
+table lock held meanwhile); checking the cached versions before running the batch is
+the next step there. On a real cluster each replica has its own cores; here, on 2
+shared CPUs, a second process costs capacity instead of adding it, and the fleet mix
+(no writes) keeps 0.88-0.92x of one process's rate through haproxy with two.
+docs/deploy.md sizes from the *HTTP API* figures (one process).
 """
 
 

@@ -5,10 +5,11 @@ Invariants:
 - Commands run one at a time, in submission order, on the writer thread (or on an idle
   writer's waiting caller's, below); so within one process two commands never race on
   the same aggregate.
-- A batch commits atomically or not at all. If any command of a batch raises, or the
-  save conflicts with another process (optimistic concurrency), every command of the
-  batch is re-run alone against freshly loaded aggregates, so one bad command never
-  takes its neighbours' writes down with it.
+- A batch commits atomically or not at all. If any command of a batch raises, every
+  command of the batch is re-run alone against freshly loaded aggregates, so one bad
+  command never takes its neighbours' writes down with it. A save that conflicts with
+  another process (optimistic concurrency) is first run once more together on fresh
+  loads, then, if it conflicts again, alone.
 - A command that still conflicts after MAX_ATTEMPTS fresh re-runs fails with Conflict.
 - A command must only mutate aggregates obtained from its UnitOfWork. Those are the
   event log's cached aggregates themselves (no copy per command): whatever a failed
