@@ -27,9 +27,8 @@ is checked too.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 from uuid import UUID
 
@@ -98,9 +97,9 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             "(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::uuid[], %b::bigint[])"
         )
         self._append_ready = False
-        # SQLite's save connection, kept checked out between saves (`_raw_transaction`).
+        # SQLite's save connection, kept checked out between saves (`_raw_transaction`),
+        # under the datastore's lock like every save.
         self._kept: Any = None
-        self._kept_lock = threading.Lock()
 
     def insert_events(
         self,
@@ -128,7 +127,7 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
 
     def release(self) -> None:
         """Close the connection kept for saves (the event log is closing)."""
-        with self._kept_lock:
+        with self._lock():
             kept, self._kept = self._kept, None
             if kept is not None:
                 kept.invalidate()  # closed, never back in the pool in save mode
@@ -143,22 +142,19 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         (PostgreSQL's append function).
 
         `kept` (SQLite's saves): one connection, kept checked out from one save to the
-        next and used by one save at a time, instead of a checkout per save: the pool's
-        checkout, its reset (a rollback) and return were an eighth of a single write
-        (~30 µs, py-spy). After a failed save it goes back to the pool (or is dropped,
-        if broken) and the next save checks out another. Not on PostgreSQL: there a
-        connection can be lost (a restart, the network), and SQLAlchemy's answer, which
-        invalidates every pooled connection when one is found lost, reaches only those
-        checked in; beside a round trip to the server a checkout costs little."""
+        next, one save at a time (SQLite's saves all hold the library's lock), instead of
+        a checkout per save: the pool's checkout, its reset (a rollback) and return were
+        an eighth of a single write (~30 µs, py-spy). After a failed save it goes back to
+        the pool (or is dropped, if broken) and the next save checks out another. Not on
+        PostgreSQL: there a connection can be lost (a restart, the network), and
+        SQLAlchemy's answer, which invalidates every pooled connection when one is found
+        lost, reaches only those checked in; beside a round trip to the server a
+        checkout costs little."""
         datastore = self.datastore
         if not datastore._tried_init_sqlite_wal_mode:
             datastore.init_sqlite_wal_mode()
-        lock = datastore.access_lock or datastore.write_lock
-        if lock is not None:
-            lock.acquire()
-        if kept:
-            self._kept_lock.acquire()
-        try:
+        assert not kept or datastore.access_lock or datastore.write_lock, "SQLite's saves only"
+        with self._lock():
             pooled = self._checkout(autocommit, kept)
             driver: Any = pooled.driver_connection
             failed = True
@@ -173,11 +169,10 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
                 raise
             finally:
                 self._checkin(pooled, autocommit, kept and not failed)
-        finally:
-            if kept:
-                self._kept_lock.release()
-            if lock is not None:
-                lock.release()
+
+    def _lock(self) -> Any:
+        """The library's lock around SQLite's saves (a no-op where there is none)."""
+        return self.datastore.access_lock or self.datastore.write_lock or nullcontext()
 
     def _checkout(self, autocommit: bool, kept: bool) -> Any:
         if kept and self._kept is not None:

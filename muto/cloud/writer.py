@@ -340,13 +340,12 @@ class Writer:
                 uow.preload(_touched(batch))
                 values = [command(uow) for command, _ in batch]
                 recordings = uow.save()
+                break
             except IntegrityError:
                 uow.forget()  # reloaded by the next attempt's preload, in one go
-                continue
             except Exception:
                 uow.forget()
                 return False  # re-run each alone: errors and conflicts stay with their command
-            break
         else:
             return False
         position = self._stored(recordings)
