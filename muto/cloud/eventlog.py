@@ -6,12 +6,13 @@ long-lived aggregates (a vehicle with thousands of reports) cheap to load.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
@@ -228,6 +229,31 @@ class EventLog(Application[Any]):
             if aggregate is not None:
                 loaded[aggregate_id] = aggregate
         return loaded
+
+    def fast_forward(self, aggregate_ids: Sequence[Any]) -> int:
+        """Bring the cached aggregates among `aggregate_ids` up to what the store holds,
+        in one query: the events other processes stored since each was cached, applied
+        to it in place, as the library's fast-forward does one aggregate (one query) at
+        a time. Returns how many moved. One that cannot be brought forward (an event
+        does not follow its version) is evicted: the next find loads it whole. Only on
+        the writer's thread, under its batch lock, like every change to the cache."""
+        cache = self.repository.cache
+        if cache is None or not isinstance(self.recorder, EventRecorder):
+            return 0
+        cached: dict[Any, Aggregate] = {}
+        for aggregate_id in dict.fromkeys(aggregate_ids):
+            with contextlib.suppress(KeyError):
+                cached[aggregate_id] = cast(Aggregate, cache.get(aggregate_id))
+        tails = self.recorder.tails({i: a.version for i, a in cached.items()})
+        for aggregate_id, stored in tails.items():
+            try:
+                project(cached[aggregate_id], map(self.mapper.to_domain_event, stored))
+            except Exception:
+                logger.warning("evicted %s: its stored events do not follow its cached version",
+                               aggregate_id)  # fmt: skip
+                with contextlib.suppress(KeyError):
+                    cache.get(aggregate_id, evict=True)
+        return len(tails)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
         """A snapshot of each aggregate whose events just saved reached a multiple of its

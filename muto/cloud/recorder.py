@@ -22,7 +22,9 @@ IntegrityError and rolls back, and the writer reloads and decides again. A cache
 aggregate is thereby validated once per batch, in one query (none when the batch adds
 events to every aggregate it read: the unique version index checks those), instead of
 fast-forwarded with a query per command; and a command that decided to store nothing
-is checked too.
+is checked too. Where other processes write the same aggregates, the writer brings
+its cached ones forward before a batch runs (`tails`: the events after each cached
+version, one query), so that its save does not conflict.
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         self._raw_versions = (
             f"SELECT originator_id, max(originator_version) FROM {qualified} "
             "WHERE originator_id IN ({}) GROUP BY originator_id"
+        )
+        # The events after given versions (`tails`): for each (id, version) pair, a
+        # range of the unique (originator_id, originator_version) index. PostgreSQL's
+        # planner joined an unnest by scanning the whole table (~1 ms per 10,000 events):
+        # a LATERAL subquery it may not flatten (OFFSET 0) keeps the index.
+        selected = "e.originator_id, e.originator_version, e.topic, e.state"
+        matching = "e.originator_id = r.i AND e.originator_version > r.v"
+        self._raw_tails = (
+            f"SELECT t.* FROM unnest(%b::uuid[], %b::bigint[]) AS r(i, v), LATERAL (SELECT "
+            f"{selected} FROM {qualified} AS e WHERE {matching} OFFSET 0) AS t ORDER BY 1, 2"
+            if self._is_postgres
+            else f"WITH r(i, v) AS (VALUES {{values}}) SELECT {selected} FROM {qualified} AS e, "
+            f"r WHERE {matching} ORDER BY 1, 2"
         )
         # PostgreSQL: one function call (see _APPEND), in autocommit: one round trip.
         self._append_function = f"{schema}{self.events_table_name}_append"
@@ -281,6 +296,27 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         with self.transaction(commit=False) as session:
             found = session.connection().execute(self._versions, {"ids": list(ids)})
             return {originator_id: version for originator_id, version in found}
+
+    def tails(self, versions: Mapping[UUID, int]) -> dict[UUID, list[StoredEvent]]:
+        """The events stored after each aggregate's version in `versions` (by other
+        processes, for a cached aggregate), in one query; aggregates with none are
+        absent."""
+        if not versions:
+            return {}
+        if self._is_postgres:
+            statement = self._raw_tails
+            params: Sequence[Any] = (list(versions), list(versions.values()))
+        else:
+            statement = self._raw_tails.replace("{values}", ", ".join(["(?, ?)"] * len(versions)))
+            params = [x for i, v in versions.items() for x in (i.bytes, v)]
+        found: dict[UUID, list[StoredEvent]] = {}
+        # On the driver's connection, as a save: through the library's session each read
+        # cost ~0.3 ms of CPU on PostgreSQL, more than the query.
+        with self._raw_transaction(autocommit=self._is_postgres, kept=not self._is_postgres) as c:
+            for row in c.execute(statement, params).fetchall():
+                originator_id = row[0] if isinstance(row[0], UUID) else UUID(bytes=bytes(row[0]))
+                found.setdefault(originator_id, []).append(_stored(originator_id, *row[1:]))
+        return found
 
     def select_notifications(
         self,

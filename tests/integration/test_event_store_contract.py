@@ -7,6 +7,7 @@ can show: two writers racing on one aggregate, and data surviving a restart.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,98 @@ class DurableContract(EventStoreContract):
         assert attempts == [1, 2]
         assert cp.queries.vehicle("v1").presence == "offline"
         assert cp.queries.vehicle("v1").health == "healthy"
+
+    def test_after_a_conflict_a_stale_cached_vehicle_is_brought_up_to_date_before_saving(
+        self, cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Once another process's write has made a save conflict, the writer brings the
+        vehicles a command names up to date before running it (one query for their
+        tails): a vehicle the other process moved again saves at the first attempt,
+        where a save on the stale vehicle fails and the command runs twice."""
+        register_fleet(cp, [registration("v1")])
+        vehicle_id = Vehicle.create_id("v1")
+        other = EventLog.open(cp.settings)
+        saves: list[int] = []
+        recorder = cp.log.recorder
+        insert = recorder.insert_events
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            saves.append(len(args[0]))
+            return insert(*args, **kwargs)
+
+        def rival(state: str) -> None:  # another process, reading what is stored
+            assert other.repository.cache is not None
+            with contextlib.suppress(KeyError):
+                other.repository.cache.get(vehicle_id, evict=True)
+            found = other.repository.get(vehicle_id)
+            assert found.record_presence(state, None, "rival", "c")
+            other.save(found)
+
+        monkeypatch.setattr(recorder, "insert_events", counted)
+        try:
+            rival("online")  # v1 at version 2 there, cached at 1 here
+            assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
+            assert saves == [1, 1]  # the stale save failed, the second stored
+            rival("online")  # version 4 there, 3 here
+            saves.clear()
+            assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
+            assert saves == [1]
+        finally:
+            other.close()
+        cached = cp.log.repository.get(vehicle_id, deepcopy_from_cache=False)
+        assert (cached.version, cached.presence) == (5, "offline")
+        assert cp.queries.vehicle("v1").presence == "offline"
+
+    def test_fast_forward_applies_what_other_processes_stored_to_cached_aggregates(
+        self, cp: ControlPlane
+    ) -> None:
+        """`EventLog.fast_forward`: the cached aggregates among those named, each brought
+        to what a fresh load gives, in one query; uncached ones are left alone."""
+        register_fleet(cp, [registration(v) for v in ("v1", "v2", "v3")])
+        v1, v2, v3 = (Vehicle.create_id(v) for v in ("v1", "v2", "v3"))
+        cache = cp.log.repository.cache
+        assert cache is not None
+        with contextlib.suppress(KeyError):
+            cache.get(v3, evict=True)
+        other = EventLog.open(cp.settings)
+        try:
+            for vehicle_id, states in ((v1, ["online", "offline"]), (v3, ["online"])):
+                for state in states:
+                    found = other.repository.get(vehicle_id)
+                    found.record_presence(state, None, "rival", "c")
+                    other.save(found)
+            assert cp.log.fast_forward([v1, v2, v3]) == 1
+            fresh = other.repository.get(v1)
+        finally:
+            other.close()
+        cached = cp.log.repository.get(v1, deepcopy_from_cache=False)
+        assert (cached.version, cached.presence) == (3, "offline")
+        assert cached.__dict__ == fresh.__dict__
+        assert cp.log.repository.get(v2, deepcopy_from_cache=False).version == 1
+        assert v3 not in cache.cache  # not cached: not loaded either
+
+    def test_an_aggregate_that_cannot_be_fast_forwarded_is_evicted(
+        self, cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        register_fleet(cp, [registration("v1")])
+        vehicle_id = Vehicle.create_id("v1")
+        other = EventLog.open(cp.settings)
+        try:
+            found = other.repository.get(vehicle_id)
+            found.record_presence("online", None, "rival", "c")
+            other.save(found)
+        finally:
+            other.close()
+
+        def undecodable(stored: Any) -> Any:
+            raise ValueError("not this one")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(cp.log.mapper, "to_domain_event", undecodable)
+            assert cp.log.fast_forward([vehicle_id]) == 1
+        cache = cp.log.repository.cache
+        assert cache is not None and vehicle_id not in cache.cache
+        assert cp.log.repository.get(vehicle_id).presence == "online"  # loaded whole
 
     def test_a_decision_to_store_nothing_is_not_made_on_a_stale_cache(
         self, cp: ControlPlane

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,6 +259,51 @@ def test_a_batch_that_another_process_made_stale_is_saved_together_on_fresh_load
         assert len({r.position for r in results}) == 1  # together, in one transaction
         assert {vehicle(here, v).presence for v in ids} == {"offline"}
         assert [vehicle(here, v).version for v in ids] == [3] * 4 + [2] * 4
+    finally:
+        one.close()
+        other.close()
+        here.close()
+        there.close()
+
+
+def test_after_a_conflict_a_batch_brings_its_stale_vehicles_up_to_date_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a batch has conflicted with another process, the next batches first bring
+    the vehicles they name up to date (one query): vehicles the other process moved
+    again are saved at the first attempt, in one transaction."""
+    here, there = EventLog.open(sqlite_settings(tmp_path)), EventLog.open(sqlite_settings(tmp_path))
+    one, other = Writer(here), Writer(there)
+    one.start()
+    other.start()
+    saves: list[int] = []
+    insert = here.recorder.insert_events
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        saves.append(len(args[0]))
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(here.recorder, "insert_events", counted)
+    try:
+        ids = [f"v{i}" for i in range(8)]
+        for vehicle_id in ids:
+            one.execute(register_vehicle(registration(vehicle_id), cause()))
+        other.execute(record_presence(ids[0], "online", None, "test"))
+        saves.clear()
+        one.execute(record_presence(ids[0], "offline", None, "test"))  # conflicts once
+        assert saves == [1, 1]
+        for vehicle_id in ids[:4]:  # moved there again: stale here
+            other.execute(record_presence(vehicle_id, "online", None, "test"))
+        saves.clear()
+        gate = Gate()
+        held = gate.hold(one)
+        futures = [one.submit(record_presence(v, "offline", None, "test")) for v in ids]
+        gate.opened.set()
+        held.result(WAIT)
+        results = [f.result(WAIT) for f in futures]
+        assert [r.value for r in results] == [True] * 8
+        assert saves == [0, 8]  # the gate's, then the batch's at its first attempt
+        assert {vehicle(here, v).presence for v in ids} == {"offline"}
     finally:
         one.close()
         other.close()
