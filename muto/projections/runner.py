@@ -81,16 +81,22 @@ class ProjectionRunner:
 
     # -- catching up ------------------------------------------------------------------
 
-    def catch_up(self, limit: int = BATCH, until: int | None = None) -> int:
+    def catch_up(
+        self, limit: int = BATCH, until: int | None = None, wanted: int | None = None
+    ) -> int:
         """Process everything available, or only up to position `until` (a replay of
-        the views as they stood then); returns the number of notifications read."""
+        the views as they stood then); returns the number of notifications read.
+        `wanted`: the position this catch-up is for (a write of this process, a
+        waiter); if another process's projector has taken the views there already,
+        nothing more is done here (see `_apply_batch`)."""
         total = 0
         with self._lock:
             # A short batch is the end of the log as read: the step that would find
             # nothing (a write transaction and a query, each wake) is not taken. A
             # record stored after the read wakes the background thread again.
-            while (n := self._step(limit, until)) > 0:
+            while (n := self._step(limit, until, wanted)) > 0:
                 total += n
+                wanted = None
                 if n < limit:
                     break
         return total
@@ -117,13 +123,13 @@ class ProjectionRunner:
                 if self._reached < position:
                     time.sleep(0.01)  # another process's projector holds the lock
 
-    def _step(self, limit: int, until: int | None = None) -> int:
+    def _step(self, limit: int, until: int | None = None, wanted: int | None = None) -> int:
         """One batch; 0 when there is nothing to do, or when another process's projector
         applied part of the batch first (SQLite has no projector lock: the loser's
         transaction fails on a unique position and rolls back; the caller tries again
         from the positions as they now stand)."""
         try:
-            return self._apply_batch(limit, until)
+            return self._apply_batch(limit, until, wanted)
         except (IntegrityError, sqlalchemy.exc.IntegrityError):
             for projection in self.projections.values():
                 projection.discard()
@@ -136,12 +142,20 @@ class ProjectionRunner:
                 projection.discard()
             raise
 
-    def _apply_batch(self, limit: int, until: int | None) -> int:
+    def _apply_batch(self, limit: int, until: int | None, wanted: int | None = None) -> int:
         with self.store.writing() as session:
             # Read positions inside the (locked) transaction: another projector may
             # have moved them since we last looked.
             positions = self.store.positions(session, self.projections)
             start = min(positions.values(), default=0)
+            if wanted is not None and start >= wanted:
+                # Another process's projector showed what this step was for while it
+                # waited for the lock. What it has not shown yet is theirs to show:
+                # with API processes behind round-robin, each projecting the other's
+                # latest few records as well made every step a small one (half of
+                # each process's CPU went to projecting, a step's fixed cost each).
+                self._advance_to(start)
+                return 0
             notifications = self._select(start, limit, until)
             if not notifications:
                 self._advance_to(start)
@@ -267,7 +281,7 @@ class ProjectionRunner:
                     else:
                         due = follow is not None and follow() and self._behind()
                     if due:
-                        self.catch_up()
+                        self.catch_up(wanted=wanted if woken else None)
                 except Exception:  # logged, retried next tick
                     logger.exception("catch-up failed")
                 self.turns += 1

@@ -883,3 +883,39 @@ def test_a_view_with_apply_batch_gets_each_batch_whole_and_equals_a_rebuild(
     finally:
         store.close()
         cp.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """One store for two control planes (two API processes)."""
+    if request.param == "sqlite":
+        return sqlite_settings(tmp_path)
+    return postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
+
+
+def test_a_catch_up_for_what_another_process_has_shown_projects_nothing_more(
+    shared_settings: Settings,
+) -> None:
+    """Two API processes each project their own writes. One that takes the views' turn
+    for a write the other's projector has shown meanwhile takes nothing more: what is
+    not shown yet is the other's to show (each showing the other's latest few records
+    as well made every step a small one, and half of each process's CPU went to them).
+    A catch-up for a position not shown yet shows everything stored."""
+    here, there = ControlPlane.open(shared_settings), ControlPlane.open(shared_settings)
+    try:
+        mine = here.writer.execute(register_vehicle(registration("v1"), cause())).position
+        theirs = there.writer.execute(register_vehicle(registration("v2"), cause())).position
+        assert mine is not None and theirs is not None and mine < theirs
+        there.projector.catch_up()  # shows both
+        there.writer.execute(record_reconcile(reconcile_report("v2", "r1"), "v"))  # not shown
+        processed = here.projector.processed
+        assert here.projector.catch_up(wanted=mine) == 0
+        assert here.projector.processed == processed
+        assert here.projector.position() == theirs  # the later record left to its writer
+        again = here.writer.execute(record_reconcile(reconcile_report("v1", "r2"), "v")).position
+        assert here.projector.catch_up(wanted=again) == 2  # theirs too: all that is stored
+        assert here.projector.position() == again == here.log.position()
+        assert_rebuilds_equal(here)
+    finally:
+        here.close()
+        there.close()
