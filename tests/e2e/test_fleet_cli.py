@@ -68,7 +68,9 @@ class Operator:
 def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     data = tmp_path_factory.mktemp("cloud")
     with running("sqlite", data, "operator") as (server, tokens):
-        yield Operator(server, tokens["operator"][0], tmp_path_factory.mktemp("home"))
+        found = Operator(server, tokens["operator"][0], tmp_path_factory.mktemp("home"))
+        with found.api:  # closed with the server: its socket is not left to the collector
+            yield found
 
 
 def register(op: Operator, *vehicle_ids: str, **labels: str) -> None:
