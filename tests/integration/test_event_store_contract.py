@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from eventsourcing.application import Repository
@@ -50,6 +51,19 @@ from tests.support.spine import (
     sqlite_settings,
     view_rows,
 )
+
+
+def stored_elsewhere(settings: Settings, vehicle_id: UUID, *states: str) -> None:
+    """Another process (an event log of its own on the same store) stores a vehicle's
+    presence changes."""
+    other = EventLog.open(settings)
+    try:
+        for state in states:
+            found = other.repository.get(vehicle_id)
+            assert found.record_presence(state, None, "rival", "c")
+            other.save(found)
+    finally:
+        other.close()
 
 
 class EventStoreContract:
@@ -336,7 +350,6 @@ class DurableContract(EventStoreContract):
         where a save on the stale vehicle fails and the command runs twice."""
         register_fleet(cp, [registration("v1")])
         vehicle_id = Vehicle.create_id("v1")
-        other = EventLog.open(cp.settings)
         saves: list[int] = []
         recorder = cp.log.recorder
         insert = recorder.insert_events
@@ -345,25 +358,14 @@ class DurableContract(EventStoreContract):
             saves.append(len(args[0]))
             return insert(*args, **kwargs)
 
-        def rival(state: str) -> None:  # another process, reading what is stored
-            assert other.repository.cache is not None
-            with contextlib.suppress(KeyError):
-                other.repository.cache.get(vehicle_id, evict=True)
-            found = other.repository.get(vehicle_id)
-            assert found.record_presence(state, None, "rival", "c")
-            other.save(found)
-
         monkeypatch.setattr(recorder, "insert_events", counted)
-        try:
-            rival("online")  # v1 at version 2 there, cached at 1 here
-            assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
-            assert saves == [1, 1]  # the stale save failed, the second stored
-            rival("online")  # version 4 there, 3 here
-            saves.clear()
-            assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
-            assert saves == [1]
-        finally:
-            other.close()
+        stored_elsewhere(cp.settings, vehicle_id, "online")  # version 2 there, 1 here
+        assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
+        assert saves == [1, 1]  # the stale save failed, the second stored
+        stored_elsewhere(cp.settings, vehicle_id, "online")  # version 4 there, 3 here
+        saves.clear()
+        assert cp.execute(record_presence("v1", "offline", None, "t")).value is True
+        assert saves == [1]
         cached = cp.log.repository.get(vehicle_id, deepcopy_from_cache=False)
         assert (cached.version, cached.presence) == (5, "offline")
         assert cp.queries.vehicle("v1").presence == "offline"
@@ -379,20 +381,17 @@ class DurableContract(EventStoreContract):
         assert cache is not None
         with contextlib.suppress(KeyError):
             cache.get(v3, evict=True)
-        other = EventLog.open(cp.settings)
+        stored_elsewhere(cp.settings, v1, "online", "offline")
+        stored_elsewhere(cp.settings, v3, "online")
+        assert cp.log.fast_forward([v1, v2, v3]) == 1
+        fresh = EventLog.open(cp.settings)
         try:
-            for vehicle_id, states in ((v1, ["online", "offline"]), (v3, ["online"])):
-                for state in states:
-                    found = other.repository.get(vehicle_id)
-                    found.record_presence(state, None, "rival", "c")
-                    other.save(found)
-            assert cp.log.fast_forward([v1, v2, v3]) == 1
-            fresh = other.repository.get(v1)
+            loaded = fresh.repository.get(v1)
         finally:
-            other.close()
+            fresh.close()
         cached = cp.log.repository.get(v1, deepcopy_from_cache=False)
         assert (cached.version, cached.presence) == (3, "offline")
-        assert cached.__dict__ == fresh.__dict__
+        assert cached.__dict__ == loaded.__dict__
         assert cp.log.repository.get(v2, deepcopy_from_cache=False).version == 1
         assert v3 not in cache.cache  # not cached: not loaded either
 
@@ -401,13 +400,7 @@ class DurableContract(EventStoreContract):
     ) -> None:
         register_fleet(cp, [registration("v1")])
         vehicle_id = Vehicle.create_id("v1")
-        other = EventLog.open(cp.settings)
-        try:
-            found = other.repository.get(vehicle_id)
-            found.record_presence("online", None, "rival", "c")
-            other.save(found)
-        finally:
-            other.close()
+        stored_elsewhere(cp.settings, vehicle_id, "online")
 
         def undecodable(stored: Any) -> Any:
             raise ValueError("not this one")
@@ -427,13 +420,7 @@ class DurableContract(EventStoreContract):
         another process has since set offline."""
         register_fleet(cp, [registration("v1")])
         cp.execute(record_presence("v1", "online", None, "t"))  # cached here: online
-        other = EventLog.open(cp.settings)
-        try:
-            rival = other.repository.get(Vehicle.create_id("v1"))
-            rival.record_presence("offline", None, "rival", "c")
-            other.save(rival)
-        finally:
-            other.close()
+        stored_elsewhere(cp.settings, Vehicle.create_id("v1"), "offline")
         assert cp.execute(record_presence("v1", "online", None, "t")).value is True
         assert cp.queries.vehicle("v1").presence == "online"
 
@@ -443,13 +430,7 @@ class DurableContract(EventStoreContract):
         register_fleet(cp, [registration("v1")])
         vehicle_id = Vehicle.create_id("v1")
         assert cp.log.repository.get(vehicle_id).version == 1  # cached here
-        other = EventLog.open(cp.settings)
-        try:
-            rival = other.repository.get(vehicle_id)
-            rival.record_presence("offline", None, "rival", "c")
-            other.save(rival)
-        finally:
-            other.close()
+        stored_elsewhere(cp.settings, vehicle_id, "offline")
         patch = VehiclePatch(labels={"ring": "beta"})
         cp.execute(update_vehicle("v1", patch, cause(), expected_version=2))
         assert cp.queries.vehicle("v1").labels["ring"] == "beta"

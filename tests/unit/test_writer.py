@@ -12,19 +12,20 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from muto.cloud.commands import record_presence, register_vehicle
 from muto.cloud.errors import NotFound
 from muto.cloud.eventlog import EventLog
-from muto.cloud.writer import UnitOfWork, Writer, Written
+from muto.cloud.writer import Command, UnitOfWork, Writer, Written
 from muto.domain.model.vehicle import Vehicle
 from tests.support.spine import cause, memory_settings, registration, sqlite_settings
 from tests.support.waits import eventually
 
 WAIT = 30.0  # seconds before a stuck test fails instead of hanging
+T = TypeVar("T")
 
 
 class Gate:
@@ -42,6 +43,16 @@ class Gate:
         future = writer.submit(self)
         assert self.entered.wait(WAIT)
         return future
+
+
+def one_batch(writer: Writer, commands: list[Command[T]]) -> list[Written[T]]:
+    """Run `commands` queued behind a gate, so that the writer takes them as one batch."""
+    gate = Gate()
+    held = gate.hold(writer)
+    futures = [writer.submit(command) for command in commands]
+    gate.opened.set()
+    held.result(WAIT)
+    return [future.result(WAIT) for future in futures]
 
 
 @pytest.fixture
@@ -249,12 +260,7 @@ def test_a_batch_that_another_process_made_stale_is_saved_together_on_fresh_load
             vehicle(here, vehicle_id)  # cached here, at version 1
         for vehicle_id in ids[:4]:  # moved there: stale here
             other.execute(record_presence(vehicle_id, "online", None, "test"))
-        gate = Gate()
-        held = gate.hold(one)
-        futures = [one.submit(record_presence(v, "offline", None, "test")) for v in ids]
-        gate.opened.set()
-        held.result(WAIT)
-        results = [f.result(WAIT) for f in futures]
+        results = one_batch(one, [record_presence(v, "offline", None, "test") for v in ids])
         assert [r.value for r in results] == [True] * 8
         assert len({r.position for r in results}) == 1  # together, in one transaction
         assert {vehicle(here, v).presence for v in ids} == {"offline"}
@@ -295,12 +301,7 @@ def test_after_a_conflict_a_batch_brings_its_stale_vehicles_up_to_date_before_ru
         for vehicle_id in ids[:4]:  # moved there again: stale here
             other.execute(record_presence(vehicle_id, "online", None, "test"))
         saves.clear()
-        gate = Gate()
-        held = gate.hold(one)
-        futures = [one.submit(record_presence(v, "offline", None, "test")) for v in ids]
-        gate.opened.set()
-        held.result(WAIT)
-        results = [f.result(WAIT) for f in futures]
+        results = one_batch(one, [record_presence(v, "offline", None, "test") for v in ids])
         assert [r.value for r in results] == [True] * 8
         assert saves == [0, 8]  # the gate's, then the batch's at its first attempt
         assert {vehicle(here, v).presence for v in ids} == {"offline"}
