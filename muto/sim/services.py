@@ -136,8 +136,16 @@ class Haproxy:
     closed without an answer) tried again on another one. Logs one line per request
     (`Logged`) to its stdout, kept in `log`."""
 
-    def __init__(self, workdir: Path, servers: dict[str, int]) -> None:
-        """`servers`: name -> port of each API process on 127.0.0.1."""
+    # Each caller's requests to one API process while it is up (consistent hashing on
+    # the bearer token: a vehicle's own), so that a vehicle's reports do not land on
+    # several processes, each then behind the others' writes (docs/deploy.md).
+    BY_CALLER = "hdr(Authorization)\n    hash-type consistent"
+
+    def __init__(
+        self, workdir: Path, servers: dict[str, int], balance: str = "roundrobin"
+    ) -> None:
+        """`servers`: name -> port of each API process on 127.0.0.1; `balance`: haproxy's
+        balance algorithm (round robin, or BY_CALLER)."""
         binary = self.find()
         if binary is None:
             raise RuntimeError("haproxy not found (apt-get install haproxy)")
@@ -169,7 +177,7 @@ class Haproxy:
             f"    bind 127.0.0.1:{self.port}\n"
             "    default_backend apis\n"
             "backend apis\n"
-            "    balance roundrobin\n"
+            f"    balance {balance}\n"
             "    option httpchk GET /readyz\n"
             "    http-check expect status 200\n"
             # A saturated API process answers its probe late: give it 5 s and three
