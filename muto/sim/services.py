@@ -141,9 +141,7 @@ class Haproxy:
     # several processes, each then behind the others' writes (docs/deploy.md).
     BY_CALLER = "hdr(Authorization)\n    hash-type consistent"
 
-    def __init__(
-        self, workdir: Path, servers: dict[str, int], balance: str = "roundrobin"
-    ) -> None:
+    def __init__(self, workdir: Path, servers: dict[str, int], balance: str = "roundrobin") -> None:
         """`servers`: name -> port of each API process on 127.0.0.1; `balance`: haproxy's
         balance algorithm (round robin, or BY_CALLER)."""
         binary = self.find()
