@@ -222,7 +222,8 @@ projector work. Now each run's ids are its own (`load.wrk`), and a reconcile run
 if any answer says `duplicate`. That table (SQLite reconcile 2,624 req/s, PostgreSQL
 2,199; fleet mix 0.69x / 0.63x) was the first with new reports only.
 
-This table (2026-12-04, late night) ran on an Intel Xeon machine of the same size.
+The table before this one (2026-12-04, late night) ran on an Intel Xeon machine of the
+same size.
 What changed in the code since is off the API's request path: a caller that waits on
 the writer runs a lone command on its own thread, and SQLite's saves keep their
 connection (docs/performance.md, *Event store*, eighth round); of these, only the
@@ -235,6 +236,17 @@ API's requests never take; the table is the second): SQLite reconcile 4,021 and 
 req/s, PostgreSQL 2,998 and 3,169; the fleet mix on SQLite 0.74x (rounds 0.74 / 0.74 /
 0.77) and 0.75x (0.73 / 0.75 / 0.75: the median round 0.748, at the line), on
 PostgreSQL 0.68x (0.68 / 0.67 / 0.68) and 0.67x (0.69 / 0.67 / 0.67).
+
+This table (2026-12-05, AMD EPYC again). Changed on the request path since: a reconcile
+report's event is triggered and applied directly, not through the library's `@event`
+method (`record_reconcile` 11.7 -> 6.8 µs in process); with one process, nothing else
+(a batch's catch-up after a conflict and the projector's turn rule act only when
+another process writes). Two full runs on this code, the table the second: SQLite
+reconcile 2,834 and 3,190 req/s, PostgreSQL 2,050 and 2,480; the fleet mix on SQLite
+0.65x (rounds 0.63 / 0.65 / 0.65) and 0.67x (0.66 / 0.67 / 0.70), on PostgreSQL 0.63x
+(0.63 / 0.66 / 0.59) and 0.66x (0.66 / 0.66 / 0.63). On this machine the code before
+(20,000 vehicles, alternating A/B in one harness) made the same reconcile rates
+(2,521-2,668 against 2,562-2,640 req/s): the runs move with the machine.
 
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
