@@ -139,7 +139,7 @@ class Haproxy:
     # Each caller's requests to one API process while it is up (consistent hashing on
     # the bearer token: a vehicle's own), so that a vehicle's reports do not land on
     # several processes, each then behind the others' writes (docs/deploy.md).
-    BY_CALLER = "hdr(Authorization)\n    hash-type consistent"
+    BY_CALLER = "hdr(Authorization)"
 
     def __init__(self, workdir: Path, servers: dict[str, int], balance: str = "roundrobin") -> None:
         """`servers`: name -> port of each API process on 127.0.0.1; `balance`: haproxy's
@@ -176,6 +176,8 @@ class Haproxy:
             "    default_backend apis\n"
             "backend apis\n"
             f"    balance {balance}\n"
+            # A hashing balance moves only the callers of a server that goes or comes.
+            "    hash-type consistent\n"
             "    option httpchk GET /readyz\n"
             "    http-check expect status 200\n"
             # A saturated API process answers its probe late: give it 5 s and three
