@@ -2,7 +2,8 @@
 
 Two kinds, kept apart so that the request path pays only for the first:
 - counted as things happen: requests (by route template, method, status) and their
-  latency, writer batches and commit latency: a dict lookup and an `observe` each;
+  latency (`RequestTally`, in batches: `api.edge.Edge`), writer batches and commit
+  latency (the library's histograms: a batch is rarer than a request);
 - read at scrape time from what the process already keeps (log and projection positions,
   the MQTT link) and from the views (vehicles by status, reason and presence; rollouts by
   state; per-phase member counts): `FleetCollector`, run off the event loop.
@@ -26,7 +27,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from muto.cloud.api.context import operator
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.dashboard.reads import counts
+from muto.cloud.request_tally import RequestTally
 from muto.domain.model.rollout import FINAL_STATES
 
 UNMATCHED = "unmatched"  # no route: never the raw path (unbounded label values)
@@ -77,19 +78,8 @@ class CloudMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
-        self.requests = PromCounter(
-            "muto_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "muto_http_request_duration_seconds",
-            "Time from the request's arrival to the end of its answer.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestTally(LATENCY_BUCKETS)
+        self.registry.register(self.requests)
         self.batch_size = Histogram(
             "muto_writer_batch_commands",
             "Commands saved together in one writer transaction (group commit).",
@@ -102,9 +92,11 @@ class CloudMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Run on the event loop before each scrape: what is held to be counted in a
+        # batch (the edge's answered requests) is counted now.
+        self.settle: list[Callable[[], None]] = []
         self.fleet = FleetCollector()
         self.registry.register(self.fleet)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def attach(
         self, plane: ControlPlane, link: Link | None, controller: Ticking | None = None
@@ -124,17 +116,6 @@ class CloudMetrics:
     def observe_batch(self, commands: int, seconds: float) -> None:
         self.batch_size.observe(commands)
         self.commit_latency.observe(seconds)
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:  # labels() formats and locks: once per label set, not per call
-            children = self._children[key] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         """The text format; runs the collector's queries (call it off the event loop)."""
@@ -267,5 +248,7 @@ async def scrape(request: Request) -> Response:
     on a worker thread, so a scrape never holds the event loop."""
     await operator(request)
     metrics: CloudMetrics = request.state.metrics
+    for settle in metrics.settle:
+        settle()
     body = await asyncio.to_thread(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -68,7 +68,7 @@ def exposed_by_the_cloud(tmp_path: Path) -> set[str]:
         metrics = CloudMetrics()
         controller = RolloutController(plane)
         metrics.attach(plane, Link(), controller)
-        metrics.observe_request("/vehicles", "GET", 200, 0.001)
+        metrics.requests.observe("/vehicles", "GET", 200, 0.001)
         metrics.observe_batch(1, 0.001)
         try:
             return {

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from muto.cloud.api.app import LOG_EVERY_S, Edge
+from muto.cloud.api.edge import LOG_EVERY_S, Edge
 from muto.cloud.metrics import CloudMetrics
 
 SCOPE = {
@@ -25,9 +25,12 @@ SCOPE = {
 }
 
 
-def call(app: Any, linger: float = 0.0) -> tuple[list[Any], CloudMetrics, BaseException | None]:
-    """One request through the edge: what it sent, its metrics, what it raised; the
-    event loop runs on for `linger` seconds after it."""
+def call(
+    app: Any, linger: float = 0.0, scraped: bool = True
+) -> tuple[list[Any], CloudMetrics, BaseException | None]:
+    """One request through the edge: what it sent, its metrics (as a scrape would see
+    them, if `scraped`), what it raised; the event loop runs on for `linger` seconds
+    after it."""
     metrics = CloudMetrics()
     sent: list[Any] = []
 
@@ -45,11 +48,14 @@ def call(app: Any, linger: float = 0.0) -> tuple[list[Any], CloudMetrics, BaseEx
         finally:
             await asyncio.sleep(linger)
 
+    raised: BaseException | None = None
     try:
         asyncio.run(request())
     except Exception as exc:
-        return sent, metrics, exc
-    return sent, metrics, None
+        raised = exc
+    for settle in metrics.settle if scraped else ():
+        settle()
+    return sent, metrics, raised
 
 
 def counted(metrics: CloudMetrics, status: str) -> float:
@@ -79,10 +85,10 @@ async def raises_after_answering(scope: Any, receive: Any, send: Any) -> None:
 
 def test_an_answered_request_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="muto.access"):
-        sent, metrics, raised = call(answers_304, linger=3 * LOG_EVERY_S)
+        sent, metrics, raised = call(answers_304, linger=3 * LOG_EVERY_S, scraped=False)
     assert raised is None
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert counted(metrics, "304") == 1
+    assert counted(metrics, "304") == 1  # within LOG_EVERY_S, scraped or not
     (record,) = logged(caplog)
     line = json.loads(record.getMessage())
     assert (line["path"], line["status"]) == ("/desired-states/latest", 304)
@@ -133,3 +139,22 @@ def test_an_error_after_the_answer_sends_nothing_more() -> None:
     assert isinstance(raised, RuntimeError)
     assert [m.get("status") for m in sent] == [304, None]
     assert counted(metrics, "304") == 1
+
+
+def test_the_requests_of_a_batch_are_one_record_and_each_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = CloudMetrics()
+    edge = Edge(answers_304, metrics, {answers_304: "/desired-states/latest"})
+
+    async def three_then_wait() -> None:
+        for _ in range(3):
+            await edge(dict(SCOPE), receive_nothing, send_nowhere)
+        await asyncio.sleep(3 * LOG_EVERY_S)
+
+    with caplog.at_level(logging.INFO, logger="muto.access"):
+        asyncio.run(three_then_wait())
+    (record,) = logged(caplog)
+    lines = [json.loads(line) for line in record.getMessage().splitlines()]
+    assert [(line["method"], line["status"]) for line in lines] == [("GET", 304)] * 3
+    assert counted(metrics, "304") == 3

@@ -3,20 +3,16 @@ state, one structured log line per request."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from muto.cloud.api import (
     artifacts,
@@ -30,17 +26,16 @@ from muto.cloud.api import (
     tokens,
     vehicles,
 )
+from muto.cloud.api.edge import Edge
 from muto.cloud.api.fast import FastLane
-from muto.cloud.api.responses import error, exception_handlers, on_error
+from muto.cloud.api.responses import exception_handlers
 from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
 from muto.cloud.bootstrap import ControlPlane, Extension, serving
 from muto.cloud.dashboard import mount as dashboard
-from muto.cloud.metrics import UNMATCHED, CloudMetrics, route_templates, scrape
+from muto.cloud.metrics import CloudMetrics, route_templates, scrape
 from muto.cloud.settings import Settings
 
-LOG_EVERY_S = 0.1  # the access log's lines go out at most this late
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "api.yaml"
-access_log = logging.getLogger("muto.access")
 
 
 async def openapi(_: Request) -> Response:
@@ -108,91 +103,6 @@ def _by_method(
         return await table[request.method](request)
 
     return endpoint
-
-
-class Edge:
-    """What uvicorn hands every request to, around the whole app: the refusal of a NUL,
-    the request metrics and the access log, from one timer and one look at the status.
-
-    PostgreSQL can neither store nor compare text with a NUL in it, so a NUL in the path
-    or the query string was a 500 there. No identifier holds one: a NUL in the path is an
-    unknown resource (404), in the query an invalid parameter (422).
-
-    The request metrics count and time each request by its route template (`metrics`
-    None: not kept). The access log is one JSON line per request (method, path, status,
-    duration); the lines of the requests answered within LOG_EVERY_S go out in one write
-    (one log record), and what is left when the server stops goes out then: at a few
-    thousand requests a second a record per line, or even per turn of the event loop,
-    cost more than most handlers.
-
-    It sits outside Starlette, so that the fleet's steady requests (the fast lane, next
-    inside) pass no more wrappers than they need: an error the app behind did not answer
-    (one raised in the fast lane) is answered here as Starlette's outermost middleware
-    answers it, with `responses.on_error`, and raised on for the server to log."""
-
-    def __init__(
-        self, app: ASGIApp, metrics: CloudMetrics | None, templates: dict[Any, str]
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = templates
-        self._lines: list[bytes] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                if scope["type"] == "lifespan" and self._lines:
-                    self._write()  # the server stops: the last lines go out now
-            return
-        started = time.perf_counter()
-        status = 0  # none sent yet
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._refuse_nul(scope, receive, sending)
-        except Exception as exc:
-            if not status:
-                await (await on_error(Request(scope, receive), exc))(scope, receive, sending)
-            raise
-        finally:
-            self._observe(scope, status or 500, time.perf_counter() - started)
-
-    async def _refuse_nul(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if "\x00" in scope["path"]:
-            answer = error(404, "not_found", "no resource has a NUL in its path")
-        elif b"%00" in scope["query_string"]:
-            answer = error(422, "invalid", "a query parameter holds a NUL", {"path": "query"})
-        else:
-            await self.app(scope, receive, send)
-            return
-        await answer(scope, receive, send)
-
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        if self.metrics is not None:
-            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
-            self.metrics.observe_request(route, scope["method"], status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            line = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "ms": round(seconds * 1000, 2),
-            }
-            if not self._lines:
-                asyncio.get_running_loop().call_later(LOG_EVERY_S, self._write)
-            self._lines.append(msgspec.json.encode(line))
-
-    def _write(self) -> None:
-        lines, self._lines = self._lines, []
-        if lines:
-            access_log.info(b"\n".join(lines).decode())
 
 
 def create_app(
