@@ -5,6 +5,7 @@ below is capped generously (30 s), never timed."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -153,3 +154,59 @@ def test_a_request_after_a_413_on_the_same_connection_is_served(server: ApiServe
             assert chunk, answers
             answers += chunk
         assert b"HTTP/1.1 200" in answers
+
+
+def read_answers(s: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """`count` whole HTTP/1.1 answers (status, body) read off `s`, by content-length."""
+    buffered, found = b"", []
+    while len(found) < count:
+        head, sep, rest = buffered.partition(b"\r\n\r\n")
+        if not sep:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {len(found)} answers"
+            buffered += chunk
+            continue
+        lines = head.split(b"\r\n")
+        fields = dict(line.split(b": ", 1) for line in lines[1:])
+        length = int(fields.get(b"content-length", b"0"))
+        if len(rest) < length:
+            chunk = s.recv(65536)
+            assert chunk, "closed within a body"
+            buffered += chunk
+            continue
+        found.append((int(lines[0].split()[1]), rest[:length]))
+        buffered = rest[length:]
+    return found
+
+
+def test_pipelined_requests_get_whole_answers_in_order(patient_server: ApiServer) -> None:
+    """Answers of every kind (the fast lane's, the app's, an error), pipelined on one
+    connection, arrive whole and in order."""
+    requests = (
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /no/such/path HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /reports/health HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    with connect(patient_server) as s:
+        s.sendall(requests)
+        answers = read_answers(s, 4)
+    assert [status for status, _ in answers] == [200, 404, 401, 200]
+    assert [json.loads(body) for _, body in answers][0]["data"]["status"] == "alive"
+    assert json.loads(answers[2][1])["error"]["code"] == "unauthorized"
+
+
+def test_a_request_that_expects_100_continue_gets_it_before_its_answer(
+    patient_server: ApiServer,
+) -> None:
+    """The interim answer goes out at once (the body is sent only after it), and is not
+    taken for the head of the answer that follows."""
+    with connect(patient_server) as s:
+        s.sendall(
+            b"POST /reports/health HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert read_answers(s, 1) == [(100, b"")]
+        s.sendall(b"{}")
+        ((status, body),) = read_answers(s, 1)
+    assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized"
