@@ -192,8 +192,10 @@ def test_pipelined_requests_get_whole_answers_in_order(patient_server: ApiServer
         s.sendall(requests)
         answers = read_answers(s, 4)
     assert [status for status, _ in answers] == [200, 404, 401, 200]
-    assert [json.loads(body) for _, body in answers][0]["data"]["status"] == "alive"
-    assert json.loads(answers[2][1])["error"]["code"] == "unauthorized"
+    bodies = [json.loads(body) for _, body in answers]
+    assert bodies[0]["data"]["status"] == bodies[3]["data"]["status"] == "alive"
+    assert bodies[1]["error"]["code"] == "not_found"
+    assert bodies[2]["error"]["code"] == "unauthorized"
 
 
 def test_a_request_that_expects_100_continue_gets_it_before_its_answer(
