@@ -70,7 +70,7 @@ before, median of the rounds): what the instrumentation adds to each request.
 *Scraped every 1 s* adds a client fetching `/metrics` every second
 (fifteen times Prometheus's default rate) during the run: the scrape's cost is in that
 run's CPU per request. *Instrumentation alone* calls the app's edge
-(muto/cloud/api/app.py) in process around an app that answers at once, with its request
+(muto/cloud/api/edge.py) in process around an app that answers at once, with its request
 metrics and without them (access log off): their own cost per request. The scrape's
 gauges are computed on a worker thread from the views; its median duration is compared
 with one poll's. `python -m bench api_metrics`.
