@@ -237,16 +237,34 @@ req/s, PostgreSQL 2,998 and 3,169; the fleet mix on SQLite 0.74x (rounds 0.74 / 
 0.77) and 0.75x (0.73 / 0.75 / 0.75: the median round 0.748, at the line), on
 PostgreSQL 0.68x (0.68 / 0.67 / 0.68) and 0.67x (0.69 / 0.67 / 0.67).
 
-This table (2026-12-05, AMD EPYC again). Changed on the request path since: a reconcile
-report's event is triggered and applied directly, not through the library's `@event`
-method (`record_reconcile` 11.7 -> 6.8 µs in process); with one process, nothing else
-(a batch's catch-up after a conflict and the projector's turn rule act only when
-another process writes). Two full runs on this code, the table the second: SQLite
-reconcile 2,834 and 3,190 req/s, PostgreSQL 2,050 and 2,480; the fleet mix on SQLite
-0.65x (rounds 0.63 / 0.65 / 0.65) and 0.67x (0.66 / 0.67 / 0.70), on PostgreSQL 0.63x
-(0.63 / 0.66 / 0.59) and 0.66x (0.66 / 0.66 / 0.63). On this machine the code before
-(20,000 vehicles, alternating A/B in one harness) made the same reconcile rates
+The table before this one (2026-12-05, AMD EPYC again). Changed on the request path
+since: a reconcile report's event is triggered and applied directly, not through the
+library's `@event` method (`record_reconcile` 11.7 -> 6.8 µs in process); with one
+process, nothing else (a batch's catch-up after a conflict and the projector's turn rule
+act only when another process writes). Two full runs on this code, the table the second:
+SQLite reconcile 2,834 and 3,190 req/s, PostgreSQL 2,050 and 2,480; the fleet mix on
+SQLite 0.65x (rounds 0.63 / 0.65 / 0.65) and 0.67x (0.66 / 0.67 / 0.70), on PostgreSQL
+0.63x (0.63 / 0.66 / 0.59) and 0.66x (0.66 / 0.66 / 0.63). On this machine the code
+before (20,000 vehicles, alternating A/B in one harness) made the same reconcile rates
 (2,521-2,668 against 2,562-2,640 req/s): the runs move with the machine.
+
+This table (2026-12-05, Intel Xeon, morning). Changed on the request path since: the
+edge (muto/cloud/api/edge.py) only appends what each request was to a batch; the
+request metrics (now tallied in plain slots: muto/cloud/request_tally.py) and the
+access log take each batch every 0.1 s and before a scrape. In process the edge cost
+3.9 µs a request with its access log line and metrics and costs 2.3 µs with its share
+of the batch. One run: the fleet mix on SQLite 0.81x (rounds 0.82 / 0.78 / 0.81), on
+PostgreSQL 0.71x (0.73 / 0.71 / 0.66), short of 0.75x; SQLite reconcile 3,638 req/s,
+PostgreSQL 2,785. The same harness and fleet (100,000 vehicles, SQLite) on the code
+before, on this machine an hour earlier, made 0.76x and 0.70x (the second round with
+py-spy attached): the machine, more than the code, moved the mix from the last table's
+0.67x. With the server pinned to one CPU and wrk to the other (5,000 vehicles,
+alternating servers, 3 rounds each) the same comparison was within its noise (±1.5 µs
+of ~64 µs a request): what is left of the edge is a small part of the gap to the
+trivial endpoint. Two measured dead ends, not kept: answering with a Response that
+skips Starlette's header processing (0.28 µs either way for a 304), and writing a
+response's head with its body in one send (the health report's kernel time did not
+move: 15-17 µs a report either way).
 
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
