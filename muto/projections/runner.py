@@ -70,7 +70,10 @@ class ProjectionRunner:
     # -- positions --------------------------------------------------------------------
 
     def positions(self) -> dict[str, int]:
-        return {name: self.store.position_of(name) for name in self.projections}
+        """Each projection's position, in one query (a query each was ~1.6 ms on SQLite
+        for seven projections: most of a /healthz probe and of a scrape's positions)."""
+        with self.store.reading() as session:
+            return self.store.positions(session, self.projections)
 
     def position(self) -> int:
         """The position every projection has reached."""

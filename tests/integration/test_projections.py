@@ -406,6 +406,16 @@ def scenario_cp(any_settings: Settings) -> Iterator[ControlPlane]:
     cp.close()
 
 
+def test_the_positions_read_at_once_are_each_projections_own(scenario_cp: ControlPlane) -> None:
+    """`positions()` reads every projection's position in one query (probes, metrics):
+    the same as each projection's own tracking record."""
+    cp = scenario_cp
+    cp.projector.catch_up()
+    found = cp.projector.positions()
+    assert found == {name: cp.views.store.position_of(name) for name in cp.projector.projections}
+    assert min(found.values()) == cp.projector.position() == cp.log.position() > 0
+
+
 def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
     cp = scenario_cp
     assert_rebuilds_equal(cp)
