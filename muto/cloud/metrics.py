@@ -92,9 +92,7 @@ class CloudMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        # Run on the event loop before each scrape: what is held to be counted in a
-        # batch (the edge's answered requests) is counted now.
-        self.settle: list[Callable[[], None]] = []
+        self._before_scrape: list[Callable[[], None]] = []
         self.fleet = FleetCollector()
         self.registry.register(self.fleet)
 
@@ -116,6 +114,16 @@ class CloudMetrics:
     def observe_batch(self, commands: int, seconds: float) -> None:
         self.batch_size.observe(commands)
         self.commit_latency.observe(seconds)
+
+    def before_scrape(self, hook: Callable[[], None]) -> None:
+        """Run `hook` on the event loop before each scrape: what is held to be counted
+        in a batch (the edge's answered requests) is counted then."""
+        self._before_scrape.append(hook)
+
+    def settle(self) -> None:
+        """Count what is held (the scrape's first step, on the event loop)."""
+        for hook in self._before_scrape:
+            hook()
 
     def exposition(self) -> bytes:
         """The text format; runs the collector's queries (call it off the event loop)."""
@@ -248,7 +256,6 @@ async def scrape(request: Request) -> Response:
     on a worker thread, so a scrape never holds the event loop."""
     await operator(request)
     metrics: CloudMetrics = request.state.metrics
-    for settle in metrics.settle:
-        settle()
+    metrics.settle()
     body = await asyncio.to_thread(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

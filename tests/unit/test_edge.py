@@ -53,8 +53,8 @@ def call(
         asyncio.run(request())
     except Exception as exc:
         raised = exc
-    for settle in metrics.settle if scraped else ():
-        settle()
+    if scraped:
+        metrics.settle()
     return sent, metrics, raised
 
 

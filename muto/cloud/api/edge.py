@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api.responses import error, on_error
@@ -32,6 +33,15 @@ class AccessLine(msgspec.Struct):
 
 
 _lines = msgspec.json.Encoder()
+
+
+def nul_refusal(scope: Scope) -> Response | None:
+    """The answer to a request with a NUL in its path or query (None: none there)."""
+    if "\x00" in scope["path"]:
+        return error(404, "not_found", "no resource has a NUL in its path")
+    if b"%00" in scope["query_string"]:
+        return error(422, "invalid", "a query parameter holds a NUL", {"path": "query"})
+    return None
 
 
 class Edge:
@@ -63,7 +73,7 @@ class Edge:
         self.templates = templates
         self._answered: list[Answered] = []
         if metrics is not None:
-            metrics.settle.append(self.fold)
+            metrics.before_scrape(self.fold)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,17 +93,7 @@ class Edge:
             await send(message)
 
         try:
-            if "\x00" in scope["path"]:
-                await error(404, "not_found", "no resource has a NUL in its path")(
-                    scope, receive, sending
-                )
-            elif b"%00" in scope["query_string"]:
-                details = {"path": "query"}
-                await error(422, "invalid", "a query parameter holds a NUL", details)(
-                    scope, receive, sending
-                )
-            else:
-                await self.app(scope, receive, sending)
+            await (nul_refusal(scope) or self.app)(scope, receive, sending)
         except Exception as exc:
             if not status:
                 await (await on_error(Request(scope, receive), exc))(scope, receive, sending)
