@@ -77,6 +77,7 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         )
         schema = f"{self.schema_name}." if self.schema_name else ""
         qualified = f"{schema}{self.events_table_name}"
+        self._raw_max_id = f"SELECT max(id) FROM {qualified}"
         # SQLite: the rows in one statement (rows.values_statements), then the versions
         # check.
         self._raw_insert = (
@@ -392,6 +393,10 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         return found
 
     def max_notification_id(self) -> int | None:
+        if self._is_postgres:  # the projector's look, ten a second: ~270 -> ~55 µs of CPU
+            with self._raw_transaction(autocommit=True) as connection:
+                found = connection.execute(self._raw_max_id).fetchone()[0]
+                return None if found is None else int(found)
         with self.transaction(commit=False) as session:
             found = session.connection().execute(self._max_id).scalar()
             return None if found is None else int(found)

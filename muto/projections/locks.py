@@ -86,8 +86,10 @@ class Lease:
         with self._lock:
             if self._connection is not None:
                 try:
-                    self._connection.execute(text("SELECT 1"))
-                    self._connection.commit()
+                    # One round trip on the driver's autocommit connection: through
+                    # SQLAlchemy (BEGIN, SELECT, COMMIT) the check cost ~175 µs of CPU,
+                    # and the following projector checks before each look, ten a second.
+                    self._connection.connection.driver_connection.execute("SELECT 1")
                     return True
                 except Exception as exc:  # the session is gone, and the lock with it
                     logger.warning("lost the %s lease: %s", self.duty.name.lower(), exc)
@@ -114,6 +116,8 @@ class Lease:
         try:
             connection.execute(_KEEPALIVE, HOLDER_KEEPALIVE)
             connection.commit()
+            driver: Any = connection.connection.driver_connection
+            driver.autocommit = True  # see `held`
         except Exception:
             connection.invalidate()  # the lock goes with the session
             connection.close()

@@ -282,7 +282,7 @@ class ProjectionRunner:
                     if woken:
                         due = wanted > self._reached
                     else:
-                        due = follow is not None and follow() and self._behind()
+                        due = follow is not None and follow() and self.behind()
                     if due:
                         self.catch_up(wanted=wanted if woken else None)
                 except Exception:  # logged, retried next tick
@@ -292,7 +292,7 @@ class ProjectionRunner:
         self._thread = threading.Thread(target=loop, name="muto-projections", daemon=True)
         self._thread.start()
 
-    def _behind(self) -> bool:
+    def behind(self) -> bool:
         """Whether the log holds records past what the views showed when this process
         last looked: one query, where a step that finds nothing is a write transaction
         and three more (on PostgreSQL, ten of those a second took an idle server from

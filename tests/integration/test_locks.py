@@ -74,6 +74,24 @@ def test_a_holder_asks_the_server_to_probe_its_session(postgres_url: str) -> Non
         engine.dispose()
 
 
+def test_a_holders_check_is_one_statement_outside_any_transaction(postgres_url: str) -> None:
+    """The following projector checks its lease ten times a second: the check must not
+    leave the holding session in a transaction (which would hold back VACUUM for as long
+    as the process lives), and it still finds a session that is gone."""
+    engine, admin = create_engine(postgres_url), create_engine(postgres_url)
+    lease = Lease(engine, Lock.PROJECTOR)
+    try:
+        assert lease.held() and lease.held()
+        pid = lease._connection.connection.driver_connection.info.backend_pid
+        with admin.connect() as c:
+            state = text("SELECT state FROM pg_stat_activity WHERE pid = :pid")
+            assert c.execute(state, {"pid": pid}).scalar_one() == "idle"
+    finally:
+        lease.release()
+        engine.dispose()
+        admin.dispose()
+
+
 def test_sqlite_has_one_process_and_every_lease_is_held() -> None:
     engine = create_engine("sqlite://")
     assert all(Lease(engine, duty).held() for duty in DUTIES)

@@ -29,6 +29,7 @@ from muto.cloud.commands import (
     register_vehicle,
     update_vehicle,
 )
+from muto.cloud.controller import RolloutController
 from muto.cloud.errors import AppError
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token, revoke_token
@@ -582,6 +583,28 @@ def test_the_following_projector_steps_only_when_the_log_holds_new_records(
         assert_rebuilds_equal(cp)
     finally:
         cp.projector.stop()
+        cp.close()
+
+
+def test_the_rollout_controller_steps_the_views_only_when_the_log_holds_new_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller brings the views up to the log before its gates read them, twice a
+    second; a tick with nothing new opens no views transaction, and one after a record
+    stored without a wake (another process's) shows it first."""
+    cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        cp.writes.execute(register_vehicle(registration("v1"), cause()))
+        controller = RolloutController(cp)
+        transactions = counted_transactions(cp, monkeypatch)
+        assert controller.tick() == 0 and controller.tick() == 0
+        assert transactions == [] and controller.ticks == 2
+        cp.writer.on_saved = None  # stored as another process would: no wake here
+        written = cp.writer.execute(record_reconcile(reconcile_report("v1", "r1"), "v"))
+        controller.tick()
+        assert len(transactions) == 1 and cp.projector.position() == written.position
+        assert_rebuilds_equal(cp)
+    finally:
         cp.close()
 
 
