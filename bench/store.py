@@ -221,6 +221,20 @@ costs ~60 µs of CPU, of which SQLite's insert and commit ~19 µs (the plain-SQL
 ~18 µs all told), the command ~26 µs (the library's event machinery, the aggregate
 cache), the save's Python ~12 µs. A queue that woke the writer once a batch instead of
 once a command did not move it (A/B within noise) and was not kept.
+
+Tenth round (2026-12-05, Intel Xeon; nothing on these rows' paths changed, the table is
+this code measured again). Where SQLite's group commit goes, in one thread without
+hand-offs (batches of 16 run by `Writer._run` on the caller's thread, 8,000 reports): a
+report costs 60-72 µs of wall time against 19-24 µs for the plain-SQL row, 0.32-0.36x
+(the 16-thread bench: 0.24-0.28x). By py-spy: the save 45 % (its commit alone 19 %, the
+multi-row INSERT 10 %), the commands 20 % (the look for the report id among the
+vehicle's last 256: 7 %; the library's `trigger_event` and `mutate` 5 %), the writer's
+batch and futures the rest. The store's commit takes longer than the baseline's for the
+same pages: 326-346 µs (median) against 181-237 µs for a batch, though both write ~20
+WAL frames a batch (`PRAGMA wal_checkpoint` counts, checkpoints off) over connections
+with the same settings, and the baseline's rows committed on the store's own connection
+take the baseline's time; the cause is not found. Even at the baseline's commit and
+with no hand-offs, a report's Python (~40 µs) keeps SQLite's group commit under 0.5x.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))

@@ -248,7 +248,7 @@ SQLite 0.65x (rounds 0.63 / 0.65 / 0.65) and 0.67x (0.66 / 0.67 / 0.70), on Post
 before (20,000 vehicles, alternating A/B in one harness) made the same reconcile rates
 (2,521-2,668 against 2,562-2,640 req/s): the runs move with the machine.
 
-This table (2026-12-05, Intel Xeon, morning). Changed on the request path since: the
+The table before this one (2026-12-05, Intel Xeon, morning). Changed on the request path since: the
 edge (muto/cloud/api/edge.py) only appends what each request was to a batch; the
 request metrics (now tallied in plain slots: muto/cloud/request_tally.py) and the
 access log take each batch every 0.1 s and before a scrape. In process the edge cost
@@ -265,6 +265,26 @@ trivial endpoint. Two measured dead ends, not kept: answering with a Response th
 skips Starlette's header processing (0.28 µs either way for a 304), and writing a
 response's head with its body in one send (the health report's kernel time did not
 move: 15-17 µs a report either way).
+
+This table (2026-12-05, Intel Xeon, second session). Nothing changed on the request path;
+off it, on PostgreSQL, the following projector's look (ten a second) and the rollout
+controller's tick (twice a second): the lease check is one SELECT on its autocommit
+connection instead of SQLAlchemy's BEGIN, SELECT and COMMIT, the log's last position one
+read on the driver's connection, the controller's active rollouts one `ViewStore.read`,
+and the controller steps the views only when the log is past them (it opened a write
+transaction each tick). In isolation a look went from ~450 to ~90 µs of CPU. A/B at
+5,000 vehicles on PostgreSQL, the two servers in turn, two rounds each, twice (CPU a
+request, by thread): fleet mix 76-78 -> 73 µs (the projector's thread 1.7-1.9 -> 0.5-0.7,
+the controller's 0.8-0.9 -> 0.2-0.3, the event loop ~2 less), context switches 0.23 ->
+0.12 a request, the mix 0.75-0.78x -> 0.81-0.83x of the trivial endpoint; poll (304)
+62-63 -> 59-61 µs. In this run at 100,000 vehicles the PostgreSQL mix made 0.74x (rounds
+0.71 / 0.78 / 0.74), still short of 0.75x; SQLite 0.81x (0.81 / 0.80 / 0.83). The
+trivial endpoint slowed from ~16,600 to ~15,000 req/s between the two backends' rows,
+and went on slowing (13,300-14,600 req/s) in the harness runs after it. At 100,000
+vehicles the PostgreSQL server's 304 poll cost 77-78 µs of the event loop's CPU against
+62-66 on SQLite in those runs (no query reached the database during them:
+`pg_stat_database` counted only the looks), where at 5,000 the two were within 2 µs;
+with py-spy attached the two were alike (92 / 94 µs). I did not find what that is.
 
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
@@ -284,10 +304,10 @@ Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
   the CPU's caches.
 - *Poll (304)*: 61-62 µs a request on SQLite, 65-68 on PostgreSQL, where the idle
   server costs 2.7 % of a core against 1.4 % (the following projector's 0.1 s ticks,
-  the change channel's pings; after this table a tick that finds no new record takes
-  no step: 2.9 -> 2.2 %, and the mix on PostgreSQL did not move beyond noise). The
-  fleet mix, 76-77 µs a request on PostgreSQL at 20,000 vehicles, would need ~73 to
-  reach 0.75x.
+  the change channel's pings; a tick that finds no new record takes no step: 2.9 ->
+  2.2 %). Per thread since this table's change (5,000 vehicles, CPU a request): the
+  event loop 57-62 µs on PostgreSQL and 55-56 on SQLite, the projector's looks 0.4-0.7
+  and 0.5, the controller's ticks 0.1-0.2 and 0.2, the change channel 0.1-0.2.
 """
 
 
