@@ -78,6 +78,9 @@ class Lease:
         self.duty = duty
         self.shared = engine.dialect.name == "postgresql"
         self._connection: Any = None
+        # The holding session's own driver connection: `held` checks it directly, so a
+        # broken one is found as such (SQLAlchemy could hand out a new one instead).
+        self._driver: Any = None
         self._lock = threading.Lock()
 
     def held(self) -> bool:
@@ -89,7 +92,7 @@ class Lease:
                     # One round trip on the driver's autocommit connection: through
                     # SQLAlchemy (BEGIN, SELECT, COMMIT) the check cost ~175 µs of CPU,
                     # and the following projector checks before each look, ten a second.
-                    self._connection.connection.driver_connection.execute("SELECT 1")
+                    self._driver.execute("SELECT 1")
                     return True
                 except Exception as exc:  # the session is gone, and the lock with it
                     logger.warning("lost the %s lease: %s", self.duty.name.lower(), exc)
@@ -118,6 +121,7 @@ class Lease:
             connection.commit()
             driver: Any = connection.connection.driver_connection
             driver.autocommit = True  # see `held`
+            self._driver = driver
         except Exception:
             connection.invalidate()  # the lock goes with the session
             connection.close()
@@ -127,7 +131,7 @@ class Lease:
         return True
 
     def _drop(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             try:
                 connection.invalidate()  # never back to the pool: its session held the lock

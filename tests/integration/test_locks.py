@@ -82,7 +82,7 @@ def test_a_holders_check_is_one_statement_outside_any_transaction(postgres_url: 
     lease = Lease(engine, Lock.PROJECTOR)
     try:
         assert lease.held() and lease.held()
-        pid = lease._connection.connection.driver_connection.info.backend_pid
+        pid = lease._driver.info.backend_pid
         with admin.connect() as c:
             state = text("SELECT state FROM pg_stat_activity WHERE pid = :pid")
             assert c.execute(state, {"pid": pid}).scalar_one() == "idle"
