@@ -284,7 +284,9 @@ and went on slowing (13,300-14,600 req/s) in the harness runs after it. At 100,0
 vehicles the PostgreSQL server's 304 poll cost 77-78 µs of the event loop's CPU against
 62-66 on SQLite in those runs (no query reached the database during them:
 `pg_stat_database` counted only the looks), where at 5,000 the two were within 2 µs;
-with py-spy attached the two were alike (92 / 94 µs). I did not find what that is.
+with py-spy attached the two were alike (92 / 94 µs), and in a later pair on a slower
+machine (the trivial endpoint at 79-81 µs a request) 94-95 against 89-91 µs: part of
+that gap is the machine's drift between runs. I did not find the rest.
 
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
