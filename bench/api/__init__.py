@@ -277,9 +277,12 @@ transaction each tick). In isolation a look went from ~450 to ~90 µs of CPU. A/
 request, by thread): fleet mix 76-78 -> 73 µs (the projector's thread 1.7-1.9 -> 0.5-0.7,
 the controller's 0.8-0.9 -> 0.2-0.3, the event loop ~2 less), context switches 0.23 ->
 0.12 a request, the mix 0.75-0.78x -> 0.81-0.83x of the trivial endpoint; poll (304)
-62-63 -> 59-61 µs. In this run at 100,000 vehicles the PostgreSQL mix made 0.74x (rounds
-0.71 / 0.78 / 0.74), still short of 0.75x; SQLite 0.81x (0.81 / 0.80 / 0.83). The
-trivial endpoint slowed from ~16,600 to ~15,000 req/s between the two backends' rows,
+62-63 -> 59-61 µs. The same A/B at 100,000 vehicles, later and on a much slower machine
+(the trivial endpoint at 78-80 µs a request), three rounds each: the mix 120.7 -> 117.4
+µs, 0.664x -> 0.683x, context switches 0.39 -> 0.18 a request. In this run at 100,000
+vehicles the PostgreSQL mix made 0.74x (rounds 0.71 / 0.78 / 0.74), still short of
+0.75x; SQLite 0.81x (0.81 / 0.80 / 0.83). The trivial endpoint slowed from ~16,600 to
+~15,000 req/s between the two backends' rows,
 and went on slowing (13,300-14,600 req/s) in the harness runs after it. At 100,000
 vehicles the PostgreSQL server's 304 poll cost 77-78 µs of the event loop's CPU against
 62-66 on SQLite in those runs (no query reached the database during them:
