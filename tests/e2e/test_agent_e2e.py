@@ -20,7 +20,7 @@ from tests.conftest import Mosquitto
 from tests.support.artifact_server import ArtifactServer
 from tests.support.processes import AgentProcess, CloudProcess, reported, status
 from tests.support.releases import archive, stack_release
-from tests.support.runtime_kit import PYTHON, pid_alive
+from tests.support.runtime_kit import LIVE_READY, PYTHON, pid_alive
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.mqtt
@@ -33,7 +33,6 @@ open("pid", "w").write(str(os.getpid()))
 open("ready", "w").close()
 time.sleep(300)
 """
-READY = [PYTHON, "-c", "import os, sys; sys.exit(0 if os.path.exists('ready') else 1)"]
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def stack(tmp: Path, server: ArtifactServer, version: str, mode: str = "serve") 
         version,
         [served],
         launch=Launch(command=[PYTHON, "app.py", mode]),
-        health=HealthModel(readiness_probe=READY, readiness_timeout_sec=30),
+        health=HealthModel(readiness_probe=LIVE_READY, readiness_timeout_sec=30),
     )
 
 

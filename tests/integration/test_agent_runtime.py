@@ -25,6 +25,7 @@ from tests.support.agent_rig import VEHICLE, FakeCloud, Signers
 from tests.support.artifact_server import ArtifactServer, Faults
 from tests.support.releases import archive, stack_release
 from tests.support.runtime_kit import (
+    LIVE_READY,
     PYTHON,
     artifact_for,
     make_wheel,
@@ -39,9 +40,8 @@ open("pid", "w").write(str(os.getpid()))
 open("ready", "w").close()
 time.sleep(300)
 """
-READY = [PYTHON, "-c", "import os, sys; sys.exit(0 if os.path.exists('ready') else 1)"]
 NOW = datetime.now(UTC) - timedelta(minutes=1)  # documents are judged on the real clock here
-HEALTH = HealthModel(readiness_probe=READY, readiness_timeout_sec=30, crash_loop_window_sec=30)
+HEALTH = HealthModel(readiness_probe=LIVE_READY, readiness_timeout_sec=30, crash_loop_window_sec=30)
 
 
 def archive_release(

@@ -18,6 +18,14 @@ from muto.domain.release import (
 )
 
 PYTHON = sys.executable
+# For a stack that writes its pid, then `ready`, into its working directory. The probe
+# also asks that pid to be alive: rolling back to a release reuses its directory, where
+# the `ready` of the run before is still lying.
+LIVE_READY = [
+    PYTHON,
+    "-c",
+    "import os, sys; os.kill(int(open('pid').read()), 0); sys.exit(not os.path.exists('ready'))",
+]
 
 
 def sha256(path: Path) -> str:
