@@ -235,6 +235,29 @@ WAL frames a batch (`PRAGMA wal_checkpoint` counts, checkpoints off) over connec
 with the same settings, and the baseline's rows committed on the store's own connection
 take the baseline's time; the cause is not found. Even at the baseline's commit and
 with no hand-offs, a report's Python (~40 µs) keeps SQLite's group commit under 0.5x.
+
+Eleventh round (2026-12-05, Intel Xeon). SQLite's save is one `INSERT OR FAIL` of the
+batch's rows instead of a plain INSERT. py-spy with native frames showed the plain
+INSERT of a batch opening, writing and, at COMMIT, closing and deleting a temporary
+file: the statement journal, which SQLite keeps to undo a statement of several rows
+alone and spills to a file past 64 KiB (a batch of sixteen reports changes about that
+many pages). OR FAIL needs no statement journal; a collision still fails the save and
+its rollback undoes the rows before it. In one thread without hand-offs (batches of 16
+through `Writer._run`, A/B alternating, two runs of three rounds each): 54-74 -> 47-65
+µs of wall time a report, 0.32-0.36x -> 0.34-0.41x of the plain-SQL row. The 16-thread
+bench does not show it beyond its noise (0.17-0.21x before and after): there the
+hand-offs between the callers and the writer cost as much again as the store's work
+(~98 µs of wall time a report against ~50 in one thread). The commit that took longer
+than the baseline's (tenth round) is explained: the store's rows commit as fast as the
+baseline's (180-200 µs median a batch, either table, either connection) when nothing
+runs between commits, and every commit, the baseline's rows too, takes 230-295 µs when
+about a millisecond of Python runs between them, as a batch's commands do. What keeps
+the store's commit slower is the work between commits, not what it writes. Tried and
+not kept: reading and decoding the next batch of a catch-up on a second thread while
+the views apply the one before (no gain: decoding holds the GIL, and the views' waits
+on the database came back to a busy GIL); PostgreSQL's views committing with
+`synchronous_commit = off` (catch-up 0.35 -> 0.37x, a write with read-your-writes not
+faster: within noise).
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))
