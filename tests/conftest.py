@@ -6,6 +6,7 @@ on a developer machine those tests skip with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -80,11 +81,16 @@ def postgres_url() -> Iterator[str]:
 def listens(pid: int, port: int) -> bool:
     """Whether process `pid` itself holds a listening TCP socket on `port` (Linux /proc)."""
     try:
-        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        descriptors = os.listdir(f"/proc/{pid}/fd")
         table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-    except OSError:  # it exited, or a descriptor closed while we looked
+    except OSError:  # it exited
         return False
-    owned = {link[8:-1] for link in links if link.startswith("socket:[")}
+    owned = set()
+    for fd in descriptors:
+        with contextlib.suppress(OSError):  # closed while we looked
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                owned.add(link[8:-1])
     for row in table:
         fields = row.split()
         local, state, inode = fields[1], fields[3], fields[9]

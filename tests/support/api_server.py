@@ -24,12 +24,16 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
-from tests.conftest import free_port
+from tests.conftest import free_port, listens
 from tests.support.services import fresh_database
 from tests.support.waits import eventually
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MUTO = [sys.executable, "-m", "muto.cli"]
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process has it."""
 
 
 class ApiServer:
@@ -60,6 +64,8 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once: a restart keeps the port
+        self._offset = 0  # where the log of the current run begins
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -96,25 +102,50 @@ class ApiServer:
         return issued
 
     def start(self, wait: str | None = "/livez") -> None:
-        """Start it; with `wait`, until that path answers 200."""
+        """Start it; with `wait`, until that path answers 200 from this very process. A
+        first start whose port another test's server took meanwhile moves to another
+        port; a restart keeps the port (its clients know it)."""
+        for attempt in range(1 if self.started else 5):
+            self._launch()
+            if not wait:
+                break
+            try:
+                self.wait_ready(path=wait)
+                break
+            except PortTaken:
+                if attempt == 4 or self.started:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        self.started = True
+
+    def _launch(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MUTO_")}
         args = [*MUTO, "cloud", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--role", self.role] if self.role else []
         args += self._store_args()
         args += ["--mqtt-url", self.mqtt_url] if self.mqtt_url else ["--no-mqtt"]
         args += ["--public-url", self.public_url] if self.public_url else []
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*args, *self.options], stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        if wait:
-            self.wait_ready(path=wait)
 
     def wait_ready(self, timeout: float = 90.0, path: str = "/livez") -> None:
+        """Until `path` answers 200 and this process is the one listening on the port:
+        ports are picked at random by parallel test workers, and another's server could
+        answer for one that has not bound yet (or could not)."""
+
         def answers() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
+                said = self.log.read_bytes()[self._offset :].decode(errors="replace")
+                if "address already in use" in said.lower():
+                    raise PortTaken(said[-2000:])
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.tail()}")
+            if not listens(self.proc.pid, self.port):
+                return False
             return httpx.get(f"{self.url}{path}", timeout=2).status_code == 200
 
         eventually(answers, lambda: f"{self.name} to answer {path}: {self.tail()}", timeout)
