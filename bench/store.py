@@ -247,7 +247,10 @@ through `Writer._run`, A/B alternating, two runs of three rounds each): 54-74 ->
 µs of wall time a report, 0.32-0.36x -> 0.34-0.41x of the plain-SQL row. The 16-thread
 bench does not show it beyond its noise (0.17-0.21x before and after): there the
 hand-offs between the callers and the writer cost as much again as the store's work
-(~98 µs of wall time a report against ~50 in one thread). The commit that took longer
+(~98 µs of wall time a report against ~50 in one thread). On PostgreSQL the same
+one-thread run gives 72 µs a report against 47-50 for the plain-SQL row, 0.65-0.69x,
+where the 16-thread bench gives 0.39-0.41x: on both databases the gap to 0.5x is the
+hand-off. The commit that took longer
 than the baseline's (tenth round) is explained: the store's rows commit as fast as the
 baseline's (180-200 µs median a batch, either table, either connection) when nothing
 runs between commits, and every commit, the baseline's rows too, takes 230-295 µs when
