@@ -266,7 +266,8 @@ skips Starlette's header processing (0.28 µs either way for a 304), and writing
 response's head with its body in one send (the health report's kernel time did not
 move: 15-17 µs a report either way).
 
-This table (2026-12-05, Intel Xeon, second session). Nothing changed on the request path;
+The table before this one (2026-12-05, Intel Xeon, second session). Nothing changed on the
+request path;
 off it, on PostgreSQL, the following projector's look (ten a second) and the rollout
 controller's tick (twice a second): the lease check is one SELECT on its autocommit
 connection instead of SQLAlchemy's BEGIN, SELECT and COMMIT, the log's last position one
@@ -279,7 +280,7 @@ the controller's 0.8-0.9 -> 0.2-0.3, the event loop ~2 less), context switches 0
 0.12 a request, the mix 0.75-0.78x -> 0.81-0.83x of the trivial endpoint; poll (304)
 62-63 -> 59-61 µs. The same A/B at 100,000 vehicles, later and on a much slower machine
 (the trivial endpoint at 78-80 µs a request), three rounds each: the mix 120.7 -> 117.4
-µs, 0.664x -> 0.683x, context switches 0.39 -> 0.18 a request. In this run at 100,000
+µs, 0.664x -> 0.683x, context switches 0.39 -> 0.18 a request. In that run at 100,000
 vehicles the PostgreSQL mix made 0.74x (rounds 0.71 / 0.78 / 0.74), still short of
 0.75x; SQLite 0.81x (0.81 / 0.80 / 0.83). The trivial endpoint slowed from ~16,600 to
 ~15,000 req/s between the two backends' rows,
@@ -290,6 +291,19 @@ vehicles the PostgreSQL server's 304 poll cost 77-78 µs of the event loop's CPU
 with py-spy attached the two were alike (92 / 94 µs), and in a later pair on a slower
 machine (the trivial endpoint at 79-81 µs a request) 94-95 against 89-91 µs: part of
 that gap is the machine's drift between runs. I did not find the rest.
+
+This table (2026-12-05, Intel Xeon, third session). Nothing changed on the request path;
+off it, the event log's SQLite insert is one `INSERT OR FAIL` (no statement journal: the
+reconcile path's save, docs/performance.md *Event store*, eleventh round). SQLite
+reconcile 3,801 req/s, PostgreSQL 3,120; the fleet mix on SQLite 0.78x (rounds 0.76 /
+0.81 / 0.78), on PostgreSQL 0.72x (0.70 / 0.74 / 0.72), short of 0.75x again. In a
+harness that serves and primes the fleet as this bench does, with the server's CPU per
+request and per thread read from /proc (two rounds each), the PostgreSQL mix cost the
+server 78.5-80 µs a request at 100,000 vehicles and 68-70 at 20,000; the SQLite mix at
+100,000, 71-74 µs. The difference is on the event loop's thread (76-77 µs against ~68);
+the other threads (writer, latest-health flush, change channel, projector) cost under 2
+µs a request on either database, and no query runs during the polls. What makes the
+PostgreSQL server's event loop slower with the larger fleet is still not found.
 
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
