@@ -20,6 +20,7 @@ The rule (`admit`), applied in log order by the inventory view, so a rebuild agr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -57,12 +58,17 @@ def legacy_key(sequence: int | None, observed_at: datetime) -> str:
     return f"{(sequence if sequence is not None else -1) + 1:012d}|{observed}"
 
 
-def admit(ledger: ReportLedger, place: ReportPlace | None, legacy: str) -> ReportLedger | None:
-    """The ledger once a report is shown, or None when the report is not the newest."""
+def admit(
+    ledger: ReportLedger, place: ReportPlace | None, legacy: Callable[[], str]
+) -> ReportLedger | None:
+    """The ledger once a report is shown, or None when the report is not the newest.
+    `legacy` gives the report's legacy_key, asked only for a report without a place
+    (today's agents give every report one; the key parses and formats a time)."""
     if place is None:
-        if ledger.incarnation is not None or (ledger.legacy is not None and ledger.legacy > legacy):
+        key = legacy()
+        if ledger.incarnation is not None or (ledger.legacy is not None and ledger.legacy > key):
             return None
-        return msgspec.structs.replace(ledger, legacy=legacy)
+        return msgspec.structs.replace(ledger, legacy=key)
     if place.incarnation == ledger.incarnation:
         if place.number <= ledger.number:
             return None  # a duplicate, or overtaken by a newer report

@@ -42,7 +42,7 @@ def shown_after(row: dict[str, Any], report: StoredReconcile) -> ReportLedger | 
     shown = admit(
         ledger,
         report.journal,
-        legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
+        lambda: legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
     )
     if shown is not None:  # kept as the columns will say it (no incarnation: number 0)
         row[_LEDGER] = shown if shown.incarnation is not None or not shown.number else (
