@@ -105,7 +105,8 @@ class ApiServer:
         """Start it; with `wait`, until that path answers 200 from this very process. A
         first start whose port another test's server took meanwhile moves to another
         port; a restart keeps the port (its clients know it)."""
-        for attempt in range(1 if self.started else 5):
+        tries = 1 if self.started else 5
+        for attempt in range(1, tries + 1):
             self._launch()
             if not wait:
                 break
@@ -113,7 +114,7 @@ class ApiServer:
                 self.wait_ready(path=wait)
                 break
             except PortTaken:
-                if attempt == 4 or self.started:
+                if attempt == tries:
                     raise
                 self.port = free_port()
                 self.url = f"http://127.0.0.1:{self.port}"
