@@ -203,8 +203,11 @@ class Inventory(Projection):
             and number is not None
             and number < place.number
         ):  # the common case: the next report of the incarnation shown
-            row.pop(_LEDGER, None)  # its number moved: decode it again if needed
-            b.touch(e, report_number=place.number, **_shown(r))
+            ledger = row.get(_LEDGER)
+            if ledger is not None:  # kept by an earlier report of the batch: its number moved
+                row[_LEDGER] = msgspec.structs.replace(ledger, number=place.number)
+            b.touch(e, report_number=place.number)
+            b.shown[e.vehicle_id] = r
             return
         ledger = shown_after(row, r)
         if ledger is None:
@@ -214,9 +217,9 @@ class Inventory(Projection):
             e,
             report_incarnation=ledger.incarnation,
             report_number=ledger.number if ledger.incarnation is not None else None,
-            report_ledger={"legacy": ledger.legacy, "retired": msgspec.to_builtins(ledger.retired)},
-            **_shown(r),
         )
+        b.shown[e.vehicle_id] = r
+        b.ledgers[e.vehicle_id] = ledger
 
     @property
     def announcers(self) -> list[Announcer]:
@@ -269,6 +272,13 @@ class _Batch:
         self.changed: dict[str, dict[str, Any]] = {}  # vehicle id -> columns to update
         self.relabelled: set[str] = set()  # label index rows to replace
         self.latest: dict[str, Any] = {}  # vehicle id -> the last event that touched it
+        # The last report shown and the last ledger kept, per vehicle: their columns are
+        # built once per vehicle by `settle` (a vehicle sends several reports a batch
+        # during catch-up). No event of the batch reads the shown columns; a report that
+        # needs the ledger reads the row's `_LEDGER`, which always holds it once a
+        # report of the batch changed it.
+        self.shown: dict[str, StoredReconcile] = {}
+        self.ledgers: dict[str, ReportLedger] = {}
 
     def add(self, row: dict[str, Any]) -> None:
         vehicle_id = row["vehicle_id"]
@@ -294,8 +304,17 @@ class _Batch:
         self.latest[vehicle_id] = e
 
     def settle(self) -> None:
-        """Each touched row's version and time of change: its last event's (one
-        timestamp formatted per vehicle and batch, not per event)."""
+        """Each touched row's shown report and ledger, version and time of change: its
+        last event's (built once per vehicle and batch, not per event)."""
+        ledgers = self.ledgers
+        for vehicle_id, report in self.shown.items():
+            values = _shown(report)
+            ledger = ledgers.get(vehicle_id)
+            if ledger is not None:
+                retired = msgspec.to_builtins(ledger.retired)
+                values["report_ledger"] = {"legacy": ledger.legacy, "retired": retired}
+            self.rows[vehicle_id].update(values)
+            self.changed[vehicle_id].update(values)
         for vehicle_id, e in self.latest.items():
             values = {"version": e.originator_version, "updated_at": _iso(e)}
             self.rows[vehicle_id].update(values)

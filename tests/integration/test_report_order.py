@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from muto.agent.journal import Journal
@@ -21,7 +21,7 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_reconcile
 from muto.domain.desired import StackRef
 from muto.domain.reasons import ReasonCode
-from muto.domain.report_order import ReportPlace
+from muto.domain.report_order import ReportLedger, ReportPlace, admit, legacy_key
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from tests.support.agent_rig import VEHICLE as AGENT_VEHICLE
 from tests.support.agent_rig import Rig, make_rig, release
@@ -201,6 +201,50 @@ def test_reports_without_a_place_keep_the_old_order(cp: ControlPlane) -> None:
     deliver(cp, made(None, 50, sequence=9))  # an old agent's outbox, delivered late
     assert shown(cp) == "j.1"
     assert_rebuild_equal(cp)
+
+
+@st.composite
+def mixed_reports(draw: st.DrawFn) -> list[ReconcileReport]:
+    """Reports of two journals and of agents without one (any sequence, any clock),
+    interleaved in any order, some delivered twice."""
+    one = st.one_of(
+        st.builds(made, st.sampled_from(["a", "b"]), st.integers(1, 6), SKEWS),
+        st.builds(lambda n, seq, skew: made(None, n, skew, sequence=seq),
+                  st.integers(1, 6), st.none() | st.integers(0, 3), SKEWS),
+    )  # fmt: skip
+    reports = draw(st.lists(one, min_size=1, max_size=12))
+    return reports + draw(st.lists(st.sampled_from(reports), max_size=3))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixed_reports(), st.integers(1, 5))
+# In one batch (the rebuild): b.2 moves the number after b.1 retired journal a, and the
+# late a.1 must still find a retired.
+@example([made("a", 2), made("b", 1), made("b", 2), made("a", 1, 16 * 24 * 60)], 1)
+def test_the_view_shows_what_placing_each_report_in_turn_shows(
+    delivered: list[ReconcileReport], catch_up_every: int
+) -> None:
+    """The inventory projects a batch's reports together and writes each vehicle's
+    shown report and ledger once per batch: whatever the batches, it shows the report
+    that admitting the reports one by one (report_order.admit) ends on, and a rebuild
+    in one batch shows the same row."""
+    ledger, expected = ReportLedger(), None
+    for report in delivered:
+        key = legacy_key(report.sequence, report.observed_at)
+        placed = admit(ledger, report.journal, lambda: key)  # noqa: B023 - called at once
+        if placed is not None:
+            ledger, expected = placed, report
+    plane = open_plane()
+    try:
+        for i, report in enumerate(delivered, 1):
+            deliver(plane, report)
+            if i % catch_up_every == 0:
+                plane.projector.catch_up()
+        assert expected is not None and expected.running is not None
+        assert shown(plane) == expected.running.version
+        assert_rebuild_equal(plane)
+    finally:
+        plane.close()
 
 
 # -- a real agent's reports: a data dir restored from a backup ----------------------------
