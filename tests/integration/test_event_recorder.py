@@ -5,6 +5,7 @@ SQLite its saves share one connection, kept between them and replaced when it br
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import PersistenceError, ProgrammingError
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from muto.cloud.commands import register_vehicle
 from muto.cloud.eventlog import EventLog
 from muto.cloud.recorder import EventRecorder
+from muto.cloud.settings import Settings
 from muto.cloud.writer import Writer
 from tests.support.spine import cause, registration, sqlite_settings
 
@@ -62,3 +64,59 @@ def test_sqlite_saves_keep_one_connection_and_a_broken_one_is_replaced(tmp_path:
         writer.close()
         log.close()
     assert recorder._kept is None  # closed with the log
+
+
+def test_reading_the_log_gives_what_the_library_reads(store_settings: Settings) -> None:
+    """The recorder reads notifications on the driver's connection; every window of the
+    log (start, stop, limit, inclusive or not) holds the same records, ids as UUIDs, as
+    the library's own reading, and no connection stays checked out."""
+    log = EventLog.open(store_settings)
+    writer = Writer(log)
+    writer.start()
+    try:
+        for i in range(7):
+            writer.execute(register_vehicle(registration(f"v{i}"), cause()))
+        recorder = log.recorder
+        assert isinstance(recorder, EventRecorder)
+        engine = recorder.datastore.engine
+        assert isinstance(engine, Engine)
+        library = super(EventRecorder, recorder).select_notifications
+        busy = engine.pool.checkedout()  # type: ignore[attr-defined]
+        for start, limit, stop, inclusive in [
+            (None, 100, None, True),
+            (1, 3, None, True),
+            (1, 3, None, False),
+            (3, 100, 5, True),
+            (3, 2, 6, False),
+            (7, 10, None, False),
+            (2, 10, 1, True),
+        ]:
+            window = {"start": start, "limit": limit, "stop": stop}
+            ours = recorder.select_notifications(**window, inclusive_of_start=inclusive)
+            theirs = library(**window, inclusive_of_start=inclusive)
+            assert ours == theirs, window
+            assert all(isinstance(n.originator_id, UUID) for n in ours)
+        assert [n.id for n in recorder.select_notifications(None, 100)] == list(range(1, 8))
+        assert engine.pool.checkedout() == busy  # type: ignore[attr-defined]
+    finally:
+        writer.close()
+        log.close()
+
+
+def test_a_read_does_not_wait_for_a_save_on_sqlite(tmp_path: Path) -> None:
+    """A save holds the library's SQLite write lock; reading the log does not take it
+    (as the library's reads do not): a projector reads while the writer saves."""
+    log = EventLog.open(sqlite_settings(tmp_path))
+    writer = Writer(log)
+    writer.start()
+    try:
+        writer.execute(register_vehicle(registration("v0"), cause()))
+        recorder = log.recorder
+        lock = recorder.datastore.write_lock  # type: ignore[attr-defined]
+        assert lock is not None
+        with lock:
+            found = recorder.select_notifications(None, 10)
+        assert [n.id for n in found] == [1]
+    finally:
+        writer.close()
+        log.close()
