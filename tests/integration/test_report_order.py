@@ -109,6 +109,22 @@ def test_the_demo_vehicle_shows_converged_after_its_clock_came_back(cp: ControlP
     assert_rebuild_equal(cp)
 
 
+def shown_in_batches(delivered: list[ReconcileReport], catch_up_every: int) -> str | None:
+    """What a fresh plane shows after `delivered`, its views caught up after every
+    `catch_up_every` reports; a rebuild in one batch must show the same."""
+    plane = open_plane()
+    try:
+        for i, report in enumerate(delivered, 1):
+            deliver(plane, report)
+            if i % catch_up_every == 0:
+                plane.projector.catch_up()
+        found = shown(plane)
+        assert_rebuild_equal(plane)
+        return found
+    finally:
+        plane.close()
+
+
 # -- properties ---------------------------------------------------------------------------
 
 SKEWS = st.integers(-40 * 24 * 60, 40 * 24 * 60)  # fault scenario 10: 40 days either way
@@ -136,17 +152,8 @@ def deliveries(draw: st.DrawFn, journal: str, count: int) -> list[ReconcileRepor
 def test_any_clock_skew_any_delivery_order_shows_the_latest(
     delivered: list[ReconcileReport], catch_up_every: int
 ) -> None:
-    plane = open_plane()
-    try:
-        for i, report in enumerate(delivered, 1):
-            deliver(plane, report)
-            if i % catch_up_every == 0:
-                plane.projector.catch_up()
-        latest = max(r.journal.number for r in delivered if r.journal)
-        assert shown(plane) == f"j.{latest}"
-        assert_rebuild_equal(plane)
-    finally:
-        plane.close()
+    latest = max(r.journal.number for r in delivered if r.journal)
+    assert shown_in_batches(delivered, catch_up_every) == f"j.{latest}"
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,17 +241,8 @@ def test_the_view_shows_what_placing_each_report_in_turn_shows(
         placed = admit(ledger, report.journal, lambda: key)  # noqa: B023 - called at once
         if placed is not None:
             ledger, expected = placed, report
-    plane = open_plane()
-    try:
-        for i, report in enumerate(delivered, 1):
-            deliver(plane, report)
-            if i % catch_up_every == 0:
-                plane.projector.catch_up()
-        assert expected is not None and expected.running is not None
-        assert shown(plane) == expected.running.version
-        assert_rebuild_equal(plane)
-    finally:
-        plane.close()
+    assert expected is not None and expected.running is not None
+    assert shown_in_batches(delivered, catch_up_every) == expected.running.version
 
 
 # -- a real agent's reports: a data dir restored from a backup ----------------------------
