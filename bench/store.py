@@ -264,6 +264,35 @@ faster: within noise). Kept, off this bench's path: the inventory computes a rep
 legacy order key (a time parsed and formatted) only for a report without a journal
 place, which today's agents always send (1.7 -> 0.3-0.5 µs a placed report in
 `shown_after`); this bench's reports have no place.
+
+Twelfth round (2026-12-05, AMD EPYC, a machine about three times slower than the Xeon
+of the rounds before: reading and decoding the log ran at 43,000-47,000 events/s here
+against 166,000 there). Reading the log (`select_notifications`) is one SELECT on a
+pooled driver connection, without the library's Session and SQLAlchemy's result
+processing, whose Python type decorator made a UUID per row; an SQLite originator id's
+bytes become its UUID through a memo. Reading alone: 14-18 -> 6-7 µs a record. The
+catch-up's baseline reads through the same recorder, so it got faster with it: read +
+decode 43,361-44,459 -> 81,041-81,686 events/s (A/B, two rounds each). The catch-up
+itself rose less, 11,580-12,012 -> 12,671-13,177 events/s, and its ratio fell from
+0.26-0.28x to 0.16x: what the ratio showed before was partly the baseline's slow read,
+not the views' speed. By instructions (callgrind, 12,256 report events, 7 fresh views):
+catch-up 3,301 M -> 2,941 M (-11 %), read + decode 752 M -> 566 M. Part of the catch-up's
+gain is the inventory, which builds a vehicle's shown-report columns and report ledger
+once per batch instead of once per report (a vehicle sends several reports in a batch
+of 2,000). A property test compares the view, whatever the batches, with admitting
+the reports one by one, for reports of two journals and of agents without one. In
+the first version of that change a placed report dropped the row's ledger, and a
+later report in the same batch read the stale column: the test found it (a late
+report of a retired journal shown again), and it is now one of its fixed examples. On
+this machine before the round: SQLite / PostgreSQL 1 writer 0.49x / 0.60x, group commit
+0.22x / 0.57x, catch-up 14,589 events/s = 0.28x / 9,651 = 0.22x; the table is the run
+after it. The SQLite catch-up stays short of 20,000 events/s on this machine. On the
+Xeon it ran at 41,823 before this round.
+Where a catch-up's time goes now (py-spy, 12,256 report events, before the read change):
+reading 19 % (of which SQLAlchemy's rows and their UUIDs ~12 %, gone now), decoding 7 %,
+the inventory ~20 % (its statements on SQLite ~5 %, the legacy order key ~4 %), the audit
+rows ~14 % (SQLite's insert into the table and its four indexes ~9 %), the hash chain ~7 %,
+the rollouts ~6 %, the views' commit ~5 %.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))

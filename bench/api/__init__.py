@@ -305,6 +305,20 @@ the other threads (writer, latest-health flush, change channel, projector) cost 
 µs a request on either database, and no query runs during the polls. What makes the
 PostgreSQL server's event loop slower with the larger fleet is still not found.
 
+On an AMD EPYC machine about three times slower (2026-12-05, the same harness, two
+rounds each, py-spy at 250 Hz on the event loop's thread in the second pair): the
+PostgreSQL mix made 0.72-0.83x of the trivial endpoint at 100,000 vehicles (4,396-4,865
+req/s; the trivial endpoint itself made only 5,768-6,095 there) and 0.82-0.88x at
+20,000; the server's CPU a request 206-225 µs against 190-201, PostgreSQL's own 9.1-9.6
+µs against 6.6-8.0. The profiles of the two fleet sizes differ by no function beyond
+their noise: the extra time is spread over every step that looks a vehicle up (the
+latest-health rows kept +1.8 µs, the token +1.2, the fast lane's own work +2 to +6),
+which is what a working set that no longer fits the CPU's caches looks like, not a
+code path that only the larger fleet takes. A `fillfactor` of 70 on the latest-health
+table (room for PostgreSQL's HOT updates) cut PostgreSQL's CPU per upserted row from
+18.6 to 16.1 µs in isolation (100,000 rows, 1,667 a batch): about 1 µs a mix request of
+the machine's CPU. Not kept.
+
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
   fast lane's request 25 %: the write path's futures and timer 8 %, the token 3 %, the
