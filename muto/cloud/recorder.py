@@ -58,7 +58,6 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         engine = self.datastore.engine
         assert engine is not None
         self._is_postgres = engine.dialect.name == "postgresql"
-        self._max_id = select(func.max(table.c.id))
         self._versions = (
             select(table.c.originator_id, func.max(table.c.originator_version))
             .where(table.c.originator_id.in_(bindparam("ids", expanding=True)))
@@ -179,8 +178,7 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         if not datastore._tried_init_sqlite_wal_mode:
             datastore.init_sqlite_wal_mode()
         assert not kept or datastore.access_lock or datastore.write_lock, "SQLite's saves only"
-        lock = (self.datastore.access_lock or nullcontext()) if reading else self._lock()
-        with lock:
+        with self._lock(reading):
             pooled = self._checkout(autocommit, kept)
             driver: Any = pooled.driver_connection
             failed = True
@@ -196,9 +194,13 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
             finally:
                 self._checkin(pooled, autocommit, kept and not failed)
 
-    def _lock(self) -> Any:
-        """The library's lock around SQLite's saves (a no-op where there is none)."""
-        return self.datastore.access_lock or self.datastore.write_lock or nullcontext()
+    def _lock(self, reading: bool = False) -> Any:
+        """The library's lock around SQLite's saves, or around every use of in-memory
+        SQLite's one shared connection when `reading` (a no-op where there is none)."""
+        datastore = self.datastore
+        if reading:
+            return datastore.access_lock or nullcontext()
+        return datastore.access_lock or datastore.write_lock or nullcontext()
 
     def _checkout(self, autocommit: bool, kept: bool) -> Any:
         if kept and self._kept is not None:
@@ -404,13 +406,11 @@ class EventRecorder(SQLAlchemyApplicationRecorder):
         return found
 
     def max_notification_id(self) -> int | None:
-        if self._is_postgres:  # the projector's look, ten a second: ~270 -> ~55 µs of CPU
-            with self._raw_transaction(autocommit=True) as connection:
-                found = connection.execute(self._raw_max_id).fetchone()[0]
-                return None if found is None else int(found)
-        with self.transaction(commit=False) as session:
-            found = session.connection().execute(self._max_id).scalar()
-            return None if found is None else int(found)
+        """The projector's look, ten a second: on the driver's connection, as every read
+        of the log (PostgreSQL: ~270 -> ~55 µs of CPU against a Session)."""
+        with self._raw_transaction(autocommit=self._is_postgres, reading=True) as connection:
+            found = connection.execute(self._raw_max_id).fetchone()[0]
+        return None if found is None else int(found)
 
 
 def _stored(originator_id: UUID, version: int, topic: str, state: Any) -> StoredEvent:

@@ -4,6 +4,7 @@ SQLite its saves share one connection, kept between them and replaced when it br
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from uuid import UUID
 
@@ -104,8 +105,9 @@ def test_reading_the_log_gives_what_the_library_reads(store_settings: Settings) 
 
 
 def test_a_read_does_not_wait_for_a_save_on_sqlite(tmp_path: Path) -> None:
-    """A save holds the library's SQLite write lock; reading the log does not take it
-    (as the library's reads do not): a projector reads while the writer saves."""
+    """A save holds the library's SQLite write lock; reading the log (the records, the
+    last position) does not take it, as the library's reads do not: a projector reads
+    while the writer saves."""
     log = EventLog.open(sqlite_settings(tmp_path))
     writer = Writer(log)
     writer.start()
@@ -114,9 +116,20 @@ def test_a_read_does_not_wait_for_a_save_on_sqlite(tmp_path: Path) -> None:
         recorder = log.recorder
         lock = recorder.datastore.write_lock  # type: ignore[attr-defined]
         assert lock is not None
-        with lock:
-            found = recorder.select_notifications(None, 10)
-        assert [n.id for n in found] == [1]
+        found: list[int | None] = []
+
+        def read() -> None:
+            found.extend(n.id for n in recorder.select_notifications(None, 10))
+            found.append(recorder.max_notification_id())
+
+        with lock:  # a save in progress; the reads run beside it, bounded
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join(timeout=10)
+            waited = reader.is_alive()
+        reader.join()
+        assert not waited, "a read waited for the save's write lock"
+        assert found == [1, 1]
     finally:
         writer.close()
         log.close()
