@@ -113,7 +113,7 @@ fetches ~11 %, report deliveries ~10 %; its young garbage collections still take
 
 What changed since the day before (74.0 s on SQLite and 121.7 s on PostgreSQL at
 10,000; 5.9 s and 9.1 s at 1,000):
-- The garbage collector (muto/cloud/server.py, `settle_collector`): the server and
+- The garbage collector (muto/projections/collector.py, `settle_collector`): the server and
   each simulator slice ran full collections of the whole heap every second or two, 0.3
   s in the server and 0.5 s in a slice of 1,000 agents; a 1,000-agent slice
   spent 9 s in the collector during a 2,000-vehicle bench. Both now freeze what is

@@ -112,7 +112,7 @@ building the answer 6, its two sends 9), uvicorn reading and parsing 12, the edg
 of a poll's 42: the lane 23 (the token lookup 5, the rate limit 4, its send 5),
 uvicorn reading and parsing 7 (starting the request's task 2 of it), the edge 5.
 
-The garbage collector (muto/cloud/server.py, `settle_collector`): with CPython's
+The garbage collector (muto/projections/collector.py, `settle_collector`): with CPython's
 defaults the server ran a full collection every second or two under load, ~300 ms
 each at 20,000 vehicles (its aggregates, tokens, ETags and statuses), which was the
 p99 of every figure here and a fifth of the reconcile path's CPU. `muto cloud serve`

@@ -63,11 +63,13 @@ def _print_json(value: Any) -> None:
 def replay(args: argparse.Namespace, backend: Backend) -> int:
     from muto.audit.replay import replay as rebuild
     from muto.audit.source import position_at
+    from muto.projections.collector import settle_collector
 
     until: int | None = args.position
     log = backend.log()
     if args.until is not None:
         until = position_at(log, parse_instant(args.until))
+    settle_collector()  # the rebuild's batches die young, not in full collections
     done = rebuild(log, Path(args.out), until)
     print(f"replayed {done.events} events, views as of position {done.position}, into {done.out}")
     for name, count in sorted(done.tables.items()):

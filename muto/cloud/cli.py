@@ -48,7 +48,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from muto.cloud.api.app import create_app
     from muto.cloud.bootstrap import duties
-    from muto.cloud.server import settle_collector, uvicorn_options
+    from muto.cloud.server import uvicorn_options
+    from muto.projections.collector import settle_collector
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = _settings(args)

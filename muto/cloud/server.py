@@ -16,7 +16,6 @@ checks were a quarter of the event loop's time per request (docs/api.md).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import weakref
 from typing import Any
@@ -27,8 +26,6 @@ from muto.cloud.settings import Settings
 
 logger = logging.getLogger("muto.server")
 MAX_HEAD_BYTES = 16 * 1024  # a request head: 16 KiB at most
-# Allocations (net) before a young collection; CPython's default is 700.
-YOUNG_COLLECTION = 10_000
 
 
 class GuardedProtocol(HttpToolsProtocol):  # type: ignore[misc]
@@ -162,25 +159,3 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.keep_alive_s,
         "proxy_headers": False,
     }
-
-
-def settle_collector() -> None:
-    """Set the garbage collector up for a process whose memories hold millions of
-    objects: the server (aggregates, tokens, ETags, health statuses) before it serves,
-    and a simulator slice (2,500 agents) once its agents are up.
-
-    With CPython's defaults, objects still in use by requests in flight (reports,
-    futures, batches) outlived two young collections, were moved to the oldest
-    generation and died there, and that pace of promotions made the collector scan the
-    whole heap every second or two: in the server at 20,000 vehicles a full collection
-    took ~300 ms, 37 of them in a 3-minute bench, the tail of every request (p99 ~300
-    ms) and a fifth of the reconcile path's CPU; a simulator slice of 1,000 agents spent
-    9 s in the collector (pauses of 0.5 s). A young generation of YOUNG_COLLECTION
-    objects lets them die young (one full collection in the same bench; reconcile
-    reports 1,465 -> 1,781 req/s, docs/performance.md). What is alive now (modules,
-    classes, the app; a slice's agents) is frozen: no collection scans it again, and
-    it is still freed when its last reference goes. Cyclic garbage is collected, only
-    later; a cycle frozen here is kept for good (what was in flight at this instant)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION, 10, 10)

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from muto.cloud.server import settle_collector
 from muto.domain.wire import decode
+from muto.projections.collector import settle_collector
 from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.profile import load_profile, vehicle_ids
 from muto.trust import TrustConfig

@@ -1,12 +1,13 @@
-"""`muto cloud serve` settles the garbage collector before it serves (muto/cloud/server.py
-says why): start-up frozen, a larger young generation, cyclic garbage still collected."""
+"""The server, an audit replay and a simulator slice settle the garbage collector before
+their bulk work (muto/projections/collector.py says why): start-up frozen, a larger young
+generation, cyclic garbage still collected."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from muto.cloud.server import YOUNG_COLLECTION, settle_collector
+from muto.projections.collector import YOUNG_COLLECTION, settle_collector
 
 
 class Node:
