@@ -319,6 +319,13 @@ table (room for PostgreSQL's HOT updates) cut PostgreSQL's CPU per upserted row 
 18.6 to 16.1 µs in isolation (100,000 rows, 1,667 a batch): about 1 µs a mix request of
 the machine's CPU. Not kept.
 
+The table now (2026-12-05, session 20: an AMD EPYC machine much faster than the one
+above, the trivial endpoint making 25,954-28,563 req/s; the request path's code as in
+the table before). The fleet mix at 100,000 vehicles: SQLite 0.77x, 21,044 req/s
+(rounds 0.79 / 0.77 / 0.76), PostgreSQL 0.76x, 21,019 req/s (0.76 / 0.77 / 0.73); both
+above 0.75x and 5,000 req/s in this run, PostgreSQL with one round under the line.
+Reconcile reports: SQLite 3,936 req/s, PostgreSQL 3,576.
+
 Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
 - *Reconcile* (`--gil`: which thread holds the interpreter): the event loop 49 % (the
   fast lane's request 25 %: the write path's futures and timer 8 %, the token 3 %, the
