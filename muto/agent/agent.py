@@ -219,6 +219,7 @@ class Agent:
                 logger.debug("reconcile: %s", ", ".join(reasons))
                 await self._pass()
                 schedule.polled()
+                schedule.poll_by(self._wired.reconciler.intake.not_before)
                 continue
             with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
                 async with asyncio.timeout(schedule.wait_s()):

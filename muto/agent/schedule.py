@@ -34,6 +34,13 @@ class Schedule:
         jitter = self.rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
         self.next_poll = self.clock.monotonic() + s.poll_s * jitter
 
+    def poll_by(self, at: float) -> None:
+        """Poll no later than `at` (monotonic), if that is in the future: when the cloud
+        said when to ask again (Retry-After), the vehicle asks then, not a whole poll
+        interval later (a notify it could not act on would otherwise wait that long)."""
+        if at > self.clock.monotonic():
+            self.next_poll = min(self.next_poll, at)
+
     def due(self) -> set[str]:
         """What is due now ("poll", "drift", "health"); drift and health are re-armed."""
         now, found = self.clock.monotonic(), set()

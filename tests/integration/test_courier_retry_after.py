@@ -1,7 +1,8 @@
-"""The agent's courier honours Retry-After (#14 item 8): the real courier and HTTP
+"""The agent honours Retry-After (#14 item 8): the real courier and HTTP
 client against `muto cloud serve` with a low per-vehicle rate limit. After a 429 the
 next delivery waits at least the Retry-After the cloud sent, however short the
-courier's own backoff, and every report still arrives once, in order."""
+courier's own backoff, and every report still arrives once, in order; a fetch over the
+limit carries the cloud's Retry-After to the intake."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from muto.agent.clock import SystemClock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import ReportDelivered, ReportDropped, ReportQueued
 from muto.agent.transport.courier import Courier
-from muto.agent.transport.http import CloudClient, Delivery, RetryLater
+from muto.agent.transport.http import CloudClient, Delivery, Fetched, NotFetched, RetryLater
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.wire import encode
 from tests.support.api_server import ApiServer, vehicle_body
@@ -99,3 +100,31 @@ def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -
         assert verdict == "retry" and isinstance(detail, RetryLater)
         assert detail.after_s == 1.0
         assert sink.tries[i + 1][0] - at >= detail.after_s - 0.01, sink.tries
+
+
+def test_a_fetch_over_the_limit_says_when_to_ask_again(tmp_path: Path) -> None:
+    """The same limit on the desired-state fetch: the client hands the cloud's
+    Retry-After to the intake (RetryLater), which asks nothing before it ends."""
+    limits = ("--vehicle-rate", "2", "--vehicle-burst", "2")
+    server = ApiServer(tmp_path / "cloud", None, options=limits)
+    tokens = server.issue("operator", "v1")
+    server.start()
+    try:
+        with server.client(tokens["operator"][0]) as op:
+            assert op.post("/vehicles", json=vehicle_body("v1")).status_code == 201
+
+        async def fetch_thrice() -> list[NotFetched | Fetched]:
+            client = CloudClient(server.url, "v1", tokens["v1"][0])
+            try:
+                return [await client.latest(None) for _ in range(3)]
+            finally:
+                await client.aclose()
+
+        answers = asyncio.run(fetch_thrice())
+    finally:
+        assert server.stop() == 0, server.tail()
+    assert answers[:2] == [NotFetched("none_assigned"), NotFetched("none_assigned")]
+    refused = answers[2]
+    assert isinstance(refused, NotFetched) and refused.why == "unreachable"
+    assert isinstance(refused.detail, RetryLater) and refused.detail.after_s == 1.0
+    assert refused.detail == "HTTP 429, retry after 1 s"

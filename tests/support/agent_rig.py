@@ -20,7 +20,7 @@ from muto.agent.journal.state import JournalState, Running
 from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
-from muto.agent.transport.http import Delivery, Fetched, NotFetched
+from muto.agent.transport.http import Delivery, Fetched, NotFetched, RetryLater
 from muto.agent.trust import MemoryTrust
 from muto.domain.broker import Broker
 from muto.domain.desired import (
@@ -119,6 +119,7 @@ class FakeCloud:
     bundle: DesiredStateBundle | None = None
     online: bool = True
     refuse: set[str] = field(default_factory=set)  # report ids answered 422
+    retry_after: float | None = None  # fetches answered 429 with this Retry-After
     fetches: int = 0
     reports: list[dict[str, Any]] = field(default_factory=list)
     _etags: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -131,6 +132,11 @@ class FakeCloud:
         self.fetches += 1
         if not self.online:
             return NotFetched("unreachable", "offline")
+        if self.retry_after is not None:
+            after = self.retry_after
+            return NotFetched(
+                "unreachable", RetryLater(f"HTTP 429, retry after {after:g} s", after)
+            )
         if self.bundle is None:
             return NotFetched("none_assigned")
         if etag == self.etag:

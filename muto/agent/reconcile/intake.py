@@ -3,7 +3,9 @@
 Invariants: nothing unverified reaches the journal's desired state; the trust store
 accepts a document before anything acts on it; a rejection leaves the accepted desired
 state (and so the running release) untouched; a document is fetched again only when
-its ETag changes, so a rejected one is journaled and reported once.
+its ETag changes, so a rejected one is journaled and reported once; after the cloud
+answered a fetch with Retry-After, nothing is asked of it until that time (`not_before`;
+the agent's loop fetches again then: agent.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from muto.agent.journal.events import (
 )
 from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
-from muto.agent.transport.http import Fetched, NotFetched
+from muto.agent.transport.http import Fetched, NotFetched, RetryLater
 from muto.agent.trust import Trust
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
@@ -43,6 +45,7 @@ class Intake:
     clock: Clock
     kill: KillSwitch = field(default_factory=KillSwitch)
     signals: Signals = field(default_factory=Signals)
+    not_before: float = 0.0  # monotonic: the cloud's Retry-After for fetches ends then
 
     async def run(self, clock_trusted: bool) -> NotFetched | None:
         """Returns why nothing new was taken in, or None when a document was journaled.
@@ -51,10 +54,17 @@ class Intake:
             return NotFetched("unreachable", "no cloud configured")
         if not clock_trusted:
             return NotFetched("unreachable", "untrusted clock")
+        wait = self.not_before - self.clock.monotonic()
+        if wait > 0:
+            return NotFetched(
+                "unreachable", RetryLater(f"the cloud said to wait {wait:.1f} s", wait)
+            )
         self.signals.set_phase(AgentPhase.FETCHING)
         self.kill("fetch")
         got = await self.source.latest(self.journal.state.etag)
         if isinstance(got, NotFetched):
+            if isinstance(got.detail, RetryLater):
+                self.not_before = self.clock.monotonic() + got.detail.after_s
             return got
         self.signals.set_phase(AgentPhase.VERIFYING)
         self.kill("verify")

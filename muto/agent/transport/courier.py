@@ -22,7 +22,6 @@ from muto.agent.kill import KillSwitch
 from muto.agent.transport.http import Delivery, RetryLater
 
 logger = logging.getLogger("muto.agent")
-MAX_RETRY_AFTER_S = 3600.0  # a Retry-After beyond this is taken as this
 
 
 class ReportSink(Protocol):
@@ -83,9 +82,8 @@ class Courier:
                 verdict, detail = await self.sink.deliver(head.kind, bytes(head.body))
                 if verdict == "retry":
                     logger.debug("report %s not delivered yet: %s", head.report_id, detail)
-                    if isinstance(detail, RetryLater):
-                        wait = min(detail.after_s, MAX_RETRY_AFTER_S)
-                        self._not_before = self.clock.monotonic() + wait
+                    if isinstance(detail, RetryLater):  # capped by retry_after_s
+                        self._not_before = self.clock.monotonic() + detail.after_s
                     return False
                 if head.report_id not in self.journal.state.outbox:
                     continue  # superseded while in flight (a newer health report)

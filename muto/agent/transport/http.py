@@ -35,6 +35,7 @@ MAX_BUNDLE_BYTES = 4 << 20
 MAX_ANSWER_BYTES = 4 << 10  # of an answer to a report: only its status and a detail count
 # Worth retrying: the token may be fixed, the cloud may come back, a limit may lift.
 RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
+MAX_RETRY_AFTER_S = 3600.0  # a Retry-After beyond this is taken as this
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ Delivery = Literal["ack", "retry", "drop"]
 
 
 class RetryLater(str):
-    """The detail of a "retry" the cloud timed (429/503 with Retry-After): the courier
-    sends nothing to it before `after_s` seconds have passed."""
+    """The detail of a failure the cloud timed (429/503 with Retry-After): the courier
+    sends no report, and the intake asks for no desired state, before `after_s` seconds
+    have passed."""
 
     after_s: float
 
@@ -73,11 +75,21 @@ class RetryLater(str):
 
 
 def retry_after_s(header: str | None) -> float | None:
-    """Retry-After in seconds (the delay form; an HTTP date is not sent by muto)."""
+    """Retry-After in seconds (the delay form; an HTTP date is not sent by muto), at most
+    MAX_RETRY_AFTER_S."""
     value = (header or "").strip()
     if not (0 < len(value) <= 9 and value.isascii() and value.isdigit()):
         return None
-    return float(value)
+    return min(float(value), MAX_RETRY_AFTER_S)
+
+
+def _failed(answer: Answer) -> str:
+    """Why an answer worth retrying failed: a RetryLater when the cloud said when."""
+    status = answer.status_code
+    after = retry_after_s(answer.headers.get("retry-after"))
+    if after is None:
+        return f"HTTP {status}"
+    return RetryLater(f"HTTP {status}, retry after {after:g} s", after)
 
 
 class CloudPort(Protocol):
@@ -124,7 +136,7 @@ class CloudClient:
             ):
                 status = answer.status_code
                 if status != 200:
-                    return _not_fetched(status)
+                    return _not_fetched(answer)
                 encoded = _encoded(answer)
                 body = b"" if encoded else await read_capped(answer, self.max_bundle_bytes)
         except TimeoutError:
@@ -158,11 +170,7 @@ class CloudClient:
                 if 200 <= status < 300:
                     return "ack", f"HTTP {status}"
                 if status >= 500 or status in RETRY_STATUSES:
-                    after = retry_after_s(answer.headers.get("retry-after"))
-                    if after is not None:
-                        wait = RetryLater(f"HTTP {status}, retry after {after:g} s", after)
-                        return "retry", wait
-                    return "retry", f"HTTP {status}"
+                    return "retry", _failed(answer)
                 head = await read_head(answer, MAX_ANSWER_BYTES)
         except TimeoutError:
             return "retry", f"no complete answer within {self._total_timeout}s"
@@ -175,7 +183,8 @@ class CloudClient:
             await self._http.aclose()
 
 
-def _not_fetched(status: int) -> NotFetched:
+def _not_fetched(answer: Answer) -> NotFetched:
+    status = answer.status_code
     if status == 304:
         return NotFetched("not_modified")
     if status == 404:
@@ -183,7 +192,8 @@ def _not_fetched(status: int) -> NotFetched:
     if status in (401, 403):
         # Not an outage: a misprovisioned token. Say so on every poll until fixed.
         logger.warning("the cloud refuses this vehicle's token (HTTP %s)", status)
-    return NotFetched("unreachable", f"HTTP {status}")
+    retry = status >= 500 or status in RETRY_STATUSES
+    return NotFetched("unreachable", _failed(answer) if retry else f"HTTP {status}")
 
 
 def _encoded(response: Answer) -> str | None:
