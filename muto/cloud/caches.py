@@ -7,7 +7,8 @@
 - the release envelopes (envelopes.ReleaseEnvelopes): releases are immutable.
 
 Each eviction comes from the projection that committed the change (its Announcer, after
-the commit). On PostgreSQL other processes write too: `listen()` starts the change
+the commit; the ETag memory also holds a vehicle from just before that commit, see
+etags.py). On PostgreSQL other processes write too: `listen()` starts the change
 channel (invalidation.ViewChanges), and a cache answers from memory only while that
 channel is live; each time it (re)connects every cache starts again, since what
 changed while it was away is unknown. On SQLite one process writes: its own
@@ -45,6 +46,7 @@ class Caches:
         auth.trusted = ingest.trusted = self.live
         views.tokens.revoked.append(auth.forget)
         views.desired.assigned.append(self.etags.forget)
+        views.desired.assigned.holders.append(self.etags.changing)
         views.inventory.health_changed.append(ingest.forget)
 
     def live(self) -> bool:

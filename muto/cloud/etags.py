@@ -6,7 +6,10 @@ Exact, not timed: an entry is evicted when a new assignment for its vehicle comm
 other processes through cloud.invalidation), and the memory answers nothing while this
 process may be missing such changes (`live()` False). An ETag read before an
 assignment committed is never remembered after that assignment's eviction: the reader
-takes `generation()` before its query and hands it to `remember`.
+takes `generation()` before its query and hands it to `remember`. From just before the
+commit until that eviction the vehicle is held (`changing`): nothing is answered or
+remembered for it, so a vehicle woken by the notify that the commit allows never meets
+its old ETag here.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class DesiredEtags:
         self.live = live
         self._etags: dict[str, str] = {}
         self._forgets = 0  # bumped by every eviction: see `generation`
+        self._changing: dict[str, int] = {}  # vehicles held: see `changing`
         self._lock = threading.Lock()  # evictions come from the projector's thread
 
     def recent(self, vehicle_id: str) -> str | None:
@@ -34,17 +38,29 @@ class DesiredEtags:
 
     def remember(self, vehicle_id: str, etag: str, generation: int) -> None:
         with self._lock:
-            if generation != self._forgets:
+            if generation != self._forgets or vehicle_id in self._changing:
                 return  # an assignment committed meanwhile: this ETag may be the old one
             if len(self._etags) >= MAX_VEHICLES:
                 self._etags.clear()
             self._etags[vehicle_id] = etag
 
+    def changing(self, vehicle_id: str) -> None:
+        """A new assignment for this vehicle is about to commit: hold it until `forget`."""
+        with self._lock:
+            self._forgets += 1
+            self._changing[vehicle_id] = self._changing.get(vehicle_id, 0) + 1
+            self._etags.pop(vehicle_id, None)
+
     def forget(self, vehicle_id: str) -> None:
-        """A new assignment for this vehicle committed."""
+        """A new assignment for this vehicle committed (or the batch holding it failed)."""
         with self._lock:
             self._forgets += 1
             self._etags.pop(vehicle_id, None)
+            held = self._changing.get(vehicle_id, 0)
+            if held > 1:
+                self._changing[vehicle_id] = held - 1
+            elif held:
+                del self._changing[vehicle_id]
 
     def clear(self) -> None:
         """Changes may have been missed (the change channel reconnected)."""

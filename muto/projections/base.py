@@ -60,6 +60,11 @@ def event_data(event: object) -> dict[str, Any]:
 class Announcer:
     """Tells listeners (in-process caches) which keys a batch changed, once the batch has
     committed: told earlier, a request could re-read the old row and remember it again.
+    Holders are told the same keys just before the commit (`committing`): from then
+    until the listeners are told, a cache neither answers for those keys nor remembers
+    them, so nothing that learns of the commit from the database (the notifier, another
+    reader) can meet the old answer in memory in between. A batch that fails tells the
+    listeners of what it held, which releases it.
 
     On PostgreSQL the runner also publishes each key on the store's NOTIFY channel as
     `<topic> <key>`, inside the batch's transaction (delivered on commit), so that the
@@ -68,7 +73,9 @@ class Announcer:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.listeners: list[Callable[[str], None]] = []
+        self.holders: list[Callable[[str], None]] = []
         self._pending: list[str] = []
+        self._held: list[str] = []
 
     def append(self, listener: Callable[[str], None]) -> None:
         self.listeners.append(listener)
@@ -80,8 +87,14 @@ class Announcer:
     def pending(self) -> list[str]:
         return list(self._pending)
 
+    def committing(self) -> None:
+        self._held = list(self._pending)
+        for key in self._held:
+            for holder in self.holders:
+                holder(key)
+
     def committed(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._held = self._pending, [], []
         for key in pending:
             self.tell(key)
 
@@ -90,7 +103,10 @@ class Announcer:
             listener(key)
 
     def discard(self) -> None:
+        held, self._held = self._held, []
         self._pending.clear()
+        for key in held:
+            self.tell(key)
 
 
 class Projection:
@@ -140,6 +156,11 @@ class Projection:
     def announcers(self) -> list[Announcer]:
         """What this projection tells caches about (see Announcer)."""
         return []
+
+    def committing(self) -> None:
+        """The batch's transaction is about to commit: hold what it changes."""
+        for announcer in self.announcers:
+            announcer.committing()
 
     def committed(self) -> None:
         """The batch's transaction committed: announce what it changed."""

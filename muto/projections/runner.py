@@ -175,6 +175,8 @@ class ProjectionRunner:
             self.store.advance(session, behind, last)
             if self.store.is_postgres:
                 self.store.announce(session, self._changes())
+            for projection in self.projections.values():
+                projection.committing()
         for projection in self.projections.values():
             projection.committed()
         self.processed += len(notifications)

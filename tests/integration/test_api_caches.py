@@ -4,7 +4,10 @@ remembered token at once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -59,6 +62,51 @@ def test_a_poll_right_after_a_new_assignment_gets_the_new_revision(tmp_path: Pat
         )
         assert after.status_code == 200
         assert after.json()["metadata"]["sequence"] == 2
+
+
+def test_between_an_assignments_commit_and_its_announcement_the_memory_holds_off(
+    tmp_path: Path,
+) -> None:
+    """The notifier publishes once the desired view's commit is visible; the ETag memory
+    hears of it a moment later, when the projector announces. In that moment the memory
+    must neither answer with the old ETag nor remember it again (a vehicle woken by the
+    notify would get a 304 and wait for its next poll)."""
+    c, op, plane = client_and_plane(tmp_path)
+    etags, desired, store = plane.caches.etags, plane.views.desired, plane.views.store
+    poll = {"vehicleId": "v1"}
+    with c:
+        c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
+        for version in ("1.0.0", "1.1.0"):
+            signed = signed_release(version=version)
+            c.post("/releases", json=to_builtins(signed.envelope), headers=op)
+        assign = {
+            "target": {"type": "vehicle", "selector": "v1"},
+            "stack": {"name": "core", "version": "1.0.0"},
+        }
+        assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        etag = c.get("/desired-states/latest", params=poll, headers=op).headers["etag"]
+        assert etags.recent("v1") == etag
+        in_between: list[tuple[str | None, str | None]] = []
+        writing = store.writing
+
+        @contextmanager
+        def observed() -> Iterator[Any]:
+            with writing() as session:
+                yield session
+            if "v1" in desired.assigned.pending:  # committed, not announced yet
+                answered = etags.recent("v1")
+                etags.remember("v1", etag, etags.generation())  # a read of the old row
+                in_between.append((answered, etags.recent("v1")))
+
+        store.writing = observed  # type: ignore[method-assign]
+        try:
+            assign["stack"]["version"] = "1.1.0"
+            assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        finally:
+            del store.writing
+        assert in_between == [(None, None)]
+        after = c.get("/desired-states/latest", params=poll, headers={**op, "If-None-Match": etag})
+        assert after.status_code == 200 and after.json()["metadata"]["sequence"] == 2
 
 
 def test_a_token_used_just_before_its_revocation_is_refused_at_once(tmp_path: Path) -> None:

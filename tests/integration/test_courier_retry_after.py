@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +57,10 @@ def queued(n: int) -> ReportQueued:
     )  # fmt: skip
 
 
-def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -> None:
-    # 2 reports/s, burst 2: the bucket's wait is at most 0.5 s, sent rounded up (1 s),
-    # ten times the courier's own longest backoff.
+@contextmanager
+def limited_cloud(tmp_path: Path) -> Iterator[tuple[ApiServer, str]]:
+    """`muto cloud serve` with vehicle v1 registered, at 2 requests/s, burst 2: the
+    bucket's wait is at most 0.5 s, sent rounded up (1 s); yields v1's token."""
     limits = ("--vehicle-rate", "2", "--vehicle-burst", "2")
     server = ApiServer(tmp_path / "cloud", None, options=limits)
     tokens = server.issue("operator", "v1")
@@ -65,9 +68,18 @@ def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -
     try:
         with server.client(tokens["operator"][0]) as op:
             assert op.post("/vehicles", json=vehicle_body("v1")).status_code == 201
+        yield server, tokens["v1"][0]
+    finally:
+        assert server.stop() == 0, server.tail()
+    assert server.tracebacks() == []
+
+
+def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -> None:
+    # The Retry-After (1 s) is ten times the courier's own longest backoff.
+    with limited_cloud(tmp_path) as (server, token):
         journal = Journal.open(tmp_path / "agent")
         journal.append(*(queued(n) for n in range(REPORTS)))
-        sink = Recording(CloudClient(server.url, "v1", tokens["v1"][0]))
+        sink = Recording(CloudClient(server.url, "v1", token))
         courier = Courier(journal, sink, SystemClock(), backoff_s=0.05, max_backoff_s=0.1)
 
         async def deliver_all() -> None:
@@ -87,9 +99,6 @@ def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -
             if isinstance(r.event, ReportDelivered | ReportDropped)
         ]
         journal.close()
-    finally:
-        assert server.stop() == 0, server.tail()
-    assert server.tracebacks() == []
     assert [type(e) for e in events] == [ReportDelivered] * REPORTS
     assert [e.report_id for e in events] == [f"rep-{n}" for n in range(REPORTS)]
     limited = [i for i, (_, verdict, detail) in enumerate(sink.tries) if "429" in detail]
@@ -105,24 +114,16 @@ def test_the_courier_waits_retry_after_and_delivers_everything(tmp_path: Path) -
 def test_a_fetch_over_the_limit_says_when_to_ask_again(tmp_path: Path) -> None:
     """The same limit on the desired-state fetch: the client hands the cloud's
     Retry-After to the intake (RetryLater), which asks nothing before it ends."""
-    limits = ("--vehicle-rate", "2", "--vehicle-burst", "2")
-    server = ApiServer(tmp_path / "cloud", None, options=limits)
-    tokens = server.issue("operator", "v1")
-    server.start()
-    try:
-        with server.client(tokens["operator"][0]) as op:
-            assert op.post("/vehicles", json=vehicle_body("v1")).status_code == 201
+    with limited_cloud(tmp_path) as (server, token):
 
         async def fetch_thrice() -> list[NotFetched | Fetched]:
-            client = CloudClient(server.url, "v1", tokens["v1"][0])
+            client = CloudClient(server.url, "v1", token)
             try:
                 return [await client.latest(None) for _ in range(3)]
             finally:
                 await client.aclose()
 
         answers = asyncio.run(fetch_thrice())
-    finally:
-        assert server.stop() == 0, server.tail()
     assert answers[:2] == [NotFetched("none_assigned"), NotFetched("none_assigned")]
     refused = answers[2]
     assert isinstance(refused, NotFetched) and refused.why == "unreachable"
