@@ -33,18 +33,25 @@ def client_and_plane(tmp_path: Path) -> tuple[TestClient, dict[str, str], Contro
     return TestClient(app), {"Authorization": f"Bearer {secret}"}, plane
 
 
+def v1_on_core_1_0_0(c: TestClient, op: dict[str, str]) -> dict[str, Any]:
+    """Vehicle v1 registered, core 1.0.0 and 1.1.0 published, 1.0.0 assigned to v1;
+    returns the assignment's body (change its version to assign 1.1.0)."""
+    c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
+    for version in ("1.0.0", "1.1.0"):
+        signed = signed_release(version=version)
+        c.post("/releases", json=to_builtins(signed.envelope), headers=op)
+    assign: dict[str, Any] = {
+        "target": {"type": "vehicle", "selector": "v1"},
+        "stack": {"name": "core", "version": "1.0.0"},
+    }
+    assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+    return assign
+
+
 def test_a_poll_right_after_a_new_assignment_gets_the_new_revision(tmp_path: Path) -> None:
     c, op = client(tmp_path)
     with c:
-        c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
-        for version in ("1.0.0", "1.1.0"):
-            signed = signed_release(version=version)
-            c.post("/releases", json=to_builtins(signed.envelope), headers=op)
-        assign = {
-            "target": {"type": "vehicle", "selector": "v1"},
-            "stack": {"name": "core", "version": "1.0.0"},
-        }
-        assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        assign = v1_on_core_1_0_0(c, op)
         first = c.get("/desired-states/latest", params={"vehicleId": "v1"}, headers=op)
         etag = first.headers["etag"]
         again = c.get(
@@ -75,15 +82,7 @@ def test_between_an_assignments_commit_and_its_announcement_the_memory_holds_off
     etags, desired, store = plane.caches.etags, plane.views.desired, plane.views.store
     poll = {"vehicleId": "v1"}
     with c:
-        c.post("/vehicles", json={"vehicleId": "v1", "labels": {"model": "m3"}}, headers=op)
-        for version in ("1.0.0", "1.1.0"):
-            signed = signed_release(version=version)
-            c.post("/releases", json=to_builtins(signed.envelope), headers=op)
-        assign = {
-            "target": {"type": "vehicle", "selector": "v1"},
-            "stack": {"name": "core", "version": "1.0.0"},
-        }
-        assert c.post("/desired-states", json=assign, headers=op).status_code == 201
+        assign = v1_on_core_1_0_0(c, op)
         etag = c.get("/desired-states/latest", params=poll, headers=op).headers["etag"]
         assert etags.recent("v1") == etag
         in_between: list[tuple[str | None, str | None]] = []
