@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from muto.agent.transport.mqtt import MqttLink
 
 logger = logging.getLogger("muto.agent")
+NOTIFY_RECHECK_S = 1.0  # after a pass that could not reach a notified sequence
 
 
 class Agent:
@@ -49,6 +50,7 @@ class Agent:
         self._session: asyncio.Task[None] | None = None
         self._stopped = False
         self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
+        self._rechecked = 0  # the highest notified sequence fetched once more for
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
         self._passing = False
         self.figures = AgentFigures()
@@ -220,10 +222,22 @@ class Agent:
                 await self._pass()
                 schedule.polled()
                 schedule.poll_by(self._wired.reconciler.intake.not_before)
+                self._recheck_notified(schedule)
                 continue
             with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
                 async with asyncio.timeout(schedule.wait_s()):
                     await self.signals.triggered.wait()
+
+    def _recheck_notified(self, schedule: Schedule) -> None:
+        """A notified sequence still above the accepted one after the pass: the fetch
+        met an API process that had not heard of the change yet (its memory hears it a
+        moment after the commit), a refusal, or a network blip. Ask once more a little
+        later, once per sequence: a forged notify costs one more conditional fetch."""
+        wanted = self.signals.notified
+        accepted = self.parts.journal.state.desired
+        if wanted > self._rechecked and wanted > (accepted.sequence if accepted else 0):
+            self._rechecked = wanted
+            schedule.poll_by(self.parts.clock.monotonic() + NOTIFY_RECHECK_S)
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True

@@ -8,6 +8,7 @@ a part holds calls back into the Agent. Each flag has one reader:
     report     a report queued                       the courier delivers it
     retimed    the agentConfig in force changed      the MQTT link's heartbeat re-times
     triggers   a notify, a timer, a caller           the agent's loop runs a pass
+    notified   a notify                              the agent's loop, after a pass
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Signals:
     def __init__(self) -> None:
         self.phase = AgentPhase.IDLE
         self.triggers: list[str] = []  # reasons waiting for the next pass (coalesced)
+        self.notified = 0  # the highest sequence a notify announced (a hint, unverified)
         self.triggered = asyncio.Event()
         self.shown = asyncio.Event()
         self.report = asyncio.Event()
@@ -38,6 +40,10 @@ class Signals:
     def config_changed(self) -> None:
         self.retimed.set()
         self.shown.set()
+
+    def notify(self, sequence: int) -> None:
+        self.notified = max(self.notified, sequence)
+        self.trigger(f"notify:{sequence}")
 
     def trigger(self, reason: str) -> None:
         self.triggers.append(reason)

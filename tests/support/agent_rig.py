@@ -120,6 +120,7 @@ class FakeCloud:
     online: bool = True
     refuse: set[str] = field(default_factory=set)  # report ids answered 422
     retry_after: float | None = None  # fetches answered 429 with this Retry-After
+    unheard: int = 0  # fetches answered 304 by an API process that has not heard yet
     fetches: int = 0
     reports: list[dict[str, Any]] = field(default_factory=list)
     _etags: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -139,6 +140,9 @@ class FakeCloud:
             )
         if self.bundle is None:
             return NotFetched("none_assigned")
+        if self.unheard:
+            self.unheard -= 1
+            return NotFetched("not_modified")
         if etag == self.etag:
             return NotFetched("not_modified")
         document = msgspec.json.decode(

@@ -1,7 +1,9 @@
 """A fetch the cloud refuses with Retry-After (429/503): the agent asks for no desired
 state before that time, and asks again at that time, not a whole poll interval later.
 A notify that arrived while the vehicle was over its rate limit is otherwise lost
-until the next poll (tests/faults/test_duplicates.py found it)."""
+until the next poll (tests/faults/test_duplicates.py found it). Likewise a notify the
+pass could not reach (a 304 from an API process that had not heard of the change yet)
+is fetched once more, a second later, and only once."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from muto.agent.parts import AgentSettings
 from muto.agent.schedule import Schedule
 from muto.agent.transport.http import RetryLater
-from tests.support.agent_rig import A, ManualClock, make_rig, run, started
+from tests.support.agent_rig import A, B, ManualClock, make_rig, run, started
 
 
 def test_a_refused_fetch_is_not_asked_again_before_its_retry_after() -> None:
@@ -89,3 +91,26 @@ def test_poll_by_only_brings_the_next_poll_forward_and_never_into_the_past(
     else:
         assert schedule.next_poll == before
     assert schedule.next_poll >= clock.monotonic() or schedule.next_poll == before
+
+
+def test_a_notify_the_pass_could_not_reach_is_fetched_once_more_and_only_once() -> None:
+    async def scenario() -> None:
+        rig = make_rig(clock=MonotonicClock(), poll_s=3600, drift_check_s=3600)
+        rig.cloud.serve(rig.signers.bundle(A, 1))
+        await rig.agent.start()
+        async with asyncio.timeout(10):
+            while rig.runtime.applied != [A.key]:
+                await asyncio.sleep(0.01)
+            fetched = rig.cloud.fetches
+            rig.cloud.serve(rig.signers.bundle(B, 2))
+            rig.cloud.unheard = 1  # the first fetch after the notify meets a stale 304
+            rig.agent.signals.notify(2)
+            while rig.runtime.applied != [A.key, B.key]:
+                await asyncio.sleep(0.01)
+            assert rig.cloud.fetches == fetched + 2
+            rig.agent.signals.notify(99)  # forged: nothing above 2 exists
+            await asyncio.sleep(2.5)  # the one recheck comes after 1 s
+        await rig.agent.stop()
+        assert rig.cloud.fetches == fetched + 4  # 99: the notified pass and one recheck
+
+    run(scenario)

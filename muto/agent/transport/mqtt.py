@@ -276,9 +276,7 @@ class MqttLink:
     def _notified(self, notify: DesiredNotify) -> None:
         if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.accepted_sequence:
             return  # another vehicle's, or old news
-        self.signals.trigger(
-            f"notify:{notify.sequence}"
-        )  # a hint: only a verified state moves the bar
+        self.signals.notify(notify.sequence)  # a hint: only a verified state moves the bar
 
     async def _refresh(self, client: aiomqtt.Client, request: RefreshRequest) -> None:
         """Read-only: re-publish the snapshots and say which; never reconcile."""
