@@ -50,7 +50,7 @@ class Agent:
         self._session: asyncio.Task[None] | None = None
         self._stopped = False
         self._finished_a_pass = False  # this run's; journaled once (restart-loop guard)
-        self._rechecked = 0  # the highest notified sequence fetched once more for
+        self._rechecked = 0  # the highest notified sequence already fetched once more
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
         self._passing = False
         self.figures = AgentFigures()
@@ -234,8 +234,7 @@ class Agent:
         moment after the commit), a refusal, or a network blip. Ask once more a little
         later, once per sequence: a forged notify costs one more conditional fetch."""
         wanted = self.signals.notified
-        accepted = self.parts.journal.state.desired
-        if wanted > self._rechecked and wanted > (accepted.sequence if accepted else 0):
+        if wanted > self._rechecked and wanted > self.parts.journal.state.accepted_sequence:
             self._rechecked = wanted
             schedule.poll_by(self.parts.clock.monotonic() + NOTIFY_RECHECK_S)
 

@@ -108,8 +108,7 @@ class AgentView:
         return self._parts.journal.state.config.heartbeat_s
 
     def accepted_sequence(self) -> int:
-        desired = self._parts.journal.state.desired
-        return desired.sequence if desired is not None else 0
+        return self._parts.journal.state.accepted_sequence
 
 
 @dataclass

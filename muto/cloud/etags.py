@@ -25,7 +25,7 @@ class DesiredEtags:
         self.live = live
         self._etags: dict[str, str] = {}
         self._forgets = 0  # bumped by every eviction: see `generation`
-        self._changing: dict[str, int] = {}  # vehicles held: see `changing`
+        self._changing: set[str] = set()  # vehicles held: see `changing`
         self._lock = threading.Lock()  # evictions come from the projector's thread
 
     def recent(self, vehicle_id: str) -> str | None:
@@ -48,7 +48,7 @@ class DesiredEtags:
         """A new assignment for this vehicle is about to commit: hold it until `forget`."""
         with self._lock:
             self._forgets += 1
-            self._changing[vehicle_id] = self._changing.get(vehicle_id, 0) + 1
+            self._changing.add(vehicle_id)
             self._etags.pop(vehicle_id, None)
 
     def forget(self, vehicle_id: str) -> None:
@@ -56,11 +56,7 @@ class DesiredEtags:
         with self._lock:
             self._forgets += 1
             self._etags.pop(vehicle_id, None)
-            held = self._changing.get(vehicle_id, 0)
-            if held > 1:
-                self._changing[vehicle_id] = held - 1
-            elif held:
-                del self._changing[vehicle_id]
+            self._changing.discard(vehicle_id)
 
     def clear(self) -> None:
         """Changes may have been missed (the change channel reconnected)."""

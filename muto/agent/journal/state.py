@@ -115,6 +115,12 @@ class JournalState(Base):
     def running_key(self) -> str | None:
         return self.running.key if self.running else None
 
+    @property
+    def accepted_sequence(self) -> int:
+        """The sequence of the newest verified desired state (0: none): a notify at or
+        below it is old news."""
+        return self.desired.sequence if self.desired is not None else 0
+
     def release(self, key: str | None) -> StackRelease | None:
         return self.releases.get(key) if key else None
 

@@ -83,10 +83,15 @@ def retry_after_s(header: str | None) -> float | None:
     return min(float(value), MAX_RETRY_AFTER_S)
 
 
+def _retryable(status: int) -> bool:
+    return status >= 500 or status in RETRY_STATUSES
+
+
 def _failed(answer: Answer) -> str:
-    """Why an answer worth retrying failed: a RetryLater when the cloud said when."""
+    """Why an answer failed: a RetryLater when it is worth retrying and the cloud said
+    when."""
     status = answer.status_code
-    after = retry_after_s(answer.headers.get("retry-after"))
+    after = retry_after_s(answer.headers.get("retry-after")) if _retryable(status) else None
     if after is None:
         return f"HTTP {status}"
     return RetryLater(f"HTTP {status}, retry after {after:g} s", after)
@@ -169,7 +174,7 @@ class CloudClient:
                 status = answer.status_code
                 if 200 <= status < 300:
                     return "ack", f"HTTP {status}"
-                if status >= 500 or status in RETRY_STATUSES:
+                if _retryable(status):
                     return "retry", _failed(answer)
                 head = await read_head(answer, MAX_ANSWER_BYTES)
         except TimeoutError:
@@ -192,8 +197,7 @@ def _not_fetched(answer: Answer) -> NotFetched:
     if status in (401, 403):
         # Not an outage: a misprovisioned token. Say so on every poll until fixed.
         logger.warning("the cloud refuses this vehicle's token (HTTP %s)", status)
-    retry = status >= 500 or status in RETRY_STATUSES
-    return NotFetched("unreachable", _failed(answer) if retry else f"HTTP {status}")
+    return NotFetched("unreachable", _failed(answer))
 
 
 def _encoded(response: Answer) -> str | None:
