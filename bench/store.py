@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import os
 import sqlite3
 import tempfile
@@ -32,6 +33,7 @@ from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.cloud.writer import Writer
 from muto.domain.model.vehicle import Vehicle
+from muto.domain.report_order import ReportPlace
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import VehicleRegistration
 from muto.projections import Views
@@ -366,7 +368,13 @@ class Backend:
     raw_table_sql: list[str]
 
 
+# Each vehicle's journal count, as its agent keeps it (muto/agent/reports.py).
+_journal_numbers: dict[str, Iterator[int]] = {}
+
+
 def reconcile(vehicle_id: str, report_id: str) -> ReconcileReport:
+    """A report as today's agents send it: placed in the vehicle's journal."""
+    number = next(_journal_numbers.setdefault(vehicle_id, itertools.count(1)))
     return ReconcileReport(
         schema="muto.reconcile-report.v1",
         report_id=report_id,
@@ -375,6 +383,7 @@ def reconcile(vehicle_id: str, report_id: str) -> ReconcileReport:
         sequence=1,
         status=ReconcileStatus.CONVERGED,
         observed_at=BEGAN,
+        journal=ReportPlace(incarnation=f"{vehicle_id}-journal", number=number),
     )
 
 
