@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from muto.cloud.commands import (
     Assignment,
@@ -32,6 +33,8 @@ from muto.domain.rollout_rules import Evaluation, Verdict
 from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
+# The phase of a rollback revision (DesiredAssignment.phase, the desired state's waveId).
+ROLLBACK = "rollback"
 # The control plane's wall clock (aware UTC datetimes); not the agent's Clock protocol.
 WallClock = Callable[[], datetime]
 
@@ -49,11 +52,33 @@ def _rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
 
 def _previous_release(vehicle: Vehicle) -> str | None:
     """What the vehicle ran before this rollout: its last reported running release,
-    else its last assigned one."""
+    else its last assigned one. A rollback revision it has not reported on yet wins
+    over both: the release it still runs is one a rollback took away (the vehicle was
+    away), and its known good is the rollback's target (None: "run nothing")."""
+    assignment = vehicle.assignment or {}
+    if assignment.get("phase") == ROLLBACK:
+        return cast("str | None", assignment.get("releaseKey"))
     running = (vehicle.last_report or {}).get("running")
     if running:
         return f"{running['name']}@{running['version']}"
-    return (vehicle.assignment or {}).get("releaseKey")
+    return cast("str | None", assignment.get("releaseKey"))
+
+
+def _still_given(uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]) -> list[str]:
+    """Those of `vehicle_ids` whose desired state still names this rollout's release,
+    whoever assigned it (this rollout, or another's rollback back to it). A vehicle
+    given another release since (a later rollout, a direct assignment) keeps it: a
+    rollback takes the rollout's release away, it never overrides a newer intent."""
+    return [
+        vehicle_id
+        for vehicle_id in vehicle_ids
+        if _vehicle_assignment(uow, vehicle_id).get("releaseKey") == rollout.release_key
+    ]
+
+
+def _vehicle_assignment(uow: UnitOfWork, vehicle_id: str) -> dict[str, Any]:
+    vehicle = uow.find(Vehicle, Vehicle.create_id(vehicle_id))
+    return (vehicle.assignment if vehicle is not None else None) or {}
 
 
 def _request(rollout: Rollout, release_key: str, phase: str) -> DesiredStateRequest:
@@ -79,7 +104,7 @@ def _run_nothing(rollout: Rollout) -> RunNothing:
             "policy": rollout.policy["policy"],
             "agentConfig": rollout.policy["agentConfig"],
             "rollout": to_builtins(
-                RolloutRef(strategy="canary", wave_id="rollback", rollout_id=rollout.rollout_id)
+                RolloutRef(strategy="canary", wave_id=ROLLBACK, rollout_id=rollout.rollout_id)
             ),
         },
         RunNothing,
@@ -130,7 +155,7 @@ def _roll_back(
     that had no release before the rollout get one revision that says "run nothing".
     Returns how many vehicles were given a rollback revision."""
     by_release: dict[str | None, list[str]] = {}
-    for vehicle_id in vehicle_ids:
+    for vehicle_id in _still_given(uow, rollout, vehicle_ids):
         if vehicle_id in rollout.rolled_back:
             continue
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
@@ -144,17 +169,17 @@ def _roll_back(
                 cause,
                 sign,
                 rollout_id=rollout.rollout_id,
-                phase="rollback",
+                phase=ROLLBACK,
                 now=clock,
             )(uow)
         else:
             assignment = assign_desired_state(
-                _request(rollout, release_key, "rollback"),
+                _request(rollout, release_key, ROLLBACK),
                 members,
                 cause,
                 sign,
                 rollout_id=rollout.rollout_id,
-                phase="rollback",
+                phase=ROLLBACK,
                 now=clock,
             )(uow)
         issued += len(members)
@@ -289,22 +314,39 @@ def resume(rollout_id: str, cause: Cause, clock: WallClock) -> Command[None]:
 
 def roll_back(rollout_id: str, cause: Cause, sign: SignDocument, clock: WallClock) -> Command[int]:
     """Operator fleet rollback: every vehicle the rollout assigned gets its previous
-    release back. Returns how many vehicles were given a rollback revision now."""
+    release back, except those given another release since (`_still_given`). Returns
+    how many vehicles were given a rollback revision now. An active rollout ends even
+    if none is left to roll back; a completed or aborted one whose vehicles have all
+    moved on is a Conflict: rolling it back would change nothing, and saying so beats
+    a silent success."""
 
     def command(uow: UnitOfWork) -> int:
         rollout = _rollout(uow, rollout_id)
-        if rollout.state == RolloutState.ROLLED_BACK and not (
-            set(rollout.assigned) - set(rollout.rolled_back)
-        ):
+        left = sorted(set(rollout.assigned) - set(rollout.rolled_back))
+        if not left:
             return 0
-        return _roll_back(
-            uow,
-            rollout,
-            sorted(rollout.assigned),
-            ReasonCode.OPERATOR_ROLLBACK,
-            cause,
-            sign,
-            clock,
-        )
+        why = ReasonCode.OPERATOR_ROLLBACK
+        issued = _roll_back(uow, rollout, left, why, cause, sign, clock)
+        if issued or rollout.state == RolloutState.ROLLED_BACK:
+            return issued  # repeated: rolls back nobody twice
+        if rollout.is_final:
+            raise Conflict(
+                f"every vehicle of rollout {rollout_id!r} not rolled back yet has been "
+                f"given another release than {rollout.release_key} since",
+                [_moved_on(uow, vehicle_id) for vehicle_id in left],
+            )
+        rollout.record_rolled_back("", [], why, cause.actor, cause.correlation_id)  # ends it
+        return 0
 
     return command
+
+
+def _moved_on(uow: UnitOfWork, vehicle_id: str) -> dict[str, Any]:
+    """What a vehicle's desired state is now, for the operator told it moved on."""
+    assignment = _vehicle_assignment(uow, vehicle_id)
+    return {
+        "vehicleId": vehicle_id,
+        "revision": assignment.get("revision"),
+        "rolloutId": assignment.get("rolloutId"),
+        "phase": assignment.get("phase"),
+    }

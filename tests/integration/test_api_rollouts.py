@@ -126,3 +126,100 @@ def test_unknown_rollouts_are_404(op: httpx.Client) -> None:
         assert error_of(op.post(f"/rollouts/ro-nope/{action}"), 404)
     nobody = op.post("/rollouts", json={"selector": "group=nobody", "stack": "s", "version": "1"})
     assert error_of(nobody, 422)["details"] == {"selector": "group=nobody"}
+
+
+def complete(fleet: ReportedFleet, version: str) -> str:
+    """A rollout of `version` over the whole fleet, driven to `completed`."""
+    started = fleet.start(version)
+    rollout_id: str = started["rolloutId"]
+    fleet.report_phase(started, "canary", version)
+    in_wave = fleet.until(rollout_id, lambda r: r["state"] == "wave")
+    fleet.report_phase(in_wave, "wave", version)
+    fleet.until(rollout_id, lambda r: r["state"] == "completed")
+    return rollout_id
+
+
+def test_a_rollback_waits_for_another_active_rollout_and_then_takes_its_release_away(
+    op: httpx.Client,
+) -> None:
+    """Rolling back a finished rollout while a newer one is active on its vehicles is
+    refused (the newer one would assign over it, and later roll back to the release
+    this rollback took away). Once the newer one is rolled back, its vehicles are on the
+    older rollout's release again, and the older rollback takes it away from every one."""
+    fleet = ReportedFleet(op)
+    first = complete(fleet, "2.0.0")
+    second = fleet.start("3.0.0")["rolloutId"]
+
+    refused = error_of(op.post(f"/rollouts/{first}/rollback"), 409)
+    assert {d["rolloutId"] for d in refused["details"]} == {second}
+    assert {d["vehicleId"] for d in refused["details"]} == set(fleet.ids)
+    assert fleet.get(first)["state"] == "completed"  # nothing stored
+
+    ok(op.post(f"/rollouts/{second}/rollback"))  # its canaries: back to 2.0.0
+    assert sorted(fleet.running_version(v) for v in fleet.ids) == ["2.0.0"] * 4
+    rolled = ok(op.post(f"/rollouts/{first}/rollback"))
+    assert rolled["state"] == "rolled_back"
+    assert [fleet.running_version(v) for v in fleet.ids] == ["1.0.0"] * 4
+
+
+def test_a_rollback_leaves_a_vehicle_given_another_release_since(op: httpx.Client) -> None:
+    """A vehicle given another release after the rollout finished keeps it; when every
+    vehicle has moved on, the rollback is a 409 that says where each one is now."""
+    fleet = ReportedFleet(op)
+    rollout_id = complete(fleet, "2.0.0")
+    moved, stayed = fleet.ids[:1], fleet.ids[1:]
+    ok(
+        op.post(
+            "/desired-states",
+            json={
+                "target": {"type": "vehicle", "vehicleId": moved[0]},
+                "stack": {"name": fleet.stack, "version": "3.0.0"},
+            },
+        ),
+        201,
+    )
+    rolled = ok(op.post(f"/rollouts/{rollout_id}/rollback"))
+    assert {m["vehicleId"]: m["status"] for m in rolled["vehicles"]} == {
+        **{v: "converged" for v in moved},
+        **{v: "rolled_back" for v in stayed},
+    }
+    assert [fleet.running_version(v) for v in fleet.ids] == ["3.0.0", "1.0.0", "1.0.0", "1.0.0"]
+
+    again = ok(op.post(f"/rollouts/{rollout_id}/rollback"))  # nobody left: a no-op
+    assert again == ok(op.get(f"/rollouts/{rollout_id}"))
+
+    other = ReportedFleet(op)
+    finished = complete(other, "2.0.0")
+    ok(
+        op.post(
+            "/desired-states",
+            json={
+                "target": {"selector": f"group={other.group}"},
+                "stack": {"name": other.stack, "version": "3.0.0"},
+            },
+        ),
+        201,
+    )
+    refused = error_of(op.post(f"/rollouts/{finished}/rollback"), 409)
+    assert {d["vehicleId"] for d in refused["details"]} == set(other.ids)
+    assert {d["rolloutId"] for d in refused["details"]} == {None}
+    assert fleet.get(finished)["state"] == "completed"
+    assert [other.running_version(v) for v in other.ids] == ["3.0.0"] * 4
+
+
+def test_a_vehicle_away_during_a_rollback_is_never_rolled_back_onto_what_it_took_away(
+    op: httpx.Client,
+) -> None:
+    """A vehicle still runs (as last reported) the release a rollback took away, because
+    it was away and has not fetched the rollback. A later rollout's rollback returns it
+    to the rollback's target, not to the release it last reported."""
+    fleet = ReportedFleet(op)
+    first = complete(fleet, "2.0.0")
+    rolled = ok(op.post(f"/rollouts/{first}/rollback"))
+    away, back = fleet.ids[0], fleet.ids[1:]
+    for member in rolled["vehicles"]:
+        if member["vehicleId"] in back:
+            fleet.converge([member["vehicleId"]], member["revision"], "1.0.0")
+    second = fleet.start("3.0.0")["rolloutId"]
+    ok(op.post(f"/rollouts/{second}/rollback"))
+    assert [fleet.running_version(v) for v in fleet.ids] == ["1.0.0"] * 4, away

@@ -12,8 +12,14 @@ from muto.cloud.api.exclusive import one_at_a_time
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
 from muto.cloud.errors import Conflict
-from muto.cloud.queries import rollout_candidates, rollouts, vehicles_in_active_rollouts
+from muto.cloud.queries import (
+    members_in_other_active_rollouts,
+    rollout_candidates,
+    rollouts,
+    vehicles_in_active_rollouts,
+)
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
+from muto.cloud.tokens import Principal
 from muto.cloud.writer import Command
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Candidate, pick_canaries
@@ -66,8 +72,7 @@ async def one(request: Request) -> Response:
     return ok(await off_loop(plane(request).queries.rollout, request.path_params["rollout_id"]))
 
 
-async def _act(request: Request, action: str) -> Response:
-    who = await operator(request)
+async def _act(request: Request, who: Principal, action: str) -> Response:
     cp = plane(request)
     rollout_id = request.path_params["rollout_id"]
     cause = Cause.of(who.actor, correlation(request))
@@ -85,12 +90,25 @@ async def _act(request: Request, action: str) -> Response:
 
 
 async def pause_rollout(request: Request) -> Response:
-    return await _act(request, "pause")
+    return await _act(request, await operator(request), "pause")
 
 
 async def resume_rollout(request: Request) -> Response:
-    return await _act(request, "resume")
+    return await _act(request, await operator(request), "resume")
 
 
 async def rollback_rollout(request: Request) -> Response:
-    return await _act(request, "rollback")
+    """Refused while any member is in another active rollout: that rollout would
+    assign over the rollback, and later roll back to the release this rollback took
+    away. Checked under the rollout-start lock, so that no rollout starts meanwhile."""
+    who = await operator(request)
+    async with one_at_a_time(request, "rollout-start"):
+        cp, rollout_id = plane(request), request.path_params["rollout_id"]
+        busy = await off_loop(members_in_other_active_rollouts, cp.queries, rollout_id)
+        if busy:
+            raise Conflict(
+                f"{len(busy)} vehicle(s) of rollout {rollout_id!r} are in another active "
+                "rollout: finish or roll back that one first",
+                [{"vehicleId": v, "rolloutId": r} for v, r in sorted(busy.items())],
+            )
+        return await _act(request, who, "rollback")

@@ -11,6 +11,7 @@ from muto.cloud.queries.audit import AuditReads, audit_entry
 from muto.cloud.queries.releases import ReleaseReads, release_view
 from muto.cloud.queries.rollouts import (
     RolloutReads,
+    members_in_other_active_rollouts,
     progress,
     rollout_candidates,
     rollout_summary,
@@ -33,6 +34,7 @@ __all__ = [
     "Page",
     "Queries",
     "audit_entry",
+    "members_in_other_active_rollouts",
     "progress",
     "release_view",
     "rollout_candidates",

@@ -215,6 +215,20 @@ def vehicles_in_active_rollouts(queries: RolloutReads, vehicle_ids: list[str]) -
         return {row.vehicle_id: row.rollout_id for row in found}
 
 
+def members_in_other_active_rollouts(queries: RolloutReads, rollout_id: str) -> dict[str, str]:
+    """vehicle id -> id of another active rollout that targets it, for the members of
+    `rollout_id` (those that left it excluded)."""
+    m = queries.views.rollouts.vehicles
+    with queries.views.store.reading() as s:
+        members = list(
+            s.scalars(
+                select(m.c.vehicle_id).where(m.c.rollout_id == rollout_id, m.c.status != "left")
+            )
+        )
+    busy = vehicles_in_active_rollouts(queries, members) if members else {}
+    return {v: r for v, r in busy.items() if r != rollout_id}
+
+
 def rollouts(queries: RolloutReads, limit: int = 100) -> list[RolloutSummary]:
     table = queries.views.rollouts.rollouts
     with queries.views.store.reading() as s:
