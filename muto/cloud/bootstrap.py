@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table
 
 from muto.cloud.caches import Caches
+from muto.cloud.commands import renew_desired_state
 from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
 from muto.cloud.queries import Queries
@@ -90,7 +91,7 @@ class ControlPlane:
         core = open_event_core(settings)
         queries = Queries(core.views, core.heartbeats)
         auth = Authenticator(core.views)
-        return cls(
+        plane = cls(
             settings=settings,
             log=core.log,
             writer=core.writer,
@@ -104,6 +105,10 @@ class ControlPlane:
             caches=Caches(settings, core.views, queries, auth, core.ingest),
             limits=RoleLimits.from_settings(settings),
         )
+        core.ingest.renew = lambda vehicle_id, revision: renew_desired_state(
+            vehicle_id, revision, plane.sign, lambda: plane.clock()
+        )
+        return plane
 
     @functools.cached_property
     def snapshots(self) -> Snapshots:

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, Float, MetaData, String, Table
 
 from muto.cloud.commands import record_health, record_reconcile
-from muto.cloud.writer import WritePath, Written
-from muto.domain.reports import HealthReport, ReconcileReport
+from muto.cloud.writer import Command, WritePath, Written
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
 from muto.domain.wire import encode
 from muto.projections.rows import LatestRows
 from muto.projections.store import ViewStore
@@ -72,6 +73,9 @@ class Ingest:
         self._epoch = 0
         self._status_lock = threading.Lock()  # evictions come from the projector's thread
         self.trusted: Callable[[], bool] = lambda: True
+        # What re-signs a vehicle's desired state it refused as expired (wired by the
+        # control plane, which holds the signing key): commands.renew_desired_state.
+        self.renew: Callable[[str, str], Command[int | None]] | None = None
         # Rows not flushed yet, in their table's column order: the latest health report
         # (vehicle_id, status, observed_at, report as JSON text) and heartbeat per vehicle.
         self._pending: dict[str, tuple[str, str, str, str]] = {}
@@ -87,7 +91,11 @@ class Ingest:
         self._thread.start()
 
     async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
-        return await self.writes.run(record_reconcile(report, actor))
+        written = await self.writes.run(record_reconcile(report, actor))
+        revision = report.desired_state_revision
+        if written.value and revision is not None and self.renew is not None and _expired(report):
+            await self.writes.run(self.renew(report.vehicle_id, revision))
+        return written
 
     def unchanged(self, report: HealthReport) -> bool:
         """Whether the report's status is the vehicle's known one (no write needed)."""
@@ -196,3 +204,10 @@ class Ingest:
         if self._thread.is_alive():
             self._thread.join()
         self.flush()
+
+
+def _expired(report: ReconcileReport) -> bool:
+    return (
+        report.status is ReconcileStatus.REJECTED
+        and ReasonCode.DESIRED_STATE_EXPIRED in report.reason_codes
+    )

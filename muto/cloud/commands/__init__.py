@@ -14,6 +14,7 @@ from muto.cloud.commands.desired import (
     incompatibilities,
     new_revision,
     payload_digest,
+    renew_desired_state,
 )
 from muto.cloud.commands.releases import load_release, register_release
 from muto.cloud.commands.vehicles import (
@@ -43,5 +44,6 @@ __all__ = [
     "register_vehicle",
     "register_vehicles",
     "registered_vehicle",
+    "renew_desired_state",
     "update_vehicle",
 ]

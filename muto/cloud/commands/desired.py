@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from muto.cloud.commands.cause import Cause
 from muto.cloud.commands.releases import load_release
-from muto.cloud.commands.vehicles import registered_vehicles
+from muto.cloud.commands.vehicles import registered_vehicle, registered_vehicles
 from muto.cloud.errors import Conflict, Invalid
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.compat import VehicleFacts, check_compatibility
@@ -28,6 +30,7 @@ from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.release import Release
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.release import StackRelease
+from muto.domain.wire import convert, decode
 from muto.trust.dsse import digest
 
 SignDocument = Callable[[DesiredStateDocument], Envelope]
@@ -221,3 +224,50 @@ class _Issue:
 def payload_digest(envelope: Envelope) -> str:
     """The digest of the signed document (the envelope was signed here: no checks)."""
     return digest(base64.b64decode(envelope.payload))
+
+
+# A vehicle's refusal of its desired state as expired is believed once the document
+# has less than this share of its lifetime left by the cloud's clock: a vehicle whose
+# own clock runs far ahead does not get a new document every report.
+RENEW_WITHIN = 0.1
+
+
+def renew_desired_state(
+    vehicle_id: str, revision: str, sign: SignDocument, now: Callable[[], datetime]
+) -> Command[int | None]:
+    """Re-sign the vehicle's current desired state, `revision`, for a fresh lifetime
+    under its next sequence: the same revision, release, policy and rollout, so the
+    rollout still counts the vehicle's reports on it. For a vehicle that refused it as
+    expired (away longer than its lifetime, e.g. during a fleet rollback): nothing else
+    ever gives it a document it will accept, and an expired one it must refuse (a
+    withheld update looks the same to it). Returns the new sequence, or None when
+    `revision` is no longer the vehicle's or is not near its end by the cloud's clock."""
+
+    def command(uow: UnitOfWork) -> int | None:
+        vehicle = registered_vehicle(uow, vehicle_id)
+        if vehicle.assignment is None or vehicle.assignment.get("revision") != revision:
+            return None
+        current = convert(vehicle.assignment, DesiredAssignment)
+        issued = datetime.fromisoformat(current.issued_at)
+        expires = datetime.fromisoformat(current.expires_at)
+        at = now()
+        if expires - at > (expires - issued) * RENEW_WITHIN:
+            return None
+        signed = decode(base64.b64decode(current.envelope.payload), DesiredStateDocument)
+        document = msgspec.structs.replace(
+            signed,
+            sequence=vehicle.sequence + 1,
+            issued_at=at,
+            expires_at=at + (expires - issued),
+        )
+        envelope = sign(document)
+        renewed = msgspec.structs.replace(
+            current,
+            envelope=envelope,
+            document_digest=payload_digest(envelope),
+            issued_at=document.issued_at.isoformat(),
+            expires_at=document.expires_at.isoformat(),
+        )
+        return vehicle.assign(renewed, actor="cloud:renewal", correlation_id=current.correlation_id)
+
+    return command
