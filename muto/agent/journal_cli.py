@@ -127,6 +127,12 @@ def describe(state: JournalState) -> list[str]:
             f"  revision {desired.revision}"
             f"  sequence {desired.sequence}"
         )
+    if state.held is not None:
+        held = state.held
+        lines.append(
+            f"held back      revision {held.revision}  sequence {held.sequence}"
+            "  (expiry not judged: untrusted clock)"
+        )
     if flight is not None:
         lines.append(f"in flight      {flight.step} {flight.release_key}")
     if state.rollback_due is not None:

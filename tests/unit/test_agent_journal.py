@@ -42,6 +42,13 @@ events = st.one_of(
     built(ev.DesiredReceived, revision=REVS, sequence=SEQS, etag=st.none() | IDS),
     built(ev.DesiredRejected, revision=REVS, sequence=SEQS, code=st.sampled_from(list(ReasonCode))),
     built(
+        ev.DesiredHeld,
+        revision=st.sampled_from(["dsr_1", "dsr_2"]),
+        sequence=st.integers(1, 3),
+        document_digest=st.sampled_from(["sha256:d1", "sha256:d2"]),
+        etag=st.none() | IDS,
+    ),
+    built(
         ev.ConfigApplied,
         revision=REVS,
         config=st.builds(AgentConfig, heartbeat_s=st.integers(1, 9)),

@@ -34,7 +34,8 @@ class AgentStarted(Event, frozen=True):
 
 
 class DesiredReceived(Event, frozen=True):
-    """A new document came over HTTP (a 304 is not news and is not journaled)."""
+    """A new document came over HTTP and was judged: verified or rejected (a 304 is not
+    news and is not journaled; a document held for want of trusted time is DesiredHeld)."""
 
     revision: str | None
     sequence: int | None
@@ -56,6 +57,20 @@ class DesiredRejected(Event, frozen=True):
     revision: str | None
     sequence: int | None
     code: ReasonCode
+    detail: str = ""
+
+
+class DesiredHeld(Event, frozen=True):
+    """An authentic document (signatures, release binding, vehicle and freshness passed)
+    that was not accepted because its expiry cannot be judged (`code` UNTRUSTED_CLOCK):
+    reported `blocked` against its revision. Its ETag is kept apart from the journal's
+    (`JournalState.held`), so a trusted clock fetches and verifies it again."""
+
+    revision: str
+    sequence: int
+    document_digest: str
+    etag: str | None
+    code: ReasonCode = ReasonCode.UNTRUSTED_CLOCK
     detail: str = ""
 
 
@@ -225,6 +240,7 @@ JournalEvent = (
     | DesiredReceived
     | DesiredVerified
     | DesiredRejected
+    | DesiredHeld
     | ConfigApplied
     | GatesEvaluated
     | ArtifactCached

@@ -13,6 +13,7 @@ from muto.agent.journal.state import (
     KNOWN_GOOD_KEPT,
     REPORTED_KEPT,
     Failure,
+    Held,
     InFlight,
     JournalState,
     LastApply,
@@ -43,6 +44,9 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             _failed(state, event.release_key, [ReasonCode.RETRY_LIMIT_REACHED], under)
         case ev.DesiredReceived():
             state.etag = event.etag
+            # A document judged after the held one: the held one is no longer the news,
+            # and fetching with its ETag would only bring this one back to be re-judged.
+            state.held = None
         case ev.DesiredVerified():
             state.desired = event
             if event.release is not None and event.release_digest is not None:
@@ -61,6 +65,24 @@ def evolve(state: JournalState, event: ev.Event) -> None:
                 status=ReconcileStatus.REJECTED,
                 codes=[event.code],
             )
+        case ev.DesiredHeld():
+            # state.etag stays: once the clock is trusted the fetch must bring this
+            # document back to be verified, not a 304.
+            state.held = Held(
+                revision=event.revision,
+                sequence=event.sequence,
+                document_digest=event.document_digest,
+                etag=event.etag,
+            )
+            held = Outcome(
+                revision=event.revision,
+                sequence=event.sequence,
+                status=ReconcileStatus.BLOCKED,
+                codes=[event.code],
+            )
+            last = state.last_outcome(event.revision)
+            if last is None or outcome_key(last) != outcome_key(held):
+                state.unreported = held  # once per revision, whatever the ETag does
         case ev.ConfigApplied():
             state.config = event.config
         case ev.GatesEvaluated():

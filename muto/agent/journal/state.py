@@ -60,6 +60,15 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     codes: list[ReasonCode] = []
 
 
+class Held(Base):
+    """The newest authentic desired state not accepted for want of trusted time."""
+
+    revision: str
+    sequence: int
+    document_digest: str
+    etag: str | None
+
+
 class Pending(Base):
     report_id: str
     kind: ReportKind
@@ -91,6 +100,7 @@ class JournalState(Base):
     last_at: datetime | None = None
     etag: str | None = None
     desired: DesiredVerified | None = None  # the highest accepted desired state
+    held: Held | None = None  # a newer document held back: expiry not judged (DesiredHeld)
     config: AgentConfig = AgentConfig()
     running: Running | None = None
     known_good: list[str] = []  # oldest first; releases that passed readiness here
@@ -120,6 +130,12 @@ class JournalState(Base):
         """The sequence of the newest verified desired state (0: none): a notify at or
         below it is old news."""
         return self.desired.sequence if self.desired is not None else 0
+
+    def last_outcome(self, revision: str | None) -> Outcome | None:
+        """What the cloud will have heard last about `revision` (an owed report counts)."""
+        if self.unreported is not None and self.unreported.revision == revision:
+            return self.unreported
+        return self.reported.get(revision or "")
 
     def release(self, key: str | None) -> StackRelease | None:
         return self.releases.get(key) if key else None

@@ -6,6 +6,12 @@ state (and so the running release) untouched; a document is fetched again only w
 its ETag changes, so a rejected one is journaled and reported once; after the cloud
 answered a fetch with Retry-After, nothing is asked of it until that time (`not_before`;
 the agent's loop fetches again then: agent.py).
+
+Without trusted time a document is still fetched and authenticated, but never accepted:
+its expiry cannot be judged. An authentic one is journaled as held (DesiredHeld) and
+reported `blocked` UNTRUSTED_CLOCK once, so the cloud sees the gate instead of silence
+(a rollout defers the vehicle). Its ETag is not the journal's: with a trusted clock the
+fetch asks with the accepted document's ETag, gets the held one back and verifies it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from muto.agent.clock import Clock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import (
     ConfigApplied,
+    DesiredHeld,
     DesiredReceived,
     DesiredRejected,
     DesiredVerified,
@@ -29,7 +36,7 @@ from muto.agent.trust import Trust
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
-from muto.trust import verify_bundle
+from muto.trust import open_desired_state, verify_bundle
 
 
 class DesiredSource(Protocol):
@@ -48,12 +55,9 @@ class Intake:
     not_before: float = 0.0  # monotonic: the cloud's Retry-After for fetches ends then
 
     async def run(self, clock_trusted: bool) -> NotFetched | None:
-        """Returns why nothing new was taken in, or None when a document was journaled.
-        Without trusted time expiry cannot be judged: nothing is fetched."""
+        """Returns why nothing new was taken in, or None when a document was journaled."""
         if self.source is None:
             return NotFetched("unreachable", "no cloud configured")
-        if not clock_trusted:
-            return NotFetched("unreachable", "untrusted clock")
         wait = self.not_before - self.clock.monotonic()
         if wait > 0:
             return NotFetched(
@@ -61,21 +65,28 @@ class Intake:
             )
         self.signals.set_phase(AgentPhase.FETCHING)
         self.kill("fetch")
-        got = await self.source.latest(self.journal.state.etag)
+        state = self.journal.state
+        # Untrusted: the held document is old news. Trusted: ask with the accepted
+        # document's ETag, so a held one comes back (not a 304) and is verified now.
+        held = state.held
+        etag = held.etag if held is not None and not clock_trusted else state.etag
+        got = await self.source.latest(etag)
         if isinstance(got, NotFetched):
             if isinstance(got.detail, RetryLater):
                 self.not_before = self.clock.monotonic() + got.detail.after_s
             return got
         self.signals.set_phase(AgentPhase.VERIFYING)
         self.kill("verify")
-        events = self._verdict(got)
+        events = self._verdict(got, clock_trusted)
+        if not events:
+            return NotFetched("not_modified", "the held document again")
         self.journal.append(*events)
         self.kill("verify:done")
         if any(isinstance(event, ConfigApplied) for event in events):
             self.signals.config_changed()  # journaled first: the journal is the truth
         return None
 
-    def _verdict(self, got: Fetched) -> list[Event]:
+    def _verdict(self, got: Fetched, clock_trusted: bool) -> list[Event]:
         now, state = self.clock.now(), self.journal.state
         received = DesiredReceived(
             at=now, revision=got.revision, sequence=got.sequence, etag=got.etag
@@ -85,10 +96,17 @@ class Intake:
                 raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, got.problem or "")
             trust = self.trust
             verified = verify_bundle(
-                got.bundle, trust.config, trust.trusted, self.vehicle_id, now, clock_trusted=True
+                got.bundle,
+                trust.config,
+                trust.trusted,
+                self.vehicle_id,
+                now,
+                clock_trusted=clock_trusted,
             )
             trust.accept(verified)  # before anything acts on it (docs/trust.md)
         except ReasonError as exc:
+            if exc.code == ReasonCode.UNTRUSTED_CLOCK and got.bundle is not None:
+                return self._held(got, received, exc)
             rejected = DesiredRejected(
                 at=now,
                 revision=got.revision,
@@ -117,3 +135,30 @@ class Intake:
                 ConfigApplied(at=now, revision=document.revision, config=document.agent_config)
             )
         return events
+
+    def _held(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
+        """`verify_bundle` judges the clock after signatures, the release binding, the
+        vehicle and freshness (tests/unit/test_agent_held_desired.py holds it to that):
+        this document is authentic, only its expiry is unknown. Not accepted: the trust
+        store's floor must not rise on a document that may have expired."""
+        assert got.bundle is not None
+        state = self.journal.state
+        document, digest = open_desired_state(
+            got.bundle.desired_state, self.trust.config.control_plane_keys
+        )
+        if state.desired is not None and state.desired.document_digest == digest:
+            return [received]  # the accepted document again (a new ETag): nothing to hold
+        held = state.held
+        if held is not None and (held.document_digest, held.etag) == (digest, got.etag):
+            return []  # a cloud that ignored If-None-Match: not news
+        return [
+            DesiredHeld(
+                at=received.at,
+                revision=document.revision,
+                sequence=document.sequence,
+                document_digest=digest,
+                etag=got.etag,
+                code=exc.code,
+                detail=exc.detail,
+            )
+        ]

@@ -167,9 +167,7 @@ def _final(
 
 def last_outcome(s: JournalState, revision: str | None) -> Outcome | None:
     """What the cloud will have heard last about `revision` (an owed report counts)."""
-    if s.unreported is not None and s.unreported.revision == revision:
-        return s.unreported
-    return s.reported.get(revision or "")
+    return s.last_outcome(revision)
 
 
 def rollback_target(s: JournalState, failed_key: str) -> str | None:
