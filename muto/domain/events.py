@@ -31,7 +31,7 @@ from muto.domain.desired import (
     Target,
 )
 from muto.domain.release import release_key
-from muto.domain.report_order import ReportPlace
+from muto.domain.report_order import ReportPlace, beyond_utc
 from muto.domain.reports import ReconcileReport
 from muto.domain.rollout_rules import Evaluation
 from muto.domain.wire import to_builtins
@@ -122,6 +122,13 @@ class StoredReconcile(Stored, frozen=True, kw_only=True):
     timings: ReportTimings = ReportTimings()
     observed_at: str  # ISO 8601, as the vehicle said (untrusted clock)
     journal: ReportPlace | None = None
+
+    def __post_init__(self) -> None:
+        # A time whose UTC value no datetime holds (stored before the wire refused it)
+        # stopped the views: refused here, so that the codec's slow path reads it as
+        # the nearest one (Vehicle.ReconcileReported.repair).
+        if beyond_utc(self.observed_at) is not None:
+            raise ValueError(f"observedAt {self.observed_at} is beyond what UTC can hold")
 
     @classmethod
     def of(cls, report: ReconcileReport) -> StoredReconcile:

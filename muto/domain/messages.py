@@ -52,7 +52,9 @@ class Presence(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.presence.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     state: PresenceState
-    at: datetime | None = None  # None in the Last Will (the broker sends it later)
+    # None in the Last Will (the broker sends it later). With its offset: a time
+    # without one could not be compared with the cloud's to judge staleness.
+    at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     # Seconds until the next heartbeat (online only): the cloud shows the vehicle stale
     # after three such intervals of silence (muto/domain/presence.py).
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] | None = None

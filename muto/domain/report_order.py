@@ -28,6 +28,11 @@ import msgspec
 
 from muto.domain.wire import Reference, Wire
 
+# What a stored `observedAt` whose time in UTC no datetime can hold is read as: the
+# earliest or the latest one (Vehicle.ReconcileReported.repair). The wire refuses such a
+# time now (reports.py); one stored before stopped the views at `legacy_key`.
+EARLIEST_UTC = "0001-01-01T00:00:00Z"
+LATEST_UTC = "9999-12-31T23:59:59.999999Z"
 RETIRED_KEPT = 32  # retired incarnations remembered (a wipe or replacement each)
 # The views store a journal number as a signed 64-bit integer; no journal reaches it.
 MAX_JOURNAL_NUMBER = 2**63 - 1
@@ -56,6 +61,30 @@ def legacy_key(sequence: int | None, observed_at: datetime) -> str:
     (none first), then by the vehicle's clock (in UTC)."""
     observed = observed_at.astimezone(UTC).isoformat()
     return f"{(sequence if sequence is not None else -1) + 1:012d}|{observed}"
+
+
+def beyond_utc(observed_at: str) -> str | None:
+    """The time a stored `observedAt` is read as when its UTC value is beyond what a
+    datetime holds (EARLIEST_UTC or LATEST_UTC), else None. Only the calendar's first
+    and last days can be (an offset is under a day), so other times cost one prefix test:
+    this runs on every stored report decoded."""
+    if not observed_at.startswith(("0001-01-01", "9999-12-31")):
+        return None
+    try:
+        datetime.fromisoformat(observed_at).astimezone(UTC)
+    except OverflowError:
+        return EARLIEST_UTC if observed_at.startswith("0001") else LATEST_UTC
+    except ValueError:  # not a time at all: not this bound's business
+        return None
+    return None
+
+
+def admit_stored(
+    ledger: ReportLedger, place: ReportPlace | None, sequence: int | None, observed_at: str
+) -> ReportLedger | None:
+    """`admit` for a stored report, whose time is text: parsed only for a report without
+    a place (the views place reports with this)."""
+    return admit(ledger, place, lambda: legacy_key(sequence, datetime.fromisoformat(observed_at)))
 
 
 def admit(

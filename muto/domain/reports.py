@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -14,8 +14,29 @@ from muto.domain.report_order import ReportPlace
 from muto.domain.wire import FieldError, Identifier, Reference, Wire
 
 # A vehicle's clock zone is not the cloud's: a time without a UTC offset is ambiguous,
-# and the latest-health table orders reports by it.
-Aware = msgspec.Meta(tz=True)
+# and the latest-health table orders reports by it (in UTC, as does the inventory).
+# The date as written must lie within 0001-01-02..9999-12-30: then whatever the offset
+# (under a day), the time in UTC is one Python can hold. A valid RFC 3339 time at the
+# calendar's edge (0001-01-01T00:00:00+01:00) was stored once and stopped the views
+# (docs/event-store.md). The pattern says the same to JSON Schema, where `format`
+# checks the rest; `observed` is the rule as decoding applies it.
+FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
+OBSERVED_PATTERN = "^(?!0001-01-01|9999-12-31)"
+Aware = msgspec.Meta(
+    tz=True,
+    description="RFC 3339 with a UTC offset; the date as written within 0001-01-02..9999-12-30",
+    extra_json_schema={"pattern": OBSERVED_PATTERN},
+)
+
+
+def observed(at: datetime) -> None:
+    """Refuse an `observedAt` outside what the cloud can convert to UTC (see Aware)."""
+    if not FIRST_DATE <= at.date() <= LAST_DATE:
+        raise FieldError(
+            f"observedAt {at.isoformat()} is out of range: its date must be within "
+            f"{FIRST_DATE.isoformat()}..{LAST_DATE.isoformat()}",
+            "$.observedAt",
+        )
 
 
 class ReconcileStatus(StrEnum):
@@ -60,6 +81,7 @@ class ReconcileReport(Wire, frozen=True, kw_only=True):
     }
 
     def __post_init__(self) -> None:
+        observed(self.observed_at)
         if self.status in NEEDS_REASON and not self.reason_codes:
             raise FieldError(
                 f"a {self.status.value} report needs at least one reason code in reasonCodes",
@@ -93,6 +115,7 @@ class HealthReport(Wire, frozen=True, kw_only=True):
     }
 
     def __post_init__(self) -> None:
+        observed(self.observed_at)
         if self.status != HealthStatus.HEALTHY and not self.reason_codes:
             raise FieldError(
                 f"a {self.status} health report needs at least one reason code in reasonCodes",

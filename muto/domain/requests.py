@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from muto.domain.desired import AgentConfig, Policy
+from muto.domain.rollout_rules import MAX_PHASE_SEC
 from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
 from muto.domain.wire import (
     LABEL_KEY_PATTERN,
@@ -37,13 +38,14 @@ class VehiclePatch(Wire, frozen=True, kw_only=True):
     attributes: dict[LabelKey, Annotated[str, msgspec.Meta(max_length=256)] | None] = {}
 
 
+# Deadlines and the bake are at most MAX_PHASE_SEC (ten years): a deadline must be a date.
 class RolloutThresholds(Wire, frozen=True, kw_only=True):
     converged_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 95.0
-    canary_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
-    wave_deadline_sec: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
+    canary_deadline_sec: Annotated[float, msgspec.Meta(gt=0, le=MAX_PHASE_SEC)] = 3600.0
+    wave_deadline_sec: Annotated[float, msgspec.Meta(gt=0, le=MAX_PHASE_SEC)] = 6 * 3600.0
     # How long a wave that passed its gate stays watched for tripwires before the
     # rollout is final (docs/rollouts.md).
-    bake_sec: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    bake_sec: Annotated[float, msgspec.Meta(ge=0, le=MAX_PHASE_SEC)] = 600.0
 
 
 class RolloutRequest(Wire, frozen=True, kw_only=True):

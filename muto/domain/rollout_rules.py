@@ -25,6 +25,11 @@ from enum import StrEnum
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import Wire
 
+# The longest a canary or wave deadline or a bake may be (RolloutThresholds, spec/api.yaml):
+# ten years (365-day years), far beyond any rollout, and far inside what a date can
+# hold (a deadline of ~2.5e11 s from now is past year 9999: it once stopped the views).
+MAX_PHASE_SEC = 10 * 365 * 86400.0
+
 # The seed's failure gates: any of these from any member fails the rollout at once.
 TRIPWIRES = frozenset({ReasonCode.CRASH_LOOP_DETECTED, ReasonCode.READINESS_TIMEOUT})
 
@@ -178,5 +183,7 @@ def watch_bake(evaluation: Evaluation, bake_over: bool) -> Verdict:
 
 def phase_deadline(started: datetime, limit_sec: float, paused_sec: float) -> datetime:
     """A phase's deadline: its start plus its limit, pushed out by the time it spent
-    paused (pausing stops the deadline clock)."""
-    return started + timedelta(seconds=limit_sec + paused_sec)
+    paused (pausing stops the deadline clock). The limit is read as at most
+    MAX_PHASE_SEC, as its stored event is (Rollout.Started.repair): a larger one in a
+    snapshot taken before the bound must not make this raise."""
+    return started + timedelta(seconds=min(limit_sec, MAX_PHASE_SEC) + paused_sec)

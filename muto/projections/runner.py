@@ -53,6 +53,8 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.processed = 0
+        # (monotonic time of the first failure, last error) while catch-ups keep failing.
+        self.failing: tuple[float, str] | None = None
         self.turns = 0  # turns of the background thread taken (for tests: a counted pass)
         self._reached = 0  # every projection has processed at least this position
         self._wake = threading.Event()  # work may be waiting: run a step now
@@ -94,15 +96,28 @@ class ProjectionRunner:
         nothing more is done here (see `_apply_batch`)."""
         total = 0
         with self._lock:
-            # A short batch is the end of the log as read: the step that would find
-            # nothing (a write transaction and a query, each wake) is not taken. A
-            # record stored after the read wakes the background thread again.
-            while (n := self._step(limit, until, wanted)) > 0:
-                total += n
-                wanted = None
-                if n < limit:
-                    break
+            try:
+                # A short batch is the end of the log as read: the step that would find
+                # nothing (a write transaction and a query, each wake) is not taken. A
+                # record stored after the read wakes the background thread again.
+                while (n := self._step(limit, until, wanted)) > 0:
+                    total += n
+                    wanted = None
+                    if n < limit:
+                        break
+            except Exception as exc:
+                since = self.failing[0] if self.failing else time.monotonic()
+                self.failing = (since, f"{type(exc).__name__}: {exc}")
+                raise
+            self.failing = None
         return total
+
+    def failing_for(self) -> tuple[float, str] | None:
+        """How long every catch-up has failed, in seconds, and the last error; None
+        after one that did not fail. A view that fails on an event fails on every pass
+        while its lag may stay small: readiness asks this, not only the lag."""
+        failing = self.failing
+        return None if failing is None else (time.monotonic() - failing[0], failing[1])
 
     def catch_up_to(self, position: int | None, timeout: float = 10.0) -> None:
         """Return once every projection has processed `position` (read-your-writes).

@@ -51,10 +51,17 @@ Timestamp = Annotated[str, msgspec.Meta(description="ISO 8601 time")]
 # -- data ---------------------------------------------------------------------------------
 
 
+Failing = Annotated[
+    str | None,
+    msgspec.Meta(description="Why the views are stuck (catch-up failing on every pass), or null"),
+]
+
+
 class Readiness(Wire, frozen=True, kw_only=True):
-    status: Literal["ready", "lagging"]
+    status: Literal["ready", "lagging", "failing"]
     position: int
     projection_lag: int
+    failing: Failing
     mqtt_connected: bool | None
 
 
@@ -85,7 +92,8 @@ class Liveness(Wire, frozen=True, kw_only=True):
 class ProcessReadiness(Wire, frozen=True, kw_only=True):
     """GET /readyz: whether this process should get traffic (api) or may act (worker)."""
 
-    status: Literal["ready", "lagging", "unavailable"]
+    status: Literal["ready", "lagging", "failing", "unavailable"]
+    failing: Failing
     role: Literal["all", "api", "worker"]
     database: Annotated[bool, msgspec.Meta(description="PostgreSQL (or SQLite) answered")]
     projection_lag: Annotated[

@@ -36,9 +36,10 @@ def vehicle_view(row: dict[str, Any]) -> VehicleView:
     fields: dict[str, Any] = {name: row[column] for name, column in VEHICLE_COLUMNS.items()}
     heard = fields["last_heartbeat_at"] or fields["presence_at"]
     if heard and fields["presence"] == "online":  # only an online vehicle can be stale
-        fields["presence"] = shown_presence(
-            "online", datetime.fromisoformat(heard), row["heartbeat_s"], datetime.now(UTC)
-        )
+        at = datetime.fromisoformat(heard)
+        if at.tzinfo is None:  # stored before presence times needed an offset
+            at = at.replace(tzinfo=UTC)
+        fields["presence"] = shown_presence("online", at, row["heartbeat_s"], datetime.now(UTC))
     return VehicleView(**fields)
 
 

@@ -33,7 +33,7 @@ from muto.domain.model.rollout_states import (
 )
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutThresholds
-from muto.domain.rollout_rules import phase_deadline
+from muto.domain.rollout_rules import MAX_PHASE_SEC, phase_deadline
 from muto.domain.wire import to_builtins
 
 # Re-exported: the aggregate's callers (API errors, projections, audit) name them here.
@@ -63,7 +63,9 @@ class Rollout(Aggregate):
 
     class Started(Aggregate.Created):
         """Schema v2: typed policy and thresholds. v1 thresholds stored before bakes
-        existed have no `bakeSec`: those rollouts did not bake (upcast with 0)."""
+        existed have no `bakeSec`: those rollouts did not bake (upcast with 0).
+        `repair` reads a deadline or bake stored before they were bounded (no date
+        could hold such a deadline: it stopped the views) as MAX_PHASE_SEC."""
 
         class_version = 2
         rollout_id: str
@@ -82,6 +84,19 @@ class Rollout(Aggregate):
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["thresholds"].setdefault(LIMITS["baking"], DEFAULT_BAKE_SEC)
+
+        @staticmethod
+        def repair(state: dict[str, Any]) -> str | None:
+            thresholds = state.get("thresholds")
+            if not isinstance(thresholds, dict):
+                return None
+            said = []
+            for name in LIMITS.values():
+                value = thresholds.get(name)
+                if isinstance(value, int | float) and value > MAX_PHASE_SEC:
+                    thresholds[name] = MAX_PHASE_SEC
+                    said.append(f"{name} {value} read as {MAX_PHASE_SEC}")
+            return "; ".join(said) or None
 
     @event(Started)
     def __init__(
@@ -178,21 +193,20 @@ class Rollout(Aggregate):
             correlation_id=correlation_id,
         )
 
-    def _require_active(self) -> None:
+    def _require_active(self, why: str) -> None:
+        """`why`: the refusal's reason, in the words of the command refused."""
         if self.is_final:
-            raise RolloutFinal(
-                f"rollout {self.rollout_id} is {self.state}: a final rollout is never paused"
-            )
+            raise RolloutFinal(f"rollout {self.rollout_id} is {self.state}: {why}")
 
     def pause(self, actor: str, correlation_id: str, at: str = "") -> None:
-        self._require_active()
+        self._require_active("a final rollout is never paused")
         if not self.paused:
             self._paused(
                 rollout_id=self.rollout_id, at=at, actor=actor, correlation_id=correlation_id
             )
 
     def resume(self, actor: str, correlation_id: str, at: str = "") -> None:
-        self._require_active()
+        self._require_active("a final rollout cannot be resumed")
         if self.paused:
             self._resumed(
                 rollout_id=self.rollout_id, at=at, actor=actor, correlation_id=correlation_id

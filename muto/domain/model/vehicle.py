@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate, event
 
 from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, merge_labels
 from muto.domain.model import stable_id
-from muto.domain.report_order import MAX_JOURNAL_NUMBER
+from muto.domain.report_order import MAX_JOURNAL_NUMBER, beyond_utc
 from muto.domain.wire import to_builtins
 
 RECENT_REPORT_IDS = 256
@@ -152,7 +152,9 @@ class Vehicle(Aggregate):
     class ReconcileReported(Aggregate.Event):
         """A reconcile report received. `repair` reads one stored before a journal
         number was bounded (2026-12-04): a number beyond the views' signed 64-bit
-        integer, which no agent's journal reaches, is read as no place.
+        integer, which no agent's journal reaches, is read as no place; and one stored
+        before `observedAt` was bounded: a time whose UTC value is beyond a datetime's
+        range is read as the earliest or latest one (report_order.beyond_utc).
 
         Triggered and applied directly (`trigger_event`, `apply`), not through an
         `@event` method: every report is one, and the decorator's argument matching
@@ -170,12 +172,21 @@ class Vehicle(Aggregate):
 
         @staticmethod
         def repair(state: dict[str, Any]) -> str | None:
-            journal = state.get("report", {}).get("journal")
+            report = state.get("report")
+            if not isinstance(report, dict):
+                return None
+            said = []
+            journal = report.get("journal")
             number = journal.get("number") if isinstance(journal, dict) else None
             if isinstance(number, int) and number > MAX_JOURNAL_NUMBER:
-                state["report"]["journal"] = None
-                return f"journal number {number} read as no place"
-            return None
+                report["journal"] = None
+                said.append(f"journal number {number} read as no place")
+            observed = report.get("observedAt")
+            within = beyond_utc(observed) if isinstance(observed, str) else None
+            if within is not None:
+                report["observedAt"] = within
+                said.append(f"observedAt {observed} read as {within}")
+            return "; ".join(said) or None
 
     @event("HealthChanged")
     def _health_changed(
