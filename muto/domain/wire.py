@@ -70,20 +70,27 @@ class WireError(ValueError):
         self.path = path
 
 
-_PATH = re.compile(r"`(\$[^`]*)`")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+# msgspec's messages: "<what> - at `$.path`" (a dict's key: "at `key` in `$.path`"; no
+# suffix: the document itself), where a missing or unknown field is named in <what> and
+# the path is of the object holding it. The suffix is read from the end: a field name,
+# the caller's text, may hold anything.
+_AT = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`\Z")
+_FIELD = re.compile(
+    r"\A(?:Object missing required field|Object contains unknown field) `(.*)`\Z", re.S
+)
 
 
 def _path(exc: msgspec.ValidationError) -> str:
-    """The JSON path of what failed: a FieldError's own, the missing field's, or the
-    one msgspec's message names."""
+    """The JSON path of what failed: a FieldError's own, the missing or unknown
+    field's (not only its object's: `$.policy.bogus`, not `$.policy`), or the one
+    msgspec's message names."""
     if isinstance(exc.__cause__, FieldError):
         return exc.__cause__.path
     text = str(exc)
-    found = _PATH.search(text)
-    base = found.group(1) if found else "$"
-    missing = _MISSING.search(text)
-    return f"{base}.{missing.group(1)}" if missing else base
+    at = _AT.search(text)
+    base = at.group(1) if at else "$"
+    field = _FIELD.match(text[: at.start()] if at else text)
+    return f"{base}.{field.group(1)}" if field else base
 
 
 def decode(data: bytes | str, kind: type[T]) -> T:

@@ -165,7 +165,7 @@ def test_two_keys_sign_a_two_of_n_release(
     [
         pytest.param(lambda m: m.replace("1.2.0\n", "1.2.0/evil\n", 1), "$.version", id="version"),
         pytest.param(lambda m: m.replace("python_wheel", "rpm"), "$.artifacts[0].type", id="type"),
-        pytest.param(lambda m: m + "extra: 1\n", "$", id="unknown field"),
+        pytest.param(lambda m: m + "extra: 1\n", "$.extra", id="unknown field"),
     ],
 )
 def test_a_bad_manifest_names_the_field(

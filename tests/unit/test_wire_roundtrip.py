@@ -152,7 +152,7 @@ def test_unknown_fields_are_refused_by_name(kind: type[Wire], data: st.DataObjec
     with pytest.raises(WireError) as caught:
         decode(encode(body), kind)
     assert "surpriseField" in str(caught.value)
-    assert caught.value.path == "$"
+    assert caught.value.path == "$.surpriseField"
 
 
 REQUEST = {
@@ -165,11 +165,11 @@ def test_the_request_fixture_is_valid() -> None:
     assert decode(encode(REQUEST), DesiredStateRequest).stack.name == "autonomy-core"
 
 
-def test_a_nested_unknown_field_names_its_object() -> None:
+def test_a_nested_unknown_field_is_named_by_its_path() -> None:
     body = {**REQUEST, "stack": {**REQUEST["stack"], "tag": "latest"}}
     with pytest.raises(WireError) as caught:
         decode(encode(body), DesiredStateRequest)
-    assert caught.value.path == "$.stack"
+    assert caught.value.path == "$.stack.tag"
     assert "tag" in caught.value.message
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
+import msgspec
 from eventsourcing.persistence import Notification
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,13 +46,36 @@ async def timeline(request: Request) -> Response:
         vehicle_id=q.get("vehicleId"),
         rollout_id=q.get("rolloutId"),
         correlation_id=q.get("correlationId"),
-        since=q.get("since"),
-        until=q.get("until"),
+        since=time_param(request, "since"),
+        until=time_param(request, "until"),
         after=after,
         limit=limit,
     )
     next_after = entries[-1].position if len(entries) == limit else None
     return ok(entries, metadata={"limit": limit, "nextAfter": next_after})
+
+
+# A time with its offset, read as the bodies' times are (msgspec: RFC 3339).
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+def time_param(request: Request, name: str) -> datetime | None:
+    """A query parameter that is a time. Without an offset a time names no instant, so
+    it is refused like a malformed one: a compliance read must not guess the zone (and
+    must not come back empty, as it did when the text was compared as it came)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, Instant)
+    except msgspec.ValidationError:
+        # A '+' left unescaped in a URL arrives as a space: say so.
+        hint = " (in a URL a '+' is written %2B)" if " " in raw else ""
+        raise Invalid(
+            f"query parameter {name!r} must be an RFC 3339 time with an offset, "
+            f"e.g. 2026-01-01T00:00:00Z{hint}",
+            {"path": f"query.{name}"},
+        ) from None
 
 
 Keep = Callable[[Notification], bool]

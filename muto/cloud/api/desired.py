@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -93,6 +95,36 @@ def not_modified(etag: str) -> Response:
     return Response(status_code=304, headers={"ETag": etag})
 
 
+class _Any(set[str]):
+    """`If-None-Match: *`: matches whatever representation is current."""
+
+    def __contains__(self, _: object) -> bool:
+        return True
+
+
+ANY = _Any()
+# One element of an entity-tag list: `W/` or not, the quoted opaque tag (which may hold a
+# comma), then a comma or the end; empty elements (", ,") are allowed.
+_TAG = re.compile(r'[ \t,]*(?:(?:W/)?("[^"]*")[ \t]*(?:,|\Z)|\Z)')
+
+
 def asked_etags(header: str | None) -> set[str]:
-    """The ETags an `If-None-Match` header names."""
-    return {tag.strip() for tag in header.split(",")} if header else set()
+    """The ETags an `If-None-Match` header names, for RFC 9110's weak comparison (section
+    13.1.2): opaque tags only, `W/"x"` matches `"x"` (ours are strong), a list matches
+    if any member does, `*` matches any. `tag in asked_etags(...)` is the whole check."""
+    if not header:
+        return set()
+    if header[0] == '"' and header.find('"', 1) == len(header) - 1:
+        return {header}  # one strong tag, what agents send: most polls stop here
+    if header.strip() == "*":
+        return ANY
+    tags: set[str] = set()
+    at = 0
+    while at < len(header):
+        found = _TAG.match(header, at)
+        if found is None:
+            return set()  # not a list of entity-tags: it matches nothing (a full answer)
+        if found.group(1):
+            tags.add(found.group(1))
+        at = found.end()
+    return tags

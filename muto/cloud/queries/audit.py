@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_
 
 from muto.cloud.api.schema import AuditEntry
 from muto.projections import Views
@@ -18,8 +21,8 @@ class AuditReads:
         vehicle_id: str | None = None,
         rollout_id: str | None = None,
         correlation_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         after: int = 0,
         limit: int = 200,
     ) -> list[AuditEntry]:
@@ -32,13 +35,52 @@ class AuditReads:
         ):
             if value is not None:
                 query = query.where(column == value)
-        if since:
-            query = query.where(t.c.at >= since)
-        if until:
-            query = query.where(t.c.at <= until)
+        if since is not None:
+            query = query.where(since_clause(t.c.at, since))
+        if until is not None:
+            query = query.where(until_clause(t.c.at, until))
         with self.views.store.reading() as s:
             found = rows(s.execute(query.order_by(t.c.position).limit(limit)))
         return [audit_entry(r) for r in found]
+
+
+def stamp(at: datetime) -> str:
+    """`at` written as the audit view writes its event times (projections/audit.py: the
+    event's timestamp in UTC, `isoformat()`): "2026-12-05T16:07:01.250000+00:00", or
+    without the fraction when it is zero. Out of datetime's range once in UTC (a day
+    from either end), the range's end: beyond every stored time."""
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        utc = (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return utc.isoformat()
+
+
+# The bounds compare the indexed text as times (the index still serves them). The text
+# is fixed-width up to the second (19 characters); then comes "+00:00", or a fraction
+# first. How "+" and "." order is the database's collation's choice ('+' < '.' in C and
+# SQLite, '.' < '+' in PostgreSQL's ICU collations), so no outcome below depends on it:
+# a bare second ("…T16:07:01") is a prefix of every time in that second, and the time
+# with no fraction in the bound's second is decided by equality.
+
+
+def since_clause(at: ColumnElement[str], since: datetime) -> ColumnElement[bool]:
+    """`at` (the view's text) is `since` or later."""
+    text = stamp(since)
+    second, fraction = text[:19], text[19:-6]  # fraction: "" or ".250000"
+    if not fraction:
+        return at >= second  # the whole second and after
+    return and_(at >= second + fraction, at != second + "+00:00")
+
+
+def until_clause(at: ColumnElement[str], until: datetime) -> ColumnElement[bool]:
+    """`at` (the view's text) is `until` or earlier."""
+    text = stamp(until)
+    second, fraction = text[:19], text[19:-6]
+    whole = second + "+00:00"  # the second itself, with no fraction
+    if not fraction:
+        return or_(at < second, at == whole)
+    return or_(at <= text, at == whole)
 
 
 def audit_entry(r: dict[str, Any]) -> AuditEntry:
