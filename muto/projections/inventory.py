@@ -9,7 +9,6 @@ late or re-delivered report never moves the view back.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -17,7 +16,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Integer, MetaData, Strin
 from sqlalchemy.orm import Session
 
 from muto.domain.events import DesiredAssignment, StoredReconcile, merge_labels
-from muto.domain.report_order import ReportLedger, admit, legacy_key
+from muto.domain.report_order import ReportLedger, admit_stored
 from muto.projections.base import Announcer, Projection, Update, event_type
 from muto.projections.rows import Rows
 
@@ -39,11 +38,7 @@ def shown_after(row: dict[str, Any], report: StoredReconcile) -> ReportLedger | 
              "number": row["report_number"] or 0},
             ReportLedger,
         )  # fmt: skip
-    shown = admit(
-        ledger,
-        report.journal,
-        lambda: legacy_key(report.sequence, datetime.fromisoformat(report.observed_at)),
-    )
+    shown = admit_stored(ledger, report.journal, report.sequence, report.observed_at)
     if shown is not None:  # kept as the columns will say it (no incarnation: number 0)
         row[_LEDGER] = shown if shown.incarnation is not None or not shown.number else (
             msgspec.structs.replace(shown, number=0)

@@ -76,6 +76,9 @@ def test_every_stored_event_decodes(settings: Settings) -> None:
 # value. The inventory shows what a vehicle's newest report says runs, null included
 # (docs/api.md); the old code kept the release from before a report of nothing running.
 INTENDED = {("view_vehicles", "car-3", "running_release"): None}
+# Columns added to a view since the fixture was stored: an old store rebuilds that view
+# (ViewStore.reshape), and the rest of each row must equal the old code's.
+ADDED = {"view_rollout_vehicles": ("report_ledger", "rollback_codes")}
 
 
 def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) -> None:
@@ -90,6 +93,9 @@ def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) 
         built = plain(view_rows(cp.views))
     finally:
         cp.close()
+    for table, columns in ADDED.items():
+        assert all(set(columns) <= row.keys() for row in built[table]), table
+        built[table] = [{k: v for k, v in row.items() if k not in columns} for row in built[table]]
     for table, rows in expected.items():
         assert built[table] == rows, table
     assert built.keys() == expected.keys()

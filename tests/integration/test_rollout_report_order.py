@@ -1,0 +1,392 @@
+"""The rollouts view places a member's reports on its revision by the agent's journal,
+with the inventory's rule (muto/domain/report_order.py), never by arrival: an older
+report delivered late never hides a newer one (a crash loop stays a tripwire), a rebuild
+equals the view built batch by batch, and a member whose rollback revision the vehicle
+refuses says why (docs/rollouts.md, "Tripwires count whenever they arrive"; "Every
+failure carries a reason code")."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import assign_desired_state, record_reconcile
+from muto.cloud.controller import RolloutController
+from muto.cloud.settings import Settings
+from muto.cloud.writer import UnitOfWork
+from muto.domain.events import RolloutPolicy
+from muto.domain.model.rollout import Rollout
+from muto.domain.reasons import ReasonCode
+from muto.domain.report_order import ReportPlace
+from muto.domain.reports import ReconcileStatus
+from muto.domain.requests import RolloutThresholds
+from muto.projections import rollouts as rollouts_module
+from muto.projections.rollouts import ROLLOUT_STATUS
+from tests.support.releases import signed_release
+from tests.support.spine import (
+    cause,
+    desired_request,
+    memory_settings,
+    postgres_settings,
+    reconcile_report,
+    register_fleet,
+    registration,
+    sqlite_settings,
+    table_rows,
+    view_rows,
+)
+
+AT = "2026-01-01T00:00:00+00:00"
+OLD, NEW = signed_release("core", "1.0.0"), signed_release("core", "2.0.0")
+CANARY, WAVE = "v0", ["v1", "v2"]
+ROLLOUT = "ro-1"
+CRASH_LOOP = [ReasonCode.CRASH_LOOP_DETECTED, ReasonCode.ROLLBACK_APPLIED]
+EXPIRED = [ReasonCode.DESIRED_STATE_EXPIRED]
+# A failure's codes by status (every failure says why); converged says nothing.
+REPORT_IDS = itertools.count(1)
+CODES = {
+    ReconcileStatus.CONVERGED: [],
+    ReconcileStatus.BLOCKED: [ReasonCode.DENY_MOVING],
+    ReconcileStatus.REJECTED: EXPIRED,
+    ReconcileStatus.ROLLED_BACK: CRASH_LOOP,
+    ReconcileStatus.FAILED: [ReasonCode.APPLY_FAILED],
+}
+
+
+class Plane:
+    """A control plane with rollout ro-1 started (canary v0, wave v1 v2) and its canary
+    assigned; writes are stored without waiting for the views (`catch_up` moves them)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cp = cp = ControlPlane.open(settings)
+        register_fleet(cp, [registration(v) for v in [CANARY, *WAVE]])
+        cp.execute(OLD.register())
+        cp.execute(NEW.register())
+        cp.execute(self._start)
+        self.canary = self.assign([CANARY], NEW, "canary")
+        self.rollbacks: list[str] = []
+        cp.projector.catch_up()
+
+    def _start(self, uow: UnitOfWork) -> None:
+        uow.add(
+            Rollout(
+                rollout_id=ROLLOUT,
+                selector="model=m3",
+                release_key=NEW.key,
+                manifest_digest=NEW.digest,
+                policy=RolloutPolicy(),
+                thresholds=RolloutThresholds(converged_pct=95.0),
+                canaries=[CANARY],
+                wave=WAVE,
+                previous_releases=dict.fromkeys([CANARY, *WAVE], OLD.key),
+                started_at=AT,
+                actor="controller",
+                correlation_id=ROLLOUT,
+            )
+        )
+
+    def assign(self, vehicle_ids: list[str], release: Any, phase: str | None = None) -> str:
+        """A revision of `release` for `vehicle_ids`: the rollout's `phase`, or (None) a
+        rollback of the rollout."""
+
+        def command(uow: UnitOfWork) -> str:
+            assigned = assign_desired_state(
+                desired_request("model=m3", release), vehicle_ids, cause(ROLLOUT),
+                self.cp.sign, rollout_id=ROLLOUT, phase=phase,
+            )(uow)  # fmt: skip
+            rollout = uow.find(Rollout, Rollout.create_id(ROLLOUT))
+            assert rollout is not None
+            if phase is None:
+                rollout.record_rolled_back(
+                    assigned.revision, vehicle_ids, "operator", "operator", ROLLOUT
+                )
+            else:
+                rollout.record_assigned(
+                    phase, assigned.revision, vehicle_ids, AT, "controller", ROLLOUT
+                )
+            return assigned.revision
+
+        revision: str = self.cp.writer.execute(command).value
+        return revision
+
+    def roll_back(self) -> str:
+        self.rollbacks.append(self.assign([CANARY], OLD))
+        return self.rollbacks[-1]
+
+    def report(
+        self,
+        revision: str,
+        number: int | None,
+        status: ReconcileStatus,
+        codes: Sequence[ReasonCode] | None = None,
+        minute: int = 0,
+    ) -> None:
+        """The canary's report #`number` of its journal (None: an agent without one),
+        each with its own report id: the writer drops a re-delivery it remembers, the
+        view must place what reaches it."""
+        body = reconcile_report(
+            CANARY,
+            f"report-{next(REPORT_IDS)}",
+            status,
+            revision=revision,
+            reason_codes=CODES[status] if codes is None else codes,
+            minute=minute,
+            sequence=1,
+            journal=None if number is None else ReportPlace(incarnation="j", number=number),
+        )
+        self.cp.writer.execute(record_reconcile(body, f"vehicle:{CANARY}"))
+
+    def member(self) -> tuple[str, list[str]]:
+        self.cp.projector.catch_up()
+        (found,) = [m for m in self.cp.queries.rollout(ROLLOUT).vehicles if m.vehicle_id == CANARY]
+        return str(found.status), [str(c) for c in found.reason_codes]
+
+    def assert_rebuild_equal(self) -> None:
+        self.cp.projector.catch_up()
+        incremental = view_rows(self.cp.views)
+        self.cp.projector.rebuild("rollouts")
+        assert view_rows(self.cp.views) == incremental, "rebuilding the rollouts view changed it"
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite without JSON functions",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
+    """Each backend's read of a batch's members (rollouts.py: `_load`)."""
+    if request.param == "postgres":
+        settings = postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
+    elif request.param == "memory":
+        settings = memory_settings(tmp_path)
+    else:
+        if request.param == "sqlite without JSON functions":  # members read row by row
+            monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+            monkeypatch.setattr(rollouts_module, "SQLITE_JSON", False)
+        settings = sqlite_settings(tmp_path)
+    p = Plane(settings)
+    try:
+        yield p
+    finally:
+        p.cp.close()
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one batch", "batch by batch"])
+def test_a_crash_loop_delivered_before_an_older_converged_fails_the_canary(
+    plane: Plane, together: bool
+) -> None:
+    """The reviewer's scenario: report #2 (rolled back, crash loop) is stored before #1
+    (converged) of the same revision. The view showed #1, the last to arrive, and the
+    canary gate passed: the wave would have been given the crash-looping release."""
+    plane.report(plane.canary, 2, ReconcileStatus.ROLLED_BACK)
+    if not together:
+        plane.cp.projector.catch_up()
+    plane.report(plane.canary, 1, ReconcileStatus.CONVERGED)
+    assert plane.member() == ("failed", CRASH_LOOP)
+    assert plane.cp.queries.vehicle(CANARY).last_status == "rolled_back"  # the inventory agrees
+    plane.assert_rebuild_equal()
+    controller = RolloutController(plane.cp)
+    assert controller.tick() == 1
+    plane.cp.projector.catch_up()
+    rollout = plane.cp.queries.rollout(ROLLOUT)
+    assert rollout.state == "aborted"
+    assert [(d.event, d.reason_code) for d in rollout.decisions] == [
+        ("CanaryGateFailed", "CANARY_GATE_FAILED")
+    ]
+
+
+def test_a_newer_report_still_replaces_an_older_one(plane: Plane) -> None:
+    plane.report(plane.canary, 1, ReconcileStatus.BLOCKED)
+    assert plane.member() == ("deferred", ["DENY_MOVING"])
+    plane.report(plane.canary, 2, ReconcileStatus.CONVERGED)
+    plane.report(plane.canary, 2, ReconcileStatus.CONVERGED)  # re-delivered
+    plane.report(plane.canary, 1, ReconcileStatus.BLOCKED)  # late
+    assert plane.member() == ("converged", [])
+    plane.assert_rebuild_equal()
+
+
+def test_reports_without_a_place_keep_the_old_order(plane: Plane) -> None:
+    """Agents before the journal's count: by (sequence, observedAt), which for one agent's
+    reports of one revision is the order it sent them; a placed report is newer than
+    every report without a place."""
+    plane.report(plane.canary, None, ReconcileStatus.BLOCKED, minute=1)
+    plane.report(plane.canary, None, ReconcileStatus.CONVERGED, minute=2)
+    assert plane.member() == ("converged", [])
+    plane.report(plane.canary, None, ReconcileStatus.BLOCKED, minute=1)  # older: ignored
+    assert plane.member() == ("converged", [])
+    plane.report(plane.canary, 1, ReconcileStatus.FAILED)
+    plane.report(plane.canary, None, ReconcileStatus.CONVERGED, minute=3)
+    assert plane.member() == ("failed", ["APPLY_FAILED"])
+    plane.assert_rebuild_equal()
+
+
+def test_a_refused_rollback_revision_says_why(plane: Plane) -> None:
+    """The reviewer's scenario: the vehicle was away during the rollback and refuses its
+    revision on return (expired); it still runs the bad release. The member stayed a
+    clean `rolled_back` with no code."""
+    plane.report(plane.canary, 1, ReconcileStatus.CONVERGED)
+    rollback = plane.roll_back()
+    assert plane.member() == ("rolled_back", [])
+    plane.report(rollback, 2, ReconcileStatus.REJECTED)
+    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    phases = plane.cp.queries.rollout(ROLLOUT).phases
+    assert phases["canary"].rolled_back == 1  # still counted as given a rollback
+    plane.report(plane.canary, 3, ReconcileStatus.CONVERGED)  # the old revision: not judged
+    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    plane.assert_rebuild_equal()
+
+
+def test_a_rollback_that_took_shows_the_codes_it_had_when_rolled_back(plane: Plane) -> None:
+    """Held by a gate first (why it has not taken yet), then converged: the member shows
+    the crash loop that it was rolled back with, as a converged rollback always did;
+    the late blocked report changes nothing."""
+    plane.report(plane.canary, 1, ReconcileStatus.ROLLED_BACK)
+    rollback = plane.roll_back()
+    assert plane.member() == ("rolled_back", CRASH_LOOP)
+    plane.report(rollback, 2, ReconcileStatus.BLOCKED)
+    assert plane.member() == ("rolled_back", ["DENY_MOVING"])
+    plane.report(rollback, 4, ReconcileStatus.CONVERGED)
+    plane.report(rollback, 3, ReconcileStatus.BLOCKED)  # older, late
+    assert plane.member() == ("rolled_back", CRASH_LOOP)
+    plane.assert_rebuild_equal()
+
+
+def test_a_member_rolled_back_twice_keeps_the_codes_of_its_first_rollback(plane: Plane) -> None:
+    plane.report(plane.canary, 1, ReconcileStatus.ROLLED_BACK)
+    first = plane.roll_back()
+    plane.report(first, 2, ReconcileStatus.REJECTED)
+    second = plane.roll_back()
+    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])  # nothing took yet
+    plane.report(first, 3, ReconcileStatus.CONVERGED)  # a replaced revision: not judged
+    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    plane.report(second, 4, ReconcileStatus.CONVERGED)
+    assert plane.member() == ("rolled_back", CRASH_LOOP)
+    plane.assert_rebuild_equal()
+
+
+# -- properties: batches and rebuilds agree, and only the newest report counts -----------
+
+STATUSES = st.sampled_from(list(ReconcileStatus))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """The canary's reports #1..n on its revision delivered in any order, some twice;
+    maybe a rollback after any of them, then reports #n+1..m on the rollback revision
+    (any order, some twice)."""
+
+    def shuffled(numbers: range) -> list[tuple[str, int, ReconcileStatus]]:
+        made = [(n, draw(STATUSES)) for n in numbers]
+        out = list(draw(st.permutations(made)))
+        for report in draw(st.lists(st.sampled_from(made), max_size=3)) if made else []:
+            out.insert(draw(st.integers(0, len(out))), report)
+        return [("report", n, status) for n, status in out]
+
+    n = draw(st.integers(1, 5))
+    ops: list[tuple[Any, ...]] = shuffled(range(1, n + 1))
+    if draw(st.booleans()):
+        ops.insert(draw(st.integers(0, len(ops))), ("rollback",))
+        ops += shuffled(range(n + 1, n + 1 + draw(st.integers(0, 4))))
+    return ops
+
+
+def expected(ops: list[tuple[Any, ...]]) -> tuple[str, list[str]]:
+    """The member by the rule in prose: the newest report (highest number) of those
+    delivered on the member's revision; rolled back, a refusal's codes or else those
+    it had when rolled back."""
+    newest: dict[str, tuple[int, ReconcileStatus]] = {}
+    revision, rolled_back = "canary", False
+    status, codes = "assigned", []
+    for op in ops:
+        if op[0] == "rollback":
+            rolled_back, revision, status = True, "rollback", "rolled_back"
+            continue
+        _, number, reported = op
+        if number <= newest.get(revision, (0, reported))[0]:
+            continue
+        newest[revision] = number, reported
+        if revision == "canary":  # reports on the canary after its rollback go elsewhere
+            status, codes = ROLLOUT_STATUS[reported], CODES[reported]
+    if rolled_back and "rollback" in newest:
+        reported = newest["rollback"][1]
+        codes = codes if reported is ReconcileStatus.CONVERGED else CODES[reported]
+    return status, [str(c) for c in codes]
+
+
+def member_after(ops: list[tuple[Any, ...]], catch_up_every: int) -> dict[str, Any]:
+    """The canary's member row after `ops` on a fresh plane, its views caught up after
+    every `catch_up_every` operations; the rebuild must equal it."""
+    plane = Plane(memory_settings(Path("unused")))
+    try:
+        for i, op in enumerate(ops, 1):
+            if op[0] == "rollback":
+                plane.roll_back()
+            else:
+                _, number, status = op
+                revision = plane.rollbacks[-1] if plane.rollbacks else plane.canary
+                plane.report(revision, number, status)
+            if i % catch_up_every == 0:
+                plane.cp.projector.catch_up()
+        assert plane.member() == expected(ops)
+        plane.assert_rebuild_equal()
+        (row,) = [
+            r for r in table_rows(plane.cp.views, plane.cp.views.rollouts.vehicles)
+            if r["vehicle_id"] == CANARY
+        ]  # fmt: skip
+        return {k: v for k, v in row.items() if k not in ("revision", "updated_at")}
+    finally:
+        plane.cp.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.integers(2, 12))
+@example([("report", 2, ReconcileStatus.ROLLED_BACK), ("report", 1, ReconcileStatus.CONVERGED)], 2)
+@example(
+    [
+        ("report", 1, ReconcileStatus.ROLLED_BACK),
+        ("rollback",),
+        ("report", 3, ReconcileStatus.CONVERGED),
+        ("report", 2, ReconcileStatus.REJECTED),
+    ],
+    4,
+)
+def test_batches_equal_one_by_one_and_the_newest_report_counts(
+    ops: list[tuple[Any, ...]], catch_up_every: int
+) -> None:
+    assert member_after(ops, catch_up_every) == member_after(ops, 1)
+
+
+def test_an_old_store_rebuilds_the_view_with_its_new_columns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store written before the view kept report ledgers: opening it rebuilds the
+    rollouts view from the log (ViewStore.reshape), which then orders its reports."""
+    plane = Plane(sqlite_settings(tmp_path))
+    plane.report(plane.canary, 2, ReconcileStatus.ROLLED_BACK)
+    plane.report(plane.canary, 1, ReconcileStatus.CONVERGED)
+    plane.cp.projector.catch_up()
+    before = view_rows(plane.cp.views)
+    with plane.cp.views.store.engine.begin() as connection:  # the shape of the release before
+        for column in ("report_ledger", "rollback_codes"):
+            connection.execute(text(f"ALTER TABLE view_rollout_vehicles DROP COLUMN {column}"))
+    plane.cp.close()
+    plane.cp = ControlPlane.open(sqlite_settings(tmp_path))
+    try:
+        assert any("view rollouts changed shape" in r.getMessage() for r in caplog.records), (
+            caplog.text
+        )
+        assert plane.member() == ("failed", CRASH_LOOP)
+        assert view_rows(plane.cp.views) == before
+    finally:
+        plane.cp.close()
