@@ -7,12 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+from muto.domain.wire import ID_PATTERN
 
 # Exit codes, documented in docs/cli.md.
 OK = 0
@@ -78,8 +82,19 @@ class Connection:
         cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
     ) -> Connection:
         env = os.environ if environ is None else environ
-        saved = load_context(context_path(env))
-        url = (args.url or env.get("MUTO_URL") or saved.get("url") or DEFAULT_URL).rstrip("/")
+        where = context_path(env)
+        saved = load_context(where)
+        given, source = next(
+            (value, source)
+            for value, source in (
+                (args.url, "--url"),
+                (env.get("MUTO_URL"), "MUTO_URL"),
+                (saved.get("url"), f"the context {where}"),
+                (DEFAULT_URL, "the default"),
+            )
+            if value
+        )
+        url = checked_url(given, source)
         token = env.get("MUTO_TOKEN") or None
         if args.token_file:
             token = read_token(Path(args.token_file))
@@ -89,6 +104,75 @@ class Connection:
 
     def client(self, timeout: float = 30.0) -> Api:
         return Api(self, timeout)
+
+
+def checked_url(text: str, source: str) -> str:
+    """`text` without its trailing '/', or FleetError(USAGE) saying what is wrong with it:
+    unchecked, a URL httpx cannot parse ('http://[::1') was a traceback, and one without
+    scheme or host ('not-a-url') failed at the request as if no server were there."""
+    why = _url_problem(text)
+    if why:
+        raise FleetError(
+            f"{source}: {text!r} is not the control plane's URL ({why}), e.g. {DEFAULT_URL}",
+            USAGE,
+        )
+    return text.rstrip("/")
+
+
+def _url_problem(text: str) -> str | None:
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        return str(exc)
+    if url.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not url.host:
+        return "no host"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"no port {url.port}"
+    if url.query or url.fragment:
+        return "a query or fragment has no place in it"
+    return None
+
+
+def api_path(*segments: str) -> str:
+    """`/rollouts/ro-1/pause` from its segments, each percent-encoded whole. An id is one
+    segment: spliced in raw, '/', '?', '#' or '..' in it named another resource (the id
+    `../../tokens/T/revoke#` of `muto rollouts pause` revoked token T)."""
+    parts = []
+    for segment in segments:
+        if not segment:
+            raise FleetError("an id cannot be empty", USAGE)
+        encoded = quote(segment, safe="")
+        # quote() keeps dots, and URL resolution (httpx's too) removes the segments '.'
+        # and '..': encoded, the server reads them back as the id '.' or '..' (404).
+        parts.append(encoded.replace(".", "%2E") if encoded in (".", "..") else encoded)
+    return "/" + "/".join(parts)
+
+
+def check_id(kind: str, text: str) -> str:
+    """`text` if the server's identifier rule (muto.domain.wire.ID_PATTERN) allows it for
+    vehicles, rollouts, stacks and versions; otherwise FleetError(USAGE): nothing by that
+    name can exist, so asking the server is no use."""
+    if not re.match(ID_PATTERN, text):
+        raise FleetError(
+            f"{text!r} is not a {kind} id: 1-128 characters of A-Z a-z 0-9 . _ : -, "
+            "the first a letter or digit",
+            USAGE,
+        )
+    return text
+
+
+def id_argument(kind: str) -> Callable[[str], str]:
+    """An argparse `type` for an id positional: a bad one is a usage error (exit 2)."""
+
+    def parse(text: str) -> str:
+        try:
+            return check_id(kind, text)
+        except FleetError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    return parse
 
 
 def read_token(path: Path) -> str:
@@ -121,7 +205,8 @@ class Api:
     def __init__(self, connection: Connection, timeout: float) -> None:
         self.connection = connection
         headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
-        self.http = httpx.Client(base_url=connection.url, headers=headers, timeout=timeout)
+        base_url = checked_url(connection.url, "the URL")  # a Connection made by hand too
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 
     def __enter__(self) -> Api:
         return self

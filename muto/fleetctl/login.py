@@ -6,13 +6,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from muto.fleetctl.connection import Connection, context_path, read_token, save_context
+from muto.fleetctl.connection import (
+    Connection,
+    checked_url,
+    context_path,
+    read_token,
+    save_context,
+)
 from muto.fleetctl.output import reporting
 
 
 def login(args: argparse.Namespace) -> int:
+    url = checked_url(args.url, "URL")
     token = read_token(Path(args.token_file))
-    url = args.url.rstrip("/")
     if not args.no_check:
         with Connection(url, token).client(timeout=10) as api:
             api.call("GET", "/vehicles", params={"limit": 1})  # reachable, and the token works

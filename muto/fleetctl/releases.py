@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from rich.table import Table
 
-from muto.fleetctl.connection import USAGE, Api, Connection, FleetError
+from muto.fleetctl.connection import USAGE, Api, Connection, FleetError, api_path, check_id
 from muto.fleetctl.output import common, emit, fields, grid, verb
 
 HOSTED = "artifacts/"  # a ref the control plane serves: artifacts/sha256:<hex>
@@ -60,12 +60,12 @@ def _sha256(path: Path) -> str:
 def upload(api: Api, artifact: dict[str, Any], path: Path) -> bool:
     """PUT unless the control plane has it; True if it was sent."""
     digest = artifact["digest"]
-    if api.exists(f"/artifacts/{digest}"):
+    if api.exists(api_path("artifacts", digest)):
         return False
     with path.open("rb") as f:
         api.call(
             "PUT",
-            f"/artifacts/{digest}",
+            api_path("artifacts", digest),
             content=iter(lambda: f.read(1 << 20), b""),  # streamed, never whole in memory
             headers={
                 "Content-Type": "application/octet-stream",
@@ -130,8 +130,9 @@ def split_release(text: str) -> tuple[str, str]:
 
 def one(args: argparse.Namespace) -> int:
     stack, version = split_release(args.release)
+    path = api_path("releases", check_id("stack", stack), check_id("version", version))
     with Connection.resolve(args).client() as api:
-        found = api.call("GET", f"/releases/{stack}/{version}")["data"]
+        found = api.call("GET", path)["data"]
     emit(args, found, _detail)
     return 0
 

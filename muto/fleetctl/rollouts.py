@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Group
@@ -12,7 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from muto.fleetctl.connection import Api, Connection
+from muto.domain.requests import RolloutThresholds
+from muto.domain.wire import convert
+from muto.fleetctl.connection import Api, Connection, api_path, id_argument
 from muto.fleetctl.desired import AGENT_CONFIG_HELP, read_agent_config
 from muto.fleetctl.output import cell, common, console, emit, fields, grid, verb
 from muto.fleetctl.releases import split_release
@@ -55,6 +58,21 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(name: str) -> Callable[[str], float]:
+    """A deadline or bake argument, checked by the API's own rule (RolloutThresholds:
+    above 0, or 0 for a bake, and at most ten years) before anything is sent."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+            convert({name: value}, RolloutThresholds)
+        except ValueError as exc:  # WireError is one
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        return value
+
+    return parse
+
+
 def listing(args: argparse.Namespace) -> int:
     with Connection.resolve(args).client() as api:
         found = api.call("GET", "/rollouts")["data"]
@@ -82,7 +100,7 @@ def _table(rollouts: list[dict[str, Any]]) -> Table:
 
 def one(args: argparse.Namespace) -> int:
     with Connection.resolve(args).client() as api:
-        found = api.call("GET", f"/rollouts/{args.rollout_id}")["data"]
+        found = api.call("GET", api_path("rollouts", args.rollout_id))["data"]
     emit(args, found, view)
     return 0
 
@@ -90,7 +108,7 @@ def one(args: argparse.Namespace) -> int:
 def _act(action: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         with Connection.resolve(args).client() as api:
-            found = api.call("POST", f"/rollouts/{args.rollout_id}/{action}")["data"]
+            found = api.call("POST", api_path("rollouts", args.rollout_id, action))["data"]
         emit(args, found, view)
         return 0
 
@@ -112,7 +130,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def _get(api: Api, rollout_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = api.call("GET", f"/rollouts/{rollout_id}")["data"]
+    found: dict[str, Any] = api.call("GET", api_path("rollouts", rollout_id))["data"]
     return found
 
 
@@ -233,10 +251,17 @@ def register(sub: Any) -> None:
     p.add_argument("--release", required=True, metavar="STACK@VERSION")
     p.add_argument("--rollout-id", help="default: generated")
     p.add_argument("--converged-pct", type=float, help="gate threshold (default 95)")
-    p.add_argument("--canary-deadline", type=float, metavar="SEC", help="default 3600")
-    p.add_argument("--wave-deadline", type=float, metavar="SEC", help="default 21600")
     p.add_argument(
-        "--bake", type=float, metavar="SEC", help="watch a passed wave this long (default 600)"
+        "--canary-deadline", type=_limit("canaryDeadlineSec"), metavar="SEC", help="default 3600"
+    )
+    p.add_argument(
+        "--wave-deadline", type=_limit("waveDeadlineSec"), metavar="SEC", help="default 21600"
+    )
+    p.add_argument(
+        "--bake",
+        type=_limit("bakeSec"),
+        metavar="SEC",
+        help="watch a passed wave this long (default 600)",
     )
     p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)
 
@@ -257,7 +282,7 @@ def register(sub: Any) -> None:
             one if name == "get" else _act(name),
         )
         common(p)
-        p.add_argument("rollout_id", metavar="ID")
+        p.add_argument("rollout_id", metavar="ID", type=id_argument("rollout"))
 
     p = verb(
         actions,
@@ -268,7 +293,7 @@ def register(sub: Any) -> None:
         status,
     )
     common(p)
-    p.add_argument("rollout_id", metavar="ID")
+    p.add_argument("rollout_id", metavar="ID", type=id_argument("rollout"))
     p.add_argument(
         "--watch", "-w", action="store_true", help="follow it until it ends or is paused"
     )

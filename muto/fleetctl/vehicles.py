@@ -9,10 +9,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from muto.fleetctl.connection import USAGE, Connection, FleetError
+from muto.domain.messages import PresenceState
+from muto.domain.reports import ReconcileStatus
+from muto.fleetctl.connection import USAGE, Connection, FleetError, api_path, id_argument
 from muto.fleetctl.output import cell, common, emit, fields, grid, verb
 
 PAGE = 1000
+# What `--status` can match: a reconcile report's status, or the presence the API shows
+# ("stale": online but silent, muto.domain.presence.shown_presence). Anything else
+# matched nothing and printed an empty table, as if no vehicle were in that state.
+STATUSES = (*(s.value for s in ReconcileStatus), *(p.value for p in PresenceState), "stale")
 
 
 def listing(args: argparse.Namespace) -> int:
@@ -61,7 +67,7 @@ def _status(v: dict[str, Any]) -> str:
 
 def one(args: argparse.Namespace) -> int:
     with Connection.resolve(args).client() as api:
-        vehicle = api.call("GET", f"/vehicles/{args.vehicle_id}")["data"]
+        vehicle = api.call("GET", api_path("vehicles", args.vehicle_id))["data"]
     emit(args, vehicle, _detail)
     return 0
 
@@ -87,7 +93,7 @@ def _component(c: dict[str, Any]) -> str:
 
 def refresh(args: argparse.Namespace) -> int:
     with Connection.resolve(args).client(timeout=30) as api:
-        answer = api.call("POST", f"/vehicles/{args.vehicle_id}/refresh")["data"]
+        answer = api.call("POST", api_path("vehicles", args.vehicle_id, "refresh"))["data"]
     emit(args, answer, _refreshed)
     return 0
 
@@ -130,7 +136,9 @@ def register_vehicle(args: argparse.Namespace) -> int:
 def label(args: argparse.Namespace) -> int:
     labels = pairs(args.changes, removable=True)
     with Connection.resolve(args).client() as api:
-        vehicle = api.call("PATCH", f"/vehicles/{args.vehicle_id}", json_body={"labels": labels})
+        vehicle = api.call(
+            "PATCH", api_path("vehicles", args.vehicle_id), json_body={"labels": labels}
+        )
     emit(args, vehicle["data"], _detail)
     return 0
 
@@ -150,8 +158,9 @@ def register(sub: Any) -> None:
     p.add_argument("--selector", help="label selector, e.g. 'model=m3 AND region=eu'")
     p.add_argument(
         "--status",
-        help="keep vehicles whose last reported status (converged, failed, blocked...) "
-        "or presence (online, offline) is this",
+        choices=STATUSES,
+        metavar="STATUS",
+        help="keep vehicles whose last reported status or presence is this: " + ", ".join(STATUSES),
     )
 
     p = verb(
@@ -170,7 +179,7 @@ def register(sub: Any) -> None:
         actions, "get", "one vehicle, as the inventory knows it", "muto vehicles get veh-0001", one
     )
     common(p)
-    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("vehicle_id", metavar="ID", type=id_argument("vehicle"))
 
     p = verb(
         actions,
@@ -181,7 +190,7 @@ def register(sub: Any) -> None:
         refresh,
     )
     common(p)
-    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("vehicle_id", metavar="ID", type=id_argument("vehicle"))
 
     p = verb(
         actions,
@@ -191,5 +200,5 @@ def register(sub: Any) -> None:
         label,
     )
     common(p)
-    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("vehicle_id", metavar="ID", type=id_argument("vehicle"))
     p.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-")

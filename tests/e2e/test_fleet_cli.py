@@ -231,6 +231,39 @@ def test_tokens_create_to_a_private_file_and_revoke(op: Operator) -> None:
         assert time.monotonic() < deadline
 
 
+def test_an_id_never_reaches_another_resource_and_bad_input_exits_2(op: Operator) -> None:
+    """Ids spliced raw into paths: `rollouts pause '../../tokens/T/revoke#'` revoked T."""
+    flags = ("--token-file", str(op.token_file))
+    victim = op.json("tokens", "create", "--operator")
+    victim_file = op.home / unique("victim")
+    victim_file.write_text(victim["token"])
+    paused = op.run("rollouts", "pause", f"../../tokens/{victim['tokenId']}/revoke#", *flags)
+    assert paused.returncode == 2 and "is not a rollout id" in paused.stderr
+    revoked = op.run("tokens", "revoke", f"../tokens/{victim['tokenId']}", *flags)
+    assert revoked.returncode == 3 and revoked.stderr.startswith("error: not_found: ")
+    # a revocation holds at once in the process that wrote it (this server's only one)
+    assert op.run("vehicles", "list", "--token-file", str(victim_file)).returncode == 0
+    as_vehicle = op.run("vehicles", "get", "../rollouts/x", "-o", "json", *flags)
+    assert as_vehicle.returncode == 2 and as_vehicle.stdout == ""
+
+    existing = op.home / unique("secret")
+    existing.write_text("an older, readable file\n")
+    existing.chmod(0o644)
+    op.ok("tokens", "create", "--operator", "--secret-file", str(existing))
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    assert op.run("vehicles", "list", "--token-file", str(existing)).returncode == 0
+    nowhere = op.home / "no-such-dir" / "x.token"
+    refused = op.run("tokens", "create", "--operator", "--secret-file", str(nowhere), *flags)
+    assert refused.returncode == 2 and "no token was issued" in refused.stderr
+
+    malformed = op.run("login", "http://[::1", "--token-file", str(op.token_file))
+    assert malformed.returncode == 2 and malformed.stderr.count("\n") == 1
+    schemeless = op.run("login", "not-a-url", "--token-file", str(op.token_file))
+    assert schemeless.returncode == 2 and "http://" in schemeless.stderr
+    bogus = op.run("vehicles", "list", "--status", "bogus", *flags)
+    assert bogus.returncode == 2 and "rolled_back" in bogus.stderr
+
+
 def report(op: Operator, rollout: dict[str, Any], phase: str, stack: str) -> None:
     for member in rollout["vehicles"]:
         if member["phase"] == phase:
