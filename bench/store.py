@@ -331,6 +331,27 @@ batch against the baseline's ~26, and its fsyncs take 0.25 against 0.18 ms (stra
 batches each). A baseline inserting the store's own keys (its originator ids and
 versions) instead of random ones runs faster still (61,000-65,000 against 56,000-58,000
 events/s): the random keys are the lenient baseline, and stay.
+
+Fourteenth round (2026-12-05, session 21; an AMD EPYC machine slower than the
+thirteenth round's: reading and decoding this log at 201,000-244,000 events/s). The
+bench's reports now carry a journal place (incarnation, number), as every report of
+today's agents does (muto/agent/reports.py). Without one the inventory computed each
+report's legacy order key (a time parsed and formatted), ~5 % of a catch-up (py-spy)
+that no agent's report costs. A/B, the same code, two runs each: SQLite catch-up
+43,550-45,639 events/s = 0.20-0.21x -> 43,522-43,866 = 0.23-0.24x; PostgreSQL
+29,399-31,294 = 0.20-0.21x -> 29,687-31,704 = 0.21-0.22x. The events/s did not move: a
+placed report costs the views less and decoding (the baseline's own work) more. The
+appends did not move beyond noise. Two changes of the round sit on the catch-up's path
+(the rollout view places a vehicle's reports by journal place, with one SELECT of the
+members a batch names; a stored report's time is checked when decoded, so that one no
+datetime holds in UTC is repaired, not fatal): on the same 24,256-event log, three
+rounds each, catch-up 40,733-42,268 -> 41,757-44,878 events/s, reading and decoding
+210,920-214,334 -> 201,331-202,121 (the time check, ~0.2 µs a report).
+Where a catch-up's time goes now (py-spy, 24,256 placed report events, settled): reading
+8 %, decoding 15 %, the audit rows ~27 % (building them 13 %, their insert into the
+table and its four indexes 14 %), the hash chain ~11 %, the inventory ~13 % (was ~18 %
+with unplaced reports), the rollouts ~2 %, the views' commit ~15 %. For 0.5x every view
+together would have to cost what reading and decoding cost.
 """
 
 SCALE = float(os.environ.get("MUTO_BENCH_SCALE", "1"))

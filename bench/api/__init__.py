@@ -348,6 +348,21 @@ Where a request's time goes now (py-spy, 20,000 vehicles, SQLite unless said):
   2.2 %). Per thread since this table's change (5,000 vehicles, CPU a request): the
   event loop 57-62 µs on PostgreSQL and 55-56 on SQLite, the projector's looks 0.4-0.7
   and 0.5, the controller's ticks 0.1-0.2 and 0.2, the change channel 0.1-0.2.
+
+The table now (2026-12-05, session 21: an AMD EPYC machine slower than session 20's,
+the trivial endpoint making 18,400-19,700 req/s; the request path changed only where
+the review of the round asked: the If-None-Match parse, whose one-tag case is one
+comparison; a report's time bounds, checked when decoded; a refusal of expired desired
+state renewing it). The fleet mix at 100,000 vehicles: SQLite 0.79x, 15,309 req/s
+(rounds 0.82 / 0.79 / 0.79), PostgreSQL 0.74x, 14,162 req/s (0.74 / 0.75 / 0.73); a
+run an hour earlier on the same code gave 0.79x and 0.70x. On this machine the
+PostgreSQL mix sits just under 0.75x; both are far above 5,000 req/s. Reconcile reports:
+SQLite 3,081 req/s, PostgreSQL 2,993 (3,806 and 2,713 in the earlier run). A/B at
+20,000 vehicles, the code before the round against this, one run each: the mix SQLite
+15,274-15,853 / 14,988-15,957 req/s, PostgreSQL 14,789-15,057 / 14,693-14,948; the
+in-process reconcile write path (32 concurrent writers, read-your-writes, two runs of
+three rounds each, alternating): 3,979-4,694 / 4,462-4,925 reports a second. No change
+beyond this machine's noise.
 """
 
 
