@@ -14,44 +14,16 @@ from muto.cloud.api.app import create_app
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import Role, issue_token
+from tests.support.inprocess_api import Api, invalid, operator_api
 from tests.support.spine import memory_settings
 
 HUGE = "9" * 5000  # beyond Python's 4,300-digit int() limit
 
 
-class Api:
-    def __init__(self, client: TestClient, op: dict[str, str], plane: ControlPlane) -> None:
-        self.client, self.op, self.plane = client, op, plane
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(path, headers={**self.op, **kw.pop("headers", {})}, **kw)
-
-    def post(self, path: str, **kw: Any) -> Any:
-        return self.client.post(path, headers={**self.op, **kw.pop("headers", {})}, **kw)
-
-    def patch(self, path: str, **kw: Any) -> Any:
-        return self.client.patch(path, headers={**self.op, **kw.pop("headers", {})}, **kw)
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    plane = ControlPlane.open(memory_settings(tmp_path))
-    secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
-    plane.execute(command)
-    try:
-        with TestClient(create_app(plane.settings, plane=plane)) as client:
-            found = Api(client, {"Authorization": f"Bearer {secret}"}, plane)
-            assert found.post("/vehicles", json={"vehicleId": "v1"}).status_code == 201
-            yield found
-    finally:
-        plane.close()
-
-
-def invalid(response: Any, path: str) -> None:
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["code"] == "invalid"
-    assert error["details"] == {"path": path}
+    with operator_api(tmp_path) as found:
+        yield found
 
 
 # -- item 4: integers of any length -------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
 
 from muto.cloud.queries.audit import since_clause, stamp, until_clause
-from tests.support.api_server import BACKENDS, error_of, running, unique, vehicle_body
+from tests.support.api_server import BACKENDS, error_of, operator_client, unique, vehicle_body
 from tests.support.releases import release_envelope
 from tests.support.reported_fleet import ReportedFleet, ok
 
@@ -26,13 +26,7 @@ MINUS_FIVE = timezone(timedelta(hours=-5))
 def op(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    with (
-        running(request.param, tmp_path_factory.mktemp(request.param), "operator") as (
-            server,
-            tokens,
-        ),
-        server.client(tokens["operator"][0]) as client,
-    ):
+    with operator_client(request.param, tmp_path_factory.mktemp(request.param)) as client:
         yield client
 
 

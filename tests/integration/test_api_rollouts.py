@@ -13,7 +13,7 @@ import pytest
 from tests.support.api_server import (
     BACKENDS,
     error_of,
-    running,
+    operator_client,
 )
 from tests.support.reported_fleet import ReportedFleet, ok
 
@@ -22,13 +22,7 @@ from tests.support.reported_fleet import ReportedFleet, ok
 def op(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    with (
-        running(request.param, tmp_path_factory.mktemp(request.param), "operator") as (
-            server,
-            tokens,
-        ),
-        server.client(tokens["operator"][0]) as client,
-    ):
+    with operator_client(request.param, tmp_path_factory.mktemp(request.param)) as client:
         yield client
 
 

@@ -12,46 +12,18 @@ from typing import Any
 
 import msgspec
 import pytest
-from starlette.testclient import TestClient
 
-from muto.cloud.api.app import create_app
-from muto.cloud.bootstrap import ControlPlane
-from muto.cloud.commands import Cause
 from muto.cloud.mqtt.listener import Listener
-from muto.cloud.tokens import Role, issue_token
 from muto.domain.messages import Leaf, vehicle_topic
-from tests.support.spine import memory_settings
+from tests.support.inprocess_api import Api, invalid, operator_api
 
 BEYOND = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"]
 
 
-class Api:
-    def __init__(self, client: TestClient, op: dict[str, str], plane: ControlPlane) -> None:
-        self.client, self.op, self.plane = client, op, plane
-
-    def post(self, path: str, **kw: Any) -> Any:
-        return self.client.post(path, headers=self.op, **kw)
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    plane = ControlPlane.open(memory_settings(tmp_path))
-    secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
-    plane.execute(command)
-    try:
-        with TestClient(create_app(plane.settings, plane=plane)) as client:
-            found = Api(client, {"Authorization": f"Bearer {secret}"}, plane)
-            assert found.post("/vehicles", json={"vehicleId": "v1"}).status_code == 201
-            yield found
-    finally:
-        plane.close()
-
-
-def invalid(response: Any, path: str) -> None:
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["code"] == "invalid"
-    assert error["details"] == {"path": path}
+    with operator_api(tmp_path) as found:
+        yield found
 
 
 def reconcile(observed_at: str) -> dict[str, Any]:

@@ -212,6 +212,16 @@ def running(
             assert server.tracebacks() == []
 
 
+@contextmanager
+def operator_client(backend: str, data_dir: Path) -> Iterator[httpx.Client]:
+    """A started server (`running`) and a client holding an operator token."""
+    with (
+        running(backend, data_dir, "operator") as (server, tokens),
+        server.client(tokens["operator"][0]) as client,
+    ):
+        yield client
+
+
 # -- request builders ---------------------------------------------------------------------
 
 NOW = "2026-01-01T00:00:00Z"
