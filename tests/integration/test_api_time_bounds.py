@@ -15,6 +15,7 @@ import pytest
 
 from muto.cloud.mqtt.listener import Listener
 from muto.domain.messages import Leaf, vehicle_topic
+from tests.support.api_server import health_body, reconcile_body
 from tests.support.inprocess_api import Api, invalid, operator_api
 
 BEYOND = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"]
@@ -27,24 +28,11 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 
 def reconcile(observed_at: str) -> dict[str, Any]:
-    return {
-        "schema": "muto.reconcile-report.v1",
-        "reportId": "r-x",
-        "vehicleId": "v1",
-        "status": "converged",
-        "observedAt": observed_at,
-    }
+    return {**reconcile_body("v1", "r-x"), "observedAt": observed_at}
 
 
 def health(observed_at: str) -> dict[str, Any]:
-    return {
-        "schema": "muto.health-report.v1",
-        "reportId": "h-x",
-        "vehicleId": "v1",
-        "status": "unhealthy",
-        "reasonCodes": ["CRASH_LOOP_DETECTED"],
-        "observedAt": observed_at,
-    }
+    return {**health_body("v1", "h-x"), "observedAt": observed_at}
 
 
 def still_writes(api: Api) -> None:

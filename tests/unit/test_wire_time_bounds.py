@@ -25,6 +25,7 @@ from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import MAX_PHASE_SEC, phase_deadline
 from muto.domain.wire import WireError, decode
 from muto.fleetctl.rollouts import _limit
+from tests.support.api_server import health_body, reconcile_body
 
 # Valid RFC 3339 times whose conversion to UTC leaves the datetime range.
 BEYOND = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:59:59+01:00"]
@@ -39,23 +40,11 @@ NEAR_EDGES = [
 
 
 def reconcile(observed_at: str) -> dict[str, Any]:
-    return {
-        "schema": "muto.reconcile-report.v1",
-        "reportId": "r-1",
-        "vehicleId": "v1",
-        "status": "converged",
-        "observedAt": observed_at,
-    }
+    return {**reconcile_body("v1", "r-1"), "observedAt": observed_at}
 
 
 def health(observed_at: str) -> dict[str, Any]:
-    return {
-        "schema": "muto.health-report.v1",
-        "reportId": "h-1",
-        "vehicleId": "v1",
-        "status": "healthy",
-        "observedAt": observed_at,
-    }
+    return {**health_body("v1", "h-1"), "observedAt": observed_at}
 
 
 BODIES = [(reconcile, ReconcileReport), (health, HealthReport)]
