@@ -30,7 +30,6 @@ from sqlalchemy import (
     null,
     update,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from muto.domain.events import StoredReconcile, plain
@@ -38,7 +37,7 @@ from muto.domain.model.rollout_states import phase_limit
 from muto.domain.report_order import ReportLedger, admit_stored
 from muto.domain.rollout_rules import phase_deadline
 from muto.projections.base import Projection, Update, event_type
-from muto.projections.rows import SQLITE_JSON, Rows, decode_json, driver_of
+from muto.projections.rows import Rows
 
 # Reconcile status -> the vehicle's status within its rollout.
 ROLLOUT_STATUS = {
@@ -57,17 +56,6 @@ DECISIONS = {
     "Rollout.BakeFailed": "rolled_back",
 }
 FINAL = ("completed", "aborted", "rolled_back")
-# The member columns a batch's reports read (`_load`), in this order.
-LOADED = (
-    "rollout_id",
-    "vehicle_id",
-    "revision",
-    "status",
-    "reason_codes",
-    "rollback_codes",
-    "report_ledger",
-)
-JSON_LOADED = frozenset({"reason_codes", "rollback_codes", "report_ledger"})
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
 _decode_ledger = msgspec.json.Decoder(ReportLedger).decode
 
@@ -119,7 +107,6 @@ class RolloutProgress(Projection):
         # A batch's reports with an outcome, in log order, until written (`_write_reports`).
         self._reports: list[Any] = []
         self._outcomes = Rows(self.vehicles, "rollout_id", "vehicle_id")
-        self._loads: dict[str, str] = {}  # the SELECT of `_load`, by dialect
         return [self.rollouts, self.vehicles]
 
     @property
@@ -185,55 +172,21 @@ class RolloutProgress(Projection):
     def _load(
         self, s: Session, pairs: set[tuple[str, str]]
     ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """The members holding these (vehicle, revision) pairs, as dicts of LOADED by
-        pair (a vehicle's revision is one rollout's, but nothing here relies on it).
-        JSON columns come back as their text; `_outcome` decodes one when it needs it."""
+        """The members holding these (vehicle, revision) pairs, by pair (a vehicle's
+        revision is one rollout's, but nothing here relies on it). JSON columns come back
+        as their text; `_place` decodes one when it needs it."""
         found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        connection = s.connection()
-        driver = driver_of(connection)
-        postgres = connection.dialect.name == "postgresql"
-        sql = self._load_sql(connection)
-        if postgres:  # by the vehicle's index, always (rows.py: `Rows.load`)
-            driver.execute("SET LOCAL enable_seqscan = off")
         ordered = sorted(pairs)
         for start in range(0, len(ordered), PAIRS_PER_LOAD):
             chunk = ordered[start : start + PAIRS_PER_LOAD]
-            vehicles = list({v for v, _ in chunk})
-            revisions = list({r for _, r in chunk})
-            if postgres:
-                rows = driver.execute(sql, (vehicles, revisions)).fetchall()
-            else:
-                query = sql.format(", ".join("?" * len(vehicles)), ", ".join("?" * len(revisions)))
-                cursor = driver.execute(query, [*vehicles, *revisions])
-                rows = decode_json(cursor.fetchone()[0]) if SQLITE_JSON else cursor.fetchall()
-            for row in rows:
-                key = (row[1], row[2])
+            wanted = {
+                "vehicle_id": list({v for v, _ in chunk}),
+                "revision": list({r for _, r in chunk}),
+            }
+            for row in self._outcomes.select_in(s, wanted):
+                key = (row["vehicle_id"], row["revision"])
                 if key in pairs:
-                    found.setdefault(key, []).append(dict(zip(LOADED, row, strict=True)))
-        if postgres:
-            driver.execute("RESET enable_seqscan")
-        return found
-
-    def _load_sql(self, connection: Connection) -> str:
-        dialect = connection.dialect
-        found = self._loads.get(dialect.name)
-        if found is None:
-            quote = dialect.identifier_preparer.quote
-            columns = ", ".join(
-                f"CAST({quote(c)} AS TEXT)" if c in JSON_LOADED else quote(c) for c in LOADED
-            )
-            postgres = dialect.name == "postgresql"
-            if not postgres and SQLITE_JSON:  # one row stepped (rows.py: `values_statements`)
-                columns = f"json_group_array(json_array({columns}))"
-            vehicle, revision = quote("vehicle_id"), quote("revision")
-            where = (
-                f"{vehicle} = ANY(%s) AND {revision} = ANY(%s)"
-                if postgres
-                else f"{vehicle} IN ({{}}) AND {revision} IN ({{}})"
-            )
-            found = self._loads[dialect.name] = (
-                f"SELECT {columns} FROM {quote(self.vehicles.name)} WHERE {where}"
-            )
+                    found.setdefault(key, []).append(row)
         return found
 
     def _started(self, s: Session, e: Any, _: int) -> None:

@@ -260,7 +260,9 @@ class Rows:
         self._select: Select[Any] = select(table).where(where)
         self._delete: Delete = table.delete().where(where)
         self._updates: dict[tuple[str, ...], Update] = {}
-        self._loads: dict[str, str] = {}  # SELECT by key, by dialect
+        self._loads: dict[
+            tuple[str, tuple[str, ...]], str
+        ] = {}  # `select_in`, by dialect and columns
         self._update_texts: dict[tuple[str, ...], str] = {}
         self._json = {c.name for c in table.c if isinstance(c.type, JSON)}
 
@@ -288,19 +290,27 @@ class Rows:
     # -- a batch's rows in memory (single-column keys) ---------------------------------
 
     def load(self, session: Session, keys: list[Any]) -> dict[Any, dict[str, Any]]:
-        """The rows with these keys, by key, as dicts (one SELECT per 500 keys, on the
-        driver's connection: SQLAlchemy's compilation of an expanding IN cost more than
-        the query). JSON columns come back as their JSON text: decoding every one of
-        them was most of the cost, and most are never read (`parsed` decodes one when
-        it is)."""
+        """The rows with these keys, by key, as dicts (one SELECT per 500 keys:
+        `select_in`)."""
         (column,) = self.key
         found: dict[Any, dict[str, Any]] = {}
-        if not keys:
-            return found
+        for start in range(0, len(keys), 500):
+            for row in self.select_in(session, {column: keys[start : start + 500]}):
+                found[row[column]] = row
+        return found
+
+    def select_in(self, session: Session, values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """The rows whose every named column is one of its values, as dicts, in one
+        SELECT on the driver's connection (SQLAlchemy's compilation of an expanding IN
+        cost more than the query); at most 500 values in all (SQLite's variables). JSON
+        columns come back as their JSON text: decoding every one of them was most of the
+        cost, and most are never read (`parsed` decodes one when it is)."""
+        if not all(values.values()):
+            return []
         connection = session.connection()
         driver = driver_of(connection)
         postgres = connection.dialect.name == "postgresql"
-        sql = self._load_sql(connection.dialect)
+        sql = self._select_sql(connection.dialect, tuple(values))
         if postgres:
             # A load by key is best served by the key's index, always. PostgreSQL's
             # planner decides from statistics that autovacuum refreshes at most once a
@@ -308,37 +318,33 @@ class Rows:
             # chunk scanned the whole table instead: ~480 ms per 500 keys at 100,000
             # vehicles (importing them took 5x as long as on SQLite).
             driver.execute("SET LOCAL enable_seqscan = off")
-        names = [c.name for c in self.table.c]
-        at = names.index(column)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            if postgres:
-                rows = driver.execute(sql, (chunk,)).fetchall()
-            elif SQLITE_JSON:  # the rows as one JSON array: one row stepped (values_statements)
-                marks = ", ".join("?" * len(chunk))
-                rows = decode_json(driver.execute(sql.format(marks), chunk).fetchone()[0])
-            else:
-                rows = driver.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
-            for row in rows:
-                found[row[at]] = dict(zip(names, row, strict=True))
-        if postgres:
+            rows = driver.execute(sql, tuple(values.values())).fetchall()
             driver.execute("RESET enable_seqscan")
-        return found
+        else:
+            marks = [", ".join("?" * len(v)) for v in values.values()]
+            flat = [value for listed in values.values() for value in listed]
+            cursor = driver.execute(sql.format(*marks), flat)
+            # SQLITE_JSON: the rows as one JSON array, one row stepped (values_statements)
+            rows = decode_json(cursor.fetchone()[0]) if SQLITE_JSON else cursor.fetchall()
+        names = [c.name for c in self.table.c]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def _load_sql(self, dialect: Dialect) -> str:
-        found = self._loads.get(dialect.name)
+    def _select_sql(self, dialect: Dialect, columns: tuple[str, ...]) -> str:
+        found = self._loads.get((dialect.name, columns))
         if found is None:
             quote = dialect.identifier_preparer.quote
-            (column,) = self.key
-            columns = ", ".join(
+            shown = ", ".join(
                 f"CAST({quote(c.name)} AS TEXT)" if isinstance(c.type, JSON) else quote(c.name)
                 for c in self.table.c
             )
-            where = "= ANY(%s)" if dialect.name == "postgresql" else "IN ({})"
-            if dialect.name != "postgresql" and SQLITE_JSON:
-                columns = f"json_group_array(json_array({columns}))"
-            found = self._loads[dialect.name] = (
-                f"SELECT {columns} FROM {quote(self.table.name)} WHERE {quote(column)} {where}"
+            postgres = dialect.name == "postgresql"
+            if not postgres and SQLITE_JSON:
+                shown = f"json_group_array(json_array({shown}))"
+            where = " AND ".join(
+                f"{quote(c)} = ANY(%s)" if postgres else f"{quote(c)} IN ({{}})" for c in columns
+            )
+            found = self._loads[dialect.name, columns] = (
+                f"SELECT {shown} FROM {quote(self.table.name)} WHERE {where}"
             )
         return found
 

@@ -28,7 +28,7 @@ from muto.domain.reasons import ReasonCode
 from muto.domain.report_order import ReportPlace
 from muto.domain.reports import ReconcileStatus
 from muto.domain.requests import RolloutThresholds
-from muto.projections import rollouts as rollouts_module
+from muto.projections import rows as rows_module
 from muto.projections.rollouts import ROLLOUT_STATUS
 from tests.support.releases import signed_release
 from tests.support.spine import (
@@ -165,7 +165,7 @@ class Plane:
     ]
 )
 def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
-    """Each backend's read of a batch's members (rollouts.py: `_load`)."""
+    """Each backend's read of a batch's members (rows.py: `Rows.select_in`)."""
     if request.param == "postgres":
         settings = postgres_settings(request.getfixturevalue("postgres_url"), tmp_path)
     elif request.param == "memory":
@@ -173,7 +173,7 @@ def plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
     else:
         if request.param == "sqlite without JSON functions":  # members read row by row
             monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-            monkeypatch.setattr(rollouts_module, "SQLITE_JSON", False)
+            monkeypatch.setattr(rows_module, "SQLITE_JSON", False)
         settings = sqlite_settings(tmp_path)
     p = Plane(settings)
     try:
