@@ -171,7 +171,7 @@ def view(r: dict[str, Any]) -> Group:
             "CONVERGED",
             "BLOCKED (by reason)",
             "FAILED (by reason)",
-            "ROLLED BACK",
+            "ROLLED BACK (by reason)",
         ],
         (
             [
@@ -182,7 +182,7 @@ def view(r: dict[str, Any]) -> Group:
                 p["converged"],
                 _by(p["deferred"], p["deferredBy"]),
                 _by(p["failed"], p["failedBy"]),
-                p["rolledBack"],
+                _by(p["rolledBack"], p.get("rolledBackBy", {})),  # an older server has none
             ]
             for name, p in sorted(r.get("phases", {}).items(), key=lambda kv: kv[0] != "canary")
         ),

@@ -763,6 +763,7 @@ def phase(
     targeted: int,
     deferred_by: dict[str, int] | None = None,
     failed_by: dict[str, int] | None = None,
+    rolled_back_by: dict[str, int] | None = None,
     **counts: int,
 ) -> dict[str, Any]:
     zero = dict.fromkeys(
@@ -774,6 +775,7 @@ def phase(
         **counts,
         "deferredBy": deferred_by or {},
         "failedBy": failed_by or {},
+        "rolledBackBy": rolled_back_by or {},
     }
 
 
@@ -836,6 +838,9 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         assert view["decisions"][0]["evaluation"] == msgspec.to_builtins(EVALUATION)
         assert view["phases"]["canary"] == phase(2, converged=2)
         assert view["phases"]["wave"]["rolledBack"] == 4
+        assert view["phases"]["wave"]["rolledBackBy"] == {  # why each was rolled back
+            "DENY_LOW_BATTERY": 1, "READINESS_TIMEOUT": 1, "ROLLBACK_APPLIED": 1, "APPLY_FAILED": 1
+        }  # fmt: skip
         assert {v["vehicleId"]: v["phase"] for v in view["vehicles"]} == {
             **dict.fromkeys(canaries, "canary"),
             **dict.fromkeys(wave, "wave"),

@@ -242,6 +242,7 @@ def test_a_refused_rollback_revision_says_why(plane: Plane) -> None:
     assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
     phases = plane.cp.queries.rollout(ROLLOUT).phases
     assert phases["canary"].rolled_back == 1  # still counted as given a rollback
+    assert phases["canary"].rolled_back_by == {"DESIRED_STATE_EXPIRED": 1}  # and why
     plane.report(plane.canary, 3, ReconcileStatus.CONVERGED)  # the old revision: not judged
     assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
     plane.assert_rebuild_equal()
@@ -259,6 +260,10 @@ def test_a_rollback_that_took_shows_the_codes_it_had_when_rolled_back(plane: Pla
     plane.report(rollback, 4, ReconcileStatus.CONVERGED)
     plane.report(rollback, 3, ReconcileStatus.BLOCKED)  # older, late
     assert plane.member() == ("rolled_back", CRASH_LOOP)
+    assert plane.cp.queries.rollout(ROLLOUT).phases["canary"].rolled_back_by == {
+        "CRASH_LOOP_DETECTED": 1,
+        "ROLLBACK_APPLIED": 1,
+    }
     plane.assert_rebuild_equal()
 
 

@@ -231,6 +231,9 @@ class PhaseProgress(Wire, frozen=True, kw_only=True):
     left: int
     deferred_by: dict[str, int]
     failed_by: dict[str, int]
+    # Why members were rolled back, or, for a member whose rollback revision was refused
+    # (failed, rejected, blocked), why it refused: a rollback that did not take shows here.
+    rolled_back_by: dict[str, int]
 
 
 class RolloutMember(Wire, frozen=True, kw_only=True):

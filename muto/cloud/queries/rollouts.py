@@ -158,12 +158,13 @@ def rollout_summary(r: dict[str, Any]) -> RolloutSummary:
 
 
 def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
-    """Per phase: targeted, and counts by status; deferred and failed by reason code."""
+    """Per phase: targeted, and counts by status; deferred, failed and rolled back by
+    reason code."""
     statuses: dict[str, Counter[str]] = {}
     codes: dict[tuple[str, str], Counter[str]] = {}
     for m in members:
         statuses.setdefault(m["phase"], Counter())[m["status"]] += 1
-        if m["status"] in ("deferred", "failed"):
+        if m["status"] in ("deferred", "failed", "rolled_back"):
             codes.setdefault((m["phase"], m["status"]), Counter()).update(m["reason_codes"])
     return {
         phase: PhaseProgress(
@@ -177,6 +178,7 @@ def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
             left=counted["left"],
             deferred_by=dict(codes.get((phase, "deferred"), {})),
             failed_by=dict(codes.get((phase, "failed"), {})),
+            rolled_back_by=dict(codes.get((phase, "rolled_back"), {})),
         )
         for phase, counted in statuses.items()
     }
