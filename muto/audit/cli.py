@@ -120,14 +120,13 @@ def explain(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def export(args: argparse.Namespace, backend: Backend) -> int:
-    from muto.audit.export import export_lines
+    from muto.audit.export import export_lines, write_atomically
 
     since = parse_instant(args.since) if args.since else None
     until = parse_instant(args.until) if args.until else None
     lines = export_lines(backend.log(), since, until)
     if args.out:
-        with Path(args.out).open("wb") as out:
-            out.writelines(lines)
+        write_atomically(Path(args.out), lines)
     else:
         for line in lines:
             sys.stdout.write(line.decode())

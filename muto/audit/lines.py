@@ -81,9 +81,15 @@ def _desired(d: dict[str, Any]) -> str:
     via = f" for rollout {d['rollout_id']}" if d.get("rollout_id") else ""
     return (
         f"revision {d['revision']}: {d['release_key'] or 'run nothing'} "
-        f"to {_ids(d['vehicle_ids'])}{via}, "
-        f"target '{d['request']['target']['selector']}'"
+        f"to {_ids(d['vehicle_ids'])}{via}, {_target(d['request']['target'])}"
     )
+
+
+def _target(t: dict[str, Any]) -> str:
+    """A selector, or one vehicle (its id in `vehicleId`, or formerly in `selector`)."""
+    if t.get("type") == "vehicle":
+        return f"target vehicle {t.get('vehicleId') or t.get('selector')}"
+    return f"target '{t.get('selector')}'"
 
 
 LINES: dict[str, Describe] = {

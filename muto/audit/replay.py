@@ -7,10 +7,12 @@ position), so the same queries answer "what did the control plane show then?".
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from muto.audit.source import AuditError
+from muto.audit.source import AuditError, CheckedSource
 from muto.projections import Views
 from muto.projections.runner import ProjectionRunner
 from muto.projections.source import EventSource
@@ -26,15 +28,23 @@ class Replayed:
 
 
 def replay(log: EventSource, out: Path, until: int | None = None) -> Replayed:
-    """Replay positions 1..until (everything when None) into a new SQLite file."""
+    """Replay positions 1..until (everything when None) into a new SQLite file. The
+    views are built in a temporary sibling renamed to `out` once complete: a replay that
+    stops (an unreadable row) leaves nothing behind."""
     if out.exists():
         raise AuditError(f"{out} exists: replay writes a new file, choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    store = ViewStore(f"sqlite:///{out}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".replaying", dir=out.parent)
+    except OSError as exc:
+        raise AuditError(f"cannot write {out}: {exc.strerror or exc}") from None
+    os.close(fd)
+    building = Path(name)
+    store = ViewStore(f"sqlite:///{building}")
     try:
         views = Views(store)
         views.start()
-        runner = ProjectionRunner(log, store, views.all)
+        runner = ProjectionRunner(CheckedSource(log), store, views.all)
         events = runner.catch_up(until=until)
         with store.reading() as session:
             tables = {
@@ -42,6 +52,11 @@ def replay(log: EventSource, out: Path, until: int | None = None) -> Replayed:
                 for projection in views.all
                 for table in projection.tables
             }
-        return Replayed(out, runner.position(), events, tables)
+        position = runner.position()
+        store.close()
+        building.rename(out)
+        return Replayed(out, position, events, tables)
     finally:
         store.close()
+        for leftover in (building, *(Path(f"{building}{s}") for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ reports on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +53,55 @@ def read_only_url(url: str) -> str:
     return url
 
 
+def select(
+    log: EventSource, after: int, limit: int, until: int | None = None
+) -> Sequence[Notification]:
+    """`log.select`, or AuditError when a stored row cannot even be read as a record
+    (a column the database holds is not what the event table's type says)."""
+    try:
+        return log.select(after, limit, until)
+    except (ValueError, TypeError) as exc:  # a column's value its type cannot convert
+        readable = _last_readable(log, after, until)
+        raise AuditError(
+            f"the record after position {readable} cannot be read ({type(exc).__name__}: "
+            f"{exc}); check the log with `muto audit verify`"
+        ) from exc
+
+
+def _last_readable(log: EventSource, after: int, until: int | None) -> int:
+    """The last position from `after` on that reads, record by record: the failing
+    batch's bad row is the next one."""
+    while True:
+        try:
+            found = log.select(after, 1, until)
+        except (ValueError, TypeError):  # the row this walk is looking for
+            return after
+        if not found:
+            return after
+        after = found[0].id
+
+
+class CheckedSource:
+    """An EventSource whose unreadable rows are AuditErrors (exit status 2) that name
+    the position, for code that reads the log directly (a replay's projection runner)."""
+
+    def __init__(self, log: EventSource) -> None:
+        self.log = log
+
+    def position(self) -> int:
+        return self.log.position()
+
+    def select(self, after: int, limit: int, until: int | None = None) -> Sequence[Notification]:
+        return select(self.log, after, limit, until)
+
+    def decode(self, record: Notification) -> Any:
+        return decode(self.log, record)
+
+
 def records(log: EventSource, after: int = 0, until: int | None = None) -> Iterator[Notification]:
     """Stored records in log order, positions in (after, until], fetched in batches."""
     while True:
-        batch = log.select(after, BATCH, until)
+        batch = select(log, after, BATCH, until)
         yield from batch
         if len(batch) < BATCH:
             return

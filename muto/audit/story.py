@@ -99,18 +99,19 @@ def vehicle_story(entries: Iterable[Entry], vehicle_id: str) -> list[Entry]:
 
 
 def rollout_story(entries: Iterable[Entry], rollout_id: str) -> list[Entry]:
-    revisions: set[str] = set()
+    """The rollout's records, its revisions, and the reports on those revisions by the
+    vehicles given them (another vehicle's report naming one is not the rollout's)."""
+    given: dict[str, set[str]] = {}  # revision -> the vehicles it was issued to
     story = []
     for e in entries:
         d = e.data
         if e.type.startswith("Rollout.") or e.type == "DesiredState.Created":
             keep = d.get("rollout_id") == rollout_id
             if keep and e.type == "DesiredState.Created":
-                revisions.add(d["revision"])
+                given[d["revision"]] = set(d["vehicle_ids"])
         else:
-            keep = (
-                e.type == "Vehicle.ReconcileReported"
-                and d["report"].get("desiredStateRevision") in revisions
+            keep = e.type == "Vehicle.ReconcileReported" and d.get("vehicle_id") in given.get(
+                d["report"].get("desiredStateRevision"), ()
             )
         if keep:
             story.append(e)
