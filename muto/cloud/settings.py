@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from muto.domain.broker import CLOUD_USER, Broker
 
 MEMORY = "memory://"
 # Numeric settings from the environment: variable, field, type.
@@ -18,6 +21,7 @@ NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("MUTO_VEHICLE_BURST", "vehicle_burst", int),
     ("MUTO_OPERATOR_RATE_PER_S", "operator_rate_per_s", float),
     ("MUTO_OPERATOR_BURST", "operator_burst", int),
+    ("MUTO_RELEASE_THRESHOLD", "release_threshold", int),
 )
 # The least each numeric setting may be, and whether that least is allowed: a head
 # deadline of 0 would close every connection at once (and sweep without pause), a burst
@@ -30,6 +34,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "vehicle_burst": (1, True),
     "operator_rate_per_s": (0, True),
     "operator_burst": (1, True),
+    "release_threshold": (1, True),
 }
 # What `muto cloud serve` runs: `api` (HTTP only, any number of replicas), `worker` (the
 # duties one process of a deployment does: projector, rollout controller, MQTT notifier
@@ -69,6 +74,10 @@ class Settings:
     # Public keys (PEM files) of the release process; empty: releases are accepted
     # with their own signatures unchecked by the cloud (vehicles always check).
     release_keys: tuple[Path, ...] = ()
+    # How many distinct release keys must have signed a release for it to be registered
+    # (k of n, at most the keys; signing.release_keyset checks that). At least the
+    # vehicles' own threshold, or the cloud registers releases they will reject.
+    release_threshold: int = 1
     role: str = "all"
     # Connections (muto/cloud/server.py): a request's head must arrive within
     # head_timeout_s, an idle keep-alive connection is closed after keep_alive_s, and
@@ -105,10 +114,23 @@ class Settings:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
         for name, (least, allowed) in BOUNDS.items():
             value = getattr(settings, name)
+            if not math.isfinite(value):  # NaN passes every comparison below unnoticed
+                raise ValueError(f"{named(name)} must be a finite number, not {value}")
             if value < least or (value == least and not allowed):
                 bound = f"at least {least}" if allowed else f"more than {least}"
-                raise ValueError(f"{_named(name)} must be {bound}, not {value}")
+                raise ValueError(f"{named(name)} must be {bound}, not {value}")
         return settings
+
+    @property
+    def broker_users(self) -> frozenset[str]:
+        """The cloud's broker user names, which no vehicle may be registered under: the
+        shipped ACL's, also known to API replicas that have no MQTT URL, and the user in
+        this process's URL (a malformed URL is the bridge's to report)."""
+        try:
+            user = Broker.parse(self.mqtt_url).username if self.mqtt_url else None
+        except ValueError:
+            user = None
+        return frozenset({CLOUD_USER} | ({user} if user else set()))
 
     @property
     def serves_api(self) -> bool:
@@ -166,7 +188,7 @@ class Settings:
         }
 
 
-def _named(name: str) -> str:
+def named(name: str) -> str:
     """A numeric setting as an operator sets it: field (--flag, MUTO_ variable)."""
     flag = name.removesuffix("_per_s").removesuffix("_s").replace("_", "-")
     variable = next(key for key, field_name, _ in NUMBERS if field_name == name)

@@ -54,6 +54,22 @@ def test_an_unknown_role_is_refused_by_name() -> None:
             "vehicle_rate_per_s (--vehicle-rate, MUTO_VEHICLE_RATE_PER_S) must be at least 0",
         ),
         ({"MUTO_MAX_CONNECTIONS": "lots"}, {}, "MUTO_MAX_CONNECTIONS must be a number, not 'lots'"),
+        # NaN compares false with every bound; inf is no deadline or no limit at all.
+        (
+            {"MUTO_HEAD_TIMEOUT_S": "nan"},
+            {},
+            "head_timeout_s (--head-timeout, MUTO_HEAD_TIMEOUT_S) must be a finite number, not nan",
+        ),
+        (
+            {},
+            {"vehicle_rate_per_s": float("nan")},
+            "vehicle_rate_per_s (--vehicle-rate, MUTO_VEHICLE_RATE_PER_S) must be a finite number",
+        ),
+        (
+            {"MUTO_OPERATOR_RATE_PER_S": "inf"},
+            {},
+            "operator_rate_per_s (--operator-rate, MUTO_OPERATOR_RATE_PER_S) must be a finite",
+        ),
     ],
 )
 def test_a_number_out_of_bounds_is_refused_by_name(
