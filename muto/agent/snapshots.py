@@ -33,6 +33,7 @@ def metadata(
     vehicle_id: str, agent_version: str, runtime: str, vehicle: VehicleState
 ) -> AgentMetadata:
     return AgentMetadata(
+        schema="muto.agent-metadata.v1",
         vehicle_id=vehicle_id,
         agent_version=agent_version,
         model=vehicle.model,
@@ -46,6 +47,7 @@ def agent_state(vehicle_id: str, state: JournalState, phase: AgentPhase) -> Agen
     desired = state.desired
     last = last_outcome(state, desired.revision if desired else None)
     return AgentState(
+        schema="muto.agent-state.v1",
         vehicle_id=vehicle_id,
         running=running_ref(state),
         revision=desired.revision if desired else None,
@@ -77,11 +79,15 @@ def components(
             )
     order = {"active": 0, "previous_known_good": 1, "cached": 2}
     ordered = sorted(found.values(), key=lambda c: (order[c.role], c.digest))
-    return AgentComponents(vehicle_id=vehicle_id, components=ordered)
+    return AgentComponents(
+        schema="muto.agent-components.v1", vehicle_id=vehicle_id, components=ordered
+    )
 
 
 def cfg_state(vehicle_id: str, state: JournalState) -> AgentCfgState:
-    return AgentCfgState(vehicle_id=vehicle_id, config=state.config)
+    return AgentCfgState(
+        schema="muto.agent-cfg-state.v1", vehicle_id=vehicle_id, config=state.config
+    )
 
 
 def snapshots(

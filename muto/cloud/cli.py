@@ -18,8 +18,12 @@ from muto.cloud.settings import ROLES, Settings
 def _settings(args: argparse.Namespace) -> Settings:
     """The flags over the MUTO_* environment; a bad value ends the command (exit 2),
     named, before anything is opened."""
+    from muto.cloud.signing import release_keyset
+
     try:
-        return _read_settings(args)
+        settings = _read_settings(args)
+        release_keyset(settings)  # the key files and the threshold, checked up front
+        return settings
     except ValueError as exc:
         print(f"muto cloud: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -32,6 +36,7 @@ def _read_settings(args: argparse.Namespace) -> Settings:
         mqtt_url=getattr(args, "mqtt_url", None),
         public_url=getattr(args, "public_url", None),
         release_keys=tuple(Path(p) for p in getattr(args, "release_key", None) or ()) or None,
+        release_threshold=getattr(args, "release_threshold", None),
         role=getattr(args, "role", None),
         head_timeout_s=getattr(args, "head_timeout", None),
         keep_alive_s=getattr(args, "keep_alive", None),
@@ -154,14 +159,14 @@ def seed(args: argparse.Namespace) -> int:
 def import_vehicles(args: argparse.Namespace) -> int:
     from muto.cloud.bootstrap import ControlPlane
     from muto.cloud.commands import Cause
-    from muto.cloud.errors import Conflict
+    from muto.cloud.errors import Conflict, Invalid
     from muto.cloud.fleet_import import BATCH, BadLine, import_vehicles, read_registrations
 
     cp = ControlPlane.open(_settings(args))
     try:
         registrations = read_registrations(Path(args.file))
         found = import_vehicles(cp, registrations, Cause.of("cli"), args.batch or BATCH)
-    except (BadLine, Conflict) as exc:  # the chunks before it are stored
+    except (BadLine, Conflict, Invalid) as exc:  # the chunks before it are stored
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -192,6 +197,13 @@ def register(sub: Any) -> None:
             action="append",
             metavar="PUB",
             help="trusted release public key (repeatable)",
+        )
+        p.add_argument(
+            "--release-threshold",
+            type=int,
+            metavar="K",
+            help="distinct release keys that must have signed a release (default 1, "
+            "MUTO_RELEASE_THRESHOLD); at least the vehicles' `agent trust --threshold`",
         )
 
     p = actions.add_parser("serve", help="run the HTTP API and the MQTT bridge")

@@ -58,7 +58,8 @@ def import_vehicles(
     position: int | None = None
     found = iter(registrations)
     while chunk := tuple(islice(found, batch)):
-        written = cp.execute(register_vehicles(chunk, cause), views_timeout=60)
+        command = register_vehicles(chunk, cause, cp.settings.broker_users)
+        written = cp.execute(command, views_timeout=60)
         created = sum(1 for new, _ in written.value if new)
         registered, unchanged = registered + created, unchanged + len(chunk) - created
         position = written.position if written.position is not None else position

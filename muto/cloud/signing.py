@@ -3,13 +3,13 @@ with, and how it opens a release an operator registers."""
 
 from __future__ import annotations
 
-from muto.cloud.settings import Settings
+from muto.cloud.settings import Settings, named
 from muto.domain.desired import DesiredStateDocument, Envelope
 from muto.domain.release import StackRelease
 from muto.domain.wire import WireError
 from muto.trust.desired_state import sign_desired_state
 from muto.trust.dsse import EnvelopeError
-from muto.trust.keys import Signer, load_or_create_key_pair
+from muto.trust.keys import KeyFileError, Signer, load_or_create_key_pair, raw_public_key
 from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release, read_release
 
@@ -33,6 +33,32 @@ def control_plane_signer(settings: Settings) -> Signer:
     return load_or_create_key_pair(private, keys / "control-plane.pub")
 
 
+def release_keyset(settings: Settings) -> KeySet | None:
+    """The release keys a registered release is verified against, `release_threshold`
+    of them (None: no keys configured). ValueError naming the option: a key file that
+    cannot be read or is not a public key, or a threshold above the distinct keys (a
+    key listed twice counts once, as on the vehicles)."""
+    k, option = settings.release_threshold, named("release_threshold")
+    if not settings.release_keys:
+        if k > 1:
+            raise ValueError(f"{option} {k} needs release keys (--release-key); none given")
+        return None
+    pems = []
+    for path in settings.release_keys:
+        try:
+            pems.append(path.read_text())
+            raw_public_key(pems[-1])  # named by its file here, not later by KeySet
+        except (OSError, UnicodeDecodeError, KeyFileError) as exc:
+            raise ValueError(f"--release-key {path}: {exc}") from None
+    distinct = len({raw_public_key(pem) for pem in pems})
+    if k > distinct:
+        raise ValueError(
+            f"{option} must be at most the {distinct} distinct release key(s) given "
+            f"(--release-key), not {k}"
+        )
+    return KeySet(keys=pems, threshold=k)
+
+
 class Signing:
     """Signs desired states with the control plane's key; opens registered releases
     (verified against `release_keys` when the operator configured any)."""
@@ -43,8 +69,7 @@ class Signing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Signing:
-        keys = [p.read_text() for p in settings.release_keys]
-        return cls(control_plane_signer(settings), KeySet(keys=keys) if keys else None)
+        return cls(control_plane_signer(settings), release_keyset(settings))
 
     def sign(self, document: DesiredStateDocument) -> Envelope:
         return sign_desired_state(document, self.signer)

@@ -7,6 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+# The cloud's broker user in the shipped ACL (deploy/mosquitto/acl): it reads and writes
+# every vehicle's topics, and a vehicle logs in under its own id, so no vehicle may be
+# registered under this id (or under the user in the cloud's own MQTT URL).
+CLOUD_USER = "muto-cloud"
+
 
 @dataclass(frozen=True)
 class Broker:

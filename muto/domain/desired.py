@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from muto.domain.presence import MAX_HEARTBEAT_S
 from muto.domain.selectors import MAX_CHARS as MAX_SELECTOR_CHARS
 from muto.domain.wire import Digest, Identifier, Reference, Wire
 
@@ -42,7 +43,7 @@ class LogLevel(StrEnum):
 class AgentConfig(Wire, frozen=True, kw_only=True):
     """Agent settings: delivered only inside desired state (never as a command)."""
 
-    heartbeat_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+    heartbeat_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_HEARTBEAT_S)] = 30
     telemetry_enabled: bool = True
     log_level: LogLevel = LogLevel.INFO
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 from muto.domain.desired import AgentConfig, StackRef
+from muto.domain.presence import MAX_HEARTBEAT_S
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
 from muto.domain.wire import Wire
@@ -56,12 +57,13 @@ class Presence(Wire, frozen=True, kw_only=True):
     # without one could not be compared with the cloud's to judge staleness.
     at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     # Seconds until the next heartbeat (online only): the cloud shows the vehicle stale
-    # after three such intervals of silence (muto/domain/presence.py).
-    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # after three such intervals of silence (muto/domain/presence.py). Bounded as
+    # AgentConfig's: a huge one overflowed that judgement for the whole fleet.
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_HEARTBEAT_S)] | None = None
 
 
 class AgentMetadata(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-metadata.v1"] = "muto.agent-metadata.v1"
+    schema: Literal["muto.agent-metadata.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     agent_version: str
     model: str | None = None
@@ -82,7 +84,7 @@ class AgentPhase(StrEnum):
 
 
 class AgentState(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-state.v1"] = "muto.agent-state.v1"
+    schema: Literal["muto.agent-state.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     running: StackRef | None = None
     revision: str | None = None
@@ -101,13 +103,13 @@ class Component(Wire, frozen=True, kw_only=True):
 
 
 class AgentComponents(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-components.v1"] = "muto.agent-components.v1"
+    schema: Literal["muto.agent-components.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     components: list[Component] = []
 
 
 class AgentCfgState(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-cfg-state.v1"] = "muto.agent-cfg-state.v1"
+    schema: Literal["muto.agent-cfg-state.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     config: AgentConfig
 
@@ -118,7 +120,7 @@ class RefreshRequest(Wire, frozen=True, kw_only=True):
 
 
 class RefreshResult(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.refresh-result.v1"] = "muto.refresh-result.v1"
+    schema: Literal["muto.refresh-result.v1"]  # required: refused (ignored) without it
     request_id: str
     ok: bool
     snapshots_updated: list[str] = []

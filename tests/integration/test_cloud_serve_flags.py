@@ -1,7 +1,8 @@
 """`muto cloud` flags reach the server, and only the server speaks of them: the "no
 release keys" warning belongs to the server that registers releases (a `muto cloud token
 create` beside a server started with --release-key must not say it; a server without
-keys still does); --artifact-dir and --max-artifact-mb bound and place hosted artifacts."""
+keys still does); --artifact-dir and --max-artifact-mb bound and place hosted artifacts;
+--release-threshold is the k of --release-key a release must carry to be registered."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from muto.trust.keys import Signer
 from tests.conftest import free_port
-from tests.support.api_server import running
+from tests.support.api_server import ApiServer, error_of, running, unique
+from tests.support.releases import signed, stack_release
 
 WARNING = "no release keys configured"
 
@@ -83,3 +86,38 @@ def test_serve_takes_the_artifact_limit_and_directory_from_its_flags(tmp_path: P
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0
+
+
+def test_a_release_under_the_threshold_is_refused_and_a_k_signed_one_registered(
+    tmp_path: Path,
+) -> None:
+    """Three release keys, k = 2 (as `muto agent trust --threshold 2` on the vehicles):
+    a release signed by one key is refused, naming the count, and stores nothing, so
+    the same version signed by two is registered (it was burned before: registered
+    with one signature, and the same digest again was a no-op)."""
+    keys = [Signer.generate() for _ in range(3)]
+    flags: list[str] = ["--release-threshold", "2"]
+    for n, key in enumerate(keys):
+        (tmp_path / f"k{n}.pub").write_text(key.public_pem)
+        flags += ["--release-key", str(tmp_path / f"k{n}.pub")]
+    server = ApiServer(tmp_path / "data", options=tuple(flags))
+    secret = server.issue("operator")["operator"][0]
+    server.start()
+    try:
+        with server.client(secret) as op:
+            release = stack_release(unique("app"), "1.0.0")
+            once = op.post("/releases", json=signed(release, keys[0]).body())
+            refused = error_of(once, 422)
+            assert refused["code"] == "VERIFY_SIGNATURE_FAILED"
+            assert "1 valid signature(s) from trusted keys, need 2" in refused["message"]
+            stranger = op.post("/releases", json=signed(release, keys[0], Signer.generate()).body())
+            assert error_of(stranger, 422)["code"] == "VERIFY_SIGNATURE_FAILED"
+            gone = op.get(f"/releases/{release.stack_name}/1.0.0")
+            assert gone.status_code == 404, gone.text
+            twice = op.post("/releases", json=signed(release, keys[0], keys[2]).body())
+            assert twice.status_code == 201, twice.text
+            stored = op.get(f"/releases/{release.stack_name}/1.0.0").json()["data"]
+            assert len(stored["envelope"]["signatures"]) == 2
+    finally:
+        assert server.stop() == 0, server.tail()
+    assert server.tracebacks() == []

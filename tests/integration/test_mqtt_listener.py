@@ -235,6 +235,40 @@ def test_refused_messages_are_logged_and_the_loop_goes_on(
     assert "missing required field `schema`" in dropped[3]  # the first one missing
 
 
+def test_a_heartbeat_interval_out_of_range_is_dropped_with_its_reason(
+    plane: ControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue: one vehicle's `heartbeatS: 1e14` (spec-valid then) was kept and overflowed
+    every read of the fleet. It is bounded as AgentConfig's now: the message is dropped,
+    logged with the field, and nothing of it is stored."""
+    caplog.set_level(logging.WARNING, logger="muto.mqtt")
+    at = datetime.now(UTC).isoformat()
+
+    def online(vehicle_id: str, heartbeat: str) -> bytes:
+        return (
+            f'{{"schema":"muto.presence.v1","vehicleId":"{vehicle_id}","state":"online",'
+            f'"at":"{at}","heartbeatS":{heartbeat}}}'
+        ).encode()
+
+    def changed() -> list[str]:
+        return [e.vehicle_id for e in events(plane, "PresenceChanged")]
+
+    async def body(vehicle: aiomqtt.Client) -> None:
+        await vehicle.publish(topic("v1", Leaf.PRESENCE), online("v1", "1e14"), qos=1)
+        await vehicle.publish(topic("v2", Leaf.PRESENCE), online("v2", "3600"), qos=1)
+        await until(lambda: changed(), "v2's presence to be stored")  # handled in order
+
+    with_bridge(plane, body)
+    plane.ingest.flush()
+    assert changed() == ["v2"]
+    assert plane.queries.vehicle("v1").last_heartbeat_at is None
+    assert plane.queries.vehicle("v2").last_heartbeat_at is not None
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1, dropped
+    assert "dropped presence" in dropped[0] and "`$.heartbeatS`" in dropped[0]
+    assert "<= 3600" in dropped[0]
+
+
 def test_reports_sent_while_the_cloud_was_down_arrive_when_it_returns(
     plane: ControlPlane,
 ) -> None:

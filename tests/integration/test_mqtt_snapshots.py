@@ -5,10 +5,12 @@ vehicles that publish under their own id), and a refresh is answered by request 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
+import msgspec
 import pytest
 
 from muto.cloud.bootstrap import ControlPlane
@@ -50,7 +52,26 @@ def topic(vehicle_id: str, leaf: Leaf) -> str:
 
 def metadata(vehicle_id: str, version: str = "1.2.3") -> AgentMetadata:
     return AgentMetadata(
-        vehicle_id=vehicle_id, agent_version=version, os="ubuntu-22.04", runtime="process"
+        schema="muto.agent-metadata.v1",
+        vehicle_id=vehicle_id,
+        agent_version=version,
+        os="ubuntu-22.04",
+        runtime="process",
+    )
+
+
+def components(vehicle_id: str) -> AgentComponents:
+    return AgentComponents(
+        schema="muto.agent-components.v1", vehicle_id=vehicle_id, components=[ARCHIVE]
+    )
+
+
+def refresh_result(request_id: str, ok: bool, updated: tuple[str, ...] = ()) -> RefreshResult:
+    return RefreshResult(
+        schema="muto.refresh-result.v1",
+        request_id=request_id,
+        ok=ok,
+        snapshots_updated=list(updated),
     )
 
 
@@ -61,8 +82,7 @@ def test_snapshots_are_kept_latest_only_and_only_for_their_own_registered_vehicl
         listener = Bridge(plane).listener
         await listener.handle(topic("v1", Leaf.AGENT_METADATA), payload(metadata("v1", "1.0.0")))
         await listener.handle(topic("v1", Leaf.AGENT_METADATA), payload(metadata("v1", "1.0.1")))
-        components = AgentComponents(vehicle_id="v1", components=[ARCHIVE])
-        await listener.handle(topic("v1", Leaf.AGENT_COMPONENTS), payload(components))
+        await listener.handle(topic("v1", Leaf.AGENT_COMPONENTS), payload(components("v1")))
         # another vehicle's id in the payload, an unregistered vehicle, garbage: dropped
         await listener.handle(topic("v2", Leaf.AGENT_METADATA), payload(metadata("v1", "6.6.6")))
         await listener.handle(topic("ghost", Leaf.AGENT_METADATA), payload(metadata("ghost")))
@@ -90,6 +110,45 @@ def test_snapshots_are_kept_latest_only_and_only_for_their_own_registered_vehicl
     ]
 
 
+def test_a_snapshot_without_its_schema_is_dropped_as_a_report_is(
+    plane: ControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rule 5 of spec/mqtt-topics.md: snapshots once took `schema` as a default, so a
+    schemaless `agent/metadata` was stored while a schemaless `reports/health` was
+    dropped. Both snapshot kinds are dropped now, through the bridge's batched path."""
+    caplog.set_level(logging.WARNING, logger="muto.mqtt")
+    host, port = (plane.settings.mqtt_url or "").removeprefix("mqtt://").rsplit(":", 1)
+
+    def bare(snapshot: AgentMetadata | AgentComponents) -> bytes:
+        body = to_builtins(snapshot)
+        del body["schema"]
+        return msgspec.json.encode(body)
+
+    async def main() -> None:
+        bridge = Bridge(plane, backoff=FAST)
+        await bridge.start()
+        try:
+            await until(lambda: bridge.connected, "the bridge to subscribe")
+            async with aiomqtt.Client(host, int(port), identifier="v1") as client:
+                for vehicle_id, leaf, said in (
+                    ("v1", Leaf.AGENT_METADATA, bare(metadata("v1", "NO-SCHEMA"))),
+                    ("v1", Leaf.AGENT_COMPONENTS, bare(components("v1"))),
+                    ("v2", Leaf.AGENT_METADATA, payload(metadata("v2", "2.0.0"))),
+                ):
+                    await client.publish(topic(vehicle_id, leaf), said, qos=1)
+            listener = bridge.listener
+            await until(lambda: listener.stored + listener.dropped >= 3, "all three")
+            assert (listener.stored, listener.dropped) == (1, 2)
+        finally:
+            await bridge.stop()
+
+    asyncio.run(main())
+    assert set(plane.snapshots.reported(["v1", "v2"])) == {"v2"}
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2, dropped
+    assert all("missing required field `schema`" in line for line in dropped)
+
+
 def test_a_refresh_is_answered_by_its_own_request_id(plane: ControlPlane) -> None:
     """A vehicle stand-in answers `cmd/refresh` as the agent does: snapshots first, then
     the result with the request id. Another id, or another vehicle's topic, is ignored."""
@@ -107,16 +166,14 @@ def test_a_refresh_is_answered_by_its_own_request_id(plane: ControlPlane) -> Non
                     qos=1,
                     retain=True,
                 )
-                wrong = RefreshResult(request_id="someone-else", ok=False)
+                wrong = refresh_result("someone-else", ok=False)
                 await client.publish(topic("v1", Leaf.EVT_REFRESH_RESULT), payload(wrong), qos=1)
                 await client.publish(
                     topic("v2", Leaf.EVT_REFRESH_RESULT),
-                    payload(RefreshResult(request_id=asked.request_id, ok=False)),
+                    payload(refresh_result(asked.request_id, ok=False)),
                     qos=1,
                 )
-                answer = RefreshResult(
-                    request_id=asked.request_id, ok=True, snapshots_updated=["agent/metadata"]
-                )
+                answer = refresh_result(asked.request_id, ok=True, updated=("agent/metadata",))
                 await client.publish(topic("v1", Leaf.EVT_REFRESH_RESULT), payload(answer), qos=1)
                 return
 
@@ -160,7 +217,7 @@ def test_a_burst_of_snapshots_is_stored_together_and_each_refusal_alone(
             await until(lambda: bridge.connected, "the bridge to subscribe")
             async with aiomqtt.Client(host, int(port), identifier="burst") as client:
                 for n, vehicle_id in enumerate(ids):
-                    said = AgentComponents(vehicle_id=vehicle_id, components=[ARCHIVE])
+                    said = components(vehicle_id)
                     await client.publish(
                         topic(vehicle_id, Leaf.AGENT_COMPONENTS), payload(said), qos=1
                     )

@@ -1,7 +1,7 @@
 """spec/mqtt-topics.md and muto.domain.messages.TOPICS must say the same thing.
 
 Regenerate the schema sections of the spec after changing a payload:
-    .venv/bin/python tests/unit/test_spec_mqtt.py
+    .venv/bin/python -m tests.unit.test_spec_mqtt
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from muto.domain.messages import TOPICS, Direction, Leaf
-from muto.domain.wire import published
+from muto.domain.wire import WireError, decode, published
 from tests.support.specs import minimal
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "mqtt-topics.md"
@@ -99,6 +99,20 @@ def test_every_payload_carries_its_schema_literal() -> None:
         assert encoded["schema"] == spec.schema
 
 
+@pytest.mark.parametrize("leaf", sorted(TOPICS))
+def test_a_payload_without_its_schema_is_refused(leaf: Leaf) -> None:
+    """Rule 5: `schema` is required on every payload, snapshots included (they once took
+    it as a default, so a schemaless `agent/metadata` was stored), and the published
+    schema says so."""
+    payload = TOPICS[leaf].payload
+    body = msgspec.json.decode(msgspec.json.encode(minimal(payload)))
+    del body["schema"]
+    with pytest.raises(WireError, match="missing required field `schema`"):
+        decode(msgspec.json.encode(body), payload)
+    schema = published(msgspec.json.schema(payload))["$defs"][payload.__name__]
+    assert "schema" in schema["required"] and "default" not in schema["properties"]["schema"]
+
+
 def test_schema_sections_cover_exactly_the_payloads() -> None:
     assert set(schema_blocks(spec_text())) == set(PAYLOADS)
 
@@ -110,7 +124,7 @@ def test_documented_json_schema_equals_the_generated_one(name: str) -> None:
     assert literal == next(s.schema for s in TOPICS.values() if s.payload is payload)
     assert documented == published(msgspec.json.schema(payload)), (
         f"the schema of {name} in {SPEC.name} is stale; regenerate with "
-        "`.venv/bin/python tests/unit/test_spec_mqtt.py`"
+        "`.venv/bin/python -m tests.unit.test_spec_mqtt`"
     )
 
 

@@ -282,7 +282,10 @@ class MqttLink:
         """Read-only: re-publish the snapshots and say which; never reconcile."""
         sent = await self._publish_snapshots(client, force=True)
         result = RefreshResult(
-            request_id=request.request_id, ok=True, snapshots_updated=[str(leaf) for leaf in sent]
+            schema="muto.refresh-result.v1",
+            request_id=request.request_id,
+            ok=True,
+            snapshots_updated=[str(leaf) for leaf in sent],
         )
         await client.publish(
             self.topic(Leaf.EVT_REFRESH_RESULT), encode(result), qos=1, timeout=self.timeout_s

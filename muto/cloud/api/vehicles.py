@@ -32,7 +32,7 @@ async def register(request: Request) -> Response:
     registration = await body(request, VehicleRegistration)
     cp = plane(request)
     cause = Cause.of(who.actor, correlation(request))
-    written = await cp.write(register_vehicle(registration, cause))
+    written = await cp.write(register_vehicle(registration, cause, cp.settings.broker_users))
     cp.require_views(written)
     created, version = written.value
     return ok(

@@ -3,11 +3,12 @@ health, presence)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from muto.cloud.commands.cause import Cause
-from muto.cloud.errors import Conflict, NotFound
+from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.writer import Command, Touching, UnitOfWork
+from muto.domain.broker import CLOUD_USER
 from muto.domain.events import HealthSummary, StoredReconcile
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reports import HealthReport, ReconcileReport
@@ -36,10 +37,21 @@ def _expect_version(version: int | None, actual: int, what: str) -> None:
         )
 
 
-def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[bool, int]]:
-    """Returns (created, version). Re-registering identically is a no-op."""
+def register_vehicle(
+    body: VehicleRegistration, cause: Cause, broker_users: Collection[str] = (CLOUD_USER,)
+) -> Command[tuple[bool, int]]:
+    """Returns (created, version). Re-registering identically is a no-op. An id among
+    `broker_users` (Settings.broker_users) is refused: a vehicle logs in to the broker
+    under its id, and would get the cloud's access to every vehicle's topics."""
 
     def command(uow: UnitOfWork) -> tuple[bool, int]:
+        if body.vehicle_id in broker_users:
+            raise Invalid(
+                f"vehicle id {body.vehicle_id!r} is reserved: it is the control plane's "
+                "MQTT broker user, and a vehicle logs in to the broker under its id "
+                "(docs/mqtt.md)",
+                {"path": "$.vehicleId"},
+            )
         existing = uow.find(Vehicle, Vehicle.create_id(body.vehicle_id))
         if existing is not None:
             if existing.labels == body.labels and existing.attributes == body.attributes:
@@ -62,13 +74,15 @@ def register_vehicle(body: VehicleRegistration, cause: Cause) -> Command[tuple[b
 
 
 def register_vehicles(
-    bodies: Sequence[VehicleRegistration], cause: Cause
+    bodies: Sequence[VehicleRegistration],
+    cause: Cause,
+    broker_users: Collection[str] = (CLOUD_USER,),
 ) -> Command[list[tuple[bool, int]]]:
     """Many registrations as one command, so one atomic append (an import): each is
     `register_vehicle`'s own, so the events are those of registering one by one, and
     one refused registration refuses them all. The vehicles are looked for in one go
     (`UnitOfWork.preload`), not one query per vehicle."""
-    commands = [register_vehicle(body, cause) for body in bodies]
+    commands = [register_vehicle(body, cause, broker_users) for body in bodies]
 
     def command(uow: UnitOfWork) -> list[tuple[bool, int]]:
         uow.preload([Vehicle.create_id(body.vehicle_id) for body in bodies])
