@@ -168,13 +168,16 @@ class Haproxy:
             "    timeout server 120s\n"
             "    retries 3\n"
             "    option redispatch 1\n"
-            # Writes are idempotent (ids in every body), so a request whose server died
-            # before answering may go to another one.
+            # A request whose server died before answering goes to another one only if
+            # it reads (GET, HEAD): a write may have committed there, and not every write
+            # carries an id that makes it idempotent (a desired-state assignment, a
+            # token). A connection that failed sent nothing, so any request retries that.
             "    retry-on conn-failure empty-response\n"
             "frontend api\n"
             f"    bind 127.0.0.1:{self.port}\n"
             "    default_backend apis\n"
             "backend apis\n"
+            "    http-request disable-l7-retry if !METH_GET\n"
             f"    balance {balance}\n"
             # A hashing balance moves only the callers of a server that goes or comes.
             "    hash-type consistent\n"
