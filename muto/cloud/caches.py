@@ -58,8 +58,7 @@ class Caches:
     def listen(self) -> None:
         """Serving processes on PostgreSQL: hear the other processes' changes."""
         if self.settings.is_postgres and self.changes is None:
-            assert self.settings.database_url is not None
-            self.changes = ViewChanges(self.settings.database_url, self.views, self.forget_all)
+            self.changes = ViewChanges(self.settings.views_url, self.views, self.forget_all)
             self.changes.start()
 
     def forget_all(self) -> None:

@@ -112,6 +112,7 @@ class Settings:
         settings = replace(cls(), **found)
         if settings.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
+        check_database_url(settings.database_url)
         for name, (least, allowed) in BOUNDS.items():
             value = getattr(settings, name)
             if not math.isfinite(value):  # NaN passes every comparison below unnoticed
@@ -151,7 +152,7 @@ class Settings:
     @property
     def events_url(self) -> str:
         if self.database_url and not self.is_memory:
-            return self.database_url
+            return bounded_link(self.database_url)
         return f"sqlite:///{self.data_dir / 'events.db'}"
 
     @property
@@ -162,7 +163,7 @@ class Settings:
             return "sqlite:///:memory:"
         if self.is_postgres:
             assert self.database_url is not None
-            return self.database_url
+            return bounded_link(self.database_url)
         return f"sqlite:///{self.data_dir / 'views.db'}"
 
     def sqlite_files(self) -> list[Path]:
@@ -186,6 +187,61 @@ class Settings:
             "CREATE_TABLE": "y",
             **self.extra_env,
         }
+
+
+# libpq's own bounds on a PostgreSQL connection, so that a replica cut off from the
+# database (a partition: no FIN, no RST) fails its requests with 503 `unavailable` in
+# seconds instead of holding them until the kernel gives up (~15 minutes): a new
+# connection waits at most 5 s; a request sent and not acknowledged for 10 s, or an
+# idle wait for an answer whose peer stops answering keepalive probes (5 s idle, then
+# 3 probes 2 s apart), breaks the connection. A live server answers probes even while
+# a long query runs. Parameters the operator put in the URL win.
+DATABASE_LINK = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",  # ms
+}
+
+
+def bounded_link(url: str) -> str:
+    """A PostgreSQL URL with `DATABASE_LINK`'s bounds added; any other URL as it is."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    added = {k: v for k, v in DATABASE_LINK.items() if k not in parsed.query}
+    return parsed.update_query_dict(added).render_as_string(hide_password=False)
+
+
+DATABASE_URL = "database_url (--database-url, MUTO_DATABASE_URL)"
+
+
+def check_database_url(url: str | None) -> None:
+    """ValueError naming the setting for a URL the control plane cannot open, before
+    anything is: PostgreSQL is `postgresql+psycopg://` (SQLAlchemy reads a bare
+    `postgresql://` as psycopg2, which muto does not ship, and has no `postgres://`).
+    The message shows the scheme only: the URL may hold a password."""
+    if url is None or url == MEMORY:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        driver = make_url(url).drivername
+    except (ArgumentError, ValueError) as exc:  # neither message repeats the URL
+        raise ValueError(f"{DATABASE_URL} is not a database URL: {exc}") from None
+    if driver in ("postgresql+psycopg", "sqlite"):
+        return
+    if driver.startswith("postgres"):
+        raise ValueError(f"{DATABASE_URL}: {driver}:// has no driver here; use postgresql+psycopg://")
+    raise ValueError(
+        f"{DATABASE_URL} must be postgresql+psycopg://USER@HOST:PORT/DATABASE (or unset: "
+        f"SQLite in the data dir), not {driver}://"
+    )
 
 
 def named(name: str) -> str:

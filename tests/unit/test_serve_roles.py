@@ -137,3 +137,17 @@ def test_a_replica_never_makes_a_signing_key_of_its_own(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="control-plane signing key is missing"):
         control_plane_signer(settings)
     assert not (tmp_path / "keys").exists()
+
+
+def test_postgresql_connections_carry_the_link_bounds_and_the_operators_own_win() -> None:
+    from sqlalchemy.engine import make_url
+
+    from muto.cloud.settings import DATABASE_LINK
+
+    given = "postgresql+psycopg://muto:pw@db:5432/fleet?connect_timeout=30"
+    settings = Settings(database_url=given)
+    for url in (settings.events_url, settings.views_url):
+        query = make_url(url).query
+        assert query == {**DATABASE_LINK, "connect_timeout": "30"}
+        assert make_url(url).password == "pw"
+    assert Settings(data_dir=Path("d")).events_url == "sqlite:///d/events.db"  # untouched
