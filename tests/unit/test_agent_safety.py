@@ -31,6 +31,42 @@ def test_a_missing_or_unreadable_state_file_blocks_every_enabled_gate(tmp_path: 
     assert provider.read() == UNKNOWN and "speedMps" in (provider.error or "")
 
 
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [
+        ("{}", "speedMps"),
+        ('{"batteryPct": 80}', "speedMps"),
+        ('{"speedMps": 0, "batteryPct": 80}', "autonomousMode"),
+        ('{"speedMps": 0, "autonomousMode": false}', "batteryPct"),
+        ('{"speedMps": 0, "autonomousMode": "false", "batteryPct": 80}', "$.autonomousMode"),
+    ],
+)
+def test_a_state_file_silent_or_wrong_on_a_gate_input_blocks_and_says_which(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, written: str, named: str
+) -> None:
+    """Never the defaults (a stationary, manual, fully charged vehicle): an outside
+    review found `{"batteryPct": 80}` and `{}` let a release apply."""
+    path = tmp_path / "state.json"
+    path.write_text(written)
+    provider = FileStateProvider(path)
+    with caplog.at_level("WARNING", logger="muto.agent.safety"):
+        assert provider.read() == UNKNOWN
+        provider.read()
+        os.utime(path, ns=(1, 1))
+        provider.read()  # the same error, read again: said once
+    assert evaluate_gates(Policy(require_battery_pct_min=20), provider.read(), T0) == [
+        ReasonCode.DENY_MOVING,
+        ReasonCode.DENY_AUTONOMOUS_MODE,
+        ReasonCode.DENY_LOW_BATTERY,
+    ]
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in said and named in said
+    assert named in (provider.error or "")
+    path.write_text('{"speedMps": 0, "autonomousMode": false, "batteryPct": 80}')
+    os.utime(path, ns=(2, 2))
+    assert provider.read().battery_pct == 80 and provider.error is None
+
+
 def test_the_state_file_is_read_again_only_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(encode(VehicleState(battery_pct=80)))

@@ -1,11 +1,13 @@
 """VehicleStateProvider: the vehicle's state as the safety gates see it.
 
-Fail closed: a state file that is missing or unreadable reads as a moving vehicle in
-autonomous mode with an empty battery, so every gate that the policy enables blocks.
+Fail closed: a state file that is missing, unreadable, or silent on speed, autonomous
+mode or battery reads as a moving vehicle in autonomous mode with an empty battery, so
+every gate that the policy enables blocks; the log names the file and the field.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -14,10 +16,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from muto.domain.vehicle_state import MOVING_THRESHOLD_MPS, VehicleState
+from muto.domain.vehicle_state import MOVING_THRESHOLD_MPS, StateFile, VehicleState
 from muto.domain.wire import WireError, decode
 
 MIB = 1024 * 1024
+logger = logging.getLogger("muto.agent.safety")
 
 # What an unknown vehicle looks like to the gates: nothing may be applied.
 UNKNOWN = VehicleState(speed_mps=MOVING_THRESHOLD_MPS + 1, autonomous_mode=True, battery_pct=0)
@@ -38,21 +41,42 @@ class FileStateProvider:
         self._seen: tuple[int, int] | None = None
         self._state = UNKNOWN
         self.error: str | None = "not read yet"
+        self._told: str | None = None  # the error last logged: each is said once
 
     def read(self) -> VehicleState:
         try:
             stat = os.stat(self.path)
         except OSError as exc:
-            self._seen, self._state, self.error = None, UNKNOWN, f"{self.path}: {exc.strerror}"
+            self._seen, self._state = None, UNKNOWN
+            self._fails(f"{self.path}: {exc.strerror}")
             return self._state
         seen = (stat.st_mtime_ns, stat.st_size)
         if seen != self._seen:
             self._seen = seen
             try:
-                self._state, self.error = decode(self.path.read_bytes(), VehicleState), None
+                self._state = decode(self.path.read_bytes(), StateFile)
             except (OSError, WireError) as exc:
-                self._state, self.error = UNKNOWN, f"{self.path}: {exc}"
+                self._state = UNKNOWN
+                self._fails(f"{self.path}: {exc}")
+            else:
+                self._fine()
         return self._state
+
+    def _fails(self, error: str) -> None:
+        """The gates block on UNKNOWN with motion and battery codes; the log says why."""
+        self.error = error
+        if error != self._told:
+            self._told = error
+            logger.warning(
+                "vehicle state unreadable (%s): the safety gates read it as a moving vehicle "
+                "in autonomous mode with an empty battery until it is fixed",
+                error,
+            )
+
+    def _fine(self) -> None:
+        if self._told is not None:
+            logger.info("vehicle state %s readable again", self.path)
+        self.error = self._told = None
 
 
 @dataclass
