@@ -8,11 +8,18 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from muto.cloud.settings import ROLES, Settings
+from muto.cloud.settings import DATABASE_URL, ROLES, Settings
+
+if TYPE_CHECKING:
+    from muto.cloud.bootstrap import ControlPlane
+
+DATA_DIR = "data_dir (--data-dir, MUTO_DATA_DIR)"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -25,8 +32,41 @@ def _settings(args: argparse.Namespace) -> Settings:
         release_keyset(settings)  # the key files and the threshold, checked up front
         return settings
     except ValueError as exc:
-        print(f"muto cloud: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(str(exc))
+
+
+@contextmanager
+def _opening(settings: Settings) -> Iterator[None]:
+    """The mistakes made starting the control plane, each ended in one line naming the
+    setting (exit 2), not a traceback: a database that is not there or not listening,
+    a data dir that cannot be written, a signing key that is missing or not a key."""
+    import sqlalchemy.exc
+    from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+    from muto.trust.keys import KeyFileError
+
+    try:
+        yield
+    except (sqlalchemy.exc.OperationalError, StoreOperationalError) as exc:
+        where = DATABASE_URL if settings.is_postgres else f"{DATA_DIR}: SQLite"
+        cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+        # psycopg's message spans lines (one per address tried): one line, as said
+        said = " ".join(str(cause).split()).removeprefix("connection failed: ")
+        _refuse(f"{where}: {said}")
+    except (OSError, KeyFileError) as exc:  # the data dir, its keys/
+        _refuse(f"{DATA_DIR}: {exc}")
+
+
+def _open(settings: Settings) -> ControlPlane:
+    from muto.cloud.bootstrap import ControlPlane
+
+    with _opening(settings):
+        return ControlPlane.open(settings)
+
+
+def _refuse(line: str) -> NoReturn:
+    print(f"muto cloud: {line}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _read_settings(args: argparse.Namespace) -> Settings:
@@ -66,13 +106,6 @@ def serve(args: argparse.Namespace) -> int:
         settings = replace(settings, artifact_dir=Path(args.artifact_dir))
     if args.max_artifact_mb is not None:
         settings = replace(settings, max_artifact_bytes=args.max_artifact_mb << 20)
-    if not settings.release_keys:
-        # Said by the server, which registers releases; not by `cloud token` or `seed`,
-        # which open the same store without the server's flags.
-        logging.getLogger("muto.cloud").warning(
-            "no release keys configured (--release-key): release signatures are checked "
-            "only by the vehicles"
-        )
     if settings.role != "all" and not settings.is_postgres:
         print(
             f"muto cloud serve: --role {settings.role} needs --database-url postgresql+psycopg://"
@@ -80,33 +113,46 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(settings, extensions=duties(settings))
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
-    # lifespan shutdown: the writer drains, the notifier flushes, the views catch up.
-    # uvicorn then re-raises the signal to the handler it found: ours makes that exit 0.
+    # lifespan shutdown: the notifier flushes, the leases are released. uvicorn then
+    # re-raises the signal to the handler it found: ours makes that exit 0, through the
+    # close below (the writer drains, the views catch up).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    settle_collector()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        **uvicorn_options(settings),
-    )
+    # Opened here, not in uvicorn's lifespan, whose failure is a traceback and exit 3: a
+    # start-up mistake is one line naming the setting (_opening).
+    plane = _open(settings)
+    try:
+        if not settings.release_keys:
+            # Said by the server, which registers releases; not by `cloud token` or
+            # `seed`, which open the same store without the server's flags.
+            logging.getLogger("muto.cloud").warning(
+                "no release keys configured (--release-key): release signatures are "
+                "checked only by the vehicles"
+            )
+        app = create_app(settings, plane=plane, extensions=duties(settings))
+        settle_collector()
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            **uvicorn_options(settings),
+        )
+    finally:
+        plane.close()
     return 0
 
 
 def token(args: argparse.Namespace) -> int:
-    from muto.cloud.bootstrap import ControlPlane
     from muto.cloud.commands import Cause
     from muto.cloud.errors import NotFound
     from muto.cloud.tokens import Role, issue_token, revoke_token
     from muto.domain.requests import TokenRequest
     from muto.domain.wire import WireError, convert
 
-    cp = ControlPlane.open(_settings(args))
+    cp = _open(_settings(args))
     try:
         cause = Cause.of("cli")
         if args.action == "revoke":
@@ -150,19 +196,20 @@ def reset(args: argparse.Namespace) -> int:
 def seed(args: argparse.Namespace) -> int:
     from muto.cloud.seed import seed_demo_fleet
 
-    summary = seed_demo_fleet(_settings(args))
+    settings = _settings(args)
+    with _opening(settings):  # it opens the store itself
+        summary = seed_demo_fleet(settings)
     for key, value in summary.items():
         print(f"{key}: {value}")
     return 0
 
 
 def import_vehicles(args: argparse.Namespace) -> int:
-    from muto.cloud.bootstrap import ControlPlane
     from muto.cloud.commands import Cause
     from muto.cloud.errors import Conflict, Invalid
     from muto.cloud.fleet_import import BATCH, BadLine, import_vehicles, read_registrations
 
-    cp = ControlPlane.open(_settings(args))
+    cp = _open(_settings(args))
     try:
         registrations = read_registrations(Path(args.file))
         found = import_vehicles(cp, registrations, Cause.of("cli"), args.batch or BATCH)

@@ -237,7 +237,7 @@ def check_database_url(url: str | None) -> None:
     if driver in ("postgresql+psycopg", "sqlite"):
         return
     if driver.startswith("postgres"):
-        raise ValueError(f"{DATABASE_URL}: {driver}:// has no driver here; use postgresql+psycopg://")
+        raise ValueError(f"{DATABASE_URL}: use postgresql+psycopg://, not {driver}://")
     raise ValueError(
         f"{DATABASE_URL} must be postgresql+psycopg://USER@HOST:PORT/DATABASE (or unset: "
         f"SQLite in the data dir), not {driver}://"

@@ -9,9 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from starlette.testclient import TestClient
 
-from muto.cloud.api.app import create_app
+from muto.cloud.api.app import SPEC, create_app
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.tokens import Role, issue_token
@@ -110,3 +111,28 @@ def test_who_may_do_what(api: Api) -> None:
     api.client.put(f"/artifacts/{DIGEST}", content=BLOB, headers=api.operator)
     assert api.client.get(f"/artifacts/{DIGEST}").status_code == 401
     assert api.client.get("/artifacts/core.tar.gz", headers=api.vehicle).status_code == 404
+
+
+def test_a_store_that_cannot_be_written_is_a_503_naming_its_directory(tmp_path: Path) -> None:
+    """As on a read-only root with no artifact volume (deploy/kubernetes before it had
+    one): the upload is refused by code, with the directory and the error, never a 500;
+    the rest of the API serves on, and the spec says so."""
+    (tmp_path / "file").write_bytes(b"")
+    root = tmp_path / "file" / "artifacts"  # a file where a directory should be
+    plane = ControlPlane.open(replace(sqlite_settings(tmp_path), artifact_dir=root))
+    secret, command = issue_token(Role.OPERATOR, None, Cause.of("test"))
+    plane.execute(command)
+    operator = {"Authorization": f"Bearer {secret}"}
+    try:
+        with TestClient(create_app(plane.settings, plane=plane)) as client:
+            put = client.put(f"/artifacts/{DIGEST}", content=BLOB, headers=operator)
+            assert put.status_code == 503, put.text
+            found = put.json()["error"]
+            assert found["code"] == "unavailable"
+            assert f"cannot write to {root}: Not a directory (ENOTDIR)" in found["message"]
+            assert client.get(f"/artifacts/{DIGEST}", headers=operator).status_code == 404
+            assert client.get("/vehicles", headers=operator).status_code == 200
+    finally:
+        plane.close()
+    spec = yaml.safe_load(SPEC.read_text())
+    assert "503" in spec["paths"]["/artifacts/{digest}"]["put"]["responses"]

@@ -4,18 +4,25 @@ endpoint follows."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from muto.cloud.api.artifacts import byte_range
-from muto.cloud.artifacts.store import ArtifactStore, DirectoryArtifacts, MemoryArtifacts
+from muto.cloud.artifacts.store import (
+    ArtifactStore,
+    DirectoryArtifacts,
+    MemoryArtifacts,
+    Unwritable,
+)
 
 
 def digest_of(blob: bytes) -> str:
@@ -145,3 +152,66 @@ def test_uploads_a_crash_cut_short_are_swept_when_old_and_kept_when_fresh(tmp_pa
     os.utime(old, (two_days_ago, two_days_ago))
     DirectoryArtifacts(tmp_path)
     assert sorted(p.name for p in incoming.iterdir()) == ["fresh.part"]
+
+
+# -- a store that cannot be written ---------------------------------------------------------
+
+
+def test_a_directory_that_cannot_be_made_is_a_503_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")  # a file where a directory should be: ENOTDIR
+    root = tmp_path / "file" / "artifacts"
+    with pytest.raises(Unwritable) as refused:
+        DirectoryArtifacts(root).begin(digest_of(b"blob"))
+    assert (refused.value.status, refused.value.code) == (503, "unavailable")
+    assert f"cannot write to {root}: Not a directory (ENOTDIR)" in refused.value.message
+
+
+class FullDisk:
+    """A file on a full disk: every write and every sync is ENOSPC."""
+
+    def __init__(self, real: BinaryIO) -> None:
+        self.real = real
+
+    def write(self, chunk: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.real.close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what was buffered
+
+
+@pytest.mark.parametrize("fails", ["write", "commit"])
+def test_a_full_disk_is_a_503_and_leaves_no_upload_file(tmp_path: Path, fails: str) -> None:
+    store = DirectoryArtifacts(tmp_path)
+    upload = store.begin(digest_of(b"blob"))
+    if fails == "commit":
+        upload.write(b"blob")
+    upload.file = FullDisk(upload.file)  # type: ignore[attr-defined]
+    act = {"write": lambda: upload.write(b"blob"), "commit": upload.commit}[fails]
+    with pytest.raises(Unwritable, match=r"No space left on device \(ENOSPC\); nothing was kept"):
+        act()
+    assert list((tmp_path / "incoming").iterdir()) == []
+    assert store.size(digest_of(b"blob")) is None
+    upload.abort()  # the handler aborts too: never raises
+
+
+def test_a_sweep_that_cannot_delete_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    old = incoming / "old.part"
+    old.write_bytes(b"half")
+    os.utime(old, (0, 0))
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    DirectoryArtifacts(tmp_path)  # starts; the file is swept once it can be

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from muto.cli import build_parser
-from muto.cloud.api.app import PROBES, ROUTES
-from muto.cloud.settings import ENVIRONMENT, ROLES
+from muto.cloud.api.app import PROBES, ROUTES, artifact_dir
+from muto.cloud.settings import ENVIRONMENT, ROLES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
@@ -116,6 +116,42 @@ def test_the_api_scales_and_survives_disruptions_and_two_workers_stand_by() -> N
     ingress = kinds[("Ingress", "muto-api")]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "muto-api"
+
+
+def test_the_api_replicas_share_a_writable_artifact_volume() -> None:
+    """PUT /artifacts writes under the artifact dir. The root file system is read-only,
+    so that dir is a mounted volume, writable, and the same for every replica (a
+    ReadWriteMany claim): an upload to one is downloaded from any other."""
+    kinds = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in documents()}
+    pod = kinds[("Deployment", "muto-api")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    flags = serve_arguments(container["args"])
+    data_dir = Path(kinds[("ConfigMap", "muto-cloud")]["data"]["MUTO_DATA_DIR"])
+    given = Path(flags.artifact_dir) if flags.artifact_dir else None
+    where = artifact_dir(Settings(data_dir=data_dir, artifact_dir=given))
+    holding = [m for m in container["volumeMounts"] if where.is_relative_to(m["mountPath"])]
+    assert holding, f"nothing is mounted at {where}"
+    mount = max(holding, key=lambda m: len(m["mountPath"]))  # the one that holds it
+    assert not mount.get("readOnly", False), mount
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = kinds[("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def nginx_size(text: str) -> int:
+    """An nginx size (`client_max_body_size`): bytes, or k, m, g for powers of 1024."""
+    found = re.fullmatch(r"(\d+)([kmg]?)", text.lower())
+    assert found, text
+    return int(found.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[found.group(2)]
+
+
+def test_the_ingress_passes_the_largest_artifact_the_api_takes() -> None:
+    (ingress,) = [doc for _, doc in documents() if doc["kind"] == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    limit = nginx_size(annotations["nginx.ingress.kubernetes.io/proxy-body-size"])
+    assert limit >= Settings().max_artifact_bytes
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
 
 
 def test_the_containerfile_runs_the_cli_with_flags_it_has() -> None:

@@ -122,7 +122,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with serving(settings, plane, extensions) as (cp, extra):
-            state = {"plane": cp, "metrics": metrics, "artifacts": artifact_store(settings)}
+            state: dict[str, Any] = {"plane": cp, "metrics": metrics}
+            if settings.serves_api:  # a worker serves no artifact, nor warns about its store
+                state["artifacts"] = artifact_store(settings)
             detach = metrics.attach(cp, extra.get("bridge"), extra.get("controller"))
             try:
                 yield {**state, **extra}
@@ -140,4 +142,10 @@ def create_app(
 def artifact_store(settings: Settings) -> ArtifactStore:
     if settings.is_memory and settings.artifact_dir is None:
         return MemoryArtifacts()
-    return DirectoryArtifacts(settings.artifact_dir or settings.data_dir / "artifacts")
+    return DirectoryArtifacts(artifact_dir(settings))
+
+
+def artifact_dir(settings: Settings) -> Path:
+    """Where hosted artifacts are kept on disk: `--artifact-dir`, else the data dir's
+    `artifacts/` (the path deploy/kubernetes mounts the shared volume at)."""
+    return settings.artifact_dir or settings.data_dir / "artifacts"

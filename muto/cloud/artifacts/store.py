@@ -3,12 +3,16 @@
 implements the same small Protocol and passes the same contract tests
 (tests/unit/test_artifact_store.py).
 
-A store never checks content: `receive` (muto/cloud/artifacts/upload.py) hashes the
-bytes on their way in and commits only what matches the digest they claim."""
+A store never checks content: `upload` (muto/cloud/api/artifacts.py) hashes the bytes
+on their way in and commits only what matches the digest they claim. A store that cannot
+keep bytes (read-only, not permitted, full) raises `Unwritable`, a 503 `unavailable`
+naming where and why; nothing of that upload is kept."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import threading
@@ -18,10 +22,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from muto.cloud.errors import AppError
 from muto.domain.wire import DIGEST_PATTERN
 
 DIGEST = re.compile(DIGEST_PATTERN)
 CHUNK = 256 * 1024
+logger = logging.getLogger("muto.cloud.artifacts")
+
+
+class Unwritable(AppError):
+    """The store cannot keep an upload now: an operator's to fix (a writable, shared
+    volume; space), not a bug, and the rest of the API is unaffected."""
+
+    status = 503
+    code = "unavailable"
 
 
 class Upload(Protocol):
@@ -32,7 +46,7 @@ class Upload(Protocol):
         ...
 
     def abort(self) -> None:
-        """Forget the bytes written so far."""
+        """Forget the bytes written so far; never raises."""
         ...
 
 
@@ -46,7 +60,8 @@ class ArtifactStore(Protocol):
         ...
 
     def begin(self, digest: str) -> Upload:
-        """An upload that becomes `digest` when committed."""
+        """An upload that becomes `digest` when committed. It, its `write` and its
+        `commit` raise `Unwritable` when the store cannot keep the bytes."""
         ...
 
 
@@ -57,13 +72,21 @@ class DirectoryArtifacts:
     def __init__(self, root: Path, stale_upload_s: float = 86400.0) -> None:
         self.root = root
         self._sweep(stale_upload_s)
+        if not _writable(root):  # said once at start: every upload would be a 503
+            logger.warning(
+                "hosted artifacts cannot be stored: %s is not writable; PUT /artifacts "
+                "answers 503 until it is (--artifact-dir: a writable directory every API "
+                "process shares, docs/deploy.md)",
+                root,
+            )
 
     def _sweep(self, older_than_s: float) -> None:
         """Drop what uploads cut short by a crash left in `incoming/` (a day old: another
-        process sharing the directory may be receiving one right now)."""
+        process sharing the directory may be receiving one right now). Best effort: a
+        store that cannot be written now must not stop the process from starting."""
         cutoff = time.time() - older_than_s
         for part in (self.root / "incoming").glob("*.part"):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 if part.stat().st_mtime < cutoff:
                     part.unlink()
 
@@ -76,7 +99,7 @@ class DirectoryArtifacts:
     def size(self, digest: str) -> int | None:
         try:
             return self._path(digest).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such file, nor its directory
             return None
 
     def read(self, digest: str, start: int, end: int) -> Iterator[bytes]:
@@ -93,33 +116,73 @@ class DirectoryArtifacts:
     def begin(self, digest: str) -> Upload:
         final = self._path(digest)
         incoming = self.root / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        return _FileUpload(final, incoming / f"{uuid.uuid4().hex}.part")
+        try:
+            incoming.mkdir(parents=True, exist_ok=True)
+            return _FileUpload(self.root, final, incoming / f"{uuid.uuid4().hex}.part")
+        except OSError as exc:
+            raise unwritable(self.root, exc) from None
+
+
+def _writable(root: Path) -> bool:
+    """Whether `root`, or the nearest directory above it that exists (it is made on the
+    first upload), may be written: a read-only file system or mode says no; a full
+    disk is only found by writing."""
+    found = root
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    return os.access(found, os.W_OK)
+
+
+def unwritable(root: Path, exc: OSError) -> Unwritable:
+    """The 503 for an OSError of the store at `root`, naming the directory and the cause
+    (logged too: the operator reads the server's log, the client the answer)."""
+    name = errno.errorcode.get(exc.errno or 0)
+    cause = f"{exc.strerror or exc}{f' ({name})' if name else ''}"
+    message = (
+        f"the artifact store cannot write to {root}: {cause}; nothing was kept (it needs "
+        "a writable directory with room, shared by the API processes: --artifact-dir, "
+        "docs/deploy.md)"
+    )
+    logger.warning("%s", message)
+    return Unwritable(message)
 
 
 class _FileUpload:
-    def __init__(self, final: Path, part: Path) -> None:
+    def __init__(self, root: Path, final: Path, part: Path) -> None:
+        self.root = root
         self.final = final
         self.part = part
         self.file = part.open("wb")
 
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
+        try:
+            self.file.write(chunk)
+        except OSError as exc:
+            self.abort()
+            raise unwritable(self.root, exc) from None
 
     def commit(self) -> bool:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        if self.final.exists():
-            self.part.unlink(missing_ok=True)
-            return False
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.part, self.final)
-        return True
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if self.final.exists():
+                self.part.unlink(missing_ok=True)
+                return False
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.part, self.final)
+            return True
+        except OSError as exc:
+            self.abort()
+            raise unwritable(self.root, exc) from None
 
     def abort(self) -> None:
-        self.file.close()
-        self.part.unlink(missing_ok=True)
+        # Closing flushes what is buffered, which fails again on a full disk: the file
+        # is dropped either way.
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.part.unlink(missing_ok=True)
 
 
 class MemoryArtifacts:
