@@ -194,12 +194,14 @@ def open_backend(args: argparse.Namespace) -> Backend:
     from muto.cloud.auditing import LocalAudit
     from muto.cloud.settings import Settings
 
-    return LocalAudit(
-        Settings.from_env(
+    try:
+        settings = Settings.from_env(
             data_dir=Path(args.data_dir) if args.data_dir else None,
             database_url=args.database_url,
         )
-    )
+    except ValueError as exc:  # a setting named, as `muto cloud` names it
+        raise FleetError(str(exc), USAGE) from None
+    return LocalAudit(settings)
 
 
 def place(p: argparse.ArgumentParser) -> None:

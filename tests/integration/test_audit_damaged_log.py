@@ -158,3 +158,10 @@ def test_a_rollout_story_leaves_out_reports_by_vehicles_it_did_not_give_the_revi
     assert reports == []  # car-1's report names ro-x's revision, but ro-x never gave it
     _, lone, _ = audit(capsys, data_dir, "explain", "--vehicle", LONE, "--json")
     assert "r-foreign" in lone  # still in car-1's own story: the log keeps every report
+
+
+def test_a_bad_setting_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["audit", "export", "--database-url", "postgres://db/fleet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MUTO_DATABASE_URL): use postgresql+psycopg://" in err
