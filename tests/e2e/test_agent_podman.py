@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from muto.domain.release import Artifact, ArtifactType, HealthModel, Launch, StackRelease
 from muto.trust import Signer
 from tests.conftest import Mosquitto
 from tests.support.podman import (
@@ -36,9 +36,10 @@ def cloud(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[CloudProcess]:
         cloud.stop()
 
 
-def image_release(pushed: Pushed, version: str) -> StackRelease:
+def image_release(pushed: Pushed, version: str, launch: Launch | None = None) -> StackRelease:
     image = Artifact(type=ArtifactType.OCI_IMAGE, ref=pushed.repo, digest=pushed.digest, size=1)
-    return stack_release("nav", version, [image], health=HealthModel(readiness_timeout_sec=8))
+    health = HealthModel(readiness_timeout_sec=8)
+    return stack_release("nav", version, [image], launch=launch, health=health)
 
 
 def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(
@@ -90,3 +91,30 @@ def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(
         world.registry.start()
         assert agent.stop() == 0
     assert world.rig.running(ours) == []  # SIGTERM: the agent stopped its container
+
+
+def test_a_release_of_the_same_stack_that_cannot_start_is_rolled_back_to_a_running_again(
+    tmp_path: Path, cloud: CloudProcess, podman_env: PodmanWorld
+) -> None:
+    """`run --replace` removes A's container before B's fails to start: the rollback has
+    to start A again, not trust that it still runs."""
+    world = podman_env
+    signer = Signer.generate()
+    good = image_release(world.good, "1.0.0")
+    broken = image_release(world.good, "1.1.0", Launch(command=["/no/such/binary"]))
+    for release in (good, broken):
+        cloud.publish(release, signer)
+    cloud.register("car-q", model="m6")
+    agent = AgentProcess(tmp_path, "car-q", cloud, cloud.token("--vehicle", "car-q"), "podman")
+    ours = world.label(agent.data / "runtime")
+    agent.start(trust=agent.provision(signer))
+    try:
+        status(cloud, "car-q", cloud.desire("model=m6", good)["desiredStateRevision"], "converged")
+        second = cloud.desire("model=m6", broken)["desiredStateRevision"]
+        seen = status(cloud, "car-q", second, "rolled_back")
+        assert seen["lastReasonCodes"] == ["APPLY_FAILED", "ROLLBACK_APPLIED"]
+        assert world.rig.containers(ours) == [("muto-nav", "running", world.good.digest)]
+        assert agent.journal().running_key == good.key
+    finally:
+        assert agent.stop() == 0
+    assert world.rig.running(ours) == []

@@ -191,6 +191,61 @@ def test_an_image_pulled_before_runs_again_without_the_registry(
         world.registry.start()
 
 
+def test_a_release_that_cannot_start_leaves_nothing_and_the_previous_one_runs_again(
+    tmp_path: Path, podman_env: PodmanWorld
+) -> None:
+    """`run --replace` removes A's container before B's fails to start: the runtime must
+    not go on believing A runs, or the rollback (apply A) would do nothing."""
+    world, workdir = podman_env, tmp_path / "runtime"
+    good = image_release(world.good)
+    broken = image_release(world.good, "1.1.0", launch=Launch(command=["/no/such/binary"]))
+
+    async def body(rt: PodmanRuntime) -> None:
+        await rt.apply(good, {})
+        await rt.wait_ready(good.health_model)
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(broken, {})
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert "/no/such/binary" in failure.value.detail
+        assert rt.status().release is None  # A's container went with the replace
+        assert world.rig.containers(world.label(workdir)) == []  # no `Created` B left
+        await rt.apply(good, {})  # the agent's rollback
+        await rt.wait_ready(good.health_model)
+        assert world.rig.containers(world.label(workdir)) == [
+            ("muto-nav", "running", world.good.digest)
+        ]
+        assert rt.status().release == "nav@1.0.0"
+
+    run(workdir, body)
+
+
+@pytest.mark.parametrize("outside", ["stop", "rm", "other-release"])
+def test_applying_the_running_release_starts_it_again_when_its_container_does_not_run_it(
+    tmp_path: Path, podman_env: PodmanWorld, outside: str
+) -> None:
+    world, workdir = podman_env, tmp_path / "runtime"
+    rel = image_release(world.good)
+
+    async def body(rt: PodmanRuntime) -> None:
+        await rt.apply(rel, {})
+        await rt.wait_ready(rel.health_model)
+        if outside == "other-release":  # muto-nav now runs something else
+            world.rig.podman("run", "-d", "--name", "muto-nav", "--replace",
+                             "--label=muto.release=nav@0.9.0", world.good.pinned)  # fmt: skip
+        else:
+            world.rig.podman(outside, "--force" if outside == "rm" else "--ignore", "--time", "0",
+                             "muto-nav")  # fmt: skip
+        await rt.apply(rel, {})  # no longer a no-op: what podman runs is not the release
+        await rt.wait_ready(rel.health_model)
+        assert world.rig.containers(world.label(workdir)) == [
+            ("muto-nav", "running", world.good.digest)
+        ]
+        status = rt.status()
+        assert (status.release, status.alive, status.restart_count) == ("nav@1.0.0", True, 1)
+
+    run(workdir, body)
+
+
 def test_another_stack_stops_the_previous_container_first(
     tmp_path: Path, podman_env: PodmanWorld
 ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from muto.agent.runtime.archive import single_artifact
@@ -21,7 +22,9 @@ from muto.domain.release import Artifact, ArtifactType, HealthModel, StackReleas
 
 # ROS 2 discovery (DDS multicast, shared memory) needs the vehicle's network and IPC.
 ROS_RUN_ARGS = ("--network=host", "--ipc=host")
-INSPECT = "--format={{.State.Running}} {{.RestartCount}}"
+# The label says which release the container under the stack's name runs: podman's
+# state, not the runtime's memory, decides whether a release runs.
+INSPECT = '--format={{.State.Running}} {{.RestartCount}} {{index .Config.Labels "muto.release"}}'
 # What `podman healthcheck run` says for an image without a HEALTHCHECK (exit 125).
 NO_HEALTHCHECK = "has no defined healthcheck"
 
@@ -36,8 +39,12 @@ class PodmanRuntime:
     the start (nothing runs until `apply`); B's image is pulled (pinned by digest) before
     A is touched; `--replace` swaps the container under the stack's one name, and a
     release of another stack stops A's container first, so at most one release's
-    container runs at a time; applying the running release is a no-op. The image store
-    is podman's own: the agent's artifact cache is not used for oci_image artifacts.
+    container runs at a time; applying the running release is a no-op only while its
+    container runs it (`inspect`: running, labelled with its key), else it is run again;
+    after a failed `run` the name holds A still running (kept) or nothing: `--replace`
+    may already have removed A, and B's never-started container is removed, so the
+    rollback's apply(A) starts A again. The image store is podman's own: the agent's
+    artifact cache is not used for oci_image artifacts.
     """
 
     name: str = "podman"
@@ -70,11 +77,11 @@ class PodmanRuntime:
 
     async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
         async with self._lock:
-            if self._running == release:
+            previous = self._running
+            if previous == release and (await self._inspect(release)).runs(release):
                 return
             image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
             await self._pull(image)
-            previous = self._running
             if previous is not None and previous.stack_name != release.stack_name:
                 await self._stop_watching()
                 self._running = None
@@ -82,18 +89,42 @@ class PodmanRuntime:
                     "stop", "--ignore", "--time", _secs(self.grace_sec), _name(previous)
                 )
             env = [f"--env={k}={v}" for k, v in sorted(release.launch.env.items())]
-            # If this fails, A (same stack) stays watched: inspect tells whether it survived.
-            await self._podman(
-                "run", "-d", "--name", _name(release), "--replace", "--restart=always",
-                f"--label=muto.release={release.key}", f"--label={owner_label(self.workdir)}",
-                *self.run_args, *env,
-                image, *release.launch.command,
-            )  # fmt: skip
+            try:
+                await self._podman(
+                    "run", "-d", "--name", _name(release), "--replace", "--restart=always",
+                    f"--label=muto.release={release.key}", f"--label={owner_label(self.workdir)}",
+                    *self.run_args, *env,
+                    image, *release.launch.command,
+                )  # fmt: skip
+            except ReasonError as failure:
+                raise await self._after_failed_run(_name(release), failure) from None
             await self._stop_watching()
             self._running = release
             self._alive, self._seen_restarts = True, 0
-            self._restarts = RestartHistory(max(release.health_model.crash_loop_restarts, 64))
+            if previous == release:  # its container had stopped or gone: started again
+                self._restarts.record(self.clock())
+            else:
+                self._restarts = RestartHistory(max(release.health_model.crash_loop_restarts, 64))
             self._watch = asyncio.create_task(self._watch_container(), name="podman inspect")
+
+    async def _after_failed_run(self, name: str, failure: ReasonError) -> ReasonError:
+        """Make the runtime's belief match podman after `run --replace` failed. It may have
+        failed before replacing (A still runs: keep watching it) or after removing A and
+        creating B's container, left `Created` (nothing runs: forget A, remove B's)."""
+        kept = self._running  # A of the same stack; None if another stack was stopped
+        if kept is not None and (await self._inspect(kept)).runs(kept):
+            return failure
+        await self._stop_watching()
+        self._running = None
+        try:
+            removed = await self._run("rm", "--force", "--ignore", "--time",
+                                      _secs(self.grace_sec), name)  # fmt: skip
+            problem = None if removed.ok else removed.output.strip()
+        except ReasonError as exc:
+            problem = exc.detail
+        if problem is None:
+            return failure
+        return ReasonError(failure.code, f"{failure.detail}; podman rm {name}: {problem}")
 
     async def stop(self) -> None:
         async with self._lock:
@@ -124,7 +155,7 @@ class PodmanRuntime:
         async def check() -> str | None:
             await self._observe(running)
             if not self._alive:
-                return f"container {_name(running)} is not running"
+                return f"container {_name(running)} is not running {running.key}"
             # Up at two checks in a row with no restart between them: a container that
             # keeps exiting is otherwise caught "running" between two of its restarts.
             before, restarts_seen[:] = restarts_seen[:], [self._seen_restarts]
@@ -148,17 +179,25 @@ class PodmanRuntime:
 
     async def _observe(self, running: StackRelease) -> None:
         """Refresh liveness and restarts from `podman inspect`; a restart counts when seen."""
-        try:
-            result = await self._run("inspect", "--type", "container", INSPECT, _name(running))
-        except ReasonError:
-            result = CommandResult(returncode=-1, output="")
+        seen = await self._inspect(running)
         if self._running is not running:
             return
-        self._alive, count = _inspected(result)
+        self._alive = seen.runs(running)
+        if seen.release != running.key:
+            return  # another container holds the name: its restarts are not ours
         now = self.clock()
-        for _ in range(count - self._seen_restarts):
+        for _ in range(seen.restarts - self._seen_restarts):
             self._restarts.record(now)
-        self._seen_restarts = max(count, self._seen_restarts)
+        self._seen_restarts = max(seen.restarts, self._seen_restarts)
+
+    async def _inspect(self, release: StackRelease) -> Inspected:
+        """The container under the release's stack name; a podman that cannot be asked
+        proves nothing runs."""
+        try:
+            result = await self._run("inspect", "--type", "container", INSPECT, _name(release))
+        except ReasonError:
+            return GONE
+        return _inspected(result)
 
     def _crash_looping(self, health: HealthModel) -> bool:
         return is_crash_looping(
@@ -216,9 +255,25 @@ def _secs(seconds: float) -> str:
     return str(max(int(seconds), 0))
 
 
-def _inspected(result: CommandResult) -> tuple[bool, int]:
-    """(running, restart count) from INSPECT's output; a missing container is not running."""
+@dataclass(frozen=True)
+class Inspected:
+    """What INSPECT shows of the container under a stack's name."""
+
+    running: bool
+    restarts: int
+    release: str  # its muto.release label; "" without one
+
+    def runs(self, release: StackRelease) -> bool:
+        return self.running and self.release == release.key
+
+
+GONE = Inspected(running=False, restarts=0, release="")
+
+
+def _inspected(result: CommandResult) -> Inspected:
+    """INSPECT's output; a missing container (inspect fails) is GONE."""
     fields = result.output.split() if result.ok else []
-    if len(fields) != 2 or not fields[1].isdigit():
-        return False, 0
-    return fields[0] == "true", int(fields[1])
+    if len(fields) not in (2, 3) or not fields[1].isdigit():
+        return GONE
+    label = fields[2] if len(fields) == 3 else ""
+    return Inspected(running=fields[0] == "true", restarts=int(fields[1]), release=label)
