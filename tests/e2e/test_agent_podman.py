@@ -42,20 +42,34 @@ def image_release(pushed: Pushed, version: str, launch: Launch | None = None) ->
     return stack_release("nav", version, [image], launch=launch, health=health)
 
 
+def started_agent(
+    tmp_path: Path,
+    cloud: CloudProcess,
+    world: PodmanWorld,
+    vehicle: str,
+    model: str,
+    *releases: StackRelease,
+) -> tuple[AgentProcess, str]:
+    """A podman agent for `vehicle` (of `model`) running, trusting the key that signed
+    `releases` (published); with the label of its containers."""
+    signer = Signer.generate()
+    for release in releases:
+        cloud.publish(release, signer)
+    cloud.register(vehicle, model=model)
+    agent = AgentProcess(tmp_path, vehicle, cloud, cloud.token("--vehicle", vehicle), "podman")
+    ours = world.label(agent.data / "runtime")
+    agent.start(trust=agent.provision(signer))
+    return agent, ours
+
+
 def test_pull_by_digest_roll_back_survive_kill9_and_converge_offline(
     tmp_path: Path, cloud: CloudProcess, podman_env: PodmanWorld
 ) -> None:
     world = podman_env
     for pushed in (world.good, world.never_ready):
         world.rig.forget_image(pushed.pinned)  # this test pulls them
-    signer = Signer.generate()
     good, bad = image_release(world.good, "1.0.0"), image_release(world.never_ready, "2.0.0")
-    for release in (good, bad):
-        cloud.publish(release, signer)
-    cloud.register("car-p", model="m5")
-    agent = AgentProcess(tmp_path, "car-p", cloud, cloud.token("--vehicle", "car-p"), "podman")
-    ours = world.label(agent.data / "runtime")
-    agent.start(trust=agent.provision(signer))
+    agent, ours = started_agent(tmp_path, cloud, world, "car-p", "m5", good, bad)
     try:
         first = cloud.desire("model=m5", good)["desiredStateRevision"]
         status(cloud, "car-p", first, "converged")
@@ -99,15 +113,9 @@ def test_a_release_of_the_same_stack_that_cannot_start_is_rolled_back_to_a_runni
     """`run --replace` removes A's container before B's fails to start: the rollback has
     to start A again, not trust that it still runs."""
     world = podman_env
-    signer = Signer.generate()
     good = image_release(world.good, "1.0.0")
     broken = image_release(world.good, "1.1.0", Launch(command=["/no/such/binary"]))
-    for release in (good, broken):
-        cloud.publish(release, signer)
-    cloud.register("car-q", model="m6")
-    agent = AgentProcess(tmp_path, "car-q", cloud, cloud.token("--vehicle", "car-q"), "podman")
-    ours = world.label(agent.data / "runtime")
-    agent.start(trust=agent.provision(signer))
+    agent, ours = started_agent(tmp_path, cloud, world, "car-q", "m6", good, broken)
     try:
         status(cloud, "car-q", cloud.desire("model=m6", good)["desiredStateRevision"], "converged")
         second = cloud.desire("model=m6", broken)["desiredStateRevision"]
