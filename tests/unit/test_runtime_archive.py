@@ -6,7 +6,10 @@ through)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,8 +50,12 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
 
 @pytest.fixture
 def vehicle(tmp_path: Path) -> Path:
+    return agent_data(tmp_path)
+
+
+def agent_data(base: Path) -> Path:
     """An agent data dir: a trust store beside the releases directory."""
-    data = tmp_path / "data"
+    data = base / "data"
     (data / "runtime" / "releases").mkdir(parents=True)
     (data / "trust.json").write_text("{}")
     return data
@@ -67,7 +74,20 @@ def everything_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_cve_2025_4517_path_length_technique_is_refused(vehicle: Path) -> None:
+@pytest.fixture
+def short_vehicle() -> Iterator[Path]:
+    """`vehicle` under a short base path: the technique's 16 nested 247-character names
+    nearly fill PATH_MAX, so under pytest's own temporary path (whose length grows with
+    its run number) a directory could fail as too long before the rule under test ran."""
+    base = Path(tempfile.mkdtemp(prefix="cve", dir="/tmp"))
+    try:
+        yield agent_data(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_cve_2025_4517_path_length_technique_is_refused(short_vehicle: Path) -> None:
+    vehicle = short_vehicle
     before = everything_under(vehicle.parent)
     target = vehicle / "runtime" / "releases" / "evil@1.0.0-0123456789ab"
     archive = write_archive(vehicle.parent / "evil.tar.gz", cve_2025_4517("../../.."))
