@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from muto.agent.config_file import store_config
 from muto.agent.figures import AgentFigures, journal_bytes
 from muto.agent.journal import Journal
-from muto.agent.journal.events import AgentStarted, PassCompleted
+from muto.agent.journal.events import AgentStarted, AgentStopped, PassCompleted
 from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
+from muto.agent.reconcile.settle import settle
 from muto.agent.reconcile.steps import PassVerdict
-from muto.agent.reports import health_event, new_incarnation
+from muto.agent.reports import health_event, new_incarnation, pass_failure
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
@@ -180,6 +181,10 @@ class Agent:
             await asyncio.gather(session, return_exceptions=True)
         if self.settings.stop_runtime_on_exit:
             await self.parts.runtime.stop()
+        try:  # a planned end, not a death: the restart-loop guard must not count it
+            self.parts.journal.append(AgentStopped(at=self.parts.clock.now()))
+        except Exception:  # then the next start counts this run as one that died
+            logger.exception("could not journal the stop")
         await self.parts.close()
 
     async def __aenter__(self) -> Agent:
@@ -202,31 +207,63 @@ class Agent:
 
     # -- the loop ---------------------------------------------------------------------
     async def _loop(self) -> None:
+        """Runs one pass at a time as its own task and keeps watching while it runs: a
+        pass that waits on a slow download (or downloads while the gates block) holds up
+        neither the drift and crash-loop check nor the health reports."""
         schedule = Schedule(self.settings, self.parts.clock, self.parts.rng)
         # Offline first: restore what the journal says runs (or finish the rollback it
         # owes) before waiting on the network; the startup trigger fetches right after.
-        await self._pass(fetch=False)
-        while True:
-            due = schedule.due()
-            if "poll" in due:
-                self.trigger("poll")
-            if "drift" in due:
-                if self._wired.reconciler.drifted():
-                    self.trigger("drift")
-                self.report_health(periodic=False)
-            if "health" in due:
-                self.report_health(periodic=True)
-            if self.signals.triggered.is_set():
-                reasons = self.signals.take_triggers()
-                logger.debug("reconcile: %s", ", ".join(reasons))
-                await self._pass()
-                schedule.polled()
-                schedule.poll_by(self._wired.reconciler.intake.not_before)
-                self._recheck_notified(schedule)
-                continue
-            with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
-                async with asyncio.timeout(schedule.wait_s()):
-                    await self.signals.triggered.wait()
+        current: asyncio.Task[None] | None = self._spawn(self._pass(fetch=False), "pass")
+        health_owed = False  # a periodic health report held back by a step in flight
+        try:
+            while True:
+                if current is not None and current.done():
+                    current = None
+                    schedule.polled()
+                    schedule.poll_by(self._wired.reconciler.intake.not_before)
+                    self._recheck_notified(schedule)
+                health_owed = self._watch(schedule, current is not None, health_owed)
+                if current is None and self.signals.triggered.is_set():
+                    current = self._spawn(self._triggered_pass(), "pass")
+                    continue
+                if current is not None:  # woken by its end or by the next check due
+                    await asyncio.wait({current}, timeout=schedule.wait_s(poll=False))
+                    continue
+                with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
+                    async with asyncio.timeout(schedule.wait_s()):
+                        await self.signals.triggered.wait()
+        finally:
+            if current is not None:
+                current.cancel()  # a step in progress finishes its atomic part first
+                await settle(current)
+
+    async def _triggered_pass(self) -> None:
+        # Taken as the task starts: the triggers and the reconciler's lock change hands
+        # with no yield between (tests wait on `triggers`, then on the lock).
+        reasons = self.signals.take_triggers()
+        logger.debug("reconcile: %s", ", ".join(reasons))
+        await self._pass()
+
+    def _watch(self, schedule: Schedule, passing: bool, health_owed: bool) -> bool:
+        """What is due besides a pass, during one too; returns whether a periodic health
+        report is still owed. Drift (the running release crash-looping, not running, or
+        down) triggers a pass, and pre-empts one that only waits on the network so that
+        it acts now: only the pass acts on the runtime, so one actor applies at a time."""
+        due = schedule.due()
+        if "poll" in due and not passing:  # during a pass: re-armed when it ends
+            self.trigger("poll")
+        if "drift" in due:
+            reconciler = self._wired.reconciler
+            if reconciler.drifted():
+                self.trigger("drift")
+                reconciler.preempt()
+        health_owed = health_owed or "health" in due
+        if ("drift" in due or health_owed) and self.parts.journal.state.in_flight is None:
+            # Not while an apply, a readiness wait or a rollback is in flight: the runtime
+            # is in motion then and would read as down. The report waits for the step.
+            self.report_health(periodic=health_owed)
+            health_owed = False
+        return health_owed
 
     def _recheck_notified(self, schedule: Schedule) -> None:
         """A notified sequence still above the accepted one after the pass: the fetch
@@ -240,16 +277,55 @@ class Agent:
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True
+        failing = self.parts.journal.state.pass_failed is not None
         try:
             await self.reconcile(fetch)
+            self._passed(failing)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug or a journal that cannot write: retry next poll
-            self.failure = exc
-            logger.exception("reconcile pass failed")
+        except Exception as exc:  # a bug, a data dir that takes no writes: retry next poll
+            self._failed(exc)
         finally:
             self._passing = False
             self.passes += 1
+
+    def _failed(self, exc: Exception) -> None:
+        """Say it once per distinct failure: a log line with the traceback, a PassFailed
+        in the journal and a health report with its code, so the cloud sees a vehicle
+        that cannot act instead of a stale "healthy". A journal that cannot take the
+        event either refuses it whole and is left as it was."""
+        failed = pass_failure(exc, self.parts.clock.now())
+        previous = self.failure
+        self.failure = exc
+        new = previous is None or pass_failure(previous, failed.at).error != failed.error
+        if new:
+            code = failed.code
+            logger.error("reconcile pass failed (%s), retried at the next poll", code, exc_info=exc)
+        else:
+            logger.debug("reconcile pass failed again: %s", failed.detail)
+        known = self.parts.journal.state.pass_failed
+        if known is not None and (known.code, known.error) == (failed.code, failed.error):
+            return
+        try:
+            self.parts.journal.append(failed)
+        except Exception as again:
+            if new:
+                logger.error("could not journal the failure either: %s", again)
+            return
+        self.report_health()
+
+    def _passed(self, failing: bool) -> None:
+        """A pass completed: a failure journaled before (this run's or the last's) is
+        over; PassCompleted says so (the run's first pass has already) and health drops
+        its code at once."""
+        if self.failure is not None:
+            logger.info("reconcile passes complete again")
+            self.failure = None
+        if self.parts.journal.state.pass_failed is not None:
+            verdict = self.verdict.kind if self.verdict is not None else "settled"
+            self.parts.journal.append(PassCompleted(at=self.parts.clock.now(), verdict=verdict))
+        if failing:
+            self.report_health()
 
     def report_health(self, periodic: bool = False) -> None:
         """Queue a health report: periodic ones always, otherwise only on a change."""

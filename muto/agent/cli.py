@@ -16,6 +16,17 @@ from muto.agent import journal_cli
 from muto.agent.runtime.factory import RUNTIMES
 
 MIB = 1024 * 1024
+# Bounds of `run`'s numeric options: (option, attribute, lowest, highest or None). A poll
+# under a second is a tight fetch loop against the cloud; a zero budget or limit, a
+# cache or archive nothing fits in.
+BOUNDS: tuple[tuple[str, str, float, float | None], ...] = (
+    ("--poll-s", "poll_s", 1, 86_400),
+    ("--cache-budget-mb", "cache_budget_mb", 1, None),
+    ("--archive-max-mb", "archive_max_mb", 1, None),
+    ("--archive-max-file-mb", "archive_max_file_mb", 1, None),
+    ("--archive-max-files", "archive_max_files", 1, None),
+    ("--metrics-port", "metrics_port", 1, 65_535),
+)
 # Optional modules the agent's libraries import whenever they are installed (as they are
 # beside the cloud and the tests), which this asyncio-only process never uses: httpx's
 # command-line client (rich, click, pygments) and httpcore's trio support (trio, attrs,
@@ -33,12 +44,16 @@ TOKEN_ARGV_REMOVED = (
 def run(args: argparse.Namespace) -> int:
     skip_unused_optional_imports()
     from muto.agent.compose import RunOptions, local_agent
-    from muto.agent.journal import JournalLocked
+    from muto.agent.journal import JournalLocked, JournalUnreadable
     from muto.agent.runtime.archive_rules import ArchiveLimits
     from muto.domain.errors import ReasonError
 
     if args.token is not None:
         print(f"muto agent: {TOKEN_ARGV_REMOVED}", file=sys.stderr)
+        return 2
+    problem = option_problem(args)
+    if problem is not None:
+        print(f"muto agent: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # behind a proxy: not a line per poll
@@ -68,9 +83,40 @@ def run(args: argparse.Namespace) -> int:
     except ReasonError as exc:  # e.g. a runtime that cannot vouch for what is running
         print(f"muto agent: {exc.code}: {exc.detail}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, JournalLocked, ValueError) as exc:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        JournalLocked,
+        JournalUnreadable,
+        ValueError,
+    ) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
+
+
+def option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with `run`'s options, naming the option, or None."""
+    from muto.agent.artifacts import origin
+    from muto.domain.broker import Broker
+
+    for option, name, lowest, highest in BOUNDS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if highest is None and not value >= lowest:  # `not`: NaN fails it too
+            return f"{option} must be at least {lowest:g} (got {value:g})"
+        if highest is not None and not lowest <= value <= highest:
+            return f"{option} must be between {lowest:g} and {highest:g} (got {value:g})"
+    if args.cloud_url is not None and origin(args.cloud_url) is None:
+        return (
+            f"--cloud-url must be an http:// or https:// URL with a host (got {args.cloud_url!r})"
+        )
+    if args.mqtt_url is not None:
+        try:
+            Broker.parse(args.mqtt_url)
+        except ValueError as exc:
+            return f"--mqtt-url: {exc}"
+    return None
 
 
 def skip_unused_optional_imports() -> None:

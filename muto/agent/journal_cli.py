@@ -1,7 +1,9 @@
 """`muto agent journal list | show | replay | verify | export --data-dir DIR`.
 
 Read-only: safe while the agent runs. Tables for people by default, `--json` for tools.
-Times without an offset are read in this machine's local zone.
+Times without an offset are read in this machine's local zone. A journal that is missing
+or cannot be read is one line on stderr and exit 2; `verify` reports a damaged one as a
+problem (exit 1).
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from muto.agent.journal import Journal, Record
-from muto.agent.journal.integrity import verify
+from muto.agent.journal import Journal, JournalUnreadable, Record
+from muto.agent.journal.integrity import Verification, verify
 from muto.agent.journal.state import JournalState
 
 SUMMARY_FIELDS = (
@@ -27,8 +29,26 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
-def _open(args: argparse.Namespace) -> Journal:
-    return Journal.read_only(Path(args.data_dir))
+def _open(args: argparse.Namespace, fold: bool = True) -> Journal:
+    return Journal.read_only(Path(args.data_dir), fold=fold)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _reading(command: Command) -> Command:
+    """`command`, with a missing or unreadable journal said in one line (exit 2)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except FileNotFoundError as exc:
+            print(f"muto agent journal: no journal at {exc}", file=sys.stderr)
+        except JournalUnreadable as exc:
+            print(f"muto agent journal: {exc}", file=sys.stderr)
+        return 2
+
+    return run
 
 
 def _when(text: str | None) -> datetime | None:
@@ -141,6 +161,9 @@ def describe(state: JournalState) -> list[str]:
         lines.append(f"failed here    {key}  {failure.status} {','.join(failure.codes)}")
     if state.gates:
         lines.append(f"gates blocking {','.join(state.gates)}")
+    if state.pass_failed is not None:
+        failed = state.pass_failed
+        lines.append(f"passes failing {failed.code} since {failed.at}  ({failed.detail})")
     lines.append(f"outbox         {len(state.outbox)} report(s) not yet delivered")
     config = state.config
     lines.append(
@@ -151,8 +174,11 @@ def describe(state: JournalState) -> list[str]:
 
 
 def verify_journal(args: argparse.Namespace) -> int:
-    with _open(args) as journal:
-        found = verify(journal)
+    try:
+        with _open(args, fold=False) as journal:
+            found = verify(journal)
+    except JournalUnreadable as exc:  # judging the file is this command's job
+        found = Verification(problems=[str(exc)])
     if args.json:
         print(json.dumps({"ok": found.ok, "events": found.events, "snapshots": found.snapshots,
                           "problems": found.problems}))  # fmt: skip
@@ -188,25 +214,25 @@ def register(actions: Any) -> None:
     p.add_argument("--until", help="ISO time")
     p.add_argument("--revision")
     p.add_argument("--limit", type=int, default=0, help="only the last N")
-    p.set_defaults(func=list_events)
+    p.set_defaults(func=_reading(list_events))
 
     p = verbs.add_parser("show", help="one event")
     common(p)
     p.add_argument("position", type=int)
-    p.set_defaults(func=show)
+    p.set_defaults(func=_reading(show))
 
     p = verbs.add_parser("replay", help="the derived state at a point")
     common(p)
     point = p.add_mutually_exclusive_group()
     point.add_argument("--at", help="ISO time: the state after the last event at or before it")
     point.add_argument("--position", type=int)
-    p.set_defaults(func=replay)
+    p.set_defaults(func=_reading(replay))
 
     p = verbs.add_parser("verify", help="check integrity (exit 1 on problems)")
     common(p)
-    p.set_defaults(func=verify_journal)
+    p.set_defaults(func=_reading(verify_journal))
 
     p = verbs.add_parser("export", help="every event as JSON lines")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", default=None)
-    p.set_defaults(func=export)
+    p.set_defaults(func=_reading(export))

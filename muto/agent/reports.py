@@ -8,19 +8,33 @@ vehicle's reports by it, never by the vehicle's clock (muto/domain/report_order.
 
 from __future__ import annotations
 
+import errno
 import uuid
 from datetime import datetime
 
 import msgspec
 
-from muto.agent.journal.events import ReportQueued
+from muto.agent.journal.events import PassFailed, ReportQueued
 from muto.agent.journal.state import JournalState, Outcome
+from muto.agent.journal.store import SQLITE_FULL, sqlite_code, sqlite_error
 from muto.agent.runtime.base import RuntimeStatus
 from muto.domain.desired import StackRef
+from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.report_order import ReportPlace
-from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, Timings
+from muto.domain.reports import (
+    HealthReport,
+    HealthStatus,
+    ReconcileReport,
+    ReconcileStatus,
+    Timings,
+)
 from muto.domain.wire import encode
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+DETAIL_CHARS = 500
+# Outcomes after which the desired release is not applied again (nothing runs: why).
+ENDED = frozenset({ReconcileStatus.FAILED, ReconcileStatus.REJECTED})
 
 
 def new_report_id() -> str:
@@ -85,6 +99,20 @@ def reconcile_event(
 
 
 def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus, list[ReasonCode]]:
+    """The stack's health, and the agent's own: while its passes fail (PassFailed) it can
+    neither apply nor roll back, so the vehicle is at least degraded, with that code."""
+    status, codes = _stack_health(state, runtime)
+    failed = state.pass_failed
+    if failed is not None and failed.code not in codes:
+        if status is HealthStatus.HEALTHY:
+            status = HealthStatus.DEGRADED
+        codes = [*codes, failed.code]
+    return status, codes
+
+
+def _stack_health(
+    state: JournalState, runtime: RuntimeStatus
+) -> tuple[HealthStatus, list[ReasonCode]]:
     running = state.running_key
     if runtime.crash_looping:
         return HealthStatus.UNHEALTHY, [ReasonCode.CRASH_LOOP_DETECTED]
@@ -92,9 +120,53 @@ def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus
         return HealthStatus.UNHEALTHY, [ReasonCode.STACK_NOT_RUNNING]
     if running is not None and runtime.degraded is not None:
         return HealthStatus.UNHEALTHY, [ReasonCode.ROS_GRAPH_DEGRADED]
-    if running is None and state.desired is not None:
-        return HealthStatus.DEGRADED, [ReasonCode.NOT_YET_APPLIED]  # wanted, nothing runs yet
+    if running is None:
+        return _nothing_runs(state)
     return HealthStatus.HEALTHY, []
+
+
+def _nothing_runs(state: JournalState) -> tuple[HealthStatus, list[ReasonCode]]:
+    """Why nothing runs: nothing is wanted (healthy), the wanted release is on its way
+    (NOT_YET_APPLIED: downloading, held by a gate, first apply unfinished), or it ended
+    here and will not be applied again: failed or rejected (that outcome's codes, e.g.
+    CRASH_LOOP_DETECTED + NO_PREVIOUS_KNOWN_GOOD), or failed under a later sequence (the
+    failure's codes, as the planner's rule 9 holds it back)."""
+    desired = state.desired
+    if desired is None or desired.release is None:
+        return HealthStatus.HEALTHY, []
+    last = state.last_outcome(desired.revision)
+    if last is not None and last.codes and last.status in ENDED:
+        return HealthStatus.UNHEALTHY, list(last.codes)
+    failure = state.failed.get(desired.release.key)
+    if (
+        failure is not None
+        and failure.codes
+        and failure.sequence is not None
+        and desired.sequence <= failure.sequence
+    ):
+        return HealthStatus.UNHEALTHY, list(failure.codes)
+    return HealthStatus.DEGRADED, [ReasonCode.NOT_YET_APPLIED]
+
+
+def pass_failure(exc: BaseException, now: datetime) -> PassFailed:
+    """What an unexpected failure of a reconcile pass says: its code (a ReasonError's own;
+    a full disk or quota INSUFFICIENT_DISK; anything else AGENT_ERROR) and its kind,
+    `error`, the same each time it recurs (no temp file name), so it is journaled once."""
+    if isinstance(exc, ReasonError):
+        code, error = exc.code, f"ReasonError: {exc}"
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        full = exc.errno in DISK_FULL
+        code = ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.AGENT_ERROR
+        error = f"{type(exc).__name__} [{name}]"
+    elif (found := sqlite_error(exc)) is not None:
+        full = sqlite_code(exc) == SQLITE_FULL
+        code = ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.AGENT_ERROR
+        error = f"{type(found).__name__} [{getattr(found, 'sqlite_errorname', '?')}]"
+    else:
+        code, error = ReasonCode.AGENT_ERROR, f"{type(exc).__name__}: {exc}"
+    detail = f"{type(exc).__name__}: {exc}"
+    return PassFailed(at=now, code=code, error=error[:DETAIL_CHARS], detail=detail[:DETAIL_CHARS])
 
 
 def health_event(

@@ -4,6 +4,7 @@ report. One timer per agent, not one task per timer."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ class Schedule:
             self.next_health = now + self.settings.health_every_s
         return found
 
-    def wait_s(self) -> float:
-        soonest = min(self.next_poll, self.next_drift, self.next_health)
+    def wait_s(self, poll: bool = True) -> float:
+        """Until the next thing due; `poll` False while a pass runs (it re-arms the poll)."""
+        soonest = min(self.next_poll if poll else math.inf, self.next_drift, self.next_health)
         return max(soonest - self.clock.monotonic(), 0.0)

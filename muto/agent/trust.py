@@ -46,10 +46,22 @@ class MemoryTrust:
 def provision(data_dir: Path, config_file: Path | None) -> TrustStore:
     """The data dir's trust store. The first start creates it from `config_file` (a
     TrustConfig JSON); later starts use the stored one and ignore the file, so a
-    re-deployed unit file cannot swap the keys a vehicle already trusts."""
+    re-deployed unit file cannot swap the keys a vehicle already trusts.
+
+    Either is read whole here: a damaged one stops the start (ValueError naming the file
+    and the field), rather than failing every pass of an agent that looks alive."""
     path = data_dir / TRUST_FILE
     if path.exists():
-        return TrustStore(path)
+        store = TrustStore(path)
+        try:
+            store.read()
+        except (OSError, ValueError) as exc:  # WireError names the field
+            raise ValueError(f"trust store {path} is damaged or unreadable: {exc}") from None
+        return store
     if config_file is None:
         raise FileNotFoundError(f"{path} does not exist: provision it with --trust FILE")
-    return TrustStore.create(path, decode(config_file.read_bytes(), TrustConfig))
+    try:
+        config = decode(config_file.read_bytes(), TrustConfig)
+    except ValueError as exc:
+        raise ValueError(f"--trust {config_file}: {exc}") from None
+    return TrustStore.create(path, config)

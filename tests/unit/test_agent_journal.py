@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muto.agent.journal import Journal, JournalLocked
+from muto.agent.journal import Journal, JournalLocked, JournalUnreadable
 from muto.agent.journal import events as ev
 from muto.agent.journal.integrity import verify
 from muto.agent.journal.journal import SNAPSHOT_TOPIC, fold_records
@@ -87,6 +87,14 @@ events = st.one_of(
         gave_up=st.booleans(),
     ),
     built(ev.StepAbandoned, step=STEPS),
+    built(ev.AgentStarted, agent_version=st.just("0"), runtime=st.just("x")),
+    built(ev.PassCompleted, verdict=st.just("idle")),
+    built(ev.AgentStopped),
+    built(
+        ev.PassFailed,
+        code=st.sampled_from([ReasonCode.AGENT_ERROR, ReasonCode.INSUFFICIENT_DISK]),
+        error=st.sampled_from(["PermissionError [EPERM]", "OSError [ENOSPC]"]),
+    ),
     built(
         ev.ReportQueued,
         report_id=IDS,
@@ -220,3 +228,50 @@ def test_an_undecodable_snapshot_is_ignored(tmp_path: Path) -> None:
     with Journal.open(tmp_path) as again:
         assert again.state.position == 1 and again.replayed == 1
         assert not verify(again).ok
+
+
+def test_a_planned_stop_breaks_a_run_of_deaths_and_a_completed_pass_ends_a_failure() -> None:
+    journal = Journal.memory()
+    started = ev.AgentStarted(at=T0, agent_version="0", runtime="x")
+    journal.append(started, started, ev.AgentStopped(at=T0), started)
+    assert journal.state.unfinished_runs == 1  # the stopped run and the two before: gone
+    failed = ev.PassFailed(at=T0, code=ReasonCode.AGENT_ERROR, error="PermissionError [EPERM]")
+    journal.append(failed)
+    assert journal.state.pass_failed == failed
+    journal.append(ev.PassCompleted(at=T0, verdict="converged"))
+    assert journal.state.pass_failed is None and journal.state.unfinished_runs == 0
+
+
+def damaged(data_dir: Path, how: str) -> Path:
+    """A journal of a few pages, then damaged as a torn write or a bad sector would."""
+    with Journal.open(data_dir) as journal:
+        for i in range(50):
+            journal.append(*[ev.RuntimeStopped(at=T0, reason=f"{i}" * 100)] * 5)
+    db = data_dir / "journal.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if how == "truncated":
+        with db.open("r+b") as f:
+            f.truncate(5000)
+    else:
+        db.write_bytes(b"not a database at all " * 300)
+    return db
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten"])
+def test_a_damaged_journal_file_is_named_not_a_sqlite_traceback(tmp_path: Path, how: str) -> None:
+    """Review #10: `sqlite3.DatabaseError: database disk image is malformed` came out of
+    Journal.open and read_only as is. Now both say which file is damaged and the way out
+    (the CLI prints it in one line), and verify counts it as a problem."""
+    db = damaged(tmp_path, how)
+    for opening in (Journal.open, Journal.read_only):
+        with pytest.raises(JournalUnreadable) as refused:
+            opening(tmp_path)
+        assert refused.value.damaged and refused.value.path == db
+        assert str(db) in str(refused.value) and "aside" in str(refused.value)
+    with Journal.read_only(tmp_path, fold=False) as reader:
+        found = verify(reader)
+    assert not found.ok and [p for p in found.problems if str(db) in p and "damaged" in p]
+    db.rename(tmp_path / "journal.db.damaged")  # the way out the message names
+    with Journal.open(tmp_path) as fresh:
+        assert fresh.state.position == 0

@@ -18,5 +18,5 @@ def test_the_runtimes_doc_example_runs() -> None:
     assert out.getvalue().splitlines() == [
         "READINESS_TIMEOUT",
         "RuntimeStatus(release='nav@1.2.0', alive=True, restart_count=0, crash_looping=False,"
-        " degraded=None)",
+        " degraded=None, restarting=False)",
     ]

@@ -200,10 +200,26 @@ class RestartLoopDetected(Event, frozen=True):
 
 
 class PassCompleted(Event, frozen=True):
-    """The run's first reconcile pass reached a verdict (journaled once per run): this
-    run is not part of a restart loop."""
+    """The run's first reconcile pass reached a verdict (journaled once per run, and
+    again by the first pass that completes after a PassFailed): this run is not part of
+    a restart loop, and passes no longer fail."""
 
     verdict: str
+
+
+class AgentStopped(Event, frozen=True):
+    """A planned stop (SIGTERM, SIGINT) ended the run: the step in progress finished or
+    was abandoned (StepAbandoned). Not a death: the restart-loop count starts over."""
+
+
+class PassFailed(Event, frozen=True):
+    """A reconcile pass failed unexpectedly (the data dir takes no writes, the trust store
+    cannot be read, a bug). Journaled once per distinct failure (`error`: its kind, the
+    same however often it recurs); health carries `code` until a pass completes."""
+
+    code: ReasonCode
+    error: str
+    detail: str = ""
 
 
 class StepAbandoned(Event, frozen=True):
@@ -261,6 +277,8 @@ JournalEvent = (
     | Interrupted
     | RestartLoopDetected
     | PassCompleted
+    | AgentStopped
+    | PassFailed
     | StepAbandoned
     | ReportQueued
     | ReportDelivered

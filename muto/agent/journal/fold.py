@@ -39,6 +39,11 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.incarnation = event.incarnation or state.incarnation
         case ev.PassCompleted():
             state.unfinished_runs = 0
+            state.pass_failed = None
+        case ev.AgentStopped():
+            state.unfinished_runs = 0  # a planned stop breaks a run of deaths
+        case ev.PassFailed():
+            state.pass_failed = event
         case ev.RestartLoopDetected():
             under = (event.revision, event.sequence)
             _failed(state, event.release_key, [ReasonCode.RETRY_LIMIT_REACHED], under)

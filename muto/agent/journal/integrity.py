@@ -9,6 +9,7 @@ import msgspec
 
 from muto.agent.journal.journal import Journal, decode_record, fold_records, link
 from muto.agent.journal.state import GENESIS, JournalState
+from muto.agent.journal.store import sqlite_error
 
 
 @dataclass
@@ -24,6 +25,18 @@ class Verification:
 
 def verify(journal: Journal) -> Verification:
     found = Verification()
+    try:
+        _check(journal, found)
+    except Exception as exc:  # SQLite met a damaged page: what was read so far stands
+        damage = sqlite_error(exc)
+        if damage is None:
+            raise
+        where = journal.path or "the journal"
+        found.problems.append(f"{where} is damaged ({damage}) after {found.events} events")
+    return found
+
+
+def _check(journal: Journal, found: Verification) -> None:
     snapshots = dict(journal.snapshots())
     found.snapshots = len(snapshots)
     state, chain, expected = JournalState(), GENESIS, 1
@@ -46,7 +59,6 @@ def verify(journal: Journal) -> Verification:
             _compare_snapshot(found, position, snapshots[position], state)
     for position in sorted(p for p in snapshots if p >= expected):
         found.problems.append(f"snapshot at {position} is past the last event ({expected - 1})")
-    return found
 
 
 def _compare_snapshot(

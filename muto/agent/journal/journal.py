@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,13 @@ from eventsourcing.persistence import IntegrityError
 from muto.agent.journal.events import Event, JournalEvent
 from muto.agent.journal.fold import evolve
 from muto.agent.journal.state import JournalState
-from muto.agent.journal.store import RecordStore
+from muto.agent.journal.store import (
+    SQLITE_CORRUPT,
+    SQLITE_NOTADB,
+    RecordStore,
+    sqlite_code,
+    sqlite_error,
+)
 from muto.trust.files import PRIVATE_FILE_MODE, private_dir, private_file
 
 SNAPSHOT_EVERY = 500
@@ -49,6 +55,23 @@ _STATE = msgspec.json.Decoder(JournalState)
 
 class JournalLocked(Exception):
     """Another agent already writes this data dir's journal."""
+
+
+class JournalUnreadable(Exception):
+    """The journal file cannot be read: damaged (SQLite finds it corrupt or not a
+    database, or a record does not decode), or refused by the file system. The message
+    names the file and, for damage, the way out (docs/agent.md, "The journal")."""
+
+    def __init__(self, path: Path, reason: str, damaged: bool) -> None:
+        self.path, self.reason, self.damaged = path, reason, damaged
+        if damaged:
+            message = (
+                f"journal {path} is damaged ({reason}): move it and its -wal and -shm "
+                'files aside to start a new journal (docs/agent.md, "The journal")'
+            )
+        else:
+            message = f"journal {path} cannot be read ({reason})"
+        super().__init__(message)
 
 
 def link(chain: str, raw: bytes) -> str:
@@ -85,12 +108,16 @@ class Journal:
         lock_fd: int | None = None,
         writable: bool = True,
         snapshot_every: int = SNAPSHOT_EVERY,
+        fold: bool = True,
+        path: Path | None = None,
     ) -> None:
         self._store = store
+        self.path = path  # the SQLite file (None: in memory)
         self.snapshot_every = snapshot_every
         self._lock_fd = lock_fd
         self._writable = writable
-        self.state, self.replayed = self._load(None)  # replayed: records after the snapshot
+        # replayed: records after the snapshot. fold=False: the records only (verify).
+        self.state, self.replayed = self._load(None) if fold else (JournalState(), 0)
         self._snapshot_at = self.state.position - self.replayed
 
     @classmethod
@@ -103,15 +130,22 @@ class Journal:
             os.close(fd)
             raise JournalLocked(f"{data_dir} is in use by another agent") from None
         try:
-            return cls(RecordStore.sqlite(private_file(data_dir / DB_NAME)), fd)
+            path = private_file(data_dir / DB_NAME)
+            return _opened(path, lambda: RecordStore.sqlite(path), lambda s: cls(s, fd, path=path))
         except BaseException:
             os.close(fd)
             raise
 
     @classmethod
-    def read_only(cls, data_dir: Path) -> Journal:
-        """For inspection while an agent may be running: never writes, takes no lock."""
-        return cls(RecordStore.sqlite(data_dir / DB_NAME, create=False), writable=False)
+    def read_only(cls, data_dir: Path, fold: bool = True) -> Journal:
+        """For inspection while an agent may be running: never writes, takes no lock.
+        fold=False reads no record yet (`journal verify` judges them one by one)."""
+        path = data_dir / DB_NAME
+        return _opened(
+            path,
+            lambda: RecordStore.sqlite(path, create=False),
+            lambda s: cls(s, writable=False, fold=fold, path=path),
+        )
 
     @classmethod
     def memory(cls, snapshot_every: int = SNAPSHOT_EVERY) -> Journal:
@@ -195,6 +229,36 @@ class Journal:
         start = state.position if state else 0
         loaded = fold_records(self.records(start, upto), state)
         return loaded, loaded.position - start
+
+
+def _opened(
+    path: Path, store: Callable[[], RecordStore], journal: Callable[[RecordStore], Journal]
+) -> Journal:
+    """The journal on `path`. Opening reads it (from the newest snapshot): SQLite's
+    errors and a record that does not decode become JournalUnreadable, naming the file."""
+    opened: RecordStore | None = None
+    try:
+        opened = store()
+        return journal(opened)
+    except Exception as exc:
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                opened.close()
+        unreadable = _unreadable(path, exc)
+        if unreadable is None:
+            raise
+        raise unreadable from exc
+
+
+def _unreadable(path: Path, exc: BaseException) -> JournalUnreadable | None:
+    """`exc` as a JournalUnreadable for `path`, or None when it is not about the file."""
+    if isinstance(exc, (msgspec.DecodeError, msgspec.ValidationError)):
+        return JournalUnreadable(path, f"a record does not decode: {exc}", damaged=True)
+    found = sqlite_error(exc)
+    if found is None:
+        return None
+    damaged = sqlite_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return JournalUnreadable(path, str(found), damaged)
 
 
 def _decode_state(topic: str, data: bytes) -> JournalState | None:

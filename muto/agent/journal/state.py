@@ -10,7 +10,7 @@ from datetime import datetime
 
 import msgspec
 
-from muto.agent.journal.events import DesiredVerified, ReportKind, Step
+from muto.agent.journal.events import DesiredVerified, PassFailed, ReportKind, Step
 from muto.domain.desired import AgentConfig
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
@@ -111,6 +111,7 @@ class JournalState(Base):
     failed: dict[str, Failure] = {}
     interruptions: dict[str, int] = {}  # "<sequence>:<step>" -> count
     unfinished_runs: int = 0  # runs in a row that died before finishing a reconcile pass
+    pass_failed: PassFailed | None = None  # what passes keep failing on, until one completes
     gates: list[ReasonCode] | None = None
     gates_sequence: int | None = None
     unreported: Outcome | None = None  # an outcome whose report is not queued yet

@@ -13,6 +13,7 @@ full replay (docs/performance.md, *Journal replay from zero*).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,26 @@ from eventsourcing.utils import Environment
 
 JOURNAL_ID = uuid5(NAMESPACE_URL, "muto:agent:journal")
 PAGE = 5000
+# SQLite's primary result codes (an extended code keeps them in its low byte).
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+
+
+def sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    """The SQLite error behind `exc`: raised as is, or wrapped by the library's
+    datastore (its error types carry the original as their cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code behind `exc` (SQLITE_FULL, ...), or None."""
+    found = sqlite_error(exc)
+    code = getattr(found, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
 
 
 class RecordStore:

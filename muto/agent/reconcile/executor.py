@@ -43,6 +43,7 @@ from muto.agent.reconcile.steps import (
     FetchArtifacts,
     NoteCrashLoop,
     NoteGates,
+    NoteRestoreFailed,
     QueueReport,
     Rollback,
     Step,
@@ -79,6 +80,7 @@ class Executor:
             Apply: self._apply,
             AwaitReadiness: self._readiness,
             NoteCrashLoop: self._crash_loop,
+            NoteRestoreFailed: self._restore_failed,
             Rollback: self._rollback,
             StopRuntime: self._stop,
         }
@@ -116,12 +118,15 @@ class Executor:
         release = self.journal.state.releases[step.release_key]
         paths = await self._gatherer.gather(release, memory, release.artifacts)
         if paths is None:
-            return  # the planner sees the download failure
+            return  # journaled (ArtifactFailed); the planner sees it in download_failures
         self.signals.set_phase(AgentPhase.APPLYING)
         now = self.clock.now()
         events: list[Event] = [ArtifactsVerified(at=now, release_key=release.key, digests=[*paths])]
         if step.restore:
-            observed = self.runtime.status().release
+            status = self.runtime.status()
+            # A release the runtime still names but reports down runs no more than none.
+            up = status.alive or status.restarting
+            observed = status.release if up else None
             events.append(DriftDetected(at=now, expected=release.key, observed=observed))
         events.append(
             ApplyStarted(
@@ -179,6 +184,16 @@ class Executor:
     async def _crash_loop(self, step: NoteCrashLoop, _: PassMemory) -> None:
         self._note(
             CrashLoopDetected(at=self.clock.now(), release_key=step.release_key, during="running")
+        )
+
+    async def _restore_failed(self, step: NoteRestoreFailed, _: PassMemory) -> None:
+        # Journaled as the apply it could not be: the fold fails the release and owes
+        # the rollback, as for a restore whose apply failed.
+        detail = f"{step.release_key} cannot be restored: its artifacts are not to be had"
+        self._note(
+            ApplyFailed(
+                at=self.clock.now(), release_key=step.release_key, code=step.code, detail=detail
+            )
         )
 
     async def _rollback(self, step: Rollback, memory: PassMemory) -> None:

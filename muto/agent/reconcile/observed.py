@@ -22,3 +22,6 @@ class Observed:
     self_fetched: frozenset[ArtifactType] = frozenset()
     # Downloads that failed during this pass (digest -> code); the next pass retries.
     download_failures: Mapping[str, ReasonCode] = field(default_factory=dict)
+    # The runtime reports the journal's running release down for good: not alive, not
+    # restarting under its own supervision, no restart counted for a while (liveness.py).
+    stack_down: bool = False

@@ -1,6 +1,7 @@
 """The pure planner: this observed vehicle plus this desired state gives these steps.
 
-Invariants (tests/unit/test_agent_planner.py checks them for all inputs):
+Invariants (tests/unit/test_agent_planner.py and test_agent_planner_drift.py check them
+for all inputs):
 - a converged vehicle whose outcome was reported gets an empty plan;
 - while any gate blocks, no plan applies a release other than the one the journal says
   is running (restoring it after drift is not a change); rollbacks are never held back;
@@ -8,7 +9,13 @@ Invariants (tests/unit/test_agent_planner.py checks them for all inputs):
 - a release that failed here under a sequence >= the desired one is not applied again;
 - a verdict is reported once per revision: only when it differs from the last report;
 - a "run nothing" desired state (no release) stops what runs, as the gates allow, and
-  is converged exactly when nothing runs; it never applies a release.
+  is converged exactly when nothing runs; it never applies a release;
+- the running release is restored when the runtime runs something else, nothing, or
+  reports it down (`Observed.stack_down`), never while it runs or restarts under the
+  runtime's own supervision (the crash-loop rule judges those restarts);
+- a restore whose artifacts failed to download this pass is not planned again in it:
+  the running release failed (a rollback to a known good at hand follows), or, with none
+  at hand, the pass ends ARTIFACT_DOWNLOAD_FAILED and a later one tries again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from muto.agent.reconcile.steps import (
     FetchArtifacts,
     NoteCrashLoop,
     NoteGates,
+    NoteRestoreFailed,
     PassVerdict,
     Plan,
     QueueReport,
@@ -33,12 +41,15 @@ from muto.agent.reconcile.steps import (
     Step,
     StopRuntime,
 )
+from muto.agent.runtime.base import RuntimeStatus
 from muto.domain.compat import VehicleFacts, check_compatibility
 from muto.domain.desired import Policy
 from muto.domain.gates import evaluate_gates
 from muto.domain.reasons import ReasonCode
+from muto.domain.release import StackRelease
 
 DISK = ReasonCode.INSUFFICIENT_DISK
+LOST = ReasonCode.ARTIFACT_DOWNLOAD_FAILED
 
 
 def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> Plan:
@@ -60,7 +71,8 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
         return Plan((*owed, NoteCrashLoop(release_key=running)))
     if desired is not None and desired.release is None:
         return _run_nothing(desired, observed, desired.document.policy, now, owed)
-    if running is not None and runtime.release != running:
+    if running is not None and not_running(s, runtime, observed.stack_down):
+        toward = None
         if desired is not None:
             toward = _toward(desired, observed, desired.document.policy, now, owed)
             if any(isinstance(step, Apply) for step in toward.steps):
@@ -68,6 +80,8 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
                 # only switch twice, and a restore that kills the agent would spend the new
                 # revision's retries and condemn the known good. A failure rolls back to it.
                 return toward
+        if restore_lost(observed):
+            return _restore_lost(desired, observed, owed, toward)
         restore = Apply(
             release_key=running,
             revision=desired.revision if desired else None,
@@ -81,6 +95,79 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
     if desired is None:
         return Plan(owed, PassVerdict("idle"))
     return _toward(desired, observed, desired.document.policy, now, owed)
+
+
+def not_running(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bool:
+    """The journal's running release is not running: the runtime runs another release or
+    nothing, or reports it down for good (a container removed outside muto)."""
+    running = s.running_key
+    return running is not None and (runtime.release != running or stack_down)
+
+
+def drifted(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bool:
+    """What the runtime shows needs a pass now: the running release crash-loops, is not
+    running, or something runs that the journal does not say runs."""
+    running = s.running_key
+    if running is None:
+        return runtime.release is not None
+    return (runtime.release == running and runtime.crash_looping) or not_running(
+        s, runtime, stack_down
+    )
+
+
+def restore_lost(observed: Observed) -> bool:
+    """The running release is not running and cannot be restored in this pass: one of
+    its artifacts failed to download (a damaged cache, the cloud out of reach)."""
+    s = observed.journal
+    release = s.release(s.running_key)
+    return (
+        release is not None
+        and not_running(s, observed.runtime, observed.stack_down)
+        and bool(_unavailable(release, observed))
+    )
+
+
+def _unavailable(release: StackRelease, observed: Observed) -> list[str]:
+    return [
+        a.digest
+        for a in release.artifacts
+        if a.type not in observed.self_fetched and a.digest in observed.download_failures
+    ]
+
+
+def _at_hand(release: StackRelease, observed: Observed) -> bool:
+    """Every artifact `release` needs is in the cache (or fetched by the runtime itself)."""
+    return not _unavailable(release, observed) and all(
+        a.digest in observed.cached
+        for a in release.artifacts
+        if a.type not in observed.self_fetched
+    )
+
+
+def _restore_lost(
+    d: DesiredVerified | None, observed: Observed, owed: tuple[Step, ...], toward: Plan | None
+) -> Plan:
+    """A failed restore, like any: the running release failed, and the rollback that
+    follows restores the previous known good, if its artifacts are at hand (offline, one
+    that must be downloaded would only fail too, and condemn it). Without one, the desired
+    release's downloads go on (`toward`, still fetching: it may yet replace the lost one),
+    else the pass ends ARTIFACT_DOWNLOAD_FAILED; the release is not condemned for want of
+    a network, and the next poll tries again (not every drift check: each try is
+    journaled). A full disk is INSUFFICIENT_DISK and `blocked`, as for any download."""
+    s = observed.journal
+    release = s.release(s.running_key)
+    assert release is not None
+    failures = {observed.download_failures[d] for d in _unavailable(release, observed)}
+    code = DISK if DISK in failures else LOST
+    target = s.release(rollback_target(s, release.key))
+    if target is not None and _at_hand(target, observed):
+        return Plan((*owed, NoteRestoreFailed(release_key=release.key, code=code)))
+    if toward is not None and toward.verdict is None:
+        return toward
+    verdict = PassVerdict("blocked" if code == DISK else "failed", (code,))
+    if d is None:
+        return Plan(owed, verdict)
+    return _final(s, d, owed, verdict)
 
 
 def _toward(

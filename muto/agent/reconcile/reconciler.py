@@ -1,27 +1,36 @@
 """The reconcile pass: intake -> observe -> plan -> act, until the plan gives a verdict.
 
-Invariants: single flight (one pass at a time per agent); each round re-observes, so
-every decision sees the outcome of the step before it; the artifacts of the known good
-releases, of the desired one and of the one in flight are pinned before each round.
+Invariants: single flight (one pass at a time per agent, and only the pass acts on the
+runtime or journals a step); each round re-observes, so every decision sees the outcome
+of the step before it; the artifacts of the known good releases, of the desired one and
+of the one in flight are pinned before each round. A section of a pass that only waits
+on the network (the fetch, a FetchArtifacts download) may be pre-empted by the agent's
+watcher (`preempt`) when the running release needs the pass now: it journals nothing
+half-way, so cutting it short leaves the journal as it was, and the pass looks again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from muto.agent.artifacts import ArtifactSource
 from muto.agent.clock import Clock
 from muto.agent.journal import Journal
+from muto.agent.journal.state import JournalState
 from muto.agent.reconcile.executor import Executor
 from muto.agent.reconcile.gather import PassMemory
 from muto.agent.reconcile.intake import Intake
+from muto.agent.reconcile.liveness import Liveness
 from muto.agent.reconcile.observed import Observed
-from muto.agent.reconcile.planner import plan
-from muto.agent.reconcile.steps import PassVerdict
-from muto.agent.runtime.base import RuntimeAdapter
+from muto.agent.reconcile.planner import drifted, plan, restore_lost
+from muto.agent.reconcile.settle import settle
+from muto.agent.reconcile.steps import FetchArtifacts, PassVerdict, Step
+from muto.agent.runtime.base import RuntimeAdapter, RuntimeStatus
 from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.messages import AgentPhase
@@ -29,6 +38,14 @@ from muto.domain.release import ArtifactType
 
 logger = logging.getLogger("muto.agent")
 MAX_ROUNDS = 32  # a pass needs a handful; more means a planner bug, not a busy vehicle
+T = TypeVar("T")
+
+
+class Preempted:
+    """What a pre-empted section returns instead of its result."""
+
+
+PREEMPTED = Preempted()
 
 
 @dataclass
@@ -46,13 +63,23 @@ class Reconciler:
     verdict: PassVerdict | None = None  # the last pass's
     reached_cloud: bool = False  # whether the last pass's fetch got an answer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    liveness: Liveness = field(default_factory=Liveness)  # when a stack is down for good
+    # The running release this pass or the last could not restore for want of its
+    # artifacts: the next poll tries again, not every drift check (each try journals
+    # its failure), and the watcher does not pre-empt the desired release's download.
+    lost: str | None = None
+    _section: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
 
     async def run_pass(self, fetch: bool = True) -> PassVerdict:
         async with self.lock:
             try:
                 if fetch:
-                    missed = await self.intake.run(self.vehicle.read().clock_trusted)
-                    self.reached_cloud = missed is None or missed.why != "unreachable"
+                    trusted = self.vehicle.read().clock_trusted
+                    missed = await self._preemptible(self.intake.run(trusted))
+                    if isinstance(missed, Preempted):
+                        self.signals.trigger("fetch pre-empted")  # ask again right after
+                    else:
+                        self.reached_cloud = missed is None or missed.why != "unreachable"
                 self.verdict = await self._rounds(PassMemory())
                 return self.verdict
             finally:
@@ -62,36 +89,86 @@ class Reconciler:
         for _ in range(MAX_ROUNDS):
             self._pin()
             observed = self.observe(memory)
+            self.lost = observed.journal.running_key if restore_lost(observed) else None
             decided = plan(self.journal.state.desired, observed, self.clock.now())
-            for step in decided.steps:
-                await self.executor.run(step, memory)
+            if not await self._act(decided.steps, memory):
+                continue  # pre-empted: look again before anything else is decided
             if decided.verdict is not None:
                 return decided.verdict
         logger.error("reconcile did not settle in %d rounds", MAX_ROUNDS)
         return PassVerdict("settled")
 
+    async def _act(self, steps: Sequence[Step], memory: PassMemory) -> bool:
+        """Run `steps`; False when one was pre-empted (the rest are not run)."""
+        for step in steps:
+            if isinstance(step, FetchArtifacts):  # only waits on the network
+                done = await self._preemptible(self.executor.run(step, memory))
+                if isinstance(done, Preempted):
+                    return False
+            else:
+                await self.executor.run(step, memory)
+        return True
+
+    async def _preemptible(self, work: Coroutine[Any, Any, T]) -> T | Preempted:
+        """Run `work` so that `preempt` can cut it short. A cancelled pass (a stop)
+        cancels it too, and waits for it to unwind."""
+        task = asyncio.ensure_future(work)
+        self._section = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await settle(task)
+            raise
+        finally:
+            self._section = None
+        if task.cancelled():
+            return PREEMPTED
+        return task.result()
+
+    def preempt(self) -> bool:
+        """Cut short the section of the pass in progress that only waits on the network
+        (the fetch, a download), so the pass looks again at once: the watcher calls it when
+        the running release needs the pass now (a crash loop, a stack not running). Such a
+        section journals nothing half-way: a download keeps its partial and resumes, a
+        fetch is asked again. True if there was one to cut."""
+        section = self._section
+        if section is None or section.done():
+            return False
+        logger.info("pre-empting the pass's wait on the network: the running release needs it")
+        section.cancel()
+        return True
+
     def observe(self, memory: PassMemory | None = None) -> Observed:
         state = self.journal.state
         digests = {a.digest for r in state.releases.values() for a in r.artifacts}
+        status = self.runtime.status()
         return Observed(
             journal=state,
-            runtime=self.runtime.status(),
+            runtime=status,
             vehicle=with_free_disk(self.vehicle.read(), self.data_dir),
             cached=self.artifacts.present(digests),
             self_fetched=self.self_fetched,
             download_failures=dict(memory.download_failures) if memory else {},
+            stack_down=self._down(state, status),
         )
 
     def drifted(self) -> bool:
-        """The runtime no longer matches what the journal says runs (checked between
-        passes only: during one, the runtime is expected to be in motion)."""
+        """The runtime no longer matches what the journal says runs, or the running
+        release crash-loops or is down: a pass is needed now. Checked between passes and
+        during one (the watcher then pre-empts a wait on the network); never while a step
+        that changes what runs is in flight (the runtime is expected to be in motion)."""
         state = self.journal.state
-        if self.lock.locked() or state.in_flight is not None:
+        if state.in_flight is not None:
             return False
-        status, running = self.runtime.status(), state.running_key
-        if running is None:
-            return status.release is not None
-        return status.release != running or status.crash_looping
+        status = self.runtime.status()
+        if not drifted(state, status, self._down(state, status)):
+            return False
+        return self.lost is None or self.lost != state.running_key
+
+    def _down(self, state: JournalState, status: RuntimeStatus) -> bool:
+        down = self.liveness.down(status, self.clock.monotonic())
+        return down and status.release == state.running_key
 
     def _pin(self) -> None:
         releases = self.journal.state.releases.values()

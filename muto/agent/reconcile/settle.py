@@ -4,6 +4,7 @@ exception turned into a reason code."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from muto.agent.clock import Clock
 from muto.agent.journal.events import CrashLoopDetected, Event, ReadinessTimedOut
@@ -11,7 +12,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 
 
-async def settle(task: asyncio.Future[None]) -> bool:
+async def settle(task: asyncio.Future[Any]) -> bool:
     """Wait for `task` to finish even if we are cancelled meanwhile; True if we were."""
     cancelled = False
     while not task.done():

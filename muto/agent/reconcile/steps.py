@@ -62,6 +62,14 @@ class NoteCrashLoop(Step, frozen=True):
     release_key: str
 
 
+class NoteRestoreFailed(Step, frozen=True):
+    """The running release cannot be restored (its artifacts cannot be had): it failed
+    with `code`, and a rollback to a known good at hand follows."""
+
+    release_key: str
+    code: ReasonCode
+
+
 class Rollback(Step, frozen=True):
     """Restore `target_key` (None: there is none, stop the runtime)."""
 

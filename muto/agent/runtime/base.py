@@ -31,6 +31,11 @@ class RuntimeStatus:
     # After readiness: what the release's healthModel.ros finds missing from the ROS
     # graph now (a node gone, a topic silent or too slow); None while it is whole.
     degraded: str | None = None
+    # Not alive now, but the runtime's own supervision is starting it again (a process
+    # runtime between a crash and its restart): every such restart counts for the
+    # crash-loop rule, so the agent leaves it to that rule instead of restoring the
+    # release itself. False with `alive` False: down until something applies it again.
+    restarting: bool = False
 
 
 STOPPED = RuntimeStatus(release=None, alive=False, restart_count=0, crash_looping=False)

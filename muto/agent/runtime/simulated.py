@@ -62,6 +62,7 @@ class SimulatedRuntime:
         self._running: StackRelease | None = None
         self._behaviour = SimulatedBehaviour()
         self._started = 0.0
+        self._halted = False  # stopped outside muto: down until applied again
 
     def behaviour_of(self, release: StackRelease) -> SimulatedBehaviour:
         if callable(self.behaviours):
@@ -69,17 +70,23 @@ class SimulatedRuntime:
         return self.behaviours.get(release.key, SimulatedBehaviour())
 
     async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
-        if self._running == release:
+        if self._running == release and not self._halted:
             return
         behaviour = self.behaviour_of(release)
         await asyncio.sleep(behaviour.apply_sec * self.time_scale)
         if behaviour.apply_fails:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: simulated apply failure")
         self._running, self._behaviour, self._started = release, behaviour, self.clock()
+        self._halted = False
         self.applied.append(release.key)
 
     async def stop(self) -> None:
-        self._running = None
+        self._running, self._halted = None, False
+
+    def halt(self) -> None:
+        """The running release stops outside muto (an operator's `podman rm`, say): it
+        reads as not alive, nothing restarts it, until it is applied again."""
+        self._halted = self._running is not None
 
     def status(self) -> RuntimeStatus:
         if self._running is None:
@@ -87,7 +94,7 @@ class SimulatedRuntime:
         health = self._running.health_model
         return RuntimeStatus(
             release=self._running.key,
-            alive=True,
+            alive=not self._halted,
             restart_count=self._restarts_before(self.clock()),
             crash_looping=self._crash_looping_at(self.clock(), health),
         )
@@ -97,7 +104,7 @@ class SimulatedRuntime:
             raise ReasonError(ReasonCode.READINESS_TIMEOUT, "no release is running")
         now = self.clock()
         deadline = now + health.readiness_timeout_sec * self.time_scale
-        ready = self._behaviour.ready_after_sec
+        ready = None if self._halted else self._behaviour.ready_after_sec
         ready_at = math.inf if ready is None else self._started + ready * self.time_scale
         trips_at = self._crash_loop_trips_at(health)
         first = min(ready_at, trips_at, deadline)

@@ -150,12 +150,16 @@ class SupervisedRuntime:
         if running is None:
             return STOPPED
         health, graph = running.release.health_model, running.graph
+        alive = all(s.alive for s in running.supervisors)
         return RuntimeStatus(
             release=running.release.key,
-            alive=all(s.alive for s in running.supervisors),
+            alive=alive,
             restart_count=sum(s.restarts.count for s in running.supervisors),
             crash_looping=self._crash_looping(running, health),
             degraded=graph.degraded() if graph else None,
+            # A command that exited (or was killed outside muto) is restarted by its
+            # supervisor after a backoff, and counted: not down.
+            restarting=not alive and all(s.supervising for s in running.supervisors),
         )
 
     async def wait_ready(self, health: HealthModel) -> None:

@@ -72,6 +72,11 @@ class Supervisor:
         return self._proc is not None and self._proc.returncode is None
 
     @property
+    def supervising(self) -> bool:
+        """Started and not stopped: whatever exits is started again."""
+        return self._task is not None and not self._task.done() and not self._stopping.is_set()
+
+    @property
     def pid(self) -> int | None:
         """The current leader's pid (also its process group id)."""
         return self._proc.pid if self._proc is not None else None
