@@ -21,6 +21,7 @@ from muto.cloud.artifacts.store import (
     ArtifactStore,
     DirectoryArtifacts,
     MemoryArtifacts,
+    Unreadable,
     Unwritable,
 )
 
@@ -215,3 +216,23 @@ def test_a_sweep_that_cannot_delete_does_not_stop_the_start(
 
     monkeypatch.setattr(Path, "unlink", read_only)
     DirectoryArtifacts(tmp_path)  # starts; the file is swept once it can be
+
+
+# -- a stored artifact that cannot be read --------------------------------------------------
+
+
+def test_an_artifact_that_cannot_be_read_is_a_503_before_any_byte(tmp_path: Path) -> None:
+    """Its file a loop of links (stat fails), or a directory (open fails): a 503 naming
+    it, raised by `size` or `read` itself, not by the answer's first chunk."""
+    store = DirectoryArtifacts(tmp_path)
+    looped, folder = digest_of(b"looped"), digest_of(b"folder")
+    for digest in (looped, folder):
+        store._path(digest).parent.mkdir(parents=True, exist_ok=True)
+    store._path(looped).symlink_to(store._path(looped))
+    store._path(folder).mkdir()
+    with pytest.raises(Unreadable, match=rf"cannot read {looped}: .*\(ELOOP\)") as refused:
+        store.size(looped)
+    assert (refused.value.status, refused.value.code) == (503, "unavailable")
+    assert store.size(folder) is not None
+    with pytest.raises(Unreadable, match=rf"cannot read {folder}: Is a directory \(EISDIR\)"):
+        store.read(folder, 0, 1)

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from muto.cloud.errors import AppError
 from muto.domain.wire import DIGEST_PATTERN
@@ -33,6 +33,14 @@ logger = logging.getLogger("muto.cloud.artifacts")
 class Unwritable(AppError):
     """The store cannot keep an upload now: an operator's to fix (a writable, shared
     volume; space), not a bug, and the rest of the API is unaffected."""
+
+    status = 503
+    code = "unavailable"
+
+
+class Unreadable(AppError):
+    """A stored artifact cannot be read now (its volume, its file): an operator's to
+    fix, said before any byte of the answer is sent."""
 
     status = 503
     code = "unavailable"
@@ -101,17 +109,17 @@ class DirectoryArtifacts:
             return self._path(digest).stat().st_size
         except (FileNotFoundError, NotADirectoryError):  # no such file, nor its directory
             return None
+        except OSError as exc:
+            raise unreadable(self.root, digest, exc) from None
 
     def read(self, digest: str, start: int, end: int) -> Iterator[bytes]:
-        with self._path(digest).open("rb") as f:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
+        """Opened here, not in the generator: a file that cannot be opened is a 503, not
+        an answer cut off after its status line."""
+        try:
+            f = self._path(digest).open("rb")
+        except OSError as exc:
+            raise unreadable(self.root, digest, exc) from None
+        return _chunks(f, start, end)
 
     def begin(self, digest: str) -> Upload:
         final = self._path(digest)
@@ -133,11 +141,34 @@ def _writable(root: Path) -> bool:
     return os.access(found, os.W_OK)
 
 
+def _chunks(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    with f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+
+
+def _cause(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror or exc}{f' ({name})' if name else ''}"
+
+
+def unreadable(root: Path, digest: str, exc: OSError) -> Unreadable:
+    """The 503 for a stored artifact that cannot be read, named (logged too)."""
+    message = f"the artifact store at {root} cannot read {digest}: {_cause(exc)}"
+    logger.warning("%s", message)
+    return Unreadable(message)
+
+
 def unwritable(root: Path, exc: OSError) -> Unwritable:
     """The 503 for an OSError of the store at `root`, naming the directory and the cause
     (logged too: the operator reads the server's log, the client the answer)."""
-    name = errno.errorcode.get(exc.errno or 0)
-    cause = f"{exc.strerror or exc}{f' ({name})' if name else ''}"
+    cause = _cause(exc)
     message = (
         f"the artifact store cannot write to {root}: {cause}; nothing was kept (it needs "
         "a writable directory with room, shared by the API processes: --artifact-dir, "
