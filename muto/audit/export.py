@@ -4,7 +4,6 @@ tools (SIEM, data warehouse). Streams: memory does not grow with the log."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ import msgspec
 
 from muto.audit.source import AuditError, entries
 from muto.projections.source import EventSource
+from muto.trust.files import atomic_write
 
 
 def export_lines(
@@ -42,27 +42,17 @@ def is_database(path: Path) -> bool:
 
 
 def write_atomically(out: Path, lines: Iterable[bytes]) -> None:
-    """`lines` into `out`, through a temporary sibling renamed once complete: an export
-    that stops (an unreadable row, a full disk) leaves `out` as it was."""
+    """`lines` into `out` (`atomic_write`): an export that stops (an unreadable row, a
+    full disk) leaves `out` as it was."""
     if is_database(out):
         raise AuditError(
             f"{out} is an SQLite database or one of its files (an event log?): "
             "export writes JSON lines"
         )
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".exporting", dir=out.parent)
+        atomic_write(out, lines, mode=0o666 & ~_umask())  # as open() would create it
     except OSError as exc:
         raise AuditError(f"cannot write {out}: {exc.strerror or exc}") from None
-    written = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.writelines(lines)
-        written.chmod(0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
-        written.replace(out)
-    except OSError as exc:
-        raise AuditError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        written.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -56,13 +57,18 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
         f.write(data)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int = PRIVATE_FILE_MODE) -> None:
     """Temp file in the same directory (created 0600), fsync, chmod to `mode`, rename over
-    `path`, fsync the directory (so the rename itself survives a power cut)."""
+    `path`, fsync the directory (so the rename itself survives a power cut). `data` may
+    be chunks, written as they come (an export that must not hold the log in memory);
+    one that fails leaves `path` as it was."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                f.writelines(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
