@@ -145,6 +145,8 @@ def _nothing_runs(state: JournalState) -> tuple[HealthStatus, list[ReasonCode]]:
         and desired.sequence <= failure.sequence
     ):
         return HealthStatus.UNHEALTHY, list(failure.codes)
+    if state.halted:  # the release that ran failed with nowhere to roll back to
+        return HealthStatus.UNHEALTHY, [*state.halted, ReasonCode.NOT_YET_APPLIED]
     return HealthStatus.DEGRADED, [ReasonCode.NOT_YET_APPLIED]
 
 

@@ -174,9 +174,10 @@ def test_a_late_crash_loop_is_rolled_back_and_reported_during_a_slow_download(
         assert kept and not kept[0].complete  # the partial stays, to resume from
         print(f"rolled back {took:.1f} s after the crash-looping release was applied")
         await car.agent.stop()  # mid-download: prompt
-        assert ("dsr_3", "rolled_back", ["CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED"]) in (
-            car.cloud.reconcile_reports()
-        )
+        # Judged under dsr_2, the revision 1.1.0 runs under (2.0.0 never ran here).
+        reports = car.cloud.reconcile_reports()
+        assert ("dsr_2", "rolled_back", ["CRASH_LOOP_DETECTED", "ROLLBACK_APPLIED"]) in reports
+        assert not [r for r in reports if r[0] == "dsr_3" and r[1] == "rolled_back"]
 
     run(tmp_path, scenario)
 

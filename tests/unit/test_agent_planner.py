@@ -256,7 +256,7 @@ def test_a_crash_looping_running_release_is_marked_failed() -> None:
     state = journal_of(None, POOL[0].key)
     looping = RuntimeStatus(release=POOL[0].key, alive=True, restart_count=9, crash_looping=True)
     assert plan(None, observed(state, looping), T0).steps == (
-        NoteCrashLoop(release_key=POOL[0].key),
+        NoteCrashLoop(release_key=POOL[0].key, revision=None, sequence=None),
     )
 
 

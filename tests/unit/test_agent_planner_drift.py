@@ -100,7 +100,7 @@ def test_a_crash_loop_comes_before_a_restore() -> None:
     state = journal_of(desired_of(A, 1), A.key)
     looping = status(A.key, alive=False, restart_count=7, crash_looping=True)
     assert plan(state.desired, seen(state, looping, down=True), T0).steps == (
-        NoteCrashLoop(release_key=A.key),
+        NoteCrashLoop(release_key=A.key, revision="dsr_1", sequence=1),
     )
 
 
@@ -167,7 +167,9 @@ def offline_restart(known_good: list[str]) -> JournalState:
 def test_a_lost_restore_falls_back_to_the_known_good_at_hand() -> None:
     state = offline_restart([B.key])
     decided = plan(state.desired, seen(state, STOPPED, failed=(digest(A),)), T0)
-    assert decided.steps == (NoteRestoreFailed(release_key=A.key, code=LOST),)
+    assert decided.steps == (
+        NoteRestoreFailed(release_key=A.key, code=LOST, revision="dsr_1", sequence=1),
+    )
     # ...the fold then owes the rollback (ApplyFailed), and the planner does it.
     state.rollback_due = RollbackDue(failed_key=A.key, causes=[LOST], revision="dsr_1", sequence=1)
     state.known_good = [B.key]
@@ -198,7 +200,9 @@ def test_a_restore_refused_for_want_of_disk_is_blocked_like_any_download() -> No
     state = offline_restart([B.key])
     full = seen(state, STOPPED, failed=(digest(A),), code=ReasonCode.INSUFFICIENT_DISK)
     assert plan(state.desired, full, T0).steps == (
-        NoteRestoreFailed(release_key=A.key, code=ReasonCode.INSUFFICIENT_DISK),
+        NoteRestoreFailed(
+            release_key=A.key, code=ReasonCode.INSUFFICIENT_DISK, revision="dsr_1", sequence=1
+        ),
     )
 
 
@@ -251,7 +255,12 @@ def test_a_release_whose_artifacts_failed_this_pass_is_never_restored_again_in_i
         work = [s for s in decided.steps if not isinstance(s, QueueReport)]
         assert (
             decided.verdict is not None
-            or work == [NoteRestoreFailed(release_key=key, code=LOST)]
+            or work
+            == [
+                NoteRestoreFailed(
+                    release_key=key, code=LOST, revision=desired.revision, sequence=desired.sequence
+                )
+            ]
             or isinstance(work[-1], (FetchArtifacts, Apply))
         )
 

@@ -47,11 +47,13 @@ def test_running_manifest_digest_is_filled_after_a_rollback() -> None:
 
 
 def test_a_snapshot_of_the_previous_state_shape_is_replayed_over(tmp_path: Path) -> None:
-    (old_topic,) = PAST_SNAPSHOT_TOPICS
-    journal = Journal.open(tmp_path)
-    journal.append(ev.RuntimeStopped(at=datetime(2026, 1, 1, tzinfo=UTC), reason="x"))
-    journal._store.put_snapshot(1, old_topic, b'{"position": 1}')
-    journal.close()
-    with Journal.open(tmp_path) as again:
-        assert again.state.position == 1 and again.replayed == 1
-        assert verify(again).ok
+    assert len(PAST_SNAPSHOT_TOPICS) == 2  # v1 and v2
+    for old_topic in sorted(PAST_SNAPSHOT_TOPICS):
+        data_dir = tmp_path / old_topic
+        journal = Journal.open(data_dir)
+        journal.append(ev.RuntimeStopped(at=datetime(2026, 1, 1, tzinfo=UTC), reason="x"))
+        journal._store.put_snapshot(1, old_topic, b'{"position": 1}')
+        journal.close()
+        with Journal.open(data_dir) as again:
+            assert again.state.position == 1 and again.replayed == 1
+            assert verify(again).ok

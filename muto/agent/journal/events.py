@@ -128,6 +128,12 @@ class ApplyFailed(Event, frozen=True):
     release_key: str
     code: ReasonCode
     detail: str = ""
+    # The revision and sequence the failure is judged under, decided when written, for a
+    # failure with no apply in flight (a restore that could not get its artifacts: the
+    # revision the running release runs under). None: the step in flight's, else the
+    # desired state's (all that older journals knew).
+    revision: str | None = None
+    sequence: int | None = None
 
 
 class ReadinessPassed(Event, frozen=True):
@@ -144,6 +150,12 @@ class CrashLoopDetected(Event, frozen=True):
     release_key: str
     during: Literal["readiness", "running"]
     detail: str = ""
+    # A running release's crash loop: the revision and sequence it is judged under,
+    # decided when written (the one the release runs under, unless the desired state
+    # wants that very release). None (during readiness; older journals): the step in
+    # flight's, else the desired state's.
+    revision: str | None = None
+    sequence: int | None = None
 
 
 class DriftDetected(Event, frozen=True):

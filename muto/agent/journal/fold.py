@@ -107,17 +107,30 @@ def evolve(state: JournalState, event: ev.Event) -> None:
                     sequence=state.in_flight.sequence, apply_sec=event.apply_sec
                 )
         case ev.ApplyFailed():
-            _failed(state, event.release_key, [event.code])
+            _failed(state, event.release_key, [event.code], _judged(event))
         case ev.ReadinessTimedOut():
             _failed(state, event.release_key, [ReasonCode.READINESS_TIMEOUT])
         case ev.CrashLoopDetected():
-            _failed(state, event.release_key, [ReasonCode.CRASH_LOOP_DETECTED])
+            _failed(state, event.release_key, [ReasonCode.CRASH_LOOP_DETECTED], _judged(event))
         case ev.ReadinessPassed():
-            flight = state.in_flight
+            flight, was = state.in_flight, state.running
             if state.last_apply is not None:
                 state.last_apply.readiness_sec = event.readiness_sec
             state.failed.pop(event.release_key, None)
-            _run(state, event.release_key, flight.revision if flight else None, "converged")
+            if (
+                flight is not None
+                and flight.restore
+                and was is not None
+                and was.key == flight.release_key
+            ):
+                # A restore re-starts what ran: it still runs under the same revision, for
+                # the same cause (a restore of older agents carried the desired revision).
+                _run(state, event.release_key, (was.revision, was.sequence), was.cause)
+            else:
+                ran: tuple[str | None, int | None] = (
+                    (flight.revision, flight.sequence) if flight else (None, None)
+                )
+                _run(state, event.release_key, ran, "converged")
         case ev.RollbackStarted():
             due = state.rollback_due
             state.in_flight = InFlight(
@@ -128,15 +141,15 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             )
         case ev.RollbackApplied():
             codes = [*event.causes, ReasonCode.ROLLBACK_APPLIED]
-            revision = _settle(state, event.failed_key, ReconcileStatus.ROLLED_BACK, codes)
-            _run(state, event.target_key, revision, "rolled_back")
+            judged = _settle(state, event.failed_key, ReconcileStatus.ROLLED_BACK, codes)
+            _run(state, event.target_key, judged, "rolled_back")
         case ev.RollbackFailed():
             _settle(state, event.failed_key, ReconcileStatus.FAILED, list(event.codes))
             if event.target_key is not None:
                 _forget_good(state, event.target_key)
-            state.running = None
+            state.running, state.halted = None, list(event.codes)
         case ev.RuntimeStopped():
-            state.running = None
+            state.running = state.halted = None
         case ev.Interrupted():
             _interrupted(state, event)
         case ev.StepAbandoned():
@@ -149,6 +162,12 @@ def outcome_key(outcome: Outcome) -> tuple[str | None, str, tuple[str, ...]]:
     return outcome.revision, str(outcome.status), tuple(outcome.codes)
 
 
+def _judged(event: ev.ApplyFailed | ev.CrashLoopDetected) -> tuple[str | None, int | None] | None:
+    """The revision and sequence the event's writer judged the failure under, or None
+    (the event does not say: a step in flight's, or an older journal's)."""
+    return None if event.revision is None else (event.revision, event.sequence)
+
+
 def _failed(
     state: JournalState,
     key: str,
@@ -156,8 +175,9 @@ def _failed(
     under: tuple[str | None, int | None] | None = None,
 ) -> None:
     """`key` failed here under revision and sequence `under` (default: those of the step
-    in flight, else of the desired state in force): it stops being known good and a
-    rollback is due."""
+    in flight, else of the desired state in force; a running release's failure says its
+    own, decided when its event was written): it stops being known good and a rollback
+    is due."""
     if under is None:
         flight, desired = state.in_flight, state.desired
         source = flight or desired
@@ -176,8 +196,9 @@ def _failed(
 
 def _settle(
     state: JournalState, failed_key: str, status: ReconcileStatus, codes: list[ReasonCode]
-) -> str | None:
-    """A rollback finished: record the failure's final status and owe a report."""
+) -> tuple[str | None, int | None]:
+    """A rollback finished: record the failure's final status and owe a report. Returns
+    the revision and sequence it was judged under."""
     due = state.rollback_due
     revision, sequence = (due.revision, due.sequence) if due else (None, None)
     state.failed[failed_key] = Failure(
@@ -187,14 +208,25 @@ def _settle(
         revision=revision, sequence=sequence, status=status, codes=list(codes)
     )
     state.in_flight = state.rollback_due = None
-    return revision
+    desired = state.desired
+    if desired is not None and revision != desired.revision:
+        # A failure of the release that ran under an older revision: its report will be
+        # the vehicle's newest, so the desired revision's verdict is said again after it.
+        state.restate = desired.revision
+    return revision, sequence
 
 
-def _run(state: JournalState, key: str, revision: str | None, cause: str) -> None:
+def _run(state: JournalState, key: str, under: tuple[str | None, int | None], cause: str) -> None:
     assert state.last_at is not None
-    state.in_flight = None
+    state.in_flight = state.halted = None
+    revision, sequence = under
     state.running = Running(
-        key=key, since=state.last_at, position=state.position, revision=revision, cause=cause
+        key=key,
+        since=state.last_at,
+        position=state.position,
+        revision=revision,
+        sequence=sequence,
+        cause=cause,
     )
     state.known_good = [k for k in state.known_good if k != key][-(KNOWN_GOOD_KEPT - 1) :]
     state.known_good.append(key)
@@ -220,7 +252,7 @@ def _interrupted(state: JournalState, event: ev.Interrupted) -> None:
             # nothing is left to try. Settle it, or the agent would retry it forever.
             codes = [*due.causes, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
             _settle(state, due.failed_key, ReconcileStatus.FAILED, codes)
-            state.running = None
+            state.running, state.halted = None, list(codes)
             return
         # The rollback target itself kept killing the agent: the planner picks the next.
         _forget_good(state, event.release_key)
@@ -244,6 +276,21 @@ def _queued(state: JournalState, event: ev.ReportQueued) -> None:
         return
     if event.number is not None:
         state.reports_numbered = max(state.reports_numbered, event.number)
+    if event.revision is not None and event.revision == state.restate:
+        state.restate = None
+    desired, running = state.desired, state.running
+    if (
+        event.status == ReconcileStatus.CONVERGED
+        and desired is not None
+        and desired.release is not None
+        and event.revision == desired.revision
+        and running is not None
+        and running.key == desired.release.key
+    ):
+        # Converged without an apply (a newer revision names the release that runs): it
+        # runs under that revision now, and a later failure of it is judged there.
+        running.revision, running.sequence = desired.revision, desired.sequence
+        running.cause = "converged"
     outcome = Outcome(
         revision=event.revision,
         sequence=None,

@@ -26,10 +26,12 @@ from muto.agent.journal.store import (
 from muto.trust.files import PRIVATE_FILE_MODE, private_dir, private_file
 
 SNAPSHOT_EVERY = 500
-SNAPSHOT_TOPIC = "muto.agent.journal-state.v2"  # v2: JournalState.release_digests
+# v2: JournalState.release_digests; v3: Running.sequence, JournalState.restate, and a
+# running release's failures judged under the revision it runs under.
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v3"
 # Snapshots of an older state shape: ignored on start (the journal is replayed instead)
 # and by `journal verify`, which would otherwise see them differ from the replay.
-PAST_SNAPSHOT_TOPICS = frozenset({"muto.agent.journal-state.v1"})
+PAST_SNAPSHOT_TOPICS = frozenset({"muto.agent.journal-state.v1", "muto.agent.journal-state.v2"})
 DB_NAME = "journal.db"
 LOCK_NAME = "journal.lock"
 

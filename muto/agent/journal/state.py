@@ -79,13 +79,18 @@ class Pending(Base):
 
 
 class Running(Base):
-    """The release the journal says runs, and why (for `journal replay`)."""
+    """The release the journal says runs, and why (for `journal replay`). `revision` and
+    `sequence`: what it runs under (the revision that applied it, whose failure rolled
+    back to it, or a newer one naming it that was reported converged; a restore keeps
+    them). A verdict on it (a crash loop, a failed restore) is made under them while the
+    desired state wants another release (planner.under)."""
 
     key: str
     since: datetime
     position: int
     revision: str | None
     cause: str  # converged | rolled_back
+    sequence: int | None = None
 
 
 class LastApply(Base):
@@ -115,6 +120,14 @@ class JournalState(Base):
     gates: list[ReasonCode] | None = None
     gates_sequence: int | None = None
     unreported: Outcome | None = None  # an outcome whose report is not queued yet
+    # The desired revision whose verdict is reported again, unchanged or not: a report on
+    # an older revision (the running release failed under it) came after its last one,
+    # and the cloud shows a vehicle's newest report as its status.
+    restate: str | None = None
+    # Why nothing runs: the codes of the failure whose rollback had nowhere to go, until
+    # a release runs or the desired state stops the runtime. Health says so even while a
+    # newer revision's release waits (the failure was reported under the older one).
+    halted: list[ReasonCode] | None = None
     reported: dict[str, Outcome] = {}  # revision ("" for none) -> last queued report
     last_health: list[str] | None = None  # status then codes of the last health report
     outbox: dict[str, Pending] = {}  # report id -> report, in queueing order

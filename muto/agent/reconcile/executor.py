@@ -183,7 +183,13 @@ class Executor:
 
     async def _crash_loop(self, step: NoteCrashLoop, _: PassMemory) -> None:
         self._note(
-            CrashLoopDetected(at=self.clock.now(), release_key=step.release_key, during="running")
+            CrashLoopDetected(
+                at=self.clock.now(),
+                release_key=step.release_key,
+                during="running",
+                revision=step.revision,
+                sequence=step.sequence,
+            )
         )
 
     async def _restore_failed(self, step: NoteRestoreFailed, _: PassMemory) -> None:
@@ -192,7 +198,12 @@ class Executor:
         detail = f"{step.release_key} cannot be restored: its artifacts are not to be had"
         self._note(
             ApplyFailed(
-                at=self.clock.now(), release_key=step.release_key, code=step.code, detail=detail
+                at=self.clock.now(),
+                release_key=step.release_key,
+                code=step.code,
+                detail=detail,
+                revision=step.revision,
+                sequence=step.sequence,
             )
         )
 

@@ -7,7 +7,11 @@ for all inputs):
   is running (restoring it after drift is not a change); rollbacks are never held back;
 - a failure in flight is always followed by a rollback before anything else is planned;
 - a release that failed here under a sequence >= the desired one is not applied again;
-- a verdict is reported once per revision: only when it differs from the last report;
+- a verdict is reported once per revision: only when it differs from the last report
+  on it, or when a report on an older revision came after that one (`restate`);
+- a verdict on the running release (a crash loop, a restore) is made under the revision
+  it runs under, not a newer desired one that wants another release (`under`): that
+  revision's release never ran here, and is still applied when the gates allow;
 - a "run nothing" desired state (no release) stops what runs, as the gates allow, and
   is converged exactly when nothing runs; it never applies a release;
 - the running release is restored when the runtime runs something else, nothing, or
@@ -68,7 +72,10 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
         )
     running = s.running_key
     if running is not None and runtime.release == running and runtime.crash_looping:
-        return Plan((*owed, NoteCrashLoop(release_key=running)))
+        revision, sequence = under(s, desired, running)
+        return Plan(
+            (*owed, NoteCrashLoop(release_key=running, revision=revision, sequence=sequence))
+        )
     if desired is not None and desired.release is None:
         return _run_nothing(desired, observed, desired.document.policy, now, owed)
     if running is not None and not_running(s, runtime, observed.stack_down):
@@ -82,10 +89,11 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
                 return toward
         if restore_lost(observed):
             return _restore_lost(desired, observed, owed, toward)
+        revision, sequence = under(s, desired, running)
         restore = Apply(
             release_key=running,
-            revision=desired.revision if desired else None,
-            sequence=desired.sequence if desired else None,
+            revision=revision,
+            sequence=sequence,
             replacing=runtime.release,
             restore=True,
         )
@@ -95,6 +103,21 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
     if desired is None:
         return Plan(owed, PassVerdict("idle"))
     return _toward(desired, observed, desired.document.policy, now, owed)
+
+
+def under(
+    s: JournalState, desired: DesiredVerified | None, key: str
+) -> tuple[str | None, int | None]:
+    """The revision and sequence a verdict on `key`, the running release, is made under:
+    the desired state's when it wants `key` (or the journal does not say what `key` runs
+    under); else the one `key` runs under (`Running`). A crash loop of release A while a
+    newer revision waits with release B (gates, a slow download) is about A: reported
+    under B's revision it would count a rollback against B, which never ran here."""
+    wanted = desired is not None and desired.release is not None and desired.release.key == key
+    running = s.running
+    if not wanted and running is not None and running.key == key and running.revision:
+        return running.revision, running.sequence
+    return (desired.revision, desired.sequence) if desired is not None else (None, None)
 
 
 def not_running(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bool:
@@ -161,7 +184,11 @@ def _restore_lost(
     code = DISK if DISK in failures else LOST
     target = s.release(rollback_target(s, release.key))
     if target is not None and _at_hand(target, observed):
-        return Plan((*owed, NoteRestoreFailed(release_key=release.key, code=code)))
+        revision, sequence = under(s, d, release.key)
+        failed = NoteRestoreFailed(
+            release_key=release.key, code=code, revision=revision, sequence=sequence
+        )
+        return Plan((*owed, failed))
     if toward is not None and toward.verdict is None:
         return toward
     verdict = PassVerdict("blocked" if code == DISK else "failed", (code,))
@@ -247,7 +274,7 @@ def _final(
         revision=d.revision, sequence=d.sequence, status=status, codes=[*verdict.codes]
     )
     last = last_outcome(s, d.revision)
-    if last is None or outcome_key(last) != outcome_key(outcome):
+    if last is None or outcome_key(last) != outcome_key(outcome) or s.restate == d.revision:
         steps = (*steps, QueueReport(outcome=outcome))
     return Plan(steps, verdict)
 

@@ -43,7 +43,8 @@ class FetchArtifacts(Step, frozen=True):
 
 class Apply(Step, frozen=True):
     """Make `release_key` the running release. `restore`: re-start the release the journal
-    says is running (drift), which gates do not hold back."""
+    says is running (drift), which gates do not hold back; its `revision` is the one that
+    release runs under (planner.under), as a failure of it is judged there."""
 
     release_key: str
     revision: str | None
@@ -57,17 +58,23 @@ class AwaitReadiness(Step, frozen=True):
 
 
 class NoteCrashLoop(Step, frozen=True):
-    """The running release restarts too often: it failed; a rollback follows."""
+    """The running release restarts too often: it failed under `revision` (planner.under:
+    the one it runs under, unless the desired state wants it); a rollback follows."""
 
     release_key: str
+    revision: str | None
+    sequence: int | None
 
 
 class NoteRestoreFailed(Step, frozen=True):
     """The running release cannot be restored (its artifacts cannot be had): it failed
-    with `code`, and a rollback to a known good at hand follows."""
+    with `code` under `revision` (as NoteCrashLoop), and a rollback to a known good at
+    hand follows."""
 
     release_key: str
     code: ReasonCode
+    revision: str | None
+    sequence: int | None
 
 
 class Rollback(Step, frozen=True):
