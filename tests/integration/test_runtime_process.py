@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -304,7 +306,8 @@ def test_unsafe_archive_is_rejected_and_the_running_release_stays(
         assert "unsafe archive" in failure.value.detail
         assert rt.status().release == "nav@1.0.0" and rt.status().alive
         releases = sorted(p.name for p in (tmp_path / "runtime" / "releases").iterdir())
-        assert len(releases) == 1 and releases[0].startswith("nav@1.0.0-")
+        assert len(releases) == 2 and releases[0].startswith("nav@1.0.0-")
+        assert releases[1] == releases[0] + ".files"  # A's file list; nothing of B
         assert not (tmp_path / "evil").exists() and not (tmp_path / "runtime" / "evil").exists()
 
     run_with(rt, body)
@@ -338,6 +341,95 @@ def test_links_inside_the_overlay_are_fine(tmp_path: Path) -> None:
         directory = rt.running_directory()
         assert directory is not None
         assert (directory / "share/nav/libnav.so").read_text() == "elf"
+
+    run_with(rt, body)
+
+
+def damage_release_directory(directory: Path, how: str) -> None:
+    if how == "edited":
+        (directory / "VERSION").write_text("9.9.9")
+    elif how == "deleted":
+        (directory / "share/nav/params.yaml").unlink()
+    elif how == "mode":
+        (directory / "app.py").chmod(0o600)
+    elif how == "dir-replaced":
+        shutil.rmtree(directory / "share")
+        (directory / "share").symlink_to("/tmp")
+    elif how == "no-file-list":  # as extracted by an agent without file lists, or lost
+        (directory.parent / (directory.name + ".files")).unlink()
+
+
+@pytest.mark.parametrize("how", ["edited", "deleted", "mode", "dir-replaced", "no-file-list"])
+def test_a_kept_release_directory_that_changed_is_extracted_again_before_it_starts(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rollback to A reuses A's kept directory only while it holds what A's archive put
+    there; else it is extracted again from the cached archive, never started damaged."""
+    rt = runtime(tmp_path)
+    ready = HealthModel(readiness_probe=PROBE_READY, readiness_timeout_sec=20)
+    a, cache_a = archived_release(tmp_path, "1.0.0", health=ready)
+    b, cache_b = archived_release(tmp_path, "2.0.0", health=ready)
+
+    async def body() -> None:
+        await rt.apply(a, cache_a)
+        dir_a = rt.running_directory()
+        assert dir_a is not None
+        await rt.apply(b, cache_b)
+        damage_release_directory(dir_a, how)
+        await rt.apply(a, cache_a)  # the rollback
+        await rt.wait_ready(ready)
+        assert rt.running_directory() == dir_a
+        assert (dir_a / "VERSION").read_text() == "1.0.0"
+        assert (dir_a / "share/nav/params.yaml").read_text() == "rate: 10\n"
+        assert (dir_a / "app.py").stat().st_mode & 0o777 == 0o644
+        assert f"{dir_a} differs from its archive" in caplog.text
+
+    caplog.set_level(logging.WARNING, "muto.agent.runtime")
+    run_with(rt, body)
+
+
+def test_an_intact_kept_directory_is_reused_as_it_is(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    ready = HealthModel(readiness_probe=PROBE_READY, readiness_timeout_sec=20)
+    a, cache_a = archived_release(tmp_path, "1.0.0", health=ready)
+    b, cache_b = archived_release(tmp_path, "2.0.0", health=ready)
+
+    async def body() -> None:
+        await rt.apply(a, cache_a)
+        await rt.wait_ready(ready)
+        dir_a = rt.running_directory()
+        assert dir_a is not None
+        inode = (dir_a / "VERSION").stat().st_ino
+        await rt.apply(b, cache_b)
+        await rt.apply(a, cache_a)  # files the release wrote there (pids, ready) are its own
+        assert (dir_a / "VERSION").stat().st_ino == inode  # not extracted again
+        await until(lambda: len(pids(dir_a)) == 2, "the second run beside the first's record")
+
+    run_with(rt, body)
+
+
+def test_a_changed_directory_that_cannot_be_extracted_again_fails_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    rt = runtime(tmp_path)
+    a, cache_a = archived_release(tmp_path, "1.0.0")
+    b, cache_b = archived_release(tmp_path, "2.0.0")
+
+    async def body() -> None:
+        await rt.apply(a, cache_a)
+        dir_a = rt.running_directory()
+        assert dir_a is not None
+        await rt.apply(b, cache_b)
+        damage_release_directory(dir_a, "edited")
+        (archive,) = cache_a.values()
+        archive.write_bytes(b"\x1f\x8b not really gzip")  # the cache would catch this
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(a, cache_a)
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert "differs from its archive (VERSION is not the file" in failure.value.detail
+        assert "cannot extract" in failure.value.detail
+        assert rt.status().release == "nav@2.0.0" and rt.status().alive  # B untouched
+        assert not dir_a.exists()  # nothing damaged is left to start by mistake
 
     run_with(rt, body)
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muto.agent.runtime.archive import extract_atomically
+from muto.agent.runtime.archive import damage, extract_atomically, file_list_path
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
     ArchiveTree,
@@ -189,6 +189,60 @@ def test_a_good_overlay_is_extracted_with_safe_modes(vehicle: Path) -> None:
     assert (target / "install/copy").read_bytes() == b"echo hi"
     assert os.stat(target / "install/setup.bash").st_mode & 0o7777 == 0o755
     assert os.stat(target).st_mode & 0o777 == 0o755
+
+
+OVERLAY = [
+    folder("install"),
+    file("install/setup.bash", b"echo hi", mode=0o755),
+    file("install/lib/libnav.so.1", b"ELF"),
+    symlink("install/lib/libnav.so", "libnav.so.1"),
+    hardlink("install/copy", "install/setup.bash"),
+]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "edit-through-hardlink",
+        "same-size-edit",
+        "relink",
+        "link-removed",
+        "dir-removed",
+        "another-archive",
+        "list-damaged",
+    ],
+)
+def test_damage_names_what_differs_from_the_archive(vehicle: Path, change: str) -> None:
+    archive = write_archive(vehicle.parent / "overlay.tar.gz", OVERLAY)
+    target, digest = vehicle / "runtime" / "releases" / "r", "sha256:" + "ab" * 32
+    extract_atomically(archive, target, archive_digest=digest)
+    (target / "written-by-the-release.log").write_text("not the archive's: not judged")
+    assert damage(target, digest) is None
+    if change == "edit-through-hardlink":
+        (target / "install/copy").write_bytes(b"echo pwned")
+    elif change == "same-size-edit":
+        (target / "install/lib/libnav.so.1").write_bytes(b"ELG")
+    elif change == "relink":
+        (target / "install/lib/libnav.so").unlink()
+        (target / "install/lib/libnav.so").symlink_to("/etc/passwd")
+    elif change == "link-removed":
+        (target / "install/lib/libnav.so").unlink()
+    elif change == "dir-removed":
+        shutil.rmtree(target / "install/lib")
+    elif change == "list-damaged":
+        file_list_path(target).write_bytes(b"{not json")
+    problem = damage(target, "sha256:" + "cd" * 32 if change == "another-archive" else digest)
+    assert problem is not None
+    expected = {
+        "edit-through-hardlink": "install/setup.bash is not the file the archive holds",
+        "same-size-edit": "install/lib/libnav.so.1 is not the file the archive holds",
+        "relink": "install/lib/libnav.so no longer links to libnav.so.1",
+        "link-removed": "install/lib/libnav.so is missing or not a link",
+        "dir-removed": "install/lib/ is missing or not a directory",
+        "another-archive": "its file list is of another archive",
+        "list-damaged": "its file list cannot be read",
+    }[change]
+    assert problem.startswith(expected), problem
 
 
 @pytest.mark.parametrize(

@@ -1,34 +1,66 @@
 """Release archives: a tar.gz workspace overlay, extracted safely and atomically into
-`<releases>/<stack>@<version>-<digest12>/`."""
+`<releases>/<stack>@<version>-<digest12>/`, with the list of what it holds (each file's
+sha256, mode and size; each link's target) beside it in `<that name>.files`. A directory
+applied again (a rollback, a restore) is checked against that list first, and extracted
+again from the cached archive when it differs."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import gzip
+import hashlib
+import logging
 import os
+import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
+
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
     ArchiveTree,
     Entry,
+    Parts,
     UnsafeArchive,
     entry_of,
 )
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, StackRelease
+from muto.trust.files import atomic_write
 
 DIR_MODE = 0o755
 CHUNK = 1 << 20
 MAX_READ = 4 << 20  # no tar header is this long; file data is read in CHUNKs
 HEADER_BYTES = 16 << 10  # headers (pax, long names) allowed per member
+FILE_LIST_SUFFIX = ".files"
+
+logger = logging.getLogger("muto.agent.runtime")
+
+
+class Listed(msgspec.Struct, frozen=True, array_like=True):
+    """One regular file as extracted (a hard link is listed as the file it names)."""
+
+    mode: int
+    size: int
+    sha256: str
+
+
+class FileList(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What extracting `archive` (its digest) put in a release directory. Directories
+    come parents first; what the release writes there later is not listed nor judged."""
+
+    archive: str
+    dirs: list[str]
+    files: dict[str, Listed]
+    links: dict[str, str]
 
 
 def single_artifact(release: StackRelease, kind: ArtifactType) -> Artifact:
@@ -61,29 +93,122 @@ async def extract_release(
     releases_dir: Path,
     limits: ArchiveLimits | None = None,
 ) -> Path:
-    """The release's extracted directory; extracted once (atomically) and reused after."""
+    """The release's extracted directory: extracted once (atomically) and reused after,
+    as long as it still holds what its archive put there (`damage`). One that does not
+    (a file changed or deleted: a bad disk, a hand edit) is logged, set aside and
+    extracted again from the cached archive (verified against its digest by the cache);
+    ReasonError (APPLY_FAILED, INSUFFICIENT_DISK) naming the damage if that fails."""
     artifact = single_artifact(release, ArtifactType.ARCHIVE)
     archive = cached_path(release, artifact, artifacts)
     target = releases_dir / f"{release.key}-{digest12(artifact.digest)}"
+    limits = limits or ArchiveLimits()
     if not target.is_dir():
-        await asyncio.to_thread(extract_atomically, archive, target, limits or ArchiveLimits())
+        await asyncio.to_thread(extract_atomically, archive, target, limits, artifact.digest)
+        return target
+    problem = await asyncio.to_thread(damage, target, artifact.digest)
+    if problem is None:
+        return target
+    logger.warning(
+        "%s: %s differs from its archive (%s): extracting it again", release.key, target, problem
+    )
+    try:
+        await asyncio.to_thread(set_aside, target)
+        await asyncio.to_thread(extract_atomically, archive, target, limits, artifact.digest)
+    except ReasonError as exc:
+        detail = f"{release.key}: {target.name} differs from its archive ({problem}): {exc.detail}"
+        raise ReasonError(exc.code, detail) from None
     return target
 
 
-def extract_atomically(archive: Path, target: Path, limits: ArchiveLimits | None = None) -> None:
-    """Extract into a temporary sibling, then rename: `target` exists only complete.
+def file_list_path(target: Path) -> Path:
+    """Where the FileList of the release directory `target` is kept: beside it, out of
+    the release's sight."""
+    return target.with_name(target.name + FILE_LIST_SUFFIX)
+
+
+def damage(target: Path, archive_digest: str) -> str | None:
+    """What in `target` differs from what extracting the archive `archive_digest` put
+    there (its FileList), or None. Costs a stat per entry and a sha256 of every file."""
+    try:
+        listed = msgspec.json.decode(file_list_path(target).read_bytes(), type=FileList)
+    except FileNotFoundError:
+        return "it has no file list"
+    except (OSError, msgspec.DecodeError) as exc:
+        return f"its file list cannot be read: {exc}"
+    if listed.archive != archive_digest:
+        return f"its file list is of another archive, {listed.archive}"
+    for name in listed.dirs:  # parents first: nothing below is read through a link
+        if not stat.S_ISDIR(_lstat(target, name).st_mode):
+            return f"{name}/ is missing or not a directory"
+    for name, want in listed.files.items():
+        found = _lstat(target, name)
+        if not stat.S_ISREG(found.st_mode):
+            return f"{name} is missing or not a file"
+        if stat.S_IMODE(found.st_mode) != want.mode:
+            return f"{name} has mode {stat.S_IMODE(found.st_mode):o}, not {want.mode:o}"
+        if found.st_size != want.size or _sha256(_at(target, name)) != want.sha256:
+            return f"{name} is not the file the archive holds"
+    for name, link in listed.links.items():
+        if not stat.S_ISLNK(_lstat(target, name).st_mode):
+            return f"{name} is missing or not a link"
+        if os.readlink(_at(target, name)) != link:
+            return f"{name} no longer links to {link}"
+    return None
+
+
+def _at(target: Path, name: str) -> Path:
+    return target.joinpath(*name.split("/"))
+
+
+MISSING = os.stat_result((0,) * 10)  # no kind: neither a directory, nor a file, nor a link
+
+
+def _lstat(target: Path, name: str) -> os.stat_result:
+    try:
+        return os.lstat(_at(target, name))
+    except OSError:
+        return MISSING  # missing, or a parent no longer a directory
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def set_aside(target: Path) -> None:
+    """Move a damaged release directory out of the way (then remove it); its name is
+    free for a new extraction. ReasonError(APPLY_FAILED) when it cannot be moved."""
+    aside = target.with_name(f".{target.name}.damaged-{secrets.token_hex(4)}")
+    try:
+        os.rename(target, aside)
+    except OSError as exc:
+        raise ReasonError(ReasonCode.APPLY_FAILED, f"cannot set it aside: {exc}") from None
+    shutil.rmtree(aside, ignore_errors=True)  # else the runtime's pruning removes it later
+
+
+def extract_atomically(
+    archive: Path, target: Path, limits: ArchiveLimits | None = None, archive_digest: str = ""
+) -> None:
+    """Extract into a temporary sibling, write its FileList (naming `archive_digest`),
+    then rename: `target` exists only complete, and only with its list.
     ReasonError(APPLY_FAILED) for an unreadable or unsafe archive (archive_rules.py),
     INSUFFICIENT_DISK when the disk fills up; nothing is left behind either way."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    listing = file_list_path(target)
     try:
-        _extract(archive, staging, limits or ArchiveLimits())
+        listed = _extract(archive, staging, limits or ArchiveLimits(), archive_digest)
         staging.chmod(DIR_MODE)
+        atomic_write(listing, msgspec.json.encode(listed))
         try:
             os.rename(staging, target)
         except OSError:
-            if not target.is_dir():  # else a concurrent apply finished it first
-                raise
+            listing.unlink(missing_ok=True)
+            raise
     except UnsafeArchive as exc:
         raise ReasonError(
             ReasonCode.APPLY_FAILED, f"unsafe archive {archive.name}: {exc}"
@@ -102,26 +227,42 @@ def extract_atomically(archive: Path, target: Path, limits: ArchiveLimits | None
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _extract(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+def _extract(archive: Path, staging: Path, limits: ArchiveLimits, archive_digest: str) -> FileList:
     """Files and directories in archive order, below real directories only (no link
     exists yet, and every open refuses to follow one); symbolic links last, once the
-    whole tree has shown that each of them stays inside."""
+    whole tree has shown that each of them stays inside. Returns what it wrote."""
     tree = ArchiveTree(limits)
+    written: dict[Parts, Listed] = {}
     with gzip.open(archive, "rb") as raw:
         stream = BoundedStream(raw, limits)
         with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
             while (member := tar.next()) is not None:
                 entry = entry_of(member)
                 tree.add(entry)
-                _write(tar, member, entry, staging)
+                listed = _write(tar, member, entry, staging)
+                if listed is not None:
+                    written[entry.parts] = listed
     tree.check_links()
     for link in tree.links():
         path = staging.joinpath(*link.parts)
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # never a link: add()
         os.symlink(link.link, path)
+    entries = [(e, "/".join(parts)) for parts, e in tree.entries.items() if parts]
+    return FileList(
+        archive=archive_digest,
+        dirs=[name for e, name in entries if e.kind == "dir"],
+        files={
+            name: written[e.parts if e.kind == "file" else tuple(e.link.split("/"))]
+            for e, name in entries
+            if e.kind in ("file", "hardlink")
+        },
+        links={name: e.link for e, name in entries if e.kind == "symlink"},
+    )
 
 
-def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: Entry, staging: Path) -> None:
+def _write(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, entry: Entry, staging: Path
+) -> Listed | None:
     path = staging.joinpath(*entry.parts)
     if entry.kind == "dir":
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -131,10 +272,11 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: Entry, staging:
         os.link(staging.joinpath(*entry.link.split("/")), path, follow_symlinks=False)
     elif entry.kind == "file":
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        _write_file(tar, member, path)
+        return _write_file(tar, member, path)
+    return None
 
 
-def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> Listed:
     # Executable bits are kept; setuid/setgid/sticky and group/other write are not.
     mode = (member.mode & 0o755) | 0o600
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -142,6 +284,7 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> No
     if source is None:
         raise UnsafeArchive(f"{member.name!r} has no data")
     fd = os.open(path, flags, mode)
+    digest = hashlib.sha256()
     with os.fdopen(fd, "wb") as out, source:
         written = 0
         while chunk := source.read(CHUNK):
@@ -149,7 +292,9 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> No
             if written > member.size:  # tarfile stops at the size; never trust that alone
                 raise UnsafeArchive(f"{member.name!r} is longer than its header says")
             out.write(chunk)
+            digest.update(chunk)
         os.fchmod(out.fileno(), mode)
+    return Listed(mode=mode, size=written, sha256=digest.hexdigest())
 
 
 class BoundedStream:

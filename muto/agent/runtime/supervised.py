@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from muto.agent.runtime.archive import file_list_path
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import run_command
 from muto.agent.runtime.crash_loop import is_crash_looping
@@ -239,7 +240,13 @@ async def _stop_all(supervisors: list[Supervisor], graph: RosGraphWatch | None =
 
 
 def _prune(releases_dir: Path, keep: set[Path]) -> None:
-    # Also removes staging left by an agent killed mid-extract: the lock is held here.
+    # Also removes staging left by an agent killed mid-extract, and a damaged directory
+    # set aside (archive.py): the lock is held here.
+    kept = keep | {file_list_path(directory) for directory in keep}
     for entry in releases_dir.iterdir():
-        if entry.is_dir() and entry not in keep:
+        if entry in kept:
+            continue
+        if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
+        else:  # the file list of a directory pruned, or one a crash left half-written
+            entry.unlink(missing_ok=True)
