@@ -62,14 +62,17 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
+    # Absolute from here on: the runtime's workdir is under the data dir, and a stack
+    # started in its release directory (or that changes directory) must still find
+    # MUTO_RELEASE_DIR, its venv and its logs.
     options = RunOptions(
         vehicle_id=args.vehicle_id,
-        data_dir=Path(args.data_dir),
+        data_dir=Path(args.data_dir).resolve(),
         cloud_url=args.cloud_url,
         mqtt_url=args.mqtt_url,
-        vehicle_state=Path(args.vehicle_state) if args.vehicle_state else None,
+        vehicle_state=Path(args.vehicle_state).resolve() if args.vehicle_state else None,
         runtime=args.runtime,
-        trust=Path(args.trust) if args.trust else None,
+        trust=Path(args.trust).resolve() if args.trust else None,
         token=token,
         tenant=args.tenant,
         cache_budget_mb=args.cache_budget_mb,

@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from muto.agent import cli as agent_cli
+from muto.agent.compose import RunOptions
 from muto.agent.journal import Journal
+from muto.agent.runtime import build_runtime
 from muto.cli import main
+from muto.domain.release import ArtifactType, Launch
 from muto.domain.wire import decode
 from muto.trust import Signer, TrustConfig
 from tests.support.agent_rig import failing, make_rig, release
+from tests.support.releases import stack_release
+from tests.support.runtime_kit import PYTHON, artifact_for, cache_of, make_archive
+from tests.support.waits import until
 
 DOC = Path(__file__).parents[2] / "docs" / "agent.md"
 DOC_DIR = "/var/lib/muto/agent"
@@ -118,3 +125,42 @@ def test_trust_writes_what_run_provisions_and_run_refuses_without_it(
     run = ["agent", "run", "--vehicle-id", "v1", "--data-dir", str(tmp_path / "data")]
     assert main(run) == 2
     assert "provision it with --trust" in capsys.readouterr().err
+
+
+def test_run_resolves_its_paths_once_so_a_stack_finds_its_release_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--data-dir ./x`: the agent's paths are absolute from the command line on, so the
+    MUTO_RELEASE_DIR a stack gets still names its release after it changes directory."""
+    seen: list[RunOptions] = []
+
+    async def serve(build: object, options: RunOptions, *_: object) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(agent_cli, "_serve", serve)
+    monkeypatch.chdir(tmp_path)
+    argv = ["agent", "run", "--vehicle-id", "v1", "--data-dir", "./x",
+            "--vehicle-state", "state.json", "--trust", "../trust.json"]  # fmt: skip
+    assert main(argv) == 0
+    (options,) = seen
+    assert options.data_dir == tmp_path / "x"
+    assert options.vehicle_state == tmp_path / "state.json"
+    assert options.trust == tmp_path.parent / "trust.json"
+
+    # What compose.local_agent gives the runtime, and a stack that leaves its directory.
+    overlay = make_archive(tmp_path / "overlay.tar.gz", {"VERSION": "1.0.0"})
+    found = "import os; os.chdir('/'); open(os.environ['MUTO_RELEASE_DIR'] + '/found', 'w')"
+    rel = stack_release("nav", "1.0.0", [artifact_for(overlay, ArtifactType.ARCHIVE)],
+                        launch=Launch(command=[PYTHON, "-c", found]))  # fmt: skip
+    runtime = build_runtime(options.runtime, options.data_dir / "runtime")
+
+    async def body() -> None:
+        try:
+            await runtime.apply(rel, cache_of(overlay))
+            await until(lambda: list(tmp_path.glob("x/runtime/releases/*/found")), "found")
+        finally:
+            await runtime.stop()
+
+    monkeypatch.chdir(tmp_path.parent)  # the agent's own directory does not matter either
+    asyncio.run(body())
