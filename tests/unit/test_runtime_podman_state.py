@@ -162,15 +162,17 @@ def test_another_stack_that_fails_to_start_leaves_nothing(tmp_path: Path, fake: 
 
 
 @pytest.mark.parametrize(
-    "outside",
+    ("outside", "restarts"),
     [
-        Container(running=False, release="nav@1.0.0"),  # `podman stop` outside muto
-        Container(running=True, release="nav@0.9.0"),  # the name runs another release
-        None,  # `podman rm -f`
+        # Exited (or `podman stop` outside muto: podman 4 does not tell them apart) and
+        # not restarted by podman's policy: starting it again counts as a restart.
+        (Container(running=False, release="nav@1.0.0"), 1),
+        (Container(running=True, release="nav@0.9.0"), 0),  # the name runs another release
+        (None, 0),  # `podman rm -f`: gone, not the release's doing
     ],
 )
 def test_applying_a_whose_container_does_not_run_a_starts_it_again(
-    tmp_path: Path, fake: FakePodman, outside: Container | None
+    tmp_path: Path, fake: FakePodman, outside: Container | None, restarts: int
 ) -> None:
     async def body(rt: PodmanRuntime) -> None:
         await rt.apply(A, {})
@@ -185,6 +187,30 @@ def test_applying_a_whose_container_does_not_run_a_starts_it_again(
         await rt.apply(A, {})
         assert fake.ran == ["nav@1.0.0", "nav@1.0.0"]
         status = rt.status()
-        assert (status.release, status.alive, status.restart_count) == ("nav@1.0.0", True, 1)
+        assert (status.release, status.alive, status.restart_count) == ("nav@1.0.0", True, restarts)
+
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize("outside", ["removed", "exited"])
+def test_only_a_container_that_died_makes_its_restores_a_crash_loop(
+    tmp_path: Path, fake: FakePodman, outside: str
+) -> None:
+    """Three restores in the window (the agent's, after each drift check): a container
+    removed each time outside muto is not a crash loop; one that exits each time and
+    that podman does not start again is (no restore loop that never rolls back)."""
+
+    async def body(rt: PodmanRuntime) -> None:
+        await rt.apply(A, {})
+        for _ in range(3):
+            if outside == "removed":
+                del fake.containers["muto-nav"]
+            else:
+                fake.containers["muto-nav"].running = False
+            await asyncio.sleep(0.05)  # the watch sees it
+            assert not rt.status().alive
+            await rt.apply(A, {})  # the agent restores it
+        assert rt.status().alive
+        assert rt.status().crash_looping is (outside == "exited")
 
     run(tmp_path, body)

@@ -40,7 +40,9 @@ class PodmanRuntime:
     A is touched; `--replace` swaps the container under the stack's one name, and a
     release of another stack stops A's container first, so at most one release's
     container runs at a time; applying the running release is a no-op only while its
-    container runs it (`inspect`: running, labelled with its key), else it is run again;
+    container runs it (`inspect`: running, labelled with its key), else it is run again,
+    which counts as a restart only when its own container was still there, exited (a
+    container removed or replaced outside muto is not the release failing);
     after a failed `run` the name holds A still running (kept) or nothing: `--replace`
     may already have removed A, and B's never-started container is removed, so the
     rollback's apply(A) starts A again. The image store is podman's own: the agent's
@@ -78,7 +80,8 @@ class PodmanRuntime:
     async def apply(self, release: StackRelease, artifacts: Mapping[str, Path]) -> None:
         async with self._lock:
             previous = self._running
-            if previous == release and (await self._inspect(release)).runs(release):
+            seen = await self._inspect(release) if previous == release else None
+            if seen is not None and seen.runs(release):
                 return
             image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
             await self._pull(image)
@@ -101,8 +104,14 @@ class PodmanRuntime:
             await self._stop_watching()
             self._running = release
             self._alive, self._seen_restarts = True, 0
-            if previous == release:  # its container had stopped or gone: started again
-                self._restarts.record(self.clock())
+            if seen is not None:  # its container had stopped or gone: started again
+                if seen.release == release.key:
+                    # Still there, exited, and podman's policy did not start it again: the
+                    # release died (or was stopped; podman 4 does not say which), and this
+                    # start counts like one of podman's restarts, for the crash-loop rule.
+                    # Removed, or replaced by another container, outside muto: the release
+                    # did nothing, and a run that only puts it back is not a restart.
+                    self._restarts.record(self.clock())
             else:
                 self._restarts = RestartHistory(max(release.health_model.crash_loop_restarts, 64))
             self._watch = asyncio.create_task(self._watch_container(), name="podman inspect")
