@@ -16,11 +16,15 @@ from muto.domain.messages import (
     AgentPhase,
     AgentState,
     Component,
+    HeldDesired,
     Leaf,
 )
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import ReconcileStatus
 from muto.domain.vehicle_state import VehicleState
 from muto.domain.wire import Wire
 
+CLOCK = ReasonCode.UNTRUSTED_CLOCK
 SNAPSHOT_LEAVES = (
     Leaf.AGENT_METADATA,
     Leaf.AGENT_STATE,
@@ -47,7 +51,7 @@ def agent_state(vehicle_id: str, state: JournalState, phase: AgentPhase) -> Agen
     desired = state.desired
     last = last_outcome(state, desired.revision if desired else None)
     return AgentState(
-        schema="muto.agent-state.v1",
+        schema="muto.agent-state.v2",
         vehicle_id=vehicle_id,
         running=running_ref(state),
         revision=desired.revision if desired else None,
@@ -55,7 +59,20 @@ def agent_state(vehicle_id: str, state: JournalState, phase: AgentPhase) -> Agen
         phase=phase,
         last_status=last.status if last else None,
         reason_codes=list(last.codes) if last else [],
+        held=held_desired(state),
     )
+
+
+def held_desired(state: JournalState) -> HeldDesired | None:
+    """The document held for want of trusted time (DesiredHeld), with the codes it was
+    reported `blocked` with."""
+    held = state.held
+    if held is None:
+        return None
+    reported = last_outcome(state, held.revision)
+    blocked = reported is not None and reported.status == ReconcileStatus.BLOCKED
+    codes = list(reported.codes) if blocked and reported and reported.codes else [CLOCK]
+    return HeldDesired(revision=held.revision, sequence=held.sequence, reason_codes=codes)
 
 
 def components(

@@ -83,8 +83,18 @@ class AgentPhase(StrEnum):
     ROLLING_BACK = "rolling_back"
 
 
+class HeldDesired(Wire, frozen=True, kw_only=True):
+    """A newer desired state held back, not accepted (its expiry cannot be judged)."""
+
+    revision: str
+    sequence: int
+    # What it was reported `blocked` with (UNTRUSTED_CLOCK); the revision and sequence in
+    # force stay those of the accepted document.
+    reason_codes: Annotated[list[ReasonCode], msgspec.Meta(min_length=1)]
+
+
 class AgentState(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-state.v1"]  # required: refused (ignored) without it
+    schema: Literal["muto.agent-state.v2"]  # required: refused (ignored) without it
     vehicle_id: str
     running: StackRef | None = None
     revision: str | None = None
@@ -92,6 +102,7 @@ class AgentState(Wire, frozen=True, kw_only=True):
     phase: AgentPhase = AgentPhase.IDLE
     last_status: ReconcileStatus | None = None
     reason_codes: list[ReasonCode] = []
+    held: HeldDesired | None = None  # v2: a newer document held back, if any
 
 
 class Component(Wire, frozen=True, kw_only=True):
