@@ -124,6 +124,10 @@ LINES: dict[str, Describe] = {
         + (f" for {d['vehicle_id']}" if d.get("vehicle_id") else "")
     ),
     "AccessToken.Revoked": lambda d: f"token {d['token_id']} revoked",
+    "IdempotencyKey.Used": lambda d: f"idempotency key {d['key']} keyed a write",
+    "IdempotencyKey.Reused": lambda d: (
+        f"idempotency key {d['key']} keyed a write again (its earlier use had expired)"
+    ),
 }
 
 

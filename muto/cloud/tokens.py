@@ -13,7 +13,8 @@ from enum import Enum, StrEnum
 from sqlalchemy import bindparam, select
 
 from muto.cloud.commands import Cause
-from muto.cloud.errors import NotFound
+from muto.cloud.errors import Conflict, NotFound
+from muto.cloud.idempotency import HEADER
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.model.token import AccessToken
 from muto.projections import Views
@@ -89,6 +90,23 @@ def issue_token(role: Role, vehicle_id: str | None, cause: Cause) -> tuple[str, 
         return token_id
 
     return secret, command
+
+
+def secret_not_kept(key: str, token_id: str) -> Conflict:
+    """The answer to a resend of a token request with its Idempotency-Key: the token
+    it issued is named, its secret is not. The secret is made before the write and only
+    its hash is stored, nowhere else (not with the key either), so nothing can show it
+    again; deriving it again from a server key would make every secret recoverable by
+    whoever holds that key and the log. The token stays valid (whoever got the first
+    answer holds it); one whose answer was lost is revoked, and a new one issued with a
+    new key."""
+    return Conflict(
+        f"{HEADER} {key!r} already issued token {token_id}; its secret is shown only "
+        "in the answer to that first request and cannot be shown again (only its hash is "
+        f"stored). If that answer was lost, revoke token {token_id} and issue another "
+        "with a new key",
+        {"path": f"header.{HEADER}", "tokenId": token_id},
+    )
 
 
 def revoke_token(token_id: str, cause: Cause) -> Command[None]:

@@ -195,6 +195,20 @@ class GateEvaluation(Stored, frozen=True, kw_only=True):
         return msgspec.convert(to_builtins(evaluation), cls)
 
 
+# -- IdempotencyKey ---------------------------------------------------------------------
+
+
+class KeyUse(Stored, frozen=True, kw_only=True):
+    """One use of a client's Idempotency-Key (IdempotencyKey.Used / Reused): the request
+    it came with and the answer that request was given, so that a resend of it is
+    answered the same without a second write. Who sent it is the event's `actor`."""
+
+    request: str  # sha256 of the method, the path and the decoded body (canonical JSON)
+    used_at: str  # ISO 8601, the cloud's clock: the key is honoured for a while after
+    status: int  # the answer's HTTP status
+    answer: dict[str, Any]  # the answer's `data` (never a secret: docs/api.md)
+
+
 def plain(payload: Any) -> Any:
     """A payload as JSON-ready builtins (for a view's JSON column)."""
     return to_builtins(payload)

@@ -8,6 +8,8 @@ import argparse
 import json
 import os
 import re
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,12 @@ UNAUTHENTICATED = 4  # no token, an unknown or revoked one (401), or not allowed
 UNREACHABLE = 5  # no server answered at the URL
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# A write sent with an Idempotency-Key (`Api.write`) is sent up to this many times, the
+# same key each time, when its answer is lost or says to come back: the API answers a
+# resend as it answered the first, with no second write (docs/api.md).
+WRITE_ATTEMPTS = 3
+RESEND_AFTER_S = 0.5  # then twice that
+RESEND_STATUSES = frozenset({502, 503, 504})  # a proxy without a replica; `unavailable`
 
 
 class FleetError(Exception):
@@ -237,6 +245,29 @@ class Api:
         )
         return answer(response, self.connection)
 
+    def write(self, method: str, path: str, *, json_body: Any) -> dict[str, Any]:
+        """A write that its body alone does not make idempotent (a desired-state
+        assignment, a token, a rollout without an id): sent with a new Idempotency-Key
+        per call, and resent with that same key, up to WRITE_ATTEMPTS in all, when no
+        answer came (a timeout, a dropped connection, no server) or the answer was 502,
+        503 or 504. A resend the first request's write already answered is answered as
+        it was, and writes nothing (a token's, 409: its secret is not shown twice)."""
+        key = str(uuid.uuid4())
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            last = attempt == WRITE_ATTEMPTS
+            try:
+                response = self.http.request(
+                    method, path, json=json_body, headers={"Idempotency-Key": key}
+                )
+            except httpx.TransportError as exc:
+                if last:
+                    raise self._unreachable(exc) from None
+            else:
+                if last or response.status_code not in RESEND_STATUSES:
+                    return answer(response, self.connection)
+            time.sleep(RESEND_AFTER_S * 2 ** (attempt - 1))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def exists(self, path: str) -> bool:
         """HEAD: True for 200, False for 404, FleetError otherwise."""
         response = self.send("HEAD", path)
@@ -250,12 +281,15 @@ class Api:
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise FleetError(
-                f"cannot reach the control plane at {self.connection.url} "
-                f"({exc.__class__.__name__}): is `muto cloud serve` running there? "
-                "Set the URL with --url, MUTO_URL or `muto login URL --token-file F`",
-                UNREACHABLE,
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> FleetError:
+        return FleetError(
+            f"cannot reach the control plane at {self.connection.url} "
+            f"({exc.__class__.__name__}): is `muto cloud serve` running there? "
+            "Set the URL with --url, MUTO_URL or `muto login URL --token-file F`",
+            UNREACHABLE,
+        )
 
 
 def answer(response: httpx.Response, connection: Connection) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def assign(args: argparse.Namespace) -> int:
     if args.agent_config:
         body["agentConfig"] = read_agent_config(args.agent_config)
     with Connection.resolve(args).client() as api:
-        answer = api.call("POST", "/desired-states", json_body=body)
+        answer = api.write("POST", "/desired-states", json_body=body)
     emit(args, answer["data"], _table)
     return 0
 

@@ -53,7 +53,7 @@ def create(args: argparse.Namespace) -> int:
     if args.agent_config:
         body["agentConfig"] = read_agent_config(args.agent_config)
     with Connection.resolve(args).client() as api:
-        started = api.call("POST", "/rollouts", json_body=body)["data"]
+        started = api.write("POST", "/rollouts", json_body=body)["data"]
     emit(args, started, view)
     return 0
 

@@ -26,7 +26,7 @@ def create(args: argparse.Namespace) -> int:
     secret = SecretFile(Path(args.secret_file)) if args.secret_file else None
     try:
         with Connection.resolve(args).client() as api:
-            issued = api.call("POST", "/tokens", json_body=body)["data"]
+            issued = api.write("POST", "/tokens", json_body=body)["data"]
     except BaseException:
         if secret is not None:
             secret.discard()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -93,20 +94,38 @@ class SimFleet:
         headers = {"Authorization": f"Bearer {self.operator_token}"}
         gate = asyncio.Semaphore(PROVISIONING)
 
-        async def post(path: str, body: dict[str, object]) -> httpx.Response:
+        async def post(
+            path: str, body: dict[str, object] | None, key: str | None = None
+        ) -> httpx.Response:
             # A kept-alive connection the server just closed fails once: retry
-            # transport errors (re-registering is idempotent; a retried token request at
-            # worst issues a spare token).
+            # transport errors, with the same Idempotency-Key (re-registering is
+            # idempotent by itself; a token request's key makes a resend issue nothing).
+            sent = {**headers, "Idempotency-Key": key} if key else headers
             for attempt in range(5):
                 try:
-                    r = await self.http.post(f"{self.cloud_url}{path}", headers=headers, json=body)
-                    r.raise_for_status()
+                    r = await self.http.post(f"{self.cloud_url}{path}", headers=sent, json=body)
+                    if not (key and r.status_code == 409):
+                        r.raise_for_status()
                     return r
                 except httpx.TransportError:
                     if attempt == 4:
                         raise
                     await asyncio.sleep(0.2 * 2**attempt)
             raise AssertionError("unreachable")
+
+        async def token(v: SimVehicle) -> str:
+            """A vehicle token. A resend whose first request was stored is answered 409
+            naming the token it issued, whose secret no answer brought back (the API
+            never shows it twice): that token is revoked, and one asked for again under
+            a new key, so no valid token nobody holds is left behind."""
+            body: dict[str, object] = {"role": "vehicle", "vehicleId": v.vehicle_id}
+            for _ in range(5):
+                r = await post("/tokens", body, key=str(uuid.uuid4()))
+                if r.status_code != 409:
+                    return str(r.json()["data"]["token"])
+                lost = str(r.json()["error"]["details"]["tokenId"])
+                await post(f"/tokens/{lost}/revoke", None)
+            raise RuntimeError(f"no token for {v.vehicle_id}: every answer was lost")
 
         async def one(v: SimVehicle) -> None:
             async with gate:
@@ -118,8 +137,7 @@ class SimFleet:
                         "attributes": {"os": self.profile.os, "rosDistro": self.profile.ros_distro},
                     },
                 )
-                r = await post("/tokens", {"role": "vehicle", "vehicleId": v.vehicle_id})
-                v.token = r.json()["data"]["token"]
+                v.token = await token(v)
                 self.add(v)
 
         await asyncio.gather(*(one(v) for v in vehicles))

@@ -169,9 +169,12 @@ class Haproxy:
             "    retries 3\n"
             "    option redispatch 1\n"
             # A request whose server died before answering goes to another one only if
-            # it reads (GET, HEAD): a write may have committed there, and not every write
-            # carries an id that makes it idempotent (a desired-state assignment, a
-            # token). A connection that failed sent nothing, so any request retries that.
+            # it reads (GET, HEAD): a write may have committed there, and haproxy cannot
+            # tell whether it carries what makes a second one harmless. Clients resend
+            # their own writes instead: reports by reportId, registrations by id, and
+            # assignments, tokens and rollouts under their Idempotency-Key (the API
+            # answers a resend as the first, writing nothing; docs/api.md). A
+            # connection that failed sent nothing, so any request retries that.
             "    retry-on conn-failure empty-response\n"
             "frontend api\n"
             f"    bind 127.0.0.1:{self.port}\n"

@@ -100,9 +100,9 @@ class DiesOnce(ThreadingHTTPServer):
 
 
 def test_a_read_whose_server_died_is_retried_and_a_write_is_not(tmp_path: Path) -> None:
-    """A write may have committed before its server died, and a desired-state assignment
-    or a token carries no id that would make a second one harmless: the balancer never
-    sends it again (docs/deploy.md); a read goes to the next server."""
+    """A write may have committed before its server died, and the balancer cannot tell
+    whether a second one is harmless: it never sends it again, the caller does (with its
+    Idempotency-Key: docs/deploy.md, docs/api.md); a read goes to the next server."""
     if Haproxy.find() is None:
         unavailable("haproxy not found (apt-get install haproxy)")
     seen: list[str] = []

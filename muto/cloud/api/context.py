@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -16,7 +16,9 @@ from muto.cloud.api.numbers import whole_number
 from muto.cloud.api.responses import Unauthorized, read_body
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Forbidden, Invalid
+from muto.cloud.idempotency import HEADER, Answer, KeyedRequest, recorded
 from muto.cloud.tokens import MISS, Principal, Role
+from muto.cloud.writer import Written
 from muto.domain.wire import REFERENCE_PATTERN, decode
 from muto.projections.store import READERS
 
@@ -129,3 +131,59 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
             {"path": f"query.{name}"},
         )
     return value
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header (muto.cloud.idempotency), held to a correlation id's
+    rule: 1-128 printable ASCII characters without spaces. Checked before the body."""
+    raw = request.headers.get("idempotency-key")
+    if raw is not None and not REFERENCE.match(raw):
+        raise Invalid(
+            f"{HEADER} must be 1-128 printable ASCII characters without spaces "
+            "(a UUID, say): it names one request, and a resend of it with the same key "
+            "is answered as the first was",
+            {"path": f"header.{HEADER}"},
+        )
+    return raw
+
+
+def keyed(request: Request, who: Principal, key: str | None, decoded: Any) -> KeyedRequest | None:
+    """The request as its key names it (sender, method, path, decoded body); None
+    without a key."""
+    if key is None:
+        return None
+    return KeyedRequest.of(key, who.actor, request.method, request.url.path, decoded)
+
+
+async def write_once(
+    request: Request, key: KeyedRequest | None, write: Callable[[], Awaitable[Written[Answer]]]
+) -> Written[Answer]:
+    """A keyed write's answer: the stored one when the key already answers this request
+    (looked up before `write` runs any check, and again by its command, atomically),
+    else `write()`'s. A replayed answer is given once the views show the log as it is
+    now, at or past the keyed write (read-your-writes holds for a resend, on whichever
+    process it lands); its `position` is that one."""
+    cp = plane(request)
+    if key is not None:
+        found = await off_loop(recorded, cp.log, key, cp.clock())
+        if found is not None:
+            return await _shown(request, found)
+    written = await write()
+    if written.value.replayed:
+        return await _shown(request, written.value)
+    return written
+
+
+async def _shown(request: Request, answer: Answer) -> Written[Answer]:
+    cp = plane(request)
+    position = await off_loop(cp.log.position)
+    try:
+        await cp.projector.reach(position, cp.writes.views_timeout)
+    except TimeoutError:
+        return Written(answer, position, views_current=False)
+    return Written(answer, position)
+
+
+def replayed(answer: Answer) -> dict[str, str] | None:
+    """The header that tells a client its answer is a resend's (Stripe's name)."""
+    return {"Idempotent-Replayed": "true"} if answer.replayed else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,49 +12,73 @@ from muto.cloud.api.context import (
     acting_on,
     body,
     correlation,
+    idempotency_key,
+    keyed,
     off_loop,
     operator,
     plane,
     principal,
+    replayed,
+    write_once,
 )
 from muto.cloud.api.responses import ok
-from muto.cloud.commands import Cause, assign_desired_state
+from muto.cloud.commands import Assignment, Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
+from muto.cloud.idempotency import Answer, once
+from muto.cloud.writer import Written
 from muto.domain.desired import DesiredStateBundle, DesiredStateRequest
 from muto.domain.selectors import parse_selector
 
 
 async def create(request: Request) -> Response:
+    """With an Idempotency-Key, a resend is answered as the first request was (the same
+    revision and sequences), with no second revision (muto.cloud.idempotency)."""
     who = await operator(request)
     header = correlation(request)
+    key = idempotency_key(request)
     desired = await body(request, DesiredStateRequest)
     cp = plane(request)
-    one = desired.target.vehicle
-    if one is not None:
-        vehicle_ids = [one]
-    else:
-        assert desired.target.selector is not None  # Target's own rule
-        selector = parse_selector(desired.target.selector)
-        vehicle_ids = await off_loop(cp.queries.vehicle_ids, selector)
     cause = Cause.of(who.actor, desired.correlation_id or header)
-    written = await cp.write(
-        assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
-    )
-    assignment = written.value
+    keyed_request = keyed(request, who, key, desired)
+
+    async def assign() -> Written[Answer]:
+        one = desired.target.vehicle
+        if one is not None:
+            vehicle_ids = [one]
+        else:
+            assert desired.target.selector is not None  # Target's own rule
+            selector = parse_selector(desired.target.selector)
+            vehicle_ids = await off_loop(cp.queries.vehicle_ids, selector)
+        command = assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
+        return await cp.write(once(keyed_request, command, assigned(cause), cause, cp.clock))
+
+    written = await write_once(request, keyed_request, assign)
+    answer = written.value
     return ok(
+        answer.data,
+        answer.status,
         {
+            "position": written.position,
+            "targeted": len(answer.data["vehicles"]),
+            "viewsCurrent": written.views_current,
+        },
+        replayed(answer),
+    )
+
+
+def assigned(cause: Cause) -> Callable[[Assignment], Answer]:
+    """The answer to an assignment: what its key stores, and what a resend gets."""
+
+    def answer(assignment: Assignment) -> Answer:
+        data = {
             "desiredStateRevision": assignment.revision,
             "release": assignment.release_key,
             "correlationId": cause.correlation_id,
             "vehicles": assignment.sequences,
-        },
-        201,
-        {
-            "position": written.position,
-            "targeted": len(assignment.sequences),
-            "viewsCurrent": written.views_current,
-        },
-    )
+        }
+        return Answer(201, data)
+
+    return answer
 
 
 async def latest(request: Request) -> Response:

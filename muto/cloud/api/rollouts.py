@@ -7,11 +7,23 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from muto.cloud.api.context import body, correlation, int_param, off_loop, operator, plane
+from muto.cloud.api.context import (
+    body,
+    correlation,
+    idempotency_key,
+    int_param,
+    keyed,
+    off_loop,
+    operator,
+    plane,
+    replayed,
+    write_once,
+)
 from muto.cloud.api.exclusive import one_at_a_time
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
 from muto.cloud.errors import Conflict
+from muto.cloud.idempotency import Answer, KeyedRequest, once
 from muto.cloud.queries import (
     members_in_other_active_rollouts,
     rollout_candidates,
@@ -20,21 +32,35 @@ from muto.cloud.queries import (
 )
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
 from muto.cloud.tokens import Principal
-from muto.cloud.writer import Command
+from muto.cloud.writer import Command, Written
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.domain.selectors import parse_selector
 
 
 async def create(request: Request) -> Response:
+    """With an Idempotency-Key, a resend is answered 201 with the rollout the first
+    request started (as it is now), with no second start (muto.cloud.idempotency)."""
     who = await operator(request)
     header = correlation(request)
+    key = idempotency_key(request)
     wanted = await body(request, RolloutRequest)
+    keyed_request = keyed(request, who, key, wanted)
+    cause = Cause.of(who.actor, wanted.correlation_id or header)
     async with one_at_a_time(request, "rollout-start"):  # the check, then the write
-        return await _create(request, wanted, Cause.of(who.actor, wanted.correlation_id or header))
+        written = await write_once(
+            request, keyed_request, lambda: _create(request, wanted, keyed_request, cause)
+        )
+    cp = plane(request)
+    cp.require_views(written)
+    answer = written.value
+    found = await off_loop(cp.queries.rollout, answer.data["rolloutId"])
+    return ok(found, answer.status, {"position": written.position}, replayed(answer))
 
 
-async def _create(request: Request, wanted: RolloutRequest, cause: Cause) -> Response:
+async def _create(
+    request: Request, wanted: RolloutRequest, key: KeyedRequest | None, cause: Cause
+) -> Written[Answer]:
     cp = plane(request)
     vehicle_ids = await off_loop(cp.queries.vehicle_ids, parse_selector(wanted.selector))
     busy = await off_loop(vehicles_in_active_rollouts, cp.queries, vehicle_ids)
@@ -54,10 +80,13 @@ async def _create(request: Request, wanted: RolloutRequest, cause: Cause) -> Res
         for r in await off_loop(rollout_candidates, cp.queries, vehicle_ids)
     ]
     canaries, wave = pick_canaries(candidates)
-    written = await cp.write(start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock))
-    cp.require_views(written)
-    found = await off_loop(cp.queries.rollout, written.value)
-    return ok(found, 201, {"position": written.position})
+    command = start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock)
+    return await cp.write(once(key, command, _started, cause, cp.clock))
+
+
+def _started(rollout_id: str) -> Answer:
+    """What a rollout's key stores: its id (the answer shows the rollout as it is)."""
+    return Answer(201, {"rolloutId": rollout_id})
 
 
 async def listing(request: Request) -> Response:
