@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from tests.support.runtime_kit import (
     make_wheel,
     pid_alive,
     sha256,
+    write_script,
 )
+from tests.support.waits import until
 
 # The component proves where it runs: it writes its interpreter prefix, then serves.
 COMPONENT = """
@@ -212,6 +215,160 @@ def test_a_venv_with_its_own_pip_works_too(tmp_path: Path) -> None:
         await env.sync(release_wheels(rel, cache))
         assert (env.bin_dir / "lucid-agent-cpu").is_file()
         assert (env.bin_dir / "pip").exists()
+
+    asyncio.run(main())
+
+
+def site_packages(directory: Path) -> Path:
+    return next((directory / "venv" / "lib").glob("python*/site-packages"))
+
+
+def damage_venv(directory: Path, how: str) -> None:
+    module = site_packages(directory) / "lucid_agent_cpu" / "__init__.py"
+    if how == "edited":  # a bad disk, a hand edit: same size, other bytes
+        module.write_text(module.read_text().replace("sleep(300)", "sleep(301)"))
+    elif how == "deleted":  # an install cut short
+        next(site_packages(directory).glob("lucid_agent_cpu-*.dist-info/METADATA")).unlink()
+    elif how == "mode":
+        (directory / "venv/bin/lucid-agent-cpu").chmod(0o644)
+    elif how == "relinked":
+        (directory / "venv/bin/python").unlink()
+        (directory / "venv/bin/python").symlink_to("/bin/sh")
+    elif how == "no-file-list":  # built by an agent without file lists, or lost
+        (directory.parent / (directory.name + ".files")).unlink(missing_ok=True)
+
+
+def rollback_setup(tmp_path: Path) -> tuple[PythonWheelRuntime, Built, Built]:
+    rt = PythonWheelRuntime(tmp_path / "runtime", poll_sec=0.05, grace_sec=2)
+    a, cache_a = wheel_release(tmp_path, "1.0.0")
+    b, cache_b = wheel_release(tmp_path, "2.0.0")
+    return rt, (a, cache_a), (b, cache_b)
+
+
+@pytest.mark.parametrize("how", ["edited", "deleted", "mode", "relinked", "no-file-list"])
+def test_a_kept_venv_that_changed_is_installed_again_before_it_starts(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rollback to A reuses A's kept venv only while it holds what A's installation put
+    there; else it is set aside and installed again from the cached wheel, never started
+    damaged."""
+    rt, (a, cache_a), (b, cache_b) = rollback_setup(tmp_path)
+
+    async def main() -> None:
+        try:
+            await rt.apply(a, cache_a)
+            await rt.wait_ready(READY)
+            dir_a = rt.running_directory()
+            assert dir_a is not None
+            module = site_packages(dir_a) / "lucid_agent_cpu" / "__init__.py"
+            installed = module.read_bytes()
+            await rt.apply(b, cache_b)
+            damage_venv(dir_a, how)
+            await rt.apply(a, cache_a)  # the rollback
+            await rt.wait_ready(READY)
+            assert rt.running_directory() == dir_a
+            assert module.read_bytes() == installed
+            assert (dir_a / "venv/bin/lucid-agent-cpu").stat().st_mode & 0o111
+            assert json.loads((dir_a / "component.json").read_text())["prefix"] == str(
+                dir_a / "venv"
+            )
+            assert f"{dir_a} differs from its installation" in caplog.text
+            assert list(rt.components()) == ["lucid-agent-cpu"]
+        finally:
+            await rt.stop()
+
+    caplog.set_level(logging.WARNING, "muto.agent.runtime")
+    asyncio.run(main())
+
+
+def test_an_intact_kept_venv_is_reused_without_installing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the release wrote into its directory and venv after the install (its own
+    files, __pycache__) is not judged: the rollback runs neither venv nor pip."""
+    rt, (a, cache_a), (b, cache_b) = rollback_setup(tmp_path)
+
+    async def main() -> None:
+        try:
+            await rt.apply(a, cache_a)
+            await rt.wait_ready(READY)
+            dir_a = rt.running_directory()
+            assert dir_a is not None
+            module = site_packages(dir_a) / "lucid_agent_cpu" / "__init__.py"
+            inode = module.stat().st_ino
+            first = json.loads((dir_a / "component.json").read_text())["pid"]
+            await rt.apply(b, cache_b)
+            cache = site_packages(dir_a) / "lucid_agent_cpu" / "__pycache__"
+            cache.mkdir(exist_ok=True)
+            (cache / "later.cpython-311.pyc").write_bytes(b"written at run time")
+            rt.python = str(tmp_path / "no-python")  # a venv or pip run would fail
+            await rt.apply(a, cache_a)
+            await until(
+                lambda: json.loads((dir_a / "component.json").read_text())["pid"] != first,
+                "A running again",
+                tolerate=(OSError, ValueError),  # the file half-written
+            )
+            assert module.stat().st_ino == inode
+            assert "differs from its installation" not in caplog.text
+        finally:
+            await rt.stop()
+
+    caplog.set_level(logging.WARNING, "muto.agent.runtime")
+    asyncio.run(main())
+
+
+def test_a_damaged_venv_that_cannot_be_installed_again_fails_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    rt, (a, cache_a), (b, cache_b) = rollback_setup(tmp_path)
+
+    async def main() -> None:
+        try:
+            await rt.apply(a, cache_a)
+            dir_a = rt.running_directory()
+            assert dir_a is not None
+            await rt.apply(b, cache_b)
+            damage_venv(dir_a, "edited")
+            (wheel,) = cache_a.values()
+            wheel.write_bytes(b"not a zip")  # the cache would catch this
+            with pytest.raises(ReasonError) as failure:
+                await rt.apply(a, cache_a)
+            assert failure.value.code == ReasonCode.APPLY_FAILED
+            detail = failure.value.detail
+            assert "differs from its installation (venv/lib/python" in detail
+            assert "lucid_agent_cpu/__init__.py is not the file the installation holds" in detail
+            assert "pip install failed" in detail
+            assert rt.status().release == "lucid@2.0.0" and rt.status().alive  # B untouched
+            assert not dir_a.exists()  # nothing damaged is left to start by mistake
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+
+
+def test_a_reinstall_that_fills_the_disk_is_insufficient_disk(tmp_path: Path) -> None:
+    rt, (a, cache_a), (b, cache_b) = rollback_setup(tmp_path)
+    full = write_script(
+        tmp_path / "python-on-a-full-disk",
+        "#!/bin/sh\necho 'OSError: [Errno 28] No space left on device' >&2\nexit 1\n",
+    )
+
+    async def main() -> None:
+        try:
+            await rt.apply(a, cache_a)
+            dir_a = rt.running_directory()
+            assert dir_a is not None
+            await rt.apply(b, cache_b)
+            damage_venv(dir_a, "deleted")
+            rt.python = str(full)
+            with pytest.raises(ReasonError) as failure:
+                await rt.apply(a, cache_a)
+            assert failure.value.code == ReasonCode.INSUFFICIENT_DISK
+            assert "differs from its installation (venv/lib/python" in failure.value.detail
+            assert "METADATA is missing or not a file" in failure.value.detail
+            assert rt.status().release == "lucid@2.0.0" and rt.status().alive
+        finally:
+            await rt.stop()
 
     asyncio.run(main())
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muto.agent.runtime.archive import damage, extract_atomically, file_list_path
+from muto.agent.runtime.archive import extract_atomically
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
     ArchiveTree,
@@ -24,6 +24,7 @@ from muto.agent.runtime.archive_rules import (
     UnsafeArchive,
     entry_of,
 )
+from muto.agent.runtime.file_list import damage, file_list_path
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from tests.support.archives import (

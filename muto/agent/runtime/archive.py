@@ -2,7 +2,7 @@
 `<releases>/<stack>@<version>-<digest12>/`, with the list of what it holds (each file's
 sha256, mode and size; each link's target) beside it in `<that name>.files`. A directory
 applied again (a rollback, a restore) is checked against that list first, and extracted
-again from the cached archive when it differs."""
+again from the cached archive when it differs (the list and its check: file_list.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import gzip
 import hashlib
 import logging
 import os
-import secrets
 import shutil
-import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-
-import msgspec
 
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
@@ -31,36 +27,24 @@ from muto.agent.runtime.archive_rules import (
     UnsafeArchive,
     entry_of,
 )
+from muto.agent.runtime.file_list import (
+    FileList,
+    Listed,
+    damage,
+    file_list_path,
+    set_aside,
+    write_file_list,
+)
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, StackRelease
-from muto.trust.files import atomic_write
 
 DIR_MODE = 0o755
 CHUNK = 1 << 20
 MAX_READ = 4 << 20  # no tar header is this long; file data is read in CHUNKs
 HEADER_BYTES = 16 << 10  # headers (pax, long names) allowed per member
-FILE_LIST_SUFFIX = ".files"
 
 logger = logging.getLogger("muto.agent.runtime")
-
-
-class Listed(msgspec.Struct, frozen=True, array_like=True):
-    """One regular file as extracted (a hard link is listed as the file it names)."""
-
-    mode: int
-    size: int
-    sha256: str
-
-
-class FileList(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What extracting `archive` (its digest) put in a release directory. Directories
-    come parents first; what the release writes there later is not listed nor judged."""
-
-    archive: str
-    dirs: list[str]
-    files: dict[str, Listed]
-    links: dict[str, str]
 
 
 def single_artifact(release: StackRelease, kind: ArtifactType) -> Artifact:
@@ -120,76 +104,6 @@ async def extract_release(
     return target
 
 
-def file_list_path(target: Path) -> Path:
-    """Where the FileList of the release directory `target` is kept: beside it, out of
-    the release's sight."""
-    return target.with_name(target.name + FILE_LIST_SUFFIX)
-
-
-def damage(target: Path, archive_digest: str) -> str | None:
-    """What in `target` differs from what extracting the archive `archive_digest` put
-    there (its FileList), or None. Costs a stat per entry and a sha256 of every file."""
-    try:
-        listed = msgspec.json.decode(file_list_path(target).read_bytes(), type=FileList)
-    except FileNotFoundError:
-        return "it has no file list"
-    except (OSError, msgspec.DecodeError) as exc:
-        return f"its file list cannot be read: {exc}"
-    if listed.archive != archive_digest:
-        return f"its file list is of another archive, {listed.archive}"
-    for name in listed.dirs:  # parents first: nothing below is read through a link
-        if not stat.S_ISDIR(_lstat(target, name).st_mode):
-            return f"{name}/ is missing or not a directory"
-    for name, want in listed.files.items():
-        found = _lstat(target, name)
-        if not stat.S_ISREG(found.st_mode):
-            return f"{name} is missing or not a file"
-        if stat.S_IMODE(found.st_mode) != want.mode:
-            return f"{name} has mode {stat.S_IMODE(found.st_mode):o}, not {want.mode:o}"
-        if found.st_size != want.size or _sha256(_at(target, name)) != want.sha256:
-            return f"{name} is not the file the archive holds"
-    for name, link in listed.links.items():
-        if not stat.S_ISLNK(_lstat(target, name).st_mode):
-            return f"{name} is missing or not a link"
-        if os.readlink(_at(target, name)) != link:
-            return f"{name} no longer links to {link}"
-    return None
-
-
-def _at(target: Path, name: str) -> Path:
-    return target.joinpath(*name.split("/"))
-
-
-MISSING = os.stat_result((0,) * 10)  # no kind: neither a directory, nor a file, nor a link
-
-
-def _lstat(target: Path, name: str) -> os.stat_result:
-    try:
-        return os.lstat(_at(target, name))
-    except OSError:
-        return MISSING  # missing, or a parent no longer a directory
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
-def set_aside(target: Path) -> None:
-    """Move a damaged release directory out of the way (then remove it); its name is
-    free for a new extraction. ReasonError(APPLY_FAILED) when it cannot be moved."""
-    aside = target.with_name(f".{target.name}.damaged-{secrets.token_hex(4)}")
-    try:
-        os.rename(target, aside)
-    except OSError as exc:
-        raise ReasonError(ReasonCode.APPLY_FAILED, f"cannot set it aside: {exc}") from None
-    shutil.rmtree(aside, ignore_errors=True)  # else the runtime's pruning removes it later
-
-
 def extract_atomically(
     archive: Path, target: Path, limits: ArchiveLimits | None = None, archive_digest: str = ""
 ) -> None:
@@ -203,7 +117,7 @@ def extract_atomically(
     try:
         listed = _extract(archive, staging, limits or ArchiveLimits(), archive_digest)
         staging.chmod(DIR_MODE)
-        atomic_write(listing, msgspec.json.encode(listed))
+        write_file_list(target, listed)
         try:
             os.rename(staging, target)
         except OSError:
@@ -249,7 +163,7 @@ def _extract(archive: Path, staging: Path, limits: ArchiveLimits, archive_digest
         os.symlink(link.link, path)
     entries = [(e, "/".join(parts)) for parts, e in tree.entries.items() if parts]
     return FileList(
-        archive=archive_digest,
+        source=archive_digest,
         dirs=[name for e, name in entries if e.kind == "dir"],
         files={
             name: written[e.parts if e.kind == "file" else tuple(e.link.split("/"))]

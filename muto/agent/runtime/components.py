@@ -3,6 +3,7 @@ components (python wheels), and the installed registry that says what is in it."
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import shutil
@@ -134,9 +135,20 @@ class ComponentEnvironment:
         try:
             result = await run_command(argv, env=env, timeout_sec=self.timeout_sec)
         except (OSError, TimeoutError) as exc:
-            raise ReasonError(ReasonCode.APPLY_FAILED, f"{what}: {exc!r}") from None
+            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise ReasonError(_code(disk_full=full), f"{what}: {exc!r}") from None
         if not result.ok:
-            raise ReasonError(ReasonCode.APPLY_FAILED, f"{what} failed: {result.output}")
+            full = any(sign in result.output for sign in DISK_FULL)
+            raise ReasonError(_code(disk_full=full), f"{what} failed: {result.output}")
+
+
+# How venv and pip say the disk filled up (an OSError's text: Python's messages are
+# not translated).
+DISK_FULL = ("[Errno 28]", "No space left on device", "Disk quota exceeded")
+
+
+def _code(*, disk_full: bool) -> ReasonCode:
+    return ReasonCode.INSUFFICIENT_DISK if disk_full else ReasonCode.APPLY_FAILED
 
 
 def _recorded_digest(installed: dict[str, InstalledComponent], dist_name: str) -> str | None:

@@ -3,10 +3,14 @@ per-release virtual environment and run as supervised console scripts."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
+import logging
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +21,22 @@ from muto.agent.runtime.dist_names import (
     parse_wheel_filename,
     wheel_filename_from_ref,
 )
+from muto.agent.runtime.file_list import (
+    damage,
+    file_list_path,
+    list_tree,
+    set_aside,
+    write_file_list,
+)
 from muto.agent.runtime.registry import InstalledComponent
 from muto.agent.runtime.supervised import LaunchPlan, SupervisedRuntime, release_env
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, StackRelease
+
+MADE_BY = "installation"  # names the maker in what `damage` says differs
+
+logger = logging.getLogger("muto.agent.runtime")
 
 
 class PythonWheelRuntime(SupervisedRuntime):
@@ -31,7 +46,13 @@ class PythonWheelRuntime(SupervisedRuntime):
     `release.launch.entry_points` console script from that venv.
 
     A release's environment is built once and reused: applying it again, or rolling
-    back to it while its directory is kept, installs nothing (same digests).
+    back to it while its directory is kept, installs nothing, as long as the directory
+    still holds what the installation put there (its FileList, `<directory>.files`,
+    taken once the install completed and before anything ran from it). One that does not
+    (a file changed or deleted: a bad disk, a hand edit, an install cut short; or no
+    list: built by an older agent) is logged, set aside and installed again from the
+    cached wheels (verified against their digests by the cache); ReasonError
+    (APPLY_FAILED, INSUFFICIENT_DISK) naming the damage if that fails.
     """
 
     name: str = "python_wheel"
@@ -67,7 +88,7 @@ class PythonWheelRuntime(SupervisedRuntime):
             agent_pip=self.agent_pip,
             timeout_sec=self.install_timeout_sec,
         )
-        await environment.sync(wheels)
+        await self._installed(release, environment, wheels, f"sha256:{combined.hexdigest()}")
         commands = []
         for entry_point in release.launch.entry_points:
             script = environment.bin_dir / entry_point
@@ -80,6 +101,61 @@ class PythonWheelRuntime(SupervisedRuntime):
         env["VIRTUAL_ENV"] = str(environment.venv)
         env["PATH"] = os.pathsep.join([str(environment.bin_dir), env.get("PATH", os.defpath)])
         return LaunchPlan(directory, commands, env)
+
+    async def _installed(
+        self,
+        release: StackRelease,
+        environment: ComponentEnvironment,
+        wheels: Sequence[Wheel],
+        source: str,
+    ) -> None:
+        """The kept environment if it is intact (nothing is run), else a new one."""
+        directory = environment.root
+        if not directory.is_dir():
+            await install_listed(environment, wheels, source)
+            return
+        problem = await asyncio.to_thread(damage, directory, source, made_by=MADE_BY)
+        if problem is None:
+            return
+        logger.warning(
+            "%s: %s differs from its installation (%s): installing it again",
+            release.key,
+            directory,
+            problem,
+        )
+        try:
+            await asyncio.to_thread(set_aside, directory)
+            await install_listed(environment, wheels, source)
+        except ReasonError as exc:
+            detail = (
+                f"{release.key}: {directory.name} differs from its installation ({problem}):"
+                f" {exc.detail}"
+            )
+            raise ReasonError(exc.code, detail) from None
+
+
+async def install_listed(
+    environment: ComponentEnvironment, wheels: Sequence[Wheel], source: str
+) -> None:
+    """Build the environment where none is (in place: its console scripts name the venv's
+    own path, so it cannot be built elsewhere and renamed), then write the list of what it
+    holds, naming `source` (the wheels' combined digest). The list is written last and
+    atomically: a directory without one is never reused. On failure nothing is left."""
+    directory = environment.root
+    listing = file_list_path(directory)
+    try:
+        listing.unlink(missing_ok=True)  # one of a directory set aside or pruned
+        await environment.sync(wheels)
+        listed = await asyncio.to_thread(list_tree, directory, source)
+        await asyncio.to_thread(write_file_list, directory, listed)
+    except Exception as exc:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        listing.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        code = ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.APPLY_FAILED
+        raise ReasonError(code, f"cannot install into {directory.name}: {exc}") from None
 
 
 def release_wheels(release: StackRelease, artifacts: Mapping[str, Path]) -> list[Wheel]:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from muto.agent.runtime.archive import file_list_path
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import run_command
 from muto.agent.runtime.crash_loop import is_crash_looping
+from muto.agent.runtime.file_list import file_list_path
 from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.agent.runtime.reaper import take_over
@@ -240,8 +240,8 @@ async def _stop_all(supervisors: list[Supervisor], graph: RosGraphWatch | None =
 
 
 def _prune(releases_dir: Path, keep: set[Path]) -> None:
-    # Also removes staging left by an agent killed mid-extract, and a damaged directory
-    # set aside (archive.py): the lock is held here.
+    # Also removes staging left by an agent killed mid-extract or mid-install, and a
+    # damaged directory set aside (file_list.py): the lock is held here.
     kept = keep | {file_list_path(directory) for directory in keep}
     for entry in releases_dir.iterdir():
         if entry in kept:
