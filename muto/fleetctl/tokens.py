@@ -31,12 +31,17 @@ def create(args: argparse.Namespace) -> int:
         if secret is not None:
             secret.discard()
         raise
-    if secret is not None:  # the secret to a 0600 file, not the terminal
+    if secret is not None:  # the secret to a 0600 file, never to stdout in any format
         secret.write(issued)
         mode = " (mode 0600)" if secret.regular else ""
         print(f"token {issued['tokenId']} written to {secret.path}{mode}", file=sys.stderr)
         if args.output == "table":
             return 0
+        # JSON and YAML say where the secret went, in its place.
+        issued = {
+            **{k: v for k, v in issued.items() if k != "token"},
+            "secretFile": str(secret.path),
+        }
     emit(args, issued, _table)
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from muto.cli import main
 from muto.fleetctl.connection import USAGE, FleetError, api_path, save_context
@@ -202,6 +203,27 @@ def test_through_a_symlink_the_file_it_names_is_replaced(api: Api, tmp_path: Pat
     assert muto("tokens", "create", "--operator", "--secret-file", "link.token") == 0
     assert (tmp_path / "link.token").is_symlink()
     assert mode(target) == 0o600 and target.read_text() == TOKEN["token"] + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "yaml"])
+def test_with_a_secret_file_no_format_prints_the_secret(
+    api: Api, capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str
+) -> None:
+    target = tmp_path / "new.token"
+    assert muto("tokens", "create", "--operator", "--secret-file", str(target), "-o", fmt) == 0
+    assert target.read_text() == TOKEN["token"] + "\n"
+    out, err = capsys.readouterr()
+    assert TOKEN["token"] not in out + err
+    if fmt == "table":
+        assert out == ""
+        return
+    shown = json.loads(out) if fmt == "json" else yaml.safe_load(out)
+    assert shown == {
+        "tokenId": TOKEN["tokenId"],
+        "role": "operator",
+        "vehicleId": None,
+        "secretFile": str(target),
+    }
 
 
 @pytest.mark.parametrize("where", ["/nonexistent/dir/x", "a-file/x", "."])
