@@ -3,6 +3,8 @@ path), writer batches, and the fleet gauges equal to what the views say."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,40 @@ def test_requests_are_counted_by_route_template_method_and_status(scraper: Scrap
     assert value(samples, count, route=template, method="GET") == 3
     routes = {dict(labels).get("route") for _, labels in samples}
     assert not {r for r in routes if r and ("nobody" in r or "4711" in r or "eu-west" in r)}
+
+
+def test_an_unknown_dashboard_path_costs_its_batch_nothing(
+    scraper: Scraper, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown page under /ui leaves the dashboard mount's Router (unhashable) as the
+    request's endpoint: it is counted as unmatched, and the requests folded with it
+    (the same LOG_EVERY_S batch: no wait between them) keep their counts and lines."""
+    c = scraper.client
+    bad = ["/ui/nope/deeper", "/ui/vehicles/a%2F..%2Fb/x", "/ui/static/../../etc"]
+    with caplog.at_level(logging.INFO, logger="muto"):
+        assert c.get("/healthz", params={"marker": "before"}).status_code == 200
+        statuses = [c.get(path).status_code for path in bad]
+        assert c.get("/healthz", params={"marker": "after"}).status_code == 200
+        samples = scraper.scrape()  # folds what the edge holds, before the next tick
+    total = "muto_http_requests_total"
+    assert value(samples, total, route="/healthz", method="GET", status="200") == 2
+    unmatched = sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == total and dict(labels)["route"] == "unmatched"
+    )
+    assert unmatched == len(bad), statuses
+    routes = {dict(labels).get("route") for _, labels in samples}
+    assert not {r for r in routes if r and ("nope" in r or ".." in r or "etc" in r)}
+    lines = [
+        json.loads(line)
+        for r in caplog.records
+        if r.name == "muto.access"
+        for line in r.getMessage().splitlines()
+    ]
+    assert [line["path"] for line in lines if line["path"] == "/healthz"] == ["/healthz"] * 2
+    assert {line["path"] for line in lines} >= {"/ui/nope/deeper", "/ui/vehicles/a/../b/x"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_writer_batches_and_commit_latency_are_observed(scraper: Scraper) -> None:

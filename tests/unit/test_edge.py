@@ -158,3 +158,42 @@ def test_the_requests_of_a_batch_are_one_record_and_each_is_counted(
     lines = [json.loads(line) for line in record.getMessage().splitlines()]
     assert [(line["method"], line["status"]) for line in lines] == [("GET", 304)] * 3
     assert counted(metrics, "304") == 3
+
+
+class Unlabelable:
+    """An endpoint the templates cannot be looked up by (a lookup that raises)."""
+
+    def __hash__(self) -> int:
+        raise ValueError("no hash today")
+
+
+def test_a_request_that_cannot_be_labelled_or_logged_costs_only_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = CloudMetrics()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await answers_304(scope, receive, send)
+        if scope["path"] == "/odd":
+            scope["endpoint"] = Unlabelable()
+
+    edge = Edge(app, metrics, {answers_304: "/desired-states/latest"})
+
+    async def batch() -> None:
+        for path in ("/desired-states/latest", "/odd", "/bad-\udc80", "/desired-states/latest"):
+            await edge({**SCOPE, "path": path}, receive_nothing, send_nowhere)
+        edge.fold()
+
+    with caplog.at_level(logging.INFO, logger="muto"):
+        asyncio.run(batch())
+    assert counted(metrics, "304") == 3  # the neighbours, and the bad path's own count
+    odd = metrics.registry.get_sample_value(
+        "muto_http_requests_total", {"route": "unmatched", "method": "GET", "status": "304"}
+    )
+    assert odd == 1  # counted, under the bounded label
+    (record,) = logged(caplog)
+    paths = [json.loads(line)["path"] for line in record.getMessage().splitlines()]
+    assert paths == ["/desired-states/latest", "/odd", "/desired-states/latest"]
+    (failure,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failure.name == "muto.cloud.api.edge" and failure.exc_info is not None
+    assert "2 failure(s)" in failure.getMessage()

@@ -4,6 +4,7 @@ the request metrics and the access log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from muto.cloud.metrics import UNMATCHED, CloudMetrics
 
 LOG_EVERY_S = 0.1  # the access log's lines, and the request metrics, at most this late
 access_log = logging.getLogger("muto.access")
+log = logging.getLogger(__name__)
 # What the edge keeps of an answered request until its batch is folded in: the
 # endpoint (the route's template is looked up in the batch), method, path, status, seconds.
 Answered = tuple[Any, str, str, int, float]
@@ -112,16 +114,65 @@ class Edge:
                 )
             )
 
+    def template(self, endpoint: Any) -> str:
+        """The route template of the endpoint the router left in the scope, UNMATCHED
+        for none. A Mount whose routes matched none of the path (an unknown /ui/...
+        page) leaves its own Router there, which is unhashable (it defines `__eq__`):
+        no route answered that request, so it is unmatched too."""
+        try:
+            return self.templates.get(endpoint, UNMATCHED)
+        except TypeError:
+            return UNMATCHED
+
     def fold(self) -> None:
         """The requests answered since the last fold: into the request metrics, and out
-        to the access log in one record."""
+        to the access log in one record. A request that cannot be counted or written
+        costs only its own line and count, never its batch's: it is counted as
+        unmatched if it can be, and the failure is logged once per fold."""
         answered, self._answered = self._answered, []
         if not answered:
             return
+        failed: list[tuple[Answered, BaseException]] = []
         if self.metrics is not None:
-            observe, templates = self.metrics.requests.observe, self.templates
-            for endpoint, method, _, status, seconds in answered:
-                observe(templates.get(endpoint, UNMATCHED), method, status, seconds)
+            observe = self.metrics.requests.observe
+            for entry in answered:
+                endpoint, method, _, status, seconds = entry
+                try:
+                    observe(self.template(endpoint), method, status, seconds)
+                except Exception as exc:
+                    failed.append((entry, exc))
+                    with contextlib.suppress(Exception):  # logged below
+                        observe(UNMATCHED, method, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
             lines = [AccessLine(m, p, s, round(t * 1000, 2)) for _, m, p, s, t in answered]
-            access_log.info(_lines.encode_lines(lines).rstrip(b"\n").decode())
+            try:
+                record = _lines.encode_lines(lines)
+            except Exception:
+                record = b"".join(
+                    self._line(line, entry, failed)
+                    for line, entry in zip(lines, answered, strict=True)
+                )
+            if record:
+                access_log.info(record.rstrip(b"\n").decode())
+        if failed:
+            (_, method, path, status, _), first = failed[0]
+            log.error(
+                "%d failure(s) counting or logging a batch of %d request(s), the rest kept;"
+                " the first: %s %r (%s)",
+                len(failed),
+                len(answered),
+                method,
+                path,
+                status,
+                exc_info=first,
+            )
+
+    @staticmethod
+    def _line(
+        line: AccessLine, entry: Answered, failed: list[tuple[Answered, BaseException]]
+    ) -> bytes:
+        try:
+            return _lines.encode_lines([line])
+        except Exception as exc:
+            failed.append((entry, exc))
+            return b""
