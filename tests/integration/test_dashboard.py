@@ -176,6 +176,35 @@ def test_the_fleet_page_filters_by_selector_status_and_reason(site: Site) -> Non
     assert bad.status_code == 400 and "is not a reason code" in bad.text
 
 
+def test_a_filter_value_the_page_does_not_know_is_refused_naming_what_it_may_be(
+    site: Site,
+) -> None:
+    site.sign_in(site.operator)
+    bad = site.client.get("/ui/", params={"status": "bogus"})
+    assert bad.status_code == 400
+    assert "status: &#39;bogus&#39; is not one of converged, blocked" in bad.text
+    assert "vehicle(s) match" not in bad.text  # refused, not an empty match
+    bad = site.client.get("/ui/", params={"selector": "model=vehicle-v3", "presence": "away"})
+    assert bad.status_code == 400
+    assert "presence: &#39;away&#39; is not one of online, stale, offline, unknown" in bad.text
+    for name in ("status", "presence", "reason"):  # any, as the form sends it
+        assert site.client.get("/ui/", params={name: ""}).status_code == 200
+
+
+def test_every_count_on_the_fleet_page_is_a_link_that_filters(site: Site) -> None:
+    site.sign_in(site.operator)
+    page = site.client.get("/ui/", params={"selector": "model=vehicle-v3"})
+    counts = page.text.split('id="counts">', 1)[1].split("</section>", 1)[0]
+    assert '<span class="count">' not in counts
+    presence = '<a class="count" href="?selector=model%3Dvehicle-v3&amp;presence=unknown">'
+    assert presence + "unknown <b>12</b></a>" in counts  # the seed: never seen on MQTT
+    followed = site.client.get("/ui/?selector=model%3Dvehicle-v3&presence=unknown")
+    assert followed.status_code == 200 and "12 vehicle(s) match" in followed.text
+    assert '<option value="unknown" selected>' in followed.text
+    none = site.client.get("/ui/", params={"presence": "online"})
+    assert none.status_code == 200 and "0 vehicle(s) match" in none.text
+
+
 def test_nothing_on_the_dashboard_writes(site: Site) -> None:
     site.sign_in(site.operator)
     before = site.plane.log.position()

@@ -1,5 +1,6 @@
-"""The fleet's counts by presence (the dashboard's and `muto_vehicles_by_presence`) judge
-staleness as each vehicle's `presence` does: online, but silent for three heartbeats."""
+"""The fleet's counts by presence (the dashboard's and `muto_vehicles_by_presence`) and the
+fleet page's presence filter judge staleness as each vehicle's `presence` does: online, but
+silent for three heartbeats."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from muto.cloud.commands import record_presence
-from muto.cloud.dashboard.reads import counts
+from muto.cloud.dashboard.reads import PRESENCES, counts, fleet
 from tests.support.mqtt_watch import open_fleet
 from tests.support.spine import sqlite_settings
 
@@ -32,5 +33,11 @@ def test_a_silent_online_vehicle_is_counted_stale_not_online(tmp_path: Path) -> 
         found = counts(cp.queries).by_presence
         assert found == {"online": 1, "stale": 1, "unknown": 1}
         assert cp.queries.vehicle("v2").presence == "stale"  # the same rule
+        listed = {  # the fleet page's presence filter: the same rule again
+            presence: [v.vehicle_id for v in fleet(cp.queries, None, None, None, presence).vehicles]
+            for presence in PRESENCES
+        }
+        assert listed == {"online": ["v1"], "stale": ["v2"], "offline": [], "unknown": ["v3"]}
+        assert fleet(cp.queries, None, None, None, "stale").matching == 1
     finally:
         cp.close()

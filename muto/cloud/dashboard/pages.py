@@ -64,6 +64,7 @@ HEADERS = {
 }
 REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # spec/reason-codes.yaml's shape
 STATUSES = ("converged", "blocked", "rejected", "rolled_back", "failed", "none")
+PRESENCES = reads.PRESENCES
 Page = Callable[[Request], Awaitable[Response]]
 
 
@@ -143,31 +144,30 @@ async def logout(request: Request) -> Response:
 @page
 async def fleet(request: Request) -> Response:
     q = request.query_params
-    raw, status, reason = q.get("selector", ""), q.get("status") or None, q.get("reason") or None
+    raw, reason = q.get("selector", ""), q.get("reason") or None
+    status, presence = q.get("status") or None, q.get("presence") or None
     try:
-        selector = parse_selector(raw) if raw.strip() else None
+        selector, error = (parse_selector(raw) if raw.strip() else None), ""
     except SelectorError as exc:
-        return render(
-            request,
-            "fleet.html",
-            400,
-            error=f"selector: {exc}",
-            fleet=None,
-            filters=dict(q),
-            statuses=STATUSES,
-        )
+        selector, error = None, f"selector: {exc}"
+    error = error or bad_filter(status, presence, reason)
+    shown: dict[str, Any] = {"filters": dict(q), "statuses": STATUSES, "presences": PRESENCES}
+    if error:  # refused, as the CLI refuses it (exit 2), never an empty match
+        return render(request, "fleet.html", 400, error=error, fleet=None, **shown)
+    queries = plane(request).queries
+    found = await off_loop(reads.fleet, queries, selector, status, reason, presence)
+    return render(request, "fleet.html", fleet=found, error="", **shown)
+
+
+def bad_filter(status: str | None, presence: str | None, reason: str | None) -> str:
+    """What is wrong with the fleet page's filters, naming the parameter ("": nothing)."""
+    if status is not None and status not in STATUSES:
+        return f"status: {status!r} is not one of {', '.join(STATUSES)}"
+    if presence is not None and presence not in PRESENCES:
+        return f"presence: {presence!r} is not one of {', '.join(PRESENCES)}"
     if reason is not None and not REASON.fullmatch(reason):
-        return render(
-            request,
-            "fleet.html",
-            400,
-            error=f"reason: {reason!r} is not a reason code",
-            fleet=None,
-            filters=dict(q),
-            statuses=STATUSES,
-        )
-    found = await off_loop(reads.fleet, plane(request).queries, selector, status, reason)
-    return render(request, "fleet.html", fleet=found, error="", filters=dict(q), statuses=STATUSES)
+        return f"reason: {reason!r} is not a reason code"
+    return ""
 
 
 @page

@@ -16,6 +16,9 @@ from muto.domain.selectors import Selector
 from muto.projections.store import rows
 
 SHOWN = 500  # vehicles listed on the fleet page; the counts cover all of them
+# What the fleet's presence filter and counts can say (`unknown`: never seen on MQTT;
+# `stale`: online, but silent for three heartbeats).
+PRESENCES = ("online", "stale", "offline", "unknown")
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,15 @@ def counts(queries: Queries, selector: Selector | None = None) -> Counts:
 
 
 def fleet(
-    queries: Queries, selector: Selector | None, status: str | None, reason: str | None
+    queries: Queries,
+    selector: Selector | None,
+    status: str | None,
+    reason: str | None,
+    presence: str | None = None,
 ) -> Fleet:
-    """`reason` must be a reason code (checked by the caller): it is matched inside the
-    stored JSON list as the quoted word."""
+    """`reason` must be a reason code and `presence` one of PRESENCES (checked by the
+    caller): the code is matched inside the stored JSON list as the quoted word; online
+    and stale are told apart as each vehicle's `presence` is (judged now, not stored)."""
     v = queries.views.inventory.vehicles
     query = queries.vehicle_rows.where(
         v.c.vehicle_id.in_(select(queries.selected(selector).subquery().c.vehicle_id))
@@ -77,10 +85,20 @@ def fleet(
         query = query.where(v.c.last_status == status)
     if reason is not None:
         query = query.where(cast(v.c.last_reason_codes, String).contains(f'"{reason}"'))
+    if presence == "unknown":
+        query = query.where(v.c.presence.is_(None))
+    elif presence is not None:
+        query = query.where(v.c.presence == ("online" if presence == "stale" else presence))
+    ordered = query.order_by(v.c.vehicle_id)
     with queries.views.store.reading() as s:
-        matching = s.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        found = rows(s.execute(query.order_by(v.c.vehicle_id).limit(SHOWN)))
-    return Fleet([vehicle_view(r) for r in found], int(matching), counts(queries, selector))
+        if presence in ("online", "stale"):  # as `Queries.stale` counts: every online row
+            judged = (vehicle_view(r) for r in rows(s.execute(ordered)))
+            views = [view for view in judged if view.presence == presence]
+            matching = len(views)
+        else:
+            matching = s.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            views = [vehicle_view(r) for r in rows(s.execute(ordered.limit(SHOWN)))]
+    return Fleet(views[:SHOWN], int(matching), counts(queries, selector))
 
 
 def vehicle_rollouts(queries: Queries, vehicle_id: str) -> list[dict[str, Any]]:
