@@ -4,7 +4,10 @@
 - the ETag memory (etags.DesiredEtags): a new assignment evicts its vehicle's ETag;
 - the health-status memory of report ingest (ingest.Ingest): a health transition
   evicts its vehicle;
-- the release envelopes (envelopes.ReleaseEnvelopes): releases are immutable.
+- the release envelopes (envelopes.ReleaseEnvelopes): exact by their key, the release
+  and its count of added signatures, which a poll reads with its ETag; signatures
+  added to a release evict it, and empty the ETag memory (every bundle of that release
+  has a new ETag: queries.releases.bundle_etag).
 
 Each eviction comes from the projection that committed the change (its Announcer, after
 the commit; the ETag memory also holds a vehicle from just before that commit, see
@@ -48,6 +51,14 @@ class Caches:
         views.desired.assigned.append(self.etags.forget)
         views.desired.assigned.holders.append(self.etags.changing)
         views.inventory.health_changed.append(ingest.forget)
+        views.releases.signed.append(self.releases.forget)
+        views.releases.signed.append(self._release_signed)
+
+    def _release_signed(self, _: str) -> None:
+        """Each vehicle assigned the release has a new bundle ETag. Which vehicles those
+        are is the view's to say; an addition is a rare operator act, so every vehicle's
+        next poll goes to the view once, as after a restart."""
+        self.etags.clear()
 
     def live(self) -> bool:
         """Whether this process hears every change that could make a cache wrong now."""

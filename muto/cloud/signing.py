@@ -3,12 +3,16 @@ with, and how it opens a release an operator registers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from muto.cloud.settings import Settings, named
-from muto.domain.desired import DesiredStateDocument, Envelope
+from muto.domain.desired import DesiredStateDocument, Envelope, Signature
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.domain.wire import WireError
 from muto.trust.desired_state import sign_desired_state
-from muto.trust.dsse import EnvelopeError
+from muto.trust.dsse import RELEASE_TYPE, EnvelopeError, open_envelope
 from muto.trust.keys import KeyFileError, Signer, load_or_create_key_pair, raw_public_key
 from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release, read_release
@@ -85,3 +89,49 @@ class Signing:
                 raise
             # Unsigned input to check, not a signature: 422 naming the field (`$.payload`)
             raise WireError(exc.detail, exc.path) from None
+
+    def open_or_refusal(self, envelope: Envelope) -> tuple[StackRelease, str, ReasonError | None]:
+        """As `open_release`, but a release envelope whose signatures fall short of the
+        threshold is still decoded (unverified), and returned with the refusal: it may
+        only add signatures to a release registered with the same payload, and is
+        refused with that refusal otherwise (register_release). Anything that is not a
+        release's envelope raises as `open_release` does."""
+        try:
+            release, digest = self.open_release(envelope)
+        except ReasonError as refusal:
+            if self.release_keys is None:
+                raise
+            try:
+                release, digest = read_release(envelope)
+            except (ReasonError, WireError):
+                raise refusal from None
+            return release, digest, refusal
+        return release, digest, None
+
+    def check_signatures(self, envelope: Envelope, signatures: Sequence[Signature]) -> None:
+        """Each of `signatures`, alone, must sign `envelope`'s payload with a release key
+        the control plane trusts: registration's check (DSSE over PAE, strict base64) at
+        a threshold of one. VERIFY_SIGNATURE_FAILED naming the first that does not. With
+        no release keys configured nothing is checked, as at registration."""
+        keys = self.release_keys
+        if keys is None:
+            return
+        trusted, alone = keys.trusted(), KeySet(keys=keys.keys, threshold=1)
+        for signature in signatures:
+            if signature.keyid not in trusted:
+                raise ReasonError(
+                    ReasonCode.VERIFY_SIGNATURE_FAILED,
+                    f"signature by key {signature.keyid}: not a trusted release key",
+                )
+            one = Envelope(
+                payload_type=envelope.payload_type,
+                payload=envelope.payload,
+                signatures=[signature],
+            )
+            try:
+                open_envelope(one, RELEASE_TYPE, alone)
+            except ReasonError:
+                raise ReasonError(
+                    ReasonCode.VERIFY_SIGNATURE_FAILED,
+                    f"signature by key {signature.keyid}: not a valid signature of this release",
+                ) from None

@@ -1,5 +1,6 @@
 """`muto releases push | list | get`: signed releases, and the artifacts the control
-plane hosts for them."""
+plane hosts for them. Pushing a release already registered with the same digest adds the
+signatures of keys not yet on it (a second signer's), and says which."""
 
 from __future__ import annotations
 
@@ -83,17 +84,40 @@ def push(args: argparse.Namespace) -> int:
         raise FleetError(f"cannot read {signed}: {exc}", USAGE) from None
     hosted = hosted_artifacts(envelope)
     directory = Path(args.artifact_dir) if args.artifact_dir else signed.parent
-    files = [(a, local_file(a, directory)) for a in hosted]
+    files: dict[str, Path] = {}
+    absent: list[tuple[dict[str, Any], FleetError]] = []
+    for artifact in hosted:
+        try:
+            files[artifact["digest"]] = local_file(artifact, directory)
+        except FleetError as no_file:
+            absent.append((artifact, no_file))
     with Connection.resolve(args).client(timeout=args.timeout) as api:
-        for artifact, path in files:
-            sent = upload(api, artifact, path)
-            print(
-                f"{'uploaded' if sent else 'already stored'} {path.name} {artifact['digest']}",
-                file=sys.stderr,
-            )
+        # A file not here is needed only if the control plane lacks it (a second signer
+        # pushing a release already registered, with its artifacts, by the first).
+        for artifact, refusal in absent:
+            if not api.exists(api_path("artifacts", artifact["digest"])):
+                raise refusal
+        for artifact in hosted:
+            digest, path = artifact["digest"], files.get(artifact["digest"])
+            sent = path is not None and upload(api, artifact, path)
+            name = f"{path.name} " if path is not None else ""
+            print(f"{'uploaded' if sent else 'already stored'} {name}{digest}", file=sys.stderr)
         registered = api.call("POST", "/releases", json_body=envelope)
+    print(outcome(registered["data"], registered.get("metadata") or {}), file=sys.stderr)
     emit(args, registered["data"], _detail)
     return 0
+
+
+def outcome(release: dict[str, Any], metadata: dict[str, Any]) -> str:
+    """What the push did, in a line: registered the release, added signatures to the
+    one registered with its digest (its content unchanged), or nothing."""
+    key = f"{release['stackName']}@{release['version']}"
+    added = metadata.get("added") or []
+    if metadata.get("created"):
+        return f"registered {key} {release['manifestDigest']}"
+    if added:
+        return "\n".join(f"added the signature of key {k} to {key}" for k in added)
+    return f"{key} is registered with these signatures already: nothing changed"
 
 
 def listing(args: argparse.Namespace) -> int:
@@ -144,6 +168,7 @@ def _detail(r: dict[str, Any]) -> Table:
         [
             ("manifestDigest", r["manifestDigest"]),
             ("registeredAt", r.get("registeredAt")),
+            ("signedBy", [s.get("keyid") for s in r.get("envelope", {}).get("signatures", [])]),
             (
                 "artifacts",
                 [f"{a.get('ref')} ({a.get('size')} B)" for a in manifest.get("artifacts", [])],

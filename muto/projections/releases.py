@@ -1,15 +1,16 @@
-"""Releases: every registered release with its signed envelope."""
+"""Releases: every registered release with its signed envelope, signatures added since
+registration included (`Release.Signed`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, String, Table
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
 from muto.domain.events import plain
-from muto.projections.base import Projection, Update
+from muto.projections.base import Announcer, Projection, Update
 
 
 class Releases(Projection):
@@ -26,12 +27,22 @@ class Releases(Projection):
             Column("manifest", JSON, nullable=False),
             Column("envelope", JSON, nullable=False),
             Column("registered_at", String(40), nullable=False),
+            # Signatures added since registration: 0 as registered. Only ever grows (a
+            # signature is added, never removed), so with the release key it names one
+            # state of the envelope: the desired-state ETag and the envelope memory
+            # (cloud.envelopes) are keyed by it.
+            Column("signatures_added", Integer, nullable=False, default=0),
         )
+        self.signed = Announcer("release-signed")  # each release key, after commit
         return [self.releases]
 
     @property
     def updates(self) -> Mapping[str, Update]:
-        return {"Release.Registered": self._registered}
+        return {"Release.Registered": self._registered, "Release.Signed": self._signed}
+
+    @property
+    def announcers(self) -> list[Announcer]:
+        return [self.signed]
 
     def _registered(self, s: Session, e: Any, _: int) -> None:
         s.execute(
@@ -43,5 +54,20 @@ class Releases(Projection):
                 manifest=plain(e.manifest),
                 envelope=plain(e.envelope),
                 registered_at=e.timestamp.isoformat(),
+                signatures_added=0,
             )
         )
+
+    def _signed(self, s: Session, e: Any, _: int) -> None:
+        t = self.releases
+        found = s.execute(
+            select(t.c.envelope, t.c.signatures_added).where(t.c.release_key == e.key)
+        ).one()
+        envelope = dict(found.envelope)
+        envelope["signatures"] = [*envelope["signatures"], *plain(e.signatures)]
+        s.execute(
+            t.update()
+            .where(t.c.release_key == e.key)
+            .values(envelope=envelope, signatures_added=found.signatures_added + len(e.signatures))
+        )
+        self.signed.note(e.key)

@@ -253,15 +253,23 @@ def test_releases_are_immutable(api: Api) -> None:
     assert created.status_code == 201
     digest = created.json()["data"]["manifestDigest"]
     assert digest.startswith("sha256:")
-    # the same release again (even signed again) is a no-op
-    same = api.op.post("/releases", json=release_envelope(stack))
+    # the same release again is a no-op
+    same = api.op.post("/releases", json=envelope)
     assert same.status_code == 200
-    assert same.json()["metadata"]["created"] is False
+    assert same.json()["metadata"] == {"position": None, "created": False, "added": []}
+    # signed by another key, its signature is added (content unchanged)
+    resigned = release_envelope(stack)
+    cosigned = api.op.post("/releases", json=resigned)
+    assert cosigned.status_code == 200
+    assert cosigned.json()["metadata"]["created"] is False
+    assert cosigned.json()["metadata"]["added"] == [resigned["signatures"][0]["keyid"]]
+    both = {**envelope, "signatures": envelope["signatures"] + resigned["signatures"]}
     other = api.op.post("/releases", json=release_envelope(stack, size=2))
     assert error_of(other, 409)["details"]["registeredDigest"] == digest
     fetched = api.b.get(f"/releases/{stack}/1.0.0")  # vehicles may read releases
     assert fetched.status_code == 200
-    assert fetched.json()["data"]["envelope"] == envelope
+    assert fetched.json()["data"]["envelope"] == both
+    assert fetched.json()["data"]["manifestDigest"] == digest
     listed = api.op.get("/releases", params={"stack": stack}).json()
     assert [r["version"] for r in listed["data"]] == ["1.0.0"]
     assert listed["metadata"]["total"] == 1

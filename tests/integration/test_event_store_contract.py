@@ -27,6 +27,7 @@ from muto.cloud.commands import (
     register_vehicle,
     update_vehicle,
 )
+from muto.cloud.commands.releases import Registration
 from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
@@ -37,6 +38,9 @@ from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.domain.requests import VehiclePatch
+from muto.trust.dsse import cosign
+from muto.trust.keys import Signer
+from muto.trust.releases import sign_release
 from tests.support.releases import signed_release
 from tests.support.spine import (
     cause,
@@ -122,10 +126,10 @@ class EventStoreContract:
 
     def test_releases_are_immutable(self, cp: ControlPlane) -> None:
         release = signed_release("core", "1.0.0")
-        assert cp.execute(release.register()).value is True
+        assert cp.execute(release.register()).value == Registration(created=True)
         position = cp.log.position()
 
-        assert cp.execute(release.register()).value is False
+        assert cp.execute(release.register()).value == Registration(created=False)
         assert cp.log.position() == position
 
         other = signed_release("core", "1.0.0", size=2)
@@ -137,6 +141,29 @@ class EventStoreContract:
         }
         assert cp.log.position() == position
         assert cp.queries.release("core", "1.0.0").manifest_digest == release.digest
+
+    def test_signatures_are_added_to_a_release_never_its_content(self, cp: ControlPlane) -> None:
+        release = signed_release("core", "1.0.0")
+        cp.execute(release.register())
+        second = Signer.generate()
+        cosigned = cosign(release.envelope, second)
+        position = cp.log.position()
+
+        added = cp.execute(release.register_envelope(cosigned))
+        assert added.value == Registration(created=False, added=(second.keyid,))
+        assert added.position == position + 1
+        cp.projector.catch_up()
+        shown = cp.queries.release("core", "1.0.0")
+        assert shown.envelope == cosigned  # both signatures, in order
+        assert shown.manifest_digest == release.digest
+        assert cp.queries.release_envelope(release.key)[1] == 1
+        stored = cp.log.repository.get(Release.create_id(release.key))
+        assert (stored.version, stored.envelope) == (2, cosigned)
+
+        # The same signatures again, or fewer: nothing new, nothing stored.
+        for again in (cosigned, release.envelope, sign_release(release.release, [second])):
+            assert cp.execute(release.register_envelope(again)).value == Registration(False)
+        assert cp.log.position() == position + 1
 
     # -- desired state --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from muto.cloud.commands import Cause, register_release
+from muto.cloud.commands.releases import Registration
 from muto.cloud.writer import Command
 from muto.domain.desired import Envelope, StackRef
 from muto.domain.release import (
@@ -117,8 +118,14 @@ class SignedRelease:
         found: dict[str, Any] = to_builtins(self.envelope)
         return found
 
-    def register(self, by: Cause | None = None) -> Command[bool]:
+    def register(self, by: Cause | None = None) -> Command[Registration]:
         return register_release(self.release, self.digest, self.envelope, by or cause())
+
+    def register_envelope(
+        self, envelope: Envelope, by: Cause | None = None
+    ) -> Command[Registration]:
+        """Register this release as `envelope` signs it (more signatures, or others)."""
+        return register_release(self.release, self.digest, envelope, by or cause())
 
 
 def signed(release: StackRelease, *signers: Signer) -> SignedRelease:

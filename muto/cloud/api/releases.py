@@ -1,4 +1,5 @@
-"""POST /releases (immutable, signed), GET /releases[/{stack}/{version}]."""
+"""POST /releases (signed; content immutable, signatures may be added),
+GET /releases[/{stack}/{version}]."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ async def register(request: Request) -> Response:
     who = await operator(request)
     envelope = await body(request, Envelope)
     cp = plane(request)
-    release, digest = cp.signing.open_release(envelope)
+    release, digest, refusal = cp.signing.open_or_refusal(envelope)
     cause = Cause.of(who.actor, correlation(request))
-    written = await cp.write(register_release(release, digest, envelope, cause))
+    command = register_release(
+        release, digest, envelope, cause, check=cp.signing.check_signatures, refusal=refusal
+    )
+    written = await cp.write(command)
     cp.require_views(written)
-    created = written.value
+    done = written.value
     return ok(
         await off_loop(cp.queries.release, release.stack_name, release.version),
-        201 if created else 200,
-        {"position": written.position, "created": created},
+        201 if done.created else 200,
+        {"position": written.position, "created": done.created, "added": list(done.added)},
     )
 
 

@@ -21,15 +21,23 @@ class ReleaseReads:
 
     @cached_property
     def _document(self) -> Select[Any]:
-        latest = self.views.desired.latest
+        latest, releases = self.views.desired.latest, self.views.releases.releases
         columns = (latest.c.etag, latest.c.revision, latest.c.sequence, latest.c.release_key)
         envelope = cast(latest.c.envelope, Text)  # as stored: decoded only for a 200
-        return select(*columns, envelope).where(latest.c.vehicle_id == bindparam("vehicle"))
+        # The release's signatures as of this same read: they are part of the bundle.
+        added = releases.c.signatures_added
+        joined = latest.outerjoin(releases, releases.c.release_key == latest.c.release_key)
+        return (
+            select(*columns, envelope, added)
+            .select_from(joined)
+            .where(latest.c.vehicle_id == bindparam("vehicle"))
+        )
 
     @cached_property
     def _envelope(self) -> Select[Any]:
         releases = self.views.releases.releases
-        return select(releases.c.envelope).where(releases.c.release_key == bindparam("key"))
+        columns = (releases.c.envelope, releases.c.signatures_added)
+        return select(*columns).where(releases.c.release_key == bindparam("key"))
 
     def release(self, stack: str, version: str) -> Release:
         table = self.views.releases.releases
@@ -57,23 +65,40 @@ class ReleaseReads:
         found = self.views.store.read(self._document, {"vehicle": vehicle_id})
         if not found:
             return None
-        etag, revision, sequence, release_key, envelope = found[0]
-        return DesiredDocument(etag, revision, sequence, release_key, envelope.encode())
+        etag, revision, sequence, release_key, envelope, added = found[0]
+        added = added or 0  # no release ("run nothing"), or one the view lacks
+        return DesiredDocument(
+            bundle_etag(etag, added), revision, sequence, release_key, envelope.encode(), added
+        )
 
-    def release_envelope(self, release_key: str) -> dict[str, Any]:
-        """Uncached: envelopes.ReleaseEnvelopes keeps them (releases are immutable)."""
+    def release_envelope(self, release_key: str) -> tuple[dict[str, Any], int]:
+        """The release's envelope and how many signatures were added to it since it was
+        registered (uncached: envelopes.ReleaseEnvelopes keeps them by both)."""
         found = self.views.store.read(self._envelope, {"key": release_key})
         if not found:
             raise NotFound(f"release {release_key} is not registered")
-        return dict(found[0][0])
+        envelope, added = found[0]
+        return dict(envelope), added
+
+
+def bundle_etag(document_etag: str, signatures_added: int) -> str:
+    """The ETag of a desired-state bundle: its document's, and, once signatures were
+    added to its release, their count (`"7-0a1b...+1"`). A vehicle that fetched the
+    bundle before the addition then fetches it again (its `If-None-Match` no longer
+    matches) and verifies the release with every signature; a bundle whose release
+    never gained one keeps the document's ETag, as before signatures could be added."""
+    if not signatures_added:
+        return document_etag
+    return f'{document_etag[:-1]}+{signatures_added}"'
 
 
 class DesiredDocument(NamedTuple):
-    etag: str
+    etag: str  # the bundle's (bundle_etag)
     revision: str
     sequence: int
     release_key: str  # "": the document says "run nothing"
     envelope: bytes  # the envelope's JSON as stored
+    signatures_added: int = 0  # to the release, as of the read that gave `etag`
 
     def decoded_envelope(self) -> Envelope:
         return msgspec.json.decode(self.envelope, type=Envelope)
