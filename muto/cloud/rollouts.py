@@ -25,7 +25,9 @@ from muto.cloud.errors import Conflict, Invalid, NotFound
 from muto.cloud.writer import Command, UnitOfWork
 from muto.domain.desired import DesiredStateRequest, RolloutRef, RunNothing, StackRef, Target
 from muto.domain.events import GateEvaluation, RolloutPolicy
+from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.rollout import Rollout, RolloutState
+from muto.domain.model.rollout_states import WAITS_FOR
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutRequest
@@ -72,8 +74,46 @@ def _still_given(uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]) 
     return [
         vehicle_id
         for vehicle_id in vehicle_ids
-        if _vehicle_assignment(uow, vehicle_id).get("releaseKey") == rollout.release_key
+        if _names_release(rollout, vehicle_id, _vehicle_assignment(uow, vehicle_id))
     ]
+
+
+def _names_release(rollout: Rollout, vehicle_id: str, assignment: dict[str, Any]) -> bool:
+    """Whether a member's desired state is still this rollout's release as a rollout
+    gave it: the rollout's own revision, or a rollout's (a rollback back to it). A
+    direct assignment since, even of the same release, is a newer intent: kept."""
+    if assignment.get("releaseKey") != rollout.release_key:
+        return False
+    own = rollout.assigned.get(vehicle_id)
+    return assignment.get("revision") == own or assignment.get("rolloutId") is not None
+
+
+def _newer_intents(
+    uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]
+) -> dict[str, str | None]:
+    """Those of `vehicle_ids` given a newer desired state than the rollout's own for
+    them (vehicle id -> the revision they have now): an assigned member whose revision
+    is no longer the one the rollout gave it; a member not assigned yet whose revision
+    was created after the rollout started (a renewal keeps its revision: not newer).
+    Rolled back ones excluded."""
+    found: dict[str, str | None] = {}
+    known = getattr(rollout, "superseded", {})
+    created: dict[str, bool] = {}  # revision -> created after the rollout (one load each)
+    for vehicle_id in vehicle_ids:
+        if vehicle_id in rollout.rolled_back or vehicle_id in known:
+            continue
+        current = _vehicle_assignment(uow, vehicle_id).get("revision")
+        own = rollout.assigned.get(vehicle_id)
+        if own is not None:
+            if current != own:
+                found[vehicle_id] = current
+        elif current is not None:
+            if current not in created:
+                issued = uow.find(DesiredState, DesiredState.create_id(current))
+                created[current] = issued is not None and issued.created_on > rollout.created_on
+            if created[current]:
+                found[vehicle_id] = current
+    return found
 
 
 def _vehicle_assignment(uow: UnitOfWork, vehicle_id: str) -> dict[str, Any]:
@@ -155,10 +195,15 @@ def _roll_back(
     that had no release before the rollout get one revision that says "run nothing".
     Returns how many vehicles were given a rollback revision."""
     by_release: dict[str | None, list[str]] = {}
-    for vehicle_id in _still_given(uow, rollout, vehicle_ids):
+    still = _still_given(uow, rollout, vehicle_ids)
+    for vehicle_id in still:
         if vehicle_id in rollout.rolled_back:
             continue
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
+    kept = [v for v in vehicle_ids if v not in still and v not in rollout.rolled_back]
+    moved_on = {v: _vehicle_assignment(uow, v).get("revision") for v in kept}
+    if moved_on:  # they keep the newer intent, and the rollout's record says so
+        rollout.supersede(moved_on, clock().isoformat(), cause.actor, cause.correlation_id)
     issued = 0
     for release_key, members in sorted(by_release.items(), key=lambda kv: kv[0] or ""):
         assignment: Assignment
@@ -249,6 +294,12 @@ def _assign_wave(
         (staying if matches else leaving).append(vehicle_id)
     if leaving:
         rollout.leave(leaving, clock().isoformat(), cause.actor, cause.correlation_id)
+    # A member given a newer desired state since the rollout started (a direct
+    # assignment that raced the refusal) keeps it: the wave never assigns over it.
+    newer = _newer_intents(uow, rollout, staying)
+    if newer:
+        rollout.supersede(newer, clock().isoformat(), cause.actor, cause.correlation_id)
+    staying = [v for v in staying if v not in newer]
     _assign_phase(uow, rollout, RolloutState.WAVE.value, staying, cause, sign, clock)
 
 
@@ -269,9 +320,10 @@ def decide(
     sign: SignDocument,
     clock: WallClock,
 ) -> Command[bool]:
-    """Carry out a verdict on `phase` (canary, wave or baking). False (nothing stored)
-    when the rollout moved on or was paused since the evaluation was made: the
-    controller re-evaluates next tick. A failure rolls back every vehicle the rollout
+    """Carry out a verdict on `phase` (canary, wave or baking). False (no decision) when
+    the rollout moved on or was paused since the evaluation was made, or a failure
+    counted members superseded since (recorded as such): the controller re-evaluates
+    next tick. A failure rolls back every vehicle the rollout
     changed (canaries included), with the decision's reason code as the cause."""
 
     def command(uow: UnitOfWork) -> bool:
@@ -279,6 +331,16 @@ def decide(
         if rollout.state != phase or rollout.paused or verdict is Verdict.WAIT:
             return False
         passed = verdict is Verdict.PASS
+        if not passed:
+            # Members the views still judge though a newer intent replaced the
+            # rollout's (the views had not shown it yet): recorded, and the gate is
+            # evaluated again without them next tick (they never fail the others).
+            waited = WAITS_FOR[phase]
+            judged = rollout.canaries if waited == RolloutState.CANARY else rollout.wave
+            newer = _newer_intents(uow, rollout, [v for v in judged if v in rollout.assigned])
+            if newer:
+                rollout.supersede(newer, clock().isoformat(), cause.actor, cause.correlation_id)
+                return False
         rollout.decide(
             phase,
             passed=passed,

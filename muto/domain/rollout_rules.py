@@ -66,6 +66,15 @@ class MemberStatus(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"  # a rollback revision was issued to it
     LEFT = "left"  # no longer matched the selector when its wave was assigned
+    # Given a newer desired state than the rollout's own (a direct assignment): its
+    # intent is someone else's now, so it is neither judged nor rolled back.
+    SUPERSEDED = "superseded"
+    # Never assigned: the rollout ended before its phase (an aborted canary's wave).
+    NOT_ASSIGNED = "not_assigned"
+
+
+# Members a gate does not judge.
+NOT_JUDGED = frozenset({MemberStatus.LEFT, MemberStatus.SUPERSEDED, MemberStatus.NOT_ASSIGNED})
 
 
 class Verdict(StrEnum):
@@ -129,7 +138,7 @@ def evaluate_phase(
 
     `need_evidence` (the canary phase): a phase in which nothing converged never passes,
     so a canary phase whose canaries are all deferred at its deadline fails."""
-    judged = [m for m in members if m.status is not MemberStatus.LEFT]
+    judged = [m for m in members if m.status not in NOT_JUDGED]
     counts = Counter(m.status for m in judged)
     targeted = len(judged)
     failed_members = [m for m in judged if m.status is MemberStatus.FAILED]

@@ -148,6 +148,15 @@ def _exit(rollout: dict[str, Any]) -> int:
     return RUNNING if found is None else found
 
 
+def _deadline(r: dict[str, Any]) -> str | None:
+    """When the phase times out; while paused, its clock stands still: what is left."""
+    left = r.get("deadlineRemainingS")
+    if r.get("paused") and left is not None:
+        return f"paused, {left:.0f} s left when resumed"
+    deadline: str | None = r.get("deadline")
+    return deadline
+
+
 def view(r: dict[str, Any]) -> Group:
     """Phase, canaries, per-wave counts with blocked and failed by reason, gate decisions."""
     state = r["state"] + (" (paused)" if r.get("paused") else "")
@@ -158,6 +167,7 @@ def view(r: dict[str, Any]) -> Group:
             ("state", state),
             ("selector", r.get("selector")),
             ("thresholds", r.get("thresholds")),
+            ("deadline", _deadline(r)),
             ("updated", r.get("updatedAt")),
         ],
     )
@@ -172,6 +182,8 @@ def view(r: dict[str, Any]) -> Group:
             "BLOCKED (by reason)",
             "FAILED (by reason)",
             "ROLLED BACK (by reason)",
+            "SUPERSEDED",
+            "NOT ASSIGNED",
         ],
         (
             [
@@ -183,6 +195,8 @@ def view(r: dict[str, Any]) -> Group:
                 _by(p["deferred"], p["deferredBy"]),
                 _by(p["failed"], p["failedBy"]),
                 _by(p["rolledBack"], p.get("rolledBackBy", {})),  # an older server has none
+                p.get("superseded", 0),
+                p.get("notAssigned", 0),
             ]
             for name, p in sorted(r.get("phases", {}).items(), key=lambda kv: kv[0] != "canary")
         ),

@@ -28,6 +28,7 @@ from sqlalchemy import (
     case,
     func,
     null,
+    select,
     update,
 )
 from sqlalchemy.orm import Session
@@ -56,6 +57,9 @@ DECISIONS = {
     "Rollout.BakeFailed": "rolled_back",
 }
 FINAL = ("completed", "aborted", "rolled_back")
+ACTIVE = ("canary", "wave", "baking")
+# Reports on a member's rollout revision recorded even after it was rolled back.
+LATE_FAILURES = frozenset({"rolled_back", "failed"})  # it ran the release: not a refusal
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
 _decode_ledger = msgspec.json.Decoder(ReportLedger).decode
 
@@ -102,6 +106,11 @@ class RolloutProgress(Projection):
             # A member rolled back: its reason codes then, shown again once its rollback
             # took (a refusal's codes stand in for them until it does).
             Column("rollback_codes", JSON),
+            # The revision the rollout gave the member (`revision` moves on to a
+            # rollback's): a late report on it is still the member's (`_place_late`).
+            Column("assigned_revision", String(64)),
+            # A member given a newer desired state than the rollout's: that revision.
+            Column("superseded_by", String(64)),
         )
         self.rollout_rows = Rows(self.rollouts, "rollout_id")
         # A batch's reports with an outcome, in log order, until written (`_write_reports`).
@@ -118,6 +127,8 @@ class RolloutProgress(Projection):
             "Rollout.Resumed": self._paused,
             "Rollout.RolledBack": self._rolled_back,
             "Rollout.MembersLeft": self._left,
+            "Rollout.MembersSuperseded": self._superseded,
+            "DesiredState.Created": self._desired,
         }
         table.update(dict.fromkeys(DECISIONS, self._decided))
         return table
@@ -159,33 +170,53 @@ class RolloutProgress(Projection):
         reports, self._reports = self._reports, []
         if not reports:
             return
-        members = self._load(s, {(e.vehicle_id, e.report.desired_state_revision) for e in reports})
-        if not members:
+        pairs = {(e.vehicle_id, e.report.desired_state_revision) for e in reports}
+        # Failures may be late: on the revision a rollout gave a member it since rolled
+        # back (the member's row has moved on to the rollback revision).
+        late = {
+            (e.vehicle_id, e.report.desired_state_revision)
+            for e in reports
+            if e.report.status in LATE_FAILURES
+        }
+        loaded: dict[tuple[str, str], dict[str, Any]] = {}
+        members = self._load(s, pairs, "revision", loaded)
+        given = self._load(s, late, "assigned_revision", loaded) if late else {}
+        if not members and not given:
             return
         placed: dict[tuple[str, str], dict[str, Any]] = {}
         for e in reports:
-            for row in members.get((e.vehicle_id, e.report.desired_state_revision), ()):
+            pair = (e.vehicle_id, e.report.desired_state_revision)
+            for row in members.get(pair, ()):
                 if _place(row, e):
+                    placed[row["rollout_id"], row["vehicle_id"]] = row
+            for row in given.get(pair, ()):
+                if row["revision"] != row["assigned_revision"] and _place_late(row, e):
                     placed[row["rollout_id"], row["vehicle_id"]] = row
         self._outcomes.write_changes(s, [(key, _settled(row)) for key, row in placed.items()])
 
     def _load(
-        self, s: Session, pairs: set[tuple[str, str]]
+        self,
+        s: Session,
+        pairs: set[tuple[str, str]],
+        column: str,
+        loaded: dict[tuple[str, str], dict[str, Any]],
     ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """The members holding these (vehicle, revision) pairs, by pair (a vehicle's
+        """The members holding these (vehicle, `column`) pairs, by pair (a vehicle's
         revision is one rollout's, but nothing here relies on it). JSON columns come back
-        as their text; `_place` decodes one when it needs it."""
+        as their text; `_place` decodes one when it needs it. A row already `loaded` (by
+        its key) is that one: a member changed through two pairs is written once."""
         found: dict[tuple[str, str], list[dict[str, Any]]] = {}
         ordered = sorted(pairs)
         for start in range(0, len(ordered), PAIRS_PER_LOAD):
             chunk = ordered[start : start + PAIRS_PER_LOAD]
             wanted = {
                 "vehicle_id": list({v for v, _ in chunk}),
-                "revision": list({r for _, r in chunk}),
+                column: list({r for _, r in chunk}),
             }
             for row in self._outcomes.select_in(s, wanted):
-                key = (row["vehicle_id"], row["revision"])
+                key = (row["vehicle_id"], row[column])
                 if key in pairs:
+                    row = loaded.setdefault((row["rollout_id"], row["vehicle_id"]), row)
                     found.setdefault(key, []).append(row)
         return found
 
@@ -244,7 +275,7 @@ class RolloutProgress(Projection):
     def _assigned(self, s: Session, e: Any, _: int) -> None:
         self._set_vehicles(
             s, e, e.vehicle_ids, revision=e.revision, status="assigned", reason_codes=[],
-            rollback_codes=null(), **NO_REPORT,
+            rollback_codes=null(), assigned_revision=e.revision, **NO_REPORT,
         )  # fmt: skip
         row = self._row(s, e)
         if row.state == e.phase and row.deadline_at is None:  # the phase starts
@@ -252,6 +283,38 @@ class RolloutProgress(Projection):
 
     def _left(self, s: Session, e: Any, _: int) -> None:
         self._set_vehicles(s, e, e.vehicle_ids, status="left", reason_codes=[])
+
+    def _superseded(self, s: Session, e: Any, _: int) -> None:
+        by_revision: dict[str | None, list[str]] = {}
+        for vehicle_id, revision in e.superseded_by.items():
+            by_revision.setdefault(revision, []).append(vehicle_id)
+        for revision, vehicle_ids in by_revision.items():
+            self._set_vehicles(
+                s, e, vehicle_ids, status="superseded", superseded_by=revision, reason_codes=[]
+            )
+
+    def _desired(self, s: Session, e: Any, _: int) -> None:
+        """A direct assignment (no rollout) to members of an active rollout supersedes
+        them at once (the API refuses it; one that raced the refusal is shown for what
+        it is): they are neither judged nor outstanding. The controller records it in
+        the rollout's own events when it next acts on them."""
+        if e.rollout_id is not None or not e.vehicle_ids:
+            return
+        c, r = self.vehicles.c, self.rollouts.c
+        active = select(r.rollout_id).where(r.state.in_(ACTIVE))
+        at = e.timestamp.isoformat()
+        for start in range(0, len(e.vehicle_ids), 500):
+            s.execute(
+                update(self.vehicles)
+                .where(
+                    c.vehicle_id.in_(e.vehicle_ids[start : start + 500]),
+                    c.status.not_in(("left", "superseded", "rolled_back")),
+                    c.rollout_id.in_(active),
+                )
+                .values(
+                    status="superseded", superseded_by=e.revision, reason_codes=[], updated_at=at
+                )
+            )
 
     def _decided(self, s: Session, e: Any, position: int) -> None:
         row = self._row(s, e)
@@ -332,6 +395,8 @@ def _place(row: dict[str, Any], e: Any) -> bool:
         row[_LEDGER] = ledger
         return False
     row[_LEDGER] = shown
+    if row["status"] == "superseded":  # its intent is another's: its reports are not ours
+        return True
     if row["status"] != "rolled_back":  # no report changes that within a batch
         row[_SHOWN] = e
         return True
@@ -346,9 +411,31 @@ def _place(row: dict[str, Any], e: Any) -> bool:
     return True
 
 
+def _place_late(row: dict[str, Any], e: Any) -> bool:
+    """A failure reported on the revision the rollout gave a member it has since rolled
+    back (the report arrived, or was made, after the rollback revision was issued): the
+    member's row records it all the same. Its codes join the codes the member was
+    rolled back with (shown, and counted in `rolledBackBy`, whenever those are), and
+    no decision changes. False when they are already there."""
+    codes = Rows.parsed(row, "reason_codes")
+    kept = Rows.parsed(row, "rollback_codes")
+    before = codes if kept is None else kept
+    merged = [*before, *(c for c in e.report.reason_codes if c not in before)]
+    if merged == before:
+        return False
+    row["rollback_codes"], row[_LATE] = merged, e.timestamp.isoformat()
+    if codes == before:  # not showing a refusal of the rollback revision instead
+        row["reason_codes"], row[_RECODED] = merged, e.timestamp.isoformat()
+    return True
+
+
 def _settled(row: dict[str, Any]) -> dict[str, Any]:
     """A placed member's changed columns."""
-    values: dict[str, Any] = {"report_ledger": row[_LEDGER]}
+    values: dict[str, Any] = {}
+    if _LEDGER in row:
+        values["report_ledger"] = row[_LEDGER]
+    if _LATE in row:
+        values.update(rollback_codes=row["rollback_codes"], updated_at=row[_LATE])
     e = row.get(_SHOWN)
     if e is not None:
         report: StoredReconcile = e.report
@@ -365,3 +452,4 @@ def _settled(row: dict[str, Any]) -> dict[str, Any]:
 # While a batch holds a `_load`ed member: its report ledger, decoded; the last report
 # shown (a member not rolled back); when its codes last changed (one rolled back).
 _LEDGER, _SHOWN, _RECODED = "__ledger", "__shown", "__recoded"
+_LATE = "__late"  # when a late failure on the rollout's revision was last recorded

@@ -162,7 +162,7 @@ def test_a_rollback_leaves_a_vehicle_given_another_release_since(op: httpx.Clien
     fleet = ReportedFleet(op)
     rollout_id = complete(fleet, "2.0.0")
     moved, stayed = fleet.ids[:1], fleet.ids[1:]
-    ok(
+    given = ok(
         op.post(
             "/desired-states",
             json={
@@ -173,10 +173,14 @@ def test_a_rollback_leaves_a_vehicle_given_another_release_since(op: httpx.Clien
         201,
     )
     rolled = ok(op.post(f"/rollouts/{rollout_id}/rollback"))
+    # The vehicle that moved on is not shown converged on the release it no longer has.
     assert {m["vehicleId"]: m["status"] for m in rolled["vehicles"]} == {
-        **{v: "converged" for v in moved},
+        **{v: "superseded" for v in moved},
         **{v: "rolled_back" for v in stayed},
     }
+    (shown,) = [m for m in rolled["vehicles"] if m["vehicleId"] == moved[0]]
+    assert shown["supersededBy"] == given["desiredStateRevision"]
+    assert rolled["phases"]["canary"]["superseded"] + rolled["phases"]["wave"]["superseded"] == 1
     assert [fleet.running_version(v) for v in fleet.ids] == ["3.0.0", "1.0.0", "1.0.0", "1.0.0"]
 
     again = ok(op.post(f"/rollouts/{rollout_id}/rollback"))  # nobody left: a no-op

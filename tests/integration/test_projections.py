@@ -767,7 +767,18 @@ def phase(
     **counts: int,
 ) -> dict[str, Any]:
     zero = dict.fromkeys(
-        ["pending", "assigned", "converged", "deferred", "failed", "rolledBack", "left"], 0
+        [
+            "pending",
+            "assigned",
+            "converged",
+            "deferred",
+            "failed",
+            "rolledBack",
+            "left",
+            "superseded",
+            "notAssigned",
+        ],
+        0,
     )
     return {
         "targeted": targeted,

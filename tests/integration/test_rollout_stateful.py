@@ -321,8 +321,15 @@ class RolloutMachine(RuleBasedStateMachine):
         # The view says why an active rollout waits (item 5).
         if rollout.is_final:
             assert view["deadline"] is None and view["outstanding"] == []
+        elif rollout.paused:  # the clock stands still: no deadline, what is left of it
+            assert view["deadline"] is None
+            deadline = rollout.deadline(rollout.state)
+            if deadline is not None and rollout.paused_at:
+                left = datetime.fromisoformat(deadline) - datetime.fromisoformat(rollout.paused_at)
+                assert view["deadlineRemainingS"] == max(0.0, round(left.total_seconds(), 3))
         else:
             assert view["deadline"] == rollout.deadline(rollout.state)
+            assert view["deadlineRemainingS"] is None
             phase = "wave" if rollout.state == "baking" else rollout.state
             waiting = {
                 m["vehicleId"]
@@ -521,7 +528,7 @@ def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
         assert sum(p["rolledBack"] for p in view["phases"].values()) == 1
         assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
             "n-eu-m3-1": "rolled_back",
-            "n-eu-m3-2": "pending",
+            "n-eu-m3-2": "not_assigned",  # the rollout ended before its wave
         }
         rolled = [
             e for e in cp.queries.audit(rollout_id="ro-7") if e.event_type == "Rollout.RolledBack"

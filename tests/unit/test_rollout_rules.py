@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from muto.domain.model.rollout_states import phase_limit
 from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import (
+    NOT_JUDGED,
     Candidate,
     Member,
     MemberStatus,
@@ -81,7 +82,7 @@ members = st.lists(
 @given(members, st.floats(0, 100), st.booleans(), st.booleans())
 def test_verdict_follows_the_gates(ms, threshold, deadline_passed, need_evidence) -> None:
     e = evaluate_phase(ms, threshold, deadline_passed, need_evidence=need_evidence)
-    judged = [m for m in ms if m.status is not MemberStatus.LEFT]
+    judged = [m for m in ms if m.status not in NOT_JUDGED]
     failed_codes = {c for m in judged if m.status is MemberStatus.FAILED for c in m.reason_codes}
     tripped = failed_codes & {"CRASH_LOOP_DETECTED", "READINESS_TIMEOUT"}
     converged = sum(m.status is MemberStatus.CONVERGED for m in judged)

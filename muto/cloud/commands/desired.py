@@ -28,6 +28,7 @@ from muto.domain.desired import (
 from muto.domain.events import DesiredAssignment, StoredRequest
 from muto.domain.model.desired_state import DesiredState
 from muto.domain.model.release import Release
+from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.release import StackRelease
 from muto.domain.wire import convert, decode
@@ -73,10 +74,14 @@ def assign_desired_state(
     phase: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     revision: str | None = None,
+    active_rollouts: Sequence[str] = (),
 ) -> Command[Assignment]:
     """One revision, assigned to each vehicle with its next sequence, in one transaction.
     Refused whole (nothing assigned) if the release is missing, the manifest digest was
-    given and differs, or any vehicle is unknown or incompatible."""
+    given and differs, or any vehicle is unknown or incompatible. A direct assignment
+    (no `rollout_id`) is refused (Conflict) if any vehicle is a member of a rollout that
+    is not final (`refuse_rollout_members`); `active_rollouts` names rollouts the views
+    saw targeting them (those the vehicles' own desired states name are checked too)."""
     revision = revision or new_revision()
 
     def command(uow: UnitOfWork) -> Assignment:
@@ -84,6 +89,8 @@ def assign_desired_state(
             raise Invalid("the target selects no vehicles", {"selector": request.target.selector})
         stored = _requested_release(uow, request)
         vehicles = _compatible_vehicles(uow, stored, vehicle_ids)
+        if rollout_id is None:
+            refuse_rollout_members(uow, vehicles, active_rollouts)
         manifest = stored.manifest
         stack = StackRef(
             name=manifest.stack_name,
@@ -120,6 +127,44 @@ def assign_run_nothing(
         return Assignment(revision, None, sequences)
 
     return command
+
+
+def refuse_rollout_members(
+    uow: UnitOfWork, vehicles: Sequence[Vehicle], hinted: Sequence[str] = ()
+) -> None:
+    """Conflict naming each vehicle and its rollout if any of `vehicles` is a member
+    (neither left nor superseded) of a rollout that is not final: the rollout would
+    assign over a direct assignment or judge the vehicle on a release it no longer
+    runs. Decided on the rollout aggregates themselves, inside the write: each one read
+    here is checked at the save against what other processes stored since (the
+    writer's optimistic concurrency), so a wave assigned meanwhile by the controller of
+    another process makes this command run again on fresh state. The rollouts checked:
+    those `hinted` (the views' answer) and those the vehicles' desired states name."""
+    candidates = dict.fromkeys(hinted)
+    for vehicle in vehicles:
+        named = (vehicle.assignment or {}).get("rolloutId")
+        if named:
+            candidates[named] = None
+    busy: list[dict[str, Any]] = []
+    for rollout_id in candidates:
+        rollout = uow.find(Rollout, Rollout.create_id(rollout_id))
+        if rollout is None or rollout.is_final:
+            continue
+        members = rollout.members()
+        busy.extend(
+            {"vehicleId": v.vehicle_id, "rolloutId": rollout_id, "rolloutState": rollout.state}
+            for v in vehicles
+            if v.vehicle_id in members
+        )
+    if busy:
+        rollouts = sorted({b["rolloutId"] for b in busy})
+        raise Conflict(
+            f"{len(busy)} targeted vehicle(s) are members of active rollout(s) "
+            f"{', '.join(rollouts)}: a direct assignment would fight the rollout. Let it "
+            "finish, or pause it (POST /rollouts/{id}/pause) and roll it back "
+            "(POST /rollouts/{id}/rollback) first; or exclude those vehicles",
+            sorted(busy, key=lambda b: (b["vehicleId"], b["rolloutId"])),
+        )
 
 
 def _requested_release(uow: UnitOfWork, request: DesiredStateRequest) -> Release:

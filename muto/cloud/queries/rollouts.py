@@ -4,6 +4,7 @@ progress per phase and what it waits for, the list, and the canary candidates.""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -19,12 +20,19 @@ from muto.cloud.api.schema import (
 )
 from muto.cloud.errors import NotFound
 from muto.cloud.queries.vehicles import VehicleReads
-from muto.domain.model.rollout_states import ACTIVE_STATES, DEFAULT_BAKE_SEC, LIMITS, WAITS_FOR
+from muto.domain.model.rollout_states import (
+    ACTIVE_STATES,
+    DEFAULT_BAKE_SEC,
+    FINAL_STATES,
+    LIMITS,
+    WAITS_FOR,
+)
 from muto.domain.requests import RolloutThresholds
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
 
 ACTIVE_ROLLOUT_STATES = tuple(str(state) for state in ACTIVE_STATES)
+FINAL_ROLLOUT_STATES = frozenset(str(state) for state in FINAL_STATES)
 # The member statuses a phase still waits for; GET /rollouts/{id} lists them (capped).
 OUTSTANDING = ("pending", "assigned", "deferred")
 OUTSTANDING_SHOWN = 100
@@ -120,13 +128,19 @@ def rollout_view(
     """The API's rollout from its row of the rollouts view, its members' rows, what its
     phase waits for and how many matching vehicles are not members. A rollout stored
     before bakes existed has no `bakeSec`: it did not bake (DEFAULT_BAKE_SEC)."""
+    if r["state"] in FINAL_ROLLOUT_STATES:  # never assigned, and never will be
+        members = [
+            {**m, "status": "not_assigned"} if m["status"] == "pending" else m for m in members
+        ]
+    deadline, remaining = paused_deadline(r)
     return Rollout(
         **msgspec.structs.asdict(rollout_summary(r)),
         thresholds=msgspec.convert(
             {LIMITS["baking"]: DEFAULT_BAKE_SEC, **r["thresholds"]}, RolloutThresholds
         ),
         decisions=msgspec.convert(r["decisions"], list[GateDecision]),
-        deadline=r["deadline_at"],
+        deadline=deadline,
+        deadline_remaining_s=remaining,
         outstanding=outstanding[:OUTSTANDING_SHOWN],
         outstanding_total=len(outstanding),
         not_in_rollout=not_in_rollout,
@@ -138,10 +152,23 @@ def rollout_view(
                 revision=m["revision"],
                 status=m["status"],
                 reason_codes=m["reason_codes"],
+                superseded_by=m.get("superseded_by") if m["status"] == "superseded" else None,
             )
             for m in members
         ],
     )
+
+
+def paused_deadline(r: dict[str, Any]) -> tuple[str | None, float | None]:
+    """(deadline, seconds remaining): a paused phase's clock stands still, so it has no
+    deadline, only what was left of it when paused (its deadline moves out on resume)."""
+    deadline, paused_at = r["deadline_at"], r.get("paused_at")
+    if not r["paused"] or deadline is None:
+        return deadline, None
+    if paused_at is None:  # paused before times were kept: nothing better to say
+        return None, None
+    left = datetime.fromisoformat(deadline) - datetime.fromisoformat(paused_at)
+    return None, max(0.0, round(left.total_seconds(), 3))
 
 
 def rollout_summary(r: dict[str, Any]) -> RolloutSummary:
@@ -176,6 +203,8 @@ def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
             failed=counted["failed"],
             rolled_back=counted["rolled_back"],
             left=counted["left"],
+            superseded=counted["superseded"],
+            not_assigned=counted["not_assigned"],
             deferred_by=dict(codes.get((phase, "deferred"), {})),
             failed_by=dict(codes.get((phase, "failed"), {})),
             rolled_back_by=dict(codes.get((phase, "rolled_back"), {})),
@@ -210,7 +239,7 @@ def vehicles_in_active_rollouts(queries: RolloutReads, vehicle_ids: list[str]) -
             .join(r, r.c.rollout_id == m.c.rollout_id)
             .where(
                 r.c.state.in_(ACTIVE_ROLLOUT_STATES),
-                m.c.status != "left",
+                m.c.status.not_in(("left", "superseded")),
                 m.c.vehicle_id.in_(vehicle_ids),
             )
         )

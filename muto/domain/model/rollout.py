@@ -130,6 +130,9 @@ class Rollout(Aggregate):
         self.phase_started_at: dict[str, str] = {}
         self.rolled_back: list[str] = []
         self.left: list[str] = []  # relabelled out of the selector before their wave
+        # Members given a newer desired state than the rollout's own: vehicle id -> the
+        # revision that superseded it. Not judged, never assigned or rolled back over.
+        self.superseded: dict[str, str | None] = {}
         self.paused_at = ""
         self.paused_sec: dict[str, float] = {}  # phase -> seconds spent paused in it
 
@@ -224,6 +227,28 @@ class Rollout(Aggregate):
             actor=actor,
             correlation_id=correlation_id,
         )
+
+    def members(self) -> set[str]:
+        """The vehicles still in the rollout: neither left nor superseded."""
+        gone = set(self.left) | set(getattr(self, "superseded", {}))
+        return {*self.canaries, *self.wave} - gone
+
+    def supersede(
+        self, superseded_by: dict[str, str | None], at: str, actor: str, correlation_id: str
+    ) -> None:
+        """Members whose desired state was replaced by a newer intent than the rollout's
+        own (vehicle id -> the revision now theirs): the rollout no longer judges them,
+        assigns them or rolls them back. Recorded whatever the state: it is a fact."""
+        known = getattr(self, "superseded", {})
+        fresh = {v: r for v, r in superseded_by.items() if known.get(v, "\0") != r}
+        if fresh:
+            self._members_superseded(
+                rollout_id=self.rollout_id,
+                superseded_by=fresh,
+                at=at,
+                actor=actor,
+                correlation_id=correlation_id,
+            )
 
     def deadline(self, phase: str) -> str | None:
         """When `phase` (canary, wave: its deadline; baking: the end of the bake) times
@@ -343,6 +368,19 @@ class Rollout(Aggregate):
         correlation_id: str,
     ) -> None:
         self.left.extend(v for v in vehicle_ids if v not in self.left)
+
+    @event("MembersSuperseded")
+    def _members_superseded(
+        self,
+        rollout_id: str,
+        superseded_by: dict[str, str | None],
+        at: str,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        if not hasattr(self, "superseded"):  # a snapshot taken before it was kept
+            self.superseded = {}
+        self.superseded.update(superseded_by)
 
     @event("RolledBack")
     def _rolled_back(
