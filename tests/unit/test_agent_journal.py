@@ -79,6 +79,14 @@ events = st.one_of(
         revision=REVS,
         sequence=SEQS,
     ),
+    built(
+        ev.GraphDegraded,
+        release_key=KEYS,
+        detail=st.just("topic /demo/chatter: 0.0 Hz"),
+        degraded_sec=st.just(30.0),
+        revision=REVS,
+        sequence=SEQS,
+    ),
     built(ev.RollbackStarted, failed_key=KEYS, target_key=st.none() | KEYS, causes=CODES),
     built(
         ev.RollbackApplied,

@@ -158,6 +158,20 @@ class CrashLoopDetected(Event, frozen=True):
     sequence: int | None = None
 
 
+class GraphDegraded(Event, frozen=True):
+    """The running release's ROS graph stayed degraded (`RuntimeStatus.degraded`: a node
+    gone, a topic silent or too slow) for `degraded_sec`, longer than its grace (the
+    release's readinessTimeoutSec, planner.degraded_grace_s): the release failed with
+    ROS_GRAPH_DEGRADED under `revision` and `sequence` (planner.under, decided when
+    written, as for a running release's CrashLoopDetected); a rollback follows."""
+
+    release_key: str
+    detail: str = ""
+    degraded_sec: float = 0.0
+    revision: str | None = None
+    sequence: int | None = None
+
+
 class DriftDetected(Event, frozen=True):
     expected: str | None
     observed: str | None
@@ -281,6 +295,7 @@ JournalEvent = (
     | ReadinessPassed
     | ReadinessTimedOut
     | CrashLoopDetected
+    | GraphDegraded
     | DriftDetected
     | RollbackStarted
     | RollbackApplied

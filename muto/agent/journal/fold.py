@@ -112,6 +112,8 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             _failed(state, event.release_key, [ReasonCode.READINESS_TIMEOUT])
         case ev.CrashLoopDetected():
             _failed(state, event.release_key, [ReasonCode.CRASH_LOOP_DETECTED], _judged(event))
+        case ev.GraphDegraded():
+            _failed(state, event.release_key, [ReasonCode.ROS_GRAPH_DEGRADED], _judged(event))
         case ev.ReadinessPassed():
             flight, was = state.in_flight, state.running
             if state.last_apply is not None:
@@ -162,7 +164,9 @@ def outcome_key(outcome: Outcome) -> tuple[str | None, str, tuple[str, ...]]:
     return outcome.revision, str(outcome.status), tuple(outcome.codes)
 
 
-def _judged(event: ev.ApplyFailed | ev.CrashLoopDetected) -> tuple[str | None, int | None] | None:
+def _judged(
+    event: ev.ApplyFailed | ev.CrashLoopDetected | ev.GraphDegraded,
+) -> tuple[str | None, int | None] | None:
     """The revision and sequence the event's writer judged the failure under, or None
     (the event does not say: a step in flight's, or an older journal's)."""
     return None if event.revision is None else (event.revision, event.sequence)

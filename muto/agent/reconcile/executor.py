@@ -29,6 +29,7 @@ from muto.agent.journal.events import (
     DriftDetected,
     Event,
     GatesEvaluated,
+    GraphDegraded,
     ReadinessPassed,
     RuntimeStopped,
     StepAbandoned,
@@ -43,6 +44,7 @@ from muto.agent.reconcile.steps import (
     FetchArtifacts,
     NoteCrashLoop,
     NoteGates,
+    NoteGraphDegraded,
     NoteRestoreFailed,
     QueueReport,
     Rollback,
@@ -80,6 +82,7 @@ class Executor:
             Apply: self._apply,
             AwaitReadiness: self._readiness,
             NoteCrashLoop: self._crash_loop,
+            NoteGraphDegraded: self._graph_degraded,
             NoteRestoreFailed: self._restore_failed,
             Rollback: self._rollback,
             StopRuntime: self._stop,
@@ -187,6 +190,18 @@ class Executor:
                 at=self.clock.now(),
                 release_key=step.release_key,
                 during="running",
+                revision=step.revision,
+                sequence=step.sequence,
+            )
+        )
+
+    async def _graph_degraded(self, step: NoteGraphDegraded, _: PassMemory) -> None:
+        self._note(
+            GraphDegraded(
+                at=self.clock.now(),
+                release_key=step.release_key,
+                detail=step.detail,
+                degraded_sec=step.degraded_sec,
                 revision=step.revision,
                 sequence=step.sequence,
             )

@@ -1,4 +1,5 @@
-"""Liveness: when a release the runtime still names has stopped for good.
+"""Liveness: when a release the runtime still names has stopped for good, and how long
+its ROS graph has been degraded.
 
 A runtime reports `alive` False for a moment in many ordinary cases: a supervised
 process between a crash and its restart (it says `restarting`), a podman container
@@ -32,3 +33,23 @@ class Liveness:
         if self.since is None or mark != self.mark:
             self.since, self.mark = now, mark  # a restart was counted: someone restarts it
         return now - self.since >= self.after_s
+
+
+@dataclass
+class Degradation:
+    """How long the running release's ROS graph has been degraded without a break: from
+    the first status that named a degradation (`RuntimeStatus.degraded`) of this release,
+    as long as every status read since (each round, each drift check) still names one. A
+    whole graph, another release or nothing running starts it over. Plain data in, a
+    duration out; the planner judges it against the release's grace."""
+
+    since: float | None = None  # monotonic: first seen degraded
+    release: str | None = None
+
+    def degraded_for(self, status: RuntimeStatus, now: float) -> float | None:
+        if status.release is None or status.degraded is None:
+            self.since = self.release = None
+            return None
+        if self.since is None or status.release != self.release:
+            self.since, self.release = now, status.release
+        return now - self.since

@@ -25,3 +25,7 @@ class Observed:
     # The runtime reports the journal's running release down for good: not alive, not
     # restarting under its own supervision, no restart counted for a while (liveness.py).
     stack_down: bool = False
+    # How long (seconds, monotonic) the running release's ROS graph has been degraded
+    # without a break (`runtime.degraded` set at every look since: liveness.Degradation);
+    # None while it is whole, or when the runtime runs another release.
+    degraded_s: float | None = None

@@ -12,6 +12,10 @@ for all inputs):
 - a verdict on the running release (a crash loop, a restore) is made under the revision
   it runs under, not a newer desired one that wants another release (`under`): that
   revision's release never ran here, and is still applied when the gates allow;
+- a running release whose ROS graph has stayed degraded longer than its grace
+  (`degraded_grace_s`: its readinessTimeoutSec) failed with ROS_GRAPH_DEGRADED, under the
+  revision it runs under (`under`), and is rolled back; a shorter degradation is only
+  reported (health `unhealthy` ROS_GRAPH_DEGRADED), never acted on;
 - a "run nothing" desired state (no release) stops what runs, as the gates allow, and
   is converged exactly when nothing runs; it never applies a release;
 - the running release is restored when the runtime runs something else, nothing, or
@@ -37,6 +41,7 @@ from muto.agent.reconcile.steps import (
     FetchArtifacts,
     NoteCrashLoop,
     NoteGates,
+    NoteGraphDegraded,
     NoteRestoreFailed,
     PassVerdict,
     Plan,
@@ -54,6 +59,9 @@ from muto.domain.release import StackRelease
 
 DISK = ReasonCode.INSUFFICIENT_DISK
 LOST = ReasonCode.ARTIFACT_DOWNLOAD_FAILED
+# The least grace a degraded ROS graph gets, whatever the release's readiness timeout:
+# one drift check (5 s), so that a degradation is seen twice before it is acted on.
+DEGRADED_GRACE_MIN_S = 5.0
 
 
 def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> Plan:
@@ -76,6 +84,17 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
         return Plan(
             (*owed, NoteCrashLoop(release_key=running, revision=revision, sequence=sequence))
         )
+    if graph_failed(s, runtime, observed.degraded_s):
+        assert running is not None and observed.degraded_s is not None
+        revision, sequence = under(s, desired, running)
+        failed = NoteGraphDegraded(
+            release_key=running,
+            revision=revision,
+            sequence=sequence,
+            detail=runtime.degraded or "",
+            degraded_sec=observed.degraded_s,
+        )
+        return Plan((*owed, failed))
     if desired is not None and desired.release is None:
         return _run_nothing(desired, observed, desired.document.policy, now, owed)
     if running is not None and not_running(s, runtime, observed.stack_down):
@@ -120,6 +139,27 @@ def under(
     return (desired.revision, desired.sequence) if desired is not None else (None, None)
 
 
+def degraded_grace_s(release: StackRelease) -> float:
+    """How long a running release's ROS graph may stay degraded before the release has
+    failed: its healthModel.readinessTimeoutSec (the time it is given to make its graph
+    whole at start is the time it is given to make it whole again), at least
+    DEGRADED_GRACE_MIN_S. A topic hiccup shorter than that is reported, not rolled back."""
+    return max(release.health_model.readiness_timeout_sec, DEGRADED_GRACE_MIN_S)
+
+
+def graph_failed(s: JournalState, runtime: RuntimeStatus, degraded_s: float | None) -> bool:
+    """The journal's running release runs and its ROS graph has been degraded without a
+    break for longer than its grace."""
+    running = s.release(s.running_key)
+    return (
+        running is not None
+        and runtime.release == running.key
+        and runtime.degraded is not None
+        and degraded_s is not None
+        and degraded_s > degraded_grace_s(running)
+    )
+
+
 def not_running(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bool:
     """The journal's running release is not running: the runtime runs another release or
     nothing, or reports it down for good (a container removed outside muto)."""
@@ -127,14 +167,19 @@ def not_running(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bo
     return running is not None and (runtime.release != running or stack_down)
 
 
-def drifted(s: JournalState, runtime: RuntimeStatus, stack_down: bool) -> bool:
+def drifted(
+    s: JournalState, runtime: RuntimeStatus, stack_down: bool, degraded_s: float | None = None
+) -> bool:
     """What the runtime shows needs a pass now: the running release crash-loops, is not
-    running, or something runs that the journal does not say runs."""
+    running, its ROS graph stayed degraded past its grace, or something runs that the
+    journal does not say runs."""
     running = s.running_key
     if running is None:
         return runtime.release is not None
-    return (runtime.release == running and runtime.crash_looping) or not_running(
-        s, runtime, stack_down
+    return (
+        (runtime.release == running and runtime.crash_looping)
+        or graph_failed(s, runtime, degraded_s)
+        or not_running(s, runtime, stack_down)
     )
 
 

@@ -25,7 +25,7 @@ from muto.agent.journal.state import JournalState
 from muto.agent.reconcile.executor import Executor
 from muto.agent.reconcile.gather import PassMemory
 from muto.agent.reconcile.intake import Intake
-from muto.agent.reconcile.liveness import Liveness
+from muto.agent.reconcile.liveness import Degradation, Liveness
 from muto.agent.reconcile.observed import Observed
 from muto.agent.reconcile.planner import drifted, plan, restore_lost
 from muto.agent.reconcile.settle import settle
@@ -64,6 +64,9 @@ class Reconciler:
     reached_cloud: bool = False  # whether the last pass's fetch got an answer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     liveness: Liveness = field(default_factory=Liveness)  # when a stack is down for good
+    # How long the running release's ROS graph has been degraded: fed every status read
+    # (each round, each drift check, during a pass too), so its grace runs out on time.
+    degradation: Degradation = field(default_factory=Degradation)
     # The running release this pass or the last could not restore for want of its
     # artifacts: the next poll tries again, not every drift check (each try journals
     # its failure), and the watcher does not pre-empt the desired release's download.
@@ -151,24 +154,31 @@ class Reconciler:
             self_fetched=self.self_fetched,
             download_failures=dict(memory.download_failures) if memory else {},
             stack_down=self._down(state, status),
+            degraded_s=self._degraded_s(state, status),
         )
 
     def drifted(self) -> bool:
         """The runtime no longer matches what the journal says runs, or the running
-        release crash-loops or is down: a pass is needed now. Checked between passes and
+        release crash-loops, is down, or its ROS graph stayed degraded past its grace: a
+        pass is needed now. Checked between passes and
         during one (the watcher then pre-empts a wait on the network); never while a step
         that changes what runs is in flight (the runtime is expected to be in motion)."""
         state = self.journal.state
+        status = self.runtime.status()
+        degraded_s = self._degraded_s(state, status)  # the timer ticks here too
         if state.in_flight is not None:
             return False
-        status = self.runtime.status()
-        if not drifted(state, status, self._down(state, status)):
+        if not drifted(state, status, self._down(state, status), degraded_s):
             return False
         return self.lost is None or self.lost != state.running_key
 
     def _down(self, state: JournalState, status: RuntimeStatus) -> bool:
         down = self.liveness.down(status, self.clock.monotonic())
         return down and status.release == state.running_key
+
+    def _degraded_s(self, state: JournalState, status: RuntimeStatus) -> float | None:
+        degraded_s = self.degradation.degraded_for(status, self.clock.monotonic())
+        return degraded_s if status.release == state.running_key else None
 
     def _pin(self) -> None:
         releases = self.journal.state.releases.values()

@@ -66,6 +66,18 @@ class NoteCrashLoop(Step, frozen=True):
     sequence: int | None
 
 
+class NoteGraphDegraded(Step, frozen=True):
+    """The running release's ROS graph has stayed degraded longer than its grace
+    (planner.degraded_grace_s): it failed with ROS_GRAPH_DEGRADED under `revision`
+    (planner.under, as NoteCrashLoop); a rollback follows. `detail`: what is missing."""
+
+    release_key: str
+    revision: str | None
+    sequence: int | None
+    detail: str
+    degraded_sec: float
+
+
 class NoteRestoreFailed(Step, frozen=True):
     """The running release cannot be restored (its artifacts cannot be had): it failed
     with `code` under `revision` (as NoteCrashLoop), and a rollback to a known good at
