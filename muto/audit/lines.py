@@ -102,6 +102,10 @@ LINES: dict[str, Describe] = {
     "Vehicle.HealthChanged": _health,
     "Vehicle.PresenceChanged": lambda d: f"presence {d['state']}",
     "Release.Registered": lambda d: f"release {d['key']} registered ({d['manifest_digest']})",
+    "Release.Signed": lambda d: (
+        f"release {d['key']} signed by {len(d['signatures'])} more key(s): "
+        f"{', '.join(s['keyid'][:16] for s in d['signatures'])} ({d['manifest_digest']})"
+    ),
     "DesiredState.Created": _desired,
     "Rollout.Started": _started,
     "Rollout.PhaseAssigned": lambda d: (
@@ -115,6 +119,10 @@ LINES: dict[str, Describe] = {
     "Rollout.BakeFailed": _gate("bake", "failed"),
     "Rollout.MembersLeft": lambda d: (
         f"{_ids(d['vehicle_ids'])} left: no longer match '{d['selector']}'"
+    ),
+    "Rollout.MembersSuperseded": lambda d: (
+        "superseded (a newer desired state): "
+        + _ids([f"{v} by {r}" for v, r in sorted(d["superseded_by"].items())])
     ),
     "Rollout.Paused": lambda d: f"rollout {d['rollout_id']} paused",
     "Rollout.Resumed": lambda d: f"rollout {d['rollout_id']} resumed",

@@ -50,6 +50,14 @@ def define_heartbeat_table(metadata: MetaData) -> Table:
     )
 
 
+def said(report: HealthReport) -> str:
+    """What a health report says that the views show: its status and reason codes. A
+    report that says the same as the vehicle's last transition needs no write."""
+    if not report.reason_codes:
+        return report.status.value
+    return " ".join((report.status.value, *map(str, report.reason_codes)))
+
+
 class Ingest:
     def __init__(
         self,
@@ -98,11 +106,12 @@ class Ingest:
         return written
 
     def unchanged(self, report: HealthReport) -> bool:
-        """Whether the report's status is the vehicle's known one (no write needed)."""
-        return self.trusted() and self._status.get(report.vehicle_id) == report.status.value
+        """Whether the report's status and reason codes are the vehicle's known ones (no
+        write needed)."""
+        return self.trusted() and self._status.get(report.vehicle_id) == said(report)
 
     async def health(self, report: HealthReport, actor: str) -> bool:
-        """True when the status changed (a HealthChanged event was stored). A vehicle
+        """True when the status or its codes changed (a HealthChanged event was stored). A vehicle
         this process has not seen yet goes through the writer, which refuses unknown
         vehicles before anything is kept."""
         if self.keep_if_unchanged(report):
@@ -111,13 +120,13 @@ class Ingest:
         mark = (self._epoch, self._evictions.get(vehicle_id, 0))
         written = await self.writes.run(record_health(report, actor))
         if written.views_current:
-            self._remember(vehicle_id, report.status.value, mark, written.value)
+            self._remember(vehicle_id, said(report), mark, written.value)
         self._keep(report)
         return written.value
 
     def keep_if_unchanged(self, report: HealthReport) -> bool:
-        """Keep the report as its vehicle's latest health if its status is the known
-        one (True: nothing else to write), without a write or a wait: the fast lane's
+        """Keep the report as its vehicle's latest health if its status and codes are
+        the known ones (True: nothing else to write), without a write or a wait: the fast lane's
         answer to most health reports."""
         if not self.unchanged(report):
             return False

@@ -10,15 +10,21 @@ from rich.table import Table
 from rich.text import Text
 
 from muto.domain.messages import PresenceState
-from muto.domain.reports import ReconcileStatus
+from muto.domain.reports import HealthStatus, ReconcileStatus
 from muto.fleetctl.connection import USAGE, Connection, FleetError, api_path, id_argument
 from muto.fleetctl.output import cell, common, emit, fields, grid, verb
 
 PAGE = 1000
-# What `--status` can match: a reconcile report's status, or the presence the API shows
-# ("stale": online but silent, muto.domain.presence.shown_presence). Anything else
-# matched nothing and printed an empty table, as if no vehicle were in that state.
-STATUSES = (*(s.value for s in ReconcileStatus), *(p.value for p in PresenceState), "stale")
+# What `--status` can match: a reconcile report's status, the presence the API shows
+# ("stale": online but silent, muto.domain.presence.shown_presence), or the health.
+# Anything else matched nothing and printed an empty table, as if no vehicle were in
+# that state.
+STATUSES = (
+    *(s.value for s in ReconcileStatus),
+    *(p.value for p in PresenceState),
+    "stale",
+    *(h.value for h in HealthStatus),
+)
 
 
 def listing(args: argparse.Namespace) -> int:
@@ -35,7 +41,8 @@ def listing(args: argparse.Namespace) -> int:
                 break
             params["cursor"] = cursor
     if args.status:
-        found = [v for v in found if args.status in (v.get("lastStatus"), v.get("presence"))]
+        said = ("lastStatus", "presence", "health")
+        found = [v for v in found if args.status in (v.get(k) for k in said)]
     emit(args, found, _table)
     return 0
 
@@ -43,13 +50,24 @@ def listing(args: argparse.Namespace) -> int:
 def _table(vehicles: list[dict[str, Any]]) -> Table:
     return grid(
         None,
-        ["VEHICLE", "LABELS", "PRESENCE", "STATUS", "RUNNING", "DESIRED", "ROLLOUT", "AGENT"],
+        [
+            "VEHICLE",
+            "LABELS",
+            "PRESENCE",
+            "STATUS",
+            "HEALTH",
+            "RUNNING",
+            "DESIRED",
+            "ROLLOUT",
+            "AGENT",
+        ],
         (
             [
                 v["vehicleId"],
                 v.get("labels"),
                 v.get("presence"),
                 _status(v),
+                _health(v),
                 v.get("runningRelease"),
                 v.get("desiredRelease"),
                 v.get("rolloutId"),
@@ -63,6 +81,12 @@ def _table(vehicles: list[dict[str, Any]]) -> Table:
 def _status(v: dict[str, Any]) -> str:
     codes = v.get("lastReasonCodes") or []
     return f"{cell(v.get('lastStatus'))}" + (f" ({', '.join(codes)})" if codes else "")
+
+
+def _health(v: dict[str, Any]) -> str:
+    """The health and why (`unhealthy (ROS_GRAPH_DEGRADED)`)."""
+    codes = v.get("healthReasonCodes") or []
+    return f"{cell(v.get('health'))}" + (f" ({', '.join(codes)})" if codes else "")
 
 
 def one(args: argparse.Namespace) -> int:
@@ -160,7 +184,8 @@ def register(sub: Any) -> None:
         "--status",
         choices=STATUSES,
         metavar="STATUS",
-        help="keep vehicles whose last reported status or presence is this: " + ", ".join(STATUSES),
+        help="keep vehicles whose last reported status, presence or health is this: "
+        + ", ".join(STATUSES),
     )
 
     p = verb(

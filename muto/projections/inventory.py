@@ -1,5 +1,6 @@
 """Inventory: one row per vehicle (labels, presence, running release, last reconcile
-status and reason codes) and a label index for selector queries.
+status and reason codes, health and its reason codes) and a label index for selector
+queries.
 
 The last reconcile report is the vehicle's newest by its place in the agent's journal
 (muto/domain/report_order.py), not the last stored and never by the vehicle's clock: a
@@ -79,6 +80,10 @@ class Inventory(Projection):
             Column("report_number", BigInteger),
             Column("report_ledger", JSON),
             Column("health", String(32)),
+            # Why: the reason codes of the health transition shown (a transition is a
+            # change of status or of codes, so these are the last report's). Written
+            # with `health`, in the same row and flush: no query of its own.
+            Column("health_reason_codes", JSON, nullable=False),
             Column("presence", String(16)),
             Column("presence_at", String(40)),
             Column("registered_at", String(40), nullable=False),
@@ -162,6 +167,7 @@ class Inventory(Projection):
                 "attributes": dict(e.attributes),
                 "version": e.originator_version,
                 "last_reason_codes": [],
+                "health_reason_codes": [],
                 "registered_at": at,
                 "updated_at": at,
             }
@@ -222,7 +228,7 @@ class Inventory(Projection):
 
     def _health(self, b: _Batch, e: Any) -> None:
         self.health_changed.note(e.vehicle_id)
-        b.touch(e, health=e.status)
+        b.touch(e, health=e.status, health_reason_codes=list(e.report.reason_codes))
 
     def _presence(self, b: _Batch, e: Any) -> None:
         b.touch(e, presence=e.state, presence_at=e.at or _iso(e))

@@ -109,3 +109,48 @@ def test_a_topic_that_goes_silent_after_readiness_is_rolled_back(
         assert agent.journal().running_key == good.key
     finally:
         assert agent.stop() == 0
+
+
+def test_a_topic_that_stays_silent_past_its_grace_is_rolled_back_and_shown_why(
+    tmp_path: Path, fleet: tuple[CloudProcess, ArtifactServer]
+) -> None:
+    # crashLoopRestarts=5: one lasting degradation never trips the crash-loop rule; the
+    # graph's grace (readinessTimeoutSec, 15 s) does. Meanwhile the fleet views say why.
+    cloud, server = fleet
+    env = ros_env()
+
+    def release(version: str, mode: str) -> StackRelease:
+        health = HealthModel(readiness_timeout_sec=15, crash_loop_restarts=5, ros=GRAPH)
+        nodes = [node("talker", "talker.py", mode), node("listener", "listener.py")]
+        return ros_release(tmp_path, version, nodes, health, env=env, server=server)
+
+    signer = Signer.generate()
+    good, fading = release("1.0.0", "talk"), release("2.0.0", "quiet-after-6")
+    for each in (good, fading):
+        cloud.publish(each, signer)
+    cloud.register("car-g", model="m8")
+    agent = AgentProcess(tmp_path, "car-g", cloud, cloud.token("--vehicle", "car-g"), "ros_nodes")
+    agent.start(trust=agent.provision(signer))
+    try:
+        first = cloud.desire("model=m8", good)["desiredStateRevision"]
+        status(cloud, "car-g", first, "converged")
+        second = cloud.desire("model=m8", fading)["desiredStateRevision"]
+        status(cloud, "car-g", second, "converged")  # ready while the talker still talks
+        unhealthy = eventually(
+            lambda: (seen := cloud.vehicle("car-g"))["health"] == "unhealthy" and seen,
+            "unhealthy",
+            timeout=30,
+        )
+        assert unhealthy["healthReasonCodes"] == ["ROS_GRAPH_DEGRADED"]
+        listed = cloud.call("GET", "/vehicles?selector=model%3Dm8")
+        assert [v["healthReasonCodes"] for v in listed] in (
+            [["ROS_GRAPH_DEGRADED"]], [[]],  # [] : rolled back (healthy) in between
+        )  # fmt: skip
+        eventually(lambda: (second, "rolled_back") in reported(cloud, "car-g"), "grace rollback")
+        seen = cloud.vehicle("car-g")
+        assert seen["lastReasonCodes"] == ["ROS_GRAPH_DEGRADED", "ROLLBACK_APPLIED"]
+        assert agent.journal().running_key == good.key
+        eventually(lambda: cloud.vehicle("car-g")["health"] == "healthy", "healthy again")
+        assert cloud.vehicle("car-g")["healthReasonCodes"] == []
+    finally:
+        assert agent.stop() == 0

@@ -14,9 +14,13 @@ import pytest
 
 from muto.cli import main
 from muto.cloud.bootstrap import ControlPlane
+from muto.cloud.commands import Cause, register_release
+from muto.cloud.commands.releases import Registration
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.projections.base import event_type
+from muto.trust.dsse import cosign
+from muto.trust.keys import Signer
 from tests.support.spine import sqlite_settings, view_rows
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "event_log_v1"
@@ -78,7 +82,16 @@ def test_every_stored_event_decodes(settings: Settings) -> None:
 INTENDED = {("view_vehicles", "car-3", "running_release"): None}
 # Columns added to a view since the fixture was stored: an old store rebuilds that view
 # (ViewStore.reshape), and the rest of each row must equal the old code's.
-ADDED = {"view_rollout_vehicles": ("report_ledger", "rollback_codes")}
+ADDED = {
+    "view_rollout_vehicles": (
+        "report_ledger",
+        "rollback_codes",
+        "assigned_revision",
+        "superseded_by",
+    ),
+    "view_releases": ("signatures_added",),
+    "view_vehicles": ("health_reason_codes",),
+}
 
 
 def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) -> None:
@@ -133,3 +146,37 @@ def test_audit_verify_and_replay_read_the_old_log(
     out = tmp_path / "replay.db"
     assert main(["audit", "replay", "--data-dir", str(settings.data_dir), "--out", str(out)]) == 0
     assert "replayed 172 events" in capsys.readouterr().out
+
+
+def test_a_release_of_the_old_store_takes_another_signature(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signatures added to a release registered by the old code: stored beside its one
+    `Release.Registered`, shown by the views (rebuilt with the new column), and the
+    chain over the whole log still verifies."""
+    cp = ControlPlane.open(settings)
+    try:
+        cp.projector.catch_up()
+        old = cp.queries.release("nav", "2.0.0")
+        assert cp.queries.release_envelope("nav@2.0.0")[1] == 0
+        second = Signer.generate()
+        envelope = cosign(old.envelope, second)
+        command = register_release(old.manifest, old.manifest_digest, envelope, Cause.of("test"))
+        assert cp.execute(command).value == Registration(created=False, added=(second.keyid,))
+        cp.projector.catch_up()
+        assert cp.queries.release("nav", "2.0.0").envelope == envelope
+        assert cp.queries.release_envelope("nav@2.0.0")[1] == 1
+    finally:
+        cp.close()
+    assert main(["audit", "verify", "--data-dir", str(settings.data_dir)]) == 0
+    assert "intact: 173 events chained" in capsys.readouterr().out
+    out = settings.data_dir / "replay.db"
+    assert main(["audit", "replay", "--data-dir", str(settings.data_dir), "--out", str(out)]) == 0
+    assert "replayed 173 events" in capsys.readouterr().out
+    assert main(["audit", "export", "--data-dir", str(settings.data_dir)]) == 0
+    (signed,) = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if '"Release.Signed"' in line
+    ]
+    assert [s["keyid"] for s in signed["data"]["signatures"]] == [second.keyid]

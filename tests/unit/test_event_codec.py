@@ -148,7 +148,7 @@ def events(draw: st.DrawFn, cls: type) -> Any:
 
 
 def test_every_aggregate_event_is_covered() -> None:
-    assert len(EVENTS) == 23
+    assert len(EVENTS) == 25
     assert all(get_topic(cls).startswith("muto.domain.model.") for cls in EVENTS)
 
 

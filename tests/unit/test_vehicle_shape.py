@@ -17,7 +17,7 @@ def test_every_field_of_the_vehicle_is_a_column() -> None:
     columns = set(Inventory(metadata).vehicles.c.keys())
     columns |= set(define_heartbeat_table(metadata).c.keys()) - {"vehicle_id"}
     assert set(VEHICLE_COLUMNS.values()) <= columns
-    assert len(VEHICLE_COLUMNS) == 18  # every field of VehicleView but `reported`
+    assert len(VEHICLE_COLUMNS) == 19  # every field of VehicleView but `reported`
 
 
 def test_the_spec_names_the_response_vehicle_not_the_python_class() -> None:

@@ -25,6 +25,7 @@ from muto.cloud.api.responses import ok
 from muto.cloud.commands import Assignment, Cause, assign_desired_state
 from muto.cloud.errors import Invalid, NotFound
 from muto.cloud.idempotency import Answer, once
+from muto.cloud.queries import vehicles_in_active_rollouts
 from muto.cloud.writer import Written
 from muto.domain.desired import DesiredStateBundle, DesiredStateRequest
 from muto.domain.selectors import parse_selector
@@ -49,7 +50,16 @@ async def create(request: Request) -> Response:
             assert desired.target.selector is not None  # Target's own rule
             selector = parse_selector(desired.target.selector)
             vehicle_ids = await off_loop(cp.queries.vehicle_ids, selector)
-        command = assign_desired_state(desired, vehicle_ids, cause, cp.sign, now=cp.clock)
+        # The rollouts the views see targeting them; the command decides (in the write).
+        busy = await off_loop(vehicles_in_active_rollouts, cp.queries, vehicle_ids)
+        command = assign_desired_state(
+            desired,
+            vehicle_ids,
+            cause,
+            cp.sign,
+            now=cp.clock,
+            active_rollouts=sorted(set(busy.values())),
+        )
         return await cp.write(once(keyed_request, command, assigned(cause), cause, cp.clock))
 
     written = await write_once(request, keyed_request, assign)
@@ -104,10 +114,10 @@ async def latest(request: Request) -> Response:
     key = found.release_key
     release = None
     if key:
-        releases = cp.caches.releases
-        release = releases.cached(key)
+        releases, added = cp.caches.releases, found.signatures_added  # as its ETag says
+        release = releases.cached(key, added)
         if release is None:
-            release = await off_loop(releases.get, key)
+            release = await off_loop(releases.get, key, added)
     bundle = DesiredStateBundle(desired_state=found.decoded_envelope(), release=release)
     return ok(
         bundle,

@@ -135,6 +135,13 @@ class VehicleView(Wire, frozen=True, kw_only=True):
         ),
     ]
     health: HealthStatus | None
+    health_reason_codes: Annotated[
+        list[ReasonCode],
+        msgspec.Meta(
+            description="Why the vehicle's health is what it is: the reason codes of its "
+            "last health report (empty while healthy or before any report)"
+        ),
+    ]
     presence: Annotated[
         Literal["online", "offline", "stale"] | None,
         msgspec.Meta(description="stale: online, but no heartbeat for three heartbeat intervals"),
@@ -186,7 +193,9 @@ class ReconcileReceipt(Wire, frozen=True, kw_only=True):
 
 class HealthReceipt(Wire, frozen=True, kw_only=True):
     report_id: str
-    transition: Annotated[bool, msgspec.Meta(description="true: the health status changed")]
+    transition: Annotated[
+        bool, msgspec.Meta(description="true: the health status or its reason codes changed")
+    ]
 
 
 class RolloutSummary(Wire, frozen=True, kw_only=True):
@@ -229,6 +238,20 @@ class PhaseProgress(Wire, frozen=True, kw_only=True):
     failed: int
     rolled_back: int
     left: int
+    superseded: Annotated[
+        int,
+        msgspec.Meta(
+            description="members given a newer desired state than the rollout's own (a "
+            "direct assignment): neither judged, outstanding nor rolled back"
+        ),
+    ]
+    not_assigned: Annotated[
+        int,
+        msgspec.Meta(
+            description="members the rollout ended before assigning (an aborted canary "
+            "phase's wave): never given the release"
+        ),
+    ]
     deferred_by: dict[str, int]
     failed_by: dict[str, int]
     # Why members were rolled back, or, for a member whose rollback revision was refused
@@ -242,6 +265,10 @@ class RolloutMember(Wire, frozen=True, kw_only=True):
     revision: str | None
     status: MemberStatus
     reason_codes: list[ReasonCode]
+    superseded_by: Annotated[
+        str | None,
+        msgspec.Meta(description="the revision that superseded the member's (superseded)"),
+    ] = None
 
 
 class Rollout(RolloutSummary, frozen=True, kw_only=True):
@@ -251,9 +278,17 @@ class Rollout(RolloutSummary, frozen=True, kw_only=True):
         Timestamp | None,
         msgspec.Meta(
             description="when the current phase times out (the bake's end while baking); "
-            "pushed out by time spent paused; null once final"
+            "pushed out by time spent paused; null while paused (the clock stands still: "
+            "see deadlineRemainingS) and once final"
         ),
     ]
+    deadline_remaining_s: Annotated[
+        float | None,
+        msgspec.Meta(
+            description="while paused, the seconds the current phase (or bake) had left "
+            "when it was paused: its deadline is that long after it resumes; else null"
+        ),
+    ] = None
     outstanding: Annotated[
         list[OutstandingMember],
         msgspec.Meta(description="the current phase's members not yet decided (first 100)"),
@@ -349,6 +384,14 @@ class VehiclePageMetadata(Wire, frozen=True, kw_only=True):
 class ReleaseWritten(Wire, frozen=True, kw_only=True):
     position: Position
     created: bool
+    added: Annotated[
+        list[str],
+        msgspec.Meta(
+            description="the key ids whose signatures this request added to the release "
+            "registered with its digest (its content unchanged); empty when it registered "
+            "the release or changed nothing"
+        ),
+    ]
 
 
 class Total(Wire, frozen=True, kw_only=True):

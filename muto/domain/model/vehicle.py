@@ -5,7 +5,8 @@ Invariants:
 - a reconcile report id is recorded once; a re-delivered report adds no event
   (the last RECENT_REPORT_IDS ids are kept: the agent delivers its outbox in order,
   so a duplicate is never older than the reports that followed it).
-- health and presence store transitions only, never repeats.
+- health and presence store transitions only, never repeats (a health transition: its
+  status or its reason codes changed).
 
 Events carry typed payloads (muto/domain/events.py); the aggregate keeps plain dicts, so
 that its snapshots always encode (eventsourcing issues 260, 283).
@@ -49,6 +50,7 @@ class Vehicle(Aggregate):
         self.last_report: dict[str, Any] | None = None
         self.recent_report_ids: list[str] = []
         self.health: str | None = None
+        self.health_codes: list[str] | None = None  # the last health transition's reasons
         self.presence: str | None = None
 
     # -- commands -------------------------------------------------------------------
@@ -97,8 +99,11 @@ class Vehicle(Aggregate):
     def record_health(
         self, status: str, report: HealthSummary, actor: str, correlation_id: str
     ) -> bool:
-        """Record a health transition; False (and no event) when the status is unchanged."""
-        if status == self.health:
+        """Record a health transition: the status, or the reason codes that say why,
+        changed. False (and no event) when both are unchanged."""
+        # None in a snapshot taken before the codes were kept: a report with the same
+        # status is then recorded once, and the views learn its codes.
+        if status == self.health and report.reason_codes == getattr(self, "health_codes", None):
             return False
         self._health_changed(
             vehicle_id=self.vehicle_id,
@@ -199,6 +204,7 @@ class Vehicle(Aggregate):
         correlation_id: str,
     ) -> None:
         self.health = status
+        self.health_codes = list(report.reason_codes)
 
     @event("PresenceChanged")
     def _presence_changed(
