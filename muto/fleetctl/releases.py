@@ -42,7 +42,13 @@ def hosted_artifacts(envelope: dict[str, Any]) -> list[dict[str, Any]]:
 
 def local_file(artifact: dict[str, Any], directory: Path) -> Path:
     """The file in `directory` with the artifact's digest."""
-    for candidate in sorted(p for p in directory.iterdir() if p.is_file()):
+    try:
+        files = sorted(p for p in directory.iterdir() if p.is_file())
+    except OSError as exc:
+        raise FleetError(
+            f"cannot read --artifact-dir {directory}: {exc.strerror or exc}", USAGE
+        ) from None
+    for candidate in files:
         if (
             candidate.stat().st_size == artifact.get("size")
             and _sha256(candidate) == artifact["digest"]

@@ -169,6 +169,9 @@ def test_push_uploads_hosted_artifacts_then_registers_and_a_vehicle_downloads_th
     )
     assert signing.returncode == 0, signing.stderr
     signed = str(work / "release.signed.json")
+    nowhere = ("--artifact-dir", str(work / "nowhere"), "--token-file", str(op.token_file))
+    missing = op.run("releases", "push", signed, *nowhere)  # `run` refuses a traceback
+    assert missing.returncode == 2 and "nowhere" in missing.stderr, missing.stderr
     pushed = op.ok("releases", "push", signed, "--artifact-dir", str(work / "dist"), "-o", "json")
     assert "uploaded core.tar.gz" in pushed.stderr
     release = json.loads(pushed.stdout)
