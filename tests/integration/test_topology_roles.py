@@ -139,6 +139,24 @@ def backends(postgres_url: str) -> set[int]:
         engine.dispose()
 
 
+def sessions_left(postgres_url: str, pids: set[int]) -> str:
+    """What PostgreSQL says of the sessions `pids` still there: a wait that outlives its
+    client shows why (a session waits on a lock, not reading its closed socket)."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120) "
+                    "FROM pg_stat_activity WHERE pid = ANY(:pids)"
+                ),
+                {"pids": sorted(pids)},
+            ).all()
+    finally:
+        engine.dispose()
+    return "the killed sessions ended; still there: " + "; ".join(map(str, rows))
+
+
 @pytest.mark.mqtt
 def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
     tmp_path: Path, postgres_url: str, mosquitto: Mosquitto
@@ -166,7 +184,10 @@ def test_one_worker_per_duty_and_the_standby_takes_over_a_kill9(
         assert active.stop(signal.SIGKILL) == -9
         # What the bound rests on: the killed process's sessions end (its locks with them)
         # without any timeout to run out...
-        eventually(lambda: not sessions & backends(postgres_url), "the killed sessions ended")
+        eventually(
+            lambda: not sessions & backends(postgres_url),
+            lambda: sessions_left(postgres_url, sessions),
+        )
         # ...and the standby, asking on its own intervals, takes every duty over.
         eventually(lambda: all(duties(standby).values()), "the standby holds every duty")
         assert sorted(duties(standby)) == DUTY_NAMES
