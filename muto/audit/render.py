@@ -74,7 +74,10 @@ def told_rows(told: Told) -> list[tuple[str, str]]:
 def standing_rows(s: Standing) -> list[tuple[str, str]]:
     """Where a rollout stands: why it waits, if it does."""
     paused = " (paused: the deadline clock stands still)" if s.paused else ""
-    deadline = "none (final)" if s.deadline is None else s.deadline.isoformat()
+    if s.left_s is not None:
+        deadline = f"none while paused ({s.left_s:g} s left of the phase)"
+    else:
+        deadline = "none (final)" if s.deadline is None else s.deadline.isoformat()
     rows = [("state", f"{s.state}{paused}"), ("deadline", deadline)]
     if not s.outstanding:
         return [*rows, ("outstanding", "none")]

@@ -26,7 +26,7 @@ from muto.audit.source import Entry, qualname
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.rollout_states import WAITS_FOR, phase_limit
 from muto.domain.model.vehicle import Vehicle
-from muto.domain.rollout_rules import phase_deadline
+from muto.domain.rollout_rules import left_when_paused, phase_deadline
 from muto.projections.rollouts import ROLLOUT_STATUS
 
 MEMBERSHIP = ("Rollout.PhaseAssigned", "Rollout.RolledBack")  # name the vehicles they touch
@@ -213,6 +213,7 @@ class Standing:
     paused: bool
     deadline: datetime | None  # the current phase's (the bake's end while baking)
     outstanding: list[Waiting]
+    left_s: float | None = None  # paused: what the phase has left (it has no deadline)
 
 
 def _at(entry: Entry) -> datetime:
@@ -274,6 +275,9 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
         deadline = phase_deadline(
             started[state], phase_limit(thresholds, state), held.get(state, 0.0)
         )
+    left = None
+    if paused and deadline is not None and paused_at is not None:
+        deadline, left = None, left_when_paused(deadline, paused_at)
     outstanding = [
         Waiting(
             vehicle_id=v,
@@ -284,4 +288,4 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
         for v in sorted(phase_of)
         if phase_of[v] == phase and v not in done and outcome.get(v) not in ("converged", "failed")
     ]
-    return Standing(state, paused, deadline, outstanding)
+    return Standing(state, paused, deadline, outstanding, left)

@@ -196,3 +196,9 @@ def phase_deadline(started: datetime, limit_sec: float, paused_sec: float) -> da
     MAX_PHASE_SEC, as its stored event is (Rollout.Started.repair): a larger one in a
     snapshot taken before the bound must not make this raise."""
     return started + timedelta(seconds=min(limit_sec, MAX_PHASE_SEC) + paused_sec)
+
+
+def left_when_paused(deadline: datetime, paused_at: datetime) -> float:
+    """The seconds a phase paused at `paused_at` has left of its deadline: while paused its
+    clock stands still, so it has no deadline, only this (it moves out on resume)."""
+    return max(0.0, round((deadline - paused_at).total_seconds(), 3))

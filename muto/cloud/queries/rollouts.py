@@ -28,6 +28,7 @@ from muto.domain.model.rollout_states import (
     WAITS_FOR,
 )
 from muto.domain.requests import RolloutThresholds
+from muto.domain.rollout_rules import left_when_paused
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
 
@@ -167,8 +168,9 @@ def paused_deadline(r: dict[str, Any]) -> tuple[str | None, float | None]:
         return deadline, None
     if paused_at is None:  # paused before times were kept: nothing better to say
         return None, None
-    left = datetime.fromisoformat(deadline) - datetime.fromisoformat(paused_at)
-    return None, max(0.0, round(left.total_seconds(), 3))
+    return None, left_when_paused(
+        datetime.fromisoformat(deadline), datetime.fromisoformat(paused_at)
+    )
 
 
 def rollout_summary(r: dict[str, Any]) -> RolloutSummary:
