@@ -270,14 +270,15 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
     if not state:
         return None
     phase = WAITS_FOR.get(state)
-    deadline = None
+    deadline: datetime | None = None
     if phase is not None and state in started:
         deadline = phase_deadline(
             started[state], phase_limit(thresholds, state), held.get(state, 0.0)
         )
     left = None
     if paused and deadline is not None and paused_at is not None:
-        deadline, left = None, left_when_paused(deadline, paused_at)
+        left = left_when_paused(deadline, paused_at)
+        deadline = None
     outstanding = [
         Waiting(
             vehicle_id=v,
