@@ -60,7 +60,7 @@ from muto.domain.release import StackRelease
 DISK = ReasonCode.INSUFFICIENT_DISK
 LOST = ReasonCode.ARTIFACT_DOWNLOAD_FAILED
 # The least grace a degraded ROS graph gets, whatever the release's readiness timeout:
-# one drift check (5 s), so that a degradation is seen twice before it is acted on.
+# one drift check (5 s): a degradation is seen at three checks before it is acted on.
 DEGRADED_GRACE_MIN_S = 5.0
 
 
@@ -149,7 +149,8 @@ def degraded_grace_s(release: StackRelease) -> float:
 
 def graph_failed(s: JournalState, runtime: RuntimeStatus, degraded_s: float | None) -> bool:
     """The journal's running release runs and its ROS graph has been degraded without a
-    break for longer than its grace."""
+    break for longer than its grace (so, judged at drift checks 5 s apart, it is acted on
+    at the first check past the grace: 10 s after it was first seen, at the 5 s least)."""
     running = s.release(s.running_key)
     return (
         running is not None
