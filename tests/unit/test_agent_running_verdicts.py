@@ -408,3 +408,27 @@ def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
     # B applied at last: the halt is over, health is B's own.
     after = folded(*halted, *applied(B.key, "dsr_2", 2))
     assert after.halted is None
+
+
+def test_a_newer_revision_ends_the_halt_when_it_runs_nothing_and_any_restate() -> None:
+    """`halted` and `restate` are about the revision in force: a "run nothing" revision is
+    met by nothing running (health is its own again), and a newer revision's first
+    verdict is sent anyway (restating the old one would be noise)."""
+    codes = [CRASH, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
+    halted = [
+        desired_of(A, 1),
+        *applied(A.key, "dsr_1", 1),
+        desired_of(B, 2),
+        ev.CrashLoopDetected(
+            at=T0, release_key=A.key, during="running", revision="dsr_1", sequence=1
+        ),
+        ev.RollbackStarted(at=T0, failed_key=A.key, target_key=None, causes=[CRASH]),
+        ev.RollbackFailed(at=T0, failed_key=A.key, target_key=None, codes=codes),
+    ]
+    state = folded(*halted)
+    assert state.halted == codes and state.restate == "dsr_2"
+    nothing = msgspec.structs.replace(desired_of(B, 3), release=None)
+    after = folded(*halted, nothing)
+    assert (after.halted, after.restate) == (None, None)
+    assert health_of(after, STOPPED) == (HealthStatus.HEALTHY, [])
+    assert folded(*halted, desired_of(C, 4)).restate is None

@@ -54,6 +54,10 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.held = None
         case ev.DesiredVerified():
             state.desired = event
+            if state.restate != event.revision:
+                state.restate = None  # a newer revision's first verdict is news anyway
+            if event.release is None:
+                state.halted = None  # "run nothing" is met by nothing running
             if event.release is not None and event.release_digest is not None:
                 state.releases[event.release.key] = event.release
                 state.release_digests[event.release.key] = event.release_digest
