@@ -118,7 +118,7 @@ def once(
 ) -> Command[Answer]:
     """`command`, answered by `answer(its value)`; with a key, recorded with the key in
     the same transaction, or not run at all when the key already answers this request
-    (the stored answer, `replayed`). Without a key, the command as it was."""
+    (the stored answer, `replayed`). Without a key, the command, answered."""
     key_id = IdempotencyKey.create_id(keyed.key, keyed.actor) if keyed is not None else None
 
     def run(uow: UnitOfWork) -> Answer:
@@ -144,6 +144,7 @@ def once(
             found.reuse(use, actor=keyed.actor, correlation_id=cause.correlation_id)
         return given
 
-    if isinstance(command, Touching) and key_id is not None:
-        return Touching((*command.aggregates, key_id), run)
+    if isinstance(command, Touching):  # the writer preloads what it touches, the key too
+        keys = () if key_id is None else (key_id,)
+        return Touching((*command.aggregates, *keys), run)
     return run
