@@ -62,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
-    # Absolute from here on: the runtime's workdir is under the data dir, and a stack
-    # started in its release directory (or that changes directory) must still find
-    # MUTO_RELEASE_DIR, its venv and its logs.
+    # Resolved from here on (absolute, symbolic links followed): the runtime's workdir is
+    # under the data dir, and a stack started in its release directory (or that changes
+    # directory) must still find MUTO_RELEASE_DIR, its venv and its logs, at a stable
+    # real path.
     options = RunOptions(
         vehicle_id=args.vehicle_id,
         data_dir=Path(args.data_dir).resolve(),

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import msgspec
 
+from muto.agent.disk import disk_full
 from muto.agent.journal.events import PassFailed, ReportQueued
 from muto.agent.journal.state import JournalState, Outcome
 from muto.agent.journal.store import SQLITE_FULL, sqlite_code, sqlite_error
@@ -31,7 +32,6 @@ from muto.domain.reports import (
 )
 from muto.domain.wire import encode
 
-DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 DETAIL_CHARS = 500
 # Outcomes after which the desired release is not applied again (nothing runs: why).
 ENDED = frozenset({ReconcileStatus.FAILED, ReconcileStatus.REJECTED})
@@ -158,7 +158,7 @@ def pass_failure(exc: BaseException, now: datetime) -> PassFailed:
         code, error = exc.code, f"ReasonError: {exc}"
     elif isinstance(exc, OSError) and exc.errno is not None:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
-        full = exc.errno in DISK_FULL
+        full = disk_full(exc)
         code = ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.AGENT_ERROR
         error = f"{type(exc).__name__} [{name}]"
     elif (found := sqlite_error(exc)) is not None:

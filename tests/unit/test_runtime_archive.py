@@ -5,6 +5,7 @@ through)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tarfile
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from muto.agent.runtime import archive as archive_module
 from muto.agent.runtime.archive import extract_atomically
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
@@ -190,6 +192,26 @@ def test_a_good_overlay_is_extracted_with_safe_modes(vehicle: Path) -> None:
     assert (target / "install/copy").read_bytes() == b"echo hi"
     assert os.stat(target / "install/setup.bash").st_mode & 0o7777 == 0o755
     assert os.stat(target).st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_full_disk_or_quota_while_extracting_is_insufficient_disk(
+    vehicle: Path, code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full quota is a full disk too: INSUFFICIENT_DISK, not APPLY_FAILED (the archive
+    is fine), and nothing is left behind."""
+    archive = write_archive(vehicle.parent / "good.tar.gz", [file("install/setup.bash", b"x")])
+
+    def full(*_: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(archive_module, "_write_file", full)
+    target = vehicle / "runtime" / "releases" / "r"
+    with pytest.raises(ReasonError) as caught:
+        extract_atomically(archive, target)
+    assert caught.value.code == ReasonCode.INSUFFICIENT_DISK
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
 
 
 OVERLAY = [

@@ -10,7 +10,6 @@ known bad (too long, wrong digest, a server that disagrees about the range).
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from muto.agent.disk import disk_full
 from muto.agent.transport.exchange import Exchanges, HttpError, Stalled
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
@@ -80,7 +80,7 @@ async def fetch(
     except (HttpError, _KeepPartial) as exc:
         raise failed(artifact, f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:  # writing the partial
-        if exc.errno == errno.ENOSPC:
+        if disk_full(exc):
             raise ReasonError(ReasonCode.INSUFFICIENT_DISK, f"{artifact.ref}: {exc}") from exc
         raise failed(artifact, f"{type(exc).__name__}: {exc}") from exc
     if verifier.size < artifact.size:

@@ -7,7 +7,6 @@ again from the cached archive when it differs (the list and its check: file_list
 from __future__ import annotations
 
 import asyncio
-import errno
 import gzip
 import hashlib
 import logging
@@ -19,6 +18,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from muto.agent.disk import disk_full
 from muto.agent.runtime.archive_rules import (
     ArchiveLimits,
     ArchiveTree,
@@ -128,7 +128,7 @@ def extract_atomically(
             ReasonCode.APPLY_FAILED, f"unsafe archive {archive.name}: {exc}"
         ) from None
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+        if disk_full(exc):
             detail = f"extracting {archive.name}: {exc}"
             raise ReasonError(ReasonCode.INSUFFICIENT_DISK, detail) from None
         raise ReasonError(

@@ -3,7 +3,6 @@ components (python wheels), and the installed registry that says what is in it."
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import os
 import shutil
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from muto.agent.disk import disk_full, disk_full_output
 from muto.agent.runtime.commands import run_command
 from muto.agent.runtime.dist_names import pep503
 from muto.agent.runtime.registry import InstalledComponent, InstalledRegistry
@@ -135,20 +135,14 @@ class ComponentEnvironment:
         try:
             result = await run_command(argv, env=env, timeout_sec=self.timeout_sec)
         except (OSError, TimeoutError) as exc:
-            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise ReasonError(_code(disk_full=full), f"{what}: {exc!r}") from None
+            raise ReasonError(_code(full=disk_full(exc)), f"{what}: {exc!r}") from None
         if not result.ok:
-            full = any(sign in result.output for sign in DISK_FULL)
-            raise ReasonError(_code(disk_full=full), f"{what} failed: {result.output}")
+            code = _code(full=disk_full_output(result.output))
+            raise ReasonError(code, f"{what} failed: {result.output}")
 
 
-# How venv and pip say the disk filled up (an OSError's text: Python's messages are
-# not translated).
-DISK_FULL = ("[Errno 28]", "No space left on device", "Disk quota exceeded")
-
-
-def _code(*, disk_full: bool) -> ReasonCode:
-    return ReasonCode.INSUFFICIENT_DISK if disk_full else ReasonCode.APPLY_FAILED
+def _code(*, full: bool) -> ReasonCode:
+    return ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.APPLY_FAILED
 
 
 def _recorded_digest(installed: dict[str, InstalledComponent], dist_name: str) -> str | None:

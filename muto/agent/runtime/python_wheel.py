@@ -4,7 +4,6 @@ per-release virtual environment and run as supervised console scripts."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import logging
 import os
@@ -14,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from muto.agent.disk import disk_full
 from muto.agent.runtime.archive import cached_path, digest12
 from muto.agent.runtime.components import ComponentEnvironment, Wheel
 from muto.agent.runtime.dist_names import (
@@ -153,8 +153,7 @@ async def install_listed(
         listing.unlink(missing_ok=True)
         if not isinstance(exc, OSError):
             raise
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        code = ReasonCode.INSUFFICIENT_DISK if full else ReasonCode.APPLY_FAILED
+        code = ReasonCode.INSUFFICIENT_DISK if disk_full(exc) else ReasonCode.APPLY_FAILED
         raise ReasonError(code, f"cannot install into {directory.name}: {exc}") from None
 
 
