@@ -7,7 +7,7 @@
 - the release envelopes (envelopes.ReleaseEnvelopes): exact by their key, the release
   and its count of added signatures, which a poll reads with its ETag; signatures
   added to a release evict it, and empty the ETag memory (every bundle of that release
-  has a new ETag: queries.releases.bundle_etag).
+  has a new ETag: projections.desired.bundle_etag).
 
 Each eviction comes from the projection that committed the change (its Announcer, after
 the commit; the ETag memory also holds a vehicle from just before that commit, see

@@ -13,8 +13,24 @@ from muto.projections.base import Announcer, Projection, Update
 from muto.projections.rows import Rows
 
 
-def etag_for(sequence: int, document_digest: str) -> str:
-    return f'"{sequence}-{document_digest.removeprefix("sha256:")[:20]}"'
+def etag_for(sequence: int, document_digest: str, signatures_added: int = 0) -> str:
+    """The ETag of a vehicle's desired-state bundle, the one place its shape is written:
+    `"<sequence>-<20 hex of the signed document's digest>"`, and, once signatures were
+    added to its release, their count before the closing quote (`"7-0a1b...+1"`): a
+    vehicle that fetched the bundle before the addition fetches it again (its
+    `If-None-Match` no longer matches). A release never added to keeps the document's
+    ETag, as before signatures could be added. The view stores it with none added."""
+    tag = f"{sequence}-{document_digest.removeprefix('sha256:')[:20]}"
+    return f'"{tag}+{signatures_added}"' if signatures_added else f'"{tag}"'
+
+
+def bundle_etag(stored: str, signatures_added: int) -> str:
+    """The bundle's ETag from the view's (`etag_for` with none added: the view holds no
+    document digest) and its release's count of added signatures: etag_for again."""
+    if not signatures_added:
+        return stored
+    sequence, digest = stored.strip('"').split("-", 1)
+    return etag_for(int(sequence), digest, signatures_added)
 
 
 class LatestDesired(Projection):

@@ -1,15 +1,19 @@
 """Releases: every registered release with its signed envelope, signatures added since
-registration included (`Release.Signed`)."""
+registration included (`Release.Signed`; each replaces its key's stored signature that
+did not verify, as on the aggregate: model.release.with_signatures)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
+from muto.domain.desired import Signature
 from muto.domain.events import plain
+from muto.domain.model.release import with_signatures
 from muto.projections.base import Announcer, Projection, Update
 
 
@@ -27,10 +31,10 @@ class Releases(Projection):
             Column("manifest", JSON, nullable=False),
             Column("envelope", JSON, nullable=False),
             Column("registered_at", String(40), nullable=False),
-            # Signatures added since registration: 0 as registered. Only ever grows (a
-            # signature is added, never removed), so with the release key it names one
-            # state of the envelope: the desired-state ETag and the envelope memory
-            # (cloud.envelopes) are keyed by it.
+            # Signatures added since registration (one replacing a stored signature that
+            # did not verify counts too): 0 as registered. Only ever grows, so with the
+            # release key it names one state of the envelope: the desired-state ETag and
+            # the envelope memory (cloud.envelopes) are keyed by it.
             Column("signatures_added", Integer, nullable=False, default=0),
         )
         self.signed = Announcer("release-signed")  # each release key, after commit
@@ -64,7 +68,9 @@ class Releases(Projection):
             select(t.c.envelope, t.c.signatures_added).where(t.c.release_key == e.key)
         ).one()
         envelope = dict(found.envelope)
-        envelope["signatures"] = [*envelope["signatures"], *plain(e.signatures)]
+        stored = msgspec.convert(envelope["signatures"], list[Signature])
+        added = msgspec.convert(plain(e.signatures), list[Signature])
+        envelope["signatures"] = plain(with_signatures(stored, added))
         s.execute(
             t.update()
             .where(t.c.release_key == e.key)

@@ -5,7 +5,8 @@ vehicle rejects the bundle (VERIFY_SIGNATURE_FAILED); the operator pushes the sa
 release signed by the second key (`muto releases push`), the cloud adds that signature
 to the registered release, and the vehicle, polling on its own with the ETag of the
 bundle it rejected, fetches it again and converges on the same revision: no new
-version, no new assignment."""
+version, no new assignment. So too when the release was registered with a broken
+signature by the second key beside the first one's: the valid one replaces it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from muto.agent.journal import Journal
@@ -26,6 +28,7 @@ from muto.domain.wire import encode, to_builtins
 from muto.trust import KeySet, Signer, TrustConfig, sign_release
 from tests.support.api_server import BACKENDS, MUTO, ApiServer, database, vehicle_body
 from tests.support.releases import stack_release
+from tests.support.trust_kit import flip_signature
 from tests.support.waits import WAIT_S, eventually
 
 
@@ -65,8 +68,9 @@ def agent_run(tmp: Path, server: ApiServer, token: str, trust: Path) -> subproce
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
+@pytest.mark.parametrize("broken_b", [False, True], ids=["a", "a+broken-b"])
 def test_a_vehicle_needing_two_signatures_converges_once_the_second_is_added(
-    tmp_path: Path, cloud: tuple[ApiServer, str, list[Signer]]
+    tmp_path: Path, cloud: tuple[ApiServer, str, list[Signer]], broken_b: bool
 ) -> None:
     server, secret, (a, b) = cloud
     blob = b"the stack's one file"
@@ -77,7 +81,13 @@ def test_a_vehicle_needing_two_signatures_converges_once_the_second_is_added(
     release = stack_release("nav", "1.0.0", [artifact], health=HealthModel(readiness_timeout_sec=5))
     with server.client(secret) as op:
         assert op.put(f"/artifacts/{digest}", content=blob).status_code == 201
-        assert op.post("/releases", json=to_builtins(sign_release(release, [a]))).status_code == 201
+        registered = sign_release(release, [a])
+        if broken_b:  # stored as pushed (A's alone meets the cloud's threshold)
+            bad = flip_signature(sign_release(release, [b])).signatures
+            registered = msgspec.structs.replace(
+                registered, signatures=[*registered.signatures, *bad]
+            )
+        assert op.post("/releases", json=to_builtins(registered)).status_code == 201
         assert op.post("/vehicles", json=vehicle_body("car-1")).status_code == 201
         issued = op.post("/tokens", json={"role": "vehicle", "vehicleId": "car-1"})
         control_plane = (server.data_dir / "keys" / "control-plane.pub").read_text()

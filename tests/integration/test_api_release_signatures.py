@@ -15,9 +15,11 @@ import httpx
 import msgspec
 import pytest
 
+from muto.domain.desired import Envelope
 from muto.domain.wire import to_builtins
-from muto.trust import Signer, sign_release
+from muto.trust import KeySet, Signer, sign_release
 from muto.trust.dsse import cosign
+from muto.trust.releases import open_release
 from tests.support.api_server import (
     BACKENDS,
     ApiServer,
@@ -154,3 +156,61 @@ def _flip_last(envelope: Any) -> Any:
     return msgspec.structs.replace(
         envelope, signatures=[*envelope.signatures[:-1], *last.signatures]
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_broken_signature_stored_at_registration_gives_way_to_its_keys_valid_one(
+    tmp_path: Path, backend: str
+) -> None:
+    """A's valid signature registers the release (threshold 1) with B's broken one
+    beside it, stored as pushed. B's valid signature is then added in its place (before,
+    it was a no-op forever: B "had signed"), and the bundle a vehicle needing both keys
+    fetches, under a new ETag, carries A's and B's valid signatures only."""
+    a, b = Signer.generate(), Signer.generate()
+    keys: list[str] = []
+    for n, key in enumerate((a, b)):
+        pem = tmp_path / f"k{n}.pub"
+        pem.write_text(key.public_pem)
+        keys += ["--release-key", str(pem)]
+    release = stack_release(unique("app"), "1.0.0")
+    path = f"/releases/{release.stack_name}/1.0.0"
+    signed_by_a = sign_release(release, [a])
+    broken_b = flip_signature(sign_release(release, [b])).signatures
+    pushed = msgspec.structs.replace(signed_by_a, signatures=[*signed_by_a.signatures, *broken_b])
+    with database(backend) as url:
+        server = ApiServer(tmp_path / "data", url, options=(*keys, "--release-threshold", "1"))
+        secret = server.issue("operator")["operator"][0]
+        server.start()
+        try:
+            with server.client(secret) as op:
+                first = op.post("/releases", json=to_builtins(pushed))
+                assert first.status_code == 201, first.text
+                assert keyids(first.json()["data"]) == [a.keyid, b.keyid]  # as pushed
+                assert op.post("/vehicles", json=vehicle_body("car-1")).status_code == 201
+                assign = {
+                    "target": {"type": "vehicle", "vehicleId": "car-1"},
+                    "stack": {"name": release.stack_name, "version": "1.0.0"},
+                }
+                assert op.post("/desired-states", json=assign).status_code == 201
+                etag = poll(op, "car-1").headers["etag"]
+
+                added = op.post("/releases", json=to_builtins(sign_release(release, [b])))
+                assert added.status_code == 200, added.text
+                assert added.json()["metadata"]["added"] == [b.keyid]
+                both = to_builtins(sign_release(release, [a, b]))
+                assert added.json()["data"]["envelope"] == both
+                assert op.get(path).json()["data"]["envelope"] == both
+                after = poll(op, "car-1", etag)
+                assert after.status_code == 200, "the old ETag still matched"
+                assert after.json()["data"]["release"] == both  # not the broken one beside
+                vehicle = KeySet(keys=[a.public_pem, b.public_pem], threshold=2)
+                served = msgspec.convert(after.json()["data"]["release"], Envelope)
+                assert open_release(served, vehicle)[0] == release
+
+                again = op.post("/releases", json=to_builtins(pushed))  # B's valid one stays
+                assert again.status_code == 200, again.text
+                assert again.json()["metadata"]["added"] == []
+                assert op.get(path).json()["data"]["envelope"] == both
+        finally:
+            assert server.stop() == 0, server.tail()
+        assert server.tracebacks() == []

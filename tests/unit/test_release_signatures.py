@@ -20,15 +20,15 @@ from muto.cloud.commands import Cause, register_release
 from muto.cloud.commands.releases import Registration
 from muto.cloud.envelopes import ReleaseEnvelopes
 from muto.cloud.errors import Conflict
-from muto.cloud.queries.releases import bundle_etag
 from muto.cloud.signing import Signing
 from muto.domain.desired import Envelope, Signature
 from muto.domain.errors import ReasonError
 from muto.domain.model.release import Release, signatures_by_new_keys
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import to_builtins
+from muto.projections.desired import bundle_etag, etag_for
 from muto.trust import KeySet, Signer, sign_release
-from muto.trust.releases import manifest_digest
+from muto.trust.releases import manifest_digest, open_release
 from tests.support.releases import stack_release
 from tests.support.spine import memory_settings
 from tests.support.trust_kit import flip_signature
@@ -41,6 +41,10 @@ CAUSE = Cause.of("operator:t1", "corr-1")
 
 def sig(keyid: str, value: str = "c2ln") -> Signature:
     return Signature(keyid=keyid, sig=value)
+
+
+def offered_by(*signers: Signer) -> Envelope:
+    return sign_release(RELEASE, list(signers))
 
 
 def registered(*signers: Signer) -> Release:
@@ -97,6 +101,53 @@ def test_a_key_on_it_is_never_signed_again_nor_replaced() -> None:
         release.add_signatures([sig(B.keyid), sig(B.keyid)], "op", "c")
     release.add_signatures([], "op", "c")  # nothing: no event
     assert len(release.collect_events()) == 1
+
+
+def test_a_stored_signature_that_does_not_count_gives_way_to_its_keys_valid_one() -> None:
+    valid_b = sign_release(RELEASE, [B]).signatures[0]
+    broken_b = flip_signature(sign_release(RELEASE, [B])).signatures[0]
+    valid_a = sign_release(RELEASE, [A]).signatures[0]
+    release = Release(
+        key=RELEASE.key,
+        manifest_digest=DIGEST,
+        manifest=RELEASE,
+        envelope=msgspec.structs.replace(offered_by(A), signatures=[valid_a, broken_b]),
+        actor="operator:t1",
+        correlation_id="corr-0",
+    )
+    offered = sign_release(RELEASE, [B])
+
+    def counts(s: Signature) -> bool:
+        return s != broken_b
+
+    assert release.new_signatures(offered) == []  # nothing verifiable: B counts as signed
+    assert release.new_signatures(offered, counts) == [valid_b]
+    release.add_signatures([valid_b], "operator:t2", "corr-2", counts)
+    assert release.envelope.signatures == [valid_a, valid_b]
+    events = release.collect_events()
+    assert [s.keyid for s in events[-1].signatures] == [B.keyid]  # type: ignore[attr-defined]
+    replayed = None
+    for e in events:  # the stored events rebuild it: the broken one is gone there too
+        replayed = e.mutate(replayed)
+    assert replayed is not None and replayed.envelope == release.envelope
+    assert release.new_signatures(offered, counts) == []  # now it counts: never replaced
+    with pytest.raises(ValueError, match="a key signs once"):
+        release.add_signatures([broken_b], "op", "c", counts)
+
+
+def test_a_vehicle_ignores_a_signature_that_does_not_verify_beside_valid_ones() -> None:
+    """Why a stored broken signature was harmless on its own (only the missing valid
+    one was): a vehicle's open_envelope skips a signature it cannot verify, and still
+    counts that key's valid signature after it."""
+    broken_b = flip_signature(sign_release(RELEASE, [B])).signatures[0]
+    both = KeySet(keys=[A.public_pem, B.public_pem], threshold=2)
+    a_only = sign_release(RELEASE, [A])
+    with_broken = msgspec.structs.replace(a_only, signatures=[*a_only.signatures, broken_b])
+    with pytest.raises(ReasonError, match="1 valid signature"):
+        open_release(with_broken, both)
+    valid_b = sign_release(RELEASE, [B]).signatures[0]
+    alongside = msgspec.structs.replace(with_broken, signatures=[*with_broken.signatures, valid_b])
+    assert open_release(alongside, both) == (RELEASE, DIGEST)
 
 
 def test_another_payloads_signatures_are_not_this_releases() -> None:
@@ -181,6 +232,49 @@ def test_registration_then_additions(cp: ControlPlane) -> None:
     ]
 
 
+def test_a_broken_signature_stored_at_registration_never_blocks_its_keys_valid_one(
+    cp: ControlPlane,
+) -> None:
+    """Registration stores the envelope as pushed: A's valid signature registers it (a
+    threshold of one) with B's broken one beside it. B's valid signature then replaces
+    it, and a vehicle needing both accepts what the view serves."""
+    broken = msgspec.structs.replace(
+        offered_by(A),
+        signatures=[*offered_by(A).signatures, *flip_signature(offered_by(B)).signatures],
+    )
+    assert post(cp, broken, signing(1)) == Registration(created=True)
+    position = cp.log.position()
+    with pytest.raises(ReasonError, match=B.keyid):  # the broken one again: still refused
+        post(cp, broken)
+    assert post(cp, offered_by(B)) == Registration(False, (B.keyid,))
+    assert post(cp, offered_by(B)) == Registration(False)  # now it counts
+    assert post(cp, broken) == Registration(False)  # and is never replaced by a broken one
+    assert cp.log.position() == position + 1
+    cp.projector.catch_up()
+    shown = cp.queries.release("core", "1.0.0").envelope
+    assert shown == offered_by(A, B)  # the broken one is gone, not served beside
+    assert cp.queries.release_envelope(RELEASE.key) == (to_builtins(shown), 1)
+    vehicle = KeySet(keys=[A.public_pem, B.public_pem], threshold=2)
+    assert open_release(shown, vehicle) == (RELEASE, DIGEST)
+    signed = [e for e in audit_entries(cp) if e.type == "Release.Signed"]
+    assert [s["keyid"] for s in signed[0].data["signatures"]] == [B.keyid]
+
+
+def test_without_release_keys_a_stored_signature_counts_whatever_it_is(
+    cp: ControlPlane,
+) -> None:
+    """Nothing can be verified: a key on the release is signed there, as before, and
+    only keys not on it are added (unchecked, as at registration)."""
+    unchecked = Signing(Signer.generate(), None)
+    broken = msgspec.structs.replace(
+        offered_by(A),
+        signatures=[*offered_by(A).signatures, *flip_signature(offered_by(B)).signatures],
+    )
+    assert post(cp, broken, unchecked) == Registration(created=True)
+    assert post(cp, offered_by(B), unchecked) == Registration(False)
+    assert post(cp, offered_by(C), unchecked) == Registration(False, (C.keyid,))
+
+
 def audit_entries(cp: ControlPlane) -> list[Entry]:
     return [
         Entry(
@@ -201,8 +295,13 @@ def audit_entries(cp: ControlPlane) -> list[Entry]:
 
 
 def test_the_bundle_etag_says_how_many_signatures_were_added() -> None:
-    assert bundle_etag('"3-0a1b2c"', 0) == '"3-0a1b2c"'  # as before: no vehicle refetches
-    assert bundle_etag('"3-0a1b2c"', 2) == '"3-0a1b2c+2"'
+    digest = "sha256:" + "0a1b2c3d4e" * 6
+    stored = etag_for(3, digest)  # what the desired view keeps
+    assert stored == '"3-0a1b2c3d4e0a1b2c3d4e"'
+    assert etag_for(3, digest, 2) == '"3-0a1b2c3d4e0a1b2c3d4e+2"'  # one function, both
+    assert bundle_etag(stored, 0) == stored  # as before: no vehicle refetches
+    assert bundle_etag(stored, 2) == etag_for(3, digest, 2)
+    assert bundle_etag(etag_for(12, digest), 1) == etag_for(12, digest, 1)
 
 
 def test_the_envelope_memory_answers_only_the_count_asked_for() -> None:

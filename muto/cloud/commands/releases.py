@@ -37,10 +37,14 @@ def register_release(
     check: SignatureCheck | None = None,
     refusal: ReasonError | None = None,
 ) -> Command[Registration]:
-    """A new stack@version is registered. The same stack@version with the same digest
-    keeps its content: the envelope's signatures by keys not yet on it are checked
-    (`check`: each alone; one that fails refuses them all) and added (`Release.Signed`);
-    none new is a no-op. Another digest is a Conflict.
+    """A new stack@version is registered (its envelope as pushed: a signature that does
+    not verify is stored but never counted, there or on a vehicle). The same
+    stack@version with the same digest keeps its content: the envelope's signatures by
+    keys with no valid signature on it are checked (`check`: each alone; one that fails
+    refuses them all) and added (`Release.Signed`), each replacing its key's stored
+    signature that `check` refuses; none new is a no-op. Another digest is a Conflict.
+    Without `check` (or one that checks nothing: no release keys), every stored
+    signature counts, since none can be told from a valid one.
 
     `refusal`: why the envelope alone is not a release to register (too few valid
     signatures: Signing.open_or_refusal). It is raised unless the envelope only adds
@@ -68,15 +72,36 @@ def register_release(
                 )
             )
             return Registration(created=True)
-        added = existing.new_signatures(envelope)
+        counts = None if check is None else _verifies(existing.envelope, check)
+        added = existing.new_signatures(envelope, counts)
         if not added:
             return Registration(created=False)
         if check is not None:
             check(envelope, added)  # before any event: a refusal changes nothing
-        existing.add_signatures(added, cause.actor, cause.correlation_id)
+        existing.add_signatures(added, cause.actor, cause.correlation_id, counts)
         return Registration(created=False, added=tuple(s.keyid for s in added))
 
     return command
+
+
+def _verifies(envelope: Envelope, check: SignatureCheck) -> Callable[[Signature], bool]:
+    """Whether a signature stored on the release passes `check` alone (its key trusted,
+    its signature of this payload valid). Asked only of the keys offered again, each
+    stored signature verified once."""
+    judged: dict[tuple[str, str], bool] = {}
+
+    def counts(signature: Signature) -> bool:
+        found = judged.get((signature.keyid, signature.sig))
+        if found is None:
+            try:
+                check(envelope, [signature])
+                found = True
+            except ReasonError:
+                found = False
+            judged[(signature.keyid, signature.sig)] = found
+        return found
+
+    return counts
 
 
 def load_release(uow: UnitOfWork, stack: str, version: str) -> Release:

@@ -13,6 +13,7 @@ from muto.cloud.errors import NotFound
 from muto.domain.desired import Envelope
 from muto.domain.release import StackRelease
 from muto.projections import Views
+from muto.projections.desired import bundle_etag
 from muto.projections.store import rows
 
 
@@ -81,19 +82,8 @@ class ReleaseReads:
         return dict(envelope), added
 
 
-def bundle_etag(document_etag: str, signatures_added: int) -> str:
-    """The ETag of a desired-state bundle: its document's, and, once signatures were
-    added to its release, their count (`"7-0a1b...+1"`). A vehicle that fetched the
-    bundle before the addition then fetches it again (its `If-None-Match` no longer
-    matches) and verifies the release with every signature; a bundle whose release
-    never gained one keeps the document's ETag, as before signatures could be added."""
-    if not signatures_added:
-        return document_etag
-    return f'{document_etag[:-1]}+{signatures_added}"'
-
-
 class DesiredDocument(NamedTuple):
-    etag: str  # the bundle's (bundle_etag)
+    etag: str  # the bundle's (projections.desired.etag_for, with its added signatures)
     revision: str
     sequence: int
     release_key: str  # "": the document says "run nothing"
