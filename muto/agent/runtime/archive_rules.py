@@ -67,7 +67,7 @@ def entry_of(member: tarfile.TarInfo) -> Entry:
     if member.isdir():
         return Entry(parts, "dir")
     if member.issym():
-        return Entry(parts, "symlink", link=member.linkname)
+        return Entry(parts, "symlink", link=_utf8(member.linkname))
     if member.islnk():
         return Entry(parts, "hardlink", link="/".join(normalise(member.linkname)))
     if member.isreg():
@@ -77,13 +77,24 @@ def entry_of(member: tarfile.TarInfo) -> Entry:
 
 def normalise(name: str) -> Parts:
     """A member name as path components: `./a//b/` is ("a", "b"). UnsafeArchive for an
-    absolute name, a `..` component or a NUL byte."""
+    absolute name, a `..` component, a NUL byte, or bytes that are not UTF-8."""
+    name = _utf8(name)
     if name.startswith(("/", "\\")) or "\0" in name:
         raise UnsafeArchive(f"{name!r} leaves the release directory")
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if any(".." in (p, *p.split("\\")) for p in parts):
         raise UnsafeArchive(f"{name!r} leaves the release directory")
     return parts
+
+
+def _utf8(name: str) -> str:
+    """`name` if it is UTF-8 text; UnsafeArchive for other bytes (tarfile keeps them as
+    surrogates, which no file list, log line or JSON report can hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafeArchive(f"{name.encode('utf-8', 'replace')!r} is not UTF-8") from None
+    return name
 
 
 @dataclass
