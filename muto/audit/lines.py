@@ -72,6 +72,13 @@ def _gate(phase: str, outcome: str) -> Describe:
     return describe
 
 
+def _superseded_by(vehicle_id: str, revision: str | None) -> str:
+    """A member superseded, and by which revision (None: it has no desired state now)."""
+    if revision is None:
+        return f"{vehicle_id} (it has no desired state now)"
+    return f"{vehicle_id} by {revision}"
+
+
 def _rolled_back(d: dict[str, Any]) -> str:
     to = f"revision {d['revision']}" if d["revision"] else "no new revision"
     return f"rolled back {_ids(d['vehicle_ids'])} ({to}): {d['cause']}"
@@ -122,7 +129,7 @@ LINES: dict[str, Describe] = {
     ),
     "Rollout.MembersSuperseded": lambda d: (
         "superseded (a newer desired state): "
-        + _ids([f"{v} by {r}" for v, r in sorted(d["superseded_by"].items())])
+        + _ids([_superseded_by(v, r) for v, r in sorted(d["superseded_by"].items())])
     ),
     "Rollout.Paused": lambda d: f"rollout {d['rollout_id']} paused",
     "Rollout.Resumed": lambda d: f"rollout {d['rollout_id']} resumed",

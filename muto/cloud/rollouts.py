@@ -31,7 +31,7 @@ from muto.domain.model.rollout_states import WAITS_FOR
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutRequest
-from muto.domain.rollout_rules import Evaluation, Verdict
+from muto.domain.rollout_rules import Evaluation, Verdict, supersedes
 from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
@@ -67,53 +67,79 @@ def _previous_release(vehicle: Vehicle) -> str | None:
 
 
 def _still_given(uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]) -> list[str]:
-    """Those of `vehicle_ids` whose desired state still names this rollout's release,
-    whoever assigned it (this rollout, or another's rollback back to it). A vehicle
-    given another release since (a later rollout, a direct assignment) keeps it: a
-    rollback takes the rollout's release away, it never overrides a newer intent."""
-    return [
-        vehicle_id
-        for vehicle_id in vehicle_ids
-        if _names_release(rollout, vehicle_id, _vehicle_assignment(uow, vehicle_id))
-    ]
-
-
-def _names_release(rollout: Rollout, vehicle_id: str, assignment: dict[str, Any]) -> bool:
-    """Whether a member's desired state is still this rollout's release as a rollout
-    gave it: the rollout's own revision, or a rollout's (a rollback back to it). A
-    direct assignment since, even of the same release, is a newer intent: kept."""
-    if assignment.get("releaseKey") != rollout.release_key:
-        return False
-    own = rollout.assigned.get(vehicle_id)
-    return assignment.get("revision") == own or assignment.get("rolloutId") is not None
+    """Those of `vehicle_ids` whose desired state is still this rollout's release as a
+    rollout gave it: the revision this rollout gave them, or another rollout's rollback
+    back to it. A vehicle given a newer intent since (`rollout_rules.supersedes`: a
+    direct assignment, even of the same release, another rollout's wave or rollback to
+    another release) keeps it: a rollback never overrides a newer intent."""
+    still: list[str] = []
+    for vehicle_id in vehicle_ids:
+        assignment = _vehicle_assignment(uow, vehicle_id)
+        given = rollout.assigned.get(vehicle_id)
+        if (
+            given is not None
+            and assignment.get("releaseKey") == rollout.release_key
+            and not _supersedes(rollout, given, assignment, issued_since=True)
+        ):
+            still.append(vehicle_id)
+    return still
 
 
 def _newer_intents(
     uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]
 ) -> dict[str, str | None]:
     """Those of `vehicle_ids` given a newer desired state than the rollout's own for
-    them (vehicle id -> the revision they have now): an assigned member whose revision
-    is no longer the one the rollout gave it; a member not assigned yet whose revision
-    was created after the rollout started (a renewal keeps its revision: not newer).
-    Rolled back ones excluded."""
+    them (vehicle id -> the revision they have now), by the rule the rollouts view
+    applies too (`rollout_rules.supersedes`). Rolled back and known superseded ones
+    excluded."""
     found: dict[str, str | None] = {}
-    known = getattr(rollout, "superseded", {})
-    created: dict[str, bool] = {}  # revision -> created after the rollout (one load each)
+    known = rollout.superseded
     for vehicle_id in vehicle_ids:
         if vehicle_id in rollout.rolled_back or vehicle_id in known:
             continue
-        current = _vehicle_assignment(uow, vehicle_id).get("revision")
-        own = rollout.assigned.get(vehicle_id)
-        if own is not None:
-            if current != own:
-                found[vehicle_id] = current
-        elif current is not None:
-            if current not in created:
-                issued = uow.find(DesiredState, DesiredState.create_id(current))
-                created[current] = issued is not None and issued.created_on > rollout.created_on
-            if created[current]:
-                found[vehicle_id] = current
+        assignment = _vehicle_assignment(uow, vehicle_id)
+        current = assignment.get("revision")
+        given = rollout.assigned.get(vehicle_id)
+        since = given is None and _issued_since_start(uow, rollout, vehicle_id, current)
+        if _supersedes(rollout, given, assignment, issued_since=since):
+            found[vehicle_id] = current
     return found
+
+
+def _supersedes(
+    rollout: Rollout,
+    given: str | None,
+    assignment: dict[str, Any],
+    *,
+    issued_since: bool,
+) -> bool:
+    """`rollout_rules.supersedes` on a member's desired state now (`assignment`)."""
+    return supersedes(
+        rollout.rollout_id,
+        rollout.release_key,
+        given,
+        assignment.get("revision"),
+        assignment.get("rolloutId"),
+        assignment.get("releaseKey"),
+        issued_since,
+    )
+
+
+def _issued_since_start(
+    uow: UnitOfWork, rollout: Rollout, vehicle_id: str, current: str | None
+) -> bool:
+    """Whether a member's revision `current` was issued after the rollout started, in
+    the store's order: it is not the revision the member had when the rollout started
+    (read in the start's own write; revisions are never issued twice, a renewal keeps
+    its revision). A rollout started before that was kept has only the wall clocks of
+    the two aggregates' creation to go by (they may be two processes' clocks)."""
+    if current is None:
+        return False
+    known, at_start = rollout.desired_at_start(vehicle_id)
+    if known:
+        return current != at_start
+    issued = uow.find(DesiredState, DesiredState.create_id(current))
+    return issued is not None and issued.created_on > rollout.created_on
 
 
 def _vehicle_assignment(uow: UnitOfWork, vehicle_id: str) -> dict[str, Any]:
@@ -200,8 +226,7 @@ def _roll_back(
         if vehicle_id in rollout.rolled_back:
             continue
         by_release.setdefault(rollout.previous_releases.get(vehicle_id), []).append(vehicle_id)
-    kept = [v for v in vehicle_ids if v not in still and v not in rollout.rolled_back]
-    moved_on = {v: _vehicle_assignment(uow, v).get("revision") for v in kept}
+    moved_on = _newer_intents(uow, rollout, [v for v in vehicle_ids if v not in still])
     if moved_on:  # they keep the newer intent, and the rollout's record says so
         rollout.supersede(moved_on, clock().isoformat(), cause.actor, cause.correlation_id)
     issued = 0
@@ -268,6 +293,7 @@ def start_rollout(
             canaries=canaries,
             wave=wave,
             previous_releases={v.vehicle_id: _previous_release(v) for v in vehicles},
+            desired_at_start={v.vehicle_id: (v.assignment or {}).get("revision") for v in vehicles},
             started_at=clock().isoformat(),
             actor=cause.actor,
             correlation_id=cause.correlation_id,

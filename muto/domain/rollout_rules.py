@@ -75,6 +75,44 @@ class MemberStatus(StrEnum):
 
 # Members a gate does not judge.
 NOT_JUDGED = frozenset({MemberStatus.LEFT, MemberStatus.SUPERSEDED, MemberStatus.NOT_ASSIGNED})
+# Members no newer intent supersedes: out of the rollout already, or given its rollback
+# (the rollout's own last word on them).
+NOT_SUPERSEDED = frozenset({MemberStatus.LEFT, MemberStatus.SUPERSEDED, MemberStatus.ROLLED_BACK})
+
+
+def supersedes(
+    rollout_id: str,
+    release_key: str,
+    given: str | None,
+    current: str | None,
+    current_rollout: str | None,
+    current_release: str | None,
+    issued_since_start: bool,
+) -> bool:
+    """Whether a member's desired state now (revision `current` of `current_release`,
+    issued by rollout `current_rollout`, None: a direct assignment) is a newer intent
+    than the rollout's own (`rollout_id`, of `release_key`), so that the rollout no
+    longer judges it, assigns it or rolls it back: one issued by anyone other than this
+    rollout (a direct assignment, or another rollout: its wave or its rollback, e.g. an
+    operator rollback of an older rollout) after this one started.
+
+    `given`: the revision this rollout gave the member (None: not yet). Once it has one,
+    any other's revision replaced it later, so is newer — except another rollout's
+    revision of this rollout's own release (its rollback back to it): that restores
+    this rollout's intent, and this rollout's rollback still takes it away. Before
+    that, `issued_since_start` says whether `current` was issued after the rollout
+    started, in the store's order (a renewal re-signs the same revision: not issued
+    anew). The rollout's own revisions (its phases, its rollback) never supersede.
+
+    The one rule of the controller (muto/cloud/rollouts.py, on the aggregates) and of
+    the rollouts view (muto/projections/rollouts.py, in log order); members of a status
+    in NOT_SUPERSEDED are not asked."""
+    if current is None or current_rollout == rollout_id:
+        return False
+    if given is not None:
+        restored = current_rollout is not None and current_release == release_key
+        return current != given and not restored
+    return issued_since_start
 
 
 class Verdict(StrEnum):

@@ -34,9 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from muto.domain.events import StoredReconcile, plain
-from muto.domain.model.rollout_states import phase_limit
+from muto.domain.model.rollout_states import ACTIVE_STATES, phase_limit
 from muto.domain.report_order import ReportLedger, admit_stored
-from muto.domain.rollout_rules import phase_deadline
+from muto.domain.rollout_rules import NOT_SUPERSEDED, phase_deadline, supersedes
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.rows import Rows
 
@@ -57,7 +57,7 @@ DECISIONS = {
     "Rollout.BakeFailed": "rolled_back",
 }
 FINAL = ("completed", "aborted", "rolled_back")
-ACTIVE = ("canary", "wave", "baking")
+ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
 # Reports on a member's rollout revision recorded even after it was rolled back.
 LATE_FAILURES = frozenset({"rolled_back", "failed"})  # it ran the release: not a refusal
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
@@ -294,27 +294,47 @@ class RolloutProgress(Projection):
             )
 
     def _desired(self, s: Session, e: Any, _: int) -> None:
-        """A direct assignment (no rollout) to members of an active rollout supersedes
-        them at once (the API refuses it; one that raced the refusal is shown for what
-        it is): they are neither judged nor outstanding. The controller records it in
-        the rollout's own events when it next acts on them."""
-        if e.rollout_id is not None or not e.vehicle_ids:
+        """A newer intent than their rollout's own supersedes members of an active
+        rollout at once, by the rule the controller applies (`rollout_rules.supersedes`):
+        a revision issued by anyone but their rollout — a direct assignment (the API
+        refuses it; one that raced the refusal is shown for what it is) or another
+        rollout's, its rollback included (but for one back to their rollout's release,
+        which restores its intent). In log order, any revision seen here was issued
+        after the rollout started. They are neither judged nor outstanding; the
+        controller records it in the rollout's own events when it next acts on them."""
+        if not e.vehicle_ids:
             return
         c, r = self.vehicles.c, self.rollouts.c
-        active = select(r.rollout_id).where(r.state.in_(ACTIVE))
-        at = e.timestamp.isoformat()
+        reachable = [c.status.not_in(sorted(NOT_SUPERSEDED)), r.state.in_(ACTIVE)]
+        if e.rollout_id is not None:  # its own rollout's revisions never supersede
+            reachable.append(c.rollout_id != e.rollout_id)
+        superseded: dict[str, list[str]] = {}
         for start in range(0, len(e.vehicle_ids), 500):
-            s.execute(
-                update(self.vehicles)
-                .where(
-                    c.vehicle_id.in_(e.vehicle_ids[start : start + 500]),
-                    c.status.not_in(("left", "superseded", "rolled_back")),
-                    c.rollout_id.in_(active),
-                )
-                .values(
-                    status="superseded", superseded_by=e.revision, reason_codes=[], updated_at=at
-                )
+            found = s.execute(
+                select(c.rollout_id, c.vehicle_id, c.assigned_revision, r.release_key)
+                .join(self.rollouts, r.rollout_id == c.rollout_id)
+                .where(c.vehicle_id.in_(e.vehicle_ids[start : start + 500]), *reachable)
             )
+            for rollout_id, vehicle_id, given, release_key in found:
+                ours = (rollout_id, release_key, given)
+                if supersedes(*ours, e.revision, e.rollout_id, e.release_key, True):
+                    superseded.setdefault(rollout_id, []).append(vehicle_id)
+        at = e.timestamp.isoformat()
+        for rollout_id, vehicle_ids in superseded.items():
+            for start in range(0, len(vehicle_ids), 500):
+                s.execute(
+                    update(self.vehicles)
+                    .where(
+                        c.rollout_id == rollout_id,
+                        c.vehicle_id.in_(vehicle_ids[start : start + 500]),
+                    )
+                    .values(
+                        status="superseded",
+                        superseded_by=e.revision,
+                        reason_codes=[],
+                        updated_at=at,
+                    )
+                )
 
     def _decided(self, s: Session, e: Any, position: int) -> None:
         row = self._row(s, e)
@@ -364,7 +384,7 @@ class RolloutProgress(Projection):
                 rollback_codes=first, **NO_REPORT,
             )  # fmt: skip
         row = self._row(s, e)
-        if row.state in ("canary", "wave", "baking", "completed"):
+        if row.state in (*ACTIVE, "completed"):
             self._rollout(s, e, state="rolled_back", paused=False, paused_at=None, deadline_at=None)
 
     def _reported(self, s: Session, e: Any) -> None:

@@ -261,3 +261,70 @@ def test_a_failing_gate_first_records_members_superseded(plane: Plane, slipped: 
     rollout = plane.cp.log.repository.get(Rollout.create_id("ro-1"))
     assert rollout.state == "canary" and rollout.superseded == {CANARY: revision}
     assert rollout.rolled_back == []
+
+
+# -- one rule for "superseded": the view and the aggregate agree ----------------------
+
+
+def pass_canary(plane: Plane) -> Any:
+    """The canary gate passed (the wave assigned), and the rollout aggregate after."""
+    from datetime import UTC, datetime
+
+    from muto.cloud.rollouts import decide
+    from muto.domain.model.rollout import Rollout
+    from muto.domain.rollout_rules import Member, MemberStatus, Verdict, evaluate_phase
+
+    passed = evaluate_phase([Member(CANARY, MemberStatus.CONVERGED)], 95.0, False)
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    command = decide("ro-1", "canary", Verdict.PASS, passed, cause("c"), plane.cp.sign, clock)
+    assert plane.cp.writer.execute(command).value is True
+    plane.cp.projector.catch_up()
+    return plane.cp.log.repository.get(Rollout.create_id("ro-1"))
+
+
+def shown_superseded(plane: Plane) -> dict[str, str | None]:
+    plane.cp.projector.catch_up()
+    return {
+        m.vehicle_id: m.superseded_by
+        for m in plane.cp.queries.rollout("ro-1").vehicles
+        if str(m.status) == "superseded"
+    }
+
+
+def test_another_rollouts_rollback_supersedes_a_pending_member_in_view_and_aggregate(
+    plane: Plane,
+) -> None:
+    """An operator rollback of an older rollout gives a pending wave member of ro-1 a
+    revision (it is another rollout's, not ro-1's): a newer intent. The view shows it
+    superseded at once, the wave leaves it alone, and the aggregate records the same."""
+    rollback = plane.cp.writer.execute(
+        assign_desired_state(
+            desired_request("model=m3", OLD), ["v1"], cause("op"), plane.cp.sign,
+            rollout_id="ro-old", phase="rollback",
+        )
+    ).value.revision  # fmt: skip
+    assert shown_superseded(plane) == {"v1": rollback}
+    rollout = pass_canary(plane)
+    assert rollout.superseded == {"v1": rollback} == shown_superseded(plane)
+    assert "v1" not in rollout.assigned and "v2" in rollout.assigned
+    plane.assert_rebuild_equal()
+
+
+def test_a_pending_member_is_superseded_by_the_stores_order_not_the_clocks(
+    plane: Plane, slipped: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct assignment written after the rollout started by a process whose clock is
+    behind (its desired state's creation time is before the rollout's) is newer all the
+    same: the store ordered it after the start."""
+    from datetime import UTC, datetime
+
+    from muto.domain.model.desired_state import DesiredState
+
+    behind = staticmethod(lambda: datetime(2020, 1, 1, tzinfo=UTC))
+    with monkeypatch.context() as clock:
+        clock.setattr(DesiredState.Created, "create_timestamp", behind, raising=False)
+        revision = direct(plane, ["v1"], OLD)
+    assert shown_superseded(plane) == {"v1": revision}
+    rollout = pass_canary(plane)
+    assert rollout.superseded == {"v1": revision} == shown_superseded(plane)
+    assert "v1" not in rollout.assigned

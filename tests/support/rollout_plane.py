@@ -49,7 +49,8 @@ class Plane:
     """A control plane with rollout ro-1 started (canary v0, wave v1 v2) and its canary
     assigned; writes are stored without waiting for the views (`catch_up` moves them)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, at_start: dict[str, str | None] | None = None) -> None:
+        self.at_start = dict.fromkeys([CANARY, *WAVE]) if at_start is None else at_start
         self.cp = cp = ControlPlane.open(settings)
         register_fleet(cp, [registration(v) for v in [CANARY, *WAVE]])
         cp.execute(OLD.register())
@@ -71,6 +72,9 @@ class Plane:
                 canaries=[CANARY],
                 wave=WAVE,
                 previous_releases=dict.fromkeys([CANARY, *WAVE], OLD.key),
+                # None of them had a desired state (a test may start one without this:
+                # a rollout started before it was kept).
+                desired_at_start=self.at_start,
                 started_at=AT,
                 actor="controller",
                 correlation_id=ROLLOUT,

@@ -50,6 +50,12 @@ __all__ = [
 ]
 
 
+# State kept under these names, read through `Rollout.superseded` and
+# `Rollout.desired_at_start` (snapshots taken before they were kept lack them).
+_SUPERSEDED = "superseded"
+_AT_START = "revisions_at_start"
+
+
 def _seconds_between(start: str, end: str) -> float:
     if not start or not end:  # a time not recorded (events from before times were kept)
         return 0.0
@@ -80,6 +86,9 @@ class Rollout(Aggregate):
         started_at: str
         actor: str
         correlation_id: str
+        # Each member's desired-state revision when the rollout started (None: it had
+        # none); absent from rollouts started before it was kept (`desired_at_start`).
+        desired_at_start: dict[str, str | None] | None = None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -113,6 +122,7 @@ class Rollout(Aggregate):
         started_at: str,
         actor: str,
         correlation_id: str,
+        desired_at_start: dict[str, str | None] | None = None,
     ) -> None:
         self.rollout_id = rollout_id
         self.selector = selector
@@ -130,11 +140,28 @@ class Rollout(Aggregate):
         self.phase_started_at: dict[str, str] = {}
         self.rolled_back: list[str] = []
         self.left: list[str] = []  # relabelled out of the selector before their wave
-        # Members given a newer desired state than the rollout's own: vehicle id -> the
-        # revision that superseded it. Not judged, never assigned or rolled back over.
-        self.superseded: dict[str, str | None] = {}
+        self.__dict__[_SUPERSEDED] = {}  # `superseded`
+        self.__dict__[_AT_START] = desired_at_start  # read by `desired_at_start`
         self.paused_at = ""
         self.paused_sec: dict[str, float] = {}  # phase -> seconds spent paused in it
+
+    @property
+    def superseded(self) -> dict[str, str | None]:
+        """Members given a newer desired state than the rollout's own (rollout_rules.
+        supersedes): vehicle id -> the revision that superseded it. Not judged, never
+        assigned or rolled back over. Kept in the state under this name; a rollout
+        loaded from a snapshot taken before it was kept has none superseded."""
+        found: dict[str, str | None] = self.__dict__.setdefault(_SUPERSEDED, {})
+        return found
+
+    def desired_at_start(self, vehicle_id: str) -> tuple[bool, str | None]:
+        """(known, revision): a member's desired-state revision when the rollout started
+        (None: it had none). Not known for a rollout started before it was kept, or
+        loaded from a snapshot taken before then."""
+        at_start: dict[str, str | None] | None = self.__dict__.get(_AT_START)
+        if at_start is None or vehicle_id not in at_start:
+            return False, None
+        return True, at_start[vehicle_id]
 
     @property
     def is_final(self) -> bool:
@@ -230,7 +257,7 @@ class Rollout(Aggregate):
 
     def members(self) -> set[str]:
         """The vehicles still in the rollout: neither left nor superseded."""
-        gone = set(self.left) | set(getattr(self, "superseded", {}))
+        gone = set(self.left) | set(self.superseded)
         return {*self.canaries, *self.wave} - gone
 
     def supersede(
@@ -239,7 +266,7 @@ class Rollout(Aggregate):
         """Members whose desired state was replaced by a newer intent than the rollout's
         own (vehicle id -> the revision now theirs): the rollout no longer judges them,
         assigns them or rolls them back. Recorded whatever the state: it is a fact."""
-        known = getattr(self, "superseded", {})
+        known = self.superseded
         fresh = {v: r for v, r in superseded_by.items() if known.get(v, "\0") != r}
         if fresh:
             self._members_superseded(
@@ -378,8 +405,6 @@ class Rollout(Aggregate):
         actor: str,
         correlation_id: str,
     ) -> None:
-        if not hasattr(self, "superseded"):  # a snapshot taken before it was kept
-            self.superseded = {}
         self.superseded.update(superseded_by)
 
     @event("RolledBack")
