@@ -6,6 +6,7 @@ test-faults`. Each failed before its rule (docs/rollouts.md) was in place."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -169,7 +170,14 @@ def test_a_stuck_rollout_says_why_and_pausing_stops_its_clock(tmp_path: Path, ba
             standing = explained.stdout.partition("\n\n")[2]
             rows = dict(line.split(None, 1) for line in standing.splitlines() if line[:1] != " ")
             assert rows["state"] == "wave (paused: the deadline clock stands still)"
-            assert rows["deadline"] == stuck["deadline"]
+            # While paused there is no deadline, only what the phase has left: the API's.
+            left = (await r.operator.http.get("/rollouts/next")).json()["data"]
+            assert left["deadline"] is None and left["deadlineRemainingS"] > 0
+            said = re.fullmatch(
+                r"none while paused \(([\d.]+) s left of the phase\)", rows["deadline"]
+            )
+            assert said is not None, rows["deadline"]
+            assert float(said[1]) == pytest.approx(left["deadlineRemainingS"], abs=0.01)
             assert rows["outstanding"] == "1 vehicle(s)"
             assert f"{gone} assigned, offline since" in standing
 

@@ -92,6 +92,23 @@ ADDED = {
     "view_releases": ("signatures_added",),
     "view_vehicles": ("health_reason_codes",),
 }
+# Optional fields added to a stored event since the fixture, with the value an old event
+# reads with (its default): shown in the event's data (the audit view, export, explain),
+# and everything else must equal the old code's.
+ADDED_FIELDS = {"desired_at_start": None}  # Rollout.Started
+
+
+def without_added_fields(value: Any) -> Any:
+    """`value` (JSON) without the ADDED_FIELDS that hold their default, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: without_added_fields(v)
+            for k, v in value.items()
+            if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+        }
+    if isinstance(value, list):
+        return [without_added_fields(v) for v in value]
+    return value
 
 
 def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) -> None:
@@ -103,7 +120,7 @@ def test_views_rebuilt_from_the_old_log_equal_the_old_views(settings: Settings) 
     cp = ControlPlane.open(settings)
     try:
         cp.projector.catch_up()
-        built = plain(view_rows(cp.views))
+        built = without_added_fields(plain(view_rows(cp.views)))
     finally:
         cp.close()
     for table, columns in ADDED.items():
@@ -130,11 +147,11 @@ def test_audit_verbs_read_the_old_log(
     assert main(["audit", *args, "--data-dir", str(settings.data_dir)]) == 0
     out, expected = capsys.readouterr().out, (FIXTURE / printed).read_text()
     if printed.endswith(".jsonl"):
-        assert [json.loads(line) for line in out.splitlines()] == [
+        assert [without_added_fields(json.loads(line)) for line in out.splitlines()] == [
             json.loads(line) for line in expected.splitlines()
         ]
     else:
-        assert json.loads(out) == json.loads(expected)
+        assert without_added_fields(json.loads(out)) == json.loads(expected)
 
 
 def test_audit_verify_and_replay_read_the_old_log(
