@@ -363,6 +363,15 @@ SQLite 3,081 req/s, PostgreSQL 2,993 (3,806 and 2,713 in the earlier run). A/B a
 in-process reconcile write path (32 concurrent writers, read-your-writes, two runs of
 three rounds each, alternating): 3,979-4,694 / 4,462-4,925 reports a second. No change
 beyond this machine's noise.
+
+The table now (2026-12-05, session 23: an AMD EPYC machine on which the trivial endpoint
+made 25,600-28,400 req/s). On the request path only a health report's comparison changed
+(its status and reason codes against the last transition's, one string either way) and a
+poll's release envelope is cached by its count of added signatures. The fleet mix at
+100,000 vehicles: SQLite 0.82x, 22,354 req/s (rounds 0.82 / 0.82 / 0.80), PostgreSQL
+0.76x, 20,301 req/s (0.79 / 0.76 / 0.75); both above 0.75x and 5,000 req/s in this run,
+PostgreSQL's last round at the line. Reconcile reports: SQLite 4,529 req/s, PostgreSQL
+4,173.
 """
 
 
