@@ -383,12 +383,13 @@ def test_a_restore_while_a_newer_revision_is_gated_runs_and_fails_under_its_own(
     run(scenario)
 
 
-def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
-    """A, the only release that ran, crash-looped under dsr_1 with nothing to roll back to,
-    while dsr_2 (B) waits on a gate: the failure is reported under dsr_1, and health says
-    unhealthy with its codes (nothing runs), not merely B's degraded NOT_YET_APPLIED."""
-    codes = [CRASH, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
-    halted = [
+NOWHERE_TO_GO = [CRASH, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
+
+
+def a_halted_while_b_waits() -> list[ev.Event]:
+    """A, the only release that ran, crash-looped under dsr_1 with nothing to roll back
+    to, while dsr_2 (B) waits on a gate."""
+    return [
         desired_of(A, 1),
         *applied(A.key, "dsr_1", 1),
         desired_of(B, 2),
@@ -396,8 +397,15 @@ def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
             at=T0, release_key=A.key, during="running", revision="dsr_1", sequence=1
         ),
         ev.RollbackStarted(at=T0, failed_key=A.key, target_key=None, causes=[CRASH]),
-        ev.RollbackFailed(at=T0, failed_key=A.key, target_key=None, codes=codes),
+        ev.RollbackFailed(at=T0, failed_key=A.key, target_key=None, codes=NOWHERE_TO_GO),
     ]
+
+
+def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
+    """A, the only release that ran, crash-looped under dsr_1 with nothing to roll back to,
+    while dsr_2 (B) waits on a gate: the failure is reported under dsr_1, and health says
+    unhealthy with its codes (nothing runs), not merely B's degraded NOT_YET_APPLIED."""
+    codes, halted = NOWHERE_TO_GO, a_halted_while_b_waits()
     state = folded(*halted)
     assert state.running is None and state.unreported is not None
     assert state.unreported.revision == "dsr_1"
@@ -414,17 +422,7 @@ def test_a_newer_revision_ends_the_halt_when_it_runs_nothing_and_any_restate() -
     """`halted` and `restate` are about the revision in force: a "run nothing" revision is
     met by nothing running (health is its own again), and a newer revision's first
     verdict is sent anyway (restating the old one would be noise)."""
-    codes = [CRASH, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
-    halted = [
-        desired_of(A, 1),
-        *applied(A.key, "dsr_1", 1),
-        desired_of(B, 2),
-        ev.CrashLoopDetected(
-            at=T0, release_key=A.key, during="running", revision="dsr_1", sequence=1
-        ),
-        ev.RollbackStarted(at=T0, failed_key=A.key, target_key=None, causes=[CRASH]),
-        ev.RollbackFailed(at=T0, failed_key=A.key, target_key=None, codes=codes),
-    ]
+    codes, halted = NOWHERE_TO_GO, a_halted_while_b_waits()
     state = folded(*halted)
     assert state.halted == codes and state.restate == "dsr_2"
     nothing = msgspec.structs.replace(desired_of(B, 3), release=None)
