@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,7 +42,7 @@ from muto.sim.fleet import SimFleet, SimVehicle
 from muto.sim.profile import SimProfile
 from muto.trust import FleetKeys
 from tests.support.specs import load_spec
-from tests.support.spine import cause, memory_settings
+from tests.support.spine import cause
 
 WAIT = 30.0
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,21 +55,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.at
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[EventLog]:
-    event_log = EventLog.open(memory_settings(tmp_path))
-    yield event_log
-    event_log.close()
-
-
-@pytest.fixture
-def writer(log: EventLog) -> Iterator[Writer]:
-    w = Writer(log)
-    w.start()
-    yield w
-    w.close()
 
 
 def request(key: str = "k-1", actor: str = OPERATOR, body: str = '{"role":"operator"}') -> Any:

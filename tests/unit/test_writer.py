@@ -9,7 +9,6 @@ batching is decided by what is queued, never by timing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from muto.cloud.errors import NotFound
 from muto.cloud.eventlog import EventLog
 from muto.cloud.writer import Command, UnitOfWork, Writer, Written
 from muto.domain.model.vehicle import Vehicle
-from tests.support.spine import cause, memory_settings, registration, sqlite_settings
+from tests.support.spine import cause, registration, sqlite_settings
 from tests.support.waits import eventually
 
 WAIT = 30.0  # seconds before a stuck test fails instead of hanging
@@ -53,21 +52,6 @@ def one_batch(writer: Writer, commands: list[Command[T]]) -> list[Written[T]]:
     gate.opened.set()
     held.result(WAIT)
     return [future.result(WAIT) for future in futures]
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[EventLog]:
-    event_log = EventLog.open(memory_settings(tmp_path))
-    yield event_log
-    event_log.close()
-
-
-@pytest.fixture
-def writer(log: EventLog) -> Iterator[Writer]:
-    w = Writer(log)
-    w.start()
-    yield w
-    w.close()
 
 
 def vehicle(log: EventLog, vehicle_id: str) -> Vehicle:
