@@ -22,6 +22,7 @@ import msgspec
 from muto.agent.journal import Journal, JournalUnreadable, Record
 from muto.agent.journal.integrity import Verification, verify
 from muto.agent.journal.state import JournalState
+from muto.domain.instants import InstantError, parse_instant
 
 SUMMARY_FIELDS = (
     "sequence", "releaseKey", "targetKey", "failedKey", "code", "codes", "causes",
@@ -44,7 +45,7 @@ def _reading(command: Command) -> Command:
             return command(args)
         except FileNotFoundError as exc:
             print(f"muto agent journal: no journal at {exc}", file=sys.stderr)
-        except JournalUnreadable as exc:
+        except (JournalUnreadable, InstantError) as exc:
             print(f"muto agent journal: {exc}", file=sys.stderr)
         return 2
 
@@ -54,8 +55,7 @@ def _reading(command: Command) -> Command:
 def _when(text: str | None) -> datetime | None:
     if text is None:
         return None
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.astimezone()
+    return parse_instant(text, local_if_no_offset=True)
 
 
 def _builtins(record: Record) -> dict[str, Any]:

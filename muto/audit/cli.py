@@ -202,7 +202,7 @@ def register(
         "muto audit replay --api --until 2026-03-03T14:02:00Z --out then.db",
     )
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--until", metavar="TIME", help="ISO 8601; UTC when no offset")
+    when.add_argument("--until", metavar="TIME", help="ISO 8601 with its offset")
     when.add_argument("--position", type=int, metavar="N", help="the last log position")
     p.add_argument("--out", required=True, metavar="FILE", help="a new SQLite file")
 
@@ -226,8 +226,8 @@ def register(
         "muto audit export --data-dir data/cloud --out events.jsonl",
         "muto audit export --api --from 2026-03-01T00:00:00Z",
     )
-    p.add_argument("--from", dest="since", metavar="TIME")
-    p.add_argument("--until", metavar="TIME")
+    p.add_argument("--from", dest="since", metavar="TIME", help="ISO 8601 with its offset")
+    p.add_argument("--until", metavar="TIME", help="ISO 8601 with its offset")
     p.add_argument("--format", choices=["jsonl"], default="jsonl")
     p.add_argument("--out", metavar="FILE", help="default: standard output")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +21,7 @@ import msgspec
 from eventsourcing.persistence import Notification
 from sqlalchemy.engine import make_url
 
+from muto.domain import instants
 from muto.projections.base import event_data, event_type
 from muto.projections.source import EventSource
 
@@ -183,12 +184,11 @@ def qualname(record: Notification) -> str:
 
 
 def parse_instant(text: str) -> datetime:
-    """ISO 8601; without an offset the time is taken as UTC."""
+    """A time the operator named (muto.domain.instants: with its offset)."""
     try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        raise AuditError(f"not an ISO 8601 time: {text!r}") from None
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+        return instants.parse_instant(text)
+    except instants.InstantError as exc:
+        raise AuditError(str(exc)) from None
 
 
 def position_at(log: EventSource, instant: datetime) -> int:

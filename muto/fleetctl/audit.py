@@ -97,8 +97,8 @@ def register_timeline(actions: Any) -> None:
     p.add_argument("--vehicle", metavar="ID")
     p.add_argument("--rollout", metavar="ID")
     p.add_argument("--correlation-id", metavar="ID")
-    p.add_argument("--since", metavar="TIME", help="ISO 8601, inclusive")
-    p.add_argument("--until", metavar="TIME", help="ISO 8601, inclusive")
+    p.add_argument("--since", metavar="TIME", help="ISO 8601 with its offset, inclusive")
+    p.add_argument("--until", metavar="TIME", help="ISO 8601 with its offset, inclusive")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N entries (0: all)")
 
 

@@ -142,7 +142,9 @@ def test_an_unreadable_record_is_named_by_the_position_before_it(
 def test_an_assignment_by_vehicle_id_names_the_vehicle(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = audit(capsys, data_dir, "explain", "--vehicle", LONE, "--at", "2100-01-01")
+    code, out, _ = audit(
+        capsys, data_dir, "explain", "--vehicle", LONE, "--at", "2100-01-01T00:00Z"
+    )
     assert code == 0
     assert f"target vehicle {LONE}" in out and "None" not in out
 

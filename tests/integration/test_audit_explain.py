@@ -350,7 +350,9 @@ def test_at_an_instant_it_tells_what_was_assigned_who_decided_and_what_came_back
     )
 
     # At the end: the controller's rollback, after the failed wave gate.
-    code, out = audit(capsys, history, "explain", "--vehicle", CRASHING, "--at", "2999-01-01")
+    code, out = audit(
+        capsys, history, "explain", "--vehicle", CRASHING, "--at", "2999-01-01T00:00Z"
+    )
     assert code == 0
     assert f"core@1.0.0 (revision {history.revisions['rollback']}, rollout ro-1 rollback)" in out
     assert "Rollout.WaveGateFailed by controller: wave gate failed WAVE_GATE_FAILED" in out
@@ -359,7 +361,7 @@ def test_at_an_instant_it_tells_what_was_assigned_who_decided_and_what_came_back
 
     # A canary rolled back with the wave: the failed wave gate is the reason.
     code, out = audit(
-        capsys, history, "explain", "--vehicle", CANARY, "--at", "2999-01-01", "--json"
+        capsys, history, "explain", "--vehicle", CANARY, "--at", "2999-01-01T00:00Z", "--json"
     )
     told = json.loads(out)
     assert [(b["type"], b["data"].get("reason_code") or b["data"]["cause"])
@@ -368,7 +370,9 @@ def test_at_an_instant_it_tells_what_was_assigned_who_decided_and_what_came_back
         ("Rollout.RolledBack", "WAVE_GATE_FAILED"),
     ]  # fmt: skip
 
-    code, out = audit(capsys, history, "explain", "--vehicle", CRASHING, "--at", "2000-01-01")
+    code, out = audit(
+        capsys, history, "explain", "--vehicle", CRASHING, "--at", "2000-01-01T00:00Z"
+    )
     assert code == 0 and "nothing: no desired state assigned by then" in out
 
 
@@ -379,7 +383,10 @@ def test_explain_refuses_what_it_cannot_answer(
     assert audit(capsys, history, "explain", "--rollout", "ro-1", "--at", "2026-01-01")[0] == 2
     capsys.readouterr()
     assert main(["audit", "explain", "--vehicle", CANARY, "--at", "noon"]) == 2
-    assert "muto audit: not an ISO 8601 time: 'noon'" in capsys.readouterr().err
+    assert "muto audit: 'noon' is not an ISO 8601 time" in capsys.readouterr().err
+    # Without an offset a time names no instant: refused, as GET /audit refuses it.
+    assert main(["audit", "explain", "--vehicle", CANARY, "--at", "2026-01-01T12:00"]) == 2
+    assert "'2026-01-01T12:00' has no UTC offset" in capsys.readouterr().err
     nowhere = history.data_dir / "nowhere"
     assert main(["audit", "export", "--data-dir", str(nowhere)]) == 2
     assert f"muto audit: no event log at {nowhere / 'events.db'}" in capsys.readouterr().err

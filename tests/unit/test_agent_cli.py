@@ -85,6 +85,20 @@ def test_list_filters_and_json(data_dir: Path, capsys: pytest.CaptureFixture[str
     assert table[0].split()[:3] == ["POS", "AT", "TYPE"] and len(table) == 2
 
 
+@pytest.mark.parametrize("flag", ["--since", "--until"])
+def test_a_time_that_is_no_time_is_one_line_and_exit_2(
+    data_dir: Path, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["agent", "journal", "list", "--data-dir", str(data_dir), flag, "yesterday"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "muto agent journal: 'yesterday' is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z\n"
+    )
+    replay = ["agent", "journal", "replay", "--data-dir", str(data_dir), "--at", "noon"]
+    assert main(replay) == 2 and "'noon' is not an ISO 8601 time" in capsys.readouterr().err
+
+
 def test_replay_at_the_latest_point_says_why_the_old_release_runs(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,11 +34,12 @@ def test_postgres_sessions_are_read_only_and_keep_given_options() -> None:
     )
 
 
-def test_times_without_an_offset_are_utc() -> None:
-    assert parse_instant("2026-03-03T14:02") == datetime(2026, 3, 3, 14, 2, tzinfo=UTC)
+def test_times_need_their_offset() -> None:
     assert parse_instant("2026-03-03T14:02:00Z") == datetime(2026, 3, 3, 14, 2, tzinfo=UTC)
     cet = parse_instant("2026-03-03T15:02+01:00")
-    assert cet.utcoffset() == timedelta(hours=1) and cet == parse_instant("2026-03-03T14:02")
     assert cet.tzinfo == timezone(timedelta(hours=1))
+    assert cet == parse_instant("2026-03-03T14:02Z")
+    with pytest.raises(AuditError, match="no UTC offset"):
+        parse_instant("2026-03-03T14:02")
     with pytest.raises(AuditError, match="not an ISO 8601 time"):
         parse_instant("14:02 on 3 March")

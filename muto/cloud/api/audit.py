@@ -11,9 +11,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from eventsourcing.persistence import Notification
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +24,7 @@ from muto.cloud.api.context import int_param, off_loop, operator, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.auditing import verify_chain
 from muto.cloud.errors import Conflict, Invalid
+from muto.domain.instants import EXAMPLE, InstantError, parse_instant
 from muto.projections.source import EventSource
 
 # The views store log positions as INTEGER: a larger `after` was a 500 on PostgreSQL.
@@ -55,25 +55,21 @@ async def timeline(request: Request) -> Response:
     return ok(entries, metadata={"limit": limit, "nextAfter": next_after})
 
 
-# A time with its offset, read as the bodies' times are (msgspec: RFC 3339).
-Instant = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
 def time_param(request: Request, name: str) -> datetime | None:
-    """A query parameter that is a time. Without an offset a time names no instant, so
-    it is refused like a malformed one: a compliance read must not guess the zone (and
-    must not come back empty, as it did when the text was compared as it came)."""
+    """A query parameter that is a time, with its offset (muto.domain.instants): a
+    compliance read must not guess the zone, nor come back empty, as it did when the
+    text was compared as it came."""
     raw = request.query_params.get(name)
     if raw is None:
         return None
     try:
-        return msgspec.convert(raw, Instant)
-    except msgspec.ValidationError:
+        return parse_instant(raw)
+    except InstantError:
         # A '+' left unescaped in a URL arrives as a space: say so.
         hint = " (in a URL a '+' is written %2B)" if " " in raw else ""
         raise Invalid(
             f"query parameter {name!r} must be an RFC 3339 time with an offset, "
-            f"e.g. 2026-01-01T00:00:00Z{hint}",
+            f"e.g. {EXAMPLE}{hint}",
             {"path": f"query.{name}"},
         ) from None
 
