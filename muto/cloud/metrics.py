@@ -41,6 +41,15 @@ from muto.cloud.request_tally import RequestTally
 from muto.domain.model.rollout import FINAL_STATES
 
 UNMATCHED = "unmatched"  # no route: never the raw path (unbounded label values)
+# A request's method as a label: HTTP's own, else "other". Under h11 any token a client
+# sends arrives as the method, and each would be a new series kept for the process's life.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 

@@ -91,6 +91,21 @@ def test_requests_are_counted_by_route_template_method_and_status(scraper: Scrap
     assert not {r for r in routes if r and ("nobody" in r or "4711" in r or "eu-west" in r)}
 
 
+def test_a_method_of_the_clients_own_making_is_counted_as_other(scraper: Scraper) -> None:
+    """Under h11 any token arrives as the method: as labels, each would be a series kept
+    for the process's life (a client could grow /metrics without bound)."""
+    c = scraper.client
+    for n in range(5):
+        c.request(f"BREW{n}", "/healthz")
+    assert c.request("PATCH", "/healthz").status_code == 405
+    samples = scraper.scrape()
+    methods = {dict(labels).get("method") for _, labels in samples} - {None}
+    assert not {m for m in methods if m.startswith("BREW")}
+    total = "muto_http_requests_total"
+    assert value(samples, total, route="/healthz", method="other", status="405") == 5
+    assert value(samples, total, route="/healthz", method="PATCH", status="405") == 1
+
+
 def test_an_unknown_dashboard_path_costs_its_batch_nothing(
     scraper: Scraper, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muto.cloud.api.responses import error, on_error
-from muto.cloud.metrics import UNMATCHED, CloudMetrics
+from muto.cloud.metrics import UNMATCHED, CloudMetrics, method_label
 
 LOG_EVERY_S = 0.1  # the access log's lines, and the request metrics, at most this late
 access_log = logging.getLogger("muto.access")
@@ -136,7 +136,8 @@ class Edge:
         if self.metrics is not None:
             observe = self.metrics.requests.observe
             for entry in answered:
-                endpoint, method, _, status, seconds = entry
+                endpoint, sent, _, status, seconds = entry
+                method = method_label(sent)
                 try:
                     observe(self.template(endpoint), method, status, seconds)
                 except Exception as exc:
