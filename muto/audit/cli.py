@@ -155,6 +155,12 @@ def verify(args: argparse.Namespace, backend: Backend) -> int:
         if found.anchors_checked:
             print(f"anchors matched at positions {found.anchors_checked}")
         print("record the head hash outside this database to detect a rewrite of both tables")
+        if found.unchained:
+            print(
+                f"{found.unchained} events logged after position {found.head_position} are "
+                "not chained yet: a running control plane chains them within a second; "
+                "verify again to cover them"
+            )
     else:
         print(f"BROKEN at position {found.bad_position}: {found.reason}")
         print(f"intact before it: {found.checked} events, up to position {found.head_position}")

@@ -5,16 +5,26 @@ What each finding means:
 - a record's recomputed hash differs from its link: the row was edited, or two rows'
   contents were swapped (the hash covers the position), or the link itself was altered;
 - a chained position is missing from the log: the row was deleted (also the last one);
-- a logged position has no link: the row was inserted, or the projector has not chained
-  it yet (run verify again once the control plane has caught up).
+- a logged position has no link, below the position the projector says it has chained
+  through: the row was inserted (into a PostgreSQL id gap), or the link deleted.
+Events logged after that position are not chained yet: counted, never a finding (on a
+running control plane the projector reaches them within a second; a row appended while
+it is stopped is told from them only by verifying again once it has run).
 Anchors (position -> hash recorded outside the database) catch a rewrite of both tables.
+
+The check runs up to the chained-through position read first. Links and that position
+commit together, and the log's rows up to it were committed before the projector read
+them, so both tables are read as of one moment although they are read page by page,
+in separate transactions, and on SQLite from separate files: a live control plane
+writing meanwhile is no finding (it was: "deleted" at a link written after the log's
+last page was read).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +32,7 @@ from sqlalchemy import Engine, Executable, MetaData, Row, create_engine, inspect
 
 from muto.audit.source import AuditError, read_only_url
 from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
+from muto.projections.store import TRACKING_TABLE
 
 Link = tuple[int, str]  # (position, hex hash) as stored by the projector
 # An anchor as an operator passes it: POSITION:SHA256HEX (spec/api.yaml publishes it).
@@ -45,6 +56,7 @@ class Finding:
     bad_position: int | None = None
     reason: str | None = None
     anchors_checked: list[int] = field(default_factory=list)
+    unchained: int = 0  # events logged after the chained-through position
 
     @property
     def intact(self) -> bool:
@@ -59,6 +71,7 @@ class Finding:
             "badPosition": self.bad_position,
             "reason": self.reason,
             "anchorsChecked": self.anchors_checked,
+            "unchained": self.unchained,
         }
 
     @classmethod
@@ -71,6 +84,7 @@ class Finding:
             bad_position=found["badPosition"],
             reason=found["reason"],
             anchors_checked=list(found["anchorsChecked"]),
+            unchained=found.get("unchained", 0),  # an older control plane's answer
         )
 
 
@@ -90,7 +104,7 @@ def check(
     while record is not None or stored is not None:
         if stored is None or (record is not None and record.id < stored[0]):
             assert record is not None
-            return bad(record.id, "in the log but not in the chain: inserted (or not chained yet)")
+            return bad(record.id, "in the log but not in the chain: inserted, or its link deleted")
         if record is None or stored[0] < record.id:
             return bad(stored[0], "in the chain but missing from the log: deleted")
         try:
@@ -136,14 +150,14 @@ class RawRecord:
     state: bytes
 
 
-def raw_records(engine: Engine, events_table: str) -> Iterator[RawRecord]:
+def raw_records(engine: Engine, events_table: str, through: int) -> Iterator[RawRecord]:
     """Read straight from the table, not through the event store's types, so a malformed
     row is reported at its position instead of failing the whole read."""
     query = text(
         "SELECT id, originator_id, originator_version, topic, state "
-        f"FROM {events_table} WHERE id > :after ORDER BY id LIMIT {PAGE}"
+        f"FROM {events_table} WHERE id > :after AND id <= :through ORDER BY id LIMIT {PAGE}"
     )
-    for row in _pages(engine, lambda after: query.bindparams(after=after)):
+    for row in _pages(engine, lambda after: query.bindparams(after=after, through=through)):
         originator = row.originator_id
         if isinstance(originator, bytes) and len(originator) == 16:
             originator = UUID(bytes=originator)  # SQLite: the UUID's 16 bytes
@@ -151,17 +165,45 @@ def raw_records(engine: Engine, events_table: str) -> Iterator[RawRecord]:
         yield RawRecord(row.id, originator, row.originator_version, row.topic, state)
 
 
-def stored_links(engine: Engine) -> Iterator[Link]:
-    """The projector's chain, in position order."""
+def stored_links(engine: Engine, through: int) -> Iterator[Link]:
+    """The projector's chain up to `through`, in position order."""
     table = HashChain(MetaData()).links
-    if not inspect(engine).has_table(table.name):
+    query = (
+        select(table.c.position, table.c.hash)
+        .where(table.c.position <= through)
+        .order_by(table.c.position)
+        .limit(PAGE)
+    )
+    for row in _pages(engine, lambda after: query.where(table.c.position > after)):
+        yield row.position, row.hash
+
+
+def chained_through(engine: Engine) -> int:
+    """The position the projector has chained through: its tracked position, which
+    commits with the links. A store without that row (its tracking table emptied) is
+    read as chained through its last link."""
+    links = HashChain(MetaData()).links
+    if not inspect(engine).has_table(links.name):
         raise AuditError(
             "no audit chain in the views yet: start the control plane once "
             "(its projector computes the chain), then verify"
         )
-    query = select(table.c.position, table.c.hash).order_by(table.c.position).limit(PAGE)
-    for row in _pages(engine, lambda after: query.where(table.c.position > after)):
-        yield row.position, row.hash
+    with engine.connect() as conn:
+        tracked = conn.execute(
+            text(f"SELECT notification_id FROM {TRACKING_TABLE} WHERE application_name = :name"),
+            {"name": HashChain.name},
+        ).scalar()
+        if tracked is None:
+            tracked = conn.execute(text(f"SELECT max(position) FROM {links.name}")).scalar()
+    return int(tracked or 0)
+
+
+def logged_after(engine: Engine, events_table: str, position: int) -> int:
+    with engine.connect() as conn:
+        found = conn.execute(
+            text(f"SELECT count(*) FROM {events_table} WHERE id > :p"), {"p": position}
+        ).scalar()
+    return int(found or 0)
 
 
 def verify(
@@ -174,7 +216,11 @@ def verify(
     try:
         if not inspect(events).has_table(events_table):
             raise AuditError(f"no event table {events_table} in the database")
-        return check(raw_records(events, events_table), stored_links(views), anchors)
+        through = chained_through(views)  # first: the moment both tables are read as of
+        found = check(
+            raw_records(events, events_table, through), stored_links(views, through), anchors
+        )
+        return replace(found, unchained=logged_after(events, events_table, through))
     finally:
         events.dispose()
         views.dispose()

@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from sqlalchemy import Engine, create_engine, text
 
+import muto.audit.verify as verify_module
 from muto.cli import main
 from muto.cloud.auditing import open_event_log
 from muto.cloud.bootstrap import ControlPlane
@@ -164,6 +165,7 @@ def test_a_clean_log_verifies_and_prints_its_head_hash(
         "badPosition": None,
         "reason": None,
         "anchorsChecked": [stored.head],
+        "unchained": 0,
     }
 
 
@@ -240,9 +242,49 @@ def insert_copy(stored: Stored, position: int, of: int) -> None:
     )
 
 
-def test_an_inserted_row_is_named(stored: Stored, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_row_appended_after_the_chains_position_is_counted_not_chained_yet(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past the position the projector has chained through, a row is what a running
+    control plane chains next: counted, and said, but no finding."""
     insert_copy(stored, stored.head + 1, of=1)
-    assert_broken_at(capsys, stored, stored.head + 1, "in the log but not in the chain")
+    code, out = verify(capsys, stored)
+    assert code == 0 and f"intact: {stored.head} events chained" in out
+    assert f"1 events logged after position {stored.head} are not chained yet" in out
+    assert json.loads(verify(capsys, stored, "--json")[1])["unchained"] == 1
+
+
+def test_a_deleted_link_below_the_chains_position_is_named(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored.sql(f"DELETE FROM {CHAIN} WHERE position = :p", stored.views, p=stored.head)
+    assert_broken_at(capsys, stored, stored.head, "in the log but not in the chain")
+
+
+def test_a_control_plane_writing_while_verify_reads_is_no_finding(
+    stored: Stored, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log and the chain are read page by page, in separate transactions: events
+    stored and chained between the two reads (a live control plane) were reported
+    "deleted". Here they are written right after verify has read the log's rows."""
+    real = verify_module.raw_records
+    cp = ControlPlane.open(stored.settings)
+
+    def racing(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        rows = real(*args, **kwargs)
+        first = next(rows)  # the log's first page is read
+        register_fleet(cp, fleet(3, prefix="meanwhile"))  # stored and chained
+        yield first
+        yield from rows
+
+    monkeypatch.setattr(verify_module, "raw_records", racing)
+    try:
+        code, out = verify(capsys, stored)
+    finally:
+        cp.close()
+    assert code == 0, out
+    assert f"intact: {stored.head} events chained" in out
+    assert f"3 events logged after position {stored.head} are not chained yet" in out
 
 
 @pytest.mark.postgres

@@ -336,6 +336,13 @@ class ChainFinding(Wire, frozen=True, kw_only=True):
     bad_position: Annotated[int | None, msgspec.Meta(description="The first disagreement")]
     reason: str | None
     anchors_checked: list[int]
+    unchained: Annotated[
+        int,
+        msgspec.Meta(
+            description="Events logged after the position the projector has chained "
+            "through: not chained yet, no finding"
+        ),
+    ] = 0
 
 
 class IssuedToken(Wire, frozen=True, kw_only=True):
