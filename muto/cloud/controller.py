@@ -133,12 +133,13 @@ class RolloutController:
             decide(rollout_id, state, verdict, evaluation, cause, plane.sign, plane.clock)
         ).value
         if decided:
+            share = evaluation.converged_pct
             logger.info(
-                "rollout %s %s: %s (%s%% converged, codes %s)",
+                "rollout %s %s: %s (%s, codes %s)",
                 rollout_id,
                 state,
                 verdict,
-                evaluation.converged_pct,
+                "none counted" if share is None else f"{share}% converged",
                 evaluation.reason_codes,
             )
         return decided

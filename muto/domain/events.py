@@ -174,7 +174,9 @@ class RolloutPolicy(Stored, frozen=True, kw_only=True):
 
 class GateEvaluation(Stored, frozen=True, kw_only=True):
     """A gate's inputs and verdict (muto.domain.rollout_rules.Evaluation), as recorded in
-    a decision event. Fields added later have defaults: older decisions lack them."""
+    a decision event. Fields added later have defaults: older decisions lack them.
+    `converged_pct` is None when no member was counted (decisions stored before it could
+    be None say 100.0 there: rollout_rules.stored_share reads both)."""
 
     verdict: str
     targeted: int
@@ -182,7 +184,7 @@ class GateEvaluation(Stored, frozen=True, kw_only=True):
     deferred: int
     failed: int
     counted: int = 0
-    converged_pct: float
+    converged_pct: float | None
     threshold_pct: float
     deadline_passed: bool = False
     reason_codes: list[str] = []

@@ -17,10 +17,11 @@ revision. The rules (docs/rollouts.md says them in prose):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import Wire
@@ -132,8 +133,10 @@ class Evaluation(Wire, frozen=True, kw_only=True):
     """A gate verdict with its inputs: stored in the decision event for auditors.
 
     `counted` is the denominator of `converged_pct`: every judged member before the
-    deadline, the judged members that are not deferred at it. `tripped_by` counts the
-    tripwire codes seen on any member of the rollout (earlier phases included)."""
+    deadline, the judged members that are not deferred at it. `converged_pct` is None
+    when none is counted: a share of nobody is no number (0 of 0 is neither 0% nor 100%).
+    `tripped_by` counts the tripwire codes seen on any member of the rollout (earlier
+    phases included)."""
 
     verdict: Verdict
     targeted: int
@@ -141,13 +144,23 @@ class Evaluation(Wire, frozen=True, kw_only=True):
     deferred: int
     failed: int
     counted: int = 0
-    converged_pct: float
+    converged_pct: float | None
     threshold_pct: float
     deadline_passed: bool = False
     reason_codes: list[str] = []
     deferred_by: dict[str, int] = {}
     failed_by: dict[str, int] = {}
     tripped_by: dict[str, int] = {}
+
+
+def stored_share(evaluation: Mapping[str, Any]) -> float | None:
+    """The converged share of a decision as stored (its JSON form), None when its gate
+    counted no member. Decisions stored before the share could be None said 100.0 with
+    nothing converged: only a share of nobody is both, so it reads as None too."""
+    share = evaluation.get("convergedPct")
+    if share is None or (share == 100.0 and not evaluation.get("converged")):
+        return None
+    return float(share)
 
 
 def tripwires(members: Iterable[Member]) -> Counter[str]:
@@ -187,12 +200,15 @@ def evaluate_phase(
     tripped = tripwires([*judged, *earlier])
     converged, deferred = counts[MemberStatus.CONVERGED], counts[MemberStatus.DEFERRED]
     counted = targeted - deferred if deadline_passed else targeted
-    pct = 100.0 * converged / counted if counted else 100.0
+    share = 100.0 * converged / counted if counted else None
+    # None counted (all deferred at the deadline): no one is below the threshold, so a
+    # wave passes vacuously; a canary phase still needs evidence (`need_evidence`).
+    reached = share is None or share >= threshold_pct
     best_possible = 100.0 * (targeted - len(failed_members)) / targeted if targeted else 100.0
     no_evidence = need_evidence and converged == 0
     if tripped:
         verdict, codes = Verdict.FAIL, sorted(tripped)
-    elif pct >= threshold_pct and not no_evidence:
+    elif reached and not no_evidence:
         verdict, codes = Verdict.PASS, []
     elif best_possible < threshold_pct:
         verdict, codes = Verdict.FAIL, sorted(failed_by)
@@ -207,7 +223,7 @@ def evaluate_phase(
         deferred=deferred,
         failed=len(failed_members),
         counted=counted,
-        converged_pct=round(pct, 2),
+        converged_pct=None if share is None else round(share, 2),
         threshold_pct=threshold_pct,
         deadline_passed=deadline_passed,
         reason_codes=[str(c) for c in codes],

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from muto.domain.requests import RolloutThresholds
+from muto.domain.rollout_rules import stored_share
 from muto.domain.wire import convert
 from muto.fleetctl.connection import Api, Connection, api_path, id_argument
 from muto.fleetctl.desired import AGENT_CONFIG_HELP, read_agent_config
@@ -233,9 +234,15 @@ def _by(count: int, reasons: dict[str, int]) -> str:
 
 
 def _pct(e: dict[str, Any]) -> str:
+    """The share of the members the gate counted (deferred ones leave at the deadline)."""
     if "convergedPct" not in e:
         return "-"
-    return f"{e['convergedPct']:.0f}% of {e.get('targeted')} (needs {e.get('thresholdPct'):.0f}%)"
+    needs = f"needs {e.get('thresholdPct'):.0f}%"
+    share = stored_share(e)
+    if share is None:
+        return f"none counted ({needs})"
+    counted = f" of {e['counted']} counted" if e.get("counted") else ""  # older: no count
+    return f"{share:.0f}%{counted} ({needs})"
 
 
 def _why(e: dict[str, Any]) -> str:

@@ -368,7 +368,8 @@ class RolloutMachine(RuleBasedStateMachine):
                 # Deferred vehicles left the denominator: the others failed (item 3).
                 counted = evaluation["targeted"] - evaluation["deferred"]
                 assert evaluation["counted"] == counted
-                assert evaluation["convergedPct"] < evaluation["thresholdPct"] or (
+                share = evaluation["convergedPct"]  # None: none counted
+                assert (share is not None and share < evaluation["thresholdPct"]) or (
                     phase == "canary" and evaluation["converged"] == 0
                 )
             if kind == "Rollout.BakeCompleted":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from muto.domain.events import GateEvaluation
 from muto.domain.model.rollout_states import phase_limit
 from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import (
@@ -15,6 +17,7 @@ from muto.domain.rollout_rules import (
     Verdict,
     evaluate_phase,
     pick_canaries,
+    stored_share,
     watch_bake,
 )
 from muto.domain.wire import to_builtins
@@ -88,11 +91,12 @@ def test_verdict_follows_the_gates(ms, threshold, deadline_passed, need_evidence
     converged = sum(m.status is MemberStatus.CONVERGED for m in judged)
     deferred = sum(m.status is MemberStatus.DEFERRED for m in judged)
     counted = len(judged) - (deferred if deadline_passed else 0)
-    pct = 100 * converged / counted if counted else 100
+    pct = 100 * converged / counted if counted else None
     assert (e.counted, e.targeted) == (counted, len(judged))
+    assert e.converged_pct == (None if pct is None else round(pct, 2))
     if tripped:
         assert e.verdict is Verdict.FAIL and set(e.reason_codes) == tripped
-    elif pct >= threshold and not (need_evidence and converged == 0):
+    elif (pct is None or pct >= threshold) and not (need_evidence and converged == 0):
         assert e.verdict is Verdict.PASS
     else:
         assert e.verdict in (Verdict.FAIL, Verdict.WAIT)
@@ -142,6 +146,36 @@ def test_a_canary_phase_with_every_canary_deferred_fails_at_its_deadline() -> No
     e = evaluate_phase(ms, 95, True, need_evidence=True)
     assert e.verdict is Verdict.FAIL and e.reason_codes == ["GATE_DEADLINE_EXCEEDED"]
     assert evaluate_phase(ms, 95, True).verdict is Verdict.PASS  # a wave: nothing to judge
+
+
+def test_a_gate_that_counted_no_member_stores_no_percentage() -> None:
+    """The reviewer's canary: deferred by its safety gate until the deadline, so the gate
+    failed with 0 of 1 converged; it was stored as convergedPct 100.0 ("100% of 1")."""
+    ms = [Member("a", MemberStatus.DEFERRED, ("DENY_MOVING",))]
+    canary = evaluate_phase(ms, 95, True, need_evidence=True)
+    assert (canary.verdict, canary.counted, canary.converged_pct) == (Verdict.FAIL, 0, None)
+    wave = evaluate_phase(ms, 95, True)  # passes vacuously: nobody is below the threshold
+    assert (wave.verdict, wave.counted, wave.converged_pct) == (Verdict.PASS, 0, None)
+    assert evaluate_phase([], 95, False).converged_pct is None  # all left: none counted
+    assert evaluate_phase(ms, 95, False).converged_pct == 0.0  # before the deadline: counted
+
+
+@given(members, st.floats(0, 100), st.booleans(), st.booleans())
+def test_a_stored_decision_shows_its_share_or_none_counted(
+    ms, threshold, deadline_passed, need_evidence
+) -> None:
+    """What every view of a decision shows (rollout_rules.stored_share), from its stored
+    form, and the same for a decision stored before the share could be None."""
+    e = evaluate_phase(ms, threshold, deadline_passed, need_evidence=need_evidence)
+    stored = GateEvaluation.of(e)
+    assert stored.converged_pct == e.converged_pct
+    shown = stored_share(to_builtins(stored))
+    assert (shown is None) == (e.counted == 0)
+    assert shown == e.converged_pct
+    if e.counted == 0:  # as it was stored before: 100.0 over nobody
+        older = {**to_builtins(stored), "convergedPct": 100.0}
+        assert msgspec.convert(older, GateEvaluation).converged_pct == 100.0  # still decodes
+        assert stored_share(older) is None
 
 
 def test_vehicles_that_left_are_not_judged() -> None:
