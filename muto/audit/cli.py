@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,15 @@ def _guarded(action: Callable[[argparse.Namespace, Backend], int], open_: Open) 
     return run
 
 
+def write_lines(lines: Iterable[str]) -> None:
+    """Lines to stdout, a write each: when the reader leaves (`| head`) the next write
+    raises BrokenPipeError, which muto.cli ends with 141 as for every muto command. One
+    write larger than the pipe holds would not: the rest of a partial write is dropped
+    without an error (io.TextIOWrapper), and the command would exit 0."""
+    for line in lines:
+        sys.stdout.write(line)
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
@@ -75,6 +84,19 @@ def replay(args: argparse.Namespace, backend: Backend) -> int:
     for name, count in sorted(done.tables.items()):
         print(f"  {name}: {count} rows")
     return 0
+
+
+def _position(text: str) -> int:
+    """A log position: 0 (before the first event) or later."""
+    try:
+        found = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a log position (0 or more), not {text!r}"
+        ) from None
+    if found < 0:
+        raise argparse.ArgumentTypeError(f"a log position is 0 or more, not {found}")
+    return found
 
 
 # -- explain --------------------------------------------------------------------------
@@ -128,8 +150,7 @@ def export(args: argparse.Namespace, backend: Backend) -> int:
     if args.out:
         write_atomically(Path(args.out), lines)
     else:
-        for line in lines:
-            sys.stdout.write(line.decode())
+        write_lines(line.decode() for line in lines)
     return 0
 
 
@@ -209,7 +230,7 @@ def register(
     )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--until", metavar="TIME", help="ISO 8601 with its offset")
-    when.add_argument("--position", type=int, metavar="N", help="the last log position")
+    when.add_argument("--position", type=_position, metavar="N", help="the last log position")
     p.add_argument("--out", required=True, metavar="FILE", help="a new SQLite file")
 
     p = verb(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from muto.audit.source import Entry
+from muto.domain.rollout_rules import stored_share
 
 Describe = Callable[[dict[str, Any]], str]
 SHOWN = 4  # vehicle ids listed before "+N more"
@@ -26,6 +27,22 @@ def _codes(codes: Sequence[str] | None) -> str:
 
 def _pairs(mapping: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(mapping.items()))
+
+
+def _changed(kind: str, changes: dict[str, str | None]) -> list[str]:
+    """A vehicle PATCH's changes to its labels or attributes: a value sets the key, None
+    removes it (events.merge_labels), never the string "None"."""
+    kept = {k: v for k, v in changes.items() if v is not None}
+    gone = sorted(k for k, v in changes.items() if v is None)
+    said = [f"set {kind}s {_pairs(kept)}"] if kept else []
+    if gone:
+        said.append(f"removed {kind}{'s' if len(gone) > 1 else ''} {','.join(gone)}")
+    return said
+
+
+def _updated(d: dict[str, Any]) -> str:
+    said = _changed("label", d["labels"]) + _changed("attribute", d["attributes"])
+    return "updated: " + ("; ".join(said) or "nothing changed")
 
 
 def _assigned(d: dict[str, Any]) -> str:
@@ -63,9 +80,12 @@ def _gate(phase: str, outcome: str) -> Describe:
     def describe(d: dict[str, Any]) -> str:
         e = d["evaluation"]
         code = f" {d['reason_code']}" if d.get("reason_code") else ""
+        share = stored_share(e)
+        counted = f" of {e['counted']} counted" if e.get("counted") else ""
+        of = "none counted" if share is None else f"{share}%{counted}"
         return (
             f"{phase} {outcome}{code}: {e['converged']}/{e['targeted']} converged "
-            f"({e['convergedPct']}% vs {e['thresholdPct']}%), {e['deferred']} deferred, "
+            f"({of} vs {e['thresholdPct']}%), {e['deferred']} deferred, "
             f"{e['failed']} failed{_codes(e.get('reasonCodes'))}"
         )
 
@@ -101,9 +121,7 @@ def _target(t: dict[str, Any]) -> str:
 
 LINES: dict[str, Describe] = {
     "Vehicle.Registered": lambda d: f"registered, labels {_pairs(d['labels'])}",
-    "Vehicle.Updated": lambda d: (
-        f"updated labels {_pairs(d['labels'])} attributes {_pairs(d['attributes'])}"
-    ),
+    "Vehicle.Updated": _updated,
     "Vehicle.DesiredStateAssigned": _assigned,
     "Vehicle.ReconcileReported": _reported,
     "Vehicle.HealthChanged": _health,

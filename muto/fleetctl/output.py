@@ -72,12 +72,24 @@ def reporting(func: Action) -> Action:
 def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], RenderableType]) -> None:
     fmt = getattr(args, "output", "table")
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     elif fmt == "yaml":
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     else:
-        rendered = table(data)
-        console().print(rendered)
+        out = console()
+        with out.capture() as captured:  # laid out for stdout (a terminal or not)
+            out.print(table(data))
+        text = captured.get()
+    write_lines(text)
+
+
+def write_lines(text: str) -> None:
+    """`text` to stdout a line at a time: when the reader leaves (`| head`) the next
+    write raises BrokenPipeError, which muto.cli ends with 141. Written at once, the part
+    of a large output the pipe did not take was dropped without an error (exit 0), and
+    rich's own printing turned a broken pipe into exit 1."""
+    for line in text.splitlines(keepends=True):
+        sys.stdout.write(line)
 
 
 def grid(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

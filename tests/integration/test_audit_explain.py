@@ -255,10 +255,10 @@ def test_the_vehicle_table_reads_as_a_story(
         f"reported rolled_back for {wave}, running core@1.0.0 "
         "[CRASH_LOOP_DETECTED, ROLLBACK_APPLIED]",
         "health unknown -> degraded [CRASH_LOOP_DETECTED]",
-        "canary gate passed CANARY_GATE_PASSED: 2/2 converged (100.0% vs 95.0%), "
+        "canary gate passed CANARY_GATE_PASSED: 2/2 converged (100.0% of 2 counted vs 95.0%), "
         "0 deferred, 0 failed",
-        "wave gate failed WAVE_GATE_FAILED: 0/2 converged (0.0% vs 95.0%), 0 deferred, "
-        "1 failed [CRASH_LOOP_DETECTED]",
+        "wave gate failed WAVE_GATE_FAILED: 0/2 converged (0.0% of 2 counted vs 95.0%), "
+        "0 deferred, 1 failed [CRASH_LOOP_DETECTED]",
         f"rolled back {', '.join(FLEET)} (revision {rollback}): WAVE_GATE_FAILED",
         "rollout ro-1 paused",
     ):

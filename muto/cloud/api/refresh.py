@@ -13,6 +13,7 @@ from muto.cloud.api.context import off_loop, operator, plane
 from muto.cloud.api.responses import ok
 from muto.cloud.api.vehicles import reported_vehicle
 from muto.cloud.errors import AppError
+from muto.cloud.settings import Settings
 from muto.domain.messages import RefreshResult
 
 WAIT_S = 10.0
@@ -34,6 +35,17 @@ class NoAnswer(AppError):
     code = "no_answer"
 
 
+def _no_bridge(settings: Settings) -> str:
+    """Why this process has no bridge: an `api` process never runs one (the workers do,
+    docs/deploy.md), whatever its MQTT settings; otherwise it was started without MQTT."""
+    if not settings.does_duties:
+        return (
+            "this API process (--role api) runs no MQTT bridge (the workers do): "
+            "it cannot reach vehicles"
+        )
+    return "this control plane runs without MQTT (--no-mqtt): it cannot reach vehicles"
+
+
 async def refresh(request: Request) -> Response:
     await operator(request)
     vehicle_id = request.path_params["vehicle_id"]
@@ -41,7 +53,7 @@ async def refresh(request: Request) -> Response:
     await off_loop(cp.queries.vehicle, vehicle_id)  # 404 for an unknown vehicle, before sending
     bridge: Refresher | None = getattr(request.state, "bridge", None)
     if bridge is None:
-        raise NoLink("this control plane runs without MQTT (--no-mqtt): it cannot reach vehicles")
+        raise NoLink(_no_bridge(cp.settings))
     try:
         result = await bridge.refresh(vehicle_id, WAIT_S)
     except ConnectionError as exc:
