@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,6 +166,62 @@ def test_dist_name_defaults_to_the_wheel_file_name(tmp_path: Path) -> None:
     (wheel,) = release_wheels(rel, cache)
     assert (wheel.dist_name, wheel.version) == ("lucid-agent-cpu", "1.0.0")
     assert wheel.filename == "lucid_agent_cpu-1.0.0-py3-none-any.whl"
+
+
+def hosted_release(tmp_path: Path, wheel: Path) -> tuple[StackRelease, dict[str, Path]]:
+    """As `muto release sign --hosted` names it: the ref, like the cached file, is the
+    digest only."""
+    digest = sha256(wheel)
+    cached = tmp_path / "cache" / digest.removeprefix("sha256:")
+    cached.parent.mkdir()
+    cached.write_bytes(wheel.read_bytes())
+    artifact = artifact_for(cached, ArtifactType.PYTHON_WHEEL, ref=f"artifacts/{digest}")
+    launch = Launch(entry_points=["lucid-agent-cpu"])
+    rel = stack_release("lucid", "1.0.0", [artifact], launch=launch, health=READY)
+    return rel, cache_of(cached)
+
+
+def test_a_hosted_wheel_is_installed_under_its_own_file_name(tmp_path: Path) -> None:
+    rel, cache = hosted_release(tmp_path, make_wheel(tmp_path, module_body=COMPONENT))
+    (wheel,) = release_wheels(rel, cache)
+    assert wheel.filename == "lucid_agent_cpu-1.0.0-py3-none-any.whl"
+    rt = PythonWheelRuntime(tmp_path / "runtime", poll_sec=0.05, grace_sec=2)
+
+    async def main() -> None:
+        try:
+            await rt.apply(rel, cache)
+            await rt.wait_ready(READY)
+            directory = rt.running_directory()
+            assert directory is not None
+            assert json.loads((directory / "component.json").read_text())["prefix"] == str(
+                directory / "venv"
+            )
+            recorded = rt.components()["lucid-agent-cpu"]
+            assert (recorded.version, recorded.digest) == ("1.0.0", rel.artifacts[0].digest)
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+
+
+def test_a_hosted_zip_that_is_no_wheel_is_an_apply_failure(tmp_path: Path) -> None:
+    not_a_wheel = tmp_path / "lucid.zip"
+    with zipfile.ZipFile(not_a_wheel, "w") as archive:
+        archive.writestr("lucid_agent_cpu/__init__.py", "def main():\n    pass\n")
+    rel, cache = hosted_release(tmp_path, not_a_wheel)
+    rt = PythonWheelRuntime(tmp_path / "runtime")
+
+    async def main() -> None:
+        with pytest.raises(ReasonError) as failure:
+            await rt.apply(rel, cache)
+        assert failure.value.code == ReasonCode.APPLY_FAILED
+        assert failure.value.detail == (
+            f"lucid@1.0.0: 'artifacts/{rel.artifacts[0].digest}' names no wheel file and is"
+            " not a wheel: it holds no *.dist-info directories"
+        )
+        assert rt.status().release is None
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("problem", ["dist-name-mismatch", "no-entry-point", "bad-entry-point"])

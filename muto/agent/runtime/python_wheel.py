@@ -20,6 +20,7 @@ from muto.agent.runtime.dist_names import (
     normalize_dist_name,
     parse_wheel_filename,
     wheel_filename_from_ref,
+    wheel_filename_in,
 )
 from muto.agent.runtime.file_list import (
     damage,
@@ -77,7 +78,7 @@ class PythonWheelRuntime(SupervisedRuntime):
         return ComponentEnvironment(directory).installed() if directory else {}
 
     async def _prepare(self, release: StackRelease, artifacts: Mapping[str, Path]) -> LaunchPlan:
-        wheels = release_wheels(release, artifacts)
+        wheels = await asyncio.to_thread(release_wheels, release, artifacts)
         if not release.launch.entry_points:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: no launch.entry_points")
         combined = hashlib.sha256(" ".join(sorted(w.digest for w in wheels)).encode())
@@ -175,14 +176,19 @@ def release_wheels(release: StackRelease, artifacts: Mapping[str, Path]) -> list
 
 def wheel_of(release: StackRelease, artifact: Artifact, path: Path) -> Wheel:
     """The declared dist_name wins but must agree with the wheel's own file name: an
-    uninstall later removes exactly what the registry recorded."""
+    uninstall later removes exactly what the registry recorded. That file name is the
+    ref's, or else (a ref such as `artifacts/sha256:<hex>`, the cached file named by its
+    digest) made from the wheel's own dist-info."""
     filename = wheel_filename_from_ref(artifact.ref) or (
         path.name if path.name.endswith(".whl") else None
     )
     if filename is None:
-        raise ReasonError(
-            ReasonCode.APPLY_FAILED, f"{release.key}: {artifact.ref!r} names no wheel file"
-        )
+        try:
+            filename = wheel_filename_in(path)
+        except ReasonError as exc:
+            raise ReasonError(
+                exc.code, f"{release.key}: {artifact.ref!r} names no wheel file and is {exc.detail}"
+            ) from None
     from_file, version = parse_wheel_filename(filename)
     dist_name = normalize_dist_name(artifact.dist_name) if artifact.dist_name else from_file
     if dist_name != from_file:
