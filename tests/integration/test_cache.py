@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -256,17 +257,34 @@ def test_complete_partial_is_committed_without_the_network(tmp_path: Path) -> No
     assert path.read_bytes() == data
 
 
-def test_corrupted_blob_is_detected_and_fetched_again(tmp_path: Path, publish: Published) -> None:
+@pytest.mark.parametrize("damage", ["bit rot", "truncated"])
+def test_corrupted_blob_is_logged_and_fetched_again(
+    tmp_path: Path, publish: Published, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
     data = payload(10, 50_000)
     artifact, url = publish("a", data)
     cache = ArtifactCache(tmp_path, 1_000_000)
     path = run(cache.ensure(artifact, url))
-    path.write_bytes(b"\0" * len(data))  # bit rot, same size
+    if damage == "bit rot":  # same size, 4 bytes overwritten
+        damaged = data[:1000] + b"XXXX" + data[1004:]
+        found = "sha256:" + hashlib.sha256(damaged).hexdigest()
+    else:
+        damaged = data[:1000]
+        found = f"1000 bytes, declared {len(data)}"
+    path.write_bytes(damaged)
+    caplog.set_level(logging.WARNING, "muto.agent.cache")
 
     again = run(cache.ensure(artifact, url))
+    run(cache.ensure(artifact, url))  # intact now: nothing more to say
 
     assert again.read_bytes() == data
     assert len(publish.server.requests_for("/a")) == 2
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert f"cached {artifact.digest} at {path} is damaged" in message
+    assert found in message  # what was found, beside what was signed
+    assert "fetching it again" in message
 
 
 def test_least_recently_used_is_evicted_first(tmp_path: Path, publish: Published) -> None:

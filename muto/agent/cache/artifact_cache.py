@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from muto.trust.artifacts import verify_file
 
 if TYPE_CHECKING:
     import httpx
+
+logger = logging.getLogger("muto.agent.cache")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class ArtifactCache:
     Invariants:
     - A blob at `sha256/<hex>` got there by atomic rename of a fsynced file whose size and
       digest matched the signed artifact; every hit is re-verified, and a corrupted blob is
-      deleted and fetched again.
+      logged (a warning naming it, what was expected and what was found), deleted and
+      fetched again.
     - Bytes on disk (blobs and partials) stay within the budget: room is made for the
       declared size before a byte is written, a download in flight is charged its declared
       size, and a partial never grows past it.
@@ -148,8 +152,15 @@ class ArtifactCache:
                 await asyncio.to_thread(verify_file, blob, artifact)
                 self._clock.touch(blob)
                 return blob
-            except ReasonError:
-                blob.unlink(missing_ok=True)  # corrupted on disk: fetch it again
+            except ReasonError as exc:
+                # Damaged on disk (storage going bad, a hand edit): leave a trace, refetch.
+                logger.warning(
+                    "cached %s at %s is damaged (%s): deleted, fetching it again",
+                    artifact.digest,
+                    blob,
+                    exc.detail,
+                )
+                blob.unlink(missing_ok=True)
         self._make_room(key, artifact.size)
         partial = self._layout.partial(key)
         http = exchanges_of(self._client, self._timeouts.read_s)
