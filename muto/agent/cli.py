@@ -26,6 +26,7 @@ BOUNDS: tuple[tuple[str, str, float, float | None], ...] = (
     ("--archive-max-file-mb", "archive_max_file_mb", 1, None),
     ("--archive-max-files", "archive_max_files", 1, None),
     ("--metrics-port", "metrics_port", 1, 65_535),
+    ("--min-battery-pct", "min_battery_pct", 0, 100),
 )
 # Optional modules the agent's libraries import whenever they are installed (as they are
 # beside the cloud and the tests), which this asyncio-only process never uses: httpx's
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from muto.agent.journal import JournalLocked, JournalUnreadable
     from muto.agent.runtime.archive_rules import ArchiveLimits
     from muto.domain.errors import ReasonError
+    from muto.domain.gates import SafetyFloor
 
     if args.token is not None:
         print(f"muto agent: {TOKEN_ARGV_REMOVED}", file=sys.stderr)
@@ -81,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         reports_via=args.reports_via,
         poll_s=args.poll_s,
         new_incarnation=args.new_incarnation,
+        floor=SafetyFloor(
+            require_vehicle_stationary=not args.allow_apply_while_moving,
+            deny_if_autonomous_mode=not args.allow_apply_in_autonomous_mode,
+            require_battery_pct_min=args.min_battery_pct,
+        ),
     )
+    if options.floor != SafetyFloor():
+        logging.getLogger("muto.agent").warning("safety floor set locally: %s", options.floor)
     try:
         return asyncio.run(_serve(local_agent, options, args.metrics_port, args.metrics_address))
     except ReasonError as exc:  # e.g. a runtime that cannot vouch for what is running
@@ -92,10 +101,29 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError,
         JournalLocked,
         JournalUnreadable,
+        StartFailed,
         ValueError,
     ) as exc:
         print(f"muto agent: {exc}", file=sys.stderr)
         return 2
+
+
+class StartFailed(Exception):
+    """Start-up could not read or write what it needs (a read-only or full data dir, a
+    path that is not a directory): one line, the file and what the OS said."""
+
+
+def start_problem(exc: OSError, data_dir: Path) -> str:
+    """The line for an OSError at start-up, naming its file (else the data dir: a write to
+    an open file names none); a full disk (or quota) is INSUFFICIENT_DISK."""
+    from muto.agent.disk import disk_full
+    from muto.domain.reasons import ReasonCode
+
+    if exc.strerror is None:  # raised with a message of our own (provision's, say)
+        return str(exc)
+    where = exc.filename if exc.filename is not None else f"data dir {data_dir}"
+    line = f"cannot start: {where}: {exc.strerror}"
+    return f"{ReasonCode.INSUFFICIENT_DISK}: {line}" if disk_full(exc) else line
 
 
 def option_problem(args: argparse.Namespace) -> str | None:
@@ -157,7 +185,12 @@ async def _serve(
     build: Any, options: Any, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"
 ) -> int:
     """Run until SIGTERM or SIGINT, then stop gracefully (see Agent.stop)."""
-    agent = build(options)
+    # Start-up writes to the data dir (the token, the journal, agent-config.json): an
+    # OSError there is bad provisioning, one line, not a traceback.
+    try:
+        agent = build(options)
+    except OSError as exc:
+        raise StartFailed(start_problem(exc, options.data_dir)) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,7 +200,11 @@ async def _serve(
         from muto.agent.metrics_port import serve_metrics
 
         exporter, _ = serve_metrics(agent.figures_now, metrics_port, metrics_address)
-    await agent.start()
+    try:
+        await agent.start()
+    except OSError as exc:
+        await agent.parts.close()
+        raise StartFailed(start_problem(exc, options.data_dir)) from exc
     await stop.wait()
     await agent.stop()
     if exporter is not None:
@@ -250,6 +287,26 @@ def register(sub: Any) -> None:
         help="serve Prometheus /metrics on this local port (default: off)",
     )
     p.add_argument("--metrics-address", default="127.0.0.1", help="with --metrics-port")
+    # The vehicle's own safety floor: a desired state's policy may make the gates stricter,
+    # never looser than this. Loosening it is for a test rig, never for a vehicle on a road.
+    p.add_argument(
+        "--min-battery-pct",
+        type=float,
+        default=0.0,
+        help="never apply below this battery charge, whatever the policy says (default 0)",
+    )
+    p.add_argument(
+        "--allow-apply-while-moving",
+        action="store_true",
+        help="a test rig only: let a policy with requireVehicleStationary false apply "
+        "while the vehicle moves",
+    )
+    p.add_argument(
+        "--allow-apply-in-autonomous-mode",
+        action="store_true",
+        help="a test rig only: let a policy with denyIfAutonomousMode false apply in "
+        "autonomous mode",
+    )
     p.set_defaults(func=run)
 
     p = actions.add_parser("trust", help="write a TrustConfig for --trust")

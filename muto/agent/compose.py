@@ -33,6 +33,7 @@ from muto.agent.safety import FileStateProvider, SimulatedStateProvider
 from muto.agent.transport.http import CloudClient, CloudPort
 from muto.agent.trust import MemoryTrust, provision
 from muto.domain.broker import Broker
+from muto.domain.gates import SafetyFloor
 from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import TrustConfig
@@ -63,6 +64,8 @@ class RunOptions:
     reports_via: Literal["http", "mqtt"] = "http"
     poll_s: float = 30.0
     new_incarnation: bool = False
+    # The vehicle's own safety floor: a policy tightens the gates, never loosens them.
+    floor: SafetyFloor = field(default_factory=SafetyFloor)
 
 
 def local_agent(options: RunOptions, **settings: Any) -> Agent:
@@ -116,6 +119,7 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         poll_s=options.poll_s,
         owns_logging=True,
         new_incarnation=options.new_incarnation,
+        floor=options.floor,
         **settings,
     )
     return Agent(agent_settings, parts)

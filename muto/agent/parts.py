@@ -24,6 +24,7 @@ from muto.agent.transport.courier import Courier
 from muto.agent.transport.http import CloudPort
 from muto.agent.trust import Trust
 from muto.domain.broker import Broker
+from muto.domain.gates import SafetyFloor
 from muto.domain.messages import Leaf
 from muto.domain.release import ArtifactType
 from muto.domain.wire import Wire
@@ -57,6 +58,9 @@ class AgentSettings:
     # Start a new report incarnation: for a data dir restored from a backup, whose report
     # count is behind what the cloud saw (docs/reliability.md, report order).
     new_incarnation: bool = False
+    # The vehicle's own safety floor: the cloud's policy may tighten the gates, never
+    # loosen them below it (muto.domain.gates.stricter).
+    floor: SafetyFloor = field(default_factory=SafetyFloor)
 
 
 @dataclass
@@ -152,6 +156,7 @@ class Wiring:
             clock=p.clock,
             data_dir=p.data_dir,
             self_fetched=p.self_fetched,
+            floor=s.floor,
             signals=signals,
         )
         mqtt = None

@@ -27,6 +27,11 @@ class ApplyWindow(Wire, frozen=True, kw_only=True):
 
 
 class Policy(Wire, frozen=True, kw_only=True):
+    """When a vehicle may apply. Each vehicle also holds its own safety floor (its
+    provisioning): it judges the stricter of the two, so a policy may tighten a gate but
+    never loosen one (`requireVehicleStationary: false` lets a moving vehicle apply only
+    where the vehicle itself allows it)."""
+
     apply_window: ApplyWindow | None = None
     require_vehicle_stationary: bool = True
     deny_if_autonomous_mode: bool = True

@@ -1,9 +1,14 @@
 """Safety gates: may the vehicle apply a release right now? The vehicle's answer is final;
-nothing in the cloud overrides it."""
+nothing in the cloud overrides it: the gates judge the stricter of the vehicle's own
+safety floor (its local provisioning) and the desired state's policy, so the cloud may
+tighten a gate, never loosen it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from muto.domain.desired import ApplyWindow, Policy
 from muto.domain.reasons import ReasonCode
@@ -11,17 +16,55 @@ from muto.domain.vehicle_state import MOVING_THRESHOLD_MPS, VehicleState
 from muto.domain.window import in_apply_window, vehicle_zone
 
 
+@dataclass(frozen=True, kw_only=True)
+class SafetyFloor:
+    """The least the vehicle's own gates demand, whatever the desired state's policy says.
+    Its defaults are the safe ones; only the vehicle's provisioning may loosen them (a
+    test rig), never the cloud."""
+
+    require_vehicle_stationary: bool = True
+    deny_if_autonomous_mode: bool = True
+    require_battery_pct_min: float = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.require_battery_pct_min <= 100:  # `not`: NaN fails it too
+            raise ValueError(
+                "the battery minimum must be between 0 and 100 "
+                f"(got {self.require_battery_pct_min:g})"
+            )
+
+
+def stricter(policy: Policy, floor: SafetyFloor) -> Policy:
+    """The policy the gates judge: each gate as strict as the stricter of the two (either
+    may demand a standstill or a manual vehicle; the higher battery minimum). The apply
+    window is the policy's: the floor has none."""
+    return msgspec.structs.replace(
+        policy,
+        require_vehicle_stationary=policy.require_vehicle_stationary
+        or floor.require_vehicle_stationary,
+        deny_if_autonomous_mode=policy.deny_if_autonomous_mode or floor.deny_if_autonomous_mode,
+        require_battery_pct_min=max(policy.require_battery_pct_min, floor.require_battery_pct_min),
+    )
+
+
 def evaluate_gates(
-    policy: Policy, state: VehicleState, now: datetime, disk_mb_min: float = 0
+    policy: Policy,
+    state: VehicleState,
+    now: datetime,
+    disk_mb_min: float = 0,
+    floor: SafetyFloor = SafetyFloor(),
 ) -> list[ReasonCode]:
     """Every code that blocks an apply now, in a stable order; [] means apply may proceed.
 
-    All gates are evaluated (not just the first) so a report says everything the vehicle
-    is waiting for. Adding a blocking condition never removes a code.
+    `policy` is the desired state's, `floor` the vehicle's own: the stricter of the two is
+    judged (a caller that leaves `floor` out gets the safe defaults). All gates are
+    evaluated (not just the first) so a report says everything the vehicle is waiting
+    for. Adding a blocking condition never removes a code.
     Raises ValueError for a naive `now`.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be timezone-aware, got naive {now.isoformat()}")
+    policy = stricter(policy, floor)
     zone_known = _zone_known(state.timezone)
     checks = (
         (

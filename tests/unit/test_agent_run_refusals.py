@@ -11,8 +11,6 @@ times a second; `--cloud-url notaurl` sat idle saying nothing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,30 +19,8 @@ from muto.agent.journal import Journal
 from muto.agent.journal import events as ev
 from muto.domain.wire import encode
 from muto.trust import KeySet, Signer, TrustConfig, TrustStore
+from tests.support.agent_cli import muto, refused, run_agent
 from tests.support.agent_rig import T0
-
-MUTO = [sys.executable, "-m", "muto.cli"]
-TIMEOUT_S = 30  # an agent that starts instead of refusing runs until killed: a failure
-
-
-def muto(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MUTO, *argv], capture_output=True, text=True, timeout=TIMEOUT_S)
-
-
-def run_agent(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    return muto("agent", "run", "--vehicle-id", "car-1", "--data-dir", str(data_dir), *options)
-
-
-def refused(done: subprocess.CompletedProcess[str], *named: str) -> str:
-    """The one line a refusal printed; it names each of `named`."""
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
-    assert "Traceback" not in output, output
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, lines
-    for name in named:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def provisioned(data_dir: Path) -> Path:
@@ -71,6 +47,9 @@ def provisioned(data_dir: Path) -> Path:
         ("--poll-s", "nan"),
         ("--cache-budget-mb", "0"),
         ("--metrics-port", "70000"),
+        ("--min-battery-pct", "101"),
+        ("--min-battery-pct", "-1"),
+        ("--min-battery-pct", "nan"),
         ("--cloud-url", "notaurl"),
         ("--cloud-url", "ftp://muto.example"),
         ("--cloud-url", "https://"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from muto.agent.journal.state import JournalState
 from muto.agent.runtime.base import RuntimeStatus
+from muto.domain.gates import SafetyFloor
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
@@ -29,3 +30,6 @@ class Observed:
     # without a break (`runtime.degraded` set at every look since: liveness.Degradation);
     # None while it is whole, or when the runtime runs another release.
     degraded_s: float | None = None
+    # The vehicle's own safety floor (its provisioning): the gates judge the stricter of
+    # it and the desired state's policy.
+    floor: SafetyFloor = field(default_factory=SafetyFloor)

@@ -264,7 +264,9 @@ def _toward(
     if now >= d.document.expires_at:
         return _final(s, d, owed, PassVerdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
     steps = list(owed)
-    gates = evaluate_gates(policy, observed.vehicle, now, release.resource_profile.disk_mb_min)
+    gates = evaluate_gates(
+        policy, observed.vehicle, now, release.resource_profile.disk_mb_min, observed.floor
+    )
     if (gates, d.sequence) != (s.gates, s.gates_sequence):
         steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
     missing = [
@@ -302,7 +304,7 @@ def _run_nothing(
     if now >= d.document.expires_at:
         return _final(s, d, owed, PassVerdict("rejected", (ReasonCode.DESIRED_STATE_EXPIRED,)))
     steps = list(owed)
-    gates = evaluate_gates(policy, observed.vehicle, now, 0)
+    gates = evaluate_gates(policy, observed.vehicle, now, 0, observed.floor)
     if (gates, d.sequence) != (s.gates, s.gates_sequence):
         steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
     if gates:

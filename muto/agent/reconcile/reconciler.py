@@ -33,6 +33,7 @@ from muto.agent.reconcile.steps import FetchArtifacts, PassVerdict, Step
 from muto.agent.runtime.base import RuntimeAdapter, RuntimeStatus
 from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
+from muto.domain.gates import SafetyFloor
 from muto.domain.messages import AgentPhase
 from muto.domain.release import ArtifactType
 
@@ -59,6 +60,7 @@ class Reconciler:
     clock: Clock
     data_dir: Path | None = None  # where free disk is measured when the state omits it
     self_fetched: frozenset[ArtifactType] = frozenset()
+    floor: SafetyFloor = field(default_factory=SafetyFloor)  # the vehicle's own
     signals: Signals = field(default_factory=Signals)
     verdict: PassVerdict | None = None  # the last pass's
     reached_cloud: bool = False  # whether the last pass's fetch got an answer
@@ -155,6 +157,7 @@ class Reconciler:
             download_failures=dict(memory.download_failures) if memory else {},
             stack_down=self._down(state, status),
             degraded_s=self._degraded_s(state, status),
+            floor=self.floor,
         )
 
     def drifted(self) -> bool:
