@@ -5,8 +5,8 @@ against the real cloud. Its monotonic clock runs on.
 Each round the cloud assigns a new release under an apply window (02:00-05:00, vehicle
 local time, UTC) and a document that expires 30 days after it was signed; the wall
 clock jumps to a random time; a pass must do what docs/agent.md and docs/trust.md say:
-- expired at intake: `rejected` DESIRED_STATE_EXPIRED, the running release kept, and
-  the same document is not taken in later (it is not fetched again);
+- expired at intake: `rejected` DESIRED_STATE_EXPIRED, the running release kept; with
+  the clock right again the same document is fetched again and applied;
 - outside the window: `blocked` DENY_OUTSIDE_WINDOW; then inside it: applied;
 - inside the window: applied, while the wall clock jumps again (days, either way) during
   the readiness wait: readiness still passes, and the apply and readiness durations
@@ -99,8 +99,10 @@ def test_wall_clock_jumps(count: int, tmp_path: Path, mosquitto: Mosquitto) -> N
                 assert (last.status, [str(c) for c in last.codes]) == (
                     "rejected", ["DESIRED_STATE_EXPIRED"])  # fmt: skip
                 clock.jump_to(at_hour(signed_at, 3))
-                assert (await agent.reconcile()).kind == "converged"  # on the old one
-                assert agent.journal.state.running_key == running  # not fetched again
+                # The clock right again, the same document is fetched again (a rejected
+                # document's ETag is not kept) and accepted: applied inside the window.
+                assert (await agent.reconcile()).kind == "converged"
+                assert agent.journal.state.running_key == release.key
                 seen["expired"] += 1
                 continue
             if not in_apply_window(WINDOW, wall, "UTC"):

@@ -27,8 +27,8 @@ class Operator:
         return await self.call("POST", "/releases", signed(release, signer).body(),
                                status)  # fmt: skip
 
-    async def reported(self, vehicle_id: str, revision: str) -> list[tuple[str, list[str]]]:
-        """The reconcile reports the cloud stored for one revision."""
+    async def reported(self, vehicle_id: str, revision: str | None) -> list[tuple[str, list[str]]]:
+        """The reconcile reports the cloud stored for one revision (None: under none)."""
         entries = await self.call("GET", f"/audit?vehicleId={vehicle_id}&limit=5000")
         reports = [e["data"]["report"] for e in entries
                    if e["eventType"] == "Vehicle.ReconcileReported"]  # fmt: skip

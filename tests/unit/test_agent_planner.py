@@ -331,3 +331,20 @@ def test_plan_is_deterministic() -> None:
     assert plan(desired, seen, datetime(2026, 1, 1, tzinfo=UTC)) == plan(
         desired, seen, datetime(2026, 1, 1, tzinfo=UTC)
     )
+
+
+def test_a_release_at_hand_that_could_not_be_unpacked_for_want_of_disk_is_blocked() -> None:
+    """A blocked apply (the runtime found the disk full preparing it, what ran kept) marks
+    its artifacts for the pass: blocked INSUFFICIENT_DISK, not applied again in it."""
+    desired = desired_of(POOL[1])
+    state = journal_of(desired, POOL[0].key)
+    seen = observed(state, running(POOL[0].key))
+    full = {a.digest: ReasonCode.INSUFFICIENT_DISK for a in POOL[1].artifacts}
+    seen = Observed(seen.journal, seen.runtime, seen.vehicle, seen.cached, download_failures=full)
+    decided = plan(desired, seen, T0)
+    assert not any(isinstance(s, Apply) for s in decided.steps)
+    assert decided.verdict is not None
+    assert (decided.verdict.kind, decided.verdict.codes) == (
+        "blocked",
+        (ReasonCode.INSUFFICIENT_DISK,),
+    )

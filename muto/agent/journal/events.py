@@ -54,6 +54,11 @@ class DesiredVerified(Event, frozen=True):
 
 
 class DesiredRejected(Event, frozen=True):
+    """A document that failed verification. `revision`, `sequence`: what it is reported
+    under (intake.Intake._under): the document's own when its signature holds and it is
+    this vehicle's; else the response's claim when it claims news, or None
+    (DesiredReceived keeps what the response claimed)."""
+
     revision: str | None
     sequence: int | None
     code: ReasonCode
@@ -134,6 +139,10 @@ class ApplyFailed(Event, frozen=True):
     # desired state's (all that older journals knew).
     revision: str | None = None
     sequence: int | None = None
+    # The release's files could not be put in place for want of disk, and the runtime
+    # still runs what it ran: nothing was stopped, the release did not fail. The apply
+    # is blocked (INSUFFICIENT_DISK) and tried again at the next pass; no rollback.
+    blocked: bool = False
 
 
 class ReadinessPassed(Event, frozen=True):

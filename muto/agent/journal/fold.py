@@ -68,12 +68,7 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             }
             _prune_releases(state)
         case ev.DesiredRejected():
-            state.unreported = Outcome(
-                revision=event.revision,
-                sequence=event.sequence,
-                status=ReconcileStatus.REJECTED,
-                codes=[event.code],
-            )
+            _rejected(state, event)
         case ev.DesiredHeld():
             # state.etag stays: once the clock is trusted the fetch must bring this
             # document back to be verified, not a 304.
@@ -110,6 +105,8 @@ def evolve(state: JournalState, event: ev.Event) -> None:
                 state.last_apply = LastApply(
                     sequence=state.in_flight.sequence, apply_sec=event.apply_sec
                 )
+        case ev.ApplyFailed() if event.blocked:
+            state.in_flight = None  # what runs was never touched: nothing failed
         case ev.ApplyFailed():
             _failed(state, event.release_key, [event.code], _judged(event))
         case ev.ReadinessTimedOut():
@@ -162,6 +159,30 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.in_flight = None
         case _:
             pass  # informational: recorded for people, changes nothing derived
+
+
+def _rejected(state: JournalState, event: ev.DesiredRejected) -> None:
+    # No rejected document's ETag: a 304 to it would keep the vehicle from ever judging
+    # the genuine document again. The next fetch is unconditional; the accepted document,
+    # served again, brings its ETag back (DesiredReceived).
+    state.etag = None
+    rejected = Outcome(
+        revision=event.revision,
+        sequence=event.sequence,
+        status=ReconcileStatus.REJECTED,
+        codes=[event.code],
+    )
+    last = state.last_outcome(event.revision)
+    if last is not None and outcome_key(last) == outcome_key(rejected):
+        return  # an unchanged verdict is reported once
+    state.unreported = rejected
+    desired = state.desired
+    if desired is not None and (event.sequence is None or event.sequence <= desired.sequence):
+        # A document that is not news (a replayed older one, or one whose revision is
+        # unknown: unauthentic): its rejection will be the vehicle's newest report, so the
+        # desired revision's verdict is said again after it. A newer revision's rejection
+        # is the news itself, and stays the vehicle's status.
+        state.restate = desired.revision
 
 
 def outcome_key(outcome: Outcome) -> tuple[str | None, str, tuple[str, ...]]:

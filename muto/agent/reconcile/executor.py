@@ -143,6 +143,7 @@ class Executor:
         )
         self._note(*events)
         self.kill("apply")
+        ran = self.runtime.status().release
         began = self.clock.monotonic()
         task = asyncio.ensure_future(self.runtime.apply(release, paths))
         cancelled = await settle(task)
@@ -151,17 +152,35 @@ class Executor:
             took = self.clock.monotonic() - began
             self._note(ApplySucceeded(at=self.clock.now(), release_key=release.key, apply_sec=took))
         else:
+            blocked = self._blocked(step, failure.code, ran)
+            if blocked:
+                # As a download that found the disk full: blocked for the rest of the pass
+                # (the planner sees it), tried again at the next one.
+                for artifact in release.artifacts:
+                    memory.download_failures[artifact.digest] = failure.code
             self._note(
                 ApplyFailed(
                     at=self.clock.now(),
                     release_key=release.key,
                     code=failure.code,
                     detail=failure.detail,
+                    blocked=blocked,
                 )
             )
         self.kill("apply:done")
         if cancelled:
             raise asyncio.CancelledError
+
+    def _blocked(self, step: Apply, code: ReasonCode, ran: str | None) -> bool:
+        """A full disk while the release was prepared: the runtime stops what runs only
+        after the new release's files are in place (RuntimeAdapter), so if it still runs
+        what it ran, nothing was stopped and nothing failed; space freed, the same apply
+        may succeed. A restore is not: what it restores had already stopped."""
+        return (
+            not step.restore
+            and code == ReasonCode.INSUFFICIENT_DISK
+            and self.runtime.status().release == ran
+        )
 
     async def _readiness(self, step: AwaitReadiness, _: PassMemory) -> None:
         release = self.journal.state.releases[step.release_key]

@@ -2,8 +2,10 @@
 
 Invariants: nothing unverified reaches the journal's desired state; the trust store
 accepts a document before anything acts on it; a rejection leaves the accepted desired
-state (and so the running release) untouched; a document is fetched again only when
-its ETag changes, so a rejected one is journaled and reported once; after the cloud
+state (and so the running release) untouched; the conditional fetch's ETag is only that
+of a document the agent accepted (or held), so a rejected one is fetched in full and judged
+again at every poll (a clock set right, signatures added, a proxy that stops tampering),
+yet journaled and reported once while its verdict stays the same; after the cloud
 answered a fetch with Retry-After, nothing is asked of it until that time (`not_before`;
 the agent's loop fetches again then: agent.py).
 
@@ -29,6 +31,8 @@ from muto.agent.journal.events import (
     DesiredVerified,
     Event,
 )
+from muto.agent.journal.fold import outcome_key
+from muto.agent.journal.state import Outcome
 from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
 from muto.agent.transport.http import Fetched, NotFetched, RetryLater
@@ -36,6 +40,7 @@ from muto.agent.trust import Trust
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
+from muto.domain.reports import ReconcileStatus
 from muto.trust import open_desired_state, verify_bundle
 
 
@@ -79,7 +84,7 @@ class Intake:
         self.kill("verify")
         events = self._verdict(got, clock_trusted)
         if not events:
-            return NotFetched("not_modified", "the held document again")
+            return NotFetched("not_modified", "a document judged before, the same verdict")
         self.journal.append(*events)
         self.kill("verify:done")
         if any(isinstance(event, ConfigApplied) for event in events):
@@ -107,14 +112,7 @@ class Intake:
         except ReasonError as exc:
             if exc.code == ReasonCode.UNTRUSTED_CLOCK and got.bundle is not None:
                 return self._held(got, received, exc)
-            rejected = DesiredRejected(
-                at=now,
-                revision=got.revision,
-                sequence=got.sequence,
-                code=exc.code,
-                detail=exc.detail,
-            )
-            return [received, rejected]
+            return self._rejected(got, received, exc)
         if state.desired is not None and state.desired.document_digest == verified.document_digest:
             return [received]  # the same document again (a new ETag)
         document = verified.document
@@ -135,6 +133,57 @@ class Intake:
                 ConfigApplied(at=now, revision=document.revision, config=document.agent_config)
             )
         return events
+
+    def _rejected(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
+        """A rejection, journaled (and so reported) only when it is news: the cloud last
+        heard something else about its revision. The same bad document served again at
+        every poll (it is fetched in full: the fold keeps no rejected document's ETag) is
+        judged again, and only a changed verdict is journaled."""
+        state = self.journal.state
+        revision, sequence = self._under(got)
+        rejected = Outcome(
+            revision=revision, sequence=sequence, status=ReconcileStatus.REJECTED, codes=[exc.code]
+        )
+        last = state.last_outcome(revision)
+        if last is not None and outcome_key(last) == outcome_key(rejected):
+            return []
+        return [
+            received,
+            DesiredRejected(
+                at=received.at,
+                revision=revision,
+                sequence=sequence,
+                code=exc.code,
+                detail=exc.detail,
+            ),
+        ]
+
+    def _under(self, got: Fetched) -> tuple[str | None, int | None]:
+        """The revision and sequence a rejection is reported under. An authentic document
+        (its signature holds) for this vehicle: its own. Otherwise the response's claim,
+        which anyone on the path can write, only when it claims news (a sequence above the
+        accepted one, another revision): a tampered assignment is then reported against
+        the revision the cloud sent, but a forged bundle naming the accepted revision, or
+        an older one, cannot make that revision's verdict (and a rollout counting it)
+        say `rejected` while it runs fine. Else none."""
+        if got.bundle is not None:
+            try:
+                document, _ = open_desired_state(
+                    got.bundle.desired_state, self.trust.config.control_plane_keys
+                )
+            except ReasonError:
+                pass
+            else:
+                if document.vehicle_id != self.vehicle_id:
+                    return None, None
+                return document.revision, document.sequence
+        desired = self.journal.state.desired
+        news = got.sequence is not None and got.sequence > self.journal.state.accepted_sequence
+        if got.revision is None or not news:
+            return None, None
+        if desired is not None and got.revision == desired.revision:
+            return None, None
+        return got.revision, got.sequence
 
     def _held(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
         """`verify_bundle` judges the clock after signatures, the release binding, the
