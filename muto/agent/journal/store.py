@@ -13,7 +13,10 @@ full replay (docs/performance.md, *Journal replay from zero*).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,14 @@ from eventsourcing.persistence import InfrastructureFactory, OperationalError, S
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import Environment
 
+from muto.agent.disk import disk_full
+
 JOURNAL_ID = uuid5(NAMESPACE_URL, "muto:agent:journal")
 PAGE = 5000
 # SQLite's primary result codes (an extended code keeps them in its low byte).
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
+# What opening needs on disk at most: the -shm index (32 KiB) and a few WAL frames.
+SPACE_PROBE_BYTES = 64 * 1024
 
 
 def sqlite_error(exc: BaseException) -> sqlite3.Error | None:
@@ -45,6 +52,30 @@ def sqlite_code(exc: BaseException) -> int | None:
     found = sqlite_error(exc)
     code = getattr(found, "sqlite_errorcode", None)
     return code & 0xFF if isinstance(code, int) else None
+
+
+def out_of_space(exc: BaseException, directory: Path) -> bool:
+    """Whether `exc` (from SQLite, on a database in `directory`) means the disk is full.
+    SQLITE_FULL says so; an I/O error (e.g. SQLITE_IOERR_SHMSIZE: the -shm file could not
+    grow) does not carry the OS's errno, so the file system is asked for the space instead."""
+    code = sqlite_code(exc)
+    if code == SQLITE_FULL:
+        return True
+    if code not in (SQLITE_IOERR, SQLITE_CANTOPEN):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".space-probe-")
+    except OSError as refused:
+        return disk_full(refused)
+    try:
+        os.posix_fallocate(fd, 0, SPACE_PROBE_BYTES)
+    except OSError as refused:
+        return disk_full(refused)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return False
 
 
 class RecordStore:
