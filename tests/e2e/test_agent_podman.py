@@ -126,3 +126,30 @@ def test_a_release_of_the_same_stack_that_cannot_start_is_rolled_back_to_a_runni
     finally:
         assert agent.stop() == 0
     assert world.rig.running(ours) == []
+
+
+def test_an_image_whose_registry_is_down_is_pulled_when_it_is_back(
+    tmp_path: Path, cloud: CloudProcess, podman_env: PodmanWorld
+) -> None:
+    """podman pulls in the runtime's apply, before anything is stopped: a registry down
+    then is a download that failed, `failed` ARTIFACT_DOWNLOAD_FAILED and tried again at
+    the next poll; the release is not condemned (it was, for good, on a vehicle that had
+    nothing to roll back to)."""
+    world = podman_env
+    world.rig.forget_image(world.good.pinned)  # not in the vehicle's store
+    good = image_release(world.good, "1.0.0")
+    agent, ours = started_agent(tmp_path, cloud, world, "car-r", "m7", good)
+    world.registry.stop()
+    try:
+        revision = cloud.desire("model=m7", good)["desiredStateRevision"]
+        seen = status(cloud, "car-r", revision, "failed")
+        assert seen["lastReasonCodes"] == ["ARTIFACT_DOWNLOAD_FAILED"]
+        assert good.key not in agent.journal().failed
+        world.registry.start()
+        status(cloud, "car-r", revision, "converged")
+        assert world.rig.containers(ours) == [("muto-nav", "running", world.good.digest)]
+    finally:
+        if world.registry.proc is None:  # the next test needs it
+            world.registry.start()
+        assert agent.stop() == 0
+    assert world.rig.running(ours) == []

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from muto.agent.journal import Journal
 from muto.agent.journal import events as ev
@@ -155,9 +156,12 @@ def test_a_rejected_documents_etag_is_not_the_journals() -> None:
     assert fold_records(journal.records()).unreported is None  # the same verdict: said
 
 
-def full_disk(rig: Rig, stops_first: bool = False) -> None:
-    """The runtime's apply of B finds the disk full: while B is prepared (what runs is
-    untouched), or after it stopped what ran."""
+def full_disk(
+    rig: Rig, stops_first: bool = False, code: ReasonCode = ReasonCode.INSUFFICIENT_DISK
+) -> None:
+    """The runtime's apply of B cannot put it in place (a full disk; an image whose pull
+    failed: `code`): while B is prepared (what runs is untouched), or after it stopped
+    what ran."""
     runtime, apply = rig.runtime, rig.runtime.apply
 
     async def apply_b(release: StackRelease, artifacts: Mapping[str, Path]) -> None:
@@ -165,34 +169,61 @@ def full_disk(rig: Rig, stops_first: bool = False) -> None:
             return await apply(release, artifacts)
         if stops_first:
             await runtime.stop()
-        raise ReasonError(ReasonCode.INSUFFICIENT_DISK, "No space left on device")
+        raise ReasonError(code, "No space left on device / podman pull: connection refused")
 
     runtime.apply = apply_b  # type: ignore[method-assign]
 
 
-def test_a_full_disk_while_preparing_blocks_and_is_tried_again() -> None:
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(ReasonCode.INSUFFICIENT_DISK, "blocked"), (ReasonCode.ARTIFACT_DOWNLOAD_FAILED, "failed")],
+)
+def test_a_release_not_put_in_place_keeps_what_runs_and_is_tried_again(
+    code: ReasonCode, kind: str
+) -> None:
+    """A full disk, or a registry down for the image's pull (podman pulls in apply),
+    before what runs is stopped: the pass ends as a download's failure would, and the
+    release is not condemned (a registry blip rolled a canary back, for good)."""
+
     async def scenario() -> None:
         rig = await started()
         await converged_on(rig, A, 1)
         apply = rig.runtime.apply
-        full_disk(rig)
+        full_disk(rig, code=code)
         rig.cloud.serve(rig.signers.bundle(B, 2))
         for _ in range(2):
             verdict = await rig.reconcile()
-            assert (verdict.kind, verdict.codes) == ("blocked", (ReasonCode.INSUFFICIENT_DISK,))
+            assert (verdict.kind, verdict.codes) == (kind, (code,))
         state = rig.journal.state
         assert state.running_key == A.key and rig.runtime.status().release == A.key
         assert B.key not in state.failed and state.rollback_due is None
         assert count(rig, ev.RollbackStarted) == 0
-        rig.runtime.apply = apply  # type: ignore[method-assign]  # space freed
+        rig.runtime.apply = apply  # type: ignore[method-assign]  # space freed, registry up
         assert (await rig.reconcile()).kind == "converged"
         assert rig.journal.state.running_key == B.key
         await rig.deliver()
         assert rig.cloud.reconcile_reports() == [
             ("dsr_1", "converged", []),
-            ("dsr_2", "blocked", ["INSUFFICIENT_DISK"]),
+            ("dsr_2", kind, [str(code)]),
             ("dsr_2", "converged", []),
         ]
+
+    run(scenario)
+
+
+def test_a_first_release_whose_image_did_not_come_is_tried_again() -> None:
+    """Nothing runs yet (a fresh vehicle): the pull's failure is no failure of B either."""
+
+    async def scenario() -> None:
+        rig = await started()
+        apply = rig.runtime.apply
+        full_disk(rig, code=ReasonCode.ARTIFACT_DOWNLOAD_FAILED)
+        rig.cloud.serve(rig.signers.bundle(B, 1))
+        verdict = await rig.reconcile()
+        assert (verdict.kind, verdict.codes) == ("failed", (ReasonCode.ARTIFACT_DOWNLOAD_FAILED,))
+        assert B.key not in rig.journal.state.failed
+        rig.runtime.apply = apply  # type: ignore[method-assign]
+        assert (await rig.reconcile()).kind == "converged"
 
     run(scenario)
 

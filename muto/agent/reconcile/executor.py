@@ -58,6 +58,9 @@ from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType
 
+# Failures of an apply that leave what runs untouched, and condemn nothing (_blocked).
+NOT_PUT_IN_PLACE = frozenset({ReasonCode.INSUFFICIENT_DISK, ReasonCode.ARTIFACT_DOWNLOAD_FAILED})
+
 
 @dataclass
 class Executor:
@@ -154,8 +157,8 @@ class Executor:
         else:
             blocked = self._blocked(step, failure.code, ran)
             if blocked:
-                # As a download that found the disk full: blocked for the rest of the pass
-                # (the planner sees it), tried again at the next one.
+                # As a download of this pass that failed: the planner sees it (blocked or
+                # failed for the rest of the pass), the next pass tries again.
                 for artifact in release.artifacts:
                     memory.download_failures[artifact.digest] = failure.code
             self._note(
@@ -172,14 +175,16 @@ class Executor:
             raise asyncio.CancelledError
 
     def _blocked(self, step: Apply, code: ReasonCode, ran: str | None) -> bool:
-        """A full disk while the release was prepared: the runtime stops what runs only
-        after the new release's files are in place (RuntimeAdapter), so if it still runs
-        what it ran, nothing was stopped and nothing failed; space freed, the same apply
-        may succeed. A restore is not: what it restores had already stopped."""
+        """The release could not be put in place, what runs untouched: a full disk, or
+        content the runtime fetches itself (an OCI image's pull) that did not come. The
+        runtime stops what runs only after the new release is ready to start
+        (RuntimeAdapter), so if it still runs what it ran, nothing was stopped and nothing
+        failed: as a download of the pass, blocked (a full disk) or failed
+        (ARTIFACT_DOWNLOAD_FAILED), and tried again at the next pass, the release not
+        condemned for want of a disk or a network. A restore is not: what it restores
+        had already stopped."""
         return (
-            not step.restore
-            and code == ReasonCode.INSUFFICIENT_DISK
-            and self.runtime.status().release == ran
+            not step.restore and code in NOT_PUT_IN_PLACE and self.runtime.status().release == ran
         )
 
     async def _readiness(self, step: AwaitReadiness, _: PassMemory) -> None:

@@ -24,9 +24,10 @@ for all inputs):
 - a restore whose artifacts failed to download this pass is not planned again in it:
   the running release failed (a rollback to a known good at hand follows), or, with none
   at hand, the pass ends ARTIFACT_DOWNLOAD_FAILED and a later one tries again;
-- a release whose files the runtime could not put in place for want of disk, with what
-  runs kept (executor._blocked), is `blocked` INSUFFICIENT_DISK for the rest of the pass,
-  as a download that found the disk full; the next pass tries again.
+- a release the runtime could not put in place, with what runs kept (executor._blocked:
+  a full disk, an OCI image's pull that failed), is for the rest of the pass what a
+  download that failed so would be: `blocked` INSUFFICIENT_DISK or `failed`
+  ARTIFACT_DOWNLOAD_FAILED, not condemned; the next pass tries again.
 """
 
 from __future__ import annotations
@@ -281,8 +282,8 @@ def _toward(
         if missing and DISK not in gates and not observed.download_failures:
             steps.append(FetchArtifacts(release_key=key, digests=missing))
         return _final(s, d, tuple(steps), PassVerdict("blocked", tuple(gates)))
-    # Downloads that failed this pass, and artifacts at hand that the runtime could not
-    # unpack for want of disk (a blocked apply: what runs was kept, executor._blocked).
+    # Downloads that failed this pass, and releases the runtime could not put in place
+    # (a full disk, a pull that failed; what runs was kept: executor._blocked).
     failed = [a.digest for a in release.artifacts if a.digest in observed.download_failures]
     failures = {observed.download_failures[digest] for digest in failed}
     if DISK in failures:
