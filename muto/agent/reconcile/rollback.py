@@ -67,7 +67,9 @@ class Restorer:
         except Exception as exc:
             reason = as_reason(exc, ReasonCode.APPLY_FAILED)
             await self.runtime.stop()  # never leave a half-restored stack running
-            self._rollback_failed(step, [*step.causes, reason.code], reason.detail)
+            # The failure answered, that its rollback failed, and why (when not the same).
+            named = [*step.causes, ReasonCode.ROLLBACK_FAILED, reason.code]
+            self._rollback_failed(step, list(dict.fromkeys(named)), reason.detail)
         else:
             self._note(
                 RollbackApplied(
