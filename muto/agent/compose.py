@@ -2,11 +2,12 @@
 for the fleet simulator.
 
 Everything a real agent knows lives under its data dir:
-    journal.db (+ journal.lock)   the journal            trust.json   trust store
+    journal.db (+ journal.lock, journal.db-head: its last commit)   the journal
+    trust.json                    trust store            token        bearer token (0600)
     cache/                        artifact cache         runtime/     the runtime's workdir
-    agent-config.json             agentConfig in force   token        bearer token (0600)
-The data dir and every directory under it are created 0700, secrets 0600, whatever the umask.
+    agent-config.json             agentConfig in force
     vehicle-state.json            default state file (other on-board processes write it)
+The data dir and every directory under it are created 0700, secrets 0600, whatever the umask.
 """
 
 from __future__ import annotations

@@ -141,19 +141,10 @@ def test_a_rejected_documents_etag_is_not_the_journals() -> None:
     state = fold_records(journal.records())
     assert state.etag is None
     assert state.unreported is not None
-    journal.append(
-        ev.ReportQueued(
-            at=at,
-            report_id="r1",
-            kind="reconcile",
-            body=msgspec.Raw(b"{}"),
-            revision="dsr_1",
-            status="rejected",
-            codes=[ReasonCode.STALE_REVISION],
-        ),
-        ev.DesiredRejected(at=at, revision="dsr_1", sequence=1, code=ReasonCode.STALE_REVISION),
-    )
-    assert fold_records(journal.records()).unreported is None  # the same verdict: said
+    # What was rejected, so that intake journals the same response judged the same once.
+    assert state.rejected == ('"e1"', "STALE_REVISION")
+    journal.append(ev.DesiredReceived(at=at, revision="dsr_1", sequence=1, etag='"e2"'))
+    assert fold_records(journal.records()).rejected is None  # another response came
 
 
 def full_disk(
@@ -243,5 +234,60 @@ def test_a_full_disk_after_what_ran_was_stopped_is_a_failure_rolled_back() -> No
             "rolled_back",
             ["INSUFFICIENT_DISK", "ROLLBACK_APPLIED"],
         )
+
+    run(scenario)
+
+
+def test_the_accepted_document_with_another_release_is_no_verdict_on_its_revision() -> None:
+    """An on-path attacker serves the vehicle's own accepted, genuine document with a
+    release it signed itself: rejected once, under no revision (the accepted revision
+    runs fine; a rollout counting it must not read `rejected`), then the truth again; the
+    same response at every later poll is neither journaled nor reported again."""
+
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+        genuine = rig.cloud.bundle
+        assert genuine is not None
+        other = Signers(release=Signer.generate(), control_plane=rig.signers.control_plane)
+        rig.cloud.serve(msgspec.structs.replace(genuine, release=other.bundle(A, 1).release))
+        for _ in range(3):
+            assert (await rig.reconcile()).kind == "converged"
+        await rig.deliver()
+        assert rig.cloud.reconcile_reports() == [
+            ("dsr_1", "converged", []),
+            (None, "rejected", ["VERIFY_SIGNATURE_FAILED"]),
+            ("dsr_1", "converged", []),
+        ]
+        assert count(rig, ev.DesiredRejected) == 1
+
+    run(scenario)
+
+
+def test_a_second_tampering_is_news() -> None:
+    """A forged bundle, then the genuine one, then weeks later another forgery: each
+    incident is journaled and reported (the second was dropped as 'the same verdict')."""
+
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+        genuine = rig.cloud.bundle
+        assert genuine is not None
+
+        def forged(target: StackRelease, sequence: int) -> DesiredStateBundle:
+            foreign = Signers(release=rig.signers.release, control_plane=Signer.generate())
+            return foreign.bundle(target, sequence)
+
+        rig.cloud.serve(forged(A, 1))
+        await rig.reconcile()
+        rig.cloud.serve(genuine)
+        await rig.reconcile()
+        await converged_on(rig, B, 2)
+        rig.cloud.serve(forged(B, 2))
+        await rig.reconcile()
+        await rig.deliver()
+        assert count(rig, ev.DesiredRejected) == 2
+        rejected = [r for r in rig.cloud.reconcile_reports() if r[1] == "rejected"]
+        assert rejected == [(None, "rejected", ["VERIFY_SIGNATURE_FAILED"])] * 2
 
     run(scenario)

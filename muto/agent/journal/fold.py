@@ -49,6 +49,7 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             _failed(state, event.release_key, [ReasonCode.RETRY_LIMIT_REACHED], under)
         case ev.DesiredReceived():
             state.etag = event.etag
+            state.rejected = None  # a rejection that follows sets it again
             # A document judged after the held one: the held one is no longer the news,
             # and fetching with its ETag would only bring this one back to be re-judged.
             state.held = None
@@ -164,18 +165,16 @@ def evolve(state: JournalState, event: ev.Event) -> None:
 def _rejected(state: JournalState, event: ev.DesiredRejected) -> None:
     # No rejected document's ETag: a 304 to it would keep the vehicle from ever judging
     # the genuine document again. The next fetch is unconditional; the accepted document,
-    # served again, brings its ETag back (DesiredReceived).
+    # served again, brings its ETag back (DesiredReceived). What was rejected is kept so
+    # that the same response, judged the same, is not journaled again (intake).
+    state.rejected = (state.etag, str(event.code))
     state.etag = None
-    rejected = Outcome(
+    state.unreported = Outcome(
         revision=event.revision,
         sequence=event.sequence,
         status=ReconcileStatus.REJECTED,
         codes=[event.code],
     )
-    last = state.last_outcome(event.revision)
-    if last is not None and outcome_key(last) == outcome_key(rejected):
-        return  # an unchanged verdict is reported once
-    state.unreported = rejected
     desired = state.desired
     if desired is not None and (event.sequence is None or event.sequence <= desired.sequence):
         # A document that is not news (a replayed older one, or one whose revision is

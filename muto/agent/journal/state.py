@@ -124,6 +124,9 @@ class JournalState(Base):
     # an older revision (the running release failed under it) came after its last one,
     # and the cloud shows a vehicle's newest report as its status.
     restate: str | None = None
+    # The last response rejected (its ETag) and the code: the same response judged the
+    # same again is not journaled, so it is reported once. Any other response clears it.
+    rejected: tuple[str | None, str] | None = None
     # Why nothing runs: the codes of the failure whose rollback had nowhere to go, until
     # a release runs or the desired state stops the runtime. Health says so even while a
     # newer revision's release waits (the failure was reported under the older one).

@@ -31,8 +31,6 @@ from muto.agent.journal.events import (
     DesiredVerified,
     Event,
 )
-from muto.agent.journal.fold import outcome_key
-from muto.agent.journal.state import Outcome
 from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
 from muto.agent.transport.http import Fetched, NotFetched, RetryLater
@@ -40,7 +38,6 @@ from muto.agent.trust import Trust
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
-from muto.domain.reports import ReconcileStatus
 from muto.trust import open_desired_state, verify_bundle
 
 
@@ -135,18 +132,13 @@ class Intake:
         return events
 
     def _rejected(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
-        """A rejection, journaled (and so reported) only when it is news: the cloud last
-        heard something else about its revision. The same bad document served again at
-        every poll (it is fetched in full: the fold keeps no rejected document's ETag) is
-        judged again, and only a changed verdict is journaled."""
-        state = self.journal.state
-        revision, sequence = self._under(got)
-        rejected = Outcome(
-            revision=revision, sequence=sequence, status=ReconcileStatus.REJECTED, codes=[exc.code]
-        )
-        last = state.last_outcome(revision)
-        if last is not None and outcome_key(last) == outcome_key(rejected):
+        """A rejection, journaled (and so reported) once: the same response (its ETag)
+        served again at every poll is fetched in full (the fold keeps no rejected
+        document's ETag) and judged again, and journaled only when its verdict changed or
+        another response came between (a second incident is news)."""
+        if self.journal.state.rejected == (got.etag, str(exc.code)):
             return []
+        revision, sequence = self._under(got)
         return [
             received,
             DesiredRejected(
@@ -159,13 +151,15 @@ class Intake:
         ]
 
     def _under(self, got: Fetched) -> tuple[str | None, int | None]:
-        """The revision and sequence a rejection is reported under. An authentic document
-        (its signature holds) for this vehicle: its own. Otherwise the response's claim,
-        which anyone on the path can write, only when it claims news (a sequence above the
-        accepted one, another revision): a tampered assignment is then reported against
-        the revision the cloud sent, but a forged bundle naming the accepted revision, or
-        an older one, cannot make that revision's verdict (and a rollout counting it)
-        say `rejected` while it runs fine. Else none."""
+        """The revision and sequence a rejection is reported under: only one the rejection
+        is news about, so that a bundle that reuses or forges the accepted revision cannot
+        make its verdict (and a rollout counting it) say `rejected` while it runs fine.
+        An authentic document (its own signature holds) for this vehicle: its own, unless
+        it is the accepted document itself (then what was wrong is the rest of the
+        bundle, e.g. a release signed by another key). Otherwise the response's claim,
+        which anyone on the path can write, only when it claims news (a sequence above
+        the accepted one, another revision). Else none."""
+        desired = self.journal.state.desired
         if got.bundle is not None:
             try:
                 document, _ = open_desired_state(
@@ -174,11 +168,12 @@ class Intake:
             except ReasonError:
                 pass
             else:
-                if document.vehicle_id != self.vehicle_id:
+                accepted_itself = desired is not None and document.revision == desired.revision
+                if document.vehicle_id != self.vehicle_id or accepted_itself:
                     return None, None
                 return document.revision, document.sequence
-        desired = self.journal.state.desired
-        news = got.sequence is not None and got.sequence > self.journal.state.accepted_sequence
+        accepted = self.journal.state.accepted_sequence
+        news = got.sequence is not None and got.sequence > accepted
         if got.revision is None or not news:
             return None, None
         if desired is not None and got.revision == desired.revision:
