@@ -26,5 +26,6 @@ def parse_instant(text: str, *, local_if_no_offset: bool = False) -> datetime:
     if local_if_no_offset:
         return instant.astimezone()
     raise InstantError(
-        f"{text!r} has no UTC offset, so it names no instant: add one, e.g. {text}Z for UTC"
+        f"{text!r} has no UTC offset, so it names no instant: add one, "
+        f"e.g. {instant.isoformat()}Z for UTC"
     )

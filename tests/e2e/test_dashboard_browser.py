@@ -153,7 +153,7 @@ def test_an_operator_watches_a_rollout_with_a_blocked_vehicle(
             assert await run(page.marked), "the page was reloaded instead of refreshed in place"
             decisions = await run(page.text, "table.decisions")
             assert "CanaryGatePassed" in decisions and "WaveGatePassed" in decisions
-            assert "6/6 (100.0%)" in decisions and "95.0%" in decisions
+            assert "6/6 (100.0% of 6 counted)" in decisions and "95.0%" in decisions
 
             # The vehicle's own page: what runs, its last report, and its story.
             await run(page.open, f"/ui/vehicles/{moving}")

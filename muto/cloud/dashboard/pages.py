@@ -34,6 +34,7 @@ from muto.cloud.dashboard.auth import (
 )
 from muto.cloud.errors import NotFound
 from muto.cloud.queries import Queries, rollouts
+from muto.domain.rollout_rules import stored_share
 from muto.domain.selectors import SelectorError, parse_selector
 
 HERE = Path(__file__).parent
@@ -44,6 +45,7 @@ templates = Jinja2Templates(
         undefined=jinja2.StrictUndefined,
     )
 )
+templates.env.globals["stored_share"] = stored_share  # one rule for every reader
 # No inline script, nothing from elsewhere, never framed, never cached; the Origin of
 # the sign-in post survives (with no-referrer Chromium sends `Origin: null`). Inline styles
 # only for the progress bars' widths.
