@@ -105,6 +105,18 @@ counts the time other processes held the CPUs. Agents started together wake toge
 (the 5 s drift check has no jitter), and asyncio runs every timer that came due during a
 long turn in the next one, so the turns stay long: the baseline is as many bare tasks,
 started together, that wake every 5 s and do nothing.
+
+The journal's head (2026-12-06): after each commit the journal overwrites a 95-byte line
+beside it (`journal.db-head`: position, chain link, CRC), without fsync, so that a WAL
+whose bad frame ended SQLite's log early is refused at start instead of read as a shorter
+history (docs/agent.md). Writing it costs 2.6 µs (10,000 x 5, ext4 and tmpfs); a
+`Journal.append` on tmpfs 30.3 -> 33.6 µs (10,000 appends, best run), on ext4 150-300 µs
+either way (the fsync); a full replay of 100,000 events 0.41 -> 0.34 s, start-up after a
+crash 2.1 -> 1.9 ms (within noise). A write-to-temp and rename cost 100-1,200 µs here (the
+rename flushes the file): as much as the commit, so the line is overwritten in place and a
+torn one fails its CRC and is ignored. Checkpointing the WAL after every commit (145 ->
+273 µs an append) detects nothing: it moves the bad sector's risk into journal.db, whose
+pages SQLite does not checksum either.
 """
 
 
