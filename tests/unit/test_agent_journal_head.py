@@ -219,3 +219,42 @@ def test_run_refuses_and_verify_reports_a_lost_tail(
     [line] = done.stderr.splitlines()
     assert str(data / "journal.db") in line
     assert f"but position {COMMITTED} was committed" in line
+
+
+def test_looking_at_a_damaged_journal_keeps_its_wal(tmp_path: Path) -> None:
+    """The refusal says to keep the files to inspect: the frames after the bad one are
+    the only copy of what was lost. A writer's connection checkpointed what SQLite could
+    read into journal.db on close and deleted the WAL, and so did the read-only tools."""
+    data = tmp_path / "data"
+    wal = killed_after_commits(data)
+    bad_sector(wal, "flipped")
+    damaged = wal.read_bytes()
+    refusal(data)
+    with Journal.read_only(data) as seen:
+        assert seen.state.position < COMMITTED
+    assert verify(Journal.read_only(data, fold=False)).problems
+    assert wal.read_bytes() == damaged
+
+
+def test_a_record_that_is_not_utf8_is_named_damaged(tmp_path: Path) -> None:
+    """A bad byte inside a stored string surfaced as UnicodeDecodeError: a traceback
+    from `journal verify` and `list`, and a start-up refusal that named no file."""
+    data = tmp_path / "data"
+    with Journal.open(data) as journal:
+        for i in range(3):
+            journal.append(ev.RuntimeStopped(at=T0, reason=f"stop {i}"))
+    with sqlite3.connect(data / "journal.db") as db:
+        db.execute("DELETE FROM stored_snapshots")  # opening replays every record
+        (state,) = db.execute(
+            "SELECT state FROM stored_events WHERE originator_version = 2"
+        ).fetchone()
+        assert b"stop 1" in state
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_version = 2",
+            (bytes(state).replace(b"stop 1", b"stop \xe9"),),
+        )
+    found = refusal(data)
+    assert found.damaged and "does not decode" in str(found) and "journal.db" in str(found)
+    with Journal.read_only(data, fold=False) as reader:
+        problems = verify(reader).problems
+    assert any(p.startswith("position 2: does not decode") for p in problems), problems

@@ -126,9 +126,14 @@ def link(chain: str, raw: bytes) -> str:
 
 
 def decode_record(position: int, stored: bytes) -> Record:
-    entry = _ENTRY.decode(stored)
-    raw = bytes(entry.event)
-    return Record(position, entry.chain, _EVENT.decode(raw), raw)
+    """A stored record; msgspec.DecodeError for one that does not decode, whatever byte
+    was damaged (a bad UTF-8 byte in a string surfaces as UnicodeDecodeError)."""
+    try:
+        entry = _ENTRY.decode(stored)
+        raw = bytes(entry.event)
+        return Record(position, entry.chain, _EVENT.decode(raw), raw)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"not UTF-8: {exc}") from None
 
 
 def head_path(db: Path) -> Path:
@@ -210,6 +215,11 @@ class Journal:
             path = data_dir / DB_NAME
             if not path.exists():
                 _forget_head(path)
+            elif head_path(path).exists():
+                # Judged read-only first: a writer's connection would checkpoint what is
+                # left of a damaged WAL into the file on close and delete the rest.
+                with cls.read_only(data_dir) as seen:
+                    seen._whole()
             private_file(path)
             return _opened(
                 path, lambda: RecordStore.sqlite(path), lambda s: cls(s, fd, path=path)._whole()

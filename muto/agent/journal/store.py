@@ -91,10 +91,14 @@ class RecordStore:
     def sqlite(cls, path: Path, *, create: bool = True) -> RecordStore:
         if not create and not path.exists():
             raise FileNotFoundError(path)
+        # A reader opens the file read-only: SQLite then never checkpoints the WAL into
+        # the file nor deletes it on close, so inspecting a damaged journal (a bad frame
+        # ends the log early) keeps the frames after it for whoever looks next.
+        name = str(path) if create else f"{path.resolve().as_uri()}?mode=ro"
         return cls(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": str(path),
+                "SQLITE_DBNAME": name,
                 "CREATE_TABLE": "y" if create else "n",
                 "IS_SNAPSHOTTING_ENABLED": "y",
             },
