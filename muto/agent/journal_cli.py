@@ -31,7 +31,13 @@ SUMMARY_FIELDS = (
 
 
 def _open(args: argparse.Namespace, fold: bool = True) -> Journal:
-    return Journal.read_only(Path(args.data_dir), fold=fold)
+    """The journal, read-only. What it shows of one that lost committed records is what
+    is left: said on stderr first (`verify` reports it as a problem)."""
+    journal = Journal.read_only(Path(args.data_dir), fold=fold)
+    missing = journal.lost_tail() if fold else None
+    if missing is not None:
+        print(f"muto agent journal: warning: {journal.path}: {missing}", file=sys.stderr)
+    return journal
 
 
 Command = Callable[[argparse.Namespace], int]

@@ -258,3 +258,15 @@ def test_a_record_that_is_not_utf8_is_named_damaged(tmp_path: Path) -> None:
     with Journal.read_only(data, fold=False) as reader:
         problems = verify(reader).problems
     assert any(p.startswith("position 2: does not decode") for p in problems), problems
+
+
+def test_the_journal_tools_say_a_tail_was_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`list` showed what SQLite still had, exit 0, with no sign that the rest was lost."""
+    data = tmp_path / "data"
+    bad_sector(killed_after_commits(data), "flipped")
+    assert main(["agent", "journal", "list", "--data-dir", str(data)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("muto agent journal: warning: ") and "was committed" in err
+    assert f"position {COMMITTED} was committed" in err

@@ -307,18 +307,22 @@ class Journal:
         """The head written beside the file after its last commit (see Head)."""
         return read_head(self.path) if self.path is not None else None
 
-    def _whole(self) -> Journal:
-        """This journal, unless its head says it lost records that were committed."""
+    def lost_tail(self) -> str | None:
+        """What its head says this journal lost of what was committed, if anything."""
         head = self.head()
-        if head is None or self.path is None:
-            return self
+        if head is None:
+            return None
         at = head.position
         if at == self.state.position:
             chain: str | None = self.state.chain
         else:
             chain = next((r.chain for r in self.records(at - 1, at)), None)
-        missing = lost(head, self.state.position, chain)
-        if missing is not None:
+        return lost(head, self.state.position, chain)
+
+    def _whole(self) -> Journal:
+        """This journal, unless its head says it lost records that were committed."""
+        missing = self.lost_tail()
+        if missing is not None and self.path is not None:
             raise JournalUnreadable(self.path, missing, damaged=True)
         return self
 
