@@ -42,6 +42,7 @@ class Agent:
         self.settings = settings
         self.parts = parts
         self.failure: BaseException | None = None  # the last pass's unexpected error
+        self.health_failing: str | None = None  # the kind of the last health report's
         self._wired = Wiring.build(settings, parts)
         self.signals = self._wired.signals
         self._config: AgentConfig | None = None  # the one this process has applied
@@ -331,8 +332,19 @@ class Agent:
         """Queue a health report: periodic ones always, otherwise only on a change."""
         try:
             self._report_health(periodic)
-        except Exception:  # health must never stop the loop
-            logger.exception("health report failed")
+        except Exception as exc:  # health must never stop the loop
+            # Once per distinct failure, as a pass's: a full disk failed every 5 s, each
+            # time with its traceback, into logs on that same disk.
+            kind = pass_failure(exc, self.parts.clock.now()).error
+            if kind != self.health_failing:
+                logger.exception("health report failed (%s)", kind)
+            else:
+                logger.debug("health report failed again: %s", exc)
+            self.health_failing = kind
+        else:
+            if self.health_failing is not None:
+                logger.info("health reports are queued again")
+            self.health_failing = None
 
     def _report_health(self, periodic: bool) -> None:
         state = self.parts.journal.state
