@@ -218,8 +218,11 @@ class Journal:
             elif head_path(path).exists():
                 # Judged read-only first: a writer's connection would checkpoint what is
                 # left of a damaged WAL into the file on close and delete the rest.
-                with cls.read_only(data_dir) as seen:
-                    seen._whole()
+                _opened(
+                    path,
+                    lambda: RecordStore.sqlite(path, create=False),
+                    lambda s: cls(s, writable=False, fold=False, path=path)._whole(),
+                ).close()
             private_file(path)
             return _opened(
                 path, lambda: RecordStore.sqlite(path), lambda s: cls(s, fd, path=path)._whole()
@@ -308,16 +311,18 @@ class Journal:
         return read_head(self.path) if self.path is not None else None
 
     def lost_tail(self) -> str | None:
-        """What its head says this journal lost of what was committed, if anything."""
+        """What its head says this journal lost of what was committed, if anything: read
+        from the stored records (the last position, the link at the head's), so a
+        journal opened without folding (start-up's read-only look) can tell too."""
         head = self.head()
         if head is None:
             return None
         at = head.position
-        if at == self.state.position:
-            chain: str | None = self.state.chain
-        else:
+        try:
             chain = next((r.chain for r in self.records(at - 1, at)), None)
-        return lost(head, self.state.position, chain)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"the record at position {at} does not decode: {exc}"
+        return lost(head, self.last_position(), chain)
 
     def _whole(self) -> Journal:
         """This journal, unless its head says it lost records that were committed."""
