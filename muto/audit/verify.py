@@ -206,6 +206,10 @@ def logged_after(engine: Engine, events_table: str, position: int) -> int:
     return int(found or 0)
 
 
+def no_event_table(events_table: str) -> AuditError:
+    return AuditError(f"no event table {events_table} in the database")
+
+
 def verify(
     events_url: str, views_url: str, events_table: str, anchors: Mapping[int, str] = {}
 ) -> Finding:
@@ -215,7 +219,7 @@ def verify(
     views = create_engine(read_only_url(views_url))
     try:
         if not inspect(events).has_table(events_table):
-            raise AuditError(f"no event table {events_table} in the database")
+            raise no_event_table(events_table)
         through = chained_through(views)  # first: the moment both tables are read as of
         found = check(
             raw_records(events, events_table, through), stored_links(views, through), anchors

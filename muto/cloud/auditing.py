@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from muto.audit.source import AuditError, read_only_url
-from muto.audit.verify import Finding, verify
+from muto.audit.verify import Finding, no_event_table, verify
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.projections.source import EventSource
@@ -75,7 +75,7 @@ def open_event_log(events_url: str) -> EventLog:
     """The control plane's event log, read-only, without creating any table: an
     AuditError when its database cannot be read or holds no event table."""
     if EVENTS_TABLE not in _tables(events_url):
-        raise AuditError(f"no event table {EVENTS_TABLE} in the database")
+        raise no_event_table(EVENTS_TABLE)
     with reading(events_url):
         return EventLog(
             env={
