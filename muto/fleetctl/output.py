@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from muto.audit.cli import write_lines
 from muto.fleetctl.connection import FleetError, connection_arguments
 
 Action = Callable[[argparse.Namespace], int]
@@ -80,16 +81,8 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], RenderableT
         with out.capture() as captured:  # laid out for stdout (a terminal or not)
             out.print(table(data))
         text = captured.get()
-    write_lines(text)
-
-
-def write_lines(text: str) -> None:
-    """`text` to stdout a line at a time: when the reader leaves (`| head`) the next
-    write raises BrokenPipeError, which muto.cli ends with 141. Written at once, the part
-    of a large output the pipe did not take was dropped without an error (exit 0), and
-    rich's own printing turned a broken pipe into exit 1."""
-    for line in text.splitlines(keepends=True):
-        sys.stdout.write(line)
+    # A line at a time, as the audit writes (rich's own printing made a broken pipe exit 1).
+    write_lines(text.splitlines(keepends=True))
 
 
 def grid(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
