@@ -11,9 +11,10 @@ from muto.trust.keyset import KeySet
 from muto.trust.releases import manifest_digest, open_release, sign_release
 from muto.trust.rotation import KeyRotation, apply_key_rotation, sign_key_rotation
 from muto.trust.store import TrustStore
-from muto.trust.verify import VerifiedDesiredState, verify_bundle
+from muto.trust.verify import AuthenticDocumentRejected, VerifiedDesiredState, verify_bundle
 
 __all__ = [
+    "AuthenticDocumentRejected",
     "FleetKeys",
     "KeyRotation",
     "KeySet",

@@ -26,6 +26,17 @@ class VerifiedDesiredState:
     document_digest: str
 
 
+class AuthenticDocumentRejected(ReasonError):
+    """A rejection of a document whose own signature held: it carries the document, so
+    that the agent can tell what the rejection is news about (its revision, a hold on an
+    untrusted clock) without opening the signature again."""
+
+    def __init__(self, cause: ReasonError, document: DesiredStateDocument, digest: str) -> None:
+        super().__init__(cause.code, cause.detail)
+        self.document = document
+        self.document_digest = digest
+
+
 def verify_bundle(
     bundle: DesiredStateBundle,
     config: TrustConfig,
@@ -40,19 +51,24 @@ def verify_bundle(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     document, document_digest = open_desired_state(bundle.desired_state, config.control_plane_keys)
-    release: StackRelease | None = None
-    release_digest: str | None = None
-    if bundle.release is not None:
-        release, release_digest = open_release(bundle.release, config.release_keys)
-    check_binding(document, release, release_digest)
-    if document.vehicle_id != vehicle_id:
-        raise ReasonError(
-            ReasonCode.WRONG_VEHICLE, f"for {document.vehicle_id}, this is {vehicle_id}"
-        )
-    check_fresh(document, document_digest, trusted)
-    if not clock_trusted:
-        raise ReasonError(ReasonCode.UNTRUSTED_CLOCK, "cannot judge expiry without trusted time")
-    check_not_expired(document, now)
+    try:
+        release: StackRelease | None = None
+        release_digest: str | None = None
+        if bundle.release is not None:
+            release, release_digest = open_release(bundle.release, config.release_keys)
+        check_binding(document, release, release_digest)
+        if document.vehicle_id != vehicle_id:
+            raise ReasonError(
+                ReasonCode.WRONG_VEHICLE, f"for {document.vehicle_id}, this is {vehicle_id}"
+            )
+        check_fresh(document, document_digest, trusted)
+        if not clock_trusted:
+            raise ReasonError(
+                ReasonCode.UNTRUSTED_CLOCK, "cannot judge expiry without trusted time"
+            )
+        check_not_expired(document, now)
+    except ReasonError as exc:
+        raise AuthenticDocumentRejected(exc, document, document_digest) from exc
     return VerifiedDesiredState(document, release, release_digest, document_digest)
 
 

@@ -16,7 +16,14 @@ from muto.domain.desired import DesiredStateBundle, Envelope
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import canonical
-from muto.trust import Signer, TrustStore, sign_release, verify_bundle
+from muto.trust import (
+    AuthenticDocumentRejected,
+    Signer,
+    TrustStore,
+    open_desired_state,
+    sign_release,
+    verify_bundle,
+)
 from muto.trust.dsse import DESIRED_STATE_TYPE, MAX_PAYLOAD_CHARS, RELEASE_TYPE, sign_envelope
 from tests.support.trust_kit import (
     NOW,
@@ -197,3 +204,31 @@ def test_attack_is_rejected_and_nothing_changes(
     assert rejected.value.code == code
     assert store.path.read_bytes() == before
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["trust.json"]
+
+
+@pytest.mark.parametrize(("bundle", "code", "clock_trusted"), ATTACKS)
+def test_a_rejection_carries_the_document_exactly_when_its_own_signature_held(
+    store: TrustStore,
+    bundle: Callable[[], DesiredStateBundle],
+    code: ReasonCode,
+    clock_trusted: bool,
+) -> None:
+    """What the agent reports a rejection under (muto/agent/reconcile/intake.py) comes
+    from the carried document: only one whose control-plane signature holds."""
+    attacked = bundle()
+    try:
+        opened: tuple[object, str] | None = open_desired_state(
+            attacked.desired_state, store.config.control_plane_keys
+        )
+    except ReasonError:
+        opened = None
+    with pytest.raises(ReasonError) as rejected:
+        verify_bundle(
+            attacked, store.config, store.trusted, VEHICLE, NOW, clock_trusted=clock_trusted
+        )
+    if opened is None:
+        assert not isinstance(rejected.value, AuthenticDocumentRejected)
+    else:
+        assert isinstance(rejected.value, AuthenticDocumentRejected)
+        assert (rejected.value.document, rejected.value.document_digest) == opened
+        assert rejected.value.code == code

@@ -35,10 +35,11 @@ from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
 from muto.agent.transport.http import Fetched, NotFetched, RetryLater
 from muto.agent.trust import Trust
+from muto.domain.desired import DesiredStateDocument
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
-from muto.trust import open_desired_state, verify_bundle
+from muto.trust import AuthenticDocumentRejected, verify_bundle
 
 
 class DesiredSource(Protocol):
@@ -105,10 +106,17 @@ class Intake:
                 now,
                 clock_trusted=clock_trusted,
             )
-            trust.accept(verified)  # before anything acts on it (docs/trust.md)
-        except ReasonError as exc:
-            if exc.code == ReasonCode.UNTRUSTED_CLOCK and got.bundle is not None:
+            try:
+                trust.accept(verified)  # before anything acts on it (docs/trust.md)
+            except ReasonError as exc:  # the file advanced since: stale now
+                raise AuthenticDocumentRejected(
+                    exc, verified.document, verified.document_digest
+                ) from exc
+        except AuthenticDocumentRejected as exc:
+            if exc.code == ReasonCode.UNTRUSTED_CLOCK:
                 return self._held(got, received, exc)
+            return self._rejected(got, received, exc)
+        except ReasonError as exc:
             return self._rejected(got, received, exc)
         if state.desired is not None and state.desired.document_digest == verified.document_digest:
             return [received]  # the same document again (a new ETag)
@@ -138,7 +146,8 @@ class Intake:
         another response came between (a second incident is news)."""
         if self.journal.state.rejected == (got.etag, str(exc.code)):
             return []
-        revision, sequence = self._under(got)
+        authentic = exc.document if isinstance(exc, AuthenticDocumentRejected) else None
+        revision, sequence = self._under(got, authentic)
         return [
             received,
             DesiredRejected(
@@ -150,7 +159,9 @@ class Intake:
             ),
         ]
 
-    def _under(self, got: Fetched) -> tuple[str | None, int | None]:
+    def _under(
+        self, got: Fetched, authentic: DesiredStateDocument | None
+    ) -> tuple[str | None, int | None]:
         """The revision and sequence a rejection is reported under: only one the rejection
         is news about, so that a bundle that reuses or forges the accepted revision cannot
         make its verdict (and a rollout counting it) say `rejected` while it runs fine.
@@ -160,18 +171,11 @@ class Intake:
         which anyone on the path can write, only when it claims news (a sequence above
         the accepted one, another revision). Else none."""
         desired = self.journal.state.desired
-        if got.bundle is not None:
-            try:
-                document, _ = open_desired_state(
-                    got.bundle.desired_state, self.trust.config.control_plane_keys
-                )
-            except ReasonError:
-                pass
-            else:
-                accepted_itself = desired is not None and document.revision == desired.revision
-                if document.vehicle_id != self.vehicle_id or accepted_itself:
-                    return None, None
-                return document.revision, document.sequence
+        if authentic is not None:
+            accepted_itself = desired is not None and authentic.revision == desired.revision
+            if authentic.vehicle_id != self.vehicle_id or accepted_itself:
+                return None, None
+            return authentic.revision, authentic.sequence
         accepted = self.journal.state.accepted_sequence
         news = got.sequence is not None and got.sequence > accepted
         if got.revision is None or not news:
@@ -180,16 +184,15 @@ class Intake:
             return None, None
         return got.revision, got.sequence
 
-    def _held(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
+    def _held(
+        self, got: Fetched, received: DesiredReceived, exc: AuthenticDocumentRejected
+    ) -> list[Event]:
         """`verify_bundle` judges the clock after signatures, the release binding, the
         vehicle and freshness (tests/unit/test_agent_held_desired.py holds it to that):
         this document is authentic, only its expiry is unknown. Not accepted: the trust
         store's floor must not rise on a document that may have expired."""
-        assert got.bundle is not None
         state = self.journal.state
-        document, digest = open_desired_state(
-            got.bundle.desired_state, self.trust.config.control_plane_keys
-        )
+        document, digest = exc.document, exc.document_digest
         if state.desired is not None and state.desired.document_digest == digest:
             return [received]  # the accepted document again (a new ETag): nothing to hold
         held = state.held
