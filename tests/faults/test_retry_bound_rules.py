@@ -24,16 +24,11 @@ from tests.support.agent_rig import (
     B,
     Rig,
     converged_on,
+    restarted,
     run,
     started,
     types,
 )
-
-
-async def restarted(rig: Rig) -> Rig:
-    rig = rig.restart()
-    await rig.agent.start(loop=False)
-    return rig
 
 
 def test_after_a_restart_the_new_release_is_applied_without_restoring_the_old_one() -> None:

@@ -274,6 +274,13 @@ async def started(**kwargs: Any) -> Rig:
     return rig
 
 
+async def restarted(rig: Rig) -> Rig:
+    """`rig`'s agent restarted on its journal and started (its start-up pass run)."""
+    again = rig.restart()
+    await again.agent.start(loop=False)
+    return again
+
+
 async def converged_on(rig: Rig, target: Any, sequence: int) -> None:
     rig.cloud.serve(rig.signers.bundle(target, sequence))
     verdict = await rig.reconcile()

@@ -26,6 +26,7 @@ from tests.support.agent_rig import (
     converged_on,
     failing,
     make_rig,
+    restarted,
     run,
     started,
     types,
@@ -56,8 +57,7 @@ def test_an_offline_restore_of_a_damaged_release_falls_back_to_the_known_good() 
         rig.cloud.online = False
         damaged = B.artifacts[0].digest  # the cached blob is gone and cannot be fetched
         rig.artifacts.missing, rig.artifacts.failing = {damaged}, {damaged}
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         verdict = await rig.reconcile()
         assert (verdict.kind, [str(c) for c in verdict.codes]) == (
             "settled",
@@ -93,8 +93,7 @@ def test_with_no_known_good_at_hand_a_lost_restore_is_reported_and_retried_by_po
         rig.cloud.online = False
         damaged = A.artifacts[0].digest
         rig.artifacts.missing, rig.artifacts.failing = {damaged}, {damaged}
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         before = rig.journal.state.position
         verdict = await rig.reconcile()
         assert (verdict.kind, [str(c) for c in verdict.codes]) == ("failed", [LOST])

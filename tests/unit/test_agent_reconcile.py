@@ -25,6 +25,7 @@ from tests.support.agent_rig import (
     converged_on,
     failing,
     make_rig,
+    restarted,
     run,
     started,
     types,
@@ -190,8 +191,7 @@ def test_converges_offline_on_the_cached_state_and_reports_later_in_order() -> N
         rig.cloud.serve(rig.signers.bundle(A, 1))
         assert (await rig.reconcile()).kind == "blocked"
         rig.cloud.online = False
-        rig = rig.restart()  # an offline reboot, too
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)  # an offline reboot, too
         rig.vehicle.state = PARKED
         assert (await rig.reconcile()).kind == "converged"
         assert rig.runtime.applied == [A.key]
@@ -218,8 +218,7 @@ def test_reconcile_reports_are_numbered_by_the_journal_not_the_clock() -> None:
         rig.vehicle.state = MOVING
         rig.cloud.serve(rig.signers.bundle(A, 1))
         assert (await rig.reconcile()).kind == "blocked"
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         rig.clock.at -= timedelta(hours=6)  # ...and comes back
         rig.vehicle.state = PARKED
         assert (await rig.reconcile()).kind == "converged"
@@ -274,16 +273,13 @@ def test_an_interrupted_apply_resumes_and_the_third_interruption_gives_up() -> N
             )
 
         died_applying(rig)
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         assert rig.journal.state.interruptions == {"2:apply": 1}
         rig.vehicle.state = PARKED
         died_applying(rig)
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         died_applying(rig)
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         assert rig.journal.state.interruptions == {"2:apply": 3}
         await rig.reconcile()
         await rig.deliver()
@@ -375,8 +371,7 @@ def test_stopping_during_readiness_abandons_the_wait_without_counting_it() -> No
         pass_.cancel()
         await asyncio.gather(pass_, return_exceptions=True)
         assert types(rig)[-1] == "StepAbandoned"
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         assert rig.journal.state.interruptions == {}
         assert rig.journal.state.running_key == A.key
 

@@ -24,7 +24,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
 from muto.trust import Signer
-from tests.support.agent_rig import A, B, Rig, Signers, converged_on, run, started
+from tests.support.agent_rig import A, B, Rig, Signers, converged_on, restarted, run, started
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -50,8 +50,7 @@ def test_a_bundle_tampered_in_transit_is_fetched_again_once_the_path_is_clean() 
         assert (await rig.reconcile()).kind == "converged"  # still on A's revision
         assert (await rig.reconcile()).kind == "converged"  # judged again: not news
         assert count(rig, ev.DesiredRejected) == 1
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         rig.cloud.bundle = genuine  # the path passes traffic through again: same ETag
         assert (await rig.reconcile()).kind == "converged"
         assert rig.runtime.applied == [B.key]
@@ -74,8 +73,7 @@ def test_a_document_rejected_for_a_clock_ahead_is_accepted_once_the_clock_is_rig
             assert (await rig.reconcile()).kind == "idle"
         assert count(rig, ev.DesiredRejected) == 1  # judged at every poll, journaled once
         rig.clock.at -= timedelta(days=40)
-        rig = rig.restart()
-        await rig.agent.start(loop=False)
+        rig = await restarted(rig)
         assert (await rig.reconcile()).kind == "converged"
         await rig.deliver()
         assert rig.cloud.reconcile_reports() == [
