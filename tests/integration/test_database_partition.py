@@ -64,6 +64,13 @@ def test_a_replica_cut_off_from_postgresql_answers_503_within_seconds(
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"]["code"] == "unavailable"
             assert took < 30, f"answered after {took:.0f} s"
+            assert "cannot read" in answer.json()["error"]["message"]
+            started = time.monotonic()  # the audit's chain check reads on its own connections
+            answer = httpx.get(f"{server.url}/audit/verify", headers=headers, timeout=60)
+            took = time.monotonic() - started
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "unavailable"
+            assert took < 30, f"answered after {took:.0f} s"
         deadline = time.monotonic() + 60  # and it serves again once the link is back
         while httpx.get(f"{server.url}/vehicles", headers=headers, timeout=60).status_code != 200:
             assert time.monotonic() < deadline, "did not recover"

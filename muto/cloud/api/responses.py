@@ -123,10 +123,11 @@ async def on_error(request: Request, exc: Exception) -> Response:
         case ClientDisconnect():  # a vehicle killed mid-request: nobody to answer, no bug
             return error(400, "malformed_json", "the client went away before its whole body")
         case sqlalchemy.exc.OperationalError() | StoreOperationalError():
-            # The database cannot write now (a full disk, a lost connection): nothing was
+            # The database cannot be used now (a full disk, a lost connection): nothing was
             # stored; the caller retries (agents do), and it works again once it can.
-            logger.warning("the store refused a write on %s: %s", request.url.path, exc)
-            return error(503, "unavailable", "the store cannot write now; retry later")
+            said = "read" if request.method in ("GET", "HEAD") else "write"
+            logger.warning("the store refused a %s on %s: %s", said, request.url.path, exc)
+            return error(503, "unavailable", f"the store cannot {said} now; retry later")
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error(500, "internal", "internal error")
 
