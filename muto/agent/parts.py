@@ -106,6 +106,7 @@ class AgentView:
             p.journal.state,
             self._signals.phase,
             lambda digest: bool(p.artifacts.present([digest])),
+            s.floor,
         )
 
     def heartbeat_s(self) -> float:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from muto.agent.journal.state import JournalState
 from muto.agent.reconcile.planner import last_outcome
 from muto.agent.reports import running_ref
+from muto.domain.gates import SafetyFloor
 from muto.domain.messages import (
     AgentCfgState,
     AgentComponents,
@@ -34,16 +35,17 @@ SNAPSHOT_LEAVES = (
 
 
 def metadata(
-    vehicle_id: str, agent_version: str, runtime: str, vehicle: VehicleState
+    vehicle_id: str, agent_version: str, runtime: str, vehicle: VehicleState, floor: SafetyFloor
 ) -> AgentMetadata:
     return AgentMetadata(
-        schema="muto.agent-metadata.v1",
+        schema="muto.agent-metadata.v2",
         vehicle_id=vehicle_id,
         agent_version=agent_version,
         model=vehicle.model,
         os=vehicle.os,
         ros_distro=vehicle.ros_distro,
         runtime=runtime,
+        safety_floor=floor,
     )
 
 
@@ -115,9 +117,10 @@ def snapshots(
     state: JournalState,
     phase: AgentPhase,
     cached: Callable[[str], bool],
+    floor: SafetyFloor,
 ) -> dict[Leaf, Wire]:
     return {
-        Leaf.AGENT_METADATA: metadata(vehicle_id, agent_version, runtime, vehicle),
+        Leaf.AGENT_METADATA: metadata(vehicle_id, agent_version, runtime, vehicle, floor),
         Leaf.AGENT_STATE: agent_state(vehicle_id, state, phase),
         Leaf.AGENT_COMPONENTS: components(vehicle_id, state, cached),
         Leaf.AGENT_CFG_STATE: cfg_state(vehicle_id, state),

@@ -13,16 +13,23 @@ from typing import Any
 from sqlalchemy import JSON, Column, MetaData, String, Table, select
 
 from muto.cloud.api.schema import Reported, ReportedAgent
-from muto.domain.messages import AgentComponents, AgentMetadata, Component, Leaf
+from muto.domain.messages import (
+    AgentComponents,
+    AgentMetadata,
+    AgentMetadataV1,
+    Component,
+    Leaf,
+)
 from muto.domain.wire import convert, encode
 from muto.projections.rows import LatestRows
 from muto.projections.store import ViewStore
 
-KEPT: dict[Leaf, type[AgentMetadata] | type[AgentComponents]] = {
-    Leaf.AGENT_METADATA: AgentMetadata,
-    Leaf.AGENT_COMPONENTS: AgentComponents,
+Snapshot = AgentMetadata | AgentMetadataV1 | AgentComponents
+KIND: dict[type[Snapshot], Leaf] = {
+    AgentMetadata: Leaf.AGENT_METADATA,
+    AgentMetadataV1: Leaf.AGENT_METADATA,  # an agent not yet upgraded: no safety floor said
+    AgentComponents: Leaf.AGENT_COMPONENTS,
 }
-KIND = {kind: leaf for leaf, kind in KEPT.items()}
 
 
 class Snapshots:
@@ -39,10 +46,10 @@ class Snapshots:
         self.table.create(store.engine, checkfirst=True)
         self._rows = LatestRows(self.table)
 
-    def record(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
+    def record(self, vehicle_id: str, snapshot: Snapshot) -> None:
         self.record_many([(vehicle_id, snapshot)])
 
-    def record_many(self, snapshots: list[tuple[str, AgentMetadata | AgentComponents]]) -> None:
+    def record_many(self, snapshots: list[tuple[str, Snapshot]]) -> None:
         """In one transaction (a fleet re-publishing after a rollout sends thousands);
         the last of one vehicle's leaf wins."""
         if not snapshots:

@@ -5,8 +5,8 @@ tighten a gate, never loosen it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -14,17 +14,18 @@ from muto.domain.desired import ApplyWindow, Policy
 from muto.domain.reasons import ReasonCode
 from muto.domain.vehicle_state import MOVING_THRESHOLD_MPS, VehicleState
 from muto.domain.window import in_apply_window, vehicle_zone
+from muto.domain.wire import Wire
 
 
-@dataclass(frozen=True, kw_only=True)
-class SafetyFloor:
+class SafetyFloor(Wire, frozen=True, kw_only=True):
     """The least the vehicle's own gates demand, whatever the desired state's policy says.
     Its defaults are the safe ones; only the vehicle's provisioning may loosen them (a
-    test rig), never the cloud."""
+    test rig), never the cloud. The agent says its floor in its `agent/metadata`
+    snapshot, so that an operator sees a loosened vehicle."""
 
     require_vehicle_stationary: bool = True
     deny_if_autonomous_mode: bool = True
-    require_battery_pct_min: float = 0
+    require_battery_pct_min: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.require_battery_pct_min <= 100:  # `not`: NaN fails it too
@@ -32,6 +33,21 @@ class SafetyFloor:
                 "the battery minimum must be between 0 and 100 "
                 f"(got {self.require_battery_pct_min:g})"
             )
+
+    @property
+    def loosened(self) -> list[str]:
+        """The gates this vehicle's own provisioning turned off, in the fleet's words."""
+        return [
+            gate
+            for gate, off in (
+                ("applies while moving", not self.require_vehicle_stationary),
+                ("applies in autonomous mode", not self.deny_if_autonomous_mode),
+            )
+            if off
+        ]
+
+
+DEFAULT_FLOOR = SafetyFloor()  # a vehicle provisioned without loosening anything
 
 
 def stricter(policy: Policy, floor: SafetyFloor) -> Policy:
@@ -52,7 +68,7 @@ def evaluate_gates(
     state: VehicleState,
     now: datetime,
     disk_mb_min: float = 0,
-    floor: SafetyFloor = SafetyFloor(),
+    floor: SafetyFloor = DEFAULT_FLOOR,
 ) -> list[ReasonCode]:
     """Every code that blocks an apply now, in a stable order; [] means apply may proceed.
 

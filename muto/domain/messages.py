@@ -10,10 +10,11 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 from muto.domain.desired import AgentConfig, StackRef
+from muto.domain.gates import SafetyFloor
 from muto.domain.presence import MAX_HEARTBEAT_S
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
-from muto.domain.wire import Wire
+from muto.domain.wire import Wire, decode
 
 TOPIC_ROOT = "muto"
 
@@ -63,13 +64,44 @@ class Presence(Wire, frozen=True, kw_only=True):
 
 
 class AgentMetadata(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-metadata.v1"]  # required: refused (ignored) without it
+    schema: Literal["muto.agent-metadata.v2"]  # required: refused (ignored) without it
     vehicle_id: str
     agent_version: str
     model: str | None = None
     os: str | None = None
     ros_distro: str | None = None
     runtime: str
+    # v2: the vehicle's own safety floor, so that an operator sees a loosened vehicle.
+    safety_floor: SafetyFloor
+
+
+class AgentMetadataV1(Wire, frozen=True, kw_only=True):
+    """What agents before v2 publish: the same, without the safety floor."""
+
+    schema: Literal["muto.agent-metadata.v1"]
+    vehicle_id: str
+    agent_version: str
+    model: str | None = None
+    os: str | None = None
+    ros_distro: str | None = None
+    runtime: str
+
+
+class _Schema(msgspec.Struct):
+    schema: object = None
+
+
+def decode_metadata(payload: bytes) -> AgentMetadata | AgentMetadataV1:
+    """An `agent/metadata` payload of a version the cloud knows (rule 5 of
+    spec/mqtt-topics.md): v2, or v1 from an agent not yet upgraded. WireError otherwise,
+    naming what was wrong as for v2."""
+    try:
+        said = msgspec.json.decode(payload, type=_Schema).schema
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        said = None  # the v2 decode below says what is wrong with it
+    if said == "muto.agent-metadata.v1":
+        return decode(payload, AgentMetadataV1)
+    return decode(payload, AgentMetadata)
 
 
 class AgentPhase(StrEnum):

@@ -9,8 +9,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from muto.domain.gates import SafetyFloor
 from muto.domain.messages import PresenceState
 from muto.domain.reports import HealthStatus, ReconcileStatus
+from muto.domain.wire import convert
 from muto.fleetctl.connection import USAGE, Connection, FleetError, api_path, id_argument
 from muto.fleetctl.output import cell, common, emit, fields, grid, verb
 
@@ -103,12 +105,31 @@ def _detail(v: dict[str, Any]) -> Table:
     if agent:
         rows.append(("agent", f"{agent.get('agentVersion')} ({agent.get('runtime')})"))
         rows.append(("platform", {k: agent.get(k) for k in ("model", "os", "rosDistro")}))
+        rows.append(("safetyFloor", _floor(agent.get("safetyFloor"))))
     components = said.get("components")
     if components is not None:
         rows.append(("components", [_component(c) for c in components]))
     if said:
         rows.append(("reportedAt", said.get("componentsAt") or said.get("agentAt")))
     return fields(f"vehicle {v['vehicleId']}", rows)
+
+
+def _floor(said: dict[str, Any] | None) -> str:
+    """The vehicle's own gates, a loosening first: what an operator must not miss."""
+    if said is None:
+        return "not said (an agent before muto.agent-metadata.v2)"
+    floor = convert(said, SafetyFloor)
+    kept = [
+        gate
+        for gate, on in (
+            ("stationary", floor.require_vehicle_stationary),
+            ("manual mode", floor.deny_if_autonomous_mode),
+            (f"battery ≥ {floor.require_battery_pct_min:g} %", floor.require_battery_pct_min > 0),
+        )
+        if on
+    ]
+    said_kept = f"requires {', '.join(kept)}" if kept else "requires nothing"
+    return f"loosened: {', '.join(floor.loosened)}; {said_kept}" if floor.loosened else said_kept
 
 
 def _component(c: dict[str, Any]) -> str:

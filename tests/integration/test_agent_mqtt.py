@@ -18,8 +18,9 @@ import pytest
 from muto.agent.transport.mqtt import MqttLink
 from muto.domain.broker import Broker
 from muto.domain.desired import AgentConfig
+from muto.domain.gates import DEFAULT_FLOOR
 from muto.domain.messages import AgentPhase, DesiredNotify, RefreshRequest
-from muto.domain.wire import encode
+from muto.domain.wire import encode, to_builtins
 from tests.conftest import Mosquitto
 from tests.support.agent_rig import VEHICLE, Rig, make_rig, release
 from tests.support.mqtt_watch import Watcher
@@ -80,7 +81,9 @@ def test_presence_and_every_snapshot_are_retained_and_a_clean_stop_says_offline(
                 "every snapshot retained",
             )
         assert watch.bodies("presence")[0]["state"] == "online"
-        assert watch.bodies("agent/metadata")[0]["schema"] == "muto.agent-metadata.v1"
+        metadata = watch.bodies("agent/metadata")[0]
+        assert metadata["schema"] == "muto.agent-metadata.v2"
+        assert metadata["safetyFloor"] == to_builtins(DEFAULT_FLOOR)  # as provisioned
         components = watch.bodies("agent/components")[-1]["components"]
         assert [c["role"] for c in components] == ["active"]
         await rig.agent.stop()

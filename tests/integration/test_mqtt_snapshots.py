@@ -15,9 +15,11 @@ import pytest
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.mqtt.bridge import Bridge
+from muto.domain.gates import DEFAULT_FLOOR, SafetyFloor
 from muto.domain.messages import (
     AgentComponents,
     AgentMetadata,
+    AgentMetadataV1,
     Component,
     Leaf,
     RefreshRequest,
@@ -50,13 +52,16 @@ def topic(vehicle_id: str, leaf: Leaf) -> str:
     return vehicle_topic(TENANT, vehicle_id, leaf)
 
 
-def metadata(vehicle_id: str, version: str = "1.2.3") -> AgentMetadata:
+def metadata(
+    vehicle_id: str, version: str = "1.2.3", floor: SafetyFloor = DEFAULT_FLOOR
+) -> AgentMetadata:
     return AgentMetadata(
-        schema="muto.agent-metadata.v1",
+        schema="muto.agent-metadata.v2",
         vehicle_id=vehicle_id,
         agent_version=version,
         os="ubuntu-22.04",
         runtime="process",
+        safety_floor=floor,
     )
 
 
@@ -98,6 +103,11 @@ def test_snapshots_are_kept_latest_only_and_only_for_their_own_registered_vehicl
         "os": "ubuntu-22.04",
         "rosDistro": None,
         "runtime": "process",
+        "safetyFloor": {
+            "requireVehicleStationary": True,
+            "denyIfAutonomousMode": True,
+            "requireBatteryPctMin": 0,
+        },
     }
     assert said["v1"]["components"] == [
         {
@@ -247,3 +257,38 @@ def test_a_burst_of_snapshots_is_stored_together_and_each_refusal_alone(
     assert set(said) == set(ids)
     assert {s["agent"]["agentVersion"] for s in said.values()} == {"9.9.9"}
     assert all(s["components"] for s in said.values())
+
+
+def test_an_agent_not_yet_upgraded_is_kept_without_a_floor_and_a_loosened_one_shows(
+    plane: ControlPlane,
+) -> None:
+    """Rule 5: a consumer accepts the versions it knows. A v1 agent (before the safety
+    floor was said) is kept, its floor unknown (null); a v2 test rig shows its loosening."""
+    old = AgentMetadataV1(
+        schema="muto.agent-metadata.v1", vehicle_id="v1", agent_version="0.9", runtime="process"
+    )
+    rig = SafetyFloor(require_vehicle_stationary=False, require_battery_pct_min=30)
+
+    async def main() -> None:
+        listener = Bridge(plane).listener
+        await listener.handle(topic("v1", Leaf.AGENT_METADATA), payload(old))
+        await listener.handle(topic("v2", Leaf.AGENT_METADATA), payload(metadata("v2", floor=rig)))
+        # a v2 without its floor, a v3 nobody knows: dropped
+        v2 = to_builtins(metadata("v2", "6.6.6"))
+        del v2["safetyFloor"]
+        await listener.handle(topic("v2", Leaf.AGENT_METADATA), msgspec.json.encode(v2))
+        v3 = to_builtins(metadata("v2", "7.7.7")) | {"schema": "muto.agent-metadata.v3"}
+        await listener.handle(topic("v2", Leaf.AGENT_METADATA), msgspec.json.encode(v3))
+        assert listener.dropped == 2
+
+    asyncio.run(main())
+    said = to_builtins(plane.snapshots.reported(["v1", "v2"]))
+    assert said["v1"]["agent"]["agentVersion"] == "0.9"
+    assert said["v1"]["agent"]["safetyFloor"] is None
+    assert said["v2"]["agent"]["agentVersion"] == "1.2.3"
+    assert said["v2"]["agent"]["safetyFloor"] == {
+        "requireVehicleStationary": False,
+        "denyIfAutonomousMode": True,
+        "requireBatteryPctMin": 30,
+    }
+    assert SafetyFloor(**{"require_vehicle_stationary": False}).loosened == ["applies while moving"]

@@ -51,6 +51,7 @@ SAMPLES: dict[str, Any] = {
     "agent_version": "0.1.0",
     "runtime": "simulated",
     "config": {},
+    "safety_floor": {},
     "request_id": "req-1",
     "ok": True,
     "report_id": "rep-1",

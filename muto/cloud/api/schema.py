@@ -24,6 +24,7 @@ from muto.domain.desired import (
     DesiredStateRequest,
     Envelope,
 )
+from muto.domain.gates import SafetyFloor
 from muto.domain.messages import Component
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
@@ -73,6 +74,13 @@ class ReportedAgent(Wire, frozen=True, kw_only=True):
     os: str | None = None
     ros_distro: str | None = None
     runtime: str
+    safety_floor: Annotated[
+        SafetyFloor | None,
+        msgspec.Meta(
+            description="The vehicle's own safety floor (`muto agent run` flags): the gates it"
+            " keeps whatever a desired state's policy says; null from agents that do not say it"
+        ),
+    ] = None
 
 
 class Reported(Wire, frozen=True, kw_only=True):

@@ -24,15 +24,16 @@ from sqlalchemy import select
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
 from muto.cloud.errors import AppError
+from muto.cloud.snapshots import Snapshot
 from muto.domain.errors import ReasonError
 from muto.domain.messages import (
     TOPICS,
     AgentComponents,
-    AgentMetadata,
     Leaf,
     Presence,
     PresenceState,
     RefreshResult,
+    decode_metadata,
     vehicle_topic,
 )
 from muto.domain.reports import HealthReport, ReconcileReport
@@ -115,15 +116,15 @@ class Listener:
     async def _snapshots(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
         """Store the valid snapshots among `messages` in one transaction (retried like
         one message), then acknowledge them all."""
-        decoded: list[tuple[str, AgentMetadata | AgentComponents]] = []
+        decoded: list[tuple[str, Snapshot]] = []
         for message in messages:
             topic, payload = message.topic.value, _bytes(message.payload)
             vehicle_id, leaf = parse_topic(topic, self.tenant) or ("", Leaf.AGENT_METADATA)
             try:
                 if len(payload) > self.max_bytes:
                     raise WireError(f"{len(payload)} bytes, over the {self.max_bytes}-byte limit")
-                snapshot: AgentMetadata | AgentComponents = (
-                    decode(payload, AgentMetadata)
+                snapshot: Snapshot = (
+                    decode_metadata(payload)
                     if leaf is Leaf.AGENT_METADATA
                     else decode(payload, AgentComponents)
                 )
@@ -146,7 +147,7 @@ class Listener:
         for message in messages:
             _ack(client, message)
 
-    def _store_snapshots(self, decoded: list[tuple[str, AgentMetadata | AgentComponents]]) -> int:
+    def _store_snapshots(self, decoded: list[tuple[str, Snapshot]]) -> int:
         """Those of registered vehicles, in one transaction; returns how many."""
         vehicles = self.plane.views.inventory.vehicles
         ids = sorted({vehicle_id for vehicle_id, _ in decoded})
@@ -215,7 +216,7 @@ class Listener:
             self.plane.ingest.heartbeat(vehicle_id, presence.heartbeat_s)
 
     async def _metadata(self, vehicle_id: str, payload: bytes, _: bool) -> None:
-        snapshot = decode(payload, AgentMetadata)
+        snapshot = decode_metadata(payload)
         _claims(vehicle_id, snapshot.vehicle_id)
         await self._snapshot(vehicle_id, snapshot)
 
@@ -224,7 +225,7 @@ class Listener:
         _claims(vehicle_id, snapshot.vehicle_id)
         await self._snapshot(vehicle_id, snapshot)
 
-    async def _snapshot(self, vehicle_id: str, snapshot: AgentMetadata | AgentComponents) -> None:
+    async def _snapshot(self, vehicle_id: str, snapshot: Snapshot) -> None:
         def store() -> None:
             self.plane.queries.vehicle(vehicle_id)  # NotFound: an unregistered vehicle
             self.plane.snapshots.record(vehicle_id, snapshot)
