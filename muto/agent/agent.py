@@ -23,12 +23,14 @@ from muto.agent.parts import AgentParts, AgentSettings, Wiring
 from muto.agent.reconcile.recovery import interrupted, restart_loop
 from muto.agent.reconcile.settle import settle
 from muto.agent.reconcile.steps import PassVerdict
-from muto.agent.reports import health_event, new_incarnation, pass_failure
+from muto.agent.reports import health_event, health_report, new_incarnation, pass_failure
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase
+from muto.domain.reasons import ReasonCode
+from muto.domain.wire import encode
 
 if TYPE_CHECKING:
     from muto.agent.transport.mqtt import MqttLink
@@ -56,6 +58,8 @@ class Agent:
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
         self._passing = False
         self.figures = AgentFigures()
+        # Health reports sent without the journal, in flight (the journal refused them).
+        self.flares: set[asyncio.Task[Any]] = set()
 
     # -- what callers see ------------------------------------------------------------
     @property
@@ -167,6 +171,7 @@ class Agent:
         self._stopped = True
         flush = self.settings.flush_s
         stopping = [t for t in (self._passes, self._delivery) if t is not None]
+        stopping += self.flares
         session, self._passes, self._delivery, self._session = self._session, None, None, None
         for task in stopping:
             task.cancel()  # a step in progress finishes its atomic part first
@@ -312,6 +317,7 @@ class Agent:
         except Exception as again:
             if new:
                 logger.error("could not journal the failure either: %s", again)
+                self._flare(failed.code)  # the cloud hears it all the same
             return
         self.report_health()
 
@@ -335,16 +341,42 @@ class Agent:
         except Exception as exc:  # health must never stop the loop
             # Once per distinct failure, as a pass's: a full disk failed every 5 s, each
             # time with its traceback, into logs on that same disk.
-            kind = pass_failure(exc, self.parts.clock.now()).error
-            if kind != self.health_failing:
-                logger.exception("health report failed (%s)", kind)
+            failed = pass_failure(exc, self.parts.clock.now())
+            if failed.error != self.health_failing:
+                logger.exception("health report failed (%s)", failed.error)
             else:
                 logger.debug("health report failed again: %s", exc)
-            self.health_failing = kind
+            self.health_failing = failed.error
+            self._flare(failed.code)
         else:
             if self.health_failing is not None:
                 logger.info("health reports are queued again")
             self.health_failing = None
+
+    def _flare(self, code: ReasonCode) -> None:
+        """The journal refused a health report: send one without it, with the refusal's
+        code (INSUFFICIENT_DISK on a full disk), so that the fleet view says why this
+        vehicle is stuck rather than its last word before the disk filled."""
+        if not self.parts.journal.state.config.telemetry_enabled:
+            return
+        try:
+            runtime = self.parts.runtime.status()
+            now = self.parts.clock.now()
+            report = health_report(
+                self.settings.vehicle_id,
+                self.parts.journal.state,
+                runtime,
+                now,
+                self.figures_now(runtime),
+                failing=code,
+            )
+            sent = self._wired.courier.flare("health", encode(report))
+            task = asyncio.create_task(sent, name=f"{self.settings.vehicle_id}:flare")
+        except Exception:  # never more trouble than the failure it reports
+            logger.debug("an unjournaled health report could not be made", exc_info=True)
+            return
+        self.flares.add(task)
+        task.add_done_callback(self.flares.discard)
 
     def _report_health(self, periodic: bool) -> None:
         state = self.parts.journal.state

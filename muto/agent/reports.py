@@ -103,11 +103,16 @@ def health_of(state: JournalState, runtime: RuntimeStatus) -> tuple[HealthStatus
     neither apply nor roll back, so the vehicle is at least degraded, with that code."""
     status, codes = _stack_health(state, runtime)
     failed = state.pass_failed
-    if failed is not None and failed.code not in codes:
-        if status is HealthStatus.HEALTHY:
-            status = HealthStatus.DEGRADED
-        codes = [*codes, failed.code]
-    return status, codes
+    return (status, codes) if failed is None else _with_failure(status, codes, failed.code)
+
+
+def _with_failure(
+    status: HealthStatus, codes: list[ReasonCode], code: ReasonCode
+) -> tuple[HealthStatus, list[ReasonCode]]:
+    """An agent that cannot act is at least degraded, with the failure's code."""
+    if code in codes:
+        return status, codes
+    return (HealthStatus.DEGRADED if status is HealthStatus.HEALTHY else status), [*codes, code]
 
 
 def _stack_health(
@@ -171,17 +176,20 @@ def pass_failure(exc: BaseException, now: datetime) -> PassFailed:
     return PassFailed(at=now, code=code, error=error[:DETAIL_CHARS], detail=detail[:DETAIL_CHARS])
 
 
-def health_event(
+def health_report(
     vehicle_id: str,
     state: JournalState,
     runtime: RuntimeStatus,
     now: datetime,
     figures: dict[str, float] | None = None,
-) -> ReportQueued:
-    """A health report; it replaces the newest undelivered health report when that says
-    the same thing, so an offline vehicle's outbox grows with health changes, not time."""
+    failing: ReasonCode | None = None,
+) -> HealthReport:
+    """The vehicle's health now; `failing`: a failure the journal could not record (the
+    agent then sends this report without the journal), merged as a journaled one is."""
     status, codes = health_of(state, runtime)
-    report = HealthReport(
+    if failing is not None:
+        status, codes = _with_failure(status, codes, failing)
+    return HealthReport(
         schema="muto.health-report.v1",
         report_id=new_report_id(),
         vehicle_id=vehicle_id,
@@ -193,6 +201,19 @@ def health_event(
         else {"restarts": float(runtime.restart_count), "outbox": float(len(state.outbox))},
         observed_at=now,
     )
+
+
+def health_event(
+    vehicle_id: str,
+    state: JournalState,
+    runtime: RuntimeStatus,
+    now: datetime,
+    figures: dict[str, float] | None = None,
+) -> ReportQueued:
+    """A health report; it replaces the newest undelivered health report when that says
+    the same thing, so an offline vehicle's outbox grows with health changes, not time."""
+    report = health_report(vehicle_id, state, runtime, now, figures)
+    status, codes = report.status, report.reason_codes
     healths = [p for p in state.outbox.values() if p.kind == "health"]
     last = healths[-1] if healths else None
     same = last is not None and [last.status, *last.codes] == [str(status), *codes]

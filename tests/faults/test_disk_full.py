@@ -56,6 +56,12 @@ def test_the_vehicle_disk_fills_up(count: int, tmp_path: Path, mosquitto: Mosqui
         await cloud.start()
         op = Operator(cloud.url, operator_token)
         token = await op.vehicle("car-df")
+
+        async def disk_full_shown() -> bool:
+            seen = await op.call("GET", "/vehicles/car-df")
+            return (seen["health"], seen["healthReasonCodes"]) == (
+                "degraded", ["INSUFFICIENT_DISK"])  # fmt: skip
+
         agent, http = real_parts_agent(fs / "agent", "car-df", cloud.url, token, trust)
         await agent.start(loop=False)
         journal, trust_file = agent.journal, fs / "agent" / "trust.json"
@@ -87,6 +93,10 @@ def test_the_vehicle_disk_fills_up(count: int, tmp_path: Path, mosquitto: Mosqui
                     await agent.reconcile()
                 refused += 1
                 assert verify(journal).ok and journal.state.running_key == running
+                agent.report_health(periodic=True)  # a health tick: refused, sent without it
+                await asyncio.gather(*agent.flares)
+                await until(disk_full_shown, "the fleet view to say the disk is full",
+                            in_thread=False)  # fmt: skip
                 TrustStore(trust_file)  # opens: intact
                 make_room(fs)
                 assert (await agent.reconcile()).kind == "converged"

@@ -4,11 +4,14 @@ is queued again says so."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 
 import pytest
 
+from muto.agent.journal.events import ConfigApplied
+from muto.domain.desired import AgentConfig
 from tests.support.agent_rig import A, converged_on, run, started
 
 
@@ -51,5 +54,87 @@ def test_a_failing_health_report_is_logged_once_per_kind(
             True,
             True,
         ]
+
+    run(scenario)
+
+
+def test_a_journal_that_refuses_writes_still_tells_the_cloud_why() -> None:
+    """A full disk: the journal takes no report, so none could be queued and the fleet view
+    kept the vehicle's last word before the disk filled (`healthy`). A health report now
+    goes without the journal, with the refusal's code, at each health tick while it lasts;
+    once the disk takes writes again the journaled reports go on and say `healthy`."""
+
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+        journal_append = rig.journal.append
+
+        def full(*events: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        rig.journal.append = full  # type: ignore[method-assign]
+        rig.agent.report_health(periodic=True)
+        rig.agent.report_health(periodic=True)
+        await asyncio.gather(*rig.agent.flares)
+        healths = [r for r in rig.cloud.reports if r["kind"] == "health"]
+        assert [(r["status"], r["reasonCodes"]) for r in healths] == [
+            ("degraded", ["INSUFFICIENT_DISK"]),
+            ("degraded", ["INSUFFICIENT_DISK"]),
+        ]
+        assert (healths[0]["running"]["name"], healths[0]["running"]["version"]) == (
+            A.stack_name,
+            A.version,
+        )
+        rig.journal.append = journal_append  # type: ignore[method-assign]
+        rig.agent.report_health(periodic=True)
+        await rig.deliver()
+        assert [r["status"] for r in rig.cloud.reports if r["kind"] == "health"][2:] == ["healthy"]
+
+    run(scenario)
+
+
+def test_a_pass_failure_the_journal_cannot_take_is_told_once() -> None:
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+
+        def full(*events: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        rig.journal.append = full  # type: ignore[method-assign]
+        for _ in range(3):
+            rig.agent._failed(OSError(errno.ENOSPC, "No space left on device"))
+        await asyncio.gather(*rig.agent.flares)
+        healths = [r for r in rig.cloud.reports if r["kind"] == "health"]
+        assert [(r["status"], r["reasonCodes"]) for r in healths] == [
+            ("degraded", ["INSUFFICIENT_DISK"])
+        ]
+
+    run(scenario)
+
+
+def test_no_health_report_leaves_without_telemetry() -> None:
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(
+            rig,
+            A,
+            1,
+        )
+        rig.journal.append(
+            ConfigApplied(
+                at=rig.clock.now(), revision="dsr_1", config=AgentConfig(telemetry_enabled=False)
+            )
+        )
+
+        def full(*events: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        before = len(rig.cloud.reports)
+        rig.journal.append = full  # type: ignore[method-assign]
+        rig.agent.report_health(periodic=True)
+        rig.agent._failed(OSError(errno.ENOSPC, "No space left on device"))
+        assert not rig.agent.flares
+        assert len(rig.cloud.reports) == before
 
     run(scenario)

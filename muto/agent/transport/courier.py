@@ -69,6 +69,23 @@ class Courier:
                 async with asyncio.timeout(delay):
                     await self.woken.wait()
 
+    async def flare(self, kind: str, body: bytes) -> bool:
+        """Deliver one report that is not in the journal, because the journal could not
+        take it (a full disk): once, best effort, so that the cloud hears why the vehicle
+        is stuck instead of nothing. Not retried; the agent sends a newer one at its next
+        health tick while the journal still refuses. The outbox, when it can move again,
+        goes on in order (the cloud keeps the latest health by its observation time)."""
+        if self.sink is None or self.clock.monotonic() < self._not_before:
+            return False
+        try:
+            verdict, detail = await self.sink.deliver(kind, body)
+        except Exception as exc:  # best effort: the next tick tries again
+            logger.debug("an unjournaled %s report was not delivered: %s", kind, exc)
+            return False
+        if verdict != "ack":
+            logger.debug("an unjournaled %s report was not delivered: %s", kind, detail)
+        return verdict == "ack"
+
     async def drain(self) -> bool:
         """Deliver until the outbox is empty (True) or a delivery must wait (False)."""
         if self.sink is None:
