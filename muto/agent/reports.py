@@ -1,9 +1,10 @@
 """The reports the agent queues in its outbox: reconcile outcomes and periodic health.
 
 Each gets a fresh random id: the cloud de-duplicates by it, so it must never repeat,
-not even after the data dir is wiped. A reconcile report also carries its place in the
-journal (this run's incarnation, the journal's next report number): the cloud orders a
-vehicle's reports by it, never by the vehicle's clock (muto/domain/report_order.py).
+not even after the data dir is wiped. Each also carries its place in the journal (this
+run's incarnation; a reconcile report the journal's next report number, a health report
+the position it is queued at): the cloud orders a vehicle's reports by it, never by the
+vehicle's clock (muto/domain/report_order.py).
 """
 
 from __future__ import annotations
@@ -189,6 +190,13 @@ def health_report(
     status, codes = health_of(state, runtime)
     if failing is not None:
         status, codes = _with_failure(status, codes, failing)
+    # Its number: the journal position it is queued at (one not queued says the same:
+    # the cloud tells the two apart by report id, report_order.health_overtaken).
+    place = (
+        ReportPlace(incarnation=state.incarnation, number=state.position + 1)
+        if state.incarnation is not None
+        else None
+    )
     return HealthReport(
         schema="muto.health-report.v1",
         report_id=new_report_id(),
@@ -200,6 +208,7 @@ def health_report(
         if figures is not None
         else {"restarts": float(runtime.restart_count), "outbox": float(len(state.outbox))},
         observed_at=now,
+        journal=place,
     )
 
 

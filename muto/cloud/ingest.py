@@ -119,6 +119,8 @@ class Ingest:
         vehicle_id = report.vehicle_id
         mark = (self._epoch, self._evictions.get(vehicle_id, 0))
         written = await self.writes.run(record_health(report, actor))
+        if written.value is None:  # no news: what it says is not the vehicle's health
+            return False
         if written.views_current:
             self._remember(vehicle_id, said(report), mark, written.value)
         self._keep(report)

@@ -160,6 +160,7 @@ class HealthSummary(Stored, frozen=True, kw_only=True):
     report_id: str
     reason_codes: list[str]
     observed_at: str
+    journal: ReportPlace | None = None  # None in transitions stored before health had one
 
 
 # -- Rollout ----------------------------------------------------------------------------

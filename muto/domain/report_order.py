@@ -79,6 +79,22 @@ def beyond_utc(observed_at: str) -> str | None:
     return None
 
 
+def health_overtaken(
+    last: ReportPlace | None, last_id: str | None, place: ReportPlace | None, report_id: str
+) -> bool:
+    """Whether a health report is no news beside the vehicle's last health transition
+    (`last`, `last_id`): that very report delivered again, or one the agent said before it
+    in the same journal (a retry that lands after a newer report). A health report's
+    number is its journal position (a report the agent could not journal says the next
+    one, so an equal number is a newer report unless it is the same). Reports from another
+    journal, and those without a place, are judged by what they say, as before."""
+    if report_id == last_id:
+        return True
+    if last is None or place is None or place.incarnation != last.incarnation:
+        return False
+    return place.number < last.number
+
+
 def admit_stored(
     ledger: ReportLedger, place: ReportPlace | None, sequence: int | None, observed_at: str
 ) -> ReportLedger | None:

@@ -104,6 +104,9 @@ class HealthReport(Wire, frozen=True, kw_only=True):
     running: StackRef | None = None
     metrics: dict[str, float] = {}
     observed_at: Annotated[datetime, Aware]
+    # Where the agent stood in its journal when it said this (report_order.py): what
+    # orders a vehicle's health reports. None from agents before it.
+    journal: ReportPlace | None = None
 
     # Every status but healthy says why (spec/reason-codes.yaml), as a reconcile does.
     schema_rules: ClassVar[dict[str, Any]] = {

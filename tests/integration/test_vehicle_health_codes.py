@@ -111,3 +111,42 @@ def test_the_dashboard_says_why_a_vehicle_is_unhealthy(api: Api) -> None:
     page = api.client.get("/ui/vehicles/v1")
     health = page.text.split('id="health"', 1)[1].split("</dd>", 1)[0]
     assert "unhealthy" in health and GRAPH in health
+
+
+def test_a_late_or_repeated_health_report_does_not_flip_the_vehicle_back(api: Api) -> None:
+    """The outside review's order: unhealthy (h-1), healthy (h-2), then h-1 delivered
+    again (a retry landing late, a broker's redelivery). The cloud shows `healthy`, one
+    transition each, and a report the agent said before h-2 changes nothing either."""
+
+    def send(report_id: str, number: int, status: str, *codes: str, journal: str = "a") -> bool:
+        body = {
+            "schema": "muto.health-report.v1",
+            "reportId": report_id,
+            "vehicleId": "v1",
+            "status": status,
+            "reasonCodes": list(codes),
+            "observedAt": f"2026-01-01T00:00:{number:02d}Z",
+            "journal": {"incarnation": f"inc-{journal}", "number": number},
+        }
+        answer = api.client.post("/reports/health", json=body, headers=api.op)
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["data"]["transition"])
+
+    h1, h2 = unique("h"), unique("h")
+    assert send(h1, 10, "unhealthy", "STACK_NOT_RUNNING")
+    assert send(h2, 20, "healthy")
+    assert not send(h1, 10, "unhealthy", "STACK_NOT_RUNNING")  # the same report again
+    assert not send(unique("h"), 15, "unhealthy", "STACK_NOT_RUNNING")  # said before h-2
+    api.shown("healthy", [])
+    changes = [
+        e["data"]["report"]["reportId"]
+        for e in api.client.get("/audit?vehicleId=v1", headers=api.op).json()["data"]
+        if e["eventType"] == "Vehicle.HealthChanged"
+    ]
+    assert changes == [h1, h2]
+    # A newer report of the same journal, and one from a new journal (a wiped data
+    # dir starts its count again), are news.
+    assert send(unique("h"), 21, "degraded", "INSUFFICIENT_DISK")
+    api.shown("degraded", ["INSUFFICIENT_DISK"])
+    assert send(unique("h"), 2, "healthy", journal="b")
+    api.shown("healthy", [])

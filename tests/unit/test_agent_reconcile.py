@@ -239,6 +239,31 @@ def test_reconcile_reports_are_numbered_by_the_journal_not_the_clock() -> None:
     run(scenario)
 
 
+def test_health_reports_carry_the_journal_position_they_were_queued_at() -> None:
+    """The cloud orders a vehicle's health reports by it (report_order.health_overtaken),
+    so a late copy of an older one never flips the fleet view back."""
+
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+        for _ in range(3):  # delivered each: an undelivered one that says the same is replaced
+            rig.agent.report_health(periodic=True)
+            await rig.deliver()
+        queued = {
+            r.event.report_id: r.position
+            for r in rig.journal.records()
+            if isinstance(r.event, ev.ReportQueued) and r.event.kind == "health"
+        }
+        healths = [r for r in rig.cloud.reports if r["kind"] == "health"]
+        assert len(healths) >= 3
+        incarnation = rig.journal.state.incarnation
+        assert [r["journal"] for r in healths] == [
+            {"incarnation": incarnation, "number": queued[r["reportId"]]} for r in healths
+        ]
+
+    run(scenario)
+
+
 def test_a_report_the_cloud_refuses_does_not_hold_up_the_others() -> None:
     async def scenario() -> None:
         rig = await started()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import msgspec
 import pytest
@@ -84,7 +85,10 @@ def assignment(revision: str) -> DesiredAssignment:
     )
 
 
-HEALTH = HealthSummary(report_id="h1", reason_codes=[], observed_at="2026-01-01T00:00:00Z")
+def health(report_id: str) -> HealthSummary:
+    return HealthSummary(report_id=report_id, reason_codes=[], observed_at="2026-01-01T00:00:00Z")
+
+
 EVALUATION = GateEvaluation(
     verdict="pass", targeted=1, converged=1, deferred=0, failed=0,
     converged_pct=100.0, threshold_pct=95.0,
@@ -138,8 +142,11 @@ def test_recent_report_ids_are_bounded() -> None:
 
 def test_health_and_presence_store_transitions_only() -> None:
     vehicle = new_vehicle()
-    health = ["healthy", "healthy", "degraded", "healthy", "healthy"]
-    assert [vehicle.record_health(s, HEALTH, ACTOR, CORRELATION) for s in health] == [
+    said = ["healthy", "healthy", "degraded", "healthy", "healthy"]
+    recorded = [
+        vehicle.record_health(s, health(f"h{i}"), ACTOR, CORRELATION) for i, s in enumerate(said)
+    ]
+    assert recorded == [
         True,
         False,
         True,
@@ -345,7 +352,7 @@ def live(vehicle: Vehicle, op: tuple[Any, ...]) -> None:
             for i in range(first, first + count):
                 vehicle.record_reconcile(report(f"r{i}"), ACTOR, CORRELATION)
         case ("health", status):
-            vehicle.record_health(status, HEALTH, ACTOR, CORRELATION)
+            vehicle.record_health(status, health(uuid4().hex), ACTOR, CORRELATION)
         case ("presence", status):
             vehicle.record_presence(status, None, ACTOR, CORRELATION)
         case ("update", labels):

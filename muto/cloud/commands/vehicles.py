@@ -125,20 +125,22 @@ def record_reconcile(report: ReconcileReport, actor: str) -> Command[bool]:
     return Touching((Vehicle.create_id(report.vehicle_id),), command)
 
 
-def record_health(report: HealthReport, actor: str) -> Command[bool]:
-    """Returns True when the health status changed (a transition event was stored)."""
+def record_health(report: HealthReport, actor: str) -> Command[bool | None]:
+    """True when the health status changed (a transition event was stored), False when
+    it is the known one, None when the report is no news (Vehicle.record_health)."""
 
-    def command(uow: UnitOfWork) -> bool:
+    def command(uow: UnitOfWork) -> bool | None:
         vehicle = registered_vehicle(uow, report.vehicle_id)
         summary = HealthSummary(
             report_id=report.report_id,
             reason_codes=[str(code) for code in report.reason_codes],
             observed_at=report.observed_at.isoformat(),
+            journal=report.journal,
         )
-        changed = vehicle.record_health(
+        changed: bool | None = vehicle.record_health(
             str(report.status), summary, actor=actor, correlation_id=report.report_id
         )
-        return bool(changed)
+        return changed
 
     return Touching((Vehicle.create_id(report.vehicle_id),), command)
 

@@ -6,7 +6,8 @@ Invariants:
   (the last RECENT_REPORT_IDS ids are kept: the agent delivers its outbox in order,
   so a duplicate is never older than the reports that followed it).
 - health and presence store transitions only, never repeats (a health transition: its
-  status or its reason codes changed).
+  status or its reason codes changed); a health report that is no news beside the last
+  transition (delivered again, or said before it: report_order.health_overtaken) is none.
 
 Events carry typed payloads (muto/domain/events.py); the aggregate keeps plain dicts, so
 that its snapshots always encode (eventsourcing issues 260, 283).
@@ -21,8 +22,13 @@ from eventsourcing.domain import Aggregate, event
 
 from muto.domain.events import DesiredAssignment, HealthSummary, StoredReconcile, merge_labels
 from muto.domain.model import stable_id
-from muto.domain.report_order import MAX_JOURNAL_NUMBER, beyond_utc
-from muto.domain.wire import to_builtins
+from muto.domain.report_order import (
+    MAX_JOURNAL_NUMBER,
+    ReportPlace,
+    beyond_utc,
+    health_overtaken,
+)
+from muto.domain.wire import convert, to_builtins
 
 RECENT_REPORT_IDS = 256
 
@@ -51,6 +57,8 @@ class Vehicle(Aggregate):
         self.recent_report_ids: list[str] = []
         self.health: str | None = None
         self.health_codes: list[str] | None = None  # the last health transition's reasons
+        self.health_report_id: str | None = None  # and its report (plain data: snapshots)
+        self.health_place: dict[str, Any] | None = None
         self.presence: str | None = None
 
     # -- commands -------------------------------------------------------------------
@@ -98,11 +106,18 @@ class Vehicle(Aggregate):
 
     def record_health(
         self, status: str, report: HealthSummary, actor: str, correlation_id: str
-    ) -> bool:
+    ) -> bool | None:
         """Record a health transition: the status, or the reason codes that say why,
-        changed. False (and no event) when both are unchanged."""
-        # None in a snapshot taken before the codes were kept: a report with the same
-        # status is then recorded once, and the views learn its codes.
+        changed. False (and no event) when both are unchanged; None (and no event) when
+        the report is no news: delivered again, or said before the last transition."""
+        # getattr: attributes a snapshot taken before them lacks.
+        last = getattr(self, "health_place", None)
+        last_place = convert(last, ReportPlace) if last is not None else None
+        last_id = getattr(self, "health_report_id", None)
+        if health_overtaken(last_place, last_id, report.journal, report.report_id):
+            return None
+        # Codes None (an older snapshot): a report with the same status is then recorded
+        # once, and the views learn its codes.
         if status == self.health and report.reason_codes == getattr(self, "health_codes", None):
             return False
         self._health_changed(
@@ -205,6 +220,8 @@ class Vehicle(Aggregate):
     ) -> None:
         self.health = status
         self.health_codes = list(report.reason_codes)
+        self.health_report_id = report.report_id
+        self.health_place = to_builtins(report.journal) if report.journal is not None else None
 
     @event("PresenceChanged")
     def _presence_changed(
