@@ -14,7 +14,7 @@ from muto.domain.gates import SafetyFloor
 from muto.domain.presence import MAX_HEARTBEAT_S
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
-from muto.domain.wire import Wire, decode
+from muto.domain.wire import Identifier, Reference, Wire, decode
 
 TOPIC_ROOT = "muto"
 
@@ -39,10 +39,12 @@ class Leaf(StrEnum):
 
 class DesiredNotify(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.desired-notify.v1"]  # required: refused (ignored) without it
-    vehicle_id: str
-    revision: str
+    vehicle_id: Annotated[str, Identifier]
+    revision: Annotated[str, Reference]
     sequence: int
-    url: str
+    # Information only: the agent fetches from its configured cloud, never from here (a
+    # forged notify cannot point it elsewhere). Bounded as an artifact's ref.
+    url: Annotated[str, msgspec.Meta(max_length=2048)]
 
 
 class PresenceState(StrEnum):
@@ -159,12 +161,12 @@ class AgentCfgState(Wire, frozen=True, kw_only=True):
 
 class RefreshRequest(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.refresh-request.v1"]  # required: refused (ignored) without it
-    request_id: str
+    request_id: Annotated[str, Reference]  # echoed in the result: bounded
 
 
 class RefreshResult(Wire, frozen=True, kw_only=True):
     schema: Literal["muto.refresh-result.v1"]  # required: refused (ignored) without it
-    request_id: str
+    request_id: Annotated[str, Reference]
     ok: bool
     snapshots_updated: list[str] = []
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 
+from muto.agent.journal.events import ReportDelivered, ReportQueued
 from muto.agent.transport.mqtt import MqttLink
 from muto.domain.broker import Broker
 from muto.domain.desired import AgentConfig
@@ -125,7 +129,30 @@ def test_a_refresh_without_its_schema_is_ignored_with_a_log_line(
 
     with caplog.at_level(logging.WARNING, logger="muto.agent.mqtt"):
         run(mosquitto, scenario)
-    assert "ignoring a malformed message on" in caplog.text and "`schema`" in caplog.text
+    assert "(malformed)" in caplog.text and "`schema`" in caplog.text
+
+
+def test_an_oversized_refresh_is_dropped_with_its_size_and_not_echoed(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker without message_size_limit passes anything on: a megabyte refresh (the
+    reviewer's was 100 MB, and came back on evt/refresh_result) is dropped undecoded and
+    said with its size; the refresh after it is answered."""
+    huge = msgspec.json.encode({"schema": "muto.refresh-request.v1", "requestId": "r" * 2**20})
+
+    async def scenario(rig: Rig, watch: Watcher) -> None:
+        await listening(rig, watch)
+        await watch.client.publish(f"{ROOT}/cmd/refresh", huge, qos=1)
+        request = encode(RefreshRequest(schema="muto.refresh-request.v1", request_id="after"))
+        await watch.client.publish(f"{ROOT}/cmd/refresh", request, qos=1)
+        await until(lambda: bool(watch.bodies("evt/refresh_result")), "a refresh result")
+        assert [r["requestId"] for r in watch.bodies("evt/refresh_result")] == ["after"]
+        link = rig.agent.mqtt
+        assert link is not None and link.dropped == 1
+
+    with caplog.at_level(logging.WARNING, logger="muto.agent.mqtt"):
+        run(mosquitto, scenario)
+    assert f"{ROOT}/cmd/refresh (too big): {len(huge)} bytes" in caplog.text
 
 
 def test_notify_triggers_only_above_the_accepted_sequence(mosquitto: Mosquitto) -> None:
@@ -274,6 +301,63 @@ def test_reconciling_goes_on_while_the_broker_is_down_and_the_link_comes_back(
             await scenario(rig)
         finally:
             await rig.agent.stop()
+
+    asyncio.run(main())
+
+
+def test_a_report_a_crashed_broker_lost_is_published_again_on_reconnect(tmp_path: Path) -> None:
+    """/tmp/review broker_crash_loss.sh in small. The cloud is away, so its persistent
+    session queues the vehicle's report; the broker PUBACKs it (the journal says
+    delivered) and is killed before it saves. Without the re-publish the cloud never
+    hears it: its fleet view keeps the report before (`converged` on a rolled-back
+    release, for good)."""
+    (tmp_path / "broker").mkdir()
+    config = (
+        "allow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp_path}/broker/\nautosave_interval 3600\n"
+    )
+    if os.geteuid() == 0:  # as secured_broker.py: `mosquitto` could not write its database here
+        config += "user root\n"
+    broker = Mosquitto(tmp_path / "broker", config)
+    broker.start()
+    cloud = {"identifier": "cloud", "clean_session": False}
+    topic = f"{ROOT}/reports/reconcile"
+
+    async def main() -> None:
+        async with Watcher(broker.url, topic, **cloud):
+            pass  # the cloud subscribed, then went away: its session queues for it
+        broker.stop()  # a clean stop saves that session
+        broker.start()
+        rig = make_rig(
+            broker=Broker.parse(broker.url), poll_s=3600, drift_check_s=3600, reports_via="mqtt"
+        )
+        rig.cloud.serve(rig.signers.bundle(A, 1))
+        await rig.agent.start()
+        try:
+            link = rig.agent.mqtt
+            assert link is not None
+            await until(
+                lambda: (
+                    rig.agent.verdict is not None
+                    and not any(p.kind == "reconcile" for p in rig.journal.state.outbox.values())
+                ),
+                "the report acknowledged by the broker",
+            )
+            events = [r.event for r in rig.journal.records()]
+            queued = [e for e in events if isinstance(e, ReportQueued) and e.kind == "reconcile"]
+            report = queued[-1]
+            delivered = [e for e in events if isinstance(e, ReportDelivered)]
+            assert ("mqtt", report.report_id) in {(e.via, e.report_id) for e in delivered}
+            broker.stop(kill=True)  # before its next save: the queued report is gone
+            broker.start()
+            await until(lambda: link.connections >= 2 and link.connected, "reconnected")
+            async with Watcher(broker.url, topic, **cloud) as back:
+                await back.wait(lambda: back.on(topic), "the lost report")
+                got = [bytes(m.payload) for m in back.on(topic)]  # type: ignore[arg-type]
+                assert got == [bytes(report.body)]  # the same report, byte for byte
+        finally:
+            await rig.agent.stop()
+            broker.stop()
 
     asyncio.run(main())
 

@@ -12,7 +12,10 @@ phase changes costs at most two publishes per interval; a notify only triggers a
 reconcile, only when its sequence is above the accepted one (`accepted_sequence`: the
 journal's newest verified desired state, read, never written here: a forged notify cannot
 silence later genuine ones), and its URL is never used (the agent fetches from its
-configured cloud).
+configured cloud); an inbound payload over MAX_INBOUND_BYTES is dropped before it is
+decoded, and every drop is logged, once per cause; on every reconnect the last reconcile
+report the broker acknowledged is published again (a broker that crashed before saving
+it lost it; the cloud de-duplicates by reportId).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ from muto.domain.wire import Wire, WireError, decode, encode
 logger = logging.getLogger("muto.agent.mqtt")
 KEEPALIVE_S = 30
 PUBLISH_TIMEOUT_S = 10.0
+# What the agent reads (a notify, a refresh) is a few KB at its schemas' bounds: anything
+# over this is dropped undecoded. A 100 MB refresh, decoded and echoed, cost an agent
+# 500 MB; the broker's message_size_limit (1 MiB as shipped) stops such a one first.
+MAX_INBOUND_BYTES = 64 * 1024
 
 
 class VehicleView(Protocol):
@@ -101,6 +108,11 @@ class MqttLink:
         self.connected = False
         self.connections = 0
         self.handled = 0  # messages taken off the subscription (tests wait on the count)
+        self.dropped = 0  # of those, the ones ignored (too big, malformed, not ours)
+        self._told: set[tuple[str, str]] = set()  # (topic, cause) of drops logged
+        # The last reconcile report the broker acknowledged (its exact bytes): published
+        # again on every reconnect, since a PUBACK is not delivery to the cloud (below).
+        self._delivered: bytes | None = None
         self._client: aiomqtt.Client | None = None
         self._published: dict[Leaf, bytes] = {}
         self._stopping = asyncio.Event()
@@ -149,7 +161,9 @@ class MqttLink:
         self._stopping.set()
 
     async def deliver(self, kind: str, body: bytes) -> tuple[Delivery, str]:
-        """A report over MQTT (QoS 1): acknowledged when the broker acknowledges it."""
+        """A report over MQTT (QoS 1): acknowledged when the broker acknowledges it. The
+        broker may still lose it (a crash before it saved the cloud's queued session):
+        the last reconcile report is kept to be published again on reconnect."""
         client = self._client
         if client is None:
             return "retry", "MQTT not connected"
@@ -158,6 +172,8 @@ class MqttLink:
             await client.publish(self.topic(leaf), body, qos=1, timeout=self.timeout_s)
         except aiomqtt.MqttError as exc:
             return "retry", str(exc)
+        if leaf is Leaf.REPORTS_RECONCILE:
+            self._delivered = body  # the courier delivers in order: the newest so far
         return "ack", "PUBACK"
 
     def _new_client(self) -> aiomqtt.Client:
@@ -184,6 +200,7 @@ class MqttLink:
         await self._presence(client, PresenceState.ONLINE)
         self.signals.shown.clear()  # what changed before now is in the full publish below
         await self._publish_snapshots(client, force=True)
+        await self._redeliver(client)
         tasks = [
             asyncio.create_task(self._heartbeat(client)),
             asyncio.create_task(self._snapshot_loop(client)),
@@ -253,6 +270,22 @@ class MqttLink:
                 sent.append(leaf)
         return sent
 
+    async def _redeliver(self, client: aiomqtt.Client) -> None:
+        """Publish the last reconcile report the broker acknowledged again, unchanged. A
+        PUBACK means the broker has it, not the cloud: while the cloud is away its
+        persistent session queues the report, and a broker that crashes before saving
+        (autosave_interval) loses it; the fleet view then shows the report before it for
+        good (a rollback hidden behind `converged`). A reconnect is when such a loss can
+        have happened; the cloud stores a lost report now and de-duplicates by reportId
+        one it has (its journal number keeps an older one from hiding a newer one)."""
+        if self._delivered is not None:
+            await client.publish(
+                self.topic(Leaf.REPORTS_RECONCILE),
+                self._delivered,
+                qos=1,
+                timeout=self.timeout_s,
+            )
+
     async def _messages(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
@@ -265,18 +298,36 @@ class MqttLink:
         if not isinstance(payload, bytes | bytearray) or not payload:
             return  # a cleared retained topic
         topic = str(message.topic)
+        if len(payload) > MAX_INBOUND_BYTES:
+            self._drop(topic, "too big", f"{len(payload)} bytes, over {MAX_INBOUND_BYTES}")
+            return
         try:
             if topic == self.topic(Leaf.DESIRED_NOTIFY):
-                self._notified(decode(bytes(payload), DesiredNotify))
+                self._notified(topic, decode(bytes(payload), DesiredNotify))
             elif topic == self.topic(Leaf.CMD_REFRESH):
                 await self._refresh(client, decode(bytes(payload), RefreshRequest))
         except WireError as exc:
-            logger.warning("ignoring a malformed message on %s: %s", topic, exc)
+            self._drop(topic, "malformed", str(exc))
 
-    def _notified(self, notify: DesiredNotify) -> None:
-        if notify.vehicle_id != self.vehicle_id or notify.sequence <= self.accepted_sequence:
-            return  # another vehicle's, or old news
-        self.signals.notify(notify.sequence)  # a hint: only a verified state moves the bar
+    def _drop(self, topic: str, cause: str, detail: str) -> None:
+        """Ignore a message, saying why: a warning the first time for each cause on each
+        topic, debug after that (a flood of them must not flood the log)."""
+        self.dropped += 1
+        if (topic, cause) in self._told:
+            logger.debug("ignoring a message on %s (%s): %s", topic, cause, detail)
+            return
+        self._told.add((topic, cause))
+        logger.warning(
+            "ignoring a message on %s (%s): %s; more of these are logged at debug level",
+            *(topic, cause, detail),
+        )
+
+    def _notified(self, topic: str, notify: DesiredNotify) -> None:
+        if notify.vehicle_id != self.vehicle_id:  # misrouted or forged: never acted on
+            said = f"vehicleId {notify.vehicle_id!r}, not {self.vehicle_id!r}"
+            self._drop(topic, "another vehicle's notify", said)
+        elif notify.sequence > self.accepted_sequence:  # at or below it: old news
+            self.signals.notify(notify.sequence)  # a hint: only a verified state moves the bar
 
     async def _refresh(self, client: aiomqtt.Client, request: RefreshRequest) -> None:
         """Read-only: re-publish the snapshots and say which; never reconcile."""
