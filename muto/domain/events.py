@@ -156,11 +156,15 @@ class StoredReconcile(Stored, frozen=True, kw_only=True):
 # -- Vehicle.HealthChanged --------------------------------------------------------------
 
 
-class HealthSummary(Stored, frozen=True, kw_only=True):
+class HealthSummary(Stored, frozen=True, kw_only=True, omit_defaults=True):
+    """omit_defaults: `journal` came later; a transition without one (stored before it,
+    or from an agent before it) encodes as it was stored, so old logs rebuild the same
+    views (tests/integration/test_event_log_v1.py)."""
+
     report_id: str
     reason_codes: list[str]
     observed_at: str
-    journal: ReportPlace | None = None  # None in transitions stored before health had one
+    journal: ReportPlace | None = None
 
 
 # -- Rollout ----------------------------------------------------------------------------
