@@ -28,6 +28,7 @@ GROUPS: dict[str, str] = {
     "desired": "muto.fleetctl.desired",
     "rollouts": "muto.fleetctl.rollouts",
     "tokens": "muto.fleetctl.tokens",
+    "keys": "muto.fleetctl.keys",
 }
 
 

@@ -214,20 +214,33 @@ async def _serve(
 
 
 def trust(args: argparse.Namespace) -> int:
-    """Write the TrustConfig JSON that `run --trust FILE` provisions."""
+    """Write the TrustConfig JSON that `run --trust FILE` provisions. A key file that is
+    missing or no public key, or a threshold above the keys: one line naming the flag
+    and the file, exit 2."""
     from muto.domain.wire import encode
-    from muto.trust import KeySet, TrustConfig
+    from muto.trust import TrustConfig
     from muto.trust.files import PUBLIC_FILE_MODE, atomic_write
+    from muto.trust.keyset import keyset_from_files
 
-    config = TrustConfig(
-        release_keys=KeySet(
-            keys=[Path(p).read_text() for p in args.release_key], threshold=args.threshold
-        ),
-        control_plane_keys=KeySet(keys=[Path(p).read_text() for p in args.control_plane_key]),
-    )
+    try:
+        config = TrustConfig(
+            release_keys=keyset_from_files(
+                [Path(p) for p in args.release_key], args.threshold, "--release-key"
+            ),
+            control_plane_keys=keyset_from_files(
+                [Path(p) for p in args.control_plane_key], 1, "--control-plane-key"
+            ),
+        )
+    except ValueError as exc:
+        print(f"muto agent: {exc}", file=sys.stderr)
+        return 2
     data = encode(config) + b"\n"
     if args.out:
-        atomic_write(Path(args.out), data, PUBLIC_FILE_MODE)  # trust anchors: never 0666
+        try:
+            atomic_write(Path(args.out), data, PUBLIC_FILE_MODE)  # trust anchors: never 0666
+        except OSError as exc:
+            print(f"muto agent: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.buffer.write(data)
     return 0

@@ -119,6 +119,14 @@ def _target(t: dict[str, Any]) -> str:
     return f"target '{t.get('selector')}'"
 
 
+def _rotated(d: dict[str, Any]) -> str:
+    keys = ", ".join(k[:16] for k in d["key_ids"])
+    return (
+        f"release keys rotated to version {d['version']}: {d['threshold']} of "
+        f"{len(d['key_ids'])} key(s) {keys}"
+    )
+
+
 LINES: dict[str, Describe] = {
     "Vehicle.Registered": lambda d: f"registered, labels {_pairs(d['labels'])}",
     "Vehicle.Updated": _updated,
@@ -131,6 +139,8 @@ LINES: dict[str, Describe] = {
         f"release {d['key']} signed by {len(d['signatures'])} more key(s): "
         f"{', '.join(s['keyid'][:16] for s in d['signatures'])} ({d['manifest_digest']})"
     ),
+    "ReleaseKeys.Rotated": _rotated,
+    "ReleaseKeys.RotatedAgain": _rotated,
     "DesiredState.Created": _desired,
     "Rollout.Started": _started,
     "Rollout.PhaseAssigned": lambda d: (

@@ -105,6 +105,8 @@ class ControlPlane:
             caches=Caches(settings, core.views, queries, auth, core.ingest),
             limits=RoleLimits.from_settings(settings),
         )
+        # The release keys in force are the configured ones rotated by the published chain.
+        plane.signing.rotations = plane.caches.rotations.published
         core.ingest.renew = lambda vehicle_id, revision: renew_desired_state(
             vehicle_id, revision, plane.sign, lambda: plane.clock()
         )

@@ -7,7 +7,10 @@
 - the release envelopes (envelopes.ReleaseEnvelopes): exact by their key, the release
   and its count of added signatures, which a poll reads with its ETag; signatures
   added to a release evict it, and empty the ETag memory (every bundle of that release
-  has a new ETag: projections.desired.bundle_etag).
+  has a new ETag: projections.desired.bundle_etag);
+- the published release key rotations (rotations.KeyRotations): a publication evicts
+  them, and empties the ETag memory (every bundle carries them: its ETag says the key
+  set version, projections.desired.rotated_etag).
 
 Each eviction comes from the projection that committed the change (its Announcer, after
 the commit; the ETag memory also holds a vehicle from just before that commit, see
@@ -25,6 +28,7 @@ from muto.cloud.etags import DesiredEtags
 from muto.cloud.ingest import Ingest
 from muto.cloud.invalidation import ViewChanges
 from muto.cloud.queries import Queries
+from muto.cloud.rotations import KeyRotations
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Authenticator
 from muto.projections import Views
@@ -45,6 +49,7 @@ class Caches:
         self.ingest = ingest
         self.etags = DesiredEtags(self.live)
         self.releases = ReleaseEnvelopes(queries.release_envelope)
+        self.rotations = KeyRotations(queries.key_rotation_chain, self.live)
         self.changes: ViewChanges | None = None
         auth.trusted = ingest.trusted = self.live
         views.tokens.revoked.append(auth.forget)
@@ -53,11 +58,18 @@ class Caches:
         views.inventory.health_changed.append(ingest.forget)
         views.releases.signed.append(self.releases.forget)
         views.releases.signed.append(self._release_signed)
+        views.releases.rotated.append(self.rotations.forget)  # before the ETags: see etags.py
+        views.releases.rotated.append(self._keys_rotated)
 
     def _release_signed(self, _: str) -> None:
         """Each vehicle assigned the release has a new bundle ETag. Which vehicles those
         are is the view's to say; an addition is a rare operator act, so every vehicle's
         next poll goes to the view once, as after a restart."""
+        self.etags.clear()
+
+    def _keys_rotated(self, _: str) -> None:
+        """Every bundle now carries one more rotation, so has a new ETag: every vehicle's
+        next poll goes to the view once and gets it in full."""
         self.etags.clear()
 
     def live(self) -> bool:
@@ -73,6 +85,7 @@ class Caches:
             self.changes.start()
 
     def forget_all(self) -> None:
+        self.rotations.forget()  # first: an ETag read after the clear sees the view's chain
         self.etags.clear()
         self.auth.clear()
         self.ingest.forget()

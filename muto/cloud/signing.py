@@ -1,21 +1,32 @@
 """The control plane's rules for signed documents: the key it signs desired states
-with, and how it opens a release an operator registers."""
+with, how it opens a release an operator registers, and the release keys in force:
+the configured ones (`--release-key`, key set version 1) with every published
+KeyRotation applied in order (docs/trust.md, "Rotating release keys")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from muto.cloud.settings import Settings, named
 from muto.domain.desired import DesiredStateDocument, Envelope, Signature
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
-from muto.domain.wire import WireError
+from muto.domain.wire import WireError, decode
+from muto.trust.config import TrustConfig
 from muto.trust.desired_state import sign_desired_state
-from muto.trust.dsse import RELEASE_TYPE, EnvelopeError, open_envelope
+from muto.trust.dsse import (
+    KEY_ROTATION_TYPE,
+    RELEASE_TYPE,
+    EnvelopeError,
+    open_envelope,
+    read_envelope,
+)
 from muto.trust.keys import KeyFileError, Signer, load_or_create_key_pair, raw_public_key
 from muto.trust.keyset import KeySet
 from muto.trust.releases import open_release, read_release
+from muto.trust.rotation import KeyRotation, apply_key_rotation, read_key_rotation
 
 CONTROL_PLANE_KEY = "control-plane.key"
 
@@ -63,17 +74,141 @@ def release_keyset(settings: Settings) -> KeySet | None:
     return KeySet(keys=pems, threshold=k)
 
 
+class InForce(NamedTuple):
+    """The release keys in force and their key set version (1: none rotated yet)."""
+
+    keys: KeySet
+    version: int
+
+
+# Verdicts kept (release, its count of added signatures, the key set): a bound, not a policy.
+MAX_VERDICTS = 65_536
+
+
 class Signing:
-    """Signs desired states with the control plane's key; opens registered releases
-    (verified against `release_keys` when the operator configured any)."""
+    """Signs desired states with the control plane's key; opens registered releases and
+    judges releases assigned or rolled out (verified against the release keys in force
+    when the operator configured any: `configured`, then the published rotations,
+    which `rotations` gives, oldest first; bootstrap wires it to caches.rotations)."""
 
     def __init__(self, signer: Signer, release_keys: KeySet | None) -> None:
         self.signer = signer
-        self.release_keys = release_keys
+        self.configured = release_keys
+        self.rotations: Callable[[], list[Envelope]] = list
+        self._in_force: tuple[tuple[int, str], InForce] | None = None
+        self._verdicts: dict[tuple[str, int, int], str | None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Signing:
         return cls(control_plane_signer(settings), release_keyset(settings))
+
+    @property
+    def release_keys(self) -> KeySet | None:
+        """The release keys a release is verified against now (None: none configured,
+        nothing is checked). VERIFY_SIGNATURE_FAILED if the configured keys do not open
+        the published rotations (the cloud was configured with keys off the chain)."""
+        return None if self.configured is None else self.in_force().keys
+
+    def in_force(self, published: Sequence[Envelope] | None = None) -> InForce:
+        """The configured keys with `published` (default: every published rotation)
+        applied in order, each verified as a vehicle verifies it. Kept for the chain it
+        was computed from: published rotations never change, only more are added."""
+        assert self.configured is not None
+        chain = list(self.rotations() if published is None else published)
+        mark = (len(chain), chain[-1].payload if chain else "")
+        kept = self._in_force
+        if kept is not None and kept[0] == mark:
+            return kept[1]
+        config = self._trusting(self.configured, 1)
+        for envelope in chain:
+            try:
+                config = apply_key_rotation(config, envelope)
+            except ReasonError as exc:
+                raise ReasonError(
+                    exc.code,
+                    "the release keys configured (--release-key) do not follow the published "
+                    f"key rotations at version {_version(envelope)}: {exc.detail}",
+                ) from None
+        found = InForce(config.release_keys, config.release_keys_version)
+        self._in_force = (mark, found)
+        return found
+
+    def _trusting(self, keys: KeySet, version: int) -> TrustConfig:
+        """A vehicle's trust config for these release keys (the control-plane half, which
+        a rotation never touches, is the cloud's own key)."""
+        return TrustConfig(
+            release_keys=keys,
+            release_keys_version=version,
+            control_plane_keys=KeySet(keys=[self.signer.public_pem]),
+        )
+
+    def read_rotation(self, envelope: Envelope) -> KeyRotation:
+        """A KeyRotation envelope, well formed and signed by its own new keys, at their
+        threshold (what proves the new keys work). VERIFY_SIGNATURE_FAILED, or a
+        WireError naming the rotation's bad field."""
+        payload = read_envelope(envelope, KEY_ROTATION_TYPE)
+        try:
+            rotation = decode(payload, KeyRotation)
+        except WireError as exc:
+            at = f" at {exc.path}" if exc.path else ""
+            raise WireError(f"key rotation: {exc.message}{at}", "$.payload") from None
+        try:
+            open_envelope(envelope, KEY_ROTATION_TYPE, rotation.release_keys)
+        except ReasonError as exc:
+            raise ReasonError(
+                exc.code, f"key rotation to version {rotation.version}, its new keys: {exc.detail}"
+            ) from None
+        return rotation
+
+    def check_rotation(self, envelope: Envelope, published: Sequence[Envelope]) -> None:
+        """That the rotation follows the chain `published` (oldest first): signed by the
+        keys in force before it, at their threshold, and of a higher version. The keys
+        in force are the configured ones rotated by the chain; with none configured,
+        those of the last published rotation (the first is checked by its own keys
+        alone). VERIFY_SIGNATURE_FAILED or STALE_REVISION."""
+        if self.configured is not None:
+            before = self.in_force(published)
+        elif published:
+            last = _rotation(published[-1])
+            before = InForce(last.release_keys, last.version)
+        else:
+            return
+        try:
+            apply_key_rotation(self._trusting(before.keys, before.version), envelope)
+        except ReasonError as exc:
+            raise ReasonError(
+                exc.code,
+                f"key rotation to version {_version(envelope)}, the release keys in force "
+                f"(version {before.version}): {exc.detail}",
+            ) from None
+
+    def check_in_force(self, release_key: str, signatures_added: int, stored: Envelope) -> None:
+        """That the release (as stored, with that many signatures added since it was
+        registered: together they name one envelope for good) is signed by the release
+        keys in force, at their threshold: what a vehicle will check before running it.
+        VERIFY_SIGNATURE_FAILED naming the release, the count and the key set version;
+        nothing is checked with no release keys configured. Verdicts are kept: an
+        assignment does not pay for Ed25519 verifications."""
+        if self.configured is None:
+            return
+        keys = self.in_force()
+        at = (release_key, signatures_added, keys.version)
+        if at not in self._verdicts:
+            refusal = None
+            try:
+                open_envelope(stored, RELEASE_TYPE, keys.keys)
+            except ReasonError as exc:
+                refusal = (
+                    f"{release_key}: {exc.detail} (the release keys in force, key set "
+                    f"version {keys.version}); sign it with those keys and push it again "
+                    "(muto releases push), or release a new version"
+                )
+            if len(self._verdicts) >= MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[at] = refusal
+        refusal = self._verdicts[at]
+        if refusal is not None:
+            raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, refusal)
 
     def sign(self, document: DesiredStateDocument) -> Envelope:
         return sign_desired_state(document, self.signer)
@@ -135,3 +270,15 @@ class Signing:
                     ReasonCode.VERIFY_SIGNATURE_FAILED,
                     f"signature by key {signature.keyid}: not a valid signature of this release",
                 ) from None
+
+
+def _rotation(envelope: Envelope) -> KeyRotation:
+    """What a published rotation says (its signatures were checked when published)."""
+    return read_key_rotation(envelope)
+
+
+def _version(envelope: Envelope) -> str:
+    try:
+        return str(_rotation(envelope).version)
+    except (ReasonError, WireError):
+        return "?"

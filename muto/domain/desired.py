@@ -153,8 +153,15 @@ class Envelope(Wire, frozen=True, kw_only=True):
 class DesiredStateBundle(Wire, frozen=True, kw_only=True):
     """Response of GET /desired-states/latest: the signed document and the signed
     release it points to, so the vehicle can verify both offline. `release` is null
-    exactly when the document says "run nothing" (its `stack` is null)."""
+    exactly when the document says "run nothing" (its `stack` is null).
+
+    `key_rotations`: every signed KeyRotation the fleet's operators published, oldest
+    first, so that a vehicle any number of rotations behind walks the chain to the
+    release keys in force before it verifies the release (as a TUF root chain). Left out
+    while there is none: agents from before rotations were delivered refuse unknown
+    fields, and they keep working until the first rotation (which they could not follow)."""
 
     schema: Literal["muto.desired-state-bundle.v1"] = "muto.desired-state-bundle.v1"
     desired_state: Envelope
     release: Envelope | None
+    key_rotations: list[Envelope] | msgspec.UnsetType = msgspec.UNSET  # UNSET: left out

@@ -33,6 +33,13 @@ def bundle_etag(stored: str, signatures_added: int) -> str:
     return etag_for(int(sequence), digest, signatures_added)
 
 
+def rotated_etag(etag: str, key_set_version: int) -> str:
+    """A bundle's ETag once release key rotations were published: the key set version the
+    last one rotated to, before the closing quote (`"7-0a1b...+1.k2"`), since every
+    bundle carries every rotation. Unchanged while none was (`key_set_version` 1)."""
+    return etag if key_set_version <= 1 else f'{etag[:-1]}.k{key_set_version}"'
+
+
 class LatestDesired(Projection):
     name = "desired"
 

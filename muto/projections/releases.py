@@ -1,6 +1,7 @@
 """Releases: every registered release with its signed envelope, signatures added since
 registration included (`Release.Signed`; each replaces its key's stored signature that
-did not verify, as on the aggregate: model.release.with_signatures)."""
+did not verify, as on the aggregate: model.release.with_signatures). And the release
+key rotations published (`ReleaseKeys`), by key set version: served to every vehicle."""
 
 from __future__ import annotations
 
@@ -38,15 +39,46 @@ class Releases(Projection):
             Column("signatures_added", Integer, nullable=False, default=0),
         )
         self.signed = Announcer("release-signed")  # each release key, after commit
-        return [self.releases]
+        # A table added after the releases view was first made: created empty where it
+        # is missing, which is right, since no rotation was published before it existed.
+        self.rotations = Table(
+            "view_key_rotations",
+            metadata,
+            Column("version", Integer, primary_key=True, autoincrement=False),
+            Column("key_ids", JSON, nullable=False),
+            Column("threshold", Integer, nullable=False),
+            Column("envelope", JSON, nullable=False),
+            Column("published_at", String(40), nullable=False),
+            Column("actor", String(128), nullable=False),
+        )
+        self.rotated = Announcer("release-keys-rotated")  # each key set version, after commit
+        return [self.releases, self.rotations]
 
     @property
     def updates(self) -> Mapping[str, Update]:
-        return {"Release.Registered": self._registered, "Release.Signed": self._signed}
+        return {
+            "Release.Registered": self._registered,
+            "Release.Signed": self._signed,
+            "ReleaseKeys.Rotated": self._rotated,
+            "ReleaseKeys.RotatedAgain": self._rotated,
+        }
 
     @property
     def announcers(self) -> list[Announcer]:
-        return [self.signed]
+        return [self.signed, self.rotated]
+
+    def _rotated(self, s: Session, e: Any, _: int) -> None:
+        s.execute(
+            self.rotations.insert().values(
+                version=e.version,
+                key_ids=list(e.key_ids),
+                threshold=e.threshold,
+                envelope=plain(e.envelope),
+                published_at=e.timestamp.isoformat(),
+                actor=e.actor,
+            )
+        )
+        self.rotated.note(str(e.version))
 
     def _registered(self, s: Session, e: Any, _: int) -> None:
         s.execute(

@@ -1,5 +1,5 @@
-"""`muto release keygen | sign | verify | from-muto-stack`: the release process's side of
-the trust chain, and the import of Eclipse Muto stacks.
+"""`muto release keygen | sign | verify | rotate-keys | from-muto-stack`: the release
+process's side of the trust chain, and the import of Eclipse Muto stacks.
 
 Exit codes: 0 ok, 1 verification failed (the reason code is printed), 2 bad input.
 """
@@ -21,10 +21,12 @@ from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact
 from muto.domain.wire import WireError, convert, decode, encode, to_builtins
 from muto.trust.artifacts import measure_file
+from muto.trust.dsse import KEY_ROTATION_TYPE, open_envelope
 from muto.trust.files import atomic_write, private_dir
 from muto.trust.keys import KeyFileError, Signer, write_key_pair
-from muto.trust.keyset import KeySet
+from muto.trust.keyset import keyset_from_files
 from muto.trust.releases import load_manifest, manifest_digest, open_release, sign_release
+from muto.trust.rotation import KeyRotation, sign_key_rotation
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,6 +70,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--threshold", type=int, default=1, metavar="K")
     verify.set_defaults(func=run_verify)
 
+    rotate = sub.add_parser(
+        "rotate-keys",
+        help="sign a KeyRotation: the vehicles' next release key set (docs/trust.md)",
+    )
+    rotate.add_argument(
+        "--version", type=int, required=True, metavar="N",
+        help="the new key set's version: above the one the vehicles trust (provisioned: 1)",
+    )  # fmt: skip
+    rotate.add_argument("--new-key", type=Path, action="append", required=True, metavar="PUB")
+    rotate.add_argument("--new-threshold", type=int, default=1, metavar="K")
+    rotate.add_argument(
+        "--key", type=Path, action="append", required=True, metavar="PRIVATE",
+        help="repeatable: the current threshold of current keys and the new threshold of "
+        "new keys sign (one key may be both)",
+    )  # fmt: skip
+    rotate.add_argument(
+        "--current-key", type=Path, action="append", metavar="PUB",
+        help="the key set the vehicles trust now: the rotation is checked against it too",
+    )  # fmt: skip
+    rotate.add_argument("--current-threshold", type=int, metavar="K", help="with --current-key")
+    rotate.add_argument("--out", type=Path, required=True, metavar="ROTATION.signed.json")
+    rotate.set_defaults(func=run_rotate_keys)
+
 
 def run_keygen(args: argparse.Namespace) -> int:
     out: Path = args.out
@@ -85,7 +110,10 @@ def run_keygen(args: argparse.Namespace) -> int:
 def run_sign(args: argparse.Namespace) -> int:
     manifest: Path = args.manifest
     try:
-        signers = [Signer.load(path) for path in args.key]
+        signers = _signers(args.key)
+    except ValueError as exc:
+        return _bad_input(str(exc))
+    try:
         if args.hosted and args.artifact_dir is None:
             return _bad_input("--hosted needs --artifact-dir (the files to host)")
         release = load_manifest(manifest, args.artifact_dir, hosted=args.hosted)
@@ -140,9 +168,11 @@ def run_from_muto_stack(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     try:
-        keyset = KeySet(keys=[path.read_text() for path in args.pubkey], threshold=args.threshold)
+        keyset = keyset_from_files(args.pubkey, args.threshold, "--pubkey")
         data = args.signed.read_bytes()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return _bad_input(f"{args.signed}: {exc.strerror or exc}")
+    except ValueError as exc:
         return _bad_input(str(exc))
     try:
         try:
@@ -155,6 +185,69 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"{release.key} {digest}")
     return 0
+
+
+def run_rotate_keys(args: argparse.Namespace) -> int:
+    """Sign the rotation with every `--key`, and write it only once it opens under the
+    new keys at their threshold (and under `--current-key`, given): what a vehicle
+    checks (`apply_key_rotation`), so a rotation no vehicle can apply is never published."""
+    if args.version < 2:
+        return _bad_input(
+            f"--version must be at least 2 (the provisioned key set is 1), not {args.version}"
+        )
+    if args.current_threshold is not None and not args.current_key:
+        return _bad_input("--current-threshold needs --current-key (the keys it counts)")
+    try:
+        new = keyset_from_files(args.new_key, args.new_threshold, "--new-key", "--new-threshold")
+        current = (
+            keyset_from_files(
+                args.current_key,
+                args.current_threshold or 1,
+                "--current-key",
+                "--current-threshold",
+            )
+            if args.current_key
+            else None
+        )
+        signers = _signers(args.key)
+    except ValueError as exc:
+        return _bad_input(str(exc))
+    envelope = sign_key_rotation(KeyRotation(version=args.version, release_keys=new), signers)
+    for keys, named in ((new, "new keys (--new-key)"), (current, "current keys (--current-key)")):
+        if keys is None:
+            continue
+        try:
+            open_envelope(envelope, KEY_ROTATION_TYPE, keys)
+        except ReasonError as exc:
+            return _bad_input(
+                f"--key: not signed by {keys.threshold} of the {named}: {exc.detail}; "
+                "nothing written"
+            )
+    try:
+        atomic_write(args.out, encode(envelope) + b"\n")
+    except OSError as exc:
+        return _bad_input(f"--out {args.out}: {exc.strerror or exc}")
+    if current is None:
+        print(
+            "warning: not checked against the keys the vehicles trust now (--current-key): "
+            "they apply it only if their threshold of them signed it",
+            file=sys.stderr,
+        )
+    print(f"version {args.version}: {new.threshold} of {', '.join(sorted(new.trusted()))}")
+    return 0
+
+
+def _signers(paths: list[Path]) -> list[Signer]:
+    """The private keys given with `--key`; ValueError naming the flag and the file."""
+    signers = []
+    for path in paths:
+        try:
+            signers.append(Signer.load(path))
+        except OSError as exc:
+            raise ValueError(f"--key {path}: {exc.strerror or exc}") from None
+        except KeyFileError as exc:  # its message starts with the file
+            raise ValueError(f"--key {exc}") from None
+    return signers
 
 
 def _bad_input(message: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -34,3 +36,28 @@ class KeySet(Wire, frozen=True, kw_only=True):
         """Key id -> raw public key (muto.trust.keys.verify checks a signature with it)."""
         keys = (raw_public_key(pem) for pem in self.keys)
         return {raw_keyid(key): key for key in keys}
+
+
+def keyset_from_files(
+    paths: Sequence[Path], threshold: int, keys_flag: str, threshold_flag: str = "--threshold"
+) -> KeySet:
+    """The KeySet of public key files given on a command line, `threshold` of them.
+    ValueError in one line naming the flag and the file (missing, unreadable, not an
+    Ed25519 public key: a private key given by mistake), or the threshold flag (below 1,
+    above the distinct keys given)."""
+    pems = []
+    for path in paths:
+        try:
+            pems.append(path.read_text())
+            raw_public_key(pems[-1])
+        except OSError as exc:
+            raise ValueError(f"{keys_flag} {path}: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, KeyFileError) as exc:
+            raise ValueError(f"{keys_flag} {path}: {exc}") from None
+    distinct = len({raw_public_key(pem) for pem in pems})
+    if not 1 <= threshold <= distinct:
+        raise ValueError(
+            f"{threshold_flag} must be from 1 to the {distinct} distinct key(s) given "
+            f"({keys_flag}), not {threshold}"
+        )
+    return KeySet(keys=pems, threshold=threshold)

@@ -16,7 +16,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.wire import Wire, WireError, canonical, decode
 from muto.trust.config import TrustConfig
-from muto.trust.dsse import KEY_ROTATION_TYPE, open_envelope, sign_envelope
+from muto.trust.dsse import KEY_ROTATION_TYPE, open_envelope, read_envelope, sign_envelope
 from muto.trust.keys import Signer
 from muto.trust.keyset import KeySet
 
@@ -33,14 +33,18 @@ def sign_key_rotation(rotation: KeyRotation, signers: Sequence[Signer]) -> Envel
     return sign_envelope(canonical(rotation), KEY_ROTATION_TYPE, signers)
 
 
+def read_key_rotation(envelope: Envelope) -> KeyRotation:
+    """The rotation an envelope carries, its signatures NOT checked: only to tell by its
+    version whether a vehicle already applied it (one that lies about its version is
+    either skipped, changing nothing, or refused by `apply_key_rotation`). Raises
+    VERIFY_SIGNATURE_FAILED for one that is not a KeyRotation."""
+    return _decoded(read_envelope(envelope, KEY_ROTATION_TYPE))
+
+
 def apply_key_rotation(config: TrustConfig, envelope: Envelope) -> TrustConfig:
     """The config with the rotated release keys; pure. Raises VERIFY_SIGNATURE_FAILED
     or STALE_REVISION (a replayed or older rotation)."""
-    payload = open_envelope(envelope, KEY_ROTATION_TYPE, config.release_keys)
-    try:
-        rotation = decode(payload, KeyRotation)
-    except WireError as exc:
-        raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, f"key rotation: {exc}") from None
+    rotation = _decoded(open_envelope(envelope, KEY_ROTATION_TYPE, config.release_keys))
     open_envelope(envelope, KEY_ROTATION_TYPE, rotation.release_keys)
     if rotation.version <= config.release_keys_version:
         raise ReasonError(
@@ -50,3 +54,10 @@ def apply_key_rotation(config: TrustConfig, envelope: Envelope) -> TrustConfig:
     return msgspec.structs.replace(
         config, release_keys=rotation.release_keys, release_keys_version=rotation.version
     )
+
+
+def _decoded(payload: bytes) -> KeyRotation:
+    try:
+        return decode(payload, KeyRotation)
+    except WireError as exc:  # a field, or a KeySet nobody could satisfy
+        raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, f"key rotation: {exc}") from None

@@ -425,6 +425,7 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
         "view_vehicles": 4,
         "view_vehicle_labels": 8,
         "view_releases": 2,
+        "view_key_rotations": 0,
         "view_desired_latest": 4,
         "view_rollouts": 1,
         "view_rollout_vehicles": 2,

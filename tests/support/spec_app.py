@@ -50,7 +50,8 @@ def serve(settings_: Settings) -> Iterator[tuple[ASGIApp, str]]:
 # Operations that refuse some schema-valid requests by design, so "schema-valid request
 # rejected" is not a finding there: a selector is a string with a grammar (400 with its
 # position); a target may select nobody, or an incompatible vehicle (422); a release
-# envelope's payload must be base64 of a StackRelease (422). Everywhere else the spec
+# envelope's payload must be base64 of a StackRelease (422), a key rotation's of a
+# KeyRotation signed by the keys in force (422). Everywhere else the spec
 # says exactly what the server accepts (#14 item 11: 5.0 is an integer, a vehicle token
 # request needs `vehicleId`, a report that is not a success needs a reason code).
 SEMANTIC = {
@@ -58,6 +59,7 @@ SEMANTIC = {
     "POST /releases",
     "POST /desired-states",
     "POST /rollouts",
+    "POST /trust/key-rotations",
 }
 
 

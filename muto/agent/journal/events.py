@@ -79,6 +79,17 @@ class DesiredHeld(Event, frozen=True):
     detail: str = ""
 
 
+class ReleaseKeysRotated(Event, frozen=True):
+    """The trust store now trusts these release keys (`key_ids`, `threshold` of them):
+    a signed KeyRotation delivered with the desired state, verified against the keys in
+    force before it, was persisted. For people: the trust store is what verifies, the
+    fold derives nothing from it."""
+
+    version: int
+    key_ids: list[str]
+    threshold: int
+
+
 class ConfigApplied(Event, frozen=True):
     revision: str | None
     config: AgentConfig
@@ -292,6 +303,7 @@ JournalEvent = (
     | DesiredVerified
     | DesiredRejected
     | DesiredHeld
+    | ReleaseKeysRotated
     | ConfigApplied
     | GatesEvaluated
     | ArtifactCached

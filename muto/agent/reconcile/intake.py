@@ -14,11 +14,18 @@ its expiry cannot be judged. An authentic one is journaled as held (DesiredHeld)
 reported `blocked` UNTRUSTED_CLOCK once, so the cloud sees the gate instead of silence
 (a rollout defers the vehicle). Its ETag is not the journal's: with a trusted clock the
 fetch asks with the accepted document's ETag, gets the held one back and verifies it.
+
+The release keys are followed first: every KeyRotation the bundle carries that is newer
+than the trust store's key set is verified against the keys in force and persisted, in
+order, before the release is verified (ReleaseKeysRotated); one that does not verify
+rejects the bundle.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from muto.agent.clock import Clock
@@ -30,16 +37,20 @@ from muto.agent.journal.events import (
     DesiredRejected,
     DesiredVerified,
     Event,
+    ReleaseKeysRotated,
 )
 from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
 from muto.agent.transport.http import Fetched, NotFetched, RetryLater
 from muto.agent.trust import Trust
-from muto.domain.desired import DesiredStateDocument
+from muto.domain.desired import DesiredStateBundle, DesiredStateDocument
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
 from muto.trust import AuthenticDocumentRejected, verify_bundle
+from muto.trust.rotation import read_key_rotation
+
+logger = logging.getLogger("muto.agent")
 
 
 class DesiredSource(Protocol):
@@ -90,6 +101,11 @@ class Intake:
         return None
 
     def _verdict(self, got: Fetched, clock_trusted: bool) -> list[Event]:
+        rotated: list[Event] = []  # journaled whatever the verdict: the keys did change
+        judged = self._judged(got, clock_trusted, rotated)
+        return [*rotated, *judged]
+
+    def _judged(self, got: Fetched, clock_trusted: bool, rotated: list[Event]) -> list[Event]:
         now, state = self.clock.now(), self.journal.state
         received = DesiredReceived(
             at=now, revision=got.revision, sequence=got.sequence, etag=got.etag
@@ -97,6 +113,7 @@ class Intake:
         try:
             if got.bundle is None:
                 raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, got.problem or "")
+            self._follow_rotations(got.bundle, now, rotated)
             trust = self.trust
             verified = verify_bundle(
                 got.bundle,
@@ -139,6 +156,44 @@ class Intake:
             )
         return events
 
+    def _follow_rotations(
+        self, bundle: DesiredStateBundle, now: datetime, rotated: list[Event]
+    ) -> None:
+        """Apply the bundle's key rotations newer than the trusted key set, oldest first,
+        each verified against the keys in force when it comes (a vehicle any number of
+        rotations behind walks the chain); appends a ReleaseKeysRotated per rotation.
+        Older ones are already applied: skipped. Applied even when the rest of the bundle
+        is then rejected: a rotation is trust metadata of its own, signed by the keys this
+        vehicle already trusts (and by the new ones), not part of the document.
+
+        Raises ReasonError (VERIFY_SIGNATURE_FAILED: a signature or threshold not met, a
+        payload that is no KeyRotation) at the first that fails; those before it stay."""
+        for envelope in bundle.key_rotations or ():
+            version = read_key_rotation(envelope).version
+            if version <= self.trust.config.release_keys_version:
+                continue
+            try:
+                config = self.trust.rotate_release_keys(envelope)  # persisted first
+            except ReasonError as exc:
+                detail = f"key rotation to version {version}: {exc.detail}"
+                raise ReasonError(exc.code, detail) from None
+            keys = config.release_keys
+            rotated.append(
+                ReleaseKeysRotated(
+                    at=now,
+                    version=config.release_keys_version,
+                    key_ids=sorted(keys.trusted()),
+                    threshold=keys.threshold,
+                )
+            )
+            logger.warning(
+                "%s: release keys rotated to version %d: %d of %s",
+                self.vehicle_id,
+                config.release_keys_version,
+                keys.threshold,
+                ", ".join(sorted(keys.trusted())),
+            )
+
     def _rejected(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
         """A rejection, journaled (and so reported) once: the same response (its ETag)
         served again at every poll is fetched in full (the fold keeps no rejected
@@ -148,6 +203,16 @@ class Intake:
             return []
         authentic = exc.document if isinstance(exc, AuthenticDocumentRejected) else None
         revision, sequence = self._under(got, authentic)
+        # Once per distinct response, as journaled: a rejection leaves the pass's verdict
+        # (the running release's) unchanged, so the agent's own line would say nothing.
+        claimed = f"none; the response claims {got.revision}" if got.revision else "none"
+        logger.warning(
+            "%s: desired state rejected (revision %s): %s: %s",
+            self.vehicle_id,
+            revision or claimed,
+            exc.code,
+            exc.detail,
+        )
         return [
             received,
             DesiredRejected(

@@ -24,6 +24,7 @@ from muto.cloud.api import (
     reports,
     rollouts,
     tokens,
+    trust,
     vehicles,
 )
 from muto.cloud.api.edge import Edge
@@ -64,6 +65,8 @@ ROUTES = [
     Route("/releases", releases.register, methods=["POST"]),
     Route("/releases", releases.listing, methods=["GET"]),
     Route("/releases/{stack}/{version}", releases.one, methods=["GET"]),
+    Route("/trust/key-rotations", trust.publish, methods=["POST"]),
+    Route("/trust/key-rotations", trust.listing, methods=["GET"]),
     Route("/desired-states", desired.create, methods=["POST"]),
     Route("/rollouts", rollouts.create, methods=["POST"]),
     Route("/rollouts", rollouts.listing, methods=["GET"]),

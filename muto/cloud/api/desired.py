@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,8 +28,10 @@ from muto.cloud.errors import Invalid, NotFound
 from muto.cloud.idempotency import Answer, once
 from muto.cloud.queries import vehicles_in_active_rollouts
 from muto.cloud.writer import Written
-from muto.domain.desired import DesiredStateBundle, DesiredStateRequest
+from muto.domain.desired import DesiredStateBundle, DesiredStateRequest, Envelope
+from muto.domain.release import release_key
 from muto.domain.selectors import parse_selector
+from muto.projections.desired import rotated_etag
 
 
 async def create(request: Request) -> Response:
@@ -43,6 +46,8 @@ async def create(request: Request) -> Response:
     keyed_request = keyed(request, who, key, desired)
 
     async def assign() -> Written[Answer]:
+        stack = desired.stack
+        await refuse_unverifiable(request, stack.name, stack.version)
         one = desired.target.vehicle
         if one is not None:
             vehicle_ids = [one]
@@ -76,6 +81,23 @@ async def create(request: Request) -> Response:
     )
 
 
+async def refuse_unverifiable(request: Request, stack: str, version: str) -> None:
+    """VERIFY_SIGNATURE_FAILED (422) if the release is not signed by the release keys in
+    force, at their threshold: every vehicle would refuse it (after a key was retired
+    or the threshold raised). Not checked without release keys configured. A release
+    that is not registered is the command's 404."""
+    cp = plane(request)
+    if cp.signing.configured is None:
+        return
+    key = release_key(stack, version)
+    try:
+        stored, added = await off_loop(cp.queries.release_envelope, key)
+    except NotFound:
+        return
+    envelope = cp.caches.releases.cached(key, added) or msgspec.convert(stored, Envelope)
+    await off_loop(cp.signing.check_in_force, key, added, envelope)
+
+
 def assigned(cause: Cause) -> Callable[[Assignment], Answer]:
     """The answer to an assignment: what its key stores, and what a resend gets."""
 
@@ -107,7 +129,11 @@ async def latest(request: Request) -> Response:
     found = await off_loop(cp.queries.desired_document, vehicle_id)
     if found is None:
         raise NotFound(f"no desired state has been assigned to vehicle {vehicle_id!r}")
-    etag = found.etag
+    # Read after `generation`: a rotation published meanwhile keeps this ETag unremembered.
+    chain = cp.caches.rotations.cached()
+    if chain is None:
+        chain = await off_loop(cp.caches.rotations.chain)
+    etag = rotated_etag(found.etag, chain.version)
     etags.remember(vehicle_id, etag, generation)
     if etag in asked:
         return not_modified(etag)
@@ -118,7 +144,11 @@ async def latest(request: Request) -> Response:
         release = releases.cached(key, added)
         if release is None:
             release = await off_loop(releases.get, key, added)
-    bundle = DesiredStateBundle(desired_state=found.decoded_envelope(), release=release)
+    bundle = DesiredStateBundle(
+        desired_state=found.decoded_envelope(),
+        release=release,
+        key_rotations=chain.envelopes or msgspec.UNSET,  # left out while there is none
+    )
     return ok(
         bundle,
         metadata={"revision": found.revision, "sequence": found.sequence},

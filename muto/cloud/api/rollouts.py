@@ -19,6 +19,7 @@ from muto.cloud.api.context import (
     replayed,
     write_once,
 )
+from muto.cloud.api.desired import refuse_unverifiable
 from muto.cloud.api.exclusive import one_at_a_time
 from muto.cloud.api.responses import ok
 from muto.cloud.commands import Cause
@@ -62,6 +63,7 @@ async def _create(
     request: Request, wanted: RolloutRequest, key: KeyedRequest | None, cause: Cause
 ) -> Written[Answer]:
     cp = plane(request)
+    await refuse_unverifiable(request, wanted.stack, wanted.version)
     vehicle_ids = await off_loop(cp.queries.vehicle_ids, parse_selector(wanted.selector))
     busy = await off_loop(vehicles_in_active_rollouts, cp.queries, vehicle_ids)
     if busy:

@@ -185,6 +185,18 @@ class Release(Wire, frozen=True, kw_only=True):
     registered_at: Timestamp
 
 
+class PublishedKeyRotation(Wire, frozen=True, kw_only=True):
+    """A release key rotation as published (docs/trust.md, "Rotating release keys"):
+    from `version` on, releases are verified against `keyIds`, `threshold` of them."""
+
+    version: Annotated[int, msgspec.Meta(description="The key set version it rotates to")]
+    key_ids: Annotated[list[str], msgspec.Meta(description="The new release keys' ids")]
+    threshold: int
+    envelope: Envelope
+    published_at: Timestamp
+    actor: str
+
+
 class DesiredStateAssignment(Wire, frozen=True, kw_only=True):
     desired_state_revision: str
     release: str
@@ -409,6 +421,11 @@ class ReleaseWritten(Wire, frozen=True, kw_only=True):
     ]
 
 
+class KeyRotationWritten(Wire, frozen=True, kw_only=True):
+    position: Position
+    created: Annotated[bool, msgspec.Meta(description="false: it was published already")]
+
+
 class Total(Wire, frozen=True, kw_only=True):
     total: int
 
@@ -488,6 +505,8 @@ RESPONSES: tuple[type[msgspec.Struct], ...] = (
     _envelope("ReleaseResponse", Release, NoMetadata),
     _envelope("ReleaseWrittenResponse", Release, ReleaseWritten),
     _envelope("ReleaseList", list[Release], Total),
+    _envelope("KeyRotationWrittenResponse", PublishedKeyRotation, KeyRotationWritten),
+    _envelope("KeyRotationList", list[PublishedKeyRotation], Total),
     _envelope("DesiredStateAssignmentResponse", DesiredStateAssignment, DesiredStateWritten),
     _envelope("DesiredStateBundleResponse", DesiredStateBundle, BundleMetadata),
     _envelope("ReconcileReceiptResponse", ReconcileReceipt, ReconcileWritten),

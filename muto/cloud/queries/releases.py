@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 import msgspec
 from sqlalchemy import Select, Text, bindparam, cast, select
 
-from muto.cloud.api.schema import Release
+from muto.cloud.api.schema import PublishedKeyRotation, Release
 from muto.cloud.errors import NotFound
+from muto.cloud.rotations import Chain
 from muto.domain.desired import Envelope
 from muto.domain.release import StackRelease
 from muto.projections import Views
@@ -81,6 +82,20 @@ class ReleaseReads:
         envelope, added = found[0]
         return dict(envelope), added
 
+    # -- release key rotations ----------------------------------------------------------
+
+    def key_rotations(self) -> list[PublishedKeyRotation]:
+        """Every published release key rotation, oldest (lowest key set version) first."""
+        table = self.views.releases.rotations
+        with self.views.store.reading() as s:
+            found = rows(s.execute(table.select().order_by(table.c.version)))
+        return [key_rotation_view(r) for r in found]
+
+    def key_rotation_chain(self) -> Chain:
+        """What a bundle carries (`DesiredStateBundle.key_rotations`), oldest first."""
+        found = self.key_rotations()
+        return Chain([r.envelope for r in found], found[-1].version if found else 1)
+
 
 class DesiredDocument(NamedTuple):
     etag: str  # the bundle's (projections.desired.etag_for, with its added signatures)
@@ -104,4 +119,15 @@ def release_view(r: dict[str, Any]) -> Release:
         manifest=msgspec.convert(r["manifest"], StackRelease),
         envelope=msgspec.convert(r["envelope"], Envelope),
         registered_at=r["registered_at"],
+    )
+
+
+def key_rotation_view(r: dict[str, Any]) -> PublishedKeyRotation:
+    return PublishedKeyRotation(
+        version=r["version"],
+        key_ids=list(r["key_ids"]),
+        threshold=r["threshold"],
+        envelope=msgspec.convert(r["envelope"], Envelope),
+        published_at=r["published_at"],
+        actor=r["actor"],
     )
