@@ -27,6 +27,7 @@ from muto.agent.reports import health_event, health_report, new_incarnation, pas
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
+from muto.agent.transport.http import NotFetched, RetryLater
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
@@ -57,6 +58,7 @@ class Agent:
         self._rechecked = 0  # the highest notified sequence already fetched once more
         self.passes = 0  # passes the loop has finished (tests wait on them, not on time)
         self._passing = False
+        self._probe: asyncio.Task[None] | None = None  # a poll made during a download
         self.figures = AgentFigures()
         # Health reports sent without the journal, in flight (the journal refused them).
         self.flares: set[asyncio.Task[Any]] = set()
@@ -220,25 +222,41 @@ class Agent:
         # Offline first: restore what the journal says runs (or finish the rollback it
         # owes) before waiting on the network; the startup trigger fetches right after.
         current: asyncio.Task[None] | None = self._spawn(self._pass(fetch=False), "pass")
+        hint: asyncio.Task[Any] | None = None  # wakes the watcher when a hint arrives
         health_owed = False  # a periodic health report held back by a step in flight
         try:
             while True:
                 if current is not None and current.done():
                     current = None
+                    if hint is not None:  # only a pass is stopped by one
+                        hint.cancel()
+                        hint = None
                     schedule.polled()
                     schedule.poll_by(self._wired.reconciler.intake.not_before)
                     self._recheck_notified(schedule)
                 health_owed = self._watch(schedule, current is not None, health_owed)
                 if current is None and self.signals.triggered.is_set():
                     current = self._spawn(self._triggered_pass(), "pass")
+                    schedule.polled()  # it fetches: a poll during its download is due later
                     continue
-                if current is not None:  # woken by its end or by the next check due
-                    await asyncio.wait({current}, timeout=schedule.wait_s(poll=False))
+                if current is not None:  # woken by its end, a hint or the next check due
+                    if hint is None or hint.done():
+                        hint = asyncio.ensure_future(self.signals.hint_arrived.wait())
+                    downloading = self._wired.reconciler.downloading
+                    await asyncio.wait(
+                        {current, hint},
+                        timeout=schedule.wait_s(poll=downloading),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     continue
                 with contextlib.suppress(TimeoutError):  # not wait_for: see Courier.run
                     async with asyncio.timeout(schedule.wait_s()):
                         await self.signals.triggered.wait()
         finally:
+            for task in (hint, self._probe):
+                if task is not None:
+                    task.cancel()
+                    await settle(task)
             if current is not None:
                 current.cancel()  # a step in progress finishes its atomic part first
                 await settle(current)
@@ -254,15 +272,22 @@ class Agent:
         """What is due besides a pass, during one too; returns whether a periodic health
         report is still owed. Drift (the running release crash-looping, not running, or
         down) triggers a pass, and pre-empts one that only waits on the network so that
-        it acts now: only the pass acts on the runtime, so one actor applies at a time."""
+        it acts now: only the pass acts on the runtime, so one actor applies at a time.
+        So does a newer desired state announced during a pass (a notify, or the poll this
+        makes during a download): the pass fetches it before going on toward the older."""
         due = schedule.due()
+        reconciler = self._wired.reconciler
         if "poll" in due and not passing:  # during a pass: re-armed when it ends
             self.trigger("poll")
-        if "drift" in due:
-            reconciler = self._wired.reconciler
-            if reconciler.drifted():
-                self.trigger("drift")
-                reconciler.preempt()
+        if "drift" in due and reconciler.drifted():
+            self.trigger("drift")
+            reconciler.preempt()
+        if passing:
+            self.signals.hint_arrived.clear()
+            if "poll" in due and reconciler.downloading:
+                schedule.polled()
+                self._poll_during_download()
+            reconciler.preempt_for_newer()
         health_owed = health_owed or "health" in due
         if ("drift" in due or health_owed) and self.parts.journal.state.in_flight is None:
             # Not while an apply, a readiness wait or a rollback is in flight: the runtime
@@ -280,6 +305,33 @@ class Agent:
         if wanted > self._rechecked and wanted > self.parts.journal.state.accepted_sequence:
             self._rechecked = wanted
             schedule.poll_by(self.parts.clock.monotonic() + NOTIFY_RECHECK_S)
+
+    def _poll_during_download(self) -> None:
+        """A long download must not blind a vehicle without MQTT: at the poll interval it
+        asks the cloud whether a newer desired state is there (the accepted document's
+        ETag: a 304, cheap, when nothing changed), and a newer one is a hint like a
+        notify's, which the pass then fetches and verifies itself."""
+        if self._probe is None or self._probe.done():
+            self._probe = self._spawn(self._probe_latest(), "poll")
+
+    async def _probe_latest(self) -> None:
+        intake, clock = self._wired.reconciler.intake, self.parts.clock
+        if intake.source is None or clock.monotonic() < intake.not_before:
+            return  # offline by design, or the cloud said when to ask again
+        if not self.parts.vehicle.read().clock_trusted:
+            return  # nothing can be accepted now: a newer document would only be held
+        try:
+            got = await intake.source.latest(self.parts.journal.state.etag)
+        except Exception:  # the pass's own fetches say what is wrong with the cloud
+            logger.debug("the poll during a download failed", exc_info=True)
+            return
+        if isinstance(got, NotFetched):
+            if isinstance(got.detail, RetryLater):  # the pass's fetches wait as long
+                intake.not_before = max(intake.not_before, clock.monotonic() + got.detail.after_s)
+            return
+        sequence = got.sequence  # the response's claim: a hint, verified by the pass
+        if sequence is not None and sequence > self.parts.journal.state.accepted_sequence:
+            self.signals.hint(sequence, f"seen:{sequence}")
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True

@@ -24,6 +24,12 @@ class PassMemory:
     """What one reconcile pass learned that the journal does not carry forward."""
 
     download_failures: dict[str, ReasonCode] = field(default_factory=dict)
+    # Stopping for a newer desired state (Reconciler.preempt_for_newer, the hold before
+    # an apply): what this pass stopped that found nothing newer ("fetch" once it was cut
+    # at all), and so stops no more in it; and the stop whose fetch is still to come:
+    # what was stopped, the sequence accepted then and the one hinted.
+    spent: set[str] = field(default_factory=set)
+    stopped: tuple[str, int, int] | None = None
 
 
 @dataclass

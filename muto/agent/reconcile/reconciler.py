@@ -7,39 +7,69 @@ of the one in flight are pinned before each round. A section of a pass that only
 on the network (the fetch, a FetchArtifacts download) may be pre-empted by the agent's
 watcher (`preempt`) when the running release needs the pass now: it journals nothing
 half-way, so cutting it short leaves the journal as it was, and the pass looks again.
+A newer desired state announced meanwhile (a notify, or a poll during a download: only
+a hint, unverified) stops the pass going on toward the older one: the fetch or download
+in progress is pre-empted (`preempt_for_newer`), or the apply about to start is held
+back, and the pass fetches and verifies at once before it plans again. A hint whose
+fetch finds nothing newer stops nothing more of that kind in the pass, and no hinted
+sequence stops the same thing twice: a forged notify cannot stall the vehicle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from muto.agent.artifacts import ArtifactSource
 from muto.agent.clock import Clock
 from muto.agent.journal import Journal
+from muto.agent.journal.events import ArtifactFailed
 from muto.agent.journal.state import JournalState
 from muto.agent.reconcile.executor import Executor
 from muto.agent.reconcile.gather import PassMemory
 from muto.agent.reconcile.intake import Intake
 from muto.agent.reconcile.liveness import Degradation, Liveness
 from muto.agent.reconcile.observed import Observed
-from muto.agent.reconcile.planner import drifted, plan, restore_lost
+from muto.agent.reconcile.planner import drifted, not_running, plan, restore_lost
 from muto.agent.reconcile.settle import settle
-from muto.agent.reconcile.steps import FetchArtifacts, PassVerdict, Step
+from muto.agent.reconcile.steps import Apply, FetchArtifacts, PassVerdict, Step
 from muto.agent.runtime.base import RuntimeAdapter, RuntimeStatus
 from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.gates import SafetyFloor
 from muto.domain.messages import AgentPhase
+from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType
 
 logger = logging.getLogger("muto.agent")
 MAX_ROUNDS = 32  # a pass needs a handful; more means a planner bug, not a busy vehicle
 T = TypeVar("T")
+Section = Literal["fetch", "download"]  # what a pass may be pre-empted in
+Stop = Literal["fetch", "download", "apply"]  # what a newer desired state may stop
+
+
+def stops_for_newer(
+    stop: Stop,
+    hinted: int,
+    accepted: int,
+    *,
+    spent: Collection[str] = (),
+    acted: Collection[tuple[Stop, int]] = (),
+    asked: int = 0,
+) -> bool:
+    """Whether the sequence the latest hint announced (`hinted`, unverified) stops `stop`
+    in a pass whose accepted desired state has sequence `accepted`: only news stops
+    anything; what a stop in this pass found nothing newer for (`spent`) is not stopped
+    again in it; a hinted sequence never stops the same kind of thing twice (`acted`);
+    and a fetch is cut only for a hint that came after it was asked (`asked`: the hint
+    then), as one asked later brings whatever the cloud has."""
+    if hinted <= accepted or stop in spent or (stop, hinted) in acted:
+        return False
+    return stop != "fetch" or hinted != asked
 
 
 class Preempted:
@@ -74,51 +104,158 @@ class Reconciler:
     # its failure), and the watcher does not pre-empt the desired release's download.
     lost: str | None = None
     _section: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
+    _section_kind: Section | None = field(default=None, init=False, repr=False)
+    _cut_for: Literal["drift", "newer"] | None = field(default=None, init=False, repr=False)
+    _asked: int = field(default=0, init=False, repr=False)  # the hint as the fetch began
+    # What hinted sequences already stopped (across passes: a forged notify sent again
+    # stops nothing more); forgotten once the accepted sequence reaches them.
+    _acted: set[tuple[Stop, int]] = field(default_factory=set, init=False, repr=False)
+    _memory: PassMemory | None = field(default=None, init=False, repr=False)
 
     async def run_pass(self, fetch: bool = True) -> PassVerdict:
         async with self.lock:
+            memory = self._memory = PassMemory()
             try:
                 if fetch:
-                    trusted = self.vehicle.read().clock_trusted
-                    missed = await self._preemptible(self.intake.run(trusted))
-                    if isinstance(missed, Preempted):
-                        self.signals.trigger("fetch pre-empted")  # ask again right after
-                    else:
-                        self.reached_cloud = missed is None or missed.why != "unreachable"
-                self.verdict = await self._rounds(PassMemory())
-                return self.verdict
+                    await self._take_in(memory)
+                while (verdict := await self._rounds(memory)) is None:
+                    await self._take_in(memory)  # a newer desired state hinted: take it first
+                self.verdict = verdict
+                return verdict
             finally:
+                self._memory = None
                 self.signals.set_phase(AgentPhase.IDLE)
 
-    async def _rounds(self, memory: PassMemory) -> PassVerdict:
+    async def _take_in(self, memory: PassMemory) -> None:
+        """Fetch, verify and accept (intake). Cut short for a newer desired state hinted
+        after it was asked, it is asked again at once; for the running release (drift),
+        the pass goes on and the next one asks."""
+        trusted = self.vehicle.read().clock_trusted
+        while isinstance(
+            missed := await self._preemptible(self.intake.run(trusted), "fetch"), Preempted
+        ):
+            if self._cut_for != "newer":
+                self.signals.trigger("fetch pre-empted")  # ask again right after
+                return
+        self.reached_cloud = missed is None or missed.why != "unreachable"
+        self._judge(memory)
+
+    def _judge(self, memory: PassMemory) -> None:
+        """After the fetch that follows a stop for a newer desired state: when it took in
+        nothing newer (a forged notify, an API process that had not heard of the change
+        yet, the cloud out of reach), hints stop nothing more of that kind in this pass;
+        the pass goes on toward the accepted state (a download resumes from its partial)."""
+        accepted = self.journal.state.accepted_sequence
+        self._acted = {(stop, seq) for stop, seq in self._acted if seq > accepted}
+        if memory.stopped is None:
+            return
+        stop, before, hinted = memory.stopped
+        memory.stopped = None
+        if accepted <= before:
+            memory.spent.add(stop)
+            logger.info(
+                "sequence %d was announced but the cloud has nothing newer than %d: the %s "
+                "goes on, and no announcement stops it again in this pass",
+                hinted,
+                accepted,
+                stop,
+            )
+
+    async def _rounds(self, memory: PassMemory) -> PassVerdict | None:
+        """Observe, plan, act until a verdict; None when the pass stopped to take in a
+        newer desired state first."""
         for _ in range(MAX_ROUNDS):
             self._pin()
             observed = self.observe(memory)
             self.lost = observed.journal.running_key if restore_lost(observed) else None
             decided = plan(self.journal.state.desired, observed, self.clock.now())
-            if not await self._act(decided.steps, memory):
+            if not await self._act(decided.steps, memory, observed):
+                if memory.stopped is not None:
+                    return None  # a newer desired state: fetch it before anything else
                 continue  # pre-empted: look again before anything else is decided
             if decided.verdict is not None:
                 return decided.verdict
         logger.error("reconcile did not settle in %d rounds", MAX_ROUNDS)
         return PassVerdict("settled")
 
-    async def _act(self, steps: Sequence[Step], memory: PassMemory) -> bool:
-        """Run `steps`; False when one was pre-empted (the rest are not run)."""
+    async def _act(self, steps: Sequence[Step], memory: PassMemory, observed: Observed) -> bool:
+        """Run `steps`; False when one was pre-empted or held back (the rest are not run)."""
         for step in steps:
             if isinstance(step, FetchArtifacts):  # only waits on the network
-                done = await self._preemptible(self.executor.run(step, memory))
+                done = await self._preemptible(self.executor.run(step, memory), "download")
                 if isinstance(done, Preempted):
+                    if self._cut_for == "newer":
+                        self._note_stopped(step, memory)
                     return False
+            elif isinstance(step, Apply) and self._holds(step, observed, memory):
+                return False
             else:
                 await self.executor.run(step, memory)
         return True
 
-    async def _preemptible(self, work: Coroutine[Any, Any, T]) -> T | Preempted:
+    def _holds(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
+        """The last moment before anything on the vehicle changes: a newer desired state
+        announced since this one was accepted (the operator's rollback of the release
+        about to be applied) is fetched first, and the older release is not applied. A
+        restore, or an apply that replaces a running release that is down, is not held:
+        what ran must run again (restores and rollbacks are never held back)."""
+        s = observed.journal
+        if step.restore or not_running(s, observed.runtime, observed.stack_down):
+            return False
+        if not self._stops("apply", memory):
+            return False
+        logger.info(
+            "not applying %s: desired state sequence %d was announced, above the accepted %d; "
+            "fetching it first",
+            step.release_key,
+            self.signals.hinted,
+            s.accepted_sequence,
+        )
+        return True
+
+    def _stops(self, stop: Stop, memory: PassMemory) -> bool:
+        """Whether the latest hint stops `stop` now (stops_for_newer); if so, it is
+        remembered, and the fetch that follows judges it (`_judge`)."""
+        hinted, accepted = self.signals.hinted, self.journal.state.accepted_sequence
+        if not stops_for_newer(
+            stop, hinted, accepted, spent=memory.spent, acted=self._acted, asked=self._asked
+        ):
+            return False
+        self._acted.add((stop, hinted))
+        if stop == "fetch":
+            memory.spent.add(stop)  # once a pass: a flood of hints cannot keep it from asking
+        memory.stopped = (stop, accepted, hinted)
+        return True
+
+    def _note_stopped(self, step: FetchArtifacts, memory: PassMemory) -> None:
+        """The journal says why the download stopped (the download journals nothing
+        half-way itself). ArtifactFailed stands in for an event of its own until the
+        journal has one: the detail says it stopped, it did not fail; the fold ignores it."""
+        assert memory.stopped is not None
+        _, accepted, hinted = memory.stopped
+        present = self.artifacts.present(step.digests)
+        digest = next((d for d in step.digests if d not in present), step.digests[0])
+        detail = (
+            f"download stopped, not failed: desired state sequence {hinted} was announced, "
+            f"above the accepted {accepted}; it is fetched first (the partial is kept)"
+        )
+        stopped = ArtifactFailed(
+            at=self.clock.now(),
+            digest=digest,
+            release_key=step.release_key,
+            code=ReasonCode.ARTIFACT_DOWNLOAD_FAILED,
+            detail=detail,
+        )
+        self.journal.append(stopped)
+
+    async def _preemptible(self, work: Coroutine[Any, Any, T], kind: Section) -> T | Preempted:
         """Run `work` so that `preempt` can cut it short. A cancelled pass (a stop)
         cancels it too, and waits for it to unwind."""
         task = asyncio.ensure_future(work)
-        self._section = task
+        self._section, self._section_kind, self._cut_for = task, kind, None
+        if kind == "fetch":
+            self._asked = self.signals.hinted
+        self.preempt_for_newer()  # announced before this section began: it does not start
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
@@ -126,10 +263,20 @@ class Reconciler:
             await settle(task)
             raise
         finally:
-            self._section = None
+            self._section = self._section_kind = None
         if task.cancelled():
             return PREEMPTED
         return task.result()
+
+    @property
+    def downloading(self) -> bool:
+        """A FetchArtifacts download of the pass is in progress (the agent's watcher polls
+        during it: a newer desired state is not left unseen for the whole download)."""
+        return self._section_kind == "download" and self._cuttable()
+
+    def _cuttable(self) -> bool:
+        section = self._section
+        return section is not None and not section.done() and self._cut_for is None
 
     def preempt(self) -> bool:
         """Cut short the section of the pass in progress that only waits on the network
@@ -137,12 +284,35 @@ class Reconciler:
         the running release needs the pass now (a crash loop, a stack not running). Such a
         section journals nothing half-way: a download keeps its partial and resumes, a
         fetch is asked again. True if there was one to cut."""
-        section = self._section
-        if section is None or section.done():
+        if not self._cuttable():
             return False
         logger.info("pre-empting the pass's wait on the network: the running release needs it")
-        section.cancel()
+        self._cut("drift")
         return True
+
+    def preempt_for_newer(self) -> bool:
+        """Cut short the fetch or download in progress when the latest hint announces a
+        desired state newer than the accepted one (stops_for_newer): the pass fetches and
+        verifies at once, then plans again; a download keeps its partial, and resumes if
+        nothing newer came. The watcher calls it when a hint arrives and at each check;
+        a section calls it as it begins. True if it cut one."""
+        kind, memory = self._section_kind, self._memory
+        if kind is None or memory is None or not self._cuttable() or not self._stops(kind, memory):
+            return False
+        logger.info(
+            "pre-empting the pass's %s: desired state sequence %d was announced, above the "
+            "accepted %d",
+            kind,
+            self.signals.hinted,
+            self.journal.state.accepted_sequence,
+        )
+        self._cut("newer")
+        return True
+
+    def _cut(self, why: Literal["drift", "newer"]) -> None:
+        assert self._section is not None
+        self._cut_for = why
+        self._section.cancel()
 
     def observe(self, memory: PassMemory | None = None) -> Observed:
         state = self.journal.state
