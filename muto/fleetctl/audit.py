@@ -26,6 +26,7 @@ from muto.fleetctl.connection import (
     FleetError,
     answer,
     connection_arguments,
+    id_argument,
 )
 from muto.fleetctl.output import common, emit, grid, reporting, verb
 
@@ -94,8 +95,8 @@ def register_timeline(actions: Any) -> None:
         timeline,
     )
     common(p)
-    p.add_argument("--vehicle", metavar="ID")
-    p.add_argument("--rollout", metavar="ID")
+    p.add_argument("--vehicle", metavar="ID", type=id_argument("vehicle"))
+    p.add_argument("--rollout", metavar="ID", type=id_argument("rollout"))
     p.add_argument("--correlation-id", metavar="ID")
     p.add_argument("--since", metavar="TIME", help="ISO 8601 with its offset, inclusive")
     p.add_argument("--until", metavar="TIME", help="ISO 8601 with its offset, inclusive")

@@ -103,11 +103,13 @@ class Connection:
             if value
         )
         url = checked_url(given, source)
-        token = env.get("MUTO_TOKEN") or None
+        given_token = env.get("MUTO_TOKEN", "").strip()  # as a token file's: `$(cat F)`
+        token = checked_token(given_token, "MUTO_TOKEN") if given_token else None
         if args.token_file:
             token = read_token(Path(args.token_file))
-        elif token is None and saved.get("url", "").rstrip("/") == url:
-            token = saved.get("token")  # the login's token goes only to the login's server
+        elif token is None and saved.get("url", "").rstrip("/") == url and saved.get("token"):
+            # the login's token goes only to the login's server
+            token = checked_token(saved["token"], f"the context {where}")
         return cls(url, token)
 
     def client(self, timeout: float = 30.0) -> Api:
@@ -185,11 +187,26 @@ def id_argument(kind: str) -> Callable[[str], str]:
 
 def read_token(path: Path) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        held = path.read_bytes().strip()
     except OSError as exc:
         raise FleetError(f"cannot read the token file {path}: {exc.strerror}", USAGE) from None
-    if not token:
+    if not held:
         raise FleetError(f"the token file {path} is empty", USAGE)
+    return checked_token(held.decode("latin-1"), f"the token file {path}")
+
+
+def checked_token(token: str, source: str) -> str:
+    """`token` if it is visible ASCII, as every bearer token is; otherwise FleetError(USAGE)
+    naming `source` and the position, never the token itself (a secret). Unchecked, a
+    non-ASCII token was a traceback in httpx, a newline 'cannot reach the control plane'
+    and a control character the server's 400."""
+    for position, char in enumerate(token, 1):
+        if not "!" <= char <= "~":
+            raise FleetError(
+                f"{source} does not hold a token: character {position} is not visible "
+                "ASCII (a token is letters, digits and punctuation, on one line)",
+                USAGE,
+            )
     return token
 
 
@@ -212,7 +229,8 @@ class Api:
 
     def __init__(self, connection: Connection, timeout: float) -> None:
         self.connection = connection
-        headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
+        token = connection.token
+        headers = {"Authorization": f"Bearer {checked_token(token, 'the token')}"} if token else {}
         base_url = checked_url(connection.url, "the URL")  # a Connection made by hand too
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 

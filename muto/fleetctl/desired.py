@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from muto.fleetctl.connection import USAGE, Connection, FleetError
+from muto.fleetctl.connection import USAGE, Connection, FleetError, id_argument
 from muto.fleetctl.output import common, emit, fields, verb
 from muto.fleetctl.releases import split_release
 
@@ -44,6 +44,10 @@ def read_agent_config(path: str) -> dict[str, Any]:
         found = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise FleetError(f"cannot read the agentConfig in {path}: {exc}", USAGE) from None
+    except UnicodeDecodeError as exc:  # a ValueError: not YAML's, and it holds the bytes
+        raise FleetError(
+            f"cannot read the agentConfig in {path}: not UTF-8 text (byte {exc.start})", USAGE
+        ) from None
     if not isinstance(found, dict):
         raise FleetError(f"{path}: an agentConfig is a mapping, e.g. {{heartbeatS: 10}}", USAGE)
     return found
@@ -73,7 +77,9 @@ def register(sub: Any) -> None:
     common(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--selector", help="label selector, e.g. 'model=m3'")
-    target.add_argument("--vehicle", metavar="ID", help="exactly this vehicle")
+    target.add_argument(
+        "--vehicle", metavar="ID", type=id_argument("vehicle"), help="exactly this vehicle"
+    )
     p.add_argument("--release", required=True, metavar="STACK@VERSION")
     p.add_argument("--correlation-id", help="carried into the audit trail")
     p.add_argument("--agent-config", metavar="FILE", help=AGENT_CONFIG_HELP)

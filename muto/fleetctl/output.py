@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import select
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -83,6 +84,35 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], RenderableT
         text = captured.get()
     # A line at a time, as the audit writes (rich's own printing made a broken pipe exit 1).
     write_lines(text.splitlines(keepends=True))
+
+
+def emit_frame(args: argparse.Namespace, data: Any, table: Callable[[Any], RenderableType]) -> None:
+    """One refresh of a watch whose stdout is no terminal (a file, a pipe), written now:
+    `-o json` one compact JSON document a line, `-o yaml` one YAML document after `---`,
+    a table as `emit` lays it out, then a blank line."""
+    fmt = getattr(args, "output", "table")
+    if fmt == "json":
+        write_lines([json.dumps(data, separators=(",", ":")) + "\n"])
+    elif fmt == "yaml":
+        write_lines(["---\n"])
+        emit(args, data, table)
+    else:
+        emit(args, data, table)
+        write_lines(["\n"])
+    sys.stdout.flush()  # block-buffered off a terminal: shown now, and a gone reader raises
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket its reader has closed (`| head` done): a watch
+    that prints only on a change would otherwise learn it at the next change, hours
+    later. poll() says POLLERR for a pipe with no reader, POLLHUP for a socket."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):  # no poll(), or no stdout fd
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
 
 def grid(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

@@ -15,10 +15,26 @@ from urllib.parse import urlsplit
 
 from rich.table import Table
 
-from muto.fleetctl.connection import USAGE, Api, Connection, FleetError, api_path, check_id
+from muto.cloud.settings import Settings
+from muto.domain.desired import Envelope
+from muto.domain.errors import ReasonError
+from muto.domain.wire import WireError, decode
+from muto.fleetctl.connection import (
+    NOT_FOUND,
+    REFUSED,
+    USAGE,
+    Api,
+    Connection,
+    FleetError,
+    api_path,
+    check_id,
+)
 from muto.fleetctl.output import common, emit, fields, grid, verb
+from muto.trust.releases import read_release
 
 HOSTED = "artifacts/"  # a ref the control plane serves: artifacts/sha256:<hex>
+# The largest request body the control plane reads (413 too_large beyond it).
+MAX_BODY_BYTES = Settings.max_body_bytes
 
 
 def hosted_artifacts(envelope: dict[str, Any]) -> list[dict[str, Any]]:
@@ -86,8 +102,9 @@ def push(args: argparse.Namespace) -> int:
     signed = Path(args.signed)
     try:
         envelope = json.loads(signed.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is one
         raise FleetError(f"cannot read {signed}: {exc}", USAGE) from None
+    body, key, digest = registration(signed, envelope)
     hosted = hosted_artifacts(envelope)
     directory = Path(args.artifact_dir) if args.artifact_dir else signed.parent
     files: dict[str, Path] = {}
@@ -98,6 +115,7 @@ def push(args: argparse.Namespace) -> int:
         except FleetError as no_file:
             absent.append((artifact, no_file))
     with Connection.resolve(args).client(timeout=args.timeout) as api:
+        refuse_another_digest(api, key, digest)  # before any upload: none left orphaned
         # A file not here is needed only if the control plane lacks it (a second signer
         # pushing a release already registered, with its artifacts, by the first).
         for artifact, refusal in absent:
@@ -108,10 +126,52 @@ def push(args: argparse.Namespace) -> int:
             sent = path is not None and upload(api, artifact, path)
             name = f"{path.name} " if path is not None else ""
             print(f"{'uploaded' if sent else 'already stored'} {name}{digest}", file=sys.stderr)
-        registered = api.call("POST", "/releases", json_body=envelope)
+        registered = api.call(
+            "POST", "/releases", content=body, headers={"Content-Type": "application/json"}
+        )
     print(outcome(registered["data"], registered.get("metadata") or {}), file=sys.stderr)
     emit(args, registered["data"], _detail)
     return 0
+
+
+def registration(signed: Path, envelope: Any) -> tuple[bytes, tuple[str, str], str]:
+    """The body of `POST /releases`, the release's (stack, version) and its manifest
+    digest; FleetError(USAGE) for what the API would refuse whatever it holds (not a
+    release's envelope, a body over its limit), found before anything is uploaded."""
+    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(body) > MAX_BODY_BYTES:
+        raise FleetError(
+            f"{signed}: {len(body)} bytes, over the {MAX_BODY_BYTES} the control plane "
+            "accepts in a request (413 too_large)",
+            USAGE,
+        )
+    try:
+        release, digest = read_release(decode(body, Envelope))
+    except (WireError, ReasonError) as exc:  # EnvelopeError is a ReasonError
+        at = getattr(exc, "path", None)
+        raise FleetError(
+            f"{signed} is not a signed release{f' at {at}' if at else ''}: {exc}", USAGE
+        ) from None
+    return body, (release.stack_name, release.version), digest
+
+
+def refuse_another_digest(api: Api, key: tuple[str, str], digest: str) -> None:
+    """A conflict, as the API would answer it after the uploads, if stack@version is
+    registered with another manifest digest (releases are immutable)."""
+    try:
+        found = api.call("GET", api_path("releases", *key))["data"]
+    except FleetError as refusal:
+        if refusal.exit_code == NOT_FOUND:
+            return
+        raise
+    if found["manifestDigest"] != digest:
+        raise FleetError(
+            f"release {key[0]}@{key[1]} is already registered with digest "
+            f"{found['manifestDigest']}, this one is {digest}; releases are immutable "
+            "(nothing was uploaded)",
+            REFUSED,
+            "conflict",
+        )
 
 
 def outcome(release: dict[str, Any], metadata: dict[str, Any]) -> str:
@@ -152,15 +212,15 @@ def _table(releases: list[dict[str, Any]]) -> Table:
 
 
 def split_release(text: str) -> tuple[str, str]:
+    """STACK@VERSION, each an id the API's rule allows (FleetError(USAGE) otherwise)."""
     stack, sep, version = text.partition("@")
     if not sep or not stack or not version:
         raise FleetError(f"{text!r}: expected STACK@VERSION, e.g. core@1.0.0", USAGE)
-    return stack, version
+    return check_id("stack", stack), check_id("version", version)
 
 
 def one(args: argparse.Namespace) -> int:
-    stack, version = split_release(args.release)
-    path = api_path("releases", check_id("stack", stack), check_id("version", version))
+    path = api_path("releases", *split_release(args.release))
     with Connection.resolve(args).client() as api:
         found = api.call("GET", path)["data"]
     emit(args, found, _detail)

@@ -18,7 +18,17 @@ from muto.domain.rollout_rules import stored_share
 from muto.domain.wire import convert
 from muto.fleetctl.connection import Api, Connection, api_path, id_argument
 from muto.fleetctl.desired import AGENT_CONFIG_HELP, read_agent_config
-from muto.fleetctl.output import cell, common, console, emit, fields, grid, verb
+from muto.fleetctl.output import (
+    cell,
+    common,
+    console,
+    emit,
+    emit_frame,
+    fields,
+    grid,
+    stdout_closed,
+    verb,
+)
 from muto.fleetctl.releases import split_release
 
 # How `muto rollouts status` ends (docs/cli.md): 0 completed; the rest say why not.
@@ -117,17 +127,37 @@ def _act(action: str) -> Any:
 
 
 def status(args: argparse.Namespace) -> int:
-    """Print the rollout (live with --watch) until it ends, is paused, or --timeout."""
+    """Print the rollout until it ends, is paused, or --timeout: once without --watch; a
+    live view on a terminal; otherwise (a file, a pipe, `-o json|yaml`) each change as
+    it comes, so that a log shows it and `| head` ends it (docs/cli.md)."""
     with Connection.resolve(args).client() as api:
         rollout = _get(api, args.rollout_id)
-        if not args.watch or args.output != "table":
-            if args.watch:
-                rollout = _wait(api, args, rollout, lambda _: None)
+        if not args.watch:
             emit(args, rollout, view)
             return _exit(rollout)
-        with Live(view(rollout), console=console(), refresh_per_second=4) as live:
-            rollout = _wait(api, args, rollout, lambda r: live.update(view(r)))
+        out = console()
+        if args.output == "table" and out.is_terminal:
+            with Live(view(rollout), console=out, refresh_per_second=4) as live:
+                rollout = _wait(api, args, rollout, lambda r: live.update(view(r)))
+        else:
+            rollout = _wait(api, args, rollout, Changes(args).show)
     return _exit(rollout)
+
+
+class Changes:
+    """A watch off a terminal: writes the rollout when it differs from the last written
+    (the first at once), and stops the watch when stdout's reader has left."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.last: dict[str, Any] | None = None
+
+    def show(self, rollout: dict[str, Any]) -> None:
+        if rollout != self.last:
+            emit_frame(self.args, rollout, view)
+            self.last = rollout
+        elif stdout_closed():
+            raise BrokenPipeError("stdout's reader left")  # muto.cli: exit 141, quietly
 
 
 def _get(api: Api, rollout_id: str) -> dict[str, Any]:
@@ -137,6 +167,7 @@ def _get(api: Api, rollout_id: str) -> dict[str, Any]:
 
 def _wait(api: Api, args: argparse.Namespace, rollout: dict[str, Any], show: Any) -> dict[str, Any]:
     deadline = time.monotonic() + args.timeout if args.timeout else None
+    show(rollout)
     while outcome(rollout) is None and (deadline is None or time.monotonic() < deadline):
         time.sleep(args.interval)
         rollout = _get(api, args.rollout_id)
@@ -270,7 +301,7 @@ def register(sub: Any) -> None:
     common(p)
     p.add_argument("--selector", required=True, help="label selector, e.g. 'model=m3'")
     p.add_argument("--release", required=True, metavar="STACK@VERSION")
-    p.add_argument("--rollout-id", help="default: generated")
+    p.add_argument("--rollout-id", type=id_argument("rollout"), help="default: generated")
     p.add_argument("--converged-pct", type=float, help="gate threshold (default 95)")
     p.add_argument(
         "--canary-deadline", type=_limit("canaryDeadlineSec"), metavar="SEC", help="default 3600"

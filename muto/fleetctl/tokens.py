@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
-from muto.fleetctl.connection import USAGE, Connection, FleetError, api_path
+from muto.fleetctl.connection import USAGE, Connection, FleetError, api_path, id_argument
 from muto.fleetctl.output import common, emit, fields, verb
 
 
@@ -136,7 +136,7 @@ def register(sub: Any) -> None:
     common(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--operator", action="store_true")
-    who.add_argument("--vehicle", metavar="ID")
+    who.add_argument("--vehicle", metavar="ID", type=id_argument("vehicle"))
     p.add_argument("--secret-file", metavar="FILE", help="write the secret there (mode 0600)")
 
     p = verb(
@@ -147,4 +147,4 @@ def register(sub: Any) -> None:
         revoke,
     )
     common(p)
-    p.add_argument("token_id", metavar="TOKEN_ID")
+    p.add_argument("token_id", metavar="TOKEN_ID", type=id_argument("token"))

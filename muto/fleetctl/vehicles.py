@@ -217,7 +217,7 @@ def register(sub: Any) -> None:
         register_vehicle,
     )
     common(p)
-    p.add_argument("vehicle_id", metavar="ID")
+    p.add_argument("vehicle_id", metavar="ID", type=id_argument("vehicle"))
     p.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="labels (selectors match them)")
     p.add_argument("--attribute", action="append", metavar="KEY=VALUE", help="repeatable")
 

@@ -243,7 +243,7 @@ def test_an_id_never_reaches_another_resource_and_bad_input_exits_2(op: Operator
     paused = op.run("rollouts", "pause", f"../../tokens/{victim['tokenId']}/revoke#", *flags)
     assert paused.returncode == 2 and "is not a rollout id" in paused.stderr
     revoked = op.run("tokens", "revoke", f"../tokens/{victim['tokenId']}", *flags)
-    assert revoked.returncode == 3 and revoked.stderr.startswith("error: not_found: ")
+    assert revoked.returncode == 2 and "is not a token id" in revoked.stderr
     # a revocation holds at once in the process that wrote it (this server's only one)
     assert op.run("vehicles", "list", "--token-file", str(victim_file)).returncode == 0
     as_vehicle = op.run("vehicles", "get", "../rollouts/x", "-o", "json", *flags)
