@@ -41,10 +41,14 @@ def test_a_rollback_notified_mid_download_stops_it_and_the_pulled_release_never_
         took = time.monotonic() - notified
         assert took < 5, took  # not the minute the stalled download would have taken
         assert [e.release_key for e in car.events(ev.ApplyStarted, before)] == []
-        (stopped,) = car.events(ev.ArtifactFailed, before)
-        assert stopped.release_key == pulled.key
-        assert stopped.detail.startswith("download stopped, not failed")
+        (stopped,) = car.events(ev.PassPreempted, before)
         digest = pulled.artifacts[0].digest
+        assert (stopped.stopped, stopped.release_key, stopped.digests) == (
+            "download",
+            pulled.key,
+            [digest],
+        )
+        assert (stopped.sequence, stopped.accepted) == (3, 2)
         kept = [e for e in car.cache.entries() if e.digest == digest]
         assert kept and not kept[0].complete  # the partial stays
         await car.running(good, "1.0.0 still")

@@ -74,7 +74,6 @@ def test_the_rule_by_example() -> None:
 # -- with the agent's loop, a real clock -----------------------------------------------------
 
 NOW = datetime.now(UTC) - timedelta(hours=1)
-STOPPED = "download stopped, not failed"
 
 
 def loop_rig(**settings: Any) -> Rig:
@@ -96,7 +95,7 @@ def events(rig: Rig, kind: type[ev.Event], after: int = 0) -> list[Any]:
 
 def stops(rig: Rig, after: int = 0) -> list[Any]:
     """The downloads the journal says were stopped for a newer desired state."""
-    return [e for e in events(rig, ev.ArtifactFailed, after) if e.detail.startswith(STOPPED)]
+    return [e for e in events(rig, ev.PassPreempted, after) if e.stopped == "download"]
 
 
 def applied(rig: Rig, after: int = 0) -> list[str]:
@@ -141,15 +140,15 @@ def test_a_newer_revision_notified_mid_download_is_taken_without_applying_the_ol
             assert B.key not in applied(rig, before)
             assert B.key not in rig.runtime.applied
             (stopped,) = stops(rig, before)
-            assert (stopped.release_key, stopped.digest) == (B.key, B.artifacts[0].digest)
-            assert "sequence 3 was announced, above the accepted 2" in stopped.detail
+            assert (stopped.release_key, stopped.digests) == (B.key, [B.artifacts[0].digest])
+            assert (stopped.sequence, stopped.accepted) == (3, 2)
             assert B.artifacts[0].digest in rig.artifacts.missing  # the download never ended
             assert rig.journal.state.accepted_sequence == 3
             outcome = rig.journal.state.last_outcome("dsr_3")
             assert outcome is not None and outcome.status == "converged"
             # The stop comes before the newer document in the journal: why it stopped.
             kinds = [type(r.event).__name__ for r in rig.journal.records(before)]
-            assert kinds.index("ArtifactFailed") < kinds.index("DesiredVerified")
+            assert kinds.index("PassPreempted") < kinds.index("DesiredVerified")
         finally:
             await rig.agent.stop()
 
@@ -322,6 +321,13 @@ def test_an_apply_is_held_back_for_a_newer_revision_announced_before_it() -> Non
         assert (await rig.reconcile()).kind == "converged"
         assert applied(rig, before) == [C.key]  # B was accepted, never applied
         assert [e.sequence for e in events(rig, ev.DesiredVerified, before)] == [2, 3]
+        (held,) = events(rig, ev.PassPreempted, before)  # the journal says why
+        assert (held.stopped, held.release_key, held.sequence, held.accepted) == (
+            "apply",
+            B.key,
+            3,
+            2,
+        )
         assert rig.runtime.status().release == C.key
 
     run(scenario)

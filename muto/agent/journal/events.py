@@ -268,6 +268,19 @@ class PassFailed(Event, frozen=True):
     detail: str = ""
 
 
+class PassPreempted(Event, frozen=True):
+    """A pass stopped short to take a newer desired state first: a download cut (its
+    partial kept) or an apply held back, because `sequence` was announced (a notify, or a
+    poll during a download: unverified) above the `accepted` one. For people: the fold
+    derives nothing from it; the pass fetches the newer document next."""
+
+    stopped: Literal["download", "apply"]
+    sequence: int
+    accepted: int
+    release_key: str
+    digests: list[str] = []  # the downloads cut
+
+
 class StepAbandoned(Event, frozen=True):
     """A planned shutdown cut a wait short (not counted as an interruption)."""
 
@@ -327,6 +340,7 @@ JournalEvent = (
     | PassCompleted
     | AgentStopped
     | PassFailed
+    | PassPreempted
     | StepAbandoned
     | ReportQueued
     | ReportDelivered

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 from muto.agent.artifacts import ArtifactSource
 from muto.agent.clock import Clock
 from muto.agent.journal import Journal
-from muto.agent.journal.events import ArtifactFailed
+from muto.agent.journal.events import PassPreempted
 from muto.agent.journal.state import JournalState
 from muto.agent.reconcile.executor import Executor
 from muto.agent.reconcile.gather import PassMemory
@@ -42,7 +42,6 @@ from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.gates import SafetyFloor
 from muto.domain.messages import AgentPhase
-from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType
 
 logger = logging.getLogger("muto.agent")
@@ -185,7 +184,9 @@ class Reconciler:
                 done = await self._preemptible(self.executor.run(step, memory), "download")
                 if isinstance(done, Preempted):
                     if self._cut_for == "newer":
-                        self._note_stopped(step, memory)
+                        missing = set(step.digests) - set(self.artifacts.present(step.digests))
+                        cut = [d for d in step.digests if d in missing]
+                        self._note_preempted("download", step.release_key, memory, cut)
                     return False
             elif isinstance(step, Apply) and self._holds(step, observed, memory):
                 return False
@@ -211,6 +212,7 @@ class Reconciler:
             self.signals.hinted,
             s.accepted_sequence,
         )
+        self._note_preempted("apply", step.release_key, memory)
         return True
 
     def _stops(self, stop: Stop, memory: PassMemory) -> bool:
@@ -227,26 +229,27 @@ class Reconciler:
         memory.stopped = (stop, accepted, hinted)
         return True
 
-    def _note_stopped(self, step: FetchArtifacts, memory: PassMemory) -> None:
-        """The journal says why the download stopped (the download journals nothing
-        half-way itself). ArtifactFailed stands in for an event of its own until the
-        journal has one: the detail says it stopped, it did not fail; the fold ignores it."""
+    def _note_preempted(
+        self,
+        stopped: Literal["download", "apply"],
+        release_key: str,
+        memory: PassMemory,
+        digests: Sequence[str] = (),
+    ) -> None:
+        """The journal says why the pass stopped short (a download journals nothing
+        half-way itself; a held apply would journal nothing at all)."""
         assert memory.stopped is not None
         _, accepted, hinted = memory.stopped
-        present = self.artifacts.present(step.digests)
-        digest = next((d for d in step.digests if d not in present), step.digests[0])
-        detail = (
-            f"download stopped, not failed: desired state sequence {hinted} was announced, "
-            f"above the accepted {accepted}; it is fetched first (the partial is kept)"
+        self.journal.append(
+            PassPreempted(
+                at=self.clock.now(),
+                stopped=stopped,
+                sequence=hinted,
+                accepted=accepted,
+                release_key=release_key,
+                digests=list(digests),
+            )
         )
-        stopped = ArtifactFailed(
-            at=self.clock.now(),
-            digest=digest,
-            release_key=step.release_key,
-            code=ReasonCode.ARTIFACT_DOWNLOAD_FAILED,
-            detail=detail,
-        )
-        self.journal.append(stopped)
 
     async def _preemptible(self, work: Coroutine[Any, Any, T], kind: Section) -> T | Preempted:
         """Run `work` so that `preempt` can cut it short. A cancelled pass (a stop)
