@@ -101,7 +101,9 @@ def _superseded_by(vehicle_id: str, revision: str | None) -> str:
 
 def _rolled_back(d: dict[str, Any]) -> str:
     to = f"revision {d['revision']}" if d["revision"] else "no new revision"
-    return f"rolled back {_ids(d['vehicle_ids'])} ({to}): {d['cause']}"
+    # The decision and the revision issued, not the outcome: each vehicle is rolled
+    # back once it reports converged on that revision (its reports say when).
+    return f"rollback issued to {_ids(d['vehicle_ids'])} ({to}): {d['cause']}"
 
 
 def _desired(d: dict[str, Any]) -> str:

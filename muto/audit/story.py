@@ -202,7 +202,7 @@ class Waiting:
     """A member its phase still waits for, and what the log last heard from it."""
 
     vehicle_id: str
-    status: str  # pending, assigned or deferred
+    status: str  # pending, assigned or deferred; rolling_back (its rollback not confirmed)
     presence: Entry | None
     reported: Entry | None
 
@@ -232,6 +232,9 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
     held: dict[str, float] = {}
     done: set[str] = set()  # left, or rolled back
     outcome: dict[str, str] = {}  # vehicle -> its status for the revision it was assigned
+    # Members given a rollback revision, until they report converged on it (or are given
+    # another revision: they never will): whatever the state, the rollout waits for them.
+    rolling: set[str] = set()
     presence: dict[str, Entry] = {}
     reported: dict[str, Entry] = {}
     for e in entries:
@@ -255,8 +258,20 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
             held[state] = held.get(state, 0.0) + (_at(e) - paused_at).total_seconds()
         elif e.type in ("Rollout.MembersLeft", "Rollout.RolledBack"):
             done.update(d["vehicle_ids"])
-            if e.type == "Rollout.RolledBack" and state in ("canary", "wave", "baking"):
+            if e.type == "Rollout.RolledBack" and d.get("revision"):
+                revision_of.update(dict.fromkeys(d["vehicle_ids"], d["revision"]))
+                rolling.update(d["vehicle_ids"])
+                for vehicle in d["vehicle_ids"]:
+                    outcome.pop(vehicle, None)
+            if e.type == "Rollout.RolledBack" and state in (
+                "canary",
+                "wave",
+                "baking",
+                "completed",
+            ):
                 state = "rolled_back"
+        elif e.type == "DesiredState.Created" and d.get("rollout_id") != rollout_id:
+            rolling.difference_update(d["vehicle_ids"])  # a newer intent: superseded
         elif e.type == "Vehicle.PresenceChanged":
             presence[d["vehicle_id"]] = e
         elif e.type == "Vehicle.ReconcileReported":
@@ -288,5 +303,10 @@ def standing(entries: Iterable[Entry], rollout_id: str) -> Standing | None:
         )
         for v in sorted(phase_of)
         if phase_of[v] == phase and v not in done and outcome.get(v) not in ("converged", "failed")
+    ]
+    outstanding += [
+        Waiting(v, "rolling_back", presence.get(v), reported.get(v))
+        for v in sorted(rolling)
+        if outcome.get(v) != "converged"
     ]
     return Standing(state, paused, deadline, outstanding, left)

@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -241,7 +241,13 @@ class FleetCollector(Collector):
             phases = s.execute(
                 select(members.c.rollout_id, members.c.phase, members.c.status, func.count())
                 .join(rollouts, rollouts.c.rollout_id == members.c.rollout_id)
-                .where(rollouts.c.state.not_in([str(state) for state in FINAL_STATES]))
+                .where(
+                    or_(
+                        rollouts.c.state.not_in([str(state) for state in FINAL_STATES]),
+                        # A final rollout's members that have not confirmed its rollback.
+                        members.c.status == "rolling_back",
+                    )
+                )
                 .group_by(members.c.rollout_id, members.c.phase, members.c.status)
             ).all()
         state = GaugeMetricFamily("muto_rollouts_by_state", "Rollouts by state.", labels=["state"])
@@ -251,7 +257,8 @@ class FleetCollector(Collector):
         phase = GaugeMetricFamily(
             "muto_rollout_phase_vehicles",
             "Members of each active rollout by phase and status (pending, assigned, converged, "
-            "deferred: blocked by a gate, failed, rolled_back).",
+            "deferred: blocked by a gate, failed, rolling_back, rolled_back), and those of a "
+            "final one still rolling_back (given its rollback, not confirmed).",
             labels=["rollout", "phase", "status"],
         )
         for rollout_id, name, status, count in sorted(phases):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from muto.cloud.commands import (
     Assignment,
@@ -31,7 +31,7 @@ from muto.domain.model.rollout_states import WAITS_FOR
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutRequest
-from muto.domain.rollout_rules import Evaluation, Verdict, supersedes
+from muto.domain.rollout_rules import Evaluation, Verdict, rollback_target, supersedes
 from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
@@ -52,18 +52,22 @@ def _rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
     return rollout
 
 
-def _previous_release(vehicle: Vehicle) -> str | None:
-    """What the vehicle ran before this rollout: its last reported running release,
-    else its last assigned one. A rollback revision it has not reported on yet wins
-    over both: the release it still runs is one a rollback took away (the vehicle was
-    away), and its known good is the rollback's target (None: "run nothing")."""
-    assignment = vehicle.assignment or {}
-    if assignment.get("phase") == ROLLBACK:
-        return cast("str | None", assignment.get("releaseKey"))
+def _previous_release(vehicle: Vehicle, release_key: str) -> str | None:
+    """The release a rollback of `release_key` returns the vehicle to
+    (`rollout_rules.rollback_target`): the newest it ran or was given before that is
+    not `release_key`, None ("run nothing") when there is none. Newest first: its last
+    reported running release, its desired state, the one before. A rollback revision
+    as its desired state is its known good alone: the release it ran before it (and
+    still runs, if it was away) is the one that rollback took away."""
+    assignment, before = vehicle.assignment, vehicle.previous_assignment
+    if assignment is not None and assignment.get("phase") == ROLLBACK:
+        return rollback_target(release_key, [assignment.get("releaseKey")])
+    history: list[str | None] = []
     running = (vehicle.last_report or {}).get("running")
-    if running:
-        return f"{running['name']}@{running['version']}"
-    return cast("str | None", assignment.get("releaseKey"))
+    if running:  # a report that runs nothing says nothing of what it ran before
+        history.append(f"{running['name']}@{running['version']}")
+    history += [a.get("releaseKey") for a in (assignment, before) if a is not None]
+    return rollback_target(release_key, history)
 
 
 def _still_given(uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]) -> list[str]:
@@ -292,7 +296,7 @@ def start_rollout(
             thresholds=request.thresholds,
             canaries=canaries,
             wave=wave,
-            previous_releases={v.vehicle_id: _previous_release(v) for v in vehicles},
+            previous_releases={v.vehicle_id: _previous_release(v, stored.key) for v in vehicles},
             desired_at_start={v.vehicle_id: (v.assignment or {}).get("revision") for v in vehicles},
             started_at=clock().isoformat(),
             actor=cause.actor,

@@ -35,28 +35,62 @@ MAX_PHASE_SEC = 10 * 365 * 86400.0
 TRIPWIRES = frozenset({ReasonCode.CRASH_LOOP_DETECTED, ReasonCode.READINESS_TIMEOUT})
 
 
+# How a vehicle's presence ranks for canary choice, best first: `online` (connected and
+# heard lately) before `stale` (connected, but silent for three heartbeats: it may be
+# gone), before `offline` (known to be away), before never connected (None): a canary
+# that cannot take the release only holds the rollout until the canary deadline.
+PRESENCE_RANK = {"online": 0, "stale": 1, "offline": 2}
+
+
+def presence_rank(presence: str | None) -> int:
+    return PRESENCE_RANK.get(presence or "", len(PRESENCE_RANK))
+
+
 @dataclass(frozen=True)
 class Candidate:
     vehicle_id: str
     region: str
     model: str
-    online: bool = True
+    presence: str | None = "online"  # as the fleet shows it now (online, stale, offline)
     blocked: bool = False
+    # Already running the rollout's release: as a canary it would pass the gate without
+    # applying anything, so it proves nothing.
+    runs_release: bool = False
+
+
+def canary_preference(c: Candidate) -> tuple[int, bool, bool, str]:
+    """The order canaries are chosen in, best first: by presence (PRESENCE_RANK), then
+    one not already running the release, then one not blocked by its safety gate, then
+    the lowest vehicle id (deterministic: a replay picks the same ones)."""
+    return (presence_rank(c.presence), c.runs_release, c.blocked, c.vehicle_id)
 
 
 def pick_canaries(candidates: Iterable[Candidate]) -> tuple[list[str], list[str]]:
-    """Exactly one canary per (region, model) group: prefer online, then not blocked,
-    then the lowest vehicle id (deterministic). Returns (canaries, wave), both sorted."""
+    """Exactly one canary per (region, model) group, the first by `canary_preference`.
+    Returns (canaries, wave), both sorted."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
     for c in candidates:
         groups.setdefault((c.region, c.model), []).append(c)
-    canaries = sorted(
-        min(group, key=lambda c: (not c.online, c.blocked, c.vehicle_id)).vehicle_id
-        for group in groups.values()
-    )
+    canaries = sorted(min(group, key=canary_preference).vehicle_id for group in groups.values())
     chosen = set(canaries)
     wave = sorted(c.vehicle_id for g in groups.values() for c in g if c.vehicle_id not in chosen)
     return canaries, wave
+
+
+def rollback_target(release_key: str, history: Iterable[str | None]) -> str | None:
+    """The release a rollback of `release_key` returns a member to: the newest in
+    `history` that is not `release_key` (None there: "run nothing"), else None ("run
+    nothing": the member knew no other release).
+
+    `history`: what the vehicle ran or was given before the rollout, newest first (a
+    rollback revision it has not reported on yet, what it last reported running, its
+    desired state, the one before). A rollout of a release a member already ran (a
+    second rollout of it, for the vehicles the first did not cover) must never "roll
+    it back" to that same release."""
+    for release in history:
+        if release != release_key:
+            return release
+    return None
 
 
 class MemberStatus(StrEnum):
@@ -65,7 +99,10 @@ class MemberStatus(StrEnum):
     CONVERGED = "converged"
     DEFERRED = "deferred"  # blocked by a vehicle safety gate
     FAILED = "failed"
-    ROLLED_BACK = "rolled_back"  # a rollback revision was issued to it
+    # Given a rollback revision it has not confirmed yet: no report on it, or its newest
+    # one there refuses or holds it (its codes say why): it may still run the release.
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"  # reported converged on its rollback revision
     LEFT = "left"  # no longer matched the selector when its wave was assigned
     # Given a newer desired state than the rollout's own (a direct assignment): its
     # intent is someone else's now, so it is neither judged nor rolled back.
@@ -78,7 +115,17 @@ class MemberStatus(StrEnum):
 NOT_JUDGED = frozenset({MemberStatus.LEFT, MemberStatus.SUPERSEDED, MemberStatus.NOT_ASSIGNED})
 # Members no newer intent supersedes: out of the rollout already, or given its rollback
 # (the rollout's own last word on them).
-NOT_SUPERSEDED = frozenset({MemberStatus.LEFT, MemberStatus.SUPERSEDED, MemberStatus.ROLLED_BACK})
+NOT_SUPERSEDED = frozenset(
+    {
+        MemberStatus.LEFT,
+        MemberStatus.SUPERSEDED,
+        MemberStatus.ROLLING_BACK,
+        MemberStatus.ROLLED_BACK,
+    }
+)
+# Members given a rollback revision (the `rolledBack` of the rollout's record): whether
+# they confirmed it or not.
+GIVEN_ROLLBACK = frozenset({MemberStatus.ROLLING_BACK, MemberStatus.ROLLED_BACK})
 
 
 def supersedes(

@@ -214,6 +214,7 @@ def view(r: dict[str, Any]) -> Group:
             "BLOCKED (by reason)",
             "FAILED (by reason)",
             "ROLLED BACK (by reason)",
+            "ROLLING BACK (why not yet)",
             "SUPERSEDED",
             "NOT ASSIGNED",
         ],
@@ -227,6 +228,7 @@ def view(r: dict[str, Any]) -> Group:
                 _by(p["deferred"], p["deferredBy"]),
                 _by(p["failed"], p["failedBy"]),
                 _by(p["rolledBack"], p.get("rolledBackBy", {})),  # an older server has none
+                _by(p.get("rollingBack", 0), p.get("rollingBackBy", {})),
                 p.get("superseded", 0),
                 p.get("notAssigned", 0),
             ]
@@ -257,7 +259,31 @@ def view(r: dict[str, Any]) -> Group:
     )
     parts: list[Any] = [head, Text(""), phases, Text(""), canaries]
     parts += [Text(""), decisions] if r.get("decisions") else [Text("no gate decision yet")]
+    if r.get("outstanding"):  # who the rollout still waits for (a rollback: who has not taken it)
+        total = r.get("outstandingTotal", len(r["outstanding"]))
+        parts += [Text(""), _outstanding(r["outstanding"], total)]
     return Group(*parts)
+
+
+def _outstanding(members: list[dict[str, Any]], total: int) -> Table:
+    shown = len(members)
+    title = f"outstanding ({total})" if total == shown else f"outstanding ({shown} of {total})"
+    return grid(
+        title,
+        ["VEHICLE", "STATUS", "REASONS", "PRESENCE", "LAST REPORT"],
+        (
+            [
+                m["vehicleId"],
+                m["status"],
+                m.get("reasonCodes"),
+                m.get("presence"),
+                f"{m.get('lastStatus')} {cell(m.get('lastReasonCodes') or [])}".strip()
+                if m.get("lastStatus")
+                else None,
+            ]
+            for m in members
+        ),
+    )
 
 
 def _by(count: int, reasons: dict[str, int]) -> str:

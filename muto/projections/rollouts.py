@@ -1,13 +1,15 @@
 """Rollout progress: the rollout's state, its current phase's deadline, and each
 targeted vehicle's phase and status (pending, assigned, converged, deferred by gate,
-failed by reason, rolled back, left).
+failed by reason, rolling back, rolled back, left).
 
 A member's outcome is its newest report on its revision by the agent's journal, placed
 by the rule the inventory uses (muto/domain/report_order.py, `admit`), never the last
 to arrive: an older report delivered late never hides a newer one (a crash loop behind
-an earlier `converged`). A member rolled back stays `rolled_back`; a report refusing or
-holding its rollback revision says why in its reason codes, until a newer one says the
-rollback took (the member then shows the codes it had when rolled back again).
+an earlier `converged`). A member given a rollback revision is `rolling_back` until its
+newest report there says `converged`: only then is it `rolled_back` (with the codes it
+had when it was given the rollback). Until then it may still run the rollout's release:
+a report refusing or holding the rollback revision (rejected, blocked, failed...) says
+why in its reason codes, and a newer one may take it back to `rolling_back`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    case,
     func,
     null,
+    or_,
     select,
     update,
 )
@@ -36,7 +38,7 @@ from sqlalchemy.orm import Session
 from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import ACTIVE_STATES, phase_limit
 from muto.domain.report_order import ReportLedger, admit_stored
-from muto.domain.rollout_rules import NOT_SUPERSEDED, phase_deadline, supersedes
+from muto.domain.rollout_rules import NOT_SUPERSEDED, MemberStatus, phase_deadline, supersedes
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.rows import Rows
 
@@ -60,6 +62,9 @@ FINAL = ("completed", "aborted", "rolled_back")
 ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
 # Reports on a member's rollout revision recorded even after it was rolled back.
 LATE_FAILURES = frozenset({"rolled_back", "failed"})  # it ran the release: not a refusal
+# A member given a rollback revision: not confirmed yet, and confirmed (converged there).
+ROLLING_BACK, ROLLED_BACK = str(MemberStatus.ROLLING_BACK), str(MemberStatus.ROLLED_BACK)
+ROLLBACK_STATUSES = (ROLLING_BACK, ROLLED_BACK)
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
 _decode_ledger = msgspec.json.Decoder(ReportLedger).decode
 
@@ -103,8 +108,8 @@ class RolloutProgress(Projection):
             # What places the next report on `revision` (report_order.py: the ledger).
             # Null until a report is shown; emptied when the member gets a revision.
             Column("report_ledger", JSON),
-            # A member rolled back: its reason codes then, shown again once its rollback
-            # took (a refusal's codes stand in for them until it does).
+            # A member given a rollback: its reason codes then, shown once its rollback
+            # took (`rolled_back`; while `rolling_back` it shows why it has not).
             Column("rollback_codes", JSON),
             # The revision the rollout gave the member (`revision` moves on to a
             # rollback's): a late report on it is still the member's (`_place_late`).
@@ -301,23 +306,29 @@ class RolloutProgress(Projection):
         rollout's, its rollback included (but for one back to their rollout's release,
         which restores its intent). In log order, any revision seen here was issued
         after the rollout started. They are neither judged nor outstanding; the
-        controller records it in the rollout's own events when it next acts on them."""
+        controller records it in the rollout's own events when it next acts on them.
+
+        A member still `rolling_back` (its rollout final) given any other revision will
+        never report on its rollback revision: it is superseded too, not outstanding."""
         if not e.vehicle_ids:
             return
         c, r = self.vehicles.c, self.rollouts.c
-        reachable = [c.status.not_in(sorted(NOT_SUPERSEDED)), r.state.in_(ACTIVE)]
+        judged = and_(c.status.not_in(sorted(NOT_SUPERSEDED)), r.state.in_(ACTIVE))
+        reachable = [or_(judged, c.status == ROLLING_BACK)]
         if e.rollout_id is not None:  # its own rollout's revisions never supersede
             reachable.append(c.rollout_id != e.rollout_id)
         superseded: dict[str, list[str]] = {}
         for start in range(0, len(e.vehicle_ids), 500):
             found = s.execute(
-                select(c.rollout_id, c.vehicle_id, c.assigned_revision, r.release_key)
+                select(c.rollout_id, c.vehicle_id, c.assigned_revision, r.release_key, c.status)
                 .join(self.rollouts, r.rollout_id == c.rollout_id)
                 .where(c.vehicle_id.in_(e.vehicle_ids[start : start + 500]), *reachable)
             )
-            for rollout_id, vehicle_id, given, release_key in found:
+            for rollout_id, vehicle_id, given, release_key, status in found:
                 ours = (rollout_id, release_key, given)
-                if supersedes(*ours, e.revision, e.rollout_id, e.release_key, True):
+                if status == ROLLING_BACK or supersedes(
+                    *ours, e.revision, e.rollout_id, e.release_key, True
+                ):
                     superseded.setdefault(rollout_id, []).append(vehicle_id)
         at = e.timestamp.isoformat()
         for rollout_id, vehicle_ids in superseded.items():
@@ -372,16 +383,15 @@ class RolloutProgress(Projection):
         self._rollout(s, e, paused=False, paused_at=None, deadline_at=deadline)
 
     def _rolled_back(self, s: Session, e: Any, _: int) -> None:
+        """The rollback revision issued: its members are `rolling_back`, with no codes
+        (nothing is heard on it yet), until they report on it (`_place`)."""
         if e.revision:  # no revision: nothing was issued, so nothing counts as rolled back
             c = self.vehicles.c
             # A member rolled back again keeps the codes of its first rollback.
-            first = case(
-                (c.status == "rolled_back", func.coalesce(c.rollback_codes, c.reason_codes)),
-                else_=c.reason_codes,
-            )
+            first = func.coalesce(c.rollback_codes, c.reason_codes)
             self._set_vehicles(
-                s, e, e.vehicle_ids, revision=e.revision, status="rolled_back",
-                rollback_codes=first, **NO_REPORT,
+                s, e, e.vehicle_ids, revision=e.revision, status=ROLLING_BACK,
+                rollback_codes=first, reason_codes=[], **NO_REPORT,
             )  # fmt: skip
         row = self._row(s, e)
         if row.state in (*ACTIVE, "completed"):
@@ -401,10 +411,10 @@ NO_REPORT: dict[str, Any] = {"report_ledger": null()}
 def _place(row: dict[str, Any], e: Any) -> bool:
     """Place report event `e` on its member (a `_load`ed row); False when it is not the
     newest there. The row's columns are built once per batch (`_settled`): a vehicle
-    sends several reports a batch during catch-up. A member rolled back stays so: a
-    report that refuses or holds its rollback revision (failed, rejected, blocked...)
-    shows why in the reason codes; a converged one shows the codes it had when rolled
-    back."""
+    sends several reports a batch during catch-up. A member given a rollback revision
+    (`rollback_codes` kept) is `rolled_back` once its newest report there is
+    `converged`, showing the codes it had when given it; any other report (failed,
+    rejected, blocked...) keeps or makes it `rolling_back`, showing why."""
     report: StoredReconcile = e.report
     ledger = row.get(_LEDGER)
     if ledger is None:
@@ -417,17 +427,18 @@ def _place(row: dict[str, Any], e: Any) -> bool:
     row[_LEDGER] = shown
     if row["status"] == "superseded":  # its intent is another's: its reports are not ours
         return True
-    if row["status"] != "rolled_back":  # no report changes that within a batch
+    if row["status"] not in ROLLBACK_STATUSES:  # no report changes that within a batch
         row[_SHOWN] = e
         return True
     codes = Rows.parsed(row, "reason_codes")
     if report.status != "converged":
-        shows = report.reason_codes
+        status, shows = ROLLING_BACK, report.reason_codes
     else:
         kept = Rows.parsed(row, "rollback_codes")
-        shows = codes if kept is None else kept
-    if shows != codes:
-        row["reason_codes"], row[_RECODED] = shows, e.timestamp.isoformat()
+        status, shows = ROLLED_BACK, codes if kept is None else kept
+    if shows != codes or status != row["status"]:
+        row["status"], row["reason_codes"] = status, shows
+        row[_RECODED] = e.timestamp.isoformat()
     return True
 
 
@@ -444,7 +455,7 @@ def _place_late(row: dict[str, Any], e: Any) -> bool:
     if merged == before:
         return False
     row["rollback_codes"], row[_LATE] = merged, e.timestamp.isoformat()
-    if codes == before:  # not showing a refusal of the rollback revision instead
+    if row["status"] == ROLLED_BACK:  # showing the codes it was rolled back with
         row["reason_codes"], row[_RECODED] = merged, e.timestamp.isoformat()
     return True
 
@@ -465,11 +476,14 @@ def _settled(row: dict[str, Any]) -> dict[str, Any]:
             updated_at=e.timestamp.isoformat(),
         )
     elif _RECODED in row:
-        values.update(reason_codes=row["reason_codes"], updated_at=row[_RECODED])
+        values.update(
+            status=row["status"], reason_codes=row["reason_codes"], updated_at=row[_RECODED]
+        )
     return values
 
 
 # While a batch holds a `_load`ed member: its report ledger, decoded; the last report
-# shown (a member not rolled back); when its codes last changed (one rolled back).
+# shown (a member not given a rollback); when its status or codes last changed (one
+# given a rollback).
 _LEDGER, _SHOWN, _RECODED = "__ledger", "__shown", "__recoded"
 _LATE = "__late"  # when a late failure on the rollout's revision was last recorded

@@ -257,7 +257,13 @@ class Demo:
                 "rolloutId": "demo-1.1.0",
             }
         )
-        r = await self.follow(operator, "demo-1.1.0", lambda r: r["state"] == "aborted", "rollout")
+        # Aborted, and every canary confirmed its rollback (`rolling_back` until then).
+        r = await self.follow(
+            operator,
+            "demo-1.1.0",
+            lambda r: r["state"] == "aborted" and not r["phases"]["canary"]["rollingBack"],
+            "rollout",
+        )
         canary = r["phases"]["canary"]
         self.expect.check(
             r["state"] == "aborted" and canary["rolledBack"] == canary["targeted"],

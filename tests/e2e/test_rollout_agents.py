@@ -50,7 +50,9 @@ def test_fleet_rollback_returns_every_vehicle_to_its_previous_release(tmp_path: 
             await r.running_everywhere(GOOD)
             s = await r.rollout("next")
             assert s["state"] == "rolled_back"
-            assert sum(p["rolledBack"] for p in s["phases"].values()) == len(r.ids)
+            assert sum(p["rolledBack"] + p["rollingBack"] for p in s["phases"].values()) == len(
+                r.ids
+            )
             # A rollback is a new, higher revision, not a replay of an old document.
             assert all(v["sequence"] == 3 for v in (await r.vehicles()).values())
 

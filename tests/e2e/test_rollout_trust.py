@@ -43,7 +43,9 @@ def test_a_failed_wave_rolls_back_the_canaries_too(tmp_path: Path, backend: str)
                 v["vehicleId"] for v in done["vehicles"] if v["phase"] == "canary"
             ]
             assert set((await r.desired()).values()) == {GOOD}  # the canaries too
-            assert sum(p["rolledBack"] for p in done["phases"].values()) == len(r.ids)
+            assert sum(p["rolledBack"] + p["rollingBack"] for p in done["phases"].values()) == len(
+                r.ids
+            )
             decision = done["decisions"][-1]
             assert (decision["event"], decision["reasonCode"]) == (
                 "WaveGateFailed",
@@ -276,7 +278,9 @@ def test_rolling_back_a_first_release_leaves_no_vehicle_on_it(tmp_path: Path, ba
             assert back.status_code == 200, back.text
             done = await r.rollout("next")
             assert done["state"] == "rolled_back"
-            assert sum(p["rolledBack"] for p in done["phases"].values()) == len(r.ids)
+            assert sum(p["rolledBack"] + p["rollingBack"] for p in done["phases"].values()) == len(
+                r.ids
+            )
             vehicles = await r.vehicles()
             assert {v["desiredRelease"] for v in vehicles.values()} == {None}
             told = {v["desiredRevision"] for v in vehicles.values()}

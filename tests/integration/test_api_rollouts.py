@@ -94,7 +94,9 @@ def test_pause_resume_and_rollback_to_the_previous_release(op: httpx.Client) -> 
 
     rolled = ok(op.post(f"/rollouts/{rollout_id}/rollback"))
     assert rolled["state"] == "rolled_back"
-    assert {m["status"] for m in rolled["vehicles"]} == {"rolled_back"}
+    # Given the rollback, none reported on it yet: rolling back, and outstanding.
+    assert {m["status"] for m in rolled["vehicles"]} == {"rolling_back"}
+    assert rolled["outstandingTotal"] == 4
     # a rollback is a new, higher revision pointing at the release each vehicle ran before
     assert [fleet.running_version(v) for v in fleet.ids] == ["1.0.0"] * 4
     rollbacks = [
@@ -176,7 +178,7 @@ def test_a_rollback_leaves_a_vehicle_given_another_release_since(op: httpx.Clien
     # The vehicle that moved on is not shown converged on the release it no longer has.
     assert {m["vehicleId"]: m["status"] for m in rolled["vehicles"]} == {
         **{v: "superseded" for v in moved},
-        **{v: "rolled_back" for v in stayed},
+        **{v: "rolling_back" for v in stayed},  # not confirmed yet
     }
     (shown,) = [m for m in rolled["vehicles"] if m["vehicleId"] == moved[0]]
     assert shown["supersededBy"] == given["desiredStateRevision"]

@@ -259,7 +259,7 @@ def test_the_vehicle_table_reads_as_a_story(
         "0 deferred, 0 failed",
         "wave gate failed WAVE_GATE_FAILED: 0/2 converged (0.0% of 2 counted vs 95.0%), "
         "0 deferred, 1 failed [CRASH_LOOP_DETECTED]",
-        f"rolled back {', '.join(FLEET)} (revision {rollback}): WAVE_GATE_FAILED",
+        f"rollback issued to {', '.join(FLEET)} (revision {rollback}): WAVE_GATE_FAILED",
         "rollout ro-1 paused",
     ):
         assert expected in text
@@ -305,11 +305,14 @@ def test_the_rollout_story_shows_start_gates_pauses_and_rollbacks(
     code, table = audit(capsys, history, "explain", "--rollout", "ro-1")
     story_lines, _, standing = table.partition("\n\n")
     assert code == 0 and len(story_lines.splitlines()) == 1 + len(story)
-    assert [line.split(None, 1) for line in standing.splitlines()] == [
-        ["state", "rolled_back"],
-        ["deadline", "none (final)"],
-        ["outstanding", "none"],
-    ]
+    lines = [line.split(None, 1) for line in standing.splitlines()]
+    assert lines[:2] == [["state", "rolled_back"], ["deadline", "none (final)"]]
+    # The members given the rollback that have not reported converged on it: the
+    # rollout waits for them (the one that did is rolled back, not listed).
+    waiting = lines[3:]
+    assert lines[2] == ["outstanding", f"{len(waiting)} vehicle(s)"]
+    assert sorted(w[0] for w in waiting) == sorted(set(FLEET) - {CRASHING})
+    assert all(w[1].startswith("rolling_back,") for w in waiting)
     assert "rollout ro-1 started: core@2.0.0 on 'ring=1', canaries v-eu-m3-1, v-us-m3-1" in table
 
 

@@ -130,8 +130,8 @@ def assign_phase(
     return command
 
 
-def roll_back(rollout_id: str, vehicle_ids: Sequence[str], sign: SignDocument) -> Command[None]:
-    def command(uow: UnitOfWork) -> None:
+def roll_back(rollout_id: str, vehicle_ids: Sequence[str], sign: SignDocument) -> Command[str]:
+    def command(uow: UnitOfWork) -> str:
         assigned = assign_desired_state(
             desired_request("model=m1", ANY), vehicle_ids, cause(rollout_id), sign,
             rollout_id=rollout_id,
@@ -139,6 +139,7 @@ def roll_back(rollout_id: str, vehicle_ids: Sequence[str], sign: SignDocument) -
         rollout(uow, rollout_id).record_rolled_back(
             assigned.revision, list(vehicle_ids), "operator", "controller", rollout_id
         )
+        return assigned.revision
 
     return command
 
@@ -435,7 +436,8 @@ def test_a_fixed_scenario_equals_its_rebuild(scenario_cp: ControlPlane) -> None:
     }
     rollout_view = cp.queries.rollout("ro-0")
     assert rollout_view.state == "rolled_back"
-    assert [m.status for m in rollout_view.vehicles] == ["rolled_back", "rolled_back"]
+    # Given the rollback, never reported on it: not rolled back yet.
+    assert [m.status for m in rollout_view.vehicles] == ["rolling_back", "rolling_back"]
 
 
 def test_the_chain_reads_its_head_only_when_it_did_not_write_it(
@@ -788,6 +790,8 @@ def phase(
         "deferredBy": deferred_by or {},
         "failedBy": failed_by or {},
         "rolledBackBy": rolled_back_by or {},
+        "rollingBack": counts.get("rollingBack", 0),
+        "rollingBackBy": {},
     }
 
 
@@ -842,8 +846,16 @@ def test_rollout_progress_counts_reports_per_phase(tmp_path: Path) -> None:
         )
 
         cp.execute(decide("ro-1", "fail_wave"))
-        cp.execute(roll_back("ro-1", wave, cp.sign))
-        report("v2", 3, "converged", rev=revision)  # too late: rolled back stays
+        rollback = cp.execute(roll_back("ro-1", wave, cp.sign)).value
+        report("v2", 3, "converged", rev=revision)  # too late on the release: changes nothing
+        phases = msgspec.to_builtins(cp.queries.rollout("ro-1").phases)
+        assert (phases["wave"]["rollingBack"], phases["wave"]["rolledBack"]) == (4, 0)
+        report("v3", 2, "blocked", ReasonCode.DENY_MOVING, rev=rollback)  # held: says why
+        assert msgspec.to_builtins(cp.queries.rollout("ro-1").phases)["wave"]["rollingBackBy"] == {
+            "DENY_MOVING": 1
+        }
+        for n, vehicle_id in enumerate(wave, 4):
+            report(vehicle_id, n, "converged", rev=rollback)
         view = msgspec.to_builtins(cp.queries.rollout("ro-1"))  # as the API answers it
         assert view["state"] == "rolled_back"
         assert [d["event"] for d in view["decisions"]] == ["CanaryGatePassed", "WaveGateFailed"]

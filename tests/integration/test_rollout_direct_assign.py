@@ -198,7 +198,7 @@ def test_a_late_failure_waits_behind_a_refused_rollback(plane: Plane) -> None:
     rollback = plane.roll_back()
     plane.report(rollback, 2, ReconcileStatus.REJECTED)
     plane.report(plane.canary, 3, ReconcileStatus.ROLLED_BACK)
-    assert member_of(plane)[:2] == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    assert member_of(plane)[:2] == ("rolling_back", ["DESIRED_STATE_EXPIRED"])
     plane.report(rollback, 4, ReconcileStatus.CONVERGED)
     assert member_of(plane)[:2] == ("rolled_back", [str(c) for c in CRASH_LOOP])
     plane.assert_rebuild_equal()
@@ -206,8 +206,10 @@ def test_a_late_failure_waits_behind_a_refused_rollback(plane: Plane) -> None:
 
 def test_a_late_converged_on_the_rollouts_revision_changes_nothing(plane: Plane) -> None:
     plane.report(plane.canary, 5, ReconcileStatus.ROLLED_BACK)
-    plane.roll_back()
+    rollback = plane.roll_back()
     plane.report(plane.canary, 1, ReconcileStatus.CONVERGED)  # older, delivered late
+    assert member_of(plane)[:2] == ("rolling_back", [])
+    plane.report(rollback, 2, ReconcileStatus.CONVERGED)
     codes = [str(c) for c in CRASH_LOOP]
     assert member_of(plane)[:2] == ("rolled_back", codes)
 

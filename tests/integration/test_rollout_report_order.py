@@ -109,17 +109,20 @@ def test_reports_without_a_place_keep_the_old_order(plane: Plane) -> None:
 def test_a_refused_rollback_revision_says_why(plane: Plane) -> None:
     """The reviewer's scenario: the vehicle was away during the rollback and refuses its
     revision on return (expired); it still runs the bad release. The member stayed a
-    clean `rolled_back` with no code."""
+    clean `rolled_back` with no code; it is `rolling_back` (outstanding) until it takes it."""
     plane.report(plane.canary, 1, ReconcileStatus.CONVERGED)
     rollback = plane.roll_back()
-    assert plane.member() == ("rolled_back", [])
+    assert plane.member() == ("rolling_back", [])  # nothing heard on it yet
     plane.report(rollback, 2, ReconcileStatus.REJECTED)
-    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
-    phases = plane.cp.queries.rollout(ROLLOUT).phases
-    assert phases["canary"].rolled_back == 1  # still counted as given a rollback
-    assert phases["canary"].rolled_back_by == {"DESIRED_STATE_EXPIRED": 1}  # and why
+    assert plane.member() == ("rolling_back", ["DESIRED_STATE_EXPIRED"])
+    found = plane.cp.queries.rollout(ROLLOUT)
+    phases = found.phases
+    assert (phases["canary"].rolling_back, phases["canary"].rolled_back) == (1, 0)
+    assert phases["canary"].rolling_back_by == {"DESIRED_STATE_EXPIRED": 1}  # and why
+    assert [(w.vehicle_id, w.status) for w in found.outstanding] == [(CANARY, "rolling_back")]
+    assert found.outstanding_total == 1
     plane.report(plane.canary, 3, ReconcileStatus.CONVERGED)  # the old revision: not judged
-    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    assert plane.member() == ("rolling_back", ["DESIRED_STATE_EXPIRED"])
     plane.assert_rebuild_equal()
 
 
@@ -129,12 +132,13 @@ def test_a_rollback_that_took_shows_the_codes_it_had_when_rolled_back(plane: Pla
     the late blocked report changes nothing."""
     plane.report(plane.canary, 1, ReconcileStatus.ROLLED_BACK)
     rollback = plane.roll_back()
-    assert plane.member() == ("rolled_back", CRASH_LOOP)
+    assert plane.member() == ("rolling_back", [])
     plane.report(rollback, 2, ReconcileStatus.BLOCKED)
-    assert plane.member() == ("rolled_back", ["DENY_MOVING"])
+    assert plane.member() == ("rolling_back", ["DENY_MOVING"])  # held: still runs it
     plane.report(rollback, 4, ReconcileStatus.CONVERGED)
     plane.report(rollback, 3, ReconcileStatus.BLOCKED)  # older, late
     assert plane.member() == ("rolled_back", CRASH_LOOP)
+    assert plane.cp.queries.rollout(ROLLOUT).outstanding_total == 0
     assert plane.cp.queries.rollout(ROLLOUT).phases["canary"].rolled_back_by == {
         "CRASH_LOOP_DETECTED": 1,
         "ROLLBACK_APPLIED": 1,
@@ -147,9 +151,9 @@ def test_a_member_rolled_back_twice_keeps_the_codes_of_its_first_rollback(plane:
     first = plane.roll_back()
     plane.report(first, 2, ReconcileStatus.REJECTED)
     second = plane.roll_back()
-    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])  # nothing took yet
+    assert plane.member() == ("rolling_back", [])  # nothing heard on the new one yet
     plane.report(first, 3, ReconcileStatus.CONVERGED)  # a replaced revision: not judged
-    assert plane.member() == ("rolled_back", ["DESIRED_STATE_EXPIRED"])
+    assert plane.member() == ("rolling_back", [])
     plane.report(second, 4, ReconcileStatus.CONVERGED)
     assert plane.member() == ("rolled_back", CRASH_LOOP)
     plane.assert_rebuild_equal()
@@ -183,14 +187,15 @@ def histories(draw: st.DrawFn) -> list[tuple[Any, ...]]:
 
 def expected(ops: list[tuple[Any, ...]]) -> tuple[str, list[str]]:
     """The member by the rule in prose: the newest report (highest number) of those
-    delivered on the member's revision; rolled back, a refusal's codes or else those
-    it had when rolled back."""
+    delivered on the member's revision; given a rollback, `rolled_back` with the codes
+    it had then once the newest report on the rollback is converged, else
+    `rolling_back` with that report's codes (none before one)."""
     newest: dict[str, tuple[int, ReconcileStatus]] = {}
     revision, rolled_back = "canary", False
     status, codes = "assigned", []
     for op in ops:
         if op[0] == "rollback":
-            rolled_back, revision, status = True, "rollback", "rolled_back"
+            rolled_back, revision = True, "rollback"
             continue
         _, number, reported = op
         if number <= newest.get(revision, (0, reported))[0]:
@@ -198,9 +203,12 @@ def expected(ops: list[tuple[Any, ...]]) -> tuple[str, list[str]]:
         newest[revision] = number, reported
         if revision == "canary":  # reports on the canary after its rollback go elsewhere
             status, codes = ROLLOUT_STATUS[reported], CODES[reported]
-    if rolled_back and "rollback" in newest:
-        reported = newest["rollback"][1]
-        codes = codes if reported is ReconcileStatus.CONVERGED else CODES[reported]
+    if rolled_back:
+        reported_on = newest.get("rollback", (0, None))[1]
+        if reported_on is ReconcileStatus.CONVERGED:
+            status = "rolled_back"
+        else:
+            status, codes = "rolling_back", CODES[reported_on] if reported_on else []
     return status, [str(c) for c in codes]
 
 

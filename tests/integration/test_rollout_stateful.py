@@ -51,6 +51,7 @@ from muto.cloud.controller import RolloutController
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
 from muto.domain.desired import DesiredStateDocument
 from muto.domain.model.rollout import Rollout, RolloutStateError
+from muto.domain.model.vehicle import Vehicle
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest, RolloutThresholds, VehiclePatch
 from muto.domain.rollout_rules import TRIPWIRES, Candidate, pick_canaries
@@ -144,6 +145,8 @@ class RolloutMachine(RuleBasedStateMachine):
         self.controller = RolloutController(self.cp)
         self.assignments_at_pause: int | None = None
         self.reports = 0
+        # A member's newest report on its rollback revision (the test's own account).
+        self.on_rollback: dict[str, str] = {}
         self.relabelled_in_canary: set[str] = set()  # wave members relabelled out early
         self.relabelled: set[str] = set()
         self.late_registered = False
@@ -195,6 +198,32 @@ class RolloutMachine(RuleBasedStateMachine):
             observed_at=self.now,
         )  # type: ignore[arg-type]
         self.cp.execute(record_reconcile(report, f"vehicle:{vehicle_id}"))
+
+    @rule(index=st.integers(0, len(IN_SELECTOR) - 1), outcome=st.sampled_from(OUTCOMES))
+    def vehicle_reports_on_its_rollback(
+        self, index: int, outcome: tuple[ReconcileStatus, list[str]]
+    ) -> None:
+        """A member given a rollback revision takes it (converged) or not yet (held by
+        its gate, or failing): only a converged one is rolled back."""
+        vehicle_id = IN_SELECTOR[index]
+        if vehicle_id not in self.rollout().rolled_back:
+            return
+        vehicle: Vehicle = self.cp.log.repository.get(Vehicle.create_id(vehicle_id))
+        assert vehicle.assignment is not None and vehicle.assignment["phase"] == "rollback"
+        revision = vehicle.assignment["revision"]
+        self.reports += 1
+        status, codes = outcome
+        report = ReconcileReport(
+            schema="muto.reconcile-report.v1",
+            report_id=f"r{self.reports}",
+            vehicle_id=vehicle_id,
+            desired_state_revision=revision,
+            status=status,
+            reason_codes=codes,
+            observed_at=self.now,
+        )  # type: ignore[arg-type]
+        self.cp.execute(record_reconcile(report, f"vehicle:{vehicle_id}"))
+        self.on_rollback[vehicle_id] = str(status)
 
     @rule()
     def every_assigned_vehicle_converges(self) -> None:
@@ -303,8 +332,19 @@ class RolloutMachine(RuleBasedStateMachine):
             for vehicle_id in rollout.assigned:
                 assert latest[vehicle_id]["releaseKey"] == self.before(vehicle_id)
                 assert latest[vehicle_id]["phase"] == "rollback"
+            # Given a rollback: `rolled_back` once its newest report there is converged,
+            # else `rolling_back` (it may still run the release), and outstanding.
             rolled_back = sum(p["rolledBack"] for p in view["phases"].values())
-            assert rolled_back == len(rollout.rolled_back) == len(rollout.assigned)
+            rolling_back = sum(p["rollingBack"] for p in view["phases"].values())
+            assert rolled_back + rolling_back == len(rollout.rolled_back) == len(rollout.assigned)
+            shown = {m["vehicleId"]: m["status"] for m in view["vehicles"]}
+            took = {v for v, status in self.on_rollback.items() if status == "converged"}
+            for vehicle_id in rollout.rolled_back:
+                expected = "rolled_back" if vehicle_id in took else "rolling_back"
+                assert shown[vehicle_id] == expected, vehicle_id
+            waiting = sorted(m["vehicleId"] for m in view["outstanding"])
+            assert waiting == sorted(set(rollout.rolled_back) - took)
+            assert view["outstandingTotal"] == rolling_back
         if "Rollout.CanaryGateFailed" in types:
             assert not set(rollout.wave) & set(rollout.assigned)
         # Rollback revisions point to the previous release, or say "run nothing" (None)
@@ -319,8 +359,9 @@ class RolloutMachine(RuleBasedStateMachine):
         if rollout.paused and self.assignments_at_pause is not None:
             assert len(assigned) == self.assignments_at_pause
         # The view says why an active rollout waits (item 5).
-        if rollout.is_final:
-            assert view["deadline"] is None and view["outstanding"] == []
+        if rollout.is_final:  # it waits only for rollbacks not confirmed
+            assert view["deadline"] is None
+            assert all(m["status"] == "rolling_back" for m in view["outstanding"])
         elif rollout.paused:  # the clock stands still: no deadline, what is left of it
             assert view["deadline"] is None
             deadline = rollout.deadline(rollout.state)
@@ -526,11 +567,14 @@ def test_a_vehicle_without_a_previous_release_is_told_to_run_nothing() -> None:
         cp.projector.catch_up()
         view = msgspec.to_builtins(cp.queries.rollout("ro-7"))
         assert view["state"] == "rolled_back"
-        assert sum(p["rolledBack"] for p in view["phases"].values()) == 1
+        # Given its rollback, not confirmed yet: rolling back, and outstanding.
+        assert sum(p["rollingBack"] for p in view["phases"].values()) == 1
+        assert sum(p["rolledBack"] for p in view["phases"].values()) == 0
         assert {v["vehicleId"]: v["status"] for v in view["vehicles"]} == {
-            "n-eu-m3-1": "rolled_back",
+            "n-eu-m3-1": "rolling_back",
             "n-eu-m3-2": "not_assigned",  # the rollout ended before its wave
         }
+        assert view["outstandingTotal"] == 1
         rolled = [
             e for e in cp.queries.audit(rollout_id="ro-7") if e.event_type == "Rollout.RolledBack"
         ]

@@ -17,6 +17,7 @@ from muto.domain.rollout_rules import (
     Verdict,
     evaluate_phase,
     pick_canaries,
+    rollback_target,
     stored_share,
     watch_bake,
 )
@@ -28,8 +29,9 @@ candidates = st.lists(
         vehicle_id=st.text("abcdef0123", min_size=1, max_size=6),
         region=st.sampled_from(["eu", "us", "ap"]),
         model=st.sampled_from(["v3", "v4"]),
-        online=st.booleans(),
+        presence=st.sampled_from(["online", "stale", "offline", None]),
         blocked=st.booleans(),
+        runs_release=st.booleans(),
     ),
     unique_by=lambda c: c.vehicle_id,
     max_size=40,
@@ -49,15 +51,65 @@ def test_exactly_one_canary_per_region_model_and_order_does_not_matter(cs, rnd) 
     assert pick_canaries(shuffled) == (canaries, wave)
 
 
+RANK = {"online": 0, "stale": 1, "offline": 2, None: 3}
+
+
 @given(candidates)
-def test_canaries_prefer_online_unblocked_vehicles(cs) -> None:
+def test_canaries_prefer_online_then_not_running_the_release_then_unblocked(cs) -> None:
+    """Online before stale before offline before never connected (a canary that cannot
+    take the release holds the rollout until its deadline); then one that does not run
+    the release already (it would pass the gate having applied nothing); then one not
+    blocked by its gate."""
     canaries, _ = pick_canaries(cs)
     by_id = {c.vehicle_id: c for c in cs}
     for vehicle_id in canaries:
         chosen = by_id[vehicle_id]
         group = [c for c in cs if (c.region, c.model) == (chosen.region, chosen.model)]
-        best = min((not c.online, c.blocked) for c in group)
-        assert (not chosen.online, chosen.blocked) == best
+        best = min((RANK[c.presence], c.runs_release, c.blocked) for c in group)
+        assert (RANK[chosen.presence], chosen.runs_release, chosen.blocked) == best
+
+
+def test_a_never_connected_or_stale_vehicle_is_no_canary_beside_an_online_one() -> None:
+    """The review's ghost canary: presence None (never connected) once counted as
+    online, and the lowest id won."""
+    group = [
+        Candidate("a-ghost", "eu", "v3", presence=None),
+        Candidate("b-stale", "eu", "v3", presence="stale"),
+        Candidate("c-online", "eu", "v3", presence="online"),
+    ]
+    assert pick_canaries(group) == (["c-online"], ["a-ghost", "b-stale"])
+    assert pick_canaries(group[:2]) == (["b-stale"], ["a-ghost"])
+
+
+def test_a_vehicle_already_running_the_release_is_no_canary_beside_one_that_is_not() -> None:
+    group = [
+        Candidate("a-runs-it", "eu", "v3", runs_release=True),
+        Candidate("b-blocked", "eu", "v3", blocked=True),
+        Candidate("c-fresh", "eu", "v3"),
+    ]
+    assert pick_canaries(group)[0] == ["c-fresh"]
+    assert pick_canaries(group[:2])[0] == ["b-blocked"]
+
+
+releases = st.sampled_from(["app@1.0.0", "app@2.0.0", "app@3.0.0", None])
+
+
+@given(st.sampled_from(["app@1.0.0", "app@2.0.0"]), st.lists(releases, max_size=5))
+def test_a_rollback_never_returns_a_member_to_the_rollouts_own_release(key, history) -> None:
+    """The newest release in the history that is not the rollout's, else "run nothing"
+    (None): never the release being rolled back."""
+    target = rollback_target(key, history)
+    assert target != key
+    others = [r for r in history if r != key]
+    assert target == (others[0] if others else None)
+
+
+def test_a_second_rollout_of_a_release_rolls_back_to_the_one_before_it() -> None:
+    """The review's case: app@2.0.0 completed on the vehicle (it runs it, and it is its
+    desired state), then a second rollout of app@2.0.0 covered it and rolled back: its
+    target is app@1.0.0, the one before, never app@2.0.0 again."""
+    assert rollback_target("app@2.0.0", ["app@2.0.0", "app@2.0.0", "app@1.0.0"]) == "app@1.0.0"
+    assert rollback_target("app@2.0.0", ["app@2.0.0", "app@2.0.0"]) is None
 
 
 statuses = st.sampled_from(list(MemberStatus))

@@ -56,6 +56,7 @@ def test_members_out_of_the_rollout_are_not_superseded_again() -> None:
     assert {
         MemberStatus.LEFT,
         MemberStatus.SUPERSEDED,
+        MemberStatus.ROLLING_BACK,
         MemberStatus.ROLLED_BACK,
     } == NOT_SUPERSEDED
 

@@ -38,6 +38,7 @@ def test_an_old_rollout_is_answered_as_it_ran() -> None:
             "targeted": 2, "pending": 0, "assigned": 0, "converged": 0, "deferred": 1,
             "failed": 0, "rolledBack": 0, "left": 1, "deferredBy": {"DENY_MOVING": 1},
             "superseded": 0, "notAssigned": 0, "failedBy": {}, "rolledBackBy": {},
+            "rollingBack": 0, "rollingBackBy": {},
         }
     }  # fmt: skip
     assert [v["vehicleId"] for v in body["vehicles"]] == ["v1", "v2"]

@@ -34,6 +34,7 @@ from muto.cloud.queries import (
 from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
 from muto.cloud.tokens import Principal
 from muto.cloud.writer import Command, Written
+from muto.domain.release import release_key
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Candidate, pick_canaries
 from muto.domain.selectors import parse_selector
@@ -76,8 +77,9 @@ async def _create(
             vehicle_id=r["vehicle_id"],
             region=r["labels"].get("region", ""),
             model=r["labels"].get("model", ""),
-            online=r["presence"] != "offline",
+            presence=r["presence"],  # None: never connected, ranks last
             blocked=r["last_status"] == "blocked",
+            runs_release=r["running_release"] == release_key(wanted.stack, wanted.version),
         )
         for r in await off_loop(rollout_candidates, cp.queries, vehicle_ids)
     ]

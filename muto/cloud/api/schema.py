@@ -240,7 +240,13 @@ class OutstandingMember(Wire, frozen=True, kw_only=True):
     """A member the current phase still waits for, and what the fleet last heard of it."""
 
     vehicle_id: str
-    status: Literal["pending", "assigned", "deferred"]
+    status: Annotated[
+        Literal["pending", "assigned", "deferred", "rolling_back"],
+        msgspec.Meta(
+            description="rolling_back: given a rollback revision it has not confirmed "
+            "(it may still run the release; its reason codes say why, if it said)"
+        ),
+    ]
     reason_codes: list[ReasonCode]
     presence: str | None
     presence_at: Timestamp | None
@@ -256,7 +262,16 @@ class PhaseProgress(Wire, frozen=True, kw_only=True):
     converged: int
     deferred: int
     failed: int
-    rolled_back: int
+    rolling_back: Annotated[
+        int,
+        msgspec.Meta(
+            description="members given a rollback revision that have not reported "
+            "converged on it: they may still run the release (outstanding)"
+        ),
+    ] = 0
+    rolled_back: Annotated[
+        int, msgspec.Meta(description="members that reported converged on their rollback")
+    ]
     left: int
     superseded: Annotated[
         int,
@@ -274,9 +289,10 @@ class PhaseProgress(Wire, frozen=True, kw_only=True):
     ]
     deferred_by: dict[str, int]
     failed_by: dict[str, int]
-    # Why members were rolled back, or, for a member whose rollback revision was refused
-    # (failed, rejected, blocked), why it refused: a rollback that did not take shows here.
+    # The codes the rolled-back members had when given their rollback (and late failures
+    # on the release); why the members rolling back have not taken it (a refusal or hold).
     rolled_back_by: dict[str, int]
+    rolling_back_by: dict[str, int] = {}
 
 
 class RolloutMember(Wire, frozen=True, kw_only=True):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from muto.cloud.api.schema import (
     GateDecision,
@@ -19,7 +19,7 @@ from muto.cloud.api.schema import (
     RolloutSummary,
 )
 from muto.cloud.errors import NotFound
-from muto.cloud.queries.vehicles import VehicleReads
+from muto.cloud.queries.vehicles import VehicleReads, vehicle_view
 from muto.domain.model.rollout_states import (
     ACTIVE_STATES,
     DEFAULT_BAKE_SEC,
@@ -28,7 +28,7 @@ from muto.domain.model.rollout_states import (
     WAITS_FOR,
 )
 from muto.domain.requests import RolloutThresholds
-from muto.domain.rollout_rules import left_when_paused
+from muto.domain.rollout_rules import MemberStatus, left_when_paused
 from muto.domain.selectors import parse_selector
 from muto.projections.store import rows
 
@@ -36,6 +36,9 @@ ACTIVE_ROLLOUT_STATES = tuple(str(state) for state in ACTIVE_STATES)
 FINAL_ROLLOUT_STATES = frozenset(str(state) for state in FINAL_STATES)
 # The member statuses a phase still waits for; GET /rollouts/{id} lists them (capped).
 OUTSTANDING = ("pending", "assigned", "deferred")
+# A member given a rollback it has not confirmed: outstanding whatever the rollout's state
+# (its rollback is final: the decision was made, the vehicle has not taken it yet).
+ROLLING_BACK = str(MemberStatus.ROLLING_BACK)
 OUTSTANDING_SHOWN = 100
 
 
@@ -61,12 +64,14 @@ class RolloutReads(VehicleReads):
         return rollout_view(r, members, waiting, not_in)
 
     def _outstanding(self, s: Any, rollout_id: str, state: str) -> list[OutstandingMember]:
-        """Why an active rollout waits: the members of its current phase that have not
-        converged or failed, with their presence and last report."""
-        phase = WAITS_FOR.get(state)
-        if phase is None:
-            return []
+        """Why a rollout waits: the members of its current phase (an active one) that
+        have not converged or failed, and the members given a rollback that have not
+        confirmed it (any state), with their presence and last report."""
         m, v = self.views.rollouts.vehicles, self.views.inventory.vehicles
+        phase = WAITS_FOR.get(state)
+        waiting = m.c.status == ROLLING_BACK
+        if phase is not None:
+            waiting = or_(waiting, and_(m.c.phase == phase, m.c.status.in_(OUTSTANDING)))
         found = s.execute(
             select(
                 m.c.vehicle_id,
@@ -79,7 +84,7 @@ class RolloutReads(VehicleReads):
                 v.c.last_report_at,
             )
             .join(v, v.c.vehicle_id == m.c.vehicle_id, isouter=True)
-            .where(m.c.rollout_id == rollout_id, m.c.phase == phase, m.c.status.in_(OUTSTANDING))
+            .where(m.c.rollout_id == rollout_id, waiting)
             .order_by(m.c.vehicle_id)
         )
         return [
@@ -193,7 +198,7 @@ def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
     codes: dict[tuple[str, str], Counter[str]] = {}
     for m in members:
         statuses.setdefault(m["phase"], Counter())[m["status"]] += 1
-        if m["status"] in ("deferred", "failed", "rolled_back"):
+        if m["status"] in ("deferred", "failed", "rolling_back", "rolled_back"):
             codes.setdefault((m["phase"], m["status"]), Counter()).update(m["reason_codes"])
     return {
         phase: PhaseProgress(
@@ -203,6 +208,7 @@ def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
             converged=counted["converged"],
             deferred=counted["deferred"],
             failed=counted["failed"],
+            rolling_back=counted["rolling_back"],
             rolled_back=counted["rolled_back"],
             left=counted["left"],
             superseded=counted["superseded"],
@@ -210,25 +216,28 @@ def progress(members: list[dict[str, Any]]) -> dict[str, PhaseProgress]:
             deferred_by=dict(codes.get((phase, "deferred"), {})),
             failed_by=dict(codes.get((phase, "failed"), {})),
             rolled_back_by=dict(codes.get((phase, "rolled_back"), {})),
+            rolling_back_by=dict(codes.get((phase, "rolling_back"), {})),
         )
         for phase, counted in statuses.items()
     }
 
 
 def rollout_candidates(queries: RolloutReads, vehicle_ids: list[str]) -> list[dict[str, Any]]:
-    """Labels, presence and last status of the given vehicles, for canary selection."""
+    """Labels, presence (as the fleet shows it now: `stale` judged), last status and
+    running release of the given vehicles, for canary selection."""
     vehicles = queries.views.inventory.vehicles
     with queries.views.store.reading() as s:
-        return rows(
-            s.execute(
-                select(
-                    vehicles.c.vehicle_id,
-                    vehicles.c.labels,
-                    vehicles.c.presence,
-                    vehicles.c.last_status,
-                ).where(vehicles.c.vehicle_id.in_(vehicle_ids))
-            )
-        )
+        found = rows(s.execute(queries.vehicle_rows.where(vehicles.c.vehicle_id.in_(vehicle_ids))))
+    return [
+        {
+            "vehicle_id": r["vehicle_id"],
+            "labels": r["labels"],
+            "presence": vehicle_view(r).presence,
+            "last_status": r["last_status"],
+            "running_release": r["running_release"],
+        }
+        for r in found
+    ]
 
 
 def vehicles_in_active_rollouts(queries: RolloutReads, vehicle_ids: list[str]) -> dict[str, str]:
