@@ -91,4 +91,4 @@ def test_bad_bodies_are_refused_in_the_error_shape(
 
 
 def test_every_operation_with_a_body_is_covered() -> None:
-    assert len(with_bodies()) == 8  # a new operation with a body gets the same rows
+    assert len(with_bodies()) == 9  # a new operation with a body gets the same rows

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from muto.agent.journal import events as ev
-from tests.integration.test_agent_late_failures import NOW, TOKEN, Vehicle, release, run
 from tests.support.artifact_server import ArtifactServer, Faults
+from tests.support.real_vehicle import NOW, TOKEN, Vehicle, release, run
 from tests.support.waits import until
 
 
