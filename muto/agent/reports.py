@@ -190,10 +190,12 @@ def health_report(
     status, codes = health_of(state, runtime)
     if failing is not None:
         status, codes = _with_failure(status, codes, failing)
-    # Its number: the journal position it is queued at (one not queued says the same:
-    # the cloud tells the two apart by report id, report_order.health_overtaken).
+    # Its number: the journal position it is queued at. One the journal refused (sent
+    # without it, `failing`) takes the last position: newer than every report queued so
+    # far, older than the next, whatever order the two reach the cloud in.
+    number = state.position if failing is not None else state.position + 1
     place = (
-        ReportPlace(incarnation=state.incarnation, number=state.position + 1)
+        ReportPlace(incarnation=state.incarnation, number=max(number, 1))
         if state.incarnation is not None
         else None
     )

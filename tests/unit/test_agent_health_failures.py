@@ -12,6 +12,8 @@ import pytest
 
 from muto.agent.journal.events import ConfigApplied
 from muto.domain.desired import AgentConfig
+from muto.domain.report_order import ReportPlace, health_overtaken
+from muto.domain.wire import convert
 from tests.support.agent_rig import A, converged_on, run, started
 
 
@@ -136,5 +138,33 @@ def test_no_health_report_leaves_without_telemetry() -> None:
         rig.agent._failed(OSError(errno.ENOSPC, "No space left on device"))
         assert not rig.agent.flares
         assert len(rig.cloud.reports) == before
+
+    run(scenario)
+
+
+def test_a_health_report_sent_without_the_journal_sits_between_the_queued_ones() -> None:
+    """Its number is the journal's last position: after every report queued before it,
+    before the next one queued, in whichever order the two reach the cloud (a flare slowed
+    by timeouts must not overwrite the `healthy` queued once the disk took writes again)."""
+
+    async def scenario() -> None:
+        rig = await started()
+        await converged_on(rig, A, 1)
+        journal_append = rig.journal.append
+
+        def full(*events: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        rig.journal.append = full  # type: ignore[method-assign]
+        rig.agent.report_health(periodic=True)
+        await asyncio.gather(*rig.agent.flares)
+        rig.journal.append = journal_append  # type: ignore[method-assign]
+        rig.agent.report_health(periodic=True)
+        await rig.deliver()
+        flare, queued = [r for r in rig.cloud.reports if r["kind"] == "health"][-2:]
+        before, after = (convert(r["journal"], ReportPlace) for r in (flare, queued))
+        assert before.number < after.number
+        assert not health_overtaken(before, flare["reportId"], after, queued["reportId"])
+        assert health_overtaken(after, queued["reportId"], before, flare["reportId"])
 
     run(scenario)

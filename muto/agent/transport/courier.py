@@ -74,7 +74,8 @@ class Courier:
         take it (a full disk): once, best effort, so that the cloud hears why the vehicle
         is stuck instead of nothing. Not retried; the agent sends a newer one at its next
         health tick while the journal still refuses. The outbox, when it can move again,
-        goes on in order (the cloud keeps the latest health by its observation time)."""
+        goes on in order: the report's journal place (its number the last position) puts it
+        after every report queued before it and before the next (report_order)."""
         if self.sink is None or self.clock.monotonic() < self._not_before:
             return False
         try:
@@ -84,6 +85,8 @@ class Courier:
             return False
         if verdict != "ack":
             logger.debug("an unjournaled %s report was not delivered: %s", kind, detail)
+            if isinstance(detail, RetryLater):  # the cloud asked to wait: so does the outbox
+                self._not_before = self.clock.monotonic() + detail.after_s
         return verdict == "ack"
 
     async def drain(self) -> bool:
