@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from muto.audit.source import AuditError, entries, parse_instant
 from muto.audit.verify import Finding
+from muto.domain.wire import id_refusal
 from muto.projections.source import EventSource
 
 Action = Callable[[argparse.Namespace], int]
@@ -84,6 +85,18 @@ def replay(args: argparse.Namespace, backend: Backend) -> int:
     for name, count in sorted(done.tables.items()):
         print(f"  {name}: {count} rows")
     return 0
+
+
+def _id(kind: str) -> Callable[[str], str]:
+    """An id flag: one the identifier rule forbids names nothing, so no story (exit 2)."""
+
+    def parse(text: str) -> str:
+        refusal = id_refusal(kind, text)
+        if refusal is not None:
+            raise argparse.ArgumentTypeError(refusal)
+        return text
+
+    return parse
 
 
 def _position(text: str) -> int:
@@ -241,8 +254,8 @@ def register(
         "muto audit explain --api --rollout ro-1",
     )
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--vehicle", metavar="ID")
-    who.add_argument("--rollout", metavar="ID")
+    who.add_argument("--vehicle", type=_id("vehicle"), metavar="ID")
+    who.add_argument("--rollout", type=_id("rollout"), metavar="ID")
     p.add_argument("--at", metavar="TIME", help="with --vehicle: what it was told then, and why")
     p.add_argument("--json", action="store_true")
 

@@ -21,6 +21,17 @@ Digest = msgspec.Meta(pattern=DIGEST_PATTERN, description="sha256:<64 lowercase 
 # Identifiers that appear in MQTT topics and URLs: no '/', '+', '#', spaces.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z"
 Identifier = msgspec.Meta(pattern=ID_PATTERN)
+
+
+def id_refusal(kind: str, text: str) -> str | None:
+    """Why `text` names no {kind} (ID_PATTERN allows no such id), or None: what a command
+    line says before it asks a server about something that cannot exist."""
+    if re.match(ID_PATTERN, text):
+        return None
+    return (
+        f"{text!r} is not a {kind} id: 1-128 characters of A-Z a-z 0-9 . _ : -, "
+        "the first a letter or digit"
+    )
 # Free-form references the views index (correlation ids, report ids, revisions): what a
 # VARCHAR(128) holds on every backend; no NUL (PostgreSQL refuses it), no spaces.
 REFERENCE_PATTERN = r"^[!-~]{1,128}\Z"

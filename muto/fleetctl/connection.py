@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from muto.domain.wire import ID_PATTERN
+from muto.domain.wire import id_refusal
 
 # Exit codes, documented in docs/cli.md.
 OK = 0
@@ -164,12 +163,9 @@ def check_id(kind: str, text: str) -> str:
     """`text` if the server's identifier rule (muto.domain.wire.ID_PATTERN) allows it for
     vehicles, rollouts, stacks and versions; otherwise FleetError(USAGE): nothing by that
     name can exist, so asking the server is no use."""
-    if not re.match(ID_PATTERN, text):
-        raise FleetError(
-            f"{text!r} is not a {kind} id: 1-128 characters of A-Z a-z 0-9 . _ : -, "
-            "the first a letter or digit",
-            USAGE,
-        )
+    refusal = id_refusal(kind, text)
+    if refusal is not None:
+        raise FleetError(refusal, USAGE)
     return text
 
 
