@@ -323,7 +323,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
     p = actions.add_parser("trust", help="write a TrustConfig for --trust")
-    p.add_argument("--release-key", action="append", required=True, metavar="PUB")
+    p.add_argument(
+        "--release-key", action="append", required=True, metavar="PUB",
+        help="repeatable: the fleet's release keys as provisioned, or any later key set of "
+        "the published rotations (the vehicle takes that set's version from the chain)",
+    )  # fmt: skip
     p.add_argument("--threshold", type=int, default=1)
     p.add_argument("--control-plane-key", action="append", required=True, metavar="PUB")
     p.add_argument("--out", default=None)

@@ -27,7 +27,7 @@ from muto.domain.instants import InstantError, parse_instant
 SUMMARY_FIELDS = (
     "sequence", "releaseKey", "targetKey", "failedKey", "code", "codes", "causes",
     "status", "step", "count", "gaveUp", "reportId", "digest", "via", "reason", "etag",
-    "version", "threshold", "keyIds", "stopped", "accepted",
+    "version", "threshold", "keyIds", "inForce", "stopped", "accepted",
 )  # fmt: skip
 
 

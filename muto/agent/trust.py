@@ -95,26 +95,41 @@ def provision(data_dir: Path, config_file: Path | None) -> TrustStore:
 def _warn_if_ignored(config_file: Path, stored: TrustConfig, path: Path) -> None:
     """A `--trust` file whose keys differ from the stored ones is ignored, and said so at
     start: an operator who re-provisioned keys that way would otherwise believe the
-    vehicle trusts them."""
+    vehicle trusts them. Release keys that came by a rotation (key set version above 1)
+    differ from the unit's file by design: not compared, or every vehicle of a fleet that
+    rotated would warn at every start."""
     try:
         given = decode(config_file.read_bytes(), TrustConfig)
     except (OSError, ValueError) as exc:  # only a first start needs it: not fatal here
         logger.warning("--trust %s ignored (trust store %s in use): %s", config_file, path, exc)
         return
-    for name, theirs, ours, how in (
-        (
-            "release keys",
-            given.release_keys,
-            stored.release_keys,
-            "release keys change only by a published KeyRotation (muto release rotate-keys)",
-        ),
+    compared = [
         (
             "control-plane keys",
             given.control_plane_keys,
             stored.control_plane_keys,
             "control-plane keys change only by provisioning the vehicle again",
-        ),
-    ):
+        )
+    ]
+    if stored.release_keys_version > 1:
+        logger.debug(
+            "--trust %s: its release keys not compared: the trust store %s holds key set "
+            "version %d, rotated from the provisioned one by a KeyRotation",
+            config_file,
+            path,
+            stored.release_keys_version,
+        )
+    else:
+        compared.insert(
+            0,
+            (
+                "release keys",
+                given.release_keys,
+                stored.release_keys,
+                "release keys change only by a published KeyRotation (muto release rotate-keys)",
+            ),
+        )
+    for name, theirs, ours, how in compared:
         if _named(theirs) != _named(ours):
             logger.warning(
                 "--trust %s ignored: it names %s %s, the trust store %s trusts %s; the file "

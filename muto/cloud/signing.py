@@ -1,32 +1,34 @@
 """The control plane's rules for signed documents: the key it signs desired states
 with, how it opens a release an operator registers, and the release keys in force:
-the configured ones (`--release-key`, key set version 1) with every published
-KeyRotation applied in order (docs/trust.md, "Rotating release keys")."""
+the configured ones (`--release-key`, key set version 1, or the later set of the chain
+they are) with every later published KeyRotation applied in order, walked as a vehicle
+walks it (rotation.follow_chain; docs/trust.md, "Rotating release keys")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from muto.cloud.errors import Conflict
 from muto.cloud.settings import Settings, named
 from muto.domain.desired import DesiredStateDocument, Envelope, Signature
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
-from muto.domain.wire import WireError, decode
+from muto.domain.wire import WireError
 from muto.trust.config import TrustConfig
 from muto.trust.desired_state import sign_desired_state
-from muto.trust.dsse import (
-    KEY_ROTATION_TYPE,
-    RELEASE_TYPE,
-    EnvelopeError,
-    open_envelope,
-    read_envelope,
-)
-from muto.trust.keys import KeyFileError, Signer, load_or_create_key_pair, raw_public_key
-from muto.trust.keyset import KeySet
+from muto.trust.dsse import KEY_ROTATION_TYPE, RELEASE_TYPE, EnvelopeError, open_envelope
+from muto.trust.keys import Signer, load_or_create_key_pair
+from muto.trust.keyset import KeySet, keyset_from_files
 from muto.trust.releases import open_release, read_release
-from muto.trust.rotation import KeyRotation, apply_key_rotation, read_key_rotation
+from muto.trust.rotation import (
+    KeyRotation,
+    apply_key_rotation,
+    decode_key_rotation,
+    follow_chain,
+    read_key_rotation,
+)
 
 CONTROL_PLANE_KEY = "control-plane.key"
 
@@ -58,20 +60,7 @@ def release_keyset(settings: Settings) -> KeySet | None:
         if k > 1:
             raise ValueError(f"{option} {k} needs release keys (--release-key); none given")
         return None
-    pems = []
-    for path in settings.release_keys:
-        try:
-            pems.append(path.read_text())
-            raw_public_key(pems[-1])  # named by its file here, not later by KeySet
-        except (OSError, UnicodeDecodeError, KeyFileError) as exc:
-            raise ValueError(f"--release-key {path}: {exc}") from None
-    distinct = len({raw_public_key(pem) for pem in pems})
-    if k > distinct:
-        raise ValueError(
-            f"{option} must be at most the {distinct} distinct release key(s) given "
-            f"(--release-key), not {k}"
-        )
-    return KeySet(keys=pems, threshold=k)
+    return keyset_from_files(settings.release_keys, k, "--release-key", option, "release key")
 
 
 class InForce(NamedTuple):
@@ -110,25 +99,26 @@ class Signing:
         return None if self.configured is None else self.in_force().keys
 
     def in_force(self, published: Sequence[Envelope] | None = None) -> InForce:
-        """The configured keys with `published` (default: every published rotation)
-        applied in order, each verified as a vehicle verifies it. Kept for the chain it
-        was computed from: published rotations never change, only more are added."""
+        """The configured keys followed along `published` (default: every published
+        rotation) as a vehicle provisioned with them follows it (rotation.follow_chain).
+        VERIFY_SIGNATURE_FAILED naming the rotation where they stop: a vehicle would
+        stop there too, but every rotation published here was checked against the keys
+        in force, so keys off the chain are the likely cause. Kept for the chain it was
+        computed from: published rotations never change, only more are added."""
         assert self.configured is not None
         chain = list(self.rotations() if published is None else published)
         mark = (len(chain), chain[-1].payload if chain else "")
         kept = self._in_force
         if kept is not None and kept[0] == mark:
             return kept[1]
-        config = self._trusting(self.configured, 1)
-        for envelope in chain:
-            try:
-                config = apply_key_rotation(config, envelope)
-            except ReasonError as exc:
-                raise ReasonError(
-                    exc.code,
-                    "the release keys configured (--release-key) do not follow the published "
-                    f"key rotations at version {_version(envelope)}: {exc.detail}",
-                ) from None
+        config, _, refused = follow_chain(self._trusting(self.configured, 1), chain)
+        if refused is not None:
+            raise ReasonError(
+                refused.error.code,
+                "the release keys configured (--release-key, --release-threshold) do not "
+                f"follow the published key rotations at version {refused.version or '?'}: "
+                f"{refused.error.detail}",
+            )
         found = InForce(config.release_keys, config.release_keys_version)
         self._in_force = (mark, found)
         return found
@@ -146,12 +136,7 @@ class Signing:
         """A KeyRotation envelope, well formed and signed by its own new keys, at their
         threshold (what proves the new keys work). VERIFY_SIGNATURE_FAILED, or a
         WireError naming the rotation's bad field."""
-        payload = read_envelope(envelope, KEY_ROTATION_TYPE)
-        try:
-            rotation = decode(payload, KeyRotation)
-        except WireError as exc:
-            at = f" at {exc.path}" if exc.path else ""
-            raise WireError(f"key rotation: {exc.message}{at}", "$.payload") from None
+        rotation = decode_key_rotation(envelope)
         try:
             open_envelope(envelope, KEY_ROTATION_TYPE, rotation.release_keys)
         except ReasonError as exc:
@@ -162,17 +147,21 @@ class Signing:
 
     def check_rotation(self, envelope: Envelope, published: Sequence[Envelope]) -> None:
         """That the rotation follows the chain `published` (oldest first): signed by the
-        keys in force before it, at their threshold, and of a higher version. The keys
-        in force are the configured ones rotated by the chain; with none configured,
-        those of the last published rotation (the first is checked by its own keys
-        alone). VERIFY_SIGNATURE_FAILED or STALE_REVISION."""
-        if self.configured is not None:
-            before = self.in_force(published)
-        elif published:
-            last = _rotation(published[-1])
-            before = InForce(last.release_keys, last.version)
-        else:
-            return
+        keys in force before it, at their threshold, and of a higher version: what a
+        vehicle provisioned with the configured keys checks. VERIFY_SIGNATURE_FAILED or
+        STALE_REVISION. A Conflict without release keys configured: with nothing to
+        check it against, a rotation the vehicles cannot apply would be served to all
+        of them for good (the chain only grows)."""
+        if self.configured is None:
+            raise Conflict(
+                "no release keys are configured (--release-key): a key rotation cannot be "
+                "checked against the keys the vehicles trust; start the control plane with "
+                "--release-key (the keys the fleet was provisioned with, or any later key "
+                "set of the chain) and --release-threshold (at least the vehicles' "
+                "threshold), then publish it again",
+                {"setting": "--release-key"},
+            )
+        before = self.in_force(published)
         try:
             apply_key_rotation(self._trusting(before.keys, before.version), envelope)
         except ReasonError as exc:
@@ -272,13 +261,8 @@ class Signing:
                 ) from None
 
 
-def _rotation(envelope: Envelope) -> KeyRotation:
-    """What a published rotation says (its signatures were checked when published)."""
-    return read_key_rotation(envelope)
-
-
 def _version(envelope: Envelope) -> str:
     try:
-        return str(_rotation(envelope).version)
-    except (ReasonError, WireError):
+        return str(read_key_rotation(envelope).version)
+    except ReasonError:
         return "?"

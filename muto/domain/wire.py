@@ -32,6 +32,8 @@ def id_refusal(kind: str, text: str) -> str | None:
         f"{text!r} is not a {kind} id: 1-128 characters of A-Z a-z 0-9 . _ : -, "
         "the first a letter or digit"
     )
+
+
 # Free-form references the views index (correlation ids, report ids, revisions): what a
 # VARCHAR(128) holds on every backend; no NUL (PostgreSQL refuses it), no spaces.
 REFERENCE_PATTERN = r"^[!-~]{1,128}\Z"

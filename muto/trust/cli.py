@@ -87,9 +87,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )  # fmt: skip
     rotate.add_argument(
         "--current-key", type=Path, action="append", metavar="PUB",
-        help="the key set the vehicles trust now: the rotation is checked against it too",
+        help="required, repeatable: the key set the vehicles trust now (the last published "
+        "rotation's, or as provisioned); the rotation is checked against it",
     )  # fmt: skip
-    rotate.add_argument("--current-threshold", type=int, metavar="K", help="with --current-key")
+    rotate.add_argument(
+        "--current-threshold", type=int, default=1, metavar="K",
+        help="the vehicles' threshold of --current-key (default 1)",
+    )  # fmt: skip
     rotate.add_argument("--out", type=Path, required=True, metavar="ROTATION.signed.json")
     rotate.set_defaults(func=run_rotate_keys)
 
@@ -189,33 +193,28 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_rotate_keys(args: argparse.Namespace) -> int:
     """Sign the rotation with every `--key`, and write it only once it opens under the
-    new keys at their threshold (and under `--current-key`, given): what a vehicle
-    checks (`apply_key_rotation`), so a rotation no vehicle can apply is never published."""
+    new keys and under `--current-key`, each at its threshold: what a vehicle checks
+    (`apply_key_rotation`). A rotation the vehicles cannot apply would still be served to
+    every one of them, for good (the chain only grows), so the current keys are required."""
     if args.version < 2:
         return _bad_input(
             f"--version must be at least 2 (the provisioned key set is 1), not {args.version}"
         )
-    if args.current_threshold is not None and not args.current_key:
-        return _bad_input("--current-threshold needs --current-key (the keys it counts)")
+    if not args.current_key:
+        return _bad_input(
+            "--current-key is required: the public keys the vehicles trust now (with "
+            "--current-threshold), which must have signed the rotation for them to apply it"
+        )
     try:
         new = keyset_from_files(args.new_key, args.new_threshold, "--new-key", "--new-threshold")
-        current = (
-            keyset_from_files(
-                args.current_key,
-                args.current_threshold or 1,
-                "--current-key",
-                "--current-threshold",
-            )
-            if args.current_key
-            else None
+        current = keyset_from_files(
+            args.current_key, args.current_threshold, "--current-key", "--current-threshold"
         )
         signers = _signers(args.key)
     except ValueError as exc:
         return _bad_input(str(exc))
     envelope = sign_key_rotation(KeyRotation(version=args.version, release_keys=new), signers)
     for keys, named in ((new, "new keys (--new-key)"), (current, "current keys (--current-key)")):
-        if keys is None:
-            continue
         try:
             open_envelope(envelope, KEY_ROTATION_TYPE, keys)
         except ReasonError as exc:
@@ -227,12 +226,6 @@ def run_rotate_keys(args: argparse.Namespace) -> int:
         atomic_write(args.out, encode(envelope) + b"\n")
     except OSError as exc:
         return _bad_input(f"--out {args.out}: {exc.strerror or exc}")
-    if current is None:
-        print(
-            "warning: not checked against the keys the vehicles trust now (--current-key): "
-            "they apply it only if their threshold of them signed it",
-            file=sys.stderr,
-        )
     print(f"version {args.version}: {new.threshold} of {', '.join(sorted(new.trusted()))}")
     return 0
 

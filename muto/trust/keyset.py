@@ -39,25 +39,32 @@ class KeySet(Wire, frozen=True, kw_only=True):
 
 
 def keyset_from_files(
-    paths: Sequence[Path], threshold: int, keys_flag: str, threshold_flag: str = "--threshold"
+    paths: Sequence[Path],
+    threshold: int,
+    keys_flag: str,
+    threshold_flag: str = "--threshold",
+    kind: str = "key",
 ) -> KeySet:
     """The KeySet of public key files given on a command line, `threshold` of them.
     ValueError in one line naming the flag and the file (missing, unreadable, not an
     Ed25519 public key: a private key given by mistake), or the threshold flag (below 1,
-    above the distinct keys given)."""
+    above the distinct keys given, a key given twice counting once). `kind` names the
+    keys in that message (the cloud's: "release key")."""
     pems = []
     for path in paths:
         try:
             pems.append(path.read_text())
-            raw_public_key(pems[-1])
+            raw_public_key(pems[-1])  # named by its file here, not later by KeySet
         except OSError as exc:
             raise ValueError(f"{keys_flag} {path}: {exc.strerror or exc}") from None
         except (UnicodeDecodeError, KeyFileError) as exc:
             raise ValueError(f"{keys_flag} {path}: {exc}") from None
     distinct = len({raw_public_key(pem) for pem in pems})
-    if not 1 <= threshold <= distinct:
+    if threshold < 1:
+        raise ValueError(f"{threshold_flag} must be at least 1, not {threshold}")
+    if threshold > distinct:
         raise ValueError(
-            f"{threshold_flag} must be from 1 to the {distinct} distinct key(s) given "
+            f"{threshold_flag} must be at most the {distinct} distinct {kind}(s) given "
             f"({keys_flag}), not {threshold}"
         )
     return KeySet(keys=pems, threshold=threshold)

@@ -7,7 +7,7 @@ new keys work before the vehicle depends on them (a typo cannot lock a fleet out
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 
@@ -33,18 +33,33 @@ def sign_key_rotation(rotation: KeyRotation, signers: Sequence[Signer]) -> Envel
     return sign_envelope(canonical(rotation), KEY_ROTATION_TYPE, signers)
 
 
+def decode_key_rotation(envelope: Envelope) -> KeyRotation:
+    """What a rotation's envelope says, its signatures NOT checked. EnvelopeError
+    (VERIFY_SIGNATURE_FAILED) for another payload type; WireError naming the rotation's
+    bad field (`key rotation: ... at $.releaseKeys.threshold`), for an API to answer."""
+    try:
+        return decode(read_envelope(envelope, KEY_ROTATION_TYPE), KeyRotation)
+    except WireError as exc:  # a field, or a KeySet nobody could satisfy
+        at = f" at {exc.path}" if exc.path else ""
+        raise WireError(f"key rotation: {exc.message}{at}", "$.payload") from None
+
+
 def read_key_rotation(envelope: Envelope) -> KeyRotation:
-    """The rotation an envelope carries, its signatures NOT checked: only to tell by its
+    """As `decode_key_rotation`, every fault VERIFY_SIGNATURE_FAILED: to tell by its
     version whether a vehicle already applied it (one that lies about its version is
-    either skipped, changing nothing, or refused by `apply_key_rotation`). Raises
-    VERIFY_SIGNATURE_FAILED for one that is not a KeyRotation."""
-    return _decoded(read_envelope(envelope, KEY_ROTATION_TYPE))
+    either skipped, changing nothing, or refused by `apply_key_rotation`)."""
+    try:
+        return decode_key_rotation(envelope)
+    except WireError as exc:
+        raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, str(exc)) from None
 
 
 def apply_key_rotation(config: TrustConfig, envelope: Envelope) -> TrustConfig:
     """The config with the rotated release keys; pure. Raises VERIFY_SIGNATURE_FAILED
-    or STALE_REVISION (a replayed or older rotation)."""
-    rotation = _decoded(open_envelope(envelope, KEY_ROTATION_TYPE, config.release_keys))
+    (not signed by the threshold of the keys in force, or of its own new keys) or
+    STALE_REVISION (a replayed or older rotation)."""
+    rotation = read_key_rotation(envelope)
+    open_envelope(envelope, KEY_ROTATION_TYPE, config.release_keys)
     open_envelope(envelope, KEY_ROTATION_TYPE, rotation.release_keys)
     if rotation.version <= config.release_keys_version:
         raise ReasonError(
@@ -56,8 +71,78 @@ def apply_key_rotation(config: TrustConfig, envelope: Envelope) -> TrustConfig:
     )
 
 
-def _decoded(payload: bytes) -> KeyRotation:
-    try:
-        return decode(payload, KeyRotation)
-    except WireError as exc:  # a field, or a KeySet nobody could satisfy
-        raise ReasonError(ReasonCode.VERIFY_SIGNATURE_FAILED, f"key rotation: {exc}") from None
+class Refused(NamedTuple):
+    """The rotation a walk stopped at: its version (None: not a KeyRotation at all) and
+    why (`error.code`, `error.detail`)."""
+
+    envelope: Envelope
+    version: int | None
+    error: ReasonError
+
+
+class Followed(NamedTuple):
+    """Where a walk of the chain ended: the config with the keys in force, the rotations
+    that took it there (in order; each one `apply_key_rotation` accepts on the config
+    before it), and the rotation it stopped at (None: it followed the whole chain)."""
+
+    config: TrustConfig
+    applied: list[Envelope]
+    refused: Refused | None
+
+
+def follow_chain(config: TrustConfig, chain: Sequence[Envelope]) -> Followed:
+    """The release keys in force after the published `chain` (oldest first); pure. The
+    one walk of the vehicles (intake) and of the control plane (cloud/signing.py).
+
+    First a fast-forward: keys provisioned at a later set of the chain (a vehicle set up
+    after a rotation, still at version 1) are that set at its version, taken from the
+    newest rotation to exactly these keys and threshold that they signed themselves (a
+    rotation to a set is signed by that set): it grants no key, only the version; the
+    signatures are what stop a forged one from raising the version past the genuine
+    rotations that follow. Then each rotation newer than the keys in force is applied in
+    order, signed by the keys in force and by its own (`apply_key_rotation`), and the
+    walk stops at the first that is not: the keys in force stay those before it."""
+    applied: list[Envelope] = []
+    ahead = _fast_forward(config, chain)
+    if ahead is not None:
+        config = apply_key_rotation(config, ahead)
+        applied.append(ahead)
+    for envelope in chain:
+        try:
+            version = read_key_rotation(envelope).version
+        except ReasonError as exc:
+            return Followed(config, applied, Refused(envelope, None, exc))
+        if version <= config.release_keys_version:
+            continue  # applied before (or fast-forwarded over)
+        try:
+            config = apply_key_rotation(config, envelope)
+        except ReasonError as exc:
+            return Followed(config, applied, Refused(envelope, version, exc))
+        applied.append(envelope)
+    return Followed(config, applied, None)
+
+
+def _fast_forward(config: TrustConfig, chain: Sequence[Envelope]) -> Envelope | None:
+    """The newest rotation of `chain` above the trusted version to the very keys in
+    force (the same key ids and threshold) that those keys signed, if any."""
+    ours = _named(config.release_keys)
+    found: tuple[int, Envelope] | None = None
+    for envelope in chain:
+        try:
+            rotation = read_key_rotation(envelope)
+        except ReasonError:
+            continue
+        newer = rotation.version > (config.release_keys_version if found is None else found[0])
+        if not newer or _named(rotation.release_keys) != ours:
+            continue
+        try:
+            apply_key_rotation(config, envelope)
+        except ReasonError:
+            continue  # not signed by these keys: no version on its word
+        found = (rotation.version, envelope)
+    return None if found is None else found[1]
+
+
+def _named(keys: KeySet) -> tuple[frozenset[str], int]:
+    """A key set as compared: its distinct key ids and threshold (PEM text may differ)."""
+    return frozenset(keys.trusted()), keys.threshold

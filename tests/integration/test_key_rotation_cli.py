@@ -11,7 +11,7 @@ from muto.domain.wire import encode
 from muto.trust.keys import Signer
 from muto.trust.keyset import KeySet
 from muto.trust.rotation import KeyRotation, sign_key_rotation
-from tests.support.api_server import MUTO, running
+from tests.support.api_server import MUTO, ApiServer
 
 
 def test_publish_a_rotation_then_list_it(tmp_path: Path) -> None:
@@ -21,9 +21,13 @@ def test_publish_a_rotation_then_list_it(tmp_path: Path) -> None:
     signed.write_bytes(encode(sign_key_rotation(KeyRotation(version=2, release_keys=keys), [a, b])))
     not_one = tmp_path / "release.json"
     not_one.write_text('{"payloadType": "application/json", "payload": "", "signatures": []}')
-    with running("sqlite", tmp_path / "cloud", "operator") as (server, tokens):
-        token = tmp_path / "operator.token"
-        token.write_text(tokens["operator"][0])
+    trusted = tmp_path / "a.pub"  # the cloud checks a rotation against the keys in force
+    trusted.write_text(a.public_pem)
+    server = ApiServer(tmp_path / "cloud", options=("--release-key", str(trusted)))
+    token = tmp_path / "operator.token"
+    token.write_text(server.issue("operator")["operator"][0])
+    server.start()
+    try:
 
         def muto(*argv: str) -> subprocess.CompletedProcess[str]:
             flags = ["--url", server.url, "--token-file", str(token)]
@@ -41,3 +45,6 @@ def test_publish_a_rotation_then_list_it(tmp_path: Path) -> None:
         assert [r["version"] for r in json.loads(listed.stdout)] == [2]
         table = muto("rotations")
         assert table.returncode == 0 and "1 of 1" in table.stdout
+    finally:
+        assert server.stop() == 0, server.tail()
+    assert server.tracebacks() == []

@@ -226,3 +226,41 @@ def test_a_restart_with_a_key_retired_or_a_higher_threshold_refuses_old_releases
     # Completed with the second signature, it is assigned (the verdict is per envelope).
     api.register("1.1.0", A, B)
     assert api.assign("1.1.0").status_code == 201
+
+
+def test_without_release_keys_no_rotation_is_published(serve: Callable[..., Api]) -> None:
+    """The review's HIGH: a cloud without `--release-key` took any self-signed first
+    rotation, which every vehicle then refused in every bundle for good. It has nothing
+    to check one against: 409, saying what to configure; nothing stored."""
+    api = serve()
+    refused = api.publish(rotation(2, [B], [A, B]))
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "conflict"
+    assert "no release keys are configured (--release-key)" in error["message"]
+    assert "--release-threshold (at least the vehicles' threshold)" in error["message"]
+    assert error["details"] == {"setting": "--release-key"}
+    assert events(api, "ReleaseKeys.") == 0
+    assert api.client.get("/trust/key-rotations", headers=api.op).json()["data"] == []
+
+
+def test_a_cloud_configured_with_a_later_set_of_the_chain_follows_it(
+    serve: Callable[..., Api],
+) -> None:
+    """The review's v2 {B} (signed A, B), v3 {C} (signed B, C): restarted with
+    `--release-key C` (docs/trust.md: any later key set of the chain), the keys in force
+    are C at version 3 (it said it did not follow the chain at version 2); the next
+    rotation is checked against them."""
+    api = serve(A)
+    assert api.publish(rotation(2, [B], [A, B])).status_code == 201
+    api.register("0.9.0", B)
+    assert api.publish(rotation(3, [C], [B, C])).status_code == 201
+    api = serve(C)
+    api.register("1.0.0", C)
+    assert api.assign("1.0.0").status_code == 201
+    old = api.assign("0.9.0")
+    assert old.status_code == 422, old.text
+    assert "key set version 3" in old.json()["error"]["message"]
+    stale = api.publish(rotation(4, [A], [B, A]))  # B is retired
+    assert stale.status_code == 422 and "in force (version 3)" in stale.json()["error"]["message"]
+    assert api.publish(rotation(4, [A], [C, A])).status_code == 201

@@ -4,8 +4,11 @@ with the real trust store on disk.
 
 A rotation newer than the trusted key set is verified against the keys in force and
 persisted, then journaled (ReleaseKeysRotated); an older one is skipped; one that does
-not verify rejects the bundle (reported once, logged once) and leaves trust.json as it
-was; a restart keeps the rotated keys, whatever `--trust` file it is given.
+not verify stops the walk there, is said once (ReleaseKeysRotationRefused, a warning) and
+leaves trust.json as it was, and the bundle is judged by the keys in force: a rollback
+signed by them still runs, a release signed by keys the vehicle could not follow is
+rejected by the release check. Keys provisioned at a later set of the chain fast-forward
+to its version. A restart keeps the rotated keys, whatever `--trust` file it is given.
 """
 
 from __future__ import annotations
@@ -68,6 +71,16 @@ def count(rig: Rig, kind: type[ev.Event]) -> int:
     return sum(isinstance(r.event, kind) for r in rig.journal.records())
 
 
+def refusals(rig: Rig) -> list[ev.ReleaseKeysRotationRefused]:
+    return [
+        r.event for r in rig.journal.records() if isinstance(r.event, ev.ReleaseKeysRotationRefused)
+    ]
+
+
+def said(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
 def test_a_vehicle_follows_a_rotation_to_the_key_that_signs_its_next_release(
     tmp_path: Path,
 ) -> None:
@@ -118,12 +131,13 @@ def test_a_chain_of_rotations_is_applied_in_order_by_a_vehicle_two_behind() -> N
     run(scenario)
 
 
-def test_a_forged_rotation_rejects_the_bundle_and_leaves_the_trust_store_as_it_was(
+def test_a_forged_rotation_is_refused_once_and_the_release_check_judges_the_bundle(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A rotation its new key signed alone (not the key the vehicle trusts): the bundle
-    whose release that key signed is rejected, journaled, reported and logged once, and
-    trust.json is byte-identical; the known-good release keeps running."""
+    """A rotation its new key signed alone (not the key the vehicle trusts): refused,
+    journaled and logged once, trust.json byte-identical; the bundle whose release that
+    key signed is rejected by the release check (keys in force, version 1), reported
+    once; the known-good release keeps running."""
 
     async def scenario() -> None:
         rig = await on_disk(tmp_path / "data")
@@ -138,15 +152,22 @@ def test_a_forged_rotation_rejects_the_bundle_and_leaves_the_trust_store_as_it_w
                 assert (await rig.reconcile()).kind == "converged"  # still A's
         assert store.read_bytes() == before
         assert rotated(rig) == [] and rig.runtime.applied == [A.key]
+        (refusal,) = refusals(rig)
+        assert (refusal.version, refusal.code, refusal.in_force) == (
+            2,
+            ReasonCode.VERIFY_SIGNATURE_FAILED,
+            1,
+        )
+        assert "valid signature(s) from trusted keys" in refusal.detail
         (rejection,) = [
             r.event for r in rig.journal.records() if isinstance(r.event, ev.DesiredRejected)
         ]
         assert rejection.code == ReasonCode.VERIFY_SIGNATURE_FAILED
-        assert "key rotation to version 2" in rejection.detail
-        said = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
-        assert len(said) == 1
-        assert "dsr_2" in said[0] and "VERIFY_SIGNATURE_FAILED" in said[0]
-        assert "key rotation to version 2" in said[0]
+        assert "key rotation" not in rejection.detail  # the release's own check
+        (refused,) = said(caplog, "rotation to version 2 refused")
+        assert "VERIFY_SIGNATURE_FAILED" in refused and "in force stay (version 1)" in refused
+        (rejected,) = said(caplog, "rejected")
+        assert "dsr_2" in rejected and "VERIFY_SIGNATURE_FAILED" in rejected
         await rig.deliver()
         assert rig.cloud.reconcile_reports() == [
             ("dsr_1", "converged", []),
@@ -156,11 +177,82 @@ def test_a_forged_rotation_rejects_the_bundle_and_leaves_the_trust_store_as_it_w
     run(scenario)
 
 
+def test_a_rotation_the_vehicles_cannot_follow_does_not_stop_a_rollback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's HIGH: a self-signed rotation published by mistake rides in every
+    bundle from then on (the chain only grows). The fleet's rollback to the release it ran,
+    signed by the keys in force, still runs, and so does the next release they sign; the
+    refusal is said once, not at every poll or bundle (it rejected every bundle for
+    good)."""
+
+    async def scenario() -> None:
+        rig = await on_disk(tmp_path / "data")
+        await converged_on(rig, A, 1)
+        await converged_on(rig, B, 2)
+        stray = Signer.generate()
+        bad = rotation(2, [stray], [stray])  # signed by its own key alone
+        with caplog.at_level(logging.WARNING, logger="muto.agent"):
+            rig.cloud.serve(with_rotations(rig.signers.bundle(A, 3), bad))  # the rollback
+            for _ in range(2):
+                assert (await rig.reconcile()).kind == "converged"
+            rig.cloud.serve(with_rotations(rig.signers.bundle(C, 4), bad))  # a new ETag
+            assert (await rig.reconcile()).kind == "converged"
+        assert rig.runtime.applied == [A.key, B.key, A.key, C.key]
+        assert [e.version for e in refusals(rig)] == [2]  # once
+        assert len(said(caplog, "refused")) == 1 and said(caplog, "rejected") == []
+        assert count(rig, ev.DesiredRejected) == 0 and rotated(rig) == []
+        assert TrustStore(tmp_path / "data/trust.json").config.release_keys_version == 1
+        await rig.deliver()
+        assert [r[:2] for r in rig.cloud.reconcile_reports()] == [
+            ("dsr_1", "converged"),
+            ("dsr_2", "converged"),
+            ("dsr_3", "converged"),
+            ("dsr_4", "converged"),
+        ]
+
+    run(scenario)
+
+
+def test_keys_provisioned_at_a_later_set_of_the_chain_fast_forward_to_its_version(
+    tmp_path: Path,
+) -> None:
+    """The review's v2 {b} (signed a, b), v3 {c} (signed b, c): a vehicle provisioned
+    today with c (`muto agent trust --release-key c.pub`, version 1) takes version 3 from
+    the chain (it could not follow v2, signed by keys it never had) and runs c's release;
+    no `--release-keys-version` is needed."""
+
+    async def scenario() -> None:
+        rig = await on_disk(tmp_path / "data")  # provisioned with rig.signers.release: c
+        a, b, c = Signer.generate(), Signer.generate(), rig.signers.release
+        chain = (rotation(2, [b], [a, b]), rotation(3, [c], [b, c]))
+        rig.cloud.serve(with_rotations(rig.signers.bundle(A, 1), *chain))
+        assert (await rig.reconcile()).kind == "converged"
+        assert rig.runtime.applied == [A.key]
+        config = TrustStore(tmp_path / "data/trust.json").config
+        assert (config.release_keys_version, config.release_keys.keys) == (3, [c.public_pem])
+        assert [(e.version, e.key_ids) for e in rotated(rig)] == [(3, [c.keyid])]
+        assert refusals(rig) == []
+        # The next rotation, signed by c and d, is followed from there.
+        d = Signer.generate()
+        rig.cloud.serve(
+            with_rotations(
+                rig.signers.bundle(B, 2, release_signer=d), *chain, rotation(4, [d], [c, d])
+            )
+        )
+        assert (await rig.reconcile()).kind == "converged"
+        assert rig.runtime.applied == [A.key, B.key]
+        assert [e.version for e in rotated(rig)] == [3, 4]
+
+    run(scenario)
+
+
 def test_a_rotation_that_verifies_stays_applied_when_the_next_one_fails(
     tmp_path: Path,
 ) -> None:
-    """Each rotation is trust metadata of its own: the chain stops at the forged one,
-    those before it stay (persisted and journaled), and the bundle is rejected."""
+    """Each rotation is trust metadata of its own: the walk stops at the forged one,
+    those before it stay (persisted and journaled), and the release signed by the
+    forger's key is rejected by the keys in force (version 2)."""
 
     async def scenario() -> None:
         rig = await on_disk(tmp_path / "data")
@@ -175,6 +267,7 @@ def test_a_rotation_that_verifies_stays_applied_when_the_next_one_fails(
         assert [e.version for e in rotated(rig)] == [2]
         assert TrustStore(tmp_path / "data/trust.json").config.release_keys_version == 2
         assert count(rig, ev.DesiredRejected) == 1 and rig.runtime.applied == [A.key]
+        assert [(e.version, e.in_force) for e in refusals(rig)] == [(3, 2)]
 
     run(scenario)
 
@@ -204,11 +297,14 @@ def test_a_rotation_already_applied_is_skipped(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_a_restart_keeps_the_rotated_keys_and_warns_of_the_trust_file_it_ignores(
+def test_a_restart_keeps_the_rotated_keys_and_says_nothing_of_the_provisioned_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`muto agent run --trust FILE` again with the file of the first start: the trust
-    store's rotated keys stay, and a warning names both key sets and the way keys change."""
+    """`muto agent run --trust FILE` again with the file of the first start, as every
+    unit does at every start: the trust store's rotated keys stay, and the file's release
+    keys, which differ by design after a rotation, are not warned about (a debug line
+    says why: it warned at every start of every vehicle). Its control-plane keys still
+    are compared."""
 
     async def scenario() -> None:
         rig = await on_disk(tmp_path / "data")
@@ -220,18 +316,28 @@ def test_a_restart_keeps_the_rotated_keys_and_warns_of_the_trust_file_it_ignores
             )
         )
         assert (await rig.reconcile()).kind == "converged"
-        with caplog.at_level(logging.WARNING, logger="muto.agent"):
+        with caplog.at_level(logging.DEBUG, logger="muto.agent"):
             rig = await on_disk(tmp_path / "data", rig)
         assert rig.agent.parts.trust.config.release_keys.keys == [new.public_pem]
-        (warning,) = [r.getMessage() for r in caplog.records if "--trust" in r.getMessage()]
-        assert f"release keys 1 of [{old.keyid}]" in warning
-        assert f"trusts 1 of [{new.keyid}]" in warning
-        assert "KeyRotation" in warning and "control-plane" not in warning
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in warned if "--trust" in r.getMessage()]
+        (debug,) = said(caplog, "release keys not compared")
+        assert "key set version 2" in debug
         # The cloud stops serving the rotation: the release signed by the new key still
         # verifies, on the keys the restart read from disk.
         rig.cloud.serve(rig.signers.bundle(C, 3, release_signer=new))
         assert (await rig.reconcile()).kind == "converged"
         assert rig.runtime.applied[-1] == C.key
+        # A file naming another control-plane key is still said.
+        other = msgspec.structs.replace(
+            rig.signers.trust, control_plane_keys=KeySet(keys=[Signer.generate().public_pem])
+        )
+        (tmp_path / "trust-given.json").write_bytes(encode(other))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="muto.agent"):
+            await on_disk(tmp_path / "data", rig)
+        (warning,) = said(caplog, "--trust")
+        assert "control-plane keys" in warning and "release keys" not in warning
 
     run(scenario)
 
@@ -248,9 +354,10 @@ def test_a_trust_file_that_matches_the_store_is_ignored_quietly(
     run(scenario)
 
 
-def test_a_rotation_that_is_no_key_rotation_rejects_the_bundle() -> None:
+def test_a_rotation_that_is_no_key_rotation_is_refused_and_changes_nothing() -> None:
     """A release envelope passed off as a rotation: its payload type is bound into what
-    was signed, so it is refused before anything is believed of it."""
+    was signed, so it is refused before anything is believed of it (no version to name);
+    the bundle, signed by the keys in force, is accepted."""
 
     async def scenario() -> None:
         rig = make_rig()
@@ -258,13 +365,12 @@ def test_a_rotation_that_is_no_key_rotation_rejects_the_bundle() -> None:
         await converged_on(rig, A, 1)
         impostor = signed(B, rig.signers.release).envelope
         rig.cloud.serve(with_rotations(rig.signers.bundle(B, 2), impostor))
-        assert (await rig.reconcile()).kind == "converged"  # still A's
-        (rejection,) = [
-            r.event for r in rig.journal.records() if isinstance(r.event, ev.DesiredRejected)
-        ]
-        assert rejection.code == ReasonCode.VERIFY_SIGNATURE_FAILED
-        assert "payloadType" in rejection.detail
-        assert rig.runtime.applied == [A.key] and rotated(rig) == []
+        assert (await rig.reconcile()).kind == "converged"
+        (refusal,) = refusals(rig)
+        assert (refusal.version, refusal.code) == (None, ReasonCode.VERIFY_SIGNATURE_FAILED)
+        assert "payloadType" in refusal.detail
+        assert rig.runtime.applied == [A.key, B.key] and rotated(rig) == []
+        assert count(rig, ev.DesiredRejected) == 0
 
     run(scenario)
 

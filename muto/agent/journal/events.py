@@ -90,6 +90,20 @@ class ReleaseKeysRotated(Event, frozen=True):
     threshold: int
 
 
+class ReleaseKeysRotationRefused(Event, frozen=True):
+    """A KeyRotation delivered with the desired state did not verify against the release
+    keys in force (`in_force`, their key set version) and its own, at their thresholds,
+    or is no KeyRotation (`version` None): the walk of the chain stopped there, the keys
+    in force stayed and judged the document (this is not a rejection of it). Journaled
+    once per refused rotation (once more after a restart). For people: the fold derives
+    nothing from it."""
+
+    version: int | None
+    code: ReasonCode
+    detail: str = ""
+    in_force: int = 1
+
+
 class ConfigApplied(Event, frozen=True):
     revision: str | None
     config: AgentConfig
@@ -317,6 +331,7 @@ JournalEvent = (
     | DesiredRejected
     | DesiredHeld
     | ReleaseKeysRotated
+    | ReleaseKeysRotationRefused
     | ConfigApplied
     | GatesEvaluated
     | ArtifactCached

@@ -15,10 +15,13 @@ reported `blocked` UNTRUSTED_CLOCK once, so the cloud sees the gate instead of s
 (a rollout defers the vehicle). Its ETag is not the journal's: with a trusted clock the
 fetch asks with the accepted document's ETag, gets the held one back and verifies it.
 
-The release keys are followed first: every KeyRotation the bundle carries that is newer
-than the trust store's key set is verified against the keys in force and persisted, in
-order, before the release is verified (ReleaseKeysRotated); one that does not verify
-rejects the bundle.
+The release keys are followed first (rotation.follow_chain): every KeyRotation the
+bundle carries that is newer than the trust store's key set is verified against the keys
+in force and persisted, in order, before the release is verified (ReleaseKeysRotated).
+One that does not verify stops the walk there and is said once (ReleaseKeysRotationRefused,
+a warning), but does not reject the bundle: the chain only grows, so a bad rotation
+would otherwise cost the vehicle every later document, a rollback or "run nothing"
+included. The release is then verified against the keys in force, as ever.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from muto.agent.journal.events import (
     DesiredVerified,
     Event,
     ReleaseKeysRotated,
+    ReleaseKeysRotationRefused,
 )
 from muto.agent.kill import KillSwitch
 from muto.agent.signals import Signals
@@ -47,8 +51,9 @@ from muto.domain.desired import DesiredStateBundle, DesiredStateDocument
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
+from muto.domain.wire import encode
 from muto.trust import AuthenticDocumentRejected, verify_bundle
-from muto.trust.rotation import read_key_rotation
+from muto.trust.rotation import Refused, follow_chain
 
 logger = logging.getLogger("muto.agent")
 
@@ -67,6 +72,10 @@ class Intake:
     kill: KillSwitch = field(default_factory=KillSwitch)
     signals: Signals = field(default_factory=Signals)
     not_before: float = 0.0  # monotonic: the cloud's Retry-After for fetches ends then
+    # The refused rotation said last (the rotation, at which key set version, why): said
+    # once, not at every poll; after a restart once more. One, not a set: a walk stops
+    # at one, and a path that forges a new one each poll cannot grow it.
+    refusal_said: tuple[bytes, int, str] | None = None
 
     async def run(self, clock_trusted: bool) -> NotFetched | None:
         """Returns why nothing new was taken in, or None when a document was journaled."""
@@ -159,24 +168,18 @@ class Intake:
     def _follow_rotations(
         self, bundle: DesiredStateBundle, now: datetime, rotated: list[Event]
     ) -> None:
-        """Apply the bundle's key rotations newer than the trusted key set, oldest first,
-        each verified against the keys in force when it comes (a vehicle any number of
-        rotations behind walks the chain); appends a ReleaseKeysRotated per rotation.
-        Older ones are already applied: skipped. Applied even when the rest of the bundle
-        is then rejected: a rotation is trust metadata of its own, signed by the keys this
-        vehicle already trusts (and by the new ones), not part of the document.
-
-        Raises ReasonError (VERIFY_SIGNATURE_FAILED: a signature or threshold not met, a
-        payload that is no KeyRotation) at the first that fails; those before it stay."""
-        for envelope in bundle.key_rotations or ():
-            version = read_key_rotation(envelope).version
-            if version <= self.trust.config.release_keys_version:
-                continue
-            try:
-                config = self.trust.rotate_release_keys(envelope)  # persisted first
-            except ReasonError as exc:
-                detail = f"key rotation to version {version}: {exc.detail}"
-                raise ReasonError(exc.code, detail) from None
+        """Apply the bundle's key rotations that follow_chain walks to, oldest first (a
+        vehicle any number of rotations behind walks the chain; one provisioned with a
+        later key set fast-forwards to its version); appends a ReleaseKeysRotated per
+        rotation. Applied even when the rest of the bundle is then rejected: a rotation
+        is trust metadata of its own, signed by the keys this vehicle already trusts (and
+        by the new ones), not part of the document. The rotation the walk stopped at is
+        said (`_refusal`) and otherwise ignored: the keys in force stay, and judge the
+        release."""
+        walked = follow_chain(self.trust.config, bundle.key_rotations or ())
+        for envelope in walked.applied:
+            # Verified again, and persisted, by the store: the same rule on its own config.
+            config = self.trust.rotate_release_keys(envelope)
             keys = config.release_keys
             rotated.append(
                 ReleaseKeysRotated(
@@ -193,6 +196,36 @@ class Intake:
                 keys.threshold,
                 ", ".join(sorted(keys.trusted())),
             )
+        if walked.refused is not None:
+            rotated.extend(self._refusal(walked.refused, now))
+
+    def _refusal(self, refused: Refused, now: datetime) -> list[Event]:
+        """A rotation this vehicle cannot follow, said once: a warning and a journal
+        event for people (the fold ignores it). Not a rejection of the bundle."""
+        config = self.trust.config
+        error, version = refused.error, refused.version
+        said = (encode(refused.envelope), config.release_keys_version, str(error))
+        if self.refusal_said == said:
+            return []
+        self.refusal_said = said
+        logger.warning(
+            "%s: release key rotation to version %s refused: %s: %s; the release keys in "
+            "force stay (version %d), and judge the desired state",
+            self.vehicle_id,
+            "?" if version is None else version,
+            error.code,
+            error.detail,
+            config.release_keys_version,
+        )
+        return [
+            ReleaseKeysRotationRefused(
+                at=now,
+                version=version,
+                code=error.code,
+                detail=error.detail,
+                in_force=config.release_keys_version,
+            )
+        ]
 
     def _rejected(self, got: Fetched, received: DesiredReceived, exc: ReasonError) -> list[Event]:
         """A rejection, journaled (and so reported) once: the same response (its ETag)

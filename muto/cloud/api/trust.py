@@ -15,7 +15,8 @@ from muto.domain.desired import Envelope
 
 async def publish(request: Request) -> Response:
     """Checked against its own new keys here, against the chain in the write (a second
-    publication at once is decided on the first's chain)."""
+    publication at once is decided on the first's chain); 409 without release keys
+    configured (Signing.check_rotation)."""
     who = await operator(request)
     envelope = await body(request, Envelope)
     cp = plane(request)

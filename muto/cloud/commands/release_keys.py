@@ -16,7 +16,8 @@ from muto.domain.reasons import ReasonCode
 from muto.trust.rotation import KeyRotation
 
 # Raises ReasonError unless the rotation follows the published chain (oldest first):
-# signed by the keys in force before it (cloud.signing.Signing.check_rotation).
+# signed by the keys in force before it; Conflict with no release keys configured to
+# check it against (cloud.signing.Signing.check_rotation).
 ChainCheck = Callable[[Envelope, Sequence[Envelope]], None]
 
 
@@ -39,7 +40,8 @@ def publish_key_rotation(
     The same rotation again (its payload; the signatures may differ) changes nothing.
     Another payload under a published version is a Conflict; a version below the last
     published one is STALE_REVISION naming both; one that does not follow the chain is
-    refused by `check` (VERIFY_SIGNATURE_FAILED)."""
+    refused by `check` (VERIFY_SIGNATURE_FAILED), and so is any other while the cloud
+    has no release keys to check it against (Conflict)."""
 
     def command(uow: UnitOfWork) -> Publication:
         chain = uow.find(ReleaseKeys, ReleaseKeys.create_id())
