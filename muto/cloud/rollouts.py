@@ -7,7 +7,7 @@ changed, whichever phase failed, and leaves none of them on the rollout's releas
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from muto.domain.model.rollout_states import WAITS_FOR
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.requests import RolloutRequest
-from muto.domain.rollout_rules import Evaluation, Verdict, rollback_target, supersedes
+from muto.domain.rollout_rules import Evaluation, Given, Verdict, rollback_target, supersedes
 from muto.domain.selectors import parse_selector
 from muto.domain.wire import convert, to_builtins
 
@@ -54,20 +54,26 @@ def _rollout(uow: UnitOfWork, rollout_id: str) -> Rollout:
 
 def _previous_release(vehicle: Vehicle, release_key: str) -> str | None:
     """The release a rollback of `release_key` returns the vehicle to
-    (`rollout_rules.rollback_target`): the newest it ran or was given before that is
-    not `release_key`, None ("run nothing") when there is none. Newest first: its last
-    reported running release, its desired state, the one before. A rollback revision
-    as its desired state is its known good alone: the release it ran before it (and
-    still runs, if it was away) is the one that rollback took away."""
-    assignment, before = vehicle.assignment, vehicle.previous_assignment
-    if assignment is not None and assignment.get("phase") == ROLLBACK:
-        return rollback_target(release_key, [assignment.get("releaseKey")])
-    history: list[str | None] = []
-    running = (vehicle.last_report or {}).get("running")
-    if running:  # a report that runs nothing says nothing of what it ran before
-        history.append(f"{running['name']}@{running['version']}")
-    history += [a.get("releaseKey") for a in (assignment, before) if a is not None]
-    return rollback_target(release_key, history)
+    (`rollout_rules.rollback_target`, which says the rule): from its last report (what
+    it runs, on which revision) and its desired state and the one before, a rollback
+    revision among them marking what came before it as not known good."""
+    given = [
+        Given(
+            revision=a.get("revision") or "",
+            release=a.get("releaseKey"),
+            rollback=a.get("phase") == ROLLBACK,
+        )
+        for a in (vehicle.assignment, vehicle.previous_assignment)
+        if a is not None
+    ]
+    report = vehicle.last_report or {}
+    running = report.get("running")
+    return rollback_target(
+        release_key,
+        given,
+        running=f"{running['name']}@{running['version']}" if running else None,
+        reported_on=report.get("desiredStateRevision"),
+    )
 
 
 def _still_given(uow: UnitOfWork, rollout: Rollout, vehicle_ids: Sequence[str]) -> list[str]:
@@ -263,6 +269,26 @@ def _roll_back(
     return issued
 
 
+class UncheckedRollbacks(Exception):
+    """A rollout would roll members back to releases not yet checked against the
+    release keys in force (`start_rollout`'s `rollbacks_checked`): release -> members.
+    Nothing is stored; the caller checks them and starts the rollout again."""
+
+    def __init__(self, targets: dict[str, list[str]]) -> None:
+        super().__init__(f"rollback targets to check: {', '.join(sorted(targets))}")
+        self.targets = targets
+
+
+def _rollback_targets(previous: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """Each release a rollback would restore (its previous releases, "run nothing"
+    aside: it needs no signature) -> the members it would restore it to."""
+    targets: dict[str, list[str]] = {}
+    for vehicle_id, release in sorted(previous.items()):
+        if release is not None:
+            targets.setdefault(release, []).append(vehicle_id)
+    return targets
+
+
 def start_rollout(
     request: RolloutRequest,
     canaries: list[str],
@@ -270,7 +296,13 @@ def start_rollout(
     cause: Cause,
     sign: SignDocument,
     clock: WallClock,
+    rollbacks_checked: Collection[str] | None = None,
 ) -> Command[str]:
+    """`rollbacks_checked` (None: not checked): the releases already found signed by
+    the release keys in force. A rollback to any other raises UncheckedRollbacks before
+    anything is stored: the API checks each release the rollout's rollback would
+    restore, as computed here, before any canary is assigned (a vehicle refuses a
+    rollback its keys do not verify, and would keep the failing release)."""
     rollout_id = request.rollout_id or new_rollout_id()
 
     def command(uow: UnitOfWork) -> str:
@@ -287,6 +319,12 @@ def start_rollout(
                 "selected vehicle(s)",
                 incompatible,
             )
+        previous = {v.vehicle_id: _previous_release(v, stored.key) for v in vehicles}
+        if rollbacks_checked is not None:
+            targets = _rollback_targets(previous)
+            unchecked = {k: v for k, v in targets.items() if k not in rollbacks_checked}
+            if unchecked:
+                raise UncheckedRollbacks(unchecked)
         rollout = Rollout(
             rollout_id=rollout_id,
             selector=request.selector,
@@ -296,7 +334,7 @@ def start_rollout(
             thresholds=request.thresholds,
             canaries=canaries,
             wave=wave,
-            previous_releases={v.vehicle_id: _previous_release(v, stored.key) for v in vehicles},
+            previous_releases=previous,
             desired_at_start={v.vehicle_id: (v.assignment or {}).get("revision") for v in vehicles},
             started_at=clock().isoformat(),
             actor=cause.actor,

@@ -77,16 +77,51 @@ def pick_canaries(candidates: Iterable[Candidate]) -> tuple[list[str], list[str]
     return canaries, wave
 
 
-def rollback_target(release_key: str, history: Iterable[str | None]) -> str | None:
-    """The release a rollback of `release_key` returns a member to: the newest in
-    `history` that is not `release_key` (None there: "run nothing"), else None ("run
-    nothing": the member knew no other release).
+@dataclass(frozen=True)
+class Given:
+    """A desired state a vehicle was given: its revision, its release (None: "run
+    nothing"), and whether it was a rollout's rollback revision."""
 
-    `history`: what the vehicle ran or was given before the rollout, newest first (a
-    rollback revision it has not reported on yet, what it last reported running, its
-    desired state, the one before). A rollout of a release a member already ran (a
-    second rollout of it, for the vehicles the first did not cover) must never "roll
-    it back" to that same release."""
+    revision: str
+    release: str | None
+    rollback: bool = False
+
+
+def rollback_target(
+    release_key: str,
+    given: Sequence[Given],
+    running: str | None = None,
+    reported_on: str | None = None,
+) -> str | None:
+    """The release a rollback of `release_key` returns a member to: the newest release
+    it ran or was given before the rollout that is not `release_key` and is known good,
+    else None ("run nothing"; a None among them is "run nothing" too).
+
+    `given`: its desired states, newest first (its desired state now, the one before);
+    `running`: what its last report said it runs (None: nothing, which says nothing of
+    what it ran before), on revision `reported_on`. What it runs comes first, then what
+    it was given.
+
+    A rollback revision is its own known good: what the vehicle ran or was given before
+    it is what that rollback took away. So the states given before the newest rollback
+    revision are not candidates, nor is `running` reported before it or on it (a
+    vehicle that has not taken the rollback still runs what it took away), unless it is
+    the release that rollback restores.
+
+    And a rollout of a release a member already ran (a second rollout of it, for the
+    vehicles the first did not cover) must never "roll it back" to that same release."""
+    newest = next((i for i, g in enumerate(given) if g.rollback), None)
+    if newest is None:
+        known, runs_known_good = list(given), running is not None
+    else:
+        known = list(given[: newest + 1])
+        since = {g.revision for g in given[:newest]}
+        runs_known_good = running is not None and (
+            reported_on in since or running == given[newest].release
+        )
+    history = [g.release for g in known]
+    if runs_known_good:
+        history.insert(0, running)
     for release in history:
         if release != release_key:
             return release

@@ -27,8 +27,8 @@ class Views:
         self.chain = HashChain(store.metadata)
 
     def start(self) -> list[str]:
-        """Create missing tables and drop views whose stored shape changed (catch-up
-        rebuilds them); returns the names of those views."""
+        """Create missing tables and drop views whose stored shape or meaning (a
+        projection's `version`) changed (catch-up rebuilds them); returns their names."""
         self.store.create_table()
         return self.store.reshape(self.all)
 

@@ -114,6 +114,11 @@ class Projection:
     by type in `updates`."""
 
     name: str = ""
+    # What the rows mean: raise it when the rows the same events build change (a
+    # status read anew) with the same columns. A store whose view was built by another
+    # version rebuilds it from the log when it opens (ViewStore.reshape); a changed
+    # column needs no raise.
+    version: int = 1
 
     def __init__(self, metadata: MetaData) -> None:
         self.tables: list[Table] = self.define(metadata)

@@ -38,7 +38,13 @@ from sqlalchemy.orm import Session
 from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import ACTIVE_STATES, phase_limit
 from muto.domain.report_order import ReportLedger, admit_stored
-from muto.domain.rollout_rules import NOT_SUPERSEDED, MemberStatus, phase_deadline, supersedes
+from muto.domain.rollout_rules import (
+    GIVEN_ROLLBACK,
+    NOT_SUPERSEDED,
+    MemberStatus,
+    phase_deadline,
+    supersedes,
+)
 from muto.projections.base import Projection, Update, event_type
 from muto.projections.rows import Rows
 
@@ -64,7 +70,6 @@ ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
 LATE_FAILURES = frozenset({"rolled_back", "failed"})  # it ran the release: not a refusal
 # A member given a rollback revision: not confirmed yet, and confirmed (converged there).
 ROLLING_BACK, ROLLED_BACK = str(MemberStatus.ROLLING_BACK), str(MemberStatus.ROLLED_BACK)
-ROLLBACK_STATUSES = (ROLLING_BACK, ROLLED_BACK)
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
 _decode_ledger = msgspec.json.Decoder(ReportLedger).decode
 
@@ -76,6 +81,9 @@ def _deadline(at: str, thresholds: Mapping[str, Any], phase: str) -> str:
 
 class RolloutProgress(Projection):
     name = "rollouts"
+    # 2: a member given a rollback is `rolling_back` until it reports converged on it
+    # (version 1 said `rolled_back` once the revision was issued; same columns).
+    version = 2
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.rollouts = Table(
@@ -427,7 +435,7 @@ def _place(row: dict[str, Any], e: Any) -> bool:
     row[_LEDGER] = shown
     if row["status"] == "superseded":  # its intent is another's: its reports are not ours
         return True
-    if row["status"] not in ROLLBACK_STATUSES:  # no report changes that within a batch
+    if row["status"] not in GIVEN_ROLLBACK:  # no report changes that within a batch
         row[_SHOWN] = e
         return True
     codes = Rows.parsed(row, "reason_codes")

@@ -19,9 +19,12 @@ from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
 from sqlalchemy import (
     BigInteger,
+    Column,
     Engine,
+    Integer,
     MetaData,
     Select,
+    String,
     Table,
     event,
     inspect,
@@ -38,6 +41,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("muto.projections")
 TRACKING_TABLE = "muto_projection_tracking"
+# Each view's `Projection.version`: the meaning its rows were built by (see reshape).
+VERSIONS_TABLE = "muto_projection_versions"
+# A built view with no version stored was built before versions were stored: by the
+# first meaning of each view.
+FIRST_VERSION = 1
 # PostgreSQL NOTIFY channel: `<topic> <key>` for each change an in-process cache must
 # hear (projections.base.Announcer), published in the transaction that makes it.
 CHANGES_CHANNEL = "muto_view_changes"
@@ -76,6 +84,12 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         )
         super().__init__(SQLAlchemyDatastore(url=url, **pool), tracking_table_name=TRACKING_TABLE)
         self.metadata = MetaData()
+        self.versions = Table(
+            VERSIONS_TABLE,
+            self.metadata,
+            Column("projection", String(64), primary_key=True),
+            Column("version", Integer, nullable=False),
+        )
         engine = self.datastore.engine
         assert isinstance(engine, Engine)
         self.engine = engine
@@ -119,15 +133,23 @@ class ViewStore(SQLAlchemyTrackingRecorder):
         self.metadata.create_all(self.engine, checkfirst=True)
 
     def reshape(self, projections: Iterable[Projection]) -> list[str]:
-        """Views are derived: one whose stored columns differ from its definition (an
-        upgrade added one) is dropped with its position, and catch-up rebuilds it from
-        the log. An integer column the definition has widened to 64 bits is altered in
-        place on PostgreSQL (SQLite's integers are 64 bits whatever the declared type).
-        Returns the names rebuilt."""
+        """Views are derived: one built by another definition is dropped with its
+        position, and catch-up rebuilds it from the log. Another definition is either
+        stored columns that differ from the view's (an upgrade added one) or a stored
+        version other than the view's `Projection.version` (an upgrade changed what its
+        rows say from the same events, with the same columns). An integer column the
+        definition has widened to 64 bits is altered in place on PostgreSQL (SQLite's
+        integers are 64 bits whatever the declared type). Each view's version is stored
+        in the same transaction, so the next open (of this or another process: on
+        PostgreSQL they take turns on the projector lock) finds it current and rebuilds
+        nothing. Returns the names rebuilt."""
+        projections = list(projections)
         reshaped = []
         with self.writing() as session:
             connection = session.connection()
             found = inspect(connection)
+            built = self._versions(session)
+            positions = self.positions(session, [p.name for p in projections])
             for projection in projections:
                 stored = {
                     table: found.get_columns(table.name)
@@ -139,19 +161,46 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                     for table, columns in stored.items()
                     if {c["name"] for c in columns} != set(table.c.keys())
                 ]
-                if not stale:
+                was = built.get(projection.name)
+                if was is None:  # nothing applied yet (a new view): nothing to rebuild
+                    was = FIRST_VERSION if positions[projection.name] else projection.version
+                if stale:
+                    logger.warning("view %s changed shape (%s): rebuilding it from the log",
+                                   projection.name, ", ".join(stale))  # fmt: skip
+                elif was != projection.version:
+                    logger.warning("view %s changed meaning (version %d, built by %d): "
+                                   "rebuilding it from the log",
+                                   projection.name, projection.version, was)  # fmt: skip
+                else:
                     if self.is_postgres:
                         self._widen(session, projection.name, stored)
                     continue
-                logger.warning("view %s changed shape (%s): rebuilding it from the log",
-                               projection.name, ", ".join(stale))  # fmt: skip
                 for table in reversed(projection.tables):
                     table.drop(connection, checkfirst=True)
                 self.forget_position(session, projection.name)
                 reshaped.append(projection.name)
             if reshaped:
                 self.metadata.create_all(connection, checkfirst=True)
+            self._keep_versions(session, built, projections)
         return reshaped
+
+    def _versions(self, session: Session) -> dict[str, int]:
+        """Each view's stored version (none for a view built before they were stored)."""
+        found = session.execute(self.versions.select())
+        return {row.projection: row.version for row in found}
+
+    def _keep_versions(
+        self, session: Session, built: dict[str, int], projections: list[Projection]
+    ) -> None:
+        """Store the version of each view whose stored one differs (once per upgrade)."""
+        changed = {p.name: p.version for p in projections if built.get(p.name) != p.version}
+        if not changed:
+            return
+        session.execute(self.versions.delete().where(self.versions.c.projection.in_(changed)))
+        session.execute(
+            self.versions.insert(),
+            [{"projection": name, "version": v} for name, v in changed.items()],
+        )
 
     def _widen(self, session: Session, view: str, stored: dict[Table, list[Any]]) -> None:
         """ALTER to BIGINT each stored integer column the definition declares 64-bit."""

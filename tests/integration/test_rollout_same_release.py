@@ -1,7 +1,8 @@
 """A second rollout of a release the vehicles already run (docs/rollouts.md,
 "Membership": start another rollout for the vehicles the first did not cover) rolls
 them back to the release before it, never to that same release (the review's
-repro_same_release.sh: a rollback revision naming app@2.0.0 was counted rolled back)."""
+repro_same_release.sh: a rollback revision naming app@2.0.0 was counted rolled back);
+and never to a release an earlier rollback took away."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_reconcile
 from muto.cloud.rollouts import roll_back, start_rollout
 from muto.domain.desired import StackRef
+from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest
@@ -77,5 +79,46 @@ def test_a_second_rollout_of_a_release_rolls_back_to_the_release_before_it(
             ids[0]: "rolling_back",  # not rolled back before it says so
             ids[1]: "not_assigned",
         }
+    finally:
+        cp.close()
+
+
+def test_a_rollback_taken_while_away_is_never_undone_by_a_later_rollouts_rollback(
+    tmp_path: Path,
+) -> None:
+    """The review's case: the vehicle ran w (1.0.0); rollout R1 of y (2.0.0) failed on it
+    and was rolled back to w while it was away (it still reports y, on R1's revision);
+    the operator then assigned x (3.0.0) directly. Rollout R2 of z (4.0.0), started
+    before it reports again, rolls it back to x, never to y: y is what R1 took away."""
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        car = "v-eu-m3-1"
+        register_fleet(cp, [registration(car, ring="1")])
+        w, y, x, z = (signed_release(version=f"{n}.0.0") for n in (1, 2, 3, 4))
+        for release in (w, y, x, z):
+            cp.execute(release.register())
+        given = cp.execute(
+            assign_desired_state(desired_request("ring=1", w), [car], cause(), cp.sign)
+        ).value
+        _converged(cp, car, given.revision, "1.0.0", 1)
+        r1 = RolloutRequest(selector="ring=1", stack="core", version="2.0.0", rollout_id="r1")
+        cp.execute(start_rollout(r1, [car], [], cause(), cp.sign, cp.clock))
+        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
+        assert vehicle.assignment is not None
+        _converged(cp, car, vehicle.assignment["revision"], "2.0.0", 2)
+        assert cp.execute(roll_back("r1", cause(), cp.sign, cp.clock)).value == 1
+        # Away: no report on the rollback revision; then x, assigned directly.
+        cp.execute(assign_desired_state(desired_request("ring=1", x), [car], cause(), cp.sign))
+        r2 = RolloutRequest(selector="ring=1", stack="core", version="4.0.0", rollout_id="r2")
+        cp.execute(start_rollout(r2, [car], [], cause(), cp.sign, cp.clock))
+        rollout: Rollout = cp.log.repository.get(Rollout.create_id("r2"))
+        assert rollout.previous_releases == {car: "core@3.0.0"}
+        assert cp.execute(roll_back("r2", cause(), cp.sign, cp.clock)).value == 1
+        vehicle = cp.log.repository.get(Vehicle.create_id(car))
+        assert vehicle.assignment is not None
+        assert (vehicle.assignment["phase"], vehicle.assignment["releaseKey"]) == (
+            "rollback",
+            "core@3.0.0",
+        )
     finally:
         cp.close()

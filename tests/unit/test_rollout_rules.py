@@ -12,6 +12,7 @@ from muto.domain.requests import RolloutThresholds
 from muto.domain.rollout_rules import (
     NOT_JUDGED,
     Candidate,
+    Given,
     Member,
     MemberStatus,
     Verdict,
@@ -92,24 +93,91 @@ def test_a_vehicle_already_running_the_release_is_no_canary_beside_one_that_is_n
 
 
 releases = st.sampled_from(["app@1.0.0", "app@2.0.0", "app@3.0.0", None])
+keys = st.sampled_from(["app@1.0.0", "app@2.0.0"])
 
 
-@given(st.sampled_from(["app@1.0.0", "app@2.0.0"]), st.lists(releases, max_size=5))
+@st.composite
+def histories(
+    draw: st.DrawFn, rollbacks: bool = True
+) -> tuple[list[Given], str | None, str | None]:
+    """Desired states given, newest first (revision r0 the newest), some of them rollback
+    revisions; what the vehicle reports running, and the revision it reported on (one
+    of them, an older one, or none)."""
+    size = draw(st.integers(0, 5))
+    given_ = [
+        Given(f"r{i}", draw(releases), draw(st.booleans()) if rollbacks else False)
+        for i in range(size)
+    ]
+    running = draw(st.sampled_from(["app@1.0.0", "app@2.0.0", "app@3.0.0", None]))
+    reported_on = draw(st.sampled_from([*(g.revision for g in given_), "older", None]))
+    return given_, running, reported_on
+
+
+def newest_rollback(given_: list[Given]) -> int | None:
+    return next((i for i, g in enumerate(given_) if g.rollback), None)
+
+
+@given(keys, histories())
 def test_a_rollback_never_returns_a_member_to_the_rollouts_own_release(key, history) -> None:
-    """The newest release in the history that is not the rollout's, else "run nothing"
-    (None): never the release being rolled back."""
-    target = rollback_target(key, history)
-    assert target != key
-    others = [r for r in history if r != key]
-    assert target == (others[0] if others else None)
+    given_, running, reported_on = history
+    assert rollback_target(key, given_, running, reported_on) != key
+
+
+@given(keys, histories(rollbacks=False))
+def test_without_a_rollback_revision_the_newest_other_release_is_the_target(key, history) -> None:
+    """What it runs, then its desired states, newest first: the first that is not the
+    rollout's release, else "run nothing" (None)."""
+    given_, running, reported_on = history
+    listed = ([running] if running is not None else []) + [g.release for g in given_]
+    others = [r for r in listed if r != key]
+    assert rollback_target(key, given_, running, reported_on) == (others[0] if others else None)
+
+
+@given(keys, histories())
+def test_what_a_rollback_revision_took_away_is_never_a_target(key, history) -> None:
+    """The states given before the newest rollback revision change nothing, and neither
+    does a release reported running before it or on it, unless it is that rollback's
+    own target: it is its known good."""
+    given_, running, reported_on = history
+    at = newest_rollback(given_)
+    target = rollback_target(key, given_, running, reported_on)
+    if at is None:
+        return
+    newer, rollback = given_[:at], given_[at]
+    assert rollback_target(key, given_[: at + 1], running, reported_on) == target
+    allowed = {g.release for g in given_[: at + 1]} | {None}
+    if reported_on in {g.revision for g in newer}:
+        allowed.add(running)
+    elif running != rollback.release:  # it still runs what the rollback took away
+        assert rollback_target(key, given_, None, None) == target
+    assert target in allowed
+    if at == 0:  # a rollback revision now: its target alone
+        assert target == (rollback.release if rollback.release != key else None)
 
 
 def test_a_second_rollout_of_a_release_rolls_back_to_the_one_before_it() -> None:
     """The review's case: app@2.0.0 completed on the vehicle (it runs it, and it is its
     desired state), then a second rollout of app@2.0.0 covered it and rolled back: its
     target is app@1.0.0, the one before, never app@2.0.0 again."""
-    assert rollback_target("app@2.0.0", ["app@2.0.0", "app@2.0.0", "app@1.0.0"]) == "app@1.0.0"
-    assert rollback_target("app@2.0.0", ["app@2.0.0", "app@2.0.0"]) is None
+    two, one = Given("r2", "app@2.0.0"), Given("r1", "app@1.0.0")
+    assert rollback_target("app@2.0.0", [two, one], "app@2.0.0", "r2") == "app@1.0.0"
+    assert rollback_target("app@2.0.0", [two], "app@2.0.0", "r2") is None
+
+
+def test_a_rollback_taken_while_away_then_a_direct_assignment() -> None:
+    """The review's case: the vehicle ran w; rollout R1 of y failed and rolled it back to
+    w while it was away (it still reports y, on R1's revision); then x was assigned to it
+    directly. Rollout R2 of z rolls it back to x, never to y (what R1 took away); once it
+    reports on x, what it runs counts again."""
+    x, back = Given("rx", "x@1"), Given("rb", "w@1", rollback=True)
+    assert rollback_target("z@1", [x, back], "y@1", "ry") == "x@1"
+    assert rollback_target("x@1", [x, back], "y@1", "ry") == "w@1"
+    assert rollback_target("z@1", [x, back], "w@1", "rb") == "w@1"  # it took the rollback
+    assert rollback_target("z@1", [x, back], "y@1", "rb") == "x@1"  # it refused it
+    assert rollback_target("z@1", [x, back], "x@1", "rx") == "x@1"
+    # The rollback revision its desired state now: its target alone.
+    assert rollback_target("z@1", [back, Given("ry", "y@1")], "y@1", "ry") == "w@1"
+    assert rollback_target("w@1", [back, Given("ry", "y@1")], "y@1", "ry") is None
 
 
 statuses = st.sampled_from(list(MemberStatus))

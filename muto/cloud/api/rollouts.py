@@ -31,9 +31,11 @@ from muto.cloud.queries import (
     rollouts,
     vehicles_in_active_rollouts,
 )
-from muto.cloud.rollouts import pause, resume, roll_back, start_rollout
+from muto.cloud.rollouts import UncheckedRollbacks, pause, resume, roll_back, start_rollout
 from muto.cloud.tokens import Principal
 from muto.cloud.writer import Command, Written
+from muto.domain.errors import ReasonError
+from muto.domain.reasons import ReasonCode
 from muto.domain.release import release_key
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Candidate, pick_canaries
@@ -84,8 +86,52 @@ async def _create(
         for r in await off_loop(rollout_candidates, cp.queries, vehicle_ids)
     ]
     canaries, wave = pick_canaries(candidates)
-    command = start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock)
-    return await cp.write(once(key, command, _started, cause, cp.clock))
+    # The releases its rollback would restore, as the start computes them (from the
+    # vehicles as the write finds them): each checked before the rollout may start.
+    checked: set[str] | None = None if cp.signing.configured is None else set()
+    for _ in range(CHECK_ROUNDS):
+        frozen = None if checked is None else frozenset(checked)
+        command = start_rollout(wanted, canaries, wave, cause, cp.sign, cp.clock, frozen)
+        try:
+            return await cp.write(once(key, command, _started, cause, cp.clock))
+        except UncheckedRollbacks as exc:
+            assert checked is not None
+            await _refuse_unverifiable_rollbacks(request, wanted, exc.targets)
+            checked.update(exc.targets)
+    raise Conflict(
+        "the selected vehicles' releases kept changing while the releases their rollback "
+        "would restore were checked; start the rollout again"
+    )
+
+
+# Rounds of checking the releases a rollout's rollback would restore: another round only
+# when a vehicle's history changed between the check and the start (a report came in).
+CHECK_ROUNDS = 3
+
+
+async def _refuse_unverifiable_rollbacks(
+    request: Request, wanted: RolloutRequest, targets: dict[str, list[str]]
+) -> None:
+    """VERIFY_SIGNATURE_FAILED (422) naming each release the rollout's rollback would
+    restore that the release keys in force do not verify (after a key rotation retired
+    the keys that signed it): every member given that rollback would refuse it and keep
+    the failing release. Checked as an assignment is (`refuse_unverifiable`)."""
+    refused = []
+    for target, members in sorted(targets.items()):
+        stack, _, version = target.partition("@")
+        try:
+            await refuse_unverifiable(request, stack, version)
+        except ReasonError as exc:
+            refused.append(f"{exc.detail} [the rollback of {len(members)} vehicle(s)]")
+    if refused:
+        raise ReasonError(
+            ReasonCode.VERIFY_SIGNATURE_FAILED,
+            f"rollout of {release_key(wanted.stack, wanted.version)} not started: its "
+            "rollback would restore release(s) the release keys in force do not verify, "
+            "and every vehicle would refuse that rollback; re-sign each with the keys in "
+            "force and push it again (muto releases push adds the signatures): "
+            + "; ".join(refused),
+        )
 
 
 def _started(rollout_id: str) -> Answer:
