@@ -6,12 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.table import Table
 
+from muto.domain.desired import AgentConfig
+from muto.domain.wire import WireError, convert
 from muto.fleetctl.connection import USAGE, Connection, FleetError, id_argument
 from muto.fleetctl.output import common, emit, fields, verb
 from muto.fleetctl.releases import split_release
+from muto.trust.releases import read_yaml_file, without_content
 
 
 def assign(args: argparse.Namespace) -> int:
@@ -39,17 +41,24 @@ AGENT_CONFIG_HELP = (
 )
 
 
+# An agentConfig is three fields: a file larger than this is no agentConfig.
+MAX_AGENT_CONFIG_BYTES = 64 * 1024
+
+
 def read_agent_config(path: str) -> dict[str, Any]:
+    """The file's agentConfig, checked here as the API would check it, so that a file
+    named by mistake is neither sent nor quoted back (the manifest loader's rules)."""
     try:
-        found = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        found = read_yaml_file(Path(path), MAX_AGENT_CONFIG_BYTES, "an agentConfig")
+        if not isinstance(found, dict):
+            raise FleetError(f"{path}: an agentConfig is a mapping, e.g. {{heartbeatS: 10}}", USAGE)
+        convert(found, AgentConfig)
+    except OSError as exc:
         raise FleetError(f"cannot read the agentConfig in {path}: {exc}", USAGE) from None
-    except UnicodeDecodeError as exc:  # a ValueError: not YAML's, and it holds the bytes
-        raise FleetError(
-            f"cannot read the agentConfig in {path}: not UTF-8 text (byte {exc.start})", USAGE
-        ) from None
-    if not isinstance(found, dict):
-        raise FleetError(f"{path}: an agentConfig is a mapping, e.g. {{heartbeatS: 10}}", USAGE)
+    except WireError as exc:
+        said = without_content(exc)
+        where = f" - at `{said.path}`" if said.path and said.path not in said.message else ""
+        raise FleetError(f"invalid agentConfig in {path}: {said.message}{where}", USAGE) from None
     return found
 
 

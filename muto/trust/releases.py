@@ -64,13 +64,13 @@ def load_manifest(
     """Decode a camelCase manifest; WireError names the offending field path. `hosted`:
     each artifact measured in `artifact_dir` gets the ref `artifacts/<digest>`, which a
     vehicle resolves against its control plane's URL (that serves it by digest)."""
-    raw = _read_yaml(path)
+    raw = read_yaml_file(path, MAX_MANIFEST_BYTES, "a release manifest")
     if artifact_dir is not None and isinstance(raw, dict):
         _measure_artifacts(raw.get("artifacts"), artifact_dir, hosted)
     try:
         release = convert(raw, StackRelease)
     except WireError as exc:
-        raise _without_content(exc) from None
+        raise without_content(exc) from None
     signed = 4 * -(-len(canonical(release)) // 3)  # its base64, as the envelope carries it
     if signed > MAX_PAYLOAD_CHARS:
         raise WireError(
@@ -89,16 +89,18 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _UNKNOWN = re.compile(r"\AObject contains unknown field `(.*)`", re.S)
 
 
-def _read_yaml(path: Path) -> Any:
-    """The YAML document at `path`, at most MAX_MANIFEST_BYTES, UTF-8 (or a BOM's
-    encoding), no key twice in a mapping. WireError otherwise, naming a line and column,
-    never the file's text (PyYAML's own message quotes the offending line)."""
+def read_yaml_file(path: Path, limit: int, what: str) -> Any:
+    """The YAML (or JSON) document at `path` an operator names (a release manifest, an
+    agentConfig): at most `limit` bytes, UTF-8 (or a BOM's encoding), no key twice in a
+    mapping. WireError otherwise, naming a line and column, never the file's text
+    (PyYAML's own message quotes the offending line; the file may be one named by
+    mistake, /etc/shadow through a symlink). OSError when it cannot be read."""
     import yaml  # here: a vehicle verifies releases but never reads a manifest file
 
     with path.open("rb") as f:  # a pipe too (`<(...)`): bounded by reading, not by stat
-        data = f.read(MAX_MANIFEST_BYTES + 1)
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise WireError(f"larger than {MAX_MANIFEST_BYTES} bytes: not a release manifest")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise WireError(f"larger than {limit} bytes: not {what}")
     try:
         return yaml.load(data, Loader=_unique_keys_loader())
     except _DuplicateKey as exc:
@@ -148,7 +150,7 @@ def _unique_keys_loader() -> type[Any]:
     return UniqueKeys
 
 
-def _without_content(exc: WireError) -> WireError:
+def without_content(exc: WireError) -> WireError:
     """`exc`, an unknown field named only if it is named like a field."""
     unknown = _UNKNOWN.match(exc.message)
     if unknown is None or _FIELD_NAME.match(unknown.group(1)):

@@ -11,6 +11,8 @@ import pytest
 
 from muto.cli import main
 from muto.domain.wire import WireError
+from muto.fleetctl.connection import USAGE, FleetError
+from muto.fleetctl.desired import read_agent_config
 from muto.trust import releases
 from muto.trust.dsse import MAX_PAYLOAD_CHARS
 from muto.trust.releases import load_manifest
@@ -123,3 +125,37 @@ def test_sign_says_it_in_one_line_and_exits_2(
     code = main(["release", "sign", str(manifest), "--key", str(tmp_path / "keys/release.key")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "not UTF-8" in err, err
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (
+            b"heartbeatS: 10\nheartbeatS: 20\n",
+            "duplicate key heartbeatS at line 2 (first at line 1)",
+        ),
+        (b"heartbeatS: 0\n", "Expected `int` >= 1 - at `$.heartbeatS`"),
+        (b"a" * (64 * 1024 + 1), "larger than 65536 bytes: not an agentConfig"),
+        (b"- 1\n", "an agentConfig is a mapping"),
+        (b"root:*:20228:0:99999:7:::\n", "an unknown key, not named like a field - at `$`"),
+    ],
+)
+def test_an_agent_config_is_read_by_the_manifest_loaders_rules(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    """`--agent-config` (desired assign, rollouts create): bounded, no key twice, checked
+    here as the API checks it, and never quoted back (a file named by mistake, the
+    shadow file through a symlink, was sent to the control plane and echoed)."""
+    named = tmp_path / "config.yaml"
+    named.write_bytes(content)
+    with pytest.raises(FleetError) as refused:
+        read_agent_config(str(named))
+    assert refused.value.exit_code == USAGE
+    assert said in refused.value.message
+    assert "20228" not in refused.value.message
+
+
+def test_a_good_agent_config_is_sent_as_written(tmp_path: Path) -> None:
+    named = tmp_path / "config.yaml"
+    named.write_text("heartbeatS: 20\nlogLevel: debug\n")
+    assert read_agent_config(str(named)) == {"heartbeatS": 20, "logLevel": "debug"}
