@@ -65,28 +65,22 @@ class Presence(Wire, frozen=True, kw_only=True):
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_HEARTBEAT_S)] | None = None
 
 
-class AgentMetadata(Wire, frozen=True, kw_only=True):
-    schema: Literal["muto.agent-metadata.v2"]  # required: refused (ignored) without it
+class AgentMetadataV1(Wire, frozen=True, kw_only=True):
+    """What agents before v2 publish: v2 without the safety floor."""
+
+    schema: Literal["muto.agent-metadata.v1"]  # required: refused (ignored) without it
     vehicle_id: str
     agent_version: str
     model: str | None = None
     os: str | None = None
     ros_distro: str | None = None
     runtime: str
+
+
+class AgentMetadata(AgentMetadataV1, frozen=True, kw_only=True):
+    schema: Literal["muto.agent-metadata.v2"]  # type: ignore[assignment]
     # v2: the vehicle's own safety floor, so that an operator sees a loosened vehicle.
     safety_floor: SafetyFloor
-
-
-class AgentMetadataV1(Wire, frozen=True, kw_only=True):
-    """What agents before v2 publish: the same, without the safety floor."""
-
-    schema: Literal["muto.agent-metadata.v1"]
-    vehicle_id: str
-    agent_version: str
-    model: str | None = None
-    os: str | None = None
-    ros_distro: str | None = None
-    runtime: str
 
 
 class _Schema(msgspec.Struct):
