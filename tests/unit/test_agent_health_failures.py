@@ -60,6 +60,11 @@ def test_a_failing_health_report_is_logged_once_per_kind(
     run(scenario)
 
 
+def full(*events: object) -> int:
+    """A journal's append on a full disk."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_journal_that_refuses_writes_still_tells_the_cloud_why() -> None:
     """A full disk: the journal takes no report, so none could be queued and the fleet view
     kept the vehicle's last word before the disk filled (`healthy`). A health report now
@@ -71,10 +76,7 @@ def test_a_journal_that_refuses_writes_still_tells_the_cloud_why() -> None:
         await converged_on(rig, A, 1)
         journal_append = rig.journal.append
 
-        def full(*events: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        rig.journal.append = full  # type: ignore[method-assign]
+        rig.journal.append = full  # type: ignore[method-assign]  # the disk fills
         rig.agent.report_health(periodic=True)
         rig.agent.report_health(periodic=True)
         await asyncio.gather(*rig.agent.flares)
@@ -100,10 +102,7 @@ def test_a_pass_failure_the_journal_cannot_take_is_told_once() -> None:
         rig = await started()
         await converged_on(rig, A, 1)
 
-        def full(*events: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        rig.journal.append = full  # type: ignore[method-assign]
+        rig.journal.append = full  # type: ignore[method-assign]  # the disk fills
         for _ in range(3):
             rig.agent._failed(OSError(errno.ENOSPC, "No space left on device"))
         await asyncio.gather(*rig.agent.flares)
@@ -129,11 +128,8 @@ def test_no_health_report_leaves_without_telemetry() -> None:
             )
         )
 
-        def full(*events: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
         before = len(rig.cloud.reports)
-        rig.journal.append = full  # type: ignore[method-assign]
+        rig.journal.append = full  # type: ignore[method-assign]  # the disk fills
         rig.agent.report_health(periodic=True)
         rig.agent._failed(OSError(errno.ENOSPC, "No space left on device"))
         assert not rig.agent.flares
@@ -152,10 +148,7 @@ def test_a_health_report_sent_without_the_journal_sits_between_the_queued_ones()
         await converged_on(rig, A, 1)
         journal_append = rig.journal.append
 
-        def full(*events: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        rig.journal.append = full  # type: ignore[method-assign]
+        rig.journal.append = full  # type: ignore[method-assign]  # the disk fills
         rig.agent.report_health(periodic=True)
         await asyncio.gather(*rig.agent.flares)
         rig.journal.append = journal_append  # type: ignore[method-assign]
