@@ -31,7 +31,7 @@ from tests.support.fleet_cli import (
 )
 from tests.support.releases import release_envelope
 
-FLEET_GROUPS = ("vehicles", "releases", "desired", "rollouts", "tokens")
+FLEET_GROUPS = ("vehicles", "releases", "desired", "rollouts", "keys", "tokens")
 
 
 @pytest.fixture(scope="module")
