@@ -6,7 +6,6 @@ and never to a release an earlier rollback took away."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -17,28 +16,21 @@ from muto.cloud.rollouts import roll_back, start_rollout
 from muto.domain.desired import StackRef
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
-from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest
 from tests.support.releases import signed_release
 from tests.support.spine import (
     cause,
     desired_request,
     memory_settings,
+    reconcile_report,
     register_fleet,
     registration,
 )
 
 
 def _converged(cp: ControlPlane, vehicle_id: str, revision: str, version: str, n: int) -> None:
-    report = ReconcileReport(
-        schema="muto.reconcile-report.v1",
-        report_id=f"{vehicle_id}-{n}",
-        vehicle_id=vehicle_id,
-        desired_state_revision=revision,
-        status=ReconcileStatus.CONVERGED,
-        running=StackRef(name="core", version=version),
-        observed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )  # type: ignore[arg-type]
+    running = StackRef(name="core", version=version)
+    report = reconcile_report(vehicle_id, f"{vehicle_id}-{n}", revision=revision, running=running)
     cp.execute(record_reconcile(report, f"vehicle:{vehicle_id}"))
 
 

@@ -186,6 +186,11 @@ class RolloutMachine(RuleBasedStateMachine):
         revision = self.rollout().assigned.get(vehicle_id)
         if revision is None:
             return
+        self._report(vehicle_id, revision, outcome)
+
+    def _report(
+        self, vehicle_id: str, revision: str, outcome: tuple[ReconcileStatus, list[str]]
+    ) -> None:
         self.reports += 1
         status, codes = outcome
         report = ReconcileReport(
@@ -211,19 +216,8 @@ class RolloutMachine(RuleBasedStateMachine):
         vehicle: Vehicle = self.cp.log.repository.get(Vehicle.create_id(vehicle_id))
         assert vehicle.assignment is not None and vehicle.assignment["phase"] == "rollback"
         revision = vehicle.assignment["revision"]
-        self.reports += 1
-        status, codes = outcome
-        report = ReconcileReport(
-            schema="muto.reconcile-report.v1",
-            report_id=f"r{self.reports}",
-            vehicle_id=vehicle_id,
-            desired_state_revision=revision,
-            status=status,
-            reason_codes=codes,
-            observed_at=self.now,
-        )  # type: ignore[arg-type]
-        self.cp.execute(record_reconcile(report, f"vehicle:{vehicle_id}"))
-        self.on_rollback[vehicle_id] = str(status)
+        self._report(vehicle_id, revision, outcome)
+        self.on_rollback[vehicle_id] = str(outcome[0])
 
     @rule()
     def every_assigned_vehicle_converges(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -21,7 +20,6 @@ from muto.cloud.rollouts import roll_back, start_rollout
 from muto.cloud.settings import Settings
 from muto.domain.desired import StackRef
 from muto.domain.model.vehicle import Vehicle
-from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.domain.requests import RolloutRequest
 from muto.projections import Views
 from muto.projections.rollouts import RolloutProgress
@@ -31,6 +29,7 @@ from tests.support.spine import (
     cause,
     desired_request,
     postgres_settings,
+    reconcile_report,
     register_fleet,
     registration,
     view_rows,
@@ -61,15 +60,8 @@ def given_a_rollback_not_taken(cp: ControlPlane) -> None:
 
 
 def report(cp: ControlPlane, revision: str, version: str, n: int) -> None:
-    made = ReconcileReport(
-        schema="muto.reconcile-report.v1",
-        report_id=f"{CAR}-{n}",
-        vehicle_id=CAR,
-        desired_state_revision=revision,
-        status=ReconcileStatus.CONVERGED,
-        running=StackRef(name="core", version=version),
-        observed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )  # type: ignore[arg-type]
+    running = StackRef(name="core", version=version)
+    made = reconcile_report(CAR, f"{CAR}-{n}", revision=revision, running=running)
     cp.execute(record_reconcile(made, f"vehicle:{CAR}"))
 
 
