@@ -27,7 +27,6 @@ from muto.agent.reports import health_event, health_report, new_incarnation, pas
 from muto.agent.runtime.base import RuntimeStatus
 from muto.agent.schedule import Schedule
 from muto.agent.transport.courier import Courier
-from muto.agent.transport.http import NotFetched, RetryLater
 from muto.domain.desired import AgentConfig
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
@@ -315,23 +314,11 @@ class Agent:
             self._probe = self._spawn(self._probe_latest(), "poll")
 
     async def _probe_latest(self) -> None:
-        intake, clock = self._wired.reconciler.intake, self.parts.clock
-        if intake.source is None or clock.monotonic() < intake.not_before:
-            return  # offline by design, or the cloud said when to ask again
         if not self.parts.vehicle.read().clock_trusted:
             return  # nothing can be accepted now: a newer document would only be held
-        try:
-            got = await intake.source.latest(self.parts.journal.state.etag)
-        except Exception:  # the pass's own fetches say what is wrong with the cloud
-            logger.debug("the poll during a download failed", exc_info=True)
-            return
-        if isinstance(got, NotFetched):
-            if isinstance(got.detail, RetryLater):  # the pass's fetches wait as long
-                intake.not_before = max(intake.not_before, clock.monotonic() + got.detail.after_s)
-            return
-        sequence = got.sequence  # the response's claim: a hint, verified by the pass
+        sequence = await self._wired.reconciler.intake.offered()
         if sequence is not None and sequence > self.parts.journal.state.accepted_sequence:
-            self.signals.hint(sequence, f"seen:{sequence}")
+            self.signals.hint(sequence, f"seen:{sequence}")  # a claim: the pass verifies
 
     async def _pass(self, fetch: bool = True) -> None:
         self._passing = True

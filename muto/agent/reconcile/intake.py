@@ -109,6 +109,24 @@ class Intake:
             self.signals.config_changed()  # journaled first: the journal is the truth
         return None
 
+    async def offered(self) -> int | None:
+        """The sequence the cloud offers now (its response's claim, unverified), asked
+        with the accepted document's ETag: None when nothing changed, the cloud is out of
+        reach, or it said when to ask again (kept for the pass's own fetches too)."""
+        if self.source is None or self.clock.monotonic() < self.not_before:
+            return None
+        try:
+            got = await self.source.latest(self.journal.state.etag)
+        except Exception:  # the pass's own fetches say what is wrong with the cloud
+            logger.debug("a look at the latest desired state failed", exc_info=True)
+            return None
+        if isinstance(got, NotFetched):
+            if isinstance(got.detail, RetryLater):
+                after = self.clock.monotonic() + got.detail.after_s
+                self.not_before = max(self.not_before, after)
+            return None
+        return got.sequence
+
     def _verdict(self, got: Fetched, clock_trusted: bool) -> list[Event]:
         rotated: list[Event] = []  # journaled whatever the verdict: the keys did change
         judged = self._judged(got, clock_trusted, rotated)
