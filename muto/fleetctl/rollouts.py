@@ -35,12 +35,20 @@ from muto.fleetctl.releases import split_release
 ENDED = {"completed": 0, "rolled_back": 10, "aborted": 11}
 RUNNING = 12  # still in canary or wave (without --watch, or at --timeout)
 PAUSED = 13  # paused: waits for an operator to resume or roll back
+# Rolled back or aborted, but members given the rollback have not confirmed it yet: they
+# may still run the release (without --watch, or at --timeout).
+ROLLING_BACK = 14
+WITH_ROLLBACKS = frozenset({"rolled_back", "aborted"})
 
 
 def outcome(rollout: dict[str, Any]) -> int | None:
-    """The exit code once the rollout is final or paused; None while it runs."""
-    if rollout["state"] in ENDED:
-        return ENDED[rollout["state"]]
+    """The exit code once the rollout is final (every rollback it gave confirmed) or
+    paused; None while it runs or its rollbacks are still outstanding."""
+    state = rollout["state"]
+    if state in WITH_ROLLBACKS and rollout.get("outstandingTotal"):
+        return None  # final, and in a final state only unconfirmed rollbacks are outstanding
+    if state in ENDED:
+        return ENDED[state]
     return PAUSED if rollout.get("paused") else None
 
 
@@ -134,14 +142,14 @@ def status(args: argparse.Namespace) -> int:
         rollout = _get(api, args.rollout_id)
         if not args.watch:
             emit(args, rollout, view)
-            return _exit(rollout)
+            return exit_code(rollout)
         out = console()
         if args.output == "table" and out.is_terminal:
             with Live(view(rollout), console=out, refresh_per_second=4) as live:
                 rollout = _wait(api, args, rollout, lambda r: live.update(view(r)))
         else:
             rollout = _wait(api, args, rollout, Changes(args).show)
-    return _exit(rollout)
+    return exit_code(rollout)
 
 
 class Changes:
@@ -175,9 +183,11 @@ def _wait(api: Api, args: argparse.Namespace, rollout: dict[str, Any], show: Any
     return rollout
 
 
-def _exit(rollout: dict[str, Any]) -> int:
+def exit_code(rollout: dict[str, Any]) -> int:
     found = outcome(rollout)
-    return RUNNING if found is None else found
+    if found is not None:
+        return found
+    return ROLLING_BACK if rollout["state"] in WITH_ROLLBACKS else RUNNING
 
 
 def _deadline(r: dict[str, Any]) -> str | None:
@@ -365,15 +375,19 @@ def register(sub: Any) -> None:
     p = verb(
         actions,
         "status",
-        "the rollout's progress; with --watch a live view until it ends. Exit code: 0 "
-        "completed, 10 rolled back, 11 aborted, 12 still running, 13 paused",
+        "the rollout's progress; with --watch a live view until it ends (a rollback: "
+        "until every member confirmed it). Exit code: 0 completed, 10 rolled back, 11 "
+        "aborted, 12 still running, 13 paused, 14 members still rolling back",
         "muto rollouts status ro-1 --watch --timeout 600",
         status,
     )
     common(p)
     p.add_argument("rollout_id", metavar="ID", type=id_argument("rollout"))
     p.add_argument(
-        "--watch", "-w", action="store_true", help="follow it until it ends or is paused"
+        "--watch",
+        "-w",
+        action="store_true",
+        help="follow it until it ends (its rollbacks confirmed) or is paused",
     )
     p.add_argument(
         "--timeout", type=float, default=0, metavar="SEC", help="stop watching (0: never)"

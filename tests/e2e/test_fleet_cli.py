@@ -21,7 +21,7 @@ import yaml
 
 from muto.cli import GROUPS
 from tests.conftest import free_port
-from tests.support.api_server import unique
+from tests.support.api_server import reconcile_body, unique
 from tests.support.fleet_cli import (
     Operator,
     fleet_with_rollout,
@@ -277,21 +277,27 @@ def test_rollout_verbs_and_a_watch_that_ends_with_completed(op: Operator) -> Non
     assert "completed" in out
 
 
-def test_a_rolled_back_rollout_watches_to_exit_10_with_its_decision(op: Operator) -> None:
+def test_a_rolled_back_rollout_watches_until_every_rollback_is_confirmed(op: Operator) -> None:
+    """A rollback has ended only when the members given it confirmed it: until then a
+    status exits 14 and a watch goes on; then 10."""
     _, _, rollout_id = fleet_with_rollout(op)
     assert op.json("rollouts", "rollback", rollout_id)["state"] == "rolled_back"
-    done = op.run(
-        "rollouts",
-        "status",
-        rollout_id,
-        "--watch",
-        "-o",
-        "json",
-        "--token-file",
-        str(op.token_file),
-    )
-    assert done.returncode == 10
-    assert json.loads(done.stdout)["state"] == "rolled_back"
+    flags = ("-o", "json", "--token-file", str(op.token_file))
+    still = op.run("rollouts", "status", rollout_id, *flags)
+    assert still.returncode == 14, still.stderr
+    rolling = json.loads(still.stdout)
+    assert rolling["state"] == "rolled_back" and rolling["outstandingTotal"] >= 1
+    timed_out = op.run("rollouts", "status", rollout_id, "--watch", "--interval", "0.2",
+                       "--timeout", "1", *flags)  # fmt: skip
+    assert timed_out.returncode == 14, timed_out.stderr
+    for member in rolling["outstanding"]:  # each takes its rollback: runs nothing
+        given = next(m for m in rolling["vehicles"] if m["vehicleId"] == member["vehicleId"])
+        body = reconcile_body(member["vehicleId"], unique("r"), revision=given["revision"])
+        assert op.api.post("/reports/reconcile", json=body).status_code == 200
+    done = op.run("rollouts", "status", rollout_id, "--watch", "--interval", "0.2", *flags)
+    assert done.returncode == 10, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["state"] == "rolled_back" and last["outstandingTotal"] == 0
 
 
 @pytest.mark.parametrize("group", (*FLEET_GROUPS, "login"))

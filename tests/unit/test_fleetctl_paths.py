@@ -20,6 +20,7 @@ import yaml
 
 from muto.cli import main
 from muto.fleetctl.connection import USAGE, FleetError, api_path, save_context
+from muto.fleetctl.rollouts import exit_code, outcome
 
 URL = "http://control.example:8080/api"  # a path prefix too: paths stay under it
 TOKEN = {"tokenId": "0123abcd", "token": "muto_0123abcd_secret", "role": "operator"}
@@ -250,3 +251,17 @@ def test_an_unknown_status_is_refused_naming_the_known_ones(
     assert json.loads(capsys.readouterr().out) == [VEHICLE]
     assert muto("vehicles", "list", "--status", "offline", "-o", "json") == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_rollout_rolled_back_ends_when_its_rollbacks_are_confirmed() -> None:
+    def rollout(state: str, outstanding: int = 0, paused: bool = False) -> dict[str, Any]:
+        return {"state": state, "outstandingTotal": outstanding, "paused": paused}
+
+    assert outcome(rollout("rolled_back", outstanding=2)) is None  # a watch goes on
+    assert exit_code(rollout("rolled_back", outstanding=2)) == 14
+    assert exit_code(rollout("aborted", outstanding=1)) == 14
+    assert exit_code(rollout("rolled_back")) == 10
+    assert exit_code(rollout("aborted")) == 11
+    assert exit_code(rollout("completed")) == 0
+    assert exit_code(rollout("wave", outstanding=5)) == 12
+    assert exit_code(rollout("wave", outstanding=5, paused=True)) == 13
