@@ -72,8 +72,8 @@ def apply_key_rotation(config: TrustConfig, envelope: Envelope) -> TrustConfig:
 
 
 class Refused(NamedTuple):
-    """The rotation a walk stopped at: its version (None: not a KeyRotation at all) and
-    why (`error.code`, `error.detail`)."""
+    """A rotation a walk could not follow: its version (None: not a KeyRotation at all)
+    and why (`error.code`, `error.detail`)."""
 
     envelope: Envelope
     version: int | None
@@ -83,7 +83,8 @@ class Refused(NamedTuple):
 class Followed(NamedTuple):
     """Where a walk of the chain ended: the config with the keys in force, the rotations
     that took it there (in order; each one `apply_key_rotation` accepts on the config
-    before it), and the rotation it stopped at (None: it followed the whole chain)."""
+    before it), and the newest rotation it could not follow and that the keys in force
+    have not passed (None: none such)."""
 
     config: TrustConfig
     applied: list[Envelope]
@@ -100,9 +101,14 @@ def follow_chain(config: TrustConfig, chain: Sequence[Envelope]) -> Followed:
     rotation to a set is signed by that set): it grants no key, only the version; the
     signatures are what stop a forged one from raising the version past the genuine
     rotations that follow. Then each rotation newer than the keys in force is applied in
-    order, signed by the keys in force and by its own (`apply_key_rotation`), and the
-    walk stops at the first that is not: the keys in force stay those before it."""
+    order, signed by the keys in force and by its own (`apply_key_rotation`). One that
+    is not is passed over, and the walk goes on: the chain only grows, so stopping there
+    would hold the vehicle at these keys for good, where a later rotation these very keys
+    signed (the way back from a rotation the fleet could not follow, docs/trust.md) can
+    still take it on. Passing over grants nothing: every rotation applied is signed by
+    the keys in force when it comes."""
     applied: list[Envelope] = []
+    refusals: list[Refused] = []
     ahead = _fast_forward(config, chain)
     if ahead is not None:
         config = apply_key_rotation(config, ahead)
@@ -111,15 +117,19 @@ def follow_chain(config: TrustConfig, chain: Sequence[Envelope]) -> Followed:
         try:
             version = read_key_rotation(envelope).version
         except ReasonError as exc:
-            return Followed(config, applied, Refused(envelope, None, exc))
+            refusals.append(Refused(envelope, None, exc))
+            continue
         if version <= config.release_keys_version:
             continue  # applied before (or fast-forwarded over)
         try:
             config = apply_key_rotation(config, envelope)
         except ReasonError as exc:
-            return Followed(config, applied, Refused(envelope, version, exc))
+            refusals.append(Refused(envelope, version, exc))
+            continue
         applied.append(envelope)
-    return Followed(config, applied, None)
+    behind = config.release_keys_version
+    pending = [r for r in refusals if r.version is None or r.version > behind]
+    return Followed(config, applied, pending[-1] if pending else None)
 
 
 def _fast_forward(config: TrustConfig, chain: Sequence[Envelope]) -> Envelope | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
@@ -21,10 +22,12 @@ from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause
 from muto.cloud.settings import Settings
 from muto.cloud.tokens import Role, issue_token
-from muto.domain.wire import to_builtins
+from muto.domain.desired import Envelope
+from muto.domain.wire import decode, to_builtins
+from muto.trust.config import TrustConfig
 from muto.trust.keys import Signer
 from muto.trust.keyset import KeySet
-from muto.trust.rotation import KeyRotation, sign_key_rotation
+from muto.trust.rotation import KeyRotation, follow_chain, sign_key_rotation
 from tests.support.releases import signed, stack_release
 
 A, B, C = Signer.generate(), Signer.generate(), Signer.generate()
@@ -264,3 +267,32 @@ def test_a_cloud_configured_with_a_later_set_of_the_chain_follows_it(
     stale = api.publish(rotation(4, [A], [B, A]))  # B is retired
     assert stale.status_code == 422 and "in force (version 3)" in stale.json()["error"]["message"]
     assert api.publish(rotation(4, [A], [C, A])).status_code == 201
+
+
+def test_the_way_back_from_a_rotation_the_fleet_could_not_follow(
+    serve: Callable[..., Api],
+) -> None:
+    """docs/trust.md, "The way back": the cloud at threshold 1 of {A, B} publishes a
+    rotation to {C} signed by A alone, which vehicles at threshold 2 refuse. The next
+    rotation, to {D}, signed by C (the cloud's keys in force), by A and B (the vehicles')
+    and by D, is published, and a vehicle on {A, B} at 2 walks the bundle's chain past
+    the refused one to D."""
+    D = Signer.generate()
+    api = serve(A, B, threshold=1)
+    assert api.publish(rotation(2, [C], [A, C])).status_code == 201
+    back = api.publish(rotation(3, [D], [C, A, B, D]))
+    assert back.status_code == 201, back.text
+    old = to_builtins(signed(stack_release("app", "1.0.0"), A, B).envelope)
+    assert api.post("/releases", old).status_code == 422  # the keys in force are D's now
+    api.register("2.0.0", D)
+    assert api.assign("2.0.0").status_code == 201
+    served = api.poll().json()["data"]["keyRotations"]
+    chain = [decode(msgspec.json.encode(r), Envelope) for r in served]
+    vehicle = TrustConfig(
+        release_keys=KeySet(keys=[A.public_pem, B.public_pem], threshold=2),
+        control_plane_keys=KeySet(keys=[C.public_pem]),
+    )
+    walked = follow_chain(vehicle, chain)
+    assert walked.config.release_keys_version == 3
+    assert walked.config.release_keys.trusted().keys() == {D.keyid}
+    assert walked.refused is None  # the refused rotation is behind the keys in force

@@ -4,8 +4,9 @@ with the real trust store on disk.
 
 A rotation newer than the trusted key set is verified against the keys in force and
 persisted, then journaled (ReleaseKeysRotated); an older one is skipped; one that does
-not verify stops the walk there, is said once (ReleaseKeysRotationRefused, a warning) and
-leaves trust.json as it was, and the bundle is judged by the keys in force: a rollback
+not verify is passed over, said once (ReleaseKeysRotationRefused, a warning) and leaves
+trust.json as it was, and the walk goes on (a later rotation the keys in force signed is
+the way back); the bundle is judged by the keys in force: a rollback
 signed by them still runs, a release signed by keys the vehicle could not follow is
 rejected by the release check. Keys provisioned at a later set of the chain fast-forward
 to its version. A restart keeps the rotated keys, whatever `--trust` file it is given.
@@ -247,10 +248,36 @@ def test_keys_provisioned_at_a_later_set_of_the_chain_fast_forward_to_its_versio
     run(scenario)
 
 
+def test_the_way_back_passes_over_the_rotation_the_vehicle_could_not_follow(
+    tmp_path: Path,
+) -> None:
+    """The stray rotation stays in every bundle (the chain only grows); the next one,
+    signed by the keys the vehicle still trusts (and by its own), is applied past it,
+    and the release its keys sign runs. The stray one is not said again: the keys in
+    force are past its version."""
+
+    async def scenario() -> None:
+        rig = await on_disk(tmp_path / "data")
+        await converged_on(rig, A, 1)
+        stray, fresh = Signer.generate(), Signer.generate()
+        bad = rotation(2, [stray], [stray])
+        rig.cloud.serve(with_rotations(rig.signers.bundle(A, 1), bad))
+        assert (await rig.reconcile()).kind == "converged"
+        assert [e.version for e in refusals(rig)] == [2]
+        back = rotation(3, [fresh], [stray, rig.signers.release, fresh])
+        rig.cloud.serve(with_rotations(rig.signers.bundle(B, 2, release_signer=fresh), bad, back))
+        assert (await rig.reconcile()).kind == "converged"
+        assert [e.version for e in rotated(rig)] == [3] and len(refusals(rig)) == 1
+        assert TrustStore(tmp_path / "data/trust.json").config.release_keys_version == 3
+        assert rig.runtime.applied == [A.key, B.key]
+
+    run(scenario)
+
+
 def test_a_rotation_that_verifies_stays_applied_when_the_next_one_fails(
     tmp_path: Path,
 ) -> None:
-    """Each rotation is trust metadata of its own: the walk stops at the forged one,
+    """Each rotation is trust metadata of its own: the walk passes over the forged one,
     those before it stay (persisted and journaled), and the release signed by the
     forger's key is rejected by the keys in force (version 2)."""
 

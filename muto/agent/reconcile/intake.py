@@ -18,10 +18,11 @@ fetch asks with the accepted document's ETag, gets the held one back and verifie
 The release keys are followed first (rotation.follow_chain): every KeyRotation the
 bundle carries that is newer than the trust store's key set is verified against the keys
 in force and persisted, in order, before the release is verified (ReleaseKeysRotated).
-One that does not verify stops the walk there and is said once (ReleaseKeysRotationRefused,
-a warning), but does not reject the bundle: the chain only grows, so a bad rotation
-would otherwise cost the vehicle every later document, a rollback or "run nothing"
-included. The release is then verified against the keys in force, as ever.
+One that does not verify is passed over (a later one the keys in force signed still
+applies) and said once (ReleaseKeysRotationRefused, a warning), but does not reject the
+bundle: the chain only grows, so a bad rotation would otherwise cost the vehicle every
+later document, a rollback or "run nothing" included. The release is then verified
+against the keys in force, as ever.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Intake:
     signals: Signals = field(default_factory=Signals)
     not_before: float = 0.0  # monotonic: the cloud's Retry-After for fetches ends then
     # The refused rotation said last (the rotation, at which key set version, why): said
-    # once, not at every poll; after a restart once more. One, not a set: a walk stops
-    # at one, and a path that forges a new one each poll cannot grow it.
+    # once, not at every poll; after a restart once more. One, not a set: a walk names
+    # one (its newest not passed), and a path that forges a new one each poll cannot
+    # grow it.
     refusal_said: tuple[bytes, int, str] | None = None
 
     async def run(self, clock_trusted: bool) -> NotFetched | None:
@@ -191,7 +193,7 @@ class Intake:
         later key set fast-forwards to its version); appends a ReleaseKeysRotated per
         rotation. Applied even when the rest of the bundle is then rejected: a rotation
         is trust metadata of its own, signed by the keys this vehicle already trusts (and
-        by the new ones), not part of the document. The rotation the walk stopped at is
+        by the new ones), not part of the document. A rotation the walk passed over is
         said (`_refusal`) and otherwise ignored: the keys in force stay, and judge the
         release."""
         walked = follow_chain(self.trust.config, bundle.key_rotations or ())
