@@ -30,6 +30,7 @@ from muto.domain.model.rollout import Rollout, RolloutState
 from muto.domain.model.rollout_states import WAITS_FOR
 from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
+from muto.domain.reports import FAILED_THERE
 from muto.domain.requests import RolloutRequest
 from muto.domain.rollout_rules import Evaluation, Given, Verdict, rollback_target, supersedes
 from muto.domain.selectors import parse_selector
@@ -73,6 +74,7 @@ def _previous_release(vehicle: Vehicle, release_key: str) -> str | None:
         given,
         running=f"{running['name']}@{running['version']}" if running else None,
         reported_on=report.get("desiredStateRevision"),
+        failed=report.get("status") in FAILED_THERE,
     )
 
 

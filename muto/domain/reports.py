@@ -49,6 +49,8 @@ class ReconcileStatus(StrEnum):
 
 # Every status that is not a success says why: at least one code (spec/reason-codes.yaml).
 NEEDS_REASON = frozenset(set(ReconcileStatus) - {ReconcileStatus.CONVERGED})
+# The revision's release was taken on (not refused before) and failed on the vehicle.
+FAILED_THERE = frozenset({ReconcileStatus.ROLLED_BACK, ReconcileStatus.FAILED})
 
 
 class Timings(Wire, frozen=True, kw_only=True):

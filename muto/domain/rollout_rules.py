@@ -92,6 +92,7 @@ def rollback_target(
     given: Sequence[Given],
     running: str | None = None,
     reported_on: str | None = None,
+    failed: bool = False,
 ) -> str | None:
     """The release a rollback of `release_key` returns a member to: the newest release
     it ran or was given before the rollout that is not `release_key` and is known good,
@@ -99,14 +100,18 @@ def rollback_target(
 
     `given`: its desired states, newest first (its desired state now, the one before);
     `running`: what its last report said it runs (None: nothing, which says nothing of
-    what it ran before), on revision `reported_on`. What it runs comes first, then what
-    it was given.
+    what it ran before), on revision `reported_on`; `failed`: that report said the
+    release of `reported_on` failed on it (failed, rolled back), so that release is no
+    target. What it runs comes first, then what it was given.
 
     A rollback revision is its own known good: what the vehicle ran or was given before
     it is what that rollback took away. So the states given before the newest rollback
     revision are not candidates, nor is `running` reported before it or on it (a
     vehicle that has not taken the rollback still runs what it took away), unless it is
-    the release that rollback restores.
+    the release that rollback restores. Reported on a revision since, it counts only if
+    it was given since: a vehicle that never took the rollback (a newer revision came
+    first) and failed on the newer one still runs what the rollback took away, and a
+    rollback must not return it there.
 
     And a rollout of a release a member already ran (a second rollout of it, for the
     vehicles the first did not cover) must never "roll it back" to that same release."""
@@ -115,15 +120,20 @@ def rollback_target(
         known, runs_known_good = list(given), running is not None
     else:
         known = list(given[: newest + 1])
-        since = {g.revision for g in given[:newest]}
+        since = given[:newest]
         runs_known_good = running is not None and (
-            reported_on in since or running == given[newest].release
+            running == given[newest].release
+            or (
+                reported_on in {g.revision for g in since}
+                and running in {g.release for g in since}
+            )
         )
     history = [g.release for g in known]
     if runs_known_good:
         history.insert(0, running)
+    broken = next((g.release for g in given if g.revision == reported_on), None) if failed else None
     for release in history:
-        if release != release_key:
+        if release != release_key and (release is None or release != broken):
             return release
     return None
 

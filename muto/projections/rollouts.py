@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import ACTIVE_STATES, phase_limit
 from muto.domain.report_order import ReportLedger, admit_stored
+from muto.domain.reports import FAILED_THERE
 from muto.domain.rollout_rules import (
     GIVEN_ROLLBACK,
     NOT_SUPERSEDED,
@@ -66,8 +67,6 @@ DECISIONS = {
 }
 FINAL = ("completed", "aborted", "rolled_back")
 ACTIVE = tuple(str(state) for state in ACTIVE_STATES)
-# Reports on a member's rollout revision recorded even after it was rolled back.
-LATE_FAILURES = frozenset({"rolled_back", "failed"})  # it ran the release: not a refusal
 # A member given a rollback revision: not confirmed yet, and confirmed (converged there).
 ROLLING_BACK, ROLLED_BACK = str(MemberStatus.ROLLING_BACK), str(MemberStatus.ROLLED_BACK)
 PAIRS_PER_LOAD = 250  # (vehicle, revision) pairs a SELECT asks for: within SQLite's limit
@@ -189,7 +188,7 @@ class RolloutProgress(Projection):
         late = {
             (e.vehicle_id, e.report.desired_state_revision)
             for e in reports
-            if e.report.status in LATE_FAILURES
+            if e.report.status in FAILED_THERE
         }
         loaded: dict[tuple[str, str], dict[str, Any]] = {}
         members = self._load(s, pairs, "revision", loaded)

@@ -16,6 +16,8 @@ from muto.cloud.rollouts import roll_back, start_rollout
 from muto.domain.desired import StackRef
 from muto.domain.model.rollout import Rollout
 from muto.domain.model.vehicle import Vehicle
+from muto.domain.reasons import ReasonCode
+from muto.domain.reports import ReconcileStatus
 from muto.domain.requests import RolloutRequest
 from tests.support.releases import signed_release
 from tests.support.spine import (
@@ -112,5 +114,49 @@ def test_a_rollback_taken_while_away_is_never_undone_by_a_later_rollouts_rollbac
             "rollback",
             "core@3.0.0",
         )
+    finally:
+        cp.close()
+
+
+def test_a_rollback_never_taken_is_still_what_a_later_rollout_rolls_back_to(
+    tmp_path: Path,
+) -> None:
+    """The vehicle ran w (1.0.0); rollout R1 of y (2.0.0) was rolled back to w while it
+    was away; z (3.0.0) was assigned to it directly before it took that rollback. It
+    failed on z and went back to y, its own known good, and said so on z's revision.
+    Rollout R3 of q (4.0.0) rolls it back to w, never to y: y is what R1 took away."""
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        car = "v-eu-m3-1"
+        register_fleet(cp, [registration(car, ring="1")])
+        w, y, z, q = (signed_release(version=f"{n}.0.0") for n in (1, 2, 3, 4))
+        for release in (w, y, z, q):
+            cp.execute(release.register())
+        given = cp.execute(
+            assign_desired_state(desired_request("ring=1", w), [car], cause(), cp.sign)
+        ).value
+        _converged(cp, car, given.revision, "1.0.0", 1)
+        r1 = RolloutRequest(selector="ring=1", stack="core", version="2.0.0", rollout_id="r1")
+        cp.execute(start_rollout(r1, [car], [], cause(), cp.sign, cp.clock))
+        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
+        assert vehicle.assignment is not None
+        _converged(cp, car, vehicle.assignment["revision"], "2.0.0", 2)
+        assert cp.execute(roll_back("r1", cause(), cp.sign, cp.clock)).value == 1
+        given = cp.execute(
+            assign_desired_state(desired_request("ring=1", z), [car], cause(), cp.sign)
+        ).value
+        failed = reconcile_report(
+            car,
+            f"{car}-3",
+            ReconcileStatus.ROLLED_BACK,
+            revision=given.revision,
+            reason_codes=[ReasonCode.CRASH_LOOP_DETECTED, ReasonCode.ROLLBACK_APPLIED],
+            running=StackRef(name="core", version="2.0.0"),
+        )
+        cp.execute(record_reconcile(failed, f"vehicle:{car}"))
+        r3 = RolloutRequest(selector="ring=1", stack="core", version="4.0.0", rollout_id="r3")
+        cp.execute(start_rollout(r3, [car], [], cause(), cp.sign, cp.clock))
+        rollout: Rollout = cp.log.repository.get(Rollout.create_id("r3"))
+        assert rollout.previous_releases == {car: "core@1.0.0"}
     finally:
         cp.close()

@@ -146,9 +146,11 @@ def test_what_a_rollback_revision_took_away_is_never_a_target(key, history) -> N
     newer, rollback = given_[:at], given_[at]
     assert rollback_target(key, given_[: at + 1], running, reported_on) == target
     allowed = {g.release for g in given_[: at + 1]} | {None}
-    if reported_on in {g.revision for g in newer}:
-        allowed.add(running)
-    elif running != rollback.release:  # it still runs what the rollback took away
+    since = {g.revision for g in newer}
+    counts = running == rollback.release or (
+        reported_on in since and running in {g.release for g in newer}
+    )
+    if not counts:  # it still runs what the rollback took away (or older)
         assert rollback_target(key, given_, None, None) == target
     assert target in allowed
     if at == 0:  # a rollback revision now: its target alone
@@ -178,6 +180,36 @@ def test_a_rollback_taken_while_away_then_a_direct_assignment() -> None:
     # The rollback revision its desired state now: its target alone.
     assert rollback_target("z@1", [back, Given("ry", "y@1")], "y@1", "ry") == "w@1"
     assert rollback_target("w@1", [back, Given("ry", "y@1")], "y@1", "ry") is None
+
+
+@given(keys, histories())
+def test_a_release_that_failed_on_the_vehicle_is_never_a_target(key, history) -> None:
+    """Its last report said the release of the revision it reported on failed there."""
+    given_, running, reported_on = history
+    broken = next((g.release for g in given_ if g.revision == reported_on), None)
+    target = rollback_target(key, given_, running, reported_on, failed=True)
+    assert broken is None or target != broken
+    assert target != key
+
+
+def test_a_rollback_never_taken_does_not_make_what_it_took_away_a_target() -> None:
+    """The vehicle ran y; rollout R1 of y rolled it back to w while it was away; then
+    rollout R2 gave it z before it took that rollback. It failed on z and went back to
+    y, its own known good, and says so on R2's revision. R2's rollback returns it to w,
+    never to y (R1 took y away; the Vehicle aggregate keeps two desired states, so the
+    rule cannot see y given before the rollback); given y again since, y counts."""
+    z, back = Given("rz", "z@1"), Given("rb", "w@1", rollback=True)
+    assert rollback_target("z@1", [z, back], "y@1", "rz") == "w@1"
+    assert rollback_target("z@1", [z, back, Given("ry", "y@1")], "y@1", "rz") == "w@1"
+    assert rollback_target("z@1", [Given("ry2", "y@1"), z, back], "y@1", "ry2") == "y@1"
+    assert (
+        rollback_target("x@1", [Given("rx", "x@1"), Given("ry2", "y@1"), back], "y@1", "ry2")
+        == "y@1"
+    )
+    assert rollback_target("z@1", [z, back], "w@1", "rz") == "w@1"  # took the rollback
+    # R3 of q: z is its desired state, but it failed there; w, never y.
+    assert rollback_target("q@1", [z, back], "y@1", "rz", failed=True) == "w@1"
+    assert rollback_target("q@1", [z, back], "y@1", "rz") == "z@1"  # had z not failed
 
 
 statuses = st.sampled_from(list(MemberStatus))
