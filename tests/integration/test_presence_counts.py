@@ -9,8 +9,10 @@ from pathlib import Path
 
 from muto.cloud.commands import record_presence
 from muto.cloud.dashboard.reads import PRESENCES, counts, fleet
+from muto.cloud.rollouts import start_rollout
+from muto.domain.requests import RolloutRequest
 from tests.support.mqtt_watch import open_fleet
-from tests.support.spine import sqlite_settings
+from tests.support.spine import cause, sqlite_settings
 
 
 def test_a_silent_online_vehicle_is_counted_stale_not_online(tmp_path: Path) -> None:
@@ -39,5 +41,12 @@ def test_a_silent_online_vehicle_is_counted_stale_not_online(tmp_path: Path) -> 
         }
         assert listed == {"online": ["v1"], "stale": ["v2"], "offline": [], "unknown": ["v3"]}
         assert fleet(cp.queries, None, None, None, "stale").matching == 1
+        # A rollout's outstanding members: the same rule (the review saw `online` there
+        # beside `stale` in the fleet's list).
+        request = RolloutRequest(selector="model=m3", stack="core", version="1.0.0", rollout_id="r")
+        cp.execute(start_rollout(request, ["v1", "v2"], [], cause(), cp.sign, cp.clock))
+        cp.projector.catch_up()
+        waiting = cp.queries.rollout("r").outstanding
+        assert {m.vehicle_id: m.presence for m in waiting} == {"v1": "online", "v2": "stale"}
     finally:
         cp.close()

@@ -19,7 +19,7 @@ from muto.cloud.api.schema import (
     RolloutSummary,
 )
 from muto.cloud.errors import NotFound
-from muto.cloud.queries.vehicles import VehicleReads, vehicle_view
+from muto.cloud.queries.vehicles import VehicleReads, presence_now, vehicle_view
 from muto.domain.model.rollout_states import (
     ACTIVE_STATES,
     DEFAULT_BAKE_SEC,
@@ -67,7 +67,7 @@ class RolloutReads(VehicleReads):
         """Why a rollout waits: the members of its current phase (an active one) that
         have not converged or failed, and the members given a rollback that have not
         confirmed it (any state), with their presence and last report."""
-        m, v = self.views.rollouts.vehicles, self.views.inventory.vehicles
+        m, v, h = self.views.rollouts.vehicles, self.views.inventory.vehicles, self.heartbeats
         phase = WAITS_FOR.get(state)
         waiting = m.c.status == ROLLING_BACK
         if phase is not None:
@@ -82,8 +82,11 @@ class RolloutReads(VehicleReads):
                 v.c.last_status,
                 v.c.last_reason_codes,
                 v.c.last_report_at,
+                h.c.heard_at,
+                h.c.heartbeat_s,
             )
             .join(v, v.c.vehicle_id == m.c.vehicle_id, isouter=True)
+            .join(h, h.c.vehicle_id == m.c.vehicle_id, isouter=True)
             .where(m.c.rollout_id == rollout_id, waiting)
             .order_by(m.c.vehicle_id)
         )
@@ -92,7 +95,7 @@ class RolloutReads(VehicleReads):
                 vehicle_id=row.vehicle_id,
                 status=row.status,
                 reason_codes=row.reason_codes,
-                presence=row.presence,
+                presence=presence_now(row.presence, row.presence_at, row.heard_at, row.heartbeat_s),
                 presence_at=row.presence_at,
                 last_status=row.last_status,
                 last_reason_codes=row.last_reason_codes or [],

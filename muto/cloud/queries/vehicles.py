@@ -34,13 +34,24 @@ def vehicle_view(row: dict[str, Any]) -> VehicleView:
     heartbeat; the view's bookkeeping columns stay inside), its presence judged now
     ("stale": online, but silent for three heartbeats)."""
     fields: dict[str, Any] = {name: row[column] for name, column in VEHICLE_COLUMNS.items()}
-    heard = fields["last_heartbeat_at"] or fields["presence_at"]
-    if heard and fields["presence"] == "online":  # only an online vehicle can be stale
-        at = datetime.fromisoformat(heard)
-        if at.tzinfo is None:  # stored before presence times needed an offset
-            at = at.replace(tzinfo=UTC)
-        fields["presence"] = shown_presence("online", at, row["heartbeat_s"], datetime.now(UTC))
+    fields["presence"] = presence_now(
+        fields["presence"], fields["presence_at"], fields["last_heartbeat_at"], row["heartbeat_s"]
+    )
     return VehicleView(**fields)
+
+
+def presence_now(
+    presence: str | None, presence_at: str | None, heard_at: str | None, heartbeat_s: float | None
+) -> str | None:
+    """A vehicle's stored presence as the fleet shows it now: "stale" when online but
+    silent for three heartbeats (last heard: its heartbeat, else its presence)."""
+    heard = heard_at or presence_at
+    if not heard or presence != "online":  # only an online vehicle can be stale
+        return presence
+    at = datetime.fromisoformat(heard)
+    if at.tzinfo is None:  # stored before presence times needed an offset
+        at = at.replace(tzinfo=UTC)
+    return shown_presence("online", at, heartbeat_s, datetime.now(UTC))
 
 
 @dataclass(frozen=True)
