@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table
 
 from muto.cloud.caches import Caches
-from muto.cloud.commands import renew_desired_state
+from muto.cloud.commands import reissue_desired_state, renew_desired_state
 from muto.cloud.eventlog import EventLog
 from muto.cloud.ingest import Ingest, define_health_table, define_heartbeat_table
 from muto.cloud.queries import Queries
@@ -109,6 +109,9 @@ class ControlPlane:
         plane.signing.rotations = plane.caches.rotations.published
         core.ingest.renew = lambda vehicle_id, revision: renew_desired_state(
             vehicle_id, revision, plane.sign, lambda: plane.clock()
+        )
+        core.ingest.reissue = lambda vehicle_id: reissue_desired_state(
+            vehicle_id, plane.sign, lambda: plane.clock()
         )
         return plane
 

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Column, Float, MetaData, String, Table
 
-from muto.cloud.commands import record_health, record_reconcile
-from muto.cloud.writer import Command, WritePath, Written
+from muto.cloud.commands import Reissued, record_health, record_reconcile
+from muto.cloud.writer import Command, Touching, UnitOfWork, WritePath, Written
+from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import HealthReport, ReconcileReport, ReconcileStatus
 from muto.domain.wire import encode
@@ -84,6 +85,9 @@ class Ingest:
         # What re-signs a vehicle's desired state it refused as expired (wired by the
         # control plane, which holds the signing key): commands.renew_desired_state.
         self.renew: Callable[[str, str], Command[int | None]] | None = None
+        # And what re-issues the desired state of a vehicle whose report shows it ahead
+        # of this cloud (restored from a backup): commands.reissue_desired_state.
+        self.reissue: Callable[[str], Command[Reissued | None]] | None = None
         # Rows not flushed yet, in their table's column order: the latest health report
         # (vehicle_id, status, observed_at, report as JSON text) and heartbeat per vehicle.
         self._pending: dict[str, tuple[str, str, str, str]] = {}
@@ -99,7 +103,18 @@ class Ingest:
         self._thread.start()
 
     async def reconcile(self, report: ReconcileReport, actor: str) -> Written[bool]:
-        written = await self.writes.run(record_reconcile(report, actor))
+        """Record the report; a vehicle it shows ahead of this cloud has its desired
+        state re-issued in the same write (checked there: one comparison), and one that
+        refused its document as expired has it renewed."""
+        record = record_reconcile(report, actor)
+        if self.reissue is None:
+            written = await self.writes.run(record)
+        else:
+            both = await self.writes.run(_recorded_then(report, record, self.reissue))
+            recorded, reissued = both.value
+            if reissued is not None:
+                _warn_reissued(reissued)
+            written = Written(recorded, both.position, both.views_current)
         revision = report.desired_state_revision
         if written.value and revision is not None and self.renew is not None and _expired(report):
             await self.writes.run(self.renew(report.vehicle_id, revision))
@@ -215,6 +230,35 @@ class Ingest:
         if self._thread.is_alive():
             self._thread.join()
         self.flush()
+
+
+def _recorded_then(
+    report: ReconcileReport,
+    record: Command[bool],
+    reissue: Callable[[str], Command[Reissued | None]],
+) -> Command[tuple[bool, Reissued | None]]:
+    """The report recorded, then (a new report only) the vehicle's re-issue if it is
+    ahead: one command, so that the common case costs no second write."""
+    then = reissue(report.vehicle_id)
+
+    def command(uow: UnitOfWork) -> tuple[bool, Reissued | None]:
+        recorded = record(uow)
+        return recorded, then(uow) if recorded else None
+
+    return Touching((Vehicle.create_id(report.vehicle_id),), command)
+
+
+def _warn_reissued(reissued: Reissued) -> None:
+    logger.warning(
+        "vehicle %s reported taking desired-state sequence %d, above the %d this cloud "
+        "issued it (a control plane restored from a backup?): its desired state, "
+        "revision %s, re-issued under sequence %d",
+        reissued.vehicle_id,
+        reissued.reported,
+        reissued.issued,
+        reissued.revision,
+        reissued.sequence,
+    )
 
 
 def _expired(report: ReconcileReport) -> bool:

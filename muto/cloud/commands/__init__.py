@@ -8,12 +8,14 @@ leaves its aggregates untouched. One module per aggregate: vehicles, releases, d
 from muto.cloud.commands.cause import Cause
 from muto.cloud.commands.desired import (
     Assignment,
+    Reissued,
     SignDocument,
     assign_desired_state,
     assign_run_nothing,
     incompatibilities,
     new_revision,
     payload_digest,
+    reissue_desired_state,
     renew_desired_state,
 )
 from muto.cloud.commands.releases import load_release, register_release
@@ -30,6 +32,7 @@ from muto.cloud.commands.vehicles import (
 __all__ = [
     "Assignment",
     "Cause",
+    "Reissued",
     "SignDocument",
     "assign_desired_state",
     "assign_run_nothing",
@@ -44,6 +47,7 @@ __all__ = [
     "register_vehicle",
     "register_vehicles",
     "registered_vehicle",
+    "reissue_desired_state",
     "renew_desired_state",
     "update_vehicle",
 ]

@@ -16,7 +16,7 @@ from muto.cloud.commands.cause import Cause
 from muto.cloud.commands.releases import load_release
 from muto.cloud.commands.vehicles import registered_vehicle, registered_vehicles
 from muto.cloud.errors import Conflict, Invalid
-from muto.cloud.writer import Command, UnitOfWork
+from muto.cloud.writer import Command, Touching, UnitOfWork
 from muto.domain.compat import VehicleFacts, check_compatibility
 from muto.domain.desired import (
     DesiredStateDocument,
@@ -235,11 +235,10 @@ class _Issue:
 
     def to(self, vehicle: Vehicle, sign: SignDocument) -> int:
         """Sign the vehicle's document and assign it; returns its new sequence."""
-        sequence = vehicle.sequence + 1
         document = DesiredStateDocument(
             vehicle_id=vehicle.vehicle_id,
             revision=self.revision,
-            sequence=sequence,
+            sequence=vehicle.next_sequence(),
             stack=self.stack,
             policy=self.request.policy,
             agent_config=self.request.agent_config,
@@ -275,6 +274,9 @@ def payload_digest(envelope: Envelope) -> str:
 # has less than this share of its lifetime left by the cloud's clock: a vehicle whose
 # own clock runs far ahead does not get a new document every report.
 RENEW_WITHIN = 0.1
+# The actors of a document signed again by the cloud itself, in the audit trail.
+RENEWAL_ACTOR = "cloud:renewal"  # refused as expired (renew_desired_state)
+REISSUE_ACTOR = "cloud:reissue"  # the vehicle was ahead (reissue_desired_state)
 
 
 def renew_desired_state(
@@ -298,21 +300,64 @@ def renew_desired_state(
         at = now()
         if expires - at > (expires - issued) * RENEW_WITHIN:
             return None
-        signed = decode(base64.b64decode(current.envelope.payload), DesiredStateDocument)
-        document = msgspec.structs.replace(
-            signed,
-            sequence=vehicle.sequence + 1,
-            issued_at=at,
-            expires_at=at + (expires - issued),
-        )
-        envelope = sign(document)
-        renewed = msgspec.structs.replace(
-            current,
-            envelope=envelope,
-            document_digest=payload_digest(envelope),
-            issued_at=document.issued_at.isoformat(),
-            expires_at=document.expires_at.isoformat(),
-        )
-        return vehicle.assign(renewed, actor="cloud:renewal", correlation_id=current.correlation_id)
+        return _signed_again(vehicle, sign, at, RENEWAL_ACTOR)
 
     return command
+
+
+@dataclass(frozen=True)
+class Reissued:
+    """A vehicle's desired state issued again because the vehicle was ahead."""
+
+    vehicle_id: str
+    revision: str
+    reported: int  # the highest sequence the vehicle said it took
+    issued: int  # the highest this cloud had issued it
+    sequence: int  # the document's now
+
+
+def reissue_desired_state(
+    vehicle_id: str, sign: SignDocument, now: Callable[[], datetime]
+) -> Command[Reissued | None]:
+    """Re-sign the vehicle's current desired state under its next sequence, for a fresh
+    lifetime, when the vehicle reported taking a later sequence than this cloud issued
+    it (`Vehicle.ahead`): a cloud restored from a backup, whose documents the vehicle
+    refuses as STALE_REVISION until its sequences pass the vehicle's. The same revision,
+    release, policy and rollout, as a renewal's, so the vehicle takes the restored
+    cloud's intent and a rollout still counts its reports on it. Once: after it this
+    cloud is ahead. None when the vehicle is not ahead, or has no desired state here
+    (its next assignment takes a sequence above the one it reported all the same)."""
+
+    def command(uow: UnitOfWork) -> Reissued | None:
+        vehicle = registered_vehicle(uow, vehicle_id)
+        if not vehicle.ahead() or vehicle.assignment is None:
+            return None
+        reported, issued = vehicle.reported(), vehicle.sequence
+        sequence = _signed_again(vehicle, sign, now(), REISSUE_ACTOR)
+        return Reissued(vehicle_id, vehicle.assignment["revision"], reported, issued, sequence)
+
+    return Touching((Vehicle.create_id(vehicle_id),), command)
+
+
+def _signed_again(vehicle: Vehicle, sign: SignDocument, at: datetime, actor: str) -> int:
+    """The vehicle's current desired state signed again under its next sequence, for
+    the lifetime it was given, from `at`, and assigned by `actor`; returns the sequence."""
+    current = convert(vehicle.assignment, DesiredAssignment)
+    issued = datetime.fromisoformat(current.issued_at)
+    expires = datetime.fromisoformat(current.expires_at)
+    signed = decode(base64.b64decode(current.envelope.payload), DesiredStateDocument)
+    document = msgspec.structs.replace(
+        signed,
+        sequence=vehicle.next_sequence(),
+        issued_at=at,
+        expires_at=at + (expires - issued),
+    )
+    envelope = sign(document)
+    again = msgspec.structs.replace(
+        current,
+        envelope=envelope,
+        document_digest=payload_digest(envelope),
+        issued_at=document.issued_at.isoformat(),
+        expires_at=document.expires_at.isoformat(),
+    )
+    return vehicle.assign(again, actor=actor, correlation_id=current.correlation_id)

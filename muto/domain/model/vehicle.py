@@ -1,7 +1,9 @@
 """Vehicle: registration, labels, desired-state assignments, reports received.
 
 Invariants:
-- `sequence` (desired-state assignments) strictly increases by one per assignment.
+- `sequence` (desired-state assignments) strictly increases per assignment: by one, or
+  past the highest sequence the vehicle's reports said it took (`next_sequence`: a cloud
+  restored from a backup issued less than the vehicle accepted since).
 - a reconcile report id is recorded once; a re-delivered report adds no event
   (the last RECENT_REPORT_IDS ids are kept: the agent delivers its outbox in order,
   so a duplicate is never older than the reports that followed it).
@@ -28,9 +30,25 @@ from muto.domain.report_order import (
     beyond_utc,
     health_overtaken,
 )
+from muto.domain.reports import ReconcileStatus
 from muto.domain.wire import convert, to_builtins
 
 RECENT_REPORT_IDS = 256
+# A vehicle's reported sequence is believed up to this. No cloud issues one vehicle a
+# billion documents, and the views store a sequence as a 32-bit integer on PostgreSQL
+# (2**31 - 1; JSON's safe integers, 2**53 - 1, go further): a claim believed near that
+# would leave this cloud's next documents where the views cannot store them.
+MAX_BELIEVED_SEQUENCE = 2**30
+
+
+def believed_sequence(status: str | None, sequence: int | None) -> int:
+    """The desired-state sequence a reconcile report shows its vehicle took (0: none).
+    A rejection's is not: it names a document the vehicle did not take, and one that
+    did not verify under a sequence the response claimed, which anyone on the path can
+    write (agent intake). Nor is one beyond MAX_BELIEVED_SEQUENCE."""
+    if status == ReconcileStatus.REJECTED or not isinstance(sequence, int):
+        return 0
+    return sequence if 0 < sequence <= MAX_BELIEVED_SEQUENCE else 0
 
 
 class Vehicle(Aggregate):
@@ -51,6 +69,7 @@ class Vehicle(Aggregate):
         self.labels = labels
         self.attributes = attributes
         self.sequence = 0
+        self.reported_sequence = 0  # the highest its reports said it took (believed_sequence)
         self.assignment: dict[str, Any] | None = None
         self.previous_assignment: dict[str, Any] | None = None
         self.last_report: dict[str, Any] | None = None
@@ -79,9 +98,30 @@ class Vehicle(Aggregate):
             correlation_id=correlation_id,
         )
 
+    def reported(self) -> int:
+        """The highest desired-state sequence the vehicle's reports said it took."""
+        # getattr: a snapshot taken before it lacks it; its last report knew the most then.
+        known = getattr(self, "reported_sequence", None)
+        if known is None:
+            last = self.last_report or {}
+            known = believed_sequence(last.get("status"), last.get("sequence"))
+        return int(known)
+
+    def ahead(self) -> bool:
+        """Whether the vehicle took a later document than this cloud issued it: a cloud
+        restored from a backup, whose documents it refuses (STALE_REVISION)."""
+        return self.reported() > self.sequence
+
+    def next_sequence(self) -> int:
+        """The sequence of the vehicle's next desired-state document, above both what
+        this cloud issued it and what the vehicle took: the one rule, for every document
+        signed for it (an assignment, a renewal, a re-issue)."""
+        return max(self.sequence, self.reported()) + 1
+
     def assign(self, assignment: DesiredAssignment, actor: str, correlation_id: str) -> int:
-        """Assign desired state; returns the new per-vehicle sequence."""
-        sequence = self.sequence + 1
+        """Assign desired state; returns the new per-vehicle sequence (`next_sequence`,
+        which the signed document carries)."""
+        sequence = self.next_sequence()
         self._assigned(
             vehicle_id=self.vehicle_id,
             sequence=sequence,
@@ -166,7 +206,10 @@ class Vehicle(Aggregate):
         correlation_id: str,
     ) -> None:
         self.sequence = sequence
-        self.previous_assignment = self.assignment
+        if (self.assignment or {}).get("revision") != assignment.revision:
+            # The same revision signed again (a renewal, a re-issue) is no new intent:
+            # the one before it stays what a rollback looks back to.
+            self.previous_assignment = self.assignment
         self.assignment = to_builtins(assignment)
 
     class ReconcileReported(Aggregate.Event):
@@ -186,7 +229,10 @@ class Vehicle(Aggregate):
         correlation_id: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.last_report = to_builtins(self.report)
+            report = self.report
+            taken = believed_sequence(report.status, report.sequence)
+            aggregate.reported_sequence = max(taken, aggregate.reported())
+            aggregate.last_report = to_builtins(report)
             aggregate.recent_report_ids.append(self.report.report_id)
             del aggregate.recent_report_ids[:-RECENT_REPORT_IDS]
 
