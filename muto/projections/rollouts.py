@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from muto.domain.events import StoredReconcile, plain
 from muto.domain.model.rollout_states import ACTIVE_STATES, phase_limit
+from muto.domain.reasons import ReasonCode
 from muto.domain.report_order import ReportLedger, admit_stored
 from muto.domain.reports import FAILED_THERE
 from muto.domain.rollout_rules import (
@@ -82,7 +83,8 @@ class RolloutProgress(Projection):
     name = "rollouts"
     # 2: a member given a rollback is `rolling_back` until it reports converged on it
     # (version 1 said `rolled_back` once the revision was issued; same columns).
-    version = 2
+    # 3: a rejection for STALE_REVISION is no verdict on the member (`_no_verdict`).
+    version = 3
 
     def define(self, metadata: MetaData) -> list[Table]:
         self.rollouts = Table(
@@ -406,8 +408,20 @@ class RolloutProgress(Projection):
 
     def _reported(self, s: Session, e: Any) -> None:
         report: StoredReconcile = e.report
-        if report.desired_state_revision is not None and report.status in ROLLOUT_STATUS:
+        if (
+            report.desired_state_revision is not None
+            and report.status in ROLLOUT_STATUS
+            and not _no_verdict(report)
+        ):
             self._reports.append(e)
+
+
+def _no_verdict(report: StoredReconcile) -> bool:
+    """A rejection for STALE_REVISION: the vehicle took a later document than the one it
+    refused (a cloud restored from a backup, which then re-issues the revision above it;
+    or an old document replayed), which says nothing of the revision's release. Counted
+    `failed`, a canary gate judged before the re-issue arrived would abort the rollout."""
+    return report.status == "rejected" and ReasonCode.STALE_REVISION in report.reason_codes
 
 
 # A member given a new revision has no report on it yet (SQL NULL: a JSON column's None

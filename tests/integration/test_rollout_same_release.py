@@ -160,3 +160,33 @@ def test_a_rollback_never_taken_is_still_what_a_later_rollout_rolls_back_to(
         assert rollout.previous_releases == {car: "core@1.0.0"}
     finally:
         cp.close()
+
+
+def test_a_member_that_refuses_its_revision_as_stale_is_not_failed(tmp_path: Path) -> None:
+    """A rejection for STALE_REVISION (the vehicle took a later document: a cloud restored
+    from a backup re-issues the revision above it) is no verdict on the member: it stays
+    assigned, and its report on the re-issue counts."""
+    cp = ControlPlane.open(memory_settings(tmp_path))
+    try:
+        car = "v-eu-m3-1"
+        register_fleet(cp, [registration(car, ring="1")])
+        cp.execute(signed_release(version="1.0.0").register())
+        request = RolloutRequest(selector="ring=1", stack="core", version="1.0.0", rollout_id="r")
+        cp.execute(start_rollout(request, [car], [], cause(), cp.sign, cp.clock))
+        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
+        assert vehicle.assignment is not None
+        revision = vehicle.assignment["revision"]
+        stale = reconcile_report(
+            car, f"{car}-1", ReconcileStatus.REJECTED, revision=revision,
+            reason_codes=[ReasonCode.STALE_REVISION],
+        )  # fmt: skip
+        cp.execute(record_reconcile(stale, f"vehicle:{car}"))
+        cp.projector.catch_up()
+        view = msgspec.to_builtins(cp.queries.rollout("r"))
+        assert [m["status"] for m in view["vehicles"]] == ["assigned"]
+        _converged(cp, car, revision, "1.0.0", 2)
+        cp.projector.catch_up()
+        view = msgspec.to_builtins(cp.queries.rollout("r"))
+        assert [m["status"] for m in view["vehicles"]] == ["converged"]
+    finally:
+        cp.close()

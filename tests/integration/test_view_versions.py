@@ -36,7 +36,7 @@ from tests.support.spine import (
 )
 
 CAR = "v-eu-m3-1"
-REBUILT = "view rollouts changed meaning (version 2, built by 1): rebuilding it from the log"
+REBUILT = "view rollouts changed meaning (version 3, built by 1): rebuilding it from the log"
 
 
 def given_a_rollback_not_taken(cp: ControlPlane) -> None:
@@ -143,17 +143,17 @@ def test_a_store_at_the_current_versions_rebuilds_nothing(
 def test_a_new_version_of_a_view_rebuilds_it_once(
     store_settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A view built at version 2 and opened by code at version 3 is rebuilt; the next
-    open, at 3 too, rebuilds nothing."""
+    """A view built at version 3 and opened by code at version 4 is rebuilt; the next
+    open, at 4 too, rebuilds nothing."""
     cp = ControlPlane.open(store_settings)
     try:
         given_a_rollback_not_taken(cp)
         before = view_rows(cp.views)
     finally:
         cp.close()
-    monkeypatch.setattr(RolloutProgress, "version", 3)
+    monkeypatch.setattr(RolloutProgress, "version", 4)
     for expected in (
-        ["view rollouts changed meaning (version 3, built by 2): rebuilding it from the log"],
+        ["view rollouts changed meaning (version 4, built by 3): rebuilding it from the log"],
         [],
     ):
         caplog.clear()
