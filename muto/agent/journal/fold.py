@@ -41,7 +41,11 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.unfinished_runs = 0
             state.pass_failed = None
         case ev.AgentStopped():
-            state.unfinished_runs = 0  # a planned stop breaks a run of deaths
+            # A planned stop breaks a run of deaths, and ends the step in flight as
+            # abandoned, never interrupted (an apply finished with its readiness owed):
+            # the next run plans it again from what runs, its readiness judged anew.
+            state.unfinished_runs = 0
+            state.in_flight = None
         case ev.PassFailed():
             state.pass_failed = event
         case ev.RestartLoopDetected():

@@ -31,11 +31,12 @@ from muto.trust.files import PRIVATE_FILE_MODE, private_dir, private_file
 SNAPSHOT_EVERY = 500
 # v2: JournalState.release_digests; v3: Running.sequence, JournalState.restate, and a
 # running release's failures judged under the revision it runs under; v4: a rejection
-# keeps no ETag (JournalState.rejected), blocked applies condemn nothing.
-SNAPSHOT_TOPIC = "muto.agent.journal-state.v4"
+# keeps no ETag (JournalState.rejected), blocked applies condemn nothing; v5: a planned
+# stop (AgentStopped) ends the step in flight (a v4 snapshot taken at a stop kept it).
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v5"
 # Snapshots of an older state shape: ignored on start (the journal is replayed instead)
 # and by `journal verify`, which would otherwise see them differ from the replay.
-PAST_SNAPSHOT_TOPICS = frozenset({f"muto.agent.journal-state.v{n}" for n in (1, 2, 3)})
+PAST_SNAPSHOT_TOPICS = frozenset({f"muto.agent.journal-state.v{n}" for n in (1, 2, 3, 4)})
 DB_NAME = "journal.db"
 LOCK_NAME = "journal.lock"
 

@@ -16,6 +16,9 @@ RETRY_LIMIT = 3
 def interrupted(state: JournalState, now: datetime, limit: int = RETRY_LIMIT) -> Interrupted | None:
     """The event that settles a step the previous run left in flight, or None.
 
+    Only a run that died leaves one: a planned stop (`AgentStopped`) ends its step
+    uncounted (fold), so stops never add up to a give-up.
+
     The count is per revision and step. Below `limit` the planner resumes (applies
     again, or rolls back again); at `limit` it gives up on the revision
     (RETRY_LIMIT_REACHED) and rolls back to the previous known good."""
