@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +21,14 @@ MAX_LAG = 10_000  # events the views may lack before a process is not ready
 # stuck (an event no view can take), whatever the lag says.
 FAILING_S = 30.0
 DATABASE_WAIT_S = 2.0
-ANSWERS = select(1)  # prebuilt: the view store compiles a read once
+# Prebuilt: the view store compiles a read once. On PostgreSQL the same round trip asks
+# whether it takes writes: a standby after a failover, or a database set read-only,
+# answers reads and refuses every write, so it must not get the traffic.
+ANSWERS = select(1)
+TAKES_WRITES = select(
+    func.pg_is_in_recovery().label("recovering"),
+    func.current_setting("transaction_read_only").label("read_only"),
+)
 
 
 async def livez(request: Request) -> Response:
@@ -33,12 +40,13 @@ async def readyz(request: Request) -> Response:
     cp: ControlPlane = request.state.plane
     leases: dict[str, Lease] = getattr(request.state, "leases", {})
     lag: int | None = None
+    refuses: str | None = None
     try:
-        lag = await asyncio.wait_for(asyncio.to_thread(_lag, cp), DATABASE_WAIT_S)
+        lag, refuses = await asyncio.wait_for(asyncio.to_thread(_probe, cp), DATABASE_WAIT_S)
     except Exception:  # unreachable, or too slow to answer a probe: not ready either way
         lag = None
-    failing = _failing(cp)
-    if lag is None:
+    failing = refuses or _failing(cp)
+    if lag is None or refuses:
         status = "unavailable"
     else:
         status = "failing" if failing else "lagging" if lag >= MAX_LAG else "ready"
@@ -54,9 +62,23 @@ async def readyz(request: Request) -> Response:
     return ok(body, 200 if status == "ready" else 503)
 
 
-def _lag(cp: ControlPlane) -> int:
-    cp.views.store.read(ANSWERS)  # the database answers
-    return max(0, cp.log.position() - cp.projector.position())
+def _probe(cp: ControlPlane) -> tuple[int, str | None]:
+    """The views' lag, and why the database refuses writes (None: it takes them)."""
+    refuses = _refuses_writes(cp)  # first: the database answers at all
+    return max(0, cp.log.position() - cp.projector.position()), refuses
+
+
+def _refuses_writes(cp: ControlPlane) -> str | None:
+    store = cp.views.store
+    if not store.is_postgres:
+        store.read(ANSWERS)  # the database answers
+        return None
+    [found] = store.read(TAKES_WRITES)
+    if found.recovering:
+        return "the database refuses writes: it is in recovery (a standby)"
+    if found.read_only == "on":
+        return "the database refuses writes: it is read-only"
+    return None
 
 
 async def healthz(request: Request) -> Response:

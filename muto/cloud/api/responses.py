@@ -10,13 +10,13 @@ from typing import Any
 
 import msgspec
 import sqlalchemy.exc
-from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.persistence import PersistenceError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from muto.cloud.api.numbers import whole_number
-from muto.cloud.errors import AppError
+from muto.cloud.errors import AppError, database_refusal, first_line
 from muto.domain.errors import ReasonError
 from muto.domain.model.rollout import RolloutStateError
 from muto.domain.selectors import SelectorError
@@ -122,14 +122,21 @@ async def on_error(request: Request, exc: Exception) -> Response:
             return error(503, "unavailable", str(exc) or "the views did not catch up in time")
         case ClientDisconnect():  # a vehicle killed mid-request: nobody to answer, no bug
             return error(400, "malformed_json", "the client went away before its whole body")
-        case sqlalchemy.exc.OperationalError() | StoreOperationalError():
-            # The database cannot be used now (a full disk, a lost connection): nothing was
-            # stored; the caller retries (agents do), and it works again once it can.
-            said = "read" if request.method in ("GET", "HEAD") else "write"
-            logger.warning("the store refused a %s on %s: %s", said, request.url.path, exc)
-            return error(503, "unavailable", f"the store cannot {said} now; retry later")
+    if (why := database_refusal(exc)) is not None:
+        return _refused(request, exc, why)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error(500, "internal", "internal error")
+
+
+def _refused(request: Request, exc: Exception, why: str) -> Response:
+    """The database cannot be used now (read-only after a failover, a full disk, a lost
+    connection): nothing was stored; the caller retries (agents and the CLI do), and it
+    works again once it can. One warning line: the condition is the database's, not a
+    bug here."""
+    said = "read" if request.method in ("GET", "HEAD") else "write"
+    path = request.url.path
+    logger.warning("the store refused a %s on %s: %s (%s)", said, path, why, first_line(exc))
+    return error(503, "unavailable", f"the store cannot {said} now: {why}; retry later")
 
 
 # Expected failures, handled by Starlette's ExceptionMiddleware (no re-raise); anything
@@ -145,8 +152,10 @@ EXPECTED: tuple[type[Exception], ...] = (
     TimeoutError,
     HTTPException,
     ClientDisconnect,
-    sqlalchemy.exc.OperationalError,
-    StoreOperationalError,
+    # The database's errors, whichever wrapper carries them: a refusal (read-only, disk
+    # full) is a 503 and no traceback; anything else is still logged and answered 500.
+    sqlalchemy.exc.DBAPIError,
+    PersistenceError,
 )
 
 

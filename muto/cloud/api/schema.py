@@ -54,7 +54,10 @@ Timestamp = Annotated[str, msgspec.Meta(description="ISO 8601 time")]
 
 Failing = Annotated[
     str | None,
-    msgspec.Meta(description="Why the views are stuck (catch-up failing on every pass), or null"),
+    msgspec.Meta(
+        description="Why the views are stuck (catch-up failing on every pass), or why the "
+        "database refuses writes (read-only, in recovery), or null"
+    ),
 ]
 
 
