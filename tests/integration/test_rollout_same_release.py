@@ -19,7 +19,7 @@ from muto.domain.model.vehicle import Vehicle
 from muto.domain.reasons import ReasonCode
 from muto.domain.reports import ReconcileStatus
 from muto.domain.requests import RolloutRequest
-from tests.support.releases import signed_release
+from tests.support.releases import SignedRelease, signed_release
 from tests.support.spine import (
     cause,
     desired_request,
@@ -77,6 +77,30 @@ def test_a_second_rollout_of_a_release_rolls_back_to_the_release_before_it(
         cp.close()
 
 
+CAR = "v-eu-m3-1"
+
+
+def rolled_back_while_away(cp: ControlPlane) -> tuple[SignedRelease, SignedRelease]:
+    """CAR ran w (1.0.0); rollout r1 of y (2.0.0) converged on it and was rolled back to
+    w while it was away (no report on the rollback revision). Registers 3.0.0 and 4.0.0
+    too, and returns them."""
+    register_fleet(cp, [registration(CAR, ring="1")])
+    w, y, third, fourth = (signed_release(version=f"{n}.0.0") for n in (1, 2, 3, 4))
+    for release in (w, y, third, fourth):
+        cp.execute(release.register())
+    given = cp.execute(
+        assign_desired_state(desired_request("ring=1", w), [CAR], cause(), cp.sign)
+    ).value
+    _converged(cp, CAR, given.revision, "1.0.0", 1)
+    r1 = RolloutRequest(selector="ring=1", stack="core", version="2.0.0", rollout_id="r1")
+    cp.execute(start_rollout(r1, [CAR], [], cause(), cp.sign, cp.clock))
+    vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(CAR))
+    assert vehicle.assignment is not None
+    _converged(cp, CAR, vehicle.assignment["revision"], "2.0.0", 2)
+    assert cp.execute(roll_back("r1", cause(), cp.sign, cp.clock)).value == 1
+    return third, fourth
+
+
 def test_a_rollback_taken_while_away_is_never_undone_by_a_later_rollouts_rollback(
     tmp_path: Path,
 ) -> None:
@@ -86,21 +110,7 @@ def test_a_rollback_taken_while_away_is_never_undone_by_a_later_rollouts_rollbac
     before it reports again, rolls it back to x, never to y: y is what R1 took away."""
     cp = ControlPlane.open(memory_settings(tmp_path))
     try:
-        car = "v-eu-m3-1"
-        register_fleet(cp, [registration(car, ring="1")])
-        w, y, x, z = (signed_release(version=f"{n}.0.0") for n in (1, 2, 3, 4))
-        for release in (w, y, x, z):
-            cp.execute(release.register())
-        given = cp.execute(
-            assign_desired_state(desired_request("ring=1", w), [car], cause(), cp.sign)
-        ).value
-        _converged(cp, car, given.revision, "1.0.0", 1)
-        r1 = RolloutRequest(selector="ring=1", stack="core", version="2.0.0", rollout_id="r1")
-        cp.execute(start_rollout(r1, [car], [], cause(), cp.sign, cp.clock))
-        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
-        assert vehicle.assignment is not None
-        _converged(cp, car, vehicle.assignment["revision"], "2.0.0", 2)
-        assert cp.execute(roll_back("r1", cause(), cp.sign, cp.clock)).value == 1
+        car, (x, _) = CAR, rolled_back_while_away(cp)
         # Away: no report on the rollback revision; then x, assigned directly.
         cp.execute(assign_desired_state(desired_request("ring=1", x), [car], cause(), cp.sign))
         r2 = RolloutRequest(selector="ring=1", stack="core", version="4.0.0", rollout_id="r2")
@@ -108,7 +118,7 @@ def test_a_rollback_taken_while_away_is_never_undone_by_a_later_rollouts_rollbac
         rollout: Rollout = cp.log.repository.get(Rollout.create_id("r2"))
         assert rollout.previous_releases == {car: "core@3.0.0"}
         assert cp.execute(roll_back("r2", cause(), cp.sign, cp.clock)).value == 1
-        vehicle = cp.log.repository.get(Vehicle.create_id(car))
+        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
         assert vehicle.assignment is not None
         assert (vehicle.assignment["phase"], vehicle.assignment["releaseKey"]) == (
             "rollback",
@@ -127,21 +137,7 @@ def test_a_rollback_never_taken_is_still_what_a_later_rollout_rolls_back_to(
     Rollout R3 of q (4.0.0) rolls it back to w, never to y: y is what R1 took away."""
     cp = ControlPlane.open(memory_settings(tmp_path))
     try:
-        car = "v-eu-m3-1"
-        register_fleet(cp, [registration(car, ring="1")])
-        w, y, z, q = (signed_release(version=f"{n}.0.0") for n in (1, 2, 3, 4))
-        for release in (w, y, z, q):
-            cp.execute(release.register())
-        given = cp.execute(
-            assign_desired_state(desired_request("ring=1", w), [car], cause(), cp.sign)
-        ).value
-        _converged(cp, car, given.revision, "1.0.0", 1)
-        r1 = RolloutRequest(selector="ring=1", stack="core", version="2.0.0", rollout_id="r1")
-        cp.execute(start_rollout(r1, [car], [], cause(), cp.sign, cp.clock))
-        vehicle: Vehicle = cp.log.repository.get(Vehicle.create_id(car))
-        assert vehicle.assignment is not None
-        _converged(cp, car, vehicle.assignment["revision"], "2.0.0", 2)
-        assert cp.execute(roll_back("r1", cause(), cp.sign, cp.clock)).value == 1
+        car, (z, _) = CAR, rolled_back_while_away(cp)
         given = cp.execute(
             assign_desired_state(desired_request("ring=1", z), [car], cause(), cp.sign)
         ).value
