@@ -34,6 +34,15 @@ class AuditError(Exception):
     """The audit cannot run (no log at that place, bad time, ...): exit status 2."""
 
 
+class NoDatabase(AuditError):
+    """No SQLite file at `path`: said as the event log missing, unless the caller knows
+    the file holds something else (verify.read_only_views_url: the audit chain)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no event log at {path}")
+        self.path = path
+
+
 def read_only_url(url: str) -> str:
     """The same database, opened so that nothing can be written through it."""
     parsed = make_url(url)
@@ -44,7 +53,7 @@ def read_only_url(url: str) -> str:
             return url
         path = Path(database).resolve()
         if not path.exists():
-            raise AuditError(f"no event log at {path}")
+            raise NoDatabase(path)
         return f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true"
     if backend == "postgresql":
         options = parsed.query.get("options")

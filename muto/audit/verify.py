@@ -10,7 +10,8 @@ What each finding means:
 Events logged after that position are not chained yet: counted, never a finding (on a
 running control plane the projector reaches them within a second; a row appended while
 it is stopped is told from them only by verifying again once it has run).
-Anchors (position -> hash recorded outside the database) catch a rewrite of both tables.
+Anchors (position -> hash recorded outside the database) catch a rewrite of both tables,
+and a truncation of either (the finding says which of the two lacks the anchored position).
 
 The check runs up to the chained-through position read first. Links and that position
 commit together, and the log's rows up to it were committed before the projector read
@@ -23,14 +24,24 @@ last page was read).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, Executable, MetaData, Row, create_engine, inspect, select, text
+from sqlalchemy import (
+    Engine,
+    Executable,
+    MetaData,
+    Row,
+    bindparam,
+    create_engine,
+    inspect,
+    select,
+    text,
+)
 
-from muto.audit.source import AuditError, read_only_url
+from muto.audit.source import AuditError, NoDatabase, read_only_url
 from muto.projections.chain import GENESIS, HashChain, StoredRecord, link
 from muto.projections.store import TRACKING_TABLE
 
@@ -89,10 +100,15 @@ class Finding:
 
 
 def check(
-    log: Iterable[StoredRecord], chain: Iterable[Link], anchors: Mapping[int, str] = {}
+    log: Iterable[StoredRecord],
+    chain: Iterable[Link],
+    anchors: Mapping[int, str] = {},
+    past_chain: Collection[int] = (),
 ) -> Finding:
     """Walk the log and the chain together, in position order (a merge of two sorted
-    streams), and stop at the first position where they disagree."""
+    streams), and stop at the first position where they disagree. `past_chain`: the
+    anchored positions the log holds past the end of the walk (the chain ends before
+    them), so that a missing anchor says which of the two lacks it."""
     previous, checked, head = GENESIS, 0, 0
     seen: list[int] = []
     records_, links = iter(log), iter(chain)
@@ -121,6 +137,12 @@ def check(
         previous, checked, head = current, checked + 1, record.id
         record, stored = next(records_, None), next(links, None)
     missing = sorted(set(anchors) - set(seen))
+    if missing and missing[0] in past_chain:
+        return bad(
+            missing[0],
+            f"anchored position is in the log but not in the chain, which ends at {head}: "
+            "the chain was truncated",
+        )
     if missing:
         return bad(missing[0], "anchored position is not in the log: truncated or rewritten")
     return Finding(checked, head, previous.hex(), anchors_checked=seen)
@@ -206,8 +228,34 @@ def logged_after(engine: Engine, events_table: str, position: int) -> int:
     return int(found or 0)
 
 
+def logged_of(engine: Engine, events_table: str, positions: Iterable[int]) -> set[int]:
+    """Which of `positions` the log holds."""
+    wanted = sorted(set(positions))
+    if not wanted:
+        return set()
+    query = text(f"SELECT id FROM {events_table} WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    with engine.connect() as conn:
+        return {int(found) for found in conn.execute(query, {"ids": wanted}).scalars()}
+
+
 def no_event_table(events_table: str) -> AuditError:
     return AuditError(f"no event table {events_table} in the database")
+
+
+def read_only_views_url(views_url: str) -> str:
+    """`read_only_url` of the views' database, which holds the chain: a file that is not
+    there is said as the chain missing beside the log, and what builds it."""
+    try:
+        return read_only_url(views_url)
+    except NoDatabase as exc:
+        raise AuditError(
+            f"no audit chain beside the event log: {exc.path} (the views, which hold it) "
+            "is not there; serving this store (`muto cloud serve`) builds the chain from "
+            "the log as it stands then, so it attests the log from then on, not before (to "
+            "verify a backup, restore its views file with its event log)"
+        ) from None
 
 
 def verify(
@@ -216,13 +264,17 @@ def verify(
     """Both databases opened read-only (they are one database on PostgreSQL).
     `events_table`: the event store's table, named by the cloud that owns it."""
     events = create_engine(read_only_url(events_url))
-    views = create_engine(read_only_url(views_url))
+    views = create_engine(read_only_views_url(views_url))
     try:
         if not inspect(events).has_table(events_table):
             raise no_event_table(events_table)
         through = chained_through(views)  # first: the moment both tables are read as of
+        past_chain = logged_of(events, events_table, (p for p in anchors if p > through))
         found = check(
-            raw_records(events, events_table, through), stored_links(views, through), anchors
+            raw_records(events, events_table, through),
+            stored_links(views, through),
+            anchors,
+            past_chain,
         )
         return replace(found, unchained=logged_after(events, events_table, through))
     finally:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from muto.audit.source import AuditError, read_only_url
-from muto.audit.verify import Finding, no_event_table, verify
+from muto.audit.verify import Finding, no_event_table, read_only_views_url, verify
 from muto.cloud.eventlog import EventLog
 from muto.cloud.settings import Settings
 from muto.projections.source import EventSource
@@ -134,6 +134,8 @@ class LocalAudit:
         return self._log
 
     def verify(self, anchors: Mapping[int, str]) -> Finding:
+        read_only_url(self.settings.events_url)  # a file not there: the log, then
+        read_only_views_url(self.settings.views_url)  # the chain beside it, said so
         urls = dict.fromkeys((self.settings.events_url, self.settings.views_url))
         for url in urls:  # which one cannot be read, when one cannot
             _tables(url)

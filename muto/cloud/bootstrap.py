@@ -28,7 +28,7 @@ from muto.cloud.snapshots import Snapshots
 from muto.cloud.tokens import Authenticator
 from muto.cloud.writer import Command, WritePath, Writer, Written
 from muto.domain.desired import DesiredStateDocument, Envelope
-from muto.projections import Views
+from muto.projections import Views, ViewsRefused
 from muto.projections.locks import Lease, Lock
 from muto.projections.runner import ProjectionRunner
 from muto.projections.store import ViewStore
@@ -59,6 +59,18 @@ def open_event_core(settings: Settings) -> EventCore:
     health = define_health_table(store.metadata)
     heartbeats = define_heartbeat_table(store.metadata)
     views = Views(store)
+    # Before anything is projected or written: views ahead of the log would show events
+    # it does not hold and skip the next ones (ViewsAhead); rebuilding them is the
+    # operator's call (settings.rebuild_views), never made here.
+    try:
+        if settings.rebuild_views:
+            views.drop_all()
+        else:
+            views.refuse_ahead_of(log)
+    except ViewsRefused:
+        store.close()
+        log.close()
+        raise
     views.start()
     projector = ProjectionRunner(log, views.store, views.all)
     projector.catch_up()

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from muto.cloud.bootstrap import ControlPlane
 
 DATA_DIR = "data_dir (--data-dir, MUTO_DATA_DIR)"
+# What to do when the views are ahead of the event log (projections.ViewsAhead).
+VIEWS_AHEAD = (
+    "if the event log was restored from a backup (or copied without its -wal file), "
+    "start once with `muto cloud serve --rebuild-views` to rebuild the views from it; "
+    "otherwise the log lost events: `muto audit verify` says from which position (run "
+    "it before any rebuild: the audit chain in the views is the evidence)"
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,14 +46,20 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _opening(settings: Settings) -> Iterator[None]:
     """The mistakes made starting the control plane, each ended in one line naming the
     setting (exit 2), not a traceback: a database that is not there or not listening,
-    a data dir that cannot be written, a signing key that is missing or not a key."""
+    a data dir that cannot be written, a signing key that is missing or not a key,
+    views ahead of the event log (and what to do), views another process uses."""
     import sqlalchemy.exc
     from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+    from muto.projections import ViewsAhead, ViewsRefused
     from muto.trust.keys import KeyFileError
 
     try:
         yield
+    except ViewsAhead as exc:
+        _refuse(f"{exc}: {VIEWS_AHEAD}")
+    except ViewsRefused as exc:
+        _refuse(str(exc))
     except (sqlalchemy.exc.OperationalError, StoreOperationalError) as exc:
         where = DATABASE_URL if settings.is_postgres else f"{DATA_DIR}: SQLite"
         cause = getattr(exc, "orig", None) or exc.__cause__ or exc
@@ -113,6 +126,16 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.rebuild_views:
+        if settings.role != "all":
+            print(
+                f"muto cloud serve: --rebuild-views runs in one --role all process, not "
+                f"--role {settings.role}: stop every process of the deployment, start one "
+                "with --role all --rebuild-views, then the deployment again",
+                file=sys.stderr,
+            )
+            return 2
+        settings = replace(settings, rebuild_views=True)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests, then runs the
     # lifespan shutdown: the notifier flushes, the leases are released. uvicorn then
     # re-raises the signal to the handler it found: ours makes that exit 0, through the
@@ -287,6 +310,13 @@ def register(sub: Any) -> None:
         "--max-connections",
         type=int,
         help="open connections at most (default 1000, MUTO_MAX_CONNECTIONS)",
+    )
+    p.add_argument(
+        "--rebuild-views",
+        action="store_true",
+        help="drop every view and the audit chain, and rebuild them from the event log "
+        "(after restoring the log from a backup: the server refuses to start while the "
+        "views are ahead of it); with --role all, every other process stopped",
     )
     for who, rate, burst in (("vehicle", "5", "50"), ("operator", "0: none", "500")):
         p.add_argument(

@@ -92,6 +92,10 @@ class Settings:
     vehicle_burst: int = 50
     operator_rate_per_s: float = 0.0
     operator_burst: int = 500
+    # Drop every view (the audit chain too) at open and rebuild them from the log:
+    # `muto cloud serve --rebuild-views`, the operator's word that the event log was
+    # restored from a backup. A flag for one start, never read from the environment.
+    rebuild_views: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -27,13 +27,15 @@ from sqlalchemy import (
     String,
     Table,
     event,
+    func,
     inspect,
+    select,
     text,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from muto.projections.locks import Lock
+from muto.projections.locks import DUTIES, Lock
 from muto.projections.rows import SQLITE_JSON, decode_json, driver_of
 
 if TYPE_CHECKING:
@@ -57,6 +59,30 @@ READERS = 8
 KEPT_CONNECTIONS = READERS + 4
 MORE_UNDER_LOAD = 8
 MAX_PLAIN = 64  # compiled statements kept for read()
+
+
+class ViewsRefused(Exception):
+    """The views cannot be opened as asked; the message says why, in one line."""
+
+
+class ViewsAhead(ViewsRefused):
+    """The views have taken in positions past the end of the event log: a log restored
+    from a backup (or copied without its -wal file) beside newer views, or a log that
+    lost its last events. Served, the views would show events the log does not hold,
+    and skip new ones stored at positions they believe applied. Rebuilding them is the
+    operator's call: the audit chain in the views is the evidence of a lost tail."""
+
+    def __init__(self, applied: int, head: int) -> None:
+        super().__init__(
+            f"the views are ahead of the event log: they have applied it up to position "
+            f"{applied}, but it ends at position {head}"
+        )
+        self.applied = applied
+        self.head = head
+
+
+class ViewsInUse(ViewsRefused):
+    """The views cannot be dropped: another process uses them."""
 
 
 class _Plain(NamedTuple):
@@ -175,14 +201,62 @@ class ViewStore(SQLAlchemyTrackingRecorder):
                     if self.is_postgres:
                         self._widen(session, projection.name, stored)
                     continue
-                for table in reversed(projection.tables):
-                    table.drop(connection, checkfirst=True)
-                self.forget_position(session, projection.name)
+                self._drop(session, projection)
                 reshaped.append(projection.name)
             if reshaped:
                 self.metadata.create_all(connection, checkfirst=True)
             self._keep_versions(session, built, projections)
         return reshaped
+
+    def drop_views(self, projections: Iterable[Projection]) -> None:
+        """Drop every view of `projections` and forget every position stored here (the
+        MQTT notifier's too: it then publishes each vehicle's latest notify again, which
+        is harmless), in one transaction; catch-up rebuilds the views from the log as it
+        stands. On PostgreSQL, refused (ViewsInUse) while another process holds a duty:
+        it would go on projecting and publishing from positions that are gone."""
+        with self.writing() as session:
+            if self.is_postgres:
+                held = self._duties_elsewhere(session)
+                if held:
+                    raise ViewsInUse(
+                        f"another process uses these views (it holds the {', '.join(held)} "
+                        "duty): stop every process of the deployment, the API replicas "
+                        "too, before the views are rebuilt"
+                    )
+            for projection in projections:
+                self._drop(session, projection)
+            session.query(self.tracking_record_cls).delete()
+            self.metadata.create_all(session.connection(), checkfirst=True)
+
+    def _drop(self, session: Session, projection: Projection) -> None:
+        """One view's tables and its position."""
+        connection = session.connection()
+        for table in reversed(projection.tables):
+            table.drop(connection, checkfirst=True)
+        self.forget_position(session, projection.name)
+
+    def _duties_elsewhere(self, session: Session) -> list[str]:
+        """The duties (locks.DUTIES) another session of this database holds. An advisory
+        lock on one bigint key shows in pg_locks as its high and low 32 bits."""
+        keys = {int(duty): duty.name.lower() for duty in DUTIES}
+        found = session.execute(
+            text(
+                "SELECT DISTINCT (classid::bigint << 32) | objid::bigint AS key FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+                "AND pid <> pg_backend_pid() "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalars()
+        return sorted(keys[key] for key in found if key in keys)
+
+    def furthest_tracked(self, session: Session) -> int:
+        """The furthest log position any reader of this store has recorded (each view,
+        the MQTT notifier); 0 before the tracking table exists."""
+        t = self.tracking_table
+        if not inspect(session.connection()).has_table(t.name):
+            return 0
+        found = session.execute(select(func.max(t.c.notification_id))).scalar()
+        return int(found or 0)
 
     def _versions(self, session: Session) -> dict[str, int]:
         """Each view's stored version (none for a view built before they were stored)."""
