@@ -17,7 +17,8 @@ from sqlalchemy import Table
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import Cause, register_vehicle
 from muto.cloud.settings import MEMORY, Settings
-from muto.domain.desired import DesiredStateRequest, StackRef, Target
+from muto.domain.desired import DesiredStateRequest, Envelope, StackRef, Target
+from muto.domain.events import DesiredAssignment
 from muto.domain.reasons import ReasonCode
 from muto.domain.report_order import ReportPlace
 from muto.domain.reports import HealthReport, HealthStatus, ReconcileReport, ReconcileStatus
@@ -37,6 +38,21 @@ def cause(correlation_id: str | None = None) -> Cause:
 
 
 # -- backends -----------------------------------------------------------------------------
+
+
+def unsigned_assignment(revision: str, correlation_id: str) -> DesiredAssignment:
+    """A desired state as an aggregate stores it, signed by nobody (the aggregates' own
+    rules never open the envelope)."""
+    return DesiredAssignment(
+        revision=revision,
+        release_key="core@1.0.0",
+        manifest_digest="sha256:" + "1" * 64,
+        correlation_id=correlation_id,
+        envelope=Envelope(payload_type="application/json", payload="", signatures=[]),
+        document_digest="sha256:" + "2" * 64,
+        issued_at="2026-01-01T00:00:00+00:00",
+        expires_at="2026-02-01T00:00:00+00:00",
+    )
 
 
 def memory_settings(data_dir: Path) -> Settings:

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from muto.cloud.eventlog import EventLog
-from muto.domain.desired import Envelope
 from muto.domain.events import (
     DesiredAssignment,
     GateEvaluation,
@@ -30,7 +29,7 @@ from muto.domain.model.rollout import Rollout, RolloutFinal, RolloutState, Rollo
 from muto.domain.model.vehicle import RECENT_REPORT_IDS, Vehicle
 from muto.domain.requests import RolloutThresholds
 from tests.support.releases import signed_release
-from tests.support.spine import memory_settings
+from tests.support.spine import memory_settings, unsigned_assignment
 
 ACTOR, CORRELATION = "operator:test", "corr-1"
 
@@ -73,16 +72,7 @@ def report(report_id: str, status: str = "converged") -> StoredReconcile:
 
 
 def assignment(revision: str) -> DesiredAssignment:
-    return DesiredAssignment(
-        revision=revision,
-        release_key="core@1.0.0",
-        manifest_digest="sha256:" + "1" * 64,
-        correlation_id=CORRELATION,
-        envelope=Envelope(payload_type="application/json", payload="", signatures=[]),
-        document_digest="sha256:" + "2" * 64,
-        issued_at="2026-01-01T00:00:00+00:00",
-        expires_at="2026-02-01T00:00:00+00:00",
-    )
+    return unsigned_assignment(revision, CORRELATION)
 
 
 def health(report_id: str) -> HealthSummary:

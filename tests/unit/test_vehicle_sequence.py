@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muto.domain.desired import Envelope
 from muto.domain.events import DesiredAssignment, StoredReconcile
 from muto.domain.model.vehicle import MAX_BELIEVED_SEQUENCE, Vehicle, believed_sequence
+from tests.support.spine import unsigned_assignment
 
 ACTOR, CORRELATION = "operator:test", "corr-1"
 STATUSES = ["converged", "blocked", "rejected", "rolled_back", "failed"]
@@ -26,16 +26,7 @@ def new_vehicle() -> Vehicle:
 
 
 def assignment(revision: str) -> DesiredAssignment:
-    return DesiredAssignment(
-        revision=revision,
-        release_key="core@1.0.0",
-        manifest_digest="sha256:" + "1" * 64,
-        correlation_id=CORRELATION,
-        envelope=Envelope(payload_type="application/json", payload="", signatures=[]),
-        document_digest="sha256:" + "2" * 64,
-        issued_at="2026-01-01T00:00:00+00:00",
-        expires_at="2026-02-01T00:00:00+00:00",
-    )
+    return unsigned_assignment(revision, CORRELATION)
 
 
 def report(report_id: str, sequence: int | None, status: str = "converged") -> StoredReconcile:
