@@ -1,4 +1,4 @@
-"""`muto cloud serve | token | seed | import-vehicles | reset`."""
+"""`muto cloud serve | token | seed | import-vehicles | backup | reset`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,6 +206,22 @@ def token(args: argparse.Namespace) -> int:
         cp.close()
 
 
+def backup(args: argparse.Namespace) -> int:
+    from muto.cloud.backup import BackupRefused, back_up
+
+    try:
+        copied = back_up(_read_settings(args), Path(args.to))
+    except ValueError as exc:  # a setting
+        _refuse(str(exc))
+    except BackupRefused as exc:
+        _refuse(f"backup: {exc}")
+    except (OSError, sqlite3.Error) as exc:  # a file unreadable, a disk full: said once
+        _refuse(f"backup to {args.to} failed: {exc} (what it wrote there is not a backup)")
+    for done in copied:
+        print(f"{done.path}  ({done.what})")
+    return 0
+
+
 def reset(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not args.yes:
@@ -351,6 +368,14 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="one registration per line, as POST /vehicles takes it")
     p.add_argument("--batch", type=int, default=None, help="registrations per atomic append (1000)")
     p.set_defaults(func=import_vehicles)
+
+    p = actions.add_parser(
+        "backup",
+        help="copy a SQLite data dir while it serves: views, then events, key, artifacts",
+    )
+    store_arguments(p)
+    p.add_argument("to", metavar="DIR", help="a new or empty directory")
+    p.set_defaults(func=backup)
 
     p = actions.add_parser("reset", help="wipe a data dir")
     p.add_argument("--data-dir", required=True)
