@@ -141,9 +141,14 @@ class Lease:
 
     @property
     def holding(self) -> bool:
-        """Held as of the last `held()` (no database round trip): for /readyz."""
+        """Held as of the last `held()` and not released since (no database round trip):
+        for /readyz. A duty checked only while it acts is released when it stops acting
+        (the notifier's, with its bridge session), so this is not left saying held."""
         return not self.shared or self._connection is not None
 
     def release(self) -> None:
+        """Give the duty up (the standby takes it at its next try); a no-op unless held."""
         with self._lock:
+            if self._connection is not None:
+                logger.info("released the %s lease", self.duty.name.lower())
             self._drop()

@@ -4,10 +4,13 @@ Runs as one asyncio task in a process that does duties (`--role worker` or `all`
 connects only while it holds the listener lease: the cloud's persistent MQTT session
 (its client id, the reports queued for it) belongs to one process of a deployment at a
 time; a standby takes the session over when the holder dies. The link ends at once
-when the lease is lost. While the broker is unreachable it retries with capped,
-jittered exponential backoff and the API keeps serving; `connected` says whether the
-link is up (GET /healthz shows it). `stop()` publishes the notifies still
-due, waits for their acknowledgements (at most `flush_s`), then disconnects cleanly.
+when the lease is lost. The notifier's lease is taken within a session and given back
+whenever one ends, so that it goes with the listener lease: a process that left the
+broker holds neither, and the next holder of the listener lease publishes. While the
+broker is unreachable it retries with capped, jittered exponential backoff and the API
+keeps serving; `connected` says whether the link is up (GET /healthz shows it). `stop()`
+publishes the notifies still due, waits for their acknowledgements (at most `flush_s`),
+then disconnects cleanly.
 """
 
 from __future__ import annotations
@@ -56,14 +59,14 @@ class Bridge:
         self.client_id = self.address.client_id or f"muto-cloud-{settings.tenant}"
         self.backoff = backoff or Backoff()
         self.flush_s = flush_s
+        self._stop = asyncio.Event()
         self.outbox = Outbox(plane)
         self.notifier = Notifier(self.outbox, settings.tenant, poll_s)
-        self.listener = Listener(plane)
+        self.listener = Listener(plane, stopping=self._stop)
         self.lease = Lease(plane.views.store.engine, Lock.LISTENER)
         self.connected = False
         self._client: aiomqtt.Client | None = None  # while connected
         self.connections = 0  # successful connects since start
-        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -145,6 +148,9 @@ class Bridge:
                 # CONNACK never comes (or the connect is cancelled): close it here.
                 if session is not None:
                     session._client._sock_close()
+                # Out of the session, the notifier cannot publish: its lease goes back, for
+                # whoever holds the listener lease next (kept, it would stop every notify).
+                await asyncio.to_thread(self.outbox.release)
             if self._stop.is_set():
                 break
             delay = self.backoff.delay(attempt)

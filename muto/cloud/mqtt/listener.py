@@ -4,7 +4,11 @@ The vehicle id comes from the topic: the broker's ACL is what binds a vehicle to
 subtree, so a payload that names another vehicle is dropped. Nothing a vehicle sends can
 stop the loop: refusals (unknown vehicle, malformed payload) are logged with the reason
 and acknowledged; a message is acknowledged only after it was stored or refused, so a
-cloud that dies in between gets it again from its persistent session.
+cloud that dies in between gets it again from its persistent session. A store that fails
+otherwise (the database refuses writes or is away) is no refusal: the message in hand is
+tried again, with capped backoff, until it is stored, unacknowledged meanwhile (the
+broker queues the rest); a bridge that stops or loses its lease first leaves it to the
+broker, which delivers it again to the next session.
 
 Snapshots (agent metadata and components) that arrive back to back are stored together,
 in one transaction, and acknowledged after it, in arrival order: after a wave every
@@ -15,15 +19,18 @@ writer from the reports (a tenth of the cloud's time in a 1,000-vehicle rollout)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiomqtt
 from sqlalchemy import select
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
-from muto.cloud.errors import AppError
+from muto.cloud.errors import AppError, Conflict
+from muto.cloud.mqtt.link import Backoff
 from muto.cloud.snapshots import Snapshot
 from muto.domain.errors import ReasonError
 from muto.domain.messages import (
@@ -40,15 +47,25 @@ from muto.domain.reports import HealthReport, ReconcileReport
 from muto.domain.wire import WireError, decode
 
 logger = logging.getLogger("muto.mqtt")
-ATTEMPTS = 3  # an unexpected failure (database blip) is retried, then the message dropped
+# The cloud refuses the message for good (what it says, not the database's state): it is
+# logged, acknowledged and dropped. Any other failure is retried, never dropped (a
+# Conflict too: concurrent writers, `_until_stored`).
+BAD_MESSAGE = (AppError, ReasonError, WireError)
+RETRY = Backoff(base_s=0.5, cap_s=5.0)  # between tries to store the message in hand
 SNAPSHOT_BATCH = 500  # snapshots stored in one transaction at most
 SNAPSHOTS = frozenset({Leaf.AGENT_METADATA, Leaf.AGENT_COMPONENTS})
 
 Route = Callable[[str, bytes, bool], Awaitable[None]]  # (vehicle id, payload, retained)
+T = TypeVar("T")
 
 
 class WrongVehicle(AppError):
     pass
+
+
+class Stopping(Exception):
+    """The bridge stops while the message in hand still cannot be stored: it stays
+    unacknowledged, and the broker delivers it again to the next session."""
 
 
 def parse_topic(topic: str, tenant: str) -> tuple[str, Leaf] | None:
@@ -70,8 +87,11 @@ def _claims(topic_vehicle: str, payload_vehicle: str) -> None:
 
 
 class Listener:
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, stopping: asyncio.Event | None = None) -> None:
+        """`stopping`: set when the bridge stops (ends the retries of a failing store)."""
         self.plane = plane
+        self.stopping = stopping
+        self.retry = RETRY
         self.tenant = plane.settings.tenant
         self.routes: dict[Leaf, Route] = {
             Leaf.REPORTS_RECONCILE: self._reconcile,
@@ -86,7 +106,8 @@ class Listener:
         # The HTTP body limit: one size limit on every ingress path.
         self.max_bytes = plane.settings.max_body_bytes
         self.stored = 0  # messages stored (including idempotent duplicates)
-        self.dropped = 0
+        self.dropped = 0  # messages refused
+        self.failures = 0  # failed tries to store a message (each tried again)
         self.busy = asyncio.Lock()  # held while one message is handled and acknowledged
 
     def filters(self) -> list[tuple[str, int]]:
@@ -94,8 +115,13 @@ class Listener:
 
     async def run(self, client: aiomqtt.Client) -> None:
         """Handle messages one at a time, in arrival order (presence online, then the
-        Last Will's offline), until the link drops or the task is cancelled. The bridge
-        has subscribed to `filters()`."""
+        Last Will's offline), until the link drops, the task is cancelled or the bridge
+        stops with a message it could not store yet. The bridge has subscribed to
+        `filters()`."""
+        with contextlib.suppress(Stopping):  # the rest is the broker's to deliver again
+            await self._each(client)
+
+    async def _each(self, client: aiomqtt.Client) -> None:
         held: list[aiomqtt.Message] = []  # snapshots to store together, in arrival order
         async for message in client.messages:
             async with self.busy:
@@ -114,8 +140,8 @@ class Listener:
                 _ack(client, message)
 
     async def _snapshots(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
-        """Store the valid snapshots among `messages` in one transaction (retried like
-        one message), then acknowledge them all."""
+        """Store the valid snapshots among `messages` in one transaction (tried until it
+        can be, like one message), then acknowledge them all."""
         decoded: list[tuple[str, Snapshot]] = []
         for message in messages:
             topic, payload = message.topic.value, _bytes(message.payload)
@@ -130,20 +156,15 @@ class Listener:
                 )
                 _claims(vehicle_id, snapshot.vehicle_id)
                 decoded.append((vehicle_id, snapshot))
-            except (AppError, WireError) as exc:
+            except BAD_MESSAGE as exc:
                 logger.warning("dropped %s on %s: %s", leaf, topic, exc)
                 self.dropped += 1
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                stored = await asyncio.to_thread(self._store_snapshots, decoded)
-                self.stored += stored
-                self.dropped += len(decoded) - stored
-                break
-            except Exception:
-                logger.exception("storing %d snapshots failed (attempt %d)", len(decoded), attempt)
-                await asyncio.sleep(0.5 * attempt)
-        else:
-            self.dropped += len(decoded)
+        what = f"{len(decoded)} snapshots"
+        stored = await self._until_stored(
+            what, lambda: asyncio.to_thread(self._store_snapshots, decoded)
+        )
+        self.stored += stored
+        self.dropped += len(decoded) - stored
         for message in messages:
             _ack(client, message)
 
@@ -179,18 +200,53 @@ class Listener:
             )
             self.dropped += 1
             return
-        for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await self._until_stored(
+                f"{leaf} on {topic}", lambda: route(vehicle_id, payload, retained)
+            )
+        except BAD_MESSAGE as exc:
+            logger.warning("dropped %s on %s: %s", leaf, topic, exc)
+            self.dropped += 1
+            return
+        self.stored += 1
+
+    async def _until_stored(self, what: str, store: Callable[[], Awaitable[T]]) -> T:
+        """`store()`'s result once it succeeds. A refusal raises; any other failure (the
+        database refuses writes, or is away) is tried again with capped backoff for as
+        long as it lasts, since the vehicle counts the message as delivered. Raises
+        Stopping when the bridge stops first."""
+        failures = 0
+        while True:
             try:
-                await route(vehicle_id, payload, retained)
-                self.stored += 1
-                return
-            except (AppError, ReasonError, WireError) as exc:
-                logger.warning("dropped %s on %s: %s", leaf, topic, exc)
-                break
-            except Exception:
-                logger.exception("storing %s on %s failed (attempt %d)", leaf, topic, attempt)
-                await asyncio.sleep(0.5 * attempt)
-        self.dropped += 1
+                result = await store()
+            except Exception as exc:
+                # A Conflict is other writers winning every try: the store's state, not
+                # the message's, so it is tried again like the database's.
+                if isinstance(exc, BAD_MESSAGE) and not isinstance(exc, Conflict):
+                    raise
+                self.failures += 1
+                if failures == 0:
+                    logger.exception("storing %s failed: trying again until it is stored", what)
+                else:
+                    logger.warning(
+                        "storing %s failed again (%d tries): %s", what, failures + 1, exc
+                    )
+                if await self._stops_within(self.retry.delay(failures)):
+                    logger.warning("stopping: %s left unacknowledged, to be delivered again", what)
+                    raise Stopping() from None
+                failures += 1
+                continue
+            if failures:
+                logger.info("stored %s after %d failed tries", what, failures)
+            return result
+
+    async def _stops_within(self, delay: float) -> bool:
+        if self.stopping is None:
+            await asyncio.sleep(delay)
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        return self.stopping.is_set()
 
     async def _reconcile(self, vehicle_id: str, payload: bytes, _: bool) -> None:
         report = decode(payload, ReconcileReport)
