@@ -20,6 +20,7 @@ from eventsourcing.persistence import OperationalError
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.errors import Conflict
 from muto.cloud.mqtt.bridge import Bridge
+from muto.cloud.mqtt.listener import FAULT_TRIES
 from muto.domain.gates import DEFAULT_FLOOR
 from muto.domain.messages import AgentMetadata, Leaf, vehicle_topic
 from tests.conftest import Mosquitto
@@ -195,3 +196,28 @@ def test_a_report_that_loses_every_write_race_is_tried_again_not_dropped(
     asyncio.run(listener.handle(topic("v1", RECONCILE), report, retained=False))
     assert (listener.dropped, listener.failures) == (0, 2)
     assert report_ids(plane) == [("v1", "r-contended")]
+
+
+def test_a_fault_of_the_clouds_own_drops_the_message_after_a_few_tries_loudly(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither the database's state nor the message's (a bug): tried FAULT_TRIES times,
+    then dropped with an error line, so that one message never holds back the reports of
+    every vehicle behind it; the next message is stored."""
+    listener = Bridge(plane, backoff=FAST).listener
+    listener.retry = FAST
+    ingest = plane.ingest.reconcile
+
+    async def buggy(report: Any, actor: str) -> Any:
+        if report.report_id == "r-poison":
+            raise KeyError("a bug")
+        return await ingest(report, actor)
+
+    monkeypatch.setattr(plane.ingest, "reconcile", buggy)
+    with caplog.at_level(logging.ERROR, logger="muto.mqtt"):
+        for report_id in ("r-poison", "r-next"):
+            report = payload(reconcile_report("v1", report_id))
+            asyncio.run(listener.handle(topic("v1", RECONCILE), report, retained=False))
+    assert (listener.failures, listener.dropped) == (FAULT_TRIES, 1)
+    assert report_ids(plane) == [("v1", "r-next")]
+    assert any("dropping reports/reconcile" in r.getMessage() for r in caplog.records)

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import record_presence
-from muto.cloud.errors import AppError, Conflict
+from muto.cloud.errors import AppError, Conflict, database_refusal
 from muto.cloud.mqtt.link import Backoff
 from muto.cloud.snapshots import Snapshot
 from muto.domain.errors import ReasonError
@@ -51,6 +51,10 @@ logger = logging.getLogger("muto.mqtt")
 # logged, acknowledged and dropped. Any other failure is retried, never dropped (a
 # Conflict too: concurrent writers, `_until_stored`).
 BAD_MESSAGE = (AppError, ReasonError, WireError)
+# A failure that is neither the database's state nor the message's (a fault of the
+# cloud's own) is tried this often, then the message is dropped with an error: tried
+# for ever, one message would hold back every vehicle's behind it.
+FAULT_TRIES = 5
 RETRY = Backoff(base_s=0.5, cap_s=5.0)  # between tries to store the message in hand
 SNAPSHOT_BATCH = 500  # snapshots stored in one transaction at most
 SNAPSHOTS = frozenset({Leaf.AGENT_METADATA, Leaf.AGENT_COMPONENTS})
@@ -61,6 +65,10 @@ T = TypeVar("T")
 
 class WrongVehicle(AppError):
     pass
+
+
+class Unstorable(AppError):
+    """Storing the message failed FAULT_TRIES times for a fault of the cloud's."""
 
 
 class Stopping(Exception):
@@ -160,9 +168,12 @@ class Listener:
                 logger.warning("dropped %s on %s: %s", leaf, topic, exc)
                 self.dropped += 1
         what = f"{len(decoded)} snapshots"
-        stored = await self._until_stored(
-            what, lambda: asyncio.to_thread(self._store_snapshots, decoded)
-        )
+        try:
+            stored = await self._until_stored(
+                what, lambda: asyncio.to_thread(self._store_snapshots, decoded)
+            )
+        except Unstorable:
+            stored = 0
         self.stored += stored
         self.dropped += len(decoded) - stored
         for message in messages:
@@ -211,10 +222,11 @@ class Listener:
         self.stored += 1
 
     async def _until_stored(self, what: str, store: Callable[[], Awaitable[T]]) -> T:
-        """`store()`'s result once it succeeds. A refusal raises; any other failure (the
-        database refuses writes, or is away) is tried again with capped backoff for as
-        long as it lasts, since the vehicle counts the message as delivered. Raises
-        Stopping when the bridge stops first."""
+        """`store()`'s result once it succeeds. A refusal raises; the database refusing
+        writes or away (or other writers winning every try) is tried again with capped
+        backoff for as long as it lasts, since the vehicle counts the message as
+        delivered; any other failure FAULT_TRIES times, then Unstorable. Raises Stopping
+        when the bridge stops first."""
         failures = 0
         while True:
             try:
@@ -225,6 +237,13 @@ class Listener:
                 if isinstance(exc, BAD_MESSAGE) and not isinstance(exc, Conflict):
                     raise
                 self.failures += 1
+                if not _transient(exc) and failures + 1 >= FAULT_TRIES:
+                    logger.error(
+                        "dropping %s: storing it failed %d times, not for the database's "
+                        "state nor for what it says (a fault of the cloud's): %s",
+                        *(what, FAULT_TRIES, exc),
+                    )
+                    raise Unstorable(f"storing it failed {FAULT_TRIES} times") from exc
                 if failures == 0:
                     logger.exception("storing %s failed: trying again until it is stored", what)
                 else:
@@ -306,3 +325,8 @@ def _bytes(payload: object) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
     return b"" if payload is None else str(payload).encode()
+
+
+def _transient(exc: BaseException) -> bool:
+    """The store's state, which passes: the database refusing or away, or a Conflict."""
+    return isinstance(exc, Conflict) or database_refusal(exc) is not None
