@@ -249,12 +249,14 @@ def _recorded_then(
 
 
 def _warn_reissued(reissued: Reissued) -> None:
+    relation = "above" if reissued.reported > reissued.issued else "another document at"
     logger.warning(
-        "vehicle %s reported taking desired-state sequence %d, above the %d this cloud "
+        "vehicle %s reported taking desired-state sequence %d, %s the %d this cloud "
         "issued it (a control plane restored from a backup?): its desired state, "
         "revision %s, re-issued under sequence %d",
         reissued.vehicle_id,
         reissued.reported,
+        relation,
         reissued.issued,
         reissued.revision,
         reissued.sequence,

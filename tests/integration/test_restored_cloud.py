@@ -166,6 +166,27 @@ def test_a_vehicle_ahead_of_the_restored_cloud_gets_its_desired_state_again(
     assert restored.assign()[1] == 5
 
 
+def test_a_vehicle_that_took_another_document_at_our_sequence_gets_ours_above_it(
+    restored: Restored, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The code review's case: the old cloud issued sequence 1 after the backup; the
+    restored cloud's first assignment is sequence 1 again, another document. The vehicle
+    refuses it (same sequence, other content) and says again what it runs under 1: not
+    above ours, but another revision at it, so ours is re-issued under 2."""
+    revision, sequence = restored.assign()
+    assert sequence == 1
+    restored.report(revision, 1, ReconcileStatus.REJECTED, ReasonCode.STALE_REVISION)
+    with caplog.at_level("WARNING", logger="muto.cloud"):
+        restored.report(BEFORE_RESTORE, 1)
+    assert restored.latest()[:2] == (revision, 2)
+    assert "sequence 1, another document at the 1 this cloud issued it" in caplog.text
+    restored.report(revision, 2)
+    restored.report(revision, 2)  # on ours: not ahead, nothing more
+    assert len(restored.assignments()) == 2
+    row = restored.cp.queries.vehicle(VEHICLE)
+    assert (row.sequence, row.desired_revision, row.last_status) == (2, revision, "converged")
+
+
 def test_a_vehicle_with_no_desired_state_here_is_given_the_next_above_what_it_took(
     restored: Restored,
 ) -> None:

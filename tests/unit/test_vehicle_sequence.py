@@ -29,11 +29,14 @@ def assignment(revision: str) -> DesiredAssignment:
     return unsigned_assignment(revision, CORRELATION)
 
 
-def report(report_id: str, sequence: int | None, status: str = "converged") -> StoredReconcile:
+def report(
+    report_id: str, sequence: int | None, status: str = "converged", revision: str | None = None
+) -> StoredReconcile:
     return StoredReconcile(
         schema="muto.reconcile-report.v1",
         report_id=report_id,
         vehicle_id="v1",
+        desired_state_revision=revision,
         sequence=sequence,
         status=status,
         observed_at="2026-01-01T00:00:00Z",
@@ -89,6 +92,19 @@ def test_the_same_revision_signed_again_keeps_the_one_before() -> None:
     assert vehicle.assignment is not None and vehicle.assignment["revision"] == "r2"
     assert vehicle.previous_assignment is not None
     assert vehicle.previous_assignment["revision"] == "r1"
+
+
+def test_another_revision_at_our_own_sequence_is_ahead_too() -> None:
+    """A sequence names one document here: another revision at ours is one a cloud
+    before a restore issued, and the vehicle refuses ours as a replay."""
+    vehicle = new_vehicle()
+    vehicle.assign(assignment("r1"), ACTOR, CORRELATION)
+    vehicle.record_reconcile(report("a", 1, revision="r1"), ACTOR, CORRELATION)
+    assert not vehicle.ahead()
+    vehicle.record_reconcile(report("b", 1, revision="elsewhere"), ACTOR, CORRELATION)
+    assert (vehicle.ahead(), vehicle.next_sequence()) == (True, 2)
+    vehicle.assign(assignment("r1"), ACTOR, CORRELATION)  # re-issued under 2
+    assert not vehicle.ahead()
 
 
 def test_a_snapshot_from_before_knows_what_its_last_report_said() -> None:

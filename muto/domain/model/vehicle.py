@@ -70,6 +70,7 @@ class Vehicle(Aggregate):
         self.attributes = attributes
         self.sequence = 0
         self.reported_sequence = 0  # the highest its reports said it took (believed_sequence)
+        self.reported_revision: str | None = None  # the revision they said it under
         self.assignment: dict[str, Any] | None = None
         self.previous_assignment: dict[str, Any] | None = None
         self.last_report: dict[str, Any] | None = None
@@ -109,8 +110,16 @@ class Vehicle(Aggregate):
 
     def ahead(self) -> bool:
         """Whether the vehicle took a later document than this cloud issued it: a cloud
-        restored from a backup, whose documents it refuses (STALE_REVISION)."""
-        return self.reported() > self.sequence
+        restored from a backup, whose documents it refuses (STALE_REVISION). Or another
+        document under this cloud's own last sequence: here a sequence names one
+        document (a renewal keeps its revision), so a different revision there is one
+        the cloud before the restore issued, and the vehicle refuses ours as a replay."""
+        reported = self.reported()
+        if reported != self.sequence:
+            return reported > self.sequence
+        revision = getattr(self, "reported_revision", None)  # a snapshot before it: None
+        current = (self.assignment or {}).get("revision")
+        return None not in (revision, current) and revision != current
 
     def next_sequence(self) -> int:
         """The sequence of the vehicle's next desired-state document, above both what
@@ -230,8 +239,12 @@ class Vehicle(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             report = self.report
-            taken = believed_sequence(report.status, report.sequence)
-            aggregate.reported_sequence = max(taken, aggregate.reported())
+            taken, known = believed_sequence(report.status, report.sequence), aggregate.reported()
+            if taken and taken >= known:
+                aggregate.reported_sequence = taken
+                aggregate.reported_revision = report.desired_state_revision
+            else:  # kept (set: a snapshot from before it read it off its last report)
+                aggregate.reported_sequence = known
             aggregate.last_report = to_builtins(report)
             aggregate.recent_report_ids.append(self.report.report_id)
             del aggregate.recent_report_ids[:-RECENT_REPORT_IDS]
