@@ -19,10 +19,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from muto.cloud.settings import Settings
-
-# In this order: the views never ahead of the log they were copied with.
-DATABASES = ("views.db", "events.db")
+from muto.cloud.settings import Settings, sqlite_path
 
 
 class BackupRefused(Exception):
@@ -44,14 +41,19 @@ def back_up(settings: Settings, to: Path) -> list[Copied]:
             "snapshot of both; docs/deploy.md), and the data dir's keys/ with it"
         )
     data = settings.data_dir
-    sources = [data / name for name in DATABASES]
+    # In this order: the views never ahead of the log they were copied with.
+    sources = [sqlite_path(settings.views_url), sqlite_path(settings.events_url)]
     for source in sources:
         if not source.is_file():
-            raise BackupRefused(f"{source} is not there: no control plane has used {data}")
+            raise BackupRefused(f"{source} is not there: no control plane has used it")
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise BackupRefused(f"{to} is not an empty directory: a backup never overwrites")
     to.mkdir(mode=0o700, parents=True, exist_ok=True)
-    copied = [Copied(_copy_database(source, to / source.name), "database") for source in sources]
+    names = ("views.db", "events.db")  # what a data dir restored from `to` opens
+    copied = [
+        Copied(_copy_database(source, to / name), "database")
+        for source, name in zip(sources, names, strict=True)
+    ]
     for name, what in (("keys", "the control-plane signing key"), ("artifacts", "artifacts")):
         source = (
             settings.artifact_dir if name == "artifacts" and settings.artifact_dir else data / name

@@ -177,7 +177,7 @@ class Settings:
             return []
         urls = {self.events_url, self.views_url}
         return sorted(
-            Path(url.removeprefix("sqlite:///").partition("?")[0])
+            sqlite_path(url)
             for url in urls
             if url.startswith("sqlite:///") and url != "sqlite:///:memory:"
         )
@@ -191,6 +191,11 @@ class Settings:
             "CREATE_TABLE": "y",
             **self.extra_env,
         }
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///PATH[?...]` URL (as the settings build them)."""
+    return Path(url.removeprefix("sqlite:///").partition("?")[0])
 
 
 # libpq's own bounds on a PostgreSQL connection, so that a replica cut off from the

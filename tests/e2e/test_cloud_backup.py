@@ -7,10 +7,14 @@ log's, the audit chain intact."""
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
+from muto.cloud.backup import back_up
+from muto.cloud.settings import Settings
 from tests.support.api_server import MUTO, ApiServer, vehicle_body
 
 
@@ -80,3 +84,19 @@ def test_a_backup_refuses_what_it_cannot_do_and_writes_nothing(tmp_path: Path) -
         assert "Traceback" not in done.stderr
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+
+
+def test_an_event_log_elsewhere_is_the_one_backed_up(tmp_path: Path) -> None:
+    """`--database-url sqlite:///...` puts the log outside the data dir: that file is
+    copied as the backup's events.db (the code review: a stale data_dir/events.db was)."""
+    data, elsewhere = tmp_path / "cloud", tmp_path / "disk2"
+    data.mkdir()
+    elsewhere.mkdir()
+    for path, rows in ((data / "views.db", 1), (elsewhere / "log.db", 3), (data / "events.db", 9)):
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE t (n INTEGER)")
+            db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(rows)])
+    settings = Settings(data_dir=data, database_url=f"sqlite:///{elsewhere / 'log.db'}")
+    back_up(settings, tmp_path / "backup")
+    with closing(sqlite3.connect(tmp_path / "backup" / "events.db")) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (3,)
