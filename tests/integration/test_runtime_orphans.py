@@ -36,6 +36,7 @@ from tests.support.runtime_kit import (
     make_archive,
     pid_alive,
 )
+from tests.support.subreaper import INIT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,23 +67,6 @@ async def main():
     await runtime.wait_ready(release.health_model)
     os.kill(os.getpid(), signal.SIGKILL)
 asyncio.run(main())
-"""
-
-# What systemd is to a real agent: it adopts orphans (a child subreaper) and reaps them,
-# so a killed process really disappears (this machine's PID 1 leaves zombies). It prints
-# how the agent ended, and exits once no descendant is left.
-INIT = """
-import ctypes, os, subprocess, sys
-if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-    sys.exit("prctl failed")
-agent = subprocess.Popen(sys.argv[1:])
-while True:
-    try:
-        pid, status = os.wait()
-    except ChildProcessError:
-        break
-    if pid == agent.pid:
-        print(os.waitstatus_to_exitcode(status), flush=True)
 """
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,16 @@ from muto.agent.runtime.registry import InstalledComponent, InstalledRegistry
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.trust.files import private_dir
+
+# What the agent's environment may not pass on to pip and venv: anything that says where
+# an install goes, from where, or how (every PIP_*: PIP_TARGET, PIP_PREFIX, PIP_INDEX_URL,
+# PIP_FIND_LINKS...; every PYTHON* and _PYTHON_*: PYTHONPATH, PYTHONHOME, PYTHONUSERBASE,
+# _PYTHON_SYSCONFIGDATA_NAME; an activated venv's VIRTUAL_ENV). The rest stays: PATH, HOME
+# and TMPDIR (pip's cache and temporary files), LD_LIBRARY_PATH and the locale (the
+# agent's own interpreter may need them to start), and proxies, harmless since pip
+# fetches nothing (--no-index).
+_REDIRECTING_PREFIXES = ("PIP_", "PYTHON", "_PYTHON_")
+_REDIRECTING = frozenset({"VIRTUAL_ENV", "__PYVENV_LAUNCHER__"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,10 @@ class ComponentEnvironment:
     The venv is created `--without-pip` and filled by the agent's own pip through
     `pip --python` (about 7x faster than a venv with its own pip, see docs/runtimes.md);
     without pip in the agent it falls back to a venv with pip.
+
+    venv and pip run with `installer_env`: the runtime's `mark` (GroupLedger.environment),
+    so that one left running by an agent that died is reaped with the stack, and nothing
+    of the agent's environment that could redirect the install.
     """
 
     def __init__(
@@ -59,6 +73,7 @@ class ComponentEnvironment:
         python: str = sys.executable,
         agent_pip: bool | None = None,
         timeout_sec: float = 600.0,
+        mark: Mapping[str, str] | None = None,
     ) -> None:
         self.root = root
         self.venv = root / "venv"
@@ -69,6 +84,7 @@ class ComponentEnvironment:
             agent_pip = importlib.util.find_spec("pip") is not None
         self.agent_pip = agent_pip
         self.timeout_sec = timeout_sec
+        self.mark = dict(mark or {})
 
     def installed(self) -> dict[str, InstalledComponent]:
         return self.registry.load()
@@ -130,8 +146,7 @@ class ComponentEnvironment:
         )
 
     async def _run(self, what: str, argv: list[str]) -> None:
-        # No user or site pip configuration may redirect an install on a vehicle.
-        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"}
+        env = installer_env(os.environ, self.mark)
         try:
             result = await run_command(argv, env=env, timeout_sec=self.timeout_sec)
         except (OSError, TimeoutError) as exc:
@@ -139,6 +154,18 @@ class ComponentEnvironment:
         if not result.ok:
             code = _code(full=disk_full_output(result.output))
             raise ReasonError(code, f"{what} failed: {result.output}")
+
+
+def installer_env(agent_env: Mapping[str, str], mark: Mapping[str, str]) -> dict[str, str]:
+    """The environment of venv and pip: the agent's, less what could redirect an install
+    (no configuration file, no user site either), plus the runtime's `mark`."""
+    kept = {name: value for name, value in agent_env.items() if not _redirects(name)}
+    return {**kept, **mark, "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"}
+
+
+def _redirects(name: str) -> bool:
+    upper = name.upper()
+    return upper in _REDIRECTING or upper.startswith(_REDIRECTING_PREFIXES)
 
 
 def _code(*, full: bool) -> ReasonCode:

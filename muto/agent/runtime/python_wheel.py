@@ -88,6 +88,8 @@ class PythonWheelRuntime(SupervisedRuntime):
             python=self.python,
             agent_pip=self.agent_pip,
             timeout_sec=self.install_timeout_sec,
+            # Marked like the stack: a venv or pip a crash left running is reaped too.
+            mark={**self.ledger.environment, "MUTO_RELEASE": release.key},
         )
         await self._installed(release, environment, wheels, f"sha256:{combined.hexdigest()}")
         commands = []
