@@ -35,7 +35,6 @@ from muto.agent.transport.http import CloudClient, CloudPort
 from muto.agent.trust import MemoryTrust, provision
 from muto.domain.broker import Broker
 from muto.domain.gates import SafetyFloor
-from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 from muto.trust import TrustConfig
 from muto.trust.files import PRIVATE_FILE_MODE, atomic_write, private_dir
@@ -109,9 +108,6 @@ def local_agent(options: RunOptions, **settings: Any) -> Agent:
         kill=KillSwitch.from_env(),
         data_dir=data,
         config_file=data / CONFIG_FILE,
-        self_fetched=frozenset({ArtifactType.OCI_IMAGE})
-        if options.runtime == "podman"
-        else frozenset(),
     )
     agent_settings = AgentSettings(
         vehicle_id=options.vehicle_id,

@@ -26,7 +26,6 @@ from muto.agent.trust import Trust
 from muto.domain.broker import Broker
 from muto.domain.gates import SafetyFloor
 from muto.domain.messages import Leaf
-from muto.domain.release import ArtifactType
 from muto.domain.wire import Wire
 
 if TYPE_CHECKING:
@@ -80,7 +79,6 @@ class AgentParts:
     kill: KillSwitch = field(default_factory=KillSwitch)
     data_dir: Path | None = None  # free disk is measured here when the state omits it
     config_file: Path | None = None  # where the agentConfig in force is mirrored
-    self_fetched: frozenset[ArtifactType] = frozenset()
 
     async def close(self) -> None:
         if self.cloud is not None:
@@ -135,7 +133,6 @@ class Wiring:
             artifacts=p.artifacts,
             clock=p.clock,
             kill=p.kill,
-            self_fetched=p.self_fetched,
             signals=signals,
         )
         intake = Intake(
@@ -156,7 +153,6 @@ class Wiring:
             vehicle=p.vehicle,
             clock=p.clock,
             data_dir=p.data_dir,
-            self_fetched=p.self_fetched,
             floor=s.floor,
             signals=signals,
         )

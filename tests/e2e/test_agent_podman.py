@@ -131,9 +131,9 @@ def test_a_release_of_the_same_stack_that_cannot_start_is_rolled_back_to_a_runni
 def test_an_image_whose_registry_is_down_is_pulled_when_it_is_back(
     tmp_path: Path, cloud: CloudProcess, podman_env: PodmanWorld
 ) -> None:
-    """podman pulls in the runtime's apply, before anything is stopped: a registry down
-    then is a download that failed, `failed` ARTIFACT_DOWNLOAD_FAILED and tried again at
-    the next poll; the release is not condemned (it was, for good, on a vehicle that had
+    """The agent pulls the image as a download, before the apply: a registry down then
+    is a download that failed, `failed` ARTIFACT_DOWNLOAD_FAILED and tried again at the
+    next poll; the release is not condemned (it was, for good, on a vehicle that had
     nothing to roll back to)."""
     world = podman_env
     world.rig.forget_image(world.good.pinned)  # not in the vehicle's store

@@ -170,9 +170,10 @@ def full_disk(
 def test_a_release_not_put_in_place_keeps_what_runs_and_is_tried_again(
     code: ReasonCode, kind: str
 ) -> None:
-    """A full disk, or a registry down for the image's pull (podman pulls in apply),
-    before what runs is stopped: the pass ends as a download's failure would, and the
-    release is not condemned (a registry blip rolled a canary back, for good)."""
+    """A full disk, or a registry down for the apply's own pull (an image removed since
+    the agent fetched it), before what runs is stopped: the pass ends as a download's
+    failure would, and the release is not condemned (a registry blip rolled a canary
+    back, for good)."""
 
     async def scenario() -> None:
         rig = await started()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from muto.agent.runtime import podman as podman_module
+from muto.agent.runtime import podman_images
 from muto.agent.runtime.commands import CommandResult
 from muto.agent.runtime.podman import PodmanRuntime
 from muto.domain.errors import ReasonError
@@ -80,6 +81,7 @@ class FakePodman:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakePodman:
     fake = FakePodman()
     monkeypatch.setattr(podman_module, "run_command", fake)
+    monkeypatch.setattr(podman_images, "run_command", fake)
     monkeypatch.setattr(podman_module, "stop_leftovers", lambda *_: None)
     return fake
 

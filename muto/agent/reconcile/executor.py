@@ -52,11 +52,10 @@ from muto.agent.reconcile.steps import (
     StopRuntime,
 )
 from muto.agent.reports import reconcile_event
-from muto.agent.runtime.base import RuntimeAdapter
+from muto.agent.runtime.base import RuntimeAdapter, own_fetcher
 from muto.agent.signals import Signals
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import ArtifactType
 
 # Failures of an apply that leave what runs untouched, and condemn nothing (_blocked).
 NOT_PUT_IN_PLACE = frozenset({ReasonCode.INSUFFICIENT_DISK, ReasonCode.ARTIFACT_DOWNLOAD_FAILED})
@@ -70,14 +69,14 @@ class Executor:
     artifacts: ArtifactSource
     clock: Clock
     kill: KillSwitch = field(default_factory=KillSwitch)
-    self_fetched: frozenset[ArtifactType] = frozenset()
     signals: Signals = field(default_factory=Signals)
 
     def __post_init__(self) -> None:
-        self._gatherer = Gatherer(
-            self.journal, self.artifacts, self.clock, self.kill, self.self_fetched, self.signals
+        fetcher = own_fetcher(self.runtime)
+        self.gatherer = Gatherer(
+            self.journal, self.artifacts, self.clock, self.kill, fetcher, self.signals
         )
-        self._restorer = Restorer(self.journal, self.runtime, self._gatherer, self.clock, self.kill)
+        self._restorer = Restorer(self.journal, self.runtime, self.gatherer, self.clock, self.kill)
         self._table: dict[type[Step], Callable[[Any, PassMemory], Awaitable[None]]] = {
             QueueReport: self._report,
             NoteGates: self._gates,
@@ -116,13 +115,13 @@ class Executor:
     async def _fetch(self, step: FetchArtifacts, memory: PassMemory) -> None:
         release = self.journal.state.releases[step.release_key]
         wanted = set(step.digests)
-        await self._gatherer.gather(
+        await self.gatherer.gather(
             release, memory, [a for a in release.artifacts if a.digest in wanted]
         )
 
     async def _apply(self, step: Apply, memory: PassMemory) -> None:
         release = self.journal.state.releases[step.release_key]
-        paths = await self._gatherer.gather(release, memory, release.artifacts)
+        paths = await self.gatherer.gather(release, memory, release.artifacts)
         if paths is None:
             return  # journaled (ArtifactFailed); the planner sees it in download_failures
         self.signals.set_phase(AgentPhase.APPLYING)
@@ -176,7 +175,8 @@ class Executor:
 
     def _blocked(self, step: Apply, code: ReasonCode, ran: str | None) -> bool:
         """The release could not be put in place, what runs untouched: a full disk, or
-        content the runtime fetches itself (an OCI image's pull) that did not come. The
+        content the runtime fetches itself that did not come (an image removed since it
+        was fetched, which the apply's own short pull could not get back). The
         runtime stops what runs only after the new release is ready to start
         (RuntimeAdapter), so if it still runs what it ran, nothing was stopped and nothing
         failed: as a download of the pass, blocked (a full disk) or failed

@@ -1,9 +1,11 @@
 """Gathering a release's artifacts before a step uses them: verified paths, or a
-journaled reason why one is unavailable (remembered for the rest of the pass)."""
+journaled reason why one is unavailable (remembered for the rest of the pass). The
+artifacts a runtime fetches itself (podman's images: runtime/base.py, SelfFetcher) are
+downloads like the cache's: fetched here, journaled the same, with no path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +14,12 @@ from muto.agent.clock import Clock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import ArtifactCached, ArtifactEvicted, ArtifactFailed
 from muto.agent.kill import KillSwitch
+from muto.agent.runtime.base import SelfFetcher
 from muto.agent.signals import Signals
 from muto.domain.errors import ReasonError
 from muto.domain.messages import AgentPhase
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import Artifact, ArtifactType, StackRelease
+from muto.domain.release import Artifact, StackRelease
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Gatherer:
     artifacts: ArtifactSource
     clock: Clock
     kill: KillSwitch
-    self_fetched: frozenset[ArtifactType]
+    fetcher: SelfFetcher | None
     signals: Signals
 
     async def gather(
@@ -50,10 +53,14 @@ class Gatherer:
         self.kill("cache")
         paths: dict[str, Path] = {}
         for artifact in wanted:
-            if artifact.type in self.self_fetched:
-                continue
+            gone: tuple[str, ...] = ()
             try:
-                fetched = await self.artifacts.ensure(artifact)
+                if (fetcher := self._fetcher_of(artifact)) is not None:
+                    downloaded = await fetcher.fetch(artifact)
+                else:
+                    fetched = await self.artifacts.ensure(artifact)
+                    paths[artifact.digest] = fetched.path
+                    downloaded, gone = fetched.downloaded, fetched.evicted
             except ReasonError as exc:
                 memory.download_failures[artifact.digest] = exc.code
                 self.journal.append(
@@ -66,13 +73,27 @@ class Gatherer:
                     )
                 )
                 return None
-            paths[artifact.digest] = fetched.path
-            now = self.clock.now()
-            gone = [ArtifactEvicted(at=now, digest=d) for d in fetched.evicted]
-            if fetched.downloaded:
+            if downloaded:
+                now = self.clock.now()
                 cached = ArtifactCached(
                     at=now, digest=artifact.digest, size=artifact.size, release_key=release.key
                 )
-                self.journal.append(*gone, cached)
+                self.journal.append(*[ArtifactEvicted(at=now, digest=d) for d in gone], cached)
         self.kill("cache:done")
         return paths
+
+    def _fetcher_of(self, artifact: Artifact) -> SelfFetcher | None:
+        """The runtime's own fetcher, for an artifact the runtime fetches itself."""
+        fetcher = self.fetcher
+        return fetcher if fetcher is not None and artifact.type in fetcher.types else None
+
+    async def present(
+        self, digests: Collection[str], releases: Iterable[StackRelease]
+    ) -> frozenset[str]:
+        """Which of `digests` (artifacts of `releases`) are at hand: in the cache, or held
+        by the runtime that fetches them itself."""
+        own = {a.digest: a for r in releases for a in r.artifacts if self._fetcher_of(a)}
+        held: frozenset[str] = frozenset()
+        if self.fetcher is not None and own:
+            held = await self.fetcher.present([a for d, a in own.items() if d in digests])
+        return self.artifacts.present(d for d in digests if d not in own) | held

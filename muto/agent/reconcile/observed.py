@@ -9,7 +9,6 @@ from muto.agent.journal.state import JournalState
 from muto.agent.runtime.base import RuntimeStatus
 from muto.domain.gates import SafetyFloor
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import ArtifactType
 from muto.domain.vehicle_state import VehicleState
 
 
@@ -18,9 +17,9 @@ class Observed:
     journal: JournalState  # read only
     runtime: RuntimeStatus
     vehicle: VehicleState  # free disk filled in
-    cached: frozenset[str]  # digests present in the artifact cache
-    # Artifact types the runtime fetches itself (podman pulls oci_image by digest).
-    self_fetched: frozenset[ArtifactType] = frozenset()
+    # Digests at hand: in the artifact cache, or held by the runtime that fetches them
+    # itself (podman's images: runtime/base.py, SelfFetcher).
+    cached: frozenset[str]
     # Downloads that failed during this pass (digest -> code); the next pass retries.
     download_failures: Mapping[str, ReasonCode] = field(default_factory=dict)
     # The runtime reports the journal's running release down for good: not alive, not

@@ -24,9 +24,11 @@ for all inputs):
 - a restore whose artifacts failed to download this pass is not planned again in it:
   the running release failed (a rollback to a known good at hand follows), or, with none
   at hand, the pass ends ARTIFACT_DOWNLOAD_FAILED and a later one tries again;
+- an artifact the runtime fetches itself (podman's image) is a download like the cache's:
+  missing, it is a FetchArtifacts step, so the gates are judged after it;
 - a release the runtime could not put in place, with what runs kept (executor._blocked:
-  a full disk, an OCI image's pull that failed), is for the rest of the pass what a
-  download that failed so would be: `blocked` INSUFFICIENT_DISK or `failed`
+  a full disk, the pull of an image removed since it was fetched), is for the rest of
+  the pass what a download that failed so would be: `blocked` INSUFFICIENT_DISK or `failed`
   ARTIFACT_DOWNLOAD_FAILED, not condemned; the next pass tries again.
 """
 
@@ -201,19 +203,14 @@ def restore_lost(observed: Observed) -> bool:
 
 
 def _unavailable(release: StackRelease, observed: Observed) -> list[str]:
-    return [
-        a.digest
-        for a in release.artifacts
-        if a.type not in observed.self_fetched and a.digest in observed.download_failures
-    ]
+    return [a.digest for a in release.artifacts if a.digest in observed.download_failures]
 
 
 def _at_hand(release: StackRelease, observed: Observed) -> bool:
-    """Every artifact `release` needs is in the cache (or fetched by the runtime itself)."""
+    """Every artifact `release` needs is at hand: in the cache, or (an image) in the store
+    of the runtime that fetches it itself."""
     return not _unavailable(release, observed) and all(
-        a.digest in observed.cached
-        for a in release.artifacts
-        if a.type not in observed.self_fetched
+        a.digest in observed.cached for a in release.artifacts
     )
 
 
@@ -273,11 +270,7 @@ def _toward(
     )
     if (gates, d.sequence) != (s.gates, s.gates_sequence):
         steps.append(NoteGates(revision=d.revision, sequence=d.sequence, codes=gates))
-    missing = [
-        a.digest
-        for a in release.artifacts
-        if a.type not in observed.self_fetched and a.digest not in observed.cached
-    ]
+    missing = [a.digest for a in release.artifacts if a.digest not in observed.cached]
     if gates:
         if missing and DISK not in gates and not observed.download_failures:
             steps.append(FetchArtifacts(release_key=key, digests=missing))

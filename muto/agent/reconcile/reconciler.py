@@ -42,7 +42,6 @@ from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.gates import SafetyFloor
 from muto.domain.messages import AgentPhase
-from muto.domain.release import ArtifactType
 
 logger = logging.getLogger("muto.agent")
 MAX_ROUNDS = 32  # a pass needs a handful; more means a planner bug, not a busy vehicle
@@ -88,7 +87,6 @@ class Reconciler:
     vehicle: VehicleStateProvider
     clock: Clock
     data_dir: Path | None = None  # where free disk is measured when the state omits it
-    self_fetched: frozenset[ArtifactType] = frozenset()
     floor: SafetyFloor = field(default_factory=SafetyFloor)  # the vehicle's own
     signals: Signals = field(default_factory=Signals)
     verdict: PassVerdict | None = None  # the last pass's
@@ -165,7 +163,7 @@ class Reconciler:
         newer desired state first."""
         for _ in range(MAX_ROUNDS):
             self._pin()
-            observed = self.observe(memory)
+            observed = await self.observe(memory)
             self.lost = observed.journal.running_key if restore_lost(observed) else None
             decided = plan(self.journal.state.desired, observed, self.clock.now())
             if not await self._act(decided.steps, memory, observed):
@@ -184,8 +182,9 @@ class Reconciler:
                 done = await self._preemptible(self.executor.run(step, memory), "download")
                 if isinstance(done, Preempted):
                     if self._cut_for == "newer":
-                        missing = set(step.digests) - set(self.artifacts.present(step.digests))
-                        cut = [d for d in step.digests if d in missing]
+                        release = self.journal.state.releases[step.release_key]
+                        held = await self.executor.gatherer.present(step.digests, [release])
+                        cut = [d for d in step.digests if d not in held]
                         self._note_preempted("download", step.release_key, memory, cut)
                     return False
             elif isinstance(step, Apply) and self._holds(step, observed, memory):
@@ -317,16 +316,17 @@ class Reconciler:
         self._cut_for = why
         self._section.cancel()
 
-    def observe(self, memory: PassMemory | None = None) -> Observed:
+    async def observe(self, memory: PassMemory | None = None) -> Observed:
         state = self.journal.state
-        digests = {a.digest for r in state.releases.values() for a in r.artifacts}
+        releases = state.releases.values()
+        digests = {a.digest for r in releases for a in r.artifacts}
+        cached = await self.executor.gatherer.present(digests, releases)
         status = self.runtime.status()
         return Observed(
             journal=state,
             runtime=status,
             vehicle=with_free_disk(self.vehicle.read(), self.data_dir),
-            cached=self.artifacts.present(digests),
-            self_fetched=self.self_fetched,
+            cached=cached,
             download_failures=dict(memory.download_failures) if memory else {},
             stack_down=self._down(state, status),
             degraded_s=self._degraded_s(state, status),

@@ -12,12 +12,12 @@ Every adapter keeps these invariants (each adapter's docstring says how):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from muto.domain.release import HealthModel, StackRelease
+from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +62,36 @@ class RuntimeAdapter(Protocol):
         after health.readiness_timeout_sec, or CRASH_LOOP_DETECTED if the crash-loop rule
         trips while waiting."""
         ...
+
+
+@runtime_checkable
+class SelfFetcher(Protocol):
+    """How a runtime that fetches some artifacts itself (podman pulls an `oci_image` from
+    its registry into its own store) lets the agent fetch them as downloads, before an
+    apply and under the same rules as the artifact cache's: while the gates block, cut
+    short for a newer desired state or a running release that needs the pass, a failure
+    `failed` ARTIFACT_DOWNLOAD_FAILED (or `blocked` INSUFFICIENT_DISK) and tried again,
+    never a failure of the release. The runtime's apply still checks the artifact is there.
+
+    Invariants (tests/support/fetcher_contract.py, on every adapter and its twin): an
+    artifact is present after its fetch returns; a fetch of one present fetches nothing
+    (False); a fetch that fails leaves it absent and raises ReasonError
+    ARTIFACT_DOWNLOAD_FAILED, or INSUFFICIENT_DISK for a full store; a fetch that gets no
+    bytes for a while, or does not finish in time, fails so; a cancelled fetch leaves
+    nothing of it running."""
+
+    types: frozenset[ArtifactType]  # the artifact types it fetches; the cache has the rest
+
+    async def present(self, artifacts: Collection[Artifact]) -> frozenset[str]:
+        """The digests of `artifacts` (of `types`) the runtime holds now."""
+        ...
+
+    async def fetch(self, artifact: Artifact) -> bool:
+        """Fetch `artifact` unless present; True if it was fetched now."""
+        ...
+
+
+def own_fetcher(runtime: object) -> SelfFetcher | None:
+    """The SelfFetcher of a runtime that fetches artifacts itself (its `fetcher`)."""
+    fetcher = getattr(runtime, "fetcher", None)
+    return fetcher if isinstance(fetcher, SelfFetcher) else None

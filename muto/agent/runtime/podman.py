@@ -14,11 +14,17 @@ from muto.agent.runtime.archive import single_artifact
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import CommandResult, run_command
 from muto.agent.runtime.crash_loop import RestartHistory, is_crash_looping
+from muto.agent.runtime.podman_images import (
+    PULL_STALL_SEC,
+    PULL_TOTAL_SEC,
+    PodmanImages,
+    image_ref,
+)
 from muto.agent.runtime.podman_leftovers import owner_label, stop_leftovers
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
+from muto.domain.release import ArtifactType, HealthModel, StackRelease
 
 # ROS 2 discovery (DDS multicast, shared memory) needs the vehicle's network and IPC.
 ROS_RUN_ARGS = ("--network=host", "--ipc=host")
@@ -27,6 +33,9 @@ ROS_RUN_ARGS = ("--network=host", "--ipc=host")
 INSPECT = '--format={{.State.Running}} {{.RestartCount}} {{index .Config.Labels "muto.release"}}'
 # What `podman healthcheck run` says for an image without a HEALTHCHECK (exit 125).
 NO_HEALTHCHECK = "has no defined healthcheck"
+# How long the apply may pull an image removed since the agent fetched it: an apply is
+# never cut short, so this pull is bounded short; the next pass fetches it as a download.
+APPLY_PULL_SEC = 60.0
 
 
 class PodmanRuntime:
@@ -46,7 +55,9 @@ class PodmanRuntime:
     after a failed `run` the name holds A still running (kept) or nothing: `--replace`
     may already have removed A, and B's never-started container is removed, so the
     rollback's apply(A) starts A again. The image store is podman's own: the agent's
-    artifact cache is not used for oci_image artifacts.
+    artifact cache is not used for oci_image artifacts; the agent pulls them before the
+    apply through `fetcher` (podman_images.py), and the apply pulls only an image removed
+    since, within `apply_pull_sec`.
     """
 
     name: str = "podman"
@@ -60,6 +71,9 @@ class PodmanRuntime:
         grace_sec: float = 10.0,
         poll_sec: float = 1.0,
         command_timeout_sec: float = 600.0,
+        pull_stall_sec: float = PULL_STALL_SEC,
+        pull_total_sec: float = PULL_TOTAL_SEC,
+        apply_pull_sec: float = APPLY_PULL_SEC,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workdir = workdir  # podman keeps its own state; this names our containers
@@ -68,6 +82,8 @@ class PodmanRuntime:
         self.grace_sec = grace_sec
         self.poll_sec = poll_sec
         self.command_timeout_sec = command_timeout_sec
+        self.apply_pull_sec = apply_pull_sec
+        self.fetcher = PodmanImages(podman, stall_sec=pull_stall_sec, total_sec=pull_total_sec)
         self.clock = clock
         self._running: StackRelease | None = None
         self._alive = False
@@ -83,8 +99,9 @@ class PodmanRuntime:
             seen = await self._inspect(release) if previous == release else None
             if seen is not None and seen.runs(release):
                 return
-            image = image_ref(single_artifact(release, ArtifactType.OCI_IMAGE))
-            await self._pull(image)
+            artifact = single_artifact(release, ArtifactType.OCI_IMAGE)
+            image = image_ref(artifact)
+            await self.fetcher.ensure(artifact, self.apply_pull_sec)
             if previous is not None and previous.stack_name != release.stack_name:
                 await self._stop_watching()
                 self._running = None
@@ -223,17 +240,6 @@ class PodmanRuntime:
                 await self._watch
             self._watch = None
 
-    async def _pull(self, image: str) -> None:
-        """Pull `<ref>@<digest>` unless podman's store holds that digest already, so a
-        vehicle converges again on an image it pulled before without the registry. podman
-        checks the manifest against the digest: a registry serving other content is refused
-        (ARTIFACT_DOWNLOAD_FAILED, like a cached artifact whose digest does not match)."""
-        if (await self._run("image", "exists", image)).ok:
-            return
-        pulled = await self._run("pull", "--quiet", image)
-        if not pulled.ok:
-            raise ReasonError(ReasonCode.ARTIFACT_DOWNLOAD_FAILED, f"podman pull: {pulled.output}")
-
     async def _podman(self, *args: str) -> None:
         result = await self._run(*args)
         if not result.ok:
@@ -244,16 +250,6 @@ class PodmanRuntime:
             return await run_command([self.podman, *args], timeout_sec=self.command_timeout_sec)
         except (OSError, TimeoutError) as exc:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"podman {args[0]}: {exc!r}") from None
-
-
-def image_ref(artifact: Artifact) -> str:
-    """`<ref>@<digest>`: podman verifies the pulled image against the signed digest."""
-    ref, _, pinned = artifact.ref.partition("@")
-    if pinned and pinned != artifact.digest:
-        raise ReasonError(
-            ReasonCode.APPLY_FAILED, f"{artifact.ref} is pinned to another digest than signed"
-        )
-    return f"{ref}@{artifact.digest}"
 
 
 def _name(release: StackRelease) -> str:

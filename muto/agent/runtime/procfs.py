@@ -84,6 +84,24 @@ def process_table(mark: str | None = None) -> dict[int, ProcessEntry]:
     return {e.pid: e for e in entries if e is not None and e.pid != os.getpid()}
 
 
+def group_reads(pgid: int) -> int | None:
+    """Bytes the processes of group `pgid` have read so far (`rchar` of /proc/<pid>/io:
+    files and sockets alike), or None where /proc cannot say. A download's progress,
+    whoever in the group does it; exited members no longer count."""
+    total, seen = 0, False
+    for entry in process_table().values():
+        if entry.pgid != pgid:
+            continue
+        try:
+            text = (PROC / str(entry.pid) / "io").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("rchar:"):
+                total, seen = total + int(line.split()[1]), True
+    return total if seen else None
+
+
 def signal_process(entry: ProcessEntry, sig: signal.Signals) -> bool:
     """Send `sig` to `entry.pid` only if that pid is still the same process (same start
     time). The check and the kill are two system calls; in between, the process would

@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.crash_loop import is_crash_looping
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
-from muto.domain.release import HealthModel, StackRelease
+from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,56 @@ class SimulatedBehaviour:
 BehaviourTable = Mapping[str, SimulatedBehaviour] | Callable[[StackRelease], SimulatedBehaviour]
 
 
+@dataclass
+class SimulatedImages:
+    """The in-memory twin of podman's image store (podman_images.PodmanImages), the
+    SelfFetcher of a simulated runtime that fetches its `oci_image` artifacts itself. A
+    pull takes `pull_sec` (real seconds), then waits for `arrives` if given (a test holds
+    it there); a digest in `failing` fails with its code; one in `stalled` gets no bytes
+    and fails after `stall_sec`, as a stalled registry does."""
+
+    held: set[str] = field(default_factory=set)
+    pull_sec: float = 0.0
+    arrives: asyncio.Event | None = None
+    failing: dict[str, ReasonCode] = field(default_factory=dict)
+    stalled: set[str] = field(default_factory=set)
+    stall_sec: float = 0.0
+    types: frozenset[ArtifactType] = frozenset({ArtifactType.OCI_IMAGE})
+    pulling: str | None = None  # the digest being pulled now
+    pulls: list[str] = field(default_factory=list)  # every pull begun, in order
+    cut: list[str] = field(default_factory=list)  # every pull cancelled
+
+    async def present(self, artifacts: Collection[Artifact]) -> frozenset[str]:
+        return frozenset(a.digest for a in artifacts if a.digest in self.held)
+
+    async def fetch(self, artifact: Artifact) -> bool:
+        if artifact.digest in self.held:
+            return False
+        self.pulling = artifact.digest
+        self.pulls.append(artifact.digest)
+        try:
+            await self._pull(artifact)
+        except asyncio.CancelledError:
+            self.cut.append(artifact.digest)
+            raise
+        finally:
+            self.pulling = None
+        self.held.add(artifact.digest)
+        return True
+
+    async def _pull(self, artifact: Artifact) -> None:
+        if artifact.digest in self.stalled:
+            await asyncio.sleep(self.stall_sec)
+            detail = f"podman pull {artifact.ref}: no bytes for {self.stall_sec:g}s"
+            raise ReasonError(ReasonCode.ARTIFACT_DOWNLOAD_FAILED, detail)
+        await asyncio.sleep(self.pull_sec)
+        if self.arrives is not None:
+            await self.arrives.wait()
+        code = self.failing.get(artifact.digest)
+        if code is not None:
+            raise ReasonError(code, f"podman pull {artifact.ref}: simulated")
+
+
 class SimulatedRuntime:
     """Simulates one running release per agent.
 
@@ -41,7 +91,9 @@ class SimulatedRuntime:
     duration, the release's health timeouts and windows included, so a simulator can
     run hours of fleet time in minutes. Same invariants as the real runtimes: one
     release at a time, a failed apply leaves the previous one running, re-applying the
-    running release is a no-op.
+    running release is a no-op. With a `fetcher` it fetches its oci_image artifacts
+    itself, as podman does, and an apply of a release whose image it does not hold fails
+    ARTIFACT_DOWNLOAD_FAILED (podman's own pull, the registry out of reach).
     """
 
     name: str = "simulated"
@@ -53,8 +105,10 @@ class SimulatedRuntime:
         behaviours: BehaviourTable | None = None,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        fetcher: SimulatedImages | None = None,
     ) -> None:
         self.workdir = workdir  # unused: nothing touches the disk
+        self.fetcher = fetcher  # its images, when it fetches them itself (as podman does)
         self.behaviours: BehaviourTable = behaviours or {}
         self.time_scale = time_scale
         self.clock = clock
@@ -73,12 +127,23 @@ class SimulatedRuntime:
         if self._running == release and not self._halted:
             return
         behaviour = self.behaviour_of(release)
+        self._check_images(release)
         await asyncio.sleep(behaviour.apply_sec * self.time_scale)
         if behaviour.apply_fails:
             raise ReasonError(ReasonCode.APPLY_FAILED, f"{release.key}: simulated apply failure")
         self._running, self._behaviour, self._started = release, behaviour, self.clock()
         self._halted = False
         self.applied.append(release.key)
+
+    def _check_images(self, release: StackRelease) -> None:
+        fetcher = self.fetcher
+        if fetcher is None:
+            return
+        for artifact in release.artifacts:
+            if artifact.type in fetcher.types and artifact.digest not in fetcher.held:
+                raise ReasonError(
+                    ReasonCode.ARTIFACT_DOWNLOAD_FAILED, f"{release.key}: image not pulled"
+                )
 
     async def stop(self) -> None:
         self._running, self._halted = None, False
