@@ -47,7 +47,7 @@ def test_running_manifest_digest_is_filled_after_a_rollback() -> None:
 
 
 def test_a_snapshot_of_the_previous_state_shape_is_replayed_over(tmp_path: Path) -> None:
-    assert len(PAST_SNAPSHOT_TOPICS) == 4  # v1 to v4
+    assert len(PAST_SNAPSHOT_TOPICS) == 5  # v1 to v5
     for old_topic in sorted(PAST_SNAPSHOT_TOPICS):
         data_dir = tmp_path / old_topic
         journal = Journal.open(data_dir)

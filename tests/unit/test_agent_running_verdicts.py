@@ -6,6 +6,8 @@ The newer revision is still applied once the gates allow."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,6 +33,7 @@ from tests.support.agent_rig import (
     B,
     C,
     Rig,
+    codes,
     converged_on,
     desired_of,
     failing,
@@ -386,32 +389,79 @@ def test_a_restore_while_a_newer_revision_is_gated_runs_and_fails_under_its_own(
 NOWHERE_TO_GO = [CRASH, ReasonCode.NO_PREVIOUS_KNOWN_GOOD]
 
 
+async def a_halts_while_b_waits(rig: Rig) -> None:
+    """A, the only release that ran (dsr_1), crash-loops with nothing to roll back to,
+    while dsr_2 (B) waits on a gate: the vehicle is moving."""
+    rig.runtime.time_scale = 1.0  # A restarts every second of the rig's clock
+    await converged_on(rig, A, 1)
+    rig.vehicle.state = MOVING
+    rig.cloud.serve(rig.signers.bundle(B, 2))
+    assert (await rig.reconcile()).kind == "blocked"
+    rig.clock.advance(5)
+    assert rig.agent.drifted()
+    assert (await rig.reconcile()).kind == "blocked"
+
+
+def crash_looping_a() -> dict[str, SimulatedBehaviour]:
+    return {A.key: SimulatedBehaviour(restart_every_sec=1.0)}
+
+
 def a_halted_while_b_waits() -> list[ev.Event]:
-    """A, the only release that ran, crash-looped under dsr_1 with nothing to roll back
-    to, while dsr_2 (B) waits on a gate."""
-    return [
-        desired_of(A, 1),
-        *applied(A.key, "dsr_1", 1),
-        desired_of(B, 2),
-        ev.CrashLoopDetected(
-            at=T0, release_key=A.key, during="running", revision="dsr_1", sequence=1
-        ),
-        ev.RollbackStarted(at=T0, failed_key=A.key, target_key=None, causes=[CRASH]),
-        ev.RollbackFailed(at=T0, failed_key=A.key, target_key=None, codes=NOWHERE_TO_GO),
-    ]
+    """The events a real agent journals for `a_halts_while_b_waits`: RollbackFailed, then
+    RuntimeStopped (the runtime stopped), then the pass's reports."""
+
+    async def scenario() -> list[ev.Event]:
+        rig = await started(behaviours=crash_looping_a())
+        await a_halts_while_b_waits(rig)
+        return [r.event for r in rig.journal.records()]
+
+    return asyncio.run(scenario())
+
+
+def test_a_failed_rollback_while_a_newer_revision_waits_is_unhealthy_and_runs_nothing() -> None:
+    """The fleet must not see a vehicle that runs nothing as merely waiting for B: health
+    is `unhealthy` with the failure's codes and NOT_YET_APPLIED, and names nothing running
+    (docs/agent.md, "Offline and reporting")."""
+
+    async def scenario() -> None:
+        rig = await started(behaviours=crash_looping_a())
+        await a_halts_while_b_waits(rig)
+        said = [type(r.event).__name__ for r in rig.journal.records()]
+        assert said[-4:-2] == ["RollbackFailed", "RuntimeStopped"]
+        assert rig.runtime.status().release is None
+        rig.agent.report_health()
+        await rig.deliver()
+        health = [r for r in rig.cloud.reports if r["kind"] == "health"][-1]
+        assert (health["status"], health["reasonCodes"], health["running"]) == (
+            "unhealthy",
+            [*codes(NOWHERE_TO_GO), "NOT_YET_APPLIED"],
+            None,
+        )
+        assert rig.cloud.reconcile_reports()[-2:] == [
+            ("dsr_1", "failed", codes(NOWHERE_TO_GO)),
+            ("dsr_2", "blocked", ["DENY_MOVING"]),
+        ]
+        rig.vehicle.state = PARKED  # B applied at last: health is B's own
+        assert (await rig.reconcile()).kind == "converged"
+        assert rig.journal.state.halted is None
+        assert health_of(rig.journal.state, rig.runtime.status()) == (HealthStatus.HEALTHY, [])
+
+    run(scenario)
 
 
 def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
     """A, the only release that ran, crash-looped under dsr_1 with nothing to roll back to,
     while dsr_2 (B) waits on a gate: the failure is reported under dsr_1, and health says
-    unhealthy with its codes (nothing runs), not merely B's degraded NOT_YET_APPLIED."""
-    codes, halted = NOWHERE_TO_GO, a_halted_while_b_waits()
+    unhealthy with its codes (nothing runs), not merely B's degraded NOT_YET_APPLIED; the
+    journal replayed says the same."""
+    failure, halted = NOWHERE_TO_GO, a_halted_while_b_waits()
     state = folded(*halted)
-    assert state.running is None and state.unreported is not None
-    assert state.unreported.revision == "dsr_1"
+    assert state.running is None and state.reported["dsr_1"] == Outcome(
+        revision="dsr_1", sequence=None, status=ReconcileStatus.FAILED, codes=failure
+    )
     assert health_of(state, STOPPED) == (
         HealthStatus.UNHEALTHY,
-        [*codes, ReasonCode.NOT_YET_APPLIED],
+        [*failure, ReasonCode.NOT_YET_APPLIED],
     )
     # B applied at last: the halt is over, health is B's own.
     after = folded(*halted, *applied(B.key, "dsr_2", 2))
@@ -421,10 +471,13 @@ def test_health_says_why_nothing_runs_while_a_newer_revision_waits() -> None:
 def test_a_newer_revision_ends_the_halt_when_it_runs_nothing_and_any_restate() -> None:
     """`halted` and `restate` are about the revision in force: a "run nothing" revision is
     met by nothing running (health is its own again), and a newer revision's first
-    verdict is sent anyway (restating the old one would be noise)."""
-    codes, halted = NOWHERE_TO_GO, a_halted_while_b_waits()
+    verdict is sent anyway (restating the old one would be noise). The journal as the
+    failed rollback left it, before the pass queued its reports."""
+    events = a_halted_while_b_waits()
+    stopped = max(i for i, e in enumerate(events) if isinstance(e, ev.RuntimeStopped))
+    halted = events[: stopped + 1]
     state = folded(*halted)
-    assert state.halted == codes and state.restate == "dsr_2"
+    assert state.halted == NOWHERE_TO_GO and state.restate == "dsr_2"
     nothing = msgspec.structs.replace(desired_of(B, 3), release=None)
     after = folded(*halted, nothing)
     assert (after.halted, after.restate) == (None, None)

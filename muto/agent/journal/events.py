@@ -229,6 +229,10 @@ class RollbackFailed(Event, frozen=True):
     target_key: str | None
     codes: list[ReasonCode]
     detail: str = ""
+    # The target could not be put in place for want of disk (INSUFFICIENT_DISK): nothing
+    # about it failed. It stays known good and the rollback stays due, tried again at the
+    # next pass (as a blocked ApplyFailed); the failure is reported meanwhile.
+    blocked: bool = False
 
 
 class RuntimeStopped(Event, frozen=True):

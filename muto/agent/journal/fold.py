@@ -152,12 +152,11 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             judged = _settle(state, event.failed_key, ReconcileStatus.ROLLED_BACK, codes)
             _run(state, event.target_key, judged, "rolled_back")
         case ev.RollbackFailed():
-            _settle(state, event.failed_key, ReconcileStatus.FAILED, list(event.codes))
-            if event.target_key is not None:
-                _forget_good(state, event.target_key)
-            state.running, state.halted = None, list(event.codes)
+            _rollback_failed(state, event)
         case ev.RuntimeStopped():
-            state.running = state.halted = None
+            # `halted` stays: a failed rollback stops the runtime too, and health must
+            # still say why nothing runs ("run nothing" ends it: DesiredVerified).
+            state.running = None
         case ev.Interrupted():
             _interrupted(state, event)
         case ev.StepAbandoned():
@@ -226,20 +225,37 @@ def _failed(
     )
 
 
+def _rollback_failed(state: JournalState, event: ev.RollbackFailed) -> None:
+    due = state.rollback_due
+    _settle(state, event.failed_key, ReconcileStatus.FAILED, list(event.codes))
+    if event.blocked and due is not None:
+        # The target was refused for want of disk, not for what it is: it stays known
+        # good, and the rollback stays due (the planner tries it again at the next pass).
+        due.blocked = True
+        state.rollback_due = due
+    elif event.target_key is not None:
+        _forget_good(state, event.target_key)
+    state.running, state.halted = None, list(event.codes)
+
+
 def _settle(
     state: JournalState, failed_key: str, status: ReconcileStatus, codes: list[ReasonCode]
 ) -> tuple[str | None, int | None]:
-    """A rollback finished: record the failure's final status and owe a report. Returns
-    the revision and sequence it was judged under."""
+    """A rollback finished: record the failure's final status and owe a report (unless
+    it is a try of a rollback refused for want of disk that failed the same way again:
+    the cloud has heard it). Returns the revision and sequence it was judged under."""
     due = state.rollback_due
     revision, sequence = (due.revision, due.sequence) if due else (None, None)
     state.failed[failed_key] = Failure(
         revision=revision, sequence=sequence, status=status, codes=list(codes)
     )
-    state.unreported = Outcome(
-        revision=revision, sequence=sequence, status=status, codes=list(codes)
-    )
+    outcome = Outcome(revision=revision, sequence=sequence, status=status, codes=list(codes))
+    heard = state.last_outcome(revision)
     state.in_flight = state.rollback_due = None
+    said = heard is not None and outcome_key(heard) == outcome_key(outcome)
+    if due is not None and due.blocked and said:
+        return revision, sequence
+    state.unreported = outcome
     desired = state.desired
     if desired is not None and revision != desired.revision:
         # A failure of the release that ran under an older revision: its report will be

@@ -32,11 +32,14 @@ SNAPSHOT_EVERY = 500
 # v2: JournalState.release_digests; v3: Running.sequence, JournalState.restate, and a
 # running release's failures judged under the revision it runs under; v4: a rejection
 # keeps no ETag (JournalState.rejected), blocked applies condemn nothing; v5: a planned
-# stop (AgentStopped) ends the step in flight (a v4 snapshot taken at a stop kept it).
-SNAPSHOT_TOPIC = "muto.agent.journal-state.v5"
+# stop (AgentStopped) ends the step in flight (a v4 snapshot taken at a stop kept it);
+# v6: stopping the runtime keeps `halted` (a failed rollback's RuntimeStopped cleared
+# it), and a rollback target refused for want of disk stays known good, the rollback
+# due (RollbackDue.blocked).
+SNAPSHOT_TOPIC = "muto.agent.journal-state.v6"
 # Snapshots of an older state shape: ignored on start (the journal is replayed instead)
 # and by `journal verify`, which would otherwise see them differ from the replay.
-PAST_SNAPSHOT_TOPICS = frozenset({f"muto.agent.journal-state.v{n}" for n in (1, 2, 3, 4)})
+PAST_SNAPSHOT_TOPICS = frozenset({f"muto.agent.journal-state.v{n}" for n in (1, 2, 3, 4, 5)})
 DB_NAME = "journal.db"
 LOCK_NAME = "journal.lock"
 

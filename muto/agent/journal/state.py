@@ -49,6 +49,9 @@ class RollbackDue(Base):
     causes: list[ReasonCode]
     revision: str | None
     sequence: int | None
+    # Its last try was refused for want of disk (RollbackFailed.blocked): the failure is
+    # reported; the next pass tries again, and a try that fails the same says nothing new.
+    blocked: bool = False
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -127,9 +130,10 @@ class JournalState(Base):
     # The last response rejected (its ETag) and the code: the same response judged the
     # same again is not journaled, so it is reported once. Any other response clears it.
     rejected: tuple[str | None, str] | None = None
-    # Why nothing runs: the codes of the failure whose rollback had nowhere to go, until
-    # a release runs or the desired state stops the runtime. Health says so even while a
-    # newer revision's release waits (the failure was reported under the older one).
+    # Why nothing runs: the codes of the failure whose rollback had nowhere to go (or was
+    # refused for want of disk), until a release runs or a desired state says "run
+    # nothing"; stopping the runtime does not end it. Health says so even while a newer
+    # revision's release waits (the failure was reported under the older one).
     halted: list[ReasonCode] | None = None
     reported: dict[str, Outcome] = {}  # revision ("" for none) -> last queued report
     last_health: list[str] | None = None  # status then codes of the last health report

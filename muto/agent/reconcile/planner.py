@@ -6,6 +6,8 @@ for all inputs):
 - while any gate blocks, no plan applies a release other than the one the journal says
   is running (restoring it after drift is not a change); rollbacks are never held back;
 - a failure in flight is always followed by a rollback before anything else is planned;
+  one whose target was refused for want of disk (RollbackDue.blocked) is tried once a
+  pass: the pass that refused it ends `settled` (its failure reported), the next tries;
 - a release that failed here under a sequence >= the desired one is not applied again;
 - a verdict is reported once per revision: only when it differs from the last report
   on it, or when a report on an older revision came after that one (`restate`);
@@ -81,6 +83,10 @@ def plan(desired: DesiredVerified | None, observed: Observed, now: datetime) -> 
     if s.rollback_due is not None:
         due = s.rollback_due
         target = rollback_target(s, due.failed_key)
+        if due.blocked and refused(s.release(target), observed):
+            # Its target was refused for want of disk in this pass (rollback.Restorer): the
+            # failure is reported; the next pass tries again, not this one.
+            return Plan(owed, PassVerdict("settled"))
         return Plan(
             (*owed, Rollback(failed_key=due.failed_key, target_key=target, causes=due.causes))
         )
@@ -199,6 +205,13 @@ def restore_lost(observed: Observed) -> bool:
         release is not None
         and not_running(s, observed.runtime, observed.stack_down)
         and bool(_unavailable(release, observed))
+    )
+
+
+def refused(release: StackRelease | None, observed: Observed) -> bool:
+    """`release` could not be put in place for want of disk in this pass."""
+    return release is not None and any(
+        observed.download_failures.get(a.digest) == DISK for a in release.artifacts
     )
 
 

@@ -3,7 +3,11 @@
 Invariants: the start is journaled before the runtime is touched; a target that cannot
 be restored (not cached, apply fails, not ready) leaves the runtime stopped, never half
 switched; a shutdown during the readiness wait is journaled as abandoned and the
-journal still owes the rollback, so the next start does it again.
+journal still owes the rollback, so the next start does it again. A target refused for
+want of disk (INSUFFICIENT_DISK: its download or its apply) did not fail: the rollback
+failed `blocked`, the target stays known good and the rollback due, and the rest of the
+pass sees the target as a download that found the disk full (executor._blocked does the
+same for an apply), so that it is tried again at the next pass, not in this one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from muto.agent.runtime.base import RuntimeAdapter
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import StackRelease
+
+DISK = ReasonCode.INSUFFICIENT_DISK
 
 
 @dataclass
@@ -69,7 +75,11 @@ class Restorer:
             await self.runtime.stop()  # never leave a half-restored stack running
             # The failure answered, that its rollback failed, and why (when not the same).
             named = [*step.causes, ReasonCode.ROLLBACK_FAILED, reason.code]
-            self._rollback_failed(step, list(dict.fromkeys(named)), reason.detail)
+            blocked = reason.code == DISK
+            if blocked:
+                for artifact in release.artifacts:
+                    memory.download_failures[artifact.digest] = DISK
+            self._rollback_failed(step, list(dict.fromkeys(named)), reason.detail, blocked)
         else:
             self._note(
                 RollbackApplied(
@@ -84,8 +94,10 @@ class Restorer:
 
     async def _restore(self, release: StackRelease, memory: PassMemory) -> None:
         paths = await self.gatherer.gather(release, memory, release.artifacts)
-        if paths is None:
-            raise ReasonError(ReasonCode.ARTIFACT_DOWNLOAD_FAILED, f"{release.key}: not cached")
+        if paths is None:  # journaled (ArtifactFailed), with its code in `memory`
+            failures = {memory.download_failures.get(a.digest) for a in release.artifacts}
+            code = DISK if DISK in failures else ReasonCode.ARTIFACT_DOWNLOAD_FAILED
+            raise ReasonError(code, f"{release.key}: not cached")
         task = asyncio.ensure_future(self.runtime.apply(release, paths))
         cancelled = await settle(task)
         failure = failure_of(task, ReasonCode.APPLY_FAILED)
@@ -95,7 +107,9 @@ class Restorer:
             raise asyncio.CancelledError
         await self.runtime.wait_ready(release.health_model)
 
-    def _rollback_failed(self, step: Rollback, codes: list[ReasonCode], detail: str) -> None:
+    def _rollback_failed(
+        self, step: Rollback, codes: list[ReasonCode], detail: str, blocked: bool = False
+    ) -> None:
         self._note(
             RollbackFailed(
                 at=self.clock.now(),
@@ -103,6 +117,7 @@ class Restorer:
                 target_key=step.target_key,
                 codes=codes,
                 detail=detail,
+                blocked=blocked,
             ),
             RuntimeStopped(at=self.clock.now(), reason="rollback failed"),
         )
