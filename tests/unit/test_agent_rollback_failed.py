@@ -20,7 +20,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, StackRelease
 from muto.domain.reports import HealthStatus
-from tests.support.agent_rig import A, B, Rig, converged_on, failing, run, started, types
+from tests.support.agent_rig import A, B, C, Rig, converged_on, failing, run, started, types
 
 DISK = ReasonCode.INSUFFICIENT_DISK
 
@@ -139,5 +139,40 @@ def test_a_rollback_target_refused_for_want_of_disk_stays_known_good_and_runs_on
         )
         replayed = fold_records(rig.journal.records())
         assert msgspec.json.encode(replayed) == msgspec.json.encode(rig.journal.state)
+
+    run(scenario)
+
+
+def test_a_newer_desired_state_outranks_a_rollback_the_disk_refused() -> None:
+    """The code review's case: B crash-loops, its rollback to A is refused for want of
+    disk (due, retried each poll); the operator assigns C, which fits. C is taken and
+    converges; before, every pass retried the rollback and C was never planned nor
+    reported."""
+
+    async def scenario() -> None:
+        rig = await started(behaviours={B.key: SimulatedBehaviour(restart_every_sec=1.0)})
+        rig.runtime.time_scale = 1.0
+        await converged_on(rig, A, 1)
+        await converged_on(rig, B, 2)
+        ours = {a.digest for a in A.artifacts}
+        ensure = rig.artifacts.ensure
+        rig.artifacts.missing |= ours
+
+        async def download(artifact: Artifact) -> Fetched:
+            if artifact.digest in ours:
+                raise ReasonError(DISK, "no space left on device")
+            return await ensure(artifact)
+
+        rig.artifacts.ensure = download  # type: ignore[method-assign]
+        rig.clock.advance(5)
+        await rig.reconcile()
+        await rig.deliver()
+        assert rig.cloud.reconcile_reports()[-1][:2] == ("dsr_2", "failed")
+        rig.cloud.serve(rig.signers.bundle(C, 3))
+        assert (await rig.reconcile()).kind == "converged"
+        await rig.deliver()
+        assert rig.runtime.status().release == C.key
+        assert rig.journal.state.rollback_due is None
+        assert rig.cloud.reconcile_reports()[-1] == ("dsr_3", "converged", [])
 
     run(scenario)

@@ -59,6 +59,11 @@ def evolve(state: JournalState, event: ev.Event) -> None:
             state.held = None
         case ev.DesiredVerified():
             state.desired = event
+            due = state.rollback_due
+            if due is not None and due.blocked and event.sequence > (due.sequence or 0):
+                # A newer desired state outranks a rollback the disk refused (its failure
+                # reported, its target still known good): the operator's answer is taken.
+                state.rollback_due = None
             if state.restate != event.revision:
                 state.restate = None  # a newer revision's first verdict is news anyway
             if event.release is None:
