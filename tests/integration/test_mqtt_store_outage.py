@@ -221,3 +221,28 @@ def test_a_fault_of_the_clouds_own_drops_the_message_after_a_few_tries_loudly(
     assert (listener.failures, listener.dropped) == (FAULT_TRIES, 1)
     assert report_ids(plane) == [("v1", "r-next")]
     assert any("dropping reports/reconcile" in r.getMessage() for r in caplog.records)
+
+
+def test_an_outage_waited_out_spends_none_of_the_fault_tries(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code review's case: four tries refused by the database, then one odd error as
+    it comes back: stored on the next try, not dropped as a fifth fault."""
+    listener = Bridge(plane, backoff=FAST).listener
+    listener.retry = FAST
+    ingest = plane.ingest.reconcile
+    failures: list[Exception] = [
+        *(OperationalError("database is locked") for _ in range(FAULT_TRIES - 1)),
+        KeyError("once, as it comes back"),
+    ]
+
+    async def recovering(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return await ingest(*args, **kwargs)
+
+    monkeypatch.setattr(plane.ingest, "reconcile", recovering)
+    report = payload(reconcile_report("v1", "r-after-outage"))
+    asyncio.run(listener.handle(topic("v1", RECONCILE), report, retained=False))
+    assert (listener.dropped, listener.failures) == (0, FAULT_TRIES)
+    assert report_ids(plane) == [("v1", "r-after-outage")]

@@ -227,7 +227,7 @@ class Listener:
         backoff for as long as it lasts, since the vehicle counts the message as
         delivered; any other failure FAULT_TRIES times, then Unstorable. Raises Stopping
         when the bridge stops first."""
-        failures = 0
+        failures = faults = 0  # every failed try; those that were the cloud's own fault
         while True:
             try:
                 result = await store()
@@ -237,7 +237,8 @@ class Listener:
                 if isinstance(exc, BAD_MESSAGE) and not isinstance(exc, Conflict):
                     raise
                 self.failures += 1
-                if not _transient(exc) and failures + 1 >= FAULT_TRIES:
+                faults += not _transient(exc)  # an outage waited out spends none of them
+                if faults >= FAULT_TRIES:
                     logger.error(
                         "dropping %s: storing it failed %d times, not for the database's "
                         "state nor for what it says (a fault of the cloud's): %s",
