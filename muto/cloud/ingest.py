@@ -116,7 +116,9 @@ class Ingest:
                 _warn_reissued(reissued)
             written = Written(recorded, both.position, both.views_current)
         revision = report.desired_state_revision
-        if written.value and revision is not None and self.renew is not None and _expired(report):
+        # Also for a report stored before (a resend: the renewal after it may have failed);
+        # a renewal already made leaves nothing to renew (`renew_desired_state`).
+        if revision is not None and self.renew is not None and _expired(report):
             await self.writes.run(self.renew(report.vehicle_id, revision))
         return written
 

@@ -134,3 +134,23 @@ def test_a_redelivered_refusal_renews_once(plane: Plane) -> None:
         asyncio.run(plane.cp.ingest.reconcile(report, f"vehicle:{VEHICLE}"))
     assert plane.latest()[:2] == (revision, 2)
     assert plane.cp.execute(record_reconcile(report, "x")).value is False
+
+
+def test_a_refusal_resent_after_its_renewal_failed_is_renewed(plane: Plane) -> None:
+    """The code review's case: the report was stored, the renewal after it failed (the
+    database away); the resend (the agent's after a 503, the MQTT listener's retry) finds
+    the report already stored and renewed nothing, so the vehicle kept an expired
+    document until an operator assigned again."""
+    revision = plane.assign()
+    plane.now = ISSUED + timedelta(days=31)
+    report = reconcile_report(
+        VEHICLE,
+        "r-resent",
+        ReconcileStatus.REJECTED,
+        revision=revision,
+        reason_codes=(ReasonCode.DESIRED_STATE_EXPIRED,),
+    )
+    assert plane.cp.execute(record_reconcile(report, f"vehicle:{VEHICLE}")).value is True
+    assert plane.latest()[:2] == (revision, 1)  # stored; the renewal never came
+    asyncio.run(plane.cp.ingest.reconcile(report, f"vehicle:{VEHICLE}"))  # the resend
+    assert plane.latest()[:2] == (revision, 2)
