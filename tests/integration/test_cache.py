@@ -365,6 +365,24 @@ def test_partials_count_toward_the_budget_and_are_evictable(
     assert cache.usage() == 2000
 
 
+def test_evicting_the_unpinned_spares_the_pinned(tmp_path: Path, publish: Published) -> None:
+    """What the agent does when an install finds the disk full (the budget had room)."""
+    cache = ArtifactCache(tmp_path, 1_000_000)
+    a, b, c, d = (publish(name, payload(i, 1000)) for i, name in enumerate("abcd"))
+    for artifact in (a, b, c):
+        run(cache.ensure(*artifact))
+    publish.server.faults = Faults(truncate_after=600)
+    failure(cache.ensure(*d))  # a partial, kept to resume
+    cache.pin([b[0].digest])
+
+    gone = cache.evict_unpinned()
+
+    assert gone == [a[0].digest, c[0].digest, d[0].digest]  # least recently used first
+    assert [cache.has(x[0].digest) for x in (a, b, c, d)] == [False, True, False, False]
+    assert not partial_of(tmp_path, d[0]).exists() and cache.usage() == 1000
+    assert cache.evict_unpinned() == []
+
+
 def test_concurrent_ensures_of_one_digest_fetch_once(tmp_path: Path, publish: Published) -> None:
     data = payload(11, 500_000)
     artifact, url = publish("a", data)

@@ -189,6 +189,7 @@ def test_a_release_not_put_in_place_keeps_what_runs_and_is_tried_again(
         assert B.key not in state.failed and state.rollback_due is None
         assert count(rig, ev.RollbackStarted) == 0
         rig.runtime.apply = apply  # type: ignore[method-assign]  # space freed, registry up
+        rig.vehicle.set(free_disk_mb=200_000)  # the agent sees the room made
         assert (await rig.reconcile()).kind == "converged"
         assert rig.journal.state.running_key == B.key
         await rig.deliver()

@@ -57,7 +57,7 @@ class ArtifactCache:
       `ensure` is working on is never evicted. One process per root: the locks do not
       reach across processes.
 
-    Pin the artifacts of the running release and of the previous known good, and of the
+    Pin the artifacts of the running release and of its rollback target, and of the
     release being fetched, or fetching its second artifact may evict its first.
     """
 
@@ -129,6 +129,18 @@ class ArtifactCache:
         if key in self._busy:
             raise EvictionRefused(f"{digest} is being fetched")
         return self._layout.delete(key)
+
+    def evict_unpinned(self) -> list[str]:
+        """Remove every blob and partial that is neither pinned nor being fetched: the
+        runtime found the disk full putting a release in place, and what the cache keeps
+        only in case goes first. The digests removed, least recently used first."""
+        protected = self._pinned | self._busy
+        gone: list[str] = []
+        for entry in self.entries():
+            key = hex_of(entry.digest)
+            if key not in protected and self._layout.delete(key):
+                gone.append(entry.digest)
+        return gone
 
     def usage(self) -> int:
         """Bytes on disk: blobs and partial downloads."""
@@ -212,3 +224,10 @@ class ArtifactCache:
     def _evictable(self, files: list[StoredFile]) -> list[Evictable]:
         protected = self._pinned | self._busy
         return [Evictable(str(f.path), f.size, f.mtime_ns) for f in files if f.hex not in protected]
+
+
+def cache_of(source: object) -> ArtifactCache | None:
+    """The ArtifactCache behind an artifact source (its `cache`), if it has one: the
+    simulated source keeps no files."""
+    cache = getattr(source, "cache", None)
+    return cache if isinstance(cache, ArtifactCache) else None

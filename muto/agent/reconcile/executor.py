@@ -169,6 +169,8 @@ class Executor:
                     blocked=blocked,
                 )
             )
+            if blocked and failure.code == ReasonCode.INSUFFICIENT_DISK:
+                self._make_room(release.key, memory)
         self.kill("apply:done")
         if cancelled:
             raise asyncio.CancelledError
@@ -186,6 +188,14 @@ class Executor:
         return (
             not step.restore and code in NOT_PUT_IN_PLACE and self.runtime.status().release == ran
         )
+
+    def _make_room(self, release_key: str, memory: PassMemory) -> None:
+        """The release did not fit on the disk: the cache's unpinned artifacts (a blocked
+        release the operator moved on from, older known good) make way for the next pass's
+        try. With nothing left to free, trying again says nothing new until there is more
+        room (`memory.no_room`)."""
+        if not self.gatherer.free_room():
+            memory.no_room = release_key
 
     async def _readiness(self, step: AwaitReadiness, _: PassMemory) -> None:
         release = self.journal.state.releases[step.release_key]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from muto.agent.artifacts import ArtifactSource
+from muto.agent.cache import cache_of
 from muto.agent.clock import Clock
 from muto.agent.journal import Journal
 from muto.agent.journal.events import ArtifactCached, ArtifactEvicted, ArtifactFailed
@@ -33,6 +34,10 @@ class PassMemory:
     # what was stopped, the sequence accepted then and the one hinted.
     spent: set[str] = field(default_factory=set)
     stopped: tuple[str, int, int] | None = None
+    # The release the runtime could not put in place for want of disk with nothing left
+    # in the cache to free (Executor._apply): the reconciler does not try it again until
+    # there is more room (Reconciler.no_room).
+    no_room: str | None = None
 
 
 @dataclass
@@ -81,6 +86,17 @@ class Gatherer:
                 self.journal.append(*[ArtifactEvicted(at=now, digest=d) for d in gone], cached)
         self.kill("cache:done")
         return paths
+
+    def free_room(self) -> int:
+        """The runtime found the disk full putting a release in place: evict what the
+        cache keeps only in case (neither pinned nor being fetched), journaled as the
+        cache's own evictions are. How many artifacts went."""
+        cache = cache_of(self.artifacts)
+        gone = cache.evict_unpinned() if cache is not None else []
+        if gone:
+            now = self.clock.now()
+            self.journal.append(*[ArtifactEvicted(at=now, digest=d) for d in gone])
+        return len(gone)
 
     def _fetcher_of(self, artifact: Artifact) -> SelfFetcher | None:
         """The runtime's own fetcher, for an artifact the runtime fetches itself."""

@@ -2,11 +2,12 @@
 
 Invariants: single flight (one pass at a time per agent, and only the pass acts on the
 runtime or journals a step); each round re-observes, so every decision sees the outcome
-of the step before it; the artifacts of the known good releases, of the desired one and
-of the one in flight are pinned before each round. A section of a pass that only waits
-on the network (the fetch, a FetchArtifacts download) may be pre-empted by the agent's
-watcher (`preempt`) when the running release needs the pass now: it journals nothing
-half-way, so cutting it short leaves the journal as it was, and the pass looks again.
+of the step before it; the artifacts of the running release, the desired one, the one
+in flight and their rollback targets are pinned before each round (`kept`). A section of
+a pass that only waits on the network (the fetch, a FetchArtifacts download) may be
+pre-empted by the agent's watcher (`preempt`) when the running release needs the pass
+now: it journals nothing half-way, so cutting it short leaves the journal as it was, and
+the pass looks again.
 A newer desired state announced meanwhile (a notify, or a poll during a download: only
 a hint, unverified) stops the pass going on toward the older one: the fetch or download
 in progress is pre-empted (`preempt_for_newer`), or the apply about to start is held
@@ -34,7 +35,13 @@ from muto.agent.reconcile.gather import PassMemory
 from muto.agent.reconcile.intake import Intake
 from muto.agent.reconcile.liveness import Degradation, Liveness
 from muto.agent.reconcile.observed import Observed
-from muto.agent.reconcile.planner import drifted, not_running, plan, restore_lost
+from muto.agent.reconcile.planner import (
+    drifted,
+    not_running,
+    plan,
+    restore_lost,
+    rollback_target,
+)
 from muto.agent.reconcile.settle import settle
 from muto.agent.reconcile.steps import Apply, FetchArtifacts, PassVerdict, Step
 from muto.agent.runtime.base import RuntimeAdapter, RuntimeStatus
@@ -42,12 +49,51 @@ from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.gates import SafetyFloor
 from muto.domain.messages import AgentPhase
+from muto.domain.reasons import ReasonCode
 
 logger = logging.getLogger("muto.agent")
 MAX_ROUNDS = 32  # a pass needs a handful; more means a planner bug, not a busy vehicle
 T = TypeVar("T")
 Section = Literal["fetch", "download"]  # what a pass may be pre-empted in
 Stop = Literal["fetch", "download", "apply"]  # what a newer desired state may stop
+# More free disk than this since an apply found the disk full is room made (an operator's
+# clean-up), not noise (a log rotated, the journal checkpointed).
+ROOM_MB = 1.0
+# Tried again after this long all the same: the disk the runtime filled may not be the one
+# the agent measures (podman's image store on its own partition).
+ROOM_RETRY_S = 3600.0
+
+
+def kept(s: JournalState) -> set[str]:
+    """The releases whose artifacts the cache pins: the running one, the desired one, the
+    one in flight, and what a failure of any of them (or the failure whose rollback is
+    due) rolls back to (rollback_target). Older known good stay cached while the budget
+    has room; a rollback that reaches one downloads it again."""
+    due = s.rollback_due
+    desired = s.desired.release.key if s.desired and s.desired.release else None
+    in_flight = s.in_flight.release_key if s.in_flight else None
+    used = {k for k in (s.running_key, desired, in_flight) if k is not None}
+    failing = used | ({due.failed_key} if due else set())
+    targets = {rollback_target(s, k) for k in failing}
+    return {k for k in used | targets if k is not None and k in s.releases}
+
+
+@dataclass(frozen=True)
+class NoRoom:
+    """An apply the runtime refused for want of disk with nothing left in the cache to
+    free, the free disk (MB) and the monotonic time then. Trying it again would journal
+    the same refusal and rewrite the release's files every poll: it waits for more room,
+    another revision or ROOM_RETRY_S (an agent restart tries once more)."""
+
+    release_key: str
+    sequence: int | None
+    free_mb: float
+    at: float
+
+    def holds(self, step: Apply, free_mb: float | None, now: float) -> bool:
+        same = (step.release_key, step.sequence) == (self.release_key, self.sequence)
+        no_more_room = free_mb is not None and free_mb < self.free_mb + ROOM_MB
+        return same and no_more_room and now - self.at < ROOM_RETRY_S
 
 
 def stops_for_newer(
@@ -100,6 +146,9 @@ class Reconciler:
     # artifacts: the next poll tries again, not every drift check (each try journals
     # its failure), and the watcher does not pre-empt the desired release's download.
     lost: str | None = None
+    # The apply refused for want of disk with nothing left to free: not tried again until
+    # there is more room or another revision (its pass ends `blocked` as the refusal's did).
+    no_room: NoRoom | None = None
     _section: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
     _section_kind: Section | None = field(default=None, init=False, repr=False)
     _cut_for: Literal["drift", "newer"] | None = field(default=None, init=False, repr=False)
@@ -187,11 +236,42 @@ class Reconciler:
                         cut = [d for d in step.digests if d not in held]
                         self._note_preempted("download", step.release_key, memory, cut)
                     return False
-            elif isinstance(step, Apply) and self._holds(step, observed, memory):
+            elif isinstance(step, Apply) and (
+                self._holds(step, observed, memory) or self._waits_for_room(step, observed, memory)
+            ):
                 return False
             else:
                 await self.executor.run(step, memory)
+                if isinstance(step, Apply):
+                    self._note_no_room(step, observed, memory)
         return True
+
+    def _waits_for_room(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
+        """An apply refused for want of disk with nothing to free, and since then no more
+        room, no other revision and less than ROOM_RETRY_S: the pass sees it refused again
+        (its artifacts as downloads that found the disk full: `blocked` INSUFFICIENT_DISK),
+        journaling nothing."""
+        no_room = self.no_room
+        free_mb, now = observed.vehicle.free_disk_mb, self.clock.monotonic()
+        if no_room is None or not no_room.holds(step, free_mb, now):
+            return False
+        release = self.journal.state.releases[step.release_key]
+        for artifact in release.artifacts:
+            memory.download_failures[artifact.digest] = ReasonCode.INSUFFICIENT_DISK
+        return True
+
+    def _note_no_room(self, step: Apply, observed: Observed, memory: PassMemory) -> None:
+        free_mb = observed.vehicle.free_disk_mb
+        self.no_room = None
+        if memory.no_room == step.release_key and free_mb is not None:
+            self.no_room = NoRoom(step.release_key, step.sequence, free_mb, self.clock.monotonic())
+            logger.info(
+                "%s does not fit on the disk (%.0f MB free) and the cache has nothing left "
+                "to free: not tried again for an hour, unless there is more room or another "
+                "revision",
+                step.release_key,
+                free_mb,
+            )
 
     def _holds(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
         """The last moment before anything on the vehicle changes: a newer desired state
@@ -357,5 +437,6 @@ class Reconciler:
         return degraded_s if status.release == state.running_key else None
 
     def _pin(self) -> None:
-        releases = self.journal.state.releases.values()
+        state = self.journal.state
+        releases = [state.releases[k] for k in kept(state)]
         self.artifacts.pin({a.digest for r in releases for a in r.artifacts})

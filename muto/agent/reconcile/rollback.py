@@ -80,6 +80,8 @@ class Restorer:
                 for artifact in release.artifacts:
                     memory.download_failures[artifact.digest] = DISK
             self._rollback_failed(step, list(dict.fromkeys(named)), reason.detail, blocked)
+            if blocked:  # room for the next try: what the cache keeps only in case
+                self.gatherer.free_room()
         else:
             self._note(
                 RollbackApplied(
