@@ -44,7 +44,7 @@ from muto.agent.reconcile.planner import (
 )
 from muto.agent.reconcile.settle import settle
 from muto.agent.reconcile.steps import Apply, FetchArtifacts, PassVerdict, Step
-from muto.agent.runtime.base import RuntimeAdapter, RuntimeStatus
+from muto.agent.runtime.base import KeepsReleases, RuntimeAdapter, RuntimeStatus
 from muto.agent.safety import VehicleStateProvider, with_free_disk
 from muto.agent.signals import Signals
 from muto.domain.gates import SafetyFloor
@@ -440,3 +440,5 @@ class Reconciler:
         state = self.journal.state
         releases = [state.releases[k] for k in kept(state)]
         self.artifacts.pin({a.digest for r in releases for a in r.artifacts})
+        if isinstance(self.runtime, KeepsReleases):  # before the round's restore too
+            self.runtime.keep_releases(state.known_good)

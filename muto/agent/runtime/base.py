@@ -91,6 +91,15 @@ class SelfFetcher(Protocol):
         ...
 
 
+@runtime_checkable
+class KeepsReleases(Protocol):
+    """A runtime that keeps what it built for a release (an extracted directory, a venv)
+    so that a rollback to it costs no rebuild: told the releases the agent may roll back
+    to (its known good), it keeps theirs and removes the rest at its next apply."""
+
+    def keep_releases(self, release_keys: Collection[str]) -> None: ...
+
+
 def own_fetcher(runtime: object) -> SelfFetcher | None:
     """The SelfFetcher of a runtime that fetches artifacts itself (its `fetcher`)."""
     fetcher = getattr(runtime, "fetcher", None)

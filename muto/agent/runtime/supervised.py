@@ -5,14 +5,16 @@ puts its files in place and says which commands to run there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from muto.agent.runtime.archive import digest12
 from muto.agent.runtime.base import STOPPED, RuntimeStatus
 from muto.agent.runtime.commands import run_command
 from muto.agent.runtime.crash_loop import is_crash_looping
@@ -21,7 +23,7 @@ from muto.agent.runtime.group_ledger import FILE as LEDGER_FILE
 from muto.agent.runtime.readiness import poll_until_ready
 from muto.agent.runtime.reaper import take_over
 from muto.agent.runtime.ros_graph import HELPER, RosGraphWatch
-from muto.agent.runtime.supervisor import Supervisor
+from muto.agent.runtime.supervisor import LOG_CHECK_SEC, LOG_MAX_BYTES, Supervisor
 from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import HealthModel, StackRelease
@@ -62,8 +64,13 @@ class SupervisedRuntime:
       nothing running (the agent rolls back by applying A, whose files are kept);
     - applying the running release is a no-op; apply and stop never interleave;
     - after `stop()` returns no process of the release is alive;
-    - the release directories kept are the running one and the one it replaced; the
-      runtime owns `workdir` alone (two runtimes must not share one).
+    - each apply keeps the directories of the release it applies and of the releases the
+      agent may roll back to (`keep_releases`: its known good), and removes every other
+      release's, a failed one's included (until the agent has said, the one the running
+      release replaced is kept instead); it keeps the logs of these and of the release
+      replaced. The runtime owns `workdir` alone (two runtimes must not share one);
+    - each command's log is bounded (supervisor.py: `log_max_bytes`, and as much again in
+      the older `<log>.1`).
     """
 
     name: str = "supervised"
@@ -78,6 +85,8 @@ class SupervisedRuntime:
         poll_sec: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         ros_helper: Sequence[str] = HELPER,
+        log_max_bytes: int = LOG_MAX_BYTES,
+        log_check_sec: float = LOG_CHECK_SEC,
     ) -> None:
         self.workdir = workdir
         self.ros_helper = list(ros_helper)  # argv of the ROS graph helper (healthModel.ros)
@@ -88,7 +97,10 @@ class SupervisedRuntime:
         self.max_backoff_sec = max_backoff_sec
         self.poll_sec = poll_sec
         self.clock = clock
+        self.log_max_bytes = log_max_bytes
+        self.log_check_sec = log_check_sec
         self._running: _Running | None = None
+        self._rollback_targets: frozenset[str] | None = None  # None: not told yet
         self._lock = asyncio.Lock()
         self.ledger = take_over(workdir / LEDGER_FILE, grace_sec)
 
@@ -133,8 +145,17 @@ class SupervisedRuntime:
                         ReasonCode.APPLY_FAILED, f"the ROS graph helper cannot start: {exc}"
                     ) from None
             self._running = _Running(release, plan, supervisors, graph)
-            keep = {plan.directory} | ({previous.plan.directory} if previous else set())
-            await asyncio.to_thread(_prune, self.releases_dir, keep)
+            replaced = {previous.release.key} if previous else set()
+            targets = replaced if self._rollback_targets is None else self._rollback_targets
+            keep = {release.key} | targets
+            # The logs of the release replaced stay too: a failed one's say why it failed.
+            await asyncio.to_thread(_prune, self, plan.directory, keep, keep | replaced)
+
+    def keep_releases(self, release_keys: Collection[str]) -> None:
+        """The releases the agent may roll back to (its known good, which its journal
+        bounds): from the next apply on, their directories are kept with the running
+        one's (a rollback to one that is intact extracts or installs nothing)."""
+        self._rollback_targets = frozenset(release_keys)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -202,6 +223,8 @@ class SupervisedRuntime:
             cwd=plan.directory,
             env=plan.env,
             log_path=log,
+            log_max_bytes=self.log_max_bytes,
+            log_check_sec=self.log_check_sec,
             grace_sec=self.grace_sec,
             backoff_sec=self.backoff_sec,
             max_backoff_sec=self.max_backoff_sec,
@@ -239,14 +262,37 @@ async def _stop_all(supervisors: list[Supervisor], graph: RosGraphWatch | None =
     await asyncio.gather(*(s.stop() for s in supervisors))
 
 
-def _prune(releases_dir: Path, keep: set[Path]) -> None:
-    # Also removes staging left by an agent killed mid-extract or mid-install, and a
-    # damaged directory set aside (file_list.py): the lock is held here.
-    kept = keep | {file_list_path(directory) for directory in keep}
-    for entry in releases_dir.iterdir():
+def _prune(
+    runtime: SupervisedRuntime, running: Path, keep: Collection[str], keep_logs: Collection[str]
+) -> None:
+    """Remove the directories (and file lists) of releases not in `keep`, but never the
+    `running` one, and the logs of releases not in `keep_logs`. Also staging left by an
+    agent killed mid-extract or mid-install, and a damaged directory set aside
+    (file_list.py): the lock is held."""
+    releases = list(runtime.releases_dir.iterdir())
+    kept = {running} | {d for d in releases if _release_of(d.name) in keep}
+    kept |= {file_list_path(directory) for directory in kept}
+    for entry in releases:
         if entry in kept:
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:  # the file list of a directory pruned, or one a crash left half-written
             entry.unlink(missing_ok=True)
+    # `<key>-<command>.log` (and `.log.1`): a key is not told from a command by its dashes,
+    # so a log that starts like a kept release's is kept (at worst a pre-release's of it).
+    prefixes = tuple(f"{key}-" for key in keep_logs)
+    for log in runtime.logs_dir.iterdir():
+        if not log.name.startswith(prefixes):
+            with contextlib.suppress(OSError):
+                log.unlink()
+
+
+def _release_of(name: str) -> str | None:
+    """The release key of a directory `<stack>@<version>-<digest12>`, else None."""
+    key, dash, digest = name.rpartition("-")
+    hexdigits = all(c in "0123456789abcdef" for c in digest)
+    return key if dash and len(digest) == _DIGEST12_LEN and hexdigits else None
+
+
+_DIGEST12_LEN = len(digest12("0" * 64))
