@@ -124,8 +124,7 @@ def rollback_target(
         runs_known_good = running is not None and (
             running == given[newest].release
             or (
-                reported_on in {g.revision for g in since}
-                and running in {g.release for g in since}
+                reported_on in {g.revision for g in since} and running in {g.release for g in since}
             )
         )
     history = [g.release for g in known]
