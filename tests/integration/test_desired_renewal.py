@@ -15,7 +15,7 @@ import pytest
 from muto.cloud.bootstrap import ControlPlane
 from muto.cloud.commands import assign_desired_state, record_reconcile
 from muto.domain.reasons import ReasonCode
-from muto.domain.reports import ReconcileStatus
+from muto.domain.reports import ReconcileReport, ReconcileStatus
 from muto.trust.desired_state import open_desired_state
 from muto.trust.keys import public_pem
 from muto.trust.keyset import KeySet
@@ -67,6 +67,16 @@ class Plane:
         document, _ = open_desired_state(found.decoded_envelope(), self.keys)  # verified
         assert (document.revision, document.sequence) == (found.revision, found.sequence)
         return found.revision, found.sequence, document.issued_at, document.expires_at
+
+
+def expired_refusal(revision: str, report_id: str) -> ReconcileReport:
+    return reconcile_report(
+        VEHICLE,
+        report_id,
+        ReconcileStatus.REJECTED,
+        revision=revision,
+        reason_codes=(ReasonCode.DESIRED_STATE_EXPIRED,),
+    )
 
 
 @pytest.fixture
@@ -123,13 +133,7 @@ def test_no_renewal_for_a_revision_that_is_no_longer_the_vehicles(plane: Plane) 
 def test_a_redelivered_refusal_renews_once(plane: Plane) -> None:
     revision = plane.assign()
     plane.now = ISSUED + timedelta(days=31)
-    report = reconcile_report(
-        VEHICLE,
-        "r-once",
-        ReconcileStatus.REJECTED,
-        revision=revision,
-        reason_codes=(ReasonCode.DESIRED_STATE_EXPIRED,),
-    )
+    report = expired_refusal(revision, "r-once")
     for _ in range(3):  # the courier may deliver it again (a retry, another transport)
         asyncio.run(plane.cp.ingest.reconcile(report, f"vehicle:{VEHICLE}"))
     assert plane.latest()[:2] == (revision, 2)
@@ -143,13 +147,7 @@ def test_a_refusal_resent_after_its_renewal_failed_is_renewed(plane: Plane) -> N
     document until an operator assigned again."""
     revision = plane.assign()
     plane.now = ISSUED + timedelta(days=31)
-    report = reconcile_report(
-        VEHICLE,
-        "r-resent",
-        ReconcileStatus.REJECTED,
-        revision=revision,
-        reason_codes=(ReasonCode.DESIRED_STATE_EXPIRED,),
-    )
+    report = expired_refusal(revision, "r-resent")
     assert plane.cp.execute(record_reconcile(report, f"vehicle:{VEHICLE}")).value is True
     assert plane.latest()[:2] == (revision, 1)  # stored; the renewal never came
     asyncio.run(plane.cp.ingest.reconcile(report, f"vehicle:{VEHICLE}"))  # the resend

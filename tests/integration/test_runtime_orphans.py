@@ -28,6 +28,7 @@ from muto.domain.errors import ReasonError
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.wire import encode
+from tests.support import subreaper
 from tests.support.releases import stack_release
 from tests.support.runtime_kit import (
     PYTHON,
@@ -135,10 +136,7 @@ def test_a_stack_left_by_a_killed_agent_is_reaped_and_not_started_twice(
         runtime = ProcessRuntime(workdir, poll_sec=0.02, grace_sec=5)
         assert init.wait(timeout=60) == 0  # its last descendant is gone, and reaped
     finally:
-        init.kill()
-        init.wait()
-        assert init.stdout is not None
-        init.stdout.close()
+        subreaper.close(init)
         for entry in orphans:  # only if the test failed
             signal_process(entry, signal.SIGKILL)
     for pid in (e.pid for e in orphans):

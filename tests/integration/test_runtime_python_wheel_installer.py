@@ -17,6 +17,7 @@ from muto.agent.runtime.procfs import ProcessEntry, read_entry, signal_process
 from muto.agent.runtime.python_wheel import PythonWheelRuntime
 from muto.domain.release import ArtifactType, HealthModel, Launch, StackRelease
 from muto.domain.wire import encode
+from tests.support import subreaper
 from tests.support.releases import stack_release
 from tests.support.runtime_kit import PYTHON, artifact_for, cache_of, make_wheel, write_script
 from tests.support.subreaper import INIT
@@ -104,10 +105,7 @@ def test_an_installer_left_by_a_killed_agent_is_reaped_by_the_next_runtime(
         assert now is None or now.start != orphan.start or not now.alive
         assert init.wait(timeout=60) == 0  # its last descendant is gone, and reaped
     finally:
-        init.kill()
-        init.wait()
-        assert init.stdout is not None
-        init.stdout.close()
+        subreaper.close(init)
         if orphan is not None:  # only if the test failed
             signal_process(orphan, signal.SIGKILL)
     assert "reaped lucid@1.0.0 left running by an agent that died" in caplog.text

@@ -18,6 +18,7 @@ from muto.agent.journal import Journal
 from muto.agent.journal.events import DesiredVerified
 from muto.agent.journal.state import JournalState, Running
 from muto.agent.parts import AgentParts, AgentSettings
+from muto.agent.runtime.base import SelfFetcher
 from muto.agent.runtime.simulated import SimulatedBehaviour, SimulatedRuntime
 from muto.agent.safety import SimulatedStateProvider
 from muto.agent.transport.http import Delivery, Fetched, NotFetched, RetryLater
@@ -215,15 +216,18 @@ def make_rig(
     artifacts: SimulatedArtifacts | None = None,
     time_scale: float = 1e-6,
     broker: Broker | None = None,
+    fetcher: SelfFetcher | None = None,
     **settings: Any,
 ) -> Rig:
+    """`clock` may be the system's (a `SystemClock`, for the agent's own loop); `fetcher`:
+    the runtime's own images (SimulatedImages)."""
     signers = signers or Signers()
     cloud = cloud or FakeCloud()
     clock = clock or ManualClock()
     journal = journal or Journal.memory()
     vehicle = vehicle or SimulatedStateProvider(VehicleState(free_disk_mb=100_000))
     runtime = SimulatedRuntime(
-        behaviours=behaviours or {}, clock=clock.monotonic, time_scale=time_scale
+        behaviours=behaviours or {}, clock=clock.monotonic, time_scale=time_scale, fetcher=fetcher
     )
     artifacts = artifacts or SimulatedArtifacts()
     parts = AgentParts(

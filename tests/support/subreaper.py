@@ -3,6 +3,8 @@ what it left running."""
 
 from __future__ import annotations
 
+import subprocess
+
 # It adopts orphans (a child subreaper) and reaps them, so a killed process really
 # disappears (this machine's PID 1 leaves zombies). Run as `python -c INIT ARGV...`: it
 # runs ARGV (the agent), prints how the agent ended, and exits once no descendant is left.
@@ -19,3 +21,11 @@ while True:
     if pid == agent.pid:
         print(os.waitstatus_to_exitcode(status), flush=True)
 """
+
+
+def close(init: subprocess.Popen[str]) -> None:
+    """End the subreaper (still running only if the test failed) and close its pipe."""
+    init.kill()
+    init.wait()
+    assert init.stdout is not None
+    init.stdout.close()

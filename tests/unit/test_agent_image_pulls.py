@@ -11,36 +11,22 @@ and tests/e2e/test_agent_podman.py."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from muto.agent.agent import Agent
-from muto.agent.artifacts import SimulatedArtifacts
 from muto.agent.clock import SystemClock
-from muto.agent.journal import Journal
 from muto.agent.journal import events as ev
-from muto.agent.parts import AgentParts, AgentSettings
 from muto.agent.reconcile.observed import Observed
 from muto.agent.reconcile.planner import plan
 from muto.agent.reconcile.steps import NoteRestoreFailed
 from muto.agent.runtime.base import RuntimeStatus
-from muto.agent.runtime.simulated import SimulatedImages, SimulatedRuntime
+from muto.agent.runtime.simulated import SimulatedImages
 from muto.agent.safety import SimulatedStateProvider
-from muto.agent.trust import MemoryTrust
 from muto.domain.reasons import ReasonCode
 from muto.domain.release import Artifact, ArtifactType, HealthModel, StackRelease
 from muto.domain.vehicle_state import VehicleState
-from tests.support.agent_rig import (
-    T0,
-    FakeCloud,
-    ManualClock,
-    Rig,
-    Signers,
-    desired_of,
-    journal_of,
-)
+from tests.support.agent_rig import T0, Rig, desired_of, journal_of, make_rig
 from tests.support.releases import stack_release
 from tests.support.waits import until
 
@@ -65,28 +51,15 @@ def image(release: StackRelease) -> str:
 def pulling_rig(images: SimulatedImages, *, looped: bool = False, **settings: Any) -> Rig:
     """An agent on the simulated runtime that pulls its images itself through `images`;
     `looped`: on a real clock, for the agent's own loop (the watcher, notifies)."""
-    clock = ManualClock()
-    signers, cloud, journal = Signers(), FakeCloud(), Journal.memory()
-    vehicle = SimulatedStateProvider(PARKED)
-    runtime = SimulatedRuntime(
-        clock=time.monotonic if looped else clock.monotonic,
-        time_scale=1.0 if looped else 1e-6,
-        fetcher=images,
-    )
-    artifacts = SimulatedArtifacts()
-    parts = AgentParts(
-        journal=journal,
-        trust=MemoryTrust(signers.trust),
-        runtime=runtime,
-        vehicle=vehicle,
-        artifacts=artifacts,
-        cloud=cloud,
-        clock=SystemClock() if looped else clock,  # type: ignore[arg-type]
-    )
     if looped:
         settings = {"poll_s": 3600, "drift_check_s": 0.05, "health_every_s": 3600, **settings}
-    agent = Agent(AgentSettings(vehicle_id="v-0001", **settings), parts)
-    return Rig(signers, cloud, runtime, vehicle, artifacts, clock, journal, agent)
+    return make_rig(
+        clock=SystemClock() if looped else None,  # type: ignore[arg-type]
+        vehicle=SimulatedStateProvider(PARKED),
+        time_scale=1.0 if looped else 1e-6,
+        fetcher=images,
+        **settings,
+    )
 
 
 def serve(rig: Rig, target: StackRelease, sequence: int) -> None:
@@ -217,6 +190,17 @@ def test_a_full_image_store_blocks_the_release_until_there_is_room() -> None:
 # -- what cuts a pull short ---------------------------------------------------------------
 
 
+async def running_a_then_pulling_b(rig: Rig, images: SimulatedImages) -> None:
+    """The looped agent started, A running, B assigned and its image being pulled."""
+    await rig.agent.start()
+    serve(rig, A, 1)
+    rig.agent.trigger("test")
+    await until(lambda: rig.journal.state.running_key == A.key, "A", in_thread=False)
+    serve(rig, B, 2)
+    rig.agent.trigger("test")
+    await until(lambda: images.pulling == image(B), "B's pull", in_thread=False)
+
+
 def test_the_operators_rollback_during_the_pull_is_taken_and_the_release_never_started() -> None:
     """The reviewer's case: nav@2 withdrawn (nav@1 assigned again) 10 s into its pull."""
 
@@ -224,13 +208,7 @@ def test_the_operators_rollback_during_the_pull_is_taken_and_the_release_never_s
         images = SimulatedImages(held={image(A)}, arrives=asyncio.Event())
         rig = pulling_rig(images, looped=True)
         try:
-            await rig.agent.start()
-            serve(rig, A, 1)
-            rig.agent.trigger("test")
-            await until(lambda: rig.journal.state.running_key == A.key, "A", in_thread=False)
-            serve(rig, B, 2)
-            rig.agent.trigger("test")
-            await until(lambda: images.pulling == image(B), "B's pull", in_thread=False)
+            await running_a_then_pulling_b(rig, images)
             serve(rig, A, 3)
             rig.agent.signals.notify(3)  # as the MQTT link does for desired/notify
             await until(
@@ -257,13 +235,7 @@ def test_a_stalled_pull_holds_up_neither_a_restore_nor_a_stop() -> None:
         images = SimulatedImages(held={image(A)}, stalled={image(B)}, stall_sec=3600)
         rig = pulling_rig(images, looped=True)
         try:
-            await rig.agent.start()
-            serve(rig, A, 1)
-            rig.agent.trigger("test")
-            await until(lambda: rig.journal.state.running_key == A.key, "A", in_thread=False)
-            serve(rig, B, 2)
-            rig.agent.trigger("test")
-            await until(lambda: images.pulling == image(B), "B's pull", in_thread=False)
+            await running_a_then_pulling_b(rig, images)
             rig.runtime.halt()  # `podman rm -f muto-nav`
             await until(
                 lambda: [e.restore for e in events(rig, ev.ApplyStarted)] == [False, True],
