@@ -306,6 +306,18 @@ class Api:
         )
 
 
+def _not_ours(response: httpx.Response) -> str:
+    """An answer without the API's error shape: a proxy's own page (haproxy's 503 while
+    every replica is unready), said without its HTML."""
+    reason = response.reason_phrase or "no reason given"
+    if "html" in response.headers.get("content-type", "") or response.text.lstrip().startswith("<"):
+        return (
+            f"{response.status_code} {reason} from a proxy in front of the control plane, "
+            "not the API (its replicas not ready: the database down or refusing writes?)"
+        )
+    return response.text[:200] or f"{response.status_code} {reason}"
+
+
 def answer(response: httpx.Response, connection: Connection) -> dict[str, Any]:
     """The envelope of a 2xx; otherwise FleetError naming the API's code and message."""
     try:
@@ -316,7 +328,7 @@ def answer(response: httpx.Response, connection: Connection) -> dict[str, Any]:
         return body
     error = body.get("error") if isinstance(body, dict) else None
     code = str(error.get("code")) if isinstance(error, dict) else f"http_{response.status_code}"
-    message = str(error.get("message")) if isinstance(error, dict) else response.text[:200]
+    message = str(error.get("message")) if isinstance(error, dict) else _not_ours(response)
     status = response.status_code
     if status == 401:
         how = (

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from muto.cli import main
-from muto.fleetctl.connection import USAGE, FleetError, api_path, save_context
+from muto.fleetctl.connection import USAGE, Connection, FleetError, answer, api_path, save_context
 from muto.fleetctl.rollouts import exit_code, outcome
 
 URL = "http://control.example:8080/api"  # a path prefix too: paths stay under it
@@ -265,3 +265,17 @@ def test_a_rollout_rolled_back_ends_when_its_rollbacks_are_confirmed() -> None:
     assert exit_code(rollout("completed")) == 0
     assert exit_code(rollout("wave", outstanding=5)) == 12
     assert exit_code(rollout("wave", outstanding=5, paused=True)) == 13
+
+
+def test_a_proxys_own_page_is_said_without_its_html() -> None:
+    """haproxy's 503 while every replica is unready (the second pass printed its HTML)."""
+    page = "<html><body><h1>503 Service Unavailable</h1>No server is available</body></html>"
+    response = httpx.Response(503, text=page, headers={"content-type": "text/html"})
+    with pytest.raises(FleetError) as refused:
+        answer(response, Connection(url="http://127.0.0.1:1", token=None))
+    said = str(refused.value)
+    assert "<" not in said and "503 Service Unavailable from a proxy" in said
+    plain = httpx.Response(502, text="upstream says no")
+    with pytest.raises(FleetError) as refused:
+        answer(plain, Connection(url="http://127.0.0.1:1", token=None))
+    assert "upstream says no" in str(refused.value)
