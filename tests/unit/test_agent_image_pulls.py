@@ -175,7 +175,14 @@ def test_a_full_image_store_blocks_the_release_until_there_is_room() -> None:
         verdict = await rig.reconcile()
         assert (verdict.kind, verdict.codes) == ("blocked", (ReasonCode.INSUFFICIENT_DISK,))
         assert B.key not in rig.journal.state.failed and applied(rig) == [A.key]
+        # Not pulled again at every poll (the second pass: 40 MB a poll, an event each):
+        # refused the same until there is more room (or another revision, or an hour).
+        tried, before = len(images.pulls), rig.journal.state.position
+        for _ in range(3):
+            assert (await rig.reconcile()).kind == "blocked"
+        assert (len(images.pulls), rig.journal.state.position) == (tried, before)
         images.failing.clear()  # space freed
+        rig.vehicle.set(free_disk_mb=200_000)  # the agent sees the room made
         assert (await rig.reconcile()).kind == "converged"
         await rig.deliver()
         assert rig.cloud.reconcile_reports() == [

@@ -59,6 +59,7 @@ Stop = Literal["fetch", "download", "apply"]  # what a newer desired state may s
 # More free disk than this since an apply found the disk full is room made (an operator's
 # clean-up), not noise (a log rotated, the journal checkpointed).
 ROOM_MB = 1.0
+DISK = ReasonCode.INSUFFICIENT_DISK
 # Tried again after this long all the same: the disk the runtime filled may not be the one
 # the agent measures (podman's image store on its own partition).
 ROOM_RETRY_S = 3600.0
@@ -81,17 +82,21 @@ def kept(s: JournalState) -> set[str]:
 @dataclass(frozen=True)
 class NoRoom:
     """An apply the runtime refused for want of disk with nothing left in the cache to
-    free, the free disk (MB) and the monotonic time then. Trying it again would journal
-    the same refusal and rewrite the release's files every poll: it waits for more room,
-    another revision or ROOM_RETRY_S (an agent restart tries once more)."""
+    free, or a download the disk refused (an image store full), under the desired
+    sequence; the free disk (MB) and the monotonic time then. Trying it again would
+    journal the same refusal and rewrite the release's files, or download it whole
+    again, every poll: it waits for more room, another revision or ROOM_RETRY_S (an
+    agent restart tries once more)."""
 
     release_key: str
     sequence: int | None
     free_mb: float
     at: float
 
-    def holds(self, step: Apply, free_mb: float | None, now: float) -> bool:
-        same = (step.release_key, step.sequence) == (self.release_key, self.sequence)
+    def holds(
+        self, release_key: str, sequence: int | None, free_mb: float | None, now: float
+    ) -> bool:
+        same = (release_key, sequence) == (self.release_key, self.sequence)
         no_more_room = free_mb is not None and free_mb < self.free_mb + ROOM_MB
         return same and no_more_room and now - self.at < ROOM_RETRY_S
 
@@ -228,6 +233,9 @@ class Reconciler:
         """Run `steps`; False when one was pre-empted or held back (the rest are not run)."""
         for step in steps:
             if isinstance(step, FetchArtifacts):  # only waits on the network
+                sequence = self._desired_sequence()
+                if self._no_room_for(step.release_key, sequence, observed, memory):
+                    return False
                 done = await self._preemptible(self.executor.run(step, memory), "download")
                 if isinstance(done, Preempted):
                     if self._cut_for == "newer":
@@ -236,6 +244,8 @@ class Reconciler:
                         cut = [d for d in step.digests if d not in held]
                         self._note_preempted("download", step.release_key, memory, cut)
                     return False
+                if any(memory.download_failures.get(d) == DISK for d in step.digests):
+                    self._no_room(step.release_key, sequence, observed)
             elif isinstance(step, Apply) and (
                 self._holds(step, observed, memory) or self._waits_for_room(step, observed, memory)
             ):
@@ -247,31 +257,45 @@ class Reconciler:
         return True
 
     def _waits_for_room(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
-        """An apply refused for want of disk with nothing to free, and since then no more
-        room, no other revision and less than ROOM_RETRY_S: the pass sees it refused again
-        (its artifacts as downloads that found the disk full: `blocked` INSUFFICIENT_DISK),
-        journaling nothing."""
+        return self._no_room_for(step.release_key, step.sequence, observed, memory)
+
+    def _no_room_for(
+        self, release_key: str, sequence: int | None, observed: Observed, memory: PassMemory
+    ) -> bool:
+        """A release the disk refused (its apply, with nothing to free; or a download),
+        and since then no more room, no other revision and less than ROOM_RETRY_S: the
+        pass sees it refused again (its artifacts as downloads that found the disk full:
+        `blocked` INSUFFICIENT_DISK), journaling and downloading nothing."""
         no_room = self.no_room
         free_mb, now = observed.vehicle.free_disk_mb, self.clock.monotonic()
-        if no_room is None or not no_room.holds(step, free_mb, now):
+        if no_room is None or not no_room.holds(release_key, sequence, free_mb, now):
             return False
-        release = self.journal.state.releases[step.release_key]
+        release = self.journal.state.releases[release_key]
         for artifact in release.artifacts:
-            memory.download_failures[artifact.digest] = ReasonCode.INSUFFICIENT_DISK
+            memory.download_failures[artifact.digest] = DISK
         return True
 
     def _note_no_room(self, step: Apply, observed: Observed, memory: PassMemory) -> None:
-        free_mb = observed.vehicle.free_disk_mb
         self.no_room = None
-        if memory.no_room == step.release_key and free_mb is not None:
-            self.no_room = NoRoom(step.release_key, step.sequence, free_mb, self.clock.monotonic())
-            logger.info(
-                "%s does not fit on the disk (%.0f MB free) and the cache has nothing left "
-                "to free: not tried again for an hour, unless there is more room or another "
-                "revision",
-                step.release_key,
-                free_mb,
-            )
+        if memory.no_room == step.release_key:
+            self._no_room(step.release_key, step.sequence, observed)
+
+    def _no_room(self, release_key: str, sequence: int | None, observed: Observed) -> None:
+        free_mb = observed.vehicle.free_disk_mb
+        if free_mb is None:
+            return
+        self.no_room = NoRoom(release_key, sequence, free_mb, self.clock.monotonic())
+        logger.info(
+            "%s does not fit on the disk (%.0f MB free here) and the cache has nothing "
+            "left to free: not tried again for an hour, unless there is more room or "
+            "another revision",
+            release_key,
+            free_mb,
+        )
+
+    def _desired_sequence(self) -> int | None:
+        desired = self.journal.state.desired
+        return desired.sequence if desired is not None else None
 
     def _holds(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
         """The last moment before anything on the vehicle changes: a newer desired state
