@@ -247,7 +247,8 @@ class Reconciler:
                 if any(memory.download_failures.get(d) == DISK for d in step.digests):
                     self._no_room(step.release_key, sequence, observed)
             elif isinstance(step, Apply) and (
-                self._holds(step, observed, memory) or self._waits_for_room(step, observed, memory)
+                self._holds(step, observed, memory)
+                or self._no_room_for(step.release_key, step.sequence, observed, memory)
             ):
                 return False
             else:
@@ -255,9 +256,6 @@ class Reconciler:
                 if isinstance(step, Apply):
                     self._note_no_room(step, observed, memory)
         return True
-
-    def _waits_for_room(self, step: Apply, observed: Observed, memory: PassMemory) -> bool:
-        return self._no_room_for(step.release_key, step.sequence, observed, memory)
 
     def _no_room_for(
         self, release_key: str, sequence: int | None, observed: Observed, memory: PassMemory
